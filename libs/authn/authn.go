@@ -1,0 +1,132 @@
+// Package authn is the client side of the identity service: it asks
+// sluice.api.identity.token.verify to verify a token and caches the verified
+// principal until the token expires (never longer than MaxAge), so that a
+// worker verifies each token once. Failures are not cached, except that the
+// cache is keyed by a hash of the token: raw tokens are never kept.
+package authn
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"sluice.dev/sluice/libs/bus"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
+)
+
+// Subject is the identity service's verify subject.
+const Subject = "sluice.api.identity.token.verify"
+
+// CodeUnavailable is returned when the identity service cannot be reached.
+const CodeUnavailable = "unavailable"
+
+// Client verifies tokens through the identity service.
+type Client struct {
+	nc *nats.Conn
+	// MaxEntries bounds the cache; default 65536.
+	MaxEntries int
+	// MaxAge bounds how long a verification is reused; default 5 minutes.
+	MaxAge time.Duration
+	// Timeout bounds one verification round trip; default 5 seconds.
+	Timeout time.Duration
+
+	mu    sync.Mutex
+	cache map[[32]byte]entry
+	now   func() time.Time
+}
+
+type entry struct {
+	p       *commonv1.Principal
+	expires time.Time
+}
+
+// New returns a client on nc.
+func New(nc *nats.Conn) *Client {
+	return &Client{nc: nc, cache: map[[32]byte]entry{}, now: time.Now}
+}
+
+// Verify returns the token's principal, or a client-safe error.
+func (c *Client) Verify(ctx context.Context, token string) (*commonv1.Principal, *commonv1.Error) {
+	key := sha256.Sum256([]byte(token))
+	now := c.now()
+	c.mu.Lock()
+	if e, ok := c.cache[key]; ok {
+		if now.Before(e.expires) {
+			c.mu.Unlock()
+			return e.p, nil
+		}
+		delete(c.cache, key)
+	}
+	c.mu.Unlock()
+
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var resp identityv1.VerifyTokenResponse
+	err := bus.Request(ctx, c.nc, Subject, &identityv1.VerifyTokenRequest{Token: token}, &resp)
+	if err != nil {
+		msg := "the identity service is unavailable"
+		if errors.Is(err, bus.ErrNoResponders) {
+			msg = "no identity service is running"
+		}
+		return nil, &commonv1.Error{Code: CodeUnavailable, Message: msg}
+	}
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	p := resp.GetPrincipal()
+	if p == nil {
+		return nil, &commonv1.Error{Code: CodeUnavailable, Message: "the identity service gave no answer"}
+	}
+	expires := now.Add(c.maxAge())
+	if exp := p.GetExpiresAt().AsTime(); p.GetExpiresAt() != nil && exp.Before(expires) {
+		expires = exp
+	}
+	if !now.Before(expires) {
+		return nil, &commonv1.Error{Code: "token_expired", Message: "the token expired"}
+	}
+	c.mu.Lock()
+	if len(c.cache) >= c.maxEntries() {
+		c.evict(now)
+	}
+	c.cache[key] = entry{p: p, expires: expires}
+	c.mu.Unlock()
+	return p, nil
+}
+
+func (c *Client) maxAge() time.Duration {
+	if c.MaxAge > 0 {
+		return c.MaxAge
+	}
+	return 5 * time.Minute
+}
+
+func (c *Client) maxEntries() int {
+	if c.MaxEntries > 0 {
+		return c.MaxEntries
+	}
+	return 65536
+}
+
+// evict drops expired entries, then arbitrary ones until a quarter is free.
+func (c *Client) evict(now time.Time) {
+	for k, e := range c.cache {
+		if !now.Before(e.expires) {
+			delete(c.cache, k)
+		}
+	}
+	for k := range c.cache {
+		if len(c.cache) < c.maxEntries()*3/4 {
+			return
+		}
+		delete(c.cache, k)
+	}
+}

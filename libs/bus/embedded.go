@@ -1,0 +1,123 @@
+package bus
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// EmbeddedConfig configures an in-process NATS server with JetStream.
+// The zero value listens on a random loopback port with data in a temp dir
+// chosen by the server; set StoreDir to keep data across restarts.
+type EmbeddedConfig struct {
+	// ServerName must be unique within a cluster.
+	ServerName string
+	// Host and Port are the client listener; Port 0 picks a random port.
+	Host string
+	Port int
+	// StoreDir holds JetStream data.
+	StoreDir string
+	// ClusterName, ClusterPort and Routes form a cluster (all three set).
+	ClusterName string
+	ClusterPort int
+	Routes      []string
+	// ConfigFile is a nats-server configuration file (accounts, users,
+	// permissions) applied before the fields above.
+	ConfigFile string
+	// DontListen serves in-process connections only.
+	DontListen bool
+	// Debug enables the server's own logging to stderr.
+	Debug bool
+}
+
+// Embedded is a running in-process NATS server.
+type Embedded struct {
+	Server *server.Server
+}
+
+// StartEmbedded starts a NATS server with JetStream and waits until it accepts connections.
+func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+	opts := &server.Options{}
+	if cfg.ConfigFile != "" {
+		o, err := server.ProcessConfigFile(cfg.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats config %s: %w", cfg.ConfigFile, err)
+		}
+		opts = o
+	}
+	opts.ServerName = cfg.ServerName
+	opts.Host = cfg.Host
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	opts.Port = cfg.Port
+	if opts.Port == 0 {
+		opts.Port = server.RANDOM_PORT
+	}
+	opts.JetStream = true
+	opts.StoreDir = cfg.StoreDir
+	opts.NoSigs = true
+	opts.NoLog = !cfg.Debug
+	opts.DontListen = cfg.DontListen
+	opts.MaxPayload = 8 << 20
+	if cfg.ClusterName != "" {
+		opts.Cluster.Name = cfg.ClusterName
+		opts.Cluster.Host = opts.Host
+		opts.Cluster.Port = cfg.ClusterPort
+		routes := make([]string, 0, len(cfg.Routes))
+		for _, r := range cfg.Routes {
+			routes = append(routes, "nats-route://"+r)
+		}
+		opts.Routes = server.RoutesFromStr(joinComma(routes))
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	if cfg.Debug {
+		s.ConfigureLogger()
+	}
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("nats server: not ready after 30s")
+	}
+	return &Embedded{Server: s}, nil
+}
+
+// ClientURL is the URL clients connect to.
+func (e *Embedded) ClientURL() string { return e.Server.ClientURL() }
+
+// Shutdown stops the server and waits for it to finish.
+func (e *Embedded) Shutdown() {
+	e.Server.Shutdown()
+	e.Server.WaitForShutdown()
+}
+
+// FreePort asks the kernel for a free TCP port on the loopback interface.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func joinComma(s []string) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += v
+	}
+	return out
+}
+
+// HostPort formats a loopback address.
+func HostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

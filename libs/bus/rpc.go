@@ -1,0 +1,99 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+)
+
+// HeaderError carries a transport-level failure in a reply (the request could
+// not be decoded, the handler failed). Domain errors travel in the reply body.
+const HeaderError = "Sluice-Error"
+
+// ErrNoResponders means no replica of the service is running.
+var ErrNoResponders = errors.New("bus: no service is answering")
+
+// Handler answers one request.
+type Handler[Req, Resp proto.Message] func(ctx context.Context, req Req) (Resp, error)
+
+// Serve answers requests on subject as a member of queue group queue, decoding
+// each into a fresh Req. Requests are handled concurrently, at most
+// 4×GOMAXPROCS at a time. The subscription ends when ctx is done.
+func Serve[Req, Resp proto.Message](ctx context.Context, nc *nats.Conn, subject, queue string, newReq func() Req, h Handler[Req, Resp]) (*nats.Subscription, error) {
+	sem := make(chan struct{}, 4*runtime.GOMAXPROCS(0))
+	sub, err := nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			reply(ctx, m, newReq, h)
+		}()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	go func() {
+		<-ctx.Done()
+		_ = sub.Drain()
+	}()
+	return sub, nil
+}
+
+func reply[Req, Resp proto.Message](ctx context.Context, m *nats.Msg, newReq func() Req, h Handler[Req, Resp]) {
+	if m.Reply == "" {
+		return
+	}
+	req := newReq()
+	out := nats.NewMsg(m.Reply)
+	if err := proto.Unmarshal(m.Data, req); err != nil {
+		out.Header.Set(HeaderError, "malformed request")
+		_ = m.RespondMsg(out)
+		return
+	}
+	resp, err := h(ctx, req)
+	if err != nil {
+		out.Header.Set(HeaderError, err.Error())
+		_ = m.RespondMsg(out)
+		return
+	}
+	data, err := proto.Marshal(resp)
+	if err != nil {
+		out.Header.Set(HeaderError, "encode reply")
+		_ = m.RespondMsg(out)
+		return
+	}
+	out.Data = data
+	_ = m.RespondMsg(out)
+}
+
+// Request sends req to subject and decodes the reply into resp. Without a
+// deadline on ctx it waits at most five seconds.
+func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp proto.Message) error {
+	data, err := proto.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	m, err := nc.RequestWithContext(ctx, subject, data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("%s: %w", subject, ErrNoResponders)
+		}
+		return fmt.Errorf("%s: %w", subject, err)
+	}
+	if msg := m.Header.Get(HeaderError); msg != "" {
+		return fmt.Errorf("%s: %s", subject, msg)
+	}
+	if err := proto.Unmarshal(m.Data, resp); err != nil {
+		return fmt.Errorf("%s: decode reply: %w", subject, err)
+	}
+	return nil
+}

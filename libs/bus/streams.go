@@ -1,0 +1,141 @@
+package bus
+
+import (
+	"context"
+
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Streams, subjects and buckets of the Sluice topology. Each context has one
+// stream; see ARCHITECTURE.md for who writes and who reads each.
+const (
+	StreamControl  = "CONTROL"
+	SubjectControl = "sluice.evt.control"
+
+	StreamApprovals  = "APPROVALS"
+	SubjectApprovals = "sluice.evt.approvals"
+
+	// StreamSessions is the ingest queue of session events from workers.
+	StreamSessions  = "SESSIONS"
+	SubjectSessions = "sluice.rec"
+
+	// StreamAudit is the immutable, hash-chained audit log.
+	StreamAudit  = "AUDIT"
+	SubjectAudit = "sluice.audit"
+
+	// BucketControl holds the projection of the control stream.
+	BucketControl = "sluice_control"
+	// BucketApprovals holds the projection of the approvals stream.
+	BucketApprovals = "sluice_approvals"
+)
+
+// Topology says how streams are sized and replicated. The zero value is a
+// single-node development setup.
+type Topology struct {
+	// Replicas is 1 for a single server, 3 for a production cluster.
+	Replicas int
+	// AuditMaxBytes caps the audit stream; when it is full, new records are
+	// refused (discard-new) and workers stop running commands: fail closed.
+	// Zero means unlimited (bounded by the server's JetStream storage).
+	AuditMaxBytes int64
+	// SessionsMaxBytes caps the ingest queue. Zero means unlimited.
+	SessionsMaxBytes int64
+}
+
+func (t Topology) replicas() int {
+	if t.Replicas <= 0 {
+		return 1
+	}
+	return t.Replicas
+}
+
+// EventStream is the configuration of a control-plane event stream
+// (CONTROL, APPROVALS): append-only, never deleted or purged.
+func (t Topology) EventStream(name, subject string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Subjects:    []string{subject + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  2 * time.Minute,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowRollup: false,
+		Replicas:    t.replicas(),
+	}
+}
+
+// SessionsStream is the ingest queue: workers publish session events here and
+// learn they are durable from the publish acknowledgement; the recorder moves
+// them into AUDIT and acknowledges, which removes them.
+func (t Topology) SessionsStream() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:       StreamSessions,
+		Subjects:   []string{SubjectSessions + ".>"},
+		Storage:    jetstream.FileStorage,
+		Retention:  jetstream.WorkQueuePolicy,
+		Discard:    jetstream.DiscardNew,
+		MaxBytes:   orUnlimited(t.SessionsMaxBytes),
+		Duplicates: 2 * time.Minute,
+		Replicas:   t.replicas(),
+	}
+}
+
+// AuditStream is the immutable audit log: deny delete, deny purge, no rollup,
+// discard new when full, a duplicate window.
+func (t Topology) AuditStream() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamAudit,
+		Subjects:    []string{SubjectAudit + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    orUnlimited(t.AuditMaxBytes),
+		Duplicates:  2 * time.Minute,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowRollup: false,
+		Replicas:    t.replicas(),
+	}
+}
+
+// KV is the configuration of a projection bucket.
+func (t Topology) KV(bucket string) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:   bucket,
+		History:  5,
+		Storage:  jetstream.FileStorage,
+		Replicas: t.replicas(),
+	}
+}
+
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// Provision creates every stream and bucket of the topology, idempotently.
+// Every Sluice process calls it at start, so no start order is required.
+func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
+	for _, cfg := range []jetstream.StreamConfig{
+		t.EventStream(StreamControl, SubjectControl),
+		t.EventStream(StreamApprovals, SubjectApprovals),
+		t.SessionsStream(),
+		t.AuditStream(),
+	} {
+		if _, err := EnsureStream(ctx, js, cfg); err != nil {
+			return err
+		}
+	}
+	for _, b := range []string{BucketControl, BucketApprovals} {
+		if _, err := EnsureKV(ctx, js, t.KV(b)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

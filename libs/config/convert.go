@@ -1,0 +1,109 @@
+package config
+
+import (
+	"encoding/base64"
+	"fmt"
+	"time"
+
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+)
+
+// decodeSealed turns the text form of a sealed secret into bytes.
+func decodeSealed(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("sealed secret is not base64: %w", err)
+	}
+	return b, nil
+}
+
+// TargetSpecs converts the targets.
+func (f *File) TargetSpecs() ([]*controlv1.TargetSpec, error) {
+	out := make([]*controlv1.TargetSpec, 0, len(f.Targets))
+	for _, t := range f.Targets {
+		spec := &controlv1.TargetSpec{Name: t.Name, Kind: t.Kind, Labels: t.Labels}
+		switch {
+		case t.Postgres != nil:
+			pw, err := t.Postgres.Password.Proto(decodeSealed)
+			if err != nil {
+				return nil, fmt.Errorf("target %s: %w", t.Name, err)
+			}
+			port := t.Postgres.Port
+			if port == 0 {
+				port = 5432
+			}
+			mode := t.Postgres.SSLMode
+			if mode == "" {
+				mode = "verify-full"
+			}
+			spec.Endpoint = &controlv1.TargetSpec_Postgres{Postgres: &controlv1.PostgresTarget{
+				Host: t.Postgres.Host, Port: port, Database: t.Postgres.Database, User: t.Postgres.User,
+				Password: pw, Sslmode: mode, CaFile: t.Postgres.CAFile,
+			}}
+		case t.SSH != nil:
+			key, err := t.SSH.PrivateKey.Proto(decodeSealed)
+			if err != nil {
+				return nil, fmt.Errorf("target %s: %w", t.Name, err)
+			}
+			port := t.SSH.Port
+			if port == 0 {
+				port = 22
+			}
+			spec.Endpoint = &controlv1.TargetSpec_Ssh{Ssh: &controlv1.SSHTarget{
+				Host: t.SSH.Host, Port: port, User: t.SSH.User, PrivateKey: key, HostKey: t.SSH.HostKey,
+			}}
+		case t.Kubernetes != nil:
+			tok, err := t.Kubernetes.Token.Proto(decodeSealed)
+			if err != nil {
+				return nil, fmt.Errorf("target %s: %w", t.Name, err)
+			}
+			spec.Endpoint = &controlv1.TargetSpec_Kubernetes{Kubernetes: &controlv1.KubernetesTarget{
+				Server: t.Kubernetes.Server, Token: tok, CaFile: t.Kubernetes.CAFile, Impersonate: t.Kubernetes.Impersonate,
+			}}
+		}
+		out = append(out, spec)
+	}
+	return out, nil
+}
+
+// RuleProtos converts the policy rules.
+func (f *File) RuleProtos() []*controlv1.Rule {
+	out := make([]*controlv1.Rule, 0, len(f.Policies))
+	for _, r := range f.Policies {
+		pr := &controlv1.Rule{
+			Name: r.Name, Action: r.Action, When: r.When, Reason: r.Reason,
+			Approvers: r.Approvers, Quorum: r.Quorum, Line: int32(r.Line), Column: int32(r.Column),
+		}
+		if r.Mask != nil {
+			pr.Mask = &controlv1.MaskRule{Columns: r.Mask.Columns, Detectors: r.Mask.Detectors, Action: r.Mask.Action, Keep: r.Mask.Keep}
+		}
+		out = append(out, pr)
+	}
+	return out
+}
+
+// ApproverProtos converts the approver groups.
+func (f *File) ApproverProtos() []*controlv1.ApproverGroup {
+	out := make([]*controlv1.ApproverGroup, 0, len(f.Approvers))
+	for _, g := range f.Approvers {
+		out = append(out, &controlv1.ApproverGroup{Name: g.Name, Groups: g.Groups, Subjects: g.Subjects})
+	}
+	return out
+}
+
+// ProviderProto converts the oidc section; nil if absent.
+func (f *File) ProviderProto() *controlv1.IdentityProvider {
+	if f.OIDC == nil {
+		return nil
+	}
+	o := f.OIDC
+	var refresh uint32
+	if d, err := time.ParseDuration(o.JWKSRefreshInterval); err == nil {
+		refresh = uint32(d.Seconds())
+	}
+	return &controlv1.IdentityProvider{
+		Issuer: o.Issuer, Audience: o.Audience, GroupsClaim: o.GroupsClaim, EmailClaim: o.EmailClaim,
+		MachineClaim: o.MachineClaim, Algorithms: o.Algorithms, RequireAccessTokenType: o.RequireAccessTokenType,
+		JwksRefreshIntervalSeconds: refresh,
+	}
+}

@@ -1,0 +1,207 @@
+// Package controlstate is the read side of the control plane: the
+// sluice_control key-value bucket into which the control service projects
+// the CONTROL event stream (targets, the policy set, approver groups, the
+// identity provider), and a live View of it for services and workers.
+//
+// Keys: target.<token(name)>, policy.current, approvers.current,
+// identity.provider. Values are the serialized events that set them.
+package controlstate
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"sluice.dev/sluice/libs/bus"
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+)
+
+// Keys of the control bucket.
+const (
+	KeyPolicy           = "policy.current"
+	KeyApprovers        = "approvers.current"
+	KeyIdentityProvider = "identity.provider"
+	targetPrefix        = "target."
+)
+
+// TargetKey is the key of a target.
+func TargetKey(name string) string { return targetPrefix + bus.Token(name) }
+
+// Bucket opens the control bucket (it is created by bus.Provision).
+func Bucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, bus.BucketControl)
+	if err != nil {
+		return nil, fmt.Errorf("control bucket: %w", err)
+	}
+	return kv, nil
+}
+
+// View is a live, read-only copy of the control state.
+type View struct {
+	mu        sync.RWMutex
+	targets   map[string]*controlv1.TargetConfigured
+	policy    *controlv1.PolicySetApplied
+	approvers *controlv1.ApproverGroupsSet
+	provider  *controlv1.IdentityProviderConfigured
+	ready     chan struct{}
+	subs      []func(key string)
+}
+
+// NewView returns an empty view; Follow fills it.
+func NewView() *View {
+	return &View{targets: map[string]*controlv1.TargetConfigured{}, ready: make(chan struct{})}
+}
+
+// OnChange registers fn to be called (from the follower goroutine) after
+// every change, with the key that changed. Register before Follow.
+func (v *View) OnChange(fn func(key string)) {
+	v.mu.Lock()
+	v.subs = append(v.subs, fn)
+	v.mu.Unlock()
+}
+
+// Ready is closed once the initial state has been loaded.
+func (v *View) Ready() <-chan struct{} { return v.ready }
+
+// Follow keeps the view up to date until ctx is done.
+func (v *View) Follow(ctx context.Context, js jetstream.JetStream) error {
+	kv, err := Bucket(ctx, js)
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch control bucket: %w", err)
+	}
+	defer w.Stop() //nolint:errcheck
+	readyClosed := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				if !readyClosed {
+					close(v.ready)
+					readyClosed = true
+				}
+				continue
+			}
+			if err := v.apply(e); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (v *View) apply(e jetstream.KeyValueEntry) error {
+	key := e.Key()
+	deleted := e.Operation() != jetstream.KeyValuePut
+	v.mu.Lock()
+	switch {
+	case len(key) > len(targetPrefix) && key[:len(targetPrefix)] == targetPrefix:
+		name, _ := bus.DecodeToken(key[len(targetPrefix):])
+		if deleted {
+			delete(v.targets, name)
+			break
+		}
+		var t controlv1.TargetConfigured
+		if err := proto.Unmarshal(e.Value(), &t); err != nil {
+			v.mu.Unlock()
+			return fmt.Errorf("control state %s: %w", key, err)
+		}
+		v.targets[name] = &t
+	case key == KeyPolicy:
+		var p controlv1.PolicySetApplied
+		if err := decodeOrNil(e, deleted, &p); err != nil {
+			v.mu.Unlock()
+			return err
+		}
+		v.policy = nilIf(deleted, &p)
+	case key == KeyApprovers:
+		var a controlv1.ApproverGroupsSet
+		if err := decodeOrNil(e, deleted, &a); err != nil {
+			v.mu.Unlock()
+			return err
+		}
+		v.approvers = nilIf(deleted, &a)
+	case key == KeyIdentityProvider:
+		var p controlv1.IdentityProviderConfigured
+		if err := decodeOrNil(e, deleted, &p); err != nil {
+			v.mu.Unlock()
+			return err
+		}
+		v.provider = nilIf(deleted, &p)
+	}
+	subs := v.subs
+	v.mu.Unlock()
+	for _, fn := range subs {
+		fn(key)
+	}
+	return nil
+}
+
+func decodeOrNil(e jetstream.KeyValueEntry, deleted bool, m proto.Message) error {
+	if deleted {
+		return nil
+	}
+	if err := proto.Unmarshal(e.Value(), m); err != nil {
+		return fmt.Errorf("control state %s: %w", e.Key(), err)
+	}
+	return nil
+}
+
+func nilIf[T any](deleted bool, v *T) *T {
+	if deleted {
+		return nil
+	}
+	return v
+}
+
+// Target returns a registered target.
+func (v *View) Target(name string) (*controlv1.TargetConfigured, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	t, ok := v.targets[name]
+	return t, ok
+}
+
+// Targets returns every target, sorted by name.
+func (v *View) Targets() []*controlv1.TargetConfigured {
+	v.mu.RLock()
+	out := make([]*controlv1.TargetConfigured, 0, len(v.targets))
+	for _, t := range v.targets {
+		out = append(out, t)
+	}
+	v.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].GetSpec().GetName() < out[j].GetSpec().GetName() })
+	return out
+}
+
+// Policy returns the policy set in force, or nil.
+func (v *View) Policy() *controlv1.PolicySetApplied {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.policy
+}
+
+// Approvers returns the approver groups, or nil.
+func (v *View) Approvers() *controlv1.ApproverGroupsSet {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.approvers
+}
+
+// IdentityProvider returns the applied provider settings, or nil.
+func (v *View) IdentityProvider() *controlv1.IdentityProviderConfigured {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.provider
+}

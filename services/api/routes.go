@@ -1,0 +1,7 @@
+package api
+
+// extraRoutes registers the routes of the control, policy, approvals and
+// recorder APIs.
+func (s *Server) extraRoutes() {
+	s.controlRoutes()
+}

@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/services/sluice/internal/stack"
+)
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	var nc bus.Config
+	var o stack.Options
+	var replicas int
+	var logFormat, logLevel, masterKeyFile string
+	var jwksRefresh time.Duration
+	cmd := &cobra.Command{
+		Use:   "serve SERVICE|all",
+		Short: "Run one service (or all) against an external NATS",
+		Long: `Run a Sluice service against an external NATS JetStream cluster. Services scale
+horizontally: run as many replicas as you like; they share work through queue groups
+and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or all.`,
+		Example: `  sluice serve identity --nats nats://nats-1:4222 --issuer https://idp.example.com --audience sluice
+  sluice serve api --nats nats://nats-1:4222 --addr 0.0.0.0:8080`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var names []string
+			if args[0] != "all" {
+				s, err := stack.Find(args[0])
+				if err != nil {
+					return err
+				}
+				names = []string{s.Name}
+			}
+			log, err := newLogger(g.stderr, logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			nc.Name = "sluice-" + args[0]
+			conn, err := bus.Connect(ctx, nc)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			o.Conn, o.Log = conn, log
+			o.Topology = bus.Topology{Replicas: replicas}
+			o.Provider.JWKSRefreshInterval = jwksRefresh
+			if key, err := secrets.LoadKey(masterKeyFile); err == nil {
+				o.MasterKey = key
+			} else if err != secrets.ErrNoKey {
+				return err
+			}
+			if err := stack.Provision(ctx, &o); err != nil {
+				return err
+			}
+			return stack.RunAll(ctx, &o, names...)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&nc.URL, "nats", envOr("SLUICE_NATS", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated ($SLUICE_NATS)")
+	f.StringVar(&nc.CredsFile, "nats-creds", os.Getenv("SLUICE_NATS_CREDS"), "NATS credentials file")
+	f.StringVar(&nc.User, "nats-user", os.Getenv("SLUICE_NATS_USER"), "NATS user")
+	nc.Password = os.Getenv("SLUICE_NATS_PASSWORD")
+	f.StringVar(&nc.CAFile, "nats-ca", "", "CA file to verify NATS")
+	f.StringVar(&nc.CertFile, "nats-cert", "", "client certificate for NATS")
+	f.StringVar(&nc.KeyFile, "nats-key", "", "client key for NATS")
+	f.IntVar(&replicas, "replicas", 1, "stream replicas (3 in a production cluster)")
+	f.StringVar(&o.Provider.Issuer, "issuer", os.Getenv("SLUICE_OIDC_ISSUER"), "identity: OIDC issuer URL, until one is applied")
+	f.StringVar(&o.Provider.Audience, "audience", envOr("SLUICE_OIDC_AUDIENCE", "sluice"), "identity: required token audience")
+	f.StringVar(&o.Provider.GroupsClaim, "groups-claim", "groups", "identity: claim holding groups (dotted path allowed)")
+	f.StringVar(&o.Provider.EmailClaim, "email-claim", "email", "identity: claim holding the email")
+	f.StringVar(&o.Provider.MachineClaim, "machine-claim", "", "identity: boolean claim marking machine identities")
+	f.BoolVar(&o.Provider.RequireAccessTokenType, "require-at-jwt", false, "identity: require JWT typ at+jwt")
+	f.DurationVar(&jwksRefresh, "jwks-refresh", 30*time.Second, "identity: minimum time between JWKS refreshes on unknown key ids")
+	f.StringVar(&o.APIAddr, "addr", "127.0.0.1:8080", "api: listen address")
+	f.StringVar(&o.CLIClientID, "cli-client-id", "", "api: OAuth client id the CLI uses for 'sluice login'")
+	f.StringVar(&o.PGAddr, "pg-addr", "127.0.0.1:15432", "pgworker: listen address")
+	f.StringVar(&masterKeyFile, "master-key-file", "", "file holding the master key (default: $SLUICE_MASTER_KEY)")
+	f.StringVar(&logFormat, "log-format", "json", "log format: json or console")
+	f.StringVar(&logLevel, "log-level", "info", "log level")
+	return cmd
+}

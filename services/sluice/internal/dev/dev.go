@@ -1,0 +1,354 @@
+// Package dev runs `sluice dev`: embedded NATS JetStream, every service in
+// one process, the development identity provider, and (when PostgreSQL server
+// binaries are installed) a demo PostgreSQL registered as target "demo".
+// State lives under one directory (.sluice by default) and is reused by the
+// next start.
+package dev
+
+import (
+	"context"
+	_ "embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/devissuer"
+	"sluice.dev/sluice/libs/pglocal"
+	"sluice.dev/sluice/libs/secrets"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	"sluice.dev/sluice/services/identity"
+	"sluice.dev/sluice/services/sluice/internal/stack"
+)
+
+//go:embed sluice.yaml
+var defaultConfig []byte
+
+// DefaultConfig is the policy `sluice dev` applies on first start.
+func DefaultConfig() []byte { return defaultConfig }
+
+// Config configures the development environment. The zero value uses the
+// documented defaults.
+type Config struct {
+	// Dir holds all state; default ".sluice".
+	Dir string
+	// APIAddr default 127.0.0.1:8080; PGAddr default 127.0.0.1:15432.
+	APIAddr string
+	PGAddr  string
+	// NATSPort default 14222; DemoPGPort default 15433.
+	NATSPort   int
+	DemoPGPort int
+	// NoDemo skips the demo PostgreSQL.
+	NoDemo bool
+	Log    zerolog.Logger
+	// Out receives the banner.
+	Out io.Writer
+}
+
+func (c *Config) defaults() {
+	if c.Dir == "" {
+		c.Dir = ".sluice"
+	}
+	if c.APIAddr == "" {
+		c.APIAddr = "127.0.0.1:8080"
+	}
+	if c.PGAddr == "" {
+		c.PGAddr = "127.0.0.1:15432"
+	}
+	if c.NATSPort == 0 {
+		c.NATSPort = 14222
+	}
+	if c.DemoPGPort == 0 {
+		c.DemoPGPort = 15433
+	}
+	if c.Out == nil {
+		c.Out = os.Stdout
+	}
+}
+
+// State is what `sluice dev` records for other commands (dev token).
+type State struct {
+	Issuer   string `json:"issuer"`
+	Audience string `json:"audience"`
+	API      string `json:"api"`
+}
+
+// Paths of state files.
+func keyPath(dir string) string    { return filepath.Join(dir, "issuer.key") }
+func statePath(dir string) string  { return filepath.Join(dir, "dev.json") }
+func masterPath(dir string) string { return filepath.Join(dir, "master.key") }
+
+// Audience of dev tokens.
+const Audience = "sluice"
+
+// LoadState reads dev.json, falling back to defaults.
+func LoadState(dir string) State {
+	st := State{Issuer: "http://127.0.0.1:8080/oidc", Audience: Audience, API: "http://127.0.0.1:8080"}
+	if b, err := os.ReadFile(statePath(dir)); err == nil {
+		_ = json.Unmarshal(b, &st)
+	}
+	return st
+}
+
+// Issuer returns the dev issuer over dir's key, for minting tokens.
+func Issuer(dir string) (*devissuer.Issuer, error) {
+	st := LoadState(dir)
+	key, err := devissuer.LoadOrCreateKey(keyPath(dir))
+	if err != nil {
+		return nil, err
+	}
+	return &devissuer.Issuer{URL: st.Issuer, Audience: st.Audience, Key: key}, nil
+}
+
+// Run runs the environment until ctx is done.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.defaults()
+	log := cfg.Log
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return err
+	}
+	dir, _ := filepath.Abs(cfg.Dir)
+
+	// Listen first, so a busy port is reported before anything starts.
+	apiLn, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP API %s: %w (is another sluice dev running? use --api-addr)", cfg.APIAddr, err)
+	}
+	defer apiLn.Close()
+	apiURL := "http://" + apiLn.Addr().String()
+
+	master, err := secrets.LoadOrCreateKeyFile(masterPath(dir))
+	if err != nil {
+		return err
+	}
+	key, err := devissuer.LoadOrCreateKey(keyPath(dir))
+	if err != nil {
+		return err
+	}
+	agentSecret, err := readOrCreate(filepath.Join(dir, "demo-agent.secret"), randomPassword)
+	if err != nil {
+		return err
+	}
+	iss := &devissuer.Issuer{
+		URL: apiURL + "/oidc", Audience: Audience, Key: key, TTL: time.Hour,
+		Clients: []devissuer.Client{
+			{ID: "sluice-cli"},
+			{ID: "demo-agent", Secret: agentSecret, Groups: []string{"engineers"}},
+		},
+	}
+	st, _ := json.MarshalIndent(State{Issuer: iss.URL, Audience: Audience, API: apiURL}, "", "  ")
+	if err := os.WriteFile(statePath(dir), st, 0o600); err != nil {
+		return err
+	}
+
+	nsrv, err := bus.StartEmbedded(bus.EmbeddedConfig{ServerName: "sluice-dev", Port: cfg.NATSPort, StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		return fmt.Errorf("embedded NATS on port %d: %w", cfg.NATSPort, err)
+	}
+	defer nsrv.Shutdown()
+	conn, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), Name: "sluice-dev"})
+	if err != nil {
+		return err
+	}
+	defer conn.NC.Close()
+
+	o := &stack.Options{
+		Conn:        conn,
+		Log:         log,
+		Provider:    identity.Provider{Issuer: iss.URL, Audience: Audience},
+		APIListener: apiLn,
+		APIMounts:   map[string]http.Handler{"/oidc": iss.Handler()},
+		CLIClientID: "sluice-cli",
+		MasterKey:   master,
+		PGAddr:      cfg.PGAddr,
+		TLSDir:      filepath.Join(dir, "tls"),
+	}
+	if err := stack.Provision(ctx, o); err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stack.RunAll(gctx, o) })
+
+	var pg *pglocal.Server
+	g.Go(func() error {
+		var demoErr error
+		pg, demoErr = bootstrap(gctx, cfg, dir, conn, master)
+		if demoErr != nil {
+			return demoErr
+		}
+		banner(cfg, dir, apiURL, nsrv.ClientURL(), pg, agentSecret)
+		<-gctx.Done()
+		return nil
+	})
+	err = g.Wait()
+	if pg != nil {
+		pg.Stop()
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	log.Info().Msg("stopped")
+	return err
+}
+
+func readOrCreate(path string, gen func() string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	v := gen()
+	return v, os.WriteFile(path, []byte(v+"\n"), 0o600)
+}
+
+// bootstrap applies the default policy (if none is applied yet) and starts
+// and registers the demo database.
+func bootstrap(ctx context.Context, cfg Config, dir string, conn *bus.Conn, master *secrets.Key) (*pglocal.Server, error) {
+	view := controlstate.NewView()
+	vctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = view.Follow(vctx, conn.JS) }()
+	select {
+	case <-view.Ready():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	cfgPath := filepath.Join(dir, "sluice.yaml")
+	if _, err := os.Stat(cfgPath); errors.Is(err, os.ErrNotExist) {
+		if err := os.WriteFile(cfgPath, defaultConfig, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if view.Policy() == nil {
+		data, err := os.ReadFile(cfgPath)
+		if err != nil {
+			return nil, err
+		}
+		if err := apply(ctx, conn, data, "sluice.yaml"); err != nil {
+			return nil, fmt.Errorf("apply %s: %w", cfgPath, err)
+		}
+		cfg.Log.Info().Str("file", cfgPath).Msg("default policy applied")
+	}
+	if cfg.NoDemo {
+		return nil, nil
+	}
+	bin, err := pglocal.FindBinDir()
+	if err != nil {
+		cfg.Log.Warn().Msg("PostgreSQL server binaries not found; no demo database (install postgresql to get one)")
+		return nil, nil
+	}
+	pgDir := filepath.Join(dir, "pg")
+	fresh := true
+	if _, err := os.Stat(filepath.Join(pgDir, "PG_VERSION")); err == nil {
+		fresh = false
+	}
+	pg, err := pglocal.Start(ctx, pglocal.Config{Dir: pgDir, Port: cfg.DemoPGPort, BinDir: bin})
+	if err != nil {
+		return nil, fmt.Errorf("demo PostgreSQL: %w", err)
+	}
+	sealedPath := filepath.Join(dir, "demo-pg.sealed")
+	if fresh {
+		pw := randomPassword()
+		if err := setupDemo(ctx, pg, pw); err != nil {
+			pg.Stop()
+			return nil, err
+		}
+		if err := os.WriteFile(sealedPath, []byte(base64.StdEncoding.EncodeToString(master.Seal([]byte(pw)))+"\n"), 0o600); err != nil {
+			pg.Stop()
+			return nil, err
+		}
+	}
+	sealed, err := os.ReadFile(sealedPath)
+	if err != nil {
+		pg.Stop()
+		return nil, fmt.Errorf("demo credential: %w (delete %s to start over)", err, pgDir)
+	}
+	target := fmt.Sprintf(`targets:
+  - name: demo
+    kind: postgres
+    labels: {env: dev}
+    postgres:
+      host: 127.0.0.1
+      port: %d
+      database: demo
+      user: sluice_gateway
+      sslmode: disable
+      password: {sealed: %q}
+`, pg.Port, strings.TrimSpace(string(sealed)))
+	if err := apply(ctx, conn, []byte(target), "demo-target.yaml"); err != nil {
+		pg.Stop()
+		return nil, fmt.Errorf("register demo target: %w", err)
+	}
+	return pg, nil
+}
+
+// apply sends a configuration to the control service, waiting for it to be up.
+func apply(ctx context.Context, conn *bus.Conn, data []byte, name string) error {
+	req := &controlv1.ApplyRequest{Config: data, FileName: name, Actor: &commonv1.Principal{Subject: "sluice-dev", Machine: true}}
+	var resp controlv1.ApplyResponse
+	var err error
+	for i := 0; i < 100; i++ {
+		err = bus.Request(ctx, conn.NC, "sluice.api.control.config.apply", req, &resp)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, bus.ErrNoResponders) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if e := resp.GetError(); e != nil {
+		var msgs []string
+		for _, ce := range resp.GetErrors() {
+			msgs = append(msgs, fmt.Sprintf("line %d: %s", ce.GetLine(), ce.GetMessage()))
+		}
+		return fmt.Errorf("%s: %s", e.GetMessage(), strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, agentSecret string) {
+	host, port, _ := net.SplitHostPort(cfg.PGAddr)
+	w := cfg.Out
+	fmt.Fprintf(w, "\nSluice is running in development mode (state in %s).\n\n", dir)
+	fmt.Fprintf(w, "  HTTP API      %s\n", apiURL)
+	fmt.Fprintf(w, "  OIDC issuer   %s/oidc   (development only)\n", apiURL)
+	fmt.Fprintf(w, "  PostgreSQL    %s\n", cfg.PGAddr)
+	fmt.Fprintf(w, "  NATS          %s\n", natsURL)
+	if pg != nil {
+		fmt.Fprintf(w, "  Demo target   demo (PostgreSQL on 127.0.0.1:%d, data in %s)\n", pg.Port, pg.Dir)
+	} else {
+		fmt.Fprintf(w, "  Demo target   none (PostgreSQL server binaries not installed)\n")
+	}
+	fmt.Fprintf(w, `
+Get a token and try it:
+  export SLUICE_TOKEN="$(bin/sluice dev token --sub alice --groups engineers)"
+  curl -H "Authorization: Bearer $SLUICE_TOKEN" %s/api/v1/whoami
+  PGPASSWORD="$SLUICE_TOKEN" psql "host=%s port=%s dbname=demo user=alice sslmode=require"
+
+An agent with client credentials:
+  SLUICE_CLIENT_ID=demo-agent SLUICE_CLIENT_SECRET=%s bin/sluice token
+
+Policy: %s (edit, then: bin/sluice apply -f %s with a sluice-admins token)
+Press Ctrl-C to stop.
+`, apiURL, host, port, agentSecret, filepath.Join(dir, "sluice.yaml"), filepath.Join(dir, "sluice.yaml"))
+}
