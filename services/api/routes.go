@@ -4,4 +4,5 @@ package api
 // recorder APIs.
 func (s *Server) extraRoutes() {
 	s.controlRoutes()
+	s.policyRoutes()
 }

@@ -4,4 +4,6 @@ import "github.com/spf13/cobra"
 
 // addLaterCommands registers the commands of the policy, approvals and
 // recorder APIs.
-func addLaterCommands(root *cobra.Command, g *globals) {}
+func addLaterCommands(root *cobra.Command, g *globals) {
+	root.AddCommand(newPolicyCmd(g))
+}

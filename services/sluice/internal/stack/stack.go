@@ -20,6 +20,7 @@ import (
 	"sluice.dev/sluice/services/api"
 	"sluice.dev/sluice/services/control"
 	"sluice.dev/sluice/services/identity"
+	"sluice.dev/sluice/services/policy"
 )
 
 // Options holds every service's settings. The zero value is not useful:
@@ -58,6 +59,7 @@ func Services() []Service {
 	return []Service{
 		{"identity", "verifies OIDC access tokens (sluice.api.identity.*)", runIdentity},
 		{"control", "owns targets, policies, approver groups, IdP settings (sluice.api.control.*)", runControl},
+		{"policy", "rules on every command with CEL (sluice.api.policy.*)", runPolicy},
 		{"api", "the HTTP API on :8080", runAPI},
 	}
 }
@@ -145,4 +147,8 @@ func runAPI(ctx context.Context, o *Options) error {
 		Addr: o.APIAddr, Listener: o.APIListener, Conn: o.Conn, Mounts: o.APIMounts,
 		Issuer: o.Provider.Issuer, Audience: o.Provider.Audience, CLIClientID: o.CLIClientID, Log: o.Log,
 	}).Run(ctx)
+}
+
+func runPolicy(ctx context.Context, o *Options) error {
+	return policy.New(policy.Config{Conn: o.Conn, Log: o.Log}).Run(ctx)
 }

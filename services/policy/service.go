@@ -1,0 +1,235 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/controlstate"
+	engine "sluice.dev/sluice/libs/policy"
+	"sluice.dev/sluice/libs/sqlclass"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+)
+
+// Subjects served.
+const (
+	SubjectEvaluate = "sluice.api.policy.decision.evaluate"
+	SubjectRevision = "sluice.api.policy.revision.get"
+)
+
+// Built-in rule names (not written in any policy).
+const (
+	RuleNoPolicy    = "builtin:no-policy"
+	RuleUnparseable = "builtin:unparseable-sql"
+	RuleNoCommand   = "builtin:no-command"
+)
+
+// DefaultCacheTTL bounds how long a worker may reuse a decision.
+const DefaultCacheTTL = 5 * time.Minute
+
+// Config configures the policy service.
+type Config struct {
+	Conn *bus.Conn
+	Log  zerolog.Logger
+}
+
+// Service is the policy service.
+type Service struct {
+	cfg  Config
+	view *controlstate.View
+	set  atomic.Pointer[engine.Set]
+}
+
+// New returns the service.
+func New(cfg Config) *Service {
+	return &Service{cfg: cfg, view: controlstate.NewView()}
+}
+
+// Run serves until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	s.view.OnChange(func(key string) {
+		if key == controlstate.KeyPolicy {
+			s.recompile()
+		}
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- s.view.Follow(ctx, s.cfg.Conn.JS) }()
+	select {
+	case <-s.view.Ready():
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, SubjectEvaluate, "policy",
+		func() *policyv1.EvaluateRequest { return &policyv1.EvaluateRequest{} }, s.evaluate); err != nil {
+		return err
+	}
+	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, SubjectRevision, "policy",
+		func() *policyv1.RevisionRequest { return &policyv1.RevisionRequest{} },
+		func(context.Context, *policyv1.RevisionRequest) (*policyv1.RevisionResponse, error) {
+			return &policyv1.RevisionResponse{Revision: s.revision()}, nil
+		}); err != nil {
+		return err
+	}
+	s.cfg.Log.Info().Uint64("revision", s.revision()).Msg("policy service ready")
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+func (s *Service) revision() uint64 {
+	if set := s.set.Load(); set != nil {
+		return set.Revision
+	}
+	return 0
+}
+
+func (s *Service) recompile() {
+	p := s.view.Policy()
+	if p == nil {
+		s.set.Store(nil)
+		return
+	}
+	if cur := s.set.Load(); cur != nil && cur.Revision == p.GetRevision() {
+		return
+	}
+	set, err := engine.Compile(p.GetRules(), p.GetRevision())
+	if err != nil {
+		// Applied policies were checked at apply time; this only happens
+		// if the engine changed. Keep failing closed: no set means deny.
+		s.cfg.Log.Error().Err(err).Uint64("revision", p.GetRevision()).Msg("applied policy does not compile; denying everything")
+		s.set.Store(nil)
+		return
+	}
+	s.set.Store(set)
+	s.cfg.Log.Info().Uint64("revision", set.Revision).Msg("policy compiled")
+}
+
+func deny(rule, reason string, revision uint64) *policyv1.Decision {
+	return &policyv1.Decision{Action: engine.Deny, Rule: rule, Reason: reason, Revision: revision, Cache: &policyv1.Cache{}}
+}
+
+func (s *Service) evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.Decision, error) {
+	return Evaluate(ctx, s.set.Load(), s.target(req.GetTarget()), req, time.Now()), nil
+}
+
+// target completes the target with its registered kind and labels.
+func (s *Service) target(t *commonv1.Target) *commonv1.Target {
+	if tc, ok := s.view.Target(t.GetName()); ok {
+		spec := tc.GetSpec()
+		return &commonv1.Target{Name: spec.GetName(), Kind: spec.GetKind(), Labels: spec.GetLabels()}
+	}
+	return t
+}
+
+// Evaluate rules on one request with a compiled set (nil means no policy).
+func Evaluate(ctx context.Context, set *engine.Set, target *commonv1.Target, req *policyv1.EvaluateRequest, now time.Time) *policyv1.Decision {
+	if set == nil {
+		return deny(RuleNoPolicy, "no policy is applied", 0)
+	}
+	in := engine.Input{Principal: req.GetPrincipal(), Target: target, Now: now}
+	switch cmd := req.GetCommand().(type) {
+	case *policyv1.EvaluateRequest_Sql:
+		return evaluateSQL(ctx, set, in, cmd.Sql.GetText())
+	case *policyv1.EvaluateRequest_Ssh:
+		in.Protocol = "ssh"
+		in.SSH = sshInput(cmd.Ssh)
+		return single(ctx, set, in)
+	case *policyv1.EvaluateRequest_K8S:
+		in.Protocol = "kubernetes"
+		in.K8s = cmd.K8S
+		return single(ctx, set, in)
+	}
+	return deny(RuleNoCommand, "the request carries no command", set.Revision)
+}
+
+func sshInput(c *policyv1.SSHCommand) *policyv1.SSHInput {
+	return &policyv1.SSHInput{RequestType: c.GetRequestType(), Command: c.GetCommand()}
+}
+
+func single(ctx context.Context, set *engine.Set, in engine.Input) *policyv1.Decision {
+	v := set.Evaluate(ctx, in)
+	d := decision(v, set.Revision)
+	d.Masks = set.Masks(ctx, in)
+	d.Cache = &policyv1.Cache{PolicyRevision: set.Revision}
+	return d
+}
+
+func decision(v engine.Verdict, revision uint64) *policyv1.Decision {
+	return &policyv1.Decision{Action: v.Action, Rule: v.Rule, Reason: v.Reason, Revision: revision, Approvers: v.Approvers, Quorum: v.Quorum}
+}
+
+func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text string) *policyv1.Decision {
+	in.Protocol = "postgres"
+	res, err := sqlclass.Classify(text)
+	if err != nil {
+		reason := "the statement cannot be parsed; unparseable SQL is refused"
+		if errors.Is(err, sqlclass.ErrEmpty) {
+			reason = "the statement is empty"
+		} else if msg, ok := parseMessage(err); ok {
+			reason = fmt.Sprintf("the statement cannot be parsed (%s); unparseable SQL is refused", msg)
+		}
+		return deny(RuleUnparseable, reason, set.Revision)
+	}
+	var worst *policyv1.Decision
+	cacheable := !set.UsesNow
+	var masks []*controlv1.MaskRule
+	stmts := make([]*policyv1.Statement, 0, len(res.Statements))
+	for _, st := range res.Statements {
+		flags := make([]string, len(st.Flags))
+		for i, f := range st.Flags {
+			flags[i] = string(f)
+		}
+		if st.Has(sqlclass.FlagLiteralSensitive) {
+			cacheable = false
+		}
+		tables := append(slices.Clone(st.Reads), st.Writes...)
+		slices.Sort(tables)
+		in.SQL = &policyv1.SQLInput{
+			Text: st.Text, Kind: string(st.Kind), Command: st.Command, Reads: st.Reads, Writes: st.Writes,
+			Tables: slices.Compact(tables), Functions: st.Functions, Flags: flags, Setting: st.Setting,
+			Statements: int32(len(res.Statements)), Fingerprint: res.Fingerprint,
+		}
+		stmts = append(stmts, &policyv1.Statement{Kind: string(st.Kind), Command: st.Command, Reads: st.Reads, Writes: st.Writes, Functions: st.Functions, Flags: flags})
+		d := decision(set.Evaluate(ctx, in), set.Revision)
+		if worst == nil || engine.Severity(d.Action) > engine.Severity(worst.Action) {
+			worst = d
+		}
+		for _, m := range set.Masks(ctx, in) {
+			if !slices.ContainsFunc(masks, func(x *controlv1.MaskRule) bool { return proto.Equal(x, m) }) {
+				masks = append(masks, m)
+			}
+		}
+	}
+	worst.Statements = stmts
+	worst.Masks = masks
+	worst.Cache = &policyv1.Cache{PolicyRevision: set.Revision, Fingerprint: res.Fingerprint, Cacheable: cacheable}
+	if cacheable {
+		worst.Cache.TtlMs = DefaultCacheTTL.Milliseconds()
+	}
+	return worst
+}
+
+// parseMessage extracts the parser's message for the client (it names the
+// syntax problem and never carries a secret beyond the client's own text).
+func parseMessage(err error) (string, bool) {
+	msg := err.Error()
+	const prefix = "sqlclass: cannot parse: "
+	if len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
+		return msg[len(prefix):], true
+	}
+	return "", false
+}
