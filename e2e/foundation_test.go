@@ -171,9 +171,7 @@ func TestFoundation(t *testing.T) {
 // readControlStream returns every CONTROL event's raw bytes, concatenated.
 func readControlStream(t *testing.T, env *devEnv) string {
 	t.Helper()
-	url := natsURL(t, env)
-	nc, err := nats.Connect(url)
-	require.NoError(t, err)
+	nc := env.NATS("admin")
 	defer nc.Close()
 	js, err := nc.JetStream()
 	require.NoError(t, err)
@@ -197,12 +195,4 @@ func readControlStream(t *testing.T, env *devEnv) string {
 	return all.String()
 }
 
-func natsURL(t *testing.T, env *devEnv) string {
-	for _, l := range lines(env.Output()) {
-		if strings.HasPrefix(l, "NATS") {
-			return strings.TrimSpace(strings.TrimPrefix(l, "NATS"))
-		}
-	}
-	t.Fatal("no NATS URL in the banner")
-	return ""
-}
+

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/libs/devissuer"
@@ -246,4 +247,25 @@ func lines(s string) []string {
 		}
 	}
 	return out
+}
+
+// NATS connects to the environment's embedded NATS as user ("sluice",
+// "worker" or "admin"), with the password sluice dev generated.
+func (e *devEnv) NATS(user string) *nats.Conn {
+	e.t.Helper()
+	var url string
+	for _, l := range lines(e.Output()) {
+		if strings.HasPrefix(l, "NATS ") && strings.Contains(l, "nats://") {
+			url = strings.TrimSpace(strings.TrimPrefix(l, "NATS"))
+		}
+	}
+	require.NotEmpty(e.t, url, "no NATS URL in the banner")
+	b, err := os.ReadFile(filepath.Join(e.Dir, "nats.json"))
+	require.NoError(e.t, err)
+	var creds map[string]string
+	require.NoError(e.t, json.Unmarshal(b, &creds))
+	nc, err := nats.Connect(url, nats.UserInfo(user, creds[user]), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	require.NoError(e.t, err)
+	e.t.Cleanup(nc.Close)
+	return nc
 }

@@ -46,6 +46,10 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
+		// Asynchronous errors (permission violations, slow consumers) are
+		// reported by the calls they affect and by LastError; the default
+		// handler would print them to stderr.
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(time.Until(deadline)))

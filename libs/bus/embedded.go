@@ -28,6 +28,8 @@ type EmbeddedConfig struct {
 	// ConfigFile is a nats-server configuration file (accounts, users,
 	// permissions) applied before the fields above.
 	ConfigFile string
+	// Users, when set, require authentication (see Users()).
+	Users []*server.User
 	// DontListen serves in-process connections only.
 	DontListen bool
 	// Debug enables the server's own logging to stderr.
@@ -64,6 +66,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	opts.NoLog = !cfg.Debug
 	opts.DontListen = cfg.DontListen
 	opts.MaxPayload = 8 << 20
+	if len(cfg.Users) > 0 {
+		opts.Users = cfg.Users
+	}
 	if cfg.ClusterName != "" {
 		opts.Cluster.Name = cfg.ClusterName
 		opts.Cluster.Host = opts.Host

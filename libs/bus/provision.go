@@ -11,14 +11,19 @@ import (
 // EnsureStream creates the stream, or brings an existing one to cfg when the
 // server allows it. It is safe to call from every replica at every start.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	s, err := js.CreateStream(ctx, cfg)
-	if err == nil {
-		return s, nil
+	// Look first: processes without the right to create streams (workers)
+	// only need them to exist.
+	s, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, cfg)
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
+		}
+		s, err = js.Stream(ctx, cfg.Name)
 	}
-	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
-	}
-	s, err = js.Stream(ctx, cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
 	}
@@ -43,7 +48,8 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 	}
 	return have.Retention == want.Retention &&
 		have.Discard == want.Discard &&
-		have.MaxBytes == want.MaxBytes &&
+		limit(have.MaxBytes) == limit(want.MaxBytes) &&
+		limit(have.MaxMsgs) == limit(want.MaxMsgs) &&
 		have.MaxAge == want.MaxAge &&
 		have.DenyDelete == want.DenyDelete &&
 		have.DenyPurge == want.DenyPurge &&
@@ -54,7 +60,11 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 
 // EnsureKV creates a key-value bucket or returns the existing one.
 func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.CreateKeyValue(ctx, cfg)
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err == nil {
+		return kv, nil
+	}
+	kv, err = js.CreateKeyValue(ctx, cfg)
 	if err == nil {
 		return kv, nil
 	}
@@ -66,4 +76,12 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		return nil, fmt.Errorf("kv %s: %w", cfg.Bucket, err)
 	}
 	return kv, nil
+}
+
+// limit treats 0 and -1 alike: both mean unlimited.
+func limit(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }

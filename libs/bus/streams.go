@@ -29,6 +29,10 @@ const (
 	BucketControl = "sluice_control"
 	// BucketApprovals holds the projection of the approvals stream.
 	BucketApprovals = "sluice_approvals"
+	// BucketSessions indexes recorded sessions (written by the recorder).
+	BucketSessions = "sluice_sessions"
+	// BucketAuditKeys holds the recorders' checkpoint public keys.
+	BucketAuditKeys = "sluice_audit_keys"
 )
 
 // Topology says how streams are sized and replicated. The zero value is a
@@ -132,7 +136,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 			return err
 		}
 	}
-	for _, b := range []string{BucketControl, BucketApprovals} {
+	for _, b := range []string{BucketControl, BucketApprovals, BucketSessions, BucketAuditKeys} {
 		if _, err := EnsureKV(ctx, js, t.KV(b)); err != nil {
 			return err
 		}

@@ -5,4 +5,5 @@ package api
 func (s *Server) extraRoutes() {
 	s.controlRoutes()
 	s.policyRoutes()
+	s.auditRoutes()
 }

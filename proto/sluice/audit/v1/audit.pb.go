@@ -38,8 +38,12 @@ type Record struct {
 	// prev_hash is the hash of the previous record of the session (32 zero bytes for seq 1).
 	PrevHash []byte `protobuf:"bytes,5,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
 	// hash is SHA-256 over the canonical encoding of (session_id, seq, event_id, event, prev_hash).
-	Hash          []byte                 `protobuf:"bytes,6,opt,name=hash,proto3" json:"hash,omitempty"`
-	RecordedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	Hash       []byte                 `protobuf:"bytes,6,opt,name=hash,proto3" json:"hash,omitempty"`
+	RecordedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	// gap_to is set on a gap record: events seq..gap_to never reached the
+	// recorder (the worker lost them); the record keeps the chain going and
+	// makes the loss visible. A gap record has no event.
+	GapTo         uint64 `protobuf:"varint,8,opt,name=gap_to,json=gapTo,proto3" json:"gap_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -123,11 +127,22 @@ func (x *Record) GetRecordedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Record) GetGapTo() uint64 {
+	if x != nil {
+		return x.GapTo
+	}
+	return 0
+}
+
 type ChainHead struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	Hash          []byte                 `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Seq       uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Hash      []byte                 `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	// records are the hashes of the records this recorder appended to the
+	// session since its previous checkpoint (at most 1000, the newest), so
+	// that a rewritten record can be named exactly.
+	Records       []*RecordHash `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -183,6 +198,65 @@ func (x *ChainHead) GetHash() []byte {
 	return nil
 }
 
+func (x *ChainHead) GetRecords() []*RecordHash {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+type RecordHash struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Hash          []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordHash) Reset() {
+	*x = RecordHash{}
+	mi := &file_sluice_audit_v1_audit_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordHash) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordHash) ProtoMessage() {}
+
+func (x *RecordHash) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_audit_v1_audit_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordHash.ProtoReflect.Descriptor instead.
+func (*RecordHash) Descriptor() ([]byte, []int) {
+	return file_sluice_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RecordHash) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *RecordHash) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
 // Checkpoint is a recorder's signed statement of chain heads.
 type Checkpoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -202,7 +276,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_sluice_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_sluice_audit_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +288,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_sluice_audit_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +301,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_sluice_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_sluice_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Checkpoint) GetId() string {
@@ -283,7 +357,7 @@ var File_sluice_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_sluice_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/audit/v1/audit.proto\x12\x0fsluice.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n" +
+	"\x1bsluice/audit/v1/audit.proto\x12\x0fsluice.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x01\n" +
 	"\x06Record\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +
@@ -293,12 +367,18 @@ const file_sluice_audit_v1_audit_proto_rawDesc = "" +
 	"\tprev_hash\x18\x05 \x01(\fR\bprevHash\x12\x12\n" +
 	"\x04hash\x18\x06 \x01(\fR\x04hash\x12;\n" +
 	"\vrecorded_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recordedAt\"P\n" +
+	"recordedAt\x12\x15\n" +
+	"\x06gap_to\x18\b \x01(\x04R\x05gapTo\"\x87\x01\n" +
 	"\tChainHead\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
-	"\x04hash\x18\x03 \x01(\fR\x04hash\"\xf4\x01\n" +
+	"\x04hash\x18\x03 \x01(\fR\x04hash\x125\n" +
+	"\arecords\x18\x04 \x03(\v2\x1b.sluice.audit.v1.RecordHashR\arecords\"2\n" +
+	"\n" +
+	"RecordHash\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"\xf4\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
@@ -321,22 +401,24 @@ func file_sluice_audit_v1_audit_proto_rawDescGZIP() []byte {
 	return file_sluice_audit_v1_audit_proto_rawDescData
 }
 
-var file_sluice_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_sluice_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_sluice_audit_v1_audit_proto_goTypes = []any{
 	(*Record)(nil),                // 0: sluice.audit.v1.Record
 	(*ChainHead)(nil),             // 1: sluice.audit.v1.ChainHead
-	(*Checkpoint)(nil),            // 2: sluice.audit.v1.Checkpoint
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*RecordHash)(nil),            // 2: sluice.audit.v1.RecordHash
+	(*Checkpoint)(nil),            // 3: sluice.audit.v1.Checkpoint
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
 }
 var file_sluice_audit_v1_audit_proto_depIdxs = []int32{
-	3, // 0: sluice.audit.v1.Record.recorded_at:type_name -> google.protobuf.Timestamp
-	3, // 1: sluice.audit.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
-	1, // 2: sluice.audit.v1.Checkpoint.heads:type_name -> sluice.audit.v1.ChainHead
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 0: sluice.audit.v1.Record.recorded_at:type_name -> google.protobuf.Timestamp
+	2, // 1: sluice.audit.v1.ChainHead.records:type_name -> sluice.audit.v1.RecordHash
+	4, // 2: sluice.audit.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
+	1, // 3: sluice.audit.v1.Checkpoint.heads:type_name -> sluice.audit.v1.ChainHead
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_sluice_audit_v1_audit_proto_init() }
@@ -350,7 +432,7 @@ func file_sluice_audit_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_audit_v1_audit_proto_rawDesc), len(file_sluice_audit_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

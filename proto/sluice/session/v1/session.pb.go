@@ -992,6 +992,131 @@ func (x *AuthFailed) GetTarget() string {
 	return ""
 }
 
+// Summary indexes a session (bucket sluice_sessions, key = session id).
+type Summary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Principal     *v1.Principal          `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	Target        *v1.Target             `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	Protocol      string                 `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	ClientAddr    string                 `protobuf:"bytes,5,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	EndedAt       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	Commands      int64                  `protobuf:"varint,8,opt,name=commands,proto3" json:"commands,omitempty"`
+	Denied        int64                  `protobuf:"varint,9,opt,name=denied,proto3" json:"denied,omitempty"`
+	EndReason     string                 `protobuf:"bytes,10,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	Worker        string                 `protobuf:"bytes,11,opt,name=worker,proto3" json:"worker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Summary) Reset() {
+	*x = Summary{}
+	mi := &file_sluice_session_v1_session_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Summary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Summary) ProtoMessage() {}
+
+func (x *Summary) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_session_v1_session_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Summary.ProtoReflect.Descriptor instead.
+func (*Summary) Descriptor() ([]byte, []int) {
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Summary) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Summary) GetPrincipal() *v1.Principal {
+	if x != nil {
+		return x.Principal
+	}
+	return nil
+}
+
+func (x *Summary) GetTarget() *v1.Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *Summary) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Summary) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+func (x *Summary) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *Summary) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *Summary) GetCommands() int64 {
+	if x != nil {
+		return x.Commands
+	}
+	return 0
+}
+
+func (x *Summary) GetDenied() int64 {
+	if x != nil {
+		return x.Denied
+	}
+	return 0
+}
+
+func (x *Summary) GetEndReason() string {
+	if x != nil {
+		return x.EndReason
+	}
+	return ""
+}
+
+func (x *Summary) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
 var File_sluice_session_v1_session_proto protoreflect.FileDescriptor
 
 const file_sluice_session_v1_session_proto_rawDesc = "" +
@@ -1086,7 +1211,24 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"clientAddr\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\tR\x04code\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06target\x18\x05 \x01(\tR\x06targetB5Z3sluice.dev/sluice/proto/sluice/session/v1;sessionv1b\x06proto3"
+	"\x06target\x18\x05 \x01(\tR\x06target\"\xaf\x03\n" +
+	"\aSummary\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
+	"\tprincipal\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\tprincipal\x120\n" +
+	"\x06target\x18\x03 \x01(\v2\x18.sluice.common.v1.TargetR\x06target\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\x12\x1f\n" +
+	"\vclient_addr\x18\x05 \x01(\tR\n" +
+	"clientAddr\x129\n" +
+	"\n" +
+	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
+	"\bended_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x1a\n" +
+	"\bcommands\x18\b \x01(\x03R\bcommands\x12\x16\n" +
+	"\x06denied\x18\t \x01(\x03R\x06denied\x12\x1d\n" +
+	"\n" +
+	"end_reason\x18\n" +
+	" \x01(\tR\tendReason\x12\x16\n" +
+	"\x06worker\x18\v \x01(\tR\x06workerB5Z3sluice.dev/sluice/proto/sluice/session/v1;sessionv1b\x06proto3"
 
 var (
 	file_sluice_session_v1_session_proto_rawDescOnce sync.Once
@@ -1100,7 +1242,7 @@ func file_sluice_session_v1_session_proto_rawDescGZIP() []byte {
 	return file_sluice_session_v1_session_proto_rawDescData
 }
 
-var file_sluice_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_sluice_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sluice_session_v1_session_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: sluice.session.v1.Event
 	(*Started)(nil),               // 1: sluice.session.v1.Started
@@ -1113,13 +1255,14 @@ var file_sluice_session_v1_session_proto_goTypes = []any{
 	(*TerminalIO)(nil),            // 8: sluice.session.v1.TerminalIO
 	(*Ended)(nil),                 // 9: sluice.session.v1.Ended
 	(*AuthFailed)(nil),            // 10: sluice.session.v1.AuthFailed
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*v1.Principal)(nil),          // 12: sluice.common.v1.Principal
-	(*v1.Target)(nil),             // 13: sluice.common.v1.Target
-	(*v11.Decision)(nil),          // 14: sluice.policy.v1.Decision
+	(*Summary)(nil),               // 11: sluice.session.v1.Summary
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*v1.Principal)(nil),          // 13: sluice.common.v1.Principal
+	(*v1.Target)(nil),             // 14: sluice.common.v1.Target
+	(*v11.Decision)(nil),          // 15: sluice.policy.v1.Decision
 }
 var file_sluice_session_v1_session_proto_depIdxs = []int32{
-	11, // 0: sluice.session.v1.Event.time:type_name -> google.protobuf.Timestamp
+	12, // 0: sluice.session.v1.Event.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: sluice.session.v1.Event.started:type_name -> sluice.session.v1.Started
 	2,  // 2: sluice.session.v1.Event.command:type_name -> sluice.session.v1.Command
 	3,  // 3: sluice.session.v1.Event.decided:type_name -> sluice.session.v1.Decided
@@ -1129,15 +1272,19 @@ var file_sluice_session_v1_session_proto_depIdxs = []int32{
 	8,  // 7: sluice.session.v1.Event.io:type_name -> sluice.session.v1.TerminalIO
 	9,  // 8: sluice.session.v1.Event.ended:type_name -> sluice.session.v1.Ended
 	10, // 9: sluice.session.v1.Event.auth_failed:type_name -> sluice.session.v1.AuthFailed
-	12, // 10: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
-	13, // 11: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
-	14, // 12: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
+	13, // 10: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
+	14, // 11: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
+	15, // 12: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
 	6,  // 13: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	13, // 14: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
+	14, // 15: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
+	12, // 16: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
+	12, // 17: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_sluice_session_v1_session_proto_init() }
@@ -1162,7 +1309,7 @@ func file_sluice_session_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_session_v1_session_proto_rawDesc), len(file_sluice_session_v1_session_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -152,3 +152,5 @@ func resolveToken(ctx context.Context, api string) (string, error) {
 	}
 	return t.AccessToken, nil
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

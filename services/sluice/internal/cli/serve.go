@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"sluice.dev/sluice/libs/auditchain"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/services/sluice/internal/stack"
@@ -23,7 +24,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var nc bus.Config
 	var o stack.Options
 	var replicas int
-	var logFormat, logLevel, masterKeyFile string
+	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile string
 	var jwksRefresh time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve SERVICE|all",
@@ -62,6 +63,18 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 			} else if err != secrets.ErrNoKey {
 				return err
 			}
+			if hecTokenFile != "" {
+				b, err := os.ReadFile(hecTokenFile)
+				if err != nil {
+					return err
+				}
+				o.HECToken = strings.TrimSpace(string(b))
+			}
+			if recorderKeyFile != "" {
+				if o.RecorderKey, err = auditchain.LoadSigningKey(recorderKeyFile); err != nil {
+					return err
+				}
+			}
 			if err := stack.Provision(ctx, &o); err != nil {
 				return err
 			}
@@ -88,6 +101,12 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 	f.StringVar(&o.CLIClientID, "cli-client-id", "", "api: OAuth client id the CLI uses for 'sluice login'")
 	f.StringVar(&o.PGAddr, "pg-addr", "127.0.0.1:15432", "pgworker: listen address")
 	f.StringVar(&masterKeyFile, "master-key-file", "", "file holding the master key (default: $SLUICE_MASTER_KEY)")
+	f.StringVar(&recorderKeyFile, "recorder-key-file", os.Getenv("SLUICE_RECORDER_KEY_FILE"), "recorder: base64 Ed25519 seed that signs audit checkpoints")
+	f.StringVar(&o.SyslogAddr, "syslog", "", "exporter: syslog collector host:port (RFC 5424 over TCP)")
+	f.BoolVar(&o.SyslogTLS, "syslog-tls", false, "exporter: use TLS to the syslog collector")
+	f.StringVar(&o.HECURL, "hec-url", "", "exporter: HTTP event collector URL (Splunk HEC compatible)")
+	f.StringVar(&hecTokenFile, "hec-token-file", "", "exporter: file holding the HEC token")
+	f.StringVar(&o.ExportFormat, "export-format", "ocsf", "exporter: ocsf or json")
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or console")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
 	return cmd

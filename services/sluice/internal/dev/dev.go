@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"sluice.dev/sluice/libs/auditchain"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/devissuer"
@@ -138,6 +139,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	recorderKey, err := auditchain.LoadOrCreateSigningKey(filepath.Join(dir, "recorder.key"))
+	if err != nil {
+		return err
+	}
 	agentSecret, err := readOrCreate(filepath.Join(dir, "demo-agent.secret"), randomPassword)
 	if err != nil {
 		return err
@@ -154,25 +159,37 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	nsrv, err := bus.StartEmbedded(bus.EmbeddedConfig{ServerName: "sluice-dev", Port: cfg.NATSPort, StoreDir: filepath.Join(dir, "nats")})
+	creds, err := natsCredentials(dir)
+	if err != nil {
+		return err
+	}
+	nsrv, err := bus.StartEmbedded(bus.EmbeddedConfig{ServerName: "sluice-dev", Port: cfg.NATSPort, StoreDir: filepath.Join(dir, "nats"),
+		Users: bus.Users(creds.Service, creds.Worker, creds.Admin)})
 	if err != nil {
 		return fmt.Errorf("embedded NATS on port %d: %w", cfg.NATSPort, err)
 	}
 	defer nsrv.Shutdown()
-	conn, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), Name: "sluice-dev"})
+	conn, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), Name: "sluice-dev", User: "sluice", Password: creds.Service})
 	if err != nil {
 		return err
 	}
 	defer conn.NC.Close()
+	workerConn, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), Name: "sluice-dev-worker", User: "worker", Password: creds.Worker})
+	if err != nil {
+		return err
+	}
+	defer workerConn.NC.Close()
 
 	o := &stack.Options{
 		Conn:        conn,
+		WorkerConn:  workerConn,
 		Log:         log,
 		Provider:    identity.Provider{Issuer: iss.URL, Audience: Audience},
 		APIListener: apiLn,
 		APIMounts:   map[string]http.Handler{"/oidc": iss.Handler()},
 		CLIClientID: "sluice-cli",
 		MasterKey:   master,
+		RecorderKey: recorderKey,
 		PGAddr:      cfg.PGAddr,
 		TLSDir:      filepath.Join(dir, "tls"),
 	}
@@ -203,6 +220,28 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info().Msg("stopped")
 	return err
+}
+
+// NATSCredentials are the passwords of the embedded server's users.
+type NATSCredentials struct {
+	Service string `json:"sluice"`
+	Worker  string `json:"worker"`
+	Admin   string `json:"admin"`
+}
+
+// natsCredentials reads .sluice/nats.json, creating it on first start.
+func natsCredentials(dir string) (NATSCredentials, error) {
+	path := filepath.Join(dir, "nats.json")
+	var c NATSCredentials
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &c); err != nil {
+			return c, fmt.Errorf("%s: %w", path, err)
+		}
+		return c, nil
+	}
+	c = NATSCredentials{Service: randomPassword(), Worker: randomPassword(), Admin: randomPassword()}
+	b, _ := json.MarshalIndent(c, "", "  ")
+	return c, os.WriteFile(path, b, 0o600)
 }
 
 func readOrCreate(path string, gen func() string) (string, error) {
@@ -334,6 +373,7 @@ func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, agentSe
 	fmt.Fprintf(w, "  OIDC issuer   %s/oidc   (development only)\n", apiURL)
 	fmt.Fprintf(w, "  PostgreSQL    %s\n", cfg.PGAddr)
 	fmt.Fprintf(w, "  NATS          %s\n", natsURL)
+	fmt.Fprintf(w, "  NATS users    sluice, worker, admin (break glass); passwords in %s\n", filepath.Join(dir, "nats.json"))
 	if pg != nil {
 		fmt.Fprintf(w, "  Demo target   demo (PostgreSQL on 127.0.0.1:%d, data in %s)\n", pg.Port, pg.Dir)
 	} else {

@@ -5,6 +5,9 @@ package stack
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -19,16 +23,21 @@ import (
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/services/api"
 	"sluice.dev/sluice/services/control"
+	"sluice.dev/sluice/services/exporter"
 	"sluice.dev/sluice/services/identity"
 	"sluice.dev/sluice/services/policy"
+	"sluice.dev/sluice/services/recorder"
 )
 
 // Options holds every service's settings. The zero value is not useful:
 // Conn must be set.
 type Options struct {
-	Conn     *bus.Conn
-	Log      zerolog.Logger
-	Topology bus.Topology
+	Conn *bus.Conn
+	// WorkerConn is the protocol workers' connection (NATS user "worker");
+	// nil means Conn.
+	WorkerConn *bus.Conn
+	Log        zerolog.Logger
+	Topology   bus.Topology
 
 	// Identity provider used until one is applied.
 	Provider identity.Provider
@@ -38,6 +47,17 @@ type Options struct {
 	APIListener net.Listener
 	APIMounts   map[string]http.Handler
 	CLIClientID string
+
+	// RecorderKey signs audit checkpoints.
+	RecorderKey ed25519.PrivateKey
+
+	// Export sinks (the exporter runs only when one is set).
+	SyslogAddr     string
+	SyslogTLS      bool
+	HECURL         string
+	HECToken       string
+	ExportFormat   string
+	exportRequired bool
 
 	// MasterKey opens sealed target credentials (workers).
 	MasterKey *secrets.Key
@@ -60,6 +80,8 @@ func Services() []Service {
 		{"identity", "verifies OIDC access tokens (sluice.api.identity.*)", runIdentity},
 		{"control", "owns targets, policies, approver groups, IdP settings (sluice.api.control.*)", runControl},
 		{"policy", "rules on every command with CEL (sluice.api.policy.*)", runPolicy},
+		{"recorder", "chains session events into the AUDIT stream", runRecorder},
+		{"exporter", "delivers the audit log to syslog and HEC collectors", runExporter},
 		{"api", "the HTTP API on :8080", runAPI},
 	}
 }
@@ -94,6 +116,9 @@ func Provision(ctx context.Context, o *Options) error {
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
+		if last := o.Conn.NC.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+			return fmt.Errorf("provision streams: %w (an existing stream differs from this configuration and only the NATS admin may change it)", last)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -106,6 +131,7 @@ func Provision(ctx context.Context, o *Options) error {
 // RunAll runs the named services (all when names is empty) until ctx is
 // done or one fails.
 func RunAll(ctx context.Context, o *Options, names ...string) error {
+	o.exportRequired = contains(names, "exporter")
 	g, ctx := errgroup.WithContext(ctx)
 	for _, s := range Services() {
 		if len(names) > 0 && !contains(names, s.Name) {
@@ -151,4 +177,32 @@ func runAPI(ctx context.Context, o *Options) error {
 
 func runPolicy(ctx context.Context, o *Options) error {
 	return policy.New(policy.Config{Conn: o.Conn, Log: o.Log}).Run(ctx)
+}
+
+func runRecorder(ctx context.Context, o *Options) error {
+	if o.RecorderKey == nil {
+		return fmt.Errorf("the recorder needs a signing key (--recorder-key-file)")
+	}
+	return recorder.New(recorder.Config{Conn: o.Conn, Log: o.Log, SigningKey: o.RecorderKey}).Run(ctx)
+}
+
+func runExporter(ctx context.Context, o *Options) error {
+	var sinks []exporter.Sink
+	if o.SyslogAddr != "" {
+		sl := &exporter.Syslog{Addr: o.SyslogAddr}
+		if o.SyslogTLS {
+			sl.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		sinks = append(sinks, sl)
+	}
+	if o.HECURL != "" {
+		sinks = append(sinks, &exporter.HEC{URL: o.HECURL, Token: o.HECToken})
+	}
+	if len(sinks) == 0 {
+		if o.exportRequired {
+			return fmt.Errorf("no export sink: give --syslog or --hec-url")
+		}
+		return nil
+	}
+	return exporter.Run(ctx, exporter.Config{Conn: o.Conn, Log: o.Log, Sinks: sinks, Format: o.ExportFormat})
 }

@@ -1,0 +1,241 @@
+package auditchain
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"fmt"
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+
+	auditv1 "sluice.dev/sluice/proto/sluice/audit/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// Problem kinds.
+const (
+	Edited      = "edited"
+	Missing     = "missing"
+	Duplicated  = "duplicated"
+	Reordered   = "reordered"
+	Unlinked    = "unlinked"
+	Truncated   = "truncated"
+	Lost        = "lost"
+	BadCheckpt  = "bad_checkpoint"
+	Unreadable  = "unreadable"
+	Unsupported = "unsupported"
+)
+
+// Problem is one finding, naming the record.
+type Problem struct {
+	Session string `json:"session"`
+	Seq     uint64 `json:"seq,omitempty"`
+	// StreamSeq locates the record in the AUDIT stream (0 if unknown).
+	StreamSeq uint64 `json:"stream_seq,omitempty"`
+	Kind      string `json:"kind"`
+	Detail    string `json:"detail"`
+}
+
+func (p Problem) String() string {
+	loc := p.Session
+	if p.Seq > 0 {
+		loc = fmt.Sprintf("%s seq %d", p.Session, p.Seq)
+	}
+	if p.StreamSeq > 0 {
+		loc += fmt.Sprintf(" (stream seq %d)", p.StreamSeq)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, p.Kind, p.Detail)
+}
+
+// Stored is a record as read from the stream.
+type Stored struct {
+	Record    *auditv1.Record
+	StreamSeq uint64
+}
+
+// Verifier accumulates records and checkpoints, then reports.
+type Verifier struct {
+	// Keys are the trusted checkpoint keys; without keys checkpoints are
+	// not checked for signatures.
+	Keys     map[string]ed25519.PublicKey
+	sessions map[string]*chain
+	order    []string
+	checkpts []*auditv1.Checkpoint
+	problems []Problem
+	gaps     []missing
+	// Records counts the records seen.
+	Records int
+}
+
+type chain struct {
+	lastSeq  uint64
+	lastHash []byte
+	hashes   map[uint64][]byte
+	ids      map[uint64]string
+	// late holds seqs that arrived after a later record (reordered), so
+	// that they are not also reported missing.
+	late map[uint64]bool
+}
+
+// missing is a gap seen while reading, checked again at the end.
+type missing struct {
+	session  string
+	from, to uint64
+	p        Problem
+}
+
+// NewVerifier returns an empty verifier.
+func NewVerifier(keys map[string]ed25519.PublicKey) *Verifier {
+	return &Verifier{Keys: keys, sessions: map[string]*chain{}}
+}
+
+func (v *Verifier) report(p Problem) { v.problems = append(v.problems, p) }
+
+// Add checks the next record of its session, in stream order.
+func (v *Verifier) Add(s Stored) {
+	r := s.Record
+	v.Records++
+	c, ok := v.sessions[r.GetSessionId()]
+	if !ok {
+		c = &chain{hashes: map[uint64][]byte{}, ids: map[uint64]string{}, late: map[uint64]bool{}}
+		v.sessions[r.GetSessionId()] = c
+		v.order = append(v.order, r.GetSessionId())
+	}
+	p := Problem{Session: r.GetSessionId(), Seq: r.GetSeq(), StreamSeq: s.StreamSeq}
+	// Content first: is the record what was hashed?
+	if !bytes.Equal(Hash(r), r.GetHash()) {
+		p.Kind, p.Detail = Edited, "the record's content does not match its hash"
+		v.report(p)
+	} else if r.GetGapTo() == 0 {
+		var ev sessionv1.Event
+		switch err := proto.Unmarshal(r.GetEvent(), &ev); {
+		case err != nil:
+			p.Kind, p.Detail = Unreadable, "the event cannot be decoded"
+			v.report(p)
+		case ev.GetSessionId() != r.GetSessionId() || ev.GetSeq() != r.GetSeq() || ev.GetId() != r.GetEventId():
+			p.Kind, p.Detail = Edited, "the event's session, seq or id differs from the record's"
+			v.report(p)
+		}
+	} else {
+		p.Kind = Lost
+		p.Detail = fmt.Sprintf("events %d..%d never reached the recorder (recorded as a gap)", r.GetSeq(), r.GetGapTo())
+		v.report(p)
+	}
+	last := r.GetSeq()
+	if r.GetGapTo() > 0 {
+		last = r.GetGapTo()
+	}
+	switch {
+	case r.GetSeq() == c.lastSeq+1:
+		if c.lastSeq == 0 && !bytes.Equal(r.GetPrevHash(), ZeroHash) {
+			p.Kind, p.Detail = Unlinked, "the first record of the session does not start the chain"
+			v.report(p)
+		} else if c.lastSeq > 0 && !bytes.Equal(r.GetPrevHash(), c.lastHash) {
+			p.Kind, p.Detail = Unlinked, fmt.Sprintf("prev_hash does not match record %d (a record before it was edited or replaced)", c.lastSeq)
+			v.report(p)
+		}
+	case r.GetSeq() <= c.lastSeq:
+		if id, ok := c.ids[r.GetSeq()]; ok && id == r.GetEventId() {
+			p.Kind, p.Detail = Duplicated, fmt.Sprintf("record %d appears again", r.GetSeq())
+		} else {
+			p.Kind, p.Detail = Reordered, fmt.Sprintf("record %d comes after record %d", r.GetSeq(), c.lastSeq)
+			c.late[r.GetSeq()] = true
+		}
+		v.report(p)
+		return
+	default:
+		p.Kind, p.Detail = Missing, fmt.Sprintf("records %d..%d are missing", c.lastSeq+1, r.GetSeq()-1)
+		if c.lastSeq+1 == r.GetSeq()-1 {
+			p.Detail = fmt.Sprintf("record %d is missing", c.lastSeq+1)
+		}
+		v.gaps = append(v.gaps, missing{session: r.GetSessionId(), from: c.lastSeq + 1, to: r.GetSeq() - 1, p: p})
+	}
+	for q := r.GetSeq(); q <= last; q++ {
+		c.hashes[q] = r.GetHash()
+		c.ids[q] = r.GetEventId()
+	}
+	c.lastSeq, c.lastHash = last, r.GetHash()
+}
+
+// AddCheckpoint records a checkpoint to compare heads with at the end.
+func (v *Verifier) AddCheckpoint(c *auditv1.Checkpoint) {
+	v.checkpts = append(v.checkpts, c)
+}
+
+// Problems finishes verification. only, if set, restricts checkpoint
+// checks to one session.
+func (v *Verifier) Problems(only string) []Problem {
+	for _, g := range v.gaps {
+		c := v.sessions[g.session]
+		for q := g.from; q <= g.to; q++ {
+			if !c.late[q] {
+				v.report(g.p)
+				break
+			}
+		}
+	}
+	v.gaps = nil
+	var prevID string
+	var prevHash []byte
+	for i, cp := range v.checkpts {
+		if v.Keys != nil {
+			if err := VerifyCheckpoint(cp, v.Keys); err != nil {
+				v.report(Problem{Session: "checkpoint " + cp.GetId(), Kind: BadCheckpt, Detail: err.Error()})
+				continue
+			}
+		}
+		if i > 0 && (cp.GetPrevious() != prevID || !bytes.Equal(cp.GetPreviousHash(), prevHash)) {
+			v.report(Problem{Session: "checkpoint " + cp.GetId(), Kind: BadCheckpt, Detail: "does not chain to the checkpoint before it (one was removed or reordered)"})
+		}
+		prevID, prevHash = cp.GetId(), CheckpointHash(cp)
+		for _, h := range cp.GetHeads() {
+			if only != "" && h.GetSessionId() != only {
+				continue
+			}
+			c, ok := v.sessions[h.GetSessionId()]
+			if !ok {
+				v.report(Problem{Session: h.GetSessionId(), Seq: h.GetSeq(), Kind: Truncated, Detail: fmt.Sprintf("checkpoint %s signed this session up to record %d, but no record is present", cp.GetId(), h.GetSeq())})
+				continue
+			}
+			if seq, ok := firstMismatch(c, h); ok {
+				v.report(Problem{Session: h.GetSessionId(), Seq: seq, Kind: Edited, Detail: fmt.Sprintf("record %d differs from what checkpoint %s signed (rewritten history)", seq, cp.GetId())})
+				continue
+			}
+			got, ok := c.hashes[h.GetSeq()]
+			switch {
+			case !ok && h.GetSeq() > c.lastSeq:
+				v.report(Problem{Session: h.GetSessionId(), Seq: h.GetSeq(), Kind: Truncated, Detail: fmt.Sprintf("checkpoint %s signed record %d, but the chain ends at %d", cp.GetId(), h.GetSeq(), c.lastSeq)})
+			case !ok:
+				v.report(Problem{Session: h.GetSessionId(), Seq: h.GetSeq(), Kind: Missing, Detail: fmt.Sprintf("checkpoint %s signed record %d, which is absent", cp.GetId(), h.GetSeq())})
+			case !bytes.Equal(got, h.GetHash()):
+				v.report(Problem{Session: h.GetSessionId(), Seq: h.GetSeq(), Kind: Edited, Detail: fmt.Sprintf("the chain up to record %d differs from what checkpoint %s signed (rewritten history)", h.GetSeq(), cp.GetId())})
+			}
+		}
+	}
+	rank := make(map[string]int, len(v.order))
+	for i, s := range v.order {
+		rank[s] = i + 1
+	}
+	sort.SliceStable(v.problems, func(i, j int) bool {
+		a, b := v.problems[i], v.problems[j]
+		if rank[a.Session] != rank[b.Session] {
+			return rank[a.Session] < rank[b.Session]
+		}
+		return a.Seq < b.Seq
+	})
+	return v.problems
+}
+
+// Sessions returns the ids of the sessions seen, in first-seen order.
+func (v *Verifier) Sessions() []string { return v.order }
+
+// firstMismatch finds the first signed record hash that the chain does not
+// have (a record that is present but different).
+func firstMismatch(c *chain, h *auditv1.ChainHead) (uint64, bool) {
+	for _, r := range h.GetRecords() {
+		if got, ok := c.hashes[r.GetSeq()]; ok && !bytes.Equal(got, r.GetHash()) {
+			return r.GetSeq(), true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,164 @@
+package auditchain
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	auditv1 "sluice.dev/sluice/proto/sluice/audit/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+func record(t *testing.T, session string, seq uint64, prev []byte, text string) *auditv1.Record {
+	ev := &sessionv1.Event{Id: fmt.Sprintf("ev-%s-%d", session, seq), SessionId: session, Seq: seq,
+		Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: seq, Text: text}}}
+	b, err := proto.Marshal(ev)
+	require.NoError(t, err)
+	r := &auditv1.Record{SessionId: session, Seq: seq, EventId: ev.Id, Event: b}
+	Seal(r, prev)
+	return r
+}
+
+func chainOf(t *testing.T, session string, n int) []*auditv1.Record {
+	var out []*auditv1.Record
+	var prev []byte
+	for i := 1; i <= n; i++ {
+		r := record(t, session, uint64(i), prev, fmt.Sprintf("SELECT %d", i))
+		out = append(out, r)
+		prev = r.Hash
+	}
+	return out
+}
+
+func run(recs []*auditv1.Record, cps []*auditv1.Checkpoint, keys map[string]ed25519.PublicKey) []Problem {
+	v := NewVerifier(keys)
+	for i, r := range recs {
+		v.Add(Stored{Record: r, StreamSeq: uint64(i + 1)})
+	}
+	for _, c := range cps {
+		v.AddCheckpoint(c)
+	}
+	return v.Problems("")
+}
+
+func kinds(ps []Problem) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, fmt.Sprintf("%s@%d", p.Kind, p.Seq))
+	}
+	return out
+}
+
+func TestVerifyChain(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	keys := map[string]ed25519.PublicKey{KeyID(pub): pub}
+	good := chainOf(t, "S1", 6)
+	cp := &auditv1.Checkpoint{Id: "cp1", Heads: []*auditv1.ChainHead{{SessionId: "S1", Seq: 6, Hash: good[5].Hash}}}
+	for _, r := range good {
+		cp.Heads[0].Records = append(cp.Heads[0].Records, &auditv1.RecordHash{Seq: r.Seq, Hash: r.Hash})
+	}
+	SignCheckpoint(cp, priv, time.Now())
+
+	clone := func() []*auditv1.Record {
+		out := make([]*auditv1.Record, len(good))
+		for i, r := range good {
+			out[i] = proto.Clone(r).(*auditv1.Record)
+		}
+		return out
+	}
+	// rehash recomputes every hash from i on: a careful forger's rewrite.
+	rehash := func(rs []*auditv1.Record, from int) {
+		for i := from; i < len(rs); i++ {
+			var prev []byte
+			if i > 0 {
+				prev = rs[i-1].Hash
+			}
+			Seal(rs[i], prev)
+		}
+	}
+
+	tests := []struct {
+		name   string
+		mutate func() ([]*auditv1.Record, []*auditv1.Checkpoint)
+		want   []string
+	}{
+		{"intact", func() ([]*auditv1.Record, []*auditv1.Checkpoint) { return clone(), []*auditv1.Checkpoint{cp} }, nil},
+		{"edited content", func() ([]*auditv1.Record, []*auditv1.Checkpoint) {
+			rs := clone()
+			rs[2] = record(t, "S1", 3, rs[1].Hash, "DROP TABLE evidence")
+			rs[2].Hash = good[2].Hash // keep the old hash: content no longer matches
+			return rs, []*auditv1.Checkpoint{cp}
+		}, []string{"edited@3"}},
+		{"removed record", func() ([]*auditv1.Record, []*auditv1.Checkpoint) {
+			rs := clone()
+			return append(rs[:3], rs[4:]...), []*auditv1.Checkpoint{cp}
+		}, []string{"missing@5"}},
+		{"duplicated record", func() ([]*auditv1.Record, []*auditv1.Checkpoint) {
+			rs := clone()
+			return append(rs[:4], append([]*auditv1.Record{rs[3]}, rs[4:]...)...), []*auditv1.Checkpoint{cp}
+		}, []string{"duplicated@4"}},
+		{"reordered", func() ([]*auditv1.Record, []*auditv1.Checkpoint) {
+			rs := clone()
+			rs[2], rs[3] = rs[3], rs[2]
+			return rs, []*auditv1.Checkpoint{cp}
+		}, []string{"reordered@3"}},
+		{"rewritten history", func() ([]*auditv1.Record, []*auditv1.Checkpoint) {
+			rs := clone()
+			rs[1] = record(t, "S1", 2, rs[0].Hash, "SELECT 'innocent'")
+			rehash(rs, 1)
+			return rs, []*auditv1.Checkpoint{cp}
+		}, []string{"edited@2"}},
+		{"truncated tail", func() ([]*auditv1.Record, []*auditv1.Checkpoint) {
+			return clone()[:4], []*auditv1.Checkpoint{cp}
+		}, []string{"truncated@6"}},
+		{"forged checkpoint", func() ([]*auditv1.Record, []*auditv1.Checkpoint) {
+			_, other, _ := ed25519.GenerateKey(rand.Reader)
+			f := proto.Clone(cp).(*auditv1.Checkpoint)
+			SignCheckpoint(f, other, time.Now())
+			return clone(), []*auditv1.Checkpoint{f}
+		}, []string{"bad_checkpoint@0"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			recs, cps := tc.mutate()
+			assert.Equal(t, tc.want, kinds(run(recs, cps, keys)))
+		})
+	}
+}
+
+func TestCheckpointChain(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	keys := map[string]ed25519.PublicKey{KeyID(pub): pub}
+	recs := chainOf(t, "S", 3)
+	var cps []*auditv1.Checkpoint
+	var prev *auditv1.Checkpoint
+	for i := 1; i <= 3; i++ {
+		c := &auditv1.Checkpoint{Id: fmt.Sprint(i), Heads: []*auditv1.ChainHead{{SessionId: "S", Seq: uint64(i), Hash: recs[i-1].Hash}}}
+		if prev != nil {
+			c.Previous, c.PreviousHash = prev.Id, CheckpointHash(prev)
+		}
+		SignCheckpoint(c, priv, time.Now())
+		cps = append(cps, c)
+		prev = c
+	}
+	assert.Empty(t, run(recs, cps, keys))
+	// Removing the middle checkpoint breaks the checkpoint chain.
+	ps := run(recs, []*auditv1.Checkpoint{cps[0], cps[2]}, keys)
+	require.Len(t, ps, 1)
+	assert.Equal(t, BadCheckpt, ps[0].Kind)
+}
+
+func TestGapRecord(t *testing.T) {
+	recs := chainOf(t, "S", 2)
+	gap := &auditv1.Record{SessionId: "S", Seq: 3, GapTo: 4}
+	Seal(gap, recs[1].Hash)
+	next := record(t, "S", 5, gap.Hash, "SELECT 5")
+	ps := run(append(recs, gap, next), nil, nil)
+	assert.Equal(t, []string{"lost@3"}, kinds(ps))
+}

@@ -1,0 +1,117 @@
+package auditlog
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// Kind names an event body, as on the SESSIONS subjects.
+func Kind(ev *sessionv1.Event) string {
+	if ev == nil {
+		return "gap"
+	}
+	switch ev.GetBody().(type) {
+	case *sessionv1.Event_Started:
+		return "started"
+	case *sessionv1.Event_Command:
+		return "command"
+	case *sessionv1.Event_Decided:
+		return "decided"
+	case *sessionv1.Event_Approval:
+		return "approval"
+	case *sessionv1.Event_Result:
+		return "result"
+	case *sessionv1.Event_Masking:
+		return "masking"
+	case *sessionv1.Event_Io:
+		return "io"
+	case *sessionv1.Event_Ended:
+		return "ended"
+	case *sessionv1.Event_AuthFailed:
+		return "auth_failed"
+	}
+	return "event"
+}
+
+var marshal = protojson.MarshalOptions{UseProtoNames: true}
+
+// JSON is the machine-readable form of a record.
+func JSON(e Entry) map[string]any {
+	out := map[string]any{
+		"stream_seq": e.StreamSeq,
+		"session":    e.Record.GetSessionId(),
+		"seq":        e.Record.GetSeq(),
+		"event_id":   e.Record.GetEventId(),
+		"kind":       Kind(e.Event),
+	}
+	if e.Record.GetGapTo() > 0 {
+		out["gap_to"] = e.Record.GetGapTo()
+	}
+	if e.Event != nil {
+		out["time"] = e.Event.GetTime().AsTime()
+		if b, err := marshal.Marshal(e.Event); err == nil {
+			out["event"] = json.RawMessage(b)
+		}
+	}
+	return out
+}
+
+// Context remembers each session's Started event, looking it up in AUDIT
+// for sessions that began before the reader started.
+type Context struct {
+	js jetstream.JetStream
+	mu sync.Mutex
+	m  map[string]*sessionv1.Started
+}
+
+// NewContext returns an empty context cache.
+func NewContext(js jetstream.JetStream) *Context {
+	return &Context{js: js, m: map[string]*sessionv1.Started{}}
+}
+
+// Started returns the session's Started event, or nil.
+func (c *Context) Started(ctx context.Context, e Entry) *sessionv1.Started {
+	id := e.Record.GetSessionId()
+	if s, ok := e.Event.GetBody().(*sessionv1.Event_Started); ok {
+		c.put(id, s.Started)
+		return s.Started
+	}
+	c.mu.Lock()
+	st, ok := c.m[id]
+	c.mu.Unlock()
+	if ok {
+		return st
+	}
+	_ = Read(ctx, c.js, Options{Session: id}, func(first Entry) error {
+		if s, ok := first.Event.GetBody().(*sessionv1.Event_Started); ok {
+			st = s.Started
+		}
+		return errStop
+	})
+	c.put(id, st)
+	return st
+}
+
+func (c *Context) put(id string, s *sessionv1.Started) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) > 100000 {
+		c.m = map[string]*sessionv1.Started{}
+	}
+	c.m[id] = s
+}
+
+type stopErr struct{}
+
+func (stopErr) Error() string { return "stop" }
+
+var errStop error = stopErr{}
+
+// IsStop reports the sentinel used to end a Read early.
+func IsStop(err error) bool { _, ok := err.(stopErr); return ok }

@@ -1,0 +1,238 @@
+// Package auditlog reads the AUDIT stream: a session's records, every
+// record with the checkpoints (for verification), a live tail (for SIEM
+// export), the session index and the recorders' public keys. It also renders
+// records for people (a transcript), for machines (JSON) and for SIEMs (OCSF).
+// It only reads: writing AUDIT is the recorder's alone.
+package auditlog
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"sluice.dev/sluice/libs/auditchain"
+	"sluice.dev/sluice/libs/bus"
+	auditv1 "sluice.dev/sluice/proto/sluice/audit/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// Subjects of AUDIT.
+const (
+	SubjectCheckpoint = bus.SubjectAudit + ".checkpoint"
+	subjectRecords    = bus.SubjectAudit + ".s"
+)
+
+// SessionSubject is where a session's records live.
+func SessionSubject(session string) string {
+	return bus.Subject(subjectRecords, bus.Token(session))
+}
+
+// Entry is one item of the stream: a record or a checkpoint.
+type Entry struct {
+	StreamSeq  uint64
+	Time       time.Time
+	Record     *auditv1.Record
+	Checkpoint *auditv1.Checkpoint
+	// Event is the decoded session event of a record (nil for gaps).
+	Event *sessionv1.Event
+}
+
+// ErrUnreadable marks an entry that cannot be decoded.
+var ErrUnreadable = errors.New("auditlog: unreadable entry")
+
+// Decode reads one AUDIT message.
+func Decode(m jetstream.Msg) (Entry, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return Entry{}, err
+	}
+	e := Entry{StreamSeq: md.Sequence.Stream, Time: md.Timestamp}
+	if m.Subject() == SubjectCheckpoint {
+		var c auditv1.Checkpoint
+		if err := proto.Unmarshal(m.Data(), &c); err != nil {
+			return e, fmt.Errorf("%w: checkpoint at %d", ErrUnreadable, e.StreamSeq)
+		}
+		e.Checkpoint = &c
+		return e, nil
+	}
+	var r auditv1.Record
+	if err := proto.Unmarshal(m.Data(), &r); err != nil {
+		return e, fmt.Errorf("%w: record at %d", ErrUnreadable, e.StreamSeq)
+	}
+	e.Record = &r
+	if r.GetGapTo() == 0 {
+		var ev sessionv1.Event
+		if proto.Unmarshal(r.GetEvent(), &ev) == nil {
+			e.Event = &ev
+		}
+	}
+	return e, nil
+}
+
+// Options selects what Read returns.
+type Options struct {
+	// Session restricts to one session's records (no checkpoints).
+	Session string
+	// Checkpoints includes checkpoints (when Session is empty).
+	Checkpoints bool
+	// StartSeq starts at a stream sequence; StartTime at a time.
+	StartSeq  uint64
+	StartTime time.Time
+	// Follow keeps reading new entries until ctx is done.
+	Follow bool
+}
+
+// Read calls fn for each entry in stream order. Without Follow it stops at
+// the last entry present when it started.
+func Read(ctx context.Context, js jetstream.JetStream, o Options, fn func(Entry) error) error {
+	stream, err := js.Stream(ctx, bus.StreamAudit)
+	if err != nil {
+		return fmt.Errorf("audit stream: %w", err)
+	}
+	filters := []string{subjectRecords + ".>"}
+	if o.Session != "" {
+		filters = []string{SessionSubject(o.Session)}
+	} else if o.Checkpoints {
+		filters = append(filters, SubjectCheckpoint)
+	}
+	var last uint64
+	if !o.Follow {
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(""))
+		if err != nil {
+			return err
+		}
+		last = info.State.LastSeq
+		if o.Session != "" {
+			m, err := stream.GetLastMsgForSubject(ctx, filters[0])
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			last = m.Sequence
+		}
+		if last == 0 {
+			return nil
+		}
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case o.StartSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.StartSeq
+	case !o.StartTime.IsZero():
+		t := o.StartTime
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	}
+	c, err := stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("read audit: %w", err)
+	}
+	for {
+		batch, err := c.Fetch(512, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read audit: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			e, err := Decode(m)
+			if err != nil {
+				return err
+			}
+			if err := fn(e); err != nil {
+				if IsStop(err) {
+					return nil
+				}
+				return err
+			}
+			if !o.Follow && e.StreamSeq >= last {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("read audit: %w", err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if n == 0 && !o.Follow {
+			// Nothing more arrived: entries after last were filtered out.
+			return nil
+		}
+	}
+}
+
+// Keys returns the recorders' checkpoint public keys by key id.
+func Keys(ctx context.Context, js jetstream.JetStream) (map[string]ed25519.PublicKey, error) {
+	kv, err := js.KeyValue(ctx, bus.BucketAuditKeys)
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string]ed25519.PublicKey{}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for k := range lister.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		if pub := ed25519.PublicKey(e.Value()); len(pub) == ed25519.PublicKeySize && auditchain.KeyID(pub) == k {
+			keys[k] = pub
+		}
+	}
+	return keys, nil
+}
+
+// Sessions returns the session index, newest first.
+func Sessions(ctx context.Context, js jetstream.JetStream) ([]*sessionv1.Summary, error) {
+	kv, err := js.KeyValue(ctx, bus.BucketSessions)
+	if err != nil {
+		return nil, err
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*sessionv1.Summary
+	for k := range lister.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var s sessionv1.Summary
+		if proto.Unmarshal(e.Value(), &s) == nil {
+			out = append(out, &s)
+		}
+	}
+	sortNewestFirst(out)
+	return out, nil
+}
+
+// Verify reads AUDIT (one session, or everything) and reports problems.
+func Verify(ctx context.Context, js jetstream.JetStream, session string, keys map[string]ed25519.PublicKey) (*auditchain.Verifier, []auditchain.Problem, error) {
+	v := auditchain.NewVerifier(keys)
+	err := Read(ctx, js, Options{Checkpoints: true}, func(e Entry) error {
+		switch {
+		case e.Checkpoint != nil:
+			v.AddCheckpoint(e.Checkpoint)
+		case session == "" || e.Record.GetSessionId() == session:
+			v.Add(auditchain.Stored{Record: e.Record, StreamSeq: e.StreamSeq})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, v.Problems(session), nil
+}

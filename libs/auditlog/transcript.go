@@ -1,0 +1,133 @@
+package auditlog
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// Transcript writes a session's events as a readable account: who, where,
+// each command with its decision, rule, approval and result.
+func Transcript(w io.Writer, entries []Entry) {
+	var start time.Time
+	for _, e := range entries {
+		if e.Record == nil {
+			continue
+		}
+		if e.Record.GetGapTo() > 0 {
+			fmt.Fprintf(w, "  !! events %d..%d were lost before recording\n", e.Record.GetSeq(), e.Record.GetGapTo())
+			continue
+		}
+		ev := e.Event
+		if ev == nil {
+			fmt.Fprintf(w, "  !! record %d cannot be decoded\n", e.Record.GetSeq())
+			continue
+		}
+		at := ev.GetTime().AsTime()
+		if start.IsZero() {
+			start = at
+		}
+		stamp := at.UTC().Format("15:04:05.000")
+		switch b := ev.GetBody().(type) {
+		case *sessionv1.Event_Started:
+			s := b.Started
+			p := s.GetPrincipal()
+			kind := "human"
+			if p.GetMachine() {
+				kind = "machine"
+			}
+			fmt.Fprintf(w, "Session %s — %s on target %s\n", ev.GetSessionId(), s.GetProtocol(), s.GetTarget().GetName())
+			fmt.Fprintf(w, "  who     %s (%s)", p.GetSubject(), kind)
+			if p.GetEmail() != "" {
+				fmt.Fprintf(w, " <%s>", p.GetEmail())
+			}
+			fmt.Fprintf(w, ", groups %s\n", joinOr(p.GetGroups(), "none"))
+			fmt.Fprintf(w, "  from    %s", s.GetClientAddr())
+			if s.GetClientApplication() != "" {
+				fmt.Fprintf(w, " (%s)", s.GetClientApplication())
+			}
+			if s.GetTlsVersion() != "" {
+				fmt.Fprintf(w, " over %s", s.GetTlsVersion())
+			}
+			fmt.Fprintln(w)
+			fmt.Fprintf(w, "  when    %s (worker %s)\n\n", at.UTC().Format("2006-01-02 15:04:05 MST"), s.GetWorker())
+		case *sessionv1.Event_Command:
+			c := b.Command
+			via := ""
+			if c.GetVia() != "" && c.GetVia() != "simple" {
+				via = " [" + c.GetVia() + "]"
+			}
+			fmt.Fprintf(w, "%s  #%d%s  %s\n", stamp, c.GetCommandId(), via, oneLine(c.GetText()))
+		case *sessionv1.Event_Decided:
+			d := b.Decided.GetDecision()
+			cached := ""
+			if b.Decided.GetCached() {
+				cached = ", cached"
+			}
+			fmt.Fprintf(w, "              %s by rule %s (policy revision %d%s)", strings.ToUpper(d.GetAction()), d.GetRule(), d.GetRevision(), cached)
+			if d.GetAction() != "allow" && d.GetReason() != "" {
+				fmt.Fprintf(w, ": %s", d.GetReason())
+			}
+			fmt.Fprintln(w)
+		case *sessionv1.Event_Approval:
+			a := b.Approval
+			fmt.Fprintf(w, "              approval %s %s", a.GetApprovalId(), a.GetState())
+			if len(a.GetApprovers()) > 0 {
+				fmt.Fprintf(w, " by %s", strings.Join(a.GetApprovers(), ", "))
+			}
+			if a.GetReason() != "" {
+				fmt.Fprintf(w, " (%q)", a.GetReason())
+			}
+			fmt.Fprintln(w)
+		case *sessionv1.Event_Result:
+			r := b.Result
+			if r.GetErrorCode() != "" {
+				fmt.Fprintf(w, "              → error %s: %s (%s)\n", r.GetErrorCode(), r.GetErrorMessage(), micros(r.GetDurationUs()))
+			} else {
+				fmt.Fprintf(w, "              → %s, %d row(s), %s\n", r.GetCommandTag(), r.GetRows(), micros(r.GetDurationUs()))
+			}
+		case *sessionv1.Event_Masking:
+			var parts []string
+			for _, c := range b.Masking.GetCounts() {
+				what := c.GetColumn()
+				if what == "" {
+					what = c.GetDetector()
+				} else if c.GetDetector() != "" {
+					what += "/" + c.GetDetector()
+				}
+				parts = append(parts, fmt.Sprintf("%s×%d", what, c.GetCount()))
+			}
+			fmt.Fprintf(w, "              masked %s\n", strings.Join(parts, ", "))
+		case *sessionv1.Event_Io:
+			// Terminal I/O is shown by replaying the raw stream.
+		case *sessionv1.Event_Ended:
+			en := b.Ended
+			fmt.Fprintf(w, "\n%s  ended (%s) after %s: %d command(s), %d denied\n", stamp, en.GetReason(), at.Sub(start).Round(time.Millisecond), en.GetCommands(), en.GetDenied())
+		case *sessionv1.Event_AuthFailed:
+			a := b.AuthFailed
+			fmt.Fprintf(w, "%s  authentication failed from %s (%s): %s: %s\n", stamp, a.GetClientAddr(), a.GetProtocol(), a.GetCode(), a.GetReason())
+		}
+	}
+}
+
+func micros(us int64) string {
+	return (time.Duration(us) * time.Microsecond).Round(10 * time.Microsecond).String()
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 500 {
+		s = s[:500] + "…"
+	}
+	return s
+}
+
+func joinOr(s []string, def string) string {
+	if len(s) == 0 {
+		return def
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,222 @@
+package api
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"sluice.dev/sluice/libs/auditchain"
+	"sluice.dev/sluice/libs/auditlog"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+func (s *Server) auditRoutes() {
+	s.handle("GET /api/v1/sessions", "sessions", auditors, s.sessions)
+	s.handle("GET /api/v1/sessions/{id}", "session", auditors, s.session)
+	s.handle("GET /api/v1/audit/verify", "audit_verify", auditors, s.auditVerify)
+	s.handle("GET /api/v1/audit/tail", "audit_tail", auditors, s.auditTail)
+	s.handle("GET /api/v1/audit/keys", "audit_keys", anyone, s.auditKeys)
+}
+
+// SessionJSON is a session summary.
+type SessionJSON struct {
+	ID         string     `json:"id"`
+	Principal  string     `json:"principal"`
+	Machine    bool       `json:"machine"`
+	Target     string     `json:"target"`
+	Protocol   string     `json:"protocol"`
+	Client     string     `json:"client"`
+	StartedAt  time.Time  `json:"started_at"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	Commands   int64      `json:"commands"`
+	Denied     int64      `json:"denied"`
+	EndReason  string     `json:"end_reason,omitempty"`
+	WorkerName string     `json:"worker,omitempty"`
+}
+
+func sessionJSON(s *sessionv1.Summary) SessionJSON {
+	out := SessionJSON{ID: s.GetSessionId(), Principal: s.GetPrincipal().GetSubject(), Machine: s.GetPrincipal().GetMachine(),
+		Target: s.GetTarget().GetName(), Protocol: s.GetProtocol(), Client: s.GetClientAddr(), StartedAt: s.GetStartedAt().AsTime().UTC(),
+		Commands: s.GetCommands(), Denied: s.GetDenied(), EndReason: s.GetEndReason(), WorkerName: s.GetWorker()}
+	if s.GetEndedAt() != nil {
+		t := s.GetEndedAt().AsTime().UTC()
+		out.EndedAt = &t
+	}
+	return out
+}
+
+// parseTime accepts RFC 3339 or a duration back from now ("1h").
+func parseTime(v string) (time.Time, bool) {
+	if v == "" {
+		return time.Time{}, true
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, true
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		return time.Now().Add(-d), true
+	}
+	return time.Time{}, false
+}
+
+func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+	q := r.URL.Query()
+	since, ok1 := parseTime(q.Get("since"))
+	until, ok2 := parseTime(q.Get("until"))
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if q.Get("limit") == "" {
+		limit, err = 100, nil
+	}
+	if !ok1 || !ok2 || err != nil || limit <= 0 {
+		writeError(w, http.StatusBadRequest, "bad_request", "since/until take RFC 3339 times or durations (1h); limit a positive number")
+		return
+	}
+	all, err := auditlog.Sessions(r.Context(), s.cfg.Conn.JS)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the session index cannot be read")
+		return
+	}
+	out := []SessionJSON{}
+	for _, sum := range all {
+		st := sum.GetStartedAt().AsTime()
+		switch {
+		case q.Get("principal") != "" && sum.GetPrincipal().GetSubject() != q.Get("principal"):
+		case q.Get("target") != "" && sum.GetTarget().GetName() != q.Get("target"):
+		case !since.IsZero() && st.Before(since):
+		case !until.IsZero() && st.After(until):
+		default:
+			out = append(out, sessionJSON(sum))
+		}
+		if len(out) >= limit {
+			break
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+}
+
+func (s *Server) session(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+	id := strings.ToLower(r.PathValue("id"))
+	var entries []auditlog.Entry
+	err := auditlog.Read(r.Context(), s.cfg.Conn.JS, auditlog.Options{Session: id}, func(e auditlog.Entry) error {
+		entries = append(entries, e)
+		return nil
+	})
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit stream cannot be read")
+		return
+	}
+	if len(entries) == 0 {
+		writeError(w, http.StatusNotFound, "not_found", "no session "+id)
+		return
+	}
+	if r.URL.Query().Get("format") == "text" {
+		var b bytes.Buffer
+		auditlog.Transcript(&b, entries)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write(b.Bytes())
+		return
+	}
+	events := make([]map[string]any, len(entries))
+	for i, e := range entries {
+		events[i] = auditlog.JSON(e)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"session": id, "events": events})
+}
+
+// VerifyJSON is the report of GET /api/v1/audit/verify.
+type VerifyJSON struct {
+	OK       bool                 `json:"ok"`
+	Records  int                  `json:"records"`
+	Sessions int                  `json:"sessions"`
+	Keys     []string             `json:"keys"`
+	Problems []auditchain.Problem `json:"problems"`
+}
+
+func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+	keys, err := auditlog.Keys(r.Context(), s.cfg.Conn.JS)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the recorder keys cannot be read")
+		return
+	}
+	session := strings.ToLower(r.URL.Query().Get("session"))
+	v, problems, err := auditlog.Verify(r.Context(), s.cfg.Conn.JS, session, keys)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit stream cannot be read")
+		return
+	}
+	out := VerifyJSON{OK: len(problems) == 0, Records: v.Records, Sessions: len(v.Sessions()), Problems: problems}
+	if out.Problems == nil {
+		out.Problems = []auditchain.Problem{}
+	}
+	for k := range keys {
+		out.Keys = append(out.Keys, k)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) auditKeys(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+	keys, err := auditlog.Keys(r.Context(), s.cfg.Conn.JS)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the recorder keys cannot be read")
+		return
+	}
+	out := map[string]string{}
+	for id, k := range keys {
+		out[id] = base64.StdEncoding.EncodeToString(k)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"keys": out})
+}
+
+// auditTail streams the audit log as newline-delimited JSON (or OCSF).
+func (s *Server) auditTail(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+	q := r.URL.Query()
+	format := q.Get("format")
+	if format == "" {
+		format = "json"
+	}
+	if format != "json" && format != "ocsf" {
+		writeError(w, http.StatusBadRequest, "bad_request", "format is json or ocsf")
+		return
+	}
+	since, ok := parseTime(q.Get("since"))
+	startSeq, err := strconv.ParseUint(q.Get("start_seq"), 10, 64)
+	if q.Get("start_seq") == "" {
+		err = nil
+	}
+	if !ok || err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "since takes an RFC 3339 time or a duration; start_seq a number")
+		return
+	}
+	follow := q.Get("follow") == "true"
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	enc := json.NewEncoder(w)
+	sc := auditlog.NewContext(s.cfg.Conn.JS)
+	ctx := r.Context()
+	_ = auditlog.Read(ctx, s.cfg.Conn.JS, auditlog.Options{StartSeq: startSeq, StartTime: since, Follow: follow}, func(e auditlog.Entry) error {
+		var v any
+		if format == "ocsf" {
+			if e.Event == nil {
+				return nil
+			}
+			o := auditlog.OCSF(e.Event, sc.Started(ctx, e))
+			o["unmapped"] = map[string]any{"stream_seq": e.StreamSeq}
+			v = o
+		} else {
+			v = auditlog.JSON(e)
+		}
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	})
+}

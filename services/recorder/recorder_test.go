@@ -1,0 +1,244 @@
+package recorder_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"sluice.dev/sluice/libs/auditchain"
+	"sluice.dev/sluice/libs/auditlog"
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/testkit"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+	"sluice.dev/sluice/services/recorder"
+)
+
+type env struct {
+	conn *bus.Conn
+	key  ed25519.PrivateKey
+	keys map[string]ed25519.PublicKey
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	_, conn := testkit.NATS(t)
+	require.NoError(t, bus.Provision(context.Background(), conn.JS, bus.Topology{}))
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	return &env{conn: conn, key: priv, keys: map[string]ed25519.PublicKey{auditchain.KeyID(pub): pub}}
+}
+
+func (e *env) start(t *testing.T, conn *bus.Conn, cfg recorder.Config) (*recorder.Service, context.CancelFunc) {
+	t.Helper()
+	cfg.Conn, cfg.SigningKey, cfg.Log = conn, e.key, zerolog.Nop()
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = 50 * time.Millisecond
+	}
+	s := recorder.New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		assert.NoError(t, s.Run(ctx))
+	}()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return s, stop
+}
+
+func started() *sessionv1.Event {
+	return &sessionv1.Event{Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
+		Principal: &commonv1.Principal{Subject: "alice", Groups: []string{"engineers"}},
+		Target:    &commonv1.Target{Name: "demo", Kind: "postgres"}, Protocol: "postgres", ClientAddr: "127.0.0.1:5000",
+	}}}
+}
+
+func command(i int) *sessionv1.Event {
+	return &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: fmt.Sprintf("SELECT %d", i)}}}
+}
+
+// waitRecorded polls until AUDIT holds want records.
+func waitRecorded(t *testing.T, js jetstream.JetStream, want int) {
+	t.Helper()
+	testkit.Eventually(t, 30*time.Second, func() error {
+		n := 0
+		err := auditlog.Read(context.Background(), js, auditlog.Options{}, func(auditlog.Entry) error { n++; return nil })
+		if err != nil {
+			return err
+		}
+		if n != want {
+			return fmt.Errorf("%d of %d records", n, want)
+		}
+		return nil
+	})
+}
+
+func verify(t *testing.T, e *env, session string) []auditchain.Problem {
+	t.Helper()
+	_, problems, err := auditlog.Verify(context.Background(), e.conn.JS, session, e.keys)
+	require.NoError(t, err)
+	return problems
+}
+
+func TestRecordsChainAndCheckpoint(t *testing.T) {
+	e := setup(t)
+	e.start(t, e.conn, recorder.Config{})
+	rec := recording.New(e.conn.JS)
+	ctx := context.Background()
+	var ids []string
+	for s := 0; s < 5; s++ {
+		sess := rec.Open(recording.NewSessionID())
+		ids = append(ids, sess.ID)
+		require.NoError(t, sess.Record(ctx, started()))
+		for i := 1; i <= 20; i++ {
+			require.NoError(t, sess.Emit(command(i)))
+		}
+		require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed", Commands: 20}}}))
+	}
+	waitRecorded(t, e.conn.JS, 5*22)
+	// A checkpoint covers every session's head.
+	testkit.Eventually(t, 10*time.Second, func() error {
+		covered := map[string]uint64{}
+		err := auditlog.Read(ctx, e.conn.JS, auditlog.Options{Checkpoints: true}, func(en auditlog.Entry) error {
+			if en.Checkpoint != nil {
+				for _, h := range en.Checkpoint.GetHeads() {
+					covered[h.GetSessionId()] = h.GetSeq()
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if covered[id] != 22 {
+				return fmt.Errorf("session %s signed up to %d", id, covered[id])
+			}
+		}
+		return nil
+	})
+	assert.Empty(t, verify(t, e, ""))
+
+	// The session index knows who and how it ended.
+	sums, err := auditlog.Sessions(ctx, e.conn.JS)
+	require.NoError(t, err)
+	require.Len(t, sums, 5)
+	assert.Equal(t, "alice", sums[0].GetPrincipal().GetSubject())
+	assert.Equal(t, int64(20), sums[0].GetCommands())
+}
+
+func TestAuditStreamRefusesDeletion(t *testing.T) {
+	e := setup(t)
+	e.start(t, e.conn, recorder.Config{})
+	sess := recording.New(e.conn.JS).Open(recording.NewSessionID())
+	require.NoError(t, sess.Record(context.Background(), started()))
+	waitRecorded(t, e.conn.JS, 1)
+	ctx := context.Background()
+	stream, err := e.conn.JS.Stream(ctx, bus.StreamAudit)
+	require.NoError(t, err)
+	err = stream.DeleteMsg(ctx, 1)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not permitted")
+	err = stream.Purge(ctx)
+	require.Error(t, err)
+	cfg := stream.CachedInfo().Config
+	cfg.DenyDelete = false
+	_, err = e.conn.JS.UpdateStream(ctx, cfg)
+	require.Error(t, err, "deny-delete cannot be lifted")
+	assert.Empty(t, verify(t, e, ""))
+}
+
+func TestRedeliveryAndDuplicatesAreRecordedOnce(t *testing.T) {
+	e := setup(t)
+	e.start(t, e.conn, recorder.Config{})
+	ctx := context.Background()
+	id := recording.NewSessionID()
+	sess := recording.New(e.conn.JS).Open(id)
+	require.NoError(t, sess.Record(ctx, started()))
+	require.NoError(t, sess.Record(ctx, command(1)))
+	waitRecorded(t, e.conn.JS, 2)
+
+	// The same event published again under another message id (past the
+	// duplicate window) is recognised by its seq.
+	var rec *auditlog.Entry
+	require.NoError(t, auditlog.Read(ctx, e.conn.JS, auditlog.Options{Session: id}, func(en auditlog.Entry) error {
+		if en.Record.GetSeq() == 2 {
+			rec = &en
+		}
+		return nil
+	}))
+	require.NotNil(t, rec)
+	m := nats.NewMsg(recording.Subject(id, 2, "command"))
+	m.Data = rec.Record.GetEvent()
+	_, err := e.conn.JS.PublishMsg(ctx, m, jetstream.WithMsgID("another-id"))
+	require.NoError(t, err)
+	require.NoError(t, sess.Record(ctx, command(2)))
+	waitRecorded(t, e.conn.JS, 3)
+	assert.Empty(t, verify(t, e, id))
+}
+
+func TestLostEventBecomesAGap(t *testing.T) {
+	e := setup(t)
+	e.start(t, e.conn, recorder.Config{GapTimeout: 200 * time.Millisecond})
+	ctx := context.Background()
+	id := recording.NewSessionID()
+	publish := func(seq uint64) {
+		ev := command(int(seq))
+		ev.Id, ev.SessionId, ev.Seq = fmt.Sprintf("ev%d", seq), id, seq
+		data, _ := proto.Marshal(ev)
+		m := nats.NewMsg(recording.Subject(id, seq, "command"))
+		m.Data = data
+		_, err := e.conn.JS.PublishMsg(ctx, m, jetstream.WithMsgID(ev.Id))
+		require.NoError(t, err)
+	}
+	publish(1)
+	publish(2)
+	publish(5) // 3 and 4 never arrive
+	waitRecorded(t, e.conn.JS, 4)
+	problems := verify(t, e, id)
+	require.Len(t, problems, 1)
+	assert.Equal(t, auditchain.Lost, problems[0].Kind)
+	assert.Equal(t, uint64(3), problems[0].Seq)
+}
+
+func TestTwoReplicasUnderLoad(t *testing.T) {
+	e := setup(t)
+	conn2 := testkit.Connect(t, e.conn.NC.ConnectedUrl())
+	e.start(t, e.conn, recorder.Config{})
+	e.start(t, conn2, recorder.Config{})
+	rec := recording.New(e.conn.JS)
+	ctx := context.Background()
+	const sessions, events = 20, 50
+	var wg sync.WaitGroup
+	for s := 0; s < sessions; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sess := rec.Open(recording.NewSessionID())
+			for i := 0; i < events; i++ {
+				if err := sess.Emit(command(i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			if err := sess.Durable(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	waitRecorded(t, e.conn.JS, sessions*events)
+	assert.Empty(t, verify(t, e, ""))
+}

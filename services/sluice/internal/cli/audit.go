@@ -1,0 +1,282 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"sluice.dev/sluice/libs/auditchain"
+)
+
+type sessionJSON struct {
+	ID        string     `json:"id"`
+	Principal string     `json:"principal"`
+	Machine   bool       `json:"machine"`
+	Target    string     `json:"target"`
+	Protocol  string     `json:"protocol"`
+	Client    string     `json:"client"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	Commands  int64      `json:"commands"`
+	Denied    int64      `json:"denied"`
+	EndReason string     `json:"end_reason,omitempty"`
+}
+
+func newSessionsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "sessions", Short: "Recorded sessions"}
+	var principal, target, since, until string
+	var limit int
+	list := &cobra.Command{
+		Use:     "list",
+		Short:   "List recorded sessions, newest first",
+		Example: "  sluice sessions list --principal alice --since 24h",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			c, err := g.newClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			q := url.Values{"limit": {fmt.Sprint(limit)}}
+			for k, v := range map[string]string{"principal": principal, "target": target, "since": since, "until": until} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			var res struct {
+				Sessions []sessionJSON `json:"sessions"`
+			}
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/sessions?"+q.Encode(), nil, &res); err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(res)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SESSION\tSTARTED\tPRINCIPAL\tTARGET\tPROTOCOL\tCOMMANDS\tDENIED\tSTATE")
+			for _, s := range res.Sessions {
+				state := "active"
+				if s.EndedAt != nil {
+					state = "ended: " + s.EndReason
+				}
+				who := s.Principal
+				if s.Machine {
+					who += " (machine)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.StartedAt.Local().Format("2006-01-02 15:04:05"), who, s.Target, s.Protocol, s.Commands, s.Denied, state)
+			}
+			return tw.Flush()
+		},
+	}
+	f := list.Flags()
+	f.StringVar(&principal, "principal", "", "only sessions of this subject")
+	f.StringVar(&target, "target", "", "only sessions on this target")
+	f.StringVar(&since, "since", "", "only sessions started since (RFC 3339 time or a duration like 24h)")
+	f.StringVar(&until, "until", "", "only sessions started until (RFC 3339 time or duration)")
+	f.IntVar(&limit, "limit", 100, "at most this many sessions")
+	cmd.AddCommand(list)
+	return cmd
+}
+
+func newReplayCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "replay SESSION_ID",
+		Short: "Show a recorded session: who, where, each command with its decision and result",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			c, err := g.newClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			path := "/api/v1/sessions/" + url.PathEscape(args[0])
+			if g.json() {
+				var res map[string]any
+				if err := c.do(cmd.Context(), http.MethodGet, path, nil, &res); err != nil {
+					return err
+				}
+				return g.printJSON(res)
+			}
+			body, err := c.raw(cmd.Context(), path+"?format=text")
+			if err != nil {
+				return err
+			}
+			defer body.Close()
+			_, err = io.Copy(g.stdout, body)
+			return err
+		},
+	}
+}
+
+func newAuditCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "Verify and export the audit log"}
+	var session string
+	verify := &cobra.Command{
+		Use:   "verify [--session ID]",
+		Short: "Check the audit log's hash chains and signed checkpoints",
+		Long: `Read the audit stream and check every session's hash chain and every signed checkpoint.
+Reports each edited, missing, duplicated, reordered or truncated record by session and seq,
+and exits with status 2 when it finds any.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			c, err := g.newClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			q := ""
+			if session != "" {
+				q = "?session=" + url.QueryEscape(session)
+			}
+			var res struct {
+				OK       bool                 `json:"ok"`
+				Records  int                  `json:"records"`
+				Sessions int                  `json:"sessions"`
+				Keys     []string             `json:"keys"`
+				Problems []auditchain.Problem `json:"problems"`
+			}
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/verify"+q, nil, &res); err != nil {
+				return err
+			}
+			if g.json() {
+				if err := g.printJSON(res); err != nil {
+					return err
+				}
+			} else {
+				for _, p := range res.Problems {
+					fmt.Fprintln(g.stdout, p.String())
+				}
+				status := "intact"
+				if !res.OK {
+					status = fmt.Sprintf("%d problem(s)", len(res.Problems))
+				}
+				fmt.Fprintf(g.stdout, "%d record(s) in %d session(s) checked against %d recorder key(s): %s\n", res.Records, res.Sessions, len(res.Keys), status)
+			}
+			if !res.OK {
+				return &exitError{code: 2, err: errors.New("the audit log failed verification")}
+			}
+			return nil
+		},
+	}
+	verify.Flags().StringVar(&session, "session", "", "verify one session only")
+
+	var format, since string
+	var follow bool
+	var startSeq uint64
+	tail := &cobra.Command{
+		Use:   "tail [--format ocsf|json] [--follow]",
+		Short: "Stream the audit log as newline-delimited JSON or OCSF",
+		Example: `  sluice audit tail --format ocsf --follow
+  sluice audit tail --since 1h`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "json" && format != "ocsf" {
+				return fmt.Errorf("--format must be json or ocsf")
+			}
+			c, err := g.newClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			q := url.Values{"format": {format}}
+			if follow {
+				q.Set("follow", "true")
+			}
+			if since != "" {
+				q.Set("since", since)
+			}
+			if startSeq > 0 {
+				q.Set("start_seq", fmt.Sprint(startSeq))
+			}
+			c.http.Timeout = 0
+			body, err := c.raw(cmd.Context(), "/api/v1/audit/tail?"+q.Encode())
+			if err != nil {
+				return err
+			}
+			defer body.Close()
+			sc := bufio.NewScanner(body)
+			sc.Buffer(make([]byte, 1<<20), 16<<20)
+			for sc.Scan() {
+				fmt.Fprintln(g.stdout, sc.Text())
+			}
+			if cmd.Context().Err() != nil {
+				return nil
+			}
+			return sc.Err()
+		},
+	}
+	tf := tail.Flags()
+	tf.StringVar(&format, "format", "json", "json or ocsf")
+	tf.BoolVarP(&follow, "follow", "f", false, "keep streaming new records")
+	tf.StringVar(&since, "since", "", "start at a time (RFC 3339) or a duration ago (1h)")
+	tf.Uint64Var(&startSeq, "start-seq", 0, "start at a stream sequence")
+
+	var out string
+	keygen := &cobra.Command{
+		Use:   "keygen --out FILE",
+		Short: "Create an Ed25519 key for the recorder to sign checkpoints",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return errors.New("--out is required")
+			}
+			if _, err := os.Stat(out); err == nil {
+				return fmt.Errorf("%s exists; refusing to overwrite a signing key", out)
+			}
+			pub, priv, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(out, []byte(base64.StdEncoding.EncodeToString(priv.Seed())+"\n"), 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "key id %s\npublic key %s\n", auditchain.KeyID(pub), base64.StdEncoding.EncodeToString(pub))
+			return nil
+		},
+	}
+	keygen.Flags().StringVar(&out, "out", "", "file to write the key to (mode 0600)")
+	cmd.AddCommand(verify, tail, keygen)
+	return cmd
+}
+
+// raw performs a GET and returns the body of a successful answer.
+func (c *client) raw(ctx context.Context, path string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the Sluice API at %s: %w", c.base, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		e := &apiError{Status: resp.StatusCode}
+		_ = jsonUnmarshal(b, e)
+		if e.Reason == "" {
+			e.Reason = strings.TrimSpace(string(b))
+		}
+		return nil, e
+	}
+	return resp.Body, nil
+}
