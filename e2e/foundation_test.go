@@ -194,5 +194,3 @@ func readControlStream(t *testing.T, env *devEnv) string {
 	require.NotZero(t, all.Len())
 	return all.String()
 }
-
-

@@ -101,8 +101,8 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamSessions, jetstream.ConsumerConfig{
-		Durable:       ConsumerName,
-		AckPolicy:     jetstream.AckExplicitPolicy,
+		Durable:   ConsumerName,
+		AckPolicy: jetstream.AckExplicitPolicy,
 		// A killed recorder's unacknowledged events come back after
 		// AckWait; appends are idempotent, so a short wait is safe.
 		AckWait:       10 * time.Second,
