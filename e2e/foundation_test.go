@@ -155,6 +155,30 @@ func TestFoundation(t *testing.T) {
 		assert.Contains(t, out, "forbidden")
 	})
 
+	t.Run("policy type errors name rule, line and column", func(t *testing.T) {
+		bad := filepath.Join(t.TempDir(), "bad.yaml")
+		require.NoError(t, os.WriteFile(bad, []byte(`approvers:
+  - name: approvers
+    groups: [approvers]
+policies:
+  - name: allow-reads
+    action: allow
+    when: sql.kind == "read"
+  - name: typo
+    action: allow
+    when: principal.grups.exists(g, g == "engineers")
+`), 0o600))
+		out, err := env.CLI(adminEnv, "apply", "-f", bad)
+		require.Error(t, err)
+		assert.Contains(t, out, `bad.yaml:10:20: rule "typo": undefined field 'grups'`)
+		assert.Contains(t, out, "was not applied")
+		out, err = env.CLI(adminEnv, "policy", "test", "--sub", "alice", "--groups", "engineers", "--target", "demo", "-o", "json", "DELETE FROM customers")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, `"action": "review"`)
+		assert.Contains(t, out, `"rule": "review-unbounded-writes"`)
+		assert.Contains(t, out, `"revision": 1`, "the bad file changed nothing")
+	})
+
 	t.Run("restart reuses data", func(t *testing.T) {
 		env.Stop()
 		again := startDev(t, devOptions{dir: filepath.Dir(env.Dir)})

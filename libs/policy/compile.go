@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/google/cel-go/cel"
+	celast "github.com/google/cel-go/common/ast"
 
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
@@ -58,9 +59,10 @@ type Set struct {
 	review   []rule
 	allow    []rule
 	mask     []rule
-	// UsesNow and UsesGrants say whether any rule depends on the time or on
-	// grants, which limits how decisions may be cached.
-	UsesNow, UsesGrants bool
+	// UsesNow, UsesGrants and UsesText say whether any rule depends on the
+	// time, on grants or on the raw statement text (sql.text), which limits
+	// how decisions may be cached.
+	UsesNow, UsesGrants, UsesText bool
 }
 
 // Compile type-checks and compiles rules. Every error is reported, each
@@ -136,6 +138,7 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 				cr.usesGrants = true
 			}
 		}
+		set.UsesText = set.UsesText || selects(ast.NativeRep().Expr(), VarSQL, "text")
 		set.UsesNow = set.UsesNow || cr.usesNow
 		set.UsesGrants = set.UsesGrants || cr.usesGrants
 		switch r.GetAction() {
@@ -153,4 +156,19 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 		return nil, errs
 	}
 	return set, nil
+}
+
+// selects reports whether expr reads field of variable v anywhere.
+func selects(expr celast.Expr, v, field string) bool {
+	found := false
+	celast.PostOrderVisit(expr, celast.NewExprVisitor(func(e celast.Expr) {
+		if e.Kind() != celast.SelectKind {
+			return
+		}
+		sel := e.AsSelect()
+		if sel.FieldName() == field && sel.Operand().Kind() == celast.IdentKind && sel.Operand().AsIdent() == v {
+			found = true
+		}
+	}))
+	return found
 }

@@ -185,16 +185,16 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 		return deny(RuleUnparseable, reason, set.Revision)
 	}
 	var worst *policyv1.Decision
-	cacheable := !set.UsesNow
+	// The classifier's fingerprint determines the classification, so a
+	// decision can be reused for every statement with that fingerprint
+	// unless a rule reads the raw text or the time.
+	cacheable := !set.UsesNow && !set.UsesText
 	var masks []*controlv1.MaskRule
 	stmts := make([]*policyv1.Statement, 0, len(res.Statements))
 	for _, st := range res.Statements {
 		flags := make([]string, len(st.Flags))
 		for i, f := range st.Flags {
 			flags[i] = string(f)
-		}
-		if st.Has(sqlclass.FlagLiteralSensitive) {
-			cacheable = false
 		}
 		tables := append(slices.Clone(st.Reads), st.Writes...)
 		slices.Sort(tables)

