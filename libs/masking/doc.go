@@ -68,6 +68,9 @@
 // longer run of letters or digits, nor when a dash, dot or slash and a
 // digit continue it on either side (dates, versions, decimals, longer ids).
 // JSON and COPY escapes (\n, \t, \u00e9) and %XX count as word breaks.
+// Prefixed secrets (jwt, github_token, openai_key, slack_token) never start
+// right after '-' or '_', so a prefix inside a longer token run never
+// anchors; this also keeps every scan linear in the value length.
 //
 //   - email: practical local part [A-Za-z0-9._%+-] up to 64 bytes; domain
 //     of two or more labels with an alphabetic or xn-- TLD ("a@b" and

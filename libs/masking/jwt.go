@@ -4,6 +4,7 @@ package masking
 // possibly empty as in alg "none") or JWE (five segments) at v[i] == 'e'.
 // The first segment must decode to a JSON object that starts with '{' and a
 // quoted key (optionally after whitespace) and contains the key "alg".
+// Like the vendor tokens, a JWT never starts right after '-' or '_'.
 func matchJWT(v []byte, i int) (int, bool) {
 	if i+1 >= len(v) || (v[i+1] != 'y' && v[i+1] != 'w') {
 		return 0, false

@@ -31,6 +31,7 @@ func TestSSN(t *testing.T) {
 		{"bare invalid area", "000123456", nil},
 		{"ten digits", "1234567890", nil},
 		{"decimal", "0.123456789", nil},
+		{"json exponent", "0e+001010001", nil},
 	})
 }
 
@@ -69,6 +70,7 @@ func TestCard(t *testing.T) {
 		{"alnum suffix", "4111111111111111x", nil},
 		{"decimal", "0.4111111111111111", nil},
 		{"decimal tail", "4111111111111111.25", nil},
+		{"exponent", "1E-4111111111111111", nil},
 		{"dashed id continues", "4111-1111-1111-1111-2222", nil},
 		{"mixed separators", "4111 1111-1111 1111", nil},
 		{"double space", "4111  1111  1111  1111", nil},

@@ -131,12 +131,16 @@ func wordEnd(v []byte, e int) bool {
 func isNumSep(c byte) bool { return c == '-' || c == '.' || c == '/' }
 
 // digitStart is wordStart for numbers: it also refuses a start that
-// continues a dotted, dashed or slashed number (versions, dates, ids, decimals).
+// continues a dotted, dashed or slashed number (versions, dates, ids,
+// decimals) or is the exponent of a number ("1e+001010001").
 func digitStart(v []byte, i int) bool {
 	if !wordStart(v, i) {
 		return false
 	}
-	return !(i >= 2 && isNumSep(v[i-1]) && isDigit(v[i-2]))
+	if i >= 2 && isNumSep(v[i-1]) && isDigit(v[i-2]) {
+		return false
+	}
+	return !(i >= 3 && (v[i-1] == '+' || v[i-1] == '-') && v[i-2]|0x20 == 'e' && isDigit(v[i-3]))
 }
 
 // digitEnd is wordEnd for numbers, refusing an end that a dotted, dashed or
@@ -181,41 +185,3 @@ func runEnd(v []byte, i int, cls uint8, max int) (int, bool) {
 	}
 	return j, true
 }
-
-// pairs[c] is the set of bytes that may follow anchor byte c in any match
-// (a superset: "AK", "sk", "ey", digits after digits ...). It lets the scan
-// loop skip most anchors without calling a detector.
-var pairs = func() (t [256][4]uint64) {
-	allow := func(c byte, next string) {
-		for k := 0; k < len(next); k++ {
-			t[c][next[k]>>6] |= 1 << (next[k] & 63)
-		}
-	}
-	const (
-		digits = "0123456789"
-		upper  = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		lower  = "abcdefghijklmnopqrstuvwxyz"
-	)
-	for c := byte('0'); c <= '9'; c++ {
-		allow(c, digits) // ssn, card, phone, bare ssn
-	}
-	allow('1', " -.") // NANP "1-415-..."
-	allow('+', digits)
-	allow('(', digits)
-	allow('@', digits+upper+lower)
-	allow('-', "-")
-	for c := byte('A'); c <= 'Z'; c++ {
-		allow(c, upper) // IBAN country code, AKIA, ASIA
-	}
-	allow('A', "Ww") // AWS_SECRET_ACCESS_KEY
-	allow('a', "Ww")
-	allow('S', "Ee") // SecretAccessKey
-	allow('s', "Eek")
-	allow('e', "yw") // JWT header
-	allow('g', "hi") // ghp_, github_pat_
-	allow('x', "oa") // xox*, xapp
-	allow('h', "o")  // hooks.slack.com
-	return t
-}()
-
-func pairOK(c, n byte) bool { return pairs[c][n>>6]&(1<<(n&63)) != 0 }

@@ -15,6 +15,7 @@ import (
 	"sluice.dev/sluice/libs/controlstate"
 	engine "sluice.dev/sluice/libs/policy"
 	"sluice.dev/sluice/libs/sqlclass"
+	"sluice.dev/sluice/libs/sqlshape"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -219,6 +220,7 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 	worst.Cache = &policyv1.Cache{PolicyRevision: set.Revision, Fingerprint: res.Fingerprint, Cacheable: cacheable}
 	if cacheable {
 		worst.Cache.TtlMs = DefaultCacheTTL.Milliseconds()
+		worst.Cache.Shape, worst.Cache.ShapeCacheable = shapeOf(text, res)
 	}
 	return worst
 }
@@ -232,4 +234,40 @@ func parseMessage(err error) (string, bool) {
 		return msg[len(prefix):], true
 	}
 	return "", false
+}
+
+// shapeOf computes the statement's shape and whether a decision may be reused
+// for every statement of that shape: only when classifying the shape (with
+// parameters in place of the literals) gives exactly the classification of
+// the statement, so that no literal value influenced it.
+func shapeOf(text string, res *sqlclass.Result) (string, bool) {
+	shape, ok := sqlshape.Shape(text)
+	if !ok {
+		return "", false
+	}
+	if shape == text {
+		return shape, true
+	}
+	tres, err := sqlclass.Classify(shape)
+	if err != nil || len(tres.Statements) != len(res.Statements) {
+		return shape, false
+	}
+	for i := range res.Statements {
+		if !sameClass(res.Statements[i], tres.Statements[i]) {
+			return shape, false
+		}
+	}
+	return shape, true
+}
+
+func sameClass(a, b sqlclass.Statement) bool {
+	return a.Kind == b.Kind && a.Command == b.Command && a.Setting == b.Setting && a.PreparedName == b.PreparedName &&
+		a.Cursor == b.Cursor && slices.Equal(a.Reads, b.Reads) && slices.Equal(a.Writes, b.Writes) &&
+		slices.Equal(a.Functions, b.Functions) && slices.Equal(withoutLiteralFlag(a.Flags), withoutLiteralFlag(b.Flags))
+}
+
+// withoutLiteralFlag drops literal_sensitive, which marks the classifier's
+// own fingerprint blind spots, not a difference in classification.
+func withoutLiteralFlag(f []sqlclass.Flag) []sqlclass.Flag {
+	return slices.DeleteFunc(slices.Clone(f), func(x sqlclass.Flag) bool { return x == sqlclass.FlagLiteralSensitive })
 }

@@ -13,6 +13,7 @@ import (
 
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
+	engine "sluice.dev/sluice/libs/policy"
 	"sluice.dev/sluice/libs/testkit"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -119,4 +120,43 @@ func BenchmarkColdDecision(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestShapeCacheability(t *testing.T) {
+	set, err := engineCompile()
+	require.NoError(t, err)
+	ctx := context.Background()
+	eval := func(sql string) *policyv1.Decision {
+		return policy.Evaluate(ctx, set, &commonv1.Target{Name: "demo"}, &policyv1.EvaluateRequest{
+			Principal: &commonv1.Principal{Subject: "alice"},
+			Command:   &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: sql}},
+		}, time.Now())
+	}
+	tests := []struct {
+		sql   string
+		shape string
+		reuse bool
+	}{
+		{"SELECT abalance FROM pgbench_accounts WHERE aid = 42", "SELECT abalance FROM pgbench_accounts WHERE aid = $1", true},
+		{"UPDATE t SET x = 'a' WHERE id = 3", "UPDATE t SET x = $1 WHERE id = $2", true},
+		// The literal decides what the statement does: no reuse by shape.
+		{"SELECT set_config('role', 'postgres', false)", "SELECT set_config($1, $2, false)", false},
+		{"SELECT pg_read_file('/etc/passwd')", "SELECT pg_read_file($1)", true},
+		// Same classification with or without the literal: reuse is sound.
+		{"SELECT table_to_xml('customers', true, true, '')", "SELECT table_to_xml($1, true, true, $2)", true},
+		{"SET statement_timeout = 5", "SET statement_timeout = $1", true},
+		// The lexer gives up: exact text only.
+		{"SELECT E'\\x'", "", false},
+	}
+	for _, tc := range tests {
+		d := eval(tc.sql)
+		assert.Equal(t, tc.reuse, d.Cache.GetShapeCacheable(), tc.sql)
+		if tc.shape != "" {
+			assert.Equal(t, tc.shape, d.Cache.GetShape(), tc.sql)
+		}
+	}
+}
+
+func engineCompile() (*engine.Set, error) {
+	return engine.Compile([]*controlv1.Rule{{Name: "allow", Action: "allow", When: "true"}}, 1)
 }

@@ -432,6 +432,13 @@ type Cache struct {
 	Fingerprint    string `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	PolicyRevision uint64 `protobuf:"varint,4,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
 	GrantsRevision uint64 `protobuf:"varint,5,opt,name=grants_revision,json=grantsRevision,proto3" json:"grants_revision,omitempty"`
+	// shape is the statement with literals replaced by parameters
+	// (libs/sqlshape); shape_cacheable says the decision holds for every
+	// statement of that shape, because the classification of the shape equals
+	// that of the statement. Otherwise a cacheable decision holds for the
+	// exact text only.
+	Shape          string `protobuf:"bytes,6,opt,name=shape,proto3" json:"shape,omitempty"`
+	ShapeCacheable bool   `protobuf:"varint,7,opt,name=shape_cacheable,json=shapeCacheable,proto3" json:"shape_cacheable,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -499,6 +506,20 @@ func (x *Cache) GetGrantsRevision() uint64 {
 		return x.GrantsRevision
 	}
 	return 0
+}
+
+func (x *Cache) GetShape() string {
+	if x != nil {
+		return x.Shape
+	}
+	return ""
+}
+
+func (x *Cache) GetShapeCacheable() bool {
+	if x != nil {
+		return x.ShapeCacheable
+	}
+	return false
 }
 
 type Decision struct {
@@ -947,13 +968,15 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\x05reads\x18\x03 \x03(\tR\x05reads\x12\x16\n" +
 	"\x06writes\x18\x04 \x03(\tR\x06writes\x12\x1c\n" +
 	"\tfunctions\x18\x05 \x03(\tR\tfunctions\x12\x14\n" +
-	"\x05flags\x18\x06 \x03(\tR\x05flags\"\xb0\x01\n" +
+	"\x05flags\x18\x06 \x03(\tR\x05flags\"\xef\x01\n" +
 	"\x05Cache\x12\x1c\n" +
 	"\tcacheable\x18\x01 \x01(\bR\tcacheable\x12\x15\n" +
 	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12 \n" +
 	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\x12'\n" +
 	"\x0fpolicy_revision\x18\x04 \x01(\x04R\x0epolicyRevision\x12'\n" +
-	"\x0fgrants_revision\x18\x05 \x01(\x04R\x0egrantsRevision\"\xee\x02\n" +
+	"\x0fgrants_revision\x18\x05 \x01(\x04R\x0egrantsRevision\x12\x14\n" +
+	"\x05shape\x18\x06 \x01(\tR\x05shape\x12'\n" +
+	"\x0fshape_cacheable\x18\a \x01(\bR\x0eshapeCacheable\"\xee\x02\n" +
 	"\bDecision\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x12\n" +
 	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x16\n" +
