@@ -269,3 +269,7 @@ func (e *devEnv) NATS(user string) *nats.Conn {
 	e.t.Cleanup(nc.Close)
 	return nc
 }
+
+func devissuerClaims(sub string, ttl time.Duration) devissuer.Claims {
+	return devissuer.Claims{Subject: sub, Groups: []string{"engineers"}, TTL: ttl}
+}

@@ -92,7 +92,7 @@ func TestRecorderKill9UnderLoad(t *testing.T) {
 			for {
 				sess := rec.Open(recording.NewSessionID())
 				for i := 0; i < 40; i++ {
-					if err := sess.Emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: "UPDATE t SET x = x + 1 WHERE id = 1"}}}); err != nil {
+					if _, err := sess.Emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: "UPDATE t SET x = x + 1 WHERE id = 1"}}}); err != nil {
 						t.Error(err)
 						return
 					}
@@ -169,7 +169,8 @@ func recordSession(t *testing.T, env *devEnv) string {
 		{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed the connection", Commands: 2, Denied: 1}}},
 	}
 	for _, ev := range events {
-		require.NoError(t, sess.Emit(ev))
+		_, err := sess.Emit(ev)
+		require.NoError(t, err)
 	}
 	require.NoError(t, sess.Durable(ctx))
 	return sess.ID

@@ -30,3 +30,8 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO service ssh stop >/dev/null 2>&1 || true
   fi
 fi
+
+# node-postgres for the end-to-end tests (npm registry).
+if command -v npm >/dev/null && [ -f e2e/node/package-lock.json ] && [ ! -d e2e/node/node_modules/pg ]; then
+  (cd e2e/node && npm ci --no-audit --no-fund --silent)
+fi

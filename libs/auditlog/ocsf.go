@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
@@ -78,7 +79,14 @@ func OCSF(ev *sessionv1.Event, started *sessionv1.Started) map[string]any {
 		set(authentication, 2, "Logoff")
 		out["message"] = b.Ended.GetReason()
 	case *sessionv1.Event_Command:
-		activity(protocol, set, "", "")
+		kind, command := "", ""
+		if d := b.Command.GetDecision(); d != nil {
+			if len(d.GetStatements()) > 0 {
+				kind, command = d.GetStatements()[0].GetKind(), d.GetStatements()[0].GetCommand()
+			}
+			disposition(out, d)
+		}
+		activity(protocol, set, kind, command)
 		out["message"] = b.Command.GetText()
 		if protocol == "postgres" {
 			out["query_info"] = map[string]any{"query_string": b.Command.GetText()}
@@ -92,17 +100,7 @@ func OCSF(ev *sessionv1.Event, started *sessionv1.Started) map[string]any {
 			kind, command = d.GetStatements()[0].GetKind(), d.GetStatements()[0].GetCommand()
 		}
 		activity(protocol, set, kind, command)
-		switch d.GetAction() {
-		case "allow":
-			out["disposition_id"], out["disposition"] = 1, "Allowed"
-		case "deny":
-			out["disposition_id"], out["disposition"] = 2, "Blocked"
-			out["status_id"], out["status"] = 2, "Failure"
-			out["severity_id"], out["severity"] = 3, "Medium"
-		default:
-			out["disposition_id"], out["disposition"] = 99, "Held for approval"
-		}
-		out["policy"] = map[string]any{"name": d.GetRule(), "version": d.GetRevision(), "desc": d.GetReason()}
+		disposition(out, d)
 	case *sessionv1.Event_Result:
 		activity(protocol, set, "", b.Result.GetCommandTag())
 		out["duration"] = b.Result.GetDurationUs() / 1000
@@ -171,4 +169,19 @@ func hostOf(addr string) string {
 		return strings.Trim(addr[:i], "[]")
 	}
 	return addr
+}
+
+// disposition records how the policy ruled.
+func disposition(out map[string]any, d *policyv1.Decision) {
+	switch d.GetAction() {
+	case "allow":
+		out["disposition_id"], out["disposition"] = 1, "Allowed"
+	case "deny":
+		out["disposition_id"], out["disposition"] = 2, "Blocked"
+		out["status_id"], out["status"] = 2, "Failure"
+		out["severity_id"], out["severity"] = 3, "Medium"
+	default:
+		out["disposition_id"], out["disposition"] = 99, "Held for approval"
+	}
+	out["policy"] = map[string]any{"name": d.GetRule(), "version": d.GetRevision(), "desc": d.GetReason()}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
@@ -61,17 +62,11 @@ func Transcript(w io.Writer, entries []Entry) {
 				via = " [" + c.GetVia() + "]"
 			}
 			fmt.Fprintf(w, "%s  #%d%s  %s\n", stamp, c.GetCommandId(), via, oneLine(c.GetText()))
+			if c.GetDecision() != nil {
+				decisionLine(w, c.GetDecision(), c.GetCached())
+			}
 		case *sessionv1.Event_Decided:
-			d := b.Decided.GetDecision()
-			cached := ""
-			if b.Decided.GetCached() {
-				cached = ", cached"
-			}
-			fmt.Fprintf(w, "              %s by rule %s (policy revision %d%s)", strings.ToUpper(d.GetAction()), d.GetRule(), d.GetRevision(), cached)
-			if d.GetAction() != "allow" && d.GetReason() != "" {
-				fmt.Fprintf(w, ": %s", d.GetReason())
-			}
-			fmt.Fprintln(w)
+			decisionLine(w, b.Decided.GetDecision(), b.Decided.GetCached())
 		case *sessionv1.Event_Approval:
 			a := b.Approval
 			fmt.Fprintf(w, "              approval %s %s", a.GetApprovalId(), a.GetState())
@@ -130,4 +125,16 @@ func joinOr(s []string, def string) string {
 		return def
 	}
 	return strings.Join(s, ", ")
+}
+
+func decisionLine(w io.Writer, d *policyv1.Decision, cached bool) {
+	c := ""
+	if cached {
+		c = ", cached"
+	}
+	fmt.Fprintf(w, "              %s by rule %s (policy revision %d%s)", strings.ToUpper(d.GetAction()), d.GetRule(), d.GetRevision(), c)
+	if d.GetAction() != "allow" && d.GetReason() != "" {
+		fmt.Fprintf(w, ": %s", d.GetReason())
+	}
+	fmt.Fprintln(w)
 }

@@ -4,6 +4,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
+// SubjectWorkers is where workers talk among themselves (for example a
+// CancelRequest that reached another replica than the session's).
+const SubjectWorkers = "sluice.worker"
+
 // protectedStreams may never be deleted, purged, edited or reconfigured by
 // the services or workers; only the break-glass admin user can.
 var protectedStreams = []string{StreamAudit, StreamControl, StreamApprovals, StreamSessions}
@@ -40,7 +44,7 @@ func ServicePermissions() *server.Permissions {
 func WorkerPermissions() *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{
-			Allow: []string{SubjectSessions + ".>", "sluice.api.>", "$JS.API.>", "$JS.ACK.>", "_INBOX.>"},
+			Allow: []string{SubjectSessions + ".>", "sluice.api.>", SubjectWorkers + ".>", "$JS.API.>", "$JS.ACK.>", "_INBOX.>"},
 			Deny: []string{
 				"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>",
 				"$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>", "$JS.API.STREAM.RESTORE.>",
@@ -48,7 +52,7 @@ func WorkerPermissions() *server.Permissions {
 			},
 		},
 		Subscribe: &server.SubjectPermission{
-			Allow: []string{"_INBOX.>", "$JS.>"},
+			Allow: []string{"_INBOX.>", "$JS.>", SubjectWorkers + ".>"},
 			Deny:  []string{"sluice.api.>", SubjectSessions + ".>"},
 		},
 	}

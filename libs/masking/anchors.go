@@ -1,5 +1,9 @@
 package masking
 
+// The scan loop: one pass over the value looking up each byte in the
+// Masker's anchor table, a global table of bytes allowed after each anchor,
+// and only then the detectors anchored at that byte.
+
 // Anchor kinds: a word anchor only starts a match at a word start
 // (see wordStart); a free anchor ('@' of an email, '-' of a PEM line) may
 // sit anywhere.

@@ -76,3 +76,38 @@ func BenchmarkAppendMaskedRow(b *testing.B) {
 		}
 	}
 }
+
+// cleanJSON is a 1 KiB JSON document with ids, dates, UUIDs and prose.
+var cleanJSON = func() []byte {
+	var b []byte
+	b = append(b, '[')
+	for len(b) < 1000 {
+		b = append(b, `{"id":1234567,"at":"2024-01-01T12:30:45Z","ref":"550e8400-e29b-41d4-a716-446655440000","note":"Order shipped, 3 items"},`...)
+	}
+	b[len(b)-1] = ']'
+	return b
+}()
+
+func BenchmarkAppendMaskedCleanJSON1K(b *testing.B) {
+	m := benchMasker(b)
+	dst := make([]byte, 0, 2048)
+	b.SetBytes(int64(len(cleanJSON)))
+	b.ReportAllocs()
+	for b.Loop() {
+		dst = m.AppendMasked(dst[:0], cleanJSON, nil)
+	}
+}
+
+func BenchmarkAppendMaskedEmailToken(b *testing.B) {
+	m, err := New(Config{Action: Action{Kind: Token}, TokenKey: testKey(1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := []byte("contact: jane.doe@example.com ok")
+	dst := make([]byte, 0, 256)
+	b.SetBytes(int64(len(v)))
+	b.ReportAllocs()
+	for b.Loop() {
+		dst = m.AppendMasked(dst[:0], v, nil)
+	}
+}

@@ -14,8 +14,8 @@
 //     WholeMarker and Contains reports true.)
 //   - Never passes through a value it failed to scan: the output of
 //     AppendMasked is re-scanned and masked again if masking exposed a new
-//     match, and after a bounded number of passes the whole value becomes
-//     WholeMarker. So AppendMasked's output never contains a match.
+//     match; after a bounded number of passes every letter and digit of the
+//     value becomes '*'. So AppendMasked's output never contains a match.
 //   - Allocation-free on clean values: Contains, and AppendMasked of a value
 //     with no match into a dst with room, allocate nothing. Matches are
 //     found by hand-written scanners (no regexp): one pass over the bytes

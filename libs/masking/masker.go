@@ -29,8 +29,9 @@ var (
 	ErrTokenKey = errors.New("masking: token key")
 )
 
-// maxPasses bounds the re-scans of masked output (see AppendMasked).
-const maxPasses = 4
+// maxPasses bounds the masking passes over one value (see AppendMasked);
+// a variable so tests can reach the fallback.
+var maxPasses = 4
 
 // failClosed turns a panic inside masking into WholeMarker; tests and the
 // fuzzer switch it off so bugs surface.
@@ -102,10 +103,20 @@ func (m *Masker) Contains(v []byte) (found bool) {
 // unchanged without allocating. dst and v must not overlap.
 //
 // The output is re-scanned: if masking exposed a new match (a neighbour
-// that a span's bytes had hidden), that is masked too, and after maxPasses
-// the whole value becomes WholeMarker. So the output never contains a
-// detectable value. A panic inside masking also yields WholeMarker.
-func (m *Masker) AppendMasked(dst, v []byte, c *Counts) []byte {
+// that a span's bytes had hidden), that is masked too; if matches still
+// appear after maxPasses passes, every ASCII letter and digit and every
+// non-ASCII byte of v becomes '*' (structure bytes stay). So the output
+// never contains a detectable value. A panic inside masking (a bug) yields
+// WholeMarker instead.
+func (m *Masker) AppendMasked(dst, v []byte, c *Counts) (out []byte) {
+	if failClosed {
+		orig := dst
+		defer func() {
+			if recover() != nil {
+				out = append(orig, WholeMarker...)
+			}
+		}()
+	}
 	sp, ok := m.next(v, 0)
 	if !ok {
 		return append(dst, v...)
@@ -113,15 +124,7 @@ func (m *Masker) AppendMasked(dst, v []byte, c *Counts) []byte {
 	return m.appendDirty(dst, v, sp, c)
 }
 
-func (m *Masker) appendDirty(dst, v []byte, first span, c *Counts) (out []byte) {
-	orig := dst
-	if failClosed {
-		defer func() {
-			if recover() != nil {
-				out = append(orig, WholeMarker...)
-			}
-		}()
-	}
+func (m *Masker) appendDirty(dst, v []byte, first span, c *Counts) []byte {
 	base := len(dst)
 	dst = m.maskPass(dst, v, first, c)
 	for pass := 1; ; pass++ {
@@ -130,7 +133,9 @@ func (m *Masker) appendDirty(dst, v []byte, first span, c *Counts) (out []byte) 
 			return dst
 		}
 		if pass == maxPasses {
-			return append(dst[:base], WholeMarker...)
+			// Give up on spans, not on structure: every letter and digit
+			// goes, quotes, tabs, newlines and delimiters stay.
+			return appendKeep(dst[:base], v, 0)
 		}
 		tmp := append([]byte(nil), dst[base:]...)
 		dst = m.maskPass(dst[:base], tmp, sp, c)

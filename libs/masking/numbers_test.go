@@ -71,6 +71,8 @@ func TestCard(t *testing.T) {
 		{"decimal", "0.4111111111111111", nil},
 		{"decimal tail", "4111111111111111.25", nil},
 		{"exponent", "1E-4111111111111111", nil},
+		{"inside percent escape", "q=%24111111111111111", nil},
+		{"after percent escape", "q=%244111111111111111", []string{"4111111111111111"}},
 		{"dashed id continues", "4111-1111-1111-1111-2222", nil},
 		{"mixed separators", "4111 1111-1111 1111", nil},
 		{"double space", "4111  1111  1111  1111", nil},

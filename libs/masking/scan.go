@@ -111,13 +111,17 @@ func escapeLen(v []byte, i int) int {
 
 // wordStart reports whether a value may begin at v[i]: at the start of v,
 // after a byte that is not an ASCII letter or digit, or right after an escape
-// sequence. A byte escaped by a backslash never begins a value.
+// sequence. A byte escaped by a backslash, or the first hex digit of a %XX
+// escape, never begins a value.
 func wordStart(v []byte, i int) bool {
 	if i == 0 {
 		return true
 	}
 	p := v[i-1]
 	if !isAlnum(p) {
+		if p == '%' && i+1 < len(v) && isHex(v[i]) && isHex(v[i+1]) {
+			return false // inside %XX
+		}
 		return p != '\\' || !oddBackslashes(v, i-1)
 	}
 	return escapeEndsAt(v, i)

@@ -52,11 +52,13 @@ type Session struct {
 
 	mu      sync.Mutex
 	seq     uint64
+	durable uint64 // every event up to this seq is stored
 	pending []pending
 	err     error
 }
 
 type pending struct {
+	seq uint64
 	msg *nats.Msg
 	id  string
 	fut jetstream.PubAckFuture
@@ -108,13 +110,13 @@ func PendingSubject(session string, seq uint64) string {
 	return bus.Subject(bus.SubjectSessions, bus.Token(session), strconv.FormatUint(seq, 10), "*")
 }
 
-// Emit numbers ev, stamps it and publishes it without waiting. It returns
-// the sticky error of an earlier failure, if any.
-func (s *Session) Emit(ev *sessionv1.Event) error {
+// Emit numbers ev, stamps it and publishes it without waiting; it returns
+// the event's seq, or the sticky error of an earlier failure.
+func (s *Session) Emit(ev *sessionv1.Event) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
-		return s.err
+		return 0, s.err
 	}
 	s.seq++
 	ev.Id = ulid.Make().String()
@@ -126,52 +128,82 @@ func (s *Session) Emit(ev *sessionv1.Event) error {
 	data, err := proto.Marshal(ev)
 	if err != nil {
 		s.err = fmt.Errorf("%w: encode: %v", ErrNotRecording, err)
-		return s.err
+		return 0, s.err
 	}
 	m := nats.NewMsg(Subject(s.ID, s.seq, Kind(ev)))
 	m.Data = data
 	fut, err := s.r.js.PublishMsgAsync(m, jetstream.WithMsgID(ev.Id), jetstream.WithExpectStream(bus.StreamSessions))
-	s.pending = append(s.pending, pending{msg: m, id: ev.Id, fut: fut})
 	if err != nil {
-		// Keep it pending with no future: Durable retries it synchronously.
-		s.pending[len(s.pending)-1].fut = nil
+		fut = nil // Durable retries it synchronously
 	}
-	return nil
+	s.pending = append(s.pending, pending{seq: s.seq, msg: m, id: ev.Id, fut: fut})
+	return s.seq, nil
 }
 
-// Durable waits until every event emitted so far is stored, retrying
-// failed publishes (deduplicated by event id). On failure the session is
-// closed for good.
+// Durable waits until every event emitted so far is stored.
 func (s *Session) Durable(ctx context.Context) error {
+	return s.WaitFor(ctx, s.Seq())
+}
+
+// WaitFor waits until every event up to seq is stored, retrying failed
+// publishes (deduplicated by event id). Emit is not blocked meanwhile. On
+// failure the session is closed for good.
+func (s *Session) WaitFor(ctx context.Context, seq uint64) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return s.err
+	if s.err != nil || seq <= s.durable {
+		err := s.err
+		s.mu.Unlock()
+		return err
 	}
+	var wait []pending
+	for _, p := range s.pending {
+		if p.seq > seq {
+			break
+		}
+		wait = append(wait, p)
+	}
+	s.mu.Unlock()
+
 	timeout := s.r.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for _, p := range s.pending {
+	for _, p := range wait {
 		if p.fut != nil {
 			select {
 			case <-p.fut.Ok():
 				continue
 			case <-p.fut.Err():
 			case <-ctx.Done():
-				s.err = fmt.Errorf("%w: %v", ErrNotRecording, ctx.Err())
-				return s.err
+				return s.fail(ctx.Err())
 			}
 		}
 		if err := s.retry(ctx, p); err != nil {
-			s.err = fmt.Errorf("%w: %v", ErrNotRecording, err)
-			return s.err
+			return s.fail(err)
 		}
 	}
-	s.pending = s.pending[:0]
+	s.mu.Lock()
+	if seq > s.durable {
+		s.durable = seq
+	}
+	i := 0
+	for i < len(s.pending) && s.pending[i].seq <= s.durable {
+		i++
+	}
+	s.pending = append(s.pending[:0], s.pending[i:]...)
+	s.mu.Unlock()
 	return nil
+}
+
+func (s *Session) fail(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = fmt.Errorf("%w: %v", ErrNotRecording, err)
+	}
+	return s.err
 }
 
 func (s *Session) retry(ctx context.Context, p pending) error {
@@ -191,10 +223,11 @@ func (s *Session) retry(ctx context.Context, p pending) error {
 
 // Record emits ev and waits until it, and everything before it, is durable.
 func (s *Session) Record(ctx context.Context, ev *sessionv1.Event) error {
-	if err := s.Emit(ev); err != nil {
+	seq, err := s.Emit(ev)
+	if err != nil {
 		return err
 	}
-	return s.Durable(ctx)
+	return s.WaitFor(ctx, seq)
 }
 
 // Seq is the number of events emitted.

@@ -147,10 +147,12 @@ func TestExportResumesWithoutLoss(t *testing.T) {
 	rec := recording.New(conn.JS)
 	emit := func(n int) {
 		sess := rec.Open(recording.NewSessionID())
-		require.NoError(t, sess.Emit(&sessionv1.Event{Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
-			Principal: &commonv1.Principal{Subject: "alice"}, Target: &commonv1.Target{Name: "demo"}, Protocol: "postgres"}}}))
+		_, err := sess.Emit(&sessionv1.Event{Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
+			Principal: &commonv1.Principal{Subject: "alice"}, Target: &commonv1.Target{Name: "demo"}, Protocol: "postgres"}}})
+		require.NoError(t, err)
 		for i := 1; i < n; i++ {
-			require.NoError(t, sess.Emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: "SELECT 1"}}}))
+			_, err := sess.Emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: "SELECT 1"}}})
+			require.NoError(t, err)
 		}
 		require.NoError(t, sess.Durable(ctx))
 	}

@@ -103,7 +103,8 @@ func TestRecordsChainAndCheckpoint(t *testing.T) {
 		ids = append(ids, sess.ID)
 		require.NoError(t, sess.Record(ctx, started()))
 		for i := 1; i <= 20; i++ {
-			require.NoError(t, sess.Emit(command(i)))
+			_, err := sess.Emit(command(i))
+			require.NoError(t, err)
 		}
 		require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed", Commands: 20}}}))
 	}
@@ -228,7 +229,7 @@ func TestTwoReplicasUnderLoad(t *testing.T) {
 			defer wg.Done()
 			sess := rec.Open(recording.NewSessionID())
 			for i := 0; i < events; i++ {
-				if err := sess.Emit(command(i)); err != nil {
+				if _, err := sess.Emit(command(i)); err != nil {
 					t.Error(err)
 					return
 				}

@@ -376,8 +376,12 @@ type Command struct {
 	StatementName string `protobuf:"bytes,4,opt,name=statement_name,json=statementName,proto3" json:"statement_name,omitempty"`
 	// parameters_hash is the SHA-256 of the bound parameters, never the values.
 	ParametersHash string `protobuf:"bytes,5,opt,name=parameters_hash,json=parametersHash,proto3" json:"parameters_hash,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// decision is how the policy ruled on the command (inline, so that one
+	// event records both); cached says the worker reused an earlier decision.
+	Decision      *v11.Decision `protobuf:"bytes,6,opt,name=decision,proto3" json:"decision,omitempty"`
+	Cached        bool          `protobuf:"varint,7,opt,name=cached,proto3" json:"cached,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Command) Reset() {
@@ -443,6 +447,20 @@ func (x *Command) GetParametersHash() string {
 		return x.ParametersHash
 	}
 	return ""
+}
+
+func (x *Command) GetDecision() *v11.Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *Command) GetCached() bool {
+	if x != nil {
+		return x.Cached
+	}
+	return false
 }
 
 type Decided struct {
@@ -1153,14 +1171,16 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"tls_cipher\x18\a \x01(\tR\ttlsCipher\x12\x16\n" +
 	"\x06worker\x18\b \x01(\tR\x06worker\x12\x1f\n" +
 	"\vclient_user\x18\t \x01(\tR\n" +
-	"clientUser\"\x9e\x01\n" +
+	"clientUser\"\xee\x01\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\x04R\tcommandId\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x10\n" +
 	"\x03via\x18\x03 \x01(\tR\x03via\x12%\n" +
 	"\x0estatement_name\x18\x04 \x01(\tR\rstatementName\x12'\n" +
-	"\x0fparameters_hash\x18\x05 \x01(\tR\x0eparametersHash\"x\n" +
+	"\x0fparameters_hash\x18\x05 \x01(\tR\x0eparametersHash\x126\n" +
+	"\bdecision\x18\x06 \x01(\v2\x1a.sluice.policy.v1.DecisionR\bdecision\x12\x16\n" +
+	"\x06cached\x18\a \x01(\bR\x06cached\"x\n" +
 	"\aDecided\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\x04R\tcommandId\x126\n" +
@@ -1274,17 +1294,18 @@ var file_sluice_session_v1_session_proto_depIdxs = []int32{
 	10, // 9: sluice.session.v1.Event.auth_failed:type_name -> sluice.session.v1.AuthFailed
 	13, // 10: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
 	14, // 11: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
-	15, // 12: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
-	6,  // 13: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
-	13, // 14: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
-	14, // 15: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
-	12, // 16: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
-	12, // 17: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	15, // 12: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
+	15, // 13: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
+	6,  // 14: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
+	13, // 15: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
+	14, // 16: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
+	12, // 17: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
+	12, // 18: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_sluice_session_v1_session_proto_init() }

@@ -25,6 +25,7 @@ import (
 	"sluice.dev/sluice/services/control"
 	"sluice.dev/sluice/services/exporter"
 	"sluice.dev/sluice/services/identity"
+	"sluice.dev/sluice/services/pgworker"
 	"sluice.dev/sluice/services/policy"
 	"sluice.dev/sluice/services/recorder"
 )
@@ -65,6 +66,18 @@ type Options struct {
 	// generated development certificate when none is configured.
 	PGAddr string
 	TLSDir string
+	// TLSCert and TLSKey are the workers' certificate; without them a
+	// development certificate is generated in TLSDir.
+	TLSCert, TLSKey string
+	// PGListener, if set, is used instead of PGAddr (tests).
+	PGListener net.Listener
+}
+
+func (o *Options) workerConn() *bus.Conn {
+	if o.WorkerConn != nil {
+		return o.WorkerConn
+	}
+	return o.Conn
 }
 
 // Service is one runnable service.
@@ -82,6 +95,7 @@ func Services() []Service {
 		{"policy", "rules on every command with CEL (sluice.api.policy.*)", runPolicy},
 		{"recorder", "chains session events into the AUDIT stream", runRecorder},
 		{"exporter", "delivers the audit log to syslog and HEC collectors", runExporter},
+		{"pgworker", "the PostgreSQL gateway on :15432", runPGWorker},
 		{"api", "the HTTP API on :8080", runAPI},
 	}
 }
@@ -205,4 +219,11 @@ func runExporter(ctx context.Context, o *Options) error {
 		return nil
 	}
 	return exporter.Run(ctx, exporter.Config{Conn: o.Conn, Log: o.Log, Sinks: sinks, Format: o.ExportFormat})
+}
+
+func runPGWorker(ctx context.Context, o *Options) error {
+	return pgworker.New(pgworker.Config{
+		Conn: o.workerConn(), Log: o.Log, Addr: o.PGAddr, Listener: o.PGListener,
+		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey,
+	}).Run(ctx)
 }

@@ -1,0 +1,90 @@
+package pgworker
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// errTooLarge is returned for a message longer than the configured maximum.
+var errTooLarge = errors.New("message too large")
+
+// reader reads PostgreSQL protocol frames: a type byte and a 4-byte length
+// that counts itself. The returned body is valid until the next call.
+type reader struct {
+	r   *bufio.Reader
+	buf []byte
+	max int
+}
+
+func newReader(r io.Reader, size, max int) *reader {
+	return &reader{r: bufio.NewReaderSize(r, size), max: max}
+}
+
+// next returns the message type, the body, and the whole frame (header and
+// body) for forwarding untouched.
+func (r *reader) next() (typ byte, body, frame []byte, err error) {
+	hdr, err := r.r.Peek(5)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	typ = hdr[0]
+	n := int(binary.BigEndian.Uint32(hdr[1:5]))
+	if n < 4 {
+		return 0, nil, nil, fmt.Errorf("malformed message length %d", n)
+	}
+	if n-4 > r.max {
+		return 0, nil, nil, fmt.Errorf("%w: %d bytes (limit %d)", errTooLarge, n-4, r.max)
+	}
+	total := n + 1
+	if cap(r.buf) < total {
+		r.buf = make([]byte, total, max(total, 8192))
+	}
+	r.buf = r.buf[:total]
+	if _, err := io.ReadFull(r.r, r.buf); err != nil {
+		return 0, nil, nil, err
+	}
+	return typ, r.buf[5:], r.buf, nil
+}
+
+// startup reads an untyped startup-phase message (length, then body).
+func (r *reader) startup() (body []byte, err error) {
+	hdr, err := r.r.Peek(4)
+	if err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr))
+	if n < 8 || n > 10000 {
+		return nil, fmt.Errorf("malformed startup message length %d", n)
+	}
+	if cap(r.buf) < n {
+		r.buf = make([]byte, n)
+	}
+	r.buf = r.buf[:n]
+	if _, err := io.ReadFull(r.r, r.buf); err != nil {
+		return nil, err
+	}
+	return r.buf[4:], nil
+}
+
+// buffered reports whether more input is already buffered (so that a flush
+// can wait).
+func (r *reader) buffered() bool { return r.r.Buffered() > 0 }
+
+// encoder is a pgproto3 message.
+type encoder interface {
+	Encode(dst []byte) ([]byte, error)
+}
+
+// writeMsg encodes and writes one message.
+func writeMsg(w *bufio.Writer, scratch *[]byte, m encoder) error {
+	b, err := m.Encode((*scratch)[:0])
+	if err != nil {
+		return err
+	}
+	*scratch = b
+	_, err = w.Write(b)
+	return err
+}

@@ -1,0 +1,477 @@
+package pgworker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"sluice.dev/sluice/libs/recording"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// session is one client connection relayed to one upstream connection.
+type session struct {
+	w          *Worker
+	id         string
+	principal  *commonv1.Principal
+	pkey       [16]byte
+	target     *controlv1.TargetConfigured
+	targetRef  *commonv1.Target
+	clientAddr string
+	clientUser string
+	app        string
+	rec        *recording.Session
+
+	client net.Conn
+	cr     *reader
+	cwMu   sync.Mutex
+	cw     *bufio.Writer
+	out    []byte // scratch for encoding client messages (under cwMu)
+	// rewrite replaces the current server message (server goroutine).
+	rewrite encoder
+
+	server net.Conn
+	sr     *reader
+	sw     *bufio.Writer
+	sout   []byte // scratch for encoding server messages (client goroutine)
+
+	pid            uint32
+	secret         [4]byte
+	upstreamPID    uint32
+	upstreamSecret []byte
+	upstreamAddr   string
+	upstreamTLS    *tls.Config
+
+	// Client-goroutine state.
+	stmts   map[string]*stmtInfo
+	portals map[string]*portalInfo
+	cmdID   uint64
+	marker  string
+	probes  uint64
+
+	// Shared with the server goroutine.
+	qmu   sync.Mutex
+	queue []*expect
+
+	commands, denied  atomic.Int64
+	bytesIn, bytesOut atomic.Int64
+	endOnce           sync.Once
+	endReason         atomic.Value
+}
+
+// stmtInfo is a prepared statement the policy allowed.
+type stmtInfo struct {
+	text     string
+	decision *policyv1.Decision
+	cached   bool
+}
+
+// portalInfo is a bound portal.
+type portalInfo struct {
+	stmt       string
+	paramsHash string
+}
+
+type expectKind int
+
+const (
+	expQuery      expectKind = iota // a simple Query: ends with ReadyForQuery
+	expExecute                      // an Execute: ends with CommandComplete, PortalSuspended or an error
+	expSync                         // a Sync: ends with ReadyForQuery
+	expProbeQuery                   // a denied Query (or FunctionCall) replaced by a failing one
+	expProbeParse                   // a denied Parse replaced by a failing one
+)
+
+// expect is what the server goroutine expects back for something the
+// client goroutine forwarded, in order.
+type expect struct {
+	kind    expectKind
+	cmdID   uint64
+	seq     uint64 // recording seq that must be durable before results go out
+	start   time.Time
+	denial  *pgproto3.ErrorResponse
+	marker  string
+	rows    int64
+	durable bool
+}
+
+func (e *expect) endsWithReady() bool {
+	return e.kind == expQuery || e.kind == expSync || e.kind == expProbeQuery
+}
+
+func (s *session) push(e *expect) {
+	s.qmu.Lock()
+	s.queue = append(s.queue, e)
+	s.qmu.Unlock()
+}
+
+func (s *session) head() *expect {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if len(s.queue) == 0 {
+		return nil
+	}
+	return s.queue[0]
+}
+
+func (s *session) pop() {
+	s.qmu.Lock()
+	if len(s.queue) > 0 {
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+	}
+	s.qmu.Unlock()
+}
+
+// run relays until either side ends, then records the end.
+func (s *session) run(ctx context.Context) {
+	defer s.w.unregister(s)
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	s.marker = "sluice-denied-" + hex.EncodeToString(b[:])
+	s.sr = newReader(s.server, 32<<10, s.w.cfg.MaxServerMessageSize)
+	s.sw = bufio.NewWriterSize(s.server, 32<<10)
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if exp := s.principal.GetExpiresAt(); exp != nil {
+		t := time.AfterFunc(time.Until(exp.AsTime()), func() {
+			s.shutdown("the access token expired", fatal(stateAdminShutdown,
+				fmt.Sprintf("sluice: the access token expired at %s; the session is closed", exp.AsTime().UTC().Format(time.RFC3339)),
+				"reconnect with a fresh token"))
+		})
+		defer t.Stop()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.serverLoop(sctx)
+	}()
+	s.clientLoop(sctx)
+	<-done
+	reason, _ := s.endReason.Load().(string)
+	if reason == "" {
+		reason = "closed"
+	}
+	ectx, ecancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ecancel()
+	if err := s.rec.Record(ectx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{
+		Reason: reason, Commands: s.commands.Load(), Denied: s.denied.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
+	}}}); err != nil {
+		s.w.cfg.Log.Warn().Err(err).Str("session", s.id).Msg("session end not recorded")
+	}
+}
+
+// shutdown ends the session once: tells the client why (if msg is set) and
+// closes both connections, which stops both goroutines.
+func (s *session) shutdown(reason string, msg *pgproto3.ErrorResponse) {
+	s.endOnce.Do(func() {
+		s.endReason.Store(reason)
+		if msg != nil {
+			s.cwMu.Lock()
+			_ = s.client.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			_ = writeMsg(s.cw, &s.out, msg)
+			_ = s.cw.Flush()
+			s.cwMu.Unlock()
+		}
+		s.client.Close()
+		s.server.Close()
+	})
+}
+
+// cancelUpstream sends a CancelRequest for this session's backend.
+func (s *session) cancelUpstream() {
+	go func() {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", s.upstreamAddr)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if s.upstreamTLS != nil {
+			// A cancel is sent the way the session connected.
+			if _, err := c.Write([]byte{0, 0, 0, 8, 4, 210, 22, 47}); err != nil {
+				return
+			}
+			var resp [1]byte
+			if _, err := io.ReadFull(c, resp[:]); err != nil || resp[0] != 'S' {
+				return
+			}
+			tc := tls.Client(c, s.upstreamTLS)
+			if err := tc.Handshake(); err != nil {
+				return
+			}
+			c = tc
+		}
+		b, _ := (&pgproto3.CancelRequest{ProcessID: s.upstreamPID, SecretKey: s.upstreamSecret}).Encode(nil)
+		_, _ = c.Write(b)
+	}()
+}
+
+// clientLoop reads the client's messages, rules on statements and forwards.
+func (s *session) clientLoop(ctx context.Context) {
+	idle := s.w.cfg.IdleTimeout
+	for {
+		if !s.cr.buffered() {
+			if err := s.sw.Flush(); err != nil {
+				s.shutdown("the target closed the connection", nil)
+				return
+			}
+			_ = s.client.SetReadDeadline(time.Now().Add(idle))
+		}
+		typ, body, frame, err := s.cr.next()
+		if err != nil {
+			switch {
+			case errors.Is(err, errTooLarge):
+				s.shutdown("message too large", fatal(stateProtocolViolation, "sluice: "+err.Error(), ""))
+			case isTimeout(err):
+				s.shutdown("idle timeout", fatal(stateAdminShutdown, "sluice: the session was idle too long and is closed", ""))
+			default:
+				s.shutdown("the client closed the connection", nil)
+			}
+			return
+		}
+		s.bytesIn.Add(int64(len(frame)))
+		if err := s.onClient(ctx, typ, body, frame); err != nil {
+			if !errors.Is(err, errClosed) {
+				s.shutdown("protocol error", fatal(stateProtocolViolation, "sluice: "+err.Error(), ""))
+			}
+			return
+		}
+	}
+}
+
+var errClosed = errors.New("session closed")
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (s *session) forward(frame []byte) error {
+	_, err := s.sw.Write(frame)
+	return err
+}
+
+func cstring(b []byte) (string, []byte, error) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return "", nil, errors.New("malformed message: missing string terminator")
+	}
+	return string(b[:i]), b[i+1:], nil
+}
+
+func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) error {
+	switch typ {
+	case 'Q':
+		text, _, err := cstring(body)
+		if err != nil {
+			return err
+		}
+		return s.onQuery(ctx, text, frame)
+	case 'P':
+		name, rest, err := cstring(body)
+		if err != nil {
+			return err
+		}
+		text, _, err := cstring(rest)
+		if err != nil {
+			return err
+		}
+		return s.onParse(ctx, name, text, frame)
+	case 'B':
+		portal, rest, err := cstring(body)
+		if err != nil {
+			return err
+		}
+		stmt, _, err := cstring(rest)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(rest)
+		s.portals[portal] = &portalInfo{stmt: stmt, paramsHash: hex.EncodeToString(sum[:16])}
+		return s.forward(frame)
+	case 'E':
+		portal, _, err := cstring(body)
+		if err != nil {
+			return err
+		}
+		return s.onExecute(ctx, portal, frame)
+	case 'C':
+		if len(body) < 2 {
+			return errors.New("malformed Close")
+		}
+		name, _, err := cstring(body[1:])
+		if err != nil {
+			return err
+		}
+		if body[0] == 'S' {
+			delete(s.stmts, name)
+		} else {
+			delete(s.portals, name)
+		}
+		return s.forward(frame)
+	case 'S':
+		s.push(&expect{kind: expSync})
+		return s.forward(frame)
+	case 'H', 'D', 'd', 'c', 'f':
+		return s.forward(frame)
+	case 'F':
+		d := &policyv1.Decision{Action: "deny", Rule: ruleFunctionCall, Reason: "the FunctionCall message calls a function by OID, bypassing SQL inspection; it is refused"}
+		return s.deny(d, "function call", "function_call", false)
+	case 'X':
+		_ = s.forward(frame)
+		_ = s.sw.Flush()
+		s.shutdown("the client closed the session", nil)
+		return errClosed
+	}
+	return fmt.Errorf("unexpected message type %q", typ)
+}
+
+// emitCommand records a command with its decision.
+func (s *session) emitCommand(text, via, stmt, params string, d *policyv1.Decision, cached bool) (uint64, error) {
+	s.cmdID++
+	ev := &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{
+		CommandId: s.cmdID, Text: text, Via: via, StatementName: stmt, ParametersHash: params, Decision: d, Cached: cached,
+	}}}
+	return s.rec.Emit(ev)
+}
+
+func (s *session) notRecording() error {
+	s.shutdown("the audit stream stopped accepting records", fatal(stateSystemError,
+		"sluice: the audit stream is not accepting records; the session is closed and the statement did not run", ""))
+	return errClosed
+}
+
+func (s *session) onQuery(ctx context.Context, text string, frame []byte) error {
+	d, cached := s.decide(ctx, text)
+	switch d.GetAction() {
+	case "allow":
+		seq, err := s.emitCommand(text, "simple", "", "", d, cached)
+		if err != nil {
+			return s.notRecording()
+		}
+		s.commands.Add(1)
+		e := &expect{kind: expQuery, cmdID: s.cmdID, seq: seq, start: time.Now()}
+		if !readOnly(d) {
+			if err := s.rec.WaitFor(ctx, seq); err != nil {
+				return s.notRecording()
+			}
+			e.durable = true
+		}
+		s.push(e)
+		return s.forward(frame)
+	case "review":
+		return s.hold(ctx, d, text, "simple", frame, cached)
+	default:
+		return s.deny(d, text, "simple", cached)
+	}
+}
+
+// deny records the denial and sends a statement that fails instead, so the
+// server's answer keeps ordering and transaction state exact; the server
+// goroutine turns its error into the denial.
+func (s *session) deny(d *policyv1.Decision, text, via string, cached bool) error {
+	if _, err := s.emitCommand(text, via, "", "", d, cached); err != nil {
+		return s.notRecording()
+	}
+	s.denied.Add(1)
+	s.commands.Add(1)
+	marker := s.nextMarker()
+	s.push(&expect{kind: expProbeQuery, cmdID: s.cmdID, denial: denial(d, s.id), marker: marker})
+	return writeMsg(s.sw, &s.sout, &pgproto3.Query{String: probeSQL(marker)})
+}
+
+func (s *session) nextMarker() string {
+	s.probes++
+	return fmt.Sprintf("%s-%d", s.marker, s.probes)
+}
+
+// probeSQL fails at parse analysis with 42703, naming the marker, with no
+// side effect.
+func probeSQL(marker string) string {
+	return `SELECT "` + marker + `"`
+}
+
+func (s *session) onParse(ctx context.Context, name, text string, frame []byte) error {
+	d, cached := s.decide(ctx, text)
+	switch d.GetAction() {
+	case "allow":
+		s.stmts[name] = &stmtInfo{text: text, decision: d, cached: cached}
+		return s.forward(frame)
+	case "review":
+		return s.holdParse(ctx, d, name, text, frame, cached)
+	default:
+		return s.denyParse(d, name, text, cached)
+	}
+}
+
+// denyParse replaces a denied Parse with one that fails, under the same
+// statement name.
+func (s *session) denyParse(d *policyv1.Decision, name, text string, cached bool) error {
+	delete(s.stmts, name)
+	if _, err := s.emitCommand(text, "parse", name, "", d, cached); err != nil {
+		return s.notRecording()
+	}
+	s.denied.Add(1)
+	s.commands.Add(1)
+	marker := s.nextMarker()
+	s.push(&expect{kind: expProbeParse, cmdID: s.cmdID, denial: denial(d, s.id), marker: marker})
+	return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: name, Query: probeSQL(marker)})
+}
+
+func (s *session) onExecute(ctx context.Context, portal string, frame []byte) error {
+	p := s.portals[portal]
+	var info *stmtInfo
+	if p != nil {
+		info = s.stmts[p.stmt]
+	}
+	if info == nil {
+		// The portal or statement is unknown here, so it does not exist on
+		// the server either (every Parse passes through this worker); the
+		// server answers the error.
+		return s.forward(frame)
+	}
+	seq, err := s.emitCommand(info.text, "execute", p.stmt, p.paramsHash, info.decision, true)
+	if err != nil {
+		return s.notRecording()
+	}
+	s.commands.Add(1)
+	e := &expect{kind: expExecute, cmdID: s.cmdID, seq: seq, start: time.Now()}
+	if !readOnly(info.decision) {
+		if err := s.rec.WaitFor(ctx, seq); err != nil {
+			return s.notRecording()
+		}
+		e.durable = true
+	}
+	s.push(e)
+	return s.forward(frame)
+}
+
+// writeClient writes messages to the client under the client-write lock.
+func (s *session) writeClient(msgs ...encoder) error {
+	s.cwMu.Lock()
+	defer s.cwMu.Unlock()
+	for _, m := range msgs {
+		if err := writeMsg(s.cw, &s.out, m); err != nil {
+			return err
+		}
+	}
+	return s.cw.Flush()
+}

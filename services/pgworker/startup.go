@@ -1,0 +1,351 @@
+package pgworker
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/secrets"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+const (
+	codeSSLRequest    = 80877103
+	codeGSSENCRequest = 80877104
+	codeCancelRequest = 80877102
+	tlsHandshakeByte  = 0x16
+)
+
+// peekConn lets bytes already read into a bufio.Reader be read again (for
+// the TLS handshake after peeking at a direct-TLS ClientHello).
+type peekConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// allowedParams are the startup parameters passed to the target; every
+// other one is refused or dropped. Never options, replication or
+// search_path, which would change what statements mean without a policy
+// decision.
+var allowedParams = map[string]bool{
+	"application_name": true, "DateStyle": true, "TimeZone": true, "IntervalStyle": true,
+	"extra_float_digits": true, "statement_timeout": true, "lock_timeout": true,
+	"idle_in_transaction_session_timeout": true, "bytea_output": true,
+}
+
+// startupWriter writes startup-phase answers directly to the connection.
+type startupWriter struct {
+	w       *bufio.Writer
+	scratch []byte
+}
+
+func (sw *startupWriter) send(msgs ...encoder) error {
+	for _, m := range msgs {
+		if err := writeMsg(sw.w, &sw.scratch, m); err != nil {
+			return err
+		}
+	}
+	return sw.w.Flush()
+}
+
+// serve handles one client connection from accept to close.
+func (w *Worker) serve(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	select {
+	case w.slots <- struct{}{}:
+		defer func() { <-w.slots }()
+	default:
+		// Answer in plaintext: no password has been asked for, and the
+		// client learns why it cannot connect.
+		sw := &startupWriter{w: bufio.NewWriter(raw)}
+		_ = sw.send(fatal(stateTooManyConnections, "sluice: too many sessions on this worker", "retry later or connect to another replica"))
+		return
+	}
+	_ = raw.SetDeadline(time.Now().Add(w.cfg.StartupTimeout))
+	s, err := w.startup(ctx, raw)
+	if err != nil {
+		w.cfg.Log.Debug().Err(err).Str("client", raw.RemoteAddr().String()).Msg("startup refused")
+		return
+	}
+	if s == nil {
+		return // a CancelRequest, handled
+	}
+	_ = raw.SetDeadline(time.Time{})
+	w.active.Add(1)
+	defer w.active.Add(-1)
+	s.run(ctx)
+}
+
+// startup negotiates TLS, reads the startup message, authenticates and
+// connects upstream. It returns nil, nil for a handled CancelRequest.
+func (w *Worker) startup(ctx context.Context, raw net.Conn) (*session, error) {
+	br := bufio.NewReaderSize(raw, 4096)
+	var conn net.Conn = raw
+	var tlsConn *tls.Conn
+	// PostgreSQL 17 direct TLS: the ClientHello comes first.
+	if b, err := br.Peek(1); err == nil && b[0] == tlsHandshakeByte {
+		tlsConn = tls.Server(&peekConn{Conn: raw, r: br}, w.tls)
+		if err := tlsConn.HandshakeContext(ctx); err != nil {
+			return nil, fmt.Errorf("direct TLS handshake: %w", err)
+		}
+		if tlsConn.ConnectionState().NegotiatedProtocol != "postgresql" {
+			return nil, errors.New("direct TLS without ALPN postgresql")
+		}
+		conn = tlsConn
+	} else if err != nil {
+		return nil, err
+	}
+	rd := &reader{r: br, max: 10000}
+	if tlsConn != nil {
+		rd = newReader(tlsConn, 8192, 10000)
+	}
+	sw := &startupWriter{w: bufio.NewWriter(conn)}
+	for attempt := 0; attempt < 4; attempt++ {
+		body, err := rd.startup()
+		if err != nil {
+			return nil, err
+		}
+		code := binary.BigEndian.Uint32(body)
+		switch code {
+		case codeSSLRequest:
+			if tlsConn != nil {
+				return nil, errors.New("SSLRequest inside TLS")
+			}
+			if _, err := raw.Write([]byte{'S'}); err != nil {
+				return nil, err
+			}
+			// Bytes sent before the handshake would be plaintext injected
+			// into the TLS session: refuse them.
+			if br.Buffered() > 0 {
+				return nil, errors.New("data sent before the TLS handshake")
+			}
+			tlsConn = tls.Server(raw, w.tls)
+			if err := tlsConn.HandshakeContext(ctx); err != nil {
+				return nil, fmt.Errorf("TLS handshake: %w", err)
+			}
+			conn = tlsConn
+			rd = newReader(tlsConn, 8192, 10000)
+			sw = &startupWriter{w: bufio.NewWriter(conn)}
+		case codeGSSENCRequest:
+			if _, err := conn.Write([]byte{'N'}); err != nil {
+				return nil, err
+			}
+		case codeCancelRequest:
+			var cr pgproto3.CancelRequest
+			if err := cr.Decode(body); err != nil {
+				return nil, err
+			}
+			w.handleCancel(cr.ProcessID, cr.SecretKey)
+			return nil, nil
+		default:
+			var sm pgproto3.StartupMessage
+			if err := sm.Decode(body); err != nil {
+				_ = sw.send(fatal(stateProtocolViolation, "sluice: unsupported protocol version", "use protocol 3.0"))
+				return nil, err
+			}
+			if tlsConn == nil {
+				// Refuse before asking for the password: the token must
+				// never travel in clear.
+				_ = sw.send(fatal(stateInvalidAuthorization, "sluice: TLS is required; connect with sslmode=require (or verify-full)", "the password carries an access token and is never accepted in clear"))
+				return nil, errors.New("plaintext startup refused")
+			}
+			return w.authenticate(ctx, conn, tlsConn, rd, sw, &sm)
+		}
+	}
+	return nil, errors.New("too many startup negotiations")
+}
+
+func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.Conn, rd *reader, sw *startupWriter, sm *pgproto3.StartupMessage) (*session, error) {
+	params := sm.Parameters
+	client := conn.RemoteAddr().String()
+	refuse := func(code, msg, hint string) (*session, error) {
+		_ = sw.send(fatal(code, msg, hint))
+		return nil, errors.New(msg)
+	}
+	if sm.ProtocolVersion != pgproto3.ProtocolVersion30 {
+		var unknown []string
+		for k := range params {
+			if strings.HasPrefix(k, "_pq_.") {
+				unknown = append(unknown, k)
+			}
+		}
+		sort.Strings(unknown)
+		if err := sw.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown}); err != nil {
+			return nil, err
+		}
+	}
+	if v, ok := params["replication"]; ok && v != "false" && v != "0" && v != "off" {
+		return refuse(stateInsufficientPrivilege, "sluice: replication connections are not allowed", "")
+	}
+	if _, ok := params["options"]; ok {
+		return refuse(stateInsufficientPrivilege, "sluice: the startup parameter options is not allowed", "set parameters with SET statements, which the policy rules on")
+	}
+	target := params["database"]
+	if target == "" {
+		return refuse(stateInvalidCatalog, "sluice: give the target name as the database (dbname=<target>)", "")
+	}
+	switch enc := strings.ToUpper(strings.Trim(params["client_encoding"], "'")); enc {
+	case "", "UTF8", "UTF-8", "UNICODE", "SQL_ASCII", "AUTO":
+	default:
+		return refuse(stateInvalidParameter, fmt.Sprintf("sluice: client_encoding %s is not supported; use UTF8", enc), "")
+	}
+
+	// Ask for the token.
+	if err := sw.send(&pgproto3.AuthenticationCleartextPassword{}); err != nil {
+		return nil, err
+	}
+	typ, body, _, err := rd.next()
+	if err != nil {
+		return nil, err
+	}
+	if typ != 'p' {
+		return refuse(stateProtocolViolation, "sluice: expected a password message", "")
+	}
+	token := strings.TrimRight(string(body), "\x00")
+	principal, perr := w.authn.Verify(ctx, token)
+	if perr != nil {
+		w.recordAuthFailure(ctx, client, target, perr.GetCode(), perr.GetMessage())
+		code := stateInvalidPassword
+		if perr.GetCode() == "unavailable" {
+			code = stateCannotConnect
+		}
+		return refuse(code, fmt.Sprintf("sluice: token refused: %s (%s)", perr.GetMessage(), perr.GetCode()),
+			"put a fresh access token in the password: PGPASSWORD=\"$(sluice token)\"")
+	}
+	tc, ok := w.view.Target(target)
+	if !ok || tc.GetSpec().GetPostgres() == nil {
+		w.recordAuthFailure(ctx, client, target, "unknown_target", "no such PostgreSQL target")
+		return refuse(stateInvalidCatalog, fmt.Sprintf("sluice: there is no PostgreSQL target %q", target), "sluice targets list shows the targets")
+	}
+	s := &session{
+		w: w, id: recording.NewSessionID(), principal: principal, pkey: principalKey(principal), target: tc,
+		targetRef:  &commonv1.Target{Name: tc.GetSpec().GetName(), Kind: tc.GetSpec().GetKind(), Labels: tc.GetSpec().GetLabels()},
+		clientAddr: client, clientUser: params["user"], app: params["application_name"],
+		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{},
+	}
+	s.rec = w.rec.Open(s.id)
+	hj, err := w.connectUpstream(ctx, tc.GetSpec().GetPostgres(), params)
+	if err != nil {
+		w.cfg.Log.Warn().Err(err).Str("target", target).Msg("cannot connect to target")
+		w.recordAuthFailure(ctx, client, target, "target_unreachable", "the target cannot be reached")
+		return refuse(stateCannotConnect, fmt.Sprintf("sluice: cannot connect to target %q", target), "the target may be down; try again")
+	}
+	s.server = hj.Conn
+	s.upstreamPID, s.upstreamSecret = hj.PID, hj.SecretKey
+	pg := tc.GetSpec().GetPostgres()
+	s.upstreamAddr = net.JoinHostPort(pg.GetHost(), strconv.Itoa(int(pg.GetPort())))
+	s.upstreamTLS = hj.TLSConfig
+	for _, p := range []struct{ k, want string }{{"standard_conforming_strings", "on"}, {"client_encoding", "UTF8"}} {
+		if hj.ParameterStatuses[p.k] != p.want {
+			hj.Conn.Close()
+			return refuse(stateFeatureNotSupported, fmt.Sprintf("sluice: the target reports %s=%s; Sluice requires %s", p.k, hj.ParameterStatuses[p.k], p.want), "")
+		}
+	}
+	state := tlsConn.ConnectionState()
+	err = s.rec.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
+		Principal: principal, Target: s.targetRef, Protocol: "postgres", ClientAddr: client, ClientApplication: s.app,
+		TlsVersion: tls.VersionName(state.Version), TlsCipher: tls.CipherSuiteName(state.CipherSuite), Worker: w.cfg.Name, ClientUser: s.clientUser,
+	}}})
+	if err != nil {
+		hj.Conn.Close()
+		return refuse(stateSystemError, "sluice: the audit stream is not accepting records; no session can start", "")
+	}
+	w.register(s)
+	msgs := []encoder{&pgproto3.AuthenticationOk{}}
+	keys := make([]string, 0, len(hj.ParameterStatuses))
+	for k := range hj.ParameterStatuses {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		msgs = append(msgs, &pgproto3.ParameterStatus{Name: k, Value: hj.ParameterStatuses[k]})
+	}
+	msgs = append(msgs, &pgproto3.BackendKeyData{ProcessID: s.pid, SecretKey: s.secret[:]}, &pgproto3.ReadyForQuery{TxStatus: hj.TxStatus})
+	if err := sw.send(msgs...); err != nil {
+		w.unregister(s)
+		hj.Conn.Close()
+		return nil, err
+	}
+	s.client = conn
+	s.cr = rd
+	s.cr.max = w.cfg.MaxMessageSize
+	s.cw = sw.w
+	return s, nil
+}
+
+// connectUpstream logs in to the target with the gateway-held credential
+// (pgconn does SCRAM and TLS) and takes over the socket.
+func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarget, client map[string]string) (*pgconn.HijackedConn, error) {
+	password, err := secrets.Resolve(pg.GetPassword(), w.cfg.MasterKey)
+	if err != nil {
+		return nil, err
+	}
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(pg.GetUser(), string(password)),
+		Host: net.JoinHostPort(pg.GetHost(), strconv.Itoa(int(pg.GetPort()))), Path: "/" + pg.GetDatabase()}
+	q := url.Values{"sslmode": {pg.GetSslmode()}, "connect_timeout": {"10"}}
+	if pg.GetCaFile() != "" {
+		q.Set("sslrootcert", pg.GetCaFile())
+	}
+	u.RawQuery = q.Encode()
+	cfg, err := pgconn.ParseConfig(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("target configuration: %w", err)
+	}
+	cfg.Fallbacks = nil
+	cfg.RuntimeParams = map[string]string{"client_encoding": "UTF8", "standard_conforming_strings": "on"}
+	for k, v := range client {
+		if allowedParams[k] {
+			cfg.RuntimeParams[k] = v
+		}
+	}
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		cfg.RuntimeParams["application_name"] = "sluice"
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	pc, err := pgconn.ConnectConfig(cctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pc.SyncConn(cctx); err != nil {
+		pc.Close(ctx)
+		return nil, err
+	}
+	hj, err := pc.Hijack()
+	if err != nil {
+		return nil, err
+	}
+	if hj.Frontend.ReadBufferLen() != 0 {
+		hj.Conn.Close()
+		return nil, errors.New("unexpected data from the target after login")
+	}
+	return hj, nil
+}
+
+func (w *Worker) recordAuthFailure(ctx context.Context, client, target, code, reason string) {
+	s := w.rec.Open(recording.NewSessionID())
+	err := s.Record(ctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_AuthFailed{AuthFailed: &sessionv1.AuthFailed{
+		Protocol: "postgres", ClientAddr: client, Code: code, Reason: reason, Target: target,
+	}}})
+	if err != nil {
+		w.cfg.Log.Warn().Err(err).Msg("authentication failure not recorded")
+	}
+}

@@ -1,0 +1,277 @@
+package pgworker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"sluice.dev/sluice/libs/authn"
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/devcert"
+	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/secrets"
+)
+
+// Config configures the worker. Zero values take the documented defaults.
+type Config struct {
+	// Conn is the worker's NATS connection (user "worker").
+	Conn *bus.Conn
+	Log  zerolog.Logger
+	// Addr to listen on; default 127.0.0.1:15432. Listener overrides it.
+	Addr     string
+	Listener net.Listener
+	// CertFile/KeyFile is the TLS certificate presented to clients; without
+	// them a development certificate is generated in TLSDir.
+	CertFile, KeyFile, TLSDir string
+	// MasterKey opens sealed target credentials.
+	MasterKey *secrets.Key
+	// Name identifies this worker replica in records; default host-pid.
+	Name string
+	// MaxMessageSize bounds a client message (default 64 MiB);
+	// MaxServerMessageSize a server message (default 1 GiB).
+	MaxMessageSize, MaxServerMessageSize int
+	// StartupTimeout bounds TLS, startup and authentication (default 10s).
+	StartupTimeout time.Duration
+	// IdleTimeout ends a session whose client sends nothing (default 1h).
+	IdleTimeout time.Duration
+	// MaxSessions bounds concurrent sessions (default 10000).
+	MaxSessions int
+	// PolicyTimeout bounds one decision round trip (default 2s).
+	PolicyTimeout time.Duration
+	// HoldTimeout bounds how long a statement held for approval waits
+	// (default 5m).
+	HoldTimeout time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:15432"
+	}
+	if c.Name == "" {
+		host, _ := os.Hostname()
+		c.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = 64 << 20
+	}
+	if c.MaxServerMessageSize <= 0 {
+		c.MaxServerMessageSize = 1 << 30
+	}
+	if c.StartupTimeout <= 0 {
+		c.StartupTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = time.Hour
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 10000
+	}
+	if c.PolicyTimeout <= 0 {
+		c.PolicyTimeout = 2 * time.Second
+	}
+	if c.HoldTimeout <= 0 {
+		c.HoldTimeout = 5 * time.Minute
+	}
+}
+
+// Worker serves PostgreSQL clients.
+type Worker struct {
+	cfg       Config
+	tls       *tls.Config
+	view      *controlstate.View
+	authn     *authn.Client
+	rec       *recording.Recorder
+	decisions *decisionCache
+	slots     chan struct{}
+
+	mu       sync.Mutex
+	sessions map[uint32]*session // by the process id we gave the client
+
+	active atomic.Int64
+	ready  chan struct{}
+	addr   atomic.Value
+}
+
+// New returns a worker.
+func New(cfg Config) *Worker {
+	cfg.defaults()
+	return &Worker{
+		cfg:       cfg,
+		view:      controlstate.NewView(),
+		authn:     authn.New(cfg.Conn.NC),
+		rec:       recording.New(cfg.Conn.JS),
+		decisions: newDecisionCache(100000),
+		slots:     make(chan struct{}, cfg.MaxSessions),
+		sessions:  map[uint32]*session{},
+		ready:     make(chan struct{}),
+	}
+}
+
+// Ready is closed when the worker accepts connections.
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
+
+// Addr is the listening address once ready.
+func (w *Worker) Addr() string { s, _ := w.addr.Load().(string); return s }
+
+// Active is the number of open sessions.
+func (w *Worker) Active() int64 { return w.active.Load() }
+
+// Run serves until ctx is done; open sessions are then closed.
+func (w *Worker) Run(ctx context.Context) error {
+	cert, err := w.certificate()
+	if err != nil {
+		return err
+	}
+	w.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"postgresql"}}
+	w.view.OnChange(func(key string) {
+		if key == controlstate.KeyPolicy {
+			w.decisions.setRevision(w.view.Policy().GetRevision())
+		}
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- w.view.Follow(ctx, w.cfg.Conn.JS) }()
+	select {
+	case <-w.view.Ready():
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+	sub, err := w.cfg.Conn.NC.Subscribe(cancelSubject, w.onRemoteCancel)
+	if err != nil {
+		return fmt.Errorf("pgworker: %w", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+	ln := w.cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", w.cfg.Addr); err != nil {
+			return fmt.Errorf("pgworker listen: %w", err)
+		}
+	}
+	w.addr.Store(ln.Addr().String())
+	close(w.ready)
+	w.cfg.Log.Info().Str("addr", ln.Addr().String()).Str("worker", w.cfg.Name).Msg("PostgreSQL worker listening")
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+		w.mu.Lock()
+		for _, s := range w.sessions {
+			s.shutdown("the worker is shutting down", fatal("57P01", "sluice: the gateway is shutting down", ""))
+		}
+		w.mu.Unlock()
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("pgworker accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.serve(ctx, conn)
+		}()
+	}
+}
+
+func (w *Worker) certificate() (tls.Certificate, error) {
+	if w.cfg.CertFile != "" {
+		c, err := tls.LoadX509KeyPair(w.cfg.CertFile, w.cfg.KeyFile)
+		if err != nil {
+			return c, fmt.Errorf("pgworker certificate: %w", err)
+		}
+		return c, nil
+	}
+	dir := w.cfg.TLSDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "sluice-tls-")
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		dir = d
+	}
+	return devcert.LoadOrCreate(dir)
+}
+
+// Cancel keys: every session gets a random process id and secret of our
+// own; a CancelRequest that names them cancels that session's query only.
+const cancelSubject = bus.SubjectWorkers + ".pg.cancel"
+
+func (w *Worker) register(s *session) {
+	var b [8]byte
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err)
+		}
+		pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
+		if pid == 0 || w.sessions[pid] != nil {
+			continue
+		}
+		s.pid = pid
+		copy(s.secret[:], b[4:])
+		w.sessions[pid] = s
+		return
+	}
+}
+
+func (w *Worker) unregister(s *session) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sessions[s.pid] == s {
+		delete(w.sessions, s.pid)
+	}
+}
+
+// cancel forwards a cancel to the session's upstream if the key matches.
+func (w *Worker) cancel(pid uint32, secret []byte) bool {
+	w.mu.Lock()
+	s := w.sessions[pid]
+	w.mu.Unlock()
+	if s == nil || len(secret) != 4 || subtle.ConstantTimeCompare(secret, s.secret[:]) != 1 {
+		return false
+	}
+	s.cancelUpstream()
+	return true
+}
+
+// handleCancel serves a CancelRequest; a key not found here may belong to
+// another replica, which is asked over NATS.
+func (w *Worker) handleCancel(pid uint32, secret []byte) {
+	if w.cancel(pid, secret) {
+		return
+	}
+	msg := make([]byte, 4+len(secret))
+	binary.BigEndian.PutUint32(msg, pid)
+	copy(msg[4:], secret)
+	_ = w.cfg.Conn.NC.Publish(cancelSubject, msg)
+}
+
+func (w *Worker) onRemoteCancel(m *nats.Msg) {
+	if len(m.Data) < 4 {
+		return
+	}
+	w.cancel(binary.BigEndian.Uint32(m.Data[:4]), m.Data[4:])
+}
