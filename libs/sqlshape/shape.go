@@ -2,7 +2,7 @@
 // text with every numeric and simple string literal replaced by a fresh
 // parameter ($n), using a small lexer that understands PostgreSQL's lexical
 // rules for the common cases and gives up on everything else (comments,
-// dollar quoting, E'', U&, B'', X'', N'' strings, non-ASCII, NUL bytes).
+// dollar quoting, E”, U&, B”, X”, N” strings, non-ASCII, NUL bytes).
 //
 // A shape is only a cache key. It is sound to reuse a decision for two
 // statements with the same shape only when the policy service has checked
@@ -120,7 +120,7 @@ func isDigit(c byte) bool      { return c >= '0' && c <= '9' }
 func isIdentStart(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' }
 func isIdentChar(c byte) bool  { return isIdentStart(c) || isDigit(c) || c == '$' }
 
-// skipString returns the index after a '...' literal ('' is a quote).
+// skipString returns the index after a '...' literal (” is a quote).
 func skipString(s string, i int) (int, bool) {
 	for j := i + 1; j < len(s); j++ {
 		switch s[j] {
