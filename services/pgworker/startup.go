@@ -69,18 +69,17 @@ func (sw *startupWriter) send(msgs ...encoder) error {
 // serve handles one client connection from accept to close.
 func (w *Worker) serve(ctx context.Context, raw net.Conn) {
 	defer raw.Close()
+	full := false
 	select {
 	case w.slots <- struct{}{}:
 		defer func() { <-w.slots }()
 	default:
-		// Answer in plaintext: no password has been asked for, and the
-		// client learns why it cannot connect.
-		sw := &startupWriter{w: bufio.NewWriter(raw)}
-		_ = sw.send(fatal(stateTooManyConnections, "sluice: too many sessions on this worker", "retry later or connect to another replica"))
-		return
+		// Negotiate as usual (bounded by the startup timeout), then refuse
+		// with a proper error the client can show.
+		full = true
 	}
 	_ = raw.SetDeadline(time.Now().Add(w.cfg.StartupTimeout))
-	s, err := w.startup(ctx, raw)
+	s, err := w.startup(ctx, raw, full)
 	if err != nil {
 		w.cfg.Log.Debug().Err(err).Str("client", raw.RemoteAddr().String()).Msg("startup refused")
 		return
@@ -96,7 +95,7 @@ func (w *Worker) serve(ctx context.Context, raw net.Conn) {
 
 // startup negotiates TLS, reads the startup message, authenticates and
 // connects upstream. It returns nil, nil for a handled CancelRequest.
-func (w *Worker) startup(ctx context.Context, raw net.Conn) (*session, error) {
+func (w *Worker) startup(ctx context.Context, raw net.Conn, full bool) (*session, error) {
 	br := bufio.NewReaderSize(raw, 4096)
 	var conn net.Conn = raw
 	var tlsConn *tls.Conn
@@ -166,6 +165,10 @@ func (w *Worker) startup(ctx context.Context, raw net.Conn) (*session, error) {
 				// never travel in clear.
 				_ = sw.send(fatal(stateInvalidAuthorization, "sluice: TLS is required; connect with sslmode=require (or verify-full)", "the password carries an access token and is never accepted in clear"))
 				return nil, errors.New("plaintext startup refused")
+			}
+			if full {
+				_ = sw.send(fatal(stateTooManyConnections, "sluice: too many sessions on this worker", "retry later or connect to another replica"))
+				return nil, errors.New("too many sessions")
 			}
 			return w.authenticate(ctx, conn, tlsConn, rd, sw, &sm)
 		}

@@ -54,6 +54,9 @@ type Config struct {
 	// HoldTimeout bounds how long a statement held for approval waits
 	// (default 5m).
 	HoldTimeout time.Duration
+	// RecordTimeout bounds how long a statement waits for its record to be
+	// durable before the session is closed (default 5s).
+	RecordTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -112,7 +115,7 @@ func New(cfg Config) *Worker {
 		cfg:       cfg,
 		view:      controlstate.NewView(),
 		authn:     authn.New(cfg.Conn.NC),
-		rec:       recording.New(cfg.Conn.JS),
+		rec:       newRecorder(cfg),
 		decisions: newDecisionCache(100000),
 		slots:     make(chan struct{}, cfg.MaxSessions),
 		sessions:  map[uint32]*session{},
@@ -274,4 +277,12 @@ func (w *Worker) onRemoteCancel(m *nats.Msg) {
 		return
 	}
 	w.cancel(binary.BigEndian.Uint32(m.Data[:4]), m.Data[4:])
+}
+
+func newRecorder(cfg Config) *recording.Recorder {
+	r := recording.New(cfg.Conn.JS)
+	if cfg.RecordTimeout > 0 {
+		r.Timeout = cfg.RecordTimeout
+	}
+	return r
 }
