@@ -82,7 +82,9 @@ func newHarness(t *testing.T, rules ...*controlv1.Rule) *harness {
 	srv := httptest.NewServer(http.StripPrefix("/oidc", iss.Handler()))
 	t.Cleanup(srv.Close)
 	iss.URL = srv.URL + "/oidc"
-	go func() { _ = identity.Run(ctx, identity.Config{Conn: conn, Provider: identity.Provider{Issuer: iss.URL, Audience: "sluice"}}) }()
+	go func() {
+		_ = identity.Run(ctx, identity.Config{Conn: conn, Provider: identity.Provider{Issuer: iss.URL, Audience: "sluice"}})
+	}()
 	go func() { _ = policy.New(policy.Config{Conn: conn, Log: zerolog.Nop()}).Run(ctx) }()
 	h := &harness{t: t, conn: conn, iss: iss, ctx: ctx}
 	kv, err := controlstate.Bucket(ctx, conn.JS)
