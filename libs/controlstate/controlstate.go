@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -67,8 +68,8 @@ func (v *View) OnChange(fn func(key string)) {
 // Ready is closed once the initial state has been loaded.
 func (v *View) Ready() <-chan struct{} { return v.ready }
 
-// Follow keeps the view up to date until ctx is done.
-func (v *View) Follow(ctx context.Context, js jetstream.JetStream) error {
+// followOnce watches until the watch ends.
+func (v *View) followOnce(ctx context.Context, js jetstream.JetStream) error {
 	kv, err := Bucket(ctx, js)
 	if err != nil {
 		return err
@@ -78,7 +79,7 @@ func (v *View) Follow(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("watch control bucket: %w", err)
 	}
 	defer w.Stop() //nolint:errcheck
-	readyClosed := false
+	readyClosed := v.isReady()
 	for {
 		select {
 		case <-ctx.Done():
@@ -204,4 +205,32 @@ func (v *View) IdentityProvider() *controlv1.IdentityProviderConfigured {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.provider
+}
+
+// Follow keeps the view current until ctx is done, watching again when a
+// watch ends (a NATS node lost, a reconnect).
+func (v *View) Follow(ctx context.Context, js jetstream.JetStream) error {
+	for {
+		err := v.followOnce(ctx, js)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && !v.isReady() {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (v *View) isReady() bool {
+	select {
+	case <-v.ready:
+		return true
+	default:
+		return false
+	}
 }

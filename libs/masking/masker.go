@@ -104,7 +104,7 @@ func (m *Masker) Contains(v []byte) (found bool) {
 //
 // The output is re-scanned: if masking exposed a new match (a neighbour
 // that a span's bytes had hidden), that is masked too; if matches still
-// appear after maxPasses passes, every ASCII letter and digit and every
+// appear after four passes, every ASCII letter and digit and every
 // non-ASCII byte of v becomes '*' (structure bytes stay). So the output
 // never contains a detectable value. A panic inside masking (a bug) yields
 // WholeMarker instead.

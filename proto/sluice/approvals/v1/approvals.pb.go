@@ -844,8 +844,10 @@ type Approval struct {
 	StartsAt       *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=starts_at,json=startsAt,proto3" json:"starts_at,omitempty"`
 	EndsAt         *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=ends_at,json=endsAt,proto3" json:"ends_at,omitempty"`
 	Version        uint64                 `protobuf:"varint,21,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// duration_seconds is a grant's requested length.
+	DurationSeconds int64 `protobuf:"varint,22,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Approval) Reset() {
@@ -1021,6 +1023,13 @@ func (x *Approval) GetEndsAt() *timestamppb.Timestamp {
 func (x *Approval) GetVersion() uint64 {
 	if x != nil {
 		return x.Version
+	}
+	return 0
+}
+
+func (x *Approval) GetDurationSeconds() int64 {
+	if x != nil {
+		return x.DurationSeconds
 	}
 	return 0
 }
@@ -1497,6 +1506,51 @@ func (x *ListRequest) GetCaller() *v1.Principal {
 	return nil
 }
 
+// Subject: sluice.api.approvals.request.get
+type Get struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Get) Reset() {
+	*x = Get{}
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Get) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Get) ProtoMessage() {}
+
+func (x *Get) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Get.ProtoReflect.Descriptor instead.
+func (*Get) Descriptor() ([]byte, []int) {
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Get) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // Subject: sluice.api.approvals.grant.revoke
 type Revoke struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1509,7 +1563,7 @@ type Revoke struct {
 
 func (x *Revoke) Reset() {
 	*x = Revoke{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1575,7 @@ func (x *Revoke) String() string {
 func (*Revoke) ProtoMessage() {}
 
 func (x *Revoke) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1588,7 @@ func (x *Revoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revoke.ProtoReflect.Descriptor instead.
 func (*Revoke) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{17}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Revoke) GetId() string {
@@ -1568,7 +1622,7 @@ type ApprovalReply struct {
 
 func (x *ApprovalReply) Reset() {
 	*x = ApprovalReply{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1634,7 @@ func (x *ApprovalReply) String() string {
 func (*ApprovalReply) ProtoMessage() {}
 
 func (x *ApprovalReply) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1647,7 @@ func (x *ApprovalReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalReply.ProtoReflect.Descriptor instead.
 func (*ApprovalReply) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{18}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApprovalReply) GetApproval() *Approval {
@@ -1620,7 +1674,7 @@ type ListReply struct {
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1686,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1699,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{19}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListReply) GetApprovals() []*Approval {
@@ -1733,7 +1787,7 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x02by\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x02by\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xdb\x05\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x86\x06\n" +
 	"\bApproval\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
@@ -1761,7 +1815,8 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x04role\x18\x12 \x01(\tR\x04role\x127\n" +
 	"\tstarts_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\bstartsAt\x123\n" +
 	"\aends_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\x12\x18\n" +
-	"\aversion\x18\x15 \x01(\x04R\aversion\"\xcb\x01\n" +
+	"\aversion\x18\x15 \x01(\x04R\aversion\x12)\n" +
+	"\x10duration_seconds\x18\x16 \x01(\x03R\x0fdurationSeconds\"\xcb\x01\n" +
 	"\x05Grant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x16\n" +
@@ -1802,7 +1857,9 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\tprincipal\x18\x04 \x01(\v2\x1b.sluice.common.v1.PrincipalR\tprincipal\"X\n" +
 	"\vListRequest\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x123\n" +
-	"\x06caller\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x06caller\"]\n" +
+	"\x06caller\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x06caller\"\x15\n" +
+	"\x03Get\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"]\n" +
 	"\x06Revoke\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x02by\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x02by\x12\x16\n" +
@@ -1826,7 +1883,7 @@ func file_sluice_approvals_v1_approvals_proto_rawDescGZIP() []byte {
 	return file_sluice_approvals_v1_approvals_proto_rawDescData
 }
 
-var file_sluice_approvals_v1_approvals_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_sluice_approvals_v1_approvals_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_sluice_approvals_v1_approvals_proto_goTypes = []any{
 	(*RequestOpened)(nil),         // 0: sluice.approvals.v1.RequestOpened
 	(*RequestApproved)(nil),       // 1: sluice.approvals.v1.RequestApproved
@@ -1845,51 +1902,52 @@ var file_sluice_approvals_v1_approvals_proto_goTypes = []any{
 	(*Decide)(nil),                // 14: sluice.approvals.v1.Decide
 	(*Consume)(nil),               // 15: sluice.approvals.v1.Consume
 	(*ListRequest)(nil),           // 16: sluice.approvals.v1.ListRequest
-	(*Revoke)(nil),                // 17: sluice.approvals.v1.Revoke
-	(*ApprovalReply)(nil),         // 18: sluice.approvals.v1.ApprovalReply
-	(*ListReply)(nil),             // 19: sluice.approvals.v1.ListReply
-	(*v1.Principal)(nil),          // 20: sluice.common.v1.Principal
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*v1.Error)(nil),              // 22: sluice.common.v1.Error
+	(*Get)(nil),                   // 17: sluice.approvals.v1.Get
+	(*Revoke)(nil),                // 18: sluice.approvals.v1.Revoke
+	(*ApprovalReply)(nil),         // 19: sluice.approvals.v1.ApprovalReply
+	(*ListReply)(nil),             // 20: sluice.approvals.v1.ListReply
+	(*v1.Principal)(nil),          // 21: sluice.common.v1.Principal
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*v1.Error)(nil),              // 23: sluice.common.v1.Error
 }
 var file_sluice_approvals_v1_approvals_proto_depIdxs = []int32{
-	20, // 0: sluice.approvals.v1.RequestOpened.requester:type_name -> sluice.common.v1.Principal
-	21, // 1: sluice.approvals.v1.RequestOpened.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 2: sluice.approvals.v1.RequestOpened.opened_at:type_name -> google.protobuf.Timestamp
-	20, // 3: sluice.approvals.v1.RequestApproved.approver:type_name -> sluice.common.v1.Principal
-	21, // 4: sluice.approvals.v1.RequestApproved.at:type_name -> google.protobuf.Timestamp
-	20, // 5: sluice.approvals.v1.RequestDenied.approver:type_name -> sluice.common.v1.Principal
-	21, // 6: sluice.approvals.v1.RequestDenied.at:type_name -> google.protobuf.Timestamp
-	21, // 7: sluice.approvals.v1.RequestExpired.at:type_name -> google.protobuf.Timestamp
-	21, // 8: sluice.approvals.v1.RequestCancelled.at:type_name -> google.protobuf.Timestamp
-	21, // 9: sluice.approvals.v1.RequestConsumed.at:type_name -> google.protobuf.Timestamp
-	20, // 10: sluice.approvals.v1.GrantRequested.requester:type_name -> sluice.common.v1.Principal
-	21, // 11: sluice.approvals.v1.GrantRequested.requested_at:type_name -> google.protobuf.Timestamp
-	20, // 12: sluice.approvals.v1.GrantApproved.approver:type_name -> sluice.common.v1.Principal
-	21, // 13: sluice.approvals.v1.GrantApproved.starts_at:type_name -> google.protobuf.Timestamp
-	21, // 14: sluice.approvals.v1.GrantApproved.ends_at:type_name -> google.protobuf.Timestamp
-	21, // 15: sluice.approvals.v1.GrantApproved.at:type_name -> google.protobuf.Timestamp
-	20, // 16: sluice.approvals.v1.GrantDenied.approver:type_name -> sluice.common.v1.Principal
-	21, // 17: sluice.approvals.v1.GrantDenied.at:type_name -> google.protobuf.Timestamp
-	20, // 18: sluice.approvals.v1.GrantRevoked.by:type_name -> sluice.common.v1.Principal
-	21, // 19: sluice.approvals.v1.GrantRevoked.at:type_name -> google.protobuf.Timestamp
-	20, // 20: sluice.approvals.v1.Approval.requester:type_name -> sluice.common.v1.Principal
-	21, // 21: sluice.approvals.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
-	21, // 22: sluice.approvals.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 23: sluice.approvals.v1.Approval.starts_at:type_name -> google.protobuf.Timestamp
-	21, // 24: sluice.approvals.v1.Approval.ends_at:type_name -> google.protobuf.Timestamp
-	21, // 25: sluice.approvals.v1.Grant.starts_at:type_name -> google.protobuf.Timestamp
-	21, // 26: sluice.approvals.v1.Grant.ends_at:type_name -> google.protobuf.Timestamp
-	20, // 27: sluice.approvals.v1.OpenRequest.requester:type_name -> sluice.common.v1.Principal
-	20, // 28: sluice.approvals.v1.RequestGrant.requester:type_name -> sluice.common.v1.Principal
-	20, // 29: sluice.approvals.v1.Decide.approver:type_name -> sluice.common.v1.Principal
-	20, // 30: sluice.approvals.v1.Consume.principal:type_name -> sluice.common.v1.Principal
-	20, // 31: sluice.approvals.v1.ListRequest.caller:type_name -> sluice.common.v1.Principal
-	20, // 32: sluice.approvals.v1.Revoke.by:type_name -> sluice.common.v1.Principal
+	21, // 0: sluice.approvals.v1.RequestOpened.requester:type_name -> sluice.common.v1.Principal
+	22, // 1: sluice.approvals.v1.RequestOpened.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 2: sluice.approvals.v1.RequestOpened.opened_at:type_name -> google.protobuf.Timestamp
+	21, // 3: sluice.approvals.v1.RequestApproved.approver:type_name -> sluice.common.v1.Principal
+	22, // 4: sluice.approvals.v1.RequestApproved.at:type_name -> google.protobuf.Timestamp
+	21, // 5: sluice.approvals.v1.RequestDenied.approver:type_name -> sluice.common.v1.Principal
+	22, // 6: sluice.approvals.v1.RequestDenied.at:type_name -> google.protobuf.Timestamp
+	22, // 7: sluice.approvals.v1.RequestExpired.at:type_name -> google.protobuf.Timestamp
+	22, // 8: sluice.approvals.v1.RequestCancelled.at:type_name -> google.protobuf.Timestamp
+	22, // 9: sluice.approvals.v1.RequestConsumed.at:type_name -> google.protobuf.Timestamp
+	21, // 10: sluice.approvals.v1.GrantRequested.requester:type_name -> sluice.common.v1.Principal
+	22, // 11: sluice.approvals.v1.GrantRequested.requested_at:type_name -> google.protobuf.Timestamp
+	21, // 12: sluice.approvals.v1.GrantApproved.approver:type_name -> sluice.common.v1.Principal
+	22, // 13: sluice.approvals.v1.GrantApproved.starts_at:type_name -> google.protobuf.Timestamp
+	22, // 14: sluice.approvals.v1.GrantApproved.ends_at:type_name -> google.protobuf.Timestamp
+	22, // 15: sluice.approvals.v1.GrantApproved.at:type_name -> google.protobuf.Timestamp
+	21, // 16: sluice.approvals.v1.GrantDenied.approver:type_name -> sluice.common.v1.Principal
+	22, // 17: sluice.approvals.v1.GrantDenied.at:type_name -> google.protobuf.Timestamp
+	21, // 18: sluice.approvals.v1.GrantRevoked.by:type_name -> sluice.common.v1.Principal
+	22, // 19: sluice.approvals.v1.GrantRevoked.at:type_name -> google.protobuf.Timestamp
+	21, // 20: sluice.approvals.v1.Approval.requester:type_name -> sluice.common.v1.Principal
+	22, // 21: sluice.approvals.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
+	22, // 22: sluice.approvals.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 23: sluice.approvals.v1.Approval.starts_at:type_name -> google.protobuf.Timestamp
+	22, // 24: sluice.approvals.v1.Approval.ends_at:type_name -> google.protobuf.Timestamp
+	22, // 25: sluice.approvals.v1.Grant.starts_at:type_name -> google.protobuf.Timestamp
+	22, // 26: sluice.approvals.v1.Grant.ends_at:type_name -> google.protobuf.Timestamp
+	21, // 27: sluice.approvals.v1.OpenRequest.requester:type_name -> sluice.common.v1.Principal
+	21, // 28: sluice.approvals.v1.RequestGrant.requester:type_name -> sluice.common.v1.Principal
+	21, // 29: sluice.approvals.v1.Decide.approver:type_name -> sluice.common.v1.Principal
+	21, // 30: sluice.approvals.v1.Consume.principal:type_name -> sluice.common.v1.Principal
+	21, // 31: sluice.approvals.v1.ListRequest.caller:type_name -> sluice.common.v1.Principal
+	21, // 32: sluice.approvals.v1.Revoke.by:type_name -> sluice.common.v1.Principal
 	10, // 33: sluice.approvals.v1.ApprovalReply.approval:type_name -> sluice.approvals.v1.Approval
-	22, // 34: sluice.approvals.v1.ApprovalReply.error:type_name -> sluice.common.v1.Error
+	23, // 34: sluice.approvals.v1.ApprovalReply.error:type_name -> sluice.common.v1.Error
 	10, // 35: sluice.approvals.v1.ListReply.approvals:type_name -> sluice.approvals.v1.Approval
-	22, // 36: sluice.approvals.v1.ListReply.error:type_name -> sluice.common.v1.Error
+	23, // 36: sluice.approvals.v1.ListReply.error:type_name -> sluice.common.v1.Error
 	37, // [37:37] is the sub-list for method output_type
 	37, // [37:37] is the sub-list for method input_type
 	37, // [37:37] is the sub-list for extension type_name
@@ -1908,7 +1966,7 @@ func file_sluice_approvals_v1_approvals_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_approvals_v1_approvals_proto_rawDesc), len(file_sluice_approvals_v1_approvals_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

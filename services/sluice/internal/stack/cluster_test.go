@@ -3,6 +3,7 @@ package stack_test
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,20 +44,22 @@ func TestThreeNodeCluster(t *testing.T) {
 	defer idp.Close()
 	iss.URL = idp.URL + "/oidc"
 
-	// Connect the services to node 1 first, so stopping node 1 forces a
-	// reconnect to the others.
 	urls := []string{cluster.Servers[0].ClientURL(), cluster.Servers[1].ClientURL(), cluster.Servers[2].ClientURL()}
 	conn, err := bus.Connect(ctx, bus.Config{URL: strings.Join(urls, ","), Name: "cluster-test"})
 	require.NoError(t, err)
 	defer conn.NC.Close()
-	require.Equal(t, urls[0], conn.NC.ConnectedUrl())
+	// The node the services are connected to is the one that will stop,
+	// forcing a reconnect to the others.
+	victim := slices.Index(urls, conn.NC.ConnectedUrl())
+	require.GreaterOrEqual(t, victim, 0)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	_, recKey, _ := ed25519.GenerateKey(rand.Reader)
 	o := &stack.Options{
 		Conn: conn, Log: zerolog.Nop(), Topology: bus.Topology{Replicas: 3},
 		Provider:    identity.Provider{Issuer: iss.URL, Audience: "sluice"},
-		APIListener: ln,
+		APIListener: ln, RecorderKey: recKey, PGAddr: "127.0.0.1:0", TLSDir: t.TempDir(),
 	}
 	require.NoError(t, stack.Provision(ctx, o))
 	info, err := conn.JS.Stream(ctx, bus.StreamControl)
@@ -121,7 +125,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "root", sub)
 
-	cluster.Stop(0)
+	cluster.Stop(victim)
 
 	// The connection moves to a surviving node; JetStream elects new leaders.
 	testkit.Eventually(t, 30*time.Second, func() error {
@@ -130,7 +134,7 @@ func TestThreeNodeCluster(t *testing.T) {
 		}
 		return applyTarget("after")
 	})
-	testkit.Eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 45*time.Second, func() error {
 		names, err := targets()
 		if err != nil {
 			return err
@@ -140,7 +144,7 @@ func TestThreeNodeCluster(t *testing.T) {
 		}
 		return nil
 	})
-	assert.NotEqual(t, urls[0], conn.NC.ConnectedUrl())
+	assert.NotEqual(t, urls[victim], conn.NC.ConnectedUrl())
 	s, err := conn.JS.Stream(ctx, bus.StreamControl)
 	require.NoError(t, err)
 	si, err := s.Info(ctx)

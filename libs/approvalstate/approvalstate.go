@@ -1,0 +1,206 @@
+// Package approvalstate is the read side of the approvals service: a live
+// copy of the sluice_approvals bucket (the folded state of every approval
+// request and grant), with the active grants of a principal on a target for
+// policies, and a way to wait for a request's outcome.
+package approvalstate
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"sluice.dev/sluice/libs/bus"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
+)
+
+// View follows the approvals bucket.
+type View struct {
+	mu       sync.RWMutex
+	items    map[string]*approvalsv1.Approval
+	grantRev uint64
+	ready    chan struct{}
+	subs     []func(*approvalsv1.Approval)
+}
+
+// NewView returns an empty view.
+func NewView() *View {
+	return &View{items: map[string]*approvalsv1.Approval{}, ready: make(chan struct{})}
+}
+
+// OnChange registers fn, called after every change (before Follow).
+func (v *View) OnChange(fn func(*approvalsv1.Approval)) {
+	v.mu.Lock()
+	v.subs = append(v.subs, fn)
+	v.mu.Unlock()
+}
+
+// Ready is closed once the initial state is loaded.
+func (v *View) Ready() <-chan struct{} { return v.ready }
+
+// followOnce watches until the watch ends.
+func (v *View) followOnce(ctx context.Context, js jetstream.JetStream) error {
+	kv, err := js.KeyValue(ctx, bus.BucketApprovals)
+	if err != nil {
+		return fmt.Errorf("approvals bucket: %w", err)
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch approvals: %w", err)
+	}
+	defer w.Stop() //nolint:errcheck
+	closed := v.isReady()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				if !closed {
+					close(v.ready)
+					closed = true
+				}
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var a approvalsv1.Approval
+			if err := proto.Unmarshal(e.Value(), &a); err != nil {
+				continue
+			}
+			v.mu.Lock()
+			v.items[a.GetId()] = &a
+			if a.GetType() == "grant" {
+				v.grantRev = max(v.grantRev, e.Revision())
+			}
+			subs := v.subs
+			v.mu.Unlock()
+			for _, fn := range subs {
+				fn(&a)
+			}
+		}
+	}
+}
+
+// Get returns an approval by id.
+func (v *View) Get(id string) (*approvalsv1.Approval, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	a, ok := v.items[id]
+	return a, ok
+}
+
+// List returns approvals matching keep, newest first.
+func (v *View) List(keep func(*approvalsv1.Approval) bool) []*approvalsv1.Approval {
+	v.mu.RLock()
+	var out []*approvalsv1.Approval
+	for _, a := range v.items {
+		if keep(a) {
+			out = append(out, a)
+		}
+	}
+	v.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].GetCreatedAt().AsTime().After(out[j].GetCreatedAt().AsTime()) })
+	return out
+}
+
+// Grants returns the grants of subject on target active at now, the
+// revision of the grants state, and when the answer next changes (the
+// earliest end of an active grant; zero if none).
+func (v *View) Grants(subject, target string, now time.Time) ([]*approvalsv1.Grant, uint64, time.Time) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []*approvalsv1.Grant
+	var next time.Time
+	for _, a := range v.items {
+		if a.GetType() != "grant" || a.GetState() != "approved" || a.GetRequester().GetSubject() != subject || a.GetTarget() != target {
+			continue
+		}
+		start, end := a.GetStartsAt().AsTime(), a.GetEndsAt().AsTime()
+		if now.Before(start) || !now.Before(end) {
+			continue
+		}
+		out = append(out, &approvalsv1.Grant{Id: a.GetId(), Subject: subject, Target: target, Role: a.GetRole(), StartsAt: a.GetStartsAt(), EndsAt: a.GetEndsAt()})
+		if next.IsZero() || end.Before(next) {
+			next = end
+		}
+	}
+	return out, v.grantRev, next
+}
+
+// GrantRevision changes whenever any grant changes.
+func (v *View) GrantRevision() uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.grantRev
+}
+
+// Wait blocks until approval id leaves the pending state (or ctx ends)
+// and returns it. It watches the bucket key directly.
+func Wait(ctx context.Context, js jetstream.JetStream, id string) (*approvalsv1.Approval, error) {
+	kv, err := js.KeyValue(ctx, bus.BucketApprovals)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.Watch(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop() //nolint:errcheck
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("approval watch ended")
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var a approvalsv1.Approval
+			if err := proto.Unmarshal(e.Value(), &a); err != nil {
+				return nil, err
+			}
+			if a.GetState() != "pending" {
+				return &a, nil
+			}
+		}
+	}
+}
+
+// Follow keeps the view current until ctx is done, watching again when a
+// watch ends (a NATS node lost, a reconnect).
+func (v *View) Follow(ctx context.Context, js jetstream.JetStream) error {
+	for {
+		err := v.followOnce(ctx, js)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && !v.isReady() {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (v *View) isReady() bool {
+	select {
+	case <-v.ready:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,396 @@
+package approvals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"sluice.dev/sluice/libs/approvalstate"
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/eventstore"
+	"sluice.dev/sluice/libs/recording"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+)
+
+// Subjects served (queue group "approvals").
+const (
+	SubjectOpen    = "sluice.api.approvals.request.open"
+	SubjectDecide  = "sluice.api.approvals.request.decide"
+	SubjectConsume = "sluice.api.approvals.request.consume"
+	SubjectList    = "sluice.api.approvals.request.list"
+	SubjectGet     = "sluice.api.approvals.request.get"
+	SubjectGrant   = "sluice.api.approvals.grant.request"
+	SubjectRevoke  = "sluice.api.approvals.grant.revoke"
+	projectionName = "approvals-kv"
+)
+
+// Config configures the service.
+type Config struct {
+	Conn *bus.Conn
+	Log  zerolog.Logger
+	// DefaultTTL is how long a held command waits when the request names
+	// none; default 5m.
+	DefaultTTL time.Duration
+	// GrantApprovers are the approver groups that decide grant requests;
+	// default ["approvers"].
+	GrantApprovers []string
+	// MaxGrant bounds a grant's length; default 12h.
+	MaxGrant time.Duration
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// Service is the approvals service.
+type Service struct {
+	cfg   Config
+	store *eventstore.Store
+	ctl   *controlstate.View
+	view  *approvalstate.View
+}
+
+// New returns the service.
+func New(cfg Config) *Service {
+	if cfg.DefaultTTL <= 0 {
+		cfg.DefaultTTL = 5 * time.Minute
+	}
+	if len(cfg.GrantApprovers) == 0 {
+		cfg.GrantApprovers = []string{"approvers"}
+	}
+	if cfg.MaxGrant <= 0 {
+		cfg.MaxGrant = 12 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{cfg: cfg, store: eventstore.New(cfg.Conn.JS, bus.StreamApprovals, bus.SubjectApprovals),
+		ctl: controlstate.NewView(), view: approvalstate.NewView()}
+}
+
+// Run serves until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	nc := s.cfg.Conn.NC
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.ctl.Follow(ctx, s.cfg.Conn.JS) })
+	g.Go(func() error { return s.view.Follow(ctx, s.cfg.Conn.JS) })
+	g.Go(func() error {
+		return s.store.Run(ctx, eventstore.Projection{Name: projectionName, Apply: s.project, Log: s.cfg.Log})
+	})
+	g.Go(func() error { return s.expire(ctx) })
+	serve := []error{}
+	add := func(_ any, err error) { serve = append(serve, err) }
+	add(bus.Serve(ctx, nc, SubjectOpen, "approvals", func() *approvalsv1.OpenRequest { return &approvalsv1.OpenRequest{} }, s.open))
+	add(bus.Serve(ctx, nc, SubjectDecide, "approvals", func() *approvalsv1.Decide { return &approvalsv1.Decide{} }, s.decide))
+	add(bus.Serve(ctx, nc, SubjectConsume, "approvals", func() *approvalsv1.Consume { return &approvalsv1.Consume{} }, s.consume))
+	add(bus.Serve(ctx, nc, SubjectList, "approvals", func() *approvalsv1.ListRequest { return &approvalsv1.ListRequest{} }, s.list))
+	add(bus.Serve(ctx, nc, SubjectGet, "approvals", func() *approvalsv1.Get { return &approvalsv1.Get{} }, s.get))
+	add(bus.Serve(ctx, nc, SubjectGrant, "approvals", func() *approvalsv1.RequestGrant { return &approvalsv1.RequestGrant{} }, s.requestGrant))
+	add(bus.Serve(ctx, nc, SubjectRevoke, "approvals", func() *approvalsv1.Revoke { return &approvalsv1.Revoke{} }, s.revoke))
+	if err := errors.Join(serve...); err != nil {
+		return err
+	}
+	s.cfg.Log.Info().Msg("approvals service ready")
+	err := g.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func replyErr(code, format string, args ...any) *approvalsv1.ApprovalReply {
+	return &approvalsv1.ApprovalReply{Error: &commonv1.Error{Code: code, Message: fmt.Sprintf(format, args...)}}
+}
+
+// aggregateOf finds whether id is a command request or a grant.
+func (s *Service) aggregateOf(ctx context.Context, id string) (string, eventstore.Aggregate, error) {
+	for _, agg := range []string{"request", "grant"} {
+		st, err := s.store.Load(ctx, agg, id)
+		if err == nil {
+			return agg, st, nil
+		}
+		if !errors.Is(err, eventstore.ErrNotFound) {
+			return "", st, err
+		}
+	}
+	return "", eventstore.Aggregate{}, eventstore.ErrNotFound
+}
+
+func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*approvalsv1.ApprovalReply, error) {
+	if req.GetRequester().GetSubject() == "" || req.GetCommandHash() == "" || len(req.GetApproverGroups()) == 0 {
+		return replyErr("bad_request", "requester, command hash and approver groups are required"), nil
+	}
+	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
+	if ttl <= 0 {
+		ttl = s.cfg.DefaultTTL
+	}
+	now := s.cfg.Now()
+	id := recording.NewSessionID()
+	ev := &approvalsv1.RequestOpened{
+		Id: id, Requester: req.GetRequester(), SessionId: req.GetSessionId(), Target: req.GetTarget(),
+		Command: req.GetCommand(), CommandHash: req.GetCommandHash(), Rule: req.GetRule(), Reason: req.GetReason(),
+		ApproverGroups: req.GetApproverGroups(), Quorum: max(req.GetQuorum(), 1),
+		OpenedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(ttl)),
+	}
+	if _, err := s.store.Append(ctx, "request", id, eventstore.Position{}, eventstore.NewEvent("opened", ev)); err != nil {
+		return nil, err
+	}
+	a, _ := fold([]eventstore.Event{{Type: "sluice.approvals.v1.RequestOpened", Data: mustMarshal(ev), Version: 1}})
+	return &approvalsv1.ApprovalReply{Approval: a}, nil
+}
+
+func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGrant) (*approvalsv1.ApprovalReply, error) {
+	d := time.Duration(req.GetDurationSeconds()) * time.Second
+	switch {
+	case req.GetRequester().GetSubject() == "" || req.GetTarget() == "" || req.GetRole() == "":
+		return replyErr("bad_request", "target and role are required"), nil
+	case d <= 0 || d > s.cfg.MaxGrant:
+		return replyErr("bad_request", "the duration must be between 1s and %s", s.cfg.MaxGrant), nil
+	case strings.TrimSpace(req.GetReason()) == "":
+		return replyErr("bad_request", "give a reason"), nil
+	}
+	if _, ok := s.ctl.Target(req.GetTarget()); !ok {
+		return replyErr("not_found", "there is no target %q", req.GetTarget()), nil
+	}
+	id := recording.NewSessionID()
+	ev := &approvalsv1.GrantRequested{Id: id, Requester: req.GetRequester(), Target: req.GetTarget(), Role: req.GetRole(),
+		DurationSeconds: req.GetDurationSeconds(), Reason: req.GetReason(), ApproverGroups: s.cfg.GrantApprovers, Quorum: 1,
+		RequestedAt: timestamppb.New(s.cfg.Now())}
+	if _, err := s.store.Append(ctx, "grant", id, eventstore.Position{}, eventstore.NewEvent("requested", ev)); err != nil {
+		return nil, err
+	}
+	a, _ := fold([]eventstore.Event{{Type: "sluice.approvals.v1.GrantRequested", Data: mustMarshal(ev), Version: 1}})
+	return &approvalsv1.ApprovalReply{Approval: a}, nil
+}
+
+// mayApprove reports whether p belongs to one of the approver groups.
+func (s *Service) mayApprove(p *commonv1.Principal, groups []string) bool {
+	defs := s.ctl.Approvers().GetGroups()
+	for _, name := range groups {
+		for _, g := range defs {
+			if g.GetName() != name {
+				continue
+			}
+			if slices.Contains(g.GetSubjects(), p.GetSubject()) || (p.GetEmail() != "" && slices.Contains(g.GetSubjects(), p.GetEmail())) {
+				return true
+			}
+			for _, pg := range p.GetGroups() {
+				if slices.Contains(g.GetGroups(), pg) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// withRetry runs fn on the current state of id, retrying on a lost race.
+func (s *Service) withRetry(ctx context.Context, id string, fn func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending)) (*approvalsv1.ApprovalReply, error) {
+	for attempt := 0; attempt < 5; attempt++ {
+		agg, st, err := s.aggregateOf(ctx, id)
+		if errors.Is(err, eventstore.ErrNotFound) {
+			return replyErr("not_found", "there is no approval request %s", id), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		a, err := fold(st.Events)
+		if err != nil {
+			return nil, err
+		}
+		reply, events := fn(agg, st, a)
+		if len(events) == 0 {
+			return reply, nil
+		}
+		if _, err := s.store.Append(ctx, agg, id, st.Position, events...); errors.Is(err, eventstore.ErrConflict) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		st, err = s.store.Load(ctx, agg, id)
+		if err != nil {
+			return nil, err
+		}
+		a, err = fold(st.Events)
+		if err != nil {
+			return nil, err
+		}
+		if reply == nil {
+			reply = &approvalsv1.ApprovalReply{}
+		}
+		reply.Approval = a
+		return reply, nil
+	}
+	return replyErr("conflict", "the request changed concurrently; try again"), nil
+}
+
+func (s *Service) expiredNow(a *approvalsv1.Approval) bool {
+	return a.GetState() == Pending && a.GetExpiresAt() != nil && !s.cfg.Now().Before(a.GetExpiresAt().AsTime())
+}
+
+func (s *Service) decide(ctx context.Context, req *approvalsv1.Decide) (*approvalsv1.ApprovalReply, error) {
+	p := req.GetApprover()
+	if req.GetVerdict() != "approve" && req.GetVerdict() != "deny" {
+		return replyErr("bad_request", "the verdict is approve or deny"), nil
+	}
+	return s.withRetry(ctx, req.GetId(), func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
+		now := s.cfg.Now()
+		switch {
+		case s.expiredNow(a):
+			return replyErr("expired", "request %s expired at %s", a.GetId(), a.GetExpiresAt().AsTime().UTC().Format(time.RFC3339)),
+				[]eventstore.Pending{expiredEvent(agg, a.GetId(), now)}
+		case a.GetState() != Pending:
+			return replyErr("not_pending", "request %s is %s", a.GetId(), a.GetState()), nil
+		case p.GetSubject() == a.GetRequester().GetSubject():
+			return replyErr("self_approval", "nobody approves their own request"), nil
+		case !s.mayApprove(p, a.GetApproverGroups()):
+			return replyErr("forbidden", "you are not in an approver group of this request (%s)", strings.Join(a.GetApproverGroups(), ", ")), nil
+		}
+		if req.GetVerdict() == "deny" {
+			if agg == "grant" {
+				return nil, []eventstore.Pending{eventstore.NewEvent("denied", &approvalsv1.GrantDenied{Id: a.GetId(), Approver: p, Reason: req.GetReason(), At: timestamppb.New(now)})}
+			}
+			return nil, []eventstore.Pending{eventstore.NewEvent("denied", &approvalsv1.RequestDenied{Id: a.GetId(), Approver: p, Reason: req.GetReason(), At: timestamppb.New(now)})}
+		}
+		if voted(a, p.GetSubject()) {
+			return replyErr("already_voted", "you already approved request %s", a.GetId()), nil
+		}
+		granted := uint32(len(a.GetApprovedBy())+1) >= a.GetQuorum()
+		if agg == "grant" {
+			ev := &approvalsv1.GrantApproved{Id: a.GetId(), Approver: p, Reason: req.GetReason(), Granted: granted, At: timestamppb.New(now)}
+			if granted {
+				ev.StartsAt, ev.EndsAt = timestamppb.New(now), timestamppb.New(now.Add(time.Duration(a.GetDurationSeconds())*time.Second))
+			}
+			return nil, []eventstore.Pending{eventstore.NewEvent("approved", ev)}
+		}
+		return nil, []eventstore.Pending{eventstore.NewEvent("approved", &approvalsv1.RequestApproved{Id: a.GetId(), Approver: p, Reason: req.GetReason(), Granted: granted, At: timestamppb.New(now)})}
+	})
+}
+
+func expiredEvent(agg, id string, now time.Time) eventstore.Pending {
+	return eventstore.NewEvent("expired", &approvalsv1.RequestExpired{Id: id, At: timestamppb.New(now)})
+}
+
+func (s *Service) consume(ctx context.Context, req *approvalsv1.Consume) (*approvalsv1.ApprovalReply, error) {
+	return s.withRetry(ctx, req.GetId(), func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
+		switch {
+		case agg != "request":
+			return replyErr("bad_request", "%s is a grant, not a command approval", a.GetId()), nil
+		case a.GetState() == Consumed:
+			return replyErr("consumed", "approval %s was already used; it is single-use", a.GetId()), nil
+		case a.GetState() != Approved:
+			return replyErr("not_approved", "request %s is %s", a.GetId(), a.GetState()), nil
+		case !s.cfg.Now().Before(a.GetExpiresAt().AsTime()):
+			return replyErr("expired", "approval %s expired", a.GetId()), nil
+		case req.GetSessionId() != a.GetSessionId():
+			return replyErr("mismatch", "approval %s was given for another session", a.GetId()), nil
+		case req.GetCommandHash() != a.GetCommandHash():
+			return replyErr("mismatch", "approval %s was given for another command or other parameters", a.GetId()), nil
+		case req.GetPrincipal().GetSubject() != a.GetRequester().GetSubject():
+			return replyErr("mismatch", "approval %s was given to another principal", a.GetId()), nil
+		}
+		return nil, []eventstore.Pending{eventstore.NewEvent("consumed", &approvalsv1.RequestConsumed{Id: a.GetId(), SessionId: req.GetSessionId(), At: timestamppb.New(s.cfg.Now())})}
+	})
+}
+
+func (s *Service) revoke(ctx context.Context, req *approvalsv1.Revoke) (*approvalsv1.ApprovalReply, error) {
+	return s.withRetry(ctx, req.GetId(), func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
+		switch {
+		case agg != "grant":
+			return replyErr("bad_request", "%s is not a grant", a.GetId()), nil
+		case a.GetState() != Approved:
+			return replyErr("not_active", "grant %s is %s", a.GetId(), a.GetState()), nil
+		case req.GetBy().GetSubject() != a.GetRequester().GetSubject() && !s.mayApprove(req.GetBy(), a.GetApproverGroups()):
+			return replyErr("forbidden", "only the grantee or an approver may revoke a grant"), nil
+		}
+		return nil, []eventstore.Pending{eventstore.NewEvent("revoked", &approvalsv1.GrantRevoked{Id: a.GetId(), By: req.GetBy(), Reason: req.GetReason(), At: timestamppb.New(s.cfg.Now())})}
+	})
+}
+
+func (s *Service) get(_ context.Context, req *approvalsv1.Get) (*approvalsv1.ApprovalReply, error) {
+	a, ok := s.view.Get(req.GetId())
+	if !ok {
+		return replyErr("not_found", "there is no approval request %s", req.GetId()), nil
+	}
+	return &approvalsv1.ApprovalReply{Approval: a}, nil
+}
+
+func (s *Service) list(_ context.Context, req *approvalsv1.ListRequest) (*approvalsv1.ListReply, error) {
+	state := req.GetState()
+	if state == "" {
+		state = Pending
+	}
+	caller := req.GetCaller()
+	out := s.view.List(func(a *approvalsv1.Approval) bool {
+		if state != "all" && a.GetState() != state {
+			return false
+		}
+		// Approvers see what they may decide; everyone sees their own.
+		return a.GetRequester().GetSubject() == caller.GetSubject() || s.mayApprove(caller, a.GetApproverGroups()) ||
+			slices.Contains(caller.GetGroups(), "auditors") || slices.Contains(caller.GetGroups(), "sluice-admins")
+	})
+	return &approvalsv1.ListReply{Approvals: out}, nil
+}
+
+// expire turns pending requests past their expiry into expired ones. Every
+// replica runs it; optimistic concurrency makes the transition happen once.
+func (s *Service) expire(ctx context.Context) error {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for _, a := range s.view.List(s.expiredNow) {
+			_, err := s.withRetry(ctx, a.GetId(), func(agg string, st eventstore.Aggregate, cur *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
+				if !s.expiredNow(cur) {
+					return nil, nil
+				}
+				return nil, []eventstore.Pending{expiredEvent(agg, cur.GetId(), s.cfg.Now())}
+			})
+			if err != nil && ctx.Err() == nil {
+				s.cfg.Log.Warn().Err(err).Str("approval", a.GetId()).Msg("expiry failed; will retry")
+			}
+		}
+	}
+}
+
+// project folds the aggregate and stores its state in the bucket.
+func (s *Service) project(ctx context.Context, e eventstore.Event) error {
+	st, err := s.store.Load(ctx, e.Aggregate, e.AggregateID)
+	if err != nil {
+		return err
+	}
+	a, err := fold(st.Events)
+	if err != nil {
+		return err
+	}
+	data, err := proto.Marshal(a)
+	if err != nil {
+		return err
+	}
+	kv, err := s.cfg.Conn.JS.KeyValue(ctx, bus.BucketApprovals)
+	if err != nil {
+		return err
+	}
+	_, err = kv.Put(ctx, a.GetId(), data)
+	return err
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,118 @@
+package approvals
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"sluice.dev/sluice/libs/eventstore"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
+)
+
+// States.
+const (
+	Pending   = "pending"
+	Approved  = "approved"
+	Denied    = "denied"
+	Expired   = "expired"
+	Cancelled = "cancelled"
+	Consumed  = "consumed"
+	Revoked   = "revoked"
+)
+
+// Types.
+const (
+	TypeCommand = "command"
+	TypeGrant   = "grant"
+)
+
+// fold computes an approval's state from its events.
+func fold(events []eventstore.Event) (*approvalsv1.Approval, error) {
+	a := &approvalsv1.Approval{}
+	for _, e := range events {
+		a.Version = e.Version
+		switch e.Type {
+		case "sluice.approvals.v1.RequestOpened":
+			var m approvalsv1.RequestOpened
+			if err := e.Decode(&m); err != nil {
+				return nil, err
+			}
+			a.Id, a.Type, a.State = m.GetId(), TypeCommand, Pending
+			a.Requester, a.SessionId, a.Target = m.GetRequester(), m.GetSessionId(), m.GetTarget()
+			a.Command, a.CommandHash, a.Rule, a.Reason = m.GetCommand(), m.GetCommandHash(), m.GetRule(), m.GetReason()
+			a.ApproverGroups, a.Quorum = m.GetApproverGroups(), max(m.GetQuorum(), 1)
+			a.CreatedAt, a.ExpiresAt = m.GetOpenedAt(), m.GetExpiresAt()
+		case "sluice.approvals.v1.GrantRequested":
+			var m approvalsv1.GrantRequested
+			if err := e.Decode(&m); err != nil {
+				return nil, err
+			}
+			a.Id, a.Type, a.State = m.GetId(), TypeGrant, Pending
+			a.Requester, a.Target, a.Role, a.Reason = m.GetRequester(), m.GetTarget(), m.GetRole(), m.GetReason()
+			a.ApproverGroups, a.Quorum = m.GetApproverGroups(), max(m.GetQuorum(), 1)
+			a.CreatedAt = m.GetRequestedAt()
+			a.ExpiresAt = timestamppb.New(m.GetRequestedAt().AsTime().Add(requestTTL))
+			a.DurationSeconds = m.GetDurationSeconds()
+		case "sluice.approvals.v1.RequestApproved":
+			var m approvalsv1.RequestApproved
+			if err := e.Decode(&m); err != nil {
+				return nil, err
+			}
+			a.ApprovedBy = append(a.ApprovedBy, m.GetApprover().GetSubject())
+			if m.GetGranted() {
+				a.State, a.DecidedBy, a.DecisionReason = Approved, m.GetApprover().GetSubject(), m.GetReason()
+			}
+		case "sluice.approvals.v1.GrantApproved":
+			var m approvalsv1.GrantApproved
+			if err := e.Decode(&m); err != nil {
+				return nil, err
+			}
+			a.ApprovedBy = append(a.ApprovedBy, m.GetApprover().GetSubject())
+			if m.GetGranted() {
+				a.State, a.DecidedBy, a.DecisionReason = Approved, m.GetApprover().GetSubject(), m.GetReason()
+				a.StartsAt, a.EndsAt = m.GetStartsAt(), m.GetEndsAt()
+			}
+		case "sluice.approvals.v1.RequestDenied":
+			var m approvalsv1.RequestDenied
+			if err := e.Decode(&m); err != nil {
+				return nil, err
+			}
+			a.State, a.DecidedBy, a.DecisionReason = Denied, m.GetApprover().GetSubject(), m.GetReason()
+		case "sluice.approvals.v1.GrantDenied":
+			var m approvalsv1.GrantDenied
+			if err := e.Decode(&m); err != nil {
+				return nil, err
+			}
+			a.State, a.DecidedBy, a.DecisionReason = Denied, m.GetApprover().GetSubject(), m.GetReason()
+		case "sluice.approvals.v1.RequestExpired":
+			a.State = Expired
+		case "sluice.approvals.v1.RequestCancelled":
+			var m approvalsv1.RequestCancelled
+			if err := e.Decode(&m); err != nil {
+				return nil, err
+			}
+			a.State, a.DecisionReason = Cancelled, m.GetReason()
+		case "sluice.approvals.v1.RequestConsumed":
+			a.State = Consumed
+		case "sluice.approvals.v1.GrantRevoked":
+			var m approvalsv1.GrantRevoked
+			if err := e.Decode(&m); err != nil {
+				return nil, err
+			}
+			a.State, a.DecidedBy, a.DecisionReason = Revoked, m.GetBy().GetSubject(), m.GetReason()
+		default:
+			return nil, fmt.Errorf("approval %s: unknown event %s", e.AggregateID, e.Type)
+		}
+	}
+	return a, nil
+}
+
+// voted reports whether subject already voted.
+func voted(a *approvalsv1.Approval, subject string) bool {
+	return slices.Contains(a.GetApprovedBy(), subject)
+}
+
+// requestTTL bounds how long a grant request waits for a decision.
+const requestTTL = 24 * time.Hour
