@@ -27,44 +27,53 @@ type Projection struct {
 
 // Run applies events until ctx is done. Several replicas may run the same
 // projection: the durable consumer hands each event to one of them, one at a
-// time, in order.
+// time, in order (at most one unacknowledged event).
 func (s *Store) Run(ctx context.Context, p Projection) error {
-	c, err := s.consumer(ctx, p)
-	if err != nil {
-		return err
-	}
-	for {
-		if ctx.Err() != nil {
-			return nil
-		}
-		batch, err := c.Fetch(64, jetstream.FetchMaxWait(time.Second))
+	for ctx.Err() == nil {
+		c, err := s.consumer(ctx, p)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-				if c, err = s.consumer(ctx, p); err != nil {
-					return err
-				}
-				continue
-			}
-			p.Log.Warn().Err(err).Str("projection", p.Name).Msg("projection fetch failed")
+			return err
+		}
+		if err := s.consume(ctx, c, p); err != nil && ctx.Err() == nil {
+			p.Log.Warn().Err(err).Str("projection", p.Name).Msg("projection interrupted; resuming")
 			sleep(ctx, time.Second)
+		}
+	}
+	return nil
+}
+
+func (s *Store) consume(ctx context.Context, c jetstream.Consumer, p Projection) error {
+	it, err := c.Messages(jetstream.PullMaxMessages(16))
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	defer it.Stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return err
+		}
+		e, err := s.decode(m)
+		if err == nil {
+			err = p.Apply(ctx, e)
+		}
+		if err != nil {
+			p.Log.Error().Err(err).Str("projection", p.Name).Str("subject", m.Subject()).Msg("projection apply failed; will retry")
+			_ = m.NakWithDelay(time.Second)
 			continue
 		}
-		for m := range batch.Messages() {
-			e, err := s.decode(m)
-			if err == nil {
-				err = p.Apply(ctx, e)
-			}
-			if err != nil {
-				p.Log.Error().Err(err).Str("projection", p.Name).Str("subject", m.Subject()).Msg("projection apply failed; will retry")
-				_ = m.NakWithDelay(time.Second)
-				break
-			}
-			if err := m.DoubleAck(ctx); err != nil && ctx.Err() == nil {
-				p.Log.Warn().Err(err).Str("projection", p.Name).Msg("projection ack failed")
-			}
+		if err := m.DoubleAck(ctx); err != nil && ctx.Err() == nil {
+			p.Log.Warn().Err(err).Str("projection", p.Name).Msg("projection ack failed")
 		}
 	}
 }

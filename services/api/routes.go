@@ -6,4 +6,5 @@ func (s *Server) extraRoutes() {
 	s.controlRoutes()
 	s.policyRoutes()
 	s.auditRoutes()
+	s.approvalRoutes()
 }

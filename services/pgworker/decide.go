@@ -58,6 +58,13 @@ func (c *decisionCache) setRevision(rev uint64) {
 	}
 }
 
+// flush forgets every decision.
+func (c *decisionCache) flush() {
+	c.mu.Lock()
+	c.m = map[cacheKey]cached{}
+	c.mu.Unlock()
+}
+
 func (c *decisionCache) get(k cacheKey, now time.Time) *policyv1.Decision {
 	c.mu.RLock()
 	e, ok := c.m[k]

@@ -2,25 +2,174 @@ package pgworker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgproto3"
 	"google.golang.org/protobuf/proto"
 
+	"sluice.dev/sluice/libs/approvalstate"
+	"sluice.dev/sluice/libs/bus"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
-// hold handles a statement the policy holds for review.
+const (
+	subjectOpen    = "sluice.api.approvals.request.open"
+	subjectConsume = "sluice.api.approvals.request.consume"
+)
+
+// commandHash binds an approval to the exact command bytes and parameters.
+func commandHash(text, params string) string {
+	h := sha256.New()
+	h.Write([]byte(text))
+	h.Write([]byte{0})
+	h.Write([]byte(params))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// heldOutcome is how a hold ended.
+type heldOutcome struct {
+	approved bool
+	// denial explains a refusal (denied, expired, unavailable, mismatch).
+	denial *policyv1.Decision
+	seq    uint64
+}
+
+// await holds the session (nothing more is read from the client) while a
+// human decides: it opens an approval request, tells the client at once
+// with a notice, waits (bounded) and consumes the approval if granted.
+func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, stmt, params string, cached bool) (heldOutcome, error) {
+	seq, err := s.emitCommand(text, via, stmt, params, d, cached)
+	if err != nil {
+		return heldOutcome{}, s.notRecording()
+	}
+	if err := s.rec.WaitFor(ctx, seq); err != nil {
+		return heldOutcome{}, s.notRecording()
+	}
+	cmdID := s.cmdID
+	refuse := func(reason string) heldOutcome {
+		c := proto.Clone(d).(*policyv1.Decision)
+		c.Action, c.Reason = "deny", reason
+		return heldOutcome{denial: c}
+	}
+	hash := commandHash(text, params)
+	var reply approvalsv1.ApprovalReply
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = bus.Request(octx, s.w.cfg.Conn.NC, subjectOpen, &approvalsv1.OpenRequest{
+		Requester: s.principal, SessionId: s.id, Target: s.targetRef.GetName(), Command: text, CommandHash: hash,
+		Rule: d.GetRule(), Reason: d.GetReason(), ApproverGroups: d.GetApprovers(), Quorum: d.GetQuorum(),
+		TtlSeconds: int64(s.w.cfg.HoldTimeout.Seconds()),
+	}, &reply)
+	cancel()
+	if err != nil || reply.GetError() != nil {
+		msg := "the approvals service is unavailable"
+		if reply.GetError() != nil {
+			msg = reply.GetError().GetMessage()
+		}
+		return refuse(d.GetReason() + "; it needs approval, but no approval request could be opened: " + msg), nil
+	}
+	id := reply.GetApproval().GetId()
+	_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: cmdID, ApprovalId: id, State: "pending"}}})
+	notice := &pgproto3.NoticeResponse{
+		Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000",
+		Message: fmt.Sprintf("sluice: statement held for approval %s (rule %q): %s", id, d.GetRule(), d.GetReason()),
+		Detail:  fmt.Sprintf("An approver (%s) runs: sluice approve %s", strings.Join(d.GetApprovers(), ", "), id),
+		Hint:    fmt.Sprintf("Waiting up to %s. Once approved, exactly this statement runs, once.", s.w.cfg.HoldTimeout),
+	}
+	if err := s.writeClient(notice); err != nil {
+		return heldOutcome{}, errClosed
+	}
+	wctx, wcancel := context.WithTimeout(ctx, s.w.cfg.HoldTimeout+5*time.Second)
+	a, err := approvalstate.Wait(wctx, s.w.cfg.Conn.JS, id)
+	wcancel()
+	if ctx.Err() != nil {
+		return heldOutcome{}, errClosed
+	}
+	if err != nil {
+		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: cmdID, ApprovalId: id, State: "expired"}}})
+		return refuse(fmt.Sprintf("approval request %s was not decided in time", id)), nil
+	}
+	event := &sessionv1.Approval{CommandId: cmdID, ApprovalId: id, State: a.GetState(), Approvers: a.GetApprovedBy(), Reason: a.GetDecisionReason()}
+	switch a.GetState() {
+	case "approved":
+	case "denied":
+		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: event}})
+		return refuse(fmt.Sprintf("approval request %s was denied by %s: %s", id, a.GetDecidedBy(), orNone(a.GetDecisionReason()))), nil
+	default:
+		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: event}})
+		return refuse(fmt.Sprintf("approval request %s %s", id, a.GetState())), nil
+	}
+	var consumed approvalsv1.ApprovalReply
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	err = bus.Request(cctx, s.w.cfg.Conn.NC, subjectConsume, &approvalsv1.Consume{Id: id, SessionId: s.id, CommandHash: hash, Principal: s.principal}, &consumed)
+	ccancel()
+	if err != nil || consumed.GetError() != nil {
+		msg := "the approvals service is unavailable"
+		if consumed.GetError() != nil {
+			msg = consumed.GetError().GetMessage()
+		}
+		return refuse("the approval could not be used: " + msg), nil
+	}
+	event.State = "consumed"
+	seq, err = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: event}})
+	if err != nil {
+		return heldOutcome{}, s.notRecording()
+	}
+	// The approval is the write-ahead record of what now runs.
+	if err := s.rec.WaitFor(ctx, seq); err != nil {
+		return heldOutcome{}, s.notRecording()
+	}
+	return heldOutcome{approved: true, seq: seq}, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no reason given"
+	}
+	return s
+}
+
+// hold handles a simple Query the policy holds for review.
 func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via string, frame []byte, cached bool) error {
-	return s.deny(reviewUnavailable(d), text, via, cached)
+	// The reader's buffer is not reused while the client is not read, but
+	// keep a copy of the exact bytes that will run.
+	frame = append([]byte(nil), frame...)
+	out, err := s.await(ctx, d, text, via, "", "", cached)
+	if err != nil {
+		return err
+	}
+	if !out.approved {
+		return s.probeQuery(out.denial)
+	}
+	s.commands.Add(1)
+	s.notePrepared(d, text)
+	s.push(&expect{kind: expQuery, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true})
+	return s.forward(frame)
 }
 
-// holdParse handles a Parse whose statement the policy holds for review.
-func (s *session) holdParse(ctx context.Context, d *policyv1.Decision, name, text string, frame []byte, cached bool) error {
-	return s.denyParse(reviewUnavailable(d), name, text, cached)
-}
-
-func reviewUnavailable(d *policyv1.Decision) *policyv1.Decision {
-	c := proto.Clone(d).(*policyv1.Decision)
-	c.Action = "deny"
-	c.Reason = d.GetReason() + " (held for approval, but approvals are not available on this gateway)"
-	return c
+// holdExecute handles an Execute of a statement the policy holds: the
+// approval binds to the statement text and the bound parameters.
+func (s *session) holdExecute(ctx context.Context, info *stmtInfo, p *portalInfo, frame []byte) error {
+	frame = append([]byte(nil), frame...)
+	out, err := s.await(ctx, info.decision, info.text, "execute", p.stmt, p.paramsHash, info.cached)
+	if err != nil {
+		return err
+	}
+	if !out.approved {
+		// Fail this Execute as the server would: a Parse that fails, under
+		// a name of our own, makes the server skip to the client's Sync.
+		s.denied.Add(1)
+		s.commands.Add(1)
+		marker := s.nextMarker()
+		s.push(&expect{kind: expProbeParse, cmdID: s.cmdID, denial: denial(out.denial, s.id), marker: marker})
+		return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: marker, Query: probeSQL(marker)})
+	}
+	s.commands.Add(1)
+	s.push(&expect{kind: expExecute, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true})
+	return s.forward(frame)
 }

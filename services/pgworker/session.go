@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/recording"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
@@ -61,9 +63,11 @@ type session struct {
 	// Client-goroutine state.
 	stmts   map[string]*stmtInfo
 	portals map[string]*portalInfo
-	cmdID   uint64
-	marker  string
-	probes  uint64
+	// sqlPrepared are statements made with SQL PREPARE, by name.
+	sqlPrepared map[string]*stmtInfo
+	cmdID       uint64
+	marker      string
+	probes      uint64
 
 	// Shared with the server goroutine.
 	qmu   sync.Mutex
@@ -361,8 +365,10 @@ func (s *session) notRecording() error {
 
 func (s *session) onQuery(ctx context.Context, text string, frame []byte) error {
 	d, cached := s.decide(ctx, text)
+	d = s.reviewExecutes(d)
 	switch d.GetAction() {
 	case "allow":
+		s.notePrepared(d, text)
 		seq, err := s.emitCommand(text, "simple", "", "", d, cached)
 		if err != nil {
 			return s.notRecording()
@@ -391,6 +397,11 @@ func (s *session) deny(d *policyv1.Decision, text, via string, cached bool) erro
 	if _, err := s.emitCommand(text, via, "", "", d, cached); err != nil {
 		return s.notRecording()
 	}
+	return s.probeQuery(d)
+}
+
+// probeQuery sends the failing statement that stands in for a refused one.
+func (s *session) probeQuery(d *policyv1.Decision) error {
 	s.denied.Add(1)
 	s.commands.Add(1)
 	marker := s.nextMarker()
@@ -416,7 +427,10 @@ func (s *session) onParse(ctx context.Context, name, text string, frame []byte) 
 		s.stmts[name] = &stmtInfo{text: text, decision: d, cached: cached}
 		return s.forward(frame)
 	case "review":
-		return s.holdParse(ctx, d, name, text, frame, cached)
+		// Parsing runs nothing: the statement is held when it is executed,
+		// with its parameters.
+		s.stmts[name] = &stmtInfo{text: text, decision: d, cached: cached}
+		return s.forward(frame)
 	default:
 		return s.denyParse(d, name, text, cached)
 	}
@@ -441,12 +455,18 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 	var info *stmtInfo
 	if p != nil {
 		info = s.stmts[p.stmt]
+		if info == nil {
+			info = s.sqlPrepared[p.stmt]
+		}
 	}
 	if info == nil {
 		// The portal or statement is unknown here, so it does not exist on
-		// the server either (every Parse passes through this worker); the
-		// server answers the error.
+		// the server either (every Parse and PREPARE passes through this
+		// worker); the server answers the error.
 		return s.forward(frame)
+	}
+	if info.decision.GetAction() == "review" {
+		return s.holdExecute(ctx, info, p, frame)
 	}
 	seq, err := s.emitCommand(info.text, "execute", p.stmt, p.paramsHash, info.decision, true)
 	if err != nil {
@@ -474,4 +494,40 @@ func (s *session) writeClient(msgs ...encoder) error {
 		}
 	}
 	return s.cw.Flush()
+}
+
+// notePrepared remembers statements a PREPARE creates, so that executing
+// them (by SQL EXECUTE or by protocol Bind/Execute) is ruled like the
+// PREPARE was.
+func (s *session) notePrepared(d *policyv1.Decision, text string) {
+	for _, st := range d.GetStatements() {
+		if st.GetPreparedName() == "" {
+			continue
+		}
+		switch {
+		case slices.Contains(st.GetFlags(), "prepare"):
+			s.sqlPrepared[st.GetPreparedName()] = &stmtInfo{text: text, decision: d}
+		case slices.Contains(st.GetFlags(), "deallocate"):
+			delete(s.sqlPrepared, st.GetPreparedName())
+		}
+	}
+}
+
+// reviewExecutes holds an EXECUTE whose PREPARE needed approval: an
+// approval covers one execution, not every later one.
+func (s *session) reviewExecutes(d *policyv1.Decision) *policyv1.Decision {
+	if d.GetAction() != "allow" {
+		return d
+	}
+	for _, st := range d.GetStatements() {
+		if !slices.Contains(st.GetFlags(), "execute") {
+			continue
+		}
+		if prep := s.sqlPrepared[st.GetPreparedName()]; prep != nil && prep.decision.GetAction() == "review" {
+			c := proto.Clone(prep.decision).(*policyv1.Decision)
+			c.Statements = d.GetStatements()
+			return c
+		}
+	}
+	return d
 }

@@ -242,7 +242,7 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		w: w, id: recording.NewSessionID(), principal: principal, pkey: principalKey(principal), target: tc,
 		targetRef:  &commonv1.Target{Name: tc.GetSpec().GetName(), Kind: tc.GetSpec().GetKind(), Labels: tc.GetSpec().GetLabels()},
 		clientAddr: client, clientUser: params["user"], app: params["application_name"],
-		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{},
+		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}, sqlPrepared: map[string]*stmtInfo{},
 	}
 	s.rec = w.rec.Open(s.id)
 	hj, err := w.connectUpstream(ctx, tc.GetSpec().GetPostgres(), params)

@@ -17,12 +17,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/authn"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/devcert"
 	"sluice.dev/sluice/libs/recording"
 	"sluice.dev/sluice/libs/secrets"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 )
 
 // Config configures the worker. Zero values take the documented defaults.
@@ -144,8 +146,16 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.decisions.setRevision(w.view.Policy().GetRevision())
 		}
 	})
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- w.view.Follow(ctx, w.cfg.Conn.JS) }()
+	// A grant that starts or ends changes decisions: forget cached ones.
+	grants := approvalstate.NewView()
+	grants.OnChange(func(a *approvalsv1.Approval) {
+		if a.GetType() == "grant" {
+			w.decisions.flush()
+		}
+	})
+	go func() { errc <- grants.Follow(ctx, w.cfg.Conn.JS) }()
 	select {
 	case <-w.view.Ready():
 	case err := <-errc:

@@ -11,11 +11,13 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
+	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
 	engine "sluice.dev/sluice/libs/policy"
 	"sluice.dev/sluice/libs/sqlclass"
 	"sluice.dev/sluice/libs/sqlshape"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -43,16 +45,21 @@ type Config struct {
 	Log  zerolog.Logger
 }
 
+// Grants gives the active grants of a principal on a target, the revision of
+// the grants state and when the answer next changes (zero: not soon).
+type Grants func(subject, target string, now time.Time) ([]*approvalsv1.Grant, uint64, time.Time)
+
 // Service is the policy service.
 type Service struct {
-	cfg  Config
-	view *controlstate.View
-	set  atomic.Pointer[engine.Set]
+	cfg    Config
+	view   *controlstate.View
+	grants *approvalstate.View
+	set    atomic.Pointer[engine.Set]
 }
 
 // New returns the service.
 func New(cfg Config) *Service {
-	return &Service{cfg: cfg, view: controlstate.NewView()}
+	return &Service{cfg: cfg, view: controlstate.NewView(), grants: approvalstate.NewView()}
 }
 
 // Run serves until ctx is done.
@@ -62,8 +69,9 @@ func (s *Service) Run(ctx context.Context) error {
 			s.recompile()
 		}
 	})
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- s.view.Follow(ctx, s.cfg.Conn.JS) }()
+	go func() { errc <- s.grants.Follow(ctx, s.cfg.Conn.JS) }()
 	select {
 	case <-s.view.Ready():
 	case err := <-errc:
@@ -124,7 +132,7 @@ func deny(rule, reason string, revision uint64) *policyv1.Decision {
 }
 
 func (s *Service) evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.Decision, error) {
-	return Evaluate(ctx, s.set.Load(), s.target(req.GetTarget()), req, time.Now()), nil
+	return EvaluateWithGrants(ctx, s.set.Load(), s.target(req.GetTarget()), req, time.Now(), s.grants.Grants), nil
 }
 
 // target completes the target with its registered kind and labels.
@@ -136,12 +144,38 @@ func (s *Service) target(t *commonv1.Target) *commonv1.Target {
 	return t
 }
 
-// Evaluate rules on one request with a compiled set (nil means no policy).
+// Evaluate rules on one request with a compiled set (nil means no policy)
+// and no grants.
 func Evaluate(ctx context.Context, set *engine.Set, target *commonv1.Target, req *policyv1.EvaluateRequest, now time.Time) *policyv1.Decision {
+	return EvaluateWithGrants(ctx, set, target, req, now, nil)
+}
+
+// EvaluateWithGrants rules on one request, giving policies the principal's
+// active grants on the target. A decision that depends on grants may be
+// cached only until the grants next change.
+func EvaluateWithGrants(ctx context.Context, set *engine.Set, target *commonv1.Target, req *policyv1.EvaluateRequest, now time.Time, grants Grants) *policyv1.Decision {
 	if set == nil {
 		return deny(RuleNoPolicy, "no policy is applied", 0)
 	}
 	in := engine.Input{Principal: req.GetPrincipal(), Target: target, Now: now}
+	var grantsRev uint64
+	var nextChange time.Time
+	if grants != nil && set.UsesGrants {
+		in.Grants, grantsRev, nextChange = grants(req.GetPrincipal().GetSubject(), target.GetName(), now)
+	}
+	d := evaluateCommand(ctx, set, in, req)
+	if d.Cache != nil {
+		d.Cache.GrantsRevision = grantsRev
+		if !nextChange.IsZero() && d.Cache.GetCacheable() {
+			if ttl := nextChange.Sub(now).Milliseconds(); ttl < d.Cache.GetTtlMs() {
+				d.Cache.TtlMs = max(ttl, 0)
+			}
+		}
+	}
+	return d
+}
+
+func evaluateCommand(ctx context.Context, set *engine.Set, in engine.Input, req *policyv1.EvaluateRequest) *policyv1.Decision {
 	switch cmd := req.GetCommand().(type) {
 	case *policyv1.EvaluateRequest_Sql:
 		return evaluateSQL(ctx, set, in, cmd.Sql.GetText())
@@ -204,7 +238,7 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 			Tables: slices.Compact(tables), Functions: st.Functions, Flags: flags, Setting: st.Setting,
 			Statements: int32(len(res.Statements)), Fingerprint: res.Fingerprint,
 		}
-		stmts = append(stmts, &policyv1.Statement{Kind: string(st.Kind), Command: st.Command, Reads: st.Reads, Writes: st.Writes, Functions: st.Functions, Flags: flags})
+		stmts = append(stmts, &policyv1.Statement{Kind: string(st.Kind), Command: st.Command, Reads: st.Reads, Writes: st.Writes, Functions: st.Functions, Flags: flags, PreparedName: st.PreparedName})
 		d := decision(set.Evaluate(ctx, in), set.Revision)
 		if worst == nil || engine.Severity(d.Action) > engine.Severity(worst.Action) {
 			worst = d

@@ -340,13 +340,15 @@ func (*EvaluateRequest_K8S) isEvaluateRequest_Command() {}
 
 // Statement is what the classifier found in one SQL statement.
 type Statement struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
-	Command       string                 `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
-	Reads         []string               `protobuf:"bytes,3,rep,name=reads,proto3" json:"reads,omitempty"`
-	Writes        []string               `protobuf:"bytes,4,rep,name=writes,proto3" json:"writes,omitempty"`
-	Functions     []string               `protobuf:"bytes,5,rep,name=functions,proto3" json:"functions,omitempty"`
-	Flags         []string               `protobuf:"bytes,6,rep,name=flags,proto3" json:"flags,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Kind      string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Command   string                 `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	Reads     []string               `protobuf:"bytes,3,rep,name=reads,proto3" json:"reads,omitempty"`
+	Writes    []string               `protobuf:"bytes,4,rep,name=writes,proto3" json:"writes,omitempty"`
+	Functions []string               `protobuf:"bytes,5,rep,name=functions,proto3" json:"functions,omitempty"`
+	Flags     []string               `protobuf:"bytes,6,rep,name=flags,proto3" json:"flags,omitempty"`
+	// prepared_name is the name a PREPARE creates or an EXECUTE runs.
+	PreparedName  string `protobuf:"bytes,7,opt,name=prepared_name,json=preparedName,proto3" json:"prepared_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -421,6 +423,13 @@ func (x *Statement) GetFlags() []string {
 		return x.Flags
 	}
 	return nil
+}
+
+func (x *Statement) GetPreparedName() string {
+	if x != nil {
+		return x.PreparedName
+	}
+	return ""
 }
 
 // Cache says whether, how long and under which key a worker may reuse a decision.
@@ -961,14 +970,15 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	" \x01(\v2\x1c.sluice.policy.v1.SQLCommandH\x00R\x03sql\x120\n" +
 	"\x03ssh\x18\v \x01(\v2\x1c.sluice.policy.v1.SSHCommandH\x00R\x03ssh\x120\n" +
 	"\x03k8s\x18\f \x01(\v2\x1c.sluice.policy.v1.K8sCommandH\x00R\x03k8sB\t\n" +
-	"\acommand\"\x9b\x01\n" +
+	"\acommand\"\xc0\x01\n" +
 	"\tStatement\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\acommand\x18\x02 \x01(\tR\acommand\x12\x14\n" +
 	"\x05reads\x18\x03 \x03(\tR\x05reads\x12\x16\n" +
 	"\x06writes\x18\x04 \x03(\tR\x06writes\x12\x1c\n" +
 	"\tfunctions\x18\x05 \x03(\tR\tfunctions\x12\x14\n" +
-	"\x05flags\x18\x06 \x03(\tR\x05flags\"\xef\x01\n" +
+	"\x05flags\x18\x06 \x03(\tR\x05flags\x12#\n" +
+	"\rprepared_name\x18\a \x01(\tR\fpreparedName\"\xef\x01\n" +
 	"\x05Cache\x12\x1c\n" +
 	"\tcacheable\x18\x01 \x01(\bR\tcacheable\x12\x15\n" +
 	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12 \n" +

@@ -38,6 +38,7 @@ and is reused by the next start. Ctrl-C stops everything.`,
 	f.IntVar(&cfg.NATSPort, "nats-port", 14222, "embedded NATS client port")
 	f.IntVar(&cfg.DemoPGPort, "demo-pg-port", 15433, "demo PostgreSQL port")
 	f.BoolVar(&cfg.NoDemo, "no-demo", false, "do not start the demo PostgreSQL")
+	f.DurationVar(&cfg.HoldTimeout, "hold-timeout", 5*time.Minute, "how long a statement held for approval waits")
 	f.StringVar(&logFormat, "log-format", "console", "log format: console or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.AddCommand(newDevTokenCmd(g))

@@ -24,7 +24,7 @@ CREATE TABLE customers (
 );
 CREATE TABLE orders (
   id          serial PRIMARY KEY,
-  customer_id int NOT NULL REFERENCES customers(id),
+  customer_id int NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
   amount      numeric(10,2) NOT NULL,
   status      text NOT NULL,
   created_at  timestamptz NOT NULL DEFAULT now()

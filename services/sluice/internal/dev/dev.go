@@ -54,6 +54,8 @@ type Config struct {
 	DemoPGPort int
 	// NoDemo skips the demo PostgreSQL.
 	NoDemo bool
+	// HoldTimeout bounds how long a held statement waits; default 5m.
+	HoldTimeout time.Duration
 	Log    zerolog.Logger
 	// Out receives the banner.
 	Out io.Writer
@@ -190,6 +192,7 @@ func Run(ctx context.Context, cfg Config) error {
 		CLIClientID: "sluice-cli",
 		MasterKey:   master,
 		RecorderKey: recorderKey,
+		HoldTimeout: cfg.HoldTimeout,
 		PGAddr:      cfg.PGAddr,
 		TLSDir:      filepath.Join(dir, "tls"),
 	}

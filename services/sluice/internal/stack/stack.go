@@ -22,6 +22,7 @@ import (
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/services/api"
+	"sluice.dev/sluice/services/approvals"
 	"sluice.dev/sluice/services/control"
 	"sluice.dev/sluice/services/exporter"
 	"sluice.dev/sluice/services/identity"
@@ -71,6 +72,8 @@ type Options struct {
 	TLSCert, TLSKey string
 	// PGListener, if set, is used instead of PGAddr (tests).
 	PGListener net.Listener
+	// HoldTimeout bounds how long a held statement waits for approval.
+	HoldTimeout time.Duration
 }
 
 func (o *Options) workerConn() *bus.Conn {
@@ -93,6 +96,7 @@ func Services() []Service {
 		{"identity", "verifies OIDC access tokens (sluice.api.identity.*)", runIdentity},
 		{"control", "owns targets, policies, approver groups, IdP settings (sluice.api.control.*)", runControl},
 		{"policy", "rules on every command with CEL (sluice.api.policy.*)", runPolicy},
+		{"approvals", "held commands and just-in-time grants (sluice.api.approvals.*)", runApprovals},
 		{"recorder", "chains session events into the AUDIT stream", runRecorder},
 		{"exporter", "delivers the audit log to syslog and HEC collectors", runExporter},
 		{"pgworker", "the PostgreSQL gateway on :15432", runPGWorker},
@@ -224,6 +228,10 @@ func runExporter(ctx context.Context, o *Options) error {
 func runPGWorker(ctx context.Context, o *Options) error {
 	return pgworker.New(pgworker.Config{
 		Conn: o.workerConn(), Log: o.Log, Addr: o.PGAddr, Listener: o.PGListener,
-		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey,
+		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
 	}).Run(ctx)
+}
+
+func runApprovals(ctx context.Context, o *Options) error {
+	return approvals.New(approvals.Config{Conn: o.Conn, Log: o.Log, DefaultTTL: o.HoldTimeout}).Run(ctx)
 }

@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/libs/testkit"
+)
+
+// pendingApproval waits for the one pending request of requester and
+// returns its id.
+func pendingApproval(t *testing.T, env *devEnv, approver []string, requester string) string {
+	t.Helper()
+	var id string
+	testkit.Eventually(t, 20*time.Second, func() error {
+		out, err := env.CLI(approver, "approvals", "list", "-o", "json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		var res struct {
+			Approvals []struct {
+				ID        string `json:"id"`
+				Requester string `json:"requester"`
+			} `json:"approvals"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			return err
+		}
+		for _, a := range res.Approvals {
+			if a.Requester == requester {
+				id = a.ID
+				return nil
+			}
+		}
+		return fmt.Errorf("no pending request of %s", requester)
+	})
+	return id
+}
+
+func TestApprovals(t *testing.T) {
+	requireTool(t, "psql")
+	env := startDev(t, devOptions{extra: []string{"--hold-timeout", "10s"}})
+	pgenv := &pgEnv{devEnv: env}
+	alice := env.Token("--sub", "alice", "--groups", "engineers")
+	bob := []string{"SLUICE_TOKEN=" + env.Token("--sub", "bob", "--groups", "approvers")}
+	aliceCLI := []string{"SLUICE_TOKEN=" + alice}
+
+	runPsql := func(sql string) (chan string, *exec.Cmd) {
+		out := make(chan string, 1)
+		cmd := exec.Command("psql", pgenv.dsn(alice), "-X", "-c", sql)
+		go func() {
+			b, _ := cmd.CombinedOutput()
+			out <- string(b)
+		}()
+		return out, cmd
+	}
+
+	t.Run("held, approved by another principal, runs once", func(t *testing.T) {
+		out, _ := runPsql("DELETE FROM customers")
+		id := pendingApproval(t, env, bob, "alice")
+		// Alice cannot approve her own request.
+		o, err := env.CLI(aliceCLI, "approve", id)
+		require.Error(t, err)
+		assert.Contains(t, o, "nobody approves their own request")
+		o, err = env.CLI(bob, "approve", id, "--reason", "cleanup agreed")
+		require.NoError(t, err, o)
+		select {
+		case res := <-out:
+			assert.Contains(t, res, "statement held for approval "+id)
+			assert.Contains(t, res, "sluice approve "+id)
+			assert.Contains(t, res, "DELETE 64")
+		case <-time.After(20 * time.Second):
+			t.Fatal("the held statement did not run")
+		}
+		// Once: the approval is consumed; running the same statement again is
+		// held again under a new request.
+		o, err = env.CLI(bob, "approvals", "list", "--state", "consumed", "-o", "json")
+		require.NoError(t, err)
+		assert.Contains(t, o, id)
+		o, err = env.CLI(bob, "approve", id)
+		require.Error(t, err)
+		assert.Contains(t, o, "consumed")
+	})
+
+	t.Run("denied", func(t *testing.T) {
+		out, _ := runPsql("DROP TABLE orders")
+		id := pendingApproval(t, env, bob, "alice")
+		o, err := env.CLI(bob, "deny", id, "--reason", "not during business hours")
+		require.NoError(t, err, o)
+		res := <-out
+		assert.Contains(t, res, "ERROR:  sluice: statement denied by rule \"review-ddl\"")
+		assert.Contains(t, res, "denied by bob: not during business hours")
+	})
+
+	t.Run("expired", func(t *testing.T) {
+		out, _ := runPsql("TRUNCATE orders")
+		res := <-out
+		assert.Contains(t, res, "held for approval")
+		assert.Contains(t, res, "expired")
+	})
+
+	t.Run("extended protocol binds the parameters", func(t *testing.T) {
+		ctx := context.Background()
+		conn, err := pgconn.Connect(ctx, pgenv.dsn(alice))
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		done := make(chan error, 1)
+		go func() {
+			res := conn.ExecParams(ctx, "UPDATE orders SET status = $1 WHERE $2::int = 1 OR true", [][]byte{[]byte("approved-batch"), []byte("1")}, nil, nil, nil).Read()
+			done <- res.Err
+		}()
+		id := pendingApproval(t, env, bob, "alice")
+		o, err := env.CLI(bob, "approvals", "list", "-o", "json")
+		require.NoError(t, err)
+		assert.Contains(t, o, "UPDATE orders SET status = $1")
+		_, err = env.CLI(bob, "approve", id)
+		require.NoError(t, err)
+		require.NoError(t, <-done)
+	})
+
+	t.Run("a just-in-time grant changes the decision for its window only", func(t *testing.T) {
+		bot := env.Token("--sub", "etl-bot", "--groups", "engineers", "--machine")
+		botCLI := []string{"SLUICE_TOKEN=" + bot}
+		insert := "INSERT INTO customers (name, email, ssn, card_number, phone) VALUES ('Jit Bot', 'jit@example.com', '123-45-6789', '4111111111111111', '+1-415-555-0100')"
+		policy := func() string {
+			out, err := env.CLI([]string{"SLUICE_TOKEN=" + env.Token("--sub", "root", "--groups", "sluice-admins")},
+				"policy", "test", "--sub", "etl-bot", "--groups", "engineers", "--machine", "--target", "demo", "-o", "json", insert)
+			require.NoError(t, err, out)
+			return out
+		}
+		assert.Contains(t, policy(), `"review-machine-writes"`)
+		out, err := env.CLI(botCLI, "request", "--target", "demo", "--role", "writer", "--for", "6s", "--reason", "nightly backfill")
+		require.NoError(t, err, out)
+		id := pendingApproval(t, env, bob, "etl-bot")
+		_, err = env.CLI(bob, "approve", id)
+		require.NoError(t, err)
+		testkit.Eventually(t, 5*time.Second, func() error {
+			if p := policy(); !strings.Contains(p, `"allow-granted-writes"`) {
+				return fmt.Errorf("not yet granted: %s", p)
+			}
+			return nil
+		})
+		// Through the wire too: the bot's insert runs without a hold.
+		res, err := exec.Command("psql", pgenv.dsn(bot), "-X", "-c", insert).CombinedOutput()
+		require.NoError(t, err, string(res))
+		assert.Contains(t, string(res), "INSERT 0 1")
+		// When the window closes, the review comes back.
+		testkit.Eventually(t, 15*time.Second, func() error {
+			if p := policy(); !strings.Contains(p, `"review-machine-writes"`) {
+				return fmt.Errorf("grant still active: %s", p)
+			}
+			return nil
+		})
+	})
+}
