@@ -56,7 +56,7 @@ type Config struct {
 	NoDemo bool
 	// HoldTimeout bounds how long a held statement waits; default 5m.
 	HoldTimeout time.Duration
-	Log    zerolog.Logger
+	Log         zerolog.Logger
 	// Out receives the banner.
 	Out io.Writer
 }
