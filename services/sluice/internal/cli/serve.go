@@ -24,7 +24,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var nc bus.Config
 	var o stack.Options
 	var replicas int
-	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile string
+	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile, slackTokenFile, slackSecretFile string
 	var jwksRefresh time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve SERVICE|all",
@@ -70,6 +70,19 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 				}
 				o.HECToken = strings.TrimSpace(string(b))
 			}
+			for _, sf := range []struct {
+				file string
+				dst  *string
+			}{{slackTokenFile, &o.SlackToken}, {slackSecretFile, &o.SlackSigningSecret}} {
+				if sf.file == "" {
+					continue
+				}
+				b, err := os.ReadFile(sf.file)
+				if err != nil {
+					return err
+				}
+				*sf.dst = strings.TrimSpace(string(b))
+			}
 			if recorderKeyFile != "" {
 				if o.RecorderKey, err = auditchain.LoadSigningKey(recorderKeyFile); err != nil {
 					return err
@@ -111,6 +124,10 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 	f.StringVar(&o.HECURL, "hec-url", "", "exporter: HTTP event collector URL (Splunk HEC compatible)")
 	f.StringVar(&hecTokenFile, "hec-token-file", "", "exporter: file holding the HEC token")
 	f.StringVar(&o.ExportFormat, "export-format", "ocsf", "exporter: ocsf or json")
+	f.StringVar(&slackTokenFile, "slack-token-file", "", "slackbot: file holding the bot token (xoxb-...)")
+	f.StringVar(&slackSecretFile, "slack-signing-secret-file", "", "slackbot: file holding the Slack app's signing secret")
+	f.StringVar(&o.SlackChannel, "slack-channel", "", "slackbot: channel id for approval messages")
+	f.StringVar(&o.SlackAddr, "slack-addr", "127.0.0.1:8091", "slackbot: listen address of POST /slack/interactions")
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or console")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
 	return cmd

@@ -29,6 +29,7 @@ import (
 	"sluice.dev/sluice/services/pgworker"
 	"sluice.dev/sluice/services/policy"
 	"sluice.dev/sluice/services/recorder"
+	"sluice.dev/sluice/services/slackbot"
 )
 
 // Options holds every service's settings. The zero value is not useful:
@@ -74,6 +75,10 @@ type Options struct {
 	PGListener net.Listener
 	// HoldTimeout bounds how long a held statement waits for approval.
 	HoldTimeout time.Duration
+
+	// Slack bot (runs only when a token is set).
+	SlackToken, SlackSigningSecret, SlackChannel, SlackAddr string
+	slackRequired                                           bool
 }
 
 func (o *Options) workerConn() *bus.Conn {
@@ -99,6 +104,7 @@ func Services() []Service {
 		{"approvals", "held commands and just-in-time grants (sluice.api.approvals.*)", runApprovals},
 		{"recorder", "chains session events into the AUDIT stream", runRecorder},
 		{"exporter", "delivers the audit log to syslog and HEC collectors", runExporter},
+		{"slackbot", "approvals from Slack: interactive messages, signed button clicks", runSlackbot},
 		{"pgworker", "the PostgreSQL gateway on :15432", runPGWorker},
 		{"api", "the HTTP API on :8080", runAPI},
 	}
@@ -150,6 +156,7 @@ func Provision(ctx context.Context, o *Options) error {
 // done or one fails.
 func RunAll(ctx context.Context, o *Options, names ...string) error {
 	o.exportRequired = contains(names, "exporter")
+	o.slackRequired = contains(names, "slackbot")
 	g, ctx := errgroup.WithContext(ctx)
 	for _, s := range Services() {
 		if len(names) > 0 && !contains(names, s.Name) {
@@ -234,4 +241,15 @@ func runPGWorker(ctx context.Context, o *Options) error {
 
 func runApprovals(ctx context.Context, o *Options) error {
 	return approvals.New(approvals.Config{Conn: o.Conn, Log: o.Log, DefaultTTL: o.HoldTimeout}).Run(ctx)
+}
+
+func runSlackbot(ctx context.Context, o *Options) error {
+	if o.SlackToken == "" {
+		if o.slackRequired {
+			return fmt.Errorf("the Slack bot needs --slack-token-file, --slack-signing-secret-file and --slack-channel")
+		}
+		return nil
+	}
+	return slackbot.New(slackbot.Config{Conn: o.Conn, Log: o.Log, BotToken: o.SlackToken, SigningSecret: o.SlackSigningSecret,
+		Channel: o.SlackChannel, Addr: o.SlackAddr}).Run(ctx)
 }

@@ -1,0 +1,339 @@
+package slackbot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/slack-go/slack"
+	"golang.org/x/sync/errgroup"
+
+	"sluice.dev/sluice/libs/approvalstate"
+	"sluice.dev/sluice/libs/bus"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+)
+
+const (
+	subjectDecide = "sluice.api.approvals.request.decide"
+	bucketName    = "sluice_slackbot"
+)
+
+// User maps a Slack user to a Sluice principal.
+type User struct {
+	Subject string
+	Groups  []string
+}
+
+// Config configures the bot.
+type Config struct {
+	Conn *bus.Conn
+	Log  zerolog.Logger
+	// BotToken (xoxb-...) and SigningSecret come from the Slack app.
+	BotToken, SigningSecret string
+	// Channel receives the approval messages.
+	Channel string
+	// APIURL overrides https://slack.com/api/ (tests).
+	APIURL string
+	// Addr serves the interactions endpoint (POST /slack/interactions);
+	// default 127.0.0.1:8091. Listener overrides it.
+	Addr     string
+	Listener net.Listener
+	// Users maps Slack user ids to principals; users not listed are
+	// identified by the email address Slack reports (subject = email).
+	Users map[string]User
+}
+
+// Bot is the Slack bot.
+type Bot struct {
+	cfg   Config
+	api   *slack.Client
+	kv    jetstream.KeyValue
+	view  *approvalstate.View
+	ready chan struct{}
+	addr  string
+}
+
+// New returns a bot.
+func New(cfg Config) *Bot {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8091"
+	}
+	opts := []slack.Option{}
+	if cfg.APIURL != "" {
+		opts = append(opts, slack.OptionAPIURL(cfg.APIURL))
+	}
+	return &Bot{cfg: cfg, api: slack.New(cfg.BotToken, opts...), view: approvalstate.NewView(), ready: make(chan struct{})}
+}
+
+// Ready is closed when the bot serves interactions; Addr is then set.
+func (b *Bot) Ready() <-chan struct{} { return b.ready }
+
+// Addr is the interactions listener's address.
+func (b *Bot) Addr() string { return b.addr }
+
+// Run serves until ctx is done.
+func (b *Bot) Run(ctx context.Context) error {
+	if b.cfg.BotToken == "" || b.cfg.SigningSecret == "" || b.cfg.Channel == "" {
+		return errors.New("slackbot: a bot token, a signing secret and a channel are required")
+	}
+	kv, err := bus.EnsureKV(ctx, b.cfg.Conn.JS, jetstream.KeyValueConfig{Bucket: bucketName, History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return err
+	}
+	b.kv = kv
+	ln := b.cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", b.cfg.Addr); err != nil {
+			return fmt.Errorf("slackbot listen: %w", err)
+		}
+	}
+	b.addr = ln.Addr().String()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /slack/interactions", b.interactions)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return b.view.Follow(ctx, b.cfg.Conn.JS) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	cons, err := b.cfg.Conn.JS.CreateOrUpdateConsumer(ctx, bus.StreamApprovals, jetstream.ConsumerConfig{
+		Durable: "slackbot", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: time.Minute,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("slackbot: %w", err)
+	}
+	g.Go(func() error { return b.follow(ctx, cons) })
+	close(b.ready)
+	b.cfg.Log.Info().Str("addr", b.addr).Str("channel", b.cfg.Channel).Msg("Slack bot ready")
+	err = g.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// follow turns approval events into Slack messages and updates.
+func (b *Bot) follow(ctx context.Context, cons jetstream.Consumer) error {
+	it, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return err
+		}
+		if err := b.onEvent(ctx, m); err != nil {
+			b.cfg.Log.Warn().Err(err).Str("subject", m.Subject()).Msg("Slack update failed; will retry")
+			_ = m.NakWithDelay(2 * time.Second)
+			continue
+		}
+		_ = m.Ack()
+	}
+}
+
+// approvalID reads the id from sluice.evt.approvals.<type>.<id>.<event>.
+func approvalID(subject string) (id, event string) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 6 {
+		return "", ""
+	}
+	return parts[4], parts[5]
+}
+
+func (b *Bot) onEvent(ctx context.Context, m jetstream.Msg) error {
+	id, event := approvalID(m.Subject())
+	if id == "" {
+		return nil
+	}
+	// The folded state may lag the event by a moment.
+	var a *approvalsv1.Approval
+	for i := 0; i < 50; i++ {
+		if cur, ok := b.view.Get(id); ok && stateAfter(cur, event) {
+			a = cur
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if a == nil {
+		return fmt.Errorf("approval %s not visible yet", id)
+	}
+	switch event {
+	case "opened", "requested":
+		if a.GetState() != "pending" {
+			return nil // decided before the bot saw it (a first start)
+		}
+		channel, ts, err := b.api.PostMessageContext(ctx, b.cfg.Channel, slack.MsgOptionText(summary(a), false), slack.MsgOptionBlocks(blocks(a, true)...))
+		if err != nil {
+			return err
+		}
+		_, err = b.kv.Put(ctx, id, []byte(channel+" "+ts))
+		return err
+	default:
+		ref, err := b.kv.Get(ctx, id)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil // posted before the bot ran
+		}
+		if err != nil {
+			return err
+		}
+		channel, ts, _ := strings.Cut(string(ref.Value()), " ")
+		_, _, _, err = b.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(summary(a), false), slack.MsgOptionBlocks(blocks(a, a.GetState() == "pending")...))
+		return err
+	}
+}
+
+// stateAfter reports whether a reflects event.
+func stateAfter(a *approvalsv1.Approval, event string) bool {
+	switch event {
+	case "opened", "requested":
+		return true
+	case "approved":
+		return len(a.GetApprovedBy()) > 0
+	case "denied":
+		return a.GetState() == "denied"
+	case "expired":
+		return a.GetState() == "expired"
+	case "consumed":
+		return a.GetState() == "consumed"
+	case "revoked":
+		return a.GetState() == "revoked"
+	case "cancelled":
+		return a.GetState() == "cancelled"
+	}
+	return true
+}
+
+func summary(a *approvalsv1.Approval) string {
+	if a.GetType() == "grant" {
+		return fmt.Sprintf("%s asks for role %s on %s (%s): %s", a.GetRequester().GetSubject(), a.GetRole(), a.GetTarget(), a.GetState(), a.GetReason())
+	}
+	return fmt.Sprintf("%s's statement on %s is %s: %s", a.GetRequester().GetSubject(), a.GetTarget(), a.GetState(), a.GetCommand())
+}
+
+func blocks(a *approvalsv1.Approval, buttons bool) []slack.Block {
+	who := a.GetRequester().GetSubject()
+	if a.GetRequester().GetMachine() {
+		who += " (machine identity)"
+	}
+	var title, body string
+	if a.GetType() == "grant" {
+		title = fmt.Sprintf("*Access request* %s", a.GetId())
+		body = fmt.Sprintf("*%s* asks for role *%s* on *%s* for %s\n>%s", who, a.GetRole(), a.GetTarget(), time.Duration(a.GetDurationSeconds())*time.Second, a.GetReason())
+	} else {
+		title = fmt.Sprintf("*Held statement* %s", a.GetId())
+		body = fmt.Sprintf("*%s* on *%s*\n```%s```\nRule *%s*: %s", who, a.GetTarget(), a.GetCommand(), a.GetRule(), a.GetReason())
+	}
+	out := []slack.Block{
+		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, title, false, false), nil, nil),
+		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, body, false, false), nil, nil),
+	}
+	if buttons {
+		approve := slack.NewButtonBlockElement("approve", a.GetId(), slack.NewTextBlockObject(slack.PlainTextType, "Approve", false, false))
+		approve.Style = slack.StylePrimary
+		deny := slack.NewButtonBlockElement("deny", a.GetId(), slack.NewTextBlockObject(slack.PlainTextType, "Deny", false, false))
+		deny.Style = slack.StyleDanger
+		out = append(out, slack.NewActionBlock("decision", approve, deny))
+		return out
+	}
+	status := fmt.Sprintf("*%s*", strings.ToUpper(a.GetState()))
+	if a.GetDecidedBy() != "" {
+		status += " by " + a.GetDecidedBy()
+	}
+	if a.GetDecisionReason() != "" {
+		status += ": " + a.GetDecisionReason()
+	}
+	return append(out, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, status, false, false), nil, nil))
+}
+
+// interactions handles button clicks.
+func (b *Bot) interactions(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	sv, err := slack.NewSecretsVerifier(r.Header, b.cfg.SigningSecret)
+	if err == nil {
+		_, _ = sv.Write(body)
+		err = sv.Ensure()
+	}
+	if err != nil {
+		b.cfg.Log.Warn().Str("remote", r.RemoteAddr).Msg("Slack request with a bad signature refused")
+		http.Error(w, "invalid signature", http.StatusUnauthorized)
+		return
+	}
+	r.Body = io.NopCloser(strings.NewReader(string(body)))
+	cb, err := slack.InteractionCallbackParse(r)
+	if err != nil {
+		http.Error(w, "malformed interaction", http.StatusBadRequest)
+		return
+	}
+	for _, act := range cb.ActionCallback.BlockActions {
+		if act.ActionID != "approve" && act.ActionID != "deny" {
+			continue
+		}
+		p, err := b.principal(r.Context(), cb.User.ID)
+		if err != nil {
+			b.cfg.Log.Warn().Err(err).Str("slack_user", cb.User.ID).Msg("cannot identify Slack user")
+			writeText(w, "Sluice cannot tell who you are; no decision was recorded.")
+			return
+		}
+		var reply approvalsv1.ApprovalReply
+		err = bus.Request(r.Context(), b.cfg.Conn.NC, subjectDecide, &approvalsv1.Decide{Id: act.Value, Approver: p, Verdict: act.ActionID, Reason: "via Slack"}, &reply)
+		switch {
+		case err != nil:
+			writeText(w, "The approvals service did not answer; try again.")
+		case reply.GetError() != nil:
+			writeText(w, "Not recorded: "+reply.GetError().GetMessage())
+		default:
+			writeText(w, fmt.Sprintf("Recorded: %s %s.", act.ActionID, act.Value))
+		}
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// principal maps a Slack user to a Sluice principal.
+func (b *Bot) principal(ctx context.Context, userID string) (*commonv1.Principal, error) {
+	if u, ok := b.cfg.Users[userID]; ok {
+		return &commonv1.Principal{Subject: u.Subject, Groups: u.Groups, ClientId: "slack"}, nil
+	}
+	info, err := b.api.GetUserInfoContext(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	email := info.Profile.Email
+	if email == "" || info.Deleted || info.IsBot {
+		return nil, fmt.Errorf("slack user %s has no usable email", userID)
+	}
+	return &commonv1.Principal{Subject: email, Email: email, ClientId: "slack"}, nil
+}
+
+func writeText(w http.ResponseWriter, text string) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = fmt.Fprintf(w, `{"response_type":"ephemeral","replace_original":false,"text":%q}`, text)
+}
+
