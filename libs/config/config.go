@@ -97,6 +97,7 @@ type Rule struct {
 		Detectors []string `yaml:"detectors"`
 		Action    string   `yaml:"action"`
 		Keep      uint32   `yaml:"keep"`
+		Derived   string   `yaml:"derived"`
 	} `yaml:"mask"`
 	// Line and Column locate the `when` expression's first character.
 	Line, Column int `yaml:"-"`

@@ -75,7 +75,7 @@ func (f *File) RuleProtos() []*controlv1.Rule {
 			Approvers: r.Approvers, Quorum: r.Quorum, Line: int32(r.Line), Column: int32(r.Column),
 		}
 		if r.Mask != nil {
-			pr.Mask = &controlv1.MaskRule{Columns: r.Mask.Columns, Detectors: r.Mask.Detectors, Action: r.Mask.Action, Keep: r.Mask.Keep}
+			pr.Mask = &controlv1.MaskRule{Columns: r.Mask.Columns, Detectors: r.Mask.Detectors, Action: r.Mask.Action, Keep: r.Mask.Keep, Derived: r.Mask.Derived}
 		}
 		out = append(out, pr)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/google/cel-go/cel"
 	celast "github.com/google/cel-go/common/ast"
 
+	"sluice.dev/sluice/libs/masking"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
 
@@ -96,8 +97,10 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 		if r.GetAction() == Review && len(r.GetApprovers()) == 0 {
 			bad(line, col, "a review rule needs approvers")
 		}
-		if r.GetAction() == Mask && r.GetMask() == nil {
-			bad(line, col, "a mask rule needs a mask section")
+		if r.GetAction() == Mask {
+			if err := checkMask(r.GetMask()); err != nil {
+				bad(line, col, "%v", err)
+			}
 		}
 		when := r.GetWhen()
 		if strings.TrimSpace(when) == "" {
@@ -171,4 +174,34 @@ func selects(expr celast.Expr, v, field string) bool {
 		}
 	}))
 	return found
+}
+
+// checkMask validates a mask section: known detectors and action, and
+// columns written table.column or schema.table.column.
+func checkMask(m *controlv1.MaskRule) error {
+	if m == nil {
+		return fmt.Errorf("a mask rule needs a mask section")
+	}
+	if len(m.GetColumns()) == 0 && len(m.GetDetectors()) == 0 {
+		return fmt.Errorf("a mask section needs columns or detectors")
+	}
+	for _, c := range m.GetColumns() {
+		if n := strings.Count(c, "."); n < 1 || n > 2 || strings.HasPrefix(c, ".") || strings.HasSuffix(c, ".") {
+			return fmt.Errorf("mask column %q must be table.column or schema.table.column", c)
+		}
+	}
+	switch m.GetDerived() {
+	case "", "mask", "refuse":
+	default:
+		return fmt.Errorf("mask derived must be mask or refuse, not %q", m.GetDerived())
+	}
+	dets := m.GetDetectors()
+	if len(dets) == 0 {
+		dets = nil
+	}
+	key := make([]byte, masking.MinTokenKey)
+	if _, err := masking.New(masking.Config{Detectors: dets, Action: masking.Action{Kind: m.GetAction(), Keep: int(m.GetKeep())}, TokenKey: key}); err != nil {
+		return err
+	}
+	return nil
 }

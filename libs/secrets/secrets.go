@@ -8,6 +8,7 @@ package secrets
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -38,6 +39,15 @@ var (
 type Key struct {
 	aead cipher.AEAD
 	id   byte
+	raw  []byte
+}
+
+// Derive returns a 32-byte subkey for a purpose (for example the masking
+// token key), so that one master key serves several uses without reuse.
+func (k *Key) Derive(purpose string) []byte {
+	mac := hmac.New(sha256.New, k.raw)
+	mac.Write([]byte("sluice derive v1: " + purpose))
+	return mac.Sum(nil)
 }
 
 // ParseKey decodes a base64 32-byte key.
@@ -58,7 +68,7 @@ func ParseKey(b64 string) (*Key, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(raw)
-	return &Key{aead: aead, id: sum[0]}, nil
+	return &Key{aead: aead, id: sum[0], raw: raw}, nil
 }
 
 // LoadKey reads the key from SLUICE_MASTER_KEY, else from path (if not empty).

@@ -67,6 +67,7 @@ type acc struct {
 	setting  string
 	prepared string
 	cursor   string
+	columns  []string
 }
 
 // escalate raises the statement's kind to k if k ranks higher.
@@ -100,6 +101,7 @@ func (a *acc) statement(text string) Statement {
 		Setting:      a.setting,
 		PreparedName: a.prepared,
 		Cursor:       a.cursor,
+		Columns:      sortUnique(a.columns),
 		Text:         text,
 	}
 }

@@ -43,7 +43,9 @@ func Classify(sql string) (*Result, error) {
 				}
 			}
 		}
-		res.Statements = append(res.Statements, a.statement(stmtText(sql, raw)))
+		st := a.statement(stmtText(sql, raw))
+		st.Targets = outputLineage(raw.Stmt)
+		res.Statements = append(res.Statements, st)
 	}
 	fp, err := pg_query.Fingerprint(sql)
 	if err != nil {
@@ -92,6 +94,11 @@ func cacheKey(fp string, stmts []Statement) string {
 		e.str(s.Setting)
 		e.str(s.PreparedName)
 		e.str(s.Cursor)
+		e.list(s.Columns)
+		e.num(len(s.Targets))
+		for _, t := range s.Targets {
+			e.list(t)
+		}
 	}
 	sum := sha256.Sum256(e.buf)
 	return hex.EncodeToString(sum[:16])

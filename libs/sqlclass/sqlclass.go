@@ -125,6 +125,17 @@ type Statement struct {
 	// Cursor is the cursor named by DECLARE, FETCH, MOVE or CLOSE; empty
 	// for CLOSE ALL.
 	Cursor string
+	// Columns lists every column reference, dot-joined and folded as
+	// PostgreSQL folds them ("email", "c.email", "c.*", "c" for a whole-row
+	// reference by alias), sorted and unique. Masking uses it for lineage:
+	// a computed result column may derive from any of them.
+	Columns []string
+	// Targets gives, for a plain SELECT (no set operation), the column
+	// references of each output expression, in order (sorted, unique; an
+	// empty list for an expression that references no column, such as
+	// count(*)). It is nil for other statements. A target written * or t.*
+	// appears as ["*"] or ["t.*"].
+	Targets [][]string
 	// Text is this statement's own text, cut from the input by the
 	// parser's statement boundaries and trimmed of surrounding blanks.
 	Text string

@@ -34,8 +34,11 @@ func (w *walker) node(n *pg_query.Node) {
 		return
 	}
 	switch x := n.Node.(type) {
+	case *pg_query.Node_ColumnRef:
+		w.columnRef(x.ColumnRef)
+		return
 	case *pg_query.Node_String_, *pg_query.Node_Integer, *pg_query.Node_AConst,
-		*pg_query.Node_ColumnRef, *pg_query.Node_ParamRef, *pg_query.Node_AStar,
+		*pg_query.Node_ParamRef, *pg_query.Node_AStar,
 		*pg_query.Node_Float, *pg_query.Node_Boolean, *pg_query.Node_BitString:
 		return // leaves: no tables, no calls
 	case *pg_query.Node_RangeVar:
@@ -272,3 +275,19 @@ func (w *walker) typeCast(tc *pg_query.TypeCast) {
 }
 
 func lower(s string) string { return strings.ToLower(s) }
+
+// columnRef records a column reference for lineage.
+func (w *walker) columnRef(cr *pg_query.ColumnRef) {
+	parts := make([]string, 0, len(cr.GetFields()))
+	for _, f := range cr.GetFields() {
+		switch v := f.GetNode().(type) {
+		case *pg_query.Node_String_:
+			parts = append(parts, v.String_.GetSval())
+		case *pg_query.Node_AStar:
+			parts = append(parts, "*")
+		}
+	}
+	if len(parts) > 0 {
+		w.a.columns = append(w.a.columns, strings.Join(parts, "."))
+	}
+}

@@ -148,13 +148,17 @@ func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via stri
 	}
 	s.commands.Add(1)
 	s.notePrepared(d, text)
-	s.push(&expect{kind: expQuery, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true})
+	e := &expect{kind: expQuery, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true}
+	if err := s.attachPlan(e, d, text); err != nil {
+		return err
+	}
+	s.push(e)
 	return s.forward(frame)
 }
 
 // holdExecute handles an Execute of a statement the policy holds: the
 // approval binds to the statement text and the bound parameters.
-func (s *session) holdExecute(ctx context.Context, info *stmtInfo, p *portalInfo, frame []byte) error {
+func (s *session) holdExecute(ctx context.Context, info *stmtInfo, portal string, p *portalInfo, frame []byte) error {
 	frame = append([]byte(nil), frame...)
 	out, err := s.await(ctx, info.decision, info.text, "execute", p.stmt, p.paramsHash, info.cached)
 	if err != nil {
@@ -170,6 +174,11 @@ func (s *session) holdExecute(ctx context.Context, info *stmtInfo, p *portalInfo
 		return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: marker, Query: probeSQL(marker)})
 	}
 	s.commands.Add(1)
-	s.push(&expect{kind: expExecute, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true})
+	e := &expect{kind: expExecute, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true,
+		describe: "P:" + portal, stmtKey: "S:" + p.stmt, formats: p.formats}
+	if err := s.attachPlan(e, info.decision, info.text); err != nil {
+		return err
+	}
+	s.push(e)
 	return s.forward(frame)
 }

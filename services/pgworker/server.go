@@ -3,6 +3,7 @@ package pgworker
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"strconv"
 	"time"
@@ -32,9 +33,10 @@ func (s *session) serverLoop(ctx context.Context) {
 			return // onServer has shut the session down
 		}
 		s.cwMu.Lock()
-		if out != nil {
+		switch {
+		case out != nil:
 			_, err = s.cw.Write(out)
-		} else {
+		case s.rewrite != nil:
 			err = writeMsg(s.cw, &s.out, s.rewrite)
 			s.rewrite = nil
 		}
@@ -67,20 +69,119 @@ func (s *session) gate(ctx context.Context, e *expect) error {
 	return nil
 }
 
-// onServer decides what to send for one server message: the frame itself,
-// or nil with s.rewrite set to a replacement. end, if set, ends the session
+// onServer decides what to send for one server message: out (the frame,
+// or frames of our own), or nil with s.rewrite set to a replacement, or nil
+// without a rewrite to drop the message. end, if set, ends the session
 // after the message is delivered.
 func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (out []byte, end string, err error) {
 	h := s.head()
-	switch typ {
-	case 'D':
-		if h != nil {
-			if err := s.gate(ctx, h); err != nil {
-				return nil, "", err
+	if h != nil && h.refusing {
+		// A result refused by masking: drop it up to its end.
+		switch typ {
+		case 'D', 'd', 'c':
+			return nil, "", nil
+		case 'C', 'I', 's':
+			if h.kind == expExecute {
+				s.pop()
 			}
-			h.rows++
+			return nil, "", nil
 		}
-	case 'T', 'H', 'd', 'c', 'G':
+	}
+	switch typ {
+	case 'T':
+		if h != nil && h.kind == expDescribe {
+			if h.plan != nil {
+				var rd pgproto3.RowDescription
+				if err := rd.Decode(body); err != nil {
+					return nil, "", s.undecodable()
+				}
+				s.descs[h.describe] = cloneFields(rd.Fields)
+			}
+			s.pop()
+			return frame, "", nil
+		}
+		if err := s.gate(ctx, h); err != nil {
+			return nil, "", err
+		}
+		if h != nil && h.plan != nil {
+			var rd pgproto3.RowDescription
+			if err := rd.Decode(body); err != nil {
+				return nil, "", s.undecodable()
+			}
+			h.cols = h.plan.columns(rd.Fields, h.formats, h.lin)
+			if h.plan.refuse && hasDerived(h.cols) {
+				h.refusing = true
+				s.rewrite = refusal("the result would show values computed from masked columns")
+				return nil, "", nil
+			}
+		}
+	case 'n':
+		if h != nil && h.kind == expDescribe {
+			s.pop()
+		}
+	case 'D':
+		if h == nil {
+			break
+		}
+		if err := s.gate(ctx, h); err != nil {
+			return nil, "", err
+		}
+		h.rows++
+		if h.plan == nil {
+			break
+		}
+		if h.cols == nil {
+			fields, ok := s.descs[h.describe]
+			if !ok {
+				fields, ok = s.descs[h.stmtKey]
+			}
+			if !ok {
+				return nil, "", s.undecodable()
+			}
+			h.cols = h.plan.columns(fields, h.formats, h.lin)
+			if h.plan.refuse && hasDerived(h.cols) {
+				h.refusing = true
+				s.rewrite = refusal("the result would show values computed from masked columns")
+				return nil, "", nil
+			}
+		}
+		masked, err := h.plan.maskRow(s.maskBuf, body, h.cols, &h.stats)
+		if err != nil {
+			return nil, "", s.undecodable()
+		}
+		if masked != nil {
+			s.maskBuf = masked
+			return masked, "", nil
+		}
+	case 'H':
+		if err := s.gate(ctx, h); err != nil {
+			return nil, "", err
+		}
+		if h != nil && h.plan != nil {
+			cm, err := newCopyMask(h.plan, h.text, h.lin.refs)
+			if err != nil {
+				h.refusing = true
+				s.rewrite = refusal("COPY output in this form cannot be masked (use text or CSV format)")
+				return nil, "", nil
+			}
+			h.copy = cm
+		}
+	case 'd':
+		if h != nil && h.copy != nil {
+			rows := h.copy.feed(body, &h.stats)
+			if len(rows) == 0 {
+				return nil, "", nil
+			}
+			return s.copyData(rows), "", nil
+		}
+	case 'c':
+		if h != nil && h.copy != nil {
+			rest := h.copy.flush(&h.stats)
+			if len(rest) > 0 {
+				return append(s.copyData(rest), frame...), "", nil
+			}
+		}
+	case 'G':
 		if err := s.gate(ctx, h); err != nil {
 			return nil, "", err
 		}
@@ -113,6 +214,17 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 			}
 			return nil, "", nil
 		}
+		// Errors can echo values (a failed cast shows the input): mask them
+		// before the client or the audit log sees them.
+		if p := s.planOf(h); p != nil {
+			var st maskStats
+			if p.maskFields([]*string{&er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery}, &st) {
+				s.rewrite = &er
+				if ev := st.event(cmdOf(h)); ev != nil {
+					_, _ = s.rec.Emit(ev)
+				}
+			}
+		}
 		if h != nil && (h.kind == expQuery || h.kind == expExecute) {
 			if err := s.gate(ctx, h); err != nil {
 				return nil, "", err
@@ -122,8 +234,40 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 				s.pop()
 			}
 		}
+		if h != nil && h.kind == expDescribe {
+			s.pop()
+		}
 		if er.Severity == "FATAL" || er.Severity == "PANIC" {
+			if s.rewrite != nil {
+				_ = s.writeClient(s.rewrite)
+				s.rewrite = nil
+				return nil, "the target ended the session: " + er.Message, nil
+			}
 			return frame, "the target ended the session: " + er.Message, nil
+		}
+		if s.rewrite != nil {
+			return nil, "", nil
+		}
+	case 'N':
+		if p := s.planOf(h); p != nil {
+			var nr pgproto3.NoticeResponse
+			if err := nr.Decode(body); err == nil {
+				var st maskStats
+				if p.maskFields([]*string{&nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery}, &st) {
+					s.rewrite = &nr
+					return nil, "", nil
+				}
+			}
+		}
+	case 'A':
+		if p := s.lastPlan.Load(); p != nil {
+			var nr pgproto3.NotificationResponse
+			if err := nr.Decode(body); err == nil && (p.masker.Contains([]byte(nr.Payload)) || p.masker.Contains([]byte(nr.Channel))) {
+				var st maskStats
+				nr.Payload = string(p.masker.AppendMasked(nil, []byte(nr.Payload), &st.detectors))
+				s.rewrite = &nr
+				return nil, "", nil
+			}
 		}
 	case 'Z':
 		if err := s.gate(ctx, h); err != nil {
@@ -151,8 +295,66 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 	return frame, "", nil
 }
 
+// planOf is the masking that applies to messages about h, else the
+// session's most recent plan.
+func (s *session) planOf(h *expect) *maskPlan {
+	if h != nil && h.plan != nil {
+		return h.plan
+	}
+	return s.lastPlan.Load()
+}
+
+func cmdOf(h *expect) uint64 {
+	if h == nil {
+		return 0
+	}
+	return h.cmdID
+}
+
+func hasDerived(cols []colPlan) bool {
+	for _, c := range cols {
+		if c.how == colDerived {
+			return true
+		}
+	}
+	return false
+}
+
+func refusal(why string) *pgproto3.ErrorResponse {
+	return &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateInsufficientPrivilege,
+		Message: "sluice: " + why + "; refused by the masking policy"}
+}
+
+// undecodable ends a session whose masked data cannot be inspected.
+func (s *session) undecodable() error {
+	s.shutdown("masked data could not be decoded", fatal(stateFeatureNotSupported,
+		"sluice: "+errUndecodable.Error()+"; the session is closed rather than pass it through", ""))
+	return errClosed
+}
+
+// copyData frames rows as one CopyData message.
+func (s *session) copyData(rows []byte) []byte {
+	out := make([]byte, 5, 5+len(rows))
+	out[0] = 'd'
+	binary.BigEndian.PutUint32(out[1:], uint32(4+len(rows)))
+	return append(out, rows...)
+}
+
+func cloneFields(f []pgproto3.FieldDescription) []pgproto3.FieldDescription {
+	out := make([]pgproto3.FieldDescription, len(f))
+	for i, x := range f {
+		x.Name = append([]byte(nil), x.Name...)
+		out[i] = x
+	}
+	return out
+}
+
 // result records what a command produced.
 func (s *session) result(e *expect, tag, code, msg string) {
+	if ev := e.stats.event(e.cmdID); ev != nil {
+		_, _ = s.rec.Emit(ev)
+		e.stats = maskStats{}
+	}
 	r := &sessionv1.Result{CommandId: e.cmdID, CommandTag: tag, Rows: e.rows, DurationUs: time.Since(e.start).Microseconds(), ErrorCode: code, ErrorMessage: msg}
 	if n, ok := tagRows(tag); ok {
 		r.Rows = n

@@ -7,12 +7,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,9 +67,17 @@ type session struct {
 	portals map[string]*portalInfo
 	// sqlPrepared are statements made with SQL PREPARE, by name.
 	sqlPrepared map[string]*stmtInfo
-	cmdID       uint64
-	marker      string
-	probes      uint64
+	// Masking: the session's resolved columns, plans per rule set (client
+	// goroutine), the last plan (for notifications), and row descriptions
+	// by statement and portal (server goroutine).
+	catalog  *catalog
+	plans    map[string]*maskPlan
+	lastPlan atomic.Pointer[maskPlan]
+	descs    map[string][]pgproto3.FieldDescription
+	maskBuf  []byte
+	cmdID    uint64
+	marker   string
+	probes   uint64
 
 	// Shared with the server goroutine.
 	qmu   sync.Mutex
@@ -90,6 +100,7 @@ type stmtInfo struct {
 type portalInfo struct {
 	stmt       string
 	paramsHash string
+	formats    []int16 // result format codes from Bind
 }
 
 type expectKind int
@@ -100,6 +111,7 @@ const (
 	expSync                         // a Sync: ends with ReadyForQuery
 	expProbeQuery                   // a denied Query (or FunctionCall) replaced by a failing one
 	expProbeParse                   // a denied Parse replaced by a failing one
+	expDescribe                     // a Describe: ends with RowDescription or NoData
 )
 
 // expect is what the server goroutine expects back for something the
@@ -113,6 +125,18 @@ type expect struct {
 	marker  string
 	rows    int64
 	durable bool
+
+	// Masking (set by the client goroutine before push; then server-owned).
+	plan     *maskPlan
+	lin      lineage
+	text     string
+	describe string // "S:name" or "P:name" for expDescribe and expExecute
+	stmtKey  string
+	formats  []int16
+	cols     []colPlan
+	stats    maskStats
+	refusing bool
+	copy     *copyMask
 }
 
 func (e *expect) endsWithReady() bool {
@@ -309,7 +333,11 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 			return err
 		}
 		sum := sha256.Sum256(rest)
-		s.portals[portal] = &portalInfo{stmt: stmt, paramsHash: hex.EncodeToString(sum[:16])}
+		formats, err := resultFormats(rest[len(stmt)+1:])
+		if err != nil {
+			return err
+		}
+		s.portals[portal] = &portalInfo{stmt: stmt, paramsHash: hex.EncodeToString(sum[:16]), formats: formats}
 		return s.forward(frame)
 	case 'E':
 		portal, _, err := cstring(body)
@@ -334,7 +362,28 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 	case 'S':
 		s.push(&expect{kind: expSync})
 		return s.forward(frame)
-	case 'H', 'D', 'd', 'c', 'f':
+	case 'D':
+		if len(body) < 2 {
+			return errors.New("malformed Describe")
+		}
+		name, _, err := cstring(body[1:])
+		if err != nil {
+			return err
+		}
+		e := &expect{kind: expDescribe, describe: string(body[0]) + ":" + name}
+		if body[0] == 'S' {
+			if info := s.stmts[name]; info != nil {
+				e.plan, _ = s.planFor(info.decision)
+			}
+		} else if p := s.portals[name]; p != nil {
+			if info := s.stmts[p.stmt]; info != nil {
+				e.plan, _ = s.planFor(info.decision)
+			}
+			e.formats = p.formats
+		}
+		s.push(e)
+		return s.forward(frame)
+	case 'H', 'd', 'c', 'f':
 		return s.forward(frame)
 	case 'F':
 		d := &policyv1.Decision{Action: "deny", Rule: ruleFunctionCall, Reason: "the FunctionCall message calls a function by OID, bypassing SQL inspection; it is refused"}
@@ -375,6 +424,9 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 		}
 		s.commands.Add(1)
 		e := &expect{kind: expQuery, cmdID: s.cmdID, seq: seq, start: time.Now()}
+		if err := s.attachPlan(e, d, text); err != nil {
+			return err
+		}
 		if !readOnly(d) {
 			if err := s.rec.WaitFor(ctx, seq); err != nil {
 				return s.notRecording()
@@ -466,14 +518,17 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 		return s.forward(frame)
 	}
 	if info.decision.GetAction() == "review" {
-		return s.holdExecute(ctx, info, p, frame)
+		return s.holdExecute(ctx, info, portal, p, frame)
 	}
 	seq, err := s.emitCommand(info.text, "execute", p.stmt, p.paramsHash, info.decision, true)
 	if err != nil {
 		return s.notRecording()
 	}
 	s.commands.Add(1)
-	e := &expect{kind: expExecute, cmdID: s.cmdID, seq: seq, start: time.Now()}
+	e := &expect{kind: expExecute, cmdID: s.cmdID, seq: seq, start: time.Now(), describe: "P:" + portal, stmtKey: "S:" + p.stmt, formats: p.formats}
+	if err := s.attachPlan(e, info.decision, info.text); err != nil {
+		return err
+	}
 	if !readOnly(info.decision) {
 		if err := s.rec.WaitFor(ctx, seq); err != nil {
 			return s.notRecording()
@@ -530,4 +585,76 @@ func (s *session) reviewExecutes(d *policyv1.Decision) *policyv1.Decision {
 		}
 	}
 	return d
+}
+
+// attachPlan gives an expected result the masking that applies to it.
+func (s *session) attachPlan(e *expect, d *policyv1.Decision, text string) error {
+	plan, err := s.planFor(d)
+	if err != nil {
+		s.w.cfg.Log.Error().Err(err).Msg("mask rules cannot be compiled; closing the session")
+		s.shutdown("masking unavailable", fatal(stateSystemError, "sluice: the masking rules cannot be applied; the session is closed", ""))
+		return errClosed
+	}
+	if plan == nil {
+		return nil
+	}
+	e.plan, e.text = plan, text
+	for _, st := range d.GetStatements() {
+		e.lin.refs = append(e.lin.refs, st.GetColumns()...)
+	}
+	if sts := d.GetStatements(); len(sts) == 1 && len(sts[0].GetTargets()) > 0 {
+		for _, t := range sts[0].GetTargets() {
+			cols := t.GetColumns()
+			for _, c := range cols {
+				if c == "*" || strings.HasSuffix(c, ".*") {
+					e.lin.targets = nil // * expands: positions do not line up
+					return nil
+				}
+			}
+			e.lin.targets = append(e.lin.targets, cols)
+		}
+	}
+	return nil
+}
+
+// resultFormats reads the result format codes at the end of a Bind body
+// (after the portal and statement names).
+func resultFormats(b []byte) ([]int16, error) {
+	bad := errors.New("malformed Bind")
+	if len(b) < 2 {
+		return nil, bad
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2+2*n:]
+	if len(b) < 2 {
+		return nil, bad
+	}
+	n = int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	for i := 0; i < n; i++ {
+		if len(b) < 4 {
+			return nil, bad
+		}
+		l := int(int32(binary.BigEndian.Uint32(b)))
+		b = b[4:]
+		if l > 0 {
+			if l > len(b) {
+				return nil, bad
+			}
+			b = b[l:]
+		}
+	}
+	if len(b) < 2 {
+		return nil, bad
+	}
+	n = int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < 2*n {
+		return nil, bad
+	}
+	out := make([]int16, n)
+	for i := range out {
+		out[i] = int16(binary.BigEndian.Uint16(b[2*i:]))
+	}
+	return out, nil
 }

@@ -243,14 +243,16 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		targetRef:  &commonv1.Target{Name: tc.GetSpec().GetName(), Kind: tc.GetSpec().GetKind(), Labels: tc.GetSpec().GetLabels()},
 		clientAddr: client, clientUser: params["user"], app: params["application_name"],
 		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}, sqlPrepared: map[string]*stmtInfo{},
+		plans: map[string]*maskPlan{}, descs: map[string][]pgproto3.FieldDescription{},
 	}
 	s.rec = w.rec.Open(s.id)
-	hj, err := w.connectUpstream(ctx, tc.GetSpec().GetPostgres(), params)
+	hj, cat, err := w.connectUpstream(ctx, tc.GetSpec().GetPostgres(), params)
 	if err != nil {
 		w.cfg.Log.Warn().Err(err).Str("target", target).Msg("cannot connect to target")
 		w.recordAuthFailure(ctx, client, target, "target_unreachable", "the target cannot be reached")
 		return refuse(stateCannotConnect, fmt.Sprintf("sluice: cannot connect to target %q", target), "the target may be down; try again")
 	}
+	s.catalog = cat
 	s.server = hj.Conn
 	s.upstreamPID, s.upstreamSecret = hj.PID, hj.SecretKey
 	pg := tc.GetSpec().GetPostgres()
@@ -296,10 +298,10 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 
 // connectUpstream logs in to the target with the gateway-held credential
 // (pgconn does SCRAM and TLS) and takes over the socket.
-func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarget, client map[string]string) (*pgconn.HijackedConn, error) {
+func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarget, client map[string]string) (*pgconn.HijackedConn, *catalog, error) {
 	password, err := secrets.Resolve(pg.GetPassword(), w.cfg.MasterKey)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(pg.GetUser(), string(password)),
 		Host: net.JoinHostPort(pg.GetHost(), strconv.Itoa(int(pg.GetPort()))), Path: "/" + pg.GetDatabase()}
@@ -310,7 +312,7 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	u.RawQuery = q.Encode()
 	cfg, err := pgconn.ParseConfig(u.String())
 	if err != nil {
-		return nil, fmt.Errorf("target configuration: %w", err)
+		return nil, nil, fmt.Errorf("target configuration: %w", err)
 	}
 	cfg.Fallbacks = nil
 	cfg.RuntimeParams = map[string]string{"client_encoding": "UTF8", "standard_conforming_strings": "on"}
@@ -326,21 +328,28 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	defer cancel()
 	pc, err := pgconn.ConnectConfig(cctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	// Resolve the masked columns to table OIDs and attribute numbers
+	// before handing the connection to the client.
+	cat, err := resolveCatalog(cctx, pc, maskColumns(w.view.Policy().GetRules()))
+	if err != nil {
+		pc.Close(ctx)
+		return nil, nil, err
 	}
 	if err := pc.SyncConn(cctx); err != nil {
 		pc.Close(ctx)
-		return nil, err
+		return nil, nil, err
 	}
 	hj, err := pc.Hijack()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if hj.Frontend.ReadBufferLen() != 0 {
 		hj.Conn.Close()
-		return nil, errors.New("unexpected data from the target after login")
+		return nil, nil, errors.New("unexpected data from the target after login")
 	}
-	return hj, nil
+	return hj, cat, nil
 }
 
 func (w *Worker) recordAuthFailure(ctx context.Context, client, target, code, reason string) {

@@ -22,6 +22,7 @@ import (
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/devcert"
+	"sluice.dev/sluice/libs/masking"
 	"sluice.dev/sluice/libs/recording"
 	"sluice.dev/sluice/libs/secrets"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
@@ -108,6 +109,9 @@ type Worker struct {
 	active atomic.Int64
 	ready  chan struct{}
 	addr   atomic.Value
+
+	maskers  plannerCache
+	tokenKey []byte
 }
 
 // New returns a worker.
@@ -122,7 +126,20 @@ func New(cfg Config) *Worker {
 		slots:     make(chan struct{}, cfg.MaxSessions),
 		sessions:  map[uint32]*session{},
 		ready:     make(chan struct{}),
+		maskers:   plannerCache{m: map[string]*masking.Masker{}},
+		tokenKey:  tokenKey(cfg),
 	}
+}
+
+// tokenKey keys deterministic masking tokens: derived from the master key,
+// so every replica produces the same token for the same value.
+func tokenKey(cfg Config) []byte {
+	if cfg.MasterKey != nil {
+		return cfg.MasterKey.Derive("masking tokens")
+	}
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	return k
 }
 
 // Ready is closed when the worker accepts connections.

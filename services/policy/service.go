@@ -236,9 +236,14 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 		in.SQL = &policyv1.SQLInput{
 			Text: st.Text, Kind: string(st.Kind), Command: st.Command, Reads: st.Reads, Writes: st.Writes,
 			Tables: slices.Compact(tables), Functions: st.Functions, Flags: flags, Setting: st.Setting,
-			Statements: int32(len(res.Statements)), Fingerprint: res.Fingerprint,
+			Statements: int32(len(res.Statements)), Fingerprint: res.Fingerprint, Columns: st.Columns,
 		}
-		stmts = append(stmts, &policyv1.Statement{Kind: string(st.Kind), Command: st.Command, Reads: st.Reads, Writes: st.Writes, Functions: st.Functions, Flags: flags, PreparedName: st.PreparedName})
+		var targets []*policyv1.Target
+		for _, t := range st.Targets {
+			targets = append(targets, &policyv1.Target{Columns: t})
+		}
+		stmts = append(stmts, &policyv1.Statement{Kind: string(st.Kind), Command: st.Command, Reads: st.Reads, Writes: st.Writes,
+			Functions: st.Functions, Flags: flags, PreparedName: st.PreparedName, Columns: st.Columns, Targets: targets})
 		d := decision(set.Evaluate(ctx, in), set.Revision)
 		if worst == nil || engine.Severity(d.Action) > engine.Severity(worst.Action) {
 			worst = d

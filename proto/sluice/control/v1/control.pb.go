@@ -614,8 +614,12 @@ type MaskRule struct {
 	// detectors name value detectors: email, ssn, card, phone, iban, jwt, aws_key, ...
 	Detectors []string `protobuf:"bytes,2,rep,name=detectors,proto3" json:"detectors,omitempty"`
 	// action: redact, last4 (keep-last-N via keep), token.
-	Action        string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
-	Keep          uint32 `protobuf:"varint,4,opt,name=keep,proto3" json:"keep,omitempty"`
+	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	Keep   uint32 `protobuf:"varint,4,opt,name=keep,proto3" json:"keep,omitempty"`
+	// derived says what happens to a computed result column that may derive
+	// from a masked column (upper(email), row_to_json(c)): "mask" (default)
+	// masks the whole value; "refuse" refuses the statement.
+	Derived       string `protobuf:"bytes,5,opt,name=derived,proto3" json:"derived,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -676,6 +680,13 @@ func (x *MaskRule) GetKeep() uint32 {
 		return x.Keep
 	}
 	return 0
+}
+
+func (x *MaskRule) GetDerived() string {
+	if x != nil {
+		return x.Derived
+	}
+	return ""
 }
 
 // Rule is one policy rule.
@@ -1676,12 +1687,13 @@ const file_sluice_control_v1_control_proto_rawDesc = "" +
 	"\rTargetRemoved\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"applied_by\x18\x02 \x01(\tR\tappliedBy\"n\n" +
+	"applied_by\x18\x02 \x01(\tR\tappliedBy\"\x88\x01\n" +
 	"\bMaskRule\x12\x18\n" +
 	"\acolumns\x18\x01 \x03(\tR\acolumns\x12\x1c\n" +
 	"\tdetectors\x18\x02 \x03(\tR\tdetectors\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x12\n" +
-	"\x04keep\x18\x04 \x01(\rR\x04keep\"\xf1\x01\n" +
+	"\x04keep\x18\x04 \x01(\rR\x04keep\x12\x18\n" +
+	"\aderived\x18\x05 \x01(\tR\aderived\"\xf1\x01\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x12\n" +

@@ -348,7 +348,12 @@ type Statement struct {
 	Functions []string               `protobuf:"bytes,5,rep,name=functions,proto3" json:"functions,omitempty"`
 	Flags     []string               `protobuf:"bytes,6,rep,name=flags,proto3" json:"flags,omitempty"`
 	// prepared_name is the name a PREPARE creates or an EXECUTE runs.
-	PreparedName  string `protobuf:"bytes,7,opt,name=prepared_name,json=preparedName,proto3" json:"prepared_name,omitempty"`
+	PreparedName string `protobuf:"bytes,7,opt,name=prepared_name,json=preparedName,proto3" json:"prepared_name,omitempty"`
+	// columns are the column references, for masking lineage.
+	Columns []string `protobuf:"bytes,8,rep,name=columns,proto3" json:"columns,omitempty"`
+	// targets are, for a plain SELECT, the column references of each output
+	// expression in order.
+	Targets       []*Target `protobuf:"bytes,9,rep,name=targets,proto3" json:"targets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -432,6 +437,64 @@ func (x *Statement) GetPreparedName() string {
 	return ""
 }
 
+func (x *Statement) GetColumns() []string {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *Statement) GetTargets() []*Target {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+type Target struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Columns       []string               `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Target) Reset() {
+	*x = Target{}
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Target) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Target) ProtoMessage() {}
+
+func (x *Target) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Target.ProtoReflect.Descriptor instead.
+func (*Target) Descriptor() ([]byte, []int) {
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Target) GetColumns() []string {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
 // Cache says whether, how long and under which key a worker may reuse a decision.
 type Cache struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -454,7 +517,7 @@ type Cache struct {
 
 func (x *Cache) Reset() {
 	*x = Cache{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +529,7 @@ func (x *Cache) String() string {
 func (*Cache) ProtoMessage() {}
 
 func (x *Cache) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +542,7 @@ func (x *Cache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cache.ProtoReflect.Descriptor instead.
 func (*Cache) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Cache) GetCacheable() bool {
@@ -551,7 +614,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +626,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +639,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Decision) GetAction() string {
@@ -658,7 +721,7 @@ type RevisionRequest struct {
 
 func (x *RevisionRequest) Reset() {
 	*x = RevisionRequest{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +733,7 @@ func (x *RevisionRequest) String() string {
 func (*RevisionRequest) ProtoMessage() {}
 
 func (x *RevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +746,7 @@ func (x *RevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevisionRequest.ProtoReflect.Descriptor instead.
 func (*RevisionRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 type RevisionResponse struct {
@@ -695,7 +758,7 @@ type RevisionResponse struct {
 
 func (x *RevisionResponse) Reset() {
 	*x = RevisionResponse{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +770,7 @@ func (x *RevisionResponse) String() string {
 func (*RevisionResponse) ProtoMessage() {}
 
 func (x *RevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +783,7 @@ func (x *RevisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevisionResponse.ProtoReflect.Descriptor instead.
 func (*RevisionResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RevisionResponse) GetRevision() uint64 {
@@ -749,15 +812,17 @@ type SQLInput struct {
 	// setting is the parameter a SET/RESET/set_config names.
 	Setting string `protobuf:"bytes,9,opt,name=setting,proto3" json:"setting,omitempty"`
 	// statements is how many statements the client sent in one message.
-	Statements    int32  `protobuf:"varint,10,opt,name=statements,proto3" json:"statements,omitempty"`
-	Fingerprint   string `protobuf:"bytes,11,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	Statements  int32  `protobuf:"varint,10,opt,name=statements,proto3" json:"statements,omitempty"`
+	Fingerprint string `protobuf:"bytes,11,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// columns are the column references ("email", "c.ssn", "c.*").
+	Columns       []string `protobuf:"bytes,12,rep,name=columns,proto3" json:"columns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SQLInput) Reset() {
 	*x = SQLInput{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +834,7 @@ func (x *SQLInput) String() string {
 func (*SQLInput) ProtoMessage() {}
 
 func (x *SQLInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +847,7 @@ func (x *SQLInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SQLInput.ProtoReflect.Descriptor instead.
 func (*SQLInput) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SQLInput) GetText() string {
@@ -862,6 +927,13 @@ func (x *SQLInput) GetFingerprint() string {
 	return ""
 }
 
+func (x *SQLInput) GetColumns() []string {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
 // SSHInput is the `ssh` variable of a policy rule.
 type SSHInput struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -877,7 +949,7 @@ type SSHInput struct {
 
 func (x *SSHInput) Reset() {
 	*x = SSHInput{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +961,7 @@ func (x *SSHInput) String() string {
 func (*SSHInput) ProtoMessage() {}
 
 func (x *SSHInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +974,7 @@ func (x *SSHInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SSHInput.ProtoReflect.Descriptor instead.
 func (*SSHInput) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SSHInput) GetRequestType() string {
@@ -970,7 +1042,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	" \x01(\v2\x1c.sluice.policy.v1.SQLCommandH\x00R\x03sql\x120\n" +
 	"\x03ssh\x18\v \x01(\v2\x1c.sluice.policy.v1.SSHCommandH\x00R\x03ssh\x120\n" +
 	"\x03k8s\x18\f \x01(\v2\x1c.sluice.policy.v1.K8sCommandH\x00R\x03k8sB\t\n" +
-	"\acommand\"\xc0\x01\n" +
+	"\acommand\"\x8e\x02\n" +
 	"\tStatement\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\acommand\x18\x02 \x01(\tR\acommand\x12\x14\n" +
@@ -978,7 +1050,11 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\x06writes\x18\x04 \x03(\tR\x06writes\x12\x1c\n" +
 	"\tfunctions\x18\x05 \x03(\tR\tfunctions\x12\x14\n" +
 	"\x05flags\x18\x06 \x03(\tR\x05flags\x12#\n" +
-	"\rprepared_name\x18\a \x01(\tR\fpreparedName\"\xef\x01\n" +
+	"\rprepared_name\x18\a \x01(\tR\fpreparedName\x12\x18\n" +
+	"\acolumns\x18\b \x03(\tR\acolumns\x122\n" +
+	"\atargets\x18\t \x03(\v2\x18.sluice.policy.v1.TargetR\atargets\"\"\n" +
+	"\x06Target\x12\x18\n" +
+	"\acolumns\x18\x01 \x03(\tR\acolumns\"\xef\x01\n" +
 	"\x05Cache\x12\x1c\n" +
 	"\tcacheable\x18\x01 \x01(\bR\tcacheable\x12\x15\n" +
 	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12 \n" +
@@ -1003,7 +1079,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	" \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\x11\n" +
 	"\x0fRevisionRequest\".\n" +
 	"\x10RevisionResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\xa2\x02\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xbc\x02\n" +
 	"\bSQLInput\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -1018,7 +1094,8 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"statements\x18\n" +
 	" \x01(\x05R\n" +
 	"statements\x12 \n" +
-	"\vfingerprint\x18\v \x01(\tR\vfingerprint\"\x93\x01\n" +
+	"\vfingerprint\x18\v \x01(\tR\vfingerprint\x12\x18\n" +
+	"\acolumns\x18\f \x03(\tR\acolumns\"\x93\x01\n" +
 	"\bSSHInput\x12!\n" +
 	"\frequest_type\x18\x01 \x01(\tR\vrequestType\x12\x18\n" +
 	"\acommand\x18\x02 \x01(\tR\acommand\x12\x12\n" +
@@ -1038,39 +1115,41 @@ func file_sluice_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_sluice_policy_v1_policy_proto_rawDescData
 }
 
-var file_sluice_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_sluice_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sluice_policy_v1_policy_proto_goTypes = []any{
 	(*SQLCommand)(nil),       // 0: sluice.policy.v1.SQLCommand
 	(*SSHCommand)(nil),       // 1: sluice.policy.v1.SSHCommand
 	(*K8SCommand)(nil),       // 2: sluice.policy.v1.K8sCommand
 	(*EvaluateRequest)(nil),  // 3: sluice.policy.v1.EvaluateRequest
 	(*Statement)(nil),        // 4: sluice.policy.v1.Statement
-	(*Cache)(nil),            // 5: sluice.policy.v1.Cache
-	(*Decision)(nil),         // 6: sluice.policy.v1.Decision
-	(*RevisionRequest)(nil),  // 7: sluice.policy.v1.RevisionRequest
-	(*RevisionResponse)(nil), // 8: sluice.policy.v1.RevisionResponse
-	(*SQLInput)(nil),         // 9: sluice.policy.v1.SQLInput
-	(*SSHInput)(nil),         // 10: sluice.policy.v1.SSHInput
-	(*v1.Principal)(nil),     // 11: sluice.common.v1.Principal
-	(*v1.Target)(nil),        // 12: sluice.common.v1.Target
-	(*v11.MaskRule)(nil),     // 13: sluice.control.v1.MaskRule
-	(*v1.Error)(nil),         // 14: sluice.common.v1.Error
+	(*Target)(nil),           // 5: sluice.policy.v1.Target
+	(*Cache)(nil),            // 6: sluice.policy.v1.Cache
+	(*Decision)(nil),         // 7: sluice.policy.v1.Decision
+	(*RevisionRequest)(nil),  // 8: sluice.policy.v1.RevisionRequest
+	(*RevisionResponse)(nil), // 9: sluice.policy.v1.RevisionResponse
+	(*SQLInput)(nil),         // 10: sluice.policy.v1.SQLInput
+	(*SSHInput)(nil),         // 11: sluice.policy.v1.SSHInput
+	(*v1.Principal)(nil),     // 12: sluice.common.v1.Principal
+	(*v1.Target)(nil),        // 13: sluice.common.v1.Target
+	(*v11.MaskRule)(nil),     // 14: sluice.control.v1.MaskRule
+	(*v1.Error)(nil),         // 15: sluice.common.v1.Error
 }
 var file_sluice_policy_v1_policy_proto_depIdxs = []int32{
-	11, // 0: sluice.policy.v1.EvaluateRequest.principal:type_name -> sluice.common.v1.Principal
-	12, // 1: sluice.policy.v1.EvaluateRequest.target:type_name -> sluice.common.v1.Target
+	12, // 0: sluice.policy.v1.EvaluateRequest.principal:type_name -> sluice.common.v1.Principal
+	13, // 1: sluice.policy.v1.EvaluateRequest.target:type_name -> sluice.common.v1.Target
 	0,  // 2: sluice.policy.v1.EvaluateRequest.sql:type_name -> sluice.policy.v1.SQLCommand
 	1,  // 3: sluice.policy.v1.EvaluateRequest.ssh:type_name -> sluice.policy.v1.SSHCommand
 	2,  // 4: sluice.policy.v1.EvaluateRequest.k8s:type_name -> sluice.policy.v1.K8sCommand
-	13, // 5: sluice.policy.v1.Decision.masks:type_name -> sluice.control.v1.MaskRule
-	5,  // 6: sluice.policy.v1.Decision.cache:type_name -> sluice.policy.v1.Cache
-	4,  // 7: sluice.policy.v1.Decision.statements:type_name -> sluice.policy.v1.Statement
-	14, // 8: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	5,  // 5: sluice.policy.v1.Statement.targets:type_name -> sluice.policy.v1.Target
+	14, // 6: sluice.policy.v1.Decision.masks:type_name -> sluice.control.v1.MaskRule
+	6,  // 7: sluice.policy.v1.Decision.cache:type_name -> sluice.policy.v1.Cache
+	4,  // 8: sluice.policy.v1.Decision.statements:type_name -> sluice.policy.v1.Statement
+	15, // 9: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_sluice_policy_v1_policy_proto_init() }
@@ -1089,7 +1168,7 @@ func file_sluice_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_policy_v1_policy_proto_rawDesc), len(file_sluice_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

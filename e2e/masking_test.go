@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/libs/testkit"
+)
+
+// The demo's first customer, as the database holds it.
+const (
+	firstEmail = "ada.lovelace1@example.com"
+	firstSSN   = "107-11-1037"
+)
+
+func TestMasking(t *testing.T) {
+	env := startPG(t)
+	alice := env.Token("--sub", "alice", "--groups", "engineers")
+	dora := env.Token("--sub", "dora", "--groups", "engineers,dba")
+	ctx := context.Background()
+
+	psqlOut := func(token, sql string) string {
+		t.Helper()
+		out, err := env.psql(t, token, "", "-A", "-t", "-c", sql)
+		require.NoError(t, err, out)
+		return out
+	}
+	clean := func(t *testing.T, out string) {
+		t.Helper()
+		assert.NotContains(t, out, firstEmail)
+		assert.NotContains(t, out, firstSSN)
+		assert.NotContains(t, out, "@example.com")
+	}
+
+	t.Run("dba sees clear values", func(t *testing.T) {
+		out := psqlOut(dora, "SELECT email, ssn FROM customers WHERE id = 1")
+		assert.Contains(t, out, firstEmail)
+		assert.Contains(t, out, firstSSN)
+	})
+
+	cases := map[string]string{
+		"columns":       "SELECT email, ssn, card_number, phone FROM customers WHERE id = 1",
+		"aliases":       "SELECT email AS contact, ssn AS x FROM customers WHERE id = 1",
+		"expressions":   "SELECT upper(email), substr(ssn, 1, 6), email || '' FROM customers WHERE id = 1",
+		"casts":         "SELECT email::varchar(100), ssn::text FROM customers WHERE id = 1",
+		"whole row":     "SELECT c FROM customers c WHERE id = 1",
+		"json":          "SELECT row_to_json(c), to_jsonb(c), json_build_object('e', email) FROM customers c WHERE id = 1",
+		"aggregates":    "SELECT string_agg(email, ','), max(ssn), array_agg(phone) FROM customers WHERE id < 3",
+		"cte":           "WITH x AS (SELECT email AS e FROM customers) SELECT e FROM x LIMIT 3",
+		"subquery":      "SELECT (SELECT email FROM customers WHERE id = 1) AS e",
+		"view":          "SELECT email FROM customer_orders LIMIT 3",
+		"union":         "SELECT email FROM customers WHERE id = 1 UNION ALL SELECT 'x'",
+		"copy query":    "COPY (SELECT name, email, ssn FROM customers WHERE id = 1) TO STDOUT",
+		"copy table":    "COPY customers TO STDOUT",
+		"copy csv":      "COPY customers (id, email, ssn) TO STDOUT WITH (FORMAT csv, HEADER)",
+		"error message": "SELECT ssn::int FROM customers WHERE id = 1",
+	}
+	for name, sql := range cases {
+		t.Run(name, func(t *testing.T) {
+			out, _ := env.psql(t, alice, "", "-A", "-t", "-c", sql)
+			clean(t, out)
+			assert.NotEmpty(t, strings.TrimSpace(out))
+		})
+	}
+
+	t.Run("unrelated computed columns are untouched", func(t *testing.T) {
+		out := psqlOut(alice, "SELECT count(*), max(length(name)) FROM customers WHERE email LIKE '%example.com'")
+		assert.Contains(t, out, "64|")
+	})
+
+	t.Run("cursors and RETURNING", func(t *testing.T) {
+		out, err := env.psql(t, alice, "BEGIN;\nDECLARE c CURSOR FOR SELECT email, ssn FROM customers ORDER BY id;\nFETCH 2 FROM c;\nCLOSE c;\nUPDATE customers SET phone = phone WHERE id = 2 RETURNING email, ssn;\nROLLBACK;\n", "-A", "-t")
+		require.NoError(t, err, out)
+		clean(t, out)
+		assert.Contains(t, out, "****|****")
+	})
+
+	t.Run("binary results through pgx", func(t *testing.T) {
+		conn, err := pgx.Connect(ctx, env.dsn(alice))
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		// pgx asks for binary results where it can; text columns come back
+		// masked, and a non-text computed value from masked data is NULL.
+		var email, ssn string
+		var n *int64
+		err = conn.QueryRow(ctx, "SELECT email, ssn, length(email)::int8 FROM customers WHERE id = $1", 1).Scan(&email, &ssn, &n)
+		require.NoError(t, err)
+		assert.Equal(t, "****", email)
+		assert.Equal(t, "****", ssn)
+		assert.Nil(t, n, "a number computed from a masked column is withheld")
+		// A JSON value derived from masked columns is replaced whole, as
+		// valid JSON.
+		var doc any
+		require.NoError(t, conn.QueryRow(ctx, "SELECT to_jsonb(c) FROM customers c WHERE id = $1", 1).Scan(&doc))
+		b, _ := json.Marshal(doc)
+		clean(t, string(b))
+		assert.Equal(t, `"****"`, string(b))
+		var idOK int
+		require.NoError(t, conn.QueryRow(ctx, "SELECT id FROM customers WHERE email = $1", firstEmail).Scan(&idOK))
+		assert.Equal(t, 1, idOK, "filtering on a masked column still works")
+	})
+
+	t.Run("notifications", func(t *testing.T) {
+		conn, err := pgconn.Connect(ctx, env.dsn(alice))
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, "LISTEN news").ReadAll()
+		require.NoError(t, err)
+		out, err := exec.Command("psql", env.directDSN(t), "-c", "NOTIFY news, 'customer "+firstEmail+" changed'").CombinedOutput()
+		require.NoError(t, err, string(out))
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		require.NoError(t, conn.WaitForNotification(wctx))
+	})
+
+	t.Run("the record says what was masked", func(t *testing.T) {
+		auditor := []string{"SLUICE_TOKEN=" + env.Token("--sub", "audrey", "--groups", "auditors")}
+		testkit.Eventually(t, 20*time.Second, func() error {
+			out, err := env.CLI(auditor, "audit", "tail", "--format", "json")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, `"masking"`) || !strings.Contains(out, "customers.ssn") {
+				return fmt.Errorf("no masking summary yet")
+			}
+			assert.NotContains(t, out, firstSSN, "the audit log never holds masked values")
+			return nil
+		})
+	})
+}

@@ -1,0 +1,143 @@
+package pgworker
+
+import (
+	"bytes"
+	"strings"
+
+	"sluice.dev/sluice/libs/sqlclass"
+)
+
+// copyMask masks the rows of a COPY ... TO STDOUT in text or CSV format.
+// Rows may be split across CopyData messages; an incomplete row is kept
+// until the rest arrives (in CSV, a quoted field may span lines).
+type copyMask struct {
+	plan    *maskPlan
+	csv     bool
+	delim   byte
+	whole   map[int]string // field index -> masked column label
+	all     bool           // every field is masked whole (derived data)
+	pending []byte
+	out     []byte
+}
+
+// newCopyMask plans masking for a COPY statement.
+func newCopyMask(plan *maskPlan, text string, refs []string) (*copyMask, error) {
+	c, err := sqlclass.ParseCopy(text)
+	if err != nil {
+		return nil, errUndecodable
+	}
+	if c.Format == "binary" {
+		return nil, errUndecodable
+	}
+	cm := &copyMask{plan: plan, csv: c.Format == "csv", delim: c.Delimiter, whole: map[int]string{}}
+	if c.Query {
+		cm.all = plan.derives(refs)
+		return cm, nil
+	}
+	cols := c.Columns
+	if len(cols) == 0 {
+		cols = plan.catalog.tables[strings.ToLower(c.Table)]
+	}
+	table := strings.ToLower(c.Table)
+	plain := table
+	if i := strings.LastIndexByte(table, '.'); i >= 0 {
+		plain = table[i+1:]
+	}
+	for i, col := range cols {
+		col = strings.ToLower(col)
+		for _, name := range []string{plain + "." + col, table + "." + col} {
+			if _, ok := plan.catalog.byName[name]; ok && plan.names[col] {
+				if _, masked := plan.whole[plan.catalog.byName[name][0]]; masked {
+					cm.whole[i] = name
+				}
+			}
+		}
+	}
+	if len(cols) == 0 && len(plan.whole) > 0 {
+		cm.all = true // the table's layout is unknown: mask every field
+	}
+	return cm, nil
+}
+
+// feed takes one CopyData payload and returns the masked rows complete so
+// far (possibly none).
+func (c *copyMask) feed(data []byte, st *maskStats) []byte {
+	c.pending = append(c.pending, data...)
+	c.out = c.out[:0]
+	start := 0
+	quoted := false
+	for i := 0; i < len(c.pending); i++ {
+		b := c.pending[i]
+		if c.csv && b == '"' {
+			quoted = !quoted
+			continue
+		}
+		if b == '\n' && !quoted {
+			c.out = c.maskRow(c.out, c.pending[start:i+1], st)
+			start = i + 1
+		}
+	}
+	c.pending = append(c.pending[:0], c.pending[start:]...)
+	return c.out
+}
+
+// flush returns what remains at the end of the copy.
+func (c *copyMask) flush(st *maskStats) []byte {
+	c.out = c.maskRow(c.out[:0], c.pending, st)
+	c.pending = c.pending[:0]
+	return c.out
+}
+
+// maskRow masks one row (with its newline, if any).
+func (c *copyMask) maskRow(dst, row []byte, st *maskStats) []byte {
+	if len(row) == 0 {
+		return dst
+	}
+	if len(c.whole) == 0 && !c.all {
+		return c.plan.masker.AppendMasked(dst, row, &st.detectors)
+	}
+	nl := bytes.HasSuffix(row, []byte{'\n'})
+	if nl {
+		row = row[:len(row)-1]
+	}
+	field, start := 0, 0
+	quoted := false
+	emit := func(f []byte) {
+		label, whole := c.whole[field]
+		switch {
+		case (whole || c.all) && !isNullField(f, c.csv):
+			dst = c.plan.masker.AppendWhole(dst, f, c.plan.action)
+			if label == "" {
+				label = "copy:all"
+			}
+			st.col(label)
+		default:
+			dst = c.plan.masker.AppendMasked(dst, f, &st.detectors)
+		}
+	}
+	for i := 0; i < len(row); i++ {
+		b := row[i]
+		if c.csv && b == '"' {
+			quoted = !quoted
+			continue
+		}
+		if b == c.delim && !quoted {
+			emit(row[start:i])
+			dst = append(dst, c.delim)
+			field++
+			start = i + 1
+		}
+	}
+	emit(row[start:])
+	if nl {
+		dst = append(dst, '\n')
+	}
+	return dst
+}
+
+func isNullField(f []byte, csv bool) bool {
+	if csv {
+		return len(f) == 0
+	}
+	return string(f) == `\N`
+}

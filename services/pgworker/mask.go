@@ -1,0 +1,345 @@
+package pgworker
+
+import (
+	"encoding/binary"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"sluice.dev/sluice/libs/masking"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// errUndecodable means masking applies to data the worker cannot decode;
+// it is refused, never passed through.
+var errUndecodable = errors.New("masked data in a form Sluice cannot inspect")
+
+// maskPlan is what masking means for one decision in one session.
+type maskPlan struct {
+	masker  *masking.Masker
+	action  masking.Action
+	whole   map[colKey]string // lineage-masked columns and their labels
+	names   map[string]bool   // masked column names
+	refuse  bool              // derived values refuse the statement
+	catalog *catalog
+}
+
+// plannerCache builds maskers once per set of mask rules.
+type plannerCache struct {
+	mu sync.Mutex
+	m  map[string]*masking.Masker
+}
+
+func rulesKey(d *policyv1.Decision) string {
+	var b strings.Builder
+	for _, m := range d.GetMasks() {
+		b.WriteString(strings.Join(m.GetColumns(), ","))
+		b.WriteByte('|')
+		b.WriteString(strings.Join(m.GetDetectors(), ","))
+		b.WriteByte('|')
+		b.WriteString(m.GetAction())
+		b.WriteByte('|')
+		b.WriteString(m.GetDerived())
+		b.WriteByte(';')
+	}
+	return b.String()
+}
+
+// planFor returns the masking plan of a decision, nil when nothing is
+// masked. Plans are cached per session by rule set.
+func (s *session) planFor(d *policyv1.Decision) (*maskPlan, error) {
+	if len(d.GetMasks()) == 0 {
+		return nil, nil
+	}
+	key := rulesKey(d)
+	if p, ok := s.plans[key]; ok {
+		return p, nil
+	}
+	m, err := s.w.masker(key, d)
+	if err != nil {
+		return nil, err
+	}
+	p := &maskPlan{masker: m, whole: map[colKey]string{}, names: map[string]bool{}, catalog: s.catalog}
+	for i, r := range d.GetMasks() {
+		if i == 0 {
+			p.action = masking.Action{Kind: r.GetAction(), Keep: int(r.GetKeep())}
+		}
+		if r.GetDerived() == "refuse" {
+			p.refuse = true
+		}
+		for _, c := range r.GetColumns() {
+			c = strings.ToLower(c)
+			parts := strings.Split(c, ".")
+			p.names[parts[len(parts)-1]] = true
+			for _, k := range s.catalog.byName[c] {
+				p.whole[k] = c
+			}
+		}
+	}
+	s.plans[key] = p
+	s.lastPlan.Store(p)
+	return p, nil
+}
+
+func (w *Worker) masker(key string, d *policyv1.Decision) (*masking.Masker, error) {
+	w.maskers.mu.Lock()
+	defer w.maskers.mu.Unlock()
+	if m, ok := w.maskers.m[key]; ok {
+		return m, nil
+	}
+	var dets []string
+	action := masking.Action{}
+	for i, r := range d.GetMasks() {
+		for _, det := range r.GetDetectors() {
+			if !slices.Contains(dets, det) {
+				dets = append(dets, det)
+			}
+		}
+		if i == 0 {
+			action = masking.Action{Kind: r.GetAction(), Keep: int(r.GetKeep())}
+		}
+	}
+	if len(dets) == 0 {
+		dets = masking.Detectors()
+	}
+	m, err := masking.New(masking.Config{Detectors: dets, Action: action, TokenKey: w.tokenKey})
+	if err != nil {
+		return nil, err
+	}
+	w.maskers.m[key] = m
+	return m, nil
+}
+
+// derives reports whether a computed result column with these column
+// references may carry masked data: it names a masked column, a whole row
+// (c, c.*), or something that is no known column (an alias of a derived
+// table or of a row).
+func (p *maskPlan) derives(refs []string) bool {
+	for _, r := range refs {
+		parts := strings.Split(strings.ToLower(r), ".")
+		last := parts[len(parts)-1]
+		if p.names[last] || last == "*" || !p.catalog.allCols[last] {
+			return true
+		}
+	}
+	return false
+}
+
+// lineage says, per result column, whether a computed column derives from
+// masked data: per output expression when the statement's targets line up
+// with the columns, else from every reference in the statement.
+type lineage struct {
+	refs    []string
+	targets [][]string
+}
+
+func (l lineage) derived(p *maskPlan, i, n int) bool {
+	if len(l.targets) == n {
+		return p.derives(l.targets[i])
+	}
+	return p.derives(l.refs)
+}
+
+// Column treatments.
+const (
+	colScan  = iota // scan with detectors (text)
+	colPass         // binary non-text value: lineage only
+	colWhole        // lineage-masked column
+	colDerived
+)
+
+type colPlan struct {
+	how    int
+	label  string
+	typ    uint32
+	format int16
+}
+
+// textish types carry text in both formats.
+func textish(oid uint32) bool {
+	switch oid {
+	case 25, 1043, 1042, 19, 705, 2275, 114, 3802, 17:
+		return true
+	}
+	return false
+}
+
+// columns builds per-column treatment from a RowDescription; formats
+// override the described formats (Bind result formats).
+func (p *maskPlan) columns(fields []pgproto3.FieldDescription, formats []int16, lin lineage) []colPlan {
+	out := make([]colPlan, len(fields))
+	for i, f := range fields {
+		format := f.Format
+		switch len(formats) {
+		case 0:
+		case 1:
+			format = formats[0]
+		default:
+			if i < len(formats) {
+				format = formats[i]
+			}
+		}
+		c := colPlan{typ: f.DataTypeOID, format: format}
+		switch label, ok := p.whole[colKey{f.TableOID, int16(f.TableAttributeNumber)}]; {
+		case ok:
+			c.how, c.label = colWhole, label
+		case f.TableOID == 0 && lin.derived(p, i, len(fields)):
+			c.how, c.label = colDerived, "derived:"+string(f.Name)
+		case format == 1 && !textish(f.DataTypeOID):
+			c.how = colPass
+		default:
+			c.how = colScan
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// maskStats counts what was masked for one command.
+type maskStats struct {
+	detectors masking.Counts
+	columns   map[string]int64
+}
+
+func (m *maskStats) col(label string) {
+	if m.columns == nil {
+		m.columns = map[string]int64{}
+	}
+	m.columns[label]++
+}
+
+func (m *maskStats) event(cmdID uint64) *sessionv1.Event {
+	var counts []*sessionv1.MaskCount
+	for label, n := range m.columns {
+		counts = append(counts, &sessionv1.MaskCount{Column: label, Count: n})
+	}
+	m.detectors.Each(func(name string, n int64) {
+		if n > 0 {
+			counts = append(counts, &sessionv1.MaskCount{Detector: name, Count: n})
+		}
+	})
+	if len(counts) == 0 {
+		return nil
+	}
+	slices.SortFunc(counts, func(a, b *sessionv1.MaskCount) int {
+		return strings.Compare(a.GetColumn()+a.GetDetector(), b.GetColumn()+b.GetDetector())
+	})
+	return &sessionv1.Event{Body: &sessionv1.Event_Masking{Masking: &sessionv1.Masking{CommandId: cmdID, Counts: counts}}}
+}
+
+// appendWhole replaces a whole value with a type-correct masked value; it
+// reports false when the value must become NULL.
+func (p *maskPlan) appendWhole(dst, v []byte, typ uint32, format int16) ([]byte, bool) {
+	switch {
+	case typ == 114 || (typ == 3802 && format == 0):
+		dst = append(dst, '"')
+		dst = p.masker.AppendWhole(dst, v, p.action)
+		return append(dst, '"'), true
+	case typ == 3802: // binary jsonb: version byte, then JSON text
+		dst = append(dst, 1, '"')
+		dst = p.masker.AppendWhole(dst, v, p.action)
+		return append(dst, '"'), true
+	case typ == 17: // bytea: a masked value is no valid bytea literal
+		return dst, false
+	case textish(typ):
+		return p.masker.AppendWhole(dst, v, p.action), true
+	}
+	return dst, false
+}
+
+// maskRow rewrites a DataRow body when needed. It returns the new frame or
+// nil when the original frame can go out untouched.
+func (p *maskPlan) maskRow(dst, body []byte, cols []colPlan, st *maskStats) ([]byte, error) {
+	if len(body) < 2 {
+		return nil, errUndecodable
+	}
+	n := int(binary.BigEndian.Uint16(body))
+	if n != len(cols) {
+		return nil, errUndecodable
+	}
+	// First pass: does anything change?
+	dirty := false
+	pos := 2
+	for i := 0; i < n; i++ {
+		if pos+4 > len(body) {
+			return nil, errUndecodable
+		}
+		l := int(int32(binary.BigEndian.Uint32(body[pos:])))
+		pos += 4
+		if l < 0 {
+			continue
+		}
+		if pos+l > len(body) {
+			return nil, errUndecodable
+		}
+		switch cols[i].how {
+		case colWhole, colDerived:
+			dirty = true
+		case colScan:
+			if p.masker.Contains(body[pos : pos+l]) {
+				dirty = true
+			}
+		}
+		pos += l
+		if dirty {
+			break
+		}
+	}
+	if !dirty {
+		return nil, nil
+	}
+	dst = append(dst[:0], 'D', 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(n))
+	pos = 2
+	for i := 0; i < n; i++ {
+		l := int(int32(binary.BigEndian.Uint32(body[pos:])))
+		pos += 4
+		if l < 0 {
+			dst = binary.BigEndian.AppendUint32(dst, 0xffffffff)
+			continue
+		}
+		v := body[pos : pos+l]
+		pos += l
+		lenAt := len(dst)
+		dst = append(dst, 0, 0, 0, 0)
+		start := len(dst)
+		null := false
+		switch c := cols[i]; c.how {
+		case colWhole, colDerived:
+			var ok bool
+			dst, ok = p.appendWhole(dst, v, c.typ, c.format)
+			null = !ok
+			st.col(c.label)
+		case colScan:
+			dst = p.masker.AppendMasked(dst, v, &st.detectors)
+		default:
+			dst = append(dst, v...)
+		}
+		if null {
+			dst = dst[:lenAt]
+			dst = binary.BigEndian.AppendUint32(dst, 0xffffffff)
+			continue
+		}
+		binary.BigEndian.PutUint32(dst[lenAt:], uint32(len(dst)-start))
+	}
+	binary.BigEndian.PutUint32(dst[1:5], uint32(len(dst)-1))
+	return dst, nil
+}
+
+// maskError masks the texts of an ErrorResponse or NoticeResponse; it
+// reports whether anything changed.
+func (p *maskPlan) maskFields(fields []*string, st *maskStats) bool {
+	changed := false
+	for _, f := range fields {
+		if f == nil || *f == "" || !p.masker.Contains([]byte(*f)) {
+			continue
+		}
+		*f = string(p.masker.AppendMasked(nil, []byte(*f), &st.detectors))
+		changed = true
+	}
+	return changed
+}
