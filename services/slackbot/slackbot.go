@@ -336,4 +336,3 @@ func writeText(w http.ResponseWriter, text string) {
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = fmt.Fprintf(w, `{"response_type":"ephemeral","replace_original":false,"text":%q}`, text)
 }
-
