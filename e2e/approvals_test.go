@@ -56,7 +56,7 @@ func TestApprovals(t *testing.T) {
 
 	runPsql := func(sql string) (chan string, *exec.Cmd) {
 		out := make(chan string, 1)
-		cmd := exec.Command("psql", pgenv.dsn(alice), "-X", "-c", sql)
+		cmd := timedCommand(t, "psql", pgenv.dsn(alice), "-X", "-c", sql)
 		go func() {
 			b, _ := cmd.CombinedOutput()
 			out <- string(b)
@@ -150,7 +150,7 @@ func TestApprovals(t *testing.T) {
 			return nil
 		})
 		// Through the wire too: the bot's insert runs without a hold.
-		res, err := exec.Command("psql", pgenv.dsn(bot), "-X", "-c", insert).CombinedOutput()
+		res, err := timedCommand(t, "psql", pgenv.dsn(bot), "-X", "-c", insert).CombinedOutput()
 		require.NoError(t, err, string(res))
 		assert.Contains(t, string(res), "INSERT 0 1")
 		// When the window closes, the review comes back.

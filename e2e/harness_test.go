@@ -273,3 +273,11 @@ func (e *devEnv) NATS(user string) *nats.Conn {
 func devissuerClaims(sub string, ttl time.Duration) devissuer.Claims {
 	return devissuer.Claims{Subject: sub, Groups: []string{"engineers"}, TTL: ttl}
 }
+
+// timedCommand runs a client tool with a deadline, so that a hang fails the
+// test instead of stalling the suite.
+func timedCommand(t *testing.T, name string, args ...string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return exec.CommandContext(ctx, name, args...)
+}

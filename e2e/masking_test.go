@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -116,7 +115,7 @@ func TestMasking(t *testing.T) {
 		defer conn.Close(ctx)
 		_, err = conn.Exec(ctx, "LISTEN news").ReadAll()
 		require.NoError(t, err)
-		out, err := exec.Command("psql", env.directDSN(t), "-c", "NOTIFY news, 'customer "+firstEmail+" changed'").CombinedOutput()
+		out, err := timedCommand(t, "psql", env.directDSN(t), "-c", "NOTIFY news, 'customer "+firstEmail+" changed'").CombinedOutput()
 		require.NoError(t, err, string(out))
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()

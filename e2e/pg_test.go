@@ -34,7 +34,8 @@ type pgEnv struct {
 func startPG(t *testing.T) *pgEnv {
 	t.Helper()
 	requireTool(t, "psql", "pgbench")
-	env := startDev(t, devOptions{})
+	// Statements held for approval give up quickly here: nobody approves.
+	env := startDev(t, devOptions{extra: []string{"--hold-timeout", "2s"}})
 	var port int
 	for _, l := range lines(env.Output()) {
 		if strings.HasPrefix(l, "Demo target") {
@@ -115,7 +116,9 @@ SELECT 'still here' AS alive;
 		requireTool(t, "script")
 		// psql on a terminal, reading keystrokes: an interactive session.
 		input := "\\set ON_ERROR_STOP 0\nBEGIN;\nUPDATE orders SET status = 'shipped' WHERE id = 1;\nDROP TABLE orders;\nSELECT 1;\nROLLBACK;\nSELECT status FROM orders WHERE id = 1;\n\\q\n"
-		cmd := exec.Command("script", "-qec", "psql '"+env.dsn(alice)+"' -X", "/dev/null")
+		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(sctx, "script", "-qec", "psql '"+env.dsn(alice)+"' -X -P pager=off", "/dev/null")
 		cmd.Stdin = strings.NewReader(input)
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, string(out))
@@ -189,12 +192,12 @@ SELECT 'still here' AS alive;
 	})
 
 	t.Run("pgbench", func(t *testing.T) {
-		init := exec.Command("pgbench", "-i", "-s", "1", "-q", env.directDSN(t))
+		init := timedCommand(t, "pgbench", "-i", "-s", "1", "-q", env.directDSN(t))
 		out, err := init.CombinedOutput()
 		require.NoError(t, err, string(out))
 		for _, mode := range []string{"simple", "extended", "prepared"} {
 			t.Run(mode, func(t *testing.T) {
-				cmd := exec.Command("pgbench", "-n", "-S", "-M", mode, "-c", "4", "-j", "2", "-t", "200", env.dsn(alice))
+				cmd := timedCommand(t, "pgbench", "-n", "-S", "-M", mode, "-c", "4", "-j", "2", "-t", "200", env.dsn(alice))
 				out, err := cmd.CombinedOutput()
 				require.NoError(t, err, string(out))
 				assert.Contains(t, string(out), "number of failed transactions: 0")
@@ -203,7 +206,7 @@ SELECT 'still here' AS alive;
 		}
 		// The default pgbench script writes: bounded updates by a human
 		// engineer are allowed.
-		cmd := exec.Command("pgbench", "-n", "-M", "prepared", "-c", "2", "-t", "50", env.dsn(alice))
+		cmd := timedCommand(t, "pgbench", "-n", "-M", "prepared", "-c", "2", "-t", "50", env.dsn(alice))
 		out, err = cmd.CombinedOutput()
 		require.NoError(t, err, string(out))
 		assert.Contains(t, string(out), "actually processed: 100/100")
@@ -213,10 +216,10 @@ SELECT 'still here' AS alive;
 		requireTool(t, "node")
 		dir, _ := filepath.Abs("node")
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", "pg")); err != nil {
-			out, err := exec.Command("npm", "--prefix", dir, "ci", "--no-audit", "--no-fund").CombinedOutput()
+			out, err := timedCommand(t, "npm", "--prefix", dir, "ci", "--no-audit", "--no-fund").CombinedOutput()
 			require.NoError(t, err, string(out))
 		}
-		cmd := exec.Command("node", filepath.Join(dir, "client.js"))
+		cmd := timedCommand(t, "node", filepath.Join(dir, "client.js"))
 		cmd.Env = append(os.Environ(), "SLUICE_PG_HOST=127.0.0.1", fmt.Sprintf("SLUICE_PG_PORT=%d", env.PGPort), "SLUICE_PG_DB=demo", "SLUICE_PG_USER=alice", "SLUICE_PG_TOKEN="+alice)
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, string(out))

@@ -24,6 +24,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var nc bus.Config
 	var o stack.Options
 	var replicas int
+	var auditMaxBytes int64
 	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile, slackTokenFile, slackSecretFile string
 	var jwksRefresh time.Duration
 	cmd := &cobra.Command{
@@ -56,7 +57,7 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 			}
 			defer conn.Close()
 			o.Conn, o.Log = conn, log
-			o.Topology = bus.Topology{Replicas: replicas}
+			o.Topology = bus.Topology{Replicas: replicas, AuditMaxBytes: auditMaxBytes}
 			o.Provider.JWKSRefreshInterval = jwksRefresh
 			if key, err := secrets.LoadKey(masterKeyFile); err == nil {
 				o.MasterKey = key
@@ -103,6 +104,7 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 	f.StringVar(&nc.CertFile, "nats-cert", "", "client certificate for NATS")
 	f.StringVar(&nc.KeyFile, "nats-key", "", "client key for NATS")
 	f.IntVar(&replicas, "replicas", 1, "stream replicas (3 in a production cluster)")
+	f.Int64Var(&auditMaxBytes, "audit-max-bytes", 0, "cap on the audit stream; when full, new records are refused and workers stop running statements (0: unlimited)")
 	f.StringVar(&o.Provider.Issuer, "issuer", os.Getenv("SLUICE_OIDC_ISSUER"), "identity: OIDC issuer URL, until one is applied")
 	f.StringVar(&o.Provider.Audience, "audience", envOr("SLUICE_OIDC_AUDIENCE", "sluice"), "identity: required token audience")
 	f.StringVar(&o.Provider.GroupsClaim, "groups-claim", "groups", "identity: claim holding groups (dotted path allowed)")

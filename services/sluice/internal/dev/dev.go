@@ -56,7 +56,9 @@ type Config struct {
 	NoDemo bool
 	// HoldTimeout bounds how long a held statement waits; default 5m.
 	HoldTimeout time.Duration
-	Log         zerolog.Logger
+	// AuditMaxBytes caps the audit stream (0: unlimited).
+	AuditMaxBytes int64
+	Log           zerolog.Logger
 	// Out receives the banner.
 	Out io.Writer
 }
@@ -193,6 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 		MasterKey:   master,
 		RecorderKey: recorderKey,
 		HoldTimeout: cfg.HoldTimeout,
+		Topology:    bus.Topology{AuditMaxBytes: cfg.AuditMaxBytes},
 		PGAddr:      cfg.PGAddr,
 		TLSDir:      filepath.Join(dir, "tls"),
 	}

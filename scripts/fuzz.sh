@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Fuzzes every parser for the given time each (default 1m):
+#   sqlclass (SQL classification), sqlshape (statement shapes), masking
+#   (value detectors), bus (subject tokens).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t="${1:-1m}"
+run() { echo "== $1 $2"; go test "./$1" -run '^$' -fuzz "^$2\$" -fuzztime "$t" -parallel 1; }
+run libs/sqlclass FuzzClassify
+run libs/sqlshape FuzzShape
+run libs/masking FuzzAppendMasked
+run libs/masking FuzzComposed
+run libs/bus FuzzToken
