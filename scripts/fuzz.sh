@@ -11,3 +11,6 @@ run libs/sqlshape FuzzShape
 run libs/masking FuzzAppendMasked
 run libs/masking FuzzComposed
 run libs/bus FuzzToken
+run services/pgworker FuzzResultFormats
+run services/pgworker FuzzMaskRow
+run services/pgworker FuzzCopyMask

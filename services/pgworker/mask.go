@@ -261,7 +261,7 @@ func (p *maskPlan) maskRow(dst, body []byte, cols []colPlan, st *maskStats) ([]b
 	if n != len(cols) {
 		return nil, errUndecodable
 	}
-	// First pass: does anything change?
+	// First pass: is the row well formed, and does anything change?
 	dirty := false
 	pos := 2
 	for i := 0; i < n; i++ {
@@ -280,14 +280,14 @@ func (p *maskPlan) maskRow(dst, body []byte, cols []colPlan, st *maskStats) ([]b
 		case colWhole, colDerived:
 			dirty = true
 		case colScan:
-			if p.masker.Contains(body[pos : pos+l]) {
+			if !dirty && p.masker.Contains(body[pos:pos+l]) {
 				dirty = true
 			}
 		}
 		pos += l
-		if dirty {
-			break
-		}
+	}
+	if pos != len(body) {
+		return nil, errUndecodable
 	}
 	if !dirty {
 		return nil, nil

@@ -189,9 +189,13 @@ func (s *session) run(ctx context.Context) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer s.contain("server")
 		s.serverLoop(sctx)
 	}()
-	s.clientLoop(sctx)
+	func() {
+		defer s.contain("client")
+		s.clientLoop(sctx)
+	}()
 	<-done
 	reason, _ := s.endReason.Load().(string)
 	if reason == "" {
@@ -203,6 +207,15 @@ func (s *session) run(ctx context.Context) {
 		Reason: reason, Commands: s.commands.Load(), Denied: s.denied.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
 	}}}); err != nil {
 		s.w.cfg.Log.Warn().Err(err).Str("session", s.id).Msg("session end not recorded")
+	}
+}
+
+// contain turns a panic in one session into the end of that session, so a
+// bug reached by one client never takes the worker down for the others.
+func (s *session) contain(where string) {
+	if r := recover(); r != nil {
+		s.w.cfg.Log.Error().Interface("panic", r).Str("session", s.id).Str("where", where).Msg("session failed; closed")
+		s.shutdown("internal error", fatal(stateSystemError, "sluice: internal error; the session is closed", ""))
 	}
 }
 
@@ -218,8 +231,11 @@ func (s *session) shutdown(reason string, msg *pgproto3.ErrorResponse) {
 			_ = s.cw.Flush()
 			s.cwMu.Unlock()
 		}
-		s.client.Close()
 		s.server.Close()
+		if reason == "message too large" {
+			return // the client loop drains, then the connection closes
+		}
+		s.client.Close()
 	})
 }
 
@@ -268,6 +284,10 @@ func (s *session) clientLoop(ctx context.Context) {
 			switch {
 			case errors.Is(err, errTooLarge):
 				s.shutdown("message too large", fatal(stateProtocolViolation, "sluice: "+err.Error(), ""))
+				// Let the client finish sending (and read the error) rather
+				// than reset a connection it is still writing to.
+				_ = s.client.SetReadDeadline(time.Now().Add(time.Second))
+				_, _ = io.Copy(io.Discard, s.cr.r)
 			case isTimeout(err):
 				s.shutdown("idle timeout", fatal(stateAdminShutdown, "sluice: the session was idle too long and is closed", ""))
 			default:
@@ -625,10 +645,10 @@ func resultFormats(b []byte) ([]int16, error) {
 		return nil, bad
 	}
 	n := int(binary.BigEndian.Uint16(b))
-	b = b[2+2*n:]
-	if len(b) < 2 {
+	if len(b) < 2+2*n+2 {
 		return nil, bad
 	}
+	b = b[2+2*n:]
 	n = int(binary.BigEndian.Uint16(b))
 	b = b[2:]
 	for i := 0; i < n; i++ {

@@ -69,6 +69,11 @@ func (sw *startupWriter) send(msgs ...encoder) error {
 // serve handles one client connection from accept to close.
 func (w *Worker) serve(ctx context.Context, raw net.Conn) {
 	defer raw.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			w.cfg.Log.Error().Interface("panic", r).Str("client", raw.RemoteAddr().String()).Msg("connection failed during startup; closed")
+		}
+	}()
 	full := false
 	select {
 	case w.slots <- struct{}{}:
