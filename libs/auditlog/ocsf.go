@@ -1,6 +1,7 @@
 package auditlog
 
 import (
+	"fmt"
 	"strings"
 
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
@@ -184,4 +185,17 @@ func disposition(out map[string]any, d *policyv1.Decision) {
 		out["disposition_id"], out["disposition"] = 99, "Held for approval"
 	}
 	out["policy"] = map[string]any{"name": d.GetRule(), "version": d.GetRevision(), "desc": d.GetReason()}
+}
+
+// OCSFAll maps a session event to its OCSF events: the event itself and,
+// for a command that carries earlier commands' results, one event per
+// result (uid "<event id>/result/<command id>", stable across retries).
+func OCSFAll(ev *sessionv1.Event, started *sessionv1.Started) []map[string]any {
+	out := []map[string]any{OCSF(ev, started)}
+	for _, r := range ev.GetCommand().GetResults() {
+		re := &sessionv1.Event{Id: fmt.Sprintf("%s/result/%d", ev.GetId(), r.GetCommandId()), SessionId: ev.GetSessionId(), Seq: ev.GetSeq(),
+			Time: ev.GetTime(), Body: &sessionv1.Event_Result{Result: r}}
+		out = append(out, OCSF(re, started))
+	}
+	return out
 }

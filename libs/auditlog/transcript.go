@@ -13,6 +13,18 @@ import (
 // Transcript writes a session's events as a readable account: who, where,
 // each command with its decision, rule, approval and result.
 func Transcript(w io.Writer, entries []Entry) {
+	// Results may be recorded with a later command: gather them first.
+	results := map[uint64][]*sessionv1.Result{}
+	for _, e := range entries {
+		switch b := e.Event.GetBody().(type) {
+		case *sessionv1.Event_Result:
+			results[b.Result.GetCommandId()] = append(results[b.Result.GetCommandId()], b.Result)
+		case *sessionv1.Event_Command:
+			for _, r := range b.Command.GetResults() {
+				results[r.GetCommandId()] = append(results[r.GetCommandId()], r)
+			}
+		}
+	}
 	var start time.Time
 	for _, e := range entries {
 		if e.Record == nil {
@@ -65,6 +77,10 @@ func Transcript(w io.Writer, entries []Entry) {
 			if c.GetDecision() != nil {
 				decisionLine(w, c.GetDecision(), c.GetCached())
 			}
+			for _, r := range results[c.GetCommandId()] {
+				resultLine(w, r)
+			}
+			delete(results, c.GetCommandId())
 		case *sessionv1.Event_Decided:
 			decisionLine(w, b.Decided.GetDecision(), b.Decided.GetCached())
 		case *sessionv1.Event_Approval:
@@ -78,12 +94,7 @@ func Transcript(w io.Writer, entries []Entry) {
 			}
 			fmt.Fprintln(w)
 		case *sessionv1.Event_Result:
-			r := b.Result
-			if r.GetErrorCode() != "" {
-				fmt.Fprintf(w, "              → error %s: %s (%s)\n", r.GetErrorCode(), r.GetErrorMessage(), micros(r.GetDurationUs()))
-			} else {
-				fmt.Fprintf(w, "              → %s, %d row(s), %s\n", r.GetCommandTag(), r.GetRows(), micros(r.GetDurationUs()))
-			}
+			// Shown under its command.
 		case *sessionv1.Event_Masking:
 			var parts []string
 			for _, c := range b.Masking.GetCounts() {
@@ -137,4 +148,12 @@ func decisionLine(w io.Writer, d *policyv1.Decision, cached bool) {
 		fmt.Fprintf(w, ": %s", d.GetReason())
 	}
 	fmt.Fprintln(w)
+}
+
+func resultLine(w io.Writer, r *sessionv1.Result) {
+	if r.GetErrorCode() != "" {
+		fmt.Fprintf(w, "              → error %s: %s (%s)\n", r.GetErrorCode(), r.GetErrorMessage(), micros(r.GetDurationUs()))
+		return
+	}
+	fmt.Fprintf(w, "              → %s, %d row(s), %s\n", r.GetCommandTag(), r.GetRows(), micros(r.GetDurationUs()))
 }

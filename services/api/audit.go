@@ -200,19 +200,22 @@ func (s *Server) auditTail(w http.ResponseWriter, r *http.Request, _ *commonv1.P
 	sc := auditlog.NewContext(s.cfg.Conn.JS)
 	ctx := r.Context()
 	_ = auditlog.Read(ctx, s.cfg.Conn.JS, auditlog.Options{StartSeq: startSeq, StartTime: since, Follow: follow}, func(e auditlog.Entry) error {
-		var v any
+		var vs []any
 		if format == "ocsf" {
 			if e.Event == nil {
 				return nil
 			}
-			o := auditlog.OCSF(e.Event, sc.Started(ctx, e))
-			o["unmapped"] = map[string]any{"stream_seq": e.StreamSeq}
-			v = o
+			for _, o := range auditlog.OCSFAll(e.Event, sc.Started(ctx, e)) {
+				o["unmapped"] = map[string]any{"stream_seq": e.StreamSeq}
+				vs = append(vs, o)
+			}
 		} else {
-			v = auditlog.JSON(e)
+			vs = append(vs, auditlog.JSON(e))
 		}
-		if err := enc.Encode(v); err != nil {
-			return err
+		for _, v := range vs {
+			if err := enc.Encode(v); err != nil {
+				return err
+			}
 		}
 		if flusher != nil {
 			flusher.Flush()

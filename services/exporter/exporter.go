@@ -103,10 +103,7 @@ func export(ctx context.Context, cfg Config, sink Sink) error {
 		var items []Item
 		for m := range batch.Messages() {
 			msgs = append(msgs, m)
-			it, ok := format(ctx, cfg.Format, sc, m)
-			if ok {
-				items = append(items, it)
-			}
+			items = append(items, format(ctx, cfg.Format, sc, m)...)
 		}
 		if len(msgs) == 0 {
 			continue
@@ -137,10 +134,12 @@ func export(ctx context.Context, cfg Config, sink Sink) error {
 	return nil
 }
 
-func format(ctx context.Context, f string, sc *auditlog.Context, m jetstream.Msg) (Item, bool) {
+// format renders one record as the items to export (a command that carries
+// earlier results gives one OCSF event per result too).
+func format(ctx context.Context, f string, sc *auditlog.Context, m jetstream.Msg) []Item {
 	e, err := auditlog.Decode(m)
 	if err != nil || e.Record == nil {
-		return Item{}, false
+		return nil
 	}
 	it := Item{ID: e.Record.GetEventId(), Session: e.Record.GetSessionId(), Seq: e.Record.GetSeq(), Kind: auditlog.Kind(e.Event), Time: e.Time}
 	if e.Event != nil {
@@ -148,24 +147,36 @@ func format(ctx context.Context, f string, sc *auditlog.Context, m jetstream.Msg
 		if d := e.Event.GetDecided(); d != nil && d.GetDecision().GetAction() == "deny" {
 			it.Denied = true
 		}
+		if c := e.Event.GetCommand(); c != nil && c.GetDecision().GetAction() == "deny" {
+			it.Denied = true
+		}
 	}
 	if it.ID == "" {
 		it.ID = fmt.Sprintf("gap-%s-%d", it.Session, it.Seq)
 	}
-	var v any
-	if f == "ocsf" && e.Event != nil {
-		o := auditlog.OCSF(e.Event, sc.Started(ctx, e))
+	if f != "ocsf" || e.Event == nil {
+		b, err := marshalJSON(auditlog.JSON(e))
+		if err != nil {
+			return nil
+		}
+		it.Body = b
+		return []Item{it}
+	}
+	var out []Item
+	for i, o := range auditlog.OCSFAll(e.Event, sc.Started(ctx, e)) {
 		o["unmapped"] = map[string]any{"stream_seq": e.StreamSeq}
-		v = o
-	} else {
-		v = auditlog.JSON(e)
+		b, err := marshalJSON(o)
+		if err != nil {
+			continue
+		}
+		x := it
+		if i > 0 {
+			x.ID, x.Kind, x.Denied = o["metadata"].(map[string]any)["uid"].(string), "result", false
+		}
+		x.Body = b
+		out = append(out, x)
 	}
-	b, err := marshalJSON(v)
-	if err != nil {
-		return Item{}, false
-	}
-	it.Body = b
-	return it, true
+	return out
 }
 
 func sleep(ctx context.Context, d time.Duration) {

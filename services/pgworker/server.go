@@ -360,7 +360,36 @@ func (s *session) result(e *expect, tag, code, msg string) {
 		r.Rows = n
 	}
 	e.rows = 0
-	_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Result{Result: r}})
+	s.resMu.Lock()
+	s.pendingRes = append(s.pendingRes, r)
+	if s.resTimer == nil {
+		s.resTimer = time.AfterFunc(resultDelay, s.flushResults)
+	}
+	s.resMu.Unlock()
+}
+
+// resultDelay bounds how long a result summary waits for the next command
+// to travel with.
+const resultDelay = 20 * time.Millisecond
+
+// takeResults hands over the results not yet recorded.
+func (s *session) takeResults() []*sessionv1.Result {
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	out := s.pendingRes
+	s.pendingRes = nil
+	if s.resTimer != nil {
+		s.resTimer.Stop()
+		s.resTimer = nil
+	}
+	return out
+}
+
+// flushResults records pending results on their own (the session is idle).
+func (s *session) flushResults() {
+	for _, r := range s.takeResults() {
+		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Result{Result: r}})
+	}
 }
 
 // tagRows reads the row count at the end of a command tag.

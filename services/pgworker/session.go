@@ -83,6 +83,11 @@ type session struct {
 	qmu   sync.Mutex
 	queue []*expect
 
+	// Result summaries waiting to travel with the next command.
+	resMu      sync.Mutex
+	pendingRes []*sessionv1.Result
+	resTimer   *time.Timer
+
 	commands, denied  atomic.Int64
 	bytesIn, bytesOut atomic.Int64
 	endOnce           sync.Once
@@ -197,6 +202,7 @@ func (s *session) run(ctx context.Context) {
 		s.clientLoop(sctx)
 	}()
 	<-done
+	s.flushResults()
 	reason, _ := s.endReason.Load().(string)
 	if reason == "" {
 		reason = "closed"
@@ -421,7 +427,8 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 func (s *session) emitCommand(text, via, stmt, params string, d *policyv1.Decision, cached bool) (uint64, error) {
 	s.cmdID++
 	ev := &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{
-		CommandId: s.cmdID, Text: text, Via: via, StatementName: stmt, ParametersHash: params, Decision: d, Cached: cached,
+		CommandId: s.cmdID, Text: text, Via: via, StatementName: stmt, ParametersHash: params, Decision: recorded(d), Cached: cached,
+		Results: s.takeResults(),
 	}}}
 	return s.rec.Emit(ev)
 }
@@ -677,4 +684,12 @@ func resultFormats(b []byte) ([]int16, error) {
 		out[i] = int16(binary.BigEndian.Uint16(b[2*i:]))
 	}
 	return out, nil
+}
+
+// recorded is what the audit log keeps of a decision: the verdict and the
+// classification, not the mask rules or cache hints (which the policy
+// revision identifies).
+func recorded(d *policyv1.Decision) *policyv1.Decision {
+	return &policyv1.Decision{Action: d.GetAction(), Rule: d.GetRule(), Reason: d.GetReason(), Revision: d.GetRevision(),
+		Approvers: d.GetApprovers(), Quorum: d.GetQuorum(), Statements: d.GetStatements(), Error: d.GetError()}
 }

@@ -1,6 +1,7 @@
 // Package recorder is the recorder service. It consumes session events from
-// the SESSIONS work queue (a durable consumer shared by every replica) and
-// appends each, in per-session order, to the immutable AUDIT stream as a
+// the SESSIONS work queue (one durable consumer; one replica at a time is
+// pinned to it and the others take over when it stops) and appends each,
+// in per-session order, to the immutable AUDIT stream as a
 // hash-chained record (libs/auditchain), with optimistic concurrency per
 // session subject so that replicas never fork a chain. It periodically signs
 // the chain heads it advanced (Ed25519 checkpoints, themselves chained), and

@@ -28,6 +28,9 @@ import (
 // ConsumerName is the durable consumer on SESSIONS shared by replicas.
 const ConsumerName = "recorder"
 
+// priorityGroup is the consumer's priority group for pinning.
+const priorityGroup = "recorders"
+
 // maxSignedRecords bounds the record hashes a checkpoint signs per session.
 const maxSignedRecords = 1000
 
@@ -108,6 +111,12 @@ func (s *Service) Run(ctx context.Context) error {
 		AckWait:       10 * time.Second,
 		MaxAckPending: 20000,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
+		// One replica at a time receives events (pinned); the others take
+		// over when it stops pulling. Replicas that shared the events would
+		// keep racing for the same session chains.
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{priorityGroup},
+		PinnedTTL:      5 * time.Second,
 	})
 	if err != nil {
 		return fmt.Errorf("recorder: consumer: %w", err)
@@ -143,7 +152,7 @@ func (s *Service) publishKey(ctx context.Context) error {
 }
 
 func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullPriorityGroup(priorityGroup))
 	if err != nil {
 		return fmt.Errorf("recorder: %w", err)
 	}

@@ -378,8 +378,12 @@ type Command struct {
 	ParametersHash string `protobuf:"bytes,5,opt,name=parameters_hash,json=parametersHash,proto3" json:"parameters_hash,omitempty"`
 	// decision is how the policy ruled on the command (inline, so that one
 	// event records both); cached says the worker reused an earlier decision.
-	Decision      *v11.Decision `protobuf:"bytes,6,opt,name=decision,proto3" json:"decision,omitempty"`
-	Cached        bool          `protobuf:"varint,7,opt,name=cached,proto3" json:"cached,omitempty"`
+	Decision *v11.Decision `protobuf:"bytes,6,opt,name=decision,proto3" json:"decision,omitempty"`
+	Cached   bool          `protobuf:"varint,7,opt,name=cached,proto3" json:"cached,omitempty"`
+	// results of earlier commands of the session, recorded with this one to
+	// save a write per statement (a session that goes idle records its last
+	// results as Result events within 20 ms).
+	Results       []*Result `protobuf:"bytes,8,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,6 +465,13 @@ func (x *Command) GetCached() bool {
 		return x.Cached
 	}
 	return false
+}
+
+func (x *Command) GetResults() []*Result {
+	if x != nil {
+		return x.Results
+	}
+	return nil
 }
 
 type Decided struct {
@@ -1171,7 +1182,7 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"tls_cipher\x18\a \x01(\tR\ttlsCipher\x12\x16\n" +
 	"\x06worker\x18\b \x01(\tR\x06worker\x12\x1f\n" +
 	"\vclient_user\x18\t \x01(\tR\n" +
-	"clientUser\"\xee\x01\n" +
+	"clientUser\"\xa3\x02\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\x04R\tcommandId\x12\x12\n" +
@@ -1180,7 +1191,8 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\x0estatement_name\x18\x04 \x01(\tR\rstatementName\x12'\n" +
 	"\x0fparameters_hash\x18\x05 \x01(\tR\x0eparametersHash\x126\n" +
 	"\bdecision\x18\x06 \x01(\v2\x1a.sluice.policy.v1.DecisionR\bdecision\x12\x16\n" +
-	"\x06cached\x18\a \x01(\bR\x06cached\"x\n" +
+	"\x06cached\x18\a \x01(\bR\x06cached\x123\n" +
+	"\aresults\x18\b \x03(\v2\x19.sluice.session.v1.ResultR\aresults\"x\n" +
 	"\aDecided\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\x04R\tcommandId\x126\n" +
@@ -1295,17 +1307,18 @@ var file_sluice_session_v1_session_proto_depIdxs = []int32{
 	13, // 10: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
 	14, // 11: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
 	15, // 12: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
-	15, // 13: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
-	6,  // 14: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
-	13, // 15: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
-	14, // 16: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
-	12, // 17: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
-	12, // 18: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	5,  // 13: sluice.session.v1.Command.results:type_name -> sluice.session.v1.Result
+	15, // 14: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
+	6,  // 15: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
+	13, // 16: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
+	14, // 17: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
+	12, // 18: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
+	12, // 19: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_sluice_session_v1_session_proto_init() }

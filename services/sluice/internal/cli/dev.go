@@ -12,7 +12,7 @@ import (
 
 func newDevCmd(g *globals) *cobra.Command {
 	cfg := dev.Config{}
-	var logFormat, logLevel string
+	var logFormat, logLevel, pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run everything in one process for development",
@@ -28,6 +28,9 @@ and is reused by the next start. Ctrl-C stops everything.`,
 			}
 			cfg.Log = log
 			cfg.Out = g.stdout
+			if err := servePprof(pprofAddr); err != nil {
+				return err
+			}
 			return dev.Run(cmd.Context(), cfg)
 		},
 	}
@@ -39,8 +42,10 @@ and is reused by the next start. Ctrl-C stops everything.`,
 	f.IntVar(&cfg.DemoPGPort, "demo-pg-port", 15433, "demo PostgreSQL port")
 	f.BoolVar(&cfg.NoDemo, "no-demo", false, "do not start the demo PostgreSQL")
 	f.DurationVar(&cfg.HoldTimeout, "hold-timeout", 5*time.Minute, "how long a statement held for approval waits")
+	f.StringToStringVar(&cfg.DemoPGSettings, "demo-pg-setting", nil, "extra demo PostgreSQL settings, name=value (repeatable)")
 	f.Int64Var(&cfg.AuditMaxBytes, "audit-max-bytes", 0, "cap on the audit stream (0: unlimited); when full, statements stop running")
 	f.StringVar(&logFormat, "log-format", "console", "log format: console or json")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this loopback address")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.AddCommand(newDevTokenCmd(g))
 	return cmd

@@ -25,6 +25,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var o stack.Options
 	var replicas int
 	var auditMaxBytes int64
+	var pprofAddr string
 	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile, slackTokenFile, slackSecretFile string
 	var jwksRefresh time.Duration
 	cmd := &cobra.Command{
@@ -50,6 +51,9 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 				return err
 			}
 			ctx := cmd.Context()
+			if err := servePprof(pprofAddr); err != nil {
+				return err
+			}
 			nc.Name = "sluice-" + args[0]
 			conn, err := bus.Connect(ctx, nc)
 			if err != nil {
@@ -130,6 +134,7 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 	f.StringVar(&slackSecretFile, "slack-signing-secret-file", "", "slackbot: file holding the Slack app's signing secret")
 	f.StringVar(&o.SlackChannel, "slack-channel", "", "slackbot: channel id for approval messages")
 	f.StringVar(&o.SlackAddr, "slack-addr", "127.0.0.1:8091", "slackbot: listen address of POST /slack/interactions")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this loopback address")
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or console")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
 	return cmd

@@ -58,7 +58,10 @@ type Config struct {
 	HoldTimeout time.Duration
 	// AuditMaxBytes caps the audit stream (0: unlimited).
 	AuditMaxBytes int64
-	Log           zerolog.Logger
+	// DemoPGSettings are extra server settings of the demo PostgreSQL
+	// (name=value), e.g. max_connections for benchmarks.
+	DemoPGSettings map[string]string
+	Log            zerolog.Logger
 	// Out receives the banner.
 	Out io.Writer
 }
@@ -299,7 +302,7 @@ func bootstrap(ctx context.Context, cfg Config, dir string, conn *bus.Conn, mast
 	if _, err := os.Stat(filepath.Join(pgDir, "PG_VERSION")); err == nil {
 		fresh = false
 	}
-	pg, err := pglocal.Start(ctx, pglocal.Config{Dir: pgDir, Port: cfg.DemoPGPort, BinDir: bin})
+	pg, err := pglocal.Start(ctx, pglocal.Config{Dir: pgDir, Port: cfg.DemoPGPort, BinDir: bin, Settings: cfg.DemoPGSettings})
 	if err != nil {
 		return nil, fmt.Errorf("demo PostgreSQL: %w", err)
 	}

@@ -1,0 +1,357 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
+
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/recording"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+	"sluice.dev/sluice/services/recorder"
+)
+
+func connect(dsn string) (*pgconn.PgConn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return pgconn.Connect(ctx, dsn)
+}
+
+// timeQueries runs each query once over c and returns the latencies.
+func timeQueries(c *pgconn.PgConn, queries []string) ([]float64, error) {
+	out := make([]float64, 0, len(queries))
+	ctx := context.Background()
+	for _, q := range queries {
+		start := time.Now()
+		if _, err := c.Exec(ctx, q).ReadAll(); err != nil {
+			return nil, fmt.Errorf("%s: %w", q, err)
+		}
+		out = append(out, float64(time.Since(start).Microseconds()))
+	}
+	return out, nil
+}
+
+func percentile(v []float64, p float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+// latency measures per-statement latency for one client: cached decisions
+// (the same statement again and again) and cold ones (a new shape each
+// time), against direct PostgreSQL and PgBouncer.
+func (e *env) latency(res *results) error {
+	step("latency: warm and cold statements")
+	warm := make([]string, 3000)
+	for i := range warm {
+		warm[i] = fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d", 1+i%1000)
+	}
+	n := 300
+	if *quick {
+		n = 100
+	}
+	cold := make([]string, n)
+	for i := range cold {
+		cold[i] = fmt.Sprintf("SELECT abalance AS c%d_%d FROM pgbench_accounts WHERE aid = %d", time.Now().UnixNano()%100000, i, 1+i)
+	}
+	for _, t := range targets {
+		c, err := connect(e.dsn(t))
+		if err != nil {
+			return err
+		}
+		if _, err := timeQueries(c, warm[:200]); err != nil { // warm up
+			return err
+		}
+		w, err := timeQueries(c, warm)
+		if err != nil {
+			return err
+		}
+		cl, err := timeQueries(c, cold)
+		if err != nil {
+			return err
+		}
+		c.Close(context.Background())
+		res.Latency = append(res.Latency, latencyRow{Target: t, WarmP50: median(w), WarmP99: percentile(w, 0.99), ColdP50: median(cl), ColdP99: percentile(cl, 0.99)})
+	}
+	return nil
+}
+
+// masking times a 100,000-row result with sensitive columns, masked (an
+// engineer) and not (a dba), through Sluice, interleaved.
+func (e *env) masking(res *results) error {
+	step("masking: 100,000 rows")
+	q := "SELECT id, name, email, ssn, card_number, phone FROM customers"
+	var masked, clear, direct []float64
+	roundsN := 5
+	if *quick {
+		roundsN = 2
+	}
+	for r := 0; r < roundsN; r++ {
+		for _, who := range []string{"dba", "engineer", "direct"} {
+			dsn := e.sluiceDSN(e.dba)
+			switch who {
+			case "engineer":
+				dsn = e.sluiceDSN(e.engineer)
+			case "direct":
+				dsn = e.directDSN()
+			}
+			c, err := connect(dsn)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			rr, err := c.Exec(context.Background(), q).ReadAll()
+			d := float64(time.Since(start).Milliseconds())
+			c.Close(context.Background())
+			if err != nil {
+				return err
+			}
+			if who == "engineer" && strings.Contains(string(rr[0].Rows[100][2]), "@") {
+				return fmt.Errorf("masking benchmark: emails were not masked")
+			}
+			switch who {
+			case "engineer":
+				masked = append(masked, d)
+			case "dba":
+				clear = append(clear, d)
+			default:
+				direct = append(direct, d)
+			}
+		}
+	}
+	res.Masking = maskingRow{Rows: 100064, DirectMS: median(direct), UnmaskedMS: median(clear), MaskedMS: median(masked)}
+	return nil
+}
+
+type natsCreds struct {
+	Worker string `json:"worker"`
+}
+
+// twoWorkers runs a second PostgreSQL worker replica against the same NATS
+// and splits pgbench's clients between the two.
+func (e *env) twoWorkers(res *results) error {
+	step("two worker replicas")
+	b, err := os.ReadFile(filepath.Join(e.dir, "nats.json"))
+	if err != nil {
+		return err
+	}
+	var creds natsCreds
+	if err := json.Unmarshal(b, &creds); err != nil {
+		return err
+	}
+	port := freePort()
+	cmd := exec.Command(*sluiceBin, "serve", "pgworker", "--nats", fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort), "--nats-user", "worker",
+		"--pg-addr", fmt.Sprintf("127.0.0.1:%d", port), "--master-key-file", filepath.Join(e.dir, "master.key"),
+		"--tls-dir", filepath.Join(e.dir, "tls"), "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "SLUICE_NATS_PASSWORD="+creds.Worker)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	second := fmt.Sprintf("host=127.0.0.1 port=%d dbname=demo user=bench sslmode=require password=%s", port, e.engineer)
+	for i := 0; ; i++ {
+		if c, err := connect(second); err == nil {
+			c.Close(context.Background())
+			break
+		}
+		if i > 100 {
+			return fmt.Errorf("the second worker did not start")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	secs := strconv.Itoa(int(duration.Seconds()))
+	var one, two []float64
+	for r := 0; r < *rounds; r++ {
+		tps, _, err := pgbench(e.sluiceDSN(e.engineer), "-n", "-S", "-M", "prepared", "-c", "8", "-j", "2", "-T", secs)
+		if err != nil {
+			return err
+		}
+		one = append(one, tps)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		sum := 0.0
+		var firstErr error
+		for _, dsn := range []string{e.sluiceDSN(e.engineer), second} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tps, _, err := pgbench(dsn, "-n", "-S", "-M", "prepared", "-c", "4", "-j", "1", "-T", secs)
+				mu.Lock()
+				defer mu.Unlock()
+				sum += tps
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return firstErr
+		}
+		two = append(two, sum)
+	}
+	res.Replicas = replicaRow{OneTPS: median(one), TwoTPS: median(two)}
+	return nil
+}
+
+func rssKiB(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			return strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS")
+}
+
+// idleMemory opens 1,000 idle sessions through Sluice and reads the
+// process's resident memory before and after.
+func (e *env) idleMemory(res *results) error {
+	n := 1000
+	if *quick {
+		n = 200
+	}
+	step(fmt.Sprintf("memory: %d idle sessions", n))
+	time.Sleep(2 * time.Second)
+	before, err := rssKiB(e.sluice.Process.Pid)
+	if err != nil {
+		return err
+	}
+	conns := make([]*pgconn.PgConn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close(context.Background())
+		}
+	}()
+	for i := 0; i < n; i++ {
+		c, err := connect(e.sluiceDSN(e.engineer))
+		if err != nil {
+			return fmt.Errorf("session %d: %w", i, err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(3 * time.Second)
+	after, err := rssKiB(e.sluice.Process.Pid)
+	if err != nil {
+		return err
+	}
+	res.Memory = memoryRow{Sessions: n, BeforeKiB: before, AfterKiB: after, PerSessionKiB: float64(after-before) / float64(n)}
+	return nil
+}
+
+// recorderThroughput records events through an embedded NATS with one and
+// then two recorder replicas, and reports events per second.
+func recorderThroughput(res *results) error {
+	for _, replicas := range []int{1, 2} {
+		step(fmt.Sprintf("recorder throughput, %d replica(s)", replicas))
+		rate, err := recordRate(replicas)
+		if err != nil {
+			return err
+		}
+		res.Recorder = append(res.Recorder, recorderRow{Replicas: replicas, EventsPerSec: rate})
+	}
+	return nil
+}
+
+func recordRate(replicas int) (float64, error) {
+	dir, err := os.MkdirTemp("", "sluice-rec-bench-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir})
+	if err != nil {
+		return 0, err
+	}
+	defer srv.Shutdown()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn, err := bus.Connect(ctx, bus.Config{URL: srv.ClientURL()})
+	if err != nil {
+		return 0, err
+	}
+	defer conn.NC.Close()
+	if err := bus.Provision(ctx, conn.JS, bus.Topology{}); err != nil {
+		return 0, err
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	for i := 0; i < replicas; i++ {
+		rc, err := bus.Connect(ctx, bus.Config{URL: srv.ClientURL()})
+		if err != nil {
+			return 0, err
+		}
+		defer rc.NC.Close()
+		go func() { _ = recorder.New(recorder.Config{Conn: rc, SigningKey: key, Log: zerolog.Nop()}).Run(ctx) }()
+	}
+	const sessions, perSession = 200, 100
+	if *quick {
+		_ = 0
+	}
+	rec := recording.New(conn.JS)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, sessions)
+	sem := make(chan struct{}, 16)
+	for s := 0; s < sessions; s++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			sess := rec.Open(recording.NewSessionID())
+			for i := 0; i < perSession; i++ {
+				if _, err := sess.Emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: "SELECT abalance FROM pgbench_accounts WHERE aid = 42"}}}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			if err := sess.Durable(ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return 0, err
+	}
+	stream, err := conn.JS.Stream(ctx, bus.StreamSessions)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		if time.Since(start) > 5*time.Minute {
+			return 0, fmt.Errorf("recorder did not drain")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return float64(sessions*perSession) / time.Since(start).Seconds(), nil
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+type latencyRow struct {
+	Target           string  `json:"target"`
+	WarmP50, WarmP99 float64 // µs
+	ColdP50, ColdP99 float64 // µs
+}
+
+type maskingRow struct {
+	Rows                           int
+	DirectMS, UnmaskedMS, MaskedMS float64
+}
+
+type replicaRow struct{ OneTPS, TwoTPS float64 }
+
+type memoryRow struct {
+	Sessions            int
+	BeforeKiB, AfterKiB int64
+	PerSessionKiB       float64
+}
+
+type recorderRow struct {
+	Replicas     int
+	EventsPerSec float64
+}
+
+type results struct {
+	Machine  string
+	Elapsed  string
+	Matrix   []cell
+	Latency  []latencyRow
+	Masking  maskingRow
+	Replicas replicaRow
+	Memory   memoryRow
+	Recorder []recorderRow
+}
+
+func (r *results) tps(mode string, clients int, connect bool, target string) (float64, float64) {
+	for _, c := range r.Matrix {
+		if c.Mode == mode && c.Clients == clients && c.Connect == connect && c.Target == target {
+			return median(c.TPS), median(c.Latency)
+		}
+	}
+	return 0, 0
+}
+
+func (r *results) print(w io.Writer) {
+	fmt.Fprintf(w, "\n## Results (%s; %s)\n\n", r.Machine, r.Elapsed)
+	fmt.Fprintf(w, "pgbench -S, median tps of %d rounds (latency ms); ratios are Sluice/PgBouncer and Sluice/direct.\n\n", *rounds)
+	fmt.Fprintln(w, "| mode | clients | direct | PgBouncer | Sluice | Sluice/PgBouncer | Sluice/direct |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	row := func(mode string, clients int, connect bool) {
+		d, dl := r.tps(mode, clients, connect, "direct")
+		b, bl := r.tps(mode, clients, connect, "pgbouncer")
+		s, sl := r.tps(mode, clients, connect, "sluice")
+		label := mode
+		if connect {
+			label += " -C"
+		}
+		fmt.Fprintf(w, "| %s | %d | %.0f (%.3f) | %.0f (%.3f) | %.0f (%.3f) | %.2f | %.2f |\n", label, clients, d, dl, b, bl, s, sl, s/b, s/d)
+	}
+	for _, m := range []string{"simple", "extended", "prepared"} {
+		for _, c := range []int{1, 8, 32} {
+			row(m, c, false)
+		}
+	}
+	row("simple", 8, true)
+
+	fmt.Fprintln(w, "\nOne client, per-statement latency (µs, simple protocol over TLS except direct):")
+	fmt.Fprintln(w, "\n| target | cached p50 | cached p99 | new shape p50 | new shape p99 |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
+	var direct, bouncer, sluice latencyRow
+	for _, l := range r.Latency {
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0f |\n", l.Target, l.WarmP50, l.WarmP99, l.ColdP50, l.ColdP99)
+		switch l.Target {
+		case "direct":
+			direct = l
+		case "pgbouncer":
+			bouncer = l
+		default:
+			sluice = l
+		}
+	}
+	fmt.Fprintf(w, "\nAdded latency over direct: PgBouncer %.0f µs; Sluice %.0f µs with a cached decision (%+.0f µs vs PgBouncer's), %.0f µs for a new statement shape (parse + policy round trip + record).\n",
+		bouncer.WarmP50-direct.WarmP50, sluice.WarmP50-direct.WarmP50, (sluice.WarmP50-direct.WarmP50)-(bouncer.WarmP50-direct.WarmP50), sluice.ColdP50-direct.ColdP50)
+
+	m := r.Masking
+	fmt.Fprintf(w, "\nMasking: %d rows, 6 columns (4 masked by lineage, all scanned by detectors): direct %.0f ms, Sluice unmasked (dba) %.0f ms, Sluice masked %.0f ms: masking costs %+.0f%% over unmasked.\n",
+		m.Rows, m.DirectMS, m.UnmaskedMS, m.MaskedMS, 100*(m.MaskedMS/m.UnmaskedMS-1))
+	fmt.Fprintf(w, "\nTwo worker replicas (pgbench -S -M prepared, 8 clients): one replica %.0f tps, two replicas (4+4 clients) %.0f tps (ratio %.2f).\n",
+		r.Replicas.OneTPS, r.Replicas.TwoTPS, r.Replicas.TwoTPS/r.Replicas.OneTPS)
+	fmt.Fprintf(w, "\nMemory: %d idle sessions raised the sluice dev process from %d to %d KiB: %.0f KiB per session (TLS, buffers, two goroutines; upstream connections are PostgreSQL's).\n",
+		r.Memory.Sessions, r.Memory.BeforeKiB, r.Memory.AfterKiB, r.Memory.PerSessionKiB)
+	var parts []string
+	for _, rr := range r.Recorder {
+		parts = append(parts, fmt.Sprintf("%d replica(s) %.0f events/s", rr.Replicas, rr.EventsPerSec))
+	}
+	fmt.Fprintf(w, "\nRecorder throughput (events from workers into the hash-chained AUDIT stream): %s.\n", strings.Join(parts, ", "))
+}
