@@ -1,0 +1,26 @@
+package pgworker
+
+import (
+	"testing"
+	"time"
+
+	"sluice.dev/sluice/libs/sqlshape"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+)
+
+// BenchmarkCachedDecision is the warm path of a decision: the statement's
+// shape and a cache lookup, with no parse and no round trip.
+func BenchmarkCachedDecision(b *testing.B) {
+	c := newDecisionCache(1000)
+	d := &policyv1.Decision{Action: "allow", Revision: 1, Cache: &policyv1.Cache{Cacheable: true, TtlMs: 60000, ShapeCacheable: true}}
+	shape, _ := sqlshape.Shape("SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+	now := time.Now()
+	c.put(cacheKey{target: "demo", shape: true, text: shape}, d, now)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		s, _ := sqlshape.Shape("SELECT abalance FROM pgbench_accounts WHERE aid = 424242")
+		if c.get(cacheKey{target: "demo", shape: true, text: s}, now) == nil {
+			b.Fatal("miss")
+		}
+	}
+}
