@@ -62,6 +62,7 @@ func TestDefaultPolicyVerdicts(t *testing.T) {
 		{engineer, "ALTER TABLE customers ADD COLUMN x int", "review", "review-ddl"},
 		{engineer, "DROP TABLE orders", "review", "review-ddl"},
 		{engineer, "TRUNCATE orders", "review", "review-ddl"},
+		{engineer, "SELECT * INTO stolen FROM customers", "review", "review-ddl"},
 		{engineer, "DELETE FROM customers", "review", "review-unbounded-writes"},
 		{engineer, "UPDATE customers SET email = 'x' WHERE true", "review", "review-unbounded-writes"},
 		{engineer, "WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d", "review", "review-unbounded-writes"},
