@@ -11,32 +11,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"sluice.dev/sluice/services/api"
 )
 
-type approvalJSON struct {
-	ID             string     `json:"id"`
-	Type           string     `json:"type"`
-	State          string     `json:"state"`
-	Requester      string     `json:"requester"`
-	Machine        bool       `json:"machine"`
-	Target         string     `json:"target"`
-	Session        string     `json:"session,omitempty"`
-	Command        string     `json:"command,omitempty"`
-	Role           string     `json:"role,omitempty"`
-	Rule           string     `json:"rule,omitempty"`
-	Reason         string     `json:"reason,omitempty"`
-	ApproverGroups []string   `json:"approver_groups"`
-	Quorum         uint32     `json:"quorum"`
-	ApprovedBy     []string   `json:"approved_by,omitempty"`
-	DecidedBy      string     `json:"decided_by,omitempty"`
-	DecisionReason string     `json:"decision_reason,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
-	ExpiresAt      *time.Time `json:"expires_at,omitempty"`
-	StartsAt       *time.Time `json:"starts_at,omitempty"`
-	EndsAt         *time.Time `json:"ends_at,omitempty"`
-}
-
-func (a approvalJSON) what() string {
+// approvalWhat is what an approval is for, on one line.
+func approvalWhat(a api.ApprovalJSON) string {
 	if a.Type == "grant" {
 		return fmt.Sprintf("grant role %s", a.Role)
 	}
@@ -59,7 +39,7 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var res struct {
-				Approvals []approvalJSON `json:"approvals"`
+				Approvals []api.ApprovalJSON `json:"approvals"`
 			}
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/approvals?state="+url.QueryEscape(state), nil, &res); err != nil {
 				return err
@@ -78,7 +58,7 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 				if a.ExpiresAt != nil {
 					exp = time.Until(*a.ExpiresAt).Round(time.Second).String()
 				}
-				what := a.what()
+				what := approvalWhat(a)
 				if len(what) > 60 {
 					what = what[:57] + "..."
 				}
@@ -110,7 +90,7 @@ and you cannot decide your own request. An approved command runs once, exactly a
 				return err
 			}
 			body, _ := json.Marshal(map[string]string{"reason": reason})
-			var a approvalJSON
+			var a api.ApprovalJSON
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/approvals/"+url.PathEscape(args[0])+"/"+verdict, body, &a); err != nil {
 				return err
 			}
@@ -119,7 +99,7 @@ and you cannot decide your own request. An approved command runs once, exactly a
 			}
 			switch {
 			case a.State == "approved":
-				fmt.Fprintf(g.stdout, "approved %s: %s\n", a.ID, a.what())
+				fmt.Fprintf(g.stdout, "approved %s: %s\n", a.ID, approvalWhat(a))
 			case a.State == "pending":
 				fmt.Fprintf(g.stdout, "recorded your approval of %s; %d of %d approvals so far\n", a.ID, len(a.ApprovedBy), a.Quorum)
 			default:
@@ -155,7 +135,7 @@ grant skip review of bounded writes).`,
 				return err
 			}
 			body, _ := json.Marshal(map[string]string{"target": target, "role": role, "duration": dur.String(), "reason": reason})
-			var a approvalJSON
+			var a api.ApprovalJSON
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/grants", body, &a); err != nil {
 				return err
 			}
@@ -186,7 +166,7 @@ func newRevokeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			body, _ := json.Marshal(map[string]string{"reason": reason})
-			var a approvalJSON
+			var a api.ApprovalJSON
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/grants/"+url.PathEscape(args[0])+"/revoke", body, &a); err != nil {
 				return err
 			}

@@ -14,26 +14,12 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"sluice.dev/sluice/libs/auditchain"
+	"sluice.dev/sluice/services/api"
 )
-
-type sessionJSON struct {
-	ID        string     `json:"id"`
-	Principal string     `json:"principal"`
-	Machine   bool       `json:"machine"`
-	Target    string     `json:"target"`
-	Protocol  string     `json:"protocol"`
-	Client    string     `json:"client"`
-	StartedAt time.Time  `json:"started_at"`
-	EndedAt   *time.Time `json:"ended_at,omitempty"`
-	Commands  int64      `json:"commands"`
-	Denied    int64      `json:"denied"`
-	EndReason string     `json:"end_reason,omitempty"`
-}
 
 func newSessionsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sessions", Short: "Recorded sessions"}
@@ -59,7 +45,7 @@ func newSessionsCmd(g *globals) *cobra.Command {
 				}
 			}
 			var res struct {
-				Sessions []sessionJSON `json:"sessions"`
+				Sessions []api.SessionJSON `json:"sessions"`
 			}
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/sessions?"+q.Encode(), nil, &res); err != nil {
 				return err

@@ -15,24 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/services/api"
 )
-
-type applyResult struct {
-	Changes []struct {
-		Kind string `json:"kind"`
-		Name string `json:"name"`
-		Op   string `json:"op"`
-	} `json:"changes"`
-	PolicyRevision uint64 `json:"policy_revision"`
-	Errors         []struct {
-		Message string `json:"message"`
-		Rule    string `json:"rule"`
-		Line    int    `json:"line"`
-		Column  int    `json:"column"`
-	} `json:"errors"`
-	Error  string `json:"error"`
-	Reason string `json:"reason"`
-}
 
 func newApplyCmd(g *globals) *cobra.Command {
 	var file string
@@ -75,7 +59,7 @@ line and column. Needs a token in an admin group (sluice-admins by default).`,
 			if prune {
 				q.Set("prune", "true")
 			}
-			var res applyResult
+			var res api.ApplyResult
 			callErr := c.do(cmd.Context(), http.MethodPost, "/api/v1/apply?"+q.Encode(), data, &res)
 			if g.json() && (callErr == nil || len(res.Errors) > 0) {
 				if err := g.printJSON(res); err != nil {
@@ -128,16 +112,6 @@ line and column. Needs a token in an admin group (sluice-admins by default).`,
 	return cmd
 }
 
-type targetJSON struct {
-	Name       string            `json:"name"`
-	Kind       string            `json:"kind"`
-	Address    string            `json:"address"`
-	Database   string            `json:"database,omitempty"`
-	User       string            `json:"user,omitempty"`
-	Credential string            `json:"credential"`
-	Labels     map[string]string `json:"labels,omitempty"`
-}
-
 func newTargetsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "targets", Short: "Registered targets"}
 	cmd.AddCommand(&cobra.Command{
@@ -153,7 +127,7 @@ func newTargetsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var res struct {
-				Targets []targetJSON `json:"targets"`
+				Targets []api.TargetJSON `json:"targets"`
 			}
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/targets", nil, &res); err != nil {
 				return err

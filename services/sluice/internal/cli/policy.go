@@ -8,25 +8,9 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-)
 
-type decisionJSON struct {
-	Action     string   `json:"action"`
-	Rule       string   `json:"rule"`
-	Reason     string   `json:"reason"`
-	Revision   uint64   `json:"revision"`
-	Approvers  []string `json:"approvers,omitempty"`
-	Quorum     uint32   `json:"quorum,omitempty"`
-	Masks      []any    `json:"masks,omitempty"`
-	Statements []struct {
-		Kind      string   `json:"kind"`
-		Command   string   `json:"command"`
-		Reads     []string `json:"reads"`
-		Writes    []string `json:"writes"`
-		Functions []string `json:"functions"`
-		Flags     []string `json:"flags"`
-	} `json:"statements,omitempty"`
-}
+	"sluice.dev/sluice/services/api"
+)
 
 func newPolicyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Inspect the policy in force"}
@@ -53,7 +37,7 @@ revision. Nothing is executed. Needs a token in the sluice-admins, auditors or a
 				return err
 			}
 			body, _ := json.Marshal(map[string]any{"subject": sub, "email": email, "groups": splitList(groups), "machine": machine, "target": target, "sql": args[0]})
-			var d decisionJSON
+			var d api.DecisionJSON
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/policy/test", body, &d); err != nil {
 				return err
 			}
