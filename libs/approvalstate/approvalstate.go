@@ -42,52 +42,26 @@ func (v *View) OnChange(fn func(*approvalsv1.Approval)) {
 // Ready is closed once the initial state is loaded.
 func (v *View) Ready() <-chan struct{} { return v.ready }
 
-// followOnce watches until the watch ends.
-func (v *View) followOnce(ctx context.Context, js jetstream.JetStream) error {
-	kv, err := js.KeyValue(ctx, bus.BucketApprovals)
-	if err != nil {
-		return fmt.Errorf("approvals bucket: %w", err)
+// apply folds one bucket entry into the view.
+func (v *View) apply(e jetstream.KeyValueEntry) error {
+	if e.Operation() != jetstream.KeyValuePut {
+		return nil
 	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch approvals: %w", err)
+	var a approvalsv1.Approval
+	if err := proto.Unmarshal(e.Value(), &a); err != nil {
+		return nil // not an approval: skipped
 	}
-	defer w.Stop() //nolint:errcheck
-	closed := v.isReady()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil {
-				if !closed {
-					close(v.ready)
-					closed = true
-				}
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			var a approvalsv1.Approval
-			if err := proto.Unmarshal(e.Value(), &a); err != nil {
-				continue
-			}
-			v.mu.Lock()
-			v.items[a.GetId()] = &a
-			if a.GetType() == "grant" {
-				v.grantRev = max(v.grantRev, e.Revision())
-			}
-			subs := v.subs
-			v.mu.Unlock()
-			for _, fn := range subs {
-				fn(&a)
-			}
-		}
+	v.mu.Lock()
+	v.items[a.GetId()] = &a
+	if a.GetType() == "grant" {
+		v.grantRev = max(v.grantRev, e.Revision())
 	}
+	subs := v.subs
+	v.mu.Unlock()
+	for _, fn := range subs {
+		fn(&a)
+	}
+	return nil
 }
 
 // Get returns an approval by id.
@@ -180,27 +154,5 @@ func Wait(ctx context.Context, js jetstream.JetStream, id string) (*approvalsv1.
 // Follow keeps the view current until ctx is done, watching again when a
 // watch ends (a NATS node lost, a reconnect).
 func (v *View) Follow(ctx context.Context, js jetstream.JetStream) error {
-	for {
-		err := v.followOnce(ctx, js)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil && !v.isReady() {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-func (v *View) isReady() bool {
-	select {
-	case <-v.ready:
-		return true
-	default:
-		return false
-	}
+	return bus.FollowKV(ctx, js, bus.BucketApprovals, v.ready, v.apply)
 }

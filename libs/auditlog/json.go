@@ -8,35 +8,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"sluice.dev/sluice/libs/recording"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
-// Kind names an event body, as on the SESSIONS subjects.
+// Kind names an event body, as on the SESSIONS subjects; a lost event
+// (a gap record) has none.
 func Kind(ev *sessionv1.Event) string {
 	if ev == nil {
 		return "gap"
 	}
-	switch ev.GetBody().(type) {
-	case *sessionv1.Event_Started:
-		return "started"
-	case *sessionv1.Event_Command:
-		return "command"
-	case *sessionv1.Event_Decided:
-		return "decided"
-	case *sessionv1.Event_Approval:
-		return "approval"
-	case *sessionv1.Event_Result:
-		return "result"
-	case *sessionv1.Event_Masking:
-		return "masking"
-	case *sessionv1.Event_Io:
-		return "io"
-	case *sessionv1.Event_Ended:
-		return "ended"
-	case *sessionv1.Event_AuthFailed:
-		return "auth_failed"
-	}
-	return "event"
+	return recording.Kind(ev)
 }
 
 var marshal = protojson.MarshalOptions{UseProtoNames: true}

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -67,40 +66,6 @@ func (v *View) OnChange(fn func(key string)) {
 
 // Ready is closed once the initial state has been loaded.
 func (v *View) Ready() <-chan struct{} { return v.ready }
-
-// followOnce watches until the watch ends.
-func (v *View) followOnce(ctx context.Context, js jetstream.JetStream) error {
-	kv, err := Bucket(ctx, js)
-	if err != nil {
-		return err
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch control bucket: %w", err)
-	}
-	defer w.Stop() //nolint:errcheck
-	readyClosed := v.isReady()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil {
-				if !readyClosed {
-					close(v.ready)
-					readyClosed = true
-				}
-				continue
-			}
-			if err := v.apply(e); err != nil {
-				return err
-			}
-		}
-	}
-}
 
 func (v *View) apply(e jetstream.KeyValueEntry) error {
 	key := e.Key()
@@ -210,27 +175,5 @@ func (v *View) IdentityProvider() *controlv1.IdentityProviderConfigured {
 // Follow keeps the view current until ctx is done, watching again when a
 // watch ends (a NATS node lost, a reconnect).
 func (v *View) Follow(ctx context.Context, js jetstream.JetStream) error {
-	for {
-		err := v.followOnce(ctx, js)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil && !v.isReady() {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-func (v *View) isReady() bool {
-	select {
-	case <-v.ready:
-		return true
-	default:
-		return false
-	}
+	return bus.FollowKV(ctx, js, bus.BucketControl, v.ready, v.apply)
 }

@@ -33,36 +33,30 @@ func (w *walker) writeTarget(rv *pg_query.RangeVar) {
 }
 
 func (w *walker) insertStmt(s *pg_query.InsertStmt) {
-	w.dml()
-	mark := w.with(s.WithClause)
-	w.writeTarget(s.Relation)
-	w.fields(s.ProtoReflect(), "with_clause", "relation")
-	w.ctes = w.ctes[:mark]
+	w.writeStmt(s.WithClause, s.Relation, s.ProtoReflect())
 }
 
 func (w *walker) updateStmt(s *pg_query.UpdateStmt) {
-	w.dml()
-	mark := w.with(s.WithClause)
-	w.writeTarget(s.Relation)
-	w.fields(s.ProtoReflect(), "with_clause", "relation")
-	w.ctes = w.ctes[:mark]
+	w.writeStmt(s.WithClause, s.Relation, s.ProtoReflect())
 	w.bounded(s.Relation, s.WhereClause)
 }
 
 func (w *walker) deleteStmt(s *pg_query.DeleteStmt) {
-	w.dml()
-	mark := w.with(s.WithClause)
-	w.writeTarget(s.Relation)
-	w.fields(s.ProtoReflect(), "with_clause", "relation")
-	w.ctes = w.ctes[:mark]
+	w.writeStmt(s.WithClause, s.Relation, s.ProtoReflect())
 	w.bounded(s.Relation, s.WhereClause)
 }
 
 func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
+	w.writeStmt(s.WithClause, s.Relation, s.ProtoReflect())
+}
+
+// writeStmt walks an INSERT, UPDATE, DELETE or MERGE: its CTEs are in scope for the
+// rest of the statement, its relation is written, everything else is read.
+func (w *walker) writeStmt(with *pg_query.WithClause, target *pg_query.RangeVar, m protoreflect.Message) {
 	w.dml()
-	mark := w.with(s.WithClause)
-	w.writeTarget(s.Relation)
-	w.fields(s.ProtoReflect(), "with_clause", "relation")
+	mark := w.with(with)
+	w.writeTarget(target)
+	w.fields(m, "with_clause", "relation")
 	w.ctes = w.ctes[:mark]
 }
 

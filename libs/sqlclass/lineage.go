@@ -1,8 +1,6 @@
 package sqlclass
 
 import (
-	"strings"
-
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -33,17 +31,8 @@ func collectRefs(m protoreflect.Message, refs *[]string, depth int) {
 		return
 	}
 	if cr, ok := m.Interface().(*pg_query.ColumnRef); ok {
-		parts := make([]string, 0, len(cr.GetFields()))
-		for _, f := range cr.GetFields() {
-			switch v := f.GetNode().(type) {
-			case *pg_query.Node_String_:
-				parts = append(parts, v.String_.GetSval())
-			case *pg_query.Node_AStar:
-				parts = append(parts, "*")
-			}
-		}
-		if len(parts) > 0 {
-			*refs = append(*refs, strings.Join(parts, "."))
+		if name := columnRefName(cr); name != "" {
+			*refs = append(*refs, name)
 		}
 		return
 	}

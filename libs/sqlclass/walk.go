@@ -278,6 +278,13 @@ func lower(s string) string { return strings.ToLower(s) }
 
 // columnRef records a column reference for lineage.
 func (w *walker) columnRef(cr *pg_query.ColumnRef) {
+	if name := columnRefName(cr); name != "" {
+		w.a.columns = append(w.a.columns, name)
+	}
+}
+
+// columnRefName spells a column reference as written: "c", "t.c", "t.*".
+func columnRefName(cr *pg_query.ColumnRef) string {
 	parts := make([]string, 0, len(cr.GetFields()))
 	for _, f := range cr.GetFields() {
 		switch v := f.GetNode().(type) {
@@ -287,7 +294,5 @@ func (w *walker) columnRef(cr *pg_query.ColumnRef) {
 			parts = append(parts, "*")
 		}
 	}
-	if len(parts) > 0 {
-		w.a.columns = append(w.a.columns, strings.Join(parts, "."))
-	}
+	return strings.Join(parts, ".")
 }

@@ -86,34 +86,22 @@ func (s *Service) handle(ctx context.Context, req *identityv1.VerifyTokenRequest
 
 // watchProvider follows the applied identity provider settings.
 func (s *Service) watchProvider(ctx context.Context) error {
-	kv, err := controlstate.Bucket(ctx, s.cfg.Conn.JS)
+	err := bus.FollowKV(ctx, s.cfg.Conn.JS, bus.BucketControl, make(chan struct{}), func(e jetstream.KeyValueEntry) error {
+		if e.Key() != controlstate.KeyIdentityProvider || e.Operation() != jetstream.KeyValuePut {
+			return nil
+		}
+		var ev controlv1.IdentityProviderConfigured
+		if err := proto.Unmarshal(e.Value(), &ev); err != nil {
+			s.cfg.Log.Error().Err(err).Msg("applied identity provider is unreadable; keeping the current one")
+			return nil
+		}
+		p := ProviderFromProto(ev.GetProvider())
+		s.verifier.Store(NewVerifier(p, s.cfg.HTTPClient))
+		s.cfg.Log.Info().Str("issuer", p.Issuer).Str("audience", p.Audience).Msg("identity provider applied")
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
 	}
-	w, err := kv.Watch(ctx, controlstate.KeyIdentityProvider)
-	if err != nil {
-		return fmt.Errorf("identity: watch provider: %w", err)
-	}
-	defer w.Stop() //nolint:errcheck
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			var ev controlv1.IdentityProviderConfigured
-			if err := proto.Unmarshal(e.Value(), &ev); err != nil {
-				s.cfg.Log.Error().Err(err).Msg("applied identity provider is unreadable; keeping the current one")
-				continue
-			}
-			p := ProviderFromProto(ev.GetProvider())
-			s.verifier.Store(NewVerifier(p, s.cfg.HTTPClient))
-			s.cfg.Log.Info().Str("issuer", p.Issuer).Str("audience", p.Audience).Msg("identity provider applied")
-		}
-	}
+	return nil
 }
