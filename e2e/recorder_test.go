@@ -168,11 +168,22 @@ func recordSession(t *testing.T, env *devEnv) string {
 			Reason: "changing roles is not allowed", Statements: []*policyv1.Statement{{Kind: "privilege", Command: "SET"}}}}}},
 		{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed the connection", Commands: 2, Denied: 1}}},
 	}
-	for _, ev := range events {
-		_, err := sess.Emit(ev)
-		require.NoError(t, err)
+	// One event at a time, each waited for in AUDIT, so that each is a
+	// record of its own and the tampering below can name it. (Events that
+	// arrive together share a record; libs/auditchain tests those.)
+	reader, err := jetstream.New(env.NATS("sluice"))
+	require.NoError(t, err)
+	for i, ev := range events {
+		require.NoError(t, sess.Record(ctx, ev))
+		testkit.Eventually(t, 20*time.Second, func() error {
+			n := 0
+			err := auditlog.Read(ctx, reader, auditlog.Options{Session: sess.ID}, func(auditlog.Entry) error { n++; return nil })
+			if err == nil && n != i+1 {
+				err = fmt.Errorf("%d of %d events in AUDIT", n, i+1)
+			}
+			return err
+		})
 	}
-	require.NoError(t, sess.Durable(ctx))
 	return sess.ID
 }
 
@@ -236,10 +247,11 @@ func TestAuditCLI(t *testing.T) {
 			var r auditv1.Record
 			require.NoError(t, proto.Unmarshal(m.Data, &r))
 			if r.GetSeq() == 5 {
+				require.Len(t, r.GetEvents(), 1)
 				var ev sessionv1.Event
-				require.NoError(t, proto.Unmarshal(r.GetEvent(), &ev))
+				require.NoError(t, proto.Unmarshal(r.GetEvents()[0], &ev))
 				ev.GetCommand().Text = "SELECT 'nothing to see'"
-				r.Event, _ = proto.Marshal(&ev)
+				r.Events[0], _ = proto.Marshal(&ev)
 			}
 			auditchain.Seal(&r, prev)
 			prev = r.Hash

@@ -3,10 +3,11 @@
 // recorders sign chain heads (Ed25519 checkpoints). Verify finds edited,
 // missing, duplicated and reordered records and names them.
 //
-// Canonical encoding of a record (all integers big-endian):
+// A record holds one or more consecutive events of a session. Its canonical
+// encoding (all integers big-endian):
 //
-//	"sluice-audit-v1" | u32 len(session) session | u64 seq | u32 len(id) id |
-//	u32 len(event) event | u64 gap_to | 32-byte prev_hash
+//	"sluice-audit-v2" | u32 len(session) session | u64 seq | u32 n |
+//	n × (u32 len(id) id | u32 len(event) event) | u64 gap_to | 32-byte prev_hash
 //
 // The hash covers the serialized event bytes exactly as the worker sent
 // them, so no re-encoding can change what was recorded.
@@ -25,7 +26,7 @@ import (
 	auditv1 "sluice.dev/sluice/proto/sluice/audit/v1"
 )
 
-const domain = "sluice-audit-v1"
+const domain = "sluice-audit-v2"
 
 // ZeroHash is the prev_hash of a session's first record.
 var ZeroHash = make([]byte, sha256.Size)
@@ -37,16 +38,51 @@ func appendField(b, f []byte) []byte {
 
 // Hash computes a record's hash from its content and prev_hash.
 func Hash(r *auditv1.Record) []byte {
-	b := make([]byte, 0, 96+len(r.GetSessionId())+len(r.GetEventId())+len(r.GetEvent()))
-	b = append(b, domain...)
-	b = appendField(b, []byte(r.GetSessionId()))
-	b = binary.BigEndian.AppendUint64(b, r.GetSeq())
-	b = appendField(b, []byte(r.GetEventId()))
-	b = appendField(b, r.GetEvent())
-	b = binary.BigEndian.AppendUint64(b, r.GetGapTo())
-	b = append(b, r.GetPrevHash()...)
-	sum := sha256.Sum256(b)
-	return sum[:]
+	h := sha256.New()
+	var b [8]byte
+	u32 := func(n int) {
+		binary.BigEndian.PutUint32(b[:4], uint32(n))
+		h.Write(b[:4])
+	}
+	u64 := func(n uint64) {
+		binary.BigEndian.PutUint64(b[:], n)
+		h.Write(b[:])
+	}
+	h.Write([]byte(domain))
+	u32(len(r.GetSessionId()))
+	h.Write([]byte(r.GetSessionId()))
+	u64(r.GetSeq())
+	ids, events := r.GetEventIds(), r.GetEvents()
+	n := max(len(ids), len(events))
+	u32(n)
+	for i := range n {
+		var id string
+		var ev []byte
+		if i < len(ids) {
+			id = ids[i]
+		}
+		if i < len(events) {
+			ev = events[i]
+		}
+		u32(len(id))
+		h.Write([]byte(id))
+		u32(len(ev))
+		h.Write(ev)
+	}
+	u64(r.GetGapTo())
+	h.Write(r.GetPrevHash())
+	return h.Sum(nil)
+}
+
+// Last is the seq of the last event a record covers.
+func Last(r *auditv1.Record) uint64 {
+	if r.GetGapTo() > 0 {
+		return r.GetGapTo()
+	}
+	if n := len(r.GetEvents()); n > 1 {
+		return r.GetSeq() + uint64(n) - 1
+	}
+	return r.GetSeq()
 }
 
 // Seal fills prev_hash and hash.

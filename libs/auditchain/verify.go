@@ -30,6 +30,8 @@ const (
 type Problem struct {
 	Session string `json:"session"`
 	Seq     uint64 `json:"seq,omitempty"`
+	// LastSeq is set when the record holds several events (Seq..LastSeq).
+	LastSeq uint64 `json:"last_seq,omitempty"`
 	// StreamSeq locates the record in the AUDIT stream (0 if unknown).
 	StreamSeq uint64 `json:"stream_seq,omitempty"`
 	Kind      string `json:"kind"`
@@ -40,6 +42,9 @@ func (p Problem) String() string {
 	loc := p.Session
 	if p.Seq > 0 {
 		loc = fmt.Sprintf("%s seq %d", p.Session, p.Seq)
+		if p.LastSeq > p.Seq {
+			loc += fmt.Sprintf("..%d", p.LastSeq)
+		}
 	}
 	if p.StreamSeq > 0 {
 		loc += fmt.Sprintf(" (stream seq %d)", p.StreamSeq)
@@ -102,18 +107,19 @@ func (v *Verifier) Add(s Stored) {
 		v.order = append(v.order, r.GetSessionId())
 	}
 	p := Problem{Session: r.GetSessionId(), Seq: r.GetSeq(), StreamSeq: s.StreamSeq}
+	if r.GetGapTo() == 0 && Last(r) > r.GetSeq() {
+		p.LastSeq = Last(r)
+	}
 	// Content first: is the record what was hashed?
 	if !bytes.Equal(Hash(r), r.GetHash()) {
 		p.Kind, p.Detail = Edited, "the record's content does not match its hash"
 		v.report(p)
 	} else if r.GetGapTo() == 0 {
-		var ev sessionv1.Event
-		switch err := proto.Unmarshal(r.GetEvent(), &ev); {
-		case err != nil:
-			p.Kind, p.Detail = Unreadable, "the event cannot be decoded"
-			v.report(p)
-		case ev.GetSessionId() != r.GetSessionId() || ev.GetSeq() != r.GetSeq() || ev.GetId() != r.GetEventId():
-			p.Kind, p.Detail = Edited, "the event's session, seq or id differs from the record's"
+		if d := checkEvents(r); d != "" {
+			p.Kind, p.Detail = Edited, d
+			if d == undecodable {
+				p.Kind = Unreadable
+			}
 			v.report(p)
 		}
 	} else {
@@ -121,9 +127,10 @@ func (v *Verifier) Add(s Stored) {
 		p.Detail = fmt.Sprintf("events %d..%d never reached the recorder (recorded as a gap)", r.GetSeq(), r.GetGapTo())
 		v.report(p)
 	}
-	last := r.GetSeq()
-	if r.GetGapTo() > 0 {
-		last = r.GetGapTo()
+	last := Last(r)
+	first := ""
+	if ids := r.GetEventIds(); len(ids) > 0 {
+		first = ids[0]
 	}
 	switch {
 	case r.GetSeq() == c.lastSeq+1:
@@ -135,7 +142,7 @@ func (v *Verifier) Add(s Stored) {
 			v.report(p)
 		}
 	case r.GetSeq() <= c.lastSeq:
-		if id, ok := c.ids[r.GetSeq()]; ok && id == r.GetEventId() {
+		if id, ok := c.ids[r.GetSeq()]; ok && id == first {
 			p.Kind, p.Detail = Duplicated, fmt.Sprintf("record %d appears again", r.GetSeq())
 		} else {
 			p.Kind, p.Detail = Reordered, fmt.Sprintf("record %d comes after record %d", r.GetSeq(), c.lastSeq)
@@ -152,9 +159,33 @@ func (v *Verifier) Add(s Stored) {
 	}
 	for q := r.GetSeq(); q <= last; q++ {
 		c.hashes[q] = r.GetHash()
-		c.ids[q] = r.GetEventId()
+		c.ids[q] = first
 	}
 	c.lastSeq, c.lastHash = last, r.GetHash()
+}
+
+const undecodable = "an event cannot be decoded"
+
+// checkEvents checks that a record's events are the session's consecutive
+// events it claims to hold; it returns what is wrong, or "".
+func checkEvents(r *auditv1.Record) string {
+	events, ids := r.GetEvents(), r.GetEventIds()
+	if len(events) == 0 {
+		return "the record holds no event"
+	}
+	if len(ids) != len(events) {
+		return "the record's event ids do not match its events"
+	}
+	for i, b := range events {
+		var ev sessionv1.Event
+		if proto.Unmarshal(b, &ev) != nil {
+			return undecodable
+		}
+		if ev.GetSessionId() != r.GetSessionId() || ev.GetSeq() != r.GetSeq()+uint64(i) || ev.GetId() != ids[i] {
+			return "the event's session, seq or id differs from the record's"
+		}
+	}
+	return ""
 }
 
 // AddCheckpoint records a checkpoint to compare heads with at the end.

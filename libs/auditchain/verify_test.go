@@ -15,12 +15,16 @@ import (
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
-func record(t *testing.T, session string, seq uint64, prev []byte, text string) *auditv1.Record {
-	ev := &sessionv1.Event{Id: fmt.Sprintf("ev-%s-%d", session, seq), SessionId: session, Seq: seq,
-		Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: seq, Text: text}}}
-	b, err := proto.Marshal(ev)
-	require.NoError(t, err)
-	r := &auditv1.Record{SessionId: session, Seq: seq, EventId: ev.Id, Event: b}
+func record(t *testing.T, session string, seq uint64, prev []byte, texts ...string) *auditv1.Record {
+	r := &auditv1.Record{SessionId: session, Seq: seq}
+	for i, text := range texts {
+		q := seq + uint64(i)
+		ev := &sessionv1.Event{Id: fmt.Sprintf("ev-%s-%d", session, q), SessionId: session, Seq: q,
+			Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: q, Text: text}}}
+		b, err := proto.Marshal(ev)
+		require.NoError(t, err)
+		r.EventIds, r.Events = append(r.EventIds, ev.Id), append(r.Events, b)
+	}
 	Seal(r, prev)
 	return r
 }
@@ -161,4 +165,33 @@ func TestGapRecord(t *testing.T) {
 	next := record(t, "S", 5, gap.Hash, "SELECT 5")
 	ps := run(append(recs, gap, next), nil, nil)
 	assert.Equal(t, []string{"lost@3"}, kinds(ps))
+}
+
+// A record may hold several consecutive events; every one of them is
+// covered by the hash and checked against the record.
+func TestMultiEventRecords(t *testing.T) {
+	r1 := record(t, "S", 1, nil, "SELECT 1", "SELECT 2", "SELECT 3")
+	r2 := record(t, "S", 4, r1.Hash, "SELECT 4", "SELECT 5")
+	assert.Empty(t, run([]*auditv1.Record{r1, r2}, nil, nil))
+	assert.Equal(t, uint64(3), Last(r1))
+
+	// An event swapped inside a record, hash kept: edited.
+	forged := proto.Clone(r1).(*auditv1.Record)
+	forged.Events[1] = record(t, "S", 2, nil, "DROP TABLE evidence").Events[0]
+	assert.Equal(t, []string{"edited@1"}, kinds(run([]*auditv1.Record{forged, r2}, nil, nil)))
+
+	// An event dropped from a record and the chain resealed: the record's
+	// events no longer match their seqs, and r2 no longer links.
+	cut := proto.Clone(r1).(*auditv1.Record)
+	cut.Events, cut.EventIds = [][]byte{cut.Events[0], cut.Events[2]}, []string{cut.EventIds[0], cut.EventIds[2]}
+	Seal(cut, nil)
+	assert.Equal(t, []string{"edited@1", "missing@4"}, kinds(run([]*auditv1.Record{cut, r2}, nil, nil)))
+
+	// The same multi-event record twice: duplicated.
+	assert.Equal(t, []string{"duplicated@1"}, kinds(run([]*auditv1.Record{r1, r1, r2}, nil, nil)))
+
+	// A record without events that is not a gap is not a record.
+	empty := &auditv1.Record{SessionId: "E", Seq: 1}
+	Seal(empty, nil)
+	assert.Equal(t, []string{"edited@1"}, kinds(run([]*auditv1.Record{empty}, nil, nil)))
 }

@@ -28,8 +28,8 @@ func JSON(e Entry) map[string]any {
 	out := map[string]any{
 		"stream_seq": e.StreamSeq,
 		"session":    e.Record.GetSessionId(),
-		"seq":        e.Record.GetSeq(),
-		"event_id":   e.Record.GetEventId(),
+		"seq":        e.Seq,
+		"event_id":   e.EventID,
 		"kind":       Kind(e.Event),
 	}
 	if e.Record.GetGapTo() > 0 {

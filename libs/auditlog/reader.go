@@ -32,46 +32,68 @@ func SessionSubject(session string) string {
 	return bus.Subject(subjectRecords, bus.Token(session))
 }
 
-// Entry is one item of the stream: a record or a checkpoint.
+// Entry is one item of the stream: an event of a record, a gap record, or a
+// checkpoint. A record that holds several events gives one entry per event,
+// each pointing to the same Record.
 type Entry struct {
 	StreamSeq  uint64
 	Time       time.Time
 	Record     *auditv1.Record
 	Checkpoint *auditv1.Checkpoint
-	// Event is the decoded session event of a record (nil for gaps).
+	// Index is the event's position in its record; Seq and EventID are the
+	// event's (for a gap, the first lost seq and no id).
+	Index   int
+	Seq     uint64
+	EventID string
+	// Event is the decoded session event (nil for gaps and for an event
+	// that cannot be decoded).
 	Event *sessionv1.Event
 }
+
+// First reports whether the entry is its record's first (or only) entry.
+func (e Entry) First() bool { return e.Index == 0 }
 
 // ErrUnreadable marks an entry that cannot be decoded.
 var ErrUnreadable = errors.New("auditlog: unreadable entry")
 
-// Decode reads one AUDIT message.
-func Decode(m jetstream.Msg) (Entry, error) {
+// Decode reads one AUDIT message: a checkpoint, a gap, or a record's
+// events, one entry each.
+func Decode(m jetstream.Msg) ([]Entry, error) {
 	md, err := m.Metadata()
 	if err != nil {
-		return Entry{}, err
+		return nil, err
 	}
 	e := Entry{StreamSeq: md.Sequence.Stream, Time: md.Timestamp}
 	if m.Subject() == SubjectCheckpoint {
 		var c auditv1.Checkpoint
 		if err := proto.Unmarshal(m.Data(), &c); err != nil {
-			return e, fmt.Errorf("%w: checkpoint at %d", ErrUnreadable, e.StreamSeq)
+			return nil, fmt.Errorf("%w: checkpoint at %d", ErrUnreadable, e.StreamSeq)
 		}
 		e.Checkpoint = &c
-		return e, nil
+		return []Entry{e}, nil
 	}
 	var r auditv1.Record
 	if err := proto.Unmarshal(m.Data(), &r); err != nil {
-		return e, fmt.Errorf("%w: record at %d", ErrUnreadable, e.StreamSeq)
+		return nil, fmt.Errorf("%w: record at %d", ErrUnreadable, e.StreamSeq)
 	}
-	e.Record = &r
-	if r.GetGapTo() == 0 {
-		var ev sessionv1.Event
-		if proto.Unmarshal(r.GetEvent(), &ev) == nil {
-			e.Event = &ev
+	e.Record, e.Seq = &r, r.GetSeq()
+	if r.GetGapTo() > 0 || len(r.GetEvents()) == 0 {
+		return []Entry{e}, nil
+	}
+	out := make([]Entry, len(r.GetEvents()))
+	for i, b := range r.GetEvents() {
+		x := e
+		x.Index, x.Seq = i, r.GetSeq()+uint64(i)
+		if i < len(r.GetEventIds()) {
+			x.EventID = r.GetEventIds()[i]
 		}
+		var ev sessionv1.Event
+		if proto.Unmarshal(b, &ev) == nil {
+			x.Event = &ev
+		}
+		out[i] = x
 	}
-	return e, nil
+	return out, nil
 }
 
 // Options selects what Read returns.
@@ -144,17 +166,19 @@ func Read(ctx context.Context, js jetstream.JetStream, o Options, fn func(Entry)
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			e, err := Decode(m)
+			entries, err := Decode(m)
 			if err != nil {
 				return err
 			}
-			if err := fn(e); err != nil {
-				if IsStop(err) {
-					return nil
+			for _, e := range entries {
+				if err := fn(e); err != nil {
+					if IsStop(err) {
+						return nil
+					}
+					return err
 				}
-				return err
 			}
-			if !o.Follow && e.StreamSeq >= last {
+			if md, err := m.Metadata(); !o.Follow && err == nil && md.Sequence.Stream >= last {
 				return nil
 			}
 		}
@@ -226,7 +250,7 @@ func Verify(ctx context.Context, js jetstream.JetStream, session string, keys ma
 		switch {
 		case e.Checkpoint != nil:
 			v.AddCheckpoint(e.Checkpoint)
-		case session == "" || e.Record.GetSessionId() == session:
+		case e.First() && (session == "" || e.Record.GetSessionId() == session):
 			v.Add(auditchain.Stored{Record: e.Record, StreamSeq: e.StreamSeq})
 		}
 		return nil

@@ -36,7 +36,7 @@ func Transcript(w io.Writer, entries []Entry) {
 		}
 		ev := e.Event
 		if ev == nil {
-			fmt.Fprintf(w, "  !! record %d cannot be decoded\n", e.Record.GetSeq())
+			fmt.Fprintf(w, "  !! event %d cannot be decoded\n", e.Seq)
 			continue
 		}
 		at := ev.GetTime().AsTime()

@@ -5,9 +5,14 @@
 // to run statements when it cannot record: every failure is sticky, so a
 // session that lost its recorder stays closed.
 //
-// Events are published asynchronously in order, numbered per session from
-// 1 without gaps, with the event id as the JetStream message id, so a retry
-// never writes twice. The recorder service chains them into AUDIT.
+// Events are numbered per session from 1 without gaps. A Recorder commits
+// them in groups: while one batch is being stored, the events its sessions
+// emit meanwhile gather into the next, which is published as one message
+// (sluice.rec.<recorder>.<n>, message id <recorder>.<n>, so a retry never
+// writes twice) as soon as the previous one is acknowledged. One batch is in
+// flight at a time, so a recorder's batches reach the stream in order, and
+// under load one acknowledgement covers many statements. The recorder
+// service chains the events into AUDIT.
 package recording
 
 import (
@@ -22,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -33,16 +39,36 @@ import (
 // worker must not run further commands.
 var ErrNotRecording = errors.New("recording: the audit stream is not accepting events")
 
-// Recorder publishes session events.
+// DefaultMaxBatchBytes bounds the events in one SESSIONS message (a single
+// larger event is sent alone).
+const DefaultMaxBatchBytes = 512 << 10
+
+// Recorder publishes the session events of one worker process.
 type Recorder struct {
 	js jetstream.JetStream
-	// Timeout bounds how long Durable waits; default 5s.
+	id string
+	// Timeout bounds how long a batch is retried and Durable waits; default 5s.
 	Timeout time.Duration
+	// MaxBatchBytes bounds a batch; default DefaultMaxBatchBytes.
+	MaxBatchBytes int
+
+	mu       sync.Mutex
+	queue    []queued
+	flushing bool
+	batches  uint64
+	// Batches and Events count what was stored (for tests and metrics).
+	stats Stats
 }
 
-// New returns a recorder on a JetStream context.
-func New(js jetstream.JetStream) *Recorder {
-	return &Recorder{js: js, Timeout: 5 * time.Second}
+// Stats counts the batches and events a recorder stored.
+type Stats struct {
+	Batches, Events uint64
+}
+
+type queued struct {
+	s    *Session
+	seq  uint64
+	data []byte
 }
 
 // Session is one recorded session. It is safe for concurrent use.
@@ -53,24 +79,47 @@ type Session struct {
 	mu      sync.Mutex
 	seq     uint64
 	durable uint64 // every event up to this seq is stored
-	pending []pending
+	waiters []waiter
 	err     error
 }
 
-type pending struct {
+type waiter struct {
 	seq uint64
-	msg *nats.Msg
-	id  string
-	fut jetstream.PubAckFuture
+	ch  chan struct{}
 }
 
 // NewSessionID returns a fresh session id: a ULID in lowercase, so that it
 // is a subject token as is.
 func NewSessionID() string { return strings.ToLower(ulid.Make().String()) }
 
+// New returns a recorder on a JetStream context, with a fresh id.
+func New(js jetstream.JetStream) *Recorder {
+	return &Recorder{js: js, id: NewSessionID(), Timeout: 5 * time.Second, MaxBatchBytes: DefaultMaxBatchBytes}
+}
+
+// ID names the recorder in its batch subjects.
+func (r *Recorder) ID() string { return r.id }
+
+// Stats returns what the recorder has stored so far.
+func (r *Recorder) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats
+}
+
 // Open starts recording a session with the given id.
 func (r *Recorder) Open(id string) *Session {
 	return &Session{ID: id, r: r}
+}
+
+// BatchSubject is where a recorder publishes its n-th batch.
+func BatchSubject(recorder string, n uint64) string {
+	return bus.Subject(bus.SubjectSessions, bus.Token(recorder), strconv.FormatUint(n, 10))
+}
+
+// RecorderSubject matches every batch of a recorder.
+func RecorderSubject(recorder string) string {
+	return bus.Subject(bus.SubjectSessions, bus.Token(recorder), "*")
 }
 
 // Kind is the subject token of an event body.
@@ -98,20 +147,9 @@ func Kind(ev *sessionv1.Event) string {
 	return "event"
 }
 
-// Subject is where a session's event is published:
-// sluice.rec.<session>.<seq>.<kind>. The seq in the subject lets the
-// recorder see whether a missing predecessor is still waiting in SESSIONS.
-func Subject(session string, seq uint64, kind string) string {
-	return bus.Subject(bus.SubjectSessions, bus.Token(session), strconv.FormatUint(seq, 10), kind)
-}
-
-// PendingSubject matches a session's event with a given seq, any kind.
-func PendingSubject(session string, seq uint64) string {
-	return bus.Subject(bus.SubjectSessions, bus.Token(session), strconv.FormatUint(seq, 10), "*")
-}
-
-// Emit numbers ev, stamps it and publishes it without waiting; it returns
-// the event's seq, or the sticky error of an earlier failure.
+// Emit numbers ev, stamps it and queues it for the next batch without
+// waiting; it returns the event's seq, or the sticky error of an earlier
+// failure.
 func (s *Session) Emit(ev *sessionv1.Event) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -130,13 +168,8 @@ func (s *Session) Emit(ev *sessionv1.Event) (uint64, error) {
 		s.err = fmt.Errorf("%w: encode: %v", ErrNotRecording, err)
 		return 0, s.err
 	}
-	m := nats.NewMsg(Subject(s.ID, s.seq, Kind(ev)))
-	m.Data = data
-	fut, err := s.r.js.PublishMsgAsync(m, jetstream.WithMsgID(ev.Id), jetstream.WithExpectStream(bus.StreamSessions))
-	if err != nil {
-		fut = nil // Durable retries it synchronously
-	}
-	s.pending = append(s.pending, pending{seq: s.seq, msg: m, id: ev.Id, fut: fut})
+	// Queued under s.mu, so that a session's events queue in seq order.
+	s.r.enqueue(queued{s: s, seq: s.seq, data: data})
 	return s.seq, nil
 }
 
@@ -145,9 +178,8 @@ func (s *Session) Durable(ctx context.Context) error {
 	return s.WaitFor(ctx, s.Seq())
 }
 
-// WaitFor waits until every event up to seq is stored, retrying failed
-// publishes (deduplicated by event id). Emit is not blocked meanwhile. On
-// failure the session is closed for good.
+// WaitFor waits until every event up to seq is stored. Emit is not blocked
+// meanwhile. On failure or timeout the session is closed for good.
 func (s *Session) WaitFor(ctx context.Context, seq uint64) error {
 	s.mu.Lock()
 	if s.err != nil || seq <= s.durable {
@@ -155,46 +187,41 @@ func (s *Session) WaitFor(ctx context.Context, seq uint64) error {
 		s.mu.Unlock()
 		return err
 	}
-	var wait []pending
-	for _, p := range s.pending {
-		if p.seq > seq {
-			break
-		}
-		wait = append(wait, p)
-	}
+	ch := make(chan struct{})
+	s.waiters = append(s.waiters, waiter{seq: seq, ch: ch})
 	s.mu.Unlock()
 
-	timeout := s.r.Timeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
+	timeout := s.r.timeout()
+	t := time.NewTimer(timeout + timeout/2) // the batch's own retries end first
+	defer t.Stop()
+	select {
+	case <-ch:
+		return s.Err()
+	case <-ctx.Done():
+		return s.fail(ctx.Err())
+	case <-t.C:
+		return s.fail(errors.New("timed out waiting for the event to be stored"))
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for _, p := range wait {
-		if p.fut != nil {
-			select {
-			case <-p.fut.Ok():
-				continue
-			case <-p.fut.Err():
-			case <-ctx.Done():
-				return s.fail(ctx.Err())
-			}
-		}
-		if err := s.retry(ctx, p); err != nil {
-			return s.fail(err)
-		}
-	}
+}
+
+// stored marks every event up to seq durable and wakes its waiters.
+func (s *Session) stored(seq uint64) {
 	s.mu.Lock()
-	if seq > s.durable {
-		s.durable = seq
+	defer s.mu.Unlock()
+	if seq <= s.durable {
+		return
 	}
-	i := 0
-	for i < len(s.pending) && s.pending[i].seq <= s.durable {
-		i++
+	s.durable = seq
+	keep := s.waiters[:0]
+	for _, w := range s.waiters {
+		if w.seq <= seq {
+			close(w.ch)
+		} else {
+			keep = append(keep, w)
+		}
 	}
-	s.pending = append(s.pending[:0], s.pending[i:]...)
-	s.mu.Unlock()
-	return nil
+	clear(s.waiters[len(keep):])
+	s.waiters = keep
 }
 
 func (s *Session) fail(err error) error {
@@ -203,21 +230,110 @@ func (s *Session) fail(err error) error {
 	if s.err == nil {
 		s.err = fmt.Errorf("%w: %v", ErrNotRecording, err)
 	}
+	for _, w := range s.waiters {
+		close(w.ch)
+	}
+	s.waiters = nil
 	return s.err
 }
 
-func (s *Session) retry(ctx context.Context, p pending) error {
+func (r *Recorder) timeout() time.Duration {
+	if r.Timeout <= 0 {
+		return 5 * time.Second
+	}
+	return r.Timeout
+}
+
+func (r *Recorder) enqueue(q queued) {
+	r.mu.Lock()
+	r.queue = append(r.queue, q)
+	start := !r.flushing
+	r.flushing = true
+	r.mu.Unlock()
+	if start {
+		go r.flush()
+	}
+}
+
+// flush publishes batches until the queue is empty; one runs at a time.
+func (r *Recorder) flush() {
+	max := r.MaxBatchBytes
+	if max <= 0 {
+		max = DefaultMaxBatchBytes
+	}
+	var batch []queued
+	for {
+		r.mu.Lock()
+		if len(r.queue) == 0 {
+			r.flushing = false
+			r.mu.Unlock()
+			return
+		}
+		n, size := 0, 0
+		for n < len(r.queue) && (n == 0 || size+len(r.queue[n].data) <= max) {
+			size += len(r.queue[n].data)
+			n++
+		}
+		batch = append(batch[:0], r.queue[:n]...)
+		rest := copy(r.queue, r.queue[n:])
+		clear(r.queue[rest:])
+		r.queue = r.queue[:rest]
+		r.batches++
+		num := r.batches
+		r.mu.Unlock()
+		r.publish(num, batch, size)
+		clear(batch)
+	}
+}
+
+// publish stores one batch, retrying (deduplicated by message id) until
+// the timeout, then tells its sessions: stored, or failed for good.
+func (r *Recorder) publish(num uint64, batch []queued, size int) {
+	// Events of sessions that failed meanwhile are not sent: those
+	// sessions are closed, and their chains end where they failed.
+	data := make([]byte, 0, size+8*len(batch))
+	kept := batch[:0]
+	for _, q := range batch {
+		if q.s.Err() != nil {
+			continue
+		}
+		data = protowire.AppendTag(data, 1, protowire.BytesType)
+		data = protowire.AppendBytes(data, q.data)
+		kept = append(kept, q)
+	}
+	if len(kept) == 0 {
+		return
+	}
+	m := nats.NewMsg(BatchSubject(r.id, num))
+	m.Data = data
+	msgID := r.id + "." + strconv.FormatUint(num, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout())
+	defer cancel()
 	var err error
 	for attempt := 0; ; attempt++ {
-		_, err = s.r.js.PublishMsg(ctx, p.msg, jetstream.WithMsgID(p.id), jetstream.WithExpectStream(bus.StreamSessions))
-		if err == nil {
-			return nil
+		_, err = r.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(bus.StreamSessions))
+		if err == nil || ctx.Err() != nil {
+			break
 		}
 		select {
 		case <-ctx.Done():
-			return err
 		case <-time.After(time.Duration(10*(attempt+1)) * time.Millisecond):
 		}
+	}
+	if err != nil {
+		for _, q := range kept {
+			_ = q.s.fail(err)
+		}
+		return
+	}
+	r.mu.Lock()
+	r.stats.Batches++
+	r.stats.Events += uint64(len(kept))
+	r.mu.Unlock()
+	// Each session's events are in seq order, so marking them one by one
+	// only ever moves a session's durable mark forward.
+	for _, q := range kept {
+		q.s.stored(q.seq)
 	}
 }
 

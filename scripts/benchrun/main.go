@@ -41,6 +41,7 @@ var (
 	scale     = flag.Int("scale", 10, "pgbench scale")
 	outJSON   = flag.String("json", "", "also write the raw results to this file")
 	quick     = flag.Bool("quick", false, "one round, 3s runs, fewer extras (a smoke test)")
+	profile   = flag.String("profile", "", "instead of the benchmarks: write a CPU profile of sluice under pgbench -S -M prepared -c 8 to this file")
 )
 
 func main() {
@@ -70,6 +71,7 @@ type env struct {
 	dir                         string
 	apiPort, pgPort, natsPort   int
 	demoPort, bouncerPort       int
+	pprofPort                   int
 	sluice                      *exec.Cmd
 	bouncer                     *exec.Cmd
 	engineer, dba, demoPassword string
@@ -93,6 +95,9 @@ func run() error {
 	}
 	defer os.RemoveAll(base)
 	e := &env{dir: filepath.Join(base, ".sluice"), apiPort: freePort(), pgPort: freePort(), natsPort: freePort(), demoPort: freePort(), bouncerPort: freePort()}
+	if *profile != "" {
+		e.pprofPort = freePort()
+	}
 	defer e.stop()
 	if err := e.startSluice(); err != nil {
 		return err
@@ -105,6 +110,9 @@ func run() error {
 		return err
 	}
 	step("PgBouncer is up")
+	if *profile != "" {
+		return e.cpuProfile(*profile)
+	}
 
 	res := &results{Machine: machine()}
 	if err := e.matrix(res); err != nil {
@@ -142,6 +150,9 @@ func (e *env) startSluice() error {
 		"--nats-port", strconv.Itoa(e.natsPort), "--demo-pg-port", strconv.Itoa(e.demoPort),
 		"--demo-pg-setting", "max_connections=1300", "--demo-pg-setting", "shared_buffers=256MB",
 		"--log-level", "warn", "--log-format", "json")
+	if e.pprofPort != 0 {
+		cmd.Args = append(cmd.Args, "--pprof-addr", fmt.Sprintf("127.0.0.1:%d", e.pprofPort))
+	}
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = os.Stderr

@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"strconv"
+	"strings"
+	"time"
 )
 
 func numCPU() int { return runtime.NumCPU() }
@@ -16,7 +19,63 @@ type cell struct {
 	Target  string    `json:"target"`
 	TPS     []float64 `json:"tps"`
 	Latency []float64 `json:"latency_ms"`
+	// CPU is the proxy process's CPU time per transaction (µs); none for direct.
+	CPU []float64 `json:"proxy_cpu_us_per_tx,omitempty"`
 }
+
+// pid is the process serving a target (0 for direct).
+func (e *env) pid(target string) int {
+	switch target {
+	case "pgbouncer":
+		return e.bouncer.Process.Pid
+	case "sluice":
+		return e.sluice.Process.Pid
+	}
+	return 0
+}
+
+// measure runs pgbench against a target and also returns the proxy's CPU
+// time per transaction in µs (0 for direct).
+func (e *env) measure(target string, args ...string) (tps, lat, cpu float64, err error) {
+	pid := e.pid(target)
+	var before time.Duration
+	if pid != 0 {
+		before, _ = procCPU(pid)
+	}
+	start := time.Now()
+	tps, lat, err = pgbench(e.dsn(target), args...)
+	if err != nil || pid == 0 {
+		return tps, lat, 0, err
+	}
+	after, err := procCPU(pid)
+	if err != nil {
+		return tps, lat, 0, err
+	}
+	if tx := tps * time.Since(start).Seconds(); tx > 0 {
+		cpu = float64((after-before).Microseconds()) / tx
+	}
+	return tps, lat, cpu, nil
+}
+
+// procCPU is a process's user plus system CPU time.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces): state is
+	// field 3, utime 14, stime 15.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, 100 on Linux.
+const clockTicks = 100
 
 var targets = []string{"direct", "pgbouncer", "sluice"}
 
@@ -57,24 +116,30 @@ func (e *env) matrix(res *results) error {
 				for i := range targets {
 					t := targets[(i+r)%len(targets)]
 					step(fmt.Sprintf("round %d: pgbench -S -M %s -c %d -> %s", r+1, mode, clients, t))
-					tps, lat, err := pgbench(e.dsn(t), "-n", "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", secs)
+					tps, lat, cpu, err := e.measure(t, "-n", "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", secs)
 					if err != nil {
 						return err
 					}
 					c := get(key{mode, clients, false, t})
 					c.TPS, c.Latency = append(c.TPS, tps), append(c.Latency, lat)
+					if cpu > 0 {
+						c.CPU = append(c.CPU, cpu)
+					}
 				}
 			}
 		}
 		for i := range targets {
 			t := targets[(i+r)%len(targets)]
 			step(fmt.Sprintf("round %d: pgbench -S -C -c 8 -> %s", r+1, t))
-			tps, lat, err := pgbench(e.dsn(t), "-n", "-S", "-C", "-c", "8", "-j", "2", "-T", secs)
+			tps, lat, cpu, err := e.measure(t, "-n", "-S", "-C", "-c", "8", "-j", "2", "-T", secs)
 			if err != nil {
 				return err
 			}
 			c := get(key{"simple", 8, true, t})
 			c.TPS, c.Latency = append(c.TPS, tps), append(c.Latency, lat)
+			if cpu > 0 {
+				c.CPU = append(c.CPU, cpu)
+			}
 		}
 	}
 	for _, k := range order {

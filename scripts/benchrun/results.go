@@ -41,6 +41,16 @@ type results struct {
 	Recorder []recorderRow
 }
 
+// cpu is the median proxy CPU per transaction (µs) of a cell.
+func (r *results) cpu(mode string, clients int, connect bool, target string) float64 {
+	for _, c := range r.Matrix {
+		if c.Mode == mode && c.Clients == clients && c.Connect == connect && c.Target == target {
+			return median(c.CPU)
+		}
+	}
+	return 0
+}
+
 func (r *results) tps(mode string, clients int, connect bool, target string) (float64, float64) {
 	for _, c := range r.Matrix {
 		if c.Mode == mode && c.Clients == clients && c.Connect == connect && c.Target == target {
@@ -71,6 +81,24 @@ func (r *results) print(w io.Writer) {
 		}
 	}
 	row("simple", 8, true)
+
+	fmt.Fprintln(w, "\nProxy CPU time per transaction (µs, median; user + system time of the PgBouncer and sluice processes):")
+	fmt.Fprintln(w, "\n| mode | clients | PgBouncer | Sluice | Sluice/PgBouncer |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
+	cpuRow := func(mode string, clients int, connect bool) {
+		b, s := r.cpu(mode, clients, connect, "pgbouncer"), r.cpu(mode, clients, connect, "sluice")
+		label := mode
+		if connect {
+			label += " -C"
+		}
+		fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %.2f |\n", label, clients, b, s, s/b)
+	}
+	for _, m := range []string{"simple", "extended", "prepared"} {
+		for _, c := range []int{1, 8, 32} {
+			cpuRow(m, c, false)
+		}
+	}
+	cpuRow("simple", 8, true)
 
 	fmt.Fprintln(w, "\nOne client, per-statement latency (µs, simple protocol over TLS except direct):")
 	fmt.Fprintln(w, "\n| target | cached p50 | cached p99 | new shape p50 | new shape p99 |")

@@ -134,14 +134,25 @@ func export(ctx context.Context, cfg Config, sink Sink) error {
 	return nil
 }
 
-// format renders one record as the items to export (a command that carries
-// earlier results gives one OCSF event per result too).
+// format renders one AUDIT message as the items to export: one per event
+// of a record (a command that carries earlier results gives one OCSF event
+// per result too).
 func format(ctx context.Context, f string, sc *auditlog.Context, m jetstream.Msg) []Item {
-	e, err := auditlog.Decode(m)
-	if err != nil || e.Record == nil {
+	entries, err := auditlog.Decode(m)
+	if err != nil {
 		return nil
 	}
-	it := Item{ID: e.Record.GetEventId(), Session: e.Record.GetSessionId(), Seq: e.Record.GetSeq(), Kind: auditlog.Kind(e.Event), Time: e.Time}
+	var out []Item
+	for _, e := range entries {
+		if e.Record != nil {
+			out = append(out, formatEntry(ctx, f, sc, e)...)
+		}
+	}
+	return out
+}
+
+func formatEntry(ctx context.Context, f string, sc *auditlog.Context, e auditlog.Entry) []Item {
+	it := Item{ID: e.EventID, Session: e.Record.GetSessionId(), Seq: e.Seq, Kind: auditlog.Kind(e.Event), Time: e.Time}
 	if e.Event != nil {
 		it.Time = e.Event.GetTime().AsTime()
 		if d := e.Event.GetDecided(); d != nil && d.GetDecision().GetAction() == "deny" {

@@ -69,7 +69,19 @@ func command(i int) *sessionv1.Event {
 	return &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: fmt.Sprintf("SELECT %d", i)}}}
 }
 
-// waitRecorded polls until AUDIT holds want records.
+// publishBatch publishes events as one SESSIONS batch of a recorder named
+// by from, as a worker would (or a worker restarted, or a replayer).
+func publishBatch(t *testing.T, js jetstream.JetStream, from string, n uint64, events ...[]byte) {
+	t.Helper()
+	data, err := proto.Marshal(&sessionv1.Batch{Events: events})
+	require.NoError(t, err)
+	m := nats.NewMsg(recording.BatchSubject(from, n))
+	m.Data = data
+	_, err = js.PublishMsg(context.Background(), m, jetstream.WithMsgID(fmt.Sprintf("%s.%d", from, n)))
+	require.NoError(t, err)
+}
+
+// waitRecorded polls until AUDIT holds want events.
 func waitRecorded(t *testing.T, js jetstream.JetStream, want int) {
 	t.Helper()
 	testkit.Eventually(t, 30*time.Second, func() error {
@@ -79,7 +91,7 @@ func waitRecorded(t *testing.T, js jetstream.JetStream, want int) {
 			return err
 		}
 		if n != want {
-			return fmt.Errorf("%d of %d records", n, want)
+			return fmt.Errorf("%d of %d events", n, want)
 		}
 		return nil
 	})
@@ -175,16 +187,13 @@ func TestRedeliveryAndDuplicatesAreRecordedOnce(t *testing.T) {
 	// duplicate window) is recognised by its seq.
 	var rec *auditlog.Entry
 	require.NoError(t, auditlog.Read(ctx, e.conn.JS, auditlog.Options{Session: id}, func(en auditlog.Entry) error {
-		if en.Record.GetSeq() == 2 {
+		if en.Seq == 2 {
 			rec = &en
 		}
 		return nil
 	}))
 	require.NotNil(t, rec)
-	m := nats.NewMsg(recording.Subject(id, 2, "command"))
-	m.Data = rec.Record.GetEvent()
-	_, err := e.conn.JS.PublishMsg(ctx, m, jetstream.WithMsgID("another-id"))
-	require.NoError(t, err)
+	publishBatch(t, e.conn.JS, "replayer", 1, rec.Record.GetEvents()[rec.Index])
 	require.NoError(t, sess.Record(ctx, command(2)))
 	waitRecorded(t, e.conn.JS, 3)
 	assert.Empty(t, verify(t, e, id))
@@ -193,20 +202,17 @@ func TestRedeliveryAndDuplicatesAreRecordedOnce(t *testing.T) {
 func TestLostEventBecomesAGap(t *testing.T) {
 	e := setup(t)
 	e.start(t, e.conn, recorder.Config{GapTimeout: 200 * time.Millisecond})
-	ctx := context.Background()
 	id := recording.NewSessionID()
-	publish := func(seq uint64) {
+	from := recording.NewSessionID()
+	publish := func(n, seq uint64) {
 		ev := command(int(seq))
 		ev.Id, ev.SessionId, ev.Seq = fmt.Sprintf("ev%d", seq), id, seq
 		data, _ := proto.Marshal(ev)
-		m := nats.NewMsg(recording.Subject(id, seq, "command"))
-		m.Data = data
-		_, err := e.conn.JS.PublishMsg(ctx, m, jetstream.WithMsgID(ev.Id))
-		require.NoError(t, err)
+		publishBatch(t, e.conn.JS, from, n, data)
 	}
-	publish(1)
-	publish(2)
-	publish(5) // 3 and 4 never arrive
+	publish(1, 1)
+	publish(2, 2)
+	publish(3, 5) // 3 and 4 never arrive
 	waitRecorded(t, e.conn.JS, 4)
 	problems := verify(t, e, id)
 	require.Len(t, problems, 1)
@@ -242,4 +248,52 @@ func TestTwoReplicasUnderLoad(t *testing.T) {
 	wg.Wait()
 	waitRecorded(t, e.conn.JS, sessions*events)
 	assert.Empty(t, verify(t, e, ""))
+	// Events that arrive together share records and batches.
+	st := rec.Stats()
+	assert.Equal(t, uint64(sessions*events), st.Events)
+	assert.Less(t, st.Batches, st.Events)
+	records := 0
+	require.NoError(t, auditlog.Read(ctx, e.conn.JS, auditlog.Options{}, func(en auditlog.Entry) error {
+		if en.First() {
+			records++
+		}
+		return nil
+	}))
+	assert.Less(t, records, sessions*events)
+}
+
+// A batch that waits in SESSIONS (its recorder was killed before
+// acknowledging it) holds back a later batch's events of the same session
+// instead of letting them be recorded as a gap.
+func TestEarlierBatchStillPendingIsNotAGap(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	id, from := recording.NewSessionID(), recording.NewSessionID()
+	ev := func(seq uint64) []byte {
+		x := command(int(seq))
+		x.Id, x.SessionId, x.Seq = fmt.Sprintf("ev%d", seq), id, seq
+		b, _ := proto.Marshal(x)
+		return b
+	}
+	// Batch 1 is fetched by a recorder that is then killed: it never
+	// acknowledges it, so it comes back only after AckWait. Batch 2 is
+	// delivered at once to the recorder that takes over.
+	publishBatch(t, e.conn.JS, from, 1, ev(1), ev(2))
+	cons, err := e.conn.JS.CreateOrUpdateConsumer(ctx, bus.StreamSessions, recorder.ConsumerConfig(2*time.Second))
+	require.NoError(t, err)
+	got, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(recorder.PriorityGroup))
+	require.NoError(t, err)
+	n := 0
+	for range got.Messages() {
+		n++
+	}
+	require.Equal(t, 1, n)
+	stream, err := e.conn.JS.Stream(ctx, bus.StreamSessions)
+	require.NoError(t, err)
+	require.NoError(t, stream.UnpinConsumer(ctx, recorder.ConsumerName, recorder.PriorityGroup))
+
+	e.start(t, e.conn, recorder.Config{GapTimeout: 100 * time.Millisecond, AckWait: 2 * time.Second})
+	publishBatch(t, e.conn.JS, from, 2, ev(3))
+	waitRecorded(t, e.conn.JS, 3)
+	assert.Empty(t, verify(t, e, id), "seq 3 waited for 1 and 2 instead of recording them as lost")
 }

@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,8 +29,8 @@ import (
 // ConsumerName is the durable consumer on SESSIONS shared by replicas.
 const ConsumerName = "recorder"
 
-// priorityGroup is the consumer's priority group for pinning.
-const priorityGroup = "recorders"
+// PriorityGroup is the consumer's priority group for pinning.
+const PriorityGroup = "recorders"
 
 // maxSignedRecords bounds the record hashes a checkpoint signs per session.
 const maxSignedRecords = 1000
@@ -49,6 +50,12 @@ type Config struct {
 	GapTimeout time.Duration
 	// Shards is the number of concurrent appenders; default 8.
 	Shards int
+	// FlushInterval is how long a shard gathers events before writing
+	// them to AUDIT; default 20ms.
+	FlushInterval time.Duration
+	// AckWait is how long a batch delivered to a recorder that stopped
+	// waits before it is delivered again; default 10s.
+	AckWait time.Duration
 }
 
 // Service is the recorder.
@@ -57,7 +64,7 @@ type Service struct {
 	audit    jetstream.Stream
 	sessions jetstream.Stream
 	index    jetstream.KeyValue
-	shards   []chan jetstream.Msg
+	shards   []chan item
 
 	mu    sync.Mutex
 	dirty map[string]*auditv1.ChainHead
@@ -66,7 +73,6 @@ type Service struct {
 type head struct {
 	seq       uint64
 	hash      []byte
-	eventID   string
 	streamSeq uint64
 }
 
@@ -81,7 +87,32 @@ func New(cfg Config) *Service {
 	if cfg.Shards <= 0 {
 		cfg.Shards = 8
 	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 20 * time.Millisecond
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 10 * time.Second
+	}
 	return &Service{cfg: cfg, dirty: map[string]*auditv1.ChainHead{}}
+}
+
+// ConsumerConfig is the recorder's durable consumer on SESSIONS.
+func ConsumerConfig(ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:   ConsumerName,
+		AckPolicy: jetstream.AckExplicitPolicy,
+		// A killed recorder's unacknowledged events come back after
+		// AckWait; appends are idempotent, so a short wait is safe.
+		AckWait:       ackWait,
+		MaxAckPending: 20000,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		// One replica at a time receives events (pinned); the others take
+		// over when it stops pulling. Replicas that shared the events would
+		// keep racing for the same session chains.
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{PriorityGroup},
+		PinnedTTL:      5 * time.Second,
+	}
 }
 
 // Run records until ctx is done.
@@ -103,28 +134,14 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.publishKey(ctx); err != nil {
 		return err
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamSessions, jetstream.ConsumerConfig{
-		Durable:   ConsumerName,
-		AckPolicy: jetstream.AckExplicitPolicy,
-		// A killed recorder's unacknowledged events come back after
-		// AckWait; appends are idempotent, so a short wait is safe.
-		AckWait:       10 * time.Second,
-		MaxAckPending: 20000,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		// One replica at a time receives events (pinned); the others take
-		// over when it stops pulling. Replicas that shared the events would
-		// keep racing for the same session chains.
-		PriorityPolicy: jetstream.PriorityPolicyPinned,
-		PriorityGroups: []string{priorityGroup},
-		PinnedTTL:      5 * time.Second,
-	})
+	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamSessions, ConsumerConfig(s.cfg.AckWait))
 	if err != nil {
 		return fmt.Errorf("recorder: consumer: %w", err)
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	s.shards = make([]chan jetstream.Msg, s.cfg.Shards)
+	s.shards = make([]chan item, s.cfg.Shards)
 	for i := range s.shards {
-		ch := make(chan jetstream.Msg, 256)
+		ch := make(chan item, 1024)
 		s.shards[i] = ch
 		g.Go(func() error { return s.shard(ctx, ch) })
 	}
@@ -151,8 +168,65 @@ func (s *Service) publishKey(ctx context.Context) error {
 	return nil
 }
 
+func (s *Service) loadHead(ctx context.Context, session string) (*head, error) {
+	raw, err := s.audit.GetLastMsgForSubject(ctx, auditlog.SessionSubject(session))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return &head{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chain head: %w", err)
+	}
+	var r auditv1.Record
+	if err := proto.Unmarshal(raw.Data, &r); err != nil {
+		return nil, fmt.Errorf("chain head unreadable: %w", err)
+	}
+	return &head{seq: auditchain.Last(&r), hash: r.GetHash(), streamSeq: raw.Sequence}, nil
+}
+
+// item is one event of a batch, on its way to its session's chain.
+type item struct {
+	ev   *sessionv1.Event
+	data []byte
+	ref  *batchRef
+}
+
+// batchRef tracks one SESSIONS message: it is acknowledged when every one
+// of its events is in AUDIT, and negatively acknowledged (redelivered after
+// a delay; recorded events are then skipped) when any of them could not be.
+type batchRef struct {
+	m        jetstream.Msg
+	recorder string // the publishing recorder's subject token
+	seq      uint64 // stream sequence
+	pending  atomic.Int32
+	retry    atomic.Int64 // nanoseconds to wait before redelivery; 0 = none
+}
+
+func (b *batchRef) done() { b.finish() }
+
+// again asks for redelivery after d.
+func (b *batchRef) again(d time.Duration) {
+	for {
+		old := b.retry.Load()
+		if old >= int64(d) || b.retry.CompareAndSwap(old, int64(d)) {
+			break
+		}
+	}
+	b.finish()
+}
+
+func (b *batchRef) finish() {
+	if b.pending.Add(-1) != 0 {
+		return
+	}
+	if d := b.retry.Load(); d > 0 {
+		_ = b.m.NakWithDelay(time.Duration(d))
+		return
+	}
+	_ = b.m.Ack()
+}
+
 func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullPriorityGroup(priorityGroup))
+	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullPriorityGroup(PriorityGroup))
 	if err != nil {
 		return fmt.Errorf("recorder: %w", err)
 	}
@@ -169,106 +243,299 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 			s.cfg.Log.Warn().Err(err).Msg("session event fetch failed")
 			continue
 		}
-		// Shard by session: the subject is sluice.rec.<session>.<seq>.<kind>.
-		h := fnv.New32a()
-		h.Write([]byte(token(m.Subject(), 2)))
-		select {
-		case s.shards[h.Sum32()%uint32(len(s.shards))] <- m:
-		case <-ctx.Done():
-			return nil
-		}
-	}
-}
-
-func (s *Service) shard(ctx context.Context, ch <-chan jetstream.Msg) error {
-	heads := map[string]*head{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case m := <-ch:
-			if err := s.process(ctx, heads, m); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				s.cfg.Log.Warn().Err(err).Str("subject", m.Subject()).Msg("recording failed; will retry")
-				_ = m.NakWithDelay(200 * time.Millisecond)
+		items := s.unpack(m)
+		for _, it := range items {
+			// Shard by session: a session's events stay in order.
+			h := fnv.New32a()
+			h.Write([]byte(it.ev.GetSessionId()))
+			select {
+			case s.shards[h.Sum32()%uint32(len(s.shards))] <- it:
+			case <-ctx.Done():
+				return nil
 			}
 		}
 	}
 }
 
-func (s *Service) loadHead(ctx context.Context, session string) (*head, error) {
-	raw, err := s.audit.GetLastMsgForSubject(ctx, auditlog.SessionSubject(session))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return &head{}, nil
-	}
+// unpack decodes a batch (sluice.rec.<recorder>.<n>) into its events.
+// Nothing a worker produces is malformed: what is, is refused loudly and
+// kept out of the chain.
+func (s *Service) unpack(m jetstream.Msg) []item {
+	md, err := m.Metadata()
 	if err != nil {
-		return nil, fmt.Errorf("chain head: %w", err)
+		_ = m.NakWithDelay(time.Second)
+		return nil
 	}
-	var r auditv1.Record
-	if err := proto.Unmarshal(raw.Data, &r); err != nil {
-		return nil, fmt.Errorf("chain head unreadable: %w", err)
+	var batch sessionv1.Batch
+	if token(m.Subject(), 2) == "" || token(m.Subject(), 4) != "" || proto.Unmarshal(m.Data(), &batch) != nil {
+		s.cfg.Log.Error().Str("subject", m.Subject()).Msg("malformed session batch refused")
+		_ = m.Term()
+		return nil
 	}
-	last := r.GetSeq()
-	if r.GetGapTo() > 0 {
-		last = r.GetGapTo()
+	ref := &batchRef{m: m, recorder: token(m.Subject(), 2), seq: md.Sequence.Stream}
+	items := make([]item, 0, len(batch.GetEvents()))
+	for _, data := range batch.GetEvents() {
+		ev := &sessionv1.Event{}
+		if err := proto.Unmarshal(data, ev); err != nil || ev.GetSessionId() == "" || ev.GetSeq() == 0 || ev.GetId() == "" {
+			s.cfg.Log.Error().Str("subject", m.Subject()).Msg("malformed session event refused")
+			continue
+		}
+		items = append(items, item{ev: ev, data: data, ref: ref})
 	}
-	return &head{seq: last, hash: r.GetHash(), eventID: r.GetEventId(), streamSeq: raw.Sequence}, nil
+	if len(items) == 0 {
+		_ = m.Term()
+		return nil
+	}
+	ref.pending.Store(int32(len(items)))
+	return items
 }
 
-func (s *Service) process(ctx context.Context, heads map[string]*head, m jetstream.Msg) error {
-	var ev sessionv1.Event
-	if err := proto.Unmarshal(m.Data(), &ev); err != nil || ev.GetSessionId() == "" || ev.GetSeq() == 0 {
-		// Not a session event: nothing a worker produces. Keep it out of
-		// the chain, but say so loudly.
-		s.cfg.Log.Error().Str("subject", m.Subject()).Msg("malformed session event refused")
-		return m.Term()
+// shard appends the events of its sessions. From the first event it
+// gathers for up to FlushInterval (or maxShardBatch events), then writes
+// each session's run of consecutive events as one record: a busy session's
+// events share a record, and AUDIT stores one message per session per
+// interval instead of one per event. SESSIONS already holds every event
+// durably meanwhile, so the wait costs no safety.
+func (s *Service) shard(ctx context.Context, ch <-chan item) error {
+	heads := map[string]*head{}
+	var order []string
+	runs := map[string][]item{}
+	add := func(it item) {
+		sess := it.ev.GetSessionId()
+		if _, ok := runs[sess]; !ok {
+			order = append(order, sess)
+		}
+		runs[sess] = append(runs[sess], it)
 	}
-	if m.Subject() != recording.Subject(ev.GetSessionId(), ev.GetSeq(), token(m.Subject(), 4)) {
-		s.cfg.Log.Error().Str("subject", m.Subject()).Msg("session event on another session's subject refused")
-		return m.Term()
+	window := time.NewTimer(time.Hour)
+	window.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case it := <-ch:
+			add(it)
+			window.Reset(s.cfg.FlushInterval)
+		gather:
+			for n := 1; n < maxShardBatch; n++ {
+				select {
+				case it := <-ch:
+					add(it)
+				case <-window.C:
+					break gather
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			window.Stop()
+			s.flush(ctx, heads, order, runs)
+			clear(runs)
+			order = order[:0]
+		}
 	}
-	sess := ev.GetSessionId()
-	h := heads[sess]
-	if h == nil {
-		var err error
-		if h, err = s.loadHead(ctx, sess); err != nil {
-			return err
+}
+
+// maxShardBatch bounds the events a shard takes before writing.
+const maxShardBatch = 4096
+
+// maxRecordBytes bounds the events of one record (a larger event is
+// recorded alone).
+const maxRecordBytes = 256 << 10
+
+// pendingAppend is a record published and waiting for its acknowledgement.
+type pendingAppend struct {
+	sess  string
+	rec   *auditv1.Record
+	items []item
+	fut   jetstream.PubAckFuture
+	h     *head
+}
+
+// flush chains each session's events and stores the records; records of
+// different sessions are in flight together.
+func (s *Service) flush(ctx context.Context, heads map[string]*head, order []string, runs map[string][]item) {
+	var inflight []pendingAppend
+	for _, sess := range order {
+		items := runs[sess]
+		h := heads[sess]
+		if h == nil {
+			var err error
+			if h, err = s.loadHead(ctx, sess); err != nil {
+				s.cfg.Log.Warn().Err(err).Str("session", sess).Msg("chain head unavailable; will retry")
+				again(items, 200*time.Millisecond)
+				continue
+			}
+			heads[sess] = h
 		}
-		heads[sess] = h
+		if p := s.chain(ctx, heads, sess, h, items); p != nil {
+			inflight = append(inflight, *p)
+		}
 	}
-	switch {
-	case ev.GetSeq() <= h.seq:
-		// Already recorded (a redelivery after a crash or a retried publish).
-		return m.Ack()
-	case ev.GetSeq() > h.seq+1:
-		lost, err := s.predecessorsLost(ctx, heads, sess, ev.GetSeq(), m)
-		if err != nil {
-			return err
-		}
-		h = heads[sess]
-		if h == nil || ev.GetSeq() <= h.seq {
-			return m.NakWithDelay(10 * time.Millisecond) // the head moved; look again
-		}
-		if ev.GetSeq() > h.seq+1 && !lost {
-			return m.NakWithDelay(50 * time.Millisecond)
-		}
-		if ev.GetSeq() == h.seq+1 {
-			break
-		}
-		gap := &auditv1.Record{SessionId: sess, Seq: h.seq + 1, GapTo: ev.GetSeq() - 1, RecordedAt: timestamppb.Now()}
-		if err := s.append(ctx, heads, h, gap); err != nil {
-			return err
-		}
-		s.cfg.Log.Error().Str("session", sess).Uint64("from", gap.GetSeq()).Uint64("to", gap.GetGapTo()).Msg("session events lost before recording; gap recorded")
+	for _, p := range inflight {
+		s.settle(ctx, heads, p)
 	}
-	rec := &auditv1.Record{SessionId: sess, Seq: ev.GetSeq(), EventId: ev.GetId(), Event: m.Data(), RecordedAt: timestamppb.Now()}
-	if err := s.append(ctx, heads, h, rec); err != nil {
-		return err
+}
+
+// again asks for every item's batch to come again after d.
+func again(items []item, d time.Duration) {
+	for _, it := range items {
+		it.ref.again(d)
 	}
-	s.indexSession(ctx, &ev)
-	return m.Ack()
+}
+
+// chain walks a session's events in order: already recorded ones are
+// acknowledged, consecutive ones become records, and a missing predecessor
+// either waits (redelivery) or, once lost for good, becomes a gap record.
+// It returns the session's last record if it is still in flight.
+func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string, h *head, items []item) *pendingAppend {
+	var pending *pendingAppend
+	// wait settles the session's record in flight, if any.
+	wait := func() bool {
+		if pending == nil {
+			return true
+		}
+		ok := s.settle(ctx, heads, *pending)
+		pending = nil
+		if ok {
+			h = heads[sess]
+		}
+		return ok
+	}
+	var run []item
+	size := 0
+	// emit publishes the run as one record after the session's last one.
+	emit := func() bool {
+		if len(run) == 0 {
+			return true
+		}
+		if !wait() {
+			again(run, 200*time.Millisecond)
+			return false
+		}
+		rec := &auditv1.Record{SessionId: sess, Seq: run[0].ev.GetSeq(), RecordedAt: timestamppb.Now(),
+			EventIds: make([]string, len(run)), Events: make([][]byte, len(run))}
+		for i, it := range run {
+			rec.EventIds[i], rec.Events[i] = it.ev.GetId(), it.data
+		}
+		auditchain.Seal(rec, h.hash)
+		p := s.publish(h, rec, run)
+		pending = &p
+		run, size = nil, 0
+		return true
+	}
+	next := h.seq + 1
+	for i, it := range items {
+		seq := it.ev.GetSeq()
+		if seq < next {
+			// Already recorded (a redelivery after a crash or a retried publish).
+			it.ref.done()
+			continue
+		}
+		if seq > next {
+			if !emit() || !wait() {
+				again(items[i:], 200*time.Millisecond)
+				return nil
+			}
+			lost, err := s.predecessorsLost(ctx, heads, sess, seq, it.ref)
+			if err != nil || !lost {
+				delay := 50 * time.Millisecond
+				if err != nil {
+					s.cfg.Log.Warn().Err(err).Str("session", sess).Msg("gap check failed; will retry")
+					delay = 200 * time.Millisecond
+				}
+				again(items[i:], delay)
+				return nil
+			}
+			h = heads[sess]
+			if seq <= h.seq {
+				it.ref.done()
+				next = h.seq + 1
+				continue
+			}
+			if seq > h.seq+1 {
+				gap := &auditv1.Record{SessionId: sess, Seq: h.seq + 1, GapTo: seq - 1, RecordedAt: timestamppb.Now()}
+				auditchain.Seal(gap, h.hash)
+				if !s.settle(ctx, heads, s.publish(h, gap, nil)) {
+					again(items[i:], 50*time.Millisecond)
+					return nil
+				}
+				s.cfg.Log.Error().Str("session", sess).Uint64("from", gap.GetSeq()).Uint64("to", gap.GetGapTo()).Msg("session events lost before recording; gap recorded")
+				h = heads[sess]
+			}
+		}
+		if len(run) > 0 && size+len(it.data) > maxRecordBytes && !emit() {
+			again(items[i:], 200*time.Millisecond)
+			return nil
+		}
+		run = append(run, it)
+		size += len(it.data)
+		next = seq + 1
+	}
+	emit()
+	return pending
+}
+
+// publish sends rec after the session's last stored record, with
+// optimistic concurrency on the session subject, without waiting.
+func (s *Service) publish(h *head, rec *auditv1.Record, items []item) pendingAppend {
+	p := pendingAppend{sess: rec.GetSessionId(), rec: rec, items: items, h: h}
+	data, err := proto.Marshal(rec)
+	if err != nil {
+		return p
+	}
+	msg := nats.NewMsg(auditlog.SessionSubject(rec.GetSessionId()))
+	msg.Data = data
+	id := fmt.Sprintf("gap-%s-%d", rec.GetSessionId(), rec.GetSeq())
+	if ids := rec.GetEventIds(); len(ids) > 0 {
+		id = ids[len(ids)-1]
+	}
+	p.fut, _ = s.cfg.Conn.JS.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(bus.StreamAudit),
+		jetstream.WithExpectLastSequencePerSubject(h.streamSeq))
+	return p
+}
+
+// settle waits for a published record; it advances the head and
+// acknowledges the record's events, or drops the head (reloaded next time)
+// and asks for the events again. It reports whether the record is stored.
+func (s *Service) settle(ctx context.Context, heads map[string]*head, p pendingAppend) bool {
+	ok := false
+	var seq uint64
+	if p.fut != nil {
+		select {
+		case ack := <-p.fut.Ok():
+			ok, seq = !ack.Duplicate, ack.Sequence
+		case <-p.fut.Err():
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+		}
+	}
+	if !ok {
+		// Another replica advanced the chain, the record was already
+		// stored, or AUDIT refused it: reload and let the events come again.
+		delete(heads, p.sess)
+		again(p.items, 200*time.Millisecond)
+		return false
+	}
+	rec := p.rec
+	last := auditchain.Last(rec)
+	*p.h = head{seq: last, hash: rec.GetHash(), streamSeq: seq}
+	s.mu.Lock()
+	d := s.dirty[p.sess]
+	if d == nil {
+		d = &auditv1.ChainHead{SessionId: p.sess}
+		s.dirty[p.sess] = d
+	}
+	d.Seq, d.Hash = last, rec.GetHash()
+	d.Records = append(d.Records, &auditv1.RecordHash{Seq: rec.GetSeq(), Hash: rec.GetHash()})
+	if len(d.Records) > maxSignedRecords {
+		d.Records = d.Records[len(d.Records)-maxSignedRecords:]
+	}
+	s.mu.Unlock()
+	for _, it := range p.items {
+		s.indexSession(ctx, it.ev)
+		it.ref.done()
+	}
+	return true
 }
 
 // token returns the i-th (0-based) dot-separated token of a subject.
@@ -290,75 +557,30 @@ func token(subject string, i int) string {
 
 // predecessorsLost decides whether the events between the chain head and
 // seq will never arrive. It reloads the head (another replica may have
-// advanced it) and reports false while any missing event still waits in
-// SESSIONS (for instance unacknowledged by a recorder that was killed) or
-// while the event is younger than the gap timeout.
-func (s *Service) predecessorsLost(ctx context.Context, heads map[string]*head, sess string, seq uint64, m jetstream.Msg) (bool, error) {
+// advanced it) and reports false while an earlier batch of the same worker
+// recorder still waits in SESSIONS (for instance unacknowledged by a
+// recorder that was killed) or while the batch is younger than the gap
+// timeout. A worker recorder publishes its batches in order, one at a time,
+// so a session's missing events can only be in its earlier batches.
+func (s *Service) predecessorsLost(ctx context.Context, heads map[string]*head, sess string, seq uint64, ref *batchRef) (bool, error) {
 	h, err := s.loadHead(ctx, sess)
 	if err != nil {
 		return false, err
 	}
 	heads[sess] = h
 	if seq <= h.seq+1 {
-		return false, nil
+		return true, nil // nothing is missing any more
 	}
-	for k := h.seq + 1; k < seq; k++ {
-		_, err := s.sessions.GetLastMsgForSubject(ctx, recording.PendingSubject(sess, k))
-		if err == nil {
-			return false, nil // still waiting to be recorded
-		}
-		if !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, err
-		}
+	raw, err := s.sessions.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(recording.RecorderSubject(ref.recorder)))
+	switch {
+	case err == nil && raw.Sequence < ref.seq:
+		return false, nil // still waiting to be recorded
+	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, err
 	}
-	md, err := m.Metadata()
+	md, err := ref.m.Metadata()
 	if err != nil {
 		return false, err
 	}
 	return time.Since(md.Timestamp) >= s.cfg.GapTimeout, nil
-}
-
-// append chains rec after h and stores it; on a lost race it reloads the
-// head and reports an error so that the event is retried.
-func (s *Service) append(ctx context.Context, heads map[string]*head, h *head, rec *auditv1.Record) error {
-	auditchain.Seal(rec, h.hash)
-	data, err := proto.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	msg := nats.NewMsg(auditlog.SessionSubject(rec.GetSessionId()))
-	msg.Data = data
-	id := rec.GetEventId()
-	if id == "" {
-		id = fmt.Sprintf("gap-%s-%d", rec.GetSessionId(), rec.GetSeq())
-	}
-	ack, err := s.cfg.Conn.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(bus.StreamAudit),
-		jetstream.WithExpectLastSequencePerSubject(h.streamSeq))
-	if err != nil || ack.Duplicate {
-		// Another replica advanced the chain, or this record is already
-		// stored: reload and let the caller retry or skip.
-		delete(heads, rec.GetSessionId())
-		if err == nil {
-			return errors.New("record already stored; reloading the chain head")
-		}
-		return fmt.Errorf("append: %w", err)
-	}
-	last := rec.GetSeq()
-	if rec.GetGapTo() > 0 {
-		last = rec.GetGapTo()
-	}
-	*h = head{seq: last, hash: rec.GetHash(), eventID: rec.GetEventId(), streamSeq: ack.Sequence}
-	s.mu.Lock()
-	d := s.dirty[rec.GetSessionId()]
-	if d == nil {
-		d = &auditv1.ChainHead{SessionId: rec.GetSessionId()}
-		s.dirty[rec.GetSessionId()] = d
-	}
-	d.Seq, d.Hash = last, rec.GetHash()
-	d.Records = append(d.Records, &auditv1.RecordHash{Seq: rec.GetSeq(), Hash: rec.GetHash()})
-	if len(d.Records) > maxSignedRecords {
-		d.Records = d.Records[len(d.Records)-maxSignedRecords:]
-	}
-	s.mu.Unlock()
-	return nil
 }

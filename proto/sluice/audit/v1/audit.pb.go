@@ -26,23 +26,28 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Record wraps one session event in the session's hash chain.
+// Record holds consecutive events of one session (seq, seq+1, ...) in the
+// session's hash chain. The recorder writes a session's events that arrive
+// close together as one record.
 type Record struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	// seq is the session event's seq (1, 2, 3, ...).
-	Seq     uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
-	EventId string `protobuf:"bytes,3,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
-	// event is the serialized sluice.session.v1.Event exactly as the worker sent it.
-	Event []byte `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
-	// prev_hash is the hash of the previous record of the session (32 zero bytes for seq 1).
+	// seq is the session seq of the first event (1, 2, 3, ...).
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// event_ids are the ids of the events, in order.
+	EventIds []string `protobuf:"bytes,3,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
+	// events are the serialized sluice.session.v1.Events exactly as the worker
+	// sent them, in seq order.
+	Events [][]byte `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
+	// prev_hash is the hash of the previous record of the session (32 zero bytes for the first).
 	PrevHash []byte `protobuf:"bytes,5,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
-	// hash is SHA-256 over the canonical encoding of (session_id, seq, event_id, event, prev_hash).
+	// hash is SHA-256 over the canonical encoding of (session_id, seq,
+	// event_ids, events, gap_to, prev_hash).
 	Hash       []byte                 `protobuf:"bytes,6,opt,name=hash,proto3" json:"hash,omitempty"`
 	RecordedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
 	// gap_to is set on a gap record: events seq..gap_to never reached the
 	// recorder (the worker lost them); the record keeps the chain going and
-	// makes the loss visible. A gap record has no event.
+	// makes the loss visible. A gap record has no events.
 	GapTo         uint64 `protobuf:"varint,8,opt,name=gap_to,json=gapTo,proto3" json:"gap_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -92,16 +97,16 @@ func (x *Record) GetSeq() uint64 {
 	return 0
 }
 
-func (x *Record) GetEventId() string {
+func (x *Record) GetEventIds() []string {
 	if x != nil {
-		return x.EventId
+		return x.EventIds
 	}
-	return ""
+	return nil
 }
 
-func (x *Record) GetEvent() []byte {
+func (x *Record) GetEvents() [][]byte {
 	if x != nil {
-		return x.Event
+		return x.Events
 	}
 	return nil
 }
@@ -357,13 +362,13 @@ var File_sluice_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_sluice_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/audit/v1/audit.proto\x12\x0fsluice.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x01\n" +
+	"\x1bsluice/audit/v1/audit.proto\x12\x0fsluice.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n" +
 	"\x06Record\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x19\n" +
-	"\bevent_id\x18\x03 \x01(\tR\aeventId\x12\x14\n" +
-	"\x05event\x18\x04 \x01(\fR\x05event\x12\x1b\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
+	"\tevent_ids\x18\x03 \x03(\tR\beventIds\x12\x16\n" +
+	"\x06events\x18\x04 \x03(\fR\x06events\x12\x1b\n" +
 	"\tprev_hash\x18\x05 \x01(\fR\bprevHash\x12\x12\n" +
 	"\x04hash\x18\x06 \x01(\fR\x04hash\x12;\n" +
 	"\vrecorded_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +

@@ -5,8 +5,8 @@
 // source: sluice/session/v1/session.proto
 
 // Package sluice.session.v1 holds the events a protocol worker emits for a session.
-// Workers publish them to stream SESSIONS (sluice.rec.<session>.<kind>); the
-// recorder chains them into the AUDIT stream.
+// Workers publish them to stream SESSIONS in batches (sluice.rec.<recorder>.<n>);
+// the recorder chains them into the AUDIT stream.
 
 package sessionv1
 
@@ -27,6 +27,55 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Batch is one SESSIONS message: the events a worker's sessions emitted
+// while its previous batch was being stored (group commit). A worker has one
+// batch in flight at a time, so its batches reach the stream in order.
+type Batch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// events are serialized Events, in emission order; each session's events
+	// appear in seq order.
+	Events        [][]byte `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Batch) Reset() {
+	*x = Batch{}
+	mi := &file_sluice_session_v1_session_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Batch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Batch) ProtoMessage() {}
+
+func (x *Batch) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_session_v1_session_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Batch.ProtoReflect.Descriptor instead.
+func (*Batch) Descriptor() ([]byte, []int) {
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Batch) GetEvents() [][]byte {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
 
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -54,7 +103,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[0]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -66,7 +115,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[0]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -79,7 +128,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{0}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Event) GetId() string {
@@ -274,7 +323,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[1]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +335,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[1]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +348,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{1}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Started) GetPrincipal() *v1.Principal {
@@ -390,7 +439,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[2]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +451,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[2]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +464,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{2}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Command) GetCommandId() uint64 {
@@ -485,7 +534,7 @@ type Decided struct {
 
 func (x *Decided) Reset() {
 	*x = Decided{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[3]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +546,7 @@ func (x *Decided) String() string {
 func (*Decided) ProtoMessage() {}
 
 func (x *Decided) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[3]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +559,7 @@ func (x *Decided) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decided.ProtoReflect.Descriptor instead.
 func (*Decided) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{3}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Decided) GetCommandId() uint64 {
@@ -548,7 +597,7 @@ type Approval struct {
 
 func (x *Approval) Reset() {
 	*x = Approval{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[4]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +609,7 @@ func (x *Approval) String() string {
 func (*Approval) ProtoMessage() {}
 
 func (x *Approval) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[4]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +622,7 @@ func (x *Approval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Approval.ProtoReflect.Descriptor instead.
 func (*Approval) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{4}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Approval) GetCommandId() uint64 {
@@ -625,7 +674,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[5]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +686,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[5]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +699,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{5}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Result) GetCommandId() uint64 {
@@ -706,7 +755,7 @@ type MaskCount struct {
 
 func (x *MaskCount) Reset() {
 	*x = MaskCount{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[6]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +767,7 @@ func (x *MaskCount) String() string {
 func (*MaskCount) ProtoMessage() {}
 
 func (x *MaskCount) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[6]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +780,7 @@ func (x *MaskCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MaskCount.ProtoReflect.Descriptor instead.
 func (*MaskCount) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{6}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MaskCount) GetColumn() string {
@@ -765,7 +814,7 @@ type Masking struct {
 
 func (x *Masking) Reset() {
 	*x = Masking{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[7]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +826,7 @@ func (x *Masking) String() string {
 func (*Masking) ProtoMessage() {}
 
 func (x *Masking) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[7]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +839,7 @@ func (x *Masking) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Masking.ProtoReflect.Descriptor instead.
 func (*Masking) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{7}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Masking) GetCommandId() uint64 {
@@ -820,7 +869,7 @@ type TerminalIO struct {
 
 func (x *TerminalIO) Reset() {
 	*x = TerminalIO{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[8]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +881,7 @@ func (x *TerminalIO) String() string {
 func (*TerminalIO) ProtoMessage() {}
 
 func (x *TerminalIO) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[8]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +894,7 @@ func (x *TerminalIO) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminalIO.ProtoReflect.Descriptor instead.
 func (*TerminalIO) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{8}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TerminalIO) GetStream() string {
@@ -882,7 +931,7 @@ type Ended struct {
 
 func (x *Ended) Reset() {
 	*x = Ended{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[9]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +943,7 @@ func (x *Ended) String() string {
 func (*Ended) ProtoMessage() {}
 
 func (x *Ended) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[9]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +956,7 @@ func (x *Ended) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ended.ProtoReflect.Descriptor instead.
 func (*Ended) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{9}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Ended) GetReason() string {
@@ -958,7 +1007,7 @@ type AuthFailed struct {
 
 func (x *AuthFailed) Reset() {
 	*x = AuthFailed{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[10]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1019,7 @@ func (x *AuthFailed) String() string {
 func (*AuthFailed) ProtoMessage() {}
 
 func (x *AuthFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[10]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1032,7 @@ func (x *AuthFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthFailed.ProtoReflect.Descriptor instead.
 func (*AuthFailed) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{10}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AuthFailed) GetProtocol() string {
@@ -1041,7 +1090,7 @@ type Summary struct {
 
 func (x *Summary) Reset() {
 	*x = Summary{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[11]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1102,7 @@ func (x *Summary) String() string {
 func (*Summary) ProtoMessage() {}
 
 func (x *Summary) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[11]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1115,7 @@ func (x *Summary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Summary.ProtoReflect.Descriptor instead.
 func (*Summary) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{11}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Summary) GetSessionId() string {
@@ -1150,7 +1199,9 @@ var File_sluice_session_v1_session_proto protoreflect.FileDescriptor
 
 const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x1fsluice/session/v1/session.proto\x12\x11sluice.session.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsluice/common/v1/common.proto\x1a\x1dsluice/policy/v1/policy.proto\"\xf5\x04\n" +
+	"\x1fsluice/session/v1/session.proto\x12\x11sluice.session.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsluice/common/v1/common.proto\x1a\x1dsluice/policy/v1/policy.proto\"\x1f\n" +
+	"\x05Batch\x12\x16\n" +
+	"\x06events\x18\x01 \x03(\fR\x06events\"\xf5\x04\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1274,46 +1325,47 @@ func file_sluice_session_v1_session_proto_rawDescGZIP() []byte {
 	return file_sluice_session_v1_session_proto_rawDescData
 }
 
-var file_sluice_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_sluice_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_sluice_session_v1_session_proto_goTypes = []any{
-	(*Event)(nil),                 // 0: sluice.session.v1.Event
-	(*Started)(nil),               // 1: sluice.session.v1.Started
-	(*Command)(nil),               // 2: sluice.session.v1.Command
-	(*Decided)(nil),               // 3: sluice.session.v1.Decided
-	(*Approval)(nil),              // 4: sluice.session.v1.Approval
-	(*Result)(nil),                // 5: sluice.session.v1.Result
-	(*MaskCount)(nil),             // 6: sluice.session.v1.MaskCount
-	(*Masking)(nil),               // 7: sluice.session.v1.Masking
-	(*TerminalIO)(nil),            // 8: sluice.session.v1.TerminalIO
-	(*Ended)(nil),                 // 9: sluice.session.v1.Ended
-	(*AuthFailed)(nil),            // 10: sluice.session.v1.AuthFailed
-	(*Summary)(nil),               // 11: sluice.session.v1.Summary
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*v1.Principal)(nil),          // 13: sluice.common.v1.Principal
-	(*v1.Target)(nil),             // 14: sluice.common.v1.Target
-	(*v11.Decision)(nil),          // 15: sluice.policy.v1.Decision
+	(*Batch)(nil),                 // 0: sluice.session.v1.Batch
+	(*Event)(nil),                 // 1: sluice.session.v1.Event
+	(*Started)(nil),               // 2: sluice.session.v1.Started
+	(*Command)(nil),               // 3: sluice.session.v1.Command
+	(*Decided)(nil),               // 4: sluice.session.v1.Decided
+	(*Approval)(nil),              // 5: sluice.session.v1.Approval
+	(*Result)(nil),                // 6: sluice.session.v1.Result
+	(*MaskCount)(nil),             // 7: sluice.session.v1.MaskCount
+	(*Masking)(nil),               // 8: sluice.session.v1.Masking
+	(*TerminalIO)(nil),            // 9: sluice.session.v1.TerminalIO
+	(*Ended)(nil),                 // 10: sluice.session.v1.Ended
+	(*AuthFailed)(nil),            // 11: sluice.session.v1.AuthFailed
+	(*Summary)(nil),               // 12: sluice.session.v1.Summary
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*v1.Principal)(nil),          // 14: sluice.common.v1.Principal
+	(*v1.Target)(nil),             // 15: sluice.common.v1.Target
+	(*v11.Decision)(nil),          // 16: sluice.policy.v1.Decision
 }
 var file_sluice_session_v1_session_proto_depIdxs = []int32{
-	12, // 0: sluice.session.v1.Event.time:type_name -> google.protobuf.Timestamp
-	1,  // 1: sluice.session.v1.Event.started:type_name -> sluice.session.v1.Started
-	2,  // 2: sluice.session.v1.Event.command:type_name -> sluice.session.v1.Command
-	3,  // 3: sluice.session.v1.Event.decided:type_name -> sluice.session.v1.Decided
-	4,  // 4: sluice.session.v1.Event.approval:type_name -> sluice.session.v1.Approval
-	5,  // 5: sluice.session.v1.Event.result:type_name -> sluice.session.v1.Result
-	7,  // 6: sluice.session.v1.Event.masking:type_name -> sluice.session.v1.Masking
-	8,  // 7: sluice.session.v1.Event.io:type_name -> sluice.session.v1.TerminalIO
-	9,  // 8: sluice.session.v1.Event.ended:type_name -> sluice.session.v1.Ended
-	10, // 9: sluice.session.v1.Event.auth_failed:type_name -> sluice.session.v1.AuthFailed
-	13, // 10: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
-	14, // 11: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
-	15, // 12: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
-	5,  // 13: sluice.session.v1.Command.results:type_name -> sluice.session.v1.Result
-	15, // 14: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
-	6,  // 15: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
-	13, // 16: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
-	14, // 17: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
-	12, // 18: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
-	12, // 19: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
+	13, // 0: sluice.session.v1.Event.time:type_name -> google.protobuf.Timestamp
+	2,  // 1: sluice.session.v1.Event.started:type_name -> sluice.session.v1.Started
+	3,  // 2: sluice.session.v1.Event.command:type_name -> sluice.session.v1.Command
+	4,  // 3: sluice.session.v1.Event.decided:type_name -> sluice.session.v1.Decided
+	5,  // 4: sluice.session.v1.Event.approval:type_name -> sluice.session.v1.Approval
+	6,  // 5: sluice.session.v1.Event.result:type_name -> sluice.session.v1.Result
+	8,  // 6: sluice.session.v1.Event.masking:type_name -> sluice.session.v1.Masking
+	9,  // 7: sluice.session.v1.Event.io:type_name -> sluice.session.v1.TerminalIO
+	10, // 8: sluice.session.v1.Event.ended:type_name -> sluice.session.v1.Ended
+	11, // 9: sluice.session.v1.Event.auth_failed:type_name -> sluice.session.v1.AuthFailed
+	14, // 10: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
+	15, // 11: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
+	16, // 12: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
+	6,  // 13: sluice.session.v1.Command.results:type_name -> sluice.session.v1.Result
+	16, // 14: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
+	7,  // 15: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
+	14, // 16: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
+	15, // 17: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
+	13, // 18: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
+	13, // 19: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
 	20, // [20:20] is the sub-list for method output_type
 	20, // [20:20] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
@@ -1326,7 +1378,7 @@ func file_sluice_session_v1_session_proto_init() {
 	if File_sluice_session_v1_session_proto != nil {
 		return
 	}
-	file_sluice_session_v1_session_proto_msgTypes[0].OneofWrappers = []any{
+	file_sluice_session_v1_session_proto_msgTypes[1].OneofWrappers = []any{
 		(*Event_Started)(nil),
 		(*Event_Command)(nil),
 		(*Event_Decided)(nil),
@@ -1343,7 +1395,7 @@ func file_sluice_session_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_session_v1_session_proto_rawDesc), len(file_sluice_session_v1_session_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -176,12 +176,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("embedded NATS on port %d: %w", cfg.NATSPort, err)
 	}
 	defer nsrv.Shutdown()
-	conn, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), Name: "sluice-dev", User: "sluice", Password: creds.Service})
+	conn, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), InProcess: nsrv.Server, Name: "sluice-dev", User: "sluice", Password: creds.Service})
 	if err != nil {
 		return err
 	}
 	defer conn.NC.Close()
-	workerConn, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), Name: "sluice-dev-worker", User: "worker", Password: creds.Worker})
+	workerConn, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), InProcess: nsrv.Server, Name: "sluice-dev-worker", User: "worker", Password: creds.Worker})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,116 @@
+package recording_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/testkit"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+func command(i int) *sessionv1.Event {
+	return &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: "SELECT 1"}}}
+}
+
+// stored reads SESSIONS back: every batch in stream order, each event
+// decoded.
+func stored(t *testing.T, js jetstream.JetStream) (batches []string, events []*sessionv1.Event) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, bus.StreamSessions)
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		require.NoError(t, err)
+		batches = append(batches, m.Subject)
+		var b sessionv1.Batch
+		require.NoError(t, proto.Unmarshal(m.Data, &b))
+		for _, data := range b.GetEvents() {
+			var ev sessionv1.Event
+			require.NoError(t, proto.Unmarshal(data, &ev))
+			events = append(events, &ev)
+		}
+	}
+	return batches, events
+}
+
+// Concurrent sessions that each wait for their record (write-ahead) share
+// batches: fewer SESSIONS messages than events, every event stored once,
+// each session's events numbered without gaps and in order.
+func TestGroupCommit(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	require.NoError(t, bus.Provision(context.Background(), conn.JS, bus.Topology{}))
+	rec := recording.New(conn.JS)
+	const sessions, statements = 8, 200
+	var wg sync.WaitGroup
+	for range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sess := rec.Open(recording.NewSessionID())
+			for i := range statements {
+				if err := sess.Record(context.Background(), command(i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st := rec.Stats()
+	assert.Equal(t, uint64(sessions*statements), st.Events)
+	assert.Less(t, st.Batches, st.Events, "no batch held more than one event")
+	t.Logf("%d events in %d batches", st.Events, st.Batches)
+
+	subjects, events := stored(t, conn.JS)
+	assert.Len(t, subjects, int(st.Batches))
+	for i, subj := range subjects {
+		assert.Equal(t, recording.BatchSubject(rec.ID(), uint64(i+1)), subj, "batches are published in order, without gaps")
+	}
+	require.Len(t, events, sessions*statements)
+	next := map[string]uint64{}
+	for _, ev := range events {
+		next[ev.GetSessionId()]++
+		assert.Equal(t, next[ev.GetSessionId()], ev.GetSeq(), "session %s out of order", ev.GetSessionId())
+	}
+	assert.Len(t, next, sessions)
+}
+
+// When the stream refuses events, the sessions whose events were lost are
+// closed for good, and say why.
+func TestFailureIsSticky(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	rec := recording.New(conn.JS)
+	rec.Timeout = 300 * time.Millisecond
+	sess := rec.Open(recording.NewSessionID())
+	require.NoError(t, sess.Record(ctx, command(1)))
+
+	require.NoError(t, conn.JS.DeleteStream(ctx, bus.StreamSessions))
+	start := time.Now()
+	err := sess.Record(ctx, command(2))
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, recording.ErrNotRecording), err)
+	assert.Less(t, time.Since(start), 2*time.Second)
+	_, err = sess.Emit(command(3))
+	assert.ErrorIs(t, err, recording.ErrNotRecording)
+
+	// A new session records again once the stream is back.
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	other := rec.Open(recording.NewSessionID())
+	require.NoError(t, other.Record(ctx, command(1)))
+	assert.ErrorIs(t, sess.Err(), recording.ErrNotRecording)
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// cpuProfile runs pgbench -S -M prepared -c 8 through PgBouncer, then
+// through Sluice while taking a CPU profile of the sluice process, and
+// prints both rates: the quick loop for work on the hot path.
+func (e *env) cpuProfile(path string) error {
+	secs := int(duration.Seconds())
+	if secs < 5 {
+		secs = 5
+	}
+	args := []string{"-n", "-S", "-M", "prepared", "-c", "8", "-j", "2", "-T", strconv.Itoa(secs)}
+	bouncer, _, bouncerCPU, err := e.measure("pgbouncer", args...)
+	if err != nil {
+		return err
+	}
+	type answer struct {
+		data []byte
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond) // past connection setup
+		url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", e.pprofPort, secs-1)
+		resp, err := http.Get(url)
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		done <- answer{b, err}
+	}()
+	sluice, _, sluiceCPU, err := e.measure("sluice", args...)
+	if err != nil {
+		return err
+	}
+	a := <-done
+	if a.err != nil {
+		return fmt.Errorf("profile: %w", a.err)
+	}
+	if err := os.WriteFile(path, a.data, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("pgbench -S -M prepared -c 8, %d s: PgBouncer %.0f tps, Sluice %.0f tps (%.2f×)\n", secs, bouncer, sluice, sluice/bouncer)
+	fmt.Printf("proxy CPU per transaction: PgBouncer %.0f µs, Sluice %.0f µs (%.2f×)\n", bouncerCPU, sluiceCPU, sluiceCPU/bouncerCPU)
+	fmt.Printf("CPU profile of sluice: %s (go tool pprof -top %s)\n", path, path)
+	return nil
+}
