@@ -20,6 +20,9 @@ func (s *session) serverLoop(ctx context.Context) {
 	for {
 		typ, body, frame, err := s.sr.next()
 		if err != nil {
+			if s.parking.Load() {
+				return // the session ends; run decides on the connection
+			}
 			if errors.Is(err, errTooLarge) {
 				s.shutdown("server message too large", fatal(stateProtocolViolation, "sluice: the target sent a message larger than allowed", ""))
 				return
@@ -273,6 +276,9 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 		if err := s.gate(ctx, h); err != nil {
 			return nil, "", err
 		}
+		if len(body) > 0 {
+			s.lastTx.Store(uint32(body[0]))
+		}
 		for h != nil {
 			s.pop()
 			if h.endsWithReady() {
@@ -283,6 +289,7 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 	case 'S':
 		var ps pgproto3.ParameterStatus
 		if err := ps.Decode(body); err == nil {
+			s.upParams[ps.Name] = ps.Value
 			if (ps.Name == "client_encoding" && ps.Value != "UTF8") || (ps.Name == "standard_conforming_strings" && ps.Value != "on") {
 				s.shutdown("a lexer setting changed", fatal(stateFeatureNotSupported, "sluice: "+ps.Name+" changed to "+ps.Value+"; the session is closed", ""))
 				return nil, "", errClosed

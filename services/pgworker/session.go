@@ -61,6 +61,14 @@ type session struct {
 	upstreamSecret []byte
 	upstreamAddr   string
 	upstreamTLS    *tls.Config
+	// upstream is the target connection's origin (pool key, catalog);
+	// upParams its parameter statuses as the target last reported them
+	// (server goroutine), lastTx its last transaction status, and parking
+	// says the session ends by handing the connection back to the pool.
+	upstream *upstream
+	upParams map[string]string
+	lastTx   atomic.Uint32
+	parking  atomic.Bool
 
 	// Client-goroutine state.
 	stmts   map[string]*stmtInfo
@@ -202,6 +210,12 @@ func (s *session) run(ctx context.Context) {
 		s.clientLoop(sctx)
 	}()
 	<-done
+	if s.parking.Load() {
+		if !s.repool() {
+			s.server.Close()
+		}
+		s.client.Close()
+	}
 	s.flushResults()
 	reason, _ := s.endReason.Load().(string)
 	if reason == "" {
@@ -243,6 +257,37 @@ func (s *session) shutdown(reason string, msg *pgproto3.ErrorResponse) {
 		}
 		s.client.Close()
 	})
+}
+
+// park ends the session, keeping the target connection for the pool: it
+// stops the server goroutine's read (a deadline in the past) instead of
+// closing the connection. run hands the connection to the pool if it is
+// still clean once the server goroutine has stopped.
+func (s *session) park() bool {
+	parked := false
+	s.endOnce.Do(func() {
+		s.endReason.Store("the client closed the session")
+		s.parking.Store(true)
+		_ = s.server.SetReadDeadline(time.Unix(1, 0))
+		parked = true
+	})
+	return parked
+}
+
+// repool hands the target connection of a parked session to the pool if
+// nothing is in flight, no byte of a server message is half read, and the
+// connection is idle outside a transaction; it reports whether it did.
+func (s *session) repool() bool {
+	up := s.upstream
+	if up == nil || s.head() != nil || s.lastTx.Load() != 'I' || s.sr.buffered() || s.sw.Buffered() > 0 {
+		return false
+	}
+	if err := s.server.SetReadDeadline(time.Time{}); err != nil {
+		return false
+	}
+	hj := *up.hj
+	hj.ParameterStatuses, hj.TxStatus = s.upParams, 'I'
+	return s.w.pool.put(up.key, &pooledConn{hj: &hj, born: up.born})
 }
 
 // cancelUpstream sends a CancelRequest for this session's backend.
@@ -415,6 +460,9 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 		d := &policyv1.Decision{Action: "deny", Rule: ruleFunctionCall, Reason: "the FunctionCall message calls a function by OID, bypassing SQL inspection; it is refused"}
 		return s.deny(d, "function call", "function_call", false)
 	case 'X':
+		if s.w.pool != nil && s.head() == nil && s.lastTx.Load() == 'I' && s.park() {
+			return errClosed
+		}
 		_ = s.forward(frame)
 		_ = s.sw.Flush()
 		s.shutdown("the client closed the session", nil)

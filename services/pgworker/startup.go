@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"sort"
@@ -251,13 +252,16 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		plans: map[string]*maskPlan{}, descs: map[string][]pgproto3.FieldDescription{},
 	}
 	s.rec = w.rec.Open(s.id)
-	hj, cat, err := w.connectUpstream(ctx, tc.GetSpec().GetPostgres(), params)
+	up, err := w.connectUpstream(ctx, tc.GetSpec().GetPostgres(), params)
 	if err != nil {
 		w.cfg.Log.Warn().Err(err).Str("target", target).Msg("cannot connect to target")
 		w.recordAuthFailure(ctx, client, target, "target_unreachable", "the target cannot be reached")
 		return refuse(stateCannotConnect, fmt.Sprintf("sluice: cannot connect to target %q", target), "the target may be down; try again")
 	}
-	s.catalog = cat
+	hj := up.hj
+	s.catalog = up.cat
+	s.upstream = up
+	s.upParams = maps.Clone(hj.ParameterStatuses)
 	s.server = hj.Conn
 	s.upstreamPID, s.upstreamSecret = hj.PID, hj.SecretKey
 	pg := tc.GetSpec().GetPostgres()
@@ -301,12 +305,46 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 	return s, nil
 }
 
-// connectUpstream logs in to the target with the gateway-held credential
-// (pgconn does SCRAM and TLS) and takes over the socket.
-func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarget, client map[string]string) (*pgconn.HijackedConn, *catalog, error) {
+// upstream is a target connection ready for a session.
+type upstream struct {
+	hj  *pgconn.HijackedConn
+	cat *catalog
+	// key is the pool key.
+	key    string
+	reused bool
+	// born is when the connection logged in (pooled connections age out).
+	born time.Time
+}
+
+// connectUpstream takes a pooled target connection, reset, or logs in to
+// the target with the gateway-held credential (pgconn does SCRAM and TLS),
+// and takes over the socket.
+func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarget, client map[string]string) (*upstream, error) {
+	runtime := map[string]string{"client_encoding": "UTF8", "standard_conforming_strings": "on"}
+	for k, v := range client {
+		if allowedParams[k] {
+			runtime[k] = v
+		}
+	}
+	if _, ok := runtime["application_name"]; !ok {
+		runtime["application_name"] = "sluice"
+	}
+	cols := maskColumns(w.view.Policy().GetRules())
+	up := &upstream{key: poolKey(pg, runtime)}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for c := w.pool.get(up.key); c != nil; c = w.pool.get(up.key) {
+		hj, cat, err := reuse(cctx, c, cols)
+		if err == nil {
+			up.hj, up.cat, up.reused, up.born = hj, cat, true, c.born
+			return up, nil
+		}
+		w.cfg.Log.Debug().Err(err).Msg("pooled target connection dropped")
+	}
+
 	password, err := secrets.Resolve(pg.GetPassword(), w.cfg.MasterKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(pg.GetUser(), string(password)),
 		Host: net.JoinHostPort(pg.GetHost(), strconv.Itoa(int(pg.GetPort()))), Path: "/" + pg.GetDatabase()}
@@ -317,44 +355,35 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	u.RawQuery = q.Encode()
 	cfg, err := pgconn.ParseConfig(u.String())
 	if err != nil {
-		return nil, nil, fmt.Errorf("target configuration: %w", err)
+		return nil, fmt.Errorf("target configuration: %w", err)
 	}
 	cfg.Fallbacks = nil
-	cfg.RuntimeParams = map[string]string{"client_encoding": "UTF8", "standard_conforming_strings": "on"}
-	for k, v := range client {
-		if allowedParams[k] {
-			cfg.RuntimeParams[k] = v
-		}
-	}
-	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
-		cfg.RuntimeParams["application_name"] = "sluice"
-	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+	cfg.RuntimeParams = runtime
 	pc, err := pgconn.ConnectConfig(cctx, cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	// Resolve the masked columns to table OIDs and attribute numbers
 	// before handing the connection to the client.
-	cat, err := resolveCatalog(cctx, pc, maskColumns(w.view.Policy().GetRules()))
+	cat, err := resolveCatalog(cctx, pc, cols)
 	if err != nil {
 		pc.Close(ctx)
-		return nil, nil, err
+		return nil, err
 	}
 	if err := pc.SyncConn(cctx); err != nil {
 		pc.Close(ctx)
-		return nil, nil, err
+		return nil, err
 	}
 	hj, err := pc.Hijack()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if hj.Frontend.ReadBufferLen() != 0 {
 		hj.Conn.Close()
-		return nil, nil, errors.New("unexpected data from the target after login")
+		return nil, errors.New("unexpected data from the target after login")
 	}
-	return hj, cat, nil
+	up.hj, up.cat, up.born = hj, cat, time.Now()
+	return up, nil
 }
 
 func (w *Worker) recordAuthFailure(ctx context.Context, client, target, code, reason string) {

@@ -60,6 +60,13 @@ type Config struct {
 	// RecordTimeout bounds how long a statement waits for its record to be
 	// durable before the session is closed (default 5s).
 	RecordTimeout time.Duration
+	// UpstreamPool is how many idle target connections of cleanly ended
+	// sessions are kept per target and parameter set, reset with DISCARD
+	// ALL before reuse (default 16; negative: none, every session logs in).
+	UpstreamPool int
+	// UpstreamIdleTimeout closes a pooled connection unused this long
+	// (default 1m); UpstreamMaxAge one this old (default 30m).
+	UpstreamIdleTimeout, UpstreamMaxAge time.Duration
 }
 
 func (c *Config) defaults() {
@@ -72,6 +79,15 @@ func (c *Config) defaults() {
 	}
 	if c.MaxMessageSize <= 0 {
 		c.MaxMessageSize = 64 << 20
+	}
+	if c.UpstreamPool == 0 {
+		c.UpstreamPool = 16
+	}
+	if c.UpstreamIdleTimeout <= 0 {
+		c.UpstreamIdleTimeout = time.Minute
+	}
+	if c.UpstreamMaxAge <= 0 {
+		c.UpstreamMaxAge = 30 * time.Minute
 	}
 	if c.MaxServerMessageSize <= 0 {
 		c.MaxServerMessageSize = 1 << 30
@@ -112,6 +128,8 @@ type Worker struct {
 
 	maskers  plannerCache
 	tokenKey []byte
+	// pool keeps target connections of cleanly ended sessions (nil: off).
+	pool *upstreamPool
 }
 
 // New returns a worker.
@@ -127,6 +145,7 @@ func New(cfg Config) *Worker {
 		sessions:  map[uint32]*session{},
 		ready:     make(chan struct{}),
 		maskers:   plannerCache{m: map[string]*masking.Masker{}},
+		pool:      newUpstreamPool(cfg.UpstreamPool, cfg.UpstreamIdleTimeout, cfg.UpstreamMaxAge),
 		tokenKey:  tokenKey(cfg),
 	}
 }
@@ -150,6 +169,9 @@ func (w *Worker) Addr() string { s, _ := w.addr.Load().(string); return s }
 
 // Active is the number of open sessions.
 func (w *Worker) Active() int64 { return w.active.Load() }
+
+// Pooled is the number of idle target connections kept for reuse.
+func (w *Worker) Pooled() int { return w.pool.size() }
 
 // Run serves until ctx is done; open sessions are then closed.
 func (w *Worker) Run(ctx context.Context) error {
@@ -204,6 +226,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.mu.Unlock()
 	}()
 	var wg sync.WaitGroup
+	defer w.pool.close()
 	defer wg.Wait()
 	for {
 		conn, err := ln.Accept()

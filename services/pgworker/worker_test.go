@@ -112,6 +112,12 @@ func (h *harness) setPolicy(rev uint64, rules ...*controlv1.Rule) {
 // worker starts a worker replica with cfg and returns its address.
 func (h *harness) worker(cfg pgworker.Config) string {
 	h.t.Helper()
+	return h.start(cfg).Addr()
+}
+
+// start starts a worker replica with cfg.
+func (h *harness) start(cfg pgworker.Config) *pgworker.Worker {
+	h.t.Helper()
 	cfg.Conn = h.conn
 	cfg.TLSDir = h.t.TempDir()
 	cfg.Log = zerolog.Nop()
@@ -121,7 +127,7 @@ func (h *harness) worker(cfg pgworker.Config) string {
 	w := pgworker.New(cfg)
 	go func() { _ = w.Run(h.ctx) }()
 	<-w.Ready()
-	return w.Addr()
+	return w
 }
 
 func (h *harness) token(ttl time.Duration) string {

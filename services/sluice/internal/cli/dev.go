@@ -42,6 +42,7 @@ and is reused by the next start. Ctrl-C stops everything.`,
 	f.IntVar(&cfg.DemoPGPort, "demo-pg-port", 15433, "demo PostgreSQL port")
 	f.BoolVar(&cfg.NoDemo, "no-demo", false, "do not start the demo PostgreSQL")
 	f.DurationVar(&cfg.HoldTimeout, "hold-timeout", 5*time.Minute, "how long a statement held for approval waits")
+	f.IntVar(&cfg.UpstreamPool, "upstream-pool", 16, "idle target connections kept per target for reuse, reset with DISCARD ALL (negative: none)")
 	f.StringToStringVar(&cfg.DemoPGSettings, "demo-pg-setting", nil, "extra demo PostgreSQL settings, name=value (repeatable)")
 	f.Int64Var(&cfg.AuditMaxBytes, "audit-max-bytes", 0, "cap on the audit stream (0: unlimited); when full, statements stop running")
 	f.StringVar(&logFormat, "log-format", "console", "log format: console or json")

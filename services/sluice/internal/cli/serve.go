@@ -123,6 +123,7 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 	f.StringVar(&o.TLSKey, "tls-key", os.Getenv("SLUICE_TLS_KEY"), "workers: TLS key file")
 	f.StringVar(&o.TLSDir, "tls-dir", "", "workers: directory for a generated development certificate when --tls-cert is not set")
 	f.DurationVar(&o.HoldTimeout, "hold-timeout", 5*time.Minute, "pgworker, approvals: how long a statement held for approval waits")
+	f.IntVar(&o.UpstreamPool, "upstream-pool", 16, "pgworker: idle target connections kept per target for reuse, reset with DISCARD ALL (negative: none)")
 	f.StringVar(&masterKeyFile, "master-key-file", "", "file holding the master key (default: $SLUICE_MASTER_KEY)")
 	f.StringVar(&recorderKeyFile, "recorder-key-file", os.Getenv("SLUICE_RECORDER_KEY_FILE"), "recorder: base64 Ed25519 seed that signs audit checkpoints")
 	f.StringVar(&o.SyslogAddr, "syslog", "", "exporter: syslog collector host:port (RFC 5424 over TCP)")

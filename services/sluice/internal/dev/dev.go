@@ -56,6 +56,9 @@ type Config struct {
 	NoDemo bool
 	// HoldTimeout bounds how long a held statement waits; default 5m.
 	HoldTimeout time.Duration
+	// UpstreamPool is the idle target connections kept per target (see
+	// pgworker.Config); default 16, negative none.
+	UpstreamPool int
 	// AuditMaxBytes caps the audit stream (0: unlimited).
 	AuditMaxBytes int64
 	// DemoPGSettings are extra server settings of the demo PostgreSQL
@@ -188,19 +191,20 @@ func Run(ctx context.Context, cfg Config) error {
 	defer workerConn.NC.Close()
 
 	o := &stack.Options{
-		Conn:        conn,
-		WorkerConn:  workerConn,
-		Log:         log,
-		Provider:    identity.Provider{Issuer: iss.URL, Audience: Audience},
-		APIListener: apiLn,
-		APIMounts:   map[string]http.Handler{"/oidc": iss.Handler()},
-		CLIClientID: "sluice-cli",
-		MasterKey:   master,
-		RecorderKey: recorderKey,
-		HoldTimeout: cfg.HoldTimeout,
-		Topology:    bus.Topology{AuditMaxBytes: cfg.AuditMaxBytes},
-		PGAddr:      cfg.PGAddr,
-		TLSDir:      filepath.Join(dir, "tls"),
+		Conn:         conn,
+		WorkerConn:   workerConn,
+		Log:          log,
+		Provider:     identity.Provider{Issuer: iss.URL, Audience: Audience},
+		APIListener:  apiLn,
+		APIMounts:    map[string]http.Handler{"/oidc": iss.Handler()},
+		CLIClientID:  "sluice-cli",
+		MasterKey:    master,
+		RecorderKey:  recorderKey,
+		HoldTimeout:  cfg.HoldTimeout,
+		UpstreamPool: cfg.UpstreamPool,
+		Topology:     bus.Topology{AuditMaxBytes: cfg.AuditMaxBytes},
+		PGAddr:       cfg.PGAddr,
+		TLSDir:       filepath.Join(dir, "tls"),
 	}
 	if err := stack.Provision(ctx, o); err != nil {
 		return err

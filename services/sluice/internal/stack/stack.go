@@ -75,6 +75,9 @@ type Options struct {
 	PGListener net.Listener
 	// HoldTimeout bounds how long a held statement waits for approval.
 	HoldTimeout time.Duration
+	// UpstreamPool is the idle target connections a PostgreSQL worker
+	// keeps per target for reuse (see pgworker.Config).
+	UpstreamPool int
 
 	// Slack bot (runs only when a token is set).
 	SlackToken, SlackSigningSecret, SlackChannel, SlackAddr string
@@ -236,6 +239,7 @@ func runPGWorker(ctx context.Context, o *Options) error {
 	return pgworker.New(pgworker.Config{
 		Conn: o.workerConn(), Log: o.Log, Addr: o.PGAddr, Listener: o.PGListener,
 		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
+		UpstreamPool: o.UpstreamPool,
 	}).Run(ctx)
 }
 
