@@ -52,7 +52,7 @@ func (e *env) measure(target string, args ...string) (tps, lat, cpu float64, err
 		return tps, lat, 0, err
 	}
 	if tx := tps * time.Since(start).Seconds(); tx > 0 {
-		cpu = float64((after-before).Microseconds()) / tx
+		cpu = float64((after - before).Microseconds()) / tx
 	}
 	return tps, lat, cpu, nil
 }
