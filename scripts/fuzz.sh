@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every parser for the given time each (default 1m):
 #   sqlclass (SQL classification), sqlshape (statement shapes), masking
-#   (value detectors), bus (subject tokens).
+#   (value detectors), bus (subject tokens), the PostgreSQL worker, and the
+#   recorder's event header reader.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t="${1:-1m}"
@@ -14,3 +15,4 @@ run libs/bus FuzzToken
 run services/pgworker FuzzResultFormats
 run services/pgworker FuzzMaskRow
 run services/pgworker FuzzCopyMask
+run services/recorder FuzzPeekEvent

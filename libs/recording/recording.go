@@ -16,7 +16,9 @@
 package recording
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -55,6 +57,7 @@ type Recorder struct {
 	mu       sync.Mutex
 	queue    []queued
 	flushing bool
+	wake     chan struct{}
 	batches  uint64
 	// Batches and Events count what was stored (for tests and metrics).
 	stats Stats
@@ -94,7 +97,7 @@ func NewSessionID() string { return strings.ToLower(ulid.Make().String()) }
 
 // New returns a recorder on a JetStream context, with a fresh id.
 func New(js jetstream.JetStream) *Recorder {
-	return &Recorder{js: js, id: NewSessionID(), Timeout: 5 * time.Second, MaxBatchBytes: DefaultMaxBatchBytes}
+	return &Recorder{js: js, id: NewSessionID(), Timeout: 5 * time.Second, MaxBatchBytes: DefaultMaxBatchBytes, wake: make(chan struct{}, 1)}
 }
 
 // ID names the recorder in its batch subjects.
@@ -252,22 +255,45 @@ func (r *Recorder) enqueue(q queued) {
 	r.mu.Unlock()
 	if start {
 		go r.flush()
+		return
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 
-// flush publishes batches until the queue is empty; one runs at a time.
+// flusherLinger is how long an idle flusher waits for events before it
+// exits (a new one starts with the next event).
+const flusherLinger = time.Second
+
+// flush publishes batches while there are events; one runs at a time.
 func (r *Recorder) flush() {
 	max := r.MaxBatchBytes
 	if max <= 0 {
 		max = DefaultMaxBatchBytes
 	}
+	idle := time.NewTimer(flusherLinger)
+	defer idle.Stop()
 	var batch []queued
 	for {
 		r.mu.Lock()
 		if len(r.queue) == 0 {
-			r.flushing = false
 			r.mu.Unlock()
-			return
+			idle.Reset(flusherLinger)
+			select {
+			case <-r.wake:
+				continue
+			case <-idle.C:
+			}
+			r.mu.Lock()
+			if len(r.queue) == 0 {
+				r.flushing = false
+				r.mu.Unlock()
+				return
+			}
+			r.mu.Unlock()
+			continue
 		}
 		n, size := 0, 0
 		for n < len(r.queue) && (n == 0 || size+len(r.queue[n].data) <= max) {
@@ -306,12 +332,17 @@ func (r *Recorder) publish(num uint64, batch []queued, size int) {
 	}
 	m := nats.NewMsg(BatchSubject(r.id, num))
 	m.Data = data
-	msgID := r.id + "." + strconv.FormatUint(num, 10)
+	// The JetStream publish, spelled out: the message id makes a retry
+	// idempotent, and the acknowledgement is read without a JSON decoder.
+	m.Header = nats.Header{jetstream.MsgIDHeader: {r.id + "." + strconv.FormatUint(num, 10)}, jetstream.ExpectedStreamHeader: {bus.StreamSessions}}
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout())
 	defer cancel()
 	var err error
 	for attempt := 0; ; attempt++ {
-		_, err = r.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(bus.StreamSessions))
+		var resp *nats.Msg
+		if resp, err = r.js.Conn().RequestMsgWithContext(ctx, m); err == nil {
+			err = pubAckError(resp.Data)
+		}
 		if err == nil || ctx.Err() != nil {
 			break
 		}
@@ -335,6 +366,24 @@ func (r *Recorder) publish(num uint64, batch []queued, size int) {
 	for _, q := range kept {
 		q.s.stored(q.seq)
 	}
+}
+
+// pubAckError reads a JetStream publish acknowledgement: nil when the
+// message is stored, or the error the stream answered.
+func pubAckError(b []byte) error {
+	if bytes.Contains(b, []byte(`"error"`)) || !bytes.Contains(b, []byte(`"seq":`)) {
+		var ack struct {
+			Error *struct {
+				Code        int    `json:"code"`
+				Description string `json:"description"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(b, &ack) == nil && ack.Error != nil {
+			return fmt.Errorf("stream refused the batch: %s (%d)", ack.Error.Description, ack.Error.Code)
+		}
+		return fmt.Errorf("unexpected publish acknowledgement %q", b)
+	}
+	return nil
 }
 
 // Record emits ev and waits until it, and everything before it, is durable.

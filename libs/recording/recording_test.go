@@ -114,3 +114,12 @@ func TestFailureIsSticky(t *testing.T) {
 	require.NoError(t, other.Record(ctx, command(1)))
 	assert.ErrorIs(t, sess.Err(), recording.ErrNotRecording)
 }
+
+func TestPubAckError(t *testing.T) {
+	assert.NoError(t, recording.PubAckErrorForTest([]byte(`{"stream":"SESSIONS","seq":42}`)))
+	assert.NoError(t, recording.PubAckErrorForTest([]byte(`{"stream":"SESSIONS","seq":42,"duplicate":true}`)))
+	err := recording.PubAckErrorForTest([]byte(`{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "maximum messages exceeded")
+	assert.Error(t, recording.PubAckErrorForTest([]byte(`+OK`)))
+}

@@ -41,7 +41,8 @@ var (
 	scale     = flag.Int("scale", 10, "pgbench scale")
 	outJSON   = flag.String("json", "", "also write the raw results to this file")
 	quick     = flag.Bool("quick", false, "one round, 3s runs, fewer extras (a smoke test)")
-	profile   = flag.String("profile", "", "instead of the benchmarks: write a CPU profile of sluice under pgbench -S -M prepared -c 8 to this file")
+	profile   = flag.String("profile", "", "instead of the benchmarks: write a CPU profile of sluice under pgbench (-profile-args) to this file")
+	profArgs  = flag.String("profile-args", "-S -M prepared -c 8 -j 2", "pgbench arguments for -profile")
 )
 
 func main() {

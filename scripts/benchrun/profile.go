@@ -6,18 +6,20 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
-// cpuProfile runs pgbench -S -M prepared -c 8 through PgBouncer, then
-// through Sluice while taking a CPU profile of the sluice process, and
-// prints both rates: the quick loop for work on the hot path.
+// cpuProfile runs pgbench (-profile-args) through PgBouncer, then through
+// Sluice while taking a CPU profile of the sluice process, and prints both
+// rates and CPU costs: the quick loop for work on the hot path.
 func (e *env) cpuProfile(path string) error {
 	secs := int(duration.Seconds())
 	if secs < 5 {
 		secs = 5
 	}
-	args := []string{"-n", "-S", "-M", "prepared", "-c", "8", "-j", "2", "-T", strconv.Itoa(secs)}
+	args := append([]string{"-n"}, strings.Fields(*profArgs)...)
+	args = append(args, "-T", strconv.Itoa(secs))
 	bouncer, _, bouncerCPU, err := e.measure("pgbouncer", args...)
 	if err != nil {
 		return err
@@ -50,7 +52,7 @@ func (e *env) cpuProfile(path string) error {
 	if err := os.WriteFile(path, a.data, 0o644); err != nil {
 		return err
 	}
-	fmt.Printf("pgbench -S -M prepared -c 8, %d s: PgBouncer %.0f tps, Sluice %.0f tps (%.2f×)\n", secs, bouncer, sluice, sluice/bouncer)
+	fmt.Printf("pgbench %s, %d s: PgBouncer %.0f tps, Sluice %.0f tps (%.2f×)\n", *profArgs, secs, bouncer, sluice, sluice/bouncer)
 	fmt.Printf("proxy CPU per transaction: PgBouncer %.0f µs, Sluice %.0f µs (%.2f×)\n", bouncerCPU, sluiceCPU, sluiceCPU/bouncerCPU)
 	fmt.Printf("CPU profile of sluice: %s (go tool pprof -top %s)\n", path, path)
 	return nil

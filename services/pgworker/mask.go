@@ -55,8 +55,14 @@ func (s *session) planFor(d *policyv1.Decision) (*maskPlan, error) {
 	if len(d.GetMasks()) == 0 {
 		return nil, nil
 	}
+	// Cached decisions are shared and never change: remember the plan of
+	// the last one, the common case of a statement run again and again.
+	if d == s.lastDecision && s.lastDecisionPlan != nil {
+		return s.lastDecisionPlan, nil
+	}
 	key := rulesKey(d)
 	if p, ok := s.plans[key]; ok {
+		s.lastDecision, s.lastDecisionPlan = d, p
 		return p, nil
 	}
 	m, err := s.w.masker(key, d)
@@ -82,6 +88,7 @@ func (s *session) planFor(d *policyv1.Decision) (*maskPlan, error) {
 	}
 	s.plans[key] = p
 	s.lastPlan.Store(p)
+	s.lastDecision, s.lastDecisionPlan = d, p
 	return p, nil
 }
 

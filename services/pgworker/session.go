@@ -78,14 +78,17 @@ type session struct {
 	// Masking: the session's resolved columns, plans per rule set (client
 	// goroutine), the last plan (for notifications), and row descriptions
 	// by statement and portal (server goroutine).
-	catalog  *catalog
-	plans    map[string]*maskPlan
-	lastPlan atomic.Pointer[maskPlan]
-	descs    map[string][]pgproto3.FieldDescription
-	maskBuf  []byte
-	cmdID    uint64
-	marker   string
-	probes   uint64
+	catalog *catalog
+	plans   map[string]*maskPlan
+	// lastDecision and lastDecisionPlan remember planFor's last answer.
+	lastDecision     *policyv1.Decision
+	lastDecisionPlan *maskPlan
+	lastPlan         atomic.Pointer[maskPlan]
+	descs            map[string][]pgproto3.FieldDescription
+	maskBuf          []byte
+	cmdID            uint64
+	marker           string
+	probes           uint64
 
 	// Shared with the server goroutine.
 	qmu   sync.Mutex

@@ -10,11 +10,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -185,9 +187,72 @@ func (s *Service) loadHead(ctx context.Context, session string) (*head, error) {
 
 // item is one event of a batch, on its way to its session's chain.
 type item struct {
-	ev   *sessionv1.Event
+	ev   eventHeader
 	data []byte
 	ref  *batchRef
+}
+
+// eventHeader is what the recorder needs of an event to chain it, read
+// without decoding the whole event.
+type eventHeader struct {
+	id, session string
+	seq         uint64
+	// indexed says the event changes the session index (start, end,
+	// authentication failure) and is decoded when recorded.
+	indexed bool
+}
+
+func (h eventHeader) GetId() string        { return h.id }
+func (h eventHeader) GetSessionId() string { return h.session }
+func (h eventHeader) GetSeq() uint64       { return h.seq }
+
+// Field numbers of sluice.session.v1.Event.
+const (
+	fieldID, fieldSession, fieldSeq           = 1, 2, 3
+	fieldStarted, fieldEnded, fieldAuthFailed = 10, 17, 18
+)
+
+// peekEvent reads an event's id, session and seq; it reports false for
+// bytes that are not a well-formed event.
+func peekEvent(b []byte) (eventHeader, bool) {
+	var h eventHeader
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return h, false
+		}
+		b = b[n:]
+		switch {
+		case (num == fieldID || num == fieldSession) && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 || !utf8.Valid(v) {
+				return h, false
+			}
+			if num == fieldID {
+				h.id = string(v)
+			} else {
+				h.session = string(v)
+			}
+			b = b[n:]
+			continue
+		case num == fieldSeq && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return h, false
+			}
+			h.seq = v
+			b = b[n:]
+			continue
+		case num == fieldStarted || num == fieldEnded || num == fieldAuthFailed:
+			h.indexed = true
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return h, false
+		}
+		b = b[n:]
+	}
+	return h, h.id != "" && h.session != "" && h.seq > 0
 }
 
 // batchRef tracks one SESSIONS message: it is acknowledged when every one
@@ -275,8 +340,8 @@ func (s *Service) unpack(m jetstream.Msg) []item {
 	ref := &batchRef{m: m, recorder: token(m.Subject(), 2), seq: md.Sequence.Stream}
 	items := make([]item, 0, len(batch.GetEvents()))
 	for _, data := range batch.GetEvents() {
-		ev := &sessionv1.Event{}
-		if err := proto.Unmarshal(data, ev); err != nil || ev.GetSessionId() == "" || ev.GetSeq() == 0 || ev.GetId() == "" {
+		ev, ok := peekEvent(data)
+		if !ok {
 			s.cfg.Log.Error().Str("subject", m.Subject()).Msg("malformed session event refused")
 			continue
 		}
@@ -532,7 +597,12 @@ func (s *Service) settle(ctx context.Context, heads map[string]*head, p pendingA
 	}
 	s.mu.Unlock()
 	for _, it := range p.items {
-		s.indexSession(ctx, it.ev)
+		if it.ev.indexed {
+			var ev sessionv1.Event
+			if proto.Unmarshal(it.data, &ev) == nil {
+				s.indexSession(ctx, &ev)
+			}
+		}
 		it.ref.done()
 	}
 	return true

@@ -1,0 +1,4 @@
+package recording
+
+// pubAckErrorForTest exposes pubAckError to the external tests.
+var PubAckErrorForTest = pubAckError
