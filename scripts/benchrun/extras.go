@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
+	"sluice.dev/sluice/libs/auditlog"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/recording"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
@@ -304,11 +305,19 @@ func recordRate(replicas int) (float64, error) {
 		defer rc.NC.Close()
 		go func() { _ = recorder.New(recorder.Config{Conn: rc, SigningKey: key, Log: zerolog.Nop()}).Run(ctx) }()
 	}
-	const sessions, perSession = 200, 100
-	if *quick {
-		_ = 0
-	}
+	// The replicas are up once a first event has gone through.
 	rec := recording.New(conn.JS)
+	warm := rec.Open(recording.NewSessionID())
+	if err := warm.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{Text: "warm-up"}}}); err != nil {
+		return 0, err
+	}
+	if err := drained(ctx, conn, time.Now()); err != nil {
+		return 0, err
+	}
+	sessions, perSession := 200, 1000
+	if *quick {
+		perSession = 200
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, sessions)
@@ -336,22 +345,44 @@ func recordRate(replicas int) (float64, error) {
 	for err := range errs {
 		return 0, err
 	}
-	stream, err := conn.JS.Stream(ctx, bus.StreamSessions)
+	if err := drained(ctx, conn, start); err != nil {
+		return 0, err
+	}
+	elapsed := time.Since(start)
+	// Every event is in AUDIT, in its chain.
+	events := 0
+	err = auditlog.Read(ctx, conn.JS, auditlog.Options{}, func(e auditlog.Entry) error {
+		if e.Event != nil {
+			events++
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, err
+	}
+	if want := sessions*perSession + 1; events != want {
+		return 0, fmt.Errorf("recorder throughput: %d events in AUDIT, want %d", events, want)
+	}
+	return float64(sessions*perSession) / elapsed.Seconds(), nil
+}
+
+// drained waits until the recorder has moved everything out of SESSIONS.
+func drained(ctx context.Context, conn *bus.Conn, start time.Time) error {
+	stream, err := conn.JS.Stream(ctx, bus.StreamSessions)
+	if err != nil {
+		return err
 	}
 	for {
 		info, err := stream.Info(ctx)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if info.State.Msgs == 0 {
-			break
+			return nil
 		}
 		if time.Since(start) > 5*time.Minute {
-			return 0, fmt.Errorf("recorder did not drain")
+			return fmt.Errorf("recorder did not drain")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return float64(sessions*perSession) / time.Since(start).Seconds(), nil
 }

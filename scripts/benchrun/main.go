@@ -43,6 +43,7 @@ var (
 	quick     = flag.Bool("quick", false, "one round, 3s runs, fewer extras (a smoke test)")
 	profile   = flag.String("profile", "", "instead of the benchmarks: write a CPU profile of sluice under pgbench (-profile-args) to this file")
 	profArgs  = flag.String("profile-args", "-S -M prepared -c 8 -j 2", "pgbench arguments for -profile")
+	recOnly   = flag.Bool("recorder-only", false, "only measure recorder throughput (no PostgreSQL needed)")
 )
 
 func main() {
@@ -95,6 +96,16 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(base)
+	if *recOnly {
+		res := &results{}
+		if err := recorderThroughput(res); err != nil {
+			return err
+		}
+		for _, r := range res.Recorder {
+			fmt.Printf("recorder throughput, %d replica(s): %.0f events/s\n", r.Replicas, r.EventsPerSec)
+		}
+		return nil
+	}
 	e := &env{dir: filepath.Join(base, ".sluice"), apiPort: freePort(), pgPort: freePort(), natsPort: freePort(), demoPort: freePort(), bouncerPort: freePort()}
 	if *profile != "" {
 		e.pprofPort = freePort()

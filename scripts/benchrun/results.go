@@ -129,5 +129,5 @@ func (r *results) print(w io.Writer) {
 	for _, rr := range r.Recorder {
 		parts = append(parts, fmt.Sprintf("%d replica(s) %.0f events/s", rr.Replicas, rr.EventsPerSec))
 	}
-	fmt.Fprintf(w, "\nRecorder throughput (events from workers into the hash-chained AUDIT stream): %s.\n", strings.Join(parts, ", "))
+	fmt.Fprintf(w, "\nRecorder throughput (200 sessions emitting 1,000 events each, 16 at a time, until every event is chained in AUDIT and checked there): %s.\n", strings.Join(parts, ", "))
 }

@@ -325,13 +325,19 @@ func (s *session) cancelUpstream() {
 // clientLoop reads the client's messages, rules on statements and forwards.
 func (s *session) clientLoop(ctx context.Context) {
 	idle := s.w.cfg.IdleTimeout
+	// The idle deadline moves at most once a second: resetting it costs a
+	// timer update, and the timeout is counted in minutes.
+	var deadline time.Time
 	for {
 		if !s.cr.buffered() {
 			if err := s.sw.Flush(); err != nil {
 				s.shutdown("the target closed the connection", nil)
 				return
 			}
-			_ = s.client.SetReadDeadline(time.Now().Add(idle))
+			if now := time.Now(); now.Add(idle).Sub(deadline) >= min(time.Second, idle/10) {
+				deadline = now.Add(idle)
+				_ = s.client.SetReadDeadline(deadline)
+			}
 		}
 		typ, body, frame, err := s.cr.next()
 		if err != nil {
