@@ -68,8 +68,8 @@ type Verifier struct {
 	checkpts []*auditv1.Checkpoint
 	problems []Problem
 	gaps     []missing
-	// Records counts the records seen.
-	Records int
+	// Records counts the records seen; Events the events they hold.
+	Records, Events int
 }
 
 type chain struct {
@@ -100,6 +100,7 @@ func (v *Verifier) report(p Problem) { v.problems = append(v.problems, p) }
 func (v *Verifier) Add(s Stored) {
 	r := s.Record
 	v.Records++
+	v.Events += len(r.GetEvents())
 	c, ok := v.sessions[r.GetSessionId()]
 	if !ok {
 		c = &chain{hashes: map[uint64][]byte{}, ids: map[uint64]string{}, late: map[uint64]bool{}}

@@ -132,6 +132,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request, _ *commonv1.Pri
 type VerifyJSON struct {
 	OK       bool                 `json:"ok"`
 	Records  int                  `json:"records"`
+	Events   int                  `json:"events"`
 	Sessions int                  `json:"sessions"`
 	Keys     []string             `json:"keys"`
 	Problems []auditchain.Problem `json:"problems"`
@@ -149,7 +150,7 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ *commonv1
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit stream cannot be read")
 		return
 	}
-	out := VerifyJSON{OK: len(problems) == 0, Records: v.Records, Sessions: len(v.Sessions()), Problems: problems}
+	out := VerifyJSON{OK: len(problems) == 0, Records: v.Records, Events: v.Events, Sessions: len(v.Sessions()), Problems: problems}
 	if out.Problems == nil {
 		out.Problems = []auditchain.Problem{}
 	}

@@ -133,13 +133,7 @@ and exits with status 2 when it finds any.`,
 			if session != "" {
 				q = "?session=" + url.QueryEscape(session)
 			}
-			var res struct {
-				OK       bool                 `json:"ok"`
-				Records  int                  `json:"records"`
-				Sessions int                  `json:"sessions"`
-				Keys     []string             `json:"keys"`
-				Problems []auditchain.Problem `json:"problems"`
-			}
+			var res api.VerifyJSON
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/verify"+q, nil, &res); err != nil {
 				return err
 			}
@@ -155,7 +149,7 @@ and exits with status 2 when it finds any.`,
 				if !res.OK {
 					status = fmt.Sprintf("%d problem(s)", len(res.Problems))
 				}
-				fmt.Fprintf(g.stdout, "%d record(s) in %d session(s) checked against %d recorder key(s): %s\n", res.Records, res.Sessions, len(res.Keys), status)
+				fmt.Fprintf(g.stdout, "%d event(s) in %d record(s) of %d session(s) checked against %d recorder key(s): %s\n", res.Events, res.Records, res.Sessions, len(res.Keys), status)
 			}
 			if !res.OK {
 				return &exitError{code: 2, err: errors.New("the audit log failed verification")}
