@@ -14,6 +14,7 @@
 package auditchain
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
@@ -72,6 +73,40 @@ func Hash(r *auditv1.Record) []byte {
 	u64(r.GetGapTo())
 	h.Write(r.GetPrevHash())
 	return h.Sum(nil)
+}
+
+// Sealed reports whether a record's hash matches its content. Records
+// written before records held several events (one event each, hashed with
+// the "sluice-audit-v1" encoding, which had no event count) still verify.
+func Sealed(r *auditv1.Record) bool {
+	if bytes.Equal(Hash(r), r.GetHash()) {
+		return true
+	}
+	return len(r.GetEvents()) <= 1 && len(r.GetEventIds()) <= 1 && bytes.Equal(hashV1(r), r.GetHash())
+}
+
+// hashV1 is the encoding of single-event records:
+// "sluice-audit-v1" | u32 len(session) session | u64 seq | u32 len(id) id |
+// u32 len(event) event | u64 gap_to | 32-byte prev_hash.
+func hashV1(r *auditv1.Record) []byte {
+	var id string
+	var ev []byte
+	if ids := r.GetEventIds(); len(ids) == 1 {
+		id = ids[0]
+	}
+	if evs := r.GetEvents(); len(evs) == 1 {
+		ev = evs[0]
+	}
+	b := make([]byte, 0, 96+len(r.GetSessionId())+len(id)+len(ev))
+	b = append(b, "sluice-audit-v1"...)
+	b = appendField(b, []byte(r.GetSessionId()))
+	b = binary.BigEndian.AppendUint64(b, r.GetSeq())
+	b = appendField(b, []byte(id))
+	b = appendField(b, ev)
+	b = binary.BigEndian.AppendUint64(b, r.GetGapTo())
+	b = append(b, r.GetPrevHash()...)
+	sum := sha256.Sum256(b)
+	return sum[:]
 }
 
 // Last is the seq of the last event a record covers.

@@ -112,7 +112,7 @@ func (v *Verifier) Add(s Stored) {
 		p.LastSeq = Last(r)
 	}
 	// Content first: is the record what was hashed?
-	if !bytes.Equal(Hash(r), r.GetHash()) {
+	if !Sealed(r) {
 		p.Kind, p.Detail = Edited, "the record's content does not match its hash"
 		v.report(p)
 	} else if r.GetGapTo() == 0 {
@@ -147,7 +147,9 @@ func (v *Verifier) Add(s Stored) {
 			p.Kind, p.Detail = Duplicated, fmt.Sprintf("record %d appears again", r.GetSeq())
 		} else {
 			p.Kind, p.Detail = Reordered, fmt.Sprintf("record %d comes after record %d", r.GetSeq(), c.lastSeq)
-			c.late[r.GetSeq()] = true
+			for _, q := range covered(r, last) {
+				c.late[q] = true
+			}
 		}
 		v.report(p)
 		return
@@ -158,7 +160,7 @@ func (v *Verifier) Add(s Stored) {
 		}
 		v.gaps = append(v.gaps, missing{session: r.GetSessionId(), from: c.lastSeq + 1, to: r.GetSeq() - 1, p: p})
 	}
-	for q := r.GetSeq(); q <= last; q++ {
+	for _, q := range covered(r, last) {
 		c.hashes[q] = r.GetHash()
 		c.ids[q] = first
 	}
@@ -166,6 +168,23 @@ func (v *Verifier) Add(s Stored) {
 }
 
 const undecodable = "an event cannot be decoded"
+
+// covered lists the seqs a record stands for in the verifier's indexes:
+// each of its events, or the two ends of a gap (a gap's range is not
+// walked: a forged record could claim billions of lost events).
+func covered(r *auditv1.Record, last uint64) []uint64 {
+	if r.GetGapTo() > 0 {
+		if last == r.GetSeq() {
+			return []uint64{last}
+		}
+		return []uint64{r.GetSeq(), last}
+	}
+	out := make([]uint64, 0, max(len(r.GetEvents()), 1))
+	for q := r.GetSeq(); q <= last; q++ {
+		out = append(out, q)
+	}
+	return out
+}
 
 // checkEvents checks that a record's events are the session's consecutive
 // events it claims to hold; it returns what is wrong, or "".

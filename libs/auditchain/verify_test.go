@@ -195,3 +195,44 @@ func TestMultiEventRecords(t *testing.T) {
 	Seal(empty, nil)
 	assert.Equal(t, []string{"edited@1"}, kinds(run([]*auditv1.Record{empty}, nil, nil)))
 }
+
+// A reordered multi-event record is reported once, not also as missing;
+// a gap record claiming an enormous range is checked without walking it.
+func TestReorderedRunAndHugeGap(t *testing.T) {
+	r1 := record(t, "S", 1, nil, "SELECT 1")
+	r2 := record(t, "S", 2, r1.Hash, "SELECT 2", "SELECT 3", "SELECT 4")
+	r3 := record(t, "S", 5, r2.Hash, "SELECT 5")
+	assert.Equal(t, []string{"reordered@2"}, kinds(run([]*auditv1.Record{r1, r3, r2}, nil, nil)))
+
+	gap := &auditv1.Record{SessionId: "G", Seq: 1, GapTo: 1 << 62}
+	Seal(gap, nil)
+	done := make(chan []string, 1)
+	go func() { done <- kinds(run([]*auditv1.Record{gap}, nil, nil)) }()
+	select {
+	case got := <-done:
+		assert.Equal(t, []string{"lost@1"}, got)
+	case <-time.After(5 * time.Second):
+		t.Fatal("verifying a huge gap did not finish")
+	}
+}
+
+// Records written in the single-event encoding still verify, and an edit
+// to one is still caught.
+func TestV1RecordsStillVerify(t *testing.T) {
+	old := func(seq uint64, prev []byte, text string) *auditv1.Record {
+		r := record(t, "V", seq, nil, text)
+		r.PrevHash = prev
+		if len(prev) == 0 {
+			r.PrevHash = ZeroHash
+		}
+		r.Hash = hashV1(r)
+		return r
+	}
+	r1 := old(1, nil, "SELECT 1")
+	r2 := old(2, r1.Hash, "SELECT 2")
+	r3 := record(t, "V", 3, r2.Hash, "SELECT 3", "SELECT 4")
+	assert.Empty(t, run([]*auditv1.Record{r1, r2, r3}, nil, nil))
+	edited := proto.Clone(r2).(*auditv1.Record)
+	edited.Events[0] = record(t, "V", 2, nil, "DROP TABLE evidence").Events[0]
+	assert.Equal(t, []string{"edited@2"}, kinds(run([]*auditv1.Record{r1, edited, r3}, nil, nil)))
+}

@@ -84,6 +84,9 @@ type Session struct {
 	durable uint64 // every event up to this seq is stored
 	waiters []waiter
 	err     error
+	// keep is, once err is set, the last seq that may still be published:
+	// the events emitted before the failure, never one after a lost batch.
+	keep uint64
 }
 
 type waiter struct {
@@ -168,7 +171,8 @@ func (s *Session) Emit(ev *sessionv1.Event) (uint64, error) {
 	}
 	data, err := proto.Marshal(ev)
 	if err != nil {
-		s.err = fmt.Errorf("%w: encode: %v", ErrNotRecording, err)
+		s.seq--
+		s.failLocked(fmt.Errorf("encode: %v", err), s.seq)
 		return 0, s.err
 	}
 	// Queued under s.mu, so that a session's events queue in seq order.
@@ -227,17 +231,34 @@ func (s *Session) stored(seq uint64) {
 	s.waiters = keep
 }
 
+// fail closes the session for good; the events emitted so far may still
+// be published.
 func (s *Session) fail(err error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.failLocked(err, s.seq)
+	return s.err
+}
+
+// failLocked records the failure, lets events up to keep be published,
+// and wakes every waiter.
+func (s *Session) failLocked(err error, keep uint64) {
 	if s.err == nil {
 		s.err = fmt.Errorf("%w: %v", ErrNotRecording, err)
+		s.keep = keep
 	}
+	s.keep = min(s.keep, keep)
 	for _, w := range s.waiters {
 		close(w.ch)
 	}
 	s.waiters = nil
-	return s.err
+}
+
+// publishable reports whether the event with seq may still be sent.
+func (s *Session) publishable(seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err == nil || seq <= s.keep
 }
 
 func (r *Recorder) timeout() time.Duration {
@@ -320,7 +341,7 @@ func (r *Recorder) publish(num uint64, batch []queued, size int) {
 	data := make([]byte, 0, size+8*len(batch))
 	kept := batch[:0]
 	for _, q := range batch {
-		if q.s.Err() != nil {
+		if !q.s.publishable(q.seq) {
 			continue
 		}
 		data = protowire.AppendTag(data, 1, protowire.BytesType)
@@ -352,8 +373,13 @@ func (r *Recorder) publish(num uint64, batch []queued, size int) {
 		}
 	}
 	if err != nil {
+		// Nothing of this batch may have been stored: each session's
+		// events from its first one here on are lost, and none after it
+		// may follow (that would leave a hole in the session's chain).
 		for _, q := range kept {
-			_ = q.s.fail(err)
+			q.s.mu.Lock()
+			q.s.failLocked(err, q.seq-1)
+			q.s.mu.Unlock()
 		}
 		return
 	}

@@ -17,6 +17,9 @@ type reader struct {
 	r   *bufio.Reader
 	buf []byte
 	max int
+	// torn says a read stopped inside a message: the stream is out of
+	// step and the connection must not be reused.
+	torn bool
 }
 
 func newReader(r io.Reader, size, max int) *reader {
@@ -43,7 +46,8 @@ func (r *reader) next() (typ byte, body, frame []byte, err error) {
 		r.buf = make([]byte, total, max(total, 8192))
 	}
 	r.buf = r.buf[:total]
-	if _, err := io.ReadFull(r.r, r.buf); err != nil {
+	if n, err := io.ReadFull(r.r, r.buf); err != nil {
+		r.torn = r.torn || n > 0
 		return 0, nil, nil, err
 	}
 	return typ, r.buf[5:], r.buf, nil

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -111,7 +112,43 @@ func TestDirtyConnectionIsNotPooled(t *testing.T) {
 	busy.Exec(ctx, "SELECT pg_sleep(2)") // sent, not read: the backend ends when the sleep does
 	require.NoError(t, busy.Close(ctx))
 
-	for _, pid := range []string{pidTx, pidDropped, pidBusy} {
+	// Extended-protocol messages without a Sync: an error that makes the
+	// backend discard input until a Sync, and an INSERT in the implicit
+	// transaction a Sync would commit. Neither connection is reused, and
+	// the INSERT is rolled back with it.
+	badBind, err := h.connect(w.Addr(), tok)
+	require.NoError(t, err)
+	pidBadBind := one(t, badBind, "SELECT pg_backend_pid()")
+	fe := badBind.Frontend()
+	fe.Send(&pgproto3.Bind{PreparedStatement: "no_such_statement"})
+	fe.Send(&pgproto3.Flush{})
+	require.NoError(t, fe.Flush())
+	msg, err := fe.Receive()
+	require.NoError(t, err)
+	require.IsType(t, &pgproto3.ErrorResponse{}, msg)
+	require.NoError(t, badBind.Close(ctx))
+
+	unsynced, err := h.connect(w.Addr(), tok)
+	require.NoError(t, err)
+	_, err = unsynced.Exec(ctx, "CREATE TABLE IF NOT EXISTS pool_unsynced (x int)").ReadAll()
+	require.NoError(t, err)
+	pidUnsynced := one(t, unsynced, "SELECT pg_backend_pid()")
+	fe = unsynced.Frontend()
+	fe.Send(&pgproto3.Parse{Query: "INSERT INTO pool_unsynced VALUES (1)"})
+	fe.Send(&pgproto3.Bind{})
+	fe.Send(&pgproto3.Execute{})
+	fe.Send(&pgproto3.Flush{})
+	require.NoError(t, fe.Flush())
+	for {
+		msg, err := fe.Receive()
+		require.NoError(t, err)
+		if _, ok := msg.(*pgproto3.CommandComplete); ok {
+			break
+		}
+	}
+	require.NoError(t, unsynced.Close(ctx))
+
+	for _, pid := range []string{pidTx, pidDropped, pidBusy, pidBadBind, pidUnsynced} {
 		testkit.Eventually(t, 10*time.Second, func() error {
 			if backendAlive(t, pid) {
 				return fmt.Errorf("backend %s still connected", pid)
@@ -120,6 +157,10 @@ func TestDirtyConnectionIsNotPooled(t *testing.T) {
 		})
 	}
 	assert.Equal(t, 0, w.Pooled())
+	check, err := h.connect(w.Addr(), tok)
+	require.NoError(t, err)
+	assert.Equal(t, "0", one(t, check, "SELECT count(*) FROM pool_unsynced"), "the unsynced INSERT was rolled back")
+	require.NoError(t, check.Close(ctx))
 
 	// Pooling can be turned off.
 	off := h.start(pgworker.Config{UpstreamPool: -1})

@@ -69,6 +69,9 @@ type session struct {
 	upParams map[string]string
 	lastTx   atomic.Uint32
 	parking  atomic.Bool
+	// unsynced says extended-protocol messages went to the target since
+	// the last Sync or Query (client goroutine).
+	unsynced bool
 
 	// Client-goroutine state.
 	stmts   map[string]*stmtInfo
@@ -272,6 +275,9 @@ func (s *session) park() bool {
 		s.endReason.Store("the client closed the session")
 		s.parking.Store(true)
 		_ = s.server.SetReadDeadline(time.Unix(1, 0))
+		// The client is leaving: a server goroutine blocked writing to it
+		// (a client that stopped reading) must not hold the session open.
+		_ = s.client.SetWriteDeadline(time.Now().Add(time.Second))
 		parked = true
 	})
 	return parked
@@ -282,7 +288,7 @@ func (s *session) park() bool {
 // connection is idle outside a transaction; it reports whether it did.
 func (s *session) repool() bool {
 	up := s.upstream
-	if up == nil || s.head() != nil || s.lastTx.Load() != 'I' || s.sr.buffered() || s.sw.Buffered() > 0 {
+	if up == nil || s.head() != nil || s.lastTx.Load() != 'I' || s.sr.buffered() || s.sr.torn || s.sw.Buffered() > 0 {
 		return false
 	}
 	if err := s.server.SetReadDeadline(time.Time{}); err != nil {
@@ -387,6 +393,15 @@ func cstring(b []byte) (string, []byte, error) {
 
 func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) error {
 	switch typ {
+	case 'P', 'B', 'E', 'C', 'D', 'H':
+		// Extended-protocol messages leave state in the backend (an
+		// implicit transaction, a portal, an error that discards input)
+		// until a Sync: a connection is never pooled in between.
+		s.unsynced = true
+	case 'Q', 'S':
+		s.unsynced = false
+	}
+	switch typ {
 	case 'Q':
 		text, _, err := cstring(body)
 		if err != nil {
@@ -469,7 +484,7 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 		d := &policyv1.Decision{Action: "deny", Rule: ruleFunctionCall, Reason: "the FunctionCall message calls a function by OID, bypassing SQL inspection; it is refused"}
 		return s.deny(d, "function call", "function_call", false)
 	case 'X':
-		if s.w.pool != nil && s.head() == nil && s.lastTx.Load() == 'I' && s.park() {
+		if s.w.pool != nil && !s.unsynced && s.head() == nil && s.lastTx.Load() == 'I' && s.park() {
 			return errClosed
 		}
 		_ = s.forward(frame)

@@ -334,7 +334,11 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for c := w.pool.get(up.key); c != nil; c = w.pool.get(up.key) {
-		hj, cat, err := reuse(cctx, c, cols)
+		// A pooled connection gets a short leash: one that does not
+		// answer must not use up the login's time.
+		rctx, rcancel := context.WithTimeout(cctx, 2*time.Second)
+		hj, cat, err := reuse(rctx, c, cols)
+		rcancel()
 		if err == nil {
 			up.hj, up.cat, up.reused, up.born = hj, cat, true, c.born
 			return up, nil

@@ -297,3 +297,33 @@ func TestEarlierBatchStillPendingIsNotAGap(t *testing.T) {
 	waitRecorded(t, e.conn.JS, 3)
 	assert.Empty(t, verify(t, e, id), "seq 3 waited for 1 and 2 instead of recording them as lost")
 }
+
+// A batch delivered twice in the same gather window (a redelivery racing
+// the original) is recorded once, and both copies leave SESSIONS only once
+// the record is stored.
+func TestDuplicateBatchInOneWindow(t *testing.T) {
+	e := setup(t)
+	e.start(t, e.conn, recorder.Config{FlushInterval: 200 * time.Millisecond})
+	ctx := context.Background()
+	id, from := recording.NewSessionID(), recording.NewSessionID()
+	var evs [][]byte
+	for seq := uint64(1); seq <= 3; seq++ {
+		x := command(int(seq))
+		x.Id, x.SessionId, x.Seq = fmt.Sprintf("ev%d", seq), id, seq
+		b, _ := proto.Marshal(x)
+		evs = append(evs, b)
+	}
+	publishBatch(t, e.conn.JS, from, 1, evs...)
+	publishBatch(t, e.conn.JS, from+"copy", 1, evs...)
+	waitRecorded(t, e.conn.JS, 3)
+	assert.Empty(t, verify(t, e, id))
+	stream, err := e.conn.JS.Stream(ctx, bus.StreamSessions)
+	require.NoError(t, err)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		info, err := stream.Info(ctx)
+		if err == nil && info.State.Msgs != 0 {
+			err = fmt.Errorf("%d messages left in SESSIONS", info.State.Msgs)
+		}
+		return err
+	})
+}

@@ -412,8 +412,10 @@ type pendingAppend struct {
 	sess  string
 	rec   *auditv1.Record
 	items []item
-	fut   jetstream.PubAckFuture
-	h     *head
+	// dups are redelivered copies of the record's events.
+	dups []item
+	fut  jetstream.PubAckFuture
+	h    *head
 }
 
 // flush chains each session's events and stores the records; records of
@@ -452,6 +454,10 @@ func again(items []item, d time.Duration) {
 // acknowledged, consecutive ones become records, and a missing predecessor
 // either waits (redelivery) or, once lost for good, becomes a gap record.
 // It returns the session's last record if it is still in flight.
+//
+// A redelivered copy of an event that is in the run being built or in the
+// record in flight is not acknowledged on its own: it shares that record's
+// fate, so its message is never removed before the event is stored.
 func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string, h *head, items []item) *pendingAppend {
 	var pending *pendingAppend
 	// wait settles the session's record in flight, if any.
@@ -466,15 +472,21 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 		}
 		return ok
 	}
-	var run []item
+	var run, runDups []item
 	size := 0
+	// drop gives back the run (and its duplicates) for redelivery.
+	drop := func(d time.Duration) {
+		again(run, d)
+		again(runDups, d)
+		run, runDups, size = nil, nil, 0
+	}
 	// emit publishes the run as one record after the session's last one.
 	emit := func() bool {
 		if len(run) == 0 {
 			return true
 		}
 		if !wait() {
-			again(run, 200*time.Millisecond)
+			drop(200 * time.Millisecond)
 			return false
 		}
 		rec := &auditv1.Record{SessionId: sess, Seq: run[0].ev.GetSeq(), RecordedAt: timestamppb.Now(),
@@ -484,22 +496,37 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 		}
 		auditchain.Seal(rec, h.hash)
 		p := s.publish(h, rec, run)
+		p.dups = runDups
 		pending = &p
-		run, size = nil, 0
+		run, runDups, size = nil, nil, 0
 		return true
+	}
+	// giveUp gives back everything not yet settled from items[i:] on.
+	giveUp := func(rest []item, d time.Duration) *pendingAppend {
+		drop(d)
+		again(rest, d)
+		return pending
 	}
 	next := h.seq + 1
 	for i, it := range items {
 		seq := it.ev.GetSeq()
 		if seq < next {
-			// Already recorded (a redelivery after a crash or a retried publish).
-			it.ref.done()
+			switch {
+			case seq <= h.seq:
+				// Already stored (a redelivery after a crash or a retried publish).
+				it.ref.done()
+			case len(run) > 0 && seq >= run[0].ev.GetSeq():
+				runDups = append(runDups, it)
+			case pending != nil:
+				pending.dups = append(pending.dups, it)
+			default:
+				it.ref.again(50 * time.Millisecond)
+			}
 			continue
 		}
 		if seq > next {
 			if !emit() || !wait() {
-				again(items[i:], 200*time.Millisecond)
-				return nil
+				return giveUp(items[i:], 200*time.Millisecond)
 			}
 			lost, err := s.predecessorsLost(ctx, heads, sess, seq, it.ref)
 			if err != nil || !lost {
@@ -508,8 +535,7 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 					s.cfg.Log.Warn().Err(err).Str("session", sess).Msg("gap check failed; will retry")
 					delay = 200 * time.Millisecond
 				}
-				again(items[i:], delay)
-				return nil
+				return giveUp(items[i:], delay)
 			}
 			h = heads[sess]
 			if seq <= h.seq {
@@ -521,16 +547,14 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 				gap := &auditv1.Record{SessionId: sess, Seq: h.seq + 1, GapTo: seq - 1, RecordedAt: timestamppb.Now()}
 				auditchain.Seal(gap, h.hash)
 				if !s.settle(ctx, heads, s.publish(h, gap, nil)) {
-					again(items[i:], 50*time.Millisecond)
-					return nil
+					return giveUp(items[i:], 50*time.Millisecond)
 				}
 				s.cfg.Log.Error().Str("session", sess).Uint64("from", gap.GetSeq()).Uint64("to", gap.GetGapTo()).Msg("session events lost before recording; gap recorded")
 				h = heads[sess]
 			}
 		}
 		if len(run) > 0 && size+len(it.data) > maxRecordBytes && !emit() {
-			again(items[i:], 200*time.Millisecond)
-			return nil
+			return giveUp(items[i:], 200*time.Millisecond)
 		}
 		run = append(run, it)
 		size += len(it.data)
@@ -579,6 +603,7 @@ func (s *Service) settle(ctx context.Context, heads map[string]*head, p pendingA
 		// stored, or AUDIT refused it: reload and let the events come again.
 		delete(heads, p.sess)
 		again(p.items, 200*time.Millisecond)
+		again(p.dups, 200*time.Millisecond)
 		return false
 	}
 	rec := p.rec
@@ -603,6 +628,9 @@ func (s *Service) settle(ctx context.Context, heads map[string]*head, p pendingA
 				s.indexSession(ctx, &ev)
 			}
 		}
+		it.ref.done()
+	}
+	for _, it := range p.dups {
 		it.ref.done()
 	}
 	return true
