@@ -41,23 +41,24 @@ type results struct {
 	Recorder []recorderRow
 }
 
-// cpu is the median proxy CPU per transaction (µs) of a cell.
-func (r *results) cpu(mode string, clients int, connect bool, target string) float64 {
+// cell finds a cell of the matrix (an empty one if it was not measured).
+func (r *results) cell(mode string, clients int, connect bool, target string) cell {
 	for _, c := range r.Matrix {
 		if c.Mode == mode && c.Clients == clients && c.Connect == connect && c.Target == target {
-			return median(c.CPU)
+			return c
 		}
 	}
-	return 0
+	return cell{}
 }
 
-func (r *results) tps(mode string, clients int, connect bool, target string) (float64, float64) {
-	for _, c := range r.Matrix {
-		if c.Mode == mode && c.Clients == clients && c.Connect == connect && c.Target == target {
-			return median(c.TPS), median(c.Latency)
+// eachRow calls fn for every row of the matrix tables, in order.
+func eachRow(fn func(label, mode string, clients int, connect bool)) {
+	for _, m := range []string{"simple", "extended", "prepared"} {
+		for _, c := range []int{1, 8, 32} {
+			fn(m, m, c, false)
 		}
 	}
-	return 0, 0
+	fn("simple -C", "simple", 8, true)
 }
 
 func (r *results) print(w io.Writer) {
@@ -65,40 +66,20 @@ func (r *results) print(w io.Writer) {
 	fmt.Fprintf(w, "pgbench -S, median tps of %d rounds (latency ms); ratios are Sluice/PgBouncer and Sluice/direct.\n\n", *rounds)
 	fmt.Fprintln(w, "| mode | clients | direct | PgBouncer | Sluice | Sluice/PgBouncer | Sluice/direct |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
-	row := func(mode string, clients int, connect bool) {
-		d, dl := r.tps(mode, clients, connect, "direct")
-		b, bl := r.tps(mode, clients, connect, "pgbouncer")
-		s, sl := r.tps(mode, clients, connect, "sluice")
-		label := mode
-		if connect {
-			label += " -C"
-		}
-		fmt.Fprintf(w, "| %s | %d | %.0f (%.3f) | %.0f (%.3f) | %.0f (%.3f) | %.2f | %.2f |\n", label, clients, d, dl, b, bl, s, sl, s/b, s/d)
-	}
-	for _, m := range []string{"simple", "extended", "prepared"} {
-		for _, c := range []int{1, 8, 32} {
-			row(m, c, false)
-		}
-	}
-	row("simple", 8, true)
+	eachRow(func(label, mode string, clients int, connect bool) {
+		d, b, s := r.cell(mode, clients, connect, "direct"), r.cell(mode, clients, connect, "pgbouncer"), r.cell(mode, clients, connect, "sluice")
+		fmt.Fprintf(w, "| %s | %d | %.0f (%.3f) | %.0f (%.3f) | %.0f (%.3f) | %.2f | %.2f |\n", label, clients,
+			median(d.TPS), median(d.Latency), median(b.TPS), median(b.Latency), median(s.TPS), median(s.Latency),
+			median(s.TPS)/median(b.TPS), median(s.TPS)/median(d.TPS))
+	})
 
 	fmt.Fprintln(w, "\nProxy CPU time per transaction (µs, median; user + system time of the PgBouncer and sluice processes):")
 	fmt.Fprintln(w, "\n| mode | clients | PgBouncer | Sluice | Sluice/PgBouncer |")
 	fmt.Fprintln(w, "|---|---|---|---|---|")
-	cpuRow := func(mode string, clients int, connect bool) {
-		b, s := r.cpu(mode, clients, connect, "pgbouncer"), r.cpu(mode, clients, connect, "sluice")
-		label := mode
-		if connect {
-			label += " -C"
-		}
+	eachRow(func(label, mode string, clients int, connect bool) {
+		b, s := median(r.cell(mode, clients, connect, "pgbouncer").CPU), median(r.cell(mode, clients, connect, "sluice").CPU)
 		fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %.2f |\n", label, clients, b, s, s/b)
-	}
-	for _, m := range []string{"simple", "extended", "prepared"} {
-		for _, c := range []int{1, 8, 32} {
-			cpuRow(m, c, false)
-		}
-	}
-	cpuRow("simple", 8, true)
+	})
 
 	fmt.Fprintln(w, "\nOne client, per-statement latency (µs, simple protocol over TLS except direct):")
 	fmt.Fprintln(w, "\n| target | cached p50 | cached p99 | new shape p50 | new shape p99 |")

@@ -189,20 +189,5 @@ func reuse(ctx context.Context, c *pooledConn, cols []string) (*pgconn.HijackedC
 	if pc.TxStatus() != 'I' {
 		return fail(errors.New("the pooled connection is not idle after reset"))
 	}
-	cat, err := resolveCatalog(ctx, pc, cols)
-	if err != nil {
-		return fail(err)
-	}
-	if err := pc.SyncConn(ctx); err != nil {
-		return fail(err)
-	}
-	hj, err := pc.Hijack()
-	if err != nil {
-		return fail(err)
-	}
-	if hj.Frontend.ReadBufferLen() != 0 {
-		hj.Conn.Close()
-		return nil, nil, errors.New("unexpected data from the target after reset")
-	}
-	return hj, cat, nil
+	return handOver(ctx, pc, cols)
 }

@@ -367,27 +367,38 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	if err != nil {
 		return nil, err
 	}
-	// Resolve the masked columns to table OIDs and attribute numbers
-	// before handing the connection to the client.
-	cat, err := resolveCatalog(cctx, pc, cols)
-	if err != nil {
-		pc.Close(ctx)
-		return nil, err
-	}
-	if err := pc.SyncConn(cctx); err != nil {
-		pc.Close(ctx)
-		return nil, err
-	}
-	hj, err := pc.Hijack()
+	hj, cat, err := handOver(cctx, pc, cols)
 	if err != nil {
 		return nil, err
-	}
-	if hj.Frontend.ReadBufferLen() != 0 {
-		hj.Conn.Close()
-		return nil, errors.New("unexpected data from the target after login")
 	}
 	up.hj, up.cat, up.born = hj, cat, time.Now()
 	return up, nil
+}
+
+// handOver resolves the masked columns to table OIDs and attribute numbers
+// on a logged-in (or reset) target connection and takes over its socket for
+// a session; on failure the connection is closed.
+func handOver(ctx context.Context, pc *pgconn.PgConn, cols []string) (*pgconn.HijackedConn, *catalog, error) {
+	fail := func(err error) (*pgconn.HijackedConn, *catalog, error) {
+		pc.Close(context.Background())
+		return nil, nil, err
+	}
+	cat, err := resolveCatalog(ctx, pc, cols)
+	if err != nil {
+		return fail(err)
+	}
+	if err := pc.SyncConn(ctx); err != nil {
+		return fail(err)
+	}
+	hj, err := pc.Hijack()
+	if err != nil {
+		return fail(err)
+	}
+	if hj.Frontend.ReadBufferLen() != 0 {
+		hj.Conn.Close()
+		return nil, nil, errors.New("unexpected data from the target")
+	}
+	return hj, cat, nil
 }
 
 func (w *Worker) recordAuthFailure(ctx context.Context, client, target, code, reason string) {

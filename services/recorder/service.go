@@ -202,10 +202,6 @@ type eventHeader struct {
 	indexed bool
 }
 
-func (h eventHeader) GetId() string        { return h.id }
-func (h eventHeader) GetSessionId() string { return h.session }
-func (h eventHeader) GetSeq() uint64       { return h.seq }
-
 // Field numbers of sluice.session.v1.Event.
 const (
 	fieldID, fieldSession, fieldSeq           = 1, 2, 3
@@ -312,7 +308,7 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 		for _, it := range items {
 			// Shard by session: a session's events stay in order.
 			h := fnv.New32a()
-			h.Write([]byte(it.ev.GetSessionId()))
+			h.Write([]byte(it.ev.session))
 			select {
 			case s.shards[h.Sum32()%uint32(len(s.shards))] <- it:
 			case <-ctx.Done():
@@ -366,7 +362,7 @@ func (s *Service) shard(ctx context.Context, ch <-chan item) error {
 	var order []string
 	runs := map[string][]item{}
 	add := func(it item) {
-		sess := it.ev.GetSessionId()
+		sess := it.ev.session
 		if _, ok := runs[sess]; !ok {
 			order = append(order, sess)
 		}
@@ -489,10 +485,10 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 			drop(200 * time.Millisecond)
 			return false
 		}
-		rec := &auditv1.Record{SessionId: sess, Seq: run[0].ev.GetSeq(), RecordedAt: timestamppb.Now(),
+		rec := &auditv1.Record{SessionId: sess, Seq: run[0].ev.seq, RecordedAt: timestamppb.Now(),
 			EventIds: make([]string, len(run)), Events: make([][]byte, len(run))}
 		for i, it := range run {
-			rec.EventIds[i], rec.Events[i] = it.ev.GetId(), it.data
+			rec.EventIds[i], rec.Events[i] = it.ev.id, it.data
 		}
 		auditchain.Seal(rec, h.hash)
 		p := s.publish(h, rec, run)
@@ -509,13 +505,13 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 	}
 	next := h.seq + 1
 	for i, it := range items {
-		seq := it.ev.GetSeq()
+		seq := it.ev.seq
 		if seq < next {
 			switch {
 			case seq <= h.seq:
 				// Already stored (a redelivery after a crash or a retried publish).
 				it.ref.done()
-			case len(run) > 0 && seq >= run[0].ev.GetSeq():
+			case len(run) > 0 && seq >= run[0].ev.seq:
 				runDups = append(runDups, it)
 			case pending != nil:
 				pending.dups = append(pending.dups, it)
