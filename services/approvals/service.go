@@ -86,6 +86,16 @@ func (s *Service) Run(ctx context.Context) error {
 		return s.store.Run(ctx, eventstore.Projection{Name: projectionName, Apply: s.project, Log: s.cfg.Log})
 	})
 	g.Go(func() error { return s.expire(ctx) })
+	// Answer only once both read models hold what the buckets held at
+	// start: a request must not be refused for a target that exists.
+	for _, ready := range []<-chan struct{}{s.ctl.Ready(), s.view.Ready()} {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			_ = g.Wait()
+			return nil
+		}
+	}
 	serve := []error{}
 	add := func(_ any, err error) { serve = append(serve, err) }
 	add(bus.Serve(ctx, nc, SubjectOpen, "approvals", func() *approvalsv1.OpenRequest { return &approvalsv1.OpenRequest{} }, s.open))
