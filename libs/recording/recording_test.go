@@ -123,3 +123,28 @@ func TestPubAckError(t *testing.T) {
 	assert.Contains(t, err.Error(), "maximum messages exceeded")
 	assert.Error(t, recording.PubAckErrorForTest([]byte(`+OK`)))
 }
+
+// A batch refused because no stream listens is retried with the same
+// message id until its deadline: a stream that comes back in time stores
+// the event once, and the session goes on.
+func TestRetryUntilTheStreamReturns(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	rec := recording.New(conn.JS)
+	rec.Timeout = 5 * time.Second
+	sess := rec.Open(recording.NewSessionID())
+	require.NoError(t, sess.Record(ctx, command(1)))
+	require.NoError(t, conn.JS.DeleteStream(ctx, bus.StreamSessions))
+
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		assert.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	}()
+	start := time.Now()
+	require.NoError(t, sess.Record(ctx, command(2)))
+	assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond)
+	_, events := stored(t, conn.JS)
+	require.Len(t, events, 1, "the re-created stream holds the retried event once")
+	assert.Equal(t, uint64(2), events[0].GetSeq())
+}
