@@ -44,10 +44,18 @@ var (
 	profile   = flag.String("profile", "", "instead of the benchmarks: write a CPU profile of sluice under pgbench (-profile-args) to this file")
 	profArgs  = flag.String("profile-args", "-S -M prepared -c 8 -j 2", "pgbench arguments for -profile")
 	recOnly   = flag.Bool("recorder-only", false, "only measure recorder throughput (no PostgreSQL needed)")
+	relaySpec = flag.String("relay", "", "internal: serve the bare Go TLS relay (LISTEN,UPSTREAM,TLSDIR) instead of benchmarking")
 )
 
 func main() {
 	flag.Parse()
+	if *relaySpec != "" {
+		if err := serveRelay(*relaySpec); err != nil {
+			fmt.Fprintln(os.Stderr, "relay:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *quick {
 		*rounds, *duration = 1, 3*time.Second
 	}
@@ -73,9 +81,9 @@ type env struct {
 	dir                         string
 	apiPort, pgPort, natsPort   int
 	demoPort, bouncerPort       int
-	pprofPort                   int
+	relayPort, pprofPort        int
 	sluice                      *exec.Cmd
-	bouncer                     *exec.Cmd
+	bouncer, relay              *exec.Cmd
 	engineer, dba, demoPassword string
 }
 
@@ -106,7 +114,7 @@ func run() error {
 		}
 		return nil
 	}
-	e := &env{dir: filepath.Join(base, ".sluice"), apiPort: freePort(), pgPort: freePort(), natsPort: freePort(), demoPort: freePort(), bouncerPort: freePort()}
+	e := &env{dir: filepath.Join(base, ".sluice"), apiPort: freePort(), pgPort: freePort(), natsPort: freePort(), demoPort: freePort(), bouncerPort: freePort(), relayPort: freePort()}
 	if *profile != "" {
 		e.pprofPort = freePort()
 	}
@@ -121,13 +129,19 @@ func run() error {
 	if err := e.startBouncer(base); err != nil {
 		return err
 	}
-	step("PgBouncer is up")
+	if err := e.startRelay(); err != nil {
+		return err
+	}
+	step("PgBouncer and the Go relay are up")
 	if *profile != "" {
 		return e.cpuProfile(*profile)
 	}
 
 	res := &results{Machine: machine()}
 	if err := e.matrix(res); err != nil {
+		return err
+	}
+	if err := e.floor(res); err != nil {
 		return err
 	}
 	if err := e.latency(res); err != nil {
@@ -291,7 +305,7 @@ logfile = %s/pgbouncer.log
 }
 
 func (e *env) stop() {
-	for _, c := range []*exec.Cmd{e.bouncer, e.sluice} {
+	for _, c := range []*exec.Cmd{e.relay, e.bouncer, e.sluice} {
 		if c != nil && c.Process != nil {
 			_ = c.Process.Signal(syscall.SIGINT)
 			done := make(chan struct{})

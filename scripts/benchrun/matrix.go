@@ -30,6 +30,8 @@ func (e *env) pid(target string) int {
 		return e.bouncer.Process.Pid
 	case "sluice":
 		return e.sluice.Process.Pid
+	case "relay":
+		return e.relay.Process.Pid
 	}
 	return 0
 }
@@ -85,6 +87,8 @@ func (e *env) dsn(target string) string {
 		return e.directDSN()
 	case "pgbouncer":
 		return e.bouncerDSN()
+	case "relay":
+		return e.relayDSN()
 	}
 	return e.sluiceDSN(e.engineer)
 }

@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// cpuProfile runs pgbench (-profile-args) through PgBouncer, then through
-// Sluice while taking a CPU profile of the sluice process, and prints both
+// cpuProfile runs pgbench (-profile-args) through PgBouncer, the bare Go
+// relay, then through Sluice while taking a CPU profile of the sluice process, and prints both
 // rates and CPU costs: the quick loop for work on the hot path.
 func (e *env) cpuProfile(path string) error {
 	secs := int(duration.Seconds())
@@ -21,6 +21,10 @@ func (e *env) cpuProfile(path string) error {
 	args := append([]string{"-n"}, strings.Fields(*profArgs)...)
 	args = append(args, "-T", strconv.Itoa(secs))
 	bouncer, _, bouncerCPU, err := e.measure("pgbouncer", args...)
+	if err != nil {
+		return err
+	}
+	relay, _, relayCPU, err := e.measure("relay", args...)
 	if err != nil {
 		return err
 	}
@@ -52,8 +56,8 @@ func (e *env) cpuProfile(path string) error {
 	if err := os.WriteFile(path, a.data, 0o644); err != nil {
 		return err
 	}
-	fmt.Printf("pgbench %s, %d s: PgBouncer %.0f tps, Sluice %.0f tps (%.2f×)\n", *profArgs, secs, bouncer, sluice, sluice/bouncer)
-	fmt.Printf("proxy CPU per transaction: PgBouncer %.0f µs, Sluice %.0f µs (%.2f×)\n", bouncerCPU, sluiceCPU, sluiceCPU/bouncerCPU)
+	fmt.Printf("pgbench %s, %d s: PgBouncer %.0f tps, bare Go relay %.0f tps (%.2f×), Sluice %.0f tps (%.2f×)\n", *profArgs, secs, bouncer, relay, relay/bouncer, sluice, sluice/bouncer)
+	fmt.Printf("proxy CPU per transaction: PgBouncer %.0f µs, bare Go relay %.0f µs, Sluice %.0f µs (%.2f×)\n", bouncerCPU, relayCPU, sluiceCPU, sluiceCPU/bouncerCPU)
 	fmt.Printf("CPU profile of sluice: %s (go tool pprof -top %s)\n", path, path)
 	return nil
 }

@@ -31,9 +31,12 @@ type recorderRow struct {
 }
 
 type results struct {
-	Machine  string
-	Elapsed  string
-	Matrix   []cell
+	Machine string
+	Elapsed string
+	Matrix  []cell
+	// Floor is pgbench -S -c 8 through PgBouncer, the bare Go relay and
+	// Sluice.
+	Floor    []cell
 	Latency  []latencyRow
 	Masking  maskingRow
 	Replicas replicaRow
@@ -80,6 +83,28 @@ func (r *results) print(w io.Writer) {
 		b, s := median(r.cell(mode, clients, connect, "pgbouncer").CPU), median(r.cell(mode, clients, connect, "sluice").CPU)
 		fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %.2f |\n", label, clients, b, s, s/b)
 	})
+
+	fmt.Fprintln(w, "\nThe floor: a bare Go TLS relay (copies bytes, reads no message) beside PgBouncer and Sluice, pgbench -S -c 8, median tps (proxy CPU µs per transaction):")
+	fmt.Fprintln(w, "\n| mode | PgBouncer | Go relay | Sluice | relay/PgBouncer | Sluice/relay |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|")
+	for _, mode := range []string{"simple", "prepared"} {
+		var b, g, s cell
+		for _, c := range r.Floor {
+			if c.Mode != mode {
+				continue
+			}
+			switch c.Target {
+			case "pgbouncer":
+				b = c
+			case "relay":
+				g = c
+			case "sluice":
+				s = c
+			}
+		}
+		fmt.Fprintf(w, "| %s | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %.2f | %.2f |\n", mode, median(b.TPS), median(b.CPU), median(g.TPS), median(g.CPU),
+			median(s.TPS), median(s.CPU), median(g.TPS)/median(b.TPS), median(s.TPS)/median(g.TPS))
+	}
 
 	fmt.Fprintln(w, "\nOne client, per-statement latency (µs, simple protocol over TLS except direct):")
 	fmt.Fprintln(w, "\n| target | cached p50 | cached p99 | new shape p50 | new shape p99 |")

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The relay is the floor of any Go proxy on this machine: it terminates the
+// client's TLS (the same certificate as PgBouncer and Sluice) and copies
+// bytes to and from PostgreSQL, without reading a single message. What it
+// costs per transaction, Sluice costs before doing any of its work.
+
+// sslRequest is the code of PostgreSQL's SSLRequest.
+const sslRequest = 80877103
+
+// serveRelay is `benchrun -relay LISTEN,UPSTREAM,TLSDIR`: run the relay
+// until killed.
+func serveRelay(spec string) error {
+	f := strings.Split(spec, ",")
+	if len(f) != 3 {
+		return fmt.Errorf("-relay wants LISTEN,UPSTREAM,TLSDIR, got %q", spec)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(f[2], "cert.pem"), filepath.Join(f[2], "key.pem"))
+	if err != nil {
+		return err
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	ln, err := net.Listen("tcp", f[0])
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go relayConn(c, f[1], cfg)
+	}
+}
+
+func relayConn(c net.Conn, upstream string, cfg *tls.Config) {
+	defer c.Close()
+	var head [8]byte
+	if _, err := io.ReadFull(c, head[:]); err != nil {
+		return
+	}
+	client := c
+	var first []byte
+	if binary.BigEndian.Uint32(head[4:]) == sslRequest {
+		if _, err := c.Write([]byte{'S'}); err != nil {
+			return
+		}
+		tc := tls.Server(c, cfg)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		client = tc
+	} else {
+		first = head[:]
+	}
+	up, err := net.Dial("tcp", upstream)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	if _, err := up.Write(first); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.CopyBuffer(client, up, make([]byte, 32<<10))
+		_ = c.Close()
+		close(done)
+	}()
+	_, _ = io.CopyBuffer(up, client, make([]byte, 32<<10))
+	_ = up.Close()
+	<-done
+}
+
+// startRelay runs the relay as its own process, so that its CPU time is
+// measured like PgBouncer's.
+func (e *env) startRelay() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, "-relay", fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,%s", e.relayPort, e.demoPort, filepath.Join(e.dir, "tls")))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	e.relay = cmd
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(e.relayPort)); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("the Go relay did not come up on port %d", e.relayPort)
+}
+
+func (e *env) relayDSN() string {
+	return fmt.Sprintf("host=127.0.0.1 port=%d dbname=demo user=sluice_gateway password=%s sslmode=require", e.relayPort, e.demoPassword)
+}
+
+// floor runs pgbench -S at 8 clients through PgBouncer, the bare Go relay
+// and Sluice, rotating their order every round.
+func (e *env) floor(res *results) error {
+	secs := strconv.Itoa(int(duration.Seconds()))
+	order := []string{"pgbouncer", "relay", "sluice"}
+	cells := map[string]*cell{}
+	for r := 0; r < *rounds; r++ {
+		for _, mode := range []string{"simple", "prepared"} {
+			for i := range order {
+				t := order[(i+r)%len(order)]
+				step(fmt.Sprintf("round %d: floor, pgbench -S -M %s -c 8 -> %s", r+1, mode, t))
+				tps, lat, cpu, err := e.measure(t, "-n", "-S", "-M", mode, "-c", "8", "-j", "2", "-T", secs)
+				if err != nil {
+					return err
+				}
+				k := mode + "/" + t
+				c := cells[k]
+				if c == nil {
+					c = &cell{Mode: mode, Clients: 8, Target: t}
+					cells[k] = c
+				}
+				c.TPS, c.Latency, c.CPU = append(c.TPS, tps), append(c.Latency, lat), append(c.CPU, cpu)
+			}
+		}
+	}
+	for _, mode := range []string{"simple", "prepared"} {
+		for _, t := range order {
+			res.Floor = append(res.Floor, *cells[mode+"/"+t])
+		}
+	}
+	return nil
+}
