@@ -56,7 +56,7 @@ func percentile(v []float64, p float64) float64 {
 
 // latency measures per-statement latency for one client: cached decisions
 // (the same statement again and again) and cold ones (a new shape each
-// time), against direct PostgreSQL and PgBouncer.
+// time), against direct PostgreSQL, PgBouncer and the bare Go relay.
 func (e *env) latency(res *results) error {
 	step("latency: warm and cold statements")
 	warm := make([]string, 3000)
@@ -71,7 +71,7 @@ func (e *env) latency(res *results) error {
 	for i := range cold {
 		cold[i] = fmt.Sprintf("SELECT abalance AS c%d_%d FROM pgbench_accounts WHERE aid = %d", time.Now().UnixNano()%100000, i, 1+i)
 	}
-	for _, t := range targets {
+	for _, t := range []string{"direct", "pgbouncer", "relay", "sluice"} {
 		c, err := connect(e.dsn(t))
 		if err != nil {
 			return err

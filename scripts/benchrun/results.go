@@ -109,7 +109,7 @@ func (r *results) print(w io.Writer) {
 	fmt.Fprintln(w, "\nOne client, per-statement latency (µs, simple protocol over TLS except direct):")
 	fmt.Fprintln(w, "\n| target | cached p50 | cached p99 | new shape p50 | new shape p99 |")
 	fmt.Fprintln(w, "|---|---|---|---|---|")
-	var direct, bouncer, sluice latencyRow
+	var direct, bouncer, relay, sluice latencyRow
 	for _, l := range r.Latency {
 		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0f |\n", l.Target, l.WarmP50, l.WarmP99, l.ColdP50, l.ColdP99)
 		switch l.Target {
@@ -117,12 +117,14 @@ func (r *results) print(w io.Writer) {
 			direct = l
 		case "pgbouncer":
 			bouncer = l
+		case "relay":
+			relay = l
 		default:
 			sluice = l
 		}
 	}
-	fmt.Fprintf(w, "\nAdded latency over direct: PgBouncer %.0f µs; Sluice %.0f µs with a cached decision (%+.0f µs vs PgBouncer's), %.0f µs for a new statement shape (parse + policy round trip + record).\n",
-		bouncer.WarmP50-direct.WarmP50, sluice.WarmP50-direct.WarmP50, (sluice.WarmP50-direct.WarmP50)-(bouncer.WarmP50-direct.WarmP50), sluice.ColdP50-direct.ColdP50)
+	fmt.Fprintf(w, "\nAdded latency over direct: PgBouncer %.0f µs; the bare Go relay %.0f µs; Sluice %.0f µs with a cached decision (%+.0f µs vs PgBouncer's), %.0f µs for a new statement shape (parse + policy round trip + record).\n",
+		bouncer.WarmP50-direct.WarmP50, relay.WarmP50-direct.WarmP50, sluice.WarmP50-direct.WarmP50, (sluice.WarmP50-direct.WarmP50)-(bouncer.WarmP50-direct.WarmP50), sluice.ColdP50-direct.ColdP50)
 
 	m := r.Masking
 	fmt.Fprintf(w, "\nMasking: %d rows, 6 columns (4 masked by lineage, all scanned by detectors): direct %.0f ms, Sluice unmasked (dba) %.0f ms, Sluice masked %.0f ms: masking costs %+.0f%% over unmasked.\n",
