@@ -73,11 +73,15 @@ func TestApprovals(t *testing.T) {
 		assert.Contains(t, o, "nobody approves their own request")
 		o, err = env.CLI(bob, "approve", id, "--reason", "cleanup agreed")
 		require.NoError(t, err, o)
+		approved := time.Now()
 		select {
 		case res := <-out:
 			assert.Contains(t, res, "statement held for approval "+id)
 			assert.Contains(t, res, "sluice approve "+id)
 			assert.Contains(t, res, "DELETE 64")
+			// The worker learns the outcome as soon as it is stored (it
+			// once waited out a 5 s NATS timeout first).
+			assert.Less(t, time.Since(approved), 3*time.Second, "the approved statement ran late")
 		case <-time.After(20 * time.Second):
 			t.Fatal("the held statement did not run")
 		}
@@ -96,7 +100,9 @@ func TestApprovals(t *testing.T) {
 		id := pendingApproval(t, env, bob, "alice")
 		o, err := env.CLI(bob, "deny", id, "--reason", "not during business hours")
 		require.NoError(t, err, o)
+		denied := time.Now()
 		res := <-out
+		assert.Less(t, time.Since(denied), 3*time.Second, "the client learned of the denial late")
 		assert.Contains(t, res, "ERROR:  sluice: statement denied by rule \"review-ddl\"")
 		assert.Contains(t, res, "denied by bob: not during business hours")
 	})

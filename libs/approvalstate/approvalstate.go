@@ -2,11 +2,16 @@
 // copy of the sluice_approvals bucket (the folded state of every approval
 // request and grant), with the active grants of a principal on a target for
 // policies, and a way to wait for a request's outcome.
+//
+// Waiting reads the view rather than opening a watch per request: a watch is
+// an ephemeral JetStream consumer, and stopping one deletes it, which a
+// protocol worker's NATS user may not do (the request then waits out its
+// five-second timeout before the held statement can go on).
 package approvalstate
 
 import (
 	"context"
-	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -25,11 +30,13 @@ type View struct {
 	grantRev uint64
 	ready    chan struct{}
 	subs     []func(*approvalsv1.Approval)
+	// waiters are woken when their approval changes.
+	waiters map[string][]chan struct{}
 }
 
 // NewView returns an empty view.
 func NewView() *View {
-	return &View{items: map[string]*approvalsv1.Approval{}, ready: make(chan struct{})}
+	return &View{items: map[string]*approvalsv1.Approval{}, ready: make(chan struct{}), waiters: map[string][]chan struct{}{}}
 }
 
 // OnChange registers fn, called after every change (before Follow).
@@ -56,6 +63,10 @@ func (v *View) apply(e jetstream.KeyValueEntry) error {
 	if a.GetType() == "grant" {
 		v.grantRev = max(v.grantRev, e.Revision())
 	}
+	for _, ch := range v.waiters[a.GetId()] {
+		close(ch)
+	}
+	delete(v.waiters, a.GetId())
 	subs := v.subs
 	v.mu.Unlock()
 	for _, fn := range subs {
@@ -117,36 +128,31 @@ func (v *View) GrantRevision() uint64 {
 	return v.grantRev
 }
 
-// Wait blocks until approval id leaves the pending state (or ctx ends)
-// and returns it. It watches the bucket key directly.
-func Wait(ctx context.Context, js jetstream.JetStream, id string) (*approvalsv1.Approval, error) {
-	kv, err := js.KeyValue(ctx, bus.BucketApprovals)
-	if err != nil {
-		return nil, err
-	}
-	w, err := kv.Watch(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	defer w.Stop() //nolint:errcheck
+// Await blocks until the view holds approval id in a state other than
+// pending (or ctx ends) and returns it. The view must be following the
+// bucket (Follow).
+func (v *View) Await(ctx context.Context, id string) (*approvalsv1.Approval, error) {
 	for {
+		v.mu.Lock()
+		if a, ok := v.items[id]; ok && a.GetState() != "pending" {
+			v.mu.Unlock()
+			return a, nil
+		}
+		ch := make(chan struct{})
+		v.waiters[id] = append(v.waiters[id], ch)
+		v.mu.Unlock()
 		select {
+		case <-ch:
 		case <-ctx.Done():
+			v.mu.Lock()
+			keep := slices.DeleteFunc(v.waiters[id], func(c chan struct{}) bool { return c == ch })
+			if len(keep) == 0 {
+				delete(v.waiters, id)
+			} else {
+				v.waiters[id] = keep
+			}
+			v.mu.Unlock()
 			return nil, ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, fmt.Errorf("approval watch ended")
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			var a approvalsv1.Approval
-			if err := proto.Unmarshal(e.Value(), &a); err != nil {
-				return nil, err
-			}
-			if a.GetState() != "pending" {
-				return &a, nil
-			}
 		}
 	}
 }

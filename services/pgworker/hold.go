@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"google.golang.org/protobuf/proto"
 
-	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/bus"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -85,7 +84,7 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 		return heldOutcome{}, errClosed
 	}
 	wctx, wcancel := context.WithTimeout(ctx, s.w.cfg.HoldTimeout+5*time.Second)
-	a, err := approvalstate.Wait(wctx, s.w.cfg.Conn.JS, id)
+	a, err := s.w.approvals.Await(wctx, id)
 	wcancel()
 	if ctx.Err() != nil {
 		return heldOutcome{}, errClosed

@@ -114,6 +114,7 @@ type Worker struct {
 	cfg       Config
 	tls       *tls.Config
 	view      *controlstate.View
+	approvals *approvalstate.View
 	authn     *authn.Client
 	rec       *recording.Recorder
 	decisions *decisionCache
@@ -138,6 +139,7 @@ func New(cfg Config) *Worker {
 	return &Worker{
 		cfg:       cfg,
 		view:      controlstate.NewView(),
+		approvals: approvalstate.NewView(),
 		authn:     authn.New(cfg.Conn.NC),
 		rec:       newRecorder(cfg),
 		decisions: newDecisionCache(100000),
@@ -188,13 +190,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- w.view.Follow(ctx, w.cfg.Conn.JS) }()
 	// A grant that starts or ends changes decisions: forget cached ones.
-	grants := approvalstate.NewView()
-	grants.OnChange(func(a *approvalsv1.Approval) {
+	// Held statements learn their approval's outcome from the same view.
+	w.approvals.OnChange(func(a *approvalsv1.Approval) {
 		if a.GetType() == "grant" {
 			w.decisions.flush()
 		}
 	})
-	go func() { errc <- grants.Follow(ctx, w.cfg.Conn.JS) }()
+	go func() { errc <- w.approvals.Follow(ctx, w.cfg.Conn.JS) }()
 	select {
 	case <-w.view.Ready():
 	case err := <-errc:
