@@ -138,12 +138,16 @@ func TestDenyAndExpiry(t *testing.T) {
 	assert.Equal(t, "not_approved", code(e.consume(t, b.Id, "s1", "h1", alice)))
 }
 
-func TestWaitSeesTheOutcome(t *testing.T) {
+// A worker's followed view sees a held request's outcome (the way a held
+// statement learns it).
+func TestAwaitSeesTheOutcome(t *testing.T) {
 	e := setup(t)
 	a := e.open(t, 1, time.Minute)
+	view := approvalstate.NewView()
+	go func() { _ = view.Follow(e.ctx, e.conn.JS) }()
 	done := make(chan *approvalsv1.Approval, 1)
 	go func() {
-		got, err := approvalstate.Wait(e.ctx, e.conn.JS, a.Id)
+		got, err := view.Await(e.ctx, a.Id)
 		assert.NoError(t, err)
 		done <- got
 	}()
