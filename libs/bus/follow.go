@@ -39,7 +39,11 @@ func watchKV(ctx context.Context, js jetstream.JetStream, bucket string, ready c
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", bucket, err)
 	}
-	defer w.Stop() //nolint:errcheck
+	// Stopping a watch also deletes its ephemeral consumer, which the
+	// workers' NATS user may not do: that request would hold the next watch
+	// (or the shutdown) for its whole timeout. The server removes an
+	// ephemeral consumer nobody listens to on its own.
+	defer func() { go w.Stop() }() //nolint:errcheck
 	for {
 		select {
 		case <-ctx.Done():

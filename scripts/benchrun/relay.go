@@ -19,8 +19,11 @@ import (
 // bytes to and from PostgreSQL, without reading a single message. What it
 // costs per transaction, Sluice costs before doing any of its work.
 
-// sslRequest is the code of PostgreSQL's SSLRequest.
-const sslRequest = 80877103
+// The codes of PostgreSQL's SSLRequest and GSSENCRequest.
+const (
+	sslRequest    = 80877103
+	gssencRequest = 80877104
+)
 
 // serveRelay is `benchrun -relay LISTEN,UPSTREAM,TLSDIR`: run the relay
 // until killed.
@@ -49,9 +52,21 @@ func serveRelay(spec string) error {
 
 func relayConn(c net.Conn, upstream string, cfg *tls.Config) {
 	defer c.Close()
+	// Until the relay starts copying, a silent client is dropped.
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	var head [8]byte
 	if _, err := io.ReadFull(c, head[:]); err != nil {
 		return
+	}
+	if binary.BigEndian.Uint32(head[4:]) == gssencRequest {
+		// Declined, as PostgreSQL does without Kerberos; the client goes on
+		// with an SSLRequest or a plaintext startup.
+		if _, err := c.Write([]byte{'N'}); err != nil {
+			return
+		}
+		if _, err := io.ReadFull(c, head[:]); err != nil {
+			return
+		}
 	}
 	client := c
 	var first []byte
@@ -67,6 +82,7 @@ func relayConn(c net.Conn, upstream string, cfg *tls.Config) {
 	} else {
 		first = head[:]
 	}
+	_ = c.SetDeadline(time.Time{})
 	up, err := net.Dial("tcp", upstream)
 	if err != nil {
 		return

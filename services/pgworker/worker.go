@@ -197,12 +197,21 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	})
 	go func() { errc <- w.approvals.Follow(ctx, w.cfg.Conn.JS) }()
-	select {
-	case <-w.view.Ready():
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		return nil
+	// Serve only once both views are loaded: a follower that fails before
+	// its first load gives up, and a worker with a dead approvals view
+	// would refuse every approved statement as undecided. Once loaded, a
+	// follower retries on its own and returns only when ctx ends.
+	for _, ready := range []<-chan struct{}{w.view.Ready(), w.approvals.Ready()} {
+		select {
+		case <-ready:
+		case err := <-errc:
+			if err == nil {
+				return nil
+			}
+			return fmt.Errorf("pgworker: %w", err)
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	sub, err := w.cfg.Conn.NC.Subscribe(cancelSubject, w.onRemoteCancel)
 	if err != nil {
