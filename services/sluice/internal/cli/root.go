@@ -61,8 +61,8 @@ func newRoot(g *globals) *cobra.Command {
 		Short:         "Sluice: a zero-trust gateway for AI agents, CI jobs and people reaching production",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Long: `Sluice sits between clients (psql and any PostgreSQL driver, ssh, kubectl, MCP agents)
-and infrastructure. It verifies an OIDC identity on every connection, keeps target
+		Long: `Sluice sits between clients (psql and any PostgreSQL driver) and the databases they
+reach. It verifies an OIDC identity on every connection, keeps target
 credentials to itself, rules on every command with CEL policies, masks sensitive values
 and records every session to a tamper-evident audit stream.
 
