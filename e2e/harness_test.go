@@ -118,7 +118,8 @@ func startDev(t *testing.T, opts devOptions) *devEnv {
 	}
 	apiPort, pgPort, natsPort, demoPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	e := &devEnv{t: t, Dir: filepath.Join(dir, ".sluice"), API: fmt.Sprintf("http://127.0.0.1:%d", apiPort),
-		PGAddr: fmt.Sprintf("127.0.0.1:%d", pgPort), PGHost: "127.0.0.1", PGPort: pgPort, out: &syncBuffer{}, done: make(chan error, 1)}
+		PGAddr: fmt.Sprintf("127.0.0.1:%d", pgPort), PGHost: "127.0.0.1", PGPort: pgPort,
+		out: &syncBuffer{}, done: make(chan error, 1)}
 	args := []string{"dev", "--dir", e.Dir, "--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "--pg-addr", e.PGAddr,
 		"--nats-port", fmt.Sprint(natsPort), "--demo-pg-port", fmt.Sprint(demoPort), "--log-format", "json"}
 	if opts.noDemo {
@@ -253,6 +254,15 @@ func lines(s string) []string {
 // "worker" or "admin"), with the password sluice dev generated.
 func (e *devEnv) NATS(user string) *nats.Conn {
 	e.t.Helper()
+	nc, err := nats.Connect(e.natsURL(), nats.UserInfo(user, e.natsPassword(user)), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	require.NoError(e.t, err)
+	e.t.Cleanup(nc.Close)
+	return nc
+}
+
+// natsURL is the embedded NATS server's URL, from the banner.
+func (e *devEnv) natsURL() string {
+	e.t.Helper()
 	var url string
 	for _, l := range lines(e.Output()) {
 		if strings.HasPrefix(l, "NATS ") && strings.Contains(l, "nats://") {
@@ -260,14 +270,18 @@ func (e *devEnv) NATS(user string) *nats.Conn {
 		}
 	}
 	require.NotEmpty(e.t, url, "no NATS URL in the banner")
+	return url
+}
+
+// natsPassword is the password sluice dev generated for a NATS user.
+func (e *devEnv) natsPassword(user string) string {
+	e.t.Helper()
 	b, err := os.ReadFile(filepath.Join(e.Dir, "nats.json"))
 	require.NoError(e.t, err)
 	var creds map[string]string
 	require.NoError(e.t, json.Unmarshal(b, &creds))
-	nc, err := nats.Connect(url, nats.UserInfo(user, creds[user]), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
-	require.NoError(e.t, err)
-	e.t.Cleanup(nc.Close)
-	return nc
+	require.NotEmpty(e.t, creds[user], "no password for NATS user %s", user)
+	return creds[user]
 }
 
 func devissuerClaims(sub string, ttl time.Duration) devissuer.Claims {
