@@ -85,3 +85,24 @@ func limit(n int64) int64 {
 	}
 	return n
 }
+
+// Missing names the first stream or bucket of the topology that does not
+// exist yet; "" when all do. It only looks, so a process without the right
+// to create streams (a protocol worker) can wait for the control plane.
+func Missing(ctx context.Context, js jetstream.JetStream) (string, error) {
+	for _, name := range []string{StreamControl, StreamApprovals, StreamSessions, StreamAudit} {
+		if _, err := js.Stream(ctx, name); errors.Is(err, jetstream.ErrStreamNotFound) {
+			return "stream " + name, nil
+		} else if err != nil {
+			return "", fmt.Errorf("stream %s: %w", name, err)
+		}
+	}
+	for _, b := range []string{BucketControl, BucketApprovals, BucketSessions, BucketAuditKeys} {
+		if _, err := js.KeyValue(ctx, b); errors.Is(err, jetstream.ErrBucketNotFound) {
+			return "bucket " + b, nil
+		} else if err != nil {
+			return "", fmt.Errorf("bucket %s: %w", b, err)
+		}
+	}
+	return "", nil
+}

@@ -93,7 +93,7 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 					return err
 				}
 			}
-			if err := stack.Provision(ctx, &o); err != nil {
+			if err := stack.Provision(ctx, &o, names...); err != nil {
 				return err
 			}
 			return stack.RunAll(ctx, &o, names...)

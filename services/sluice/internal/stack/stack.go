@@ -133,8 +133,13 @@ func Find(name string) (Service, error) {
 	return Service{}, fmt.Errorf("unknown service %q (services: %s)", name, strings.Join(Names(), ", "))
 }
 
-// Provision creates the topology, retrying while a cluster forms.
-func Provision(ctx context.Context, o *Options) error {
+// Provision creates the topology, retrying while a cluster forms. Protocol
+// workers (names holds nothing else) may not create streams: they wait
+// until the control-plane services have, so that start order never matters.
+func Provision(ctx context.Context, o *Options, names ...string) error {
+	if onlyWorkers(names) {
+		return awaitTopology(ctx, o)
+	}
 	var err error
 	for i := 0; i < 60; i++ {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -153,6 +158,47 @@ func Provision(ctx context.Context, o *Options) error {
 		}
 	}
 	return fmt.Errorf("provision streams: %w", err)
+}
+
+func onlyWorkers(names []string) bool {
+	for _, n := range names {
+		if n != "pgworker" {
+			return false
+		}
+	}
+	return len(names) > 0
+}
+
+// awaitTopology waits until every stream and bucket exists, saying what it
+// waits for every ten seconds.
+func awaitTopology(ctx context.Context, o *Options) error {
+	start, said := time.Now(), time.Time{}
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		missing, err := bus.Missing(qctx, o.Conn.JS)
+		cancel()
+		if err == nil && missing == "" {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Since(said) >= 10*time.Second {
+			said = time.Now()
+			ev := o.Log.Warn().Dur("waited", time.Since(start).Round(time.Second))
+			if err != nil {
+				ev = ev.Err(err)
+			} else {
+				ev = ev.Str("missing", missing)
+			}
+			ev.Msg("waiting for the control-plane services to create the NATS streams and buckets")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // RunAll runs the named services (all when names is empty) until ctx is

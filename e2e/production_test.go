@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/devissuer"
+	"sluice.dev/sluice/libs/pglocal"
+	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/libs/testkit"
+)
+
+func secret(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 16)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return hex.EncodeToString(b)
+}
+
+// The deployment of "Running in production" in README.md, on one machine:
+// a NATS server with the deployment's three users and permissions, an OIDC
+// provider, a PostgreSQL target, and every service as its own `sluice
+// serve` process (the worker as the restricted worker user), configured by
+// `sluice apply`. Then a client goes through it.
+func TestProductionTopology(t *testing.T) {
+	requireTool(t, "psql")
+	bin, err := pglocal.FindBinDir()
+	if err != nil {
+		if os.Getenv("SLUICE_E2E_REQUIRED") == "1" {
+			t.Fatalf("PostgreSQL server binaries are required: %v", err)
+		}
+		t.Skip(err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+
+	servicePW, workerPW := secret(t), secret(t)
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(dir, "nats"), ServerName: "prod",
+		Users: bus.Users(servicePW, workerPW, secret(t))})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+
+	// The identity provider.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	key, err := devissuer.LoadOrCreateKey(filepath.Join(dir, "issuer.key"))
+	require.NoError(t, err)
+	iss := &devissuer.Issuer{URL: "http://" + ln.Addr().String(), Audience: "sluice", Key: key}
+	idp := &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = idp.Serve(ln) }()
+	t.Cleanup(func() { _ = idp.Close() })
+	token := func(sub string, groups ...string) string {
+		tok, err := iss.Mint(devissuer.Claims{Subject: sub, Groups: groups, TTL: 10 * time.Minute})
+		require.NoError(t, err)
+		return tok
+	}
+
+	// The target, with a gateway role whose password only the worker holds.
+	pg, err := pglocal.Start(ctx, pglocal.Config{Dir: filepath.Join(dir, "pg"), BinDir: bin})
+	require.NoError(t, err)
+	t.Cleanup(pg.Stop)
+	ordersPW := secret(t)
+	require.NoError(t, pg.Exec(ctx, "postgres", "CREATE DATABASE orders"))
+	require.NoError(t, pg.Exec(ctx, "orders", fmt.Sprintf(`CREATE ROLE sluice_gateway LOGIN PASSWORD '%s';
+		CREATE TABLE customers (id int PRIMARY KEY, name text, email text);
+		INSERT INTO customers SELECT i, 'customer ' || i, 'c' || i || '@example.com' FROM generate_series(1, 10) i;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON customers TO sluice_gateway`, ordersPW)))
+
+	masterFile, recorderFile := filepath.Join(dir, "master.key"), filepath.Join(dir, "recorder.key")
+	_, err = secrets.LoadOrCreateKeyFile(masterFile)
+	require.NoError(t, err)
+	kg, err := exec.Command(sluiceBin, "audit", "keygen", "--out", recorderFile).CombinedOutput()
+	require.NoError(t, err, string(kg))
+
+	// Every service on its own.
+	apiAddr, pgAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	serve := func(user, password string, args ...string) {
+		logs := &syncBuffer{}
+		cmd := exec.Command(sluiceBin, append([]string{"serve"}, append(args, "--nats", ns.ClientURL(), "--nats-user", user)...)...)
+		cmd.Env = append(os.Environ(), "SLUICE_NATS_PASSWORD="+password, "ORDERS_DB_PASSWORD="+ordersPW)
+		cmd.Stderr = logs
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("sluice serve %s:\n%s", args[0], tail(logs.String(), 30))
+			}
+		})
+	}
+	// The worker first: it may not create streams, and waits for the
+	// services that do (start order does not matter).
+	serve("worker", workerPW, "pgworker", "--pg-addr", pgAddr, "--master-key-file", masterFile,
+		"--tls-dir", filepath.Join(dir, "tls"), "--hold-timeout", "30s")
+	time.Sleep(500 * time.Millisecond)
+	serve("sluice", servicePW, "identity", "--issuer", iss.URL, "--audience", "sluice")
+	serve("sluice", servicePW, "control")
+	serve("sluice", servicePW, "policy")
+	serve("sluice", servicePW, "approvals", "--hold-timeout", "30s")
+	serve("sluice", servicePW, "recorder", "--recorder-key-file", recorderFile)
+	serve("sluice", servicePW, "api", "--addr", apiAddr)
+
+	api := "SLUICE_API=http://" + apiAddr
+	cli := func(tok string, args ...string) (string, error) {
+		cmd := timedCommand(t, sluiceBin, args...)
+		cmd.Env = append(os.Environ(), api, "SLUICE_TOKEN="+tok)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	admin := token("root", "sluice-admins")
+	policies, err := os.ReadFile(filepath.Join("..", "services", "sluice", "internal", "dev", "sluice.yaml"))
+	require.NoError(t, err)
+	config := fmt.Sprintf(`oidc:
+  issuer: %s
+  audience: sluice
+targets:
+  - name: orders
+    kind: postgres
+    postgres:
+      host: 127.0.0.1
+      port: %d
+      database: orders
+      user: sluice_gateway
+      sslmode: disable
+      password: {env: ORDERS_DB_PASSWORD}
+`, iss.URL, pg.Port) + string(policies)
+	file := filepath.Join(dir, "sluice.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(config), 0o600))
+	testkit.Eventually(t, 60*time.Second, func() error {
+		if out, err := cli(admin, "apply", "-f", file); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+
+	alice := token("alice", "engineers")
+	dsn := fmt.Sprintf("host=127.0.0.1 port=%s dbname=orders user=alice sslmode=require password=%s connect_timeout=10",
+		strings.TrimPrefix(pgAddr, "127.0.0.1:"), alice)
+	psql := func(sql string) (string, error) {
+		out, err := timedCommand(t, "psql", dsn, "-X", "-At", "-c", sql).CombinedOutput()
+		return string(out), err
+	}
+	testkit.Eventually(t, 30*time.Second, func() error {
+		if out, err := psql("SELECT name FROM customers WHERE id = 1"); err != nil || out != "customer 1\n" {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	out, err := psql("SELECT email FROM customers WHERE id = 1")
+	require.NoError(t, err, out)
+	assert.Equal(t, "****\n", out, "masked for an engineer")
+
+	out, err = psql("SET ROLE postgres")
+	require.Error(t, err)
+	assert.Contains(t, out, `denied by rule "deny-role-changes"`)
+
+	res := make(chan string, 1)
+	go func() {
+		out, _ := psql("DELETE FROM customers")
+		res <- out
+	}()
+	bob := token("bob", "approvers")
+	var id string
+	testkit.Eventually(t, 20*time.Second, func() error {
+		out, err := cli(bob, "approvals", "list")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		for _, l := range lines(out) {
+			if f := strings.Fields(l); len(f) > 2 && f[1] == "pending" && f[2] == "alice" {
+				id = f[0]
+				return nil
+			}
+		}
+		return fmt.Errorf("nothing pending: %s", out)
+	})
+	out, err = cli(bob, "approve", id)
+	require.NoError(t, err, out)
+	approved := time.Now()
+	select {
+	case out := <-res:
+		assert.Contains(t, out, "DELETE 10")
+		assert.Less(t, time.Since(approved), 3*time.Second, "the approved statement ran late")
+	case <-time.After(40 * time.Second):
+		t.Fatal("the held statement did not run")
+	}
+
+	auditor := token("audrey", "auditors")
+	testkit.Eventually(t, 20*time.Second, func() error {
+		out, err := cli(auditor, "audit", "tail", "--format", "json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if !strings.Contains(out, id) {
+			return fmt.Errorf("approval %s not in the audit log yet", id)
+		}
+		return nil
+	})
+	out, err = cli(auditor, "audit", "verify")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "intact")
+	out, err = cli(auditor, "sessions", "list")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "alice")
+}
