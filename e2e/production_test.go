@@ -33,10 +33,11 @@ func secret(t *testing.T) string {
 }
 
 // The deployment of "Running in production" in README.md, on one machine:
-// a NATS server with the deployment's three users and permissions, an OIDC
-// provider, a PostgreSQL target, and every service as its own `sluice
-// serve` process (the worker as the restricted worker user), configured by
-// `sluice apply`. Then a client goes through it.
+// a three-node NATS cluster with the deployment's users and permissions and
+// R3 streams, an OIDC provider, a PostgreSQL target, and every service as
+// its own `sluice serve` process (the worker as the restricted worker user),
+// configured by `sluice apply`. Then a client goes through it, and goes on
+// after a NATS node is lost.
 func TestProductionTopology(t *testing.T) {
 	requireTool(t, "psql")
 	bin, err := pglocal.FindBinDir()
@@ -50,10 +51,7 @@ func TestProductionTopology(t *testing.T) {
 	dir := t.TempDir()
 
 	servicePW, workerPW := secret(t), secret(t)
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(dir, "nats"), ServerName: "prod",
-		Users: bus.Users(servicePW, workerPW, secret(t))})
-	require.NoError(t, err)
-	t.Cleanup(ns.Shutdown)
+	cluster := testkit.NATSClusterWithUsers(t, bus.Users(servicePW, workerPW, secret(t)))
 
 	// The identity provider.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -91,7 +89,7 @@ func TestProductionTopology(t *testing.T) {
 	apiAddr, pgAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	serve := func(user, password string, args ...string) {
 		logs := &syncBuffer{}
-		cmd := exec.Command(sluiceBin, append([]string{"serve"}, append(args, "--nats", ns.ClientURL(), "--nats-user", user)...)...)
+		cmd := exec.Command(sluiceBin, append([]string{"serve"}, append(args, "--nats", cluster.URL(), "--nats-user", user, "--replicas", "3")...)...)
 		cmd.Env = append(os.Environ(), "SLUICE_NATS_PASSWORD="+password, "ORDERS_DB_PASSWORD="+ordersPW)
 		cmd.Stderr = logs
 		require.NoError(t, cmd.Start())
@@ -217,4 +215,26 @@ targets:
 	out, err = cli(auditor, "sessions", "list")
 	require.NoError(t, err, out)
 	assert.Contains(t, out, "alice")
+
+	// One NATS node lost: clients, recording and the audit log go on.
+	cluster.Stop(0)
+	testkit.Eventually(t, 60*time.Second, func() error {
+		if out, err := psql("SELECT name FROM customers WHERE id = 2 OR id = 3 ORDER BY id LIMIT 1"); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	testkit.Eventually(t, 30*time.Second, func() error {
+		out, err := cli(auditor, "audit", "tail", "--format", "json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if !strings.Contains(out, "id = 2 OR id = 3") {
+			return fmt.Errorf("the statement after the node loss is not in the audit log yet")
+		}
+		return nil
+	})
+	out, err = cli(auditor, "audit", "verify")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "intact")
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/libs/bus"
@@ -42,6 +43,13 @@ type Cluster struct {
 // meta leader. Servers are shut down at the end of the test.
 func NATSCluster(t testing.TB) *Cluster {
 	t.Helper()
+	return NATSClusterWithUsers(t, nil)
+}
+
+// NATSClusterWithUsers starts a three-node cluster that requires the given
+// users (bus.Users: the deployment's users and permissions).
+func NATSClusterWithUsers(t testing.TB, users []*server.User) *Cluster {
+	t.Helper()
 	ports := make([]int, 3)
 	for i := range ports {
 		p, err := bus.FreePort()
@@ -60,6 +68,7 @@ func NATSCluster(t testing.TB) *Cluster {
 			ClusterName: "sluice-test",
 			ClusterPort: ports[i],
 			Routes:      routes,
+			Users:       users,
 		}
 		c.cfgs = append(c.cfgs, cfg)
 	}
