@@ -20,9 +20,16 @@ import (
 // returns its id.
 func pendingApproval(t *testing.T, env *devEnv, approver []string, requester string) string {
 	t.Helper()
+	return pendingOf(t, func(args ...string) (string, error) { return env.CLI(approver, args...) }, requester)
+}
+
+// pendingOf is pendingApproval with the CLI of any deployment (cli runs a
+// sluice command as an approver).
+func pendingOf(t *testing.T, cli func(args ...string) (string, error), requester string) string {
+	t.Helper()
 	var id string
 	testkit.Eventually(t, 20*time.Second, func() error {
-		out, err := env.CLI(approver, "approvals", "list", "-o", "json")
+		out, err := cli("approvals", "list", "-o", "json")
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}

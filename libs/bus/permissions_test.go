@@ -26,18 +26,26 @@ func connectAs(t *testing.T, url, user string) *bus.Conn {
 	return c
 }
 
+// withUsers starts a server that requires the deployment's users, each with
+// the password "<user>-pw" (see connectAs).
+func withUsers(t *testing.T) *bus.Embedded {
+	t.Helper()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Users: bus.Users("sluice-pw", "worker-pw", "admin-pw")})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
+
 func short() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), time.Second)
 }
 
 func TestPermissionsProtectAudit(t *testing.T) {
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Users: bus.Users("sluice-pw", "worker-pw", "admin-pw")})
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
+	srv := withUsers(t)
 	svc := connectAs(t, srv.ClientURL(), "sluice")
 	ctx := context.Background()
 	require.NoError(t, bus.Provision(ctx, svc.JS, bus.Topology{}))
-	_, err = svc.JS.Publish(ctx, "sluice.audit.s.x", []byte("record"))
+	_, err := svc.JS.Publish(ctx, "sluice.audit.s.x", []byte("record"))
 	require.NoError(t, err)
 
 	// The services' user cannot destroy or weaken the audit stream.

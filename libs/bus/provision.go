@@ -90,14 +90,14 @@ func limit(n int64) int64 {
 // exist yet; "" when all do. It only looks, so a process without the right
 // to create streams (a protocol worker) can wait for the control plane.
 func Missing(ctx context.Context, js jetstream.JetStream) (string, error) {
-	for _, name := range []string{StreamControl, StreamApprovals, StreamSessions, StreamAudit} {
-		if _, err := js.Stream(ctx, name); errors.Is(err, jetstream.ErrStreamNotFound) {
-			return "stream " + name, nil
+	for _, cfg := range (Topology{}).streams() {
+		if _, err := js.Stream(ctx, cfg.Name); errors.Is(err, jetstream.ErrStreamNotFound) {
+			return "stream " + cfg.Name, nil
 		} else if err != nil {
-			return "", fmt.Errorf("stream %s: %w", name, err)
+			return "", fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 	}
-	for _, b := range []string{BucketControl, BucketApprovals, BucketSessions, BucketAuditKeys} {
+	for _, b := range buckets {
 		if _, err := js.KeyValue(ctx, b); errors.Is(err, jetstream.ErrBucketNotFound) {
 			return "bucket " + b, nil
 		} else if err != nil {

@@ -13,9 +13,7 @@ import (
 // A worker only looks: Missing names what the services have not created
 // yet, and nothing once they have.
 func TestMissingOnlyLooks(t *testing.T) {
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Users: bus.Users("sluice-pw", "worker-pw", "admin-pw")})
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
+	srv := withUsers(t)
 	worker := connectAs(t, srv.ClientURL(), "worker")
 	ctx := context.Background()
 

@@ -123,20 +123,29 @@ func orUnlimited(n int64) int64 {
 	return n
 }
 
-// Provision creates every stream and bucket of the topology, idempotently.
-// Every Sluice process calls it at start, so no start order is required.
-func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
-	for _, cfg := range []jetstream.StreamConfig{
+// streams are the topology's streams, in the order they are provisioned.
+func (t Topology) streams() []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
 		t.EventStream(StreamControl, SubjectControl),
 		t.EventStream(StreamApprovals, SubjectApprovals),
 		t.SessionsStream(),
 		t.AuditStream(),
-	} {
+	}
+}
+
+// buckets are the topology's key-value buckets.
+var buckets = []string{BucketControl, BucketApprovals, BucketSessions, BucketAuditKeys}
+
+// Provision creates every stream and bucket of the topology, idempotently.
+// Every service calls it at start; protocol workers, which may not create
+// streams, wait with Missing instead. So no start order is required.
+func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
+	for _, cfg := range t.streams() {
 		if _, err := EnsureStream(ctx, js, cfg); err != nil {
 			return err
 		}
 	}
-	for _, b := range []string{BucketControl, BucketApprovals, BucketSessions, BucketAuditKeys} {
+	for _, b := range buckets {
 		if _, err := EnsureKV(ctx, js, t.KV(b)); err != nil {
 			return err
 		}

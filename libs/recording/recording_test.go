@@ -88,18 +88,26 @@ func TestGroupCommit(t *testing.T) {
 	assert.Len(t, next, sessions)
 }
 
-// When the stream refuses events, the sessions whose events were lost are
-// closed for good, and say why.
-func TestFailureIsSticky(t *testing.T) {
+// streamGone returns a recorder with the given timeout and a session that
+// recorded one event, after which the SESSIONS stream was deleted.
+func streamGone(t *testing.T, timeout time.Duration) (*bus.Conn, *recording.Recorder, *recording.Session) {
+	t.Helper()
 	_, conn := testkit.NATS(t)
 	ctx := context.Background()
 	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
 	rec := recording.New(conn.JS)
-	rec.Timeout = 300 * time.Millisecond
+	rec.Timeout = timeout
 	sess := rec.Open(recording.NewSessionID())
 	require.NoError(t, sess.Record(ctx, command(1)))
-
 	require.NoError(t, conn.JS.DeleteStream(ctx, bus.StreamSessions))
+	return conn, rec, sess
+}
+
+// When the stream refuses events, the sessions whose events were lost are
+// closed for good, and say why.
+func TestFailureIsSticky(t *testing.T) {
+	conn, rec, sess := streamGone(t, 300*time.Millisecond)
+	ctx := context.Background()
 	start := time.Now()
 	err := sess.Record(ctx, command(2))
 	require.Error(t, err)
@@ -128,14 +136,8 @@ func TestPubAckError(t *testing.T) {
 // message id until its deadline: a stream that comes back in time stores
 // the event once, and the session goes on.
 func TestRetryUntilTheStreamReturns(t *testing.T) {
-	_, conn := testkit.NATS(t)
+	conn, _, sess := streamGone(t, 5*time.Second)
 	ctx := context.Background()
-	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
-	rec := recording.New(conn.JS)
-	rec.Timeout = 5 * time.Second
-	sess := rec.Open(recording.NewSessionID())
-	require.NoError(t, sess.Record(ctx, command(1)))
-	require.NoError(t, conn.JS.DeleteStream(ctx, bus.StreamSessions))
 
 	go func() {
 		time.Sleep(300 * time.Millisecond)
