@@ -93,26 +93,50 @@ func (e *env) dsn(target string) string {
 	return e.sluiceDSN(e.engineer)
 }
 
+// cellSet gathers the runs of each configuration, keeping the order in
+// which configurations first ran.
+type cellSet struct {
+	cells map[cellKey]*cell
+	order []cellKey
+}
+
+type cellKey struct {
+	mode    string
+	clients int
+	connect bool
+	target  string
+}
+
+// add records one run.
+func (s *cellSet) add(k cellKey, tps, lat, cpu float64) {
+	if s.cells == nil {
+		s.cells = map[cellKey]*cell{}
+	}
+	c, ok := s.cells[k]
+	if !ok {
+		c = &cell{Mode: k.mode, Clients: k.clients, Connect: k.connect, Target: k.target}
+		s.cells[k] = c
+		s.order = append(s.order, k)
+	}
+	c.TPS, c.Latency = append(c.TPS, tps), append(c.Latency, lat)
+	if cpu > 0 {
+		c.CPU = append(c.CPU, cpu)
+	}
+}
+
+// list returns the cells in first-run order.
+func (s *cellSet) list() []cell {
+	out := make([]cell, 0, len(s.order))
+	for _, k := range s.order {
+		out = append(out, *s.cells[k])
+	}
+	return out
+}
+
 // matrix runs pgbench -S over modes and client counts, rotating the order
 // of the targets every round so that none always runs first or last.
 func (e *env) matrix(res *results) error {
-	type key struct {
-		mode    string
-		clients int
-		connect bool
-		target  string
-	}
-	cells := map[key]*cell{}
-	var order []key
-	get := func(k key) *cell {
-		if c, ok := cells[k]; ok {
-			return c
-		}
-		c := &cell{Mode: k.mode, Clients: k.clients, Connect: k.connect, Target: k.target}
-		cells[k] = c
-		order = append(order, k)
-		return c
-	}
+	var set cellSet
 	secs := strconv.Itoa(int(duration.Seconds()))
 	for r := 0; r < *rounds; r++ {
 		for _, mode := range []string{"simple", "extended", "prepared"} {
@@ -124,11 +148,7 @@ func (e *env) matrix(res *results) error {
 					if err != nil {
 						return err
 					}
-					c := get(key{mode, clients, false, t})
-					c.TPS, c.Latency = append(c.TPS, tps), append(c.Latency, lat)
-					if cpu > 0 {
-						c.CPU = append(c.CPU, cpu)
-					}
+					set.add(cellKey{mode, clients, false, t}, tps, lat, cpu)
 				}
 			}
 		}
@@ -139,15 +159,9 @@ func (e *env) matrix(res *results) error {
 			if err != nil {
 				return err
 			}
-			c := get(key{"simple", 8, true, t})
-			c.TPS, c.Latency = append(c.TPS, tps), append(c.Latency, lat)
-			if cpu > 0 {
-				c.CPU = append(c.CPU, cpu)
-			}
+			set.add(cellKey{"simple", 8, true, t}, tps, lat, cpu)
 		}
 	}
-	for _, k := range order {
-		res.Matrix = append(res.Matrix, *cells[k])
-	}
+	res.Matrix = set.list()
 	return nil
 }

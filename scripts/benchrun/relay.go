@@ -134,7 +134,7 @@ func (e *env) relayDSN() string {
 func (e *env) floor(res *results) error {
 	secs := strconv.Itoa(int(duration.Seconds()))
 	order := []string{"pgbouncer", "relay", "sluice"}
-	cells := map[string]*cell{}
+	var set cellSet
 	for r := 0; r < *rounds; r++ {
 		for _, mode := range []string{"simple", "prepared"} {
 			for i := range order {
@@ -144,20 +144,10 @@ func (e *env) floor(res *results) error {
 				if err != nil {
 					return err
 				}
-				k := mode + "/" + t
-				c := cells[k]
-				if c == nil {
-					c = &cell{Mode: mode, Clients: 8, Target: t}
-					cells[k] = c
-				}
-				c.TPS, c.Latency, c.CPU = append(c.TPS, tps), append(c.Latency, lat), append(c.CPU, cpu)
+				set.add(cellKey{mode, 8, false, t}, tps, lat, cpu)
 			}
 		}
 	}
-	for _, mode := range []string{"simple", "prepared"} {
-		for _, t := range order {
-			res.Floor = append(res.Floor, *cells[mode+"/"+t])
-		}
-	}
+	res.Floor = set.list()
 	return nil
 }

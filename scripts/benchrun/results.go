@@ -46,7 +46,11 @@ type results struct {
 
 // cell finds a cell of the matrix (an empty one if it was not measured).
 func (r *results) cell(mode string, clients int, connect bool, target string) cell {
-	for _, c := range r.Matrix {
+	return findCell(r.Matrix, mode, clients, connect, target)
+}
+
+func findCell(cells []cell, mode string, clients int, connect bool, target string) cell {
+	for _, c := range cells {
 		if c.Mode == mode && c.Clients == clients && c.Connect == connect && c.Target == target {
 			return c
 		}
@@ -88,20 +92,7 @@ func (r *results) print(w io.Writer) {
 	fmt.Fprintln(w, "\n| mode | PgBouncer | Go relay | Sluice | relay/PgBouncer | Sluice/relay |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
 	for _, mode := range []string{"simple", "prepared"} {
-		var b, g, s cell
-		for _, c := range r.Floor {
-			if c.Mode != mode {
-				continue
-			}
-			switch c.Target {
-			case "pgbouncer":
-				b = c
-			case "relay":
-				g = c
-			case "sluice":
-				s = c
-			}
-		}
+		b, g, s := findCell(r.Floor, mode, 8, false, "pgbouncer"), findCell(r.Floor, mode, 8, false, "relay"), findCell(r.Floor, mode, 8, false, "sluice")
 		fmt.Fprintf(w, "| %s | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %.2f | %.2f |\n", mode, median(b.TPS), median(b.CPU), median(g.TPS), median(g.CPU),
 			median(s.TPS), median(s.CPU), median(g.TPS)/median(b.TPS), median(s.TPS)/median(g.TPS))
 	}
