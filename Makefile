@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin/sluice
 PKGS    := ./...
 
-.PHONY: all build dev test test-short check proto proto-check fmt vet lint bench fuzz soak clean
+.PHONY: all build dev test test-short preflight lint check proto proto-check fmt bench fuzz clean
 
 all: build
 
@@ -15,21 +15,32 @@ build:
 dev: build
 	./$(BIN) dev
 
-# Everything CI runs. End-to-end tests use bin/sluice, psql, pgbench and a
-# real PostgreSQL; they refuse to skip silently (SLUICE_E2E_REQUIRED=1).
-test: build proto-check
-	$(GO) vet $(PKGS)
+# Everything CI runs: the preflight (names what this machine lacks), the
+# staleness check of generated code, formatting, vet, staticcheck, go.mod
+# tidiness, every test, and the race detector on every package but the
+# end-to-end ones (which run the built binary). End-to-end tests use
+# bin/sluice, psql, pgbench and a real PostgreSQL; they refuse to skip
+# silently (SLUICE_E2E_REQUIRED=1).
+RACE_PKGS = $$($(GO) list ./... | grep -v -e /e2e -e /scripts/)
+test: preflight build proto-check lint
 	SLUICE_E2E_REQUIRED=1 SLUICE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m $(PKGS)
+	SLUICE_E2E_REQUIRED=1 $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 
 test-short: build
 	$(GO) test -short -count=1 $(PKGS)
 
-# What to run before committing: formatting, vet, staticcheck, race tests.
-check: build proto-check
-	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "gofmt needed"; exit 1)
+preflight:
+	@scripts/preflight.sh test
+
+# Formatting, vet, staticcheck and go.mod tidiness.
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'))" || (gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$'); echo "gofmt needed: make fmt"; exit 1)
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
-	SLUICE_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 30m $(PKGS)
+	@$(GO) mod tidy -diff || (echo "go.mod/go.sum are not tidy: go mod tidy"; exit 1)
+
+# What to run before committing: the same as CI.
+check: test
 
 proto:
 	scripts/proto.sh

@@ -60,10 +60,6 @@ var spanMarkers = func() (t [numDetectors]string) {
 	return t
 }()
 
-// isData reports whether an ASCII byte is a character that keep masks;
-// other ASCII bytes (punctuation, spaces, controls) are structure and stay.
-func isData(c byte) bool { return isAlnum(c) || c >= utf8.RuneSelf }
-
 // appendKeep appends v with all but its last n characters replaced by '*'.
 // Characters are ASCII letters and digits and non-ASCII runes (an invalid
 // UTF-8 byte counts as one); each masked rune becomes one '*'. Everything

@@ -39,12 +39,11 @@ var class = func() (t [256]uint8) {
 	return t
 }()
 
-func isDigit(c byte) bool  { return c-'0' < 10 }
-func isUpper(c byte) bool  { return c-'A' < 26 }
-func isLower(c byte) bool  { return c-'a' < 26 }
-func isAlnum(c byte) bool  { return class[c]&cAlnum != 0 }
-func isHex(c byte) bool    { return class[c]&cHex != 0 }
-func isB64url(c byte) bool { return class[c]&cB64url != 0 }
+func isDigit(c byte) bool { return c-'0' < 10 }
+func isUpper(c byte) bool { return c-'A' < 26 }
+func isLower(c byte) bool { return c-'a' < 26 }
+func isAlnum(c byte) bool { return class[c]&cAlnum != 0 }
+func isHex(c byte) bool   { return class[c]&cHex != 0 }
 
 // oddBackslashes reports whether the run of backslashes ending at v[j]
 // (inclusive) has odd length, i.e. whether v[j] escapes the byte after it.

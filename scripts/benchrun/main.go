@@ -50,11 +50,9 @@ var (
 func main() {
 	flag.Parse()
 	if *relaySpec != "" {
-		if err := serveRelay(*relaySpec); err != nil {
-			fmt.Fprintln(os.Stderr, "relay:", err)
-			os.Exit(1)
-		}
-		return
+		err := serveRelay(*relaySpec)
+		fmt.Fprintln(os.Stderr, "relay:", err)
+		os.Exit(1)
 	}
 	if *quick {
 		*rounds, *duration = 1, 3*time.Second

@@ -26,7 +26,7 @@ const (
 )
 
 // serveRelay is `benchrun -relay LISTEN,UPSTREAM,TLSDIR`: run the relay
-// until killed.
+// until killed. It returns only on failure.
 func serveRelay(spec string) error {
 	f := strings.Split(spec, ",")
 	if len(f) != 3 {

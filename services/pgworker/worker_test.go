@@ -237,7 +237,8 @@ func TestReplicasAndCrossReplicaCancel(t *testing.T) {
 		_, err := ca.Exec(h.ctx, "SELECT pg_sleep(20)").ReadAll()
 		done <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Cancel only once the statement runs on the target.
+	awaitRunning(t, h.ctx, "SELECT pg_sleep(20)")
 	host, port, _ := net.SplitHostPort(b)
 	other, err := pgconn.Connect(h.ctx, fmt.Sprintf("host=%s port=%s dbname=app sslmode=require password=%s", host, port, tok))
 	require.NoError(t, err)
@@ -254,9 +255,27 @@ func TestReplicasAndCrossReplicaCancel(t *testing.T) {
 		_, err := cb.Exec(h.ctx, "SELECT pg_sleep(1)").ReadAll()
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	awaitRunning(t, h.ctx, "SELECT pg_sleep(1)")
 	require.NoError(t, cancelVia(h.ctx, a, cb.PID(), []byte{1, 2, 3, 4}))
 	assert.NoError(t, <-done)
+}
+
+// awaitRunning waits until the target runs query (as the gateway's user).
+func awaitRunning(t *testing.T, ctx context.Context, query string) {
+	t.Helper()
+	c, err := pgconn.Connect(ctx, pg.SuperuserDSN("app"))
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		res, err := c.Exec(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = '"+query+"'").ReadAll()
+		if err != nil {
+			return err
+		}
+		if string(res[0].Rows[0][0]) != "1" {
+			return fmt.Errorf("%s is not running yet", query)
+		}
+		return nil
+	})
 }
 
 func TestNewRevisionTakesEffect(t *testing.T) {
