@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/devissuer"
 	"sluice.dev/sluice/libs/secrets"
 )
@@ -77,7 +78,7 @@ func TestFoundation(t *testing.T) {
 		cases := []struct{ name, token, code, reason string }{
 			{"expired", mint(iss, devissuer.Claims{Subject: "alice", TTL: -time.Minute}), "token_expired", "expired at"},
 			{"wrong audience", mint(iss, devissuer.Claims{Subject: "alice", Audience: "other-app"}), "wrong_audience", `audience does not include "sluice"`},
-			{"wrong issuer", mint(wrongIss, devissuer.Claims{Subject: "alice"}), "wrong_issuer", "evil.example"},
+			{"untrusted issuer", mint(wrongIss, devissuer.Claims{Subject: "alice"}), "untrusted_issuer", `issued by "https://evil.example/oidc" are not trusted`},
 			{"alg none", b64json(map[string]string{"alg": "none", "typ": "JWT"}) + "." + b64json(claims) + ".", "algorithm_not_allowed", "alg none"},
 			{"HS256", hsHead + "." + hsBody + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)), "algorithm_not_allowed", "HMAC"},
 			{"unknown key", unknown, "unknown_key", "key id"},
@@ -195,7 +196,7 @@ policies:
 // readControlStream returns every CONTROL event's raw bytes, concatenated.
 func readControlStream(t *testing.T, env *devEnv) string {
 	t.Helper()
-	nc := env.NATS("admin")
+	nc := env.NATS(bus.CompAdmin)
 	defer nc.Close()
 	js, err := nc.JetStream()
 	require.NoError(t, err)

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/devissuer"
 )
 
@@ -250,11 +251,14 @@ func lines(s string) []string {
 	return out
 }
 
-// NATS connects to the environment's embedded NATS as user ("sluice",
-// "worker" or "admin"), with the password sluice dev generated.
-func (e *devEnv) NATS(user string) *nats.Conn {
+// NATS connects to the environment's embedded NATS as a component's
+// identity (see bus.Components), with the nkey sluice dev generated.
+func (e *devEnv) NATS(component string) *nats.Conn {
 	e.t.Helper()
-	nc, err := nats.Connect(e.natsURL(), nats.UserInfo(user, e.natsPassword(user)), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	key, err := nats.NkeyOptionFromSeed(bus.KeyFile(filepath.Join(e.Dir, "nats-keys"), component))
+	require.NoError(e.t, err)
+	nc, err := nats.Connect(e.natsURL(), key, nats.CustomInboxPrefix(bus.InboxPrefix(component)),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	require.NoError(e.t, err)
 	e.t.Cleanup(nc.Close)
 	return nc
@@ -273,15 +277,9 @@ func (e *devEnv) natsURL() string {
 	return url
 }
 
-// natsPassword is the password sluice dev generated for a NATS user.
-func (e *devEnv) natsPassword(user string) string {
-	e.t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.Dir, "nats.json"))
-	require.NoError(e.t, err)
-	var creds map[string]string
-	require.NoError(e.t, json.Unmarshal(b, &creds))
-	require.NotEmpty(e.t, creds[user], "no password for NATS user %s", user)
-	return creds[user]
+// natsKey is the nkey seed file of a component.
+func (e *devEnv) natsKey(component string) string {
+	return bus.KeyFile(filepath.Join(e.Dir, "nats-keys"), component)
 }
 
 func devissuerClaims(sub string, ttl time.Duration) devissuer.Claims {

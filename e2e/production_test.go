@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/devcert"
 	"sluice.dev/sluice/libs/devissuer"
 	"sluice.dev/sluice/libs/pglocal"
 	"sluice.dev/sluice/libs/secrets"
@@ -33,11 +34,11 @@ func secret(t *testing.T) string {
 }
 
 // The deployment of "Running in production" in README.md, on one machine:
-// a three-node NATS cluster with the deployment's users and permissions and
-// R3 streams, an OIDC provider, a PostgreSQL target, and every service as
-// its own `sluice serve` process (the worker as the restricted worker user),
-// configured by `sluice apply`. Then a client goes through it, and goes on
-// after a NATS node is lost.
+// a three-node NATS cluster with one nkey identity per component and R3
+// streams, an OIDC provider, a PostgreSQL target, and every service as its
+// own `sluice serve` process with its own identity, bootstrapped with
+// `sluice admin apply` and then administered with `sluice apply`. Then a
+// client goes through it, and goes on after a NATS node is lost.
 func TestProductionTopology(t *testing.T) {
 	requireTool(t, "psql")
 	bin, err := pglocal.FindBinDir()
@@ -50,8 +51,13 @@ func TestProductionTopology(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 
-	servicePW, workerPW := secret(t), secret(t)
-	cluster := testkit.NATSClusterWithUsers(t, bus.Users(servicePW, workerPW, secret(t)))
+	// One NATS identity per component, made the documented way.
+	keys := filepath.Join(dir, "nats-keys")
+	keyOut, err := exec.Command(sluiceBin, "admin", "nats-keys", "--dir", keys).CombinedOutput()
+	require.NoError(t, err, string(keyOut))
+	pubs, err := bus.LoadOrCreateKeys(keys)
+	require.NoError(t, err)
+	cluster := testkit.NATSClusterWithNkeys(t, bus.NkeyUsers(pubs))
 
 	// The identity provider.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -87,10 +93,14 @@ func TestProductionTopology(t *testing.T) {
 
 	// Every service on its own.
 	apiAddr, pgAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	serve := func(user, password string, args ...string) {
+	tlsDir := filepath.Join(dir, "tls")
+	_, err = devcert.LoadOrCreate(tlsDir)
+	require.NoError(t, err)
+	serve := func(args ...string) {
 		logs := &syncBuffer{}
-		cmd := exec.Command(sluiceBin, append([]string{"serve"}, append(args, "--nats", cluster.URL(), "--nats-user", user, "--replicas", "3")...)...)
-		cmd.Env = append(os.Environ(), "SLUICE_NATS_PASSWORD="+password, "ORDERS_DB_PASSWORD="+ordersPW)
+		cmd := exec.Command(sluiceBin, append([]string{"serve"}, append(args, "--nats", cluster.URL(),
+			"--nats-nkey-file", bus.KeyFile(keys, args[0]), "--replicas", "3")...)...)
+		cmd.Env = append(os.Environ(), "ORDERS_DB_PASSWORD="+ordersPW)
 		cmd.Stderr = logs
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() {
@@ -103,15 +113,15 @@ func TestProductionTopology(t *testing.T) {
 	}
 	// The worker first: it may not create streams, and waits for the
 	// services that do (start order does not matter).
-	serve("worker", workerPW, "pgworker", "--pg-addr", pgAddr, "--master-key-file", masterFile,
-		"--tls-dir", filepath.Join(dir, "tls"), "--hold-timeout", "30s")
+	serve("pgworker", "--pg-addr", pgAddr, "--master-key-file", masterFile,
+		"--tls-cert", filepath.Join(tlsDir, "cert.pem"), "--tls-key", filepath.Join(tlsDir, "key.pem"), "--hold-timeout", "30s")
 	time.Sleep(500 * time.Millisecond)
-	serve("sluice", servicePW, "identity", "--issuer", iss.URL, "--audience", "sluice")
-	serve("sluice", servicePW, "control")
-	serve("sluice", servicePW, "policy")
-	serve("sluice", servicePW, "approvals", "--hold-timeout", "30s")
-	serve("sluice", servicePW, "recorder", "--recorder-key-file", recorderFile)
-	serve("sluice", servicePW, "api", "--addr", apiAddr)
+	serve("identity", "--issuer", iss.URL, "--audience", "sluice")
+	serve("policy")
+	serve("approvals", "--hold-timeout", "30s")
+	serve("recorder", "--recorder-key-file", recorderFile)
+	serve("api", "--addr", apiAddr)
+	serve("control")
 
 	api := "SLUICE_API=http://" + apiAddr
 	cli := func(tok string, args ...string) (string, error) {
@@ -139,12 +149,33 @@ targets:
 `, iss.URL, pg.Port) + string(policies)
 	file := filepath.Join(dir, "sluice.yaml")
 	require.NoError(t, os.WriteFile(file, []byte(config), 0o600))
+	// No admin exists yet: a token naming an admin group is refused, and
+	// says how to bootstrap...
 	testkit.Eventually(t, 60*time.Second, func() error {
-		if out, err := cli(admin, "apply", "-f", file); err != nil {
+		_, err := cli(admin, "whoami")
+		return err
+	})
+	out, err := cli(admin, "apply", "-f", file)
+	require.Error(t, err, out)
+	assert.Contains(t, out, "no group holds this role yet")
+	assert.Contains(t, out, "sluice admin apply")
+	// ...until the first configuration (with its access section) is applied
+	// through the break-glass identity, as README's bootstrap says.
+	testkit.Eventually(t, 60*time.Second, func() error {
+		cmd := timedCommand(t, sluiceBin, "admin", "apply", "-f", file, "--nats", cluster.URL(), "--nats-nkey-file", bus.KeyFile(keys, bus.CompAdmin))
+		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}
 		return nil
 	})
+	testkit.Eventually(t, 30*time.Second, func() error {
+		out, err = cli(admin, "apply", "-f", file)
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	assert.Contains(t, out, "applied 0 change(s)")
 
 	alice := token("alice", "engineers")
 	dsn := fmt.Sprintf("host=127.0.0.1 port=%s dbname=orders user=alice sslmode=require password=%s connect_timeout=10",
@@ -161,7 +192,7 @@ targets:
 		return nil
 	})
 	g.checkControls(t, "SELECT email FROM customers WHERE id = 1", "DELETE 10")
-	out, err := g.auditor("sessions", "list")
+	out, err = g.auditor("sessions", "list")
 	require.NoError(t, err, out)
 	assert.Contains(t, out, "alice")
 

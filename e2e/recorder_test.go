@@ -39,9 +39,10 @@ type recorderProc struct {
 	done chan error
 }
 
-func startRecorder(t *testing.T, url, keyFile string) *recorderProc {
+func startRecorder(t *testing.T, url, natsKeys, keyFile string) *recorderProc {
 	t.Helper()
-	cmd := exec.Command(sluiceBin, "serve", "recorder", "--nats", url, "--recorder-key-file", keyFile, "--log-level", "warn")
+	cmd := exec.Command(sluiceBin, "serve", "recorder", "--nats", url, "--nats-nkey-file", bus.KeyFile(natsKeys, bus.CompRecorder),
+		"--recorder-key-file", keyFile, "--log-level", "warn")
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
 	p := &recorderProc{cmd: cmd, done: make(chan error, 1)}
@@ -71,15 +72,29 @@ func countRecords(t *testing.T, js jetstream.JetStream) int {
 // emit events, restarts them, and checks that nothing was lost, duplicated
 // or mis-chained.
 func TestRecorderKill9UnderLoad(t *testing.T) {
-	srv, conn := testkit.NATS(t)
+	// The deployment's identities: the recorders as "recorder", the
+	// emitting workers as "pgworker", the checks as "siem".
+	natsKeys := t.TempDir()
+	pubs, err := bus.LoadOrCreateKeys(natsKeys)
+	require.NoError(t, err)
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Nkeys: bus.NkeyUsers(pubs)})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
 	ctx := context.Background()
-	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	as := func(component string) *bus.Conn {
+		c, err := bus.Connect(ctx, bus.Config{URL: srv.ClientURL(), Component: component, NkeyFile: bus.KeyFile(natsKeys, component)})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.NC.Close() })
+		return c
+	}
+	conn, reader := as(bus.CompPGWorker), as(bus.CompSIEM)
+	require.NoError(t, bus.Provision(ctx, as(bus.CompAdmin).JS, bus.Topology{}))
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	keyFile := filepath.Join(t.TempDir(), "recorder.key")
 	require.NoError(t, os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(priv.Seed())), 0o600))
 
-	r1 := startRecorder(t, srv.ClientURL(), keyFile)
-	r2 := startRecorder(t, srv.ClientURL(), keyFile)
+	r1 := startRecorder(t, srv.ClientURL(), natsKeys, keyFile)
+	r2 := startRecorder(t, srv.ClientURL(), natsKeys, keyFile)
 
 	rec := recording.New(conn.JS)
 	var emitted atomic.Int64
@@ -117,7 +132,7 @@ func TestRecorderKill9UnderLoad(t *testing.T) {
 		}()
 	}
 	testkit.Eventually(t, 30*time.Second, func() error {
-		if n := countRecords(t, conn.JS); n < 1000 {
+		if n := countRecords(t, reader.JS); n < 1000 {
 			return fmt.Errorf("%d records so far", n)
 		}
 		return nil
@@ -126,20 +141,20 @@ func TestRecorderKill9UnderLoad(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	r2.kill9(t)
 	time.Sleep(300 * time.Millisecond) // events pile up in SESSIONS meanwhile
-	startRecorder(t, srv.ClientURL(), keyFile)
+	startRecorder(t, srv.ClientURL(), natsKeys, keyFile)
 	time.Sleep(500 * time.Millisecond)
-	startRecorder(t, srv.ClientURL(), keyFile)
+	startRecorder(t, srv.ClientURL(), natsKeys, keyFile)
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	total := int(emitted.Load())
 	testkit.Eventually(t, 60*time.Second, func() error {
-		if n := countRecords(t, conn.JS); n != total {
+		if n := countRecords(t, reader.JS); n != total {
 			return fmt.Errorf("%d of %d records", n, total)
 		}
 		return nil
 	})
-	_, problems, err := auditlog.Verify(ctx, conn.JS, "", map[string]ed25519.PublicKey{auditchain.KeyID(pub): pub})
+	_, problems, err := auditlog.Verify(ctx, reader.JS, "", map[string]ed25519.PublicKey{auditchain.KeyID(pub): pub})
 	require.NoError(t, err)
 	assert.Empty(t, problems)
 	t.Logf("%d events recorded across two SIGKILLs with no loss", total)
@@ -149,7 +164,7 @@ func TestRecorderKill9UnderLoad(t *testing.T) {
 // the worker user, and returns its id.
 func recordSession(t *testing.T, env *devEnv) string {
 	t.Helper()
-	nc := env.NATS("worker")
+	nc := env.NATS(bus.CompPGWorker)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	sess := recording.New(js).Open(recording.NewSessionID())
@@ -171,7 +186,7 @@ func recordSession(t *testing.T, env *devEnv) string {
 	// One event at a time, each waited for in AUDIT, so that each is a
 	// record of its own and the tampering below can name it. (Events that
 	// arrive together share a record; libs/auditchain tests those.)
-	reader, err := jetstream.New(env.NATS("sluice"))
+	reader, err := jetstream.New(env.NATS(bus.CompSIEM))
 	require.NoError(t, err)
 	for i, ev := range events {
 		require.NoError(t, sess.Record(ctx, ev))
@@ -289,7 +304,7 @@ func TestAuditCLI(t *testing.T) {
 // the break-glass credentials could.
 func rebuildAudit(t *testing.T, env *devEnv, edit func([]*nats.RawStreamMsg) []*nats.RawStreamMsg) {
 	t.Helper()
-	nc := env.NATS("admin")
+	nc := env.NATS(bus.CompAdmin)
 	js, err := nc.JetStream()
 	require.NoError(t, err)
 	info, err := js.StreamInfo(bus.StreamAudit)
@@ -315,7 +330,7 @@ func rebuildAudit(t *testing.T, env *devEnv, edit func([]*nats.RawStreamMsg) []*
 // waitCheckpoint waits until a signed checkpoint covers the session up to seq.
 func waitCheckpoint(t *testing.T, env *devEnv, session string, seq uint64) {
 	t.Helper()
-	js, err := jetstream.New(env.NATS("sluice"))
+	js, err := jetstream.New(env.NATS(bus.CompSIEM))
 	require.NoError(t, err)
 	testkit.Eventually(t, 30*time.Second, func() error {
 		found := false

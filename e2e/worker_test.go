@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,11 +11,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/testkit"
 )
 
 // A PostgreSQL worker deployed on its own, as in production: its own
-// process, connected over TCP as the restricted "worker" NATS user, beside
+// process, connected over TCP as the restricted pgworker NATS identity, beside
 // the services of `sluice dev`. Everything a client relies on works through
 // it: identity, masking, denials, approvals (promptly), recording.
 func TestStandaloneWorker(t *testing.T) {
@@ -24,10 +24,9 @@ func TestStandaloneWorker(t *testing.T) {
 	env := startDev(t, devOptions{extra: []string{"--hold-timeout", "20s"}})
 	port := freePort(t)
 	logs := &syncBuffer{}
-	cmd := exec.Command(sluiceBin, "serve", "pgworker", "--nats", env.natsURL(), "--nats-user", "worker",
+	cmd := exec.Command(sluiceBin, "serve", "pgworker", "--nats", env.natsURL(), "--nats-nkey-file", env.natsKey(bus.CompPGWorker),
 		"--pg-addr", fmt.Sprintf("127.0.0.1:%d", port), "--master-key-file", filepath.Join(env.Dir, "master.key"),
-		"--tls-dir", filepath.Join(env.Dir, "tls"), "--log-format", "json")
-	cmd.Env = append(os.Environ(), "SLUICE_NATS_PASSWORD="+env.natsPassword("worker"))
+		"--tls-cert", filepath.Join(env.Dir, "tls", "cert.pem"), "--tls-key", filepath.Join(env.Dir, "tls", "key.pem"), "--log-format", "json")
 	cmd.Stderr = logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {

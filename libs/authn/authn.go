@@ -1,8 +1,13 @@
 // Package authn is the client side of the identity service: it asks
 // sluice.api.identity.token.verify to verify a token and caches the verified
 // principal until the token expires (never longer than MaxAge), so that a
-// worker verifies each token once. Failures are not cached, except that the
-// cache is keyed by a hash of the token: raw tokens are never kept.
+// worker verifies each token once. Failures are not cached, and the cache
+// is keyed by a hash of the token: raw tokens are never kept.
+//
+// A client that follows the identity configuration (SetIdentityDigest)
+// trusts only answers made under the configuration it knows, and forgets
+// every cached verification the moment the configuration changes: a token
+// that the new configuration refuses stops working at once.
 package authn
 
 import (
@@ -18,9 +23,6 @@ import (
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
 )
-
-// Subject is the identity service's verify subject.
-const Subject = "sluice.api.identity.token.verify"
 
 // CodeUnavailable is returned when the identity service cannot be reached.
 const CodeUnavailable = "unavailable"
@@ -38,6 +40,10 @@ type Client struct {
 	mu    sync.Mutex
 	cache map[[32]byte]entry
 	now   func() time.Time
+	// digest is the identity configuration answers must be made under;
+	// following says whether it is known (SetIdentityDigest was called).
+	digest    string
+	following bool
 }
 
 type entry struct {
@@ -48,6 +54,21 @@ type entry struct {
 // New returns a client on nc.
 func New(nc *nats.Conn) *Client {
 	return &Client{nc: nc, cache: map[[32]byte]entry{}, now: time.Now}
+}
+
+// SetIdentityDigest tells the client which identity configuration is in
+// force (controlstate.View.IdentityDigest). When it changes, every cached
+// verification is forgotten; from then on only answers made under it count.
+// It reports whether the digest changed.
+func (c *Client) SetIdentityDigest(d string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := !c.following || c.digest != d
+	c.digest, c.following = d, true
+	if changed {
+		clear(c.cache)
+	}
+	return changed
 }
 
 // Verify returns the token's principal, or a client-safe error.
@@ -71,13 +92,30 @@ func (c *Client) Verify(ctx context.Context, token string) (*commonv1.Principal,
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var resp identityv1.VerifyTokenResponse
-	err := bus.Request(ctx, c.nc, Subject, &identityv1.VerifyTokenRequest{Token: token}, &resp)
-	if err != nil {
-		msg := "the identity service is unavailable"
-		if errors.Is(err, bus.ErrNoResponders) {
-			msg = "no identity service is running"
+	for {
+		resp.Reset()
+		err := bus.Request(ctx, c.nc, bus.APIIdentityVerify, &identityv1.VerifyTokenRequest{Token: token}, &resp)
+		if err != nil {
+			msg := "the identity service is unavailable"
+			if errors.Is(err, bus.ErrNoResponders) {
+				msg = "no identity service is running"
+			}
+			return nil, &commonv1.Error{Code: CodeUnavailable, Message: msg}
 		}
-		return nil, &commonv1.Error{Code: CodeUnavailable, Message: msg}
+		c.mu.Lock()
+		want, following := c.digest, c.following
+		c.mu.Unlock()
+		if !following || resp.GetIdentityDigest() == want {
+			break
+		}
+		// The identity service answered under another configuration than
+		// the one in force here: it has not caught up (or this client has
+		// not). Ask again shortly; never trust the stale answer.
+		select {
+		case <-ctx.Done():
+			return nil, &commonv1.Error{Code: CodeUnavailable, Message: "the identity service has not applied the current identity configuration"}
+		case <-time.After(25 * time.Millisecond):
+		}
 	}
 	if resp.Error != nil {
 		return nil, resp.Error
@@ -94,12 +132,28 @@ func (c *Client) Verify(ctx context.Context, token string) (*commonv1.Principal,
 		return nil, &commonv1.Error{Code: "token_expired", Message: "the token expired"}
 	}
 	c.mu.Lock()
+	if c.following && c.digest != resp.GetIdentityDigest() {
+		// The configuration changed while this answer was in flight.
+		c.mu.Unlock()
+		return nil, &commonv1.Error{Code: CodeUnavailable, Message: "the identity configuration changed during verification; retry"}
+	}
 	if len(c.cache) >= c.maxEntries() {
 		c.evict(now)
 	}
 	c.cache[key] = entry{p: p, expires: expires}
 	c.mu.Unlock()
 	return p, nil
+}
+
+// Caller verifies the access token that the request being served carried
+// (bus.CallerToken): the principal a service authorizes. A request without
+// one is refused.
+func (c *Client) Caller(ctx context.Context) (*commonv1.Principal, *commonv1.Error) {
+	tok := bus.CallerToken(ctx)
+	if tok == "" {
+		return nil, &commonv1.Error{Code: "unauthenticated", Message: "the request carries no caller token"}
+	}
+	return c.Verify(ctx, tok)
 }
 
 func (c *Client) maxAge() time.Duration {

@@ -6,7 +6,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	neturl "net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,10 +20,24 @@ import (
 type Config struct {
 	// URL is one or more comma-separated server URLs.
 	URL string
-	// CredsFile is a NATS credentials file (JWT + nkey seed).
+	// Component is the NATS identity connecting (see Components); it sets
+	// the inbox prefix, which only that identity may subscribe to.
+	Component string
+	// NkeyFile holds the component's nkey seed (the deployment's way to
+	// authenticate; see deploy/nats/users.conf).
+	NkeyFile string
+	// CredsFile is a NATS credentials file (JWT + nkey seed), for operator
+	// mode deployments.
 	CredsFile string
 	// User and Password authenticate with a username and password instead.
 	User, Password string
+	// RequireSecure refuses a connection that is neither TLS nor to a
+	// loopback or in-process server: for components whose messages carry
+	// access tokens.
+	RequireSecure bool
+	// OnError, if set, receives asynchronous errors (permission violations
+	// above all), which nats.go would otherwise only keep as LastError.
+	OnError func(error)
 	// CAFile verifies the server's certificate; CertFile/KeyFile present a client certificate.
 	CAFile, CertFile, KeyFile string
 	// Name identifies this connection in the server's monitoring.
@@ -49,7 +66,21 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		// Asynchronous errors (permission violations, slow consumers) are
 		// reported by the calls they affect and by LastError; the default
 		// handler would print them to stderr.
-		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if cfg.OnError != nil {
+				cfg.OnError(err)
+			}
+		}),
+	}
+	if cfg.Component != "" {
+		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(cfg.Component)))
+	}
+	if cfg.NkeyFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.NkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats nkey %s: %w", cfg.NkeyFile, err)
+		}
+		opts = append(opts, opt)
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(time.Until(deadline)))
@@ -60,12 +91,21 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
-	if cfg.CAFile != "" || cfg.CertFile != "" {
+	secure := cfg.CAFile != "" || cfg.CertFile != ""
+	if secure {
 		tc, err := tlsConfig(cfg)
 		if err != nil {
 			return nil, err
 		}
 		opts = append(opts, nats.Secure(tc))
+	}
+	if cfg.RequireSecure && cfg.InProcess == nil && !secure {
+		if err := loopbackOnly(url); err != nil {
+			return nil, err
+		}
+		// Servers the cluster announces may be elsewhere: stay on the
+		// loopback ones named here.
+		opts = append(opts, nats.IgnoreDiscoveredServers())
 	}
 	if cfg.InProcess != nil {
 		opts = append(opts, nats.InProcessServer(cfg.InProcess))
@@ -81,6 +121,36 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	return &Conn{NC: nc, JS: js}, nil
 }
+
+// loopbackOnly refuses plaintext URLs to anything but a loopback address:
+// access tokens must not cross a network in clear.
+func loopbackOnly(urls string) error {
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		parsed, err := neturl.Parse(u)
+		if err != nil || parsed.Host == "" {
+			parsed, err = neturl.Parse("nats://" + u)
+			if err != nil {
+				return fmt.Errorf("nats url %q: %w", u, err)
+			}
+		}
+		if parsed.Scheme == "tls" {
+			continue
+		}
+		host := parsed.Hostname()
+		if host == "localhost" {
+			continue
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			continue
+		}
+		return fmt.Errorf("%w: %s is neither TLS nor loopback; messages on it carry access tokens (give --nats-ca, or a tls:// URL)", ErrInsecure, u)
+	}
+	return nil
+}
+
+// ErrInsecure refuses a plaintext NATS connection across a network.
+var ErrInsecure = errors.New("bus: refusing a plaintext NATS connection")
 
 // Close drains the connection so in-flight replies are delivered.
 func (c *Conn) Close() {

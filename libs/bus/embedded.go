@@ -28,8 +28,9 @@ type EmbeddedConfig struct {
 	// ConfigFile is a nats-server configuration file (accounts, users,
 	// permissions) applied before the fields above.
 	ConfigFile string
-	// Users, when set, require authentication (see Users()).
+	// Users and Nkeys, when set, require authentication (see NkeyUsers).
 	Users []*server.User
+	Nkeys []*server.NkeyUser
 	// DontListen serves in-process connections only.
 	DontListen bool
 	// Debug enables the server's own logging to stderr.
@@ -39,6 +40,7 @@ type EmbeddedConfig struct {
 // Embedded is a running in-process NATS server.
 type Embedded struct {
 	Server *server.Server
+	opts   *server.Options
 }
 
 // StartEmbedded starts a NATS server with JetStream and waits until it accepts connections.
@@ -69,6 +71,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if len(cfg.Users) > 0 {
 		opts.Users = cfg.Users
 	}
+	if len(cfg.Nkeys) > 0 {
+		opts.Nkeys = cfg.Nkeys
+	}
 	if cfg.ClusterName != "" {
 		opts.Cluster.Name = cfg.ClusterName
 		opts.Cluster.Host = opts.Host
@@ -91,7 +96,20 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		s.Shutdown()
 		return nil, errors.New("nats server: not ready after 30s")
 	}
-	return &Embedded{Server: s}, nil
+	return &Embedded{Server: s, opts: opts}, nil
+}
+
+// ReloadNkeys replaces the server's nkey users, as `nats-server --signal
+// reload` does with a changed configuration: connections of removed
+// identities are closed, the others go on.
+func (e *Embedded) ReloadNkeys(users []*server.NkeyUser) error {
+	o := e.opts.Clone()
+	o.Nkeys = users
+	if err := e.Server.ReloadOptions(o); err != nil {
+		return fmt.Errorf("nats reload: %w", err)
+	}
+	e.opts = o
+	return nil
 }
 
 // ClientURL is the URL clients connect to.

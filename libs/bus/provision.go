@@ -86,22 +86,23 @@ func limit(n int64) int64 {
 	return n
 }
 
-// Missing names the first stream or bucket of the topology that does not
-// exist yet; "" when all do. It only looks, so a process without the right
-// to create streams (a protocol worker) can wait for the control plane.
-func Missing(ctx context.Context, js jetstream.JetStream) (string, error) {
-	for _, cfg := range (Topology{}).streams() {
-		if _, err := js.Stream(ctx, cfg.Name); errors.Is(err, jetstream.ErrStreamNotFound) {
-			return "stream " + cfg.Name, nil
-		} else if err != nil {
-			return "", fmt.Errorf("stream %s: %w", cfg.Name, err)
+// Missing names the first of stores that does not exist yet; "" when all
+// do. It only looks, so a component that may not create a stream waits for
+// the one that owns it.
+func Missing(ctx context.Context, js jetstream.JetStream, stores ...Store) (string, error) {
+	for _, st := range stores {
+		if st.Stream != "" {
+			if _, err := js.Stream(ctx, st.Stream); errors.Is(err, jetstream.ErrStreamNotFound) {
+				return "stream " + st.Stream, nil
+			} else if err != nil {
+				return "", fmt.Errorf("stream %s: %w", st.Stream, err)
+			}
+			continue
 		}
-	}
-	for _, b := range buckets {
-		if _, err := js.KeyValue(ctx, b); errors.Is(err, jetstream.ErrBucketNotFound) {
-			return "bucket " + b, nil
+		if _, err := js.KeyValue(ctx, st.Bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+			return "bucket " + st.Bucket, nil
 		} else if err != nil {
-			return "", fmt.Errorf("bucket %s: %w", b, err)
+			return "", fmt.Errorf("bucket %s: %w", st.Bucket, err)
 		}
 	}
 	return "", nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,8 +16,30 @@ import (
 // not be decoded, the handler failed). Domain errors travel in the reply body.
 const HeaderError = "Sluice-Error"
 
+// HeaderCaller carries the access token of the caller on whose behalf a
+// request is made: the service verifies it itself (through the identity
+// service) and authorizes that principal, never one named in the body.
+// Tokens cross NATS only over TLS or loopback (Config.RequireSecure) and are
+// never logged or stored.
+const HeaderCaller = "Sluice-Caller"
+
 // ErrNoResponders means no replica of the service is running.
 var ErrNoResponders = errors.New("bus: no service is answering")
+
+type callerKey struct{}
+
+// CallerToken is the access token the request being served carried ("" if
+// none).
+func CallerToken(ctx context.Context) string {
+	t, _ := ctx.Value(callerKey{}).(string)
+	return t
+}
+
+// WithCallerToken returns a context whose requests carry token (see
+// Request): the API uses it to forward its caller, a worker its session's.
+func WithCallerToken(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, callerKey{}, token)
+}
 
 // Handler answers one request.
 type Handler[Req, Resp proto.Message] func(ctx context.Context, req Req) (Resp, error)
@@ -44,9 +67,12 @@ func Serve[Req, Resp proto.Message](ctx context.Context, nc *nats.Conn, subject,
 }
 
 func reply[Req, Resp proto.Message](ctx context.Context, m *nats.Msg, newReq func() Req, h Handler[Req, Resp]) {
-	if m.Reply == "" {
+	// A request comes from a caller's inbox. Anything else (a JetStream
+	// delivery pushed onto a service subject, say) is not a request.
+	if !strings.HasPrefix(m.Reply, "_INBOX.") {
 		return
 	}
+	ctx = context.WithValue(ctx, callerKey{}, m.Header.Get(HeaderCaller))
 	req := newReq()
 	out := nats.NewMsg(m.Reply)
 	if err := proto.Unmarshal(m.Data, req); err != nil {
@@ -82,7 +108,12 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp proto
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	m, err := nc.RequestWithContext(ctx, subject, data)
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	if tok := CallerToken(ctx); tok != "" {
+		msg.Header.Set(HeaderCaller, tok)
+	}
+	m, err := nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("%s: %w", subject, ErrNoResponders)

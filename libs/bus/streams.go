@@ -2,7 +2,7 @@ package bus
 
 import (
 	"context"
-
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -136,18 +136,47 @@ func (t Topology) streams() []jetstream.StreamConfig {
 // buckets are the topology's key-value buckets.
 var buckets = []string{BucketControl, BucketApprovals, BucketSessions, BucketAuditKeys}
 
-// Provision creates every stream and bucket of the topology, idempotently.
-// Every service calls it at start; protocol workers, which may not create
-// streams, wait with Missing instead. So no start order is required.
-func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
+// stream returns the configuration of a stream of the topology.
+func (t Topology) stream(name string) (jetstream.StreamConfig, bool) {
 	for _, cfg := range t.streams() {
-		if _, err := EnsureStream(ctx, js, cfg); err != nil {
-			return err
+		if cfg.Name == name {
+			return cfg, true
 		}
 	}
+	return jetstream.StreamConfig{}, false
+}
+
+// Provision creates every stream and bucket of the topology, idempotently
+// (tests, and an operator with the break-glass identity).
+func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
+	var all []Store
+	for _, cfg := range t.streams() {
+		all = append(all, Store{Stream: cfg.Name})
+	}
 	for _, b := range buckets {
-		if _, err := EnsureKV(ctx, js, t.KV(b)); err != nil {
-			return err
+		all = append(all, Store{Bucket: b})
+	}
+	return ProvisionStores(ctx, js, t, all)
+}
+
+// ProvisionStores creates the given streams and buckets, idempotently. A
+// component provisions what it owns (Component.Owns) and waits for what it
+// needs from others (Missing), so no start order is required.
+func ProvisionStores(ctx context.Context, js jetstream.JetStream, t Topology, stores []Store) error {
+	for _, st := range stores {
+		switch {
+		case st.Stream != "":
+			cfg, ok := t.stream(st.Stream)
+			if !ok {
+				return fmt.Errorf("provision: unknown stream %s", st.Stream)
+			}
+			if _, err := EnsureStream(ctx, js, cfg); err != nil {
+				return err
+			}
+		case st.Bucket != "":
+			if _, err := EnsureKV(ctx, js, t.KV(st.Bucket)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

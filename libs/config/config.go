@@ -11,25 +11,31 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"sluice.dev/sluice/libs/claimmap"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
 
 // File is a parsed sluice.yaml.
 type File struct {
-	OIDC      *OIDC           `yaml:"oidc"`
+	OIDC      Providers       `yaml:"oidc"`
+	Access    *Access         `yaml:"access"`
 	Targets   []Target        `yaml:"targets"`
 	Approvers []ApproverGroup `yaml:"approvers"`
 	Policies  []Rule          `yaml:"policies"`
 }
 
-// OIDC configures token verification.
+// OIDC configures token verification for one trusted issuer.
 type OIDC struct {
+	// Name identifies the provider; default "oidc" (or the issuer's host
+	// when several are listed).
+	Name                   string   `yaml:"name"`
 	Issuer                 string   `yaml:"issuer"`
 	Audience               string   `yaml:"audience"`
 	GroupsClaim            string   `yaml:"groups_claim"`
@@ -38,6 +44,68 @@ type OIDC struct {
 	Algorithms             []string `yaml:"algorithms"`
 	RequireAccessTokenType bool     `yaml:"require_access_token_type"`
 	JWKSRefreshInterval    string   `yaml:"jwks_refresh_interval"`
+	// SubjectGroups gives listed subjects groups (a client-credentials
+	// identity's sub is usually its client id).
+	SubjectGroups map[string][]string `yaml:"subject_groups"`
+	// GroupsExpression is CEL over `claims` returning a list of strings.
+	GroupsExpression string `yaml:"groups_expression"`
+	line             int
+}
+
+// Providers is the oidc section: one provider (a mapping) or several (a
+// list), each a trusted issuer with its own audience and claim mapping.
+type Providers []OIDC
+
+// UnmarshalYAML accepts a mapping or a list, refusing unknown fields.
+func (p *Providers) UnmarshalYAML(n *yaml.Node) error {
+	items := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		items = n.Content
+	}
+	for _, item := range items {
+		if item.Kind != yaml.MappingNode {
+			return fmt.Errorf("line %d: oidc holds a provider (issuer, audience, ...) or a list of them", item.Line)
+		}
+		if err := knownKeys(item, OIDC{}); err != nil {
+			return err
+		}
+		var o OIDC
+		if err := item.Decode(&o); err != nil {
+			return err
+		}
+		o.line = item.Line
+		*p = append(*p, o)
+	}
+	return nil
+}
+
+// knownKeys refuses mapping keys that v's yaml tags do not name (a nested
+// Decode does not check them).
+func knownKeys(n *yaml.Node, v any) error {
+	known := map[string]bool{}
+	t := reflect.TypeOf(v)
+	for i := 0; i < t.NumField(); i++ {
+		if tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]; tag != "" && tag != "-" {
+			known[tag] = true
+		}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; !known[k.Value] {
+			return fmt.Errorf("line %d: field %s not found in type config.OIDC", k.Line, k.Value)
+		}
+	}
+	return nil
+}
+
+// Access says which groups hold Sluice's own roles.
+type Access struct {
+	// Admins may apply configuration and see every approval.
+	Admins []string `yaml:"admins"`
+	// Auditors may read sessions, the audit log and every approval.
+	Auditors []string `yaml:"auditors"`
+	// GrantApprovers names the approver group (under approvers) that
+	// decides grant requests.
+	GrantApprovers string `yaml:"grant_approvers"`
 }
 
 // Secret references a credential; exactly one field is set.
@@ -301,17 +369,54 @@ func (f *File) check() Errors {
 			}
 		}
 	}
-	if f.OIDC != nil {
-		if f.OIDC.Issuer == "" || f.OIDC.Audience == "" {
-			errs = append(errs, Error{Message: "oidc: issuer and audience are required"})
+	issuers, pnames := map[string]bool{}, map[string]bool{}
+	for i, o := range f.OIDC {
+		bad := func(format string, args ...any) {
+			errs = append(errs, Error{Line: o.line, Message: "oidc: " + fmt.Sprintf(format, args...)})
 		}
-		if f.OIDC.JWKSRefreshInterval != "" {
-			if _, err := time.ParseDuration(f.OIDC.JWKSRefreshInterval); err != nil {
-				errs = append(errs, Error{Message: "oidc: jwks_refresh_interval: " + err.Error()})
+		if o.Issuer == "" || o.Audience == "" {
+			bad("issuer and audience are required")
+		}
+		if issuers[o.Issuer] {
+			bad("issuer %q is listed twice", o.Issuer)
+		}
+		issuers[o.Issuer] = true
+		name := f.OIDC.name(i)
+		if pnames[name] {
+			bad("provider name %q is used twice", name)
+		}
+		pnames[name] = true
+		if o.JWKSRefreshInterval != "" {
+			if _, err := time.ParseDuration(o.JWKSRefreshInterval); err != nil {
+				bad("jwks_refresh_interval: %v", err)
+			}
+		}
+		if o.GroupsExpression != "" {
+			if _, err := claimmap.Compile(o.GroupsExpression); err != nil {
+				bad("%v", err)
 			}
 		}
 	}
+	if a := f.Access; a != nil {
+		if len(a.Admins) == 0 {
+			errs = append(errs, Error{Message: "access: name at least one admins group (an empty list would lock every admin out)"})
+		}
+		if a.GrantApprovers != "" && f.Approvers != nil && !groups[a.GrantApprovers] {
+			errs = append(errs, Error{Message: fmt.Sprintf("access: grant_approvers %q is not defined under approvers", a.GrantApprovers)})
+		}
+	}
 	return errs
+}
+
+// name is provider i's name.
+func (p Providers) name(i int) string {
+	if p[i].Name != "" {
+		return p[i].Name
+	}
+	if len(p) == 1 {
+		return "oidc"
+	}
+	return p[i].Issuer
 }
 
 func (s *Secret) check() error {

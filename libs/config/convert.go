@@ -91,19 +91,38 @@ func (f *File) ApproverProtos() []*controlv1.ApproverGroup {
 	return out
 }
 
-// ProviderProto converts the oidc section; nil if absent.
-func (f *File) ProviderProto() *controlv1.IdentityProvider {
+// ProviderProtos converts the oidc section; nil if absent.
+func (f *File) ProviderProtos() []*controlv1.IdentityProvider {
 	if f.OIDC == nil {
 		return nil
 	}
-	o := f.OIDC
-	var refresh uint32
-	if d, err := time.ParseDuration(o.JWKSRefreshInterval); err == nil {
-		refresh = uint32(d.Seconds())
+	out := make([]*controlv1.IdentityProvider, 0, len(f.OIDC))
+	for i, o := range f.OIDC {
+		var refresh uint32
+		if d, err := time.ParseDuration(o.JWKSRefreshInterval); err == nil {
+			refresh = uint32(d.Seconds())
+		}
+		p := &controlv1.IdentityProvider{
+			Name:   f.OIDC.name(i),
+			Issuer: o.Issuer, Audience: o.Audience, GroupsClaim: o.GroupsClaim, EmailClaim: o.EmailClaim,
+			MachineClaim: o.MachineClaim, Algorithms: o.Algorithms, RequireAccessTokenType: o.RequireAccessTokenType,
+			JwksRefreshIntervalSeconds: refresh, GroupsExpression: o.GroupsExpression,
+		}
+		for sub, groups := range o.SubjectGroups {
+			if p.SubjectGroups == nil {
+				p.SubjectGroups = map[string]*controlv1.GroupList{}
+			}
+			p.SubjectGroups[sub] = &controlv1.GroupList{Groups: groups}
+		}
+		out = append(out, p)
 	}
-	return &controlv1.IdentityProvider{
-		Issuer: o.Issuer, Audience: o.Audience, GroupsClaim: o.GroupsClaim, EmailClaim: o.EmailClaim,
-		MachineClaim: o.MachineClaim, Algorithms: o.Algorithms, RequireAccessTokenType: o.RequireAccessTokenType,
-		JwksRefreshIntervalSeconds: refresh,
+	return out
+}
+
+// AccessProto converts the access section; nil if absent.
+func (f *File) AccessProto() *controlv1.AccessConfigured {
+	if f.Access == nil {
+		return nil
 	}
+	return &controlv1.AccessConfigured{Admins: f.Access.Admins, Auditors: f.Access.Auditors, GrantApprovers: f.Access.GrantApprovers}
 }

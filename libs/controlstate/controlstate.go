@@ -4,7 +4,8 @@
 // identity provider), and a live View of it for services and workers.
 //
 // Keys: target.<token(name)>, policy.current, approvers.current,
-// identity.provider. Values are the serialized events that set them.
+// identity.provider, access.current. Values are the serialized events that
+// set them.
 package controlstate
 
 import (
@@ -25,6 +26,7 @@ const (
 	KeyPolicy           = "policy.current"
 	KeyApprovers        = "approvers.current"
 	KeyIdentityProvider = "identity.provider"
+	KeyAccess           = "access.current"
 	targetPrefix        = "target."
 )
 
@@ -47,6 +49,7 @@ type View struct {
 	policy    *controlv1.PolicySetApplied
 	approvers *controlv1.ApproverGroupsSet
 	provider  *controlv1.IdentityProviderConfigured
+	access    *controlv1.AccessConfigured
 	ready     chan struct{}
 	subs      []func(key string)
 }
@@ -105,6 +108,13 @@ func (v *View) apply(e jetstream.KeyValueEntry) error {
 			return err
 		}
 		v.provider = nilIf(deleted, &p)
+	case key == KeyAccess:
+		var a controlv1.AccessConfigured
+		if err := decodeOrNil(e, deleted, &a); err != nil {
+			v.mu.Unlock()
+			return err
+		}
+		v.access = nilIf(deleted, &a)
 	}
 	subs := v.subs
 	v.mu.Unlock()
@@ -170,6 +180,34 @@ func (v *View) IdentityProvider() *controlv1.IdentityProviderConfigured {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.provider
+}
+
+// IdentityDigest names the applied identity configuration ("" if none is
+// applied): verifications made under another one are not trusted.
+func (v *View) IdentityDigest() string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.provider.GetDigest()
+}
+
+// Providers returns every applied identity provider (events written before
+// several could be configured carry one, in provider).
+func Providers(ev *controlv1.IdentityProviderConfigured) []*controlv1.IdentityProvider {
+	if ps := ev.GetProviders(); len(ps) > 0 {
+		return ps
+	}
+	if p := ev.GetProvider(); p != nil {
+		return []*controlv1.IdentityProvider{p}
+	}
+	return nil
+}
+
+// Access returns which groups administer and audit, or nil if no access
+// section was ever applied (then only the break-glass path administers).
+func (v *View) Access() *controlv1.AccessConfigured {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.access
 }
 
 // Follow keeps the view current until ctx is done, watching again when a

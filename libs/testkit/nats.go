@@ -43,12 +43,12 @@ type Cluster struct {
 // meta leader. Servers are shut down at the end of the test.
 func NATSCluster(t testing.TB) *Cluster {
 	t.Helper()
-	return NATSClusterWithUsers(t, nil)
+	return NATSClusterWithNkeys(t, nil)
 }
 
-// NATSClusterWithUsers starts a three-node cluster that requires the given
-// users (bus.Users: the deployment's users and permissions).
-func NATSClusterWithUsers(t testing.TB, users []*server.User) *Cluster {
+// NATSClusterWithNkeys starts a three-node cluster that requires the given
+// nkey users (bus.NkeyUsers: the deployment's identities and permissions).
+func NATSClusterWithNkeys(t testing.TB, users []*server.NkeyUser) *Cluster {
 	t.Helper()
 	ports := make([]int, 3)
 	for i := range ports {
@@ -68,7 +68,7 @@ func NATSClusterWithUsers(t testing.TB, users []*server.User) *Cluster {
 			ClusterName: "sluice-test",
 			ClusterPort: ports[i],
 			Routes:      routes,
-			Users:       users,
+			Nkeys:       users,
 		}
 		c.cfgs = append(c.cfgs, cfg)
 	}

@@ -8,16 +8,10 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"sluice.dev/sluice/libs/bus"
+
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
-)
-
-const (
-	subjectApprovalList   = "sluice.api.approvals.request.list"
-	subjectApprovalGet    = "sluice.api.approvals.request.get"
-	subjectApprovalDecide = "sluice.api.approvals.request.decide"
-	subjectGrantRequest   = "sluice.api.approvals.grant.request"
-	subjectGrantRevoke    = "sluice.api.approvals.grant.revoke"
 )
 
 func (s *Server) approvalRoutes() {
@@ -78,16 +72,7 @@ func (s *Server) approvalReply(w http.ResponseWriter, r *http.Request, subject s
 		return
 	}
 	if e := reply.GetError(); e != nil {
-		code := http.StatusConflict
-		switch e.GetCode() {
-		case "not_found":
-			code = http.StatusNotFound
-		case "forbidden", "self_approval":
-			code = http.StatusForbidden
-		case "bad_request":
-			code = http.StatusBadRequest
-		}
-		writeError(w, code, e.GetCode(), e.GetMessage())
+		writeError(w, errorStatus(e.GetCode()), e.GetCode(), e.GetMessage())
 		return
 	}
 	writeJSON(w, status, ApprovalToJSON(reply.GetApproval()))
@@ -95,7 +80,11 @@ func (s *Server) approvalReply(w http.ResponseWriter, r *http.Request, subject s
 
 func (s *Server) approvalList(w http.ResponseWriter, r *http.Request, p *commonv1.Principal) {
 	var reply approvalsv1.ListReply
-	if !s.call(w, r, subjectApprovalList, &approvalsv1.ListRequest{State: r.URL.Query().Get("state"), Caller: p}, &reply) {
+	if !s.call(w, r, bus.APIApprovalsList, &approvalsv1.ListRequest{State: r.URL.Query().Get("state")}, &reply) {
+		return
+	}
+	if e := reply.GetError(); e != nil {
+		writeError(w, errorStatus(e.GetCode()), e.GetCode(), e.GetMessage())
 		return
 	}
 	out := []ApprovalJSON{}
@@ -106,7 +95,7 @@ func (s *Server) approvalList(w http.ResponseWriter, r *http.Request, p *commonv
 }
 
 func (s *Server) approvalGet(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
-	s.approvalReply(w, r, subjectApprovalGet, &approvalsv1.Get{Id: r.PathValue("id")}, http.StatusOK)
+	s.approvalReply(w, r, bus.APIApprovalsGet, &approvalsv1.Get{Id: r.PathValue("id")}, http.StatusOK)
 }
 
 type reasonBody struct {
@@ -131,7 +120,7 @@ func (s *Server) decide(verdict string) func(http.ResponseWriter, *http.Request,
 		if !readJSON(w, r, &body) {
 			return
 		}
-		s.approvalReply(w, r, subjectApprovalDecide, &approvalsv1.Decide{Id: r.PathValue("id"), Approver: p, Verdict: verdict, Reason: body.Reason}, http.StatusOK)
+		s.approvalReply(w, r, bus.APIApprovalsDecide, &approvalsv1.Decide{Id: r.PathValue("id"), Verdict: verdict, Reason: body.Reason}, http.StatusOK)
 	}
 }
 
@@ -153,7 +142,7 @@ func (s *Server) grantRequest(w http.ResponseWriter, r *http.Request, p *commonv
 		writeError(w, http.StatusBadRequest, "bad_request", "duration is a positive Go duration such as 30m")
 		return
 	}
-	s.approvalReply(w, r, subjectGrantRequest, &approvalsv1.RequestGrant{Requester: p, Target: body.Target, Role: body.Role, DurationSeconds: int64(d.Seconds()), Reason: body.Reason}, http.StatusCreated)
+	s.approvalReply(w, r, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: body.Target, Role: body.Role, DurationSeconds: int64(d.Seconds()), Reason: body.Reason}, http.StatusCreated)
 }
 
 func (s *Server) grantRevoke(w http.ResponseWriter, r *http.Request, p *commonv1.Principal) {
@@ -161,5 +150,5 @@ func (s *Server) grantRevoke(w http.ResponseWriter, r *http.Request, p *commonv1
 	if !readJSON(w, r, &body) {
 		return
 	}
-	s.approvalReply(w, r, subjectGrantRevoke, &approvalsv1.Revoke{Id: r.PathValue("id"), By: p, Reason: body.Reason}, http.StatusOK)
+	s.approvalReply(w, r, bus.APIGrantsRevoke, &approvalsv1.Revoke{Id: r.PathValue("id"), Reason: body.Reason}, http.StatusOK)
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -22,4 +23,26 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, subject string, re
 		return false
 	}
 	return true
+}
+
+// errorStatus maps a service's error code to an HTTP status.
+func errorStatus(code string) int {
+	switch code {
+	case "not_found":
+		return http.StatusNotFound
+	case "forbidden", "self_approval":
+		return http.StatusForbidden
+	case "bad_request":
+		return http.StatusBadRequest
+	case "unauthenticated":
+		return http.StatusUnauthorized
+	case "unavailable":
+		return http.StatusServiceUnavailable
+	}
+	// The identity service's token codes.
+	if strings.HasPrefix(code, "token_") || code == "untrusted_issuer" || code == "wrong_issuer" || code == "wrong_audience" ||
+		code == "bad_signature" || code == "unknown_key" || code == "algorithm_not_allowed" || code == "claims_invalid" || code == "not_an_access_token" {
+		return http.StatusUnauthorized
+	}
+	return http.StatusConflict
 }

@@ -4,16 +4,12 @@ import (
 	"io"
 	"net/http"
 
+	"sluice.dev/sluice/libs/bus"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
 
-// Control service subjects.
-const (
-	subjectApply   = "sluice.api.control.config.apply"
-	subjectTargets = "sluice.api.control.targets.list"
-	maxConfigBytes = 4 << 20
-)
+const maxConfigBytes = 4 << 20
 
 func (s *Server) controlRoutes() {
 	s.handle("POST /api/v1/apply", "apply", admins, s.apply)
@@ -51,11 +47,28 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, p *commonv1.Princ
 		return
 	}
 	q := r.URL.Query()
-	req := &controlv1.ApplyRequest{Config: body, FileName: q.Get("file"), DryRun: q.Get("dry_run") == "true", Prune: q.Get("prune") == "true", Actor: p}
+	req := &controlv1.ApplyRequest{Config: body, FileName: q.Get("file"), DryRun: q.Get("dry_run") == "true", Prune: q.Get("prune") == "true"}
 	var resp controlv1.ApplyResponse
-	if !s.call(w, r, subjectApply, req, &resp) {
+	if !s.call(w, r, bus.APIControlApply, req, &resp) {
 		return
 	}
+	out := ApplyResultFrom(&resp)
+	status := http.StatusOK
+	if e := resp.GetError(); e != nil {
+		switch e.GetCode() {
+		case "apply_failed":
+			status = http.StatusServiceUnavailable
+		case "invalid_config", "invalid_policy":
+			status = http.StatusUnprocessableEntity
+		default:
+			status = errorStatus(e.GetCode())
+		}
+	}
+	writeJSON(w, status, out)
+}
+
+// ApplyResultFrom converts the control service's answer.
+func ApplyResultFrom(resp *controlv1.ApplyResponse) ApplyResult {
 	out := ApplyResult{Changes: []Change{}, PolicyRevision: resp.GetPolicyRevision()}
 	for _, c := range resp.GetChanges() {
 		out.Changes = append(out.Changes, Change{Kind: c.GetKind(), Name: c.GetName(), Op: c.GetOp()})
@@ -63,15 +76,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, p *commonv1.Princ
 	for _, e := range resp.GetErrors() {
 		out.Errors = append(out.Errors, ConfigError{Message: e.GetMessage(), Rule: e.GetRule(), Line: e.GetLine(), Column: e.GetColumn()})
 	}
-	status := http.StatusOK
 	if e := resp.GetError(); e != nil {
 		out.Error, out.Reason = e.GetCode(), e.GetMessage()
-		status = http.StatusUnprocessableEntity
-		if e.GetCode() == "apply_failed" {
-			status = http.StatusServiceUnavailable
-		}
 	}
-	writeJSON(w, status, out)
+	return out
 }
 
 // TargetJSON is a target as the API shows it: never its credential.
@@ -87,7 +95,11 @@ type TargetJSON struct {
 
 func (s *Server) targets(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
 	var resp controlv1.ListTargetsResponse
-	if !s.call(w, r, subjectTargets, &controlv1.ListTargetsRequest{}, &resp) {
+	if !s.call(w, r, bus.APIControlTargets, &controlv1.ListTargetsRequest{}, &resp) {
+		return
+	}
+	if e := resp.GetError(); e != nil {
+		writeError(w, errorStatus(e.GetCode()), e.GetCode(), e.GetMessage())
 		return
 	}
 	out := []TargetJSON{}

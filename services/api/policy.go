@@ -6,18 +6,14 @@ import (
 	"net/http"
 	"strings"
 
+	"sluice.dev/sluice/libs/authz"
+	"sluice.dev/sluice/libs/bus"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 )
 
-const subjectEvaluate = "sluice.api.policy.decision.evaluate"
-
 func (s *Server) policyRoutes() {
-	s.handle("POST /api/v1/policy/test", "policy_test", policyReaders, s.policyTest)
-}
-
-func policyReaders(s *Server, p *commonv1.Principal) bool {
-	return auditors(s, p) || inAny(p, []string{"approvers"})
+	s.handle("POST /api/v1/policy/test", "policy_test", role(authz.PolicyReader), s.policyTest)
 }
 
 // PolicyTestRequest asks how the policy rules on a command for a principal.
@@ -95,7 +91,11 @@ func (s *Server) policyTest(w http.ResponseWriter, r *http.Request, _ *commonv1.
 		Command:   &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: req.SQL}},
 	}
 	var d policyv1.Decision
-	if !s.call(w, r, subjectEvaluate, ereq, &d) {
+	if !s.call(w, r, bus.APIPolicyTest, ereq, &d) {
+		return
+	}
+	if e := d.GetError(); e != nil {
+		writeError(w, errorStatus(e.GetCode()), e.GetCode(), e.GetMessage())
 		return
 	}
 	writeJSON(w, http.StatusOK, DecisionToJSON(&d))

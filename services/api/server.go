@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -17,7 +16,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"sluice.dev/sluice/libs/authn"
+	"sluice.dev/sluice/libs/authz"
 	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/controlstate"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 )
 
@@ -28,10 +29,6 @@ type Config struct {
 	// Listener, if set, is used instead of Addr.
 	Listener net.Listener
 	Conn     *bus.Conn
-	// AdminGroups may apply configuration; default ["sluice-admins"].
-	AdminGroups []string
-	// AuditorGroups may read sessions and the audit log; default ["auditors"].
-	AuditorGroups []string
 	// Issuer and Audience are advertised to the CLI at /api/v1/config.
 	Issuer, Audience, CLIClientID string
 	// Mounts adds handlers under path prefixes (the dev issuer at /oidc).
@@ -42,7 +39,8 @@ type Config struct {
 // Server is the HTTP API.
 type Server struct {
 	cfg     Config
-	authn   *authn.Client
+	view    *controlstate.View
+	guard   *authz.Guard
 	reg     *prometheus.Registry
 	metrics metrics
 	mux     *http.ServeMux
@@ -61,13 +59,8 @@ func New(cfg Config) *Server {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:8080"
 	}
-	if len(cfg.AdminGroups) == 0 {
-		cfg.AdminGroups = []string{"sluice-admins"}
-	}
-	if len(cfg.AuditorGroups) == 0 {
-		cfg.AuditorGroups = []string{"auditors"}
-	}
-	s := &Server{cfg: cfg, authn: authn.New(cfg.Conn.NC), reg: prometheus.NewRegistry(), mux: http.NewServeMux()}
+	view := controlstate.NewView()
+	s := &Server{cfg: cfg, view: view, guard: authz.New(cfg.Conn.NC, view), reg: prometheus.NewRegistry(), mux: http.NewServeMux()}
 	s.metrics = metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_api_requests_total", Help: "HTTP API requests by route and status."}, []string{"route", "status"}),
 		authFail: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_api_auth_failures_total", Help: "Refused bearer tokens by reason code."}, []string{"code"}),
@@ -105,25 +98,21 @@ func (s *Server) routes() {
 	s.extraRoutes()
 }
 
-// access decides whether a principal may call a route.
-type access func(s *Server, p *commonv1.Principal) bool
+// access decides whether a principal may call a route; the service behind
+// it checks again, against the caller it verifies itself. The groups come
+// from the applied access section, never from code.
+type access func(s *Server, p *commonv1.Principal) *commonv1.Error
 
-func anyone(*Server, *commonv1.Principal) bool { return true }
+func anyone(*Server, *commonv1.Principal) *commonv1.Error { return nil }
 
-func admins(s *Server, p *commonv1.Principal) bool { return inAny(p, s.cfg.AdminGroups) }
-
-func auditors(s *Server, p *commonv1.Principal) bool {
-	return inAny(p, s.cfg.AuditorGroups) || inAny(p, s.cfg.AdminGroups)
+func role(r authz.Role) access {
+	return func(s *Server, p *commonv1.Principal) *commonv1.Error { return s.guard.Check(p, r) }
 }
 
-func inAny(p *commonv1.Principal, groups []string) bool {
-	for _, g := range p.GetGroups() {
-		if slices.Contains(groups, g) {
-			return true
-		}
-	}
-	return false
-}
+var (
+	admins   = role(authz.Admin)
+	auditors = role(authz.Auditor)
+)
 
 // handle registers an authenticated route.
 func (s *Server) handle(pattern, route string, allowed access, h func(w http.ResponseWriter, r *http.Request, p *commonv1.Principal)) {
@@ -134,19 +123,21 @@ func (s *Server) handle(pattern, route string, allowed access, h func(w http.Res
 			s.metrics.requests.WithLabelValues(route, fmt.Sprint(rec.status)).Inc()
 			s.metrics.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		}()
-		p, ok := s.authenticate(rec, r)
+		p, token, ok := s.authenticate(rec, r)
 		if !ok {
 			return
 		}
-		if !allowed(s, p) {
-			writeError(rec, http.StatusForbidden, "forbidden", "your groups do not allow this call")
+		if e := allowed(s, p); e != nil {
+			writeError(rec, http.StatusForbidden, e.GetCode(), e.GetMessage())
 			return
 		}
-		h(rec, r.WithContext(context.WithValue(r.Context(), ctxKey{}, p)), p)
+		// Services authorize the caller themselves: they get its token.
+		ctx := bus.WithCallerToken(context.WithValue(r.Context(), ctxKey{}, p), token)
+		h(rec, r.WithContext(ctx), p)
 	})
 }
 
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*commonv1.Principal, bool) {
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*commonv1.Principal, string, bool) {
 	h := r.Header.Get("Authorization")
 	token, found := strings.CutPrefix(h, "Bearer ")
 	if !found {
@@ -156,9 +147,10 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*commonv1
 		s.metrics.authFail.WithLabelValues("token_missing").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
 		writeError(w, http.StatusUnauthorized, "token_missing", "send Authorization: Bearer <access token>")
-		return nil, false
+		return nil, "", false
 	}
-	p, e := s.authn.Verify(r.Context(), strings.TrimSpace(token))
+	token = strings.TrimSpace(token)
+	p, e := s.guard.Authn.Verify(r.Context(), token)
 	if e != nil {
 		s.metrics.authFail.WithLabelValues(e.Code).Inc()
 		status := http.StatusUnauthorized
@@ -167,9 +159,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*commonv1
 		}
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="sluice", error="invalid_token", error_description=%q`, e.Message))
 		writeError(w, status, e.Code, e.Message)
-		return nil, false
+		return nil, "", false
 	}
-	return p, true
+	return p, token, true
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
@@ -228,6 +220,22 @@ func (s *Server) Run(ctx context.Context) error {
 		if ln, err = net.Listen("tcp", s.cfg.Addr); err != nil {
 			return fmt.Errorf("api listen: %w", err)
 		}
+	}
+	// The control view gives the access groups and the identity
+	// configuration; answer only once it is loaded.
+	vctx, stopView := context.WithCancel(ctx)
+	defer stopView()
+	viewErr := make(chan error, 1)
+	go func() { viewErr <- s.view.Follow(vctx, s.cfg.Conn.JS) }()
+	select {
+	case <-s.view.Ready():
+	case err := <-viewErr:
+		if err != nil {
+			return fmt.Errorf("api: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return nil
 	}
 	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)

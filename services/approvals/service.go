@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"sluice.dev/sluice/libs/approvalstate"
+	"sluice.dev/sluice/libs/authz"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/eventstore"
@@ -22,17 +22,7 @@ import (
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 )
 
-// Subjects served (queue group "approvals").
-const (
-	SubjectOpen    = "sluice.api.approvals.request.open"
-	SubjectDecide  = "sluice.api.approvals.request.decide"
-	SubjectConsume = "sluice.api.approvals.request.consume"
-	SubjectList    = "sluice.api.approvals.request.list"
-	SubjectGet     = "sluice.api.approvals.request.get"
-	SubjectGrant   = "sluice.api.approvals.grant.request"
-	SubjectRevoke  = "sluice.api.approvals.grant.revoke"
-	projectionName = "approvals-kv"
-)
+const projectionName = bus.DurableApprovalsProjection
 
 // Config configures the service.
 type Config struct {
@@ -41,9 +31,6 @@ type Config struct {
 	// DefaultTTL is how long a held command waits when the request names
 	// none; default 5m.
 	DefaultTTL time.Duration
-	// GrantApprovers are the approver groups that decide grant requests;
-	// default ["approvers"].
-	GrantApprovers []string
 	// MaxGrant bounds a grant's length; default 12h.
 	MaxGrant time.Duration
 	// Now is the clock (tests).
@@ -56,6 +43,7 @@ type Service struct {
 	store *eventstore.Store
 	ctl   *controlstate.View
 	view  *approvalstate.View
+	guard *authz.Guard
 }
 
 // New returns the service.
@@ -63,17 +51,15 @@ func New(cfg Config) *Service {
 	if cfg.DefaultTTL <= 0 {
 		cfg.DefaultTTL = 5 * time.Minute
 	}
-	if len(cfg.GrantApprovers) == 0 {
-		cfg.GrantApprovers = []string{"approvers"}
-	}
 	if cfg.MaxGrant <= 0 {
 		cfg.MaxGrant = 12 * time.Hour
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	ctl := controlstate.NewView()
 	return &Service{cfg: cfg, store: eventstore.New(cfg.Conn.JS, bus.StreamApprovals, bus.SubjectApprovals),
-		ctl: controlstate.NewView(), view: approvalstate.NewView()}
+		ctl: ctl, view: approvalstate.NewView(), guard: authz.New(cfg.Conn.NC, ctl)}
 }
 
 // Run serves until ctx is done.
@@ -98,13 +84,14 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	serve := []error{}
 	add := func(_ any, err error) { serve = append(serve, err) }
-	add(bus.Serve(ctx, nc, SubjectOpen, "approvals", func() *approvalsv1.OpenRequest { return &approvalsv1.OpenRequest{} }, s.open))
-	add(bus.Serve(ctx, nc, SubjectDecide, "approvals", func() *approvalsv1.Decide { return &approvalsv1.Decide{} }, s.decide))
-	add(bus.Serve(ctx, nc, SubjectConsume, "approvals", func() *approvalsv1.Consume { return &approvalsv1.Consume{} }, s.consume))
-	add(bus.Serve(ctx, nc, SubjectList, "approvals", func() *approvalsv1.ListRequest { return &approvalsv1.ListRequest{} }, s.list))
-	add(bus.Serve(ctx, nc, SubjectGet, "approvals", func() *approvalsv1.Get { return &approvalsv1.Get{} }, s.get))
-	add(bus.Serve(ctx, nc, SubjectGrant, "approvals", func() *approvalsv1.RequestGrant { return &approvalsv1.RequestGrant{} }, s.requestGrant))
-	add(bus.Serve(ctx, nc, SubjectRevoke, "approvals", func() *approvalsv1.Revoke { return &approvalsv1.Revoke{} }, s.revoke))
+	add(bus.Serve(ctx, nc, bus.APIApprovalsOpen, "approvals", func() *approvalsv1.OpenRequest { return &approvalsv1.OpenRequest{} }, s.open))
+	add(bus.Serve(ctx, nc, bus.APIApprovalsDecide, "approvals", func() *approvalsv1.Decide { return &approvalsv1.Decide{} }, s.decide))
+	add(bus.Serve(ctx, nc, bus.APIApprovalsSlackDecide, "approvals", func() *approvalsv1.SlackDecide { return &approvalsv1.SlackDecide{} }, s.slackDecide))
+	add(bus.Serve(ctx, nc, bus.APIApprovalsConsume, "approvals", func() *approvalsv1.Consume { return &approvalsv1.Consume{} }, s.consume))
+	add(bus.Serve(ctx, nc, bus.APIApprovalsList, "approvals", func() *approvalsv1.ListRequest { return &approvalsv1.ListRequest{} }, s.list))
+	add(bus.Serve(ctx, nc, bus.APIApprovalsGet, "approvals", func() *approvalsv1.Get { return &approvalsv1.Get{} }, s.get))
+	add(bus.Serve(ctx, nc, bus.APIGrantsRequest, "approvals", func() *approvalsv1.RequestGrant { return &approvalsv1.RequestGrant{} }, s.requestGrant))
+	add(bus.Serve(ctx, nc, bus.APIGrantsRevoke, "approvals", func() *approvalsv1.Revoke { return &approvalsv1.Revoke{} }, s.revoke))
 	if err := errors.Join(serve...); err != nil {
 		return err
 	}
@@ -118,6 +105,17 @@ func (s *Service) Run(ctx context.Context) error {
 
 func replyErr(code, format string, args ...any) *approvalsv1.ApprovalReply {
 	return &approvalsv1.ApprovalReply{Error: &commonv1.Error{Code: code, Message: fmt.Sprintf(format, args...)}}
+}
+
+// caller verifies who asks: the principal of the access token the request
+// carries (forwarded by the API for its caller, by a worker for its
+// session's principal). A principal in a request body is never trusted.
+func (s *Service) caller(ctx context.Context) (*commonv1.Principal, *approvalsv1.ApprovalReply) {
+	p, e := s.guard.Caller(ctx)
+	if e != nil {
+		return nil, &approvalsv1.ApprovalReply{Error: e}
+	}
+	return p, nil
 }
 
 // aggregateOf finds whether id is a command request or a grant.
@@ -135,8 +133,12 @@ func (s *Service) aggregateOf(ctx context.Context, id string) (string, eventstor
 }
 
 func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*approvalsv1.ApprovalReply, error) {
-	if req.GetRequester().GetSubject() == "" || req.GetCommandHash() == "" || len(req.GetApproverGroups()) == 0 {
-		return replyErr("bad_request", "requester, command hash and approver groups are required"), nil
+	requester, refused := s.caller(ctx)
+	if refused != nil {
+		return refused, nil
+	}
+	if req.GetCommandHash() == "" || len(req.GetApproverGroups()) == 0 {
+		return replyErr("bad_request", "command hash and approver groups are required"), nil
 	}
 	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
 	if ttl <= 0 {
@@ -145,7 +147,7 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 	now := s.cfg.Now()
 	id := recording.NewSessionID()
 	ev := &approvalsv1.RequestOpened{
-		Id: id, Requester: req.GetRequester(), SessionId: req.GetSessionId(), Target: req.GetTarget(),
+		Id: id, Requester: requester, SessionId: req.GetSessionId(), Target: req.GetTarget(),
 		Command: req.GetCommand(), CommandHash: req.GetCommandHash(), Rule: req.GetRule(), Reason: req.GetReason(),
 		ApproverGroups: req.GetApproverGroups(), Quorum: max(req.GetQuorum(), 1),
 		OpenedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(ttl)),
@@ -158,9 +160,16 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 }
 
 func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGrant) (*approvalsv1.ApprovalReply, error) {
+	requester, refused := s.caller(ctx)
+	if refused != nil {
+		return refused, nil
+	}
 	d := time.Duration(req.GetDurationSeconds()) * time.Second
+	grantApprovers := s.ctl.Access().GetGrantApprovers()
 	switch {
-	case req.GetRequester().GetSubject() == "" || req.GetTarget() == "" || req.GetRole() == "":
+	case grantApprovers == "":
+		return replyErr("not_configured", "no approver group decides grant requests (set access.grant_approvers in sluice.yaml)"), nil
+	case req.GetTarget() == "" || req.GetRole() == "":
 		return replyErr("bad_request", "target and role are required"), nil
 	case d <= 0 || d > s.cfg.MaxGrant:
 		return replyErr("bad_request", "the duration must be between 1s and %s", s.cfg.MaxGrant), nil
@@ -171,8 +180,8 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 		return replyErr("not_found", "there is no target %q", req.GetTarget()), nil
 	}
 	id := recording.NewSessionID()
-	ev := &approvalsv1.GrantRequested{Id: id, Requester: req.GetRequester(), Target: req.GetTarget(), Role: req.GetRole(),
-		DurationSeconds: req.GetDurationSeconds(), Reason: req.GetReason(), ApproverGroups: s.cfg.GrantApprovers, Quorum: 1,
+	ev := &approvalsv1.GrantRequested{Id: id, Requester: requester, Target: req.GetTarget(), Role: req.GetRole(),
+		DurationSeconds: req.GetDurationSeconds(), Reason: req.GetReason(), ApproverGroups: []string{grantApprovers}, Quorum: 1,
 		RequestedAt: timestamppb.New(s.cfg.Now())}
 	if _, err := s.store.Append(ctx, "grant", id, eventstore.Position{}, eventstore.NewEvent("requested", ev)); err != nil {
 		return nil, err
@@ -183,23 +192,13 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 
 // mayApprove reports whether p belongs to one of the approver groups.
 func (s *Service) mayApprove(p *commonv1.Principal, groups []string) bool {
-	defs := s.ctl.Approvers().GetGroups()
-	for _, name := range groups {
-		for _, g := range defs {
-			if g.GetName() != name {
-				continue
-			}
-			if slices.Contains(g.GetSubjects(), p.GetSubject()) || (p.GetEmail() != "" && slices.Contains(g.GetSubjects(), p.GetEmail())) {
-				return true
-			}
-			for _, pg := range p.GetGroups() {
-				if slices.Contains(g.GetGroups(), pg) {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	return authz.IsApprover(s.ctl.Approvers(), p, groups)
+}
+
+// mayRead reports whether p may see a: its requester, those who may decide
+// it, and auditors.
+func (s *Service) mayRead(p *commonv1.Principal, a *approvalsv1.Approval) bool {
+	return a.GetRequester().GetSubject() == p.GetSubject() || s.mayApprove(p, a.GetApproverGroups()) || s.guard.Has(p, authz.Auditor)
 }
 
 // withRetry runs fn on the current state of id, retrying on a lost race.
@@ -247,7 +246,26 @@ func (s *Service) expiredNow(a *approvalsv1.Approval) bool {
 }
 
 func (s *Service) decide(ctx context.Context, req *approvalsv1.Decide) (*approvalsv1.ApprovalReply, error) {
-	p := req.GetApprover()
+	p, refused := s.caller(ctx)
+	if refused != nil {
+		return refused, nil
+	}
+	return s.decideAs(ctx, p, req)
+}
+
+// slackDecide records a decision made in Slack. Only the Slack bot may
+// publish this subject: it vouches for the Slack user's email, which counts
+// as an approver only where an approver group lists it under subjects.
+func (s *Service) slackDecide(ctx context.Context, req *approvalsv1.SlackDecide) (*approvalsv1.ApprovalReply, error) {
+	email := strings.TrimSpace(req.GetEmail())
+	if email == "" {
+		return replyErr("bad_request", "the Slack user has no email"), nil
+	}
+	p := &commonv1.Principal{Subject: email, Email: email, ClientId: "slack"}
+	return s.decideAs(ctx, p, &approvalsv1.Decide{Id: req.GetId(), Verdict: req.GetVerdict(), Reason: req.GetReason()})
+}
+
+func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *approvalsv1.Decide) (*approvalsv1.ApprovalReply, error) {
 	if req.GetVerdict() != "approve" && req.GetVerdict() != "deny" {
 		return replyErr("bad_request", "the verdict is approve or deny"), nil
 	}
@@ -290,6 +308,10 @@ func expiredEvent(agg, id string, now time.Time) eventstore.Pending {
 }
 
 func (s *Service) consume(ctx context.Context, req *approvalsv1.Consume) (*approvalsv1.ApprovalReply, error) {
+	p, refused := s.caller(ctx)
+	if refused != nil {
+		return refused, nil
+	}
 	return s.withRetry(ctx, req.GetId(), func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
 		switch {
 		case agg != "request":
@@ -304,7 +326,7 @@ func (s *Service) consume(ctx context.Context, req *approvalsv1.Consume) (*appro
 			return replyErr("mismatch", "approval %s was given for another session", a.GetId()), nil
 		case req.GetCommandHash() != a.GetCommandHash():
 			return replyErr("mismatch", "approval %s was given for another command or other parameters", a.GetId()), nil
-		case req.GetPrincipal().GetSubject() != a.GetRequester().GetSubject():
+		case p.GetSubject() != a.GetRequester().GetSubject() || p.GetIssuer() != a.GetRequester().GetIssuer():
 			return replyErr("mismatch", "approval %s was given to another principal", a.GetId()), nil
 		}
 		return nil, []eventstore.Pending{eventstore.NewEvent("consumed", &approvalsv1.RequestConsumed{Id: a.GetId(), SessionId: req.GetSessionId(), At: timestamppb.New(s.cfg.Now())})}
@@ -312,40 +334,53 @@ func (s *Service) consume(ctx context.Context, req *approvalsv1.Consume) (*appro
 }
 
 func (s *Service) revoke(ctx context.Context, req *approvalsv1.Revoke) (*approvalsv1.ApprovalReply, error) {
+	by, refused := s.caller(ctx)
+	if refused != nil {
+		return refused, nil
+	}
 	return s.withRetry(ctx, req.GetId(), func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
 		switch {
 		case agg != "grant":
 			return replyErr("bad_request", "%s is not a grant", a.GetId()), nil
 		case a.GetState() != Approved:
 			return replyErr("not_active", "grant %s is %s", a.GetId(), a.GetState()), nil
-		case req.GetBy().GetSubject() != a.GetRequester().GetSubject() && !s.mayApprove(req.GetBy(), a.GetApproverGroups()):
+		case by.GetSubject() != a.GetRequester().GetSubject() && !s.mayApprove(by, a.GetApproverGroups()):
 			return replyErr("forbidden", "only the grantee or an approver may revoke a grant"), nil
 		}
-		return nil, []eventstore.Pending{eventstore.NewEvent("revoked", &approvalsv1.GrantRevoked{Id: a.GetId(), By: req.GetBy(), Reason: req.GetReason(), At: timestamppb.New(s.cfg.Now())})}
+		return nil, []eventstore.Pending{eventstore.NewEvent("revoked", &approvalsv1.GrantRevoked{Id: a.GetId(), By: by, Reason: req.GetReason(), At: timestamppb.New(s.cfg.Now())})}
 	})
 }
 
-func (s *Service) get(_ context.Context, req *approvalsv1.Get) (*approvalsv1.ApprovalReply, error) {
+func (s *Service) get(ctx context.Context, req *approvalsv1.Get) (*approvalsv1.ApprovalReply, error) {
+	p, refused := s.caller(ctx)
+	if refused != nil {
+		return refused, nil
+	}
 	a, ok := s.view.Get(req.GetId())
-	if !ok {
+	// Someone who may not see a request learns nothing, not even that it
+	// exists.
+	if !ok || !s.mayRead(p, a) {
 		return replyErr("not_found", "there is no approval request %s", req.GetId()), nil
 	}
 	return &approvalsv1.ApprovalReply{Approval: a}, nil
 }
 
-func (s *Service) list(_ context.Context, req *approvalsv1.ListRequest) (*approvalsv1.ListReply, error) {
+func (s *Service) list(ctx context.Context, req *approvalsv1.ListRequest) (*approvalsv1.ListReply, error) {
+	caller, e := s.guard.Caller(ctx)
+	if e != nil {
+		return &approvalsv1.ListReply{Error: e}, nil
+	}
 	state := req.GetState()
 	if state == "" {
 		state = Pending
 	}
-	caller := req.GetCaller()
 	out := s.view.List(func(a *approvalsv1.Approval) bool {
 		if state != "all" && a.GetState() != state {
 			return false
 		}
-		// Approvers see what they may decide; everyone sees their own.
-		return a.GetRequester().GetSubject() == caller.GetSubject() || s.mayApprove(caller, a.GetApproverGroups()) ||
-			slices.Contains(caller.GetGroups(), "auditors") || slices.Contains(caller.GetGroups(), "sluice-admins")
+		// Approvers see what they may decide; everyone sees their own;
+		// auditors see everything.
+		return s.mayRead(caller, a)
 	})
 	return &approvalsv1.ListReply{Approvals: out}, nil
 }

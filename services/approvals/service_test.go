@@ -16,22 +16,21 @@ import (
 	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/testkit"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
-	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	"sluice.dev/sluice/services/approvals"
+	"sluice.dev/sluice/services/identity/identitytest"
 )
 
-var (
-	alice = &commonv1.Principal{Subject: "alice", Groups: []string{"engineers"}}
-	bob   = &commonv1.Principal{Subject: "bob", Groups: []string{"approvers"}}
-	carol = &commonv1.Principal{Subject: "carol", Groups: []string{"approvers"}}
-	dave  = &commonv1.Principal{Subject: "dave", Groups: []string{"engineers"}}
-)
+// Callers are identified by their tokens, never by a principal in a body.
+type caller string
+
+var alice, bob, carol, dave caller
 
 type env struct {
 	conn *bus.Conn
 	ctx  context.Context
 	view *approvalstate.View
+	idp  *identitytest.IdP
 }
 
 func setup(t *testing.T) *env {
@@ -39,10 +38,16 @@ func setup(t *testing.T) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	idp := identitytest.Start(ctx, t, conn)
+	alice, dave = caller(idp.Token("alice", "engineers")), caller(idp.Token("dave", "engineers"))
+	bob, carol = caller(idp.Token("bob", "approvers")), caller(idp.Token("carol", "approvers"))
 	kv, err := controlstate.Bucket(ctx, conn.JS)
 	require.NoError(t, err)
-	groups, _ := proto.Marshal(&controlv1.ApproverGroupsSet{Groups: []*controlv1.ApproverGroup{{Name: "approvers", Groups: []string{"approvers"}}}})
+	groups, _ := proto.Marshal(&controlv1.ApproverGroupsSet{Groups: []*controlv1.ApproverGroup{{Name: "approvers", Groups: []string{"approvers"}, Subjects: []string{"erin@example.com"}}}})
 	_, err = kv.Put(ctx, controlstate.KeyApprovers, groups)
+	require.NoError(t, err)
+	access, _ := proto.Marshal(&controlv1.AccessConfigured{Admins: []string{"admins"}, Auditors: []string{"auditors"}, GrantApprovers: "approvers"})
+	_, err = kv.Put(ctx, controlstate.KeyAccess, access)
 	require.NoError(t, err)
 	target, _ := proto.Marshal(&controlv1.TargetConfigured{Spec: &controlv1.TargetSpec{Name: "demo", Kind: "postgres"}})
 	_, err = kv.Put(ctx, controlstate.TargetKey("demo"), target)
@@ -50,26 +55,31 @@ func setup(t *testing.T) *env {
 	go func() { _ = approvals.New(approvals.Config{Conn: conn, Log: zerolog.Nop()}).Run(ctx) }()
 	v := approvalstate.NewView()
 	go func() { _ = v.Follow(ctx, conn.JS) }()
-	e := &env{conn: conn, ctx: ctx, view: v}
+	e := &env{conn: conn, ctx: ctx, view: v, idp: idp}
 	testkit.Eventually(t, 10*time.Second, func() error {
-		_, err := e.call(approvals.SubjectList, &approvalsv1.ListRequest{})
+		r, err := e.list(alice, "all")
+		if err == nil && r.GetError() != nil {
+			err = fmt.Errorf("%s", r.GetError().GetMessage())
+		}
 		return err
 	})
 	return e
 }
 
-func (e *env) call(subject string, req proto.Message) (*approvalsv1.ApprovalReply, error) {
-	if subject == approvals.SubjectList {
-		var r approvalsv1.ListReply
-		return nil, bus.Request(e.ctx, e.conn.NC, subject, req, &r)
-	}
+func (e *env) list(who caller, state string) (*approvalsv1.ListReply, error) {
+	var r approvalsv1.ListReply
+	err := bus.Request(identitytest.As(e.ctx, string(who)), e.conn.NC, bus.APIApprovalsList, &approvalsv1.ListRequest{State: state}, &r)
+	return &r, err
+}
+
+func (e *env) call(who caller, subject string, req proto.Message) (*approvalsv1.ApprovalReply, error) {
 	var r approvalsv1.ApprovalReply
-	err := bus.Request(e.ctx, e.conn.NC, subject, req, &r)
+	err := bus.Request(identitytest.As(e.ctx, string(who)), e.conn.NC, subject, req, &r)
 	return &r, err
 }
 
 func (e *env) open(t *testing.T, quorum uint32, ttl time.Duration) *approvalsv1.Approval {
-	r, err := e.call(approvals.SubjectOpen, &approvalsv1.OpenRequest{Requester: alice, SessionId: "s1", Target: "demo",
+	r, err := e.call(alice, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s1", Target: "demo",
 		Command: "DELETE FROM customers", CommandHash: "h1", Rule: "review-unbounded-writes", ApproverGroups: []string{"approvers"},
 		Quorum: quorum, TtlSeconds: int64(ttl.Seconds())})
 	require.NoError(t, err)
@@ -77,14 +87,14 @@ func (e *env) open(t *testing.T, quorum uint32, ttl time.Duration) *approvalsv1.
 	return r.GetApproval()
 }
 
-func (e *env) decide(t *testing.T, id string, who *commonv1.Principal, verdict string) *approvalsv1.ApprovalReply {
-	r, err := e.call(approvals.SubjectDecide, &approvalsv1.Decide{Id: id, Approver: who, Verdict: verdict, Reason: "test"})
+func (e *env) decide(t *testing.T, id string, who caller, verdict string) *approvalsv1.ApprovalReply {
+	r, err := e.call(who, bus.APIApprovalsDecide, &approvalsv1.Decide{Id: id, Verdict: verdict, Reason: "test"})
 	require.NoError(t, err)
 	return r
 }
 
-func (e *env) consume(t *testing.T, id, session, hash string, who *commonv1.Principal) *approvalsv1.ApprovalReply {
-	r, err := e.call(approvals.SubjectConsume, &approvalsv1.Consume{Id: id, SessionId: session, CommandHash: hash, Principal: who})
+func (e *env) consume(t *testing.T, id, session, hash string, who caller) *approvalsv1.ApprovalReply {
+	r, err := e.call(who, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: session, CommandHash: hash})
 	require.NoError(t, err)
 	return r
 }
@@ -96,6 +106,7 @@ func TestQuorumSelfApprovalAndSingleUse(t *testing.T) {
 	a := e.open(t, 2, time.Minute)
 	assert.Equal(t, "pending", a.GetState())
 
+	assert.Equal(t, "alice", a.GetRequester().GetSubject(), "the requester is the token's subject")
 	assert.Equal(t, "self_approval", code(e.decide(t, a.Id, alice, "approve")))
 	assert.Equal(t, "forbidden", code(e.decide(t, a.Id, dave, "approve")), "not an approver")
 	r := e.decide(t, a.Id, bob, "approve")
@@ -163,14 +174,14 @@ func TestAwaitSeesTheOutcome(t *testing.T) {
 
 func TestGrantLifecycle(t *testing.T) {
 	e := setup(t)
-	r, err := e.call(approvals.SubjectGrant, &approvalsv1.RequestGrant{Requester: alice, Target: "demo", Role: "writer", DurationSeconds: 2, Reason: "backfill"})
+	r, err := e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "demo", Role: "writer", DurationSeconds: 2, Reason: "backfill"})
 	require.NoError(t, err)
 	require.Nil(t, r.GetError())
 	id := r.GetApproval().GetId()
 	grants, _, _ := e.view.Grants("alice", "demo", time.Now())
 	assert.Empty(t, grants, "not yet approved")
 
-	r, err = e.call(approvals.SubjectGrant, &approvalsv1.RequestGrant{Requester: alice, Target: "nowhere", Role: "writer", DurationSeconds: 60, Reason: "x"})
+	r, err = e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "nowhere", Role: "writer", DurationSeconds: 60, Reason: "x"})
 	require.NoError(t, err)
 	assert.Equal(t, "not_found", code(r))
 
@@ -188,13 +199,13 @@ func TestGrantLifecycle(t *testing.T) {
 	assert.Empty(t, g)
 
 	// Revocation ends a grant early.
-	r, _ = e.call(approvals.SubjectGrant, &approvalsv1.RequestGrant{Requester: alice, Target: "demo", Role: "writer", DurationSeconds: 3600, Reason: "y"})
+	r, _ = e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "demo", Role: "writer", DurationSeconds: 3600, Reason: "y"})
 	id = r.GetApproval().GetId()
 	require.Nil(t, e.decide(t, id, bob, "approve").GetError())
-	rr, err := e.call(approvals.SubjectRevoke, &approvalsv1.Revoke{Id: id, By: dave, Reason: "no"})
+	rr, err := e.call(dave, bus.APIGrantsRevoke, &approvalsv1.Revoke{Id: id, Reason: "no"})
 	require.NoError(t, err)
 	assert.Equal(t, "forbidden", code(rr))
-	rr, err = e.call(approvals.SubjectRevoke, &approvalsv1.Revoke{Id: id, By: alice, Reason: "done early"})
+	rr, err = e.call(alice, bus.APIGrantsRevoke, &approvalsv1.Revoke{Id: id, Reason: "done early"})
 	require.NoError(t, err)
 	require.Nil(t, rr.GetError())
 	testkit.Eventually(t, 5*time.Second, func() error {
@@ -203,4 +214,68 @@ func TestGrantLifecycle(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCallersAreVerified: the caller is the principal of the token the
+// request carries. Without one, or with a forged one, nothing happens; a
+// principal cannot be written into a request.
+func TestCallersAreVerified(t *testing.T) {
+	e := setup(t)
+	a := e.open(t, 1, time.Minute)
+	auditor := caller(e.idp.Token("audrey", "auditors"))
+	// Once the request is in the service's view...
+	testkit.Eventually(t, 10*time.Second, func() error {
+		l, err := e.list(auditor, "all")
+		if err == nil && len(l.GetApprovals()) != 1 {
+			err = fmt.Errorf("%d approvals listed", len(l.GetApprovals()))
+		}
+		if _, ok := e.view.Get(a.Id); err == nil && !ok {
+			err = fmt.Errorf("not in the test's view yet")
+		}
+		return err
+	})
+	for name, who := range map[string]caller{"no token": "", "forged token": "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2ln"} {
+		r, err := e.call(who, bus.APIApprovalsDecide, &approvalsv1.Decide{Id: a.Id, Verdict: "approve"})
+		require.NoError(t, err)
+		assert.NotNil(t, r.GetError(), name)
+		r, err = e.call(who, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s1", CommandHash: "h", ApproverGroups: []string{"approvers"}})
+		require.NoError(t, err)
+		assert.NotNil(t, r.GetError(), name)
+		l, err := e.list(who, "all")
+		require.NoError(t, err)
+		assert.NotNil(t, l.GetError(), name)
+	}
+	got, _ := e.view.Get(a.Id)
+	assert.Equal(t, "pending", got.GetState(), "nothing was decided")
+
+	// Visibility: the requester, those who may decide and auditors (named
+	// by the access section) see a request; another engineer does not,
+	// not even that it exists.
+	r, err := e.call(dave, bus.APIApprovalsGet, &approvalsv1.Get{Id: a.Id})
+	require.NoError(t, err)
+	assert.Equal(t, "not_found", code(r))
+	r, err = e.call(alice, bus.APIApprovalsGet, &approvalsv1.Get{Id: a.Id})
+	require.NoError(t, err)
+	assert.Nil(t, r.GetError(), "the requester sees her request")
+	l, err := e.list(dave, "all")
+	require.NoError(t, err)
+	assert.Empty(t, l.GetApprovals())
+	l, err = e.list(bob, "pending")
+	require.NoError(t, err)
+	assert.Len(t, l.GetApprovals(), 1, "an approver sees what he may decide")
+}
+
+// TestSlackDecisionsCountAsAnEmail: the Slack bot's subject carries an
+// email the bot vouches for, never groups; it approves only where an
+// approver group lists that email.
+func TestSlackDecisionsCountAsAnEmail(t *testing.T) {
+	e := setup(t)
+	a := e.open(t, 1, time.Minute)
+	var r approvalsv1.ApprovalReply
+	require.NoError(t, bus.Request(e.ctx, e.conn.NC, bus.APIApprovalsSlackDecide, &approvalsv1.SlackDecide{Id: a.Id, Verdict: "approve", Email: "mallory@example.com"}, &r))
+	assert.Equal(t, "forbidden", code(&r))
+	require.NoError(t, bus.Request(e.ctx, e.conn.NC, bus.APIApprovalsSlackDecide, &approvalsv1.SlackDecide{Id: a.Id, Verdict: "approve", Email: "erin@example.com"}, &r))
+	require.Nil(t, r.GetError())
+	assert.Equal(t, "approved", r.GetApproval().GetState())
+	assert.Equal(t, []string{"erin@example.com"}, r.GetApproval().GetApprovedBy())
 }

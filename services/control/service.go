@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
+	"sluice.dev/sluice/libs/authz"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/config"
 	"sluice.dev/sluice/libs/controlstate"
@@ -22,12 +23,11 @@ import (
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
 
-// Subjects served.
-const (
-	SubjectApply   = "sluice.api.control.config.apply"
-	SubjectTargets = "sluice.api.control.targets.list"
-	projectionName = "control-kv"
-)
+const projectionName = bus.DurableControlProjection
+
+// ActorBreakGlass is the actor of changes applied through the break-glass
+// subject (the NATS admin identity, no token).
+const ActorBreakGlass = "break-glass"
 
 // Aggregate names and ids.
 const (
@@ -35,6 +35,7 @@ const (
 	aggPolicy    = "policy"
 	aggApprovers = "approvers"
 	aggIdentity  = "identity"
+	aggAccess    = "access"
 	singleton    = "default"
 )
 
@@ -49,34 +50,63 @@ type Service struct {
 	cfg   Config
 	store *eventstore.Store
 	view  *controlstate.View
+	guard *authz.Guard
 }
 
 // New returns the service.
 func New(cfg Config) *Service {
+	view := controlstate.NewView()
 	return &Service{
 		cfg:   cfg,
 		store: eventstore.New(cfg.Conn.JS, bus.StreamControl, bus.SubjectControl),
-		view:  controlstate.NewView(),
+		view:  view,
+		guard: authz.New(cfg.Conn.NC, view),
 	}
 }
 
 // Run serves until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
-	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, SubjectApply, "control",
-		func() *controlv1.ApplyRequest { return &controlv1.ApplyRequest{} }, s.apply); err != nil {
-		return err
-	}
-	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, SubjectTargets, "control",
-		func() *controlv1.ListTargetsRequest { return &controlv1.ListTargetsRequest{} }, s.listTargets); err != nil {
-		return err
-	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return s.store.Run(ctx, eventstore.Projection{Name: projectionName, Apply: s.project, Log: s.cfg.Log})
 	})
 	g.Go(func() error { return s.view.Follow(ctx, s.cfg.Conn.JS) })
+	// Authorize only once the view holds the applied access groups.
+	select {
+	case <-s.view.Ready():
+	case <-ctx.Done():
+		return g.Wait()
+	}
+	newApply := func() *controlv1.ApplyRequest { return &controlv1.ApplyRequest{} }
+	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, bus.APIControlApply, "control", newApply, s.applyAsCaller); err != nil {
+		return err
+	}
+	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, bus.APIControlBreakGlass, "control", newApply, s.applyBreakGlass); err != nil {
+		return err
+	}
+	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, bus.APIControlTargets, "control",
+		func() *controlv1.ListTargetsRequest { return &controlv1.ListTargetsRequest{} }, s.listTargets); err != nil {
+		return err
+	}
 	s.cfg.Log.Info().Msg("control service ready")
 	return g.Wait()
+}
+
+// applyAsCaller applies for a verified caller in an admin group.
+func (s *Service) applyAsCaller(ctx context.Context, req *controlv1.ApplyRequest) (*controlv1.ApplyResponse, error) {
+	p, e := s.guard.Require(ctx, authz.Admin)
+	if e != nil {
+		return &controlv1.ApplyResponse{Error: e}, nil
+	}
+	return s.apply(ctx, req, p.GetSubject())
+}
+
+// applyBreakGlass applies with no token: only the break-glass NATS identity
+// may publish its subject (bootstrap, and recovery when an identity change
+// locked every admin out). Every change it makes names it as the actor.
+func (s *Service) applyBreakGlass(ctx context.Context, req *controlv1.ApplyRequest) (*controlv1.ApplyResponse, error) {
+	s.cfg.Log.Warn().Str("file", req.GetFileName()).Bool("dry_run", req.GetDryRun()).Msg("configuration applied through the break-glass identity")
+	return s.apply(ctx, req, ActorBreakGlass)
 }
 
 func digest(m proto.Message) string {
@@ -92,7 +122,7 @@ func applyError(code, msg string) *controlv1.ApplyResponse {
 	return &controlv1.ApplyResponse{Error: &commonv1.Error{Code: code, Message: msg}}
 }
 
-func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest) (*controlv1.ApplyResponse, error) {
+func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor string) (*controlv1.ApplyResponse, error) {
 	f, err := config.Parse(req.GetConfig())
 	if err != nil {
 		resp := applyError("invalid_config", "the configuration is invalid")
@@ -123,7 +153,7 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest) (*cont
 	if err != nil {
 		return applyError("invalid_config", err.Error()), nil
 	}
-	a := &applier{s: s, dry: req.GetDryRun(), actor: req.GetActor().GetSubject()}
+	a := &applier{s: s, dry: req.GetDryRun(), actor: actor}
 	for _, spec := range specs {
 		a.target(ctx, spec)
 	}
@@ -144,8 +174,11 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest) (*cont
 	if f.Approvers != nil {
 		a.approvers(ctx, f.ApproverProtos())
 	}
-	if p := f.ProviderProto(); p != nil {
-		a.identity(ctx, p)
+	if ps := f.ProviderProtos(); ps != nil {
+		a.identity(ctx, ps)
+	}
+	if ac := f.AccessProto(); ac != nil {
+		a.access(ctx, ac)
 	}
 	if a.err != nil {
 		s.cfg.Log.Error().Err(a.err).Msg("apply failed")
@@ -300,7 +333,7 @@ func (a *applier) approvers(ctx context.Context, groups []*controlv1.ApproverGro
 		&controlv1.ApproverGroupsSet{Groups: groups, Digest: d, AppliedBy: a.actor}))
 }
 
-func (a *applier) identity(ctx context.Context, p *controlv1.IdentityProvider) {
+func (a *applier) identity(ctx context.Context, ps []*controlv1.IdentityProvider) {
 	if a.err != nil {
 		return
 	}
@@ -308,7 +341,7 @@ func (a *applier) identity(ctx context.Context, p *controlv1.IdentityProvider) {
 	if !ok {
 		return
 	}
-	d := digest(p)
+	d := digest(&controlv1.IdentityProviderConfigured{Providers: ps})
 	var cur controlv1.IdentityProviderConfigured
 	if len(st.Events) > 0 {
 		_ = st.Events[len(st.Events)-1].Decode(&cur)
@@ -319,7 +352,29 @@ func (a *applier) identity(ctx context.Context, p *controlv1.IdentityProvider) {
 	}
 	a.change("identity", "oidc", map[bool]string{true: "created", false: "updated"}[len(st.Events) == 0])
 	a.append(ctx, aggIdentity, singleton, st.Position, eventstore.NewEvent("configured",
-		&controlv1.IdentityProviderConfigured{Provider: p, Digest: d, AppliedBy: a.actor}))
+		&controlv1.IdentityProviderConfigured{Providers: ps, Digest: d, AppliedBy: a.actor}))
+}
+
+func (a *applier) access(ctx context.Context, ac *controlv1.AccessConfigured) {
+	if a.err != nil {
+		return
+	}
+	st, ok := a.load(ctx, aggAccess, singleton)
+	if !ok {
+		return
+	}
+	d := digest(ac)
+	var cur controlv1.AccessConfigured
+	if len(st.Events) > 0 {
+		_ = st.Events[len(st.Events)-1].Decode(&cur)
+	}
+	if cur.GetDigest() == d {
+		a.change("access", singleton, "unchanged")
+		return
+	}
+	a.change("access", singleton, map[bool]string{true: "created", false: "updated"}[len(st.Events) == 0])
+	ac.Digest, ac.AppliedBy = d, a.actor
+	a.append(ctx, aggAccess, singleton, st.Position, eventstore.NewEvent("configured", ac))
 }
 
 // project writes the state an event sets into the control bucket. Events
@@ -345,6 +400,8 @@ func (s *Service) project(ctx context.Context, e eventstore.Event) error {
 		key = controlstate.KeyApprovers
 	case aggIdentity:
 		key = controlstate.KeyIdentityProvider
+	case aggAccess:
+		key = controlstate.KeyAccess
 	default:
 		return nil
 	}
@@ -354,7 +411,10 @@ func (s *Service) project(ctx context.Context, e eventstore.Event) error {
 	return nil
 }
 
-func (s *Service) listTargets(_ context.Context, _ *controlv1.ListTargetsRequest) (*controlv1.ListTargetsResponse, error) {
+func (s *Service) listTargets(ctx context.Context, _ *controlv1.ListTargetsRequest) (*controlv1.ListTargetsResponse, error) {
+	if _, e := s.guard.Caller(ctx); e != nil {
+		return &controlv1.ListTargetsResponse{Error: e}, nil
+	}
 	resp := &controlv1.ListTargetsResponse{}
 	for _, t := range s.view.Targets() {
 		resp.Targets = append(resp.Targets, View(t.GetSpec()))

@@ -75,7 +75,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 func export(ctx context.Context, cfg Config, sink Sink) error {
 	cons, err := cfg.Conn.JS.CreateOrUpdateConsumer(ctx, bus.StreamAudit, jetstream.ConsumerConfig{
-		Durable:       "export-" + sink.Name(),
+		Durable:       bus.ExportDurable(sink.Name()),
 		FilterSubject: bus.SubjectAudit + ".s.>",
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       time.Minute,

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"time"
 
+	"sluice.dev/sluice/libs/claimmap"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
 
@@ -12,6 +13,8 @@ var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "ES256", "ES384", "E
 
 // Provider is how tokens from one issuer are verified.
 type Provider struct {
+	// Name identifies the provider in messages.
+	Name string
 	// Issuer must equal the token's iss exactly; discovery is fetched from
 	// Issuer + "/.well-known/openid-configuration".
 	Issuer string
@@ -33,6 +36,12 @@ type Provider struct {
 	// JWKSRefreshInterval is the minimum time between JWKS fetches triggered
 	// by unknown key ids. Default 30s.
 	JWKSRefreshInterval time.Duration
+	// SubjectGroups adds groups to listed subjects.
+	SubjectGroups map[string][]string
+	// GroupsExpression is CEL over the token's claims returning more
+	// groups (see libs/claimmap); checked when applied.
+	GroupsExpression string
+	groups           *claimmap.Program
 }
 
 func (p Provider) withDefaults() Provider {
@@ -66,7 +75,17 @@ func allowedAlgorithm(alg string) bool {
 
 // ProviderFromProto converts applied settings.
 func ProviderFromProto(p *controlv1.IdentityProvider) Provider {
+	var sg map[string][]string
+	for sub, gl := range p.GetSubjectGroups() {
+		if sg == nil {
+			sg = map[string][]string{}
+		}
+		sg[sub] = gl.GetGroups()
+	}
 	return Provider{
+		Name:                   p.GetName(),
+		SubjectGroups:          sg,
+		GroupsExpression:       p.GetGroupsExpression(),
 		Issuer:                 p.GetIssuer(),
 		Audience:               p.GetAudience(),
 		GroupsClaim:            p.GetGroupsClaim(),

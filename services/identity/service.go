@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
+	"strings"
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,12 +15,10 @@ import (
 
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
 )
-
-// Subject is where tokens are verified.
-const Subject = "sluice.api.identity.token.verify"
 
 // Config configures the identity service.
 type Config struct {
@@ -27,26 +27,86 @@ type Config struct {
 	// Provider is used until settings are applied with `sluice apply`
 	// (the `oidc:` section), which then take precedence.
 	Provider Provider
-	// HTTPClient reaches the identity provider; nil uses a default.
+	// HTTPClient reaches the identity providers; nil uses a default.
 	HTTPClient *http.Client
 	Log        zerolog.Logger
 }
 
 // Service answers verification requests.
 type Service struct {
-	cfg      Config
-	verifier atomic.Pointer[Verifier]
+	cfg Config
+	set atomic.Pointer[Set]
 }
+
+// Set is the identity configuration in force: a verifier per trusted
+// issuer, and the digest that names the configuration (empty for the
+// bootstrap provider).
+type Set struct {
+	Digest   string
+	byIssuer map[string]*Verifier
+}
+
+// NewSet builds the verifiers of providers.
+func NewSet(digest string, providers []Provider, client *http.Client) *Set {
+	s := &Set{Digest: digest, byIssuer: map[string]*Verifier{}}
+	for _, p := range providers {
+		if p.Issuer != "" {
+			s.byIssuer[p.Issuer] = NewVerifier(p, client)
+		}
+	}
+	return s
+}
+
+// Verify picks the verifier of the token's issuer. A token from an issuer
+// that is not configured is refused as such, before any key lookup.
+func (s *Set) Verify(ctx context.Context, raw string) (*commonv1.Principal, *Failure) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return nil, fail(CodeMissing, "no token was presented")
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return nil, fail(CodeMalformed, "a token must be a signed JWT (three dot-separated parts)")
+	}
+	var claims struct {
+		Iss any `json:"iss"`
+	}
+	if err := decodeSegment(parts[1], &claims); err != nil {
+		return nil, fail(CodeMalformed, "the JWT payload is not valid base64url JSON")
+	}
+	iss, _ := claims.Iss.(string)
+	v, ok := s.byIssuer[iss]
+	if !ok {
+		if len(s.byIssuer) == 0 {
+			return nil, fail(CodeUnavailable, "no identity provider is configured")
+		}
+		return nil, fail(CodeUntrusted, "tokens issued by %q are not trusted here (trusted issuers: %s)", iss, strings.Join(s.Issuers(), ", "))
+	}
+	return v.Verify(ctx, raw)
+}
+
+// Issuers lists the trusted issuers.
+func (s *Set) Issuers() []string {
+	out := make([]string, 0, len(s.byIssuer))
+	for iss := range s.byIssuer {
+		out = append(out, iss)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Verifier returns the verifier of an issuer.
+func (s *Set) Verifier(issuer string) *Verifier { return s.byIssuer[issuer] }
 
 // New returns a service using the bootstrap provider.
 func New(cfg Config) *Service {
 	s := &Service{cfg: cfg}
-	s.verifier.Store(NewVerifier(cfg.Provider, cfg.HTTPClient))
+	s.set.Store(NewSet("", []Provider{cfg.Provider}, cfg.HTTPClient))
 	return s
 }
 
-// Verifier returns the verifier in force.
-func (s *Service) Verifier() *Verifier { return s.verifier.Load() }
+// Set returns the configuration in force.
+func (s *Service) Set() *Set { return s.set.Load() }
 
 // Run serves until ctx is done.
 func Run(ctx context.Context, cfg Config) error {
@@ -61,43 +121,72 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.Provider.Issuer == "" {
 		s.cfg.Log.Warn().Msg("no bootstrap identity provider; waiting for one to be applied")
 	}
-	sub, err := bus.Serve(ctx, s.cfg.Conn.NC, Subject, "identity",
+	// Answer only once the applied configuration (if any) is loaded: a
+	// token must never be judged under a configuration already replaced.
+	ready := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() { errc <- s.watchProvider(ctx, ready) }()
+	select {
+	case <-ready:
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+	sub, err := bus.Serve(ctx, s.cfg.Conn.NC, bus.APIIdentityVerify, "identity",
 		func() *identityv1.VerifyTokenRequest { return &identityv1.VerifyTokenRequest{} },
 		s.handle)
 	if err != nil {
 		return err
 	}
 	defer sub.Unsubscribe() //nolint:errcheck
-	s.cfg.Log.Info().Str("issuer", s.cfg.Provider.Issuer).Msg("identity service ready")
-	err = s.watchProvider(ctx)
-	if ctx.Err() != nil {
+	s.cfg.Log.Info().Strs("issuers", s.Set().Issuers()).Msg("identity service ready")
+	select {
+	case err := <-errc:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
 		return nil
 	}
-	return err
 }
 
 func (s *Service) handle(ctx context.Context, req *identityv1.VerifyTokenRequest) (*identityv1.VerifyTokenResponse, error) {
-	p, f := s.verifier.Load().Verify(ctx, req.GetToken())
+	set := s.set.Load()
+	p, f := set.Verify(ctx, req.GetToken())
 	if f != nil {
-		return &identityv1.VerifyTokenResponse{Error: f.Proto()}, nil
+		return &identityv1.VerifyTokenResponse{Error: f.Proto(), IdentityDigest: set.Digest}, nil
 	}
-	return &identityv1.VerifyTokenResponse{Principal: p}, nil
+	return &identityv1.VerifyTokenResponse{Principal: p, IdentityDigest: set.Digest}, nil
 }
 
 // watchProvider follows the applied identity provider settings.
-func (s *Service) watchProvider(ctx context.Context) error {
-	err := bus.FollowKV(ctx, s.cfg.Conn.JS, bus.BucketControl, make(chan struct{}), func(e jetstream.KeyValueEntry) error {
-		if e.Key() != controlstate.KeyIdentityProvider || e.Operation() != jetstream.KeyValuePut {
+func (s *Service) watchProvider(ctx context.Context, ready chan struct{}) error {
+	err := bus.FollowKV(ctx, s.cfg.Conn.JS, bus.BucketControl, ready, func(e jetstream.KeyValueEntry) error {
+		if e.Key() != controlstate.KeyIdentityProvider {
+			return nil
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			s.set.Store(NewSet("", []Provider{s.cfg.Provider}, s.cfg.HTTPClient))
+			s.cfg.Log.Warn().Msg("applied identity settings removed; back to the bootstrap provider")
 			return nil
 		}
 		var ev controlv1.IdentityProviderConfigured
 		if err := proto.Unmarshal(e.Value(), &ev); err != nil {
-			s.cfg.Log.Error().Err(err).Msg("applied identity provider is unreadable; keeping the current one")
+			// Fail closed: no token verifies under an unreadable
+			// configuration, rather than under the one it replaced.
+			s.set.Store(NewSet(e.Key()+"-unreadable", nil, s.cfg.HTTPClient))
+			s.cfg.Log.Error().Err(err).Msg("applied identity provider is unreadable; refusing every token")
 			return nil
 		}
-		p := ProviderFromProto(ev.GetProvider())
-		s.verifier.Store(NewVerifier(p, s.cfg.HTTPClient))
-		s.cfg.Log.Info().Str("issuer", p.Issuer).Str("audience", p.Audience).Msg("identity provider applied")
+		var ps []Provider
+		for _, p := range controlstate.Providers(&ev) {
+			ps = append(ps, ProviderFromProto(p))
+		}
+		set := NewSet(ev.GetDigest(), ps, s.cfg.HTTPClient)
+		s.set.Store(set)
+		s.cfg.Log.Info().Strs("issuers", set.Issuers()).Str("applied_by", ev.GetAppliedBy()).Msg("identity configuration applied")
 		return nil
 	})
 	if err != nil {

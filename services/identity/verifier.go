@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"sluice.dev/sluice/libs/claimmap"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 )
 
@@ -31,6 +32,7 @@ const (
 	CodeBadSignature    = "bad_signature"
 	CodeNotAccessToken  = "not_an_access_token"
 	CodeClaimsInvalid   = "claims_invalid"
+	CodeUntrusted       = "untrusted_issuer"
 	CodeUnavailable     = "unavailable"
 	CodeMissing         = "token_missing"
 	notBeforeLeeway     = time.Minute
@@ -57,9 +59,10 @@ func fail(code, format string, args ...any) *Failure {
 
 // Verifier verifies access tokens from one provider.
 type Verifier struct {
-	p      Provider
-	client *http.Client
-	now    func() time.Time
+	p       Provider
+	client  *http.Client
+	now     func() time.Time
+	badExpr error
 
 	mu       sync.Mutex
 	verifier *oidc.IDTokenVerifier
@@ -69,12 +72,21 @@ type Verifier struct {
 }
 
 // NewVerifier returns a verifier for p. Discovery happens on first use and
-// is retried if the issuer was unreachable.
+// is retried if the issuer was unreachable. A groups expression that does
+// not compile (it was checked when applied) refuses every token.
 func NewVerifier(p Provider, client *http.Client) *Verifier {
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &Verifier{p: p.withDefaults(), client: client, now: time.Now}
+	v := &Verifier{p: p.withDefaults(), client: client, now: time.Now}
+	if p.GroupsExpression != "" {
+		prg, err := claimmap.Compile(p.GroupsExpression)
+		if err != nil {
+			v.badExpr = err
+		}
+		v.p.groups = prg
+	}
+	return v
 }
 
 // Provider returns the settings in force, with defaults applied.
@@ -165,6 +177,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*commonv1.Principal,
 	if f := v.checkAccessToken(h, claims); f != nil {
 		return nil, f
 	}
+	if iat, ok := numericDate(claims["iat"]); ok && iat.After(v.now().Add(notBeforeLeeway)) {
+		return nil, fail(CodeNotYetValid, "the token claims to be issued at %s, in the future (clock skew above %s)", iat.UTC().Format(time.RFC3339), notBeforeLeeway)
+	}
 	return v.principal(tok, claims)
 }
 
@@ -243,7 +258,18 @@ func (v *Verifier) principal(tok *oidc.IDToken, claims map[string]any) (*commonv
 	if err != nil {
 		return nil, fail(CodeClaimsInvalid, "claim %q must be a list of strings or a string: %v", v.p.GroupsClaim, err)
 	}
-	p.Groups = groups
+	groups = append(groups, v.p.SubjectGroups[tok.Subject]...)
+	if v.badExpr != nil {
+		return nil, fail(CodeUnavailable, "the provider's groups_expression does not compile")
+	}
+	if v.p.groups != nil {
+		more, err := v.p.groups.Groups(claims)
+		if err != nil {
+			return nil, fail(CodeClaimsInvalid, "the provider's groups mapping failed on this token: %v", err)
+		}
+		groups = append(groups, more...)
+	}
+	p.Groups = dedupe(groups)
 	for _, c := range []string{"client_id", "azp", "cid"} {
 		if id, _ := claims[c].(string); id != "" {
 			if p.ClientId == "" {
@@ -306,11 +332,12 @@ func stringList(claims map[string]any, path string) ([]string, error) {
 	}
 	switch g := raw.(type) {
 	case string:
+		// One string is one group, never split: a group name may hold
+		// spaces or commas ("Domain Admins", "cn=ops,ou=groups").
 		if g == "" {
 			return nil, nil
 		}
-		// Some providers send a space- or comma-separated string.
-		return strings.FieldsFunc(g, func(r rune) bool { return r == ',' || r == ' ' }), nil
+		return []string{g}, nil
 	case []any:
 		out := make([]string, 0, len(g))
 		for _, e := range g {
@@ -345,4 +372,18 @@ func numericDate(v any) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return time.Unix(int64(f), 0), true
+}
+
+// dedupe drops repeated groups, keeping the first occurrence's order.
+func dedupe(groups []string) []string {
+	out := groups[:0]
+	for i, g := range groups {
+		if !slices.Contains(groups[:i], g) {
+			out = append(out, g)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }

@@ -14,8 +14,6 @@ import (
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 )
 
-const subjectEvaluate = "sluice.api.policy.decision.evaluate"
-
 // Built-in rules the worker applies itself.
 const (
 	rulePolicyUnavailable = "builtin:policy-unavailable"
@@ -124,7 +122,7 @@ func (s *session) decide(ctx context.Context, text string) (*policyv1.Decision, 
 	ctx, cancel := context.WithTimeout(ctx, s.w.cfg.PolicyTimeout)
 	defer cancel()
 	var d policyv1.Decision
-	err := bus.Request(ctx, s.w.cfg.Conn.NC, subjectEvaluate, &policyv1.EvaluateRequest{
+	err := bus.Request(ctx, s.w.cfg.Conn.NC, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{
 		Principal: s.principal, Target: s.targetRef, SessionId: s.id,
 		Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: text}},
 	}, &d)

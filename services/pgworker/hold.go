@@ -17,11 +17,6 @@ import (
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
-const (
-	subjectOpen    = "sluice.api.approvals.request.open"
-	subjectConsume = "sluice.api.approvals.request.consume"
-)
-
 // commandHash binds an approval to the exact command bytes and parameters.
 func commandHash(text, params string) string {
 	h := sha256.New()
@@ -58,9 +53,11 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 	}
 	hash := commandHash(text, params)
 	var reply approvalsv1.ApprovalReply
-	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = bus.Request(octx, s.w.cfg.Conn.NC, subjectOpen, &approvalsv1.OpenRequest{
-		Requester: s.principal, SessionId: s.id, Target: s.targetRef.GetName(), Command: text, CommandHash: hash,
+	// The approvals service verifies the requester from the session's own
+	// token: a worker cannot open a request in anyone else's name.
+	octx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, s.token), 5*time.Second)
+	err = bus.Request(octx, s.w.cfg.Conn.NC, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{
+		SessionId: s.id, Target: s.targetRef.GetName(), Command: text, CommandHash: hash,
 		Rule: d.GetRule(), Reason: d.GetReason(), ApproverGroups: d.GetApprovers(), Quorum: d.GetQuorum(),
 		TtlSeconds: int64(s.w.cfg.HoldTimeout.Seconds()),
 	}, &reply)
@@ -104,8 +101,8 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 		return refuse(fmt.Sprintf("approval request %s %s", id, a.GetState())), nil
 	}
 	var consumed approvalsv1.ApprovalReply
-	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-	err = bus.Request(cctx, s.w.cfg.Conn.NC, subjectConsume, &approvalsv1.Consume{Id: id, SessionId: s.id, CommandHash: hash, Principal: s.principal}, &consumed)
+	cctx, ccancel := context.WithTimeout(bus.WithCallerToken(ctx, s.token), 5*time.Second)
+	err = bus.Request(cctx, s.w.cfg.Conn.NC, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: s.id, CommandHash: hash}, &consumed)
 	ccancel()
 	if err != nil || consumed.GetError() != nil {
 		msg := "the approvals service is unavailable"

@@ -31,9 +31,14 @@ import (
 
 // session is one client connection relayed to one upstream connection.
 type session struct {
-	w          *Worker
-	id         string
-	principal  *commonv1.Principal
+	w         *Worker
+	id        string
+	principal *commonv1.Principal
+	// token is the access token the session authenticated with, kept in
+	// memory only: it is forwarded to the approvals service (which
+	// verifies the requester itself) and verified again when the identity
+	// configuration changes. Never logged or recorded.
+	token      string
 	pkey       [16]byte
 	target     *controlv1.TargetConfigured
 	targetRef  *commonv1.Target

@@ -245,7 +245,7 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		return refuse(stateInvalidCatalog, fmt.Sprintf("sluice: there is no PostgreSQL target %q", target), "sluice targets list shows the targets")
 	}
 	s := &session{
-		w: w, id: recording.NewSessionID(), principal: principal, pkey: principalKey(principal), target: tc,
+		w: w, id: recording.NewSessionID(), principal: principal, token: token, pkey: principalKey(principal), target: tc,
 		targetRef:  &commonv1.Target{Name: tc.GetSpec().GetName(), Kind: tc.GetSpec().GetKind(), Labels: tc.GetSpec().GetLabels()},
 		clientAddr: client, clientUser: params["user"], app: params["application_name"],
 		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}, sqlPrepared: map[string]*stmtInfo{},

@@ -36,10 +36,13 @@ type Config struct {
 	// Addr to listen on; default 127.0.0.1:15432. Listener overrides it.
 	Addr     string
 	Listener net.Listener
-	// CertFile/KeyFile is the TLS certificate presented to clients; without
-	// them a development certificate is generated in TLSDir.
+	// CertFile/KeyFile is the TLS certificate presented to clients. Only
+	// when TLSDir is set instead (sluice dev, tests) is a development
+	// certificate generated there; with neither, Run refuses to start.
 	CertFile, KeyFile, TLSDir string
-	// MasterKey opens sealed target credentials.
+	// MasterKey opens sealed target credentials and keys `action: token`
+	// masking, so that every replica gives a value the same token. Run
+	// refuses to start without it.
 	MasterKey *secrets.Key
 	// Name identifies this worker replica in records; default host-pid.
 	Name string
@@ -148,20 +151,15 @@ func New(cfg Config) *Worker {
 		ready:     make(chan struct{}),
 		maskers:   plannerCache{m: map[string]*masking.Masker{}},
 		pool:      newUpstreamPool(cfg.UpstreamPool, cfg.UpstreamIdleTimeout, cfg.UpstreamMaxAge),
-		tokenKey:  tokenKey(cfg),
 	}
 }
 
-// tokenKey keys deterministic masking tokens: derived from the master key,
-// so every replica produces the same token for the same value.
-func tokenKey(cfg Config) []byte {
-	if cfg.MasterKey != nil {
-		return cfg.MasterKey.Derive("masking tokens")
-	}
-	k := make([]byte, 32)
-	_, _ = rand.Read(k)
-	return k
-}
+// ErrNoMasterKey and ErrNoCertificate refuse a worker without the key or
+// certificate a deployment must provide.
+var (
+	ErrNoMasterKey   = errors.New("pgworker: no master key: it opens sealed target credentials and keys token masking so that every replica agrees (--master-key-file or SLUICE_MASTER_KEY; create one with: sluice secret keygen)")
+	ErrNoCertificate = errors.New("pgworker: no TLS certificate: clients send their access token as the password, only over TLS (--tls-cert and --tls-key)")
+)
 
 // Ready is closed when the worker accepts connections.
 func (w *Worker) Ready() <-chan struct{} { return w.ready }
@@ -177,14 +175,26 @@ func (w *Worker) Pooled() int { return w.pool.size() }
 
 // Run serves until ctx is done; open sessions are then closed.
 func (w *Worker) Run(ctx context.Context) error {
+	if w.cfg.MasterKey == nil {
+		return ErrNoMasterKey
+	}
+	// Deterministic masking tokens are keyed from the master key.
+	w.tokenKey = w.cfg.MasterKey.Derive("masking tokens")
 	cert, err := w.certificate()
 	if err != nil {
 		return err
 	}
 	w.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"postgresql"}}
 	w.view.OnChange(func(key string) {
-		if key == controlstate.KeyPolicy {
+		switch key {
+		case controlstate.KeyPolicy:
 			w.decisions.setRevision(w.view.Policy().GetRevision())
+		case controlstate.KeyIdentityProvider:
+			// Verifications made under the old configuration are
+			// forgotten, and every open session proves itself again.
+			if w.authn.SetIdentityDigest(w.view.IdentityDigest()) {
+				go w.reverify(ctx)
+			}
 		}
 	})
 	errc := make(chan error, 2)
@@ -213,7 +223,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			return nil
 		}
 	}
-	sub, err := w.cfg.Conn.NC.Subscribe(cancelSubject, w.onRemoteCancel)
+	sub, err := w.cfg.Conn.NC.Subscribe(bus.SubjectPGCancel, w.onRemoteCancel)
 	if err != nil {
 		return fmt.Errorf("pgworker: %w", err)
 	}
@@ -267,20 +277,42 @@ func (w *Worker) certificate() (tls.Certificate, error) {
 		}
 		return c, nil
 	}
-	dir := w.cfg.TLSDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "sluice-tls-")
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		dir = d
+	if w.cfg.TLSDir == "" {
+		return tls.Certificate{}, ErrNoCertificate
 	}
-	return devcert.LoadOrCreate(dir)
+	return devcert.LoadOrCreate(w.cfg.TLSDir)
+}
+
+// reverify checks every open session's token under the identity
+// configuration now in force, and ends the sessions it no longer accepts
+// as the same principal (a token from an issuer no longer trusted, other
+// groups, ...). It fails closed: a session that cannot be verified ends.
+func (w *Worker) reverify(ctx context.Context) {
+	w.mu.Lock()
+	open := make([]*session, 0, len(w.sessions))
+	for _, s := range w.sessions {
+		open = append(open, s)
+	}
+	w.mu.Unlock()
+	for _, s := range open {
+		p, e := w.authn.Verify(ctx, s.token)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case e != nil:
+			s.shutdown("the identity configuration no longer accepts the token", fatal(stateInvalidPassword,
+				fmt.Sprintf("sluice: the identity configuration changed and no longer accepts this session's token: %s (%s)", e.GetMessage(), e.GetCode()),
+				"reconnect with a token the current configuration accepts"))
+		case principalKey(p) != s.pkey:
+			s.shutdown("the identity configuration changed who the token names", fatal(stateInvalidPassword,
+				"sluice: the identity configuration changed who this session's token names (groups or identity)",
+				"reconnect to start a session as the principal you are now"))
+		}
+	}
 }
 
 // Cancel keys: every session gets a random process id and secret of our
 // own; a CancelRequest that names them cancels that session's query only.
-const cancelSubject = bus.SubjectWorkers + ".pg.cancel"
 
 func (w *Worker) register(s *session) {
 	var b [8]byte
@@ -330,7 +362,7 @@ func (w *Worker) handleCancel(pid uint32, secret []byte) {
 	msg := make([]byte, 4+len(secret))
 	binary.BigEndian.PutUint32(msg, pid)
 	copy(msg[4:], secret)
-	_ = w.cfg.Conn.NC.Publish(cancelSubject, msg)
+	_ = w.cfg.Conn.NC.Publish(bus.SubjectPGCancel, msg)
 }
 
 func (w *Worker) onRemoteCancel(m *nats.Msg) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/devissuer"
 	"sluice.dev/sluice/libs/pglocal"
+	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/testkit"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	"sluice.dev/sluice/services/identity"
@@ -120,6 +122,11 @@ func (h *harness) start(cfg pgworker.Config) *pgworker.Worker {
 	h.t.Helper()
 	cfg.Conn = h.conn
 	cfg.TLSDir = h.t.TempDir()
+	if cfg.MasterKey == nil {
+		key, err := secrets.LoadOrCreateKeyFile(filepath.Join(h.t.TempDir(), "master.key"))
+		require.NoError(h.t, err)
+		cfg.MasterKey = key
+	}
 	cfg.Log = zerolog.Nop()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(h.t, err)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/approvalstate"
+	"sluice.dev/sluice/libs/authz"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
 	engine "sluice.dev/sluice/libs/policy"
@@ -21,12 +22,6 @@ import (
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
-)
-
-// Subjects served.
-const (
-	SubjectEvaluate = "sluice.api.policy.decision.evaluate"
-	SubjectRevision = "sluice.api.policy.revision.get"
 )
 
 // Built-in rule names (not written in any policy).
@@ -54,12 +49,14 @@ type Service struct {
 	cfg    Config
 	view   *controlstate.View
 	grants *approvalstate.View
+	guard  *authz.Guard
 	set    atomic.Pointer[engine.Set]
 }
 
 // New returns the service.
 func New(cfg Config) *Service {
-	return &Service{cfg: cfg, view: controlstate.NewView(), grants: approvalstate.NewView()}
+	view := controlstate.NewView()
+	return &Service{cfg: cfg, view: view, grants: approvalstate.NewView(), guard: authz.New(cfg.Conn.NC, view)}
 }
 
 // Run serves until ctx is done.
@@ -79,15 +76,11 @@ func (s *Service) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
-	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, SubjectEvaluate, "policy",
-		func() *policyv1.EvaluateRequest { return &policyv1.EvaluateRequest{} }, s.evaluate); err != nil {
+	newReq := func() *policyv1.EvaluateRequest { return &policyv1.EvaluateRequest{} }
+	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, bus.APIPolicyEvaluate, "policy", newReq, s.evaluate); err != nil {
 		return err
 	}
-	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, SubjectRevision, "policy",
-		func() *policyv1.RevisionRequest { return &policyv1.RevisionRequest{} },
-		func(context.Context, *policyv1.RevisionRequest) (*policyv1.RevisionResponse, error) {
-			return &policyv1.RevisionResponse{Revision: s.revision()}, nil
-		}); err != nil {
+	if _, err := bus.Serve(ctx, s.cfg.Conn.NC, bus.APIPolicyTest, "policy", newReq, s.test); err != nil {
 		return err
 	}
 	s.cfg.Log.Info().Uint64("revision", s.revision()).Msg("policy service ready")
@@ -133,6 +126,21 @@ func deny(rule, reason string, revision uint64) *policyv1.Decision {
 
 func (s *Service) evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.Decision, error) {
 	return EvaluateWithGrants(ctx, s.set.Load(), s.target(req.GetTarget()), req, time.Now(), s.grants.Grants), nil
+}
+
+// test is `sluice policy test`: how the policy rules on a command for the
+// principal described in the request, asked by a verified caller allowed to
+// read the policy. Only workers may ask evaluate (NATS permissions); a
+// decision grants nothing by itself, the worker enforces it.
+func (s *Service) test(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.Decision, error) {
+	if _, e := s.guard.Require(ctx, authz.PolicyReader); e != nil {
+		return &policyv1.Decision{Action: engine.Deny, Error: e, Cache: &policyv1.Cache{}}, nil
+	}
+	if _, ok := s.view.Target(req.GetTarget().GetName()); !ok {
+		return &policyv1.Decision{Action: engine.Deny, Cache: &policyv1.Cache{},
+			Error: &commonv1.Error{Code: "not_found", Message: fmt.Sprintf("there is no target %q", req.GetTarget().GetName())}}, nil
+	}
+	return s.evaluate(ctx, req)
 }
 
 // target completes the target with its registered kind and labels.

@@ -29,7 +29,7 @@ import (
 )
 
 // ConsumerName is the durable consumer on SESSIONS shared by replicas.
-const ConsumerName = "recorder"
+const ConsumerName = bus.DurableRecorder
 
 // PriorityGroup is the consumer's priority group for pinning.
 const PriorityGroup = "recorders"

@@ -18,19 +18,9 @@ import (
 	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/bus"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
-	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 )
 
-const (
-	subjectDecide = "sluice.api.approvals.request.decide"
-	bucketName    = "sluice_slackbot"
-)
-
-// User maps a Slack user to a Sluice principal.
-type User struct {
-	Subject string
-	Groups  []string
-}
+const bucketName = bus.BucketSlackbot
 
 // Config configures the bot.
 type Config struct {
@@ -46,9 +36,11 @@ type Config struct {
 	// default 127.0.0.1:8091. Listener overrides it.
 	Addr     string
 	Listener net.Listener
-	// Users maps Slack user ids to principals; users not listed are
-	// identified by the email address Slack reports (subject = email).
-	Users map[string]User
+	// Emails maps Slack user ids to emails; users not listed are
+	// identified by the email address Slack reports. A Slack user decides
+	// as that email only: approver groups list approvers' emails under
+	// subjects. The bot vouches for nothing else (no groups).
+	Emails map[string]string
 }
 
 // Bot is the Slack bot.
@@ -114,7 +106,7 @@ func (b *Bot) Run(ctx context.Context) error {
 		return srv.Shutdown(sctx)
 	})
 	cons, err := b.cfg.Conn.JS.CreateOrUpdateConsumer(ctx, bus.StreamApprovals, jetstream.ConsumerConfig{
-		Durable: "slackbot", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: time.Minute,
+		Durable: bus.DurableSlackbot, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: time.Minute,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
@@ -295,14 +287,14 @@ func (b *Bot) interactions(w http.ResponseWriter, r *http.Request) {
 		if act.ActionID != "approve" && act.ActionID != "deny" {
 			continue
 		}
-		p, err := b.principal(r.Context(), cb.User.ID)
+		email, err := b.email(r.Context(), cb.User.ID)
 		if err != nil {
 			b.cfg.Log.Warn().Err(err).Str("slack_user", cb.User.ID).Msg("cannot identify Slack user")
 			writeText(w, "Sluice cannot tell who you are; no decision was recorded.")
 			return
 		}
 		var reply approvalsv1.ApprovalReply
-		err = bus.Request(r.Context(), b.cfg.Conn.NC, subjectDecide, &approvalsv1.Decide{Id: act.Value, Approver: p, Verdict: act.ActionID, Reason: "via Slack"}, &reply)
+		err = bus.Request(r.Context(), b.cfg.Conn.NC, bus.APIApprovalsSlackDecide, &approvalsv1.SlackDecide{Id: act.Value, Email: email, Verdict: act.ActionID, Reason: "via Slack"}, &reply)
 		switch {
 		case err != nil:
 			writeText(w, "The approvals service did not answer; try again.")
@@ -316,20 +308,20 @@ func (b *Bot) interactions(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// principal maps a Slack user to a Sluice principal.
-func (b *Bot) principal(ctx context.Context, userID string) (*commonv1.Principal, error) {
-	if u, ok := b.cfg.Users[userID]; ok {
-		return &commonv1.Principal{Subject: u.Subject, Groups: u.Groups, ClientId: "slack"}, nil
+// email identifies a Slack user by email.
+func (b *Bot) email(ctx context.Context, userID string) (string, error) {
+	if e, ok := b.cfg.Emails[userID]; ok {
+		return e, nil
 	}
 	info, err := b.api.GetUserInfoContext(ctx, userID)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	email := info.Profile.Email
 	if email == "" || info.Deleted || info.IsBot {
-		return nil, fmt.Errorf("slack user %s has no usable email", userID)
+		return "", fmt.Errorf("slack user %s has no usable email", userID)
 	}
-	return &commonv1.Principal{Subject: email, Email: email, ClientId: "slack"}, nil
+	return email, nil
 }
 
 func writeText(w http.ResponseWriter, text string) {

@@ -24,11 +24,12 @@ import (
 	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/devissuer"
 	"sluice.dev/sluice/libs/testkit"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
-	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	"sluice.dev/sluice/services/approvals"
+	"sluice.dev/sluice/services/identity/identitytest"
 	"sluice.dev/sluice/services/slackbot"
 )
 
@@ -132,6 +133,9 @@ func TestSlackFlow(t *testing.T) {
 	groups, _ := proto.Marshal(&controlv1.ApproverGroupsSet{Groups: []*controlv1.ApproverGroup{{Name: "approvers", Groups: []string{"approvers"}, Subjects: []string{"bob@example.com"}}}})
 	_, err := kv.Put(ctx, controlstate.KeyApprovers, groups)
 	require.NoError(t, err)
+	idp := identitytest.Start(ctx, t, conn)
+	aliceTok := idp.Mint(devissuer.Claims{Subject: "alice@example.com", Email: "alice@example.com", Groups: []string{"engineers"}})
+	carolTok := idp.Token("carol", "approvers")
 	go func() { _ = approvals.New(approvals.Config{Conn: conn, Log: zerolog.Nop()}).Run(ctx) }()
 
 	fake := &fakeSlack{}
@@ -147,8 +151,8 @@ func TestSlackFlow(t *testing.T) {
 	open := func(cmd string, ttl int64) string {
 		var r approvalsv1.ApprovalReply
 		testkit.Eventually(t, 10*time.Second, func() error {
-			return bus.Request(ctx, conn.NC, approvals.SubjectOpen, &approvalsv1.OpenRequest{
-				Requester: &commonv1.Principal{Subject: "alice@example.com", Email: "alice@example.com"}, SessionId: "s1", Target: "demo",
+			return bus.Request(identitytest.As(ctx, aliceTok), conn.NC, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{
+				SessionId: "s1", Target: "demo",
 				Command: cmd, CommandHash: "h", Rule: "review-unbounded-writes", Reason: "needs approval", ApproverGroups: []string{"approvers"}, TtlSeconds: ttl}, &r)
 		})
 		require.Nil(t, r.GetError())
@@ -220,8 +224,7 @@ func TestSlackFlow(t *testing.T) {
 	id2 := open("TRUNCATE orders", 300)
 	waitPost(id2)
 	var r approvalsv1.ApprovalReply
-	require.NoError(t, bus.Request(ctx, conn.NC, approvals.SubjectDecide, &approvalsv1.Decide{Id: id2, Verdict: "deny", Reason: "no",
-		Approver: &commonv1.Principal{Subject: "carol", Groups: []string{"approvers"}}}, &r))
+	require.NoError(t, bus.Request(identitytest.As(ctx, carolTok), conn.NC, bus.APIApprovalsDecide, &approvalsv1.Decide{Id: id2, Verdict: "deny", Reason: "no"}, &r))
 	require.Nil(t, r.GetError())
 	waitUpdate("1700000000.000002", "DENIED* by carol: no")
 

@@ -1119,10 +1119,11 @@ func (x *Grant) GetEndsAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// Subject: sluice.api.approvals.request.open
+// Subject: sluice.api.approvals.request.open (workers). The requester is
+// the principal of the access token the worker forwards (the session's), as
+// the approvals service verifies it: never a principal in the body.
 type OpenRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
-	Requester      *v1.Principal          `protobuf:"bytes,1,opt,name=requester,proto3" json:"requester,omitempty"`
 	SessionId      string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	Target         string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
 	Command        string                 `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
@@ -1164,13 +1165,6 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
 	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{12}
-}
-
-func (x *OpenRequest) GetRequester() *v1.Principal {
-	if x != nil {
-		return x.Requester
-	}
-	return nil
 }
 
 func (x *OpenRequest) GetSessionId() string {
@@ -1236,10 +1230,10 @@ func (x *OpenRequest) GetTtlSeconds() int64 {
 	return 0
 }
 
-// Subject: sluice.api.approvals.grant.request
+// Subject: sluice.api.approvals.grant.request (the API, with the caller's
+// token; the requester is that caller).
 type RequestGrant struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
-	Requester       *v1.Principal          `protobuf:"bytes,1,opt,name=requester,proto3" json:"requester,omitempty"`
 	Target          string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
 	Role            string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
 	DurationSeconds int64                  `protobuf:"varint,4,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
@@ -1278,13 +1272,6 @@ func (*RequestGrant) Descriptor() ([]byte, []int) {
 	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{13}
 }
 
-func (x *RequestGrant) GetRequester() *v1.Principal {
-	if x != nil {
-		return x.Requester
-	}
-	return nil
-}
-
 func (x *RequestGrant) GetTarget() string {
 	if x != nil {
 		return x.Target
@@ -1313,11 +1300,11 @@ func (x *RequestGrant) GetReason() string {
 	return ""
 }
 
-// Subject: sluice.api.approvals.request.decide
+// Subject: sluice.api.approvals.request.decide (the API, with the caller's
+// token; the approver is that caller).
 type Decide struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Approver *v1.Principal          `protobuf:"bytes,2,opt,name=approver,proto3" json:"approver,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// verdict: approve or deny.
 	Verdict       string `protobuf:"bytes,3,opt,name=verdict,proto3" json:"verdict,omitempty"`
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -1362,13 +1349,6 @@ func (x *Decide) GetId() string {
 	return ""
 }
 
-func (x *Decide) GetApprover() *v1.Principal {
-	if x != nil {
-		return x.Approver
-	}
-	return nil
-}
-
 func (x *Decide) GetVerdict() string {
 	if x != nil {
 		return x.Verdict
@@ -1383,13 +1363,13 @@ func (x *Decide) GetReason() string {
 	return ""
 }
 
-// Subject: sluice.api.approvals.request.consume
+// Subject: sluice.api.approvals.request.consume (workers, with the
+// session's token: only its requester consumes an approval).
 type Consume struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	CommandHash   string                 `protobuf:"bytes,3,opt,name=command_hash,json=commandHash,proto3" json:"command_hash,omitempty"`
-	Principal     *v1.Principal          `protobuf:"bytes,4,opt,name=principal,proto3" json:"principal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1445,26 +1425,91 @@ func (x *Consume) GetCommandHash() string {
 	return ""
 }
 
-func (x *Consume) GetPrincipal() *v1.Principal {
+// Subject: sluice.api.approvals.slack.decide, which only the Slack bot may
+// publish: it vouches for the Slack user's email (from Slack's signed
+// interaction), and the decision counts as that email's, matched against
+// the subjects of the approver groups. It carries no groups.
+type SlackDecide struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// verdict: approve or deny.
+	Verdict       string `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Email         string `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlackDecide) Reset() {
+	*x = SlackDecide{}
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlackDecide) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlackDecide) ProtoMessage() {}
+
+func (x *SlackDecide) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
 	if x != nil {
-		return x.Principal
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
 	}
-	return nil
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlackDecide.ProtoReflect.Descriptor instead.
+func (*SlackDecide) Descriptor() ([]byte, []int) {
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SlackDecide) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SlackDecide) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *SlackDecide) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SlackDecide) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
 }
 
 // Subject: sluice.api.approvals.request.list
 type ListRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// state filters; empty means pending.
-	State         string        `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
-	Caller        *v1.Principal `protobuf:"bytes,2,opt,name=caller,proto3" json:"caller,omitempty"`
+	State         string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1521,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1534,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{16}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListRequest) GetState() string {
@@ -1497,13 +1542,6 @@ func (x *ListRequest) GetState() string {
 		return x.State
 	}
 	return ""
-}
-
-func (x *ListRequest) GetCaller() *v1.Principal {
-	if x != nil {
-		return x.Caller
-	}
-	return nil
 }
 
 // Subject: sluice.api.approvals.request.get
@@ -1516,7 +1554,7 @@ type Get struct {
 
 func (x *Get) Reset() {
 	*x = Get{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1566,7 @@ func (x *Get) String() string {
 func (*Get) ProtoMessage() {}
 
 func (x *Get) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1579,7 @@ func (x *Get) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Get.ProtoReflect.Descriptor instead.
 func (*Get) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{17}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Get) GetId() string {
@@ -1555,7 +1593,6 @@ func (x *Get) GetId() string {
 type Revoke struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	By            *v1.Principal          `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
 	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1563,7 +1600,7 @@ type Revoke struct {
 
 func (x *Revoke) Reset() {
 	*x = Revoke{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1612,7 @@ func (x *Revoke) String() string {
 func (*Revoke) ProtoMessage() {}
 
 func (x *Revoke) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1625,7 @@ func (x *Revoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revoke.ProtoReflect.Descriptor instead.
 func (*Revoke) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{18}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Revoke) GetId() string {
@@ -1596,13 +1633,6 @@ func (x *Revoke) GetId() string {
 		return x.Id
 	}
 	return ""
-}
-
-func (x *Revoke) GetBy() *v1.Principal {
-	if x != nil {
-		return x.By
-	}
-	return nil
 }
 
 func (x *Revoke) GetReason() string {
@@ -1622,7 +1652,7 @@ type ApprovalReply struct {
 
 func (x *ApprovalReply) Reset() {
 	*x = ApprovalReply{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1664,7 @@ func (x *ApprovalReply) String() string {
 func (*ApprovalReply) ProtoMessage() {}
 
 func (x *ApprovalReply) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1677,7 @@ func (x *ApprovalReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalReply.ProtoReflect.Descriptor instead.
 func (*ApprovalReply) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{19}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApprovalReply) GetApproval() *Approval {
@@ -1674,7 +1704,7 @@ type ListReply struct {
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1716,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1729,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{20}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListReply) GetApprovals() []*Approval {
@@ -1823,9 +1853,8 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x12\n" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x127\n" +
 	"\tstarts_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bstartsAt\x123\n" +
-	"\aends_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\"\xca\x02\n" +
-	"\vOpenRequest\x129\n" +
-	"\trequester\x18\x01 \x01(\v2\x1b.sluice.common.v1.PrincipalR\trequester\x12\x1d\n" +
+	"\aends_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\"\x95\x02\n" +
+	"\vOpenRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x18\n" +
@@ -1837,33 +1866,33 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x06quorum\x18\t \x01(\rR\x06quorum\x12\x1f\n" +
 	"\vttl_seconds\x18\n" +
 	" \x01(\x03R\n" +
-	"ttlSeconds\"\xb8\x01\n" +
-	"\fRequestGrant\x129\n" +
-	"\trequester\x18\x01 \x01(\v2\x1b.sluice.common.v1.PrincipalR\trequester\x12\x16\n" +
+	"ttlSecondsJ\x04\b\x01\x10\x02\"\x83\x01\n" +
+	"\fRequestGrant\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12)\n" +
 	"\x10duration_seconds\x18\x04 \x01(\x03R\x0fdurationSeconds\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x83\x01\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reasonJ\x04\b\x01\x10\x02\"P\n" +
 	"\x06Decide\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
-	"\bapprover\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\bapprover\x12\x18\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\averdict\x18\x03 \x01(\tR\averdict\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x96\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reasonJ\x04\b\x02\x10\x03\"a\n" +
 	"\aConsume\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12!\n" +
-	"\fcommand_hash\x18\x03 \x01(\tR\vcommandHash\x129\n" +
-	"\tprincipal\x18\x04 \x01(\v2\x1b.sluice.common.v1.PrincipalR\tprincipal\"X\n" +
+	"\fcommand_hash\x18\x03 \x01(\tR\vcommandHashJ\x04\b\x04\x10\x05\"e\n" +
+	"\vSlackDecide\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\averdict\x18\x02 \x01(\tR\averdict\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05email\x18\x04 \x01(\tR\x05email\")\n" +
 	"\vListRequest\x12\x14\n" +
-	"\x05state\x18\x01 \x01(\tR\x05state\x123\n" +
-	"\x06caller\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x06caller\"\x15\n" +
+	"\x05state\x18\x01 \x01(\tR\x05stateJ\x04\b\x02\x10\x03\"\x15\n" +
 	"\x03Get\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"]\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"6\n" +
 	"\x06Revoke\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
-	"\x02by\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x02by\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"y\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reasonJ\x04\b\x02\x10\x03\"y\n" +
 	"\rApprovalReply\x129\n" +
 	"\bapproval\x18\x01 \x01(\v2\x1d.sluice.approvals.v1.ApprovalR\bapproval\x12-\n" +
 	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"w\n" +
@@ -1883,7 +1912,7 @@ func file_sluice_approvals_v1_approvals_proto_rawDescGZIP() []byte {
 	return file_sluice_approvals_v1_approvals_proto_rawDescData
 }
 
-var file_sluice_approvals_v1_approvals_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_sluice_approvals_v1_approvals_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_sluice_approvals_v1_approvals_proto_goTypes = []any{
 	(*RequestOpened)(nil),         // 0: sluice.approvals.v1.RequestOpened
 	(*RequestApproved)(nil),       // 1: sluice.approvals.v1.RequestApproved
@@ -1901,58 +1930,53 @@ var file_sluice_approvals_v1_approvals_proto_goTypes = []any{
 	(*RequestGrant)(nil),          // 13: sluice.approvals.v1.RequestGrant
 	(*Decide)(nil),                // 14: sluice.approvals.v1.Decide
 	(*Consume)(nil),               // 15: sluice.approvals.v1.Consume
-	(*ListRequest)(nil),           // 16: sluice.approvals.v1.ListRequest
-	(*Get)(nil),                   // 17: sluice.approvals.v1.Get
-	(*Revoke)(nil),                // 18: sluice.approvals.v1.Revoke
-	(*ApprovalReply)(nil),         // 19: sluice.approvals.v1.ApprovalReply
-	(*ListReply)(nil),             // 20: sluice.approvals.v1.ListReply
-	(*v1.Principal)(nil),          // 21: sluice.common.v1.Principal
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*v1.Error)(nil),              // 23: sluice.common.v1.Error
+	(*SlackDecide)(nil),           // 16: sluice.approvals.v1.SlackDecide
+	(*ListRequest)(nil),           // 17: sluice.approvals.v1.ListRequest
+	(*Get)(nil),                   // 18: sluice.approvals.v1.Get
+	(*Revoke)(nil),                // 19: sluice.approvals.v1.Revoke
+	(*ApprovalReply)(nil),         // 20: sluice.approvals.v1.ApprovalReply
+	(*ListReply)(nil),             // 21: sluice.approvals.v1.ListReply
+	(*v1.Principal)(nil),          // 22: sluice.common.v1.Principal
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*v1.Error)(nil),              // 24: sluice.common.v1.Error
 }
 var file_sluice_approvals_v1_approvals_proto_depIdxs = []int32{
-	21, // 0: sluice.approvals.v1.RequestOpened.requester:type_name -> sluice.common.v1.Principal
-	22, // 1: sluice.approvals.v1.RequestOpened.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 2: sluice.approvals.v1.RequestOpened.opened_at:type_name -> google.protobuf.Timestamp
-	21, // 3: sluice.approvals.v1.RequestApproved.approver:type_name -> sluice.common.v1.Principal
-	22, // 4: sluice.approvals.v1.RequestApproved.at:type_name -> google.protobuf.Timestamp
-	21, // 5: sluice.approvals.v1.RequestDenied.approver:type_name -> sluice.common.v1.Principal
-	22, // 6: sluice.approvals.v1.RequestDenied.at:type_name -> google.protobuf.Timestamp
-	22, // 7: sluice.approvals.v1.RequestExpired.at:type_name -> google.protobuf.Timestamp
-	22, // 8: sluice.approvals.v1.RequestCancelled.at:type_name -> google.protobuf.Timestamp
-	22, // 9: sluice.approvals.v1.RequestConsumed.at:type_name -> google.protobuf.Timestamp
-	21, // 10: sluice.approvals.v1.GrantRequested.requester:type_name -> sluice.common.v1.Principal
-	22, // 11: sluice.approvals.v1.GrantRequested.requested_at:type_name -> google.protobuf.Timestamp
-	21, // 12: sluice.approvals.v1.GrantApproved.approver:type_name -> sluice.common.v1.Principal
-	22, // 13: sluice.approvals.v1.GrantApproved.starts_at:type_name -> google.protobuf.Timestamp
-	22, // 14: sluice.approvals.v1.GrantApproved.ends_at:type_name -> google.protobuf.Timestamp
-	22, // 15: sluice.approvals.v1.GrantApproved.at:type_name -> google.protobuf.Timestamp
-	21, // 16: sluice.approvals.v1.GrantDenied.approver:type_name -> sluice.common.v1.Principal
-	22, // 17: sluice.approvals.v1.GrantDenied.at:type_name -> google.protobuf.Timestamp
-	21, // 18: sluice.approvals.v1.GrantRevoked.by:type_name -> sluice.common.v1.Principal
-	22, // 19: sluice.approvals.v1.GrantRevoked.at:type_name -> google.protobuf.Timestamp
-	21, // 20: sluice.approvals.v1.Approval.requester:type_name -> sluice.common.v1.Principal
-	22, // 21: sluice.approvals.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
-	22, // 22: sluice.approvals.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 23: sluice.approvals.v1.Approval.starts_at:type_name -> google.protobuf.Timestamp
-	22, // 24: sluice.approvals.v1.Approval.ends_at:type_name -> google.protobuf.Timestamp
-	22, // 25: sluice.approvals.v1.Grant.starts_at:type_name -> google.protobuf.Timestamp
-	22, // 26: sluice.approvals.v1.Grant.ends_at:type_name -> google.protobuf.Timestamp
-	21, // 27: sluice.approvals.v1.OpenRequest.requester:type_name -> sluice.common.v1.Principal
-	21, // 28: sluice.approvals.v1.RequestGrant.requester:type_name -> sluice.common.v1.Principal
-	21, // 29: sluice.approvals.v1.Decide.approver:type_name -> sluice.common.v1.Principal
-	21, // 30: sluice.approvals.v1.Consume.principal:type_name -> sluice.common.v1.Principal
-	21, // 31: sluice.approvals.v1.ListRequest.caller:type_name -> sluice.common.v1.Principal
-	21, // 32: sluice.approvals.v1.Revoke.by:type_name -> sluice.common.v1.Principal
-	10, // 33: sluice.approvals.v1.ApprovalReply.approval:type_name -> sluice.approvals.v1.Approval
-	23, // 34: sluice.approvals.v1.ApprovalReply.error:type_name -> sluice.common.v1.Error
-	10, // 35: sluice.approvals.v1.ListReply.approvals:type_name -> sluice.approvals.v1.Approval
-	23, // 36: sluice.approvals.v1.ListReply.error:type_name -> sluice.common.v1.Error
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	22, // 0: sluice.approvals.v1.RequestOpened.requester:type_name -> sluice.common.v1.Principal
+	23, // 1: sluice.approvals.v1.RequestOpened.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 2: sluice.approvals.v1.RequestOpened.opened_at:type_name -> google.protobuf.Timestamp
+	22, // 3: sluice.approvals.v1.RequestApproved.approver:type_name -> sluice.common.v1.Principal
+	23, // 4: sluice.approvals.v1.RequestApproved.at:type_name -> google.protobuf.Timestamp
+	22, // 5: sluice.approvals.v1.RequestDenied.approver:type_name -> sluice.common.v1.Principal
+	23, // 6: sluice.approvals.v1.RequestDenied.at:type_name -> google.protobuf.Timestamp
+	23, // 7: sluice.approvals.v1.RequestExpired.at:type_name -> google.protobuf.Timestamp
+	23, // 8: sluice.approvals.v1.RequestCancelled.at:type_name -> google.protobuf.Timestamp
+	23, // 9: sluice.approvals.v1.RequestConsumed.at:type_name -> google.protobuf.Timestamp
+	22, // 10: sluice.approvals.v1.GrantRequested.requester:type_name -> sluice.common.v1.Principal
+	23, // 11: sluice.approvals.v1.GrantRequested.requested_at:type_name -> google.protobuf.Timestamp
+	22, // 12: sluice.approvals.v1.GrantApproved.approver:type_name -> sluice.common.v1.Principal
+	23, // 13: sluice.approvals.v1.GrantApproved.starts_at:type_name -> google.protobuf.Timestamp
+	23, // 14: sluice.approvals.v1.GrantApproved.ends_at:type_name -> google.protobuf.Timestamp
+	23, // 15: sluice.approvals.v1.GrantApproved.at:type_name -> google.protobuf.Timestamp
+	22, // 16: sluice.approvals.v1.GrantDenied.approver:type_name -> sluice.common.v1.Principal
+	23, // 17: sluice.approvals.v1.GrantDenied.at:type_name -> google.protobuf.Timestamp
+	22, // 18: sluice.approvals.v1.GrantRevoked.by:type_name -> sluice.common.v1.Principal
+	23, // 19: sluice.approvals.v1.GrantRevoked.at:type_name -> google.protobuf.Timestamp
+	22, // 20: sluice.approvals.v1.Approval.requester:type_name -> sluice.common.v1.Principal
+	23, // 21: sluice.approvals.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
+	23, // 22: sluice.approvals.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 23: sluice.approvals.v1.Approval.starts_at:type_name -> google.protobuf.Timestamp
+	23, // 24: sluice.approvals.v1.Approval.ends_at:type_name -> google.protobuf.Timestamp
+	23, // 25: sluice.approvals.v1.Grant.starts_at:type_name -> google.protobuf.Timestamp
+	23, // 26: sluice.approvals.v1.Grant.ends_at:type_name -> google.protobuf.Timestamp
+	10, // 27: sluice.approvals.v1.ApprovalReply.approval:type_name -> sluice.approvals.v1.Approval
+	24, // 28: sluice.approvals.v1.ApprovalReply.error:type_name -> sluice.common.v1.Error
+	10, // 29: sluice.approvals.v1.ListReply.approvals:type_name -> sluice.approvals.v1.Approval
+	24, // 30: sluice.approvals.v1.ListReply.error:type_name -> sluice.common.v1.Error
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_sluice_approvals_v1_approvals_proto_init() }
@@ -1966,7 +1990,7 @@ func file_sluice_approvals_v1_approvals_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_approvals_v1_approvals_proto_rawDesc), len(file_sluice_approvals_v1_approvals_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

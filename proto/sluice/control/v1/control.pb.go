@@ -1013,8 +1013,16 @@ type IdentityProvider struct {
 	RequireAccessTokenType bool `protobuf:"varint,7,opt,name=require_access_token_type,json=requireAccessTokenType,proto3" json:"require_access_token_type,omitempty"`
 	// jwks_refresh_interval_seconds is the minimum time between JWKS refreshes on unknown key ids.
 	JwksRefreshIntervalSeconds uint32 `protobuf:"varint,8,opt,name=jwks_refresh_interval_seconds,json=jwksRefreshIntervalSeconds,proto3" json:"jwks_refresh_interval_seconds,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// name identifies the provider in messages and the audit log.
+	Name string `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
+	// subject_groups adds groups to listed subjects (client-credentials
+	// identities often carry no groups claim).
+	SubjectGroups map[string]*GroupList `protobuf:"bytes,10,rep,name=subject_groups,json=subjectGroups,proto3" json:"subject_groups,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// groups_expression is CEL over `claims` (the verified token's claims,
+	// a map) returning a list of strings: more groups.
+	GroupsExpression string `protobuf:"bytes,11,opt,name=groups_expression,json=groupsExpression,proto3" json:"groups_expression,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *IdentityProvider) Reset() {
@@ -1103,19 +1111,89 @@ func (x *IdentityProvider) GetJwksRefreshIntervalSeconds() uint32 {
 	return 0
 }
 
+func (x *IdentityProvider) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IdentityProvider) GetSubjectGroups() map[string]*GroupList {
+	if x != nil {
+		return x.SubjectGroups
+	}
+	return nil
+}
+
+func (x *IdentityProvider) GetGroupsExpression() string {
+	if x != nil {
+		return x.GroupsExpression
+	}
+	return ""
+}
+
+type GroupList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []string               `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupList) Reset() {
+	*x = GroupList{}
+	mi := &file_sluice_control_v1_control_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupList) ProtoMessage() {}
+
+func (x *GroupList) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_control_v1_control_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupList.ProtoReflect.Descriptor instead.
+func (*GroupList) Descriptor() ([]byte, []int) {
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GroupList) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
 // IdentityProviderConfigured: the identity provider settings changed.
 type IdentityProviderConfigured struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Provider      *IdentityProvider      `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
-	Digest        string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
-	AppliedBy     string                 `protobuf:"bytes,3,opt,name=applied_by,json=appliedBy,proto3" json:"applied_by,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// provider is the only provider of events written before several could
+	// be configured; read providers, which includes it.
+	Provider  *IdentityProvider `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	Digest    string            `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	AppliedBy string            `protobuf:"bytes,3,opt,name=applied_by,json=appliedBy,proto3" json:"applied_by,omitempty"`
+	// providers are every trusted issuer, each with its own audience and
+	// claim mapping. A token from any other issuer is refused.
+	Providers     []*IdentityProvider `protobuf:"bytes,4,rep,name=providers,proto3" json:"providers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IdentityProviderConfigured) Reset() {
 	*x = IdentityProviderConfigured{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[13]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1205,7 @@ func (x *IdentityProviderConfigured) String() string {
 func (*IdentityProviderConfigured) ProtoMessage() {}
 
 func (x *IdentityProviderConfigured) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[13]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1218,7 @@ func (x *IdentityProviderConfigured) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityProviderConfigured.ProtoReflect.Descriptor instead.
 func (*IdentityProviderConfigured) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *IdentityProviderConfigured) GetProvider() *IdentityProvider {
@@ -1164,13 +1242,103 @@ func (x *IdentityProviderConfigured) GetAppliedBy() string {
 	return ""
 }
 
+func (x *IdentityProviderConfigured) GetProviders() []*IdentityProvider {
+	if x != nil {
+		return x.Providers
+	}
+	return nil
+}
+
+// AccessConfigured: which groups administer Sluice and read its audit log,
+// and which approver group decides grant requests.
+type AccessConfigured struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// admins may apply configuration and see every approval.
+	Admins []string `protobuf:"bytes,1,rep,name=admins,proto3" json:"admins,omitempty"`
+	// auditors may read sessions, the audit log and every approval.
+	Auditors []string `protobuf:"bytes,2,rep,name=auditors,proto3" json:"auditors,omitempty"`
+	// grant_approvers names the approver group that decides grant requests.
+	GrantApprovers string `protobuf:"bytes,3,opt,name=grant_approvers,json=grantApprovers,proto3" json:"grant_approvers,omitempty"`
+	Digest         string `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	AppliedBy      string `protobuf:"bytes,5,opt,name=applied_by,json=appliedBy,proto3" json:"applied_by,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AccessConfigured) Reset() {
+	*x = AccessConfigured{}
+	mi := &file_sluice_control_v1_control_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessConfigured) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessConfigured) ProtoMessage() {}
+
+func (x *AccessConfigured) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_control_v1_control_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessConfigured.ProtoReflect.Descriptor instead.
+func (*AccessConfigured) Descriptor() ([]byte, []int) {
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AccessConfigured) GetAdmins() []string {
+	if x != nil {
+		return x.Admins
+	}
+	return nil
+}
+
+func (x *AccessConfigured) GetAuditors() []string {
+	if x != nil {
+		return x.Auditors
+	}
+	return nil
+}
+
+func (x *AccessConfigured) GetGrantApprovers() string {
+	if x != nil {
+		return x.GrantApprovers
+	}
+	return ""
+}
+
+func (x *AccessConfigured) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *AccessConfigured) GetAppliedBy() string {
+	if x != nil {
+		return x.AppliedBy
+	}
+	return ""
+}
+
 // ApplyRequest carries a sluice.yaml. Subject: sluice.api.control.config.apply.
+// The actor is the verified caller (sluice.api.control.config.apply), or
+// "break-glass" (sluice.api.control.config.breakglass, which only the
+// break-glass NATS identity may publish): never a principal in the body.
 type ApplyRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Config   []byte                 `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
 	FileName string                 `protobuf:"bytes,2,opt,name=file_name,json=fileName,proto3" json:"file_name,omitempty"`
 	DryRun   bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	Actor    *v1.Principal          `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	// prune removes registered targets that the file does not name.
 	Prune         bool `protobuf:"varint,5,opt,name=prune,proto3" json:"prune,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1179,7 +1347,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[14]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1359,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[14]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1372,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyRequest) GetConfig() []byte {
@@ -1228,13 +1396,6 @@ func (x *ApplyRequest) GetDryRun() bool {
 	return false
 }
 
-func (x *ApplyRequest) GetActor() *v1.Principal {
-	if x != nil {
-		return x.Actor
-	}
-	return nil
-}
-
 func (x *ApplyRequest) GetPrune() bool {
 	if x != nil {
 		return x.Prune
@@ -1244,7 +1405,7 @@ func (x *ApplyRequest) GetPrune() bool {
 
 type Change struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// kind: target, policy, approvers, identity.
+	// kind: target, policy, approvers, identity, access.
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// op: created, updated, removed, unchanged.
@@ -1255,7 +1416,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[15]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1428,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[15]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1441,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Change) GetKind() string {
@@ -1317,7 +1478,7 @@ type ConfigError struct {
 
 func (x *ConfigError) Reset() {
 	*x = ConfigError{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[16]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1490,7 @@ func (x *ConfigError) String() string {
 func (*ConfigError) ProtoMessage() {}
 
 func (x *ConfigError) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[16]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1503,7 @@ func (x *ConfigError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigError.ProtoReflect.Descriptor instead.
 func (*ConfigError) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConfigError) GetMessage() string {
@@ -1385,7 +1546,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[17]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1558,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[17]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1571,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApplyResponse) GetChanges() []*Change {
@@ -1459,7 +1620,7 @@ type TargetView struct {
 
 func (x *TargetView) Reset() {
 	*x = TargetView{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[18]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1632,7 @@ func (x *TargetView) String() string {
 func (*TargetView) ProtoMessage() {}
 
 func (x *TargetView) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[18]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1645,7 @@ func (x *TargetView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetView.ProtoReflect.Descriptor instead.
 func (*TargetView) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TargetView) GetName() string {
@@ -1552,7 +1713,7 @@ type ListTargetsRequest struct {
 
 func (x *ListTargetsRequest) Reset() {
 	*x = ListTargetsRequest{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[19]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1725,7 @@ func (x *ListTargetsRequest) String() string {
 func (*ListTargetsRequest) ProtoMessage() {}
 
 func (x *ListTargetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[19]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1738,7 @@ func (x *ListTargetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTargetsRequest.ProtoReflect.Descriptor instead.
 func (*ListTargetsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 type ListTargetsResponse struct {
@@ -1590,7 +1751,7 @@ type ListTargetsResponse struct {
 
 func (x *ListTargetsResponse) Reset() {
 	*x = ListTargetsResponse{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[20]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1763,7 @@ func (x *ListTargetsResponse) String() string {
 func (*ListTargetsResponse) ProtoMessage() {}
 
 func (x *ListTargetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[20]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1776,7 @@ func (x *ListTargetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTargetsResponse.ProtoReflect.Descriptor instead.
 func (*ListTargetsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListTargetsResponse) GetTargets() []*TargetView {
@@ -1720,7 +1881,7 @@ const file_sluice_control_v1_control_proto_rawDesc = "" +
 	"\x06groups\x18\x01 \x03(\v2 .sluice.control.v1.ApproverGroupR\x06groups\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x1d\n" +
 	"\n" +
-	"applied_by\x18\x03 \x01(\tR\tappliedBy\"\xcd\x02\n" +
+	"applied_by\x18\x03 \x01(\tR\tappliedBy\"\xcd\x04\n" +
 	"\x10IdentityProvider\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x1a\n" +
 	"\baudience\x18\x02 \x01(\tR\baudience\x12!\n" +
@@ -1732,18 +1893,34 @@ const file_sluice_control_v1_control_proto_rawDesc = "" +
 	"algorithms\x18\x06 \x03(\tR\n" +
 	"algorithms\x129\n" +
 	"\x19require_access_token_type\x18\a \x01(\bR\x16requireAccessTokenType\x12A\n" +
-	"\x1djwks_refresh_interval_seconds\x18\b \x01(\rR\x1ajwksRefreshIntervalSeconds\"\x94\x01\n" +
+	"\x1djwks_refresh_interval_seconds\x18\b \x01(\rR\x1ajwksRefreshIntervalSeconds\x12\x12\n" +
+	"\x04name\x18\t \x01(\tR\x04name\x12]\n" +
+	"\x0esubject_groups\x18\n" +
+	" \x03(\v26.sluice.control.v1.IdentityProvider.SubjectGroupsEntryR\rsubjectGroups\x12+\n" +
+	"\x11groups_expression\x18\v \x01(\tR\x10groupsExpression\x1a^\n" +
+	"\x12SubjectGroupsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.sluice.control.v1.GroupListR\x05value:\x028\x01\"#\n" +
+	"\tGroupList\x12\x16\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\"\xd7\x01\n" +
 	"\x1aIdentityProviderConfigured\x12?\n" +
 	"\bprovider\x18\x01 \x01(\v2#.sluice.control.v1.IdentityProviderR\bprovider\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x1d\n" +
 	"\n" +
-	"applied_by\x18\x03 \x01(\tR\tappliedBy\"\xa5\x01\n" +
+	"applied_by\x18\x03 \x01(\tR\tappliedBy\x12A\n" +
+	"\tproviders\x18\x04 \x03(\v2#.sluice.control.v1.IdentityProviderR\tproviders\"\xa6\x01\n" +
+	"\x10AccessConfigured\x12\x16\n" +
+	"\x06admins\x18\x01 \x03(\tR\x06admins\x12\x1a\n" +
+	"\bauditors\x18\x02 \x03(\tR\bauditors\x12'\n" +
+	"\x0fgrant_approvers\x18\x03 \x01(\tR\x0egrantApprovers\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\tR\x06digest\x12\x1d\n" +
+	"\n" +
+	"applied_by\x18\x05 \x01(\tR\tappliedBy\"x\n" +
 	"\fApplyRequest\x12\x16\n" +
 	"\x06config\x18\x01 \x01(\fR\x06config\x12\x1b\n" +
 	"\tfile_name\x18\x02 \x01(\tR\bfileName\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x121\n" +
-	"\x05actor\x18\x04 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x05actor\x12\x14\n" +
-	"\x05prune\x18\x05 \x01(\bR\x05prune\"@\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12\x14\n" +
+	"\x05prune\x18\x05 \x01(\bR\x05pruneJ\x04\b\x04\x10\x05\"@\n" +
 	"\x06Change\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n" +
@@ -1790,7 +1967,7 @@ func file_sluice_control_v1_control_proto_rawDescGZIP() []byte {
 	return file_sluice_control_v1_control_proto_rawDescData
 }
 
-var file_sluice_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_sluice_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_sluice_control_v1_control_proto_goTypes = []any{
 	(*Credential)(nil),                 // 0: sluice.control.v1.Credential
 	(*PostgresTarget)(nil),             // 1: sluice.control.v1.PostgresTarget
@@ -1805,24 +1982,26 @@ var file_sluice_control_v1_control_proto_goTypes = []any{
 	(*ApproverGroup)(nil),              // 10: sluice.control.v1.ApproverGroup
 	(*ApproverGroupsSet)(nil),          // 11: sluice.control.v1.ApproverGroupsSet
 	(*IdentityProvider)(nil),           // 12: sluice.control.v1.IdentityProvider
-	(*IdentityProviderConfigured)(nil), // 13: sluice.control.v1.IdentityProviderConfigured
-	(*ApplyRequest)(nil),               // 14: sluice.control.v1.ApplyRequest
-	(*Change)(nil),                     // 15: sluice.control.v1.Change
-	(*ConfigError)(nil),                // 16: sluice.control.v1.ConfigError
-	(*ApplyResponse)(nil),              // 17: sluice.control.v1.ApplyResponse
-	(*TargetView)(nil),                 // 18: sluice.control.v1.TargetView
-	(*ListTargetsRequest)(nil),         // 19: sluice.control.v1.ListTargetsRequest
-	(*ListTargetsResponse)(nil),        // 20: sluice.control.v1.ListTargetsResponse
-	nil,                                // 21: sluice.control.v1.TargetSpec.LabelsEntry
-	nil,                                // 22: sluice.control.v1.TargetView.LabelsEntry
-	(*v1.Principal)(nil),               // 23: sluice.common.v1.Principal
-	(*v1.Error)(nil),                   // 24: sluice.common.v1.Error
+	(*GroupList)(nil),                  // 13: sluice.control.v1.GroupList
+	(*IdentityProviderConfigured)(nil), // 14: sluice.control.v1.IdentityProviderConfigured
+	(*AccessConfigured)(nil),           // 15: sluice.control.v1.AccessConfigured
+	(*ApplyRequest)(nil),               // 16: sluice.control.v1.ApplyRequest
+	(*Change)(nil),                     // 17: sluice.control.v1.Change
+	(*ConfigError)(nil),                // 18: sluice.control.v1.ConfigError
+	(*ApplyResponse)(nil),              // 19: sluice.control.v1.ApplyResponse
+	(*TargetView)(nil),                 // 20: sluice.control.v1.TargetView
+	(*ListTargetsRequest)(nil),         // 21: sluice.control.v1.ListTargetsRequest
+	(*ListTargetsResponse)(nil),        // 22: sluice.control.v1.ListTargetsResponse
+	nil,                                // 23: sluice.control.v1.TargetSpec.LabelsEntry
+	nil,                                // 24: sluice.control.v1.IdentityProvider.SubjectGroupsEntry
+	nil,                                // 25: sluice.control.v1.TargetView.LabelsEntry
+	(*v1.Error)(nil),                   // 26: sluice.common.v1.Error
 }
 var file_sluice_control_v1_control_proto_depIdxs = []int32{
 	0,  // 0: sluice.control.v1.PostgresTarget.password:type_name -> sluice.control.v1.Credential
 	0,  // 1: sluice.control.v1.SSHTarget.private_key:type_name -> sluice.control.v1.Credential
 	0,  // 2: sluice.control.v1.KubernetesTarget.token:type_name -> sluice.control.v1.Credential
-	21, // 3: sluice.control.v1.TargetSpec.labels:type_name -> sluice.control.v1.TargetSpec.LabelsEntry
+	23, // 3: sluice.control.v1.TargetSpec.labels:type_name -> sluice.control.v1.TargetSpec.LabelsEntry
 	1,  // 4: sluice.control.v1.TargetSpec.postgres:type_name -> sluice.control.v1.PostgresTarget
 	2,  // 5: sluice.control.v1.TargetSpec.ssh:type_name -> sluice.control.v1.SSHTarget
 	3,  // 6: sluice.control.v1.TargetSpec.kubernetes:type_name -> sluice.control.v1.KubernetesTarget
@@ -1830,19 +2009,21 @@ var file_sluice_control_v1_control_proto_depIdxs = []int32{
 	7,  // 8: sluice.control.v1.Rule.mask:type_name -> sluice.control.v1.MaskRule
 	8,  // 9: sluice.control.v1.PolicySetApplied.rules:type_name -> sluice.control.v1.Rule
 	10, // 10: sluice.control.v1.ApproverGroupsSet.groups:type_name -> sluice.control.v1.ApproverGroup
-	12, // 11: sluice.control.v1.IdentityProviderConfigured.provider:type_name -> sluice.control.v1.IdentityProvider
-	23, // 12: sluice.control.v1.ApplyRequest.actor:type_name -> sluice.common.v1.Principal
-	15, // 13: sluice.control.v1.ApplyResponse.changes:type_name -> sluice.control.v1.Change
-	16, // 14: sluice.control.v1.ApplyResponse.errors:type_name -> sluice.control.v1.ConfigError
-	24, // 15: sluice.control.v1.ApplyResponse.error:type_name -> sluice.common.v1.Error
-	22, // 16: sluice.control.v1.TargetView.labels:type_name -> sluice.control.v1.TargetView.LabelsEntry
-	18, // 17: sluice.control.v1.ListTargetsResponse.targets:type_name -> sluice.control.v1.TargetView
-	24, // 18: sluice.control.v1.ListTargetsResponse.error:type_name -> sluice.common.v1.Error
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	24, // 11: sluice.control.v1.IdentityProvider.subject_groups:type_name -> sluice.control.v1.IdentityProvider.SubjectGroupsEntry
+	12, // 12: sluice.control.v1.IdentityProviderConfigured.provider:type_name -> sluice.control.v1.IdentityProvider
+	12, // 13: sluice.control.v1.IdentityProviderConfigured.providers:type_name -> sluice.control.v1.IdentityProvider
+	17, // 14: sluice.control.v1.ApplyResponse.changes:type_name -> sluice.control.v1.Change
+	18, // 15: sluice.control.v1.ApplyResponse.errors:type_name -> sluice.control.v1.ConfigError
+	26, // 16: sluice.control.v1.ApplyResponse.error:type_name -> sluice.common.v1.Error
+	25, // 17: sluice.control.v1.TargetView.labels:type_name -> sluice.control.v1.TargetView.LabelsEntry
+	20, // 18: sluice.control.v1.ListTargetsResponse.targets:type_name -> sluice.control.v1.TargetView
+	26, // 19: sluice.control.v1.ListTargetsResponse.error:type_name -> sluice.common.v1.Error
+	13, // 20: sluice.control.v1.IdentityProvider.SubjectGroupsEntry.value:type_name -> sluice.control.v1.GroupList
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_sluice_control_v1_control_proto_init() }
@@ -1866,7 +2047,7 @@ func file_sluice_control_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_control_v1_control_proto_rawDesc), len(file_sluice_control_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

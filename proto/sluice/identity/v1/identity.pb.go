@@ -75,10 +75,15 @@ type VerifyTokenResponse struct {
 	Principal *v1.Principal `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
 	// error is set when it is not: code is one of token_malformed, token_expired,
 	// token_not_yet_valid, wrong_issuer, wrong_audience, algorithm_not_allowed,
-	// unknown_key, bad_signature, not_an_access_token, claims_invalid, unavailable.
-	Error         *v1.Error `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// unknown_key, bad_signature, not_an_access_token, claims_invalid,
+	// untrusted_issuer, unavailable.
+	Error *v1.Error `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// identity_digest names the identity configuration the answer was made
+	// under (the digest of the applied providers; empty for the bootstrap
+	// provider). Callers that know a newer one do not trust the answer.
+	IdentityDigest string `protobuf:"bytes,3,opt,name=identity_digest,json=identityDigest,proto3" json:"identity_digest,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VerifyTokenResponse) Reset() {
@@ -125,16 +130,24 @@ func (x *VerifyTokenResponse) GetError() *v1.Error {
 	return nil
 }
 
+func (x *VerifyTokenResponse) GetIdentityDigest() string {
+	if x != nil {
+		return x.IdentityDigest
+	}
+	return ""
+}
+
 var File_sluice_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_sluice_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
 	"!sluice/identity/v1/identity.proto\x12\x12sluice.identity.v1\x1a\x1dsluice/common/v1/common.proto\"*\n" +
 	"\x12VerifyTokenRequest\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"\x7f\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\xa8\x01\n" +
 	"\x13VerifyTokenResponse\x129\n" +
 	"\tprincipal\x18\x01 \x01(\v2\x1b.sluice.common.v1.PrincipalR\tprincipal\x12-\n" +
-	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05errorB7Z5sluice.dev/sluice/proto/sluice/identity/v1;identityv1b\x06proto3"
+	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\x12'\n" +
+	"\x0fidentity_digest\x18\x03 \x01(\tR\x0eidentityDigestB7Z5sluice.dev/sluice/proto/sluice/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_sluice_identity_v1_identity_proto_rawDescOnce sync.Once

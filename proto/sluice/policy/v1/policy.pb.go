@@ -712,87 +712,6 @@ func (x *Decision) GetError() *v1.Error {
 	return nil
 }
 
-// Subject: sluice.api.policy.revision.get
-type RevisionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RevisionRequest) Reset() {
-	*x = RevisionRequest{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RevisionRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RevisionRequest) ProtoMessage() {}
-
-func (x *RevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RevisionRequest.ProtoReflect.Descriptor instead.
-func (*RevisionRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{8}
-}
-
-type RevisionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RevisionResponse) Reset() {
-	*x = RevisionResponse{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RevisionResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RevisionResponse) ProtoMessage() {}
-
-func (x *RevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RevisionResponse.ProtoReflect.Descriptor instead.
-func (*RevisionResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *RevisionResponse) GetRevision() uint64 {
-	if x != nil {
-		return x.Revision
-	}
-	return 0
-}
-
 // SQLInput is the `sql` variable of a policy rule: one statement. A SQL
 // string with several statements is ruled on statement by statement, and the
 // strictest verdict wins.
@@ -822,7 +741,7 @@ type SQLInput struct {
 
 func (x *SQLInput) Reset() {
 	*x = SQLInput{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +753,7 @@ func (x *SQLInput) String() string {
 func (*SQLInput) ProtoMessage() {}
 
 func (x *SQLInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +766,7 @@ func (x *SQLInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SQLInput.ProtoReflect.Descriptor instead.
 func (*SQLInput) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SQLInput) GetText() string {
@@ -949,7 +868,7 @@ type SSHInput struct {
 
 func (x *SSHInput) Reset() {
 	*x = SSHInput{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +880,7 @@ func (x *SSHInput) String() string {
 func (*SSHInput) ProtoMessage() {}
 
 func (x *SSHInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +893,7 @@ func (x *SSHInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SSHInput.ProtoReflect.Descriptor instead.
 func (*SSHInput) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SSHInput) GetRequestType() string {
@@ -1076,10 +995,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"statements\x18\t \x03(\v2\x1b.sluice.policy.v1.StatementR\n" +
 	"statements\x12-\n" +
 	"\x05error\x18\n" +
-	" \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\x11\n" +
-	"\x0fRevisionRequest\".\n" +
-	"\x10RevisionResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\xbc\x02\n" +
+	" \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\xbc\x02\n" +
 	"\bSQLInput\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -1115,36 +1031,34 @@ func file_sluice_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_sluice_policy_v1_policy_proto_rawDescData
 }
 
-var file_sluice_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_sluice_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_sluice_policy_v1_policy_proto_goTypes = []any{
-	(*SQLCommand)(nil),       // 0: sluice.policy.v1.SQLCommand
-	(*SSHCommand)(nil),       // 1: sluice.policy.v1.SSHCommand
-	(*K8SCommand)(nil),       // 2: sluice.policy.v1.K8sCommand
-	(*EvaluateRequest)(nil),  // 3: sluice.policy.v1.EvaluateRequest
-	(*Statement)(nil),        // 4: sluice.policy.v1.Statement
-	(*Target)(nil),           // 5: sluice.policy.v1.Target
-	(*Cache)(nil),            // 6: sluice.policy.v1.Cache
-	(*Decision)(nil),         // 7: sluice.policy.v1.Decision
-	(*RevisionRequest)(nil),  // 8: sluice.policy.v1.RevisionRequest
-	(*RevisionResponse)(nil), // 9: sluice.policy.v1.RevisionResponse
-	(*SQLInput)(nil),         // 10: sluice.policy.v1.SQLInput
-	(*SSHInput)(nil),         // 11: sluice.policy.v1.SSHInput
-	(*v1.Principal)(nil),     // 12: sluice.common.v1.Principal
-	(*v1.Target)(nil),        // 13: sluice.common.v1.Target
-	(*v11.MaskRule)(nil),     // 14: sluice.control.v1.MaskRule
-	(*v1.Error)(nil),         // 15: sluice.common.v1.Error
+	(*SQLCommand)(nil),      // 0: sluice.policy.v1.SQLCommand
+	(*SSHCommand)(nil),      // 1: sluice.policy.v1.SSHCommand
+	(*K8SCommand)(nil),      // 2: sluice.policy.v1.K8sCommand
+	(*EvaluateRequest)(nil), // 3: sluice.policy.v1.EvaluateRequest
+	(*Statement)(nil),       // 4: sluice.policy.v1.Statement
+	(*Target)(nil),          // 5: sluice.policy.v1.Target
+	(*Cache)(nil),           // 6: sluice.policy.v1.Cache
+	(*Decision)(nil),        // 7: sluice.policy.v1.Decision
+	(*SQLInput)(nil),        // 8: sluice.policy.v1.SQLInput
+	(*SSHInput)(nil),        // 9: sluice.policy.v1.SSHInput
+	(*v1.Principal)(nil),    // 10: sluice.common.v1.Principal
+	(*v1.Target)(nil),       // 11: sluice.common.v1.Target
+	(*v11.MaskRule)(nil),    // 12: sluice.control.v1.MaskRule
+	(*v1.Error)(nil),        // 13: sluice.common.v1.Error
 }
 var file_sluice_policy_v1_policy_proto_depIdxs = []int32{
-	12, // 0: sluice.policy.v1.EvaluateRequest.principal:type_name -> sluice.common.v1.Principal
-	13, // 1: sluice.policy.v1.EvaluateRequest.target:type_name -> sluice.common.v1.Target
+	10, // 0: sluice.policy.v1.EvaluateRequest.principal:type_name -> sluice.common.v1.Principal
+	11, // 1: sluice.policy.v1.EvaluateRequest.target:type_name -> sluice.common.v1.Target
 	0,  // 2: sluice.policy.v1.EvaluateRequest.sql:type_name -> sluice.policy.v1.SQLCommand
 	1,  // 3: sluice.policy.v1.EvaluateRequest.ssh:type_name -> sluice.policy.v1.SSHCommand
 	2,  // 4: sluice.policy.v1.EvaluateRequest.k8s:type_name -> sluice.policy.v1.K8sCommand
 	5,  // 5: sluice.policy.v1.Statement.targets:type_name -> sluice.policy.v1.Target
-	14, // 6: sluice.policy.v1.Decision.masks:type_name -> sluice.control.v1.MaskRule
+	12, // 6: sluice.policy.v1.Decision.masks:type_name -> sluice.control.v1.MaskRule
 	6,  // 7: sluice.policy.v1.Decision.cache:type_name -> sluice.policy.v1.Cache
 	4,  // 8: sluice.policy.v1.Decision.statements:type_name -> sluice.policy.v1.Statement
-	15, // 9: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
+	13, // 9: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
 	10, // [10:10] is the sub-list for method output_type
 	10, // [10:10] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
@@ -1168,7 +1082,7 @@ func file_sluice_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_policy_v1_policy_proto_rawDesc), len(file_sluice_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -27,7 +27,7 @@ func newApplyCmd(g *globals) *cobra.Command {
 		Long: `Apply sluice.yaml: register targets, replace the policy, set approver groups and the
 identity provider. Only what differs from the stored state is changed, so applying the
 same file twice changes nothing. Policies are type-checked first; errors name the rule,
-line and column. Needs a token in an admin group (sluice-admins by default).`,
+line and column. Needs a token in a group the access section names under admins.`,
 		Example: `  sluice apply -f sluice.yaml
   sluice apply -f sluice.yaml --dry-run -o json`,
 		Args: cobra.NoArgs,
@@ -35,16 +35,7 @@ line and column. Needs a token in an admin group (sluice-admins by default).`,
 			if err := g.checkOutput(); err != nil {
 				return err
 			}
-			if file == "" {
-				return errors.New("give the file with -f (use -f - for standard input)")
-			}
-			var data []byte
-			var err error
-			if file == "-" {
-				data, err = io.ReadAll(os.Stdin)
-			} else {
-				data, err = os.ReadFile(file)
-			}
+			data, err := readConfig(file)
 			if err != nil {
 				return err
 			}
@@ -61,55 +52,71 @@ line and column. Needs a token in an admin group (sluice-admins by default).`,
 			}
 			var res api.ApplyResult
 			callErr := c.do(cmd.Context(), http.MethodPost, "/api/v1/apply?"+q.Encode(), data, &res)
-			if g.json() && (callErr == nil || len(res.Errors) > 0) {
-				if err := g.printJSON(res); err != nil {
-					return err
-				}
-				if callErr != nil {
-					return &exitError{code: 1, err: fmt.Errorf("%s: %d problem(s)", file, len(res.Errors))}
-				}
-				return nil
-			}
-			if len(res.Errors) > 0 {
-				for _, e := range res.Errors {
-					loc := file
-					if e.Line > 0 {
-						loc = fmt.Sprintf("%s:%d:%d", file, e.Line, e.Column)
-					}
-					if e.Rule != "" {
-						fmt.Fprintf(g.stderr, "%s: rule %q: %s\n", loc, e.Rule, e.Message)
-					} else {
-						fmt.Fprintf(g.stderr, "%s: %s\n", loc, e.Message)
-					}
-				}
-				return &exitError{code: 1, err: fmt.Errorf("%s was not applied: %s", file, res.Reason)}
-			}
-			if callErr != nil {
-				return callErr
-			}
-			changed := 0
-			for _, ch := range res.Changes {
-				if ch.Op != "unchanged" {
-					changed++
-				}
-				fmt.Fprintf(g.stdout, "%-10s %-24s %s\n", ch.Kind, ch.Name, ch.Op)
-			}
-			verb := "applied"
-			if dryRun {
-				verb = "would apply"
-			}
-			fmt.Fprintf(g.stdout, "%s %d change(s)", verb, changed)
-			if res.PolicyRevision > 0 {
-				fmt.Fprintf(g.stdout, "; policy revision %d", res.PolicyRevision)
-			}
-			fmt.Fprintln(g.stdout)
-			return nil
+			return g.printApply(file, res, callErr, dryRun)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "configuration file (- for standard input)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would change without changing it")
 	cmd.Flags().BoolVar(&prune, "prune", false, "remove registered targets the file does not name")
 	return cmd
+}
+
+// readConfig reads a configuration file, "-" meaning standard input.
+func readConfig(file string) ([]byte, error) {
+	if file == "" {
+		return nil, errors.New("give the file with -f (use -f - for standard input)")
+	}
+	if file == "-" {
+		return io.ReadAll(os.Stdin)
+	}
+	return os.ReadFile(file)
+}
+
+// printApply shows what an apply changed, or where the file is wrong.
+func (g *globals) printApply(file string, res api.ApplyResult, callErr error, dryRun bool) error {
+	if g.json() && (callErr == nil || len(res.Errors) > 0) {
+		if err := g.printJSON(res); err != nil {
+			return err
+		}
+		if callErr != nil {
+			return &exitError{code: 1, err: fmt.Errorf("%s: %d problem(s)", file, len(res.Errors))}
+		}
+		return nil
+	}
+	if len(res.Errors) > 0 {
+		for _, e := range res.Errors {
+			loc := file
+			if e.Line > 0 {
+				loc = fmt.Sprintf("%s:%d:%d", file, e.Line, e.Column)
+			}
+			if e.Rule != "" {
+				fmt.Fprintf(g.stderr, "%s: rule %q: %s\n", loc, e.Rule, e.Message)
+			} else {
+				fmt.Fprintf(g.stderr, "%s: %s\n", loc, e.Message)
+			}
+		}
+		return &exitError{code: 1, err: fmt.Errorf("%s was not applied: %s", file, res.Reason)}
+	}
+	if callErr != nil {
+		return callErr
+	}
+	changed := 0
+	for _, ch := range res.Changes {
+		if ch.Op != "unchanged" {
+			changed++
+		}
+		fmt.Fprintf(g.stdout, "%-10s %-24s %s\n", ch.Kind, ch.Name, ch.Op)
+	}
+	verb := "applied"
+	if dryRun {
+		verb = "would apply"
+	}
+	fmt.Fprintf(g.stdout, "%s %d change(s)", verb, changed)
+	if res.PolicyRevision > 0 {
+		fmt.Fprintf(g.stdout, "; policy revision %d", res.PolicyRevision)
+	}
+	fmt.Fprintln(g.stdout)
+	return nil
 }
 
 func newTargetsCmd(g *globals) *cobra.Command {
@@ -151,7 +158,7 @@ func newTargetsCmd(g *globals) *cobra.Command {
 }
 
 func newSecretCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "secret", Short: "Seal target credentials for sluice.yaml"}
+	cmd := &cobra.Command{Use: "secret", Short: "The master key and sealed target credentials"}
 	var keyFile string
 	seal := &cobra.Command{
 		Use:   "seal",
@@ -179,6 +186,6 @@ Only processes holding the master key can open it.`,
 		},
 	}
 	seal.Flags().StringVar(&keyFile, "key-file", "", "master key file (default: $SLUICE_MASTER_KEY)")
-	cmd.AddCommand(seal)
+	cmd.AddCommand(seal, newKeygenCmd(g))
 	return cmd
 }

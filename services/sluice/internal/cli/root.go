@@ -84,6 +84,7 @@ the token in $SLUICE_TOKEN, or the one 'sluice login' cached.`,
 		newApplyCmd(g),
 		newTargetsCmd(g),
 		newSecretCmd(g),
+		newAdminCmd(g),
 	)
 	addLaterCommands(root, g)
 	return root

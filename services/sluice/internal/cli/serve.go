@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"sluice.dev/sluice/libs/auditchain"
@@ -26,16 +29,22 @@ func newServeCmd(g *globals) *cobra.Command {
 	var replicas int
 	var auditMaxBytes int64
 	var pprofAddr string
-	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile, slackTokenFile, slackSecretFile string
+	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile, slackTokenFile, slackSecretFile, nkeyFile, nkeyDir string
 	var jwksRefresh time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve SERVICE|all",
 		Short: "Run one service (or all) against an external NATS",
 		Long: `Run a Sluice service against an external NATS JetStream cluster. Services scale
 horizontally: run as many replicas as you like; they share work through queue groups
-and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or all.`,
-		Example: `  sluice serve identity --nats nats://nats-1:4222 --issuer https://idp.example.com --audience sluice
-  sluice serve api --nats nats://nats-1:4222 --addr 0.0.0.0:8080`,
+and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or all.
+
+Each service connects as its own NATS identity (deploy/nats/users.conf) with the nkey
+seed in --nats-nkey-file, or <service>.nk in --nats-nkey-dir (sluice admin nats-keys
+creates them). Messages carry access tokens, so a plaintext NATS connection is refused
+unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
+		Example: `  sluice serve identity --nats tls://nats-1:4222 --nats-ca ca.pem --nats-nkey-file identity.nk --issuer https://idp.example.com
+  sluice serve api --nats tls://nats-1:4222 --nats-ca ca.pem --nats-nkey-file api.nk --addr 0.0.0.0:8080
+  sluice serve all --nats nats://127.0.0.1:4222 --nats-nkey-dir /etc/sluice/nats-keys ...`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var names []string
@@ -54,13 +63,11 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 			if err := servePprof(pprofAddr); err != nil {
 				return err
 			}
-			nc.Name = "sluice-" + args[0]
-			conn, err := bus.Connect(ctx, nc)
+			dial, err := dialer(nc, nkeyFile, nkeyDir, names, log)
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			o.Conn, o.Log = conn, log
+			o.Dial, o.Log = dial, log
 			o.Topology = bus.Topology{Replicas: replicas, AuditMaxBytes: auditMaxBytes}
 			o.Provider.JWKSRefreshInterval = jwksRefresh
 			if key, err := secrets.LoadKey(masterKeyFile); err == nil {
@@ -93,18 +100,15 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 					return err
 				}
 			}
-			if err := stack.Provision(ctx, &o, names...); err != nil {
-				return err
-			}
 			return stack.RunAll(ctx, &o, names...)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&nc.URL, "nats", envOr("SLUICE_NATS", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated ($SLUICE_NATS)")
-	f.StringVar(&nc.CredsFile, "nats-creds", os.Getenv("SLUICE_NATS_CREDS"), "NATS credentials file")
-	f.StringVar(&nc.User, "nats-user", os.Getenv("SLUICE_NATS_USER"), "NATS user")
-	nc.Password = os.Getenv("SLUICE_NATS_PASSWORD")
-	f.StringVar(&nc.CAFile, "nats-ca", "", "CA file to verify NATS")
+	f.StringVar(&nkeyFile, "nats-nkey-file", os.Getenv("SLUICE_NATS_NKEY_FILE"), "file holding this service's NATS nkey seed ($SLUICE_NATS_NKEY_FILE)")
+	f.StringVar(&nkeyDir, "nats-nkey-dir", os.Getenv("SLUICE_NATS_NKEY_DIR"), "directory holding <service>.nk seeds, one identity per service ($SLUICE_NATS_NKEY_DIR; needed by serve all)")
+	f.StringVar(&nc.CredsFile, "nats-creds", os.Getenv("SLUICE_NATS_CREDS"), "NATS credentials file (operator mode), instead of an nkey")
+	f.StringVar(&nc.CAFile, "nats-ca", os.Getenv("SLUICE_NATS_CA"), "CA file to verify NATS (TLS)")
 	f.StringVar(&nc.CertFile, "nats-cert", "", "client certificate for NATS")
 	f.StringVar(&nc.KeyFile, "nats-key", "", "client key for NATS")
 	f.IntVar(&replicas, "replicas", 1, "stream replicas (3 in a production cluster)")
@@ -119,9 +123,8 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 	f.StringVar(&o.APIAddr, "addr", "127.0.0.1:8080", "api: listen address")
 	f.StringVar(&o.CLIClientID, "cli-client-id", "", "api: OAuth client id the CLI uses for 'sluice login'")
 	f.StringVar(&o.PGAddr, "pg-addr", "127.0.0.1:15432", "pgworker: listen address")
-	f.StringVar(&o.TLSCert, "tls-cert", os.Getenv("SLUICE_TLS_CERT"), "workers: TLS certificate file presented to clients")
-	f.StringVar(&o.TLSKey, "tls-key", os.Getenv("SLUICE_TLS_KEY"), "workers: TLS key file")
-	f.StringVar(&o.TLSDir, "tls-dir", "", "workers: directory for a generated development certificate when --tls-cert is not set")
+	f.StringVar(&o.TLSCert, "tls-cert", os.Getenv("SLUICE_TLS_CERT"), "workers: TLS certificate file presented to clients (required)")
+	f.StringVar(&o.TLSKey, "tls-key", os.Getenv("SLUICE_TLS_KEY"), "workers: TLS key file (required)")
 	f.DurationVar(&o.HoldTimeout, "hold-timeout", 5*time.Minute, "pgworker, approvals: how long a statement held for approval waits")
 	f.IntVar(&o.UpstreamPool, "upstream-pool", 16, "pgworker: idle target connections kept per target for reuse, reset with DISCARD ALL (negative: none)")
 	f.StringVar(&masterKeyFile, "master-key-file", "", "file holding the master key (default: $SLUICE_MASTER_KEY)")
@@ -139,4 +142,32 @@ and durable consumers. Services: ` + strings.Join(stack.Names(), ", ") + `, or a
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or console")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
 	return cmd
+}
+
+// dialer returns how each service connects: its own identity from an
+// nkey seed (or one credentials file, for a single service), over TLS or
+// loopback only.
+func dialer(base bus.Config, nkeyFile, nkeyDir string, names []string, log zerolog.Logger) (func(context.Context, string) (*bus.Conn, error), error) {
+	single := len(names) == 1
+	switch {
+	case nkeyDir != "":
+	case nkeyFile != "" || base.CredsFile != "":
+		if !single {
+			return nil, fmt.Errorf("serve all runs every service, each as its own NATS identity: give --nats-nkey-dir with one <service>.nk per service")
+		}
+	default:
+		return nil, fmt.Errorf("no NATS identity: give --nats-nkey-file (or --nats-nkey-dir, or --nats-creds); sluice admin nats-keys creates the keys")
+	}
+	return func(ctx context.Context, component string) (*bus.Conn, error) {
+		c := base
+		c.Name, c.Component, c.RequireSecure = "sluice-"+component, component, true
+		c.OnError = func(err error) { log.Warn().Err(err).Str("nats_identity", component).Msg("NATS refused an operation") }
+		switch {
+		case nkeyDir != "":
+			c.NkeyFile = bus.KeyFile(nkeyDir, component)
+		case nkeyFile != "":
+			c.NkeyFile = nkeyFile
+		}
+		return bus.Connect(ctx, c)
+	}, nil
 }

@@ -29,7 +29,6 @@ import (
 	"sluice.dev/sluice/libs/devissuer"
 	"sluice.dev/sluice/libs/pglocal"
 	"sluice.dev/sluice/libs/secrets"
-	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	"sluice.dev/sluice/services/identity"
 	"sluice.dev/sluice/services/sluice/internal/stack"
@@ -169,30 +168,35 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	creds, err := natsCredentials(dir)
+	// One nkey per component, generated on first start: the same identity
+	// table and permissions as a production deployment.
+	keysDir := filepath.Join(dir, "nats-keys")
+	pubs, err := bus.LoadOrCreateKeys(keysDir)
 	if err != nil {
-		return err
+		return fmt.Errorf("NATS keys: %w", err)
 	}
 	nsrv, err := bus.StartEmbedded(bus.EmbeddedConfig{ServerName: "sluice-dev", Port: cfg.NATSPort, StoreDir: filepath.Join(dir, "nats"),
-		Users: bus.Users(creds.Service, creds.Worker, creds.Admin)})
+		Nkeys: bus.NkeyUsers(pubs)})
 	if err != nil {
 		return fmt.Errorf("embedded NATS on port %d: %w", cfg.NATSPort, err)
 	}
 	defer nsrv.Shutdown()
-	conn, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), InProcess: nsrv.Server, Name: "sluice-dev", User: "sluice", Password: creds.Service})
+	dial := func(ctx context.Context, component string) (*bus.Conn, error) {
+		return bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), InProcess: nsrv.Server, Name: "sluice-dev-" + component,
+			Component: component, NkeyFile: bus.KeyFile(keysDir, component),
+			OnError: func(err error) { log.Warn().Err(err).Str("nats_identity", component).Msg("NATS refused an operation") }})
+	}
+	// The development environment is its own operator: it bootstraps the
+	// configuration through the break-glass identity, as `sluice admin
+	// apply` does in production.
+	admin, err := dial(ctx, bus.CompAdmin)
 	if err != nil {
 		return err
 	}
-	defer conn.NC.Close()
-	workerConn, err := bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), InProcess: nsrv.Server, Name: "sluice-dev-worker", User: "worker", Password: creds.Worker})
-	if err != nil {
-		return err
-	}
-	defer workerConn.NC.Close()
+	defer admin.NC.Close()
 
 	o := &stack.Options{
-		Conn:         conn,
-		WorkerConn:   workerConn,
+		Dial:         dial,
 		Log:          log,
 		Provider:     identity.Provider{Issuer: iss.URL, Audience: Audience},
 		APIListener:  apiLn,
@@ -206,17 +210,13 @@ func Run(ctx context.Context, cfg Config) error {
 		PGAddr:       cfg.PGAddr,
 		TLSDir:       filepath.Join(dir, "tls"),
 	}
-	if err := stack.Provision(ctx, o); err != nil {
-		return err
-	}
-
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stack.RunAll(gctx, o) })
 
 	var pg *pglocal.Server
 	g.Go(func() error {
 		var demoErr error
-		pg, demoErr = bootstrap(gctx, cfg, dir, conn, master)
+		pg, demoErr = bootstrap(gctx, cfg, dir, admin, master)
 		if demoErr != nil {
 			return demoErr
 		}
@@ -235,28 +235,6 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-// NATSCredentials are the passwords of the embedded server's users.
-type NATSCredentials struct {
-	Service string `json:"sluice"`
-	Worker  string `json:"worker"`
-	Admin   string `json:"admin"`
-}
-
-// natsCredentials reads .sluice/nats.json, creating it on first start.
-func natsCredentials(dir string) (NATSCredentials, error) {
-	path := filepath.Join(dir, "nats.json")
-	var c NATSCredentials
-	if b, err := os.ReadFile(path); err == nil {
-		if err := json.Unmarshal(b, &c); err != nil {
-			return c, fmt.Errorf("%s: %w", path, err)
-		}
-		return c, nil
-	}
-	c = NATSCredentials{Service: randomPassword(), Worker: randomPassword(), Admin: randomPassword()}
-	b, _ := json.MarshalIndent(c, "", "  ")
-	return c, os.WriteFile(path, b, 0o600)
-}
-
 func readOrCreate(path string, gen func() string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
 		return strings.TrimSpace(string(b)), nil
@@ -268,9 +246,21 @@ func readOrCreate(path string, gen func() string) (string, error) {
 // bootstrap applies the default policy (if none is applied yet) and starts
 // and registers the demo database.
 func bootstrap(ctx context.Context, cfg Config, dir string, conn *bus.Conn, master *secrets.Key) (*pglocal.Server, error) {
+	// The control service creates the bucket; wait for it.
 	view := controlstate.NewView()
 	vctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	for {
+		missing, err := bus.Missing(ctx, conn.JS, bus.Store{Bucket: bus.BucketControl})
+		if err == nil && missing == "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	go func() { _ = view.Follow(vctx, conn.JS) }()
 	select {
 	case <-view.Ready():
@@ -292,6 +282,14 @@ func bootstrap(ctx context.Context, cfg Config, dir string, conn *bus.Conn, mast
 			return nil, fmt.Errorf("apply %s: %w", cfgPath, err)
 		}
 		cfg.Log.Info().Str("file", cfgPath).Msg("default policy applied")
+	}
+	if view.Access() == nil {
+		// A state directory from before roles came from configuration:
+		// give it the default roles once.
+		if err := apply(ctx, conn, []byte(defaultAccess), "access.yaml"); err != nil {
+			return nil, fmt.Errorf("apply default access: %w", err)
+		}
+		cfg.Log.Info().Msg("default access groups applied (sluice-admins, auditors; grants decided by approvers)")
 	}
 	if cfg.NoDemo {
 		return nil, nil
@@ -346,13 +344,21 @@ func bootstrap(ctx context.Context, cfg Config, dir string, conn *bus.Conn, mast
 	return pg, nil
 }
 
-// apply sends a configuration to the control service, waiting for it to be up.
+// defaultAccess are the roles of a development environment.
+const defaultAccess = `access:
+  admins: [sluice-admins]
+  auditors: [auditors]
+  grant_approvers: approvers
+`
+
+// apply sends a configuration to the control service through the
+// break-glass subject, waiting for the service to be up.
 func apply(ctx context.Context, conn *bus.Conn, data []byte, name string) error {
-	req := &controlv1.ApplyRequest{Config: data, FileName: name, Actor: &commonv1.Principal{Subject: "sluice-dev", Machine: true}}
+	req := &controlv1.ApplyRequest{Config: data, FileName: name}
 	var resp controlv1.ApplyResponse
 	var err error
 	for i := 0; i < 100; i++ {
-		err = bus.Request(ctx, conn.NC, "sluice.api.control.config.apply", req, &resp)
+		err = bus.Request(ctx, conn.NC, bus.APIControlBreakGlass, req, &resp)
 		if err == nil {
 			break
 		}
@@ -386,7 +392,7 @@ func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, agentSe
 	fmt.Fprintf(w, "  OIDC issuer   %s/oidc   (development only)\n", apiURL)
 	fmt.Fprintf(w, "  PostgreSQL    %s\n", cfg.PGAddr)
 	fmt.Fprintf(w, "  NATS          %s\n", natsURL)
-	fmt.Fprintf(w, "  NATS users    sluice, worker, admin (break glass); passwords in %s\n", filepath.Join(dir, "nats.json"))
+	fmt.Fprintf(w, "  NATS keys     one nkey per component in %s (admin.nk is break glass)\n", filepath.Join(dir, "nats-keys"))
 	if pg != nil {
 		fmt.Fprintf(w, "  Demo target   demo (PostgreSQL on 127.0.0.1:%d, data in %s)\n", pg.Port, pg.Dir)
 	} else {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,7 +23,9 @@ import (
 
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/devissuer"
+	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/testkit"
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	"sluice.dev/sluice/services/identity"
 	"sluice.dev/sluice/services/sluice/internal/stack"
 )
@@ -56,18 +59,36 @@ func TestThreeNodeCluster(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	_, recKey, _ := ed25519.GenerateKey(rand.Reader)
-	o := &stack.Options{
-		Conn: conn, Log: zerolog.Nop(), Topology: bus.Topology{Replicas: 3},
-		Provider:    identity.Provider{Issuer: iss.URL, Audience: "sluice"},
-		APIListener: ln, RecorderKey: recKey, PGAddr: "127.0.0.1:0", TLSDir: t.TempDir(),
-	}
-	require.NoError(t, stack.Provision(ctx, o))
-	info, err := conn.JS.Stream(ctx, bus.StreamControl)
+	master, err := secrets.LoadOrCreateKeyFile(filepath.Join(t.TempDir(), "master.key"))
 	require.NoError(t, err)
-	assert.Equal(t, 3, info.CachedInfo().Config.Replicas)
+	o := &stack.Options{
+		// This cluster has no users: every service shares the one
+		// connection (the identities are tested in libs/bus and e2e).
+		Dial:        func(context.Context, string) (*bus.Conn, error) { return conn, nil },
+		Log:         zerolog.Nop(),
+		Topology:    bus.Topology{Replicas: 3},
+		Provider:    identity.Provider{Issuer: iss.URL, Audience: "sluice"},
+		APIListener: ln, RecorderKey: recKey, PGAddr: "127.0.0.1:0", TLSDir: t.TempDir(), MasterKey: master,
+	}
 
 	done := make(chan error, 1)
 	go func() { done <- stack.RunAll(ctx, o) }()
+	testkit.Eventually(t, 30*time.Second, func() error {
+		_, err := conn.JS.Stream(ctx, bus.StreamControl)
+		return err
+	})
+	info, err := conn.JS.Stream(ctx, bus.StreamControl)
+	require.NoError(t, err)
+	assert.Equal(t, 3, info.CachedInfo().Config.Replicas)
+	// The first admin group comes through the break-glass path.
+	testkit.Eventually(t, 30*time.Second, func() error {
+		var resp controlv1.ApplyResponse
+		err := bus.Request(ctx, conn.NC, bus.APIControlBreakGlass, &controlv1.ApplyRequest{Config: []byte("access:\n  admins: [sluice-admins]\n")}, &resp)
+		if err == nil && resp.GetError() != nil {
+			err = fmt.Errorf("%s", resp.GetError().GetMessage())
+		}
+		return err
+	})
 	api := "http://" + ln.Addr().String()
 	admin, err := iss.Mint(devissuer.Claims{Subject: "root", Groups: []string{"sluice-admins"}})
 	require.NoError(t, err)
@@ -149,7 +170,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	require.NoError(t, err)
 	si, err := s.Info(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, uint64(2), si.State.Msgs)
+	assert.Equal(t, uint64(3), si.State.Msgs, "the access section and two targets")
 	cancel()
 	require.NoError(t, <-done)
 }

@@ -33,14 +33,13 @@ import (
 )
 
 // Options holds every service's settings. The zero value is not useful:
-// Conn must be set.
+// Dial must be set.
 type Options struct {
-	Conn *bus.Conn
-	// WorkerConn is the protocol workers' connection (NATS user "worker");
-	// nil means Conn.
-	WorkerConn *bus.Conn
-	Log        zerolog.Logger
-	Topology   bus.Topology
+	// Dial connects to NATS as a component's own identity (see
+	// bus.Components): every service holds only the rights it needs.
+	Dial     func(ctx context.Context, component string) (*bus.Conn, error)
+	Log      zerolog.Logger
+	Topology bus.Topology
 
 	// Identity provider used until one is applied.
 	Provider identity.Provider
@@ -64,13 +63,13 @@ type Options struct {
 
 	// MasterKey opens sealed target credentials (workers).
 	MasterKey *secrets.Key
-	// PGAddr is the PostgreSQL worker's listener; TLSDir holds its
-	// generated development certificate when none is configured.
+	// PGAddr is the PostgreSQL worker's listener.
 	PGAddr string
-	TLSDir string
-	// TLSCert and TLSKey are the workers' certificate; without them a
-	// development certificate is generated in TLSDir.
+	// TLSCert and TLSKey are the workers' certificate. TLSDir, set only by
+	// sluice dev and tests, holds a generated development certificate
+	// instead; `serve` never generates one.
 	TLSCert, TLSKey string
+	TLSDir          string
 	// PGListener, if set, is used instead of PGAddr (tests).
 	PGListener net.Listener
 	// HoldTimeout bounds how long a held statement waits for approval.
@@ -84,18 +83,11 @@ type Options struct {
 	slackRequired                                           bool
 }
 
-func (o *Options) workerConn() *bus.Conn {
-	if o.WorkerConn != nil {
-		return o.WorkerConn
-	}
-	return o.Conn
-}
-
-// Service is one runnable service.
+// Service is one runnable service. Its name is also its NATS identity.
 type Service struct {
 	Name        string
 	Description string
-	Run         func(ctx context.Context, o *Options) error
+	Run         func(ctx context.Context, o *Options, conn *bus.Conn) error
 }
 
 // Services lists every service in start order.
@@ -133,23 +125,20 @@ func Find(name string) (Service, error) {
 	return Service{}, fmt.Errorf("unknown service %q (services: %s)", name, strings.Join(Names(), ", "))
 }
 
-// Provision creates the topology, retrying while a cluster forms. Protocol
-// workers (names holds nothing else) may not create streams: they wait
-// until the control-plane services have, so that start order never matters.
-func Provision(ctx context.Context, o *Options, names ...string) error {
-	if onlyWorkers(names) {
-		return awaitTopology(ctx, o)
-	}
+// prepare provisions what the component owns, retrying while a cluster
+// forms, and waits for what it needs from the others, so that start order
+// never matters.
+func prepare(ctx context.Context, o *Options, conn *bus.Conn, c bus.Component) error {
 	var err error
-	for i := 0; i < 60; i++ {
+	for i := 0; i < 60 && len(c.Owns) > 0; i++ {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = bus.Provision(pctx, o.Conn.JS, o.Topology)
+		err = bus.ProvisionStores(pctx, conn.JS, o.Topology, c.Owns)
 		cancel()
 		if err == nil || ctx.Err() != nil {
-			return err
+			break
 		}
-		if last := o.Conn.NC.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
-			return fmt.Errorf("provision streams: %w (an existing stream differs from this configuration and only the NATS admin may change it)", last)
+		if last := conn.NC.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+			return fmt.Errorf("provision streams: %w (an existing stream differs from this configuration and only the NATS break-glass identity may change it)", last)
 		}
 		select {
 		case <-ctx.Done():
@@ -157,25 +146,22 @@ func Provision(ctx context.Context, o *Options, names ...string) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("provision streams: %w", err)
-}
-
-func onlyWorkers(names []string) bool {
-	for _, n := range names {
-		if n != "pgworker" {
-			return false
-		}
+	if err != nil {
+		return fmt.Errorf("provision streams: %w", err)
 	}
-	return len(names) > 0
+	return awaitStores(ctx, o.Log, conn, c.Needs())
 }
 
-// awaitTopology waits until every stream and bucket exists, saying what it
-// waits for every ten seconds.
-func awaitTopology(ctx context.Context, o *Options) error {
+// awaitStores waits until every store exists, saying what it waits for
+// every ten seconds.
+func awaitStores(ctx context.Context, log zerolog.Logger, conn *bus.Conn, stores []bus.Store) error {
+	if len(stores) == 0 {
+		return nil
+	}
 	start, said := time.Now(), time.Time{}
 	for {
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		missing, err := bus.Missing(qctx, o.Conn.JS)
+		missing, err := bus.Missing(qctx, conn.JS, stores...)
 		cancel()
 		if err == nil && missing == "" {
 			return nil
@@ -185,13 +171,13 @@ func awaitTopology(ctx context.Context, o *Options) error {
 		}
 		if time.Since(said) >= 10*time.Second {
 			said = time.Now()
-			ev := o.Log.Warn().Dur("waited", time.Since(start).Round(time.Second))
+			ev := log.Warn().Dur("waited", time.Since(start).Round(time.Second))
 			if err != nil {
 				ev = ev.Err(err)
 			} else {
 				ev = ev.Str("missing", missing)
 			}
-			ev.Msg("waiting for the control-plane services to create the NATS streams and buckets")
+			ev.Msg("waiting for the services that own them to create NATS streams and buckets")
 		}
 		select {
 		case <-ctx.Done():
@@ -202,7 +188,7 @@ func awaitTopology(ctx context.Context, o *Options) error {
 }
 
 // RunAll runs the named services (all when names is empty) until ctx is
-// done or one fails.
+// done or one fails, each on its own NATS connection as its own identity.
 func RunAll(ctx context.Context, o *Options, names ...string) error {
 	o.exportRequired = contains(names, "exporter")
 	o.slackRequired = contains(names, "slackbot")
@@ -216,13 +202,67 @@ func RunAll(ctx context.Context, o *Options, names ...string) error {
 			l := o.Log.With().Str("service", s.Name).Logger()
 			so := *o
 			so.Log = l
-			if err := s.Run(ctx, &so); err != nil && ctx.Err() == nil {
+			if err := runOne(ctx, &so, s); err != nil && ctx.Err() == nil {
 				return fmt.Errorf("%s: %w", s.Name, err)
 			}
 			return nil
 		})
 	}
 	return g.Wait()
+}
+
+func runOne(ctx context.Context, o *Options, s Service) error {
+	c, err := bus.FindComponent(s.Name)
+	if err != nil {
+		return err
+	}
+	if skip, err := s.check(o); skip || err != nil {
+		return err
+	}
+	conn, err := o.Dial(ctx, s.Name)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := prepare(ctx, o, conn, c); err != nil {
+		return err
+	}
+	return s.Run(ctx, o, conn)
+}
+
+// check refuses settings a service cannot run safely with, before it
+// connects; skip is true for an optional service that is not configured
+// (the exporter without a sink, the Slack bot without a token, when not
+// asked for by name).
+func (s Service) check(o *Options) (skip bool, err error) {
+	switch s.Name {
+	case "recorder":
+		if o.RecorderKey == nil {
+			return false, fmt.Errorf("the recorder needs a signing key (--recorder-key-file; create one with: sluice audit keygen --out recorder.key)")
+		}
+	case "pgworker":
+		if o.MasterKey == nil {
+			return false, pgworker.ErrNoMasterKey
+		}
+		if o.TLSCert == "" && o.TLSDir == "" {
+			return false, pgworker.ErrNoCertificate
+		}
+	case "exporter":
+		if o.SyslogAddr == "" && o.HECURL == "" {
+			if o.exportRequired {
+				return false, fmt.Errorf("no export sink: give --syslog or --hec-url")
+			}
+			return true, nil
+		}
+	case "slackbot":
+		if o.SlackToken == "" {
+			if o.slackRequired {
+				return false, fmt.Errorf("the Slack bot needs --slack-token-file, --slack-signing-secret-file and --slack-channel")
+			}
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func contains(s []string, v string) bool {
@@ -234,33 +274,30 @@ func contains(s []string, v string) bool {
 	return false
 }
 
-func runIdentity(ctx context.Context, o *Options) error {
-	return identity.Run(ctx, identity.Config{Conn: o.Conn, Provider: o.Provider, Log: o.Log})
+func runIdentity(ctx context.Context, o *Options, conn *bus.Conn) error {
+	return identity.Run(ctx, identity.Config{Conn: conn, Provider: o.Provider, Log: o.Log})
 }
 
-func runControl(ctx context.Context, o *Options) error {
-	return control.New(control.Config{Conn: o.Conn, Log: o.Log}).Run(ctx)
+func runControl(ctx context.Context, o *Options, conn *bus.Conn) error {
+	return control.New(control.Config{Conn: conn, Log: o.Log}).Run(ctx)
 }
 
-func runAPI(ctx context.Context, o *Options) error {
+func runAPI(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return api.New(api.Config{
-		Addr: o.APIAddr, Listener: o.APIListener, Conn: o.Conn, Mounts: o.APIMounts,
+		Addr: o.APIAddr, Listener: o.APIListener, Conn: conn, Mounts: o.APIMounts,
 		Issuer: o.Provider.Issuer, Audience: o.Provider.Audience, CLIClientID: o.CLIClientID, Log: o.Log,
 	}).Run(ctx)
 }
 
-func runPolicy(ctx context.Context, o *Options) error {
-	return policy.New(policy.Config{Conn: o.Conn, Log: o.Log}).Run(ctx)
+func runPolicy(ctx context.Context, o *Options, conn *bus.Conn) error {
+	return policy.New(policy.Config{Conn: conn, Log: o.Log}).Run(ctx)
 }
 
-func runRecorder(ctx context.Context, o *Options) error {
-	if o.RecorderKey == nil {
-		return fmt.Errorf("the recorder needs a signing key (--recorder-key-file)")
-	}
-	return recorder.New(recorder.Config{Conn: o.Conn, Log: o.Log, SigningKey: o.RecorderKey}).Run(ctx)
+func runRecorder(ctx context.Context, o *Options, conn *bus.Conn) error {
+	return recorder.New(recorder.Config{Conn: conn, Log: o.Log, SigningKey: o.RecorderKey}).Run(ctx)
 }
 
-func runExporter(ctx context.Context, o *Options) error {
+func runExporter(ctx context.Context, o *Options, conn *bus.Conn) error {
 	var sinks []exporter.Sink
 	if o.SyslogAddr != "" {
 		sl := &exporter.Syslog{Addr: o.SyslogAddr}
@@ -272,34 +309,22 @@ func runExporter(ctx context.Context, o *Options) error {
 	if o.HECURL != "" {
 		sinks = append(sinks, &exporter.HEC{URL: o.HECURL, Token: o.HECToken})
 	}
-	if len(sinks) == 0 {
-		if o.exportRequired {
-			return fmt.Errorf("no export sink: give --syslog or --hec-url")
-		}
-		return nil
-	}
-	return exporter.Run(ctx, exporter.Config{Conn: o.Conn, Log: o.Log, Sinks: sinks, Format: o.ExportFormat})
+	return exporter.Run(ctx, exporter.Config{Conn: conn, Log: o.Log, Sinks: sinks, Format: o.ExportFormat})
 }
 
-func runPGWorker(ctx context.Context, o *Options) error {
+func runPGWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return pgworker.New(pgworker.Config{
-		Conn: o.workerConn(), Log: o.Log, Addr: o.PGAddr, Listener: o.PGListener,
+		Conn: conn, Log: o.Log, Addr: o.PGAddr, Listener: o.PGListener,
 		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
 		UpstreamPool: o.UpstreamPool,
 	}).Run(ctx)
 }
 
-func runApprovals(ctx context.Context, o *Options) error {
-	return approvals.New(approvals.Config{Conn: o.Conn, Log: o.Log, DefaultTTL: o.HoldTimeout}).Run(ctx)
+func runApprovals(ctx context.Context, o *Options, conn *bus.Conn) error {
+	return approvals.New(approvals.Config{Conn: conn, Log: o.Log, DefaultTTL: o.HoldTimeout}).Run(ctx)
 }
 
-func runSlackbot(ctx context.Context, o *Options) error {
-	if o.SlackToken == "" {
-		if o.slackRequired {
-			return fmt.Errorf("the Slack bot needs --slack-token-file, --slack-signing-secret-file and --slack-channel")
-		}
-		return nil
-	}
-	return slackbot.New(slackbot.Config{Conn: o.Conn, Log: o.Log, BotToken: o.SlackToken, SigningSecret: o.SlackSigningSecret,
+func runSlackbot(ctx context.Context, o *Options, conn *bus.Conn) error {
+	return slackbot.New(slackbot.Config{Conn: conn, Log: o.Log, BotToken: o.SlackToken, SigningSecret: o.SlackSigningSecret,
 		Channel: o.SlackChannel, Addr: o.SlackAddr}).Run(ctx)
 }

@@ -1,0 +1,42 @@
+package bus
+
+// Request/reply subjects of every service, sluice.api.<service>.<noun>.<verb>,
+// in one place: the services serve them, their callers send to them, and the
+// identity table (identities.go) grants each component exactly the ones it
+// serves or calls. A subject that only one kind of caller may use is its own
+// subject, so that NATS permissions, not a field in the request, say who
+// called.
+const (
+	// Identity service.
+	APIIdentityVerify = "sluice.api.identity.token.verify"
+
+	// Control service. Apply carries the caller's access token; BreakGlass
+	// carries none and is open only to the break-glass NATS identity.
+	APIControlApply      = "sluice.api.control.config.apply"
+	APIControlBreakGlass = "sluice.api.control.config.breakglass"
+	APIControlTargets    = "sluice.api.control.targets.list"
+
+	// Policy service. Evaluate is the workers' ruling on a command; Test is
+	// `sluice policy test` on behalf of a verified caller.
+	APIPolicyEvaluate = "sluice.api.policy.decision.evaluate"
+	APIPolicyTest     = "sluice.api.policy.decision.test"
+
+	// Approvals service. Open and Consume come from workers on behalf of a
+	// session's principal (whose token they forward); SlackDecide comes
+	// from the Slack bot on behalf of a Slack user; the rest come from the
+	// API on behalf of a verified caller.
+	APIApprovalsOpen        = "sluice.api.approvals.request.open"
+	APIApprovalsConsume     = "sluice.api.approvals.request.consume"
+	APIApprovalsDecide      = "sluice.api.approvals.request.decide"
+	APIApprovalsSlackDecide = "sluice.api.approvals.slack.decide"
+	APIApprovalsList        = "sluice.api.approvals.request.list"
+	APIApprovalsGet         = "sluice.api.approvals.request.get"
+	APIGrantsRequest        = "sluice.api.approvals.grant.request"
+	APIGrantsRevoke         = "sluice.api.approvals.grant.revoke"
+
+	// SubjectWorkers is where workers talk among themselves (a
+	// CancelRequest that reached another replica than the session's).
+	SubjectWorkers = "sluice.worker"
+	// SubjectPGCancel carries PostgreSQL cancels between worker replicas.
+	SubjectPGCancel = SubjectWorkers + ".pg.cancel"
+)
