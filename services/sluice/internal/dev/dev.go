@@ -22,6 +22,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/auditchain"
 	"sluice.dev/sluice/libs/bus"
@@ -29,7 +30,10 @@ import (
 	"sluice.dev/sluice/libs/devissuer"
 	"sluice.dev/sluice/libs/pglocal"
 	"sluice.dev/sluice/libs/secrets"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	"sluice.dev/sluice/services/identity"
 	"sluice.dev/sluice/services/sluice/internal/stack"
 )
@@ -220,6 +224,11 @@ func Run(ctx context.Context, cfg Config) error {
 		if demoErr != nil {
 			return demoErr
 		}
+		// Say where to connect only once everything answers: a script
+		// that waits for the banner may connect at once.
+		if err := awaitServing(gctx, admin, cfg.PGAddr); err != nil {
+			return err
+		}
 		banner(cfg, dir, apiURL, nsrv.ClientURL(), pg, agentSecret)
 		<-gctx.Done()
 		return nil
@@ -342,6 +351,48 @@ func bootstrap(ctx context.Context, cfg Config, dir string, conn *bus.Conn, mast
 		return nil, fmt.Errorf("register demo target: %w", err)
 	}
 	return pg, nil
+}
+
+// awaitServing waits until every service answers on NATS (an error answer
+// counts: it is an answer) and the PostgreSQL worker accepts connections.
+func awaitServing(ctx context.Context, conn *bus.Conn, pgAddr string) error {
+	probes := []struct {
+		subject string
+		req     proto.Message
+		resp    proto.Message
+	}{
+		{bus.APIIdentityVerify, &identityv1.VerifyTokenRequest{}, &identityv1.VerifyTokenResponse{}},
+		{bus.APIControlTargets, &controlv1.ListTargetsRequest{}, &controlv1.ListTargetsResponse{}},
+		{bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{}, &policyv1.Decision{}},
+		{bus.APIApprovalsList, &approvalsv1.ListRequest{}, &approvalsv1.ListReply{}},
+	}
+	for _, p := range probes {
+		for {
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := bus.Request(rctx, conn.NC, p.subject, p.req, p.resp)
+			cancel()
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	for {
+		c, err := net.DialTimeout("tcp", pgAddr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // defaultAccess are the roles of a development environment.
