@@ -135,7 +135,7 @@ func Components() []Component {
 		},
 		{
 			Name: CompRecorder, Doc: "owns SESSIONS and AUDIT: chains session events into the audit log",
-			Owns: []Store{stream(StreamSessions), stream(StreamAudit), bucket(BucketSessions), bucket(BucketAuditKeys)},
+			Owns:     []Store{stream(StreamSessions), stream(StreamAudit), bucket(BucketSessions), bucket(BucketAuditKeys)},
 			Appends:  []string{StreamAudit},
 			Reads:    []string{StreamSessions, StreamAudit},
 			Consumes: []Durable{{StreamSessions, DurableRecorder}},
