@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin/sluice
 PKGS    := ./...
 
-.PHONY: all build dev test test-short preflight lint check proto proto-check fmt bench fuzz clean
+.PHONY: all build dev test test-short preflight tools lint check proto proto-check fmt bench fuzz clean
 
 all: build
 
@@ -22,7 +22,7 @@ dev: build
 # bin/sluice, psql, pgbench and a real PostgreSQL; they refuse to skip
 # silently (SLUICE_E2E_REQUIRED=1).
 RACE_PKGS = $$($(GO) list ./... | grep -v -e /e2e -e /scripts/)
-test: preflight build proto-check lint
+test: preflight tools build proto-check lint
 	SLUICE_E2E_REQUIRED=1 SLUICE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m $(PKGS)
 	SLUICE_E2E_REQUIRED=1 $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 
@@ -31,6 +31,11 @@ test-short: build
 
 preflight:
 	@scripts/preflight.sh test
+
+# Third-party programs the tests run (ORY Hydra), built from the Go module
+# proxy into ~/.cache/sluice once per machine.
+tools:
+	@scripts/tools.sh >/dev/null
 
 # Formatting, vet, staticcheck and go.mod tidiness.
 lint:
