@@ -397,3 +397,37 @@ func TestArchitectureShowsTheTable(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(doc), bus.IdentityTable(), "ARCHITECTURE.md's NATS identity table is stale; paste this:\n%s", bus.IdentityTable())
 }
+
+// TestSIEMReadsAuditOnly is the consumer example of README.md: the read-only
+// SIEM identity runs its durable consumer on AUDIT, and can neither write
+// the stream nor take over the exporter's consumer.
+func TestSIEMReadsAuditOnly(t *testing.T) {
+	srv, dir := identities(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, bus.Provision(ctx, connectProbe(t, srv, dir, bus.CompAdmin).JS, bus.Topology{}))
+	rec := connectProbe(t, srv, dir, bus.CompRecorder)
+	for i := 0; i < 3; i++ {
+		_, err := rec.JS.Publish(ctx, fmt.Sprintf("sluice.audit.s.s%d", i), []byte("record"))
+		require.NoError(t, err)
+	}
+	siem := connectProbe(t, srv, dir, bus.CompSIEM)
+	cons, err := siem.JS.CreateOrUpdateConsumer(ctx, bus.StreamAudit, jetstream.ConsumerConfig{
+		Durable: bus.DurableSIEM, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "sluice.audit.s.>"})
+	require.NoError(t, err)
+	batch, err := cons.Fetch(10, jetstream.FetchMaxWait(2*time.Second))
+	require.NoError(t, err)
+	n := 0
+	for m := range batch.Messages() {
+		require.NoError(t, m.Ack())
+		n++
+	}
+	assert.Equal(t, 3, n)
+
+	short, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	_, err = siem.JS.Publish(short, "sluice.audit.s.forged", []byte("x"))
+	assert.Error(t, err, "the SIEM identity cannot write the audit log")
+	_, err = siem.JS.CreateOrUpdateConsumer(short, bus.StreamAudit, jetstream.ConsumerConfig{Durable: bus.ExportDurable("syslog"), AckPolicy: jetstream.AckExplicitPolicy})
+	assert.Error(t, err, "nor touch the exporter's consumer")
+}
