@@ -55,8 +55,21 @@ func TestProductionTopology(t *testing.T) {
 	keys := filepath.Join(dir, "nats-keys")
 	keyOut, err := exec.Command(sluiceBin, "admin", "nats-keys", "--dir", keys).CombinedOutput()
 	require.NoError(t, err, string(keyOut))
-	pubs, err := bus.LoadOrCreateKeys(keys)
+	adminKey := keys + ".admin.nk"
+	require.NoFileExists(t, bus.KeyFile(keys, bus.CompAdmin), "the break-glass seed is kept apart")
+	require.FileExists(t, adminKey)
+	// The NATS servers learn the public keys from nats.env.
+	env, err := os.ReadFile(filepath.Join(keys, "nats.env"))
 	require.NoError(t, err)
+	pubs := map[string]string{}
+	for _, c := range bus.ComponentNames() {
+		for _, l := range strings.Split(string(env), "\n") {
+			if v, ok := strings.CutPrefix(l, bus.KeyEnv(c)+"="); ok {
+				pubs[c] = v
+			}
+		}
+		require.NotEmpty(t, pubs[c], "nats.env names %s", c)
+	}
 	cluster := testkit.NATSClusterWithNkeys(t, bus.NkeyUsers(pubs))
 
 	// The identity provider.
@@ -162,7 +175,7 @@ targets:
 	// ...until the first configuration (with its access section) is applied
 	// through the break-glass identity, as README's bootstrap says.
 	testkit.Eventually(t, 60*time.Second, func() error {
-		cmd := timedCommand(t, sluiceBin, "admin", "apply", "-f", file, "--nats", cluster.URL(), "--nats-nkey-file", bus.KeyFile(keys, bus.CompAdmin))
+		cmd := timedCommand(t, sluiceBin, "admin", "apply", "-f", file, "--nats", cluster.URL(), "--nats-nkey-file", adminKey)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}

@@ -35,6 +35,8 @@ func TestServeRefusesUnsafeSetups(t *testing.T) {
 		{"plaintext NATS to a host name", []string{"identity", "--nats", "nats://nats-1.internal:4222", "--nats-nkey-file", nk("identity")},
 			"neither TLS nor loopback"},
 		{"no NATS identity", []string{"policy", "--nats", "nats://127.0.0.1:1"}, "no NATS identity"},
+		{"the break-glass seed beside the services' keys", []string{"all", "--nats", "nats://127.0.0.1:1", "--nats-nkey-dir", keys},
+			"holds the break-glass seed"},
 		{"one identity for every service", []string{"all", "--nats", "nats://127.0.0.1:1", "--nats-nkey-file", nk("api")},
 			"each as its own NATS identity"},
 		{"worker without a certificate", []string{"pgworker", "--nats", "nats://127.0.0.1:1", "--nats-nkey-file", nk("pgworker"),

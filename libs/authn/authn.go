@@ -44,6 +44,8 @@ type Client struct {
 	// following says whether it is known (SetIdentityDigest was called).
 	digest    string
 	following bool
+	// gen counts configuration changes (Generation).
+	gen uint64
 }
 
 type entry struct {
@@ -67,8 +69,17 @@ func (c *Client) SetIdentityDigest(d string) bool {
 	c.digest, c.following = d, true
 	if changed {
 		clear(c.cache)
+		c.gen++
 	}
 	return changed
+}
+
+// Generation counts identity configuration changes: a verification made
+// while it had one value may be stale once it has another.
+func (c *Client) Generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
 }
 
 // Verify returns the token's principal, or a client-safe error.

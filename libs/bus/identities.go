@@ -288,7 +288,10 @@ func (c Component) Permissions() *server.Permissions {
 			"$JS.API.STREAM.INFO."+s,
 			"$JS.API.STREAM.MSG.GET."+s,
 			"$JS.API.DIRECT.GET."+s, "$JS.API.DIRECT.GET."+s+".>",
-			"$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>",
+			// Named forms only: the unnamed $JS.API.CONSUMER.CREATE.<s>
+			// takes the name from the request body, where no deny can
+			// see it (and would reconfigure another's durable).
+			"$JS.API.CONSUMER.CREATE."+s+".>",
 			"$JS.API.CONSUMER.INFO."+s+".*",
 			"$JS.API.CONSUMER.MSG.NEXT."+s+".*",
 			"$JS.API.CONSUMER.DELETE."+s+".*",
@@ -325,6 +328,9 @@ func (c Component) Permissions() *server.Permissions {
 			"$JS.API.CONSUMER.INFO."+d.Stream+"."+d.Name,
 			"$JS.API.CONSUMER.MSG.NEXT."+d.Stream+"."+d.Name,
 			"$JS.ACK."+d.Stream+"."+d.Name+".>",
+			// The newer acknowledgement subject carries a domain and an
+			// account hash first.
+			"$JS.ACK.*.*."+d.Stream+"."+d.Name+".>",
 		)
 	}
 	p := &server.Permissions{

@@ -30,36 +30,48 @@ func NkeyUsers(keys map[string]string) []*server.NkeyUser {
 func KeyFile(dir, component string) string { return filepath.Join(dir, component+".nk") }
 
 // LoadOrCreateKeys reads each component's nkey seed from dir, creating the
-// ones that are missing (mode 0600), and returns the public keys.
+// ones that are missing (mode 0600), and returns the public keys. The
+// break-glass seed is there too: for `sluice dev` and tests, which hold
+// every key in one process. A deployment keeps it apart (see
+// LoadOrCreateKey and `sluice admin nats-keys`).
 func LoadOrCreateKeys(dir string) (map[string]string, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
 	out := map[string]string{}
 	for _, c := range Components() {
-		path := KeyFile(dir, c.Name)
-		seed, err := os.ReadFile(path)
-		if os.IsNotExist(err) {
-			kp, err := nkeys.CreateUser()
-			if err != nil {
-				return nil, err
-			}
-			if seed, err = kp.Seed(); err != nil {
-				return nil, err
-			}
-			if err := os.WriteFile(path, append(seed, '\n'), 0o600); err != nil {
-				return nil, err
-			}
-		} else if err != nil {
-			return nil, err
-		}
-		pub, err := PublicKey(seed)
+		pub, err := LoadOrCreateKey(KeyFile(dir, c.Name))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, err
 		}
 		out[c.Name] = pub
 	}
 	return out, nil
+}
+
+// LoadOrCreateKey reads the user nkey seed at path, creating it (mode 0600,
+// its directory 0700) if missing, and returns the public key.
+func LoadOrCreateKey(path string) (string, error) {
+	seed, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return "", err
+		}
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return "", err
+		}
+		if seed, err = kp.Seed(); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(path, append(seed, '\n'), 0o600); err != nil {
+			return "", err
+		}
+	} else if err != nil {
+		return "", err
+	}
+	pub, err := PublicKey(seed)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return pub, nil
 }
 
 // PublicKey returns the public user nkey of a seed.

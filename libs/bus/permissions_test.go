@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/devcert"
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/nats/users.conf from the identity table")
@@ -44,11 +46,20 @@ func TestUsersConfig(t *testing.T) {
 	pubs, err := bus.LoadOrCreateKeys(t.TempDir())
 	require.NoError(t, err)
 	t.Setenv("SLUICE_NATS_SERVER_NAME", "n1")
+	tlsDir := t.TempDir()
+	_, err = devcert.LoadOrCreate(tlsDir)
+	require.NoError(t, err)
+	t.Setenv("SLUICE_NATS_TLS_CERT", filepath.Join(tlsDir, "cert.pem"))
+	t.Setenv("SLUICE_NATS_TLS_KEY", filepath.Join(tlsDir, "key.pem"))
+	t.Setenv("SLUICE_NATS_TLS_CA", filepath.Join(tlsDir, "cert.pem"))
 	for c, k := range pubs {
 		t.Setenv(bus.KeyEnv(c), k)
 	}
 	opts, err := server.ProcessConfigFile(filepath.Join(deployDir(), "nats.conf"))
 	require.NoError(t, err)
+	assert.NotNil(t, opts.TLSConfig, "clients use TLS")
+	require.NotNil(t, opts.Cluster.TLSConfig, "routes use TLS")
+	assert.Equal(t, tls.RequireAndVerifyClientCert, opts.Cluster.TLSConfig.ClientAuth, "routes authenticate with certificates")
 	want := map[string]*server.Permissions{}
 	for _, u := range bus.NkeyUsers(pubs) {
 		want[u.Nkey] = u.Permissions

@@ -11,8 +11,10 @@
 package claimmap
 
 import (
+	"context"
 	"fmt"
 	"reflect"
+	"time"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
@@ -56,9 +58,13 @@ func Compile(expr string) (*Program, error) {
 	return &Program{prg: prg}, nil
 }
 
-// Groups evaluates the expression over claims.
+// Groups evaluates the expression over claims, for at most 100 ms (the
+// cost limit bounds it first; the deadline stops anything the estimate
+// missed).
 func (p *Program) Groups(claims map[string]any) ([]string, error) {
-	v, _, err := p.prg.Eval(map[string]any{"claims": claims})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	v, _, err := p.prg.ContextEval(ctx, map[string]any{"claims": claims})
 	if err != nil {
 		return nil, fmt.Errorf("groups_expression: %w", err)
 	}

@@ -49,7 +49,10 @@ type OIDC struct {
 	SubjectGroups map[string][]string `yaml:"subject_groups"`
 	// GroupsExpression is CEL over `claims` returning a list of strings.
 	GroupsExpression string `yaml:"groups_expression"`
-	line             int
+	// AllowedGroups, when set, are the only groups this provider's tokens
+	// may carry.
+	AllowedGroups []string `yaml:"allowed_groups"`
+	line          int
 }
 
 // Providers is the oidc section: one provider (a mapping) or several (a
@@ -395,6 +398,9 @@ func (f *File) check() Errors {
 			if _, err := claimmap.Compile(o.GroupsExpression); err != nil {
 				bad("%v", err)
 			}
+		}
+		if o.AllowedGroups != nil && len(o.AllowedGroups) == 0 {
+			bad("allowed_groups is empty: list the groups this provider may grant, or remove the key")
 		}
 	}
 	if a := f.Access; a != nil {

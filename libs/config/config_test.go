@@ -47,6 +47,7 @@ func TestOIDCRefusals(t *testing.T) {
 		"expression syntax":      {"oidc:\n  issuer: https://idp\n  audience: a\n  groups_expression: 'claims.'\n", "groups_expression"},
 		"not a mapping":          {"oidc: https://idp\n", "a provider"},
 		"empty admins":           {"access:\n  admins: []\n", "lock every admin out"},
+		"empty allowed groups":   {"oidc:\n  issuer: https://idp\n  audience: a\n  allowed_groups: []\n", "allowed_groups is empty"},
 		"unknown grant approver": {"access:\n  admins: [a]\n  grant_approvers: nobody\napprovers:\n  - {name: approvers, groups: [approvers]}\n", `"nobody" is not defined`},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -106,7 +106,7 @@ func (f *File) ProviderProtos() []*controlv1.IdentityProvider {
 			Name:   f.OIDC.name(i),
 			Issuer: o.Issuer, Audience: o.Audience, GroupsClaim: o.GroupsClaim, EmailClaim: o.EmailClaim,
 			MachineClaim: o.MachineClaim, Algorithms: o.Algorithms, RequireAccessTokenType: o.RequireAccessTokenType,
-			JwksRefreshIntervalSeconds: refresh, GroupsExpression: o.GroupsExpression,
+			JwksRefreshIntervalSeconds: refresh, GroupsExpression: o.GroupsExpression, AllowedGroups: o.AllowedGroups,
 		}
 		for sub, groups := range o.SubjectGroups {
 			if p.SubjectGroups == nil {

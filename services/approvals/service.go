@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -198,7 +199,12 @@ func (s *Service) mayApprove(p *commonv1.Principal, groups []string) bool {
 // mayRead reports whether p may see a: its requester, those who may decide
 // it, and auditors.
 func (s *Service) mayRead(p *commonv1.Principal, a *approvalsv1.Approval) bool {
-	return a.GetRequester().GetSubject() == p.GetSubject() || s.mayApprove(p, a.GetApproverGroups()) || s.guard.Has(p, authz.Auditor)
+	return sameSubject(a.GetRequester(), p) || s.mayApprove(p, a.GetApproverGroups()) || s.guard.Has(p, authz.Auditor)
+}
+
+// sameSubject: the same subject at the same issuer.
+func sameSubject(a, b *commonv1.Principal) bool {
+	return a.GetSubject() == b.GetSubject() && a.GetIssuer() == b.GetIssuer()
 }
 
 // withRetry runs fn on the current state of id, retrying on a lost race.
@@ -257,8 +263,10 @@ func (s *Service) decide(ctx context.Context, req *approvalsv1.Decide) (*approva
 // publish this subject: it vouches for the Slack user's email, which counts
 // as an approver only where an approver group lists it under subjects.
 func (s *Service) slackDecide(ctx context.Context, req *approvalsv1.SlackDecide) (*approvalsv1.ApprovalReply, error) {
-	email := strings.TrimSpace(req.GetEmail())
-	if email == "" {
+	// An email, and only that: it can match only approver entries that are
+	// emails, never an OIDC subject or a client id, and carries no groups.
+	email := strings.ToLower(strings.TrimSpace(req.GetEmail()))
+	if !strings.Contains(email, "@") {
 		return replyErr("bad_request", "the Slack user has no email"), nil
 	}
 	p := &commonv1.Principal{Subject: email, Email: email, ClientId: "slack"}
@@ -277,7 +285,7 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 				[]eventstore.Pending{expiredEvent(agg, a.GetId(), now)}
 		case a.GetState() != Pending:
 			return replyErr("not_pending", "request %s is %s", a.GetId(), a.GetState()), nil
-		case p.GetSubject() == a.GetRequester().GetSubject():
+		case samePerson(p, a.GetRequester()):
 			return replyErr("self_approval", "nobody approves their own request"), nil
 		case !s.mayApprove(p, a.GetApproverGroups()):
 			return replyErr("forbidden", "you are not in an approver group of this request (%s)", strings.Join(a.GetApproverGroups(), ", ")), nil
@@ -288,7 +296,7 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 			}
 			return nil, []eventstore.Pending{eventstore.NewEvent("denied", &approvalsv1.RequestDenied{Id: a.GetId(), Approver: p, Reason: req.GetReason(), At: timestamppb.New(now)})}
 		}
-		if voted(a, p.GetSubject()) {
+		if slices.ContainsFunc(voters(st.Events), func(v *commonv1.Principal) bool { return samePerson(v, p) }) {
 			return replyErr("already_voted", "you already approved request %s", a.GetId()), nil
 		}
 		granted := uint32(len(a.GetApprovedBy())+1) >= a.GetQuorum()
@@ -327,6 +335,7 @@ func (s *Service) consume(ctx context.Context, req *approvalsv1.Consume) (*appro
 		case req.GetCommandHash() != a.GetCommandHash():
 			return replyErr("mismatch", "approval %s was given for another command or other parameters", a.GetId()), nil
 		case p.GetSubject() != a.GetRequester().GetSubject() || p.GetIssuer() != a.GetRequester().GetIssuer():
+			// Only the requester itself (its subject at its issuer).
 			return replyErr("mismatch", "approval %s was given to another principal", a.GetId()), nil
 		}
 		return nil, []eventstore.Pending{eventstore.NewEvent("consumed", &approvalsv1.RequestConsumed{Id: a.GetId(), SessionId: req.GetSessionId(), At: timestamppb.New(s.cfg.Now())})}
@@ -344,7 +353,7 @@ func (s *Service) revoke(ctx context.Context, req *approvalsv1.Revoke) (*approva
 			return replyErr("bad_request", "%s is not a grant", a.GetId()), nil
 		case a.GetState() != Approved:
 			return replyErr("not_active", "grant %s is %s", a.GetId(), a.GetState()), nil
-		case by.GetSubject() != a.GetRequester().GetSubject() && !s.mayApprove(by, a.GetApproverGroups()):
+		case !sameSubject(by, a.GetRequester()) && !s.mayApprove(by, a.GetApproverGroups()):
 			return replyErr("forbidden", "only the grantee or an approver may revoke a grant"), nil
 		}
 		return nil, []eventstore.Pending{eventstore.NewEvent("revoked", &approvalsv1.GrantRevoked{Id: a.GetId(), By: by, Reason: req.GetReason(), At: timestamppb.New(s.cfg.Now())})}

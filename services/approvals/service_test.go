@@ -278,4 +278,22 @@ func TestSlackDecisionsCountAsAnEmail(t *testing.T) {
 	require.Nil(t, r.GetError())
 	assert.Equal(t, "approved", r.GetApproval().GetState())
 	assert.Equal(t, []string{"erin@example.com"}, r.GetApproval().GetApprovedBy())
+
+	slack := func(id, email string) string {
+		var r approvalsv1.ApprovalReply
+		require.NoError(t, bus.Request(e.ctx, e.conn.NC, bus.APIApprovalsSlackDecide, &approvalsv1.SlackDecide{Id: id, Verdict: "approve", Email: email}, &r))
+		return code(&r)
+	}
+	// The requester cannot approve her own request under her email.
+	b := e.open(t, 2, time.Minute)
+	assert.Equal(t, "self_approval", slack(b.Id, "ALICE@example.com"))
+	// One person is one vote: erin approves with her token, then again
+	// from Slack; the quorum of two is not met.
+	erin := caller(e.idp.Token("erin"))
+	require.Nil(t, e.decide(t, b.Id, erin, "approve").GetError())
+	assert.Equal(t, "already_voted", slack(b.Id, "erin@example.com"))
+	got, _ := e.call(alice, bus.APIApprovalsGet, &approvalsv1.Get{Id: b.Id})
+	assert.Equal(t, "pending", got.GetApproval().GetState())
+	// A Slack decision names an email, never a bare subject.
+	assert.Equal(t, "bad_request", slack(b.Id, "bob"))
 }

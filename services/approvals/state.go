@@ -3,12 +3,14 @@ package approvals
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"sluice.dev/sluice/libs/eventstore"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 )
 
 // States.
@@ -109,9 +111,51 @@ func fold(events []eventstore.Event) (*approvalsv1.Approval, error) {
 	return a, nil
 }
 
-// voted reports whether subject already voted.
-func voted(a *approvalsv1.Approval, subject string) bool {
-	return slices.Contains(a.GetApprovedBy(), subject)
+// voters are the principals whose approvals an aggregate's events record.
+func voters(events []eventstore.Event) []*commonv1.Principal {
+	var out []*commonv1.Principal
+	for _, e := range events {
+		switch e.Type {
+		case "sluice.approvals.v1.RequestApproved":
+			var m approvalsv1.RequestApproved
+			if e.Decode(&m) == nil {
+				out = append(out, m.GetApprover())
+			}
+		case "sluice.approvals.v1.GrantApproved":
+			var m approvalsv1.GrantApproved
+			if e.Decode(&m) == nil {
+				out = append(out, m.GetApprover())
+			}
+		}
+	}
+	return out
+}
+
+// samePerson reports whether two principals may be one person: the same
+// subject from the same issuer, or the same email (a Slack decision names
+// its approver by email; a subject that is an email counts as one). A
+// quorum counts people, and nobody approves their own request under
+// another name.
+func samePerson(a, b *commonv1.Principal) bool {
+	if a.GetSubject() != "" && a.GetSubject() == b.GetSubject() && a.GetIssuer() == b.GetIssuer() {
+		return true
+	}
+	for _, x := range emails(a) {
+		if slices.Contains(emails(b), x) {
+			return true
+		}
+	}
+	return false
+}
+
+func emails(p *commonv1.Principal) []string {
+	var out []string
+	for _, v := range []string{p.GetEmail(), p.GetSubject()} {
+		if strings.Contains(v, "@") {
+			out = append(out, strings.ToLower(v))
+		}
+	}
+	return out
 }
 
 // requestTTL bounds how long a grant request waits for a decision.

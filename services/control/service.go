@@ -153,6 +153,17 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 	if err != nil {
 		return applyError("invalid_config", err.Error()), nil
 	}
+	// A grant approver group named in a file without approvers must exist
+	// in the applied configuration.
+	if ga := f.AccessProto().GetGrantApprovers(); ga != "" && f.Approvers == nil {
+		found := false
+		for _, g := range s.view.Approvers().GetGroups() {
+			found = found || g.GetName() == ga
+		}
+		if !found {
+			return applyError("invalid_config", fmt.Sprintf("access: grant_approvers %q is not an applied approver group", ga)), nil
+		}
+	}
 	a := &applier{s: s, dry: req.GetDryRun(), actor: actor}
 	for _, spec := range specs {
 		a.target(ctx, spec)

@@ -151,3 +151,17 @@ func TestChangeTakesEffectAtOnce(t *testing.T) {
 	_, e := c.Verify(ctx, newIdP.mint(t, devissuer.Claims{Subject: "alice"}))
 	assert.Nil(t, e)
 }
+
+// A provider can be limited to some groups, and an unverified email
+// identifies nobody.
+func TestAllowedGroupsAndUnverifiedEmail(t *testing.T) {
+	p := newIDP(t)
+	prov := p.provider()
+	prov.AllowedGroups = []string{"engineers"}
+	v := identity.NewVerifier(prov, nil)
+	pr, f := v.Verify(context.Background(), p.mint(t, devissuer.Claims{Subject: "ci", Email: "boss@example.com",
+		Groups: []string{"engineers", "sluice-admins"}, Extra: map[string]any{"email_verified": false}}))
+	require.Nil(t, f)
+	assert.Equal(t, []string{"engineers"}, pr.Groups, "a group outside allowed_groups is dropped")
+	assert.Empty(t, pr.Email)
+}

@@ -41,7 +41,9 @@ type Provider struct {
 	// GroupsExpression is CEL over the token's claims returning more
 	// groups (see libs/claimmap); checked when applied.
 	GroupsExpression string
-	groups           *claimmap.Program
+	// AllowedGroups, when set, filters the groups a token may carry.
+	AllowedGroups []string
+	groups        *claimmap.Program
 }
 
 func (p Provider) withDefaults() Provider {
@@ -86,6 +88,7 @@ func ProviderFromProto(p *controlv1.IdentityProvider) Provider {
 		Name:                   p.GetName(),
 		SubjectGroups:          sg,
 		GroupsExpression:       p.GetGroupsExpression(),
+		AllowedGroups:          p.GetAllowedGroups(),
 		Issuer:                 p.GetIssuer(),
 		Audience:               p.GetAudience(),
 		GroupsClaim:            p.GetGroupsClaim(),

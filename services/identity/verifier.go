@@ -252,7 +252,10 @@ func (v *Verifier) principal(tok *oidc.IDToken, claims map[string]any) (*commonv
 		if !isString {
 			return nil, fail(CodeClaimsInvalid, "claim %q must be a string", v.p.EmailClaim)
 		}
-		p.Email = email
+		// An email the provider says it has not verified identifies nobody.
+		if verified, ok := claims["email_verified"].(bool); !ok || verified {
+			p.Email = email
+		}
 	}
 	groups, err := stringList(claims, v.p.GroupsClaim)
 	if err != nil {
@@ -268,6 +271,9 @@ func (v *Verifier) principal(tok *oidc.IDToken, claims map[string]any) (*commonv
 			return nil, fail(CodeClaimsInvalid, "the provider's groups mapping failed on this token: %v", err)
 		}
 		groups = append(groups, more...)
+	}
+	if v.p.AllowedGroups != nil {
+		groups = slices.DeleteFunc(groups, func(g string) bool { return !slices.Contains(v.p.AllowedGroups, g) })
 	}
 	p.Groups = dedupe(groups)
 	for _, c := range []string{"client_id", "azp", "cid"} {

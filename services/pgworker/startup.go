@@ -229,6 +229,7 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		return refuse(stateProtocolViolation, "sluice: expected a password message", "")
 	}
 	token := strings.TrimRight(string(body), "\x00")
+	gen := w.authn.Generation()
 	principal, perr := w.authn.Verify(ctx, token)
 	if perr != nil {
 		w.recordAuthFailure(ctx, client, target, perr.GetCode(), perr.GetMessage())
@@ -283,6 +284,17 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		return refuse(stateSystemError, "sluice: the audit stream is not accepting records; no session can start", "")
 	}
 	w.register(s)
+	// The identity configuration changed between the verification and the
+	// registration: reverify may have missed this session, so check it
+	// here, under the configuration now in force.
+	if w.authn.Generation() != gen {
+		if p, e := w.authn.Verify(ctx, token); e != nil || principalKey(p) != s.pkey {
+			w.unregister(s)
+			hj.Conn.Close()
+			_ = s.rec.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "the identity configuration changed during authentication"}}})
+			return refuse(stateInvalidPassword, "sluice: the identity configuration changed and no longer accepts this token", "reconnect with a token the current configuration accepts")
+		}
+	}
 	msgs := []encoder{&pgproto3.AuthenticationOk{}}
 	keys := make([]string, 0, len(hj.ParameterStatuses))
 	for k := range hj.ParameterStatuses {

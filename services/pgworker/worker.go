@@ -294,21 +294,30 @@ func (w *Worker) reverify(ctx context.Context) {
 		open = append(open, s)
 	}
 	w.mu.Unlock()
+	// Many sessions may share a few tokens (cached after the first) or
+	// each wait on the identity service: check them sixteen at a time.
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
 	for _, s := range open {
-		p, e := w.authn.Verify(ctx, s.token)
-		switch {
-		case ctx.Err() != nil:
-			return
-		case e != nil:
-			s.shutdown("the identity configuration no longer accepts the token", fatal(stateInvalidPassword,
-				fmt.Sprintf("sluice: the identity configuration changed and no longer accepts this session's token: %s (%s)", e.GetMessage(), e.GetCode()),
-				"reconnect with a token the current configuration accepts"))
-		case principalKey(p) != s.pkey:
-			s.shutdown("the identity configuration changed who the token names", fatal(stateInvalidPassword,
-				"sluice: the identity configuration changed who this session's token names (groups or identity)",
-				"reconnect to start a session as the principal you are now"))
-		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p, e := w.authn.Verify(ctx, s.token)
+			switch {
+			case ctx.Err() != nil:
+			case e != nil:
+				s.shutdown("the identity configuration no longer accepts the token", fatal(stateInvalidPassword,
+					fmt.Sprintf("sluice: the identity configuration changed and no longer accepts this session's token: %s (%s)", e.GetMessage(), e.GetCode()),
+					"reconnect with a token the current configuration accepts"))
+			case principalKey(p) != s.pkey:
+				s.shutdown("the identity configuration changed who the token names", fatal(stateInvalidPassword,
+					"sluice: the identity configuration changed who this session's token names (groups or identity)",
+					"reconnect to start a session as the principal you are now"))
+			}
+		}()
 	}
+	wg.Wait()
 }
 
 // Cancel keys: every session gets a random process id and secret of our

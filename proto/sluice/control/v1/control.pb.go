@@ -1021,8 +1021,12 @@ type IdentityProvider struct {
 	// groups_expression is CEL over `claims` (the verified token's claims,
 	// a map) returning a list of strings: more groups.
 	GroupsExpression string `protobuf:"bytes,11,opt,name=groups_expression,json=groupsExpression,proto3" json:"groups_expression,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// allowed_groups, when set, are the only groups this provider's tokens
+	// may carry (from the claim, the table or the expression): a provider
+	// whose clients choose their own claims cannot grant an admin group.
+	AllowedGroups []string `protobuf:"bytes,12,rep,name=allowed_groups,json=allowedGroups,proto3" json:"allowed_groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IdentityProvider) Reset() {
@@ -1130,6 +1134,13 @@ func (x *IdentityProvider) GetGroupsExpression() string {
 		return x.GroupsExpression
 	}
 	return ""
+}
+
+func (x *IdentityProvider) GetAllowedGroups() []string {
+	if x != nil {
+		return x.AllowedGroups
+	}
+	return nil
 }
 
 type GroupList struct {
@@ -1881,7 +1892,7 @@ const file_sluice_control_v1_control_proto_rawDesc = "" +
 	"\x06groups\x18\x01 \x03(\v2 .sluice.control.v1.ApproverGroupR\x06groups\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x1d\n" +
 	"\n" +
-	"applied_by\x18\x03 \x01(\tR\tappliedBy\"\xcd\x04\n" +
+	"applied_by\x18\x03 \x01(\tR\tappliedBy\"\xf4\x04\n" +
 	"\x10IdentityProvider\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x1a\n" +
 	"\baudience\x18\x02 \x01(\tR\baudience\x12!\n" +
@@ -1897,7 +1908,8 @@ const file_sluice_control_v1_control_proto_rawDesc = "" +
 	"\x04name\x18\t \x01(\tR\x04name\x12]\n" +
 	"\x0esubject_groups\x18\n" +
 	" \x03(\v26.sluice.control.v1.IdentityProvider.SubjectGroupsEntryR\rsubjectGroups\x12+\n" +
-	"\x11groups_expression\x18\v \x01(\tR\x10groupsExpression\x1a^\n" +
+	"\x11groups_expression\x18\v \x01(\tR\x10groupsExpression\x12%\n" +
+	"\x0eallowed_groups\x18\f \x03(\tR\rallowedGroups\x1a^\n" +
 	"\x12SubjectGroupsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
 	"\x05value\x18\x02 \x01(\v2\x1c.sluice.control.v1.GroupListR\x05value:\x028\x01\"#\n" +

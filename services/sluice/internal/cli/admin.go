@@ -33,26 +33,41 @@ or to recover when an identity change locked every admin out.`,
 }
 
 func newNATSKeysCmd(g *globals) *cobra.Command {
-	var dir string
+	var dir, adminKey string
 	cmd := &cobra.Command{
-		Use:   "nats-keys --dir DIR",
+		Use:   "nats-keys --dir DIR [--admin-key FILE]",
 		Short: "Create one NATS nkey per component and the environment file for the NATS servers",
 		Long: `Create (once) the nkey seed of every component in DIR (<component>.nk, mode 0600) and
 write DIR/nats.env with each public key, the variables deploy/nats/users.conf reads.
-Existing seeds are kept. Give each service only its own seed (--nats-nkey-file), keep
-admin.nk offline (it is the break-glass identity), start the NATS servers with
-nats.env in their environment. To revoke one component, delete its seed, run this
-again and reload the NATS servers: the other components are untouched.`,
-		Example: `  sluice admin nats-keys --dir /etc/sluice/nats-keys
+Existing seeds are kept. Give each service only its own seed (--nats-nkey-file), start
+the NATS servers with nats.env in their environment. The break-glass seed goes to
+--admin-key (default: DIR.admin.nk, beside DIR, never inside it): keep it offline.
+To revoke one component, delete its seed, run this again and reload the NATS servers:
+the other components are untouched.`,
+		Example: `  sluice admin nats-keys --dir /etc/sluice/nats-keys --admin-key /root/sluice-admin.nk
   set -a; . /etc/sluice/nats-keys/nats.env; set +a; nats-server -c deploy/nats/nats.conf`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
 				return errors.New("--dir is required")
 			}
-			pubs, err := bus.LoadOrCreateKeys(dir)
-			if err != nil {
-				return err
+			if adminKey == "" {
+				adminKey = strings.TrimRight(dir, "/") + ".admin.nk"
+			}
+			if abs, _ := filepath.Abs(filepath.Dir(adminKey)); abs == mustAbs(dir) {
+				return fmt.Errorf("--admin-key %s is inside --dir: keep the break-glass seed apart from the services' keys", adminKey)
+			}
+			pubs := map[string]string{}
+			for _, c := range bus.ComponentNames() {
+				path := bus.KeyFile(dir, c)
+				if c == bus.CompAdmin {
+					path = adminKey
+				}
+				pub, err := bus.LoadOrCreateKey(path)
+				if err != nil {
+					return err
+				}
+				pubs[c] = pub
 			}
 			names := make([]string, 0, len(pubs))
 			for n := range pubs {
@@ -69,17 +84,30 @@ again and reload the NATS servers: the other components are untouched.`,
 				return err
 			}
 			if g.json() {
-				return g.printJSON(map[string]any{"dir": dir, "env_file": envFile, "public_keys": pubs})
+				return g.printJSON(map[string]any{"dir": dir, "admin_key": adminKey, "env_file": envFile, "public_keys": pubs})
 			}
 			for _, n := range names {
-				fmt.Fprintf(g.stdout, "%-10s %s  %s\n", n, pubs[n], bus.KeyFile(dir, n))
+				path := bus.KeyFile(dir, n)
+				if n == bus.CompAdmin {
+					path = adminKey
+				}
+				fmt.Fprintf(g.stdout, "%-10s %s  %s\n", n, pubs[n], path)
 			}
 			fmt.Fprintf(g.stdout, "NATS server environment: %s\n", envFile)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", "", "directory for the seeds and nats.env")
+	cmd.Flags().StringVar(&dir, "dir", "", "directory for the components' seeds and nats.env")
+	cmd.Flags().StringVar(&adminKey, "admin-key", "", "file for the break-glass seed, outside --dir (default DIR.admin.nk)")
 	return cmd
+}
+
+func mustAbs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return filepath.Clean(a)
 }
 
 func newAdminApplyCmd(g *globals) *cobra.Command {

@@ -151,6 +151,11 @@ func dialer(base bus.Config, nkeyFile, nkeyDir string, names []string, log zerol
 	single := len(names) == 1
 	switch {
 	case nkeyDir != "":
+		// A service process must never be able to read the break-glass
+		// seed.
+		if _, err := os.Stat(bus.KeyFile(nkeyDir, bus.CompAdmin)); err == nil {
+			return nil, fmt.Errorf("%s holds the break-glass seed; move it out of the services' key directory (it is for sluice admin only)", bus.KeyFile(nkeyDir, bus.CompAdmin))
+		}
 	case nkeyFile != "" || base.CredsFile != "":
 		if !single {
 			return nil, fmt.Errorf("serve all runs every service, each as its own NATS identity: give --nats-nkey-dir with one <service>.nk per service")
