@@ -15,7 +15,7 @@ var allFlags = func() []Flag {
 		FlagExtension, FlagDropDatabase, FlagReplication, FlagListenNotify,
 		FlagCall, FlagReadWriteTx, FlagPrepare, FlagExecute, FlagDeallocate,
 		FlagCursor, FlagTwoPhase, FlagLiteralSensitive, FlagSideEffectFunc,
-		FlagSearchPath, FlagLock,
+		FlagSearchPath, FlagLock, FlagOpaqueFunction,
 	}
 	slices.Sort(fs)
 	return fs

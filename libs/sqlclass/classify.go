@@ -44,7 +44,8 @@ func Classify(sql string) (*Result, error) {
 			}
 		}
 		st := a.statement(stmtText(sql, raw))
-		st.Targets = outputLineage(raw.Stmt)
+		lin := statementLineage(raw.Stmt)
+		st.Targets, st.Sources, st.Copies, st.Inputs = lin.targets, lin.sources, lin.copies, lin.inputs
 		res.Statements = append(res.Statements, st)
 	}
 	fp, err := pg_query.Fingerprint(sql)
@@ -78,7 +79,7 @@ func stmtText(sql string, raw *pg_query.RawStmt) string {
 // different classifications encode alike.
 func cacheKey(fp string, stmts []Statement) string {
 	var e keyEncoder
-	e.str("sqlclass/v1")
+	e.str("sqlclass/v2")
 	e.str(fp)
 	e.num(len(stmts))
 	for _, s := range stmts {
@@ -95,6 +96,9 @@ func cacheKey(fp string, stmts []Statement) string {
 		e.str(s.PreparedName)
 		e.str(s.Cursor)
 		e.list(s.Columns)
+		e.list(s.Sources)
+		e.list(s.Copies)
+		e.list(s.Inputs)
 		e.num(len(s.Targets))
 		for _, t := range s.Targets {
 			e.list(t)

@@ -29,7 +29,13 @@ func TestParseCopy(t *testing.T) {
 	assert.Equal(t, &Copy{Table: "customers", Format: "text", Delimiter: '\t'}, c)
 	c, err = ParseCopy("COPY public.customers (email, name) TO STDOUT WITH (FORMAT csv, HEADER)")
 	require.NoError(t, err)
-	assert.Equal(t, &Copy{Table: "public.customers", Columns: []string{"email", "name"}, Format: "csv", Delimiter: ','}, c)
+	assert.Equal(t, &Copy{Table: "public.customers", Columns: []string{"email", "name"}, Format: "csv", Delimiter: ',', Header: true}, c)
+	for q, want := range map[string]bool{"COPY t TO STDOUT (FORMAT csv, HEADER false)": false, "COPY t TO STDOUT CSV HEADER": true,
+		"COPY t TO STDOUT (HEADER match)": true, "COPY t TO STDOUT (HEADER 0)": false} {
+		c, err = ParseCopy(q)
+		require.NoError(t, err, q)
+		assert.Equal(t, want, c.Header, q)
+	}
 	c, err = ParseCopy("COPY (SELECT ssn FROM customers) TO STDOUT (FORMAT binary)")
 	require.NoError(t, err)
 	assert.True(t, c.Query)
@@ -42,15 +48,94 @@ func TestParseCopy(t *testing.T) {
 }
 
 func TestTargets(t *testing.T) {
+	ssn := []string{"customers.ssn"}
 	tests := map[string][][]string{
-		"SELECT upper(email), c.ssn, count(*) OVER () FROM customers c WHERE email LIKE 'x'": {{"email"}, {"c.ssn"}, nil},
-		"SELECT *, (SELECT ssn FROM customers LIMIT 1) FROM orders":                          {{"*"}, {"ssn"}},
-		"SELECT 1 UNION SELECT 2": nil,
+		"SELECT upper(email), c.ssn, count(*) OVER () FROM customers c WHERE email LIKE 'x'": {{"customers.email"}, ssn, {}},
+		"SELECT 1 UNION SELECT 2": {{}},
 		"UPDATE t SET a = 1":      nil,
+		// Renaming never hides an origin: derived tables, CTEs (with and
+		// without column lists), nesting, set operations, VALUES.
+		"SELECT name FROM (SELECT translate(ssn, '0123456789', 'abcdefghij') AS name FROM customers) s": {ssn},
+		"WITH s AS (SELECT translate(ssn, '0', 'a') AS name FROM customers) SELECT name FROM s":         {ssn},
+		"WITH s(name) AS (SELECT ssn FROM customers) SELECT s.name FROM s":                              {ssn},
+		"SELECT name FROM (SELECT ssn FROM customers) AS s(name)":                                       {ssn},
+		"SELECT a FROM (SELECT b AS a FROM (SELECT ssn AS b FROM customers) x) y":                       {ssn},
+		"SELECT name FROM customers UNION SELECT ssn FROM customers":                                    {{"customers.name", "customers.ssn"}},
+		"SELECT x FROM (SELECT name AS x FROM customers UNION ALL SELECT ssn FROM customers) u":         {{"customers.name", "customers.ssn"}},
+		"SELECT column1 FROM (VALUES ((SELECT ssn FROM customers LIMIT 1))) v":                          {ssn},
+		"SELECT (SELECT translate(ssn, '1', '2') FROM customers LIMIT 1) AS name":                       {ssn},
+		// Lateral joins and table functions.
+		"SELECT x.v FROM customers c, LATERAL (SELECT upper(c.ssn) AS v) x":                     {ssn},
+		"SELECT u FROM customers c, unnest(ARRAY[c.ssn]) AS u":                                  {{"customers.ssn", "customers.u"}}, // u might be a column of customers
+		"SELECT t.a FROM customers c CROSS JOIN LATERAL jsonb_to_record(to_jsonb(c)) t(a text)": {{"customers.*", "customers.c"}},
+		// A recursive CTE.
+		"WITH RECURSIVE r(n, v) AS (SELECT 1, ssn FROM customers UNION ALL SELECT n + 1, v FROM r WHERE n < 2) SELECT v FROM r": {ssn},
+		// Stars over known columns expand; whole rows are whole.
+		"SELECT * FROM (SELECT id, translate(ssn, '1', '2') AS name FROM customers) s": {{"customers.id"}, ssn},
+		"SELECT row_to_json(c) FROM customers c":                                       {{"customers.*", "customers.c"}},
+		"SELECT c FROM customers c":                                                    {{"customers.*", "customers.c"}},
+		"SELECT public.customers.email FROM public.customers":                          {{"public.customers.email"}},
+		// A function that is not PostgreSQL's own may return anything.
+		"SELECT my_fn(id) FROM customers": {{"?", "customers.id"}},
+		// Outputs of RETURNING, cursors, prepared statements, COPY.
+		"UPDATE customers SET name = 'x' WHERE id = 1 RETURNING translate(ssn, '1', '2') AS name": {ssn},
+		"DECLARE cur CURSOR FOR SELECT translate(ssn, '1', '2') AS name FROM customers":           {ssn},
+		"PREPARE p AS SELECT name FROM (SELECT ssn AS name FROM customers) s":                     {ssn},
+		"COPY (SELECT translate(ssn, '1', '2') AS name FROM customers) TO STDOUT":                 {ssn},
+		"SELECT j.name FROM (customers c JOIN orders o ON o.customer_id = c.id) AS j WHERE true":  {{"customers.*", "orders.*"}},
 	}
 	for q, want := range tests {
 		r, err := Classify(q)
 		require.NoError(t, err, q)
-		assert.Equal(t, want, r.Statements[0].Targets, q)
+		got := r.Statements[0].Targets
+		for i := range got {
+			if got[i] == nil {
+				got[i] = []string{}
+			}
+		}
+		for i := range want {
+			if want[i] == nil {
+				want[i] = []string{}
+			}
+		}
+		assert.Equal(t, want, got, q)
+	}
+	// A star over a base table cannot be lined up: the sources say what
+	// every column may hold.
+	r, err := Classify("SELECT * FROM customers")
+	require.NoError(t, err)
+	assert.Nil(t, r.Statements[0].Targets)
+	assert.Equal(t, []string{"customers.*"}, r.Statements[0].Sources)
+}
+
+func TestCopies(t *testing.T) {
+	tests := map[string][]string{
+		"UPDATE customers SET name = ssn WHERE id = 1":                     {"customers.ssn"},
+		"UPDATE t SET x = c.email FROM customers c WHERE c.id = t.id":      {"customers.email"},
+		"INSERT INTO notes (body) SELECT ssn FROM customers":               {"customers.ssn"},
+		"INSERT INTO notes VALUES ((SELECT email FROM customers LIMIT 1))": {"customers.email"},
+		"SELECT pg_notify('ch', translate(ssn, '1', '2')) FROM customers":  {"customers.ssn"},
+		"NOTIFY ch, 'literal'":                                                                        nil,
+		"SELECT log_it(email) FROM customers":                                                         {"customers.email"},
+		"CREATE TABLE t AS SELECT ssn FROM customers":                                                 {"customers.ssn"},
+		"SELECT ssn INTO t FROM customers":                                                            {"customers.ssn"},
+		"CREATE VIEW v AS SELECT translate(ssn, '1', '2') AS name FROM customers":                     {"customers.ssn"},
+		"MERGE INTO t USING customers c ON t.id = c.id WHEN MATCHED THEN UPDATE SET v = c.ssn":        {"customers.ssn"},
+		"MERGE INTO t USING customers c ON t.id = c.id WHEN NOT MATCHED THEN INSERT VALUES (c.email)": {"customers.email"},
+		"WITH x AS (SELECT ssn FROM customers) INSERT INTO t SELECT * FROM x":                         {"customers.ssn"},
+		"INSERT INTO t SELECT * FROM customers":                                                       {"customers.*"},
+		"CALL keep(( SELECT ssn FROM customers LIMIT 1 ))":                                            {"customers.ssn"},
+		"EXPLAIN ANALYZE INSERT INTO t SELECT ssn FROM customers":                                     {"customers.ssn"},
+		// Filtering on a masked column copies nothing; neither does
+		// EXPLAIN without ANALYZE, nor a builtin function.
+		"UPDATE t SET x = 1 WHERE id = (SELECT id FROM customers WHERE ssn = '1')": nil,
+		"EXPLAIN INSERT INTO t SELECT ssn FROM customers":                          nil,
+		"SELECT upper(ssn) FROM customers":                                         nil,
+		"UPDATE t SET updated_at = now() WHERE id = 1":                             nil,
+	}
+	for q, want := range tests {
+		r, err := Classify(q)
+		require.NoError(t, err, q)
+		assert.Equal(t, want, r.Statements[0].Copies, q)
 	}
 }

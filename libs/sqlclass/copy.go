@@ -19,6 +19,8 @@ type Copy struct {
 	// Format is text, csv or binary; Delimiter the field separator.
 	Format    string
 	Delimiter byte
+	// Header says the first line holds the column names.
+	Header bool
 }
 
 // ParseCopy reads a single COPY ... TO STDOUT statement.
@@ -63,6 +65,18 @@ func ParseCopy(sql string) (*Copy, error) {
 			c.Format = "binary"
 		case "csv":
 			c.Format = "csv"
+		case "header":
+			c.Header = true
+			switch {
+			case de.GetArg() == nil:
+			case de.GetArg().GetBoolean() != nil:
+				c.Header = de.GetArg().GetBoolean().GetBoolval()
+			case de.GetArg().GetInteger() != nil:
+				c.Header = de.GetArg().GetInteger().GetIval() != 0
+			default:
+				v := strings.ToLower(val)
+				c.Header = v != "false" && v != "off" && v != "0"
+			}
 		}
 	}
 	if c.Format == "csv" && !delimiterSet {

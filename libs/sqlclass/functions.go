@@ -122,20 +122,14 @@ func lookupFunction(name string, nargs int) (fnEffect, bool) {
 	return fnEffect{}, false
 }
 
-// funcCall records a function call and its known effects, then visits its
-// arguments, FILTER, ORDER BY and OVER clauses.
-func (w *walker) funcCall(fc *pg_query.FuncCall) {
+// funcParts is a call's function name: ["name"] or ["schema", "name"].
+func funcParts(fc *pg_query.FuncCall) []string {
 	parts := make([]string, 0, 2)
 	for _, n := range fc.Funcname {
 		if s, ok := n.Node.(*pg_query.Node_String_); ok {
 			parts = append(parts, s.String_.Sval)
 		}
 	}
-	if len(parts) == 0 {
-		w.fields(fc.ProtoReflect())
-		return
-	}
-	name := parts[len(parts)-1]
 	// SQL-syntax functions (EXTRACT, SUBSTRING ... FROM, ...) come back
 	// as pg_catalog.x though nobody wrote the schema.
 	if fc.Funcformat == pg_query.CoercionForm_COERCE_SQL_SYNTAX && len(parts) == 2 && parts[0] == "pg_catalog" {
@@ -144,6 +138,75 @@ func (w *walker) funcCall(fc *pg_query.FuncCall) {
 	if len(parts) > 2 {
 		parts = parts[len(parts)-2:]
 	}
+	return parts
+}
+
+// readOnlyVolatile are PostgreSQL's own volatile functions that write
+// nothing (a volatile function is one whose result may change at every
+// call, not necessarily one that writes). The rest of PostgreSQL's
+// functions are known by name above or are immutable or stable.
+var readOnlyVolatile = map[string]bool{
+	"random": true, "random_normal": true, "clock_timestamp": true, "timeofday": true, "gen_random_uuid": true,
+	"currval": true, "lastval": true, "current_query": true, "pg_blocking_pids": true, "pg_safe_snapshot_blocking_pids": true,
+	"pg_is_in_recovery": true, "pg_is_wal_replay_paused": true, "pg_get_wal_replay_pause_state": true, "pg_jit_available": true,
+	"pg_last_xact_replay_timestamp": true, "pg_last_committed_xact": true, "pg_xact_commit_timestamp": true,
+	"pg_xact_commit_timestamp_origin": true, "pg_xact_status": true, "txid_status": true, "pg_lock_status": true,
+	"pg_notification_queue_usage": true, "pg_database_size": true, "pg_relation_size": true, "pg_table_size": true,
+	"pg_indexes_size": true, "pg_total_relation_size": true, "pg_tablespace_size": true, "pg_stat_have_stats": true,
+	"pg_sequence_last_value": true, "pg_partition_ancestors": true, "pg_partition_tree": true, "pg_prepared_xact": true,
+	"pg_get_multixact_members": true, "pg_collation_actual_version": true, "pg_database_collation_actual_version": true,
+	"pg_get_backend_memory_contexts": true, "pg_get_shmem_allocations": true, "pg_hba_file_rules": true,
+	"pg_ident_file_mappings": true, "pg_show_all_file_settings": true, "pg_current_logfile": true,
+	"pg_get_wal_resource_managers": true, "pg_stat_get_recovery_prefetch": true, "pg_show_replication_origin_status": true,
+	"pg_isolation_test_session_is_blocked": true, "pg_stat_clear_snapshot": true, "setseed": true, "pg_export_snapshot": true,
+	"ts_rewrite": true, // the two-argument form runs a query: known above as dynamic SQL
+}
+
+// readOnlyVolatilePrefixes extend readOnlyVolatile.
+var readOnlyVolatilePrefixes = []string{"pg_stat_get_xact_", "pg_control_", "pg_current_wal_", "pg_last_wal_"}
+
+// readOnlyFunction reports whether a function is known to write nothing
+// and to read nothing but its arguments (and the catalogs): one of
+// PostgreSQL's own (unqualified or in pg_catalog) that is immutable or
+// stable, or volatile but on the list above. A function of the database's
+// own (user-defined, or from an extension) is not: its body is unknown.
+func readOnlyFunction(parts []string, nargs int) bool {
+	if len(parts) == 0 || (len(parts) == 2 && parts[0] != "pg_catalog") {
+		return false
+	}
+	name := parts[len(parts)-1]
+	vol, ok := builtinFunctions[name]
+	if !ok {
+		return false
+	}
+	if _, known := lookupFunction(name, nargs); known || strings.EqualFold(name, "set_config") {
+		// A known effect (files, signals, writes, sleep, locks, ...).
+		return false
+	}
+	if vol != 'v' {
+		return true
+	}
+	if readOnlyVolatile[name] {
+		return true
+	}
+	for _, p := range readOnlyVolatilePrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// funcCall records a function call and its known effects, then visits its
+// arguments, FILTER, ORDER BY and OVER clauses. A function whose effects
+// are unknown (readOnlyFunction) may write: the statement is a write.
+func (w *walker) funcCall(fc *pg_query.FuncCall) {
+	parts := funcParts(fc)
+	if len(parts) == 0 {
+		w.fields(fc.ProtoReflect())
+		return
+	}
+	name := parts[len(parts)-1]
 	w.a.functions = append(w.a.functions, strings.Join(parts, "."))
 
 	if strings.EqualFold(name, "set_config") {
@@ -154,6 +217,11 @@ func (w *walker) funcCall(fc *pg_query.FuncCall) {
 		if e.kind != "" {
 			w.a.escalate(e.kind)
 		}
+	} else if !readOnlyFunction(parts, len(fc.Args)) {
+		f := flagsOf(FlagOpaqueFunction, FlagSideEffectFunc)
+		w.a.flags |= f
+		w.a.fnFlags |= f
+		w.a.escalate(KindWrite)
 	}
 	w.fields(fc.ProtoReflect())
 }

@@ -101,6 +101,7 @@ const (
 	FlagSideEffectFunc   Flag = "side_effect_function" // a function with a known side effect is called
 	FlagSearchPath       Flag = "search_path"          // search_path changes (or may change)
 	FlagLock             Flag = "lock"                 // LOCK, SELECT ... FOR UPDATE/SHARE, advisory locks
+	FlagOpaqueFunction   Flag = "opaque_function"      // a function whose effects are unknown (user-defined, extension, volatile built-in not known read-only): it may write
 )
 
 // Statement is the classification of one statement of a SQL string.
@@ -130,12 +131,23 @@ type Statement struct {
 	// reference by alias), sorted and unique. Masking uses it for lineage:
 	// a computed result column may derive from any of them.
 	Columns []string
-	// Targets gives, for a plain SELECT (no set operation), the column
-	// references of each output expression, in order (sorted, unique; an
-	// empty list for an expression that references no column, such as
-	// count(*)). It is nil for other statements. A target written * or t.*
-	// appears as ["*"] or ["t.*"].
+	// Targets gives, for a statement that returns rows (SELECT, VALUES, a
+	// set operation, RETURNING, the query of DECLARE, PREPARE or COPY), the
+	// sources of each output column in order (see lineage.go: "rel.col",
+	// "rel.*" or Unknown, sorted and unique; empty for a value that derives
+	// from no column, such as count(*)). It is nil for other statements,
+	// and when the columns cannot be lined up (a star over a base table).
 	Targets [][]string
+	// Sources are every source of every output value (the fallback when
+	// Targets is nil).
+	Sources []string
+	// Copies are the sources of values the statement writes into tables
+	// or views, sends as notifications, or passes to functions of unknown
+	// effect: under masking, a copy of a masked value is refused.
+	Copies []string
+	// Inputs are every source any expression reads, WHERE clauses
+	// included: an error or notice can echo a value computed anywhere.
+	Inputs []string
 	// Text is this statement's own text, cut from the input by the
 	// parser's statement boundaries and trimmed of surrounding blanks.
 	Text string

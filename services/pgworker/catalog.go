@@ -34,6 +34,20 @@ type catalog struct {
 	// reference to something else (an alias, a derived table's column) is
 	// recognised as unknown.
 	allCols map[string]bool
+	// spellings: every name of a masked column ("customers.ssn" and
+	// "public.customers.ssn"), for matching lineage sources.
+	spellings map[colKey][]string
+	// views: the columns of views (and materialized views) whose
+	// definition reads a masked column, directly or through other views,
+	// by the masked column. Lineage cannot see inside a view, so all of a
+	// view's columns count as derived from what it reads.
+	views map[colKey][]viewCol
+}
+
+// viewCol is a column of a view that derives from a masked column.
+type viewCol struct {
+	key   colKey
+	names []string // "v.col", "schema.v.col"
 }
 
 // maskColumns lists the distinct "table.column" names in mask rules.
@@ -54,7 +68,8 @@ func maskColumns(rules []*controlv1.Rule) []string {
 
 // resolveCatalog looks the masked columns up on the target.
 func resolveCatalog(ctx context.Context, pc *pgconn.PgConn, columns []string) (*catalog, error) {
-	cat := &catalog{byName: map[string][]colKey{}, tables: map[string][]string{}, tableCols: map[string]bool{}, allCols: map[string]bool{}}
+	cat := &catalog{byName: map[string][]colKey{}, tables: map[string][]string{}, tableCols: map[string]bool{}, allCols: map[string]bool{},
+		spellings: map[colKey][]string{}, views: map[colKey][]viewCol{}}
 	if len(columns) == 0 {
 		return cat, nil
 	}
@@ -123,12 +138,64 @@ ORDER BY c.oid, a.attnum`
 			}
 			cat.tables[schema+"."+table] = append(cat.tables[schema+"."+table], col)
 			cat.tableCols[col] = true
-			for _, name := range []string{table + "." + col, schema + "." + table + "." + col} {
+			names := []string{table + "." + col, schema + "." + table + "." + col}
+			for _, name := range names {
 				if wanted[name] {
 					cat.byName[name] = append(cat.byName[name], k)
+					cat.spellings[k] = names
 				}
 			}
 		}
 	}
+	if err := cat.resolveViews(ctx, pc); err != nil {
+		return nil, err
+	}
 	return cat, nil
+}
+
+// resolveViews finds the views that read masked columns, directly or
+// through other views (PostgreSQL records what a view's rule depends on),
+// and every column of each.
+func (cat *catalog) resolveViews(ctx context.Context, pc *pgconn.PgConn) error {
+	if len(cat.spellings) == 0 {
+		return nil
+	}
+	var rels, atts []string
+	for k := range cat.spellings {
+		rels = append(rels, strconv.FormatUint(uint64(k.table), 10))
+		atts = append(atts, strconv.Itoa(int(k.attnum)))
+	}
+	sql := `WITH RECURSIVE tainted(root_rel, root_att, relid, attnum) AS (
+  SELECT r, a, r, a FROM unnest(ARRAY[` + strings.Join(rels, ",") + `]::oid[], ARRAY[` + strings.Join(atts, ",") + `]::int2[]) AS m(r, a)
+  UNION
+  SELECT t.root_rel, t.root_att, rw.ev_class, va.attnum
+  FROM tainted t
+  JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = t.relid
+       AND (d.refobjsubid = t.attnum OR d.refobjsubid = 0) AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+  JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid AND rw.ev_class <> t.relid
+  JOIN pg_catalog.pg_attribute va ON va.attrelid = rw.ev_class AND va.attnum > 0 AND NOT va.attisdropped
+)
+SELECT t.root_rel, t.root_att, t.relid, t.attnum, n.nspname, c.relname, a.attname
+FROM tainted t
+JOIN pg_catalog.pg_class c ON c.oid = t.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = t.relid AND a.attnum = t.attnum
+WHERE t.relid <> t.root_rel`
+	res, err := pc.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return fmt.Errorf("resolve views over masked columns: %w", err)
+	}
+	for _, r := range res {
+		for _, row := range r.Rows {
+			rootRel, _ := strconv.ParseUint(string(row[0]), 10, 32)
+			rootAtt, _ := strconv.ParseInt(string(row[1]), 10, 16)
+			rel, _ := strconv.ParseUint(string(row[2]), 10, 32)
+			att, _ := strconv.ParseInt(string(row[3]), 10, 16)
+			schema, view, col := string(row[4]), string(row[5]), string(row[6])
+			root := colKey{table: uint32(rootRel), attnum: int16(rootAtt)}
+			cat.views[root] = append(cat.views[root], viewCol{key: colKey{table: uint32(rel), attnum: int16(att)},
+				names: []string{view + "." + col, schema + "." + view + "." + col}})
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package pgworker
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 
 	"sluice.dev/sluice/libs/sqlclass"
@@ -16,12 +17,14 @@ type copyMask struct {
 	delim   byte
 	whole   map[int]string // field index -> masked column label
 	all     bool           // every field is masked whole (derived data)
+	header  bool           // the first line is the column names: not data
 	pending []byte
 	out     []byte
 }
 
-// newCopyMask plans masking for a COPY statement.
-func newCopyMask(plan *maskPlan, text string, refs []string) (*copyMask, error) {
+// newCopyMask plans masking for a COPY statement: per field where the
+// lineage lines up, every field only where it does not.
+func newCopyMask(plan *maskPlan, text string, lin lineage) (*copyMask, error) {
 	c, err := sqlclass.ParseCopy(text)
 	if err != nil {
 		return nil, errUndecodable
@@ -29,9 +32,17 @@ func newCopyMask(plan *maskPlan, text string, refs []string) (*copyMask, error) 
 	if c.Format == "binary" {
 		return nil, errUndecodable
 	}
-	cm := &copyMask{plan: plan, csv: c.Format == "csv", delim: c.Delimiter, whole: map[int]string{}}
+	cm := &copyMask{plan: plan, csv: c.Format == "csv", delim: c.Delimiter, whole: map[int]string{}, header: c.Header}
 	if c.Query {
-		cm.all = plan.derives(refs)
+		if lin.targets == nil {
+			cm.all = plan.derives(lin.refs)
+			return cm, nil
+		}
+		for i, t := range lin.targets {
+			if plan.derives(t) {
+				cm.whole[i] = "field:" + strconv.Itoa(i+1)
+			}
+		}
 		return cm, nil
 	}
 	cols := c.Columns
@@ -46,14 +57,12 @@ func newCopyMask(plan *maskPlan, text string, refs []string) (*copyMask, error) 
 	for i, col := range cols {
 		col = strings.ToLower(col)
 		for _, name := range []string{plain + "." + col, table + "." + col} {
-			if _, ok := plan.catalog.byName[name]; ok && plan.names[col] {
-				if _, masked := plan.whole[plan.catalog.byName[name][0]]; masked {
-					cm.whole[i] = name
-				}
+			if plan.cols[name] {
+				cm.whole[i] = name
 			}
 		}
 	}
-	if len(cols) == 0 && len(plan.whole) > 0 {
+	if len(cols) == 0 && (plan.rels[table] || plan.rels[plain]) {
 		cm.all = true // the table's layout is unknown: mask every field
 	}
 	return cm, nil
@@ -92,6 +101,10 @@ func (c *copyMask) flush(st *maskStats) []byte {
 func (c *copyMask) maskRow(dst, row []byte, st *maskStats) []byte {
 	if len(row) == 0 {
 		return dst
+	}
+	if c.header {
+		c.header = false
+		return append(dst, row...)
 	}
 	if len(c.whole) == 0 && !c.all {
 		return c.plan.masker.AppendMasked(dst, row, &st.detectors)

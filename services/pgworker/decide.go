@@ -18,6 +18,7 @@ import (
 const (
 	rulePolicyUnavailable = "builtin:policy-unavailable"
 	ruleFunctionCall      = "builtin:function-call"
+	ruleMaskedCopy        = "builtin:masked-data-copy"
 )
 
 // decisionCache reuses decisions per principal, target and statement (exact

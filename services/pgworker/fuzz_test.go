@@ -15,7 +15,8 @@ func testPlan(t testing.TB) *maskPlan {
 	}
 	cat := &catalog{byName: map[string][]colKey{"customers.email": {{1, 2}}}, tables: map[string][]string{"customers": {"id", "email", "note"}},
 		tableCols: map[string]bool{"id": true, "email": true, "note": true}, allCols: map[string]bool{"id": true, "email": true, "note": true}}
-	return &maskPlan{masker: m, whole: map[colKey]string{{1, 2}: "customers.email"}, names: map[string]bool{"email": true}, catalog: cat}
+	return &maskPlan{masker: m, whole: map[colKey]string{{1, 2}: "customers.email"}, cols: map[string]bool{"customers.email": true},
+		rels: map[string]bool{"customers": true}, catalog: cat}
 }
 
 // FuzzResultFormats: a Bind body from the network never crashes the worker.

@@ -144,6 +144,7 @@ func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via stri
 	}
 	s.commands.Add(1)
 	s.notePrepared(d, text)
+	s.noteCursors(d)
 	e := &expect{kind: expQuery, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true}
 	if err := s.attachPlan(e, d, text); err != nil {
 		return err
@@ -173,6 +174,9 @@ func (s *session) holdExecute(ctx context.Context, info *stmtInfo, portal string
 	e := &expect{kind: expExecute, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true,
 		describe: "P:" + portal, stmtKey: "S:" + p.stmt, formats: p.formats}
 	if err := s.attachPlan(e, info.decision, info.text); err != nil {
+		return err
+	}
+	if err := s.describeFor(e, portal, p); err != nil {
 		return err
 	}
 	s.push(e)

@@ -20,11 +20,15 @@ var errUndecodable = errors.New("masked data in a form Sluice cannot inspect")
 
 // maskPlan is what masking means for one decision in one session.
 type maskPlan struct {
-	masker  *masking.Masker
-	action  masking.Action
-	whole   map[colKey]string // lineage-masked columns and their labels
-	names   map[string]bool   // masked column names
-	refuse  bool              // derived values refuse the statement
+	masker *masking.Masker
+	action masking.Action
+	whole  map[colKey]string // lineage-masked columns and their labels
+	// cols are every spelling of a masked column and of the view columns
+	// that derive from one ("customers.ssn", "public.customers.ssn"); rels
+	// the relations holding one ("customers", "public.customers").
+	cols    map[string]bool
+	rels    map[string]bool
+	refuse  bool // derived values refuse the statement
 	catalog *catalog
 }
 
@@ -69,7 +73,13 @@ func (s *session) planFor(d *policyv1.Decision) (*maskPlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &maskPlan{masker: m, whole: map[colKey]string{}, names: map[string]bool{}, catalog: s.catalog}
+	p := &maskPlan{masker: m, whole: map[colKey]string{}, cols: map[string]bool{}, rels: map[string]bool{}, catalog: s.catalog}
+	addName := func(name string) {
+		p.cols[name] = true
+		if i := strings.LastIndexByte(name, '.'); i > 0 {
+			p.rels[name[:i]] = true
+		}
+	}
 	for i, r := range d.GetMasks() {
 		if i == 0 {
 			p.action = masking.Action{Kind: r.GetAction(), Keep: int(r.GetKeep())}
@@ -79,10 +89,18 @@ func (s *session) planFor(d *policyv1.Decision) (*maskPlan, error) {
 		}
 		for _, c := range r.GetColumns() {
 			c = strings.ToLower(c)
-			parts := strings.Split(c, ".")
-			p.names[parts[len(parts)-1]] = true
+			addName(c)
 			for _, k := range s.catalog.byName[c] {
 				p.whole[k] = c
+				for _, n := range s.catalog.spellings[k] {
+					addName(n)
+				}
+				for _, v := range s.catalog.views[k] {
+					p.whole[v.key] = c
+					for _, n := range v.names {
+						addName(n)
+					}
+				}
 			}
 		}
 	}
@@ -121,15 +139,27 @@ func (w *Worker) masker(key string, d *policyv1.Decision) (*masking.Masker, erro
 	return m, nil
 }
 
-// derives reports whether a computed result column with these column
-// references may carry masked data: it names a masked column, a whole row
-// (c, c.*), or something that is no known column (an alias of a derived
-// table or of a row).
-func (p *maskPlan) derives(refs []string) bool {
-	for _, r := range refs {
-		parts := strings.Split(strings.ToLower(r), ".")
-		last := parts[len(parts)-1]
-		if p.names[last] || last == "*" || !p.catalog.allCols[last] {
+// unknownSource is the lineage source of a value whose origin the
+// classifier could not follow (policy.v1 Statement.targets).
+const unknownSource = "?"
+
+// derives reports whether a value with these lineage sources (see
+// sqlclass: "rel.col", "rel.*", "?") may carry masked data: a masked
+// column or a view column derived from one, any column of a relation that
+// holds one, or an origin that cannot be followed.
+func (p *maskPlan) derives(sources []string) bool {
+	for _, src := range sources {
+		if src == unknownSource {
+			return true
+		}
+		src = strings.ToLower(src)
+		if rel, ok := strings.CutSuffix(src, ".*"); ok {
+			if p.rels[rel] {
+				return true
+			}
+			continue
+		}
+		if p.cols[src] {
 			return true
 		}
 	}
@@ -140,8 +170,9 @@ func (p *maskPlan) derives(refs []string) bool {
 // masked data: per output expression when the statement's targets line up
 // with the columns, else from every reference in the statement.
 type lineage struct {
-	refs    []string
-	targets [][]string
+	refs    []string   // every source of every output value
+	targets [][]string // sources per output column, when they line up
+	inputs  []string   // every source the statement reads (errors)
 }
 
 func (l lineage) derived(p *maskPlan, i, n int) bool {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -101,6 +103,9 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 				s.descs[h.describe] = cloneFields(rd.Fields)
 			}
 			s.pop()
+			if h.internal {
+				return nil, "", nil
+			}
 			return frame, "", nil
 		}
 		if err := s.gate(ctx, h); err != nil {
@@ -121,6 +126,9 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 	case 'n':
 		if h != nil && h.kind == expDescribe {
 			s.pop()
+			if h.internal {
+				return nil, "", nil
+			}
 		}
 	case 'D':
 		if h == nil {
@@ -161,7 +169,7 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 			return nil, "", err
 		}
 		if h != nil && h.plan != nil {
-			cm, err := newCopyMask(h.plan, h.text, h.lin.refs)
+			cm, err := newCopyMask(h.plan, h.text, h.lin)
 			if err != nil {
 				h.refusing = true
 				s.rewrite = refusal("COPY output in this form cannot be masked (use text or CSV format)")
@@ -221,7 +229,8 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 		// before the client or the audit log sees them.
 		if p := s.planOf(h); p != nil {
 			var st maskStats
-			if p.maskFields([]*string{&er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery}, &st) {
+			withheld := h != nil && h.plan != nil && withholdValues(p, h.lin.inputs, &er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery)
+			if p.maskFields([]*string{&er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery}, &st) || withheld {
 				s.rewrite = &er
 				if ev := st.event(cmdOf(h)); ev != nil {
 					_, _ = s.rec.Emit(ev)
@@ -256,7 +265,8 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 			var nr pgproto3.NoticeResponse
 			if err := nr.Decode(body); err == nil {
 				var st maskStats
-				if p.maskFields([]*string{&nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery}, &st) {
+				withheld := h != nil && h.plan != nil && withholdValues(p, h.lin.inputs, &nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery)
+				if p.maskFields([]*string{&nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery}, &st) || withheld {
 					s.rewrite = &nr
 					return nil, "", nil
 				}
@@ -325,6 +335,59 @@ func hasDerived(cols []colPlan) bool {
 		}
 	}
 	return false
+}
+
+// withholdValues redacts an error or notice of a statement that reads
+// masked data: its text may echo a value computed from it (a failed cast
+// of translate(ssn, ...) shows the transformed SSN). Quoted parts of the
+// message are masked; detail, hint, context and internal query are
+// withheld; when the statement calls code whose reads are unknown (a
+// function's RAISE NOTICE '%', ssn), the message is withheld too. The
+// SQLSTATE stays. It reports whether anything changed.
+func withholdValues(p *maskPlan, inputs []string, message *string, others ...*string) bool {
+	if !p.derives(inputs) {
+		return false
+	}
+	changed := false
+	for _, f := range others {
+		if *f != "" {
+			*f, changed = "(withheld by sluice: the statement reads masked data)", true
+		}
+	}
+	if slices.Contains(inputs, unknownSource) {
+		if *message != "" {
+			*message, changed = "sluice: the message was withheld: the statement reads masked data or calls code that may", true
+		}
+		return changed
+	}
+	if m := maskQuoted(*message); m != *message {
+		*message, changed = m, true
+	}
+	return changed
+}
+
+// maskQuoted replaces what is between double or single quotes.
+func maskQuoted(s string) string {
+	var b strings.Builder
+	var quote rune
+	for _, r := range s {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+			b.WriteString("****")
+			b.WriteRune(r)
+		case quote != 0:
+		case r == '"' || r == '\'':
+			quote = r
+			b.WriteRune(r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	if quote != 0 {
+		b.WriteString("****")
+	}
+	return b.String()
 }
 
 func refusal(why string) *pgproto3.ErrorResponse {

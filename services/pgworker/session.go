@@ -14,7 +14,6 @@ import (
 	"io"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,8 +80,13 @@ type session struct {
 	// Client-goroutine state.
 	stmts   map[string]*stmtInfo
 	portals map[string]*portalInfo
-	// sqlPrepared are statements made with SQL PREPARE, by name.
+	// described are the statements ("S:name") and portals ("P:name") whose
+	// row description the server has sent since they were made.
+	described map[string]bool
+	// sqlPrepared are statements made with SQL PREPARE, by name; cursors
+	// the lineage of cursors DECLARE made, by name.
 	sqlPrepared map[string]*stmtInfo
+	cursors     map[string]lineage
 	// Masking: the session's resolved columns, plans per rule set (client
 	// goroutine), the last plan (for notifications), and row descriptions
 	// by statement and portal (server goroutine).
@@ -149,6 +153,10 @@ type expect struct {
 	marker  string
 	rows    int64
 	durable bool
+
+	// internal marks a Describe the worker sent itself (its answer is
+	// kept, never forwarded).
+	internal bool
 
 	// Masking (set by the client goroutine before push; then server-owned).
 	plan     *maskPlan
@@ -422,6 +430,7 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 		if err != nil {
 			return err
 		}
+		delete(s.described, "S:"+name)
 		return s.onParse(ctx, name, text, frame)
 	case 'B':
 		portal, rest, err := cstring(body)
@@ -438,6 +447,7 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 			return err
 		}
 		s.portals[portal] = &portalInfo{stmt: stmt, paramsHash: hex.EncodeToString(sum[:16]), formats: formats}
+		delete(s.described, "P:"+portal)
 		return s.forward(frame)
 	case 'E':
 		portal, _, err := cstring(body)
@@ -458,6 +468,7 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 		} else {
 			delete(s.portals, name)
 		}
+		delete(s.described, string(body[0])+":"+name)
 		return s.forward(frame)
 	case 'S':
 		s.push(&expect{kind: expSync})
@@ -471,12 +482,13 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 			return err
 		}
 		e := &expect{kind: expDescribe, describe: string(body[0]) + ":" + name}
+		s.described[e.describe] = true
 		if body[0] == 'S' {
-			if info := s.stmts[name]; info != nil {
+			if info := s.statement(name); info != nil {
 				e.plan, _ = s.planFor(info.decision)
 			}
 		} else if p := s.portals[name]; p != nil {
-			if info := s.stmts[p.stmt]; info != nil {
+			if info := s.statement(p.stmt); info != nil {
 				e.plan, _ = s.planFor(info.decision)
 			}
 			e.formats = p.formats
@@ -518,10 +530,11 @@ func (s *session) notRecording() error {
 
 func (s *session) onQuery(ctx context.Context, text string, frame []byte) error {
 	d, cached := s.decide(ctx, text)
-	d = s.reviewExecutes(d)
+	d = s.refuseMaskedCopies(s.reviewExecutes(d))
 	switch d.GetAction() {
 	case "allow":
 		s.notePrepared(d, text)
+		s.noteCursors(d)
 		seq, err := s.emitCommand(text, "simple", "", "", d, cached)
 		if err != nil {
 			return s.notRecording()
@@ -578,6 +591,7 @@ func probeSQL(marker string) string {
 
 func (s *session) onParse(ctx context.Context, name, text string, frame []byte) error {
 	d, cached := s.decide(ctx, text)
+	d = s.refuseMaskedCopies(d)
 	switch d.GetAction() {
 	case "allow":
 		s.stmts[name] = &stmtInfo{text: text, decision: d, cached: cached}
@@ -606,14 +620,20 @@ func (s *session) denyParse(d *policyv1.Decision, name, text string, cached bool
 	return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: name, Query: probeSQL(marker)})
 }
 
+// statement is a prepared statement by name: made by Parse, or by SQL
+// PREPARE (which Bind may name too).
+func (s *session) statement(name string) *stmtInfo {
+	if info := s.stmts[name]; info != nil {
+		return info
+	}
+	return s.sqlPrepared[name]
+}
+
 func (s *session) onExecute(ctx context.Context, portal string, frame []byte) error {
 	p := s.portals[portal]
 	var info *stmtInfo
 	if p != nil {
-		info = s.stmts[p.stmt]
-		if info == nil {
-			info = s.sqlPrepared[p.stmt]
-		}
+		info = s.statement(p.stmt)
 	}
 	if info == nil {
 		// The portal or statement is unknown here, so it does not exist on
@@ -628,9 +648,18 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 	if err != nil {
 		return s.notRecording()
 	}
+	s.notePrepared(info.decision, info.text)
+	s.noteCursors(info.decision)
 	s.commands.Add(1)
 	e := &expect{kind: expExecute, cmdID: s.cmdID, seq: seq, start: time.Now(), describe: "P:" + portal, stmtKey: "S:" + p.stmt, formats: p.formats}
 	if err := s.attachPlan(e, info.decision, info.text); err != nil {
+		return err
+	}
+	if e.plan != nil && s.stmts[p.stmt] == nil {
+		// A statement SQL PREPARE made, bound by name.
+		e.lin = s.preparedLineage(p.stmt, 1)
+	}
+	if err := s.describeFor(e, portal, p); err != nil {
 		return err
 	}
 	if !readOnly(info.decision) {
@@ -641,6 +670,20 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 	}
 	s.push(e)
 	return s.forward(frame)
+}
+
+// describeFor makes sure the worker knows the columns of what a masked
+// Execute returns. Drivers that cache descriptions (JDBC, psycopg 3,
+// Npgsql) execute a prepared statement without describing it again in
+// this session: the worker then asks the server itself, with a Describe of
+// the portal just before the Execute, and keeps the answer to itself.
+func (s *session) describeFor(e *expect, portal string, p *portalInfo) error {
+	if e.plan == nil || s.described["P:"+portal] || s.described["S:"+p.stmt] {
+		return nil
+	}
+	s.described["P:"+portal] = true
+	s.push(&expect{kind: expDescribe, describe: "P:" + portal, plan: e.plan, formats: p.formats, internal: true})
+	return writeMsg(s.sw, &s.sout, &pgproto3.Describe{ObjectType: 'P', Name: portal})
 }
 
 // writeClient writes messages to the client under the client-write lock.
@@ -703,22 +746,103 @@ func (s *session) attachPlan(e *expect, d *policyv1.Decision, text string) error
 		return nil
 	}
 	e.plan, e.text = plan, text
-	for _, st := range d.GetStatements() {
-		e.lin.refs = append(e.lin.refs, st.GetColumns()...)
-	}
-	if sts := d.GetStatements(); len(sts) == 1 && len(sts[0].GetTargets()) > 0 {
-		for _, t := range sts[0].GetTargets() {
-			cols := t.GetColumns()
-			for _, c := range cols {
-				if c == "*" || strings.HasSuffix(c, ".*") {
-					e.lin.targets = nil // * expands: positions do not line up
-					return nil
-				}
-			}
-			e.lin.targets = append(e.lin.targets, cols)
+	e.lin = s.lineageOf(d)
+	return nil
+}
+
+// lineageOf is where a decision's results come from: its statements' own
+// lineage, or for EXECUTE and FETCH that of the statement prepared or the
+// cursor declared earlier in the session (unknown if there is none).
+func (s *session) lineageOf(d *policyv1.Decision) lineage {
+	var lin lineage
+	sts := d.GetStatements()
+	for _, st := range sts {
+		l := s.stmtLineage(st, 0)
+		lin.refs = append(lin.refs, l.refs...)
+		lin.inputs = append(lin.inputs, l.inputs...)
+		if len(sts) == 1 {
+			lin.targets = l.targets
 		}
 	}
-	return nil
+	return lin
+}
+
+var unknownLineage = lineage{refs: []string{unknownSource}, inputs: []string{unknownSource}}
+
+func (s *session) stmtLineage(st *policyv1.Statement, depth int) lineage {
+	switch {
+	case depth > 2:
+		return unknownLineage
+	case slices.Contains(st.GetFlags(), "execute"):
+		return s.preparedLineage(st.GetPreparedName(), depth+1)
+	case st.GetCommand() == "FETCH":
+		if l, ok := s.cursors[st.GetCursor()]; ok {
+			return l
+		}
+		return unknownLineage
+	}
+	lin := lineage{refs: st.GetSources(), inputs: st.GetInputs()}
+	if ts := st.GetTargets(); len(ts) > 0 {
+		for _, t := range ts {
+			lin.targets = append(lin.targets, t.GetColumns())
+		}
+	}
+	return lin
+}
+
+// preparedLineage is the lineage of the statement SQL PREPARE made under
+// name.
+func (s *session) preparedLineage(name string, depth int) lineage {
+	prep := s.sqlPrepared[name]
+	if prep == nil {
+		return unknownLineage
+	}
+	for _, ps := range prep.decision.GetStatements() {
+		if slices.Contains(ps.GetFlags(), "prepare") && ps.GetPreparedName() == name {
+			return s.stmtLineage(ps, depth)
+		}
+	}
+	return unknownLineage
+}
+
+// noteCursors remembers the lineage of the cursors a decision declares, so
+// that rows fetched later are masked like the query that made them.
+func (s *session) noteCursors(d *policyv1.Decision) {
+	for _, st := range d.GetStatements() {
+		switch st.GetCommand() {
+		case "DECLARE CURSOR":
+			s.cursors[st.GetCursor()] = s.stmtLineage(st, 0)
+		case "CLOSE CURSOR":
+			if st.GetCursor() == "" {
+				clear(s.cursors)
+			} else {
+				delete(s.cursors, st.GetCursor())
+			}
+		}
+	}
+}
+
+// refuseMaskedCopies turns into a denial a statement that would copy
+// masked values where masking cannot follow them: into a table or view
+// (UPDATE t SET name = ssn, INSERT ... SELECT, CREATE TABLE AS), into a
+// notification, or into a function whose effects are unknown.
+func (s *session) refuseMaskedCopies(d *policyv1.Decision) *policyv1.Decision {
+	if d.GetAction() == "deny" || len(d.GetMasks()) == 0 {
+		return d
+	}
+	plan, err := s.planFor(d)
+	if err != nil || plan == nil {
+		return d
+	}
+	for _, st := range d.GetStatements() {
+		if plan.derives(st.GetCopies()) {
+			c := proto.Clone(d).(*policyv1.Decision)
+			c.Action, c.Rule = "deny", ruleMaskedCopy
+			c.Reason = "the statement copies masked values (into a table, a notification or a function whose effects are unknown), where masking could not follow them; ask someone who may see them to run it"
+			return c
+		}
+	}
+	return d
 }
 
 // resultFormats reads the result format codes at the end of a Bind body

@@ -251,7 +251,8 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 			targets = append(targets, &policyv1.Target{Columns: t})
 		}
 		stmts = append(stmts, &policyv1.Statement{Kind: string(st.Kind), Command: st.Command, Reads: st.Reads, Writes: st.Writes,
-			Functions: st.Functions, Flags: flags, PreparedName: st.PreparedName, Columns: st.Columns, Targets: targets})
+			Functions: st.Functions, Flags: flags, PreparedName: st.PreparedName, Columns: st.Columns, Targets: targets,
+			Sources: st.Sources, Copies: st.Copies, Cursor: st.Cursor, Inputs: st.Inputs})
 		d := decision(set.Evaluate(ctx, in), set.Revision)
 		if worst == nil || engine.Severity(d.Action) > engine.Severity(worst.Action) {
 			worst = d

@@ -349,11 +349,24 @@ type Statement struct {
 	Flags     []string               `protobuf:"bytes,6,rep,name=flags,proto3" json:"flags,omitempty"`
 	// prepared_name is the name a PREPARE creates or an EXECUTE runs.
 	PreparedName string `protobuf:"bytes,7,opt,name=prepared_name,json=preparedName,proto3" json:"prepared_name,omitempty"`
-	// columns are the column references, for masking lineage.
+	// columns are the column references as written.
 	Columns []string `protobuf:"bytes,8,rep,name=columns,proto3" json:"columns,omitempty"`
-	// targets are, for a plain SELECT, the column references of each output
-	// expression in order.
-	Targets       []*Target `protobuf:"bytes,9,rep,name=targets,proto3" json:"targets,omitempty"`
+	// targets are, for a statement that returns rows, the sources of each
+	// output column in order ("rel.col", "rel.*", or "?" for an origin that
+	// cannot be followed); empty when they cannot be lined up.
+	Targets []*Target `protobuf:"bytes,9,rep,name=targets,proto3" json:"targets,omitempty"`
+	// sources are every source of every output value (the fallback of
+	// targets).
+	Sources []string `protobuf:"bytes,10,rep,name=sources,proto3" json:"sources,omitempty"`
+	// copies are the sources of values the statement writes into tables or
+	// views, sends as notifications, or passes to functions of unknown
+	// effect.
+	Copies []string `protobuf:"bytes,11,rep,name=copies,proto3" json:"copies,omitempty"`
+	// cursor is the cursor DECLARE, FETCH, MOVE or CLOSE names.
+	Cursor string `protobuf:"bytes,12,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// inputs are every source any expression reads, WHERE clauses included
+	// (an error can echo a value computed there).
+	Inputs        []string `protobuf:"bytes,13,rep,name=inputs,proto3" json:"inputs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -451,9 +464,38 @@ func (x *Statement) GetTargets() []*Target {
 	return nil
 }
 
+func (x *Statement) GetSources() []string {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *Statement) GetCopies() []string {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
+func (x *Statement) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *Statement) GetInputs() []string {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
 type Target struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Columns       []string               `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// columns are the output column's sources.
+	Columns       []string `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -961,7 +1003,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	" \x01(\v2\x1c.sluice.policy.v1.SQLCommandH\x00R\x03sql\x120\n" +
 	"\x03ssh\x18\v \x01(\v2\x1c.sluice.policy.v1.SSHCommandH\x00R\x03ssh\x120\n" +
 	"\x03k8s\x18\f \x01(\v2\x1c.sluice.policy.v1.K8sCommandH\x00R\x03k8sB\t\n" +
-	"\acommand\"\x8e\x02\n" +
+	"\acommand\"\xf0\x02\n" +
 	"\tStatement\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\acommand\x18\x02 \x01(\tR\acommand\x12\x14\n" +
@@ -971,7 +1013,12 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\x05flags\x18\x06 \x03(\tR\x05flags\x12#\n" +
 	"\rprepared_name\x18\a \x01(\tR\fpreparedName\x12\x18\n" +
 	"\acolumns\x18\b \x03(\tR\acolumns\x122\n" +
-	"\atargets\x18\t \x03(\v2\x18.sluice.policy.v1.TargetR\atargets\"\"\n" +
+	"\atargets\x18\t \x03(\v2\x18.sluice.policy.v1.TargetR\atargets\x12\x18\n" +
+	"\asources\x18\n" +
+	" \x03(\tR\asources\x12\x16\n" +
+	"\x06copies\x18\v \x03(\tR\x06copies\x12\x16\n" +
+	"\x06cursor\x18\f \x01(\tR\x06cursor\x12\x16\n" +
+	"\x06inputs\x18\r \x03(\tR\x06inputs\"\"\n" +
 	"\x06Target\x12\x18\n" +
 	"\acolumns\x18\x01 \x03(\tR\acolumns\"\xef\x01\n" +
 	"\x05Cache\x12\x1c\n" +
