@@ -48,6 +48,39 @@ func (w *walker) deleteStmt(s *pg_query.DeleteStmt) {
 
 func (w *walker) mergeStmt(s *pg_query.MergeStmt) {
 	w.writeStmt(s.WithClause, s.Relation, s.ProtoReflect())
+	// Only matched rows are updated or deleted: the ON condition bounds
+	// them as a WHERE would. Columns of a source of explicit rows (VALUES,
+	// a SELECT of constants or parameters) anchor a comparison.
+	destructive := false
+	for _, c := range s.MergeWhenClauses {
+		mw := c.GetMergeWhenClause()
+		if mw.GetMatchKind() == pg_query.MergeMatchKind_MERGE_WHEN_MATCHED &&
+			(mw.GetCommandType() == pg_query.CmdType_CMD_UPDATE || mw.GetCommandType() == pg_query.CmdType_CMD_DELETE) {
+			destructive = true
+		}
+	}
+	if !destructive || s.Relation == nil {
+		return
+	}
+	if s.Relation.Alias != nil {
+		w.a.add(FlagLiteralSensitive)
+	}
+	b := bounds{quals: targetQualifiers(s.Relation)}
+	if src := s.SourceRelation.GetRangeSubselect(); src != nil && explicitRows(src.GetSubquery().GetSelectStmt()) && src.GetAlias() != nil {
+		b.anchors = [][]string{{src.GetAlias().GetAliasname()}}
+	}
+	if s.JoinCondition == nil || !b.expr(s.JoinCondition) {
+		w.a.add(FlagUnbounded)
+	}
+}
+
+// explicitRows reports whether a query lists its rows: VALUES, or a SELECT
+// with no FROM (constants and parameters).
+func explicitRows(sel *pg_query.SelectStmt) bool {
+	if sel == nil || sel.GetOp() != pg_query.SetOperation_SETOP_NONE {
+		return false
+	}
+	return len(sel.GetValuesLists()) > 0 || len(sel.GetFromClause()) == 0
 }
 
 // writeStmt walks an INSERT, UPDATE, DELETE or MERGE: its CTEs are in scope for the
@@ -87,7 +120,10 @@ func (w *walker) bounded(target *pg_query.RangeVar, where *pg_query.Node) {
 
 // bounds evaluates the unbounded rule for one target.
 type bounds struct {
-	quals     [][]string
+	quals [][]string
+	// anchors qualify columns that count as constants (a MERGE source of
+	// explicit rows).
+	anchors   [][]string
 	aliasSeen bool
 }
 
@@ -105,8 +141,8 @@ func targetQualifiers(rv *pg_query.RangeVar) [][]string {
 }
 
 // expr reports whether a WHERE expression bounds the target rows: AND is
-// bounded if any operand is, OR only if every operand is, and any other
-// expression if it refers to a target column.
+// bounded if any operand is, OR only if every operand is, NOT never, and
+// any other expression as leaf says.
 func (b *bounds) expr(n *pg_query.Node) bool {
 	if be, ok := n.Node.(*pg_query.Node_BoolExpr); ok {
 		switch be.BoolExpr.Boolop {
@@ -124,9 +160,111 @@ func (b *bounds) expr(n *pg_query.Node) bool {
 				}
 			}
 			return len(be.BoolExpr.Args) > 0
+		case pg_query.BoolExprType_NOT_EXPR:
+			// The complement of a bound is no bound.
+			return false
 		}
 	}
-	return b.refsTarget(n)
+	return b.leaf(n)
+}
+
+// boundingOps are the comparisons that select a part of the target when
+// one side is a target column and the other an anchored value; the others
+// (<>, NOT LIKE, IS DISTINCT FROM, ...) select all but a part.
+var boundingOps = map[string]bool{"=": true, "<": true, ">": true, "<=": true, ">=": true,
+	"~~": true, "~~*": true, "~": true, "~*": true, "@>": true, "<@": true, "&&": true, "@@": true}
+
+// leaf reports whether a predicate that is not AND/OR/NOT bounds the
+// target rows: WHERE CURRENT OF does; a comparison does when one side
+// refers to the target and the other does not but holds a constant or a
+// parameter (id = 1, email = lower($1), created < now() - '1 day'); any
+// other predicate (EXISTS, a function) when it refers to the target and
+// holds a constant or parameter. So a self-comparison (id = id,
+// lower(a) = lower(a), id = id + 0), a comparison of columns (t.id = u.id)
+// and a predicate with no constant (flag, id IS NULL) do not bound.
+func (b *bounds) leaf(n *pg_query.Node) bool {
+	switch x := n.Node.(type) {
+	case *pg_query.Node_CurrentOfExpr:
+		return true
+	case *pg_query.Node_AExpr:
+		e := x.AExpr
+		switch e.GetKind() {
+		case pg_query.A_Expr_Kind_AEXPR_OP, pg_query.A_Expr_Kind_AEXPR_OP_ANY, pg_query.A_Expr_Kind_AEXPR_IN,
+			pg_query.A_Expr_Kind_AEXPR_LIKE, pg_query.A_Expr_Kind_AEXPR_ILIKE, pg_query.A_Expr_Kind_AEXPR_SIMILAR:
+			if !boundingOps[opName(e)] {
+				return false
+			}
+		case pg_query.A_Expr_Kind_AEXPR_BETWEEN, pg_query.A_Expr_Kind_AEXPR_BETWEEN_SYM, pg_query.A_Expr_Kind_AEXPR_NOT_DISTINCT:
+		default:
+			return false
+		}
+		if e.GetLexpr() == nil || e.GetRexpr() == nil {
+			return false
+		}
+		l, r := e.GetLexpr(), e.GetRexpr()
+		return (b.refsTarget(l) && !b.refsTarget(r) && b.anchored(r)) || (b.refsTarget(r) && !b.refsTarget(l) && b.anchored(l))
+	case *pg_query.Node_SubLink:
+		sl := x.SubLink
+		if sl.GetSubLinkType() == pg_query.SubLinkType_EXISTS_SUBLINK {
+			// EXISTS (SELECT ... WHERE u.id = t.id AND u.state = 'x'): the
+			// subquery must be correlated with the target and filter by a
+			// constant or parameter (not merely select one).
+			where := sl.GetSubselect().GetSelectStmt().GetWhereClause()
+			return where != nil && b.refsTarget(n) && b.anchored(where)
+		}
+		if sl.GetSubLinkType() == pg_query.SubLinkType_ANY_SUBLINK && sl.GetTestexpr() != nil {
+			// x IN (SELECT ...), x = ANY (SELECT ...)
+			if !boundingOps[subLinkOp(sl)] {
+				return false
+			}
+			return b.refsTarget(sl.GetTestexpr()) && !b.refsTarget(sl.GetSubselect()) && b.anchored(sl.GetSubselect())
+		}
+	case *pg_query.Node_BoolExpr, *pg_query.Node_NullTest, *pg_query.Node_BooleanTest, *pg_query.Node_ColumnRef:
+		return false
+	}
+	return b.refsTarget(n) && b.anchored(n)
+}
+
+func opName(e *pg_query.A_Expr) string {
+	names := e.GetName()
+	if len(names) == 0 {
+		return ""
+	}
+	return names[len(names)-1].GetString_().GetSval()
+}
+
+func subLinkOp(sl *pg_query.SubLink) string {
+	names := sl.GetOperName()
+	if len(names) == 0 {
+		return "=" // IN
+	}
+	return names[len(names)-1].GetString_().GetSval()
+}
+
+// anchored reports whether an expression holds a constant or a parameter
+// (at any depth), or a column of an anchor.
+func (b *bounds) anchored(n *pg_query.Node) bool {
+	found := false
+	var walk func(m protoreflect.Message)
+	walk = func(m protoreflect.Message) {
+		if found {
+			return
+		}
+		switch x := m.Interface().(type) {
+		case *pg_query.A_Const:
+			found = !x.GetIsnull()
+			return
+		case *pg_query.ParamRef:
+			found = true
+			return
+		case *pg_query.ColumnRef:
+			found = len(b.anchors) > 0 && columnOfTarget(x.Fields, b.anchors, true)
+			return
+		}
+		rangeMessages(m, walk)
+	}
+	walk(n.ProtoReflect())
+	return found
 }
 
 // refsTarget reports whether expression n contains a column reference that

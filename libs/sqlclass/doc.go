@@ -57,24 +57,34 @@
 // # The unbounded rule
 //
 // An UPDATE or DELETE is [FlagUnbounded] unless its WHERE clause bounds the
-// target rows, where:
+// target rows; a MERGE with a WHEN MATCHED THEN UPDATE or DELETE is unless
+// its ON condition does. A bound must name a constant or a parameter:
 //
 //   - no WHERE clause does not bound (a FROM or USING list does not help);
 //   - WHERE CURRENT OF cursor bounds;
-//   - e1 AND e2 ... bounds if any operand bounds;
-//   - e1 OR e2 ... bounds only if every operand bounds;
-//   - any other expression bounds if it contains a column reference that
-//     can denote a column of the target: an unqualified column outside any
-//     subquery, or a column qualified by the target's alias, name or
-//     schema.name at any depth, unless a FROM item of the enclosing
-//     subquery takes that same name.
+//   - e1 AND e2 ... bounds if any operand bounds; e1 OR e2 ... only if every
+//     operand bounds; NOT e never does (the complement of a part is all but
+//     that part);
+//   - a comparison (=, <, >, <=, >=, LIKE, ILIKE, ~, IN, = ANY, BETWEEN, IS
+//     NOT DISTINCT FROM) bounds when one side refers to the target and the
+//     other does not but holds a constant or a parameter: id = 1,
+//     email = lower($1), created_at < now() - '1 day', id IN (SELECT id
+//     FROM u WHERE u.state = 'x'). The other comparisons (<>, NOT IN, NOT
+//     LIKE, IS DISTINCT FROM) do not;
+//   - EXISTS (subquery) bounds when it is correlated with the target and
+//     its WHERE holds a constant or a parameter;
+//   - any other predicate bounds when it refers to the target and holds a
+//     constant or a parameter; a bare column, IS NULL and IS TRUE do not;
+//   - in a MERGE, the columns of a source of explicit rows (VALUES, or a
+//     SELECT with no FROM) count as constants.
 //
-// So WHERE true, WHERE 1=1, WHERE 'a'='a', WHERE NOT false, WHERE now() >
-// '2000-01-01', WHERE $1, WHERE true OR id = 1 and USING u WHERE u.flag are
-// unbounded; WHERE id = 1, WHERE t.id = u.id and a correlated EXISTS are
-// bounded. The rule does not prove that a predicate filters anything: WHERE
-// id = id and WHERE id IS NULL OR id IS NOT NULL count as bounded. TRUNCATE
-// is unbounded by definition. MERGE and INSERT are never unbounded.
+// So WHERE true, WHERE 1=1, WHERE id = id, WHERE lower(a) = lower(a), WHERE
+// id = id + 0, WHERE a = b, WHERE t.id = u.id (u may hold every id), WHERE
+// archived, WHERE NOT (id = 1), WHERE id <> 1 and MERGE ... ON true are
+// unbounded; WHERE id = 1, WHERE t.id = u.id AND t.state = 'done' and MERGE
+// ... USING (VALUES ($1, $2)) s(id, v) ON t.id = s.id are bounded. The rule
+// is syntactic: WHERE id > 0 counts as bounded. TRUNCATE is unbounded by
+// definition; INSERT never is.
 //
 // # Statements inside statements
 //

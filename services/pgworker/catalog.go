@@ -28,12 +28,6 @@ type catalog struct {
 	// tables: table name, plain and schema-qualified, to its live columns
 	// in attnum order (for COPY).
 	tables map[string][]string
-	// tableCols: every column name of a table that has a masked column.
-	tableCols map[string]bool
-	// allCols: every column name of every user table and view, so that a
-	// reference to something else (an alias, a derived table's column) is
-	// recognised as unknown.
-	allCols map[string]bool
 	// spellings: every name of a masked column ("customers.ssn" and
 	// "public.customers.ssn"), for matching lineage sources.
 	spellings map[colKey][]string
@@ -68,26 +62,13 @@ func maskColumns(rules []*controlv1.Rule) []string {
 
 // resolveCatalog looks the masked columns up on the target.
 func resolveCatalog(ctx context.Context, pc *pgconn.PgConn, columns []string) (*catalog, error) {
-	cat := &catalog{byName: map[string][]colKey{}, tables: map[string][]string{}, tableCols: map[string]bool{}, allCols: map[string]bool{},
+	cat := &catalog{byName: map[string][]colKey{}, tables: map[string][]string{},
 		spellings: map[colKey][]string{}, views: map[colKey][]viewCol{}}
 	if len(columns) == 0 {
 		return cat, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	all, err := pc.Exec(ctx, `SELECT DISTINCT a.attname FROM pg_catalog.pg_attribute a
-JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r','p','v','m','f') AND a.attnum > 0 AND NOT a.attisdropped
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'`).ReadAll()
-	if err != nil {
-		return nil, fmt.Errorf("resolve column names: %w", err)
-	}
-	for _, r := range all {
-		for _, row := range r.Rows {
-			cat.allCols[string(row[0])] = true
-		}
-	}
 	rels := map[string]bool{}
 	for _, c := range columns {
 		parts := strings.Split(c, ".")
@@ -137,7 +118,6 @@ ORDER BY c.oid, a.attnum`
 				plainOwner[table] = 0
 			}
 			cat.tables[schema+"."+table] = append(cat.tables[schema+"."+table], col)
-			cat.tableCols[col] = true
 			names := []string{table + "." + col, schema + "." + table + "." + col}
 			for _, name := range names {
 				if wanted[name] {

@@ -21,7 +21,8 @@ func newPolicyCmd(g *globals) *cobra.Command {
 		Short: "Show how the policy rules on a SQL string for a principal",
 		Long: `Ask the policy service how it would rule on a SQL string sent by a principal to a
 target: the action (allow, deny, review), the rule that decided, its reason and the policy
-revision. Nothing is executed. Needs a token in the sluice-admins, auditors or approvers group.`,
+revision. Nothing is executed. Needs a token in an admin or auditor group of the access
+section, or in an approver group.`,
 		Example: `  sluice policy test --sub alice --groups engineers --target demo "DELETE FROM customers"
   sluice policy test --sub ci --groups engineers --machine --target demo -o json "INSERT INTO t VALUES (1)"`,
 		Args: cobra.ExactArgs(1),
