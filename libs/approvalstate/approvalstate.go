@@ -14,7 +14,9 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -23,15 +25,39 @@ import (
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 )
 
-// View follows the approvals bucket.
+// View follows the approvals bucket. A view that falls behind the bucket
+// (see bus.Follow) fails closed until it has caught up: it shows no grants.
 type View struct {
 	mu       sync.RWMutex
 	items    map[string]*approvalsv1.Approval
 	grantRev uint64
 	ready    chan struct{}
 	subs     []func(*approvalsv1.Approval)
+	staleFns []func(bool)
+	stale    atomic.Bool
 	// waiters are woken when their approval changes.
 	waiters map[string][]chan struct{}
+}
+
+// OnStale registers fn, called when the view falls behind the bucket and
+// when it has caught up again (before Follow).
+func (v *View) OnStale(fn func(stale bool)) {
+	v.mu.Lock()
+	v.staleFns = append(v.staleFns, fn)
+	v.mu.Unlock()
+}
+
+// Stale reports whether the view lags behind the bucket.
+func (v *View) Stale() bool { return v.stale.Load() }
+
+func (v *View) setStale(s bool) {
+	v.stale.Store(s)
+	v.mu.RLock()
+	fns := v.staleFns
+	v.mu.RUnlock()
+	for _, fn := range fns {
+		fn(s)
+	}
 }
 
 // NewView returns an empty view.
@@ -99,8 +125,13 @@ func (v *View) List(keep func(*approvalsv1.Approval) bool) []*approvalsv1.Approv
 
 // Grants returns the grants of subject on target active at now, the
 // revision of the grants state, and when the answer next changes (the
-// earliest end of an active grant; zero if none).
+// earliest end of an active grant; zero if none). A stale view has none,
+// and its answer may change at once (decisions made meanwhile are not
+// reused).
 func (v *View) Grants(subject, target string, now time.Time) ([]*approvalsv1.Grant, uint64, time.Time) {
+	if v.stale.Load() {
+		return nil, 0, now
+	}
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var out []*approvalsv1.Grant
@@ -160,5 +191,22 @@ func (v *View) Await(ctx context.Context, id string) (*approvalsv1.Approval, err
 // Follow keeps the view current until ctx is done, watching again when a
 // watch ends (a NATS node lost, a reconnect).
 func (v *View) Follow(ctx context.Context, js jetstream.JetStream) error {
-	return bus.FollowKV(ctx, js, bus.BucketApprovals, v.ready, v.apply)
+	return bus.Follow{Bucket: bus.BucketApprovals, OnStale: v.setStale}.Run(ctx, js, v.ready, v.apply)
+}
+
+// MaxCommandExcerpt bounds the command text an approval request keeps.
+const MaxCommandExcerpt = 4096
+
+// Excerpt cuts a command to MaxCommandExcerpt bytes at a character
+// boundary: a request keeps an excerpt (bound to the whole command by its
+// hash), so no client makes the view every session reads large.
+func Excerpt(cmd string) string {
+	if len(cmd) <= MaxCommandExcerpt {
+		return cmd
+	}
+	cut := MaxCommandExcerpt
+	for cut > 0 && !utf8.RuneStart(cmd[cut]) {
+		cut--
+	}
+	return cmd[:cut]
 }

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,10 +15,74 @@ import (
 // reconnect). Before ready is closed, a failure is returned to the caller;
 // after, the follower retries. Only one goroutine may follow a given ready.
 func FollowKV(ctx context.Context, js jetstream.JetStream, bucket string, ready chan struct{}, apply func(jetstream.KeyValueEntry) error) error {
-	for {
-		err := watchKV(ctx, js, bucket, ready, apply)
+	return Follow{Bucket: bucket}.Run(ctx, js, ready, apply)
+}
+
+// Follow follows a KV bucket and notices when the view it feeds falls
+// behind: the bucket holds entries the watch has not delivered for longer
+// than StaleAfter. Nothing a client sends may stop a view every session
+// depends on, and a stalled view must not keep answering as if it were
+// current: OnStale(true) says so (the view then fails closed), the watch is
+// started again from the beginning, and OnStale(false) says the view has
+// caught up.
+type Follow struct {
+	Bucket string
+	// StaleAfter is how long the view may lag behind the bucket; default 5s.
+	StaleAfter time.Duration
+	// Check is how often the lag is measured; default 1s.
+	Check time.Duration
+	// OnStale, if set, hears when the view goes stale and when it is
+	// current again.
+	OnStale func(stale bool)
+
+	// stall, in tests, withholds an entry from the view as a stuck watch
+	// would (and every later one of the same watch).
+	stall func(watch int, e jetstream.KeyValueEntry) bool
+}
+
+// Run follows until ctx is done (see FollowKV).
+func (f Follow) Run(ctx context.Context, js jetstream.JetStream, ready chan struct{}, apply func(jetstream.KeyValueEntry) error) error {
+	if f.StaleAfter <= 0 {
+		f.StaleAfter = 5 * time.Second
+	}
+	if f.Check <= 0 {
+		f.Check = time.Second
+	}
+	var seen atomic.Uint64 // the highest bucket revision applied
+	stale := false
+	setStale := func(s bool) {
+		if s != stale {
+			stale = s
+			if f.OnStale != nil {
+				f.OnStale(s)
+			}
+		}
+	}
+	for watch := 0; ; watch++ {
+		wctx, cancel := context.WithCancel(ctx)
+		lagged := make(chan struct{})
+		go f.watchLag(wctx, cancel, js, &seen, ready, lagged)
+		stuck := false
+		err := watchKV(wctx, js, f.Bucket, ready, func(e jetstream.KeyValueEntry) error {
+			if stuck = stuck || (f.stall != nil && f.stall(watch, e)); stuck {
+				return nil
+			}
+			if err := apply(e); err != nil {
+				return err
+			}
+			seen.Store(max(seen.Load(), e.Revision()))
+			return nil
+		}, func() { setStale(false) })
+		behind := closed(lagged)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
+		}
+		if behind {
+			// Fail closed until a new watch has delivered everything.
+			setStale(true)
+			seen.Store(0)
+			continue
 		}
 		if err != nil && !closed(ready) {
 			return err
@@ -30,7 +95,53 @@ func FollowKV(ctx context.Context, js jetstream.JetStream, bucket string, ready 
 	}
 }
 
-func watchKV(ctx context.Context, js jetstream.JetStream, bucket string, ready chan struct{}, apply func(jetstream.KeyValueEntry) error) error {
+// watchLag closes lagged and ends the watch (cancel) when the bucket's
+// stream holds entries the view has not applied for longer than StaleAfter.
+func (f Follow) watchLag(ctx context.Context, cancel context.CancelFunc, js jetstream.JetStream, seen *atomic.Uint64, ready chan struct{}, lagged chan struct{}) {
+	t := time.NewTicker(f.Check)
+	defer t.Stop()
+	var behindSince time.Time
+	var behindAt uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !closed(ready) {
+			continue
+		}
+		s, err := js.Stream(ctx, "KV_"+f.Bucket)
+		if err != nil {
+			continue // NATS unreachable: the watch itself will notice
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			continue
+		}
+		cur := seen.Load()
+		switch {
+		case info.State.LastSeq <= cur:
+			behindSince = time.Time{}
+		case behindSince.IsZero() || cur != behindAt:
+			behindSince, behindAt = time.Now(), cur
+		case time.Since(behindSince) > f.StaleAfter:
+			// The stream's last sequence may be a message since removed
+			// (a purged marker, an age limit): only an entry still
+			// there and never delivered makes the view stale.
+			last, err := s.GetLastMsgForSubject(ctx, "$KV."+f.Bucket+".>")
+			if err != nil || last.Sequence <= cur {
+				behindSince = time.Time{}
+				continue
+			}
+			close(lagged)
+			cancel()
+			return
+		}
+	}
+}
+
+func watchKV(ctx context.Context, js jetstream.JetStream, bucket string, ready chan struct{}, apply func(jetstream.KeyValueEntry) error, current func()) error {
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", bucket, err)
@@ -39,10 +150,9 @@ func watchKV(ctx context.Context, js jetstream.JetStream, bucket string, ready c
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", bucket, err)
 	}
-	// Stopping a watch also deletes its ephemeral consumer, which the
-	// workers' NATS user may not do: that request would hold the next watch
-	// (or the shutdown) for its whole timeout. The server removes an
-	// ephemeral consumer nobody listens to on its own.
+	// Stopping a watch also deletes its ephemeral consumer; that request
+	// may wait out a timeout (the server removes an ephemeral consumer
+	// nobody listens to on its own), so it never holds the next watch.
 	defer func() { go w.Stop() }() //nolint:errcheck
 	for {
 		select {
@@ -53,9 +163,11 @@ func watchKV(ctx context.Context, js jetstream.JetStream, bucket string, ready c
 				return nil
 			}
 			if e == nil {
+				// The initial values are delivered: the view is current.
 				if !closed(ready) {
 					close(ready)
 				}
+				current()
 				continue
 			}
 			if err := apply(e); err != nil {

@@ -33,6 +33,7 @@ type ApprovalJSON struct {
 	Target         string     `json:"target"`
 	Session        string     `json:"session,omitempty"`
 	Command        string     `json:"command,omitempty"`
+	CommandSize    int64      `json:"command_size,omitempty"`
 	Role           string     `json:"role,omitempty"`
 	Rule           string     `json:"rule,omitempty"`
 	Reason         string     `json:"reason,omitempty"`
@@ -59,7 +60,7 @@ func ts(t interface{ AsTime() time.Time }, set bool) *time.Time {
 func ApprovalToJSON(a *approvalsv1.Approval) ApprovalJSON {
 	return ApprovalJSON{
 		ID: a.GetId(), Type: a.GetType(), State: a.GetState(), Requester: a.GetRequester().GetSubject(), Machine: a.GetRequester().GetMachine(),
-		Target: a.GetTarget(), Session: a.GetSessionId(), Command: a.GetCommand(), Role: a.GetRole(), Rule: a.GetRule(), Reason: a.GetReason(),
+		Target: a.GetTarget(), Session: a.GetSessionId(), Command: a.GetCommand(), CommandSize: a.GetCommandSize(), Role: a.GetRole(), Rule: a.GetRule(), Reason: a.GetReason(),
 		ApproverGroups: a.GetApproverGroups(), Quorum: a.GetQuorum(), ApprovedBy: a.GetApprovedBy(), DecidedBy: a.GetDecidedBy(),
 		DecisionReason: a.GetDecisionReason(), CreatedAt: a.GetCreatedAt().AsTime().UTC(),
 		ExpiresAt: ts(a.GetExpiresAt(), a.GetExpiresAt() != nil), StartsAt: ts(a.GetStartsAt(), a.GetStartsAt() != nil), EndsAt: ts(a.GetEndsAt(), a.GetEndsAt() != nil),

@@ -147,9 +147,14 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 	}
 	now := s.cfg.Now()
 	id := recording.NewSessionID()
+	// A request holds an excerpt of its command, whatever the caller sent:
+	// the approval binds to the hash, the full text is in the audit log,
+	// and no request is large enough to burden the views that every
+	// session reads.
+	command, size := approvalstate.Excerpt(req.GetCommand()), max(req.GetCommandSize(), int64(len(req.GetCommand())))
 	ev := &approvalsv1.RequestOpened{
-		Id: id, Requester: requester, SessionId: req.GetSessionId(), Target: req.GetTarget(),
-		Command: req.GetCommand(), CommandHash: req.GetCommandHash(), Rule: req.GetRule(), Reason: req.GetReason(),
+		Id: id, Requester: requester, SessionId: req.GetSessionId(), Target: req.GetTarget(), CommandSize: size,
+		Command: command, CommandHash: req.GetCommandHash(), Rule: req.GetRule(), Reason: req.GetReason(),
 		ApproverGroups: req.GetApproverGroups(), Quorum: max(req.GetQuorum(), 1),
 		OpenedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(ttl)),
 	}

@@ -3,8 +3,10 @@ package approvals_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
@@ -296,4 +298,25 @@ func TestSlackDecisionsCountAsAnEmail(t *testing.T) {
 	assert.Equal(t, "pending", got.GetApproval().GetState())
 	// A Slack decision names an email, never a bare subject.
 	assert.Equal(t, "bad_request", slack(b.Id, "bob"))
+}
+
+// A request keeps an excerpt of its command, cut at a character, and the
+// command's whole size, whatever the caller sends.
+func TestRequestsKeepAnExcerpt(t *testing.T) {
+	e := setup(t)
+	cmd := "SELECT '" + strings.Repeat("é", 3000) + "'" // 6 KiB, two bytes a character
+	r, err := e.call(alice, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s1", Target: "demo",
+		Command: cmd, CommandHash: "h", ApproverGroups: []string{"approvers"}})
+	require.NoError(t, err)
+	require.Nil(t, r.GetError())
+	a := r.GetApproval()
+	assert.LessOrEqual(t, len(a.GetCommand()), approvalstate.MaxCommandExcerpt)
+	assert.True(t, utf8.ValidString(a.GetCommand()))
+	assert.True(t, strings.HasPrefix(cmd, a.GetCommand()))
+	assert.Equal(t, int64(len(cmd)), a.GetCommandSize())
+	// A worker that sends an excerpt itself says how long the command is.
+	r, err = e.call(alice, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s1", Target: "demo",
+		Command: "SELECT 1", CommandSize: 1 << 20, CommandHash: "h2", ApproverGroups: []string{"approvers"}})
+	require.NoError(t, err)
+	assert.Equal(t, int64(1<<20), r.GetApproval().GetCommandSize())
 }

@@ -44,6 +44,7 @@ func fold(events []eventstore.Event) (*approvalsv1.Approval, error) {
 			a.Id, a.Type, a.State = m.GetId(), TypeCommand, Pending
 			a.Requester, a.SessionId, a.Target = m.GetRequester(), m.GetSessionId(), m.GetTarget()
 			a.Command, a.CommandHash, a.Rule, a.Reason = m.GetCommand(), m.GetCommandHash(), m.GetRule(), m.GetReason()
+			a.CommandSize = max(m.GetCommandSize(), int64(len(m.GetCommand())))
 			a.ApproverGroups, a.Quorum = m.GetApproverGroups(), max(m.GetQuorum(), 1)
 			a.CreatedAt, a.ExpiresAt = m.GetOpenedAt(), m.GetExpiresAt()
 		case "sluice.approvals.v1.GrantRequested":

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"google.golang.org/protobuf/proto"
 
+	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/bus"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -56,8 +57,11 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 	// The approvals service verifies the requester from the session's own
 	// token: a worker cannot open a request in anyone else's name.
 	octx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, s.token), 5*time.Second)
+	// The request carries an excerpt; the hash binds the approval to the
+	// whole command.
+	excerpt := approvalstate.Excerpt(text)
 	err = bus.Request(octx, s.w.cfg.Conn.NC, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{
-		SessionId: s.id, Target: s.targetRef.GetName(), Command: text, CommandHash: hash,
+		SessionId: s.id, Target: s.targetRef.GetName(), Command: excerpt, CommandSize: int64(len(text)), CommandHash: hash,
 		Rule: d.GetRule(), Reason: d.GetReason(), ApproverGroups: d.GetApprovers(), Quorum: d.GetQuorum(),
 		TtlSeconds: int64(s.w.cfg.HoldTimeout.Seconds()),
 	}, &reply)

@@ -206,6 +206,16 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.decisions.flush()
 		}
 	})
+	// A stalled view may have missed a revoked grant: forget decisions
+	// (made with grants the policy service may no longer see either).
+	w.approvals.OnStale(func(stale bool) {
+		w.decisions.flush()
+		if stale {
+			w.cfg.Log.Warn().Msg("the approvals view fell behind; no grants count until it has caught up")
+		} else {
+			w.cfg.Log.Info().Msg("the approvals view is current again")
+		}
+	})
 	go func() { errc <- w.approvals.Follow(ctx, w.cfg.Conn.JS) }()
 	// Serve only once both views are loaded: a follower that fails before
 	// its first load gives up, and a worker with a dead approvals view

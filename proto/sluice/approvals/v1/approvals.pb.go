@@ -34,8 +34,10 @@ type RequestOpened struct {
 	Requester *v1.Principal          `protobuf:"bytes,2,opt,name=requester,proto3" json:"requester,omitempty"`
 	SessionId string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	Target    string                 `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
-	// command is the exact command text; command_hash is SHA-256 over the
-	// command bytes and the bound parameters.
+	// command is the command text, up to the first 4 KiB (the whole text
+	// is in the session's audit record); command_size its full length in
+	// bytes. command_hash is SHA-256 over the whole command and the bound
+	// parameters: the approval binds to that.
 	Command        string                 `protobuf:"bytes,5,opt,name=command,proto3" json:"command,omitempty"`
 	CommandHash    string                 `protobuf:"bytes,6,opt,name=command_hash,json=commandHash,proto3" json:"command_hash,omitempty"`
 	Rule           string                 `protobuf:"bytes,7,opt,name=rule,proto3" json:"rule,omitempty"`
@@ -44,6 +46,7 @@ type RequestOpened struct {
 	Quorum         uint32                 `protobuf:"varint,10,opt,name=quorum,proto3" json:"quorum,omitempty"`
 	ExpiresAt      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	OpenedAt       *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=opened_at,json=openedAt,proto3" json:"opened_at,omitempty"`
+	CommandSize    int64                  `protobuf:"varint,13,opt,name=command_size,json=commandSize,proto3" json:"command_size,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -160,6 +163,13 @@ func (x *RequestOpened) GetOpenedAt() *timestamppb.Timestamp {
 		return x.OpenedAt
 	}
 	return nil
+}
+
+func (x *RequestOpened) GetCommandSize() int64 {
+	if x != nil {
+		return x.CommandSize
+	}
+	return 0
 }
 
 // RequestApproved: one approver voted for the request.
@@ -846,8 +856,11 @@ type Approval struct {
 	Version        uint64                 `protobuf:"varint,21,opt,name=version,proto3" json:"version,omitempty"`
 	// duration_seconds is a grant's requested length.
 	DurationSeconds int64 `protobuf:"varint,22,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// command_size is the full length of the command (command holds at most
+	// its first 4 KiB).
+	CommandSize   int64 `protobuf:"varint,23,opt,name=command_size,json=commandSize,proto3" json:"command_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Approval) Reset() {
@@ -1034,6 +1047,13 @@ func (x *Approval) GetDurationSeconds() int64 {
 	return 0
 }
 
+func (x *Approval) GetCommandSize() int64 {
+	if x != nil {
+		return x.CommandSize
+	}
+	return 0
+}
+
 // Grant is an active elevation visible to policies as `grants`.
 type Grant struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1123,16 +1143,19 @@ func (x *Grant) GetEndsAt() *timestamppb.Timestamp {
 // the principal of the access token the worker forwards (the session's), as
 // the approvals service verifies it: never a principal in the body.
 type OpenRequest struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	SessionId      string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Target         string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	Command        string                 `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
-	CommandHash    string                 `protobuf:"bytes,5,opt,name=command_hash,json=commandHash,proto3" json:"command_hash,omitempty"`
-	Rule           string                 `protobuf:"bytes,6,opt,name=rule,proto3" json:"rule,omitempty"`
-	Reason         string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
-	ApproverGroups []string               `protobuf:"bytes,8,rep,name=approver_groups,json=approverGroups,proto3" json:"approver_groups,omitempty"`
-	Quorum         uint32                 `protobuf:"varint,9,opt,name=quorum,proto3" json:"quorum,omitempty"`
-	TtlSeconds     int64                  `protobuf:"varint,10,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Target    string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	// command is the command text (the service keeps the first 4 KiB);
+	// command_size its full length.
+	Command        string   `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
+	CommandHash    string   `protobuf:"bytes,5,opt,name=command_hash,json=commandHash,proto3" json:"command_hash,omitempty"`
+	Rule           string   `protobuf:"bytes,6,opt,name=rule,proto3" json:"rule,omitempty"`
+	Reason         string   `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	ApproverGroups []string `protobuf:"bytes,8,rep,name=approver_groups,json=approverGroups,proto3" json:"approver_groups,omitempty"`
+	Quorum         uint32   `protobuf:"varint,9,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	TtlSeconds     int64    `protobuf:"varint,10,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	CommandSize    int64    `protobuf:"varint,11,opt,name=command_size,json=commandSize,proto3" json:"command_size,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1226,6 +1249,13 @@ func (x *OpenRequest) GetQuorum() uint32 {
 func (x *OpenRequest) GetTtlSeconds() int64 {
 	if x != nil {
 		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *OpenRequest) GetCommandSize() int64 {
+	if x != nil {
+		return x.CommandSize
 	}
 	return 0
 }
@@ -1750,7 +1780,7 @@ var File_sluice_approvals_v1_approvals_proto protoreflect.FileDescriptor
 
 const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\n" +
-	"#sluice/approvals/v1/approvals.proto\x12\x13sluice.approvals.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsluice/common/v1/common.proto\"\xaf\x03\n" +
+	"#sluice/approvals/v1/approvals.proto\x12\x13sluice.approvals.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsluice/common/v1/common.proto\"\xd2\x03\n" +
 	"\rRequestOpened\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\trequester\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\trequester\x12\x1d\n" +
@@ -1766,7 +1796,8 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	" \x01(\rR\x06quorum\x129\n" +
 	"\n" +
 	"expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x127\n" +
-	"\topened_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bopenedAt\"\xb8\x01\n" +
+	"\topened_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bopenedAt\x12!\n" +
+	"\fcommand_size\x18\r \x01(\x03R\vcommandSize\"\xb8\x01\n" +
 	"\x0fRequestApproved\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\bapprover\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\bapprover\x12\x16\n" +
@@ -1817,7 +1848,7 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x02by\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x02by\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x86\x06\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xa9\x06\n" +
 	"\bApproval\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
@@ -1846,14 +1877,15 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\tstarts_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\bstartsAt\x123\n" +
 	"\aends_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\x12\x18\n" +
 	"\aversion\x18\x15 \x01(\x04R\aversion\x12)\n" +
-	"\x10duration_seconds\x18\x16 \x01(\x03R\x0fdurationSeconds\"\xcb\x01\n" +
+	"\x10duration_seconds\x18\x16 \x01(\x03R\x0fdurationSeconds\x12!\n" +
+	"\fcommand_size\x18\x17 \x01(\x03R\vcommandSize\"\xcb\x01\n" +
 	"\x05Grant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x12\n" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x127\n" +
 	"\tstarts_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bstartsAt\x123\n" +
-	"\aends_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\"\x95\x02\n" +
+	"\aends_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\"\xb8\x02\n" +
 	"\vOpenRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x16\n" +
@@ -1866,7 +1898,8 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x06quorum\x18\t \x01(\rR\x06quorum\x12\x1f\n" +
 	"\vttl_seconds\x18\n" +
 	" \x01(\x03R\n" +
-	"ttlSecondsJ\x04\b\x01\x10\x02\"\x83\x01\n" +
+	"ttlSeconds\x12!\n" +
+	"\fcommand_size\x18\v \x01(\x03R\vcommandSizeJ\x04\b\x01\x10\x02\"\x83\x01\n" +
 	"\fRequestGrant\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12)\n" +

@@ -15,12 +15,36 @@ import (
 	"sluice.dev/sluice/services/api"
 )
 
-// approvalWhat is what an approval is for, on one line.
-func approvalWhat(a api.ApprovalJSON) string {
+// approvalWhat is what an approval is for, on one line of at most width
+// characters. A command longer than that (or than the excerpt a request
+// keeps) says how long it is in all: the whole text is in the session's
+// audit record.
+func approvalWhat(a api.ApprovalJSON, width int) string {
 	if a.Type == "grant" {
 		return fmt.Sprintf("grant role %s", a.Role)
 	}
-	return strings.Join(strings.Fields(a.Command), " ")
+	what := []rune(strings.Join(strings.Fields(a.Command), " "))
+	cut := len(what) > width || a.CommandSize > int64(len(a.Command))
+	if !cut {
+		return string(what)
+	}
+	note := fmt.Sprintf(" ... (%s in all)", byteSize(max(a.CommandSize, int64(len(a.Command)))))
+	keep := max(width-len([]rune(note)), 0)
+	if len(what) > keep {
+		what = what[:keep]
+	}
+	return string(what) + note
+}
+
+// byteSize prints n bytes for people.
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 func newApprovalsCmd(g *globals) *cobra.Command {
@@ -58,10 +82,7 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 				if a.ExpiresAt != nil {
 					exp = time.Until(*a.ExpiresAt).Round(time.Second).String()
 				}
-				what := approvalWhat(a)
-				if len(what) > 60 {
-					what = what[:57] + "..."
-				}
+				what := approvalWhat(a, 60)
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.State, who, a.Target, what, a.Rule, exp)
 			}
 			return tw.Flush()
@@ -99,7 +120,7 @@ and you cannot decide your own request. An approved command runs once, exactly a
 			}
 			switch {
 			case a.State == "approved":
-				fmt.Fprintf(g.stdout, "approved %s: %s\n", a.ID, approvalWhat(a))
+				fmt.Fprintf(g.stdout, "approved %s: %s\n", a.ID, approvalWhat(a, 200))
 			case a.State == "pending":
 				fmt.Fprintf(g.stdout, "recorded your approval of %s; %d of %d approvals so far\n", a.ID, len(a.ApprovedBy), a.Quorum)
 			default:
