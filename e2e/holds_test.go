@@ -109,7 +109,7 @@ func approvalsJSON(t *testing.T, env *pgEnv, cli []string, state string) []map[s
 // every other hold, release and grant goes on working.
 func TestLargeHeldStatements(t *testing.T) {
 	requireTool(t, "psql")
-	env := &pgEnv{devEnv: startDev(t, devOptions{extra: []string{"--hold-timeout", "60s"}})}
+	env := withDemo(t, startDev(t, devOptions{extra: []string{"--hold-timeout", "60s"}}))
 	alice := env.Token("--sub", "alice", "--groups", "engineers")
 	carol := env.Token("--sub", "carol", "--groups", "engineers")
 	bob := []string{"SLUICE_TOKEN=" + env.Token("--sub", "bob", "--groups", "approvers")}
@@ -181,5 +181,149 @@ func TestLargeHeldStatements(t *testing.T) {
 			assert.Less(t, len(out), 400, "approve prints one short line")
 			require.NoError(t, c.h.result(t, 20*time.Second))
 		}
+	})
+}
+
+// approvalState is the state of request id and its decision reason, as an
+// auditor sees it.
+func approvalState(t *testing.T, env *pgEnv, id string) (string, string) {
+	t.Helper()
+	out, err := env.CLI([]string{"SLUICE_TOKEN=" + env.Token("--sub", "audrey", "--groups", "auditors")}, "approvals", "list", "--state", "all", "-o", "json")
+	require.NoError(t, err, tail(out, 5))
+	var res struct {
+		Approvals []struct {
+			ID, State      string
+			DecisionReason string `json:"decision_reason"`
+			Waiting        bool   `json:"requester_waiting"`
+		} `json:"approvals"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &res))
+	for _, a := range res.Approvals {
+		if a.ID == id {
+			return a.State, a.DecisionReason
+		}
+	}
+	return "", ""
+}
+
+// TestHeldRequestsEndWithTheirClient: a request whose client leaves (a
+// clean close, a dropped socket, a killed psql, an expired session) or
+// cancels is withdrawn at once, as an event, and never runs, even when an
+// approver approves it afterwards (an UPDATE once ran after its client had
+// gone). A client that sends the same statement again leaves one request.
+func TestHeldRequestsEndWithTheirClient(t *testing.T) {
+	requireTool(t, "psql")
+	env := withDemo(t, startDev(t, devOptions{extra: []string{"--hold-timeout", "60s"}}))
+	alice := env.Token("--sub", "alice", "--groups", "engineers")
+	bob := []string{"SLUICE_TOKEN=" + env.Token("--sub", "bob", "--groups", "approvers")}
+	ran := func(status string) string {
+		out, err := timedCommand(t, "psql", env.directDSN(t), "-Atc", "SELECT count(*) FROM orders WHERE status = '"+status+"'").CombinedOutput()
+		require.NoError(t, err, string(out))
+		return strings.TrimSpace(string(out))
+	}
+	// gone checks that id is withdrawn with a reason, cannot be approved,
+	// and that its statement never ran.
+	gone := func(t *testing.T, id, status, reason string) {
+		t.Helper()
+		testkit.Eventually(t, 10*time.Second, func() error {
+			if st, why := approvalState(t, env, id); st != "withdrawn" || !strings.Contains(why, reason) {
+				return fmt.Errorf("request %s is %s (%s)", id, st, why)
+			}
+			return nil
+		})
+		out, err := env.CLI(bob, "approve", id)
+		require.Error(t, err, out)
+		assert.Contains(t, out, "withdrawn")
+		assert.Contains(t, out, "nothing will run")
+		time.Sleep(500 * time.Millisecond)
+		assert.Equal(t, "0", ran(status), "the withdrawn statement ran")
+	}
+
+	t.Run("the client closes its connection", func(t *testing.T) {
+		h := holdOn(t, env, alice, "UPDATE orders SET status = 'orphan-close'")
+		id := h.heldAs(t)
+		require.NoError(t, h.conn.Close(context.Background()))
+		gone(t, id, "orphan-close", "the client disconnected")
+	})
+
+	t.Run("the socket drops (extended protocol)", func(t *testing.T) {
+		h := holdOn(t, env, alice, "UPDATE orders SET status = $1", "orphan-drop")
+		id := h.heldAs(t)
+		require.NoError(t, h.conn.Conn().Close())
+		gone(t, id, "orphan-drop", "the client disconnected")
+	})
+
+	t.Run("psql is killed", func(t *testing.T) {
+		cmd := timedCommand(t, "psql", env.dsn(alice), "-X", "-c", "UPDATE orders SET status = 'orphan-kill'")
+		require.NoError(t, cmd.Start())
+		id := pendingApproval(t, env.devEnv, bob, "alice")
+		require.NoError(t, cmd.Process.Kill())
+		_ = cmd.Wait()
+		gone(t, id, "orphan-kill", "the client disconnected")
+	})
+
+	t.Run("the session's token expires", func(t *testing.T) {
+		short := env.Token("--sub", "alice", "--groups", "engineers", "--ttl", "4s")
+		h := holdOn(t, env, short, "UPDATE orders SET status = 'orphan-expired'")
+		id := h.heldAs(t)
+		err := h.result(t, 20*time.Second)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "token expired")
+		gone(t, id, "orphan-expired", "")
+	})
+
+	t.Run("the client cancels; the session goes on", func(t *testing.T) {
+		for _, params := range [][]string{nil, {"orphan-cancel"}} {
+			sql := "UPDATE orders SET status = 'orphan-cancel'"
+			if params != nil {
+				sql = "UPDATE orders SET status = $1"
+			}
+			h := holdOn(t, env, alice, sql, params...)
+			id := h.heldAs(t)
+			require.NoError(t, h.conn.CancelRequest(context.Background()))
+			err := h.result(t, 10*time.Second)
+			var pgErr *pgconn.PgError
+			require.ErrorAs(t, err, &pgErr)
+			assert.Equal(t, "57014", pgErr.Code)
+			assert.Equal(t, "canceling statement due to user request", pgErr.Message)
+			res, err := h.conn.Exec(context.Background(), "SELECT 41 + 1").ReadAll()
+			require.NoError(t, err)
+			assert.Equal(t, "42", string(res[0].Rows[0][0]))
+			gone(t, id, "orphan-cancel", "the client cancelled the statement")
+		}
+	})
+
+	t.Run("a retry leaves one request, and it runs once", func(t *testing.T) {
+		first := holdOn(t, env, alice, "UPDATE orders SET status = 'retried'")
+		firstID := first.heldAs(t)
+		second := holdOn(t, env, alice, "UPDATE orders SET status = 'retried'")
+		secondID := second.heldAs(t)
+		err := first.result(t, 10*time.Second)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "sent again")
+		testkit.Eventually(t, 10*time.Second, func() error {
+			var pending []string
+			for _, a := range approvalsJSON(t, env, bob, "pending") {
+				pending = append(pending, a["id"].(string))
+			}
+			if len(pending) != 1 || pending[0] != secondID {
+				return fmt.Errorf("pending %v, want only %s (not %s)", pending, secondID, firstID)
+			}
+			return nil
+		})
+		for _, a := range approvalsJSON(t, env, bob, "pending") {
+			assert.Equal(t, true, a["requester_waiting"])
+		}
+		out, err := env.CLI(bob, "approvals", "list")
+		require.NoError(t, err)
+		assert.Contains(t, out, "alice, waiting")
+		out, err = env.CLI(bob, "approve", secondID)
+		require.NoError(t, err, out)
+		require.NoError(t, second.result(t, 20*time.Second))
+		assert.Equal(t, ran("retried"), func() string {
+			out, err := timedCommand(t, "psql", env.directDSN(t), "-Atc", "SELECT count(*) FROM orders").CombinedOutput()
+			require.NoError(t, err)
+			return strings.TrimSpace(string(out))
+		}())
 	})
 }

@@ -38,7 +38,12 @@ func startPG(t *testing.T) *pgEnv {
 	t.Helper()
 	requireTool(t, "psql", "pgbench")
 	// Statements held for approval give up quickly here: nobody approves.
-	env := startDev(t, devOptions{extra: []string{"--hold-timeout", "2s"}})
+	return withDemo(t, startDev(t, devOptions{extra: []string{"--hold-timeout", "2s"}}))
+}
+
+// withDemo is env with its demo database's port.
+func withDemo(t *testing.T, env *devEnv) *pgEnv {
+	t.Helper()
 	var port int
 	for _, l := range lines(env.Output()) {
 		if strings.HasPrefix(l, "Demo target") {

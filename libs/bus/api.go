@@ -27,6 +27,7 @@ const (
 	// API on behalf of a verified caller.
 	APIApprovalsOpen        = "sluice.api.approvals.request.open"
 	APIApprovalsConsume     = "sluice.api.approvals.request.consume"
+	APIApprovalsWithdraw    = "sluice.api.approvals.request.withdraw"
 	APIApprovalsDecide      = "sluice.api.approvals.request.decide"
 	APIApprovalsSlackDecide = "sluice.api.approvals.slack.decide"
 	APIApprovalsList        = "sluice.api.approvals.request.list"

@@ -123,7 +123,7 @@ func Components() []Component {
 		},
 		{
 			Name: CompApprovals, Doc: "owns APPROVALS: held commands and grants",
-			Serves: []string{APIApprovalsOpen, APIApprovalsConsume, APIApprovalsDecide, APIApprovalsSlackDecide,
+			Serves: []string{APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw, APIApprovalsDecide, APIApprovalsSlackDecide,
 				APIApprovalsList, APIApprovalsGet, APIGrantsRequest, APIGrantsRevoke},
 			Calls:    []string{APIIdentityVerify},
 			Owns:     []Store{stream(StreamApprovals), bucket(BucketApprovals)},
@@ -164,7 +164,7 @@ func Components() []Component {
 		},
 		{
 			Name: CompPGWorker, Doc: "the PostgreSQL worker: parses untrusted bytes, so it may do no more than a worker",
-			Calls:      []string{APIIdentityVerify, APIPolicyEvaluate, APIApprovalsOpen, APIApprovalsConsume},
+			Calls:      []string{APIIdentityVerify, APIPolicyEvaluate, APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
 			Appends:    []string{StreamSessions},
 			ReadsKV:    []string{BucketControl, BucketApprovals},
 			Publishes:  []string{SubjectPGCancel},

@@ -25,27 +25,30 @@ func (s *Server) approvalRoutes() {
 
 // ApprovalJSON is an approval request or grant as the API shows it.
 type ApprovalJSON struct {
-	ID             string     `json:"id"`
-	Type           string     `json:"type"`
-	State          string     `json:"state"`
-	Requester      string     `json:"requester"`
-	Machine        bool       `json:"machine"`
-	Target         string     `json:"target"`
-	Session        string     `json:"session,omitempty"`
-	Command        string     `json:"command,omitempty"`
-	CommandSize    int64      `json:"command_size,omitempty"`
-	Role           string     `json:"role,omitempty"`
-	Rule           string     `json:"rule,omitempty"`
-	Reason         string     `json:"reason,omitempty"`
-	ApproverGroups []string   `json:"approver_groups"`
-	Quorum         uint32     `json:"quorum"`
-	ApprovedBy     []string   `json:"approved_by,omitempty"`
-	DecidedBy      string     `json:"decided_by,omitempty"`
-	DecisionReason string     `json:"decision_reason,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
-	ExpiresAt      *time.Time `json:"expires_at,omitempty"`
-	StartsAt       *time.Time `json:"starts_at,omitempty"`
-	EndsAt         *time.Time `json:"ends_at,omitempty"`
+	ID          string `json:"id"`
+	Type        string `json:"type"`
+	State       string `json:"state"`
+	Requester   string `json:"requester"`
+	Machine     bool   `json:"machine"`
+	Target      string `json:"target"`
+	Session     string `json:"session,omitempty"`
+	Command     string `json:"command,omitempty"`
+	CommandSize int64  `json:"command_size,omitempty"`
+	// RequesterWaiting: a held command's client is connected and waiting
+	// (a request is withdrawn the moment its client leaves).
+	RequesterWaiting bool       `json:"requester_waiting"`
+	Role             string     `json:"role,omitempty"`
+	Rule             string     `json:"rule,omitempty"`
+	Reason           string     `json:"reason,omitempty"`
+	ApproverGroups   []string   `json:"approver_groups"`
+	Quorum           uint32     `json:"quorum"`
+	ApprovedBy       []string   `json:"approved_by,omitempty"`
+	DecidedBy        string     `json:"decided_by,omitempty"`
+	DecisionReason   string     `json:"decision_reason,omitempty"`
+	CreatedAt        time.Time  `json:"created_at"`
+	ExpiresAt        *time.Time `json:"expires_at,omitempty"`
+	StartsAt         *time.Time `json:"starts_at,omitempty"`
+	EndsAt           *time.Time `json:"ends_at,omitempty"`
 }
 
 func ts(t interface{ AsTime() time.Time }, set bool) *time.Time {
@@ -60,7 +63,8 @@ func ts(t interface{ AsTime() time.Time }, set bool) *time.Time {
 func ApprovalToJSON(a *approvalsv1.Approval) ApprovalJSON {
 	return ApprovalJSON{
 		ID: a.GetId(), Type: a.GetType(), State: a.GetState(), Requester: a.GetRequester().GetSubject(), Machine: a.GetRequester().GetMachine(),
-		Target: a.GetTarget(), Session: a.GetSessionId(), Command: a.GetCommand(), CommandSize: a.GetCommandSize(), Role: a.GetRole(), Rule: a.GetRule(), Reason: a.GetReason(),
+		Target: a.GetTarget(), Session: a.GetSessionId(), Command: a.GetCommand(), CommandSize: a.GetCommandSize(),
+		RequesterWaiting: a.GetType() == "command" && a.GetState() == "pending", Role: a.GetRole(), Rule: a.GetRule(), Reason: a.GetReason(),
 		ApproverGroups: a.GetApproverGroups(), Quorum: a.GetQuorum(), ApprovedBy: a.GetApprovedBy(), DecidedBy: a.GetDecidedBy(),
 		DecisionReason: a.GetDecisionReason(), CreatedAt: a.GetCreatedAt().AsTime().UTC(),
 		ExpiresAt: ts(a.GetExpiresAt(), a.GetExpiresAt() != nil), StartsAt: ts(a.GetStartsAt(), a.GetStartsAt() != nil), EndsAt: ts(a.GetEndsAt(), a.GetEndsAt() != nil),

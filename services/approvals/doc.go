@@ -1,8 +1,9 @@
 // Package approvals is the approvals service. It owns the APPROVALS event
 // stream: approval requests for held commands and just-in-time grants.
 //
-// An approval request is pending, then approved, denied, expired, cancelled
-// or consumed. It binds to the requester, the session, the target and the
+// An approval request is pending while its requester waits, then approved,
+// denied, expired, withdrawn (the requester's client left or cancelled, its
+// session ended, or the same statement was sent again) or consumed. It binds to the requester, the session, the target and the
 // exact command (a SHA-256 over the command bytes and bound parameters); it
 // expires; it is consumed once; it needs a quorum of votes from the approver
 // groups its rule names; nobody approves their own request. A grant is a

@@ -88,6 +88,7 @@ func (s *Service) Run(ctx context.Context) error {
 	add(bus.Serve(ctx, nc, bus.APIApprovalsOpen, "approvals", func() *approvalsv1.OpenRequest { return &approvalsv1.OpenRequest{} }, s.open))
 	add(bus.Serve(ctx, nc, bus.APIApprovalsDecide, "approvals", func() *approvalsv1.Decide { return &approvalsv1.Decide{} }, s.decide))
 	add(bus.Serve(ctx, nc, bus.APIApprovalsSlackDecide, "approvals", func() *approvalsv1.SlackDecide { return &approvalsv1.SlackDecide{} }, s.slackDecide))
+	add(bus.Serve(ctx, nc, bus.APIApprovalsWithdraw, "approvals", func() *approvalsv1.Withdraw { return &approvalsv1.Withdraw{} }, s.withdraw))
 	add(bus.Serve(ctx, nc, bus.APIApprovalsConsume, "approvals", func() *approvalsv1.Consume { return &approvalsv1.Consume{} }, s.consume))
 	add(bus.Serve(ctx, nc, bus.APIApprovalsList, "approvals", func() *approvalsv1.ListRequest { return &approvalsv1.ListRequest{} }, s.list))
 	add(bus.Serve(ctx, nc, bus.APIApprovalsGet, "approvals", func() *approvalsv1.Get { return &approvalsv1.Get{} }, s.get))
@@ -161,8 +162,60 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 	if _, err := s.store.Append(ctx, "request", id, eventstore.Position{}, eventstore.NewEvent("opened", ev)); err != nil {
 		return nil, err
 	}
+	s.supersede(ctx, ev)
 	a, _ := fold([]eventstore.Event{{Type: "sluice.approvals.v1.RequestOpened", Data: mustMarshal(ev), Version: 1}})
 	return &approvalsv1.ApprovalReply{Approval: a}, nil
+}
+
+// supersede withdraws the requester's other pending requests for the same
+// command on the same target: a client that sends a held statement again
+// (a retry, a reconnect) leaves one request for approvers to decide, the
+// newest, whose session waits.
+func (s *Service) supersede(ctx context.Context, ev *approvalsv1.RequestOpened) {
+	older := s.view.List(func(a *approvalsv1.Approval) bool {
+		return a.GetId() != ev.GetId() && a.GetType() == TypeCommand && a.GetState() == Pending &&
+			sameSubject(a.GetRequester(), ev.GetRequester()) && a.GetTarget() == ev.GetTarget() && a.GetCommandHash() == ev.GetCommandHash()
+	})
+	for _, a := range older {
+		_, err := s.withRetry(ctx, a.GetId(), func(_ string, _ eventstore.Aggregate, cur *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
+			if cur.GetState() != Pending {
+				return nil, nil
+			}
+			return nil, []eventstore.Pending{eventstore.NewEvent("withdrawn", &approvalsv1.RequestWithdrawn{
+				Id: cur.GetId(), SessionId: cur.GetSessionId(), SupersededBy: ev.GetId(), At: timestamppb.New(s.cfg.Now()),
+				Reason: fmt.Sprintf("the same statement was sent again and waits under request %s", ev.GetId()),
+			})}
+		})
+		if err != nil {
+			s.cfg.Log.Warn().Err(err).Str("approval", a.GetId()).Msg("superseded request not withdrawn")
+		}
+	}
+}
+
+// withdraw records that a request's session no longer waits for it: the
+// client left or cancelled, or the session ended. Only the requester's own
+// session withdraws its request; a withdrawn request never runs.
+//
+// A session ended by its token's expiry withdraws with a token that no
+// longer verifies: that is accepted for the request's own session, since
+// only workers may publish this subject and a withdrawal only ever stops a
+// command from running.
+func (s *Service) withdraw(ctx context.Context, req *approvalsv1.Withdraw) (*approvalsv1.ApprovalReply, error) {
+	p, refused := s.caller(ctx)
+	return s.withRetry(ctx, req.GetId(), func(agg string, _ eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
+		switch {
+		case agg != "request":
+			return replyErr("bad_request", "%s is a grant, not a command approval", a.GetId()), nil
+		case req.GetSessionId() != a.GetSessionId() || (refused == nil && !sameSubject(p, a.GetRequester())):
+			return replyErr("mismatch", "request %s belongs to another session", a.GetId()), nil
+		case a.GetState() != Pending && a.GetState() != Approved:
+			// Decided, expired or spent already: nothing is waiting.
+			return &approvalsv1.ApprovalReply{Approval: a}, nil
+		}
+		return nil, []eventstore.Pending{eventstore.NewEvent("withdrawn", &approvalsv1.RequestWithdrawn{
+			Id: a.GetId(), SessionId: a.GetSessionId(), Reason: req.GetReason(), At: timestamppb.New(s.cfg.Now()),
+		})}
+	})
 }
 
 func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGrant) (*approvalsv1.ApprovalReply, error) {
@@ -288,6 +341,8 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 		case s.expiredNow(a):
 			return replyErr("expired", "request %s expired at %s", a.GetId(), a.GetExpiresAt().AsTime().UTC().Format(time.RFC3339)),
 				[]eventstore.Pending{expiredEvent(agg, a.GetId(), now)}
+		case a.GetState() == Withdrawn:
+			return replyErr("not_pending", "request %s was withdrawn (%s); nothing will run", a.GetId(), a.GetDecisionReason()), nil
 		case a.GetState() != Pending:
 			return replyErr("not_pending", "request %s is %s", a.GetId(), a.GetState()), nil
 		case samePerson(p, a.GetRequester()):

@@ -3,6 +3,7 @@ package approvals_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -319,4 +320,81 @@ func TestRequestsKeepAnExcerpt(t *testing.T) {
 		Command: "SELECT 1", CommandSize: 1 << 20, CommandHash: "h2", ApproverGroups: []string{"approvers"}})
 	require.NoError(t, err)
 	assert.Equal(t, int64(1<<20), r.GetApproval().GetCommandSize())
+}
+
+// A request is withdrawn by its requester's own session; a withdrawn
+// request is neither decided nor consumed.
+func TestWithdraw(t *testing.T) {
+	e := setup(t)
+	withdraw := func(who caller, id, session string) *approvalsv1.ApprovalReply {
+		r, err := e.call(who, bus.APIApprovalsWithdraw, &approvalsv1.Withdraw{Id: id, SessionId: session, Reason: "the client disconnected"})
+		require.NoError(t, err)
+		return r
+	}
+	a := e.open(t, 1, time.Minute)
+	assert.Equal(t, "mismatch", code(withdraw(alice, a.Id, "another-session")))
+	assert.Equal(t, "mismatch", code(withdraw(dave, a.Id, "s1")), "another principal")
+	r := withdraw(alice, a.Id, "s1")
+	require.Nil(t, r.GetError())
+	assert.Equal(t, "withdrawn", r.GetApproval().GetState())
+	assert.Equal(t, "the client disconnected", r.GetApproval().GetDecisionReason())
+	d := e.decide(t, a.Id, bob, "approve")
+	assert.Equal(t, "not_pending", code(d))
+	assert.Contains(t, d.GetError().GetMessage(), "withdrawn (the client disconnected); nothing will run")
+	assert.Equal(t, "not_approved", code(e.consume(t, a.Id, "s1", "h1", alice)))
+
+	// Approved but not yet run: withdrawn too, and never consumed.
+	b := e.open(t, 1, time.Minute)
+	require.Nil(t, e.decide(t, b.Id, bob, "approve").GetError())
+	assert.Equal(t, "withdrawn", withdraw(alice, b.Id, "s1").GetApproval().GetState())
+	assert.Equal(t, "not_approved", code(e.consume(t, b.Id, "s1", "h1", alice)))
+
+	// A session whose token no longer verifies still withdraws its own.
+	c := e.open(t, 1, time.Minute)
+	assert.Equal(t, "mismatch", code(withdraw(caller("not-a-token"), c.Id, "s2")))
+	assert.Equal(t, "withdrawn", withdraw(caller("not-a-token"), c.Id, "s1").GetApproval().GetState())
+}
+
+// The same statement held again by the same requester supersedes the
+// pending request: approvers see one.
+func TestRetriesDoNotPileUp(t *testing.T) {
+	e := setup(t)
+	first := e.open(t, 1, time.Minute)
+	testkit.Eventually(t, 5*time.Second, func() error {
+		if _, ok := e.view.Get(first.Id); !ok {
+			return fmt.Errorf("not in the view yet")
+		}
+		return nil
+	})
+	second := e.open(t, 1, time.Minute)
+	other, err := e.call(dave, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s9", Target: "demo",
+		Command: "DELETE FROM customers", CommandHash: "h1", ApproverGroups: []string{"approvers"}})
+	require.NoError(t, err)
+	testkit.Eventually(t, 5*time.Second, func() error {
+		got, _ := e.view.Get(first.Id)
+		if got.GetState() != "withdrawn" {
+			return fmt.Errorf("first is %s", got.GetState())
+		}
+		return nil
+	})
+	got, _ := e.view.Get(first.Id)
+	assert.Contains(t, got.GetDecisionReason(), second.Id)
+	// Another requester's same statement is a request of its own.
+	want := []string{second.Id, other.GetApproval().GetId()}
+	testkit.Eventually(t, 5*time.Second, func() error {
+		r, err := e.list(bob, "pending")
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for _, a := range r.GetApprovals() {
+			ids = append(ids, a.GetId())
+		}
+		slices.Sort(ids)
+		slices.Sort(want)
+		if !slices.Equal(ids, want) {
+			return fmt.Errorf("pending %v, want %v", ids, want)
+		}
+		return nil
+	})
 }

@@ -19,7 +19,7 @@ const (
 	Approved  = "approved"
 	Denied    = "denied"
 	Expired   = "expired"
-	Cancelled = "cancelled"
+	Withdrawn = "withdrawn"
 	Consumed  = "consumed"
 	Revoked   = "revoked"
 )
@@ -91,12 +91,12 @@ func fold(events []eventstore.Event) (*approvalsv1.Approval, error) {
 			a.State, a.DecidedBy, a.DecisionReason = Denied, m.GetApprover().GetSubject(), m.GetReason()
 		case "sluice.approvals.v1.RequestExpired":
 			a.State = Expired
-		case "sluice.approvals.v1.RequestCancelled":
-			var m approvalsv1.RequestCancelled
+		case "sluice.approvals.v1.RequestWithdrawn":
+			var m approvalsv1.RequestWithdrawn
 			if err := e.Decode(&m); err != nil {
 				return nil, err
 			}
-			a.State, a.DecisionReason = Cancelled, m.GetReason()
+			a.State, a.DecisionReason = Withdrawn, m.GetReason()
 		case "sluice.approvals.v1.RequestConsumed":
 			a.State = Consumed
 		case "sluice.approvals.v1.GrantRevoked":

@@ -19,6 +19,7 @@ const (
 	stateInvalidCatalog        = "3D000"
 	stateTooManyConnections    = "53300"
 	stateAdminShutdown         = "57P01"
+	stateQueryCanceled         = "57014"
 	stateSystemError           = "58000"
 	stateInvalidParameter      = "22023"
 	stateFeatureNotSupported   = "0A000"

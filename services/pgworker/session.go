@@ -102,6 +102,11 @@ type session struct {
 	marker           string
 	probes           uint64
 
+	// holdCancel is open while a statement is held: a CancelRequest for
+	// the session closes it.
+	holdMu     sync.Mutex
+	holdCancel chan struct{}
+
 	// Shared with the server goroutine.
 	qmu   sync.Mutex
 	queue []*expect
@@ -571,10 +576,15 @@ func (s *session) deny(d *policyv1.Decision, text, via string, cached bool) erro
 
 // probeQuery sends the failing statement that stands in for a refused one.
 func (s *session) probeQuery(d *policyv1.Decision) error {
+	return s.probeError(denial(d, s.id))
+}
+
+// probeError is probeQuery with the error the client sees.
+func (s *session) probeError(er *pgproto3.ErrorResponse) error {
 	s.denied.Add(1)
 	s.commands.Add(1)
 	marker := s.nextMarker()
-	s.push(&expect{kind: expProbeQuery, cmdID: s.cmdID, denial: denial(d, s.id), marker: marker})
+	s.push(&expect{kind: expProbeQuery, cmdID: s.cmdID, denial: er, marker: marker})
 	return writeMsg(s.sw, &s.sout, &pgproto3.Query{String: probeSQL(marker)})
 }
 

@@ -368,7 +368,9 @@ func (w *Worker) cancel(pid uint32, secret []byte) bool {
 	if s == nil || len(secret) != 4 || subtle.ConstantTimeCompare(secret, s.secret[:]) != 1 {
 		return false
 	}
-	s.cancelUpstream()
+	if !s.cancelHold() {
+		s.cancelUpstream()
+	}
 	return true
 }
 

@@ -212,8 +212,8 @@ func stateAfter(a *approvalsv1.Approval, event string) bool {
 		return a.GetState() == "consumed"
 	case "revoked":
 		return a.GetState() == "revoked"
-	case "cancelled":
-		return a.GetState() == "cancelled"
+	case "withdrawn":
+		return a.GetState() == "withdrawn"
 	}
 	return true
 }
@@ -222,7 +222,18 @@ func summary(a *approvalsv1.Approval) string {
 	if a.GetType() == "grant" {
 		return fmt.Sprintf("%s asks for role %s on %s (%s): %s", a.GetRequester().GetSubject(), a.GetRole(), a.GetTarget(), a.GetState(), a.GetReason())
 	}
-	return fmt.Sprintf("%s's statement on %s is %s: %s", a.GetRequester().GetSubject(), a.GetTarget(), a.GetState(), a.GetCommand())
+	return fmt.Sprintf("%s's statement on %s is %s: %s", a.GetRequester().GetSubject(), a.GetTarget(), a.GetState(), slackExcerpt(a))
+}
+
+// slackExcerpt is as much of a held command as a Slack section shows (3,000
+// characters in all), with the command's whole size when it is cut.
+func slackExcerpt(a *approvalsv1.Approval) string {
+	const keep = 2000
+	cmd := []rune(a.GetCommand())
+	if len(cmd) <= keep && a.GetCommandSize() <= int64(len(a.GetCommand())) {
+		return string(cmd)
+	}
+	return fmt.Sprintf("%s ... (%d bytes in all)", string(cmd[:min(len(cmd), keep)]), max(a.GetCommandSize(), int64(len(a.GetCommand()))))
 }
 
 func blocks(a *approvalsv1.Approval, buttons bool) []slack.Block {
@@ -236,7 +247,7 @@ func blocks(a *approvalsv1.Approval, buttons bool) []slack.Block {
 		body = fmt.Sprintf("*%s* asks for role *%s* on *%s* for %s\n>%s", who, a.GetRole(), a.GetTarget(), time.Duration(a.GetDurationSeconds())*time.Second, a.GetReason())
 	} else {
 		title = fmt.Sprintf("*Held statement* %s", a.GetId())
-		body = fmt.Sprintf("*%s* on *%s*\n```%s```\nRule *%s*: %s", who, a.GetTarget(), a.GetCommand(), a.GetRule(), a.GetReason())
+		body = fmt.Sprintf("*%s* on *%s*\n```%s```\nRule *%s*: %s", who, a.GetTarget(), slackExcerpt(a), a.GetRule(), a.GetReason())
 	}
 	out := []slack.Block{
 		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, title, false, false), nil, nil),

@@ -370,29 +370,34 @@ func (x *RequestExpired) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
-type RequestCancelled struct {
+// RequestWithdrawn: the requester no longer waits (its client left or
+// cancelled, its session ended, or it sent the same statement again:
+// superseded_by names the newer request). A withdrawn request never runs.
+type RequestWithdrawn struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	SessionId     string                 `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	SupersededBy  string                 `protobuf:"bytes,5,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *RequestCancelled) Reset() {
-	*x = RequestCancelled{}
+func (x *RequestWithdrawn) Reset() {
+	*x = RequestWithdrawn{}
 	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *RequestCancelled) String() string {
+func (x *RequestWithdrawn) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*RequestCancelled) ProtoMessage() {}
+func (*RequestWithdrawn) ProtoMessage() {}
 
-func (x *RequestCancelled) ProtoReflect() protoreflect.Message {
+func (x *RequestWithdrawn) ProtoReflect() protoreflect.Message {
 	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -404,30 +409,44 @@ func (x *RequestCancelled) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use RequestCancelled.ProtoReflect.Descriptor instead.
-func (*RequestCancelled) Descriptor() ([]byte, []int) {
+// Deprecated: Use RequestWithdrawn.ProtoReflect.Descriptor instead.
+func (*RequestWithdrawn) Descriptor() ([]byte, []int) {
 	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *RequestCancelled) GetId() string {
+func (x *RequestWithdrawn) GetId() string {
 	if x != nil {
 		return x.Id
 	}
 	return ""
 }
 
-func (x *RequestCancelled) GetReason() string {
+func (x *RequestWithdrawn) GetReason() string {
 	if x != nil {
 		return x.Reason
 	}
 	return ""
 }
 
-func (x *RequestCancelled) GetAt() *timestamppb.Timestamp {
+func (x *RequestWithdrawn) GetAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.At
 	}
 	return nil
+}
+
+func (x *RequestWithdrawn) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *RequestWithdrawn) GetSupersededBy() string {
+	if x != nil {
+		return x.SupersededBy
+	}
+	return ""
 }
 
 // RequestConsumed: the approved command ran; the approval is spent.
@@ -834,7 +853,8 @@ type Approval struct {
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// type: command or grant.
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	// state: pending, approved, denied, expired, cancelled, consumed, revoked.
+	// state: pending (its requester waits), approved, denied, expired,
+	// withdrawn, consumed, revoked.
 	State          string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
 	Requester      *v1.Principal          `protobuf:"bytes,4,opt,name=requester,proto3" json:"requester,omitempty"`
 	SessionId      string                 `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -1455,6 +1475,68 @@ func (x *Consume) GetCommandHash() string {
 	return ""
 }
 
+// Subject: sluice.api.approvals.request.withdraw (workers, with the
+// session's token: only the requester's own session withdraws a request).
+type Withdraw struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Withdraw) Reset() {
+	*x = Withdraw{}
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Withdraw) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Withdraw) ProtoMessage() {}
+
+func (x *Withdraw) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Withdraw.ProtoReflect.Descriptor instead.
+func (*Withdraw) Descriptor() ([]byte, []int) {
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Withdraw) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Withdraw) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Withdraw) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Subject: sluice.api.approvals.slack.decide, which only the Slack bot may
 // publish: it vouches for the Slack user's email (from Slack's signed
 // interaction), and the decision counts as that email's, matched against
@@ -1472,7 +1554,7 @@ type SlackDecide struct {
 
 func (x *SlackDecide) Reset() {
 	*x = SlackDecide{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1566,7 @@ func (x *SlackDecide) String() string {
 func (*SlackDecide) ProtoMessage() {}
 
 func (x *SlackDecide) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1579,7 @@ func (x *SlackDecide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlackDecide.ProtoReflect.Descriptor instead.
 func (*SlackDecide) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{16}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SlackDecide) GetId() string {
@@ -1539,7 +1621,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1633,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1646,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{17}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListRequest) GetState() string {
@@ -1584,7 +1666,7 @@ type Get struct {
 
 func (x *Get) Reset() {
 	*x = Get{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1678,7 @@ func (x *Get) String() string {
 func (*Get) ProtoMessage() {}
 
 func (x *Get) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1691,7 @@ func (x *Get) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Get.ProtoReflect.Descriptor instead.
 func (*Get) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{18}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Get) GetId() string {
@@ -1630,7 +1712,7 @@ type Revoke struct {
 
 func (x *Revoke) Reset() {
 	*x = Revoke{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1724,7 @@ func (x *Revoke) String() string {
 func (*Revoke) ProtoMessage() {}
 
 func (x *Revoke) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1737,7 @@ func (x *Revoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revoke.ProtoReflect.Descriptor instead.
 func (*Revoke) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{19}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Revoke) GetId() string {
@@ -1682,7 +1764,7 @@ type ApprovalReply struct {
 
 func (x *ApprovalReply) Reset() {
 	*x = ApprovalReply{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1776,7 @@ func (x *ApprovalReply) String() string {
 func (*ApprovalReply) ProtoMessage() {}
 
 func (x *ApprovalReply) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1789,7 @@ func (x *ApprovalReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalReply.ProtoReflect.Descriptor instead.
 func (*ApprovalReply) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{20}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApprovalReply) GetApproval() *Approval {
@@ -1734,7 +1816,7 @@ type ListReply struct {
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[21]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1828,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[21]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1841,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{21}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListReply) GetApprovals() []*Approval {
@@ -1811,11 +1893,14 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"L\n" +
 	"\x0eRequestExpired\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
-	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"f\n" +
-	"\x10RequestCancelled\x12\x0e\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xaa\x01\n" +
+	"\x10RequestWithdrawn\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"l\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x04 \x01(\tR\tsessionId\x12#\n" +
+	"\rsuperseded_by\x18\x05 \x01(\tR\fsupersededBy\"l\n" +
 	"\x0fRequestConsumed\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1913,7 +1998,12 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12!\n" +
-	"\fcommand_hash\x18\x03 \x01(\tR\vcommandHashJ\x04\b\x04\x10\x05\"e\n" +
+	"\fcommand_hash\x18\x03 \x01(\tR\vcommandHashJ\x04\b\x04\x10\x05\"Q\n" +
+	"\bWithdraw\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"e\n" +
 	"\vSlackDecide\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\averdict\x18\x02 \x01(\tR\averdict\x12\x16\n" +
@@ -1945,13 +2035,13 @@ func file_sluice_approvals_v1_approvals_proto_rawDescGZIP() []byte {
 	return file_sluice_approvals_v1_approvals_proto_rawDescData
 }
 
-var file_sluice_approvals_v1_approvals_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_sluice_approvals_v1_approvals_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_sluice_approvals_v1_approvals_proto_goTypes = []any{
 	(*RequestOpened)(nil),         // 0: sluice.approvals.v1.RequestOpened
 	(*RequestApproved)(nil),       // 1: sluice.approvals.v1.RequestApproved
 	(*RequestDenied)(nil),         // 2: sluice.approvals.v1.RequestDenied
 	(*RequestExpired)(nil),        // 3: sluice.approvals.v1.RequestExpired
-	(*RequestCancelled)(nil),      // 4: sluice.approvals.v1.RequestCancelled
+	(*RequestWithdrawn)(nil),      // 4: sluice.approvals.v1.RequestWithdrawn
 	(*RequestConsumed)(nil),       // 5: sluice.approvals.v1.RequestConsumed
 	(*GrantRequested)(nil),        // 6: sluice.approvals.v1.GrantRequested
 	(*GrantApproved)(nil),         // 7: sluice.approvals.v1.GrantApproved
@@ -1963,48 +2053,49 @@ var file_sluice_approvals_v1_approvals_proto_goTypes = []any{
 	(*RequestGrant)(nil),          // 13: sluice.approvals.v1.RequestGrant
 	(*Decide)(nil),                // 14: sluice.approvals.v1.Decide
 	(*Consume)(nil),               // 15: sluice.approvals.v1.Consume
-	(*SlackDecide)(nil),           // 16: sluice.approvals.v1.SlackDecide
-	(*ListRequest)(nil),           // 17: sluice.approvals.v1.ListRequest
-	(*Get)(nil),                   // 18: sluice.approvals.v1.Get
-	(*Revoke)(nil),                // 19: sluice.approvals.v1.Revoke
-	(*ApprovalReply)(nil),         // 20: sluice.approvals.v1.ApprovalReply
-	(*ListReply)(nil),             // 21: sluice.approvals.v1.ListReply
-	(*v1.Principal)(nil),          // 22: sluice.common.v1.Principal
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*v1.Error)(nil),              // 24: sluice.common.v1.Error
+	(*Withdraw)(nil),              // 16: sluice.approvals.v1.Withdraw
+	(*SlackDecide)(nil),           // 17: sluice.approvals.v1.SlackDecide
+	(*ListRequest)(nil),           // 18: sluice.approvals.v1.ListRequest
+	(*Get)(nil),                   // 19: sluice.approvals.v1.Get
+	(*Revoke)(nil),                // 20: sluice.approvals.v1.Revoke
+	(*ApprovalReply)(nil),         // 21: sluice.approvals.v1.ApprovalReply
+	(*ListReply)(nil),             // 22: sluice.approvals.v1.ListReply
+	(*v1.Principal)(nil),          // 23: sluice.common.v1.Principal
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*v1.Error)(nil),              // 25: sluice.common.v1.Error
 }
 var file_sluice_approvals_v1_approvals_proto_depIdxs = []int32{
-	22, // 0: sluice.approvals.v1.RequestOpened.requester:type_name -> sluice.common.v1.Principal
-	23, // 1: sluice.approvals.v1.RequestOpened.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 2: sluice.approvals.v1.RequestOpened.opened_at:type_name -> google.protobuf.Timestamp
-	22, // 3: sluice.approvals.v1.RequestApproved.approver:type_name -> sluice.common.v1.Principal
-	23, // 4: sluice.approvals.v1.RequestApproved.at:type_name -> google.protobuf.Timestamp
-	22, // 5: sluice.approvals.v1.RequestDenied.approver:type_name -> sluice.common.v1.Principal
-	23, // 6: sluice.approvals.v1.RequestDenied.at:type_name -> google.protobuf.Timestamp
-	23, // 7: sluice.approvals.v1.RequestExpired.at:type_name -> google.protobuf.Timestamp
-	23, // 8: sluice.approvals.v1.RequestCancelled.at:type_name -> google.protobuf.Timestamp
-	23, // 9: sluice.approvals.v1.RequestConsumed.at:type_name -> google.protobuf.Timestamp
-	22, // 10: sluice.approvals.v1.GrantRequested.requester:type_name -> sluice.common.v1.Principal
-	23, // 11: sluice.approvals.v1.GrantRequested.requested_at:type_name -> google.protobuf.Timestamp
-	22, // 12: sluice.approvals.v1.GrantApproved.approver:type_name -> sluice.common.v1.Principal
-	23, // 13: sluice.approvals.v1.GrantApproved.starts_at:type_name -> google.protobuf.Timestamp
-	23, // 14: sluice.approvals.v1.GrantApproved.ends_at:type_name -> google.protobuf.Timestamp
-	23, // 15: sluice.approvals.v1.GrantApproved.at:type_name -> google.protobuf.Timestamp
-	22, // 16: sluice.approvals.v1.GrantDenied.approver:type_name -> sluice.common.v1.Principal
-	23, // 17: sluice.approvals.v1.GrantDenied.at:type_name -> google.protobuf.Timestamp
-	22, // 18: sluice.approvals.v1.GrantRevoked.by:type_name -> sluice.common.v1.Principal
-	23, // 19: sluice.approvals.v1.GrantRevoked.at:type_name -> google.protobuf.Timestamp
-	22, // 20: sluice.approvals.v1.Approval.requester:type_name -> sluice.common.v1.Principal
-	23, // 21: sluice.approvals.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
-	23, // 22: sluice.approvals.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 23: sluice.approvals.v1.Approval.starts_at:type_name -> google.protobuf.Timestamp
-	23, // 24: sluice.approvals.v1.Approval.ends_at:type_name -> google.protobuf.Timestamp
-	23, // 25: sluice.approvals.v1.Grant.starts_at:type_name -> google.protobuf.Timestamp
-	23, // 26: sluice.approvals.v1.Grant.ends_at:type_name -> google.protobuf.Timestamp
+	23, // 0: sluice.approvals.v1.RequestOpened.requester:type_name -> sluice.common.v1.Principal
+	24, // 1: sluice.approvals.v1.RequestOpened.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 2: sluice.approvals.v1.RequestOpened.opened_at:type_name -> google.protobuf.Timestamp
+	23, // 3: sluice.approvals.v1.RequestApproved.approver:type_name -> sluice.common.v1.Principal
+	24, // 4: sluice.approvals.v1.RequestApproved.at:type_name -> google.protobuf.Timestamp
+	23, // 5: sluice.approvals.v1.RequestDenied.approver:type_name -> sluice.common.v1.Principal
+	24, // 6: sluice.approvals.v1.RequestDenied.at:type_name -> google.protobuf.Timestamp
+	24, // 7: sluice.approvals.v1.RequestExpired.at:type_name -> google.protobuf.Timestamp
+	24, // 8: sluice.approvals.v1.RequestWithdrawn.at:type_name -> google.protobuf.Timestamp
+	24, // 9: sluice.approvals.v1.RequestConsumed.at:type_name -> google.protobuf.Timestamp
+	23, // 10: sluice.approvals.v1.GrantRequested.requester:type_name -> sluice.common.v1.Principal
+	24, // 11: sluice.approvals.v1.GrantRequested.requested_at:type_name -> google.protobuf.Timestamp
+	23, // 12: sluice.approvals.v1.GrantApproved.approver:type_name -> sluice.common.v1.Principal
+	24, // 13: sluice.approvals.v1.GrantApproved.starts_at:type_name -> google.protobuf.Timestamp
+	24, // 14: sluice.approvals.v1.GrantApproved.ends_at:type_name -> google.protobuf.Timestamp
+	24, // 15: sluice.approvals.v1.GrantApproved.at:type_name -> google.protobuf.Timestamp
+	23, // 16: sluice.approvals.v1.GrantDenied.approver:type_name -> sluice.common.v1.Principal
+	24, // 17: sluice.approvals.v1.GrantDenied.at:type_name -> google.protobuf.Timestamp
+	23, // 18: sluice.approvals.v1.GrantRevoked.by:type_name -> sluice.common.v1.Principal
+	24, // 19: sluice.approvals.v1.GrantRevoked.at:type_name -> google.protobuf.Timestamp
+	23, // 20: sluice.approvals.v1.Approval.requester:type_name -> sluice.common.v1.Principal
+	24, // 21: sluice.approvals.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
+	24, // 22: sluice.approvals.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 23: sluice.approvals.v1.Approval.starts_at:type_name -> google.protobuf.Timestamp
+	24, // 24: sluice.approvals.v1.Approval.ends_at:type_name -> google.protobuf.Timestamp
+	24, // 25: sluice.approvals.v1.Grant.starts_at:type_name -> google.protobuf.Timestamp
+	24, // 26: sluice.approvals.v1.Grant.ends_at:type_name -> google.protobuf.Timestamp
 	10, // 27: sluice.approvals.v1.ApprovalReply.approval:type_name -> sluice.approvals.v1.Approval
-	24, // 28: sluice.approvals.v1.ApprovalReply.error:type_name -> sluice.common.v1.Error
+	25, // 28: sluice.approvals.v1.ApprovalReply.error:type_name -> sluice.common.v1.Error
 	10, // 29: sluice.approvals.v1.ListReply.approvals:type_name -> sluice.approvals.v1.Approval
-	24, // 30: sluice.approvals.v1.ListReply.error:type_name -> sluice.common.v1.Error
+	25, // 30: sluice.approvals.v1.ListReply.error:type_name -> sluice.common.v1.Error
 	31, // [31:31] is the sub-list for method output_type
 	31, // [31:31] is the sub-list for method input_type
 	31, // [31:31] is the sub-list for extension type_name
@@ -2023,7 +2114,7 @@ func file_sluice_approvals_v1_approvals_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_approvals_v1_approvals_proto_rawDesc), len(file_sluice_approvals_v1_approvals_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

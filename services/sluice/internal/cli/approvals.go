@@ -51,7 +51,7 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "approvals", Short: "Held commands and access requests"}
 	var state string
 	list := &cobra.Command{
-		Use:   "list [--state pending|approved|denied|expired|consumed|all]",
+		Use:   "list [--state pending|approved|denied|expired|withdrawn|consumed|all]",
 		Short: "List approval requests you may decide, and your own",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -78,6 +78,9 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 				if a.Machine {
 					who += " (machine)"
 				}
+				if a.RequesterWaiting {
+					who += ", waiting"
+				}
 				exp := ""
 				if a.ExpiresAt != nil {
 					exp = time.Until(*a.ExpiresAt).Round(time.Second).String()
@@ -88,7 +91,7 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	list.Flags().StringVar(&state, "state", "pending", "which requests: pending, approved, denied, expired, consumed or all")
+	list.Flags().StringVar(&state, "state", "pending", "which requests: pending, approved, denied, expired, withdrawn, consumed or all")
 	cmd.AddCommand(list)
 	return cmd
 }
