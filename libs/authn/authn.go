@@ -16,6 +16,7 @@ import (
 	"errors"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -84,6 +85,10 @@ func (c *Client) Generation() uint64 {
 
 // Verify returns the token's principal, or a client-safe error.
 func (c *Client) Verify(ctx context.Context, token string) (*commonv1.Principal, *commonv1.Error) {
+	if !utf8.ValidString(token) {
+		// Not a JWT, and not something a request can carry.
+		return nil, &commonv1.Error{Code: "malformed", Message: "a token must be a signed JWT (three dot-separated parts)"}
+	}
 	key := sha256.Sum256([]byte(token))
 	now := c.now()
 	c.mu.Lock()

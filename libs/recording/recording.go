@@ -170,6 +170,11 @@ func (s *Session) Emit(ev *sessionv1.Event) (uint64, error) {
 		ev.Time = timestamppb.Now()
 	}
 	data, err := proto.Marshal(ev)
+	if err != nil && escapeStrings(ev.ProtoReflect()) {
+		// Text that is not UTF-8 (a client's bytes): recorded escaped,
+		// never a reason to lose the event or the session's record.
+		data, err = proto.Marshal(ev)
+	}
 	if err != nil {
 		s.seq--
 		s.failLocked(fmt.Errorf("encode: %v", err), s.seq)

@@ -15,6 +15,7 @@ import (
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/recording"
 	"sluice.dev/sluice/libs/testkit"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
@@ -149,4 +150,44 @@ func TestRetryUntilTheStreamReturns(t *testing.T) {
 	_, events := stored(t, conn.JS)
 	require.Len(t, events, 1, "the re-created stream holds the retried event once")
 	assert.Equal(t, uint64(2), events[0].GetSeq())
+}
+
+func TestEscape(t *testing.T) {
+	for in, want := range map[string]string{
+		"SELECT 1":          "SELECT 1",
+		"SELECT 'é'":        "SELECT 'é'",
+		"SELECT '\xff'":     `SELECT '\xff'`,
+		"a\xc3(b":           `a\xc3(b`,
+		"\xe2\x82":          `\xe2\x82`,
+		"ok \xed\xa0\x80 z": `ok \xed\xa0\x80 z`, // a surrogate is not UTF-8
+	} {
+		got, escaped := recording.Escape(in)
+		assert.Equal(t, want, got, "%q", in)
+		assert.Equal(t, in != want, escaped, "%q", in)
+	}
+}
+
+// Bytes that are not UTF-8, anywhere in an event (a client's statement, a
+// startup parameter, a result's message), are recorded escaped: the event
+// and the session's record go on.
+func TestEventsWithInvalidUTF8AreRecorded(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	rec := recording.New(conn.JS)
+	sess := rec.Open(recording.NewSessionID())
+	require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
+		ClientApplication: "app\xff", ClientUser: "al\xfeice",
+		Target: &commonv1.Target{Name: "demo", Labels: map[string]string{"env": "prod\xff", "k\xfe": "v"}}}}}))
+	require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{
+		CommandId: 1, Text: "SELECT '\xff'", Results: []*sessionv1.Result{{ErrorMessage: "bad \xc3("}}}}}))
+	require.NoError(t, sess.Record(ctx, command(2)))
+	_, events := stored(t, conn.JS)
+	require.Len(t, events, 3)
+	st := events[0].GetStarted()
+	assert.Equal(t, []string{`app\xff`, `al\xfeice`}, []string{st.GetClientApplication(), st.GetClientUser()})
+	assert.Equal(t, map[string]string{"env": `prod\xff`, `k\xfe`: "v"}, st.GetTarget().GetLabels())
+	assert.Equal(t, `SELECT '\xff'`, events[1].GetCommand().GetText())
+	assert.Equal(t, `bad \xc3(`, events[1].GetCommand().GetResults()[0].GetErrorMessage())
+	assert.NoError(t, sess.Err())
 }

@@ -19,6 +19,7 @@ const (
 	rulePolicyUnavailable = "builtin:policy-unavailable"
 	ruleFunctionCall      = "builtin:function-call"
 	ruleMaskedCopy        = "builtin:masked-data-copy"
+	ruleInvalidEncoding   = "builtin:invalid-encoding"
 )
 
 // decisionCache reuses decisions per principal, target and statement (exact

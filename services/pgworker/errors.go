@@ -10,19 +10,20 @@ import (
 
 // SQLSTATEs Sluice answers with.
 const (
-	stateInsufficientPrivilege = "42501"
-	stateInvalidPassword       = "28P01"
-	stateInvalidAuthorization  = "28000"
-	stateProtocolViolation     = "08P01"
-	stateConnectionFailure     = "08006"
-	stateCannotConnect         = "08001"
-	stateInvalidCatalog        = "3D000"
-	stateTooManyConnections    = "53300"
-	stateAdminShutdown         = "57P01"
-	stateQueryCanceled         = "57014"
-	stateSystemError           = "58000"
-	stateInvalidParameter      = "22023"
-	stateFeatureNotSupported   = "0A000"
+	stateInsufficientPrivilege    = "42501"
+	stateInvalidPassword          = "28P01"
+	stateInvalidAuthorization     = "28000"
+	stateProtocolViolation        = "08P01"
+	stateConnectionFailure        = "08006"
+	stateCannotConnect            = "08001"
+	stateInvalidCatalog           = "3D000"
+	stateTooManyConnections       = "53300"
+	stateAdminShutdown            = "57P01"
+	stateQueryCanceled            = "57014"
+	stateCharacterNotInRepertoire = "22021"
+	stateSystemError              = "58000"
+	stateInvalidParameter         = "22023"
+	stateFeatureNotSupported      = "0A000"
 )
 
 func fatal(code, msg, hint string) *pgproto3.ErrorResponse {

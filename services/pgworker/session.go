@@ -16,7 +16,9 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"google.golang.org/protobuf/proto"
@@ -533,7 +535,63 @@ func (s *session) notRecording() error {
 	return errClosed
 }
 
+// refuseEncoding refuses a statement whose text is not valid UTF-8 as
+// PostgreSQL would (22021), and records the attempt with the bytes escaped.
+// A Parse (name set by via "parse") fails under its statement name.
+func (s *session) refuseEncoding(text, via, name string) error {
+	escaped, _ := recording.Escape(text)
+	d := &policyv1.Decision{Action: "deny", Rule: ruleInvalidEncoding, Reason: "the statement is not valid UTF-8"}
+	s.cmdID++
+	if _, err := s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{
+		CommandId: s.cmdID, Text: escaped, TextEscaped: true, Via: via, StatementName: name, Decision: recorded(d),
+		Results: s.takeResults(),
+	}}}); err != nil {
+		return s.notRecording()
+	}
+	er := &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateCharacterNotInRepertoire,
+		Message: "invalid byte sequence for encoding \"UTF8\": " + invalidSequence(text)}
+	if via == "parse" {
+		delete(s.stmts, name)
+		s.denied.Add(1)
+		s.commands.Add(1)
+		marker := s.nextMarker()
+		s.push(&expect{kind: expProbeParse, cmdID: s.cmdID, denial: er, marker: marker})
+		return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: name, Query: probeSQL(marker)})
+	}
+	return s.probeError(er)
+}
+
+// invalidSequence names the first invalid UTF-8 sequence in s the way
+// PostgreSQL does: the bytes of the character it starts ("0xc3 0x28").
+func invalidSequence(s string) string {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r != utf8.RuneError || n > 1 {
+			i += n
+			continue
+		}
+		l := 1
+		switch c := s[i]; {
+		case c&0xe0 == 0xc0:
+			l = 2
+		case c&0xf0 == 0xe0:
+			l = 3
+		case c&0xf8 == 0xf0:
+			l = 4
+		}
+		parts := make([]string, 0, l)
+		for j := i; j < len(s) && j < i+l; j++ {
+			parts = append(parts, fmt.Sprintf("0x%02x", s[j]))
+		}
+		return strings.Join(parts, " ")
+	}
+	return ""
+}
+
 func (s *session) onQuery(ctx context.Context, text string, frame []byte) error {
+	if !utf8.ValidString(text) {
+		return s.refuseEncoding(text, "simple", "")
+	}
 	d, cached := s.decide(ctx, text)
 	d = s.refuseMaskedCopies(s.reviewExecutes(d))
 	switch d.GetAction() {
@@ -600,6 +658,9 @@ func probeSQL(marker string) string {
 }
 
 func (s *session) onParse(ctx context.Context, name, text string, frame []byte) error {
+	if !utf8.ValidString(text) || !utf8.ValidString(name) {
+		return s.refuseEncoding(text, "parse", name)
+	}
 	d, cached := s.decide(ctx, text)
 	d = s.refuseMaskedCopies(d)
 	switch d.GetAction() {

@@ -432,7 +432,10 @@ type Command struct {
 	// results of earlier commands of the session, recorded with this one to
 	// save a write per statement (a session that goes idle records its last
 	// results as Result events within 20 ms).
-	Results       []*Result `protobuf:"bytes,8,rep,name=results,proto3" json:"results,omitempty"`
+	Results []*Result `protobuf:"bytes,8,rep,name=results,proto3" json:"results,omitempty"`
+	// text_escaped: the text held bytes that are not valid UTF-8, recorded
+	// as \xNN (the statement was refused with 22021, as PostgreSQL would).
+	TextEscaped   bool `protobuf:"varint,9,opt,name=text_escaped,json=textEscaped,proto3" json:"text_escaped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -523,6 +526,13 @@ func (x *Command) GetResults() []*Result {
 	return nil
 }
 
+func (x *Command) GetTextEscaped() bool {
+	if x != nil {
+		return x.TextEscaped
+	}
+	return false
+}
+
 type Decided struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CommandId     uint64                 `protobuf:"varint,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
@@ -587,7 +597,7 @@ type Approval struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	CommandId  uint64                 `protobuf:"varint,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	ApprovalId string                 `protobuf:"bytes,2,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
-	// state: pending, approved, denied, expired, cancelled, consumed.
+	// state: pending, approved, denied, expired, withdrawn, consumed.
 	State         string   `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
 	Approvers     []string `protobuf:"bytes,4,rep,name=approvers,proto3" json:"approvers,omitempty"`
 	Reason        string   `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -1233,7 +1243,7 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"tls_cipher\x18\a \x01(\tR\ttlsCipher\x12\x16\n" +
 	"\x06worker\x18\b \x01(\tR\x06worker\x12\x1f\n" +
 	"\vclient_user\x18\t \x01(\tR\n" +
-	"clientUser\"\xa3\x02\n" +
+	"clientUser\"\xc6\x02\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\x04R\tcommandId\x12\x12\n" +
@@ -1243,7 +1253,8 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\x0fparameters_hash\x18\x05 \x01(\tR\x0eparametersHash\x126\n" +
 	"\bdecision\x18\x06 \x01(\v2\x1a.sluice.policy.v1.DecisionR\bdecision\x12\x16\n" +
 	"\x06cached\x18\a \x01(\bR\x06cached\x123\n" +
-	"\aresults\x18\b \x03(\v2\x19.sluice.session.v1.ResultR\aresults\"x\n" +
+	"\aresults\x18\b \x03(\v2\x19.sluice.session.v1.ResultR\aresults\x12!\n" +
+	"\ftext_escaped\x18\t \x01(\bR\vtextEscaped\"x\n" +
 	"\aDecided\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\x04R\tcommandId\x126\n" +
