@@ -154,7 +154,7 @@ func TestRecorderKill9UnderLoad(t *testing.T) {
 		}
 		return nil
 	})
-	_, problems, err := auditlog.Verify(ctx, reader.JS, "", map[string]ed25519.PublicKey{auditchain.KeyID(pub): pub})
+	_, problems, err := auditlog.Verify(ctx, reader.JS, "", map[string]ed25519.PublicKey{auditchain.KeyID(pub): pub}, nil)
 	require.NoError(t, err)
 	assert.Empty(t, problems)
 	t.Logf("%d events recorded across two SIGKILLs with no loss", total)
@@ -350,4 +350,106 @@ func waitCheckpoint(t *testing.T, env *devEnv, session string, seq uint64) {
 		}
 		return nil
 	})
+}
+
+// replaceStream deletes a stream and creates it again, empty, with the
+// same configuration, as the break-glass identity can.
+func replaceStream(t *testing.T, env *devEnv, name string) {
+	t.Helper()
+	js, err := env.NATS(bus.CompAdmin).JetStream()
+	require.NoError(t, err)
+	info, err := js.StreamInfo(name)
+	require.NoError(t, err)
+	require.NoError(t, js.DeleteStream(name))
+	cfg := info.Config
+	_, err = js.AddStream(&cfg)
+	require.NoError(t, err)
+}
+
+// TestAuditStreamReplacedByBreakGlass: the break-glass identity deletes the
+// whole AUDIT stream and creates it again (then the sessions index too).
+// The recorder does not start a new chain as if nothing had been: it says,
+// in a signed checkpoint, that the anchored history is gone; `audit verify`
+// fails against the anchor file (found by default in the dev directory,
+// or named with --anchor, or taken from `audit anchor` output), and, while
+// the index still lists the lost sessions, without one.
+func TestAuditStreamReplacedByBreakGlass(t *testing.T) {
+	env := startDev(t, devOptions{noDemo: true})
+	auditor := []string{"SLUICE_TOKEN=" + env.Token("--sub", "audrey", "--groups", "auditors")}
+	anchorFile := filepath.Join(env.Dir, "audit-anchor.jsonl")
+	id := recordSession(t, env)
+	waitCheckpoint(t, env, id, 7)
+	var anchored *auditchain.Anchor
+	testkit.Eventually(t, 20*time.Second, func() error {
+		a, err := auditchain.LastAnchor(anchorFile)
+		if err != nil || a == nil || a.Sessions == 0 {
+			return fmt.Errorf("no anchor with a session yet (%v)", err)
+		}
+		anchored = a
+		return nil
+	})
+	out, err := env.CLI(auditor, "audit", "verify", "--anchor", anchorFile)
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "intact")
+	assert.Contains(t, out, "checked against 1 recorder key(s) and the anchor of checkpoint")
+
+	// `sluice audit anchor` prints an anchor to keep elsewhere.
+	out, err = env.CLI(auditor, "audit", "anchor")
+	require.NoError(t, err, out)
+	saved := filepath.Join(t.TempDir(), "saved-anchor.jsonl")
+	require.NoError(t, os.WriteFile(saved, []byte(out), 0o600))
+	savedAnchor, err := auditchain.LastAnchor(saved)
+	require.NoError(t, err)
+
+	// verifyFails runs verify in dir (so that a .sluice there is found) and
+	// returns its report, which must say the history was lost.
+	verifyFails := func(t *testing.T, dir string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(sluiceBin, append([]string{"audit", "verify"}, args...)...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "SLUICE_API="+env.API, "XDG_CONFIG_HOME="+filepath.Join(env.Dir, "cfg"), auditor[0])
+		b, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, string(b))
+		assert.Equal(t, 2, ee.ExitCode(), string(b))
+		assert.Contains(t, string(b), "history_lost")
+		return string(b)
+	}
+
+	// The whole stream, deleted and created again; new sessions go on.
+	replaceStream(t, env, bus.StreamAudit)
+	other := recordSession(t, env)
+	testkit.Eventually(t, 20*time.Second, func() error {
+		out, _ := env.CLI(auditor, "audit", "verify", "--anchor", anchorFile)
+		if !strings.Contains(out, "the recorder found the audit history gone") {
+			return fmt.Errorf("no lost-history checkpoint yet:\n%s", out)
+		}
+		return nil
+	})
+	report := verifyFails(t, filepath.Dir(env.Dir)) // the dev directory's anchor, by default
+	assert.Contains(t, report, "checkpoint "+anchored.Checkpoint)
+	assert.Contains(t, report, "the anchor of checkpoint")
+	report = verifyFails(t, t.TempDir(), "--anchor", saved)
+	assert.Contains(t, report, "checkpoint "+savedAnchor.Checkpoint)
+	report = verifyFails(t, t.TempDir()) // no anchor: the index and the recorder's checkpoint
+	assert.Contains(t, report, id+": history_lost: the sessions index lists this session")
+	assert.NotContains(t, report, other)
+
+	// The index too, and the stream once more: the anchor file still tells.
+	replaceStream(t, env, "KV_"+bus.BucketSessions)
+	replaceStream(t, env, bus.StreamAudit)
+	recordSession(t, env)
+	testkit.Eventually(t, 20*time.Second, func() error {
+		a, err := auditchain.LastAnchor(anchorFile)
+		if err != nil || a == nil {
+			return fmt.Errorf("no anchor (%v)", err)
+		}
+		out, _ := env.CLI(auditor, "audit", "verify", "--anchor", anchorFile)
+		if !strings.Contains(out, "the recorder found the audit history gone") {
+			return fmt.Errorf("no lost-history checkpoint in the new stream yet:\n%s", out)
+		}
+		return nil
+	})
+	verifyFails(t, t.TempDir(), "--anchor", anchorFile)
+	verifyFails(t, t.TempDir(), "--anchor", saved)
 }

@@ -152,6 +152,14 @@ func checkpointBytes(c *auditv1.Checkpoint) []byte {
 			b = appendField(b, r.GetHash())
 		}
 	}
+	if l := c.GetLostHistory(); l != nil {
+		// Signed only where present: earlier checkpoints verify unchanged.
+		b = append(b, "lost-history"...)
+		b = appendField(b, []byte(l.GetCheckpoint()))
+		b = appendField(b, l.GetHash())
+		b = binary.BigEndian.AppendUint64(b, l.GetStreamSeq())
+		b = binary.BigEndian.AppendUint64(b, uint64(l.GetAnchoredAt().AsTime().UnixNano()))
+	}
 	return b
 }
 

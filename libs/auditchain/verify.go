@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"sort"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -24,6 +25,10 @@ const (
 	BadCheckpt  = "bad_checkpoint"
 	Unreadable  = "unreadable"
 	Unsupported = "unsupported"
+	// HistoryLost: records before some point were deleted or the stream
+	// replaced (a checkpoint chains to one the stream does not hold, the
+	// recorder said so, or the anchored checkpoint is gone).
+	HistoryLost = "history_lost"
 )
 
 // Problem is one finding, naming the record.
@@ -62,10 +67,15 @@ type Stored struct {
 type Verifier struct {
 	// Keys are the trusted checkpoint keys; without keys checkpoints are
 	// not checked for signatures.
-	Keys     map[string]ed25519.PublicKey
+	Keys map[string]ed25519.PublicKey
+	// Anchor, if set, is a checkpoint known from outside the stream: it
+	// must be in the stream, and the key it pins is the one trusted for
+	// its key id.
+	Anchor   *Anchor
 	sessions map[string]*chain
 	order    []string
 	checkpts []*auditv1.Checkpoint
+	indexed  []indexed
 	problems []Problem
 	gaps     []missing
 	// Records counts the records seen; Events the events they hold.
@@ -80,6 +90,20 @@ type chain struct {
 	// late holds seqs that arrived after a later record (reordered), so
 	// that they are not also reported missing.
 	late map[uint64]bool
+}
+
+// indexed is a session the sessions index lists.
+type indexed struct {
+	session string
+	started time.Time
+	lastSeq uint64
+}
+
+// AddIndexed notes a session the sessions index lists (started at
+// started; lastSeq, if the session ended, is the seq of its last event):
+// its records must be in the stream, up to lastSeq.
+func (v *Verifier) AddIndexed(session string, started time.Time, lastSeq uint64) {
+	v.indexed = append(v.indexed, indexed{session, started, lastSeq})
 }
 
 // missing is a gap seen while reading, checked again at the end.
@@ -226,16 +250,36 @@ func (v *Verifier) Problems(only string) []Problem {
 		}
 	}
 	v.gaps = nil
+	v.checkAnchor()
+	for _, ix := range v.indexed {
+		c, ok := v.sessions[ix.session]
+		switch {
+		case !ok:
+			v.report(Problem{Session: ix.session, Kind: HistoryLost, Detail: fmt.Sprintf(
+				"the sessions index lists this session (started %s), but the audit stream holds none of its records", ix.started.UTC().Format(time.RFC3339))})
+		case ix.lastSeq > c.lastSeq:
+			v.report(Problem{Session: ix.session, Seq: ix.lastSeq, Kind: Truncated, Detail: fmt.Sprintf(
+				"the sessions index says the session ended with event %d, but its chain ends at %d", ix.lastSeq, c.lastSeq)})
+		}
+	}
 	var prevID string
 	var prevHash []byte
 	for i, cp := range v.checkpts {
+		if l := cp.GetLostHistory(); l != nil {
+			v.report(Problem{Session: "checkpoint " + cp.GetId(), Kind: HistoryLost, Detail: fmt.Sprintf(
+				"the recorder found the audit history gone at %s: checkpoint %s (stream seq %d, anchored %s) was no longer in the stream; what was recorded before it was deleted or replaced",
+				cp.GetTime().AsTime().UTC().Format(time.RFC3339), l.GetCheckpoint(), l.GetStreamSeq(), l.GetAnchoredAt().AsTime().UTC().Format(time.RFC3339))})
+		} else if i == 0 && cp.GetPrevious() != "" {
+			v.report(Problem{Session: "checkpoint " + cp.GetId(), Kind: HistoryLost, Detail: fmt.Sprintf(
+				"the first checkpoint in the stream chains to checkpoint %s, which the stream does not hold: what came before was deleted", cp.GetPrevious())})
+		}
 		if v.Keys != nil {
 			if err := VerifyCheckpoint(cp, v.Keys); err != nil {
 				v.report(Problem{Session: "checkpoint " + cp.GetId(), Kind: BadCheckpt, Detail: err.Error()})
 				continue
 			}
 		}
-		if i > 0 && (cp.GetPrevious() != prevID || !bytes.Equal(cp.GetPreviousHash(), prevHash)) {
+		if i > 0 && cp.GetLostHistory() == nil && (cp.GetPrevious() != prevID || !bytes.Equal(cp.GetPreviousHash(), prevHash)) {
 			v.report(Problem{Session: "checkpoint " + cp.GetId(), Kind: BadCheckpt, Detail: "does not chain to the checkpoint before it (one was removed or reordered)"})
 		}
 		prevID, prevHash = cp.GetId(), CheckpointHash(cp)
@@ -275,6 +319,37 @@ func (v *Verifier) Problems(only string) []Problem {
 		return a.Seq < b.Seq
 	})
 	return v.problems
+}
+
+// checkAnchor checks the stream against the anchored checkpoint: it must
+// be there, unchanged, and its pinned key is the one trusted for its id.
+func (v *Verifier) checkAnchor() {
+	a := v.Anchor
+	if a == nil {
+		return
+	}
+	loc := "checkpoint " + a.Checkpoint
+	if pub := a.Key(); pub != nil {
+		if have, ok := v.Keys[a.KeyID]; ok && !bytes.Equal(have, pub) {
+			v.report(Problem{Session: "key " + a.KeyID, Kind: BadCheckpt, Detail: "the recorder key stored under this id differs from the anchored one (the key bucket was rewritten)"})
+		}
+		if v.Keys == nil {
+			v.Keys = map[string]ed25519.PublicKey{}
+		}
+		v.Keys[a.KeyID] = pub
+	}
+	for _, cp := range v.checkpts {
+		if cp.GetId() != a.Checkpoint {
+			continue
+		}
+		if !a.Matches(cp) {
+			v.report(Problem{Session: loc, Kind: BadCheckpt, Detail: "differs from the anchored checkpoint of the same id (rewritten history)"})
+		}
+		return
+	}
+	v.report(Problem{Session: loc, Kind: HistoryLost, Detail: fmt.Sprintf(
+		"the checkpoint anchored outside the stream (stream seq %d, %s, %d session(s)) is not in the audit stream: the stream was deleted, purged or replaced",
+		a.StreamSeq, a.Time.Format(time.RFC3339), a.Sessions)})
 }
 
 // Sessions returns the ids of the sessions seen, in first-seen order.

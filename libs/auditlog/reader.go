@@ -218,6 +218,29 @@ func Keys(ctx context.Context, js jetstream.JetStream) (map[string]ed25519.Publi
 	return keys, nil
 }
 
+// ErrNoCheckpoint: the stream holds no checkpoint yet.
+var ErrNoCheckpoint = errors.New("no checkpoint")
+
+// LastCheckpoint returns the newest checkpoint and its stream seq.
+func LastCheckpoint(ctx context.Context, js jetstream.JetStream) (*auditv1.Checkpoint, uint64, error) {
+	st, err := js.Stream(ctx, bus.StreamAudit)
+	if err != nil {
+		return nil, 0, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, SubjectCheckpoint)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, ErrNoCheckpoint
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var cp auditv1.Checkpoint
+	if err := proto.Unmarshal(m.Data, &cp); err != nil {
+		return nil, 0, fmt.Errorf("checkpoint at stream seq %d: %w", m.Sequence, err)
+	}
+	return &cp, m.Sequence, nil
+}
+
 // Sessions returns the session index, newest first.
 func Sessions(ctx context.Context, js jetstream.JetStream) ([]*sessionv1.Summary, error) {
 	kv, err := js.KeyValue(ctx, bus.BucketSessions)
@@ -225,6 +248,9 @@ func Sessions(ctx context.Context, js jetstream.JetStream) ([]*sessionv1.Summary
 		return nil, err
 	}
 	lister, err := kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -243,10 +269,25 @@ func Sessions(ctx context.Context, js jetstream.JetStream) ([]*sessionv1.Summary
 	return out, nil
 }
 
-// Verify reads AUDIT (one session, or everything) and reports problems.
-func Verify(ctx context.Context, js jetstream.JetStream, session string, keys map[string]ed25519.PublicKey) (*auditchain.Verifier, []auditchain.Problem, error) {
+// Verify reads AUDIT (one session, or everything) and reports problems:
+// the hash chains, the signed checkpoints, the anchor (a checkpoint known
+// from outside the stream; nil for none) and the sessions index (every
+// session it lists has its records).
+func Verify(ctx context.Context, js jetstream.JetStream, session string, keys map[string]ed25519.PublicKey, anchor *auditchain.Anchor) (*auditchain.Verifier, []auditchain.Problem, error) {
 	v := auditchain.NewVerifier(keys)
-	err := Read(ctx, js, Options{Checkpoints: true}, func(e Entry) error {
+	v.Anchor = anchor
+	// The index first: a session indexed while the stream is read has its
+	// records in the stream already (the recorder indexes after storing).
+	index, err := Sessions(ctx, js)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sessions index: %w", err)
+	}
+	for _, s := range index {
+		if session == "" || s.GetSessionId() == session {
+			v.AddIndexed(s.GetSessionId(), s.GetStartedAt().AsTime(), s.GetLastSeq())
+		}
+	}
+	err = Read(ctx, js, Options{Checkpoints: true}, func(e Entry) error {
 		switch {
 		case e.Checkpoint != nil:
 			v.AddCheckpoint(e.Checkpoint)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,6 +20,8 @@ func (s *Server) auditRoutes() {
 	s.handle("GET /api/v1/sessions", "sessions", auditors, s.sessions)
 	s.handle("GET /api/v1/sessions/{id}", "session", auditors, s.session)
 	s.handle("GET /api/v1/audit/verify", "audit_verify", auditors, s.auditVerify)
+	s.handle("POST /api/v1/audit/verify", "audit_verify", auditors, s.auditVerify)
+	s.handle("GET /api/v1/audit/anchor", "audit_anchor", auditors, s.auditAnchor)
 	s.handle("GET /api/v1/audit/tail", "audit_tail", auditors, s.auditTail)
 	s.handle("GET /api/v1/audit/keys", "audit_keys", anyone, s.auditKeys)
 }
@@ -138,14 +141,31 @@ type VerifyJSON struct {
 	Problems []auditchain.Problem `json:"problems"`
 }
 
+// VerifyRequest is the body of POST /api/v1/audit/verify (GET takes
+// ?session= and no anchor).
+type VerifyRequest struct {
+	Session string             `json:"session,omitempty"`
+	Anchor  *auditchain.Anchor `json:"anchor,omitempty"`
+}
+
 func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+	req := VerifyRequest{Session: r.URL.Query().Get("session")}
+	if r.Method == http.MethodPost && !readJSON(w, r, &req) {
+		return
+	}
+	if req.Anchor != nil {
+		if err := req.Anchor.Check(); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "anchor: "+err.Error())
+			return
+		}
+	}
 	keys, err := auditlog.Keys(r.Context(), s.cfg.Conn.JS)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the recorder keys cannot be read")
 		return
 	}
-	session := strings.ToLower(r.URL.Query().Get("session"))
-	v, problems, err := auditlog.Verify(r.Context(), s.cfg.Conn.JS, session, keys)
+	session := strings.ToLower(req.Session)
+	v, problems, err := auditlog.Verify(r.Context(), s.cfg.Conn.JS, session, keys, req.Anchor)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit stream cannot be read")
 		return
@@ -158,6 +178,26 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ *commonv1
 		out.Keys = append(out.Keys, k)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// auditAnchor returns the anchor of the newest checkpoint, to keep outside
+// the stream (see auditchain.Anchor).
+func (s *Server) auditAnchor(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+	cp, seq, err := auditlog.LastCheckpoint(r.Context(), s.cfg.Conn.JS)
+	if errors.Is(err, auditlog.ErrNoCheckpoint) {
+		writeError(w, http.StatusNotFound, "not_found", "the audit stream holds no checkpoint yet")
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit stream cannot be read")
+		return
+	}
+	keys, err := auditlog.Keys(r.Context(), s.cfg.Conn.JS)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the recorder keys cannot be read")
+		return
+	}
+	writeJSON(w, http.StatusOK, auditchain.AnchorOf(cp, seq, keys[cp.GetKeyId()]))
 }
 
 func (s *Server) auditKeys(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {

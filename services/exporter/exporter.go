@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"sluice.dev/sluice/libs/auditchain"
 	"sluice.dev/sluice/libs/auditlog"
 	"sluice.dev/sluice/libs/bus"
 )
@@ -75,8 +77,11 @@ func Run(ctx context.Context, cfg Config) error {
 
 func export(ctx context.Context, cfg Config, sink Sink) error {
 	cons, err := cfg.Conn.JS.CreateOrUpdateConsumer(ctx, bus.StreamAudit, jetstream.ConsumerConfig{
-		Durable:       bus.ExportDurable(sink.Name()),
-		FilterSubject: bus.SubjectAudit + ".s.>",
+		Durable: bus.ExportDurable(sink.Name()),
+		// Records and signed checkpoints: a checkpoint goes out as its
+		// anchor, so the SIEM holds what `sluice audit verify --anchor`
+		// checks the stream against.
+		FilterSubject: bus.SubjectAudit + ".>",
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       time.Minute,
 		MaxAckPending: cfg.Batch * 2,
@@ -144,8 +149,15 @@ func format(ctx context.Context, f string, sc *auditlog.Context, m jetstream.Msg
 	}
 	var out []Item
 	for _, e := range entries {
-		if e.Record != nil {
+		switch {
+		case e.Record != nil:
 			out = append(out, formatEntry(ctx, f, sc, e)...)
+		case e.Checkpoint != nil:
+			b, err := json.Marshal(auditchain.AnchorOf(e.Checkpoint, e.StreamSeq, nil))
+			if err != nil {
+				continue
+			}
+			out = append(out, Item{ID: "cp-" + e.Checkpoint.GetId(), Kind: auditchain.KindCheckpoint, Time: e.Checkpoint.GetTime().AsTime(), Body: b})
 		}
 	}
 	return out

@@ -46,10 +46,21 @@ func (r *receiver) add(id string) {
 	r.total++
 }
 
-func (r *receiver) distinct() int {
+// distinct counts the events received, checkpoints the checkpoint
+// anchors.
+func (r *receiver) distinct() int    { return r.count(false) }
+func (r *receiver) checkpoints() int { return r.count(true) }
+
+func (r *receiver) count(checkpoints bool) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.ids)
+	n := 0
+	for id := range r.ids {
+		if strings.HasPrefix(id, "cp-") == checkpoints {
+			n++
+		}
+	}
+	return n
 }
 
 var sdID = regexp.MustCompile(`event_id="([^"]+)"`)
@@ -120,6 +131,14 @@ func hecServer(t *testing.T, r *receiver, failures *atomic.Int32) string {
 				w.WriteHeader(http.StatusBadRequest)
 				return
 			}
+			if ev.Fields["kind"] == "checkpoint" {
+				// A checkpoint goes out as its anchor, not as OCSF.
+				if ev.Event["checkpoint"] == nil || ev.Event["hash"] == nil || "cp-"+ev.Event["checkpoint"].(string) != ev.Fields["event_id"] {
+					t.Errorf("not a checkpoint anchor: %v", ev.Event)
+				}
+				r.add(ev.Fields["event_id"])
+				continue
+			}
 			md, _ := ev.Event["metadata"].(map[string]any)
 			if md["uid"] != ev.Fields["event_id"] {
 				t.Errorf("OCSF metadata.uid %v differs from the event id %s", md["uid"], ev.Fields["event_id"])
@@ -142,7 +161,9 @@ func TestExportResumesWithoutLoss(t *testing.T) {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
-	go func() { _ = recorder.New(recorder.Config{Conn: conn, SigningKey: key, Log: zerolog.Nop()}).Run(rctx) }()
+	go func() {
+		_ = recorder.New(recorder.Config{Conn: conn, SigningKey: key, Log: zerolog.Nop(), CheckpointInterval: 100 * time.Millisecond}).Run(rctx)
+	}()
 
 	rec := recording.New(conn.JS)
 	emit := func(n int) {
@@ -194,6 +215,13 @@ func TestExportResumesWithoutLoss(t *testing.T) {
 	})
 	assert.Equal(t, 160, sys.distinct())
 	assert.Equal(t, 160, hec.distinct())
+	// The signed checkpoints reach the SIEM too, as anchors.
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if sys.checkpoints() == 0 || hec.checkpoints() == 0 {
+			return fmt.Errorf("checkpoint anchors: syslog %d, hec %d", sys.checkpoints(), hec.checkpoints())
+		}
+		return nil
+	})
 }
 
 func TestSyslogFormat(t *testing.T) {

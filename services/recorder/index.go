@@ -29,10 +29,11 @@ func (s *Service) indexSession(ctx context.Context, ev *sessionv1.Event) {
 		sum.SessionId = key
 		sum.EndedAt = ev.GetTime()
 		sum.Commands, sum.Denied, sum.EndReason = b.Ended.GetCommands(), b.Ended.GetDenied(), b.Ended.GetReason()
+		sum.LastSeq = ev.GetSeq()
 		s.putSummary(ctx, key, &sum)
 	case *sessionv1.Event_AuthFailed:
 		sum := &sessionv1.Summary{SessionId: key, Protocol: b.AuthFailed.GetProtocol(), ClientAddr: b.AuthFailed.GetClientAddr(),
-			StartedAt: ev.GetTime(), EndedAt: ev.GetTime(), EndReason: "authentication failed: " + b.AuthFailed.GetCode()}
+			StartedAt: ev.GetTime(), EndedAt: ev.GetTime(), EndReason: "authentication failed: " + b.AuthFailed.GetCode(), LastSeq: ev.GetSeq()}
 		if b.AuthFailed.GetTarget() != "" {
 			sum.Target = &commonv1.Target{Name: b.AuthFailed.GetTarget()}
 		}

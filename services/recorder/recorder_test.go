@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/recording"
 	"sluice.dev/sluice/libs/testkit"
+	auditv1 "sluice.dev/sluice/proto/sluice/audit/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 	"sluice.dev/sluice/services/recorder"
@@ -99,7 +101,7 @@ func waitRecorded(t *testing.T, js jetstream.JetStream, want int) {
 
 func verify(t *testing.T, e *env, session string) []auditchain.Problem {
 	t.Helper()
-	_, problems, err := auditlog.Verify(context.Background(), e.conn.JS, session, e.keys)
+	_, problems, err := auditlog.Verify(context.Background(), e.conn.JS, session, e.keys, nil)
 	require.NoError(t, err)
 	return problems
 }
@@ -326,4 +328,97 @@ func TestDuplicateBatchInOneWindow(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// replaceAudit deletes the AUDIT stream and creates it again, empty, with
+// the same configuration: what the NATS admin identity can do.
+func replaceAudit(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, bus.StreamAudit)
+	require.NoError(t, err)
+	info, err := st.Info(ctx)
+	require.NoError(t, err)
+	require.NoError(t, js.DeleteStream(ctx, bus.StreamAudit))
+	_, err = js.CreateStream(ctx, info.Config)
+	require.NoError(t, err)
+}
+
+func lostHistory(t *testing.T, js jetstream.JetStream) *auditv1.Checkpoint {
+	t.Helper()
+	var found *auditv1.Checkpoint
+	require.NoError(t, auditlog.Read(context.Background(), js, auditlog.Options{Checkpoints: true}, func(e auditlog.Entry) error {
+		if e.Checkpoint != nil && e.Checkpoint.GetLostHistory() != nil {
+			found = e.Checkpoint
+		}
+		return nil
+	}))
+	return found
+}
+
+// A recorder never starts a new chain over a stream that lost its history
+// as if nothing had been: while it runs, and when it starts over a
+// replaced stream, its next checkpoint chains to the anchored one and says,
+// signed, that it is gone; verification against the anchor file fails.
+func TestReplacedStreamIsDeclared(t *testing.T) {
+	e := setup(t)
+	anchors := filepath.Join(t.TempDir(), "anchor.jsonl")
+	_, stop := e.start(t, e.conn, recorder.Config{AnchorFile: anchors})
+	rec := recording.New(e.conn.JS)
+	sess := rec.Open(recording.NewSessionID())
+	require.NoError(t, sess.Record(context.Background(), started()))
+	require.NoError(t, sess.Record(context.Background(), command(1)))
+	var anchor *auditchain.Anchor
+	testkit.Eventually(t, 10*time.Second, func() error {
+		a, err := auditchain.LastAnchor(anchors)
+		if err != nil || a == nil || a.Sessions == 0 {
+			return fmt.Errorf("no anchor yet (%v)", err)
+		}
+		anchor = a
+		return nil
+	})
+	_, problems, err := auditlog.Verify(context.Background(), e.conn.JS, "", e.keys, anchor)
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+
+	// While the recorder runs.
+	replaceAudit(t, e.conn.JS)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if lostHistory(t, e.conn.JS) == nil {
+			return fmt.Errorf("no lost-history checkpoint yet")
+		}
+		return nil
+	})
+	lh := lostHistory(t, e.conn.JS)
+	assert.Equal(t, anchor.Checkpoint, lh.GetLostHistory().GetCheckpoint())
+	assert.Equal(t, anchor.Checkpoint, lh.GetPrevious(), "it chains to the anchored checkpoint")
+	_, problems, err = auditlog.Verify(context.Background(), e.conn.JS, "", e.keys, anchor)
+	require.NoError(t, err)
+	assert.Contains(t, kindsOf(problems), auditchain.HistoryLost)
+	// The sessions index still lists the session: its records are gone.
+	_, problems, err = auditlog.Verify(context.Background(), e.conn.JS, "", e.keys, nil)
+	require.NoError(t, err)
+	assert.Contains(t, kindsOf(problems), auditchain.HistoryLost)
+
+	// Stopped, then started over another replaced stream: it says so at once.
+	stop()
+	last, err := auditchain.LastAnchor(anchors)
+	require.NoError(t, err)
+	assert.Equal(t, lh.GetId(), last.Checkpoint, "the lost-history checkpoint is anchored in turn")
+	replaceAudit(t, e.conn.JS)
+	e.start(t, e.conn, recorder.Config{AnchorFile: anchors})
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if cp := lostHistory(t, e.conn.JS); cp == nil || cp.GetLostHistory().GetCheckpoint() != last.Checkpoint {
+			return fmt.Errorf("no lost-history checkpoint for %s yet", last.Checkpoint)
+		}
+		return nil
+	})
+}
+
+func kindsOf(ps []auditchain.Problem) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Kind)
+	}
+	return out
 }

@@ -58,6 +58,12 @@ type Config struct {
 	// AckWait is how long a batch delivered to a recorder that stopped
 	// waits before it is delivered again; default 10s.
 	AckWait time.Duration
+	// AnchorFile, if set, is where the recorder appends the anchor of each
+	// checkpoint it signs (auditchain.Anchor), outside NATS: on start and
+	// at every checkpoint it checks that the last anchored checkpoint is
+	// still in the stream, and says so in a signed checkpoint when it is
+	// not. Without it, that check covers only this process's lifetime.
+	AnchorFile string
 }
 
 // Service is the recorder.
@@ -70,6 +76,9 @@ type Service struct {
 
 	mu    sync.Mutex
 	dirty map[string]*auditv1.ChainHead
+	// anchor is the last checkpoint this recorder anchored (checkpoint
+	// goroutine).
+	anchor *auditchain.Anchor
 }
 
 type head struct {
@@ -135,6 +144,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	if err := s.publishKey(ctx); err != nil {
 		return err
+	}
+	if s.cfg.AnchorFile != "" {
+		if s.anchor, err = auditchain.LastAnchor(s.cfg.AnchorFile); err != nil {
+			return fmt.Errorf("recorder: %w", err)
+		}
+	} else {
+		s.cfg.Log.Warn().Msg("no audit anchor file: a deleted or replaced audit stream is noticed only while this recorder runs (set --audit-anchor-file)")
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamSessions, ConsumerConfig(s.cfg.AckWait))
 	if err != nil {

@@ -273,8 +273,13 @@ type Checkpoint struct {
 	// signature is Ed25519 over the canonical encoding of (id, time, heads).
 	Signature []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
 	// previous is the id of the previous checkpoint, chaining checkpoints too.
-	Previous      string `protobuf:"bytes,6,opt,name=previous,proto3" json:"previous,omitempty"`
-	PreviousHash  []byte `protobuf:"bytes,7,opt,name=previous_hash,json=previousHash,proto3" json:"previous_hash,omitempty"`
+	Previous     string `protobuf:"bytes,6,opt,name=previous,proto3" json:"previous,omitempty"`
+	PreviousHash []byte `protobuf:"bytes,7,opt,name=previous_hash,json=previousHash,proto3" json:"previous_hash,omitempty"`
+	// lost_history is set when the recorder found the checkpoint it last
+	// anchored outside the stream gone (the stream was deleted, purged or
+	// replaced): this checkpoint chains to that one (previous) and says so,
+	// signed, instead of starting a new chain as if nothing had been.
+	LostHistory   *LostHistory `protobuf:"bytes,8,opt,name=lost_history,json=lostHistory,proto3" json:"lost_history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -358,6 +363,82 @@ func (x *Checkpoint) GetPreviousHash() []byte {
 	return nil
 }
 
+func (x *Checkpoint) GetLostHistory() *LostHistory {
+	if x != nil {
+		return x.LostHistory
+	}
+	return nil
+}
+
+// LostHistory names the anchored checkpoint the stream no longer holds.
+type LostHistory struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint    string                 `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Hash          []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	StreamSeq     uint64                 `protobuf:"varint,3,opt,name=stream_seq,json=streamSeq,proto3" json:"stream_seq,omitempty"`
+	AnchoredAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=anchored_at,json=anchoredAt,proto3" json:"anchored_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LostHistory) Reset() {
+	*x = LostHistory{}
+	mi := &file_sluice_audit_v1_audit_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LostHistory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LostHistory) ProtoMessage() {}
+
+func (x *LostHistory) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_audit_v1_audit_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LostHistory.ProtoReflect.Descriptor instead.
+func (*LostHistory) Descriptor() ([]byte, []int) {
+	return file_sluice_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LostHistory) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+func (x *LostHistory) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *LostHistory) GetStreamSeq() uint64 {
+	if x != nil {
+		return x.StreamSeq
+	}
+	return 0
+}
+
+func (x *LostHistory) GetAnchoredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AnchoredAt
+	}
+	return nil
+}
+
 var File_sluice_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_sluice_audit_v1_audit_proto_rawDesc = "" +
@@ -383,7 +464,7 @@ const file_sluice_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
 	"RecordHash\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
-	"\x04hash\x18\x02 \x01(\fR\x04hash\"\xf4\x01\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"\xb5\x02\n" +
 	"\n" +
 	"Checkpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
@@ -392,7 +473,17 @@ const file_sluice_audit_v1_audit_proto_rawDesc = "" +
 	"\x06key_id\x18\x04 \x01(\tR\x05keyId\x12\x1c\n" +
 	"\tsignature\x18\x05 \x01(\fR\tsignature\x12\x1a\n" +
 	"\bprevious\x18\x06 \x01(\tR\bprevious\x12#\n" +
-	"\rprevious_hash\x18\a \x01(\fR\fpreviousHashB1Z/sluice.dev/sluice/proto/sluice/audit/v1;auditv1b\x06proto3"
+	"\rprevious_hash\x18\a \x01(\fR\fpreviousHash\x12?\n" +
+	"\flost_history\x18\b \x01(\v2\x1c.sluice.audit.v1.LostHistoryR\vlostHistory\"\x9d\x01\n" +
+	"\vLostHistory\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\tR\n" +
+	"checkpoint\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\x12\x1d\n" +
+	"\n" +
+	"stream_seq\x18\x03 \x01(\x04R\tstreamSeq\x12;\n" +
+	"\vanchored_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"anchoredAtB1Z/sluice.dev/sluice/proto/sluice/audit/v1;auditv1b\x06proto3"
 
 var (
 	file_sluice_audit_v1_audit_proto_rawDescOnce sync.Once
@@ -406,24 +497,27 @@ func file_sluice_audit_v1_audit_proto_rawDescGZIP() []byte {
 	return file_sluice_audit_v1_audit_proto_rawDescData
 }
 
-var file_sluice_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_sluice_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_sluice_audit_v1_audit_proto_goTypes = []any{
 	(*Record)(nil),                // 0: sluice.audit.v1.Record
 	(*ChainHead)(nil),             // 1: sluice.audit.v1.ChainHead
 	(*RecordHash)(nil),            // 2: sluice.audit.v1.RecordHash
 	(*Checkpoint)(nil),            // 3: sluice.audit.v1.Checkpoint
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*LostHistory)(nil),           // 4: sluice.audit.v1.LostHistory
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_sluice_audit_v1_audit_proto_depIdxs = []int32{
-	4, // 0: sluice.audit.v1.Record.recorded_at:type_name -> google.protobuf.Timestamp
+	5, // 0: sluice.audit.v1.Record.recorded_at:type_name -> google.protobuf.Timestamp
 	2, // 1: sluice.audit.v1.ChainHead.records:type_name -> sluice.audit.v1.RecordHash
-	4, // 2: sluice.audit.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
+	5, // 2: sluice.audit.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
 	1, // 3: sluice.audit.v1.Checkpoint.heads:type_name -> sluice.audit.v1.ChainHead
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4, // 4: sluice.audit.v1.Checkpoint.lost_history:type_name -> sluice.audit.v1.LostHistory
+	5, // 5: sluice.audit.v1.LostHistory.anchored_at:type_name -> google.protobuf.Timestamp
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_sluice_audit_v1_audit_proto_init() }
@@ -437,7 +531,7 @@ func file_sluice_audit_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_audit_v1_audit_proto_rawDesc), len(file_sluice_audit_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

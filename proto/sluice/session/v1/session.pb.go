@@ -1082,18 +1082,21 @@ func (x *AuthFailed) GetTarget() string {
 
 // Summary indexes a session (bucket sluice_sessions, key = session id).
 type Summary struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Principal     *v1.Principal          `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
-	Target        *v1.Target             `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	Protocol      string                 `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	ClientAddr    string                 `protobuf:"bytes,5,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	EndedAt       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
-	Commands      int64                  `protobuf:"varint,8,opt,name=commands,proto3" json:"commands,omitempty"`
-	Denied        int64                  `protobuf:"varint,9,opt,name=denied,proto3" json:"denied,omitempty"`
-	EndReason     string                 `protobuf:"bytes,10,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
-	Worker        string                 `protobuf:"bytes,11,opt,name=worker,proto3" json:"worker,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SessionId  string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Principal  *v1.Principal          `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	Target     *v1.Target             `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	Protocol   string                 `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	ClientAddr string                 `protobuf:"bytes,5,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	StartedAt  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	EndedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	Commands   int64                  `protobuf:"varint,8,opt,name=commands,proto3" json:"commands,omitempty"`
+	Denied     int64                  `protobuf:"varint,9,opt,name=denied,proto3" json:"denied,omitempty"`
+	EndReason  string                 `protobuf:"bytes,10,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	Worker     string                 `protobuf:"bytes,11,opt,name=worker,proto3" json:"worker,omitempty"`
+	// last_seq is the seq of the session's last event (its end), once it
+	// has ended: verification checks that the chain reaches it.
+	LastSeq       uint64 `protobuf:"varint,12,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1205,6 +1208,13 @@ func (x *Summary) GetWorker() string {
 	return ""
 }
 
+func (x *Summary) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
 var File_sluice_session_v1_session_proto protoreflect.FileDescriptor
 
 const file_sluice_session_v1_session_proto_rawDesc = "" +
@@ -1305,7 +1315,7 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"clientAddr\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\tR\x04code\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06target\x18\x05 \x01(\tR\x06target\"\xaf\x03\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\"\xca\x03\n" +
 	"\aSummary\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
@@ -1322,7 +1332,8 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"end_reason\x18\n" +
 	" \x01(\tR\tendReason\x12\x16\n" +
-	"\x06worker\x18\v \x01(\tR\x06workerB5Z3sluice.dev/sluice/proto/sluice/session/v1;sessionv1b\x06proto3"
+	"\x06worker\x18\v \x01(\tR\x06worker\x12\x19\n" +
+	"\blast_seq\x18\f \x01(\x04R\alastSeqB5Z3sluice.dev/sluice/proto/sluice/session/v1;sessionv1b\x06proto3"
 
 var (
 	file_sluice_session_v1_session_proto_rawDescOnce sync.Once

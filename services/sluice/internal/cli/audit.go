@@ -6,14 +6,17 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -113,28 +116,53 @@ func newReplayCmd(g *globals) *cobra.Command {
 
 func newAuditCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Verify and export the audit log"}
-	var session string
+	var session, anchorFile string
 	verify := &cobra.Command{
-		Use:   "verify [--session ID]",
+		Use:   "verify [--session ID] [--anchor FILE]",
 		Short: "Check the audit log's hash chains and signed checkpoints",
-		Long: `Read the audit stream and check every session's hash chain and every signed checkpoint.
-Reports each edited, missing, duplicated, reordered or truncated record by session and seq,
-and exits with status 2 when it finds any.`,
-		Args: cobra.NoArgs,
+		Long: `Read the audit stream and check every session's hash chain, every signed checkpoint, and
+the sessions index (each session it lists must have its records). Reports each edited, missing,
+duplicated, reordered or truncated record by session and seq, and history that was deleted, and
+exits with status 2 when it finds any.
+
+--anchor checks the stream against a checkpoint known from outside it: the recorder's anchor file
+(--audit-anchor-file; in development .sluice/audit-anchor.jsonl), checkpoints a SIEM received from
+the exporter, or saved 'sluice audit anchor' output (the last anchor in the file counts). Only an
+anchor shows that the whole stream was deleted and recreated by someone with the NATS admin
+identity. Default: $SLUICE_AUDIT_ANCHOR, else .sluice/audit-anchor.jsonl if it exists.`,
+		Example: "  sluice audit verify --anchor /var/lib/sluice/audit-anchor.jsonl",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := g.checkOutput(); err != nil {
 				return err
+			}
+			req := api.VerifyRequest{Session: session}
+			if anchorFile == "" {
+				anchorFile = os.Getenv("SLUICE_AUDIT_ANCHOR")
+			}
+			if anchorFile == "" {
+				if _, err := os.Stat(filepath.Join(".sluice", "audit-anchor.jsonl")); err == nil {
+					anchorFile = filepath.Join(".sluice", "audit-anchor.jsonl")
+				}
+			}
+			if anchorFile != "" {
+				f, err := os.Open(anchorFile)
+				if err != nil {
+					return err
+				}
+				req.Anchor, err = auditchain.ReadAnchor(f)
+				f.Close()
+				if err != nil {
+					return fmt.Errorf("anchor %s: %w", anchorFile, err)
+				}
 			}
 			c, err := g.newClient(cmd.Context())
 			if err != nil {
 				return err
 			}
-			q := ""
-			if session != "" {
-				q = "?session=" + url.QueryEscape(session)
-			}
+			body, _ := json.Marshal(req)
 			var res api.VerifyJSON
-			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/verify"+q, nil, &res); err != nil {
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/audit/verify", body, &res); err != nil {
 				return err
 			}
 			if g.json() {
@@ -149,7 +177,12 @@ and exits with status 2 when it finds any.`,
 				if !res.OK {
 					status = fmt.Sprintf("%d problem(s)", len(res.Problems))
 				}
-				fmt.Fprintf(g.stdout, "%d event(s) in %d record(s) of %d session(s) checked against %d recorder key(s): %s\n", res.Events, res.Records, res.Sessions, len(res.Keys), status)
+				against := "no anchor (a stream deleted and recreated whole shows only with --anchor)"
+				if req.Anchor != nil {
+					against = fmt.Sprintf("the anchor of checkpoint %s (%s) from %s", req.Anchor.Checkpoint, req.Anchor.Time.Format(time.RFC3339), anchorFile)
+				}
+				fmt.Fprintf(g.stdout, "%d event(s) in %d record(s) of %d session(s) checked against %d recorder key(s) and %s: %s\n",
+					res.Events, res.Records, res.Sessions, len(res.Keys), against, status)
 			}
 			if !res.OK {
 				return &exitError{code: 2, err: errors.New("the audit log failed verification")}
@@ -158,6 +191,30 @@ and exits with status 2 when it finds any.`,
 		},
 	}
 	verify.Flags().StringVar(&session, "session", "", "verify one session only")
+	verify.Flags().StringVar(&anchorFile, "anchor", "", "a file whose last line is a checkpoint anchor (see above)")
+
+	anchor := &cobra.Command{
+		Use:   "anchor",
+		Short: "Print the newest checkpoint's anchor, to keep outside the audit stream",
+		Long: `Print the anchor (one JSON line) of the newest signed checkpoint. Keep it where the NATS admin
+identity cannot reach (a ticket, write-once storage); 'sluice audit verify --anchor FILE' then shows
+whether the stream still holds everything up to it.`,
+		Example: "  sluice audit anchor >> /secure/audit-anchors.jsonl",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.newClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var a auditchain.Anchor
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit/anchor", nil, &a); err != nil {
+				return err
+			}
+			b, _ := json.Marshal(a)
+			fmt.Fprintln(g.stdout, string(b))
+			return nil
+		},
+	}
 
 	var format, since string
 	var follow bool
@@ -233,7 +290,7 @@ and exits with status 2 when it finds any.`,
 		},
 	}
 	keygen.Flags().StringVar(&out, "out", "", "file to write the key to (mode 0600)")
-	cmd.AddCommand(verify, tail, keygen)
+	cmd.AddCommand(verify, anchor, tail, keygen)
 	return cmd
 }
 

@@ -129,6 +129,7 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 	f.IntVar(&o.UpstreamPool, "upstream-pool", 16, "pgworker: idle target connections kept per target for reuse, reset with DISCARD ALL (negative: none)")
 	f.StringVar(&masterKeyFile, "master-key-file", "", "file holding the master key (default: $SLUICE_MASTER_KEY)")
 	f.StringVar(&recorderKeyFile, "recorder-key-file", os.Getenv("SLUICE_RECORDER_KEY_FILE"), "recorder: base64 Ed25519 seed that signs audit checkpoints")
+	f.StringVar(&o.AuditAnchorFile, "audit-anchor-file", os.Getenv("SLUICE_AUDIT_ANCHOR_FILE"), "recorder: file to append each checkpoint's anchor to, outside NATS (on storage the NATS admin cannot change); 'sluice audit verify --anchor' checks the stream against it")
 	f.StringVar(&o.SyslogAddr, "syslog", "", "exporter: syslog collector host:port (RFC 5424 over TCP)")
 	f.BoolVar(&o.SyslogTLS, "syslog-tls", false, "exporter: use TLS to the syslog collector")
 	f.StringVar(&o.HECURL, "hec-url", "", "exporter: HTTP event collector URL (Splunk HEC compatible)")

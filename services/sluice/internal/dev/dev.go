@@ -108,6 +108,9 @@ func masterPath(dir string) string { return filepath.Join(dir, "master.key") }
 // Audience of dev tokens.
 const Audience = "sluice"
 
+// AuditAnchorFile is the recorder's anchor file in the dev directory.
+const AuditAnchorFile = "audit-anchor.jsonl"
+
 // LoadState reads dev.json, falling back to defaults.
 func LoadState(dir string) State {
 	st := State{Issuer: "http://127.0.0.1:8080/oidc", Audience: Audience, API: "http://127.0.0.1:8080"}
@@ -200,19 +203,21 @@ func Run(ctx context.Context, cfg Config) error {
 	defer admin.NC.Close()
 
 	o := &stack.Options{
-		Dial:         dial,
-		Log:          log,
-		Provider:     identity.Provider{Issuer: iss.URL, Audience: Audience},
-		APIListener:  apiLn,
-		APIMounts:    map[string]http.Handler{"/oidc": iss.Handler()},
-		CLIClientID:  "sluice-cli",
-		MasterKey:    master,
-		RecorderKey:  recorderKey,
-		HoldTimeout:  cfg.HoldTimeout,
-		UpstreamPool: cfg.UpstreamPool,
-		Topology:     bus.Topology{AuditMaxBytes: cfg.AuditMaxBytes},
-		PGAddr:       cfg.PGAddr,
-		TLSDir:       filepath.Join(dir, "tls"),
+		Dial:        dial,
+		Log:         log,
+		Provider:    identity.Provider{Issuer: iss.URL, Audience: Audience},
+		APIListener: apiLn,
+		APIMounts:   map[string]http.Handler{"/oidc": iss.Handler()},
+		CLIClientID: "sluice-cli",
+		MasterKey:   master,
+		RecorderKey: recorderKey,
+		// Outside NATS, where the break-glass identity does not reach.
+		AuditAnchorFile: filepath.Join(dir, AuditAnchorFile),
+		HoldTimeout:     cfg.HoldTimeout,
+		UpstreamPool:    cfg.UpstreamPool,
+		Topology:        bus.Topology{AuditMaxBytes: cfg.AuditMaxBytes},
+		PGAddr:          cfg.PGAddr,
+		TLSDir:          filepath.Join(dir, "tls"),
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stack.RunAll(gctx, o) })
@@ -444,6 +449,7 @@ func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, agentSe
 	fmt.Fprintf(w, "  PostgreSQL    %s\n", cfg.PGAddr)
 	fmt.Fprintf(w, "  NATS          %s\n", natsURL)
 	fmt.Fprintf(w, "  NATS keys     one nkey per component in %s (admin.nk is break glass)\n", filepath.Join(dir, "nats-keys"))
+	fmt.Fprintf(w, "  Audit anchor  %s (sluice audit verify --anchor checks the stream against it)\n", filepath.Join(dir, AuditAnchorFile))
 	if pg != nil {
 		fmt.Fprintf(w, "  Demo target   demo (PostgreSQL on 127.0.0.1:%d, data in %s)\n", pg.Port, pg.Dir)
 	} else {

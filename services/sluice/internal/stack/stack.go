@@ -52,6 +52,9 @@ type Options struct {
 
 	// RecorderKey signs audit checkpoints.
 	RecorderKey ed25519.PrivateKey
+	// AuditAnchorFile is where the recorder anchors its checkpoints
+	// outside NATS (recorder.Config.AnchorFile).
+	AuditAnchorFile string
 
 	// Export sinks (the exporter runs only when one is set).
 	SyslogAddr     string
@@ -294,7 +297,7 @@ func runPolicy(ctx context.Context, o *Options, conn *bus.Conn) error {
 }
 
 func runRecorder(ctx context.Context, o *Options, conn *bus.Conn) error {
-	return recorder.New(recorder.Config{Conn: conn, Log: o.Log, SigningKey: o.RecorderKey}).Run(ctx)
+	return recorder.New(recorder.Config{Conn: conn, Log: o.Log, SigningKey: o.RecorderKey, AnchorFile: o.AuditAnchorFile}).Run(ctx)
 }
 
 func runExporter(ctx context.Context, o *Options, conn *bus.Conn) error {
