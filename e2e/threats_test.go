@@ -60,9 +60,13 @@ func TestThreatsOverTheWire(t *testing.T) {
 		})
 	}
 	// A write hidden from keyword filters (MERGE) by a machine identity is
-	// held like any write (and, unapproved, refused).
+	// held like any write (and, unapproved, refused); bounded only by a
+	// join, it is an unbounded write too.
 	bot := env.Token("--sub", "etl-bot", "--groups", "engineers", "--machine")
 	out, _ := env.psql(t, bot, "", "-c", "MERGE INTO orders o USING customers c ON o.customer_id = c.id WHEN MATCHED THEN DELETE")
+	assert.Contains(t, out, "held for approval")
+	assert.Contains(t, out, `denied by rule "review-unbounded-writes"`)
+	out, _ = env.psql(t, bot, "", "-c", "MERGE INTO orders o USING customers c ON o.customer_id = c.id AND c.id = 3 WHEN MATCHED THEN DELETE")
 	assert.Contains(t, out, "held for approval")
 	assert.Contains(t, out, `denied by rule "review-machine-writes"`)
 

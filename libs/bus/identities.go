@@ -171,10 +171,10 @@ func Components() []Component {
 			Subscribes: []string{SubjectPGCancel},
 		},
 		{
-			Name: CompSIEM, Doc: "read-only access to AUDIT for SIEM pipelines that read the stream directly",
+			Name: CompSIEM, Doc: "read-only access to AUDIT for SIEM pipelines that read the stream directly (and verify it: keys, sessions index)",
 			Reads:    []string{StreamAudit},
 			Consumes: []Durable{{StreamAudit, DurableSIEM}},
-			ReadsKV:  []string{BucketAuditKeys},
+			ReadsKV:  []string{BucketAuditKeys, BucketSessions},
 		},
 		{
 			Name: CompAdmin, Doc: "break glass: unrestricted; keep its key offline", Unrestricted: true,
