@@ -253,6 +253,58 @@ func TestHeldRequestsEndWithTheirClient(t *testing.T) {
 		gone(t, id, "orphan-drop", "the client disconnected")
 	})
 
+	t.Run("a Terminate on a socket left open", func(t *testing.T) {
+		h := holdOn(t, env, alice, "UPDATE orders SET status = 'orphan-terminate'")
+		id := h.heldAs(t)
+		_, err := h.conn.Conn().Write([]byte{'S', 0, 0, 0, 4, 'X', 0, 0, 0, 4})
+		require.NoError(t, err)
+		gone(t, id, "orphan-terminate", "the client disconnected")
+	})
+
+	t.Run("the socket drops behind 200 KiB of pipelined statements", func(t *testing.T) {
+		conn, err := pgconn.Connect(context.Background(), env.dsn(alice))
+		require.NoError(t, err)
+		p := conn.StartPipeline(context.Background())
+		p.SendQueryParams("UPDATE orders SET status = $1", [][]byte{[]byte("orphan-pipelined")}, nil, nil, nil)
+		filler := "SELECT '" + strings.Repeat("f", 1000) + "'"
+		for i := 0; i < 200; i++ {
+			p.SendQueryParams(filler, nil, nil, nil, nil)
+		}
+		require.NoError(t, p.Sync())
+		id := pendingApproval(t, env.devEnv, bob, "alice")
+		require.NoError(t, conn.Conn().Close())
+		gone(t, id, "orphan-pipelined", "the client disconnected")
+	})
+
+	t.Run("statements pipelined behind a held one run after it", func(t *testing.T) {
+		conn, err := pgconn.Connect(context.Background(), env.dsn(alice))
+		require.NoError(t, err)
+		defer conn.Close(context.Background())
+		p := conn.StartPipeline(context.Background())
+		p.SendQueryParams("UPDATE orders SET status = $1", [][]byte{[]byte("pipelined-ran")}, nil, nil, nil)
+		for i := 0; i < 100; i++ {
+			p.SendQueryParams("SELECT $1::int + 0, '"+strings.Repeat("p", 1000)+"'", [][]byte{[]byte(fmt.Sprint(i))}, nil, nil, nil)
+		}
+		require.NoError(t, p.Sync())
+		id := pendingApproval(t, env.devEnv, bob, "alice")
+		out, err := env.CLI(bob, "approve", id)
+		require.NoError(t, err, out)
+		got := 0
+		for i := 0; i <= 100; i++ {
+			rr, err := p.GetResults()
+			require.NoError(t, err)
+			res := rr.(*pgconn.ResultReader).Read()
+			require.NoError(t, res.Err)
+			if i > 0 {
+				assert.Equal(t, fmt.Sprint(i-1), string(res.Rows[0][0]))
+				got++
+			}
+		}
+		assert.Equal(t, 100, got)
+		require.NoError(t, p.Close())
+		assert.NotEqual(t, "0", ran("pipelined-ran"))
+	})
+
 	t.Run("psql is killed", func(t *testing.T) {
 		cmd := timedCommand(t, "psql", env.dsn(alice), "-X", "-c", "UPDATE orders SET status = 'orphan-kill'")
 		require.NoError(t, cmd.Start())

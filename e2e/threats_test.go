@@ -66,7 +66,7 @@ func TestThreatsOverTheWire(t *testing.T) {
 	out, _ := env.psql(t, bot, "", "-c", "MERGE INTO orders o USING customers c ON o.customer_id = c.id WHEN MATCHED THEN DELETE")
 	assert.Contains(t, out, "held for approval")
 	assert.Contains(t, out, `denied by rule "review-unbounded-writes"`)
-	out, _ = env.psql(t, bot, "", "-c", "MERGE INTO orders o USING customers c ON o.customer_id = c.id AND c.id = 3 WHEN MATCHED THEN DELETE")
+	out, _ = env.psql(t, bot, "", "-c", "MERGE INTO orders o USING customers c ON o.id = 3 AND o.customer_id = c.id WHEN MATCHED THEN DELETE")
 	assert.Contains(t, out, "held for approval")
 	assert.Contains(t, out, `denied by rule "review-machine-writes"`)
 

@@ -105,6 +105,44 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
+// Bounds on what a request holds: every approval is in the view each
+// worker follows, so no caller makes one large, or makes many.
+const (
+	// MaxText bounds a reason (the requester's, an approver's, a rule's).
+	MaxText = 2048
+	// MaxName bounds a target, role, rule, group or session id.
+	MaxName = 256
+	// MaxGroups bounds the approver groups of a request.
+	MaxGroups = 32
+	// MaxPending is how many pending requests one requester may have.
+	MaxPending = 20
+)
+
+// tooLong names the first field over its bound, or "".
+func tooLong(fields map[string]string, bound int) string {
+	for name, v := range fields {
+		if len(v) > bound {
+			return fmt.Sprintf("%s is longer than %d bytes", name, bound)
+		}
+	}
+	return ""
+}
+
+func groupMap(groups []string) map[string]string {
+	m := make(map[string]string, len(groups))
+	for i, g := range groups {
+		m[fmt.Sprintf("approver group %d", i+1)] = g
+	}
+	return m
+}
+
+// pendingOf counts the requester's pending requests.
+func (s *Service) pendingOf(p *commonv1.Principal) int {
+	return len(s.view.List(func(a *approvalsv1.Approval) bool {
+		return a.GetState() == Pending && sameSubject(a.GetRequester(), p)
+	}))
+}
+
 func replyErr(code, format string, args ...any) *approvalsv1.ApprovalReply {
 	return &approvalsv1.ApprovalReply{Error: &commonv1.Error{Code: code, Message: fmt.Sprintf(format, args...)}}
 }
@@ -141,6 +179,18 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 	}
 	if req.GetCommandHash() == "" || len(req.GetApproverGroups()) == 0 {
 		return replyErr("bad_request", "command hash and approver groups are required"), nil
+	}
+	if msg := tooLong(map[string]string{"the rule": req.GetRule(), "the target": req.GetTarget(), "the session id": req.GetSessionId(), "the command hash": req.GetCommandHash()}, MaxName); msg != "" {
+		return replyErr("bad_request", "%s", msg), nil
+	}
+	if msg := tooLong(map[string]string{"the reason": req.GetReason()}, MaxText); msg != "" {
+		return replyErr("bad_request", "%s", msg), nil
+	}
+	if len(req.GetApproverGroups()) > MaxGroups || tooLong(groupMap(req.GetApproverGroups()), MaxName) != "" {
+		return replyErr("bad_request", "at most %d approver groups of at most %d bytes", MaxGroups, MaxName), nil
+	}
+	if s.pendingOf(requester) >= MaxPending {
+		return replyErr("too_many", "%s already has %d pending requests; wait for a decision", requester.GetSubject(), MaxPending), nil
 	}
 	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
 	if ttl <= 0 {
@@ -202,6 +252,9 @@ func (s *Service) supersede(ctx context.Context, ev *approvalsv1.RequestOpened) 
 // command from running.
 func (s *Service) withdraw(ctx context.Context, req *approvalsv1.Withdraw) (*approvalsv1.ApprovalReply, error) {
 	p, refused := s.caller(ctx)
+	if len(req.GetReason()) > MaxText {
+		return replyErr("bad_request", "the reason is longer than %d bytes", MaxText), nil
+	}
 	return s.withRetry(ctx, req.GetId(), func(agg string, _ eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
 		switch {
 		case agg != "request":
@@ -234,6 +287,12 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 		return replyErr("bad_request", "the duration must be between 1s and %s", s.cfg.MaxGrant), nil
 	case strings.TrimSpace(req.GetReason()) == "":
 		return replyErr("bad_request", "give a reason"), nil
+	case len(req.GetReason()) > MaxText:
+		return replyErr("bad_request", "the reason is longer than %d bytes", MaxText), nil
+	case len(req.GetRole()) > MaxName || len(req.GetTarget()) > MaxName:
+		return replyErr("bad_request", "the target and the role are at most %d bytes", MaxName), nil
+	case s.pendingOf(requester) >= MaxPending:
+		return replyErr("too_many", "%s already has %d pending requests; wait for a decision", requester.GetSubject(), MaxPending), nil
 	}
 	if _, ok := s.ctl.Target(req.GetTarget()); !ok {
 		return replyErr("not_found", "there is no target %q", req.GetTarget()), nil
@@ -335,6 +394,9 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 	if req.GetVerdict() != "approve" && req.GetVerdict() != "deny" {
 		return replyErr("bad_request", "the verdict is approve or deny"), nil
 	}
+	if len(req.GetReason()) > MaxText {
+		return replyErr("bad_request", "the reason is longer than %d bytes", MaxText), nil
+	}
 	return s.withRetry(ctx, req.GetId(), func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
 		now := s.cfg.Now()
 		switch {
@@ -406,6 +468,9 @@ func (s *Service) revoke(ctx context.Context, req *approvalsv1.Revoke) (*approva
 	by, refused := s.caller(ctx)
 	if refused != nil {
 		return refused, nil
+	}
+	if len(req.GetReason()) > MaxText {
+		return replyErr("bad_request", "the reason is longer than %d bytes", MaxText), nil
 	}
 	return s.withRetry(ctx, req.GetId(), func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
 		switch {

@@ -398,3 +398,55 @@ func TestRetriesDoNotPileUp(t *testing.T) {
 		return nil
 	})
 }
+
+// No caller makes a request large (every worker follows every request),
+// or makes many.
+func TestRequestsAreBounded(t *testing.T) {
+	e := setup(t)
+	big := strings.Repeat("r", approvals.MaxText+1)
+	open := func(who caller, mutate func(*approvalsv1.OpenRequest)) *approvalsv1.ApprovalReply {
+		req := &approvalsv1.OpenRequest{SessionId: "s1", Target: "demo", Command: "DELETE FROM t", CommandHash: fmt.Sprint("h", time.Now().UnixNano()), ApproverGroups: []string{"approvers"}}
+		mutate(req)
+		r, err := e.call(who, bus.APIApprovalsOpen, req)
+		require.NoError(t, err)
+		return r
+	}
+	assert.Equal(t, "bad_request", code(open(alice, func(r *approvalsv1.OpenRequest) { r.Reason = big })))
+	assert.Equal(t, "bad_request", code(open(alice, func(r *approvalsv1.OpenRequest) { r.Rule = big[:approvals.MaxName+1] })))
+	assert.Equal(t, "bad_request", code(open(alice, func(r *approvalsv1.OpenRequest) {
+		for i := 0; i <= approvals.MaxGroups; i++ {
+			r.ApproverGroups = append(r.ApproverGroups, fmt.Sprint("g", i))
+		}
+	})))
+	for _, req := range []*approvalsv1.RequestGrant{
+		{Target: "demo", Role: "writer", DurationSeconds: 60, Reason: big},
+		{Target: "demo", Role: big[:approvals.MaxName+1], DurationSeconds: 60, Reason: "r"},
+	} {
+		r, err := e.call(dave, bus.APIGrantsRequest, req)
+		require.NoError(t, err)
+		assert.Equal(t, "bad_request", code(r))
+	}
+	a := e.open(t, 1, time.Minute)
+	d := e.decide(t, a.Id, bob, "deny")
+	require.Nil(t, d.GetError())
+	r, err := e.call(bob, bus.APIApprovalsDecide, &approvalsv1.Decide{Id: e.open(t, 1, time.Minute).Id, Verdict: "approve", Reason: big})
+	require.NoError(t, err)
+	assert.Equal(t, "bad_request", code(r))
+
+	// At most MaxPending pending requests per requester.
+	for i := 0; i < approvals.MaxPending; i++ {
+		testkit.Eventually(t, 5*time.Second, func() error {
+			if r := open(dave, func(*approvalsv1.OpenRequest) {}); r.GetError() != nil {
+				return fmt.Errorf("%s", r.GetError().GetMessage())
+			}
+			return nil
+		})
+	}
+	testkit.Eventually(t, 5*time.Second, func() error {
+		if c := code(open(dave, func(*approvalsv1.OpenRequest) {})); c != "too_many" {
+			return fmt.Errorf("got %q", c)
+		}
+		return nil
+	})
+	assert.Nil(t, open(carol, func(*approvalsv1.OpenRequest) {}).GetError(), "another requester is not limited")
+}

@@ -20,6 +20,7 @@ const (
 	stateTooManyConnections       = "53300"
 	stateAdminShutdown            = "57P01"
 	stateQueryCanceled            = "57014"
+	stateProgramLimitExceeded     = "54000"
 	stateCharacterNotInRepertoire = "22021"
 	stateSystemError              = "58000"
 	stateInvalidParameter         = "22023"

@@ -15,6 +15,7 @@ var errTooLarge = errors.New("message too large")
 // that counts itself. The returned body is valid until the next call.
 type reader struct {
 	r   *bufio.Reader
+	pre *prefixed
 	buf []byte
 	max int
 	// torn says a read stopped inside a message: the stream is out of
@@ -23,7 +24,31 @@ type reader struct {
 }
 
 func newReader(r io.Reader, size, max int) *reader {
-	return &reader{r: bufio.NewReaderSize(r, size), max: max}
+	p := &prefixed{src: r}
+	return &reader{r: bufio.NewReaderSize(p, size), pre: p, max: max}
+}
+
+// prefixed reads pre, then src.
+type prefixed struct {
+	pre []byte
+	src io.Reader
+}
+
+func (p *prefixed) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.src.Read(b)
+}
+
+// unread puts b, read from r.r until its buffer was empty, back in front
+// of what is still to be read.
+func (r *reader) unread(b []byte) {
+	if len(b) > 0 {
+		r.pre.pre = append(b, r.pre.pre...)
+	}
 }
 
 // next returns the message type, the body, and the whole frame (header and

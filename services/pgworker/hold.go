@@ -1,13 +1,13 @@
 package pgworker
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -52,48 +52,138 @@ const (
 	leftNot = iota
 	leftGone
 	leftCancelled
+	leftOverflow
 )
 
-// awaitDecision waits for approval id to be decided, while watching the
-// client: a client that disconnects or cancels (a CancelRequest with the
-// session's key) stops waiting (left says which).
-func (s *session) awaitDecision(ctx context.Context, id string) (*approvalsv1.Approval, int, error) {
-	cancelled := make(chan struct{})
+// maxHeldInput bounds what a client may send while its statement is held
+// (pipelined messages, kept for after the hold).
+const maxHeldInput = 8 << 20
+
+// holdWatch watches a client while its statement is held, when the client
+// loop does not read: a CancelRequest for the session, the client leaving
+// (end of stream, a reset, a Terminate), or more input than maxHeldInput
+// ends the wait. What the client sends meanwhile is kept, whole, and read
+// by the client loop after the hold.
+type holdWatch struct {
+	s         *session
+	cancelled chan struct{}
+	mu        sync.Mutex
+	why       int           // the first reason the client stopped waiting
+	left      chan struct{} // closed when it did
+	done      chan struct{}
+	extra     []byte
+	scanned   int
+	ended     bool
+}
+
+func (s *session) watchHold() *holdWatch {
+	h := &holdWatch{s: s, cancelled: make(chan struct{}), left: make(chan struct{}), done: make(chan struct{})}
 	s.holdMu.Lock()
-	s.holdCancel = cancelled
+	s.holdCancel = h.cancelled
 	s.holdMu.Unlock()
-	defer func() {
-		s.holdMu.Lock()
-		s.holdCancel = nil
-		s.holdMu.Unlock()
-	}()
-	pres := s.watchClient()
-	wctx, wcancel := context.WithTimeout(ctx, s.w.cfg.HoldTimeout+5*time.Second)
-	left := make(chan int, 1)
+	// No idle timeout while held: the hold has its own.
+	_ = s.client.SetReadDeadline(time.Time{})
+	go h.watch()
 	go func() {
 		select {
-		case <-pres.gone:
-			left <- leftGone
-		case <-cancelled:
-			left <- leftCancelled
-		case <-wctx.Done():
-			left <- leftNot
+		case <-h.cancelled:
+			h.leave(leftCancelled)
+		case <-h.done:
+		}
+	}()
+	return h
+}
+
+func (h *holdWatch) leave(why int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.why == leftNot {
+		h.why = why
+		close(h.left)
+	}
+}
+
+func (h *holdWatch) watch() {
+	defer close(h.done)
+	br := h.s.cr.r
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := br.Read(buf)
+		if n > 0 {
+			h.extra = append(h.extra, buf[:n]...)
+			if h.terminates() {
+				h.leave(leftGone)
+				return
+			}
+			if len(h.extra) > maxHeldInput {
+				h.leave(leftOverflow)
+				return
+			}
+		}
+		switch {
+		case err == nil:
+		case isTimeout(err):
+			return // end
+		default:
+			h.leave(leftGone)
 			return
 		}
-		wcancel()
+	}
+}
+
+// terminates reports whether the messages received so far hold a
+// Terminate (the client loop stopped at a message boundary).
+func (h *holdWatch) terminates() bool {
+	for h.scanned+5 <= len(h.extra) {
+		if h.extra[h.scanned] == 'X' {
+			return true
+		}
+		l := int(binary.BigEndian.Uint32(h.extra[h.scanned+1:]))
+		if l < 4 {
+			return false // malformed: the client loop says so
+		}
+		h.scanned += 1 + l
+	}
+	return false
+}
+
+// reason is why the client stopped waiting so far (leftNot if it waits).
+func (h *holdWatch) reason() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.why
+}
+
+// end stops the watch and gives what the client sent to the client loop.
+func (h *holdWatch) end() {
+	if h.ended {
+		return
+	}
+	h.ended = true
+	h.s.holdMu.Lock()
+	h.s.holdCancel = nil
+	h.s.holdMu.Unlock()
+	_ = h.s.client.SetReadDeadline(time.Unix(1, 0))
+	<-h.done
+	h.s.cr.unread(h.extra)
+	h.extra = nil
+	_ = h.s.client.SetReadDeadline(time.Now().Add(h.s.w.cfg.IdleTimeout))
+}
+
+// awaitDecision waits for approval id to be decided or the client to stop
+// waiting (left says why).
+func (s *session) awaitDecision(ctx context.Context, h *holdWatch, id string) (*approvalsv1.Approval, int, error) {
+	wctx, wcancel := context.WithTimeout(ctx, s.w.cfg.HoldTimeout+5*time.Second)
+	defer wcancel()
+	go func() {
+		select {
+		case <-h.left:
+			wcancel()
+		case <-wctx.Done():
+		}
 	}()
 	a, err := s.w.approvals.Await(wctx, id)
-	wcancel()
-	why := <-left
-	pres.stop()
-	if why == leftNot {
-		select {
-		case <-pres.gone: // it left as the decision came: it does not run
-			why = leftGone
-		default:
-		}
-	}
-	return a, why, err
+	return a, h.reason(), err
 }
 
 // cancelHold withdraws the statement held in this session, if any: a
@@ -129,50 +219,31 @@ func (s *session) withdraw(cmdID uint64, id, reason string) {
 	_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: cmdID, ApprovalId: id, State: "withdrawn", Reason: reason}}})
 }
 
-// presence watches a client while its statement is held, when the client
-// loop does not read: it notices the client leave without consuming what
-// the client sends (pipelined messages stay buffered for the loop).
-type presence struct {
-	s    *session
-	gone chan struct{}
-	done chan struct{}
-}
-
-func (s *session) watchClient() *presence {
-	p := &presence{s: s, gone: make(chan struct{}), done: make(chan struct{})}
-	// No idle timeout while held: the hold has its own.
-	_ = s.client.SetReadDeadline(time.Time{})
-	go func() {
-		defer close(p.done)
-		br := s.cr.r
-		for n := 1; ; {
-			b, err := br.Peek(n)
-			switch {
-			case err == nil && b[0] == 'X':
-				close(p.gone) // Terminate
-				return
-			case err == nil:
-				// The client sent more: it is here. Wait for what follows,
-				// as long as the buffer holds it.
-				if n = br.Buffered() + 1; n > br.Size() {
-					return
-				}
-			case errors.Is(err, bufio.ErrBufferFull), isTimeout(err):
-				return // a full buffer, or stop
-			default:
-				close(p.gone)
-				return
-			}
-		}
-	}()
-	return p
-}
-
-// stop ends the watch before the client loop reads again.
-func (p *presence) stop() {
-	_ = p.s.client.SetReadDeadline(time.Unix(1, 0))
-	<-p.done
-	_ = p.s.client.SetReadDeadline(time.Now().Add(p.s.w.cfg.IdleTimeout))
+// stopWaiting ends a hold whose client no longer waits: the request is
+// withdrawn and the statement refused (or the session ended).
+func (s *session) stopWaiting(ctx context.Context, why int, cmdID uint64, id string) (heldOutcome, error) {
+	switch {
+	case ctx.Err() != nil:
+		s.withdraw(cmdID, id, "the session ended while the statement was held")
+		return heldOutcome{}, errClosed
+	case why == leftGone:
+		s.withdraw(cmdID, id, "the client disconnected while the statement was held")
+		s.shutdown("the client closed the connection while a statement was held", nil)
+		return heldOutcome{}, errClosed
+	case why == leftOverflow:
+		s.withdraw(cmdID, id, "the client sent more than 8 MiB while the statement was held")
+		return heldOutcome{refusal: &pgproto3.ErrorResponse{
+			Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateProgramLimitExceeded,
+			Message: fmt.Sprintf("sluice: more than 8 MiB arrived while the statement was held; approval request %s is withdrawn and the statement did not run", id),
+		}}, nil
+	default:
+		s.withdraw(cmdID, id, "the client cancelled the statement")
+		return heldOutcome{refusal: &pgproto3.ErrorResponse{
+			Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateQueryCanceled,
+			Message: "canceling statement due to user request",
+			Detail:  fmt.Sprintf("sluice: approval request %s is withdrawn; the statement did not run", id),
+		}}, nil
+	}
 }
 
 // await holds the session (nothing more is read from the client) while a
@@ -187,6 +258,10 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 		return heldOutcome{}, s.notRecording()
 	}
 	cmdID := s.cmdID
+	// From here until the statement goes to the target, a cancel or the
+	// client leaving withdraws it.
+	h := s.watchHold()
+	defer h.end()
 	refuse := func(reason string) heldOutcome {
 		c := proto.Clone(d).(*policyv1.Decision)
 		c.Action, c.Reason = "deny", reason
@@ -224,22 +299,10 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 	if err := s.writeClient(notice); err != nil {
 		return heldOutcome{}, errClosed
 	}
-	a, left, err := s.awaitDecision(ctx, id)
+	a, left, err := s.awaitDecision(ctx, h, id)
 	switch {
-	case ctx.Err() != nil:
-		s.withdraw(cmdID, id, "the session ended while the statement was held")
-		return heldOutcome{}, errClosed
-	case left == leftGone:
-		s.withdraw(cmdID, id, "the client disconnected while the statement was held")
-		s.shutdown("the client closed the connection while a statement was held", nil)
-		return heldOutcome{}, errClosed
-	case left == leftCancelled:
-		s.withdraw(cmdID, id, "the client cancelled the statement")
-		return heldOutcome{refusal: &pgproto3.ErrorResponse{
-			Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateQueryCanceled,
-			Message: "canceling statement due to user request",
-			Detail:  fmt.Sprintf("sluice: approval request %s is withdrawn; the statement did not run", id),
-		}}, nil
+	case ctx.Err() != nil || left != leftNot:
+		return s.stopWaiting(ctx, left, cmdID, id)
 	case err != nil:
 		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: cmdID, ApprovalId: id, State: "expired"}}})
 		return refuse(fmt.Sprintf("approval request %s was not decided in time", id)), nil
@@ -256,6 +319,9 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 	default:
 		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: event}})
 		return refuse(fmt.Sprintf("approval request %s %s", id, a.GetState())), nil
+	}
+	if why := h.reason(); why != leftNot {
+		return s.stopWaiting(ctx, why, cmdID, id)
 	}
 	var consumed approvalsv1.ApprovalReply
 	cctx, ccancel := context.WithTimeout(bus.WithCallerToken(ctx, s.token), 5*time.Second)
@@ -276,6 +342,11 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 	// The approval is the write-ahead record of what now runs.
 	if err := s.rec.WaitFor(ctx, seq); err != nil {
 		return heldOutcome{}, s.notRecording()
+	}
+	// The last moment a client that left or cancelled stops it.
+	h.end()
+	if why := h.reason(); why != leftNot || ctx.Err() != nil {
+		return s.stopWaiting(ctx, why, cmdID, id)
 	}
 	return heldOutcome{approved: true, seq: seq}, nil
 }
