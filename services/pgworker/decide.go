@@ -28,8 +28,11 @@ const (
 type decisionCache struct {
 	mu       sync.RWMutex
 	revision uint64
-	max      int
-	m        map[cacheKey]cached
+	// gen counts flushes: a decision asked for before a flush (a grant
+	// changed meanwhile) is not stored after it.
+	gen uint64
+	max int
+	m   map[cacheKey]cached
 }
 
 type cacheKey struct {
@@ -62,7 +65,15 @@ func (c *decisionCache) setRevision(rev uint64) {
 func (c *decisionCache) flush() {
 	c.mu.Lock()
 	c.m = map[cacheKey]cached{}
+	c.gen++
 	c.mu.Unlock()
+}
+
+// generation is the flush count, for put.
+func (c *decisionCache) generation() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.gen
 }
 
 func (c *decisionCache) get(k cacheKey, now time.Time) *policyv1.Decision {
@@ -75,9 +86,13 @@ func (c *decisionCache) get(k cacheKey, now time.Time) *policyv1.Decision {
 	return e.d
 }
 
-func (c *decisionCache) put(k cacheKey, d *policyv1.Decision, now time.Time) {
+// put stores d unless the cache was flushed since gen was read.
+func (c *decisionCache) put(k cacheKey, d *policyv1.Decision, now time.Time, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
 	if d.GetRevision() > c.revision {
 		c.revision = d.GetRevision()
 		c.m = map[cacheKey]cached{}
@@ -123,19 +138,22 @@ func (s *session) decide(ctx context.Context, text string) (*policyv1.Decision, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.w.cfg.PolicyTimeout)
 	defer cancel()
+	gen := s.w.decisions.generation()
 	var d policyv1.Decision
 	err := bus.Request(ctx, s.w.cfg.Conn.NC, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{
 		Principal: s.principal, Target: s.targetRef, SessionId: s.id,
-		Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: text}},
+		// Decided with grants at least as current as this worker has seen.
+		MinGrantsRevision: s.w.approvals.GrantRevision(),
+		Command:           &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: text}},
 	}, &d)
 	if err != nil {
 		s.w.cfg.Log.Warn().Err(err).Str("session", s.id).Msg("no policy decision; denying")
 		return &policyv1.Decision{Action: "deny", Rule: rulePolicyUnavailable, Reason: "the policy service did not answer; nothing runs without a decision"}, false
 	}
 	if c := d.GetCache(); c.GetCacheable() {
-		s.w.decisions.put(exact, &d, now)
+		s.w.decisions.put(exact, &d, now, gen)
 		if shapeOK && c.GetShapeCacheable() && c.GetShape() == shape {
-			s.w.decisions.put(shapeKey, &d, now)
+			s.w.decisions.put(shapeKey, &d, now, gen)
 		}
 	}
 	return &d, false

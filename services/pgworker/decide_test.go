@@ -15,12 +15,31 @@ func BenchmarkCachedDecision(b *testing.B) {
 	d := &policyv1.Decision{Action: "allow", Revision: 1, Cache: &policyv1.Cache{Cacheable: true, TtlMs: 60000, ShapeCacheable: true}}
 	shape, _ := sqlshape.Shape("SELECT abalance FROM pgbench_accounts WHERE aid = 1")
 	now := time.Now()
-	c.put(cacheKey{target: "demo", shape: true, text: shape}, d, now)
+	c.put(cacheKey{target: "demo", shape: true, text: shape}, d, now, c.generation())
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		s, _ := sqlshape.Shape("SELECT abalance FROM pgbench_accounts WHERE aid = 424242")
 		if c.get(cacheKey{target: "demo", shape: true, text: s}, now) == nil {
 			b.Fatal("miss")
 		}
+	}
+}
+
+// A decision asked for before a flush (a grant changed meanwhile) is not
+// stored after it.
+func TestFlushDiscardsDecisionsInFlight(t *testing.T) {
+	c := newDecisionCache(10)
+	d := &policyv1.Decision{Action: "allow", Revision: 1, Cache: &policyv1.Cache{Cacheable: true, TtlMs: 60000}}
+	now := time.Now()
+	k := cacheKey{target: "demo", text: "INSERT INTO t VALUES (1)"}
+	gen := c.generation()
+	c.flush() // the grant was revoked while the decision was on its way
+	c.put(k, d, now, gen)
+	if c.get(k, now) != nil {
+		t.Fatal("a decision from before the flush was stored")
+	}
+	c.put(k, d, now, c.generation())
+	if c.get(k, now) == nil {
+		t.Fatal("a current decision was not stored")
 	}
 }

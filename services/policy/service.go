@@ -26,10 +26,15 @@ import (
 
 // Built-in rule names (not written in any policy).
 const (
-	RuleNoPolicy    = "builtin:no-policy"
-	RuleUnparseable = "builtin:unparseable-sql"
-	RuleNoCommand   = "builtin:no-command"
+	RuleNoPolicy     = "builtin:no-policy"
+	RuleUnparseable  = "builtin:unparseable-sql"
+	RuleNoCommand    = "builtin:no-command"
+	RuleGrantsBehind = "builtin:grants-view-behind"
 )
+
+// grantsWait bounds how long a decision waits for the grants view to reach
+// the revision the caller has seen.
+const grantsWait = 2 * time.Second
 
 // DefaultCacheTTL bounds how long a worker may reuse a decision.
 const DefaultCacheTTL = 5 * time.Minute
@@ -125,6 +130,21 @@ func deny(rule, reason string, revision uint64) *policyv1.Decision {
 }
 
 func (s *Service) evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.Decision, error) {
+	// A worker that has seen a grant change (a revocation) is not answered
+	// from a view that has not: the decision waits for it, briefly.
+	if min := req.GetMinGrantsRevision(); min > 0 && s.grants.GrantRevision() < min {
+		deadline := time.Now().Add(grantsWait)
+		for s.grants.GrantRevision() < min {
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				var rev uint64
+				if set := s.set.Load(); set != nil {
+					rev = set.Revision
+				}
+				return deny(RuleGrantsBehind, "the policy service has not yet seen the latest grant change; nothing runs until it has", rev), nil
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	return EvaluateWithGrants(ctx, s.set.Load(), s.target(req.GetTarget()), req, time.Now(), s.grants.Grants), nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"sluice.dev/sluice/libs/controlstate"
 	engine "sluice.dev/sluice/libs/policy"
 	"sluice.dev/sluice/libs/testkit"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -156,4 +157,59 @@ func TestShapeCacheability(t *testing.T) {
 
 func engineCompile() (*engine.Set, error) {
 	return engine.Compile([]*controlv1.Rule{{Name: "allow", Action: "allow", When: "true"}}, 1)
+}
+
+// A worker that has seen a grant change is answered only by a policy view
+// that has seen it too: the decision waits for it, and without it denies.
+func TestDecisionsWaitForTheGrantsTheWorkerSaw(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	go func() { _ = policy.New(policy.Config{Conn: conn, Log: zerolog.Nop()}).Run(ctx) }()
+	putPolicy(t, conn, 1, &controlv1.Rule{Name: "allow-reads", Action: "allow", When: `sql.kind == "read"`})
+	ask := func(min uint64) (*policyv1.Decision, time.Duration) {
+		start := time.Now()
+		var d policyv1.Decision
+		require.NoError(t, bus.Request(ctx, conn.NC, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{
+			Principal: &commonv1.Principal{Subject: "alice"}, Target: &commonv1.Target{Name: "demo"}, MinGrantsRevision: min,
+			Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}},
+		}, &d))
+		return &d, time.Since(start)
+	}
+	testkit.Eventually(t, 10*time.Second, func() error {
+		var d policyv1.Decision
+		if err := bus.Request(ctx, conn.NC, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{
+			Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}}}, &d); err != nil {
+			return err
+		}
+		if d.GetRule() != "allow-reads" {
+			return fmt.Errorf("not ready: %s", d.GetRule())
+		}
+		return nil
+	})
+	// A revision no grant change has reached yet: denied after the wait.
+	d, took := ask(1 << 40)
+	assert.Equal(t, "deny", d.GetAction())
+	assert.Equal(t, policy.RuleGrantsBehind, d.GetRule())
+	assert.False(t, d.GetCache().GetCacheable())
+	assert.GreaterOrEqual(t, took, time.Second)
+	// A grant change arrives while the decision waits: it goes ahead.
+	kv, err := conn.JS.KeyValue(ctx, bus.BucketApprovals)
+	require.NoError(t, err)
+	grant, _ := proto.Marshal(&approvalsv1.Approval{Id: "g1", Type: "grant", State: "revoked", Requester: &commonv1.Principal{Subject: "alice"}, Target: "demo", Role: "writer"})
+	next := make(chan uint64, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		rev, err := kv.Put(ctx, "g1", grant)
+		assert.NoError(t, err)
+		next <- rev
+	}()
+	st, err := conn.JS.Stream(ctx, "KV_"+bus.BucketApprovals)
+	require.NoError(t, err)
+	info, err := st.Info(ctx)
+	require.NoError(t, err)
+	d, _ = ask(info.State.LastSeq + 1)
+	assert.Equal(t, "allow-reads", d.GetRule())
+	assert.Equal(t, info.State.LastSeq+1, <-next)
 }

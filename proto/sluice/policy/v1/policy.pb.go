@@ -221,6 +221,10 @@ type EvaluateRequest struct {
 	Principal *v1.Principal          `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
 	Target    *v1.Target             `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
 	SessionId string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// min_grants_revision is the grants revision the caller's own approvals
+	// view has seen (a revoked grant, say): the policy service decides with
+	// a view at least that current, or not at all.
+	MinGrantsRevision uint64 `protobuf:"varint,4,opt,name=min_grants_revision,json=minGrantsRevision,proto3" json:"min_grants_revision,omitempty"`
 	// Types that are valid to be assigned to Command:
 	//
 	//	*EvaluateRequest_Sql
@@ -280,6 +284,13 @@ func (x *EvaluateRequest) GetSessionId() string {
 		return x.SessionId
 	}
 	return ""
+}
+
+func (x *EvaluateRequest) GetMinGrantsRevision() uint64 {
+	if x != nil {
+		return x.MinGrantsRevision
+	}
+	return 0
 }
 
 func (x *EvaluateRequest) GetCommand() isEvaluateRequest_Command {
@@ -993,12 +1004,13 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\vsubresource\x18\x04 \x01(\tR\vsubresource\x12\x1c\n" +
 	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x06 \x01(\tR\x04name\x12\x18\n" +
-	"\acommand\x18\a \x03(\tR\acommand\"\xbe\x02\n" +
+	"\acommand\x18\a \x03(\tR\acommand\"\xee\x02\n" +
 	"\x0fEvaluateRequest\x129\n" +
 	"\tprincipal\x18\x01 \x01(\v2\x1b.sluice.common.v1.PrincipalR\tprincipal\x120\n" +
 	"\x06target\x18\x02 \x01(\v2\x18.sluice.common.v1.TargetR\x06target\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x03 \x01(\tR\tsessionId\x120\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12.\n" +
+	"\x13min_grants_revision\x18\x04 \x01(\x04R\x11minGrantsRevision\x120\n" +
 	"\x03sql\x18\n" +
 	" \x01(\v2\x1c.sluice.policy.v1.SQLCommandH\x00R\x03sql\x120\n" +
 	"\x03ssh\x18\v \x01(\v2\x1c.sluice.policy.v1.SSHCommandH\x00R\x03ssh\x120\n" +
