@@ -321,7 +321,7 @@ func TestHeldRequestsEndWithTheirClient(t *testing.T) {
 		err := h.result(t, 20*time.Second)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "token expired")
-		gone(t, id, "orphan-expired", "")
+		gone(t, id, "orphan-expired", "the session ended while the statement was held: the access token expired")
 	})
 
 	t.Run("the client cancels; the session goes on", func(t *testing.T) {

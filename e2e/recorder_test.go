@@ -154,7 +154,7 @@ func TestRecorderKill9UnderLoad(t *testing.T) {
 		}
 		return nil
 	})
-	_, problems, err := auditlog.Verify(ctx, reader.JS, "", map[string]ed25519.PublicKey{auditchain.KeyID(pub): pub}, nil)
+	_, problems, err := auditlog.Verify(ctx, reader.JS, "", map[string]ed25519.PublicKey{auditchain.KeyID(pub): pub})
 	require.NoError(t, err)
 	assert.Empty(t, problems)
 	t.Logf("%d events recorded across two SIGKILLs with no loss", total)

@@ -82,20 +82,29 @@ func (a *Anchor) Matches(c *auditv1.Checkpoint) bool {
 }
 
 // ReadAnchor returns the last anchor in r: the recorder's anchor file, a
-// SIEM export, or saved `sluice audit anchor` output (other lines are
-// skipped). It fails if r holds none.
+// SIEM export (syslog lines or HEC events holding anchors), or saved
+// `sluice audit anchor` output (other lines are skipped). It fails if r
+// holds none.
 func ReadAnchor(r io.Reader) (*Anchor, error) {
 	var last *Anchor
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 || line[0] != '{' {
+		// An anchor alone, or in a syslog line, or as a HEC event.
+		line := sc.Bytes()
+		i := bytes.IndexByte(line, '{')
+		if i < 0 {
 			continue
 		}
 		var a Anchor
-		if json.Unmarshal(line, &a) != nil || a.Kind != KindCheckpoint {
-			continue
+		if json.Unmarshal(line[i:], &a) != nil || a.Kind != KindCheckpoint {
+			var hec struct {
+				Event Anchor `json:"event"`
+			}
+			if json.Unmarshal(line[i:], &hec) != nil || hec.Event.Kind != KindCheckpoint {
+				continue
+			}
+			a = hec.Event
 		}
 		if err := a.Check(); err != nil {
 			return nil, err

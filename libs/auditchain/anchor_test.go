@@ -37,7 +37,9 @@ func history(t *testing.T, priv ed25519.PrivateKey, n int) ([]*auditv1.Record, [
 
 func verifyWith(recs []*auditv1.Record, cps []*auditv1.Checkpoint, keys map[string]ed25519.PublicKey, a *Anchor, indexed ...string) []Problem {
 	v := NewVerifier(keys)
-	v.Anchor = a
+	if a != nil {
+		v.Anchors = []*Anchor{a}
+	}
 	for _, s := range indexed {
 		v.AddIndexed(s, time.Now(), 0)
 	}
@@ -85,6 +87,14 @@ func TestAnchorFindsAReplacedStream(t *testing.T) {
 	}
 	assert.Contains(t, strings.Join(details, "\n"), "differs from the anchored one")
 	assert.Contains(t, strings.Join(details, "\n"), "differs from the anchored checkpoint")
+
+	// A key added to the bucket signs a checkpoint after the anchored one:
+	// with an anchor that pins its key, it does not count.
+	extra := &auditv1.Checkpoint{Id: "cp4", Previous: cps[2].Id, PreviousHash: CheckpointHash(cps[2])}
+	SignCheckpoint(extra, otherPriv, time.Now())
+	both := map[string]ed25519.PublicKey{KeyID(pub): pub, KeyID(otherPub): otherPub}
+	assert.Empty(t, verifyWith(recs, append(cps, extra), both, nil), "without an anchor every key in the bucket counts")
+	assert.Equal(t, []string{"bad_checkpoint@0"}, kinds(verifyWith(recs, append(cps, extra), both, &anchor)))
 }
 
 // A checkpoint in which the recorder says the history is gone is reported
@@ -129,6 +139,14 @@ func TestAnchorFile(t *testing.T) {
 	got, err := ReadAnchor(strings.NewReader("syslog header\n{\"kind\":\"command\"}\n" + `{"kind":"checkpoint","checkpoint":"x","hash":"` + strings.Repeat("00", 32) + `"}` + "\n"))
 	require.NoError(t, err)
 	assert.Equal(t, "x", got.Checkpoint)
+	// As the exporter's sinks deliver them.
+	line := `{"kind":"checkpoint","checkpoint":"y","hash":"` + strings.Repeat("11", 32) + `"}`
+	got, err = ReadAnchor(strings.NewReader(`<14>1 2026-12-01T00:00:00Z host sluice - CHECKPOINT [sluice@32473 event_id="cp-y"] ` + line + "\n"))
+	require.NoError(t, err)
+	assert.Equal(t, "y", got.Checkpoint)
+	got, err = ReadAnchor(strings.NewReader(`{"event":` + line + `,"fields":{"kind":"checkpoint"}}` + "\n"))
+	require.NoError(t, err)
+	assert.Equal(t, "y", got.Checkpoint)
 	_, err = ReadAnchor(strings.NewReader(`{"kind":"checkpoint","checkpoint":"x","hash":"zz"}`))
 	assert.Error(t, err)
 	_, err = ReadAnchor(strings.NewReader("nothing here\n"))

@@ -68,10 +68,11 @@ type Verifier struct {
 	// Keys are the trusted checkpoint keys; without keys checkpoints are
 	// not checked for signatures.
 	Keys map[string]ed25519.PublicKey
-	// Anchor, if set, is a checkpoint known from outside the stream: it
-	// must be in the stream, and the key it pins is the one trusted for
-	// its key id.
-	Anchor   *Anchor
+	// Anchors are checkpoints known from outside the stream (one per
+	// recorder, say): each must be in the stream. The keys they pin are
+	// then the only keys trusted: a key someone added to the key bucket
+	// signs nothing that counts.
+	Anchors  []*Anchor
 	sessions map[string]*chain
 	order    []string
 	checkpts []*auditv1.Checkpoint
@@ -250,7 +251,7 @@ func (v *Verifier) Problems(only string) []Problem {
 		}
 	}
 	v.gaps = nil
-	v.checkAnchor()
+	v.checkAnchors()
 	for _, ix := range v.indexed {
 		c, ok := v.sessions[ix.session]
 		switch {
@@ -321,23 +322,26 @@ func (v *Verifier) Problems(only string) []Problem {
 	return v.problems
 }
 
-// checkAnchor checks the stream against the anchored checkpoint: it must
-// be there, unchanged, and its pinned key is the one trusted for its id.
-func (v *Verifier) checkAnchor() {
-	a := v.Anchor
-	if a == nil {
-		return
+// checkAnchors checks the stream against the anchored checkpoints: each
+// must be there, unchanged; the keys they pin replace the trusted keys.
+func (v *Verifier) checkAnchors() {
+	pinned := map[string]ed25519.PublicKey{}
+	for _, a := range v.Anchors {
+		if pub := a.Key(); pub != nil {
+			if have, ok := v.Keys[a.KeyID]; ok && !bytes.Equal(have, pub) {
+				v.report(Problem{Session: "key " + a.KeyID, Kind: BadCheckpt, Detail: "the recorder key stored under this id differs from the anchored one (the key bucket was rewritten)"})
+			}
+			pinned[a.KeyID] = pub
+		}
+		v.checkAnchor(a)
 	}
+	if len(pinned) > 0 {
+		v.Keys = pinned
+	}
+}
+
+func (v *Verifier) checkAnchor(a *Anchor) {
 	loc := "checkpoint " + a.Checkpoint
-	if pub := a.Key(); pub != nil {
-		if have, ok := v.Keys[a.KeyID]; ok && !bytes.Equal(have, pub) {
-			v.report(Problem{Session: "key " + a.KeyID, Kind: BadCheckpt, Detail: "the recorder key stored under this id differs from the anchored one (the key bucket was rewritten)"})
-		}
-		if v.Keys == nil {
-			v.Keys = map[string]ed25519.PublicKey{}
-		}
-		v.Keys[a.KeyID] = pub
-	}
 	for _, cp := range v.checkpts {
 		if cp.GetId() != a.Checkpoint {
 			continue

@@ -270,12 +270,12 @@ func Sessions(ctx context.Context, js jetstream.JetStream) ([]*sessionv1.Summary
 }
 
 // Verify reads AUDIT (one session, or everything) and reports problems:
-// the hash chains, the signed checkpoints, the anchor (a checkpoint known
-// from outside the stream; nil for none) and the sessions index (every
-// session it lists has its records).
-func Verify(ctx context.Context, js jetstream.JetStream, session string, keys map[string]ed25519.PublicKey, anchor *auditchain.Anchor) (*auditchain.Verifier, []auditchain.Problem, error) {
+// the hash chains, the signed checkpoints, the anchors (checkpoints known
+// from outside the stream) and the sessions index (every session it lists
+// has its records).
+func Verify(ctx context.Context, js jetstream.JetStream, session string, keys map[string]ed25519.PublicKey, anchors ...*auditchain.Anchor) (*auditchain.Verifier, []auditchain.Problem, error) {
 	v := auditchain.NewVerifier(keys)
-	v.Anchor = anchor
+	v.Anchors = anchors
 	// The index first: a session indexed while the stream is read has its
 	// records in the stream already (the recorder indexes after storing).
 	index, err := Sessions(ctx, js)

@@ -144,8 +144,11 @@ type VerifyJSON struct {
 // VerifyRequest is the body of POST /api/v1/audit/verify (GET takes
 // ?session= and no anchor).
 type VerifyRequest struct {
-	Session string             `json:"session,omitempty"`
-	Anchor  *auditchain.Anchor `json:"anchor,omitempty"`
+	Session string `json:"session,omitempty"`
+	// Anchors are checkpoints kept outside the stream (one per recorder):
+	// each must be in the stream, and the keys they pin are the only ones
+	// trusted.
+	Anchors []*auditchain.Anchor `json:"anchors,omitempty"`
 }
 
 func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
@@ -153,8 +156,12 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ *commonv1
 	if r.Method == http.MethodPost && !readJSON(w, r, &req) {
 		return
 	}
-	if req.Anchor != nil {
-		if err := req.Anchor.Check(); err != nil {
+	for _, a := range req.Anchors {
+		if a == nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "anchors: null")
+			return
+		}
+		if err := a.Check(); err != nil {
 			writeError(w, http.StatusBadRequest, "bad_request", "anchor: "+err.Error())
 			return
 		}
@@ -165,7 +172,7 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ *commonv1
 		return
 	}
 	session := strings.ToLower(req.Session)
-	v, problems, err := auditlog.Verify(r.Context(), s.cfg.Conn.JS, session, keys, req.Anchor)
+	v, problems, err := auditlog.Verify(r.Context(), s.cfg.Conn.JS, session, keys, req.Anchors...)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit stream cannot be read")
 		return

@@ -227,7 +227,11 @@ func (s *session) stopWaiting(ctx context.Context, why int, cmdID uint64, id str
 		s.withdraw(cmdID, id, "the session ended while the statement was held")
 		return heldOutcome{}, errClosed
 	case why == leftGone:
-		s.withdraw(cmdID, id, "the client disconnected while the statement was held")
+		reason := "the client disconnected while the statement was held"
+		if ended, _ := s.endReason.Load().(string); ended != "" {
+			reason = "the session ended while the statement was held: " + ended // an expired token, say
+		}
+		s.withdraw(cmdID, id, reason)
 		s.shutdown("the client closed the connection while a statement was held", nil)
 		return heldOutcome{}, errClosed
 	case why == leftOverflow:

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -114,9 +115,29 @@ func newReplayCmd(g *globals) *cobra.Command {
 	}
 }
 
+// defaultAnchors are the anchor files verify uses when none is named:
+// $SLUICE_AUDIT_ANCHOR, else the development directory's (for a local API
+// only: it belongs to the sluice dev running here).
+func defaultAnchors(g *globals) []string {
+	if f := os.Getenv("SLUICE_AUDIT_ANCHOR"); f != "" {
+		return []string{f}
+	}
+	f := filepath.Join(".sluice", "audit-anchor.jsonl")
+	if _, err := os.Stat(f); err != nil {
+		return nil
+	}
+	if u, err := url.Parse(g.api); err == nil {
+		if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
+			return []string{f}
+		}
+	}
+	return nil
+}
+
 func newAuditCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Verify and export the audit log"}
-	var session, anchorFile string
+	var session string
+	var anchorFiles []string
 	verify := &cobra.Command{
 		Use:   "verify [--session ID] [--anchor FILE]",
 		Short: "Check the audit log's hash chains and signed checkpoints",
@@ -129,7 +150,8 @@ exits with status 2 when it finds any.
 (--audit-anchor-file; in development .sluice/audit-anchor.jsonl), checkpoints a SIEM received from
 the exporter, or saved 'sluice audit anchor' output (the last anchor in the file counts). Only an
 anchor shows that the whole stream was deleted and recreated by someone with the NATS admin
-identity. Default: $SLUICE_AUDIT_ANCHOR, else .sluice/audit-anchor.jsonl if it exists.`,
+identity. With anchors, only the keys they pin count (repeat --anchor for each recorder replica).
+Default: $SLUICE_AUDIT_ANCHOR, else .sluice/audit-anchor.jsonl if it exists and the API is local.`,
 		Example: "  sluice audit verify --anchor /var/lib/sluice/audit-anchor.jsonl",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -137,24 +159,21 @@ identity. Default: $SLUICE_AUDIT_ANCHOR, else .sluice/audit-anchor.jsonl if it e
 				return err
 			}
 			req := api.VerifyRequest{Session: session}
-			if anchorFile == "" {
-				anchorFile = os.Getenv("SLUICE_AUDIT_ANCHOR")
+			files := anchorFiles
+			if len(files) == 0 {
+				files = defaultAnchors(g)
 			}
-			if anchorFile == "" {
-				if _, err := os.Stat(filepath.Join(".sluice", "audit-anchor.jsonl")); err == nil {
-					anchorFile = filepath.Join(".sluice", "audit-anchor.jsonl")
-				}
-			}
-			if anchorFile != "" {
-				f, err := os.Open(anchorFile)
+			for _, name := range files {
+				f, err := os.Open(name)
 				if err != nil {
 					return err
 				}
-				req.Anchor, err = auditchain.ReadAnchor(f)
+				a, err := auditchain.ReadAnchor(f)
 				f.Close()
 				if err != nil {
-					return fmt.Errorf("anchor %s: %w", anchorFile, err)
+					return fmt.Errorf("anchor %s: %w", name, err)
 				}
+				req.Anchors = append(req.Anchors, a)
 			}
 			c, err := g.newClient(cmd.Context())
 			if err != nil {
@@ -178,8 +197,13 @@ identity. Default: $SLUICE_AUDIT_ANCHOR, else .sluice/audit-anchor.jsonl if it e
 					status = fmt.Sprintf("%d problem(s)", len(res.Problems))
 				}
 				against := "no anchor (a stream deleted and recreated whole shows only with --anchor)"
-				if req.Anchor != nil {
-					against = fmt.Sprintf("the anchor of checkpoint %s (%s) from %s", req.Anchor.Checkpoint, req.Anchor.Time.Format(time.RFC3339), anchorFile)
+				for i, a := range req.Anchors {
+					if i == 0 {
+						against = ""
+					} else {
+						against += ", "
+					}
+					against += fmt.Sprintf("the anchor of checkpoint %s (%s) from %s", a.Checkpoint, a.Time.Format(time.RFC3339), files[i])
 				}
 				fmt.Fprintf(g.stdout, "%d event(s) in %d record(s) of %d session(s) checked against %d recorder key(s) and %s: %s\n",
 					res.Events, res.Records, res.Sessions, len(res.Keys), against, status)
@@ -191,7 +215,7 @@ identity. Default: $SLUICE_AUDIT_ANCHOR, else .sluice/audit-anchor.jsonl if it e
 		},
 	}
 	verify.Flags().StringVar(&session, "session", "", "verify one session only")
-	verify.Flags().StringVar(&anchorFile, "anchor", "", "a file whose last line is a checkpoint anchor (see above)")
+	verify.Flags().StringArrayVar(&anchorFiles, "anchor", nil, "a file whose last line is a checkpoint anchor (see above); repeat it for each recorder")
 
 	anchor := &cobra.Command{
 		Use:   "anchor",
