@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,8 +50,11 @@ func (f Follow) Run(ctx context.Context, js jetstream.JetStream, ready chan stru
 		f.Check = time.Second
 	}
 	var seen atomic.Uint64 // the highest bucket revision applied
+	var mu sync.Mutex
 	stale := false
 	setStale := func(s bool) {
+		mu.Lock()
+		defer mu.Unlock()
 		if s != stale {
 			stale = s
 			if f.OnStale != nil {
@@ -61,7 +65,12 @@ func (f Follow) Run(ctx context.Context, js jetstream.JetStream, ready chan stru
 	for watch := 0; ; watch++ {
 		wctx, cancel := context.WithCancel(ctx)
 		lagged := make(chan struct{})
-		go f.watchLag(wctx, cancel, js, &seen, ready, lagged)
+		go f.watchLag(wctx, func() {
+			// At once, even if apply itself is what stalls.
+			setStale(true)
+			close(lagged)
+			cancel()
+		}, js, &seen, ready)
 		stuck := false
 		err := watchKV(wctx, js, f.Bucket, ready, func(e jetstream.KeyValueEntry) error {
 			if stuck = stuck || (f.stall != nil && f.stall(watch, e)); stuck {
@@ -79,8 +88,7 @@ func (f Follow) Run(ctx context.Context, js jetstream.JetStream, ready chan stru
 			return nil
 		}
 		if behind {
-			// Fail closed until a new watch has delivered everything.
-			setStale(true)
+			// Stale until a new watch has delivered everything.
 			seen.Store(0)
 			continue
 		}
@@ -95,13 +103,16 @@ func (f Follow) Run(ctx context.Context, js jetstream.JetStream, ready chan stru
 	}
 }
 
-// watchLag closes lagged and ends the watch (cancel) when the bucket's
-// stream holds entries the view has not applied for longer than StaleAfter.
-func (f Follow) watchLag(ctx context.Context, cancel context.CancelFunc, js jetstream.JetStream, seen *atomic.Uint64, ready chan struct{}, lagged chan struct{}) {
+// watchLag calls lagged (once) when the view has not reached, within
+// StaleAfter, an entry the bucket held (one still there: the stream's
+// last sequence may be a message since removed), or when the lag cannot
+// be measured for that long.
+func (f Follow) watchLag(ctx context.Context, lagged func(), js jetstream.JetStream, seen *atomic.Uint64, ready chan struct{}) {
 	t := time.NewTicker(f.Check)
 	defer t.Stop()
-	var behindSince time.Time
-	var behindAt uint64
+	var stream jetstream.Stream
+	var target uint64             // an entry the view must reach
+	var since, measured time.Time // since when it must; the last measurement
 	for {
 		select {
 		case <-ctx.Done():
@@ -111,34 +122,53 @@ func (f Follow) watchLag(ctx context.Context, cancel context.CancelFunc, js jets
 		if !closed(ready) {
 			continue
 		}
-		s, err := js.Stream(ctx, "KV_"+f.Bucket)
-		if err != nil {
-			continue // NATS unreachable: the watch itself will notice
+		now := time.Now()
+		if measured.IsZero() {
+			measured = now
 		}
-		info, err := s.Info(ctx)
+		last, err := f.lastSeq(ctx, js, &stream)
 		if err != nil {
+			if now.Sub(measured) > f.StaleAfter {
+				lagged() // cannot tell: fail closed
+				return
+			}
 			continue
 		}
+		measured = now
 		cur := seen.Load()
 		switch {
-		case info.State.LastSeq <= cur:
-			behindSince = time.Time{}
-		case behindSince.IsZero() || cur != behindAt:
-			behindSince, behindAt = time.Now(), cur
-		case time.Since(behindSince) > f.StaleAfter:
-			// The stream's last sequence may be a message since removed
-			// (a purged marker, an age limit): only an entry still
-			// there and never delivered makes the view stale.
-			last, err := s.GetLastMsgForSubject(ctx, "$KV."+f.Bucket+".>")
-			if err != nil || last.Sequence <= cur {
-				behindSince = time.Time{}
+		case cur >= target:
+			// Caught up with what it had to reach: measure anew.
+			target, since = last, now
+			if cur >= last {
+				target = 0
+			}
+		case now.Sub(since) > f.StaleAfter:
+			if m, err := stream.GetLastMsgForSubject(ctx, "$KV."+f.Bucket+".>"); err == nil && m.Sequence <= cur {
+				target = 0 // only removed messages are ahead
 				continue
 			}
-			close(lagged)
-			cancel()
+			lagged()
 			return
 		}
 	}
+}
+
+// lastSeq is the bucket stream's last sequence, with one request.
+func (f Follow) lastSeq(ctx context.Context, js jetstream.JetStream, stream *jetstream.Stream) (uint64, error) {
+	if *stream == nil {
+		s, err := js.Stream(ctx, "KV_"+f.Bucket)
+		if err != nil {
+			return 0, err
+		}
+		*stream = s
+		return s.CachedInfo().State.LastSeq, nil
+	}
+	info, err := (*stream).Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
 }
 
 func watchKV(ctx context.Context, js jetstream.JetStream, bucket string, ready chan struct{}, apply func(jetstream.KeyValueEntry) error, current func()) error {

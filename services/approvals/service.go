@@ -98,11 +98,22 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	s.cfg.Log.Info().Msg("approvals service ready")
+	s.shrink(ctx)
 	err := g.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// shrink projects again the requests stored whole before commands were cut
+// to an excerpt, so that the bucket every worker follows holds none.
+func (s *Service) shrink(ctx context.Context) {
+	for _, a := range s.view.List(func(a *approvalsv1.Approval) bool { return len(a.GetCommand()) > approvalstate.MaxCommandExcerpt }) {
+		if err := s.project(ctx, eventstore.Event{Aggregate: "request", AggregateID: a.GetId()}); err != nil {
+			s.cfg.Log.Warn().Err(err).Str("approval", a.GetId()).Msg("oversized request not shrunk")
+		}
+	}
 }
 
 // Bounds on what a request holds: every approval is in the view each

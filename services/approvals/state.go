@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/eventstore"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
@@ -43,7 +44,9 @@ func fold(events []eventstore.Event) (*approvalsv1.Approval, error) {
 			}
 			a.Id, a.Type, a.State = m.GetId(), TypeCommand, Pending
 			a.Requester, a.SessionId, a.Target = m.GetRequester(), m.GetSessionId(), m.GetTarget()
-			a.Command, a.CommandHash, a.Rule, a.Reason = m.GetCommand(), m.GetCommandHash(), m.GetRule(), m.GetReason()
+			// Requests opened before commands were cut to an excerpt are
+			// cut when they are folded.
+			a.Command, a.CommandHash, a.Rule, a.Reason = approvalstate.Excerpt(m.GetCommand()), m.GetCommandHash(), m.GetRule(), m.GetReason()
 			a.CommandSize = max(m.GetCommandSize(), int64(len(m.GetCommand())))
 			a.ApproverGroups, a.Quorum = m.GetApproverGroups(), max(m.GetQuorum(), 1)
 			a.CreatedAt, a.ExpiresAt = m.GetOpenedAt(), m.GetExpiresAt()
