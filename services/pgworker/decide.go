@@ -20,6 +20,7 @@ const (
 	ruleFunctionCall      = "builtin:function-call"
 	ruleMaskedCopy        = "builtin:masked-data-copy"
 	ruleInvalidEncoding   = "builtin:invalid-encoding"
+	ruleUnfollowableNames = "builtin:unfollowable-names"
 )
 
 // decisionCache reuses decisions per principal, target and statement (exact

@@ -21,6 +21,7 @@ const (
 	stateAdminShutdown            = "57P01"
 	stateQueryCanceled            = "57014"
 	stateProgramLimitExceeded     = "54000"
+	stateInvalidCursorName        = "34000"
 	stateCharacterNotInRepertoire = "22021"
 	stateSystemError              = "58000"
 	stateInvalidParameter         = "22023"

@@ -363,7 +363,7 @@ func orNone(s string) string {
 }
 
 // hold handles a simple Query the policy holds for review.
-func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via string, frame []byte, cached bool) error {
+func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via string, frame []byte, cached, changesNames bool) error {
 	// The reader's buffer is not reused while the client is not read, but
 	// keep a copy of the exact bytes that will run.
 	frame = append([]byte(nil), frame...)
@@ -375,9 +375,11 @@ func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via stri
 		return s.probeError(out.errorFor(s.id))
 	}
 	s.commands.Add(1)
-	s.notePrepared(d, text)
 	s.noteCursors(d)
 	e := &expect{kind: expQuery, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true}
+	if changesNames {
+		e.names = s.sqlChange(d, text)
+	}
 	if err := s.attachPlan(e, d, text); err != nil {
 		return err
 	}

@@ -175,6 +175,18 @@ type lineage struct {
 	inputs  []string   // every source the statement reads (errors)
 }
 
+// union is the lineage of values that come from l or m.
+func (l lineage) union(m lineage) lineage {
+	u := lineage{refs: append(slices.Clip(l.refs), m.refs...), inputs: append(slices.Clip(l.inputs), m.inputs...)}
+	if len(l.targets) == len(m.targets) && len(l.targets) > 0 {
+		u.targets = make([][]string, len(l.targets))
+		for i := range l.targets {
+			u.targets[i] = append(slices.Clip(l.targets[i]), m.targets[i]...)
+		}
+	}
+	return u
+}
+
 func (l lineage) derived(p *maskPlan, i, n int) bool {
 	if len(l.targets) == n {
 		return p.derives(l.targets[i])

@@ -196,7 +196,18 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 		if err := s.gate(ctx, h); err != nil {
 			return nil, "", err
 		}
+	case '1', '2', '3':
+		// ParseComplete, BindComplete, CloseComplete: the name changed.
+		if h != nil && h.kind == expName {
+			if h.names != nil {
+				h.names.settle(true)
+			}
+			s.pop()
+		}
 	case 'C', 'I', 's':
+		if h != nil && h.kind == expQuery && h.names != nil && typ == 'C' {
+			h.names.settle(true) // a PREPARE, DEALLOCATE or DISCARD, alone in its Query
+		}
 		if err := s.gate(ctx, h); err != nil {
 			return nil, "", err
 		}
@@ -217,6 +228,13 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 		if err := er.Decode(body); err != nil {
 			s.shutdown("malformed error from the target", fatal(stateProtocolViolation, "sluice: the target sent a malformed error", ""))
 			return nil, "", errClosed
+		}
+		if h != nil && h.kind == expName {
+			// The Parse, Bind or Close failed: the server's names are as
+			// they were (pop settles the change as refused). The error is
+			// about the client's own message.
+			s.pop()
+			return frame, "", nil
 		}
 		if h != nil && (h.kind == expProbeQuery || h.kind == expProbeParse) && er.Code == "42703" && bytes.Contains([]byte(er.Message), []byte(h.marker)) {
 			s.rewrite = h.denial

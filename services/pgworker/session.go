@@ -85,10 +85,15 @@ type session struct {
 	// described are the statements ("S:name") and portals ("P:name") whose
 	// row description the server has sent since they were made.
 	described map[string]bool
-	// sqlPrepared are statements made with SQL PREPARE, by name; cursors
-	// the lineage of cursors DECLARE made, by name.
-	sqlPrepared map[string]*stmtInfo
-	cursors     map[string]lineage
+	// names are the statements and portals the server confirmed, and the
+	// changes to them sent since (names.go); stmts and portals above are
+	// what the worker acts on. syncs counts the Syncs and Queries sent.
+	names names
+	syncs uint64
+	// cursors are the lineage of cursors DECLARE made, by name (every
+	// declaration of a name, merged: a DECLARE that failed leaves the
+	// server's cursor, so its lineage stays).
+	cursors map[string]lineage
 	// Masking: the session's resolved columns, plans per rule set (client
 	// goroutine), the last plan (for notifications), and row descriptions
 	// by statement and portal (server goroutine).
@@ -124,16 +129,22 @@ type session struct {
 	endReason         atomic.Value
 }
 
-// stmtInfo is a prepared statement the policy allowed.
+// stmtInfo is a prepared statement the policy allowed (or holds).
 type stmtInfo struct {
 	text     string
 	decision *policyv1.Decision
 	cached   bool
+	// sql: made by SQL PREPARE (its decision is the PREPARE's).
+	sql bool
 }
 
 // portalInfo is a bound portal.
 type portalInfo struct {
-	stmt       string
+	stmt string
+	// info is the statement bound (a portal keeps it even if the name
+	// stands for another statement later); nil if the worker knew none,
+	// and then the Bind failed.
+	info       *stmtInfo
 	paramsHash string
 	formats    []int16 // result format codes from Bind
 }
@@ -147,6 +158,7 @@ const (
 	expProbeQuery                   // a denied Query (or FunctionCall) replaced by a failing one
 	expProbeParse                   // a denied Parse replaced by a failing one
 	expDescribe                     // a Describe: ends with RowDescription or NoData
+	expName                         // a Parse, Bind or Close: ends with its completion or an error
 )
 
 // expect is what the server goroutine expects back for something the
@@ -164,6 +176,9 @@ type expect struct {
 	// internal marks a Describe the worker sent itself (its answer is
 	// kept, never forwarded).
 	internal bool
+	// names is the change to the names the message makes, confirmed by
+	// its completion (expName; expQuery: the CommandComplete).
+	names *nameOp
 
 	// Masking (set by the client goroutine before push; then server-owned).
 	plan     *maskPlan
@@ -200,6 +215,9 @@ func (s *session) head() *expect {
 func (s *session) pop() {
 	s.qmu.Lock()
 	if len(s.queue) > 0 {
+		if op := s.queue[0].names; op != nil {
+			op.settle(false) // unless confirmed already: skipped or failed
+		}
 		s.queue[0] = nil
 		s.queue = s.queue[1:]
 	}
@@ -427,7 +445,9 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 		if err != nil {
 			return err
 		}
-		return s.onQuery(ctx, text, frame)
+		err = s.onQuery(ctx, text, frame)
+		s.syncs++ // what follows a Query runs whatever became of it
+		return err
 	case 'P':
 		name, rest, err := cstring(body)
 		if err != nil {
@@ -453,12 +473,19 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 		if err != nil {
 			return err
 		}
-		s.portals[portal] = &portalInfo{stmt: stmt, paramsHash: hex.EncodeToString(sum[:16]), formats: formats}
+		if err := s.rely(ctx, "S:"+stmt, "P:"+portal); err != nil {
+			return err
+		}
+		p := &portalInfo{stmt: stmt, info: s.stmts[stmt], paramsHash: hex.EncodeToString(sum[:16]), formats: formats}
+		s.push(&expect{kind: expName, names: s.changeNames([]string{"P:" + portal}, setPortal(portal, p))})
 		delete(s.described, "P:"+portal)
 		return s.forward(frame)
 	case 'E':
 		portal, _, err := cstring(body)
 		if err != nil {
+			return err
+		}
+		if err := s.rely(ctx, "P:"+portal); err != nil {
 			return err
 		}
 		return s.onExecute(ctx, portal, frame)
@@ -470,15 +497,20 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 		if err != nil {
 			return err
 		}
-		if body[0] == 'S' {
-			delete(s.stmts, name)
-		} else {
-			delete(s.portals, name)
+		key := string(body[0]) + ":" + name
+		if err := s.rely(ctx, key); err != nil {
+			return err
 		}
-		delete(s.described, string(body[0])+":"+name)
+		change := setPortal(name, nil)
+		if body[0] == 'S' {
+			change = setStatement(name, nil)
+		}
+		s.push(&expect{kind: expName, names: s.changeNames([]string{key}, change)})
+		delete(s.described, key)
 		return s.forward(frame)
 	case 'S':
 		s.push(&expect{kind: expSync})
+		s.syncs++
 		return s.forward(frame)
 	case 'D':
 		if len(body) < 2 {
@@ -489,14 +521,17 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 			return err
 		}
 		e := &expect{kind: expDescribe, describe: string(body[0]) + ":" + name}
+		if err := s.rely(ctx, e.describe); err != nil {
+			return err
+		}
 		s.described[e.describe] = true
 		if body[0] == 'S' {
-			if info := s.statement(name); info != nil {
+			if info := s.stmts[name]; info != nil {
 				e.plan, _ = s.planFor(info.decision)
 			}
 		} else if p := s.portals[name]; p != nil {
-			if info := s.statement(p.stmt); info != nil {
-				e.plan, _ = s.planFor(info.decision)
+			if p.info != nil {
+				e.plan, _ = s.planFor(p.info.decision)
 			}
 			e.formats = p.formats
 		}
@@ -551,7 +586,6 @@ func (s *session) refuseEncoding(text, via, name string) error {
 	er := &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateCharacterNotInRepertoire,
 		Message: "invalid byte sequence for encoding \"UTF8\": " + invalidSequence(text)}
 	if via == "parse" {
-		delete(s.stmts, name)
 		s.denied.Add(1)
 		s.commands.Add(1)
 		marker := s.nextMarker()
@@ -593,10 +627,16 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 		return s.refuseEncoding(text, "simple", "")
 	}
 	d, cached := s.decide(ctx, text)
+	n, refusal := namesOf(d)
+	if refusal != "" {
+		return s.refuseNames(d, text, "simple", "", refusal)
+	}
+	if err := s.rely(ctx, n.keys...); err != nil {
+		return err
+	}
 	d = s.refuseMaskedCopies(s.reviewExecutes(d))
 	switch d.GetAction() {
 	case "allow":
-		s.notePrepared(d, text)
 		s.noteCursors(d)
 		seq, err := s.emitCommand(text, "simple", "", "", d, cached)
 		if err != nil {
@@ -604,6 +644,9 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 		}
 		s.commands.Add(1)
 		e := &expect{kind: expQuery, cmdID: s.cmdID, seq: seq, start: time.Now()}
+		if n.changes {
+			e.names = s.sqlChange(d, text)
+		}
 		if err := s.attachPlan(e, d, text); err != nil {
 			return err
 		}
@@ -616,7 +659,7 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 		s.push(e)
 		return s.forward(frame)
 	case "review":
-		return s.hold(ctx, d, text, "simple", frame, cached)
+		return s.hold(ctx, d, text, "simple", frame, cached, n.changes)
 	default:
 		return s.deny(d, text, "simple", cached)
 	}
@@ -662,25 +705,52 @@ func (s *session) onParse(ctx context.Context, name, text string, frame []byte) 
 		return s.refuseEncoding(text, "parse", name)
 	}
 	d, cached := s.decide(ctx, text)
-	d = s.refuseMaskedCopies(d)
+	n, _ := namesOf(d)
+	if n.changes {
+		return s.refuseNames(d, text, "parse", name, "send PREPARE, DEALLOCATE and DISCARD with the simple query protocol")
+	}
+	if err := s.rely(ctx, append(n.keys, "S:"+name)...); err != nil {
+		return err
+	}
+	d = s.refuseMaskedCopies(s.reviewExecutes(d))
 	switch d.GetAction() {
-	case "allow":
-		s.stmts[name] = &stmtInfo{text: text, decision: d, cached: cached}
-		return s.forward(frame)
-	case "review":
-		// Parsing runs nothing: the statement is held when it is executed,
-		// with its parameters.
-		s.stmts[name] = &stmtInfo{text: text, decision: d, cached: cached}
+	case "allow", "review":
+		// Parsing runs nothing: a held statement is held when it is
+		// executed, with its parameters. The name is the statement's once
+		// the server says ParseComplete.
+		info := &stmtInfo{text: text, decision: d, cached: cached}
+		s.push(&expect{kind: expName, names: s.changeNames([]string{"S:" + name}, setStatement(name, info))})
 		return s.forward(frame)
 	default:
 		return s.denyParse(d, name, text, cached)
 	}
 }
 
+// refuseNames refuses a statement whose effect on the session's names the
+// worker could not follow (0A000), and records it.
+func (s *session) refuseNames(d *policyv1.Decision, text, via, name, why string) error {
+	c := proto.Clone(d).(*policyv1.Decision)
+	c.Action, c.Rule, c.Reason = "deny", ruleUnfollowableNames, why
+	if _, err := s.emitCommand(text, via, name, "", c, false); err != nil {
+		return s.notRecording()
+	}
+	er := &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateFeatureNotSupported, Message: "sluice: " + why}
+	if via == "parse" {
+		s.denied.Add(1)
+		s.commands.Add(1)
+		marker := s.nextMarker()
+		s.push(&expect{kind: expProbeParse, cmdID: s.cmdID, denial: er, marker: marker})
+		return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: name, Query: probeSQL(marker)})
+	}
+	return s.probeError(er)
+}
+
 // denyParse replaces a denied Parse with one that fails, under the same
 // statement name.
 func (s *session) denyParse(d *policyv1.Decision, name, text string, cached bool) error {
-	delete(s.stmts, name)
+	// The failing Parse changes no name on the server (but the unnamed
+	// statement, dropped first; the worker then still names one the server
+	// has not, which only fails).
 	if _, err := s.emitCommand(text, "parse", name, "", d, cached); err != nil {
 		return s.notRecording()
 	}
@@ -691,25 +761,16 @@ func (s *session) denyParse(d *policyv1.Decision, name, text string, cached bool
 	return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: name, Query: probeSQL(marker)})
 }
 
-// statement is a prepared statement by name: made by Parse, or by SQL
-// PREPARE (which Bind may name too).
-func (s *session) statement(name string) *stmtInfo {
-	if info := s.stmts[name]; info != nil {
-		return info
-	}
-	return s.sqlPrepared[name]
-}
-
 func (s *session) onExecute(ctx context.Context, portal string, frame []byte) error {
 	p := s.portals[portal]
-	var info *stmtInfo
-	if p != nil {
-		info = s.statement(p.stmt)
+	if p == nil {
+		// No Bind made it: a SQL cursor, or nothing.
+		return s.unknownPortal(portal)
 	}
+	info := p.info
 	if info == nil {
-		// The portal or statement is unknown here, so it does not exist on
-		// the server either (every Parse and PREPARE passes through this
-		// worker); the server answers the error.
+		// Bound to a statement the server does not hold: the Bind failed
+		// and the server skips this Execute.
 		return s.forward(frame)
 	}
 	if info.decision.GetAction() == "review" {
@@ -719,14 +780,13 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 	if err != nil {
 		return s.notRecording()
 	}
-	s.notePrepared(info.decision, info.text)
 	s.noteCursors(info.decision)
 	s.commands.Add(1)
 	e := &expect{kind: expExecute, cmdID: s.cmdID, seq: seq, start: time.Now(), describe: "P:" + portal, stmtKey: "S:" + p.stmt, formats: p.formats}
 	if err := s.attachPlan(e, info.decision, info.text); err != nil {
 		return err
 	}
-	if e.plan != nil && s.stmts[p.stmt] == nil {
+	if e.plan != nil && info.sql {
 		// A statement SQL PREPARE made, bound by name.
 		e.lin = s.preparedLineage(p.stmt, 1)
 	}
@@ -769,23 +829,6 @@ func (s *session) writeClient(msgs ...encoder) error {
 	return s.cw.Flush()
 }
 
-// notePrepared remembers statements a PREPARE creates, so that executing
-// them (by SQL EXECUTE or by protocol Bind/Execute) is ruled like the
-// PREPARE was.
-func (s *session) notePrepared(d *policyv1.Decision, text string) {
-	for _, st := range d.GetStatements() {
-		if st.GetPreparedName() == "" {
-			continue
-		}
-		switch {
-		case slices.Contains(st.GetFlags(), "prepare"):
-			s.sqlPrepared[st.GetPreparedName()] = &stmtInfo{text: text, decision: d}
-		case slices.Contains(st.GetFlags(), "deallocate"):
-			delete(s.sqlPrepared, st.GetPreparedName())
-		}
-	}
-}
-
 // reviewExecutes holds an EXECUTE whose PREPARE needed approval: an
 // approval covers one execution, not every later one.
 func (s *session) reviewExecutes(d *policyv1.Decision) *policyv1.Decision {
@@ -796,7 +839,7 @@ func (s *session) reviewExecutes(d *policyv1.Decision) *policyv1.Decision {
 		if !slices.Contains(st.GetFlags(), "execute") {
 			continue
 		}
-		if prep := s.sqlPrepared[st.GetPreparedName()]; prep != nil && prep.decision.GetAction() == "review" {
+		if prep := s.stmts[st.GetPreparedName()]; prep != nil && prep.decision.GetAction() == "review" {
 			c := proto.Clone(prep.decision).(*policyv1.Decision)
 			c.Statements = d.GetStatements()
 			return c
@@ -847,6 +890,10 @@ func (s *session) stmtLineage(st *policyv1.Statement, depth int) lineage {
 	case slices.Contains(st.GetFlags(), "execute"):
 		return s.preparedLineage(st.GetPreparedName(), depth+1)
 	case st.GetCommand() == "FETCH":
+		if _, ok := s.portals[st.GetCursor()]; ok {
+			// A portal Bind made (portals and cursors share names).
+			return unknownLineage
+		}
 		if l, ok := s.cursors[st.GetCursor()]; ok {
 			return l
 		}
@@ -864,8 +911,8 @@ func (s *session) stmtLineage(st *policyv1.Statement, depth int) lineage {
 // preparedLineage is the lineage of the statement SQL PREPARE made under
 // name.
 func (s *session) preparedLineage(name string, depth int) lineage {
-	prep := s.sqlPrepared[name]
-	if prep == nil {
+	prep := s.stmts[name]
+	if prep == nil || !prep.sql {
 		return unknownLineage
 	}
 	for _, ps := range prep.decision.GetStatements() {
@@ -880,16 +927,15 @@ func (s *session) preparedLineage(name string, depth int) lineage {
 // that rows fetched later are masked like the query that made them.
 func (s *session) noteCursors(d *policyv1.Decision) {
 	for _, st := range d.GetStatements() {
-		switch st.GetCommand() {
-		case "DECLARE CURSOR":
-			s.cursors[st.GetCursor()] = s.stmtLineage(st, 0)
-		case "CLOSE CURSOR":
-			if st.GetCursor() == "" {
-				clear(s.cursors)
-			} else {
-				delete(s.cursors, st.GetCursor())
+		if st.GetCommand() == "DECLARE CURSOR" {
+			l := s.stmtLineage(st, 0)
+			if prev, ok := s.cursors[st.GetCursor()]; ok {
+				l = prev.union(l)
 			}
+			s.cursors[st.GetCursor()] = l
 		}
+		// CLOSE forgets nothing: it may fail, and the server keep the
+		// cursor (its lineage costs no more than masking too much).
 	}
 }
 

@@ -249,7 +249,8 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		w: w, id: recording.NewSessionID(), principal: principal, token: token, pkey: principalKey(principal), target: tc,
 		targetRef:  &commonv1.Target{Name: tc.GetSpec().GetName(), Kind: tc.GetSpec().GetKind(), Labels: tc.GetSpec().GetLabels()},
 		clientAddr: client, clientUser: params["user"], app: params["application_name"],
-		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}, described: map[string]bool{}, sqlPrepared: map[string]*stmtInfo{}, cursors: map[string]lineage{},
+		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}, described: map[string]bool{}, cursors: map[string]lineage{},
+		names: names{stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}},
 		plans: map[string]*maskPlan{}, descs: map[string][]pgproto3.FieldDescription{},
 	}
 	s.rec = w.rec.Open(s.id)
