@@ -295,8 +295,13 @@ func TestSlackDecisionsCountAsAnEmail(t *testing.T) {
 	erin := caller(e.idp.Token("erin"))
 	require.Nil(t, e.decide(t, b.Id, erin, "approve").GetError())
 	assert.Equal(t, "already_voted", slack(b.Id, "erin@example.com"))
-	got, _ := e.call(alice, bus.APIApprovalsGet, &approvalsv1.Get{Id: b.Id})
-	assert.Equal(t, "pending", got.GetApproval().GetState())
+	testkit.Eventually(t, 5*time.Second, func() error { // get reads the service's view
+		got, err := e.call(alice, bus.APIApprovalsGet, &approvalsv1.Get{Id: b.Id})
+		if err != nil || got.GetApproval().GetState() != "pending" || len(got.GetApproval().GetApprovedBy()) != 1 {
+			return fmt.Errorf("%v %v", err, got)
+		}
+		return nil
+	})
 	// A Slack decision names an email, never a bare subject.
 	assert.Equal(t, "bad_request", slack(b.Id, "bob"))
 }
