@@ -105,17 +105,23 @@ func TestStatementNamesStandForWhatTheServerHolds(t *testing.T) {
 		require.NoError(t, err)
 		assert.NotContains(t, string(res[0].Rows[0][0]), firstSSN)
 
-		// A DEALLOCATE in an aborted transaction deallocates nothing.
+		// A DEALLOCATE in an aborted transaction deallocates nothing on
+		// the server; Sluice forgets the name anyway, and refuses to run
+		// what it no longer knows rather than guess.
 		for _, sql := range []string{"BEGIN", "SELECT 1/0", "DEALLOCATE q", "ROLLBACK", "PREPARE q AS SELECT name FROM customers WHERE id = 1"} {
 			_, _ = conn.Exec(ctx, sql).ReadAll()
 		}
 		res, err = conn.Exec(ctx, "EXECUTE q").ReadAll()
-		require.NoError(t, err)
-		assert.NotContains(t, string(res[0].Rows[0][0]), firstSSN)
+		assert.Equal(t, "26000", code(err))
+		for _, r := range res {
+			for _, row := range r.Rows {
+				assert.NotContains(t, string(row[0]), firstSSN)
+			}
+		}
 
-		// Changes among other statements are refused: which of them ran is
-		// not told apart.
-		_, err = conn.Exec(ctx, "SELECT 1; DEALLOCATE q").ReadAll()
+		// A PREPARE among other statements is refused: which of them ran
+		// is not told apart. Through Parse, too.
+		_, err = conn.Exec(ctx, "SELECT 1; PREPARE r AS SELECT 1").ReadAll()
 		assert.Equal(t, "0A000", code(err))
 		_, err = conn.Prepare(ctx, "", "PREPARE r AS SELECT 1", nil)
 		assert.Equal(t, "0A000", code(err))
@@ -159,6 +165,98 @@ func TestStatementNamesStandForWhatTheServerHolds(t *testing.T) {
 		res, err := conn.Exec(ctx, "ROLLBACK; BEGIN; DECLARE c CURSOR FOR SELECT ssn FROM customers WHERE id = 1; FETCH 1 FROM c").ReadAll()
 		require.NoError(t, err)
 		assert.NotContains(t, string(res[len(res)-1].Rows[0][0]), firstSSN)
+	})
+
+	t.Run("DISCARD that keeps the statements", func(t *testing.T) {
+		conn := connect(t)
+		_, err := conn.Prepare(ctx, "s", "DELETE FROM orders", nil)
+		require.NoError(t, err)
+		_, err = conn.Exec(ctx, "DISCARD PLANS").ReadAll()
+		require.NoError(t, err)
+		held(t, conn.ExecPrepared(ctx, "s", nil, nil, nil).Read().Err)
+		assert.Equal(t, before, orders())
+	})
+
+	t.Run("a portal after its transaction ended, a cursor of its name", func(t *testing.T) {
+		conn := connect(t)
+		_, err := conn.Prepare(ctx, "one", "SELECT '1'::text", nil)
+		require.NoError(t, err)
+		fe := conn.Frontend()
+		roundTrip := func(msgs ...pgproto3.FrontendMessage) (rows []string, codes []string) {
+			for _, m := range msgs {
+				fe.Send(m)
+			}
+			require.NoError(t, fe.Flush())
+			for {
+				msg, err := fe.Receive()
+				require.NoError(t, err)
+				switch m := msg.(type) {
+				case *pgproto3.DataRow:
+					rows = append(rows, string(m.Values[0]))
+				case *pgproto3.ErrorResponse:
+					codes = append(codes, m.Code)
+				case *pgproto3.ReadyForQuery:
+					return rows, codes
+				}
+			}
+		}
+		_, codes := roundTrip(&pgproto3.Bind{DestinationPortal: "c", PreparedStatement: "one"}, &pgproto3.Sync{})
+		require.Empty(t, codes)
+		_, codes = roundTrip(&pgproto3.Query{String: "DECLARE c CURSOR WITH HOLD FOR SELECT ssn FROM customers WHERE id = 1"})
+		require.Empty(t, codes)
+		rows, codes := roundTrip(&pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
+		assert.Equal(t, []string{"34000"}, codes)
+		assert.NotContains(t, strings.Join(rows, ","), firstSSN)
+	})
+
+	t.Run("a Parse'd EXECUTE follows its statement", func(t *testing.T) {
+		conn := connect(t)
+		_, err := conn.Exec(ctx, "PREPARE foo AS SELECT name FROM customers WHERE id = 1").ReadAll()
+		require.NoError(t, err)
+		_, err = conn.Prepare(ctx, "x", "EXECUTE foo", nil)
+		require.NoError(t, err)
+		for _, sql := range []string{"DEALLOCATE foo", "PREPARE foo AS SELECT ssn FROM customers WHERE id = 1"} {
+			_, err = conn.Exec(ctx, sql).ReadAll()
+			require.NoError(t, err)
+		}
+		res := conn.ExecPrepared(ctx, "x", nil, nil, nil).Read()
+		require.NoError(t, res.Err)
+		assert.NotContains(t, string(res.Rows[0][0]), firstSSN)
+	})
+
+	t.Run("a Query inside a pipeline, a Sync inside COPY", func(t *testing.T) {
+		conn := connect(t)
+		fe := conn.Frontend()
+		fe.Send(&pgproto3.Parse{Query: "SELECT 1"})
+		fe.Send(&pgproto3.Query{String: "SELECT 2"})
+		require.NoError(t, fe.Flush())
+		fatal := func() string {
+			for {
+				msg, err := fe.Receive()
+				if err != nil {
+					return ""
+				}
+				if e, ok := msg.(*pgproto3.ErrorResponse); ok && e.Severity == "FATAL" {
+					return e.Code
+				}
+			}
+		}
+		assert.Equal(t, "08P01", fatal())
+
+		conn = connect(t)
+		fe = conn.Frontend()
+		fe.Send(&pgproto3.Query{String: "COPY orders (customer_id, amount, status) FROM STDIN"})
+		fe.Send(&pgproto3.Sync{})
+		require.NoError(t, fe.Flush())
+		assert.Equal(t, "08P01", fatal())
+
+		// A COPY that fails before it starts leaves the session usable.
+		conn = connect(t)
+		_, err := conn.Exec(ctx, "COPY no_such_table FROM STDIN").ReadAll()
+		require.Error(t, err)
+		res, err := conn.Exec(ctx, "SELECT 'after'").ReadAll()
+		require.NoError(t, err)
+		assert.Equal(t, "after", string(res[0].Rows[0][0]))
 	})
 
 	t.Run("drivers' prepared statements work as before", func(t *testing.T) {

@@ -22,6 +22,7 @@ const (
 	stateQueryCanceled            = "57014"
 	stateProgramLimitExceeded     = "54000"
 	stateInvalidCursorName        = "34000"
+	stateInvalidStatementName     = "26000"
 	stateCharacterNotInRepertoire = "22021"
 	stateSystemError              = "58000"
 	stateInvalidParameter         = "22023"

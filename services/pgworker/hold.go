@@ -222,16 +222,17 @@ func (s *session) withdraw(cmdID uint64, id, reason string) {
 // stopWaiting ends a hold whose client no longer waits: the request is
 // withdrawn and the statement refused (or the session ended).
 func (s *session) stopWaiting(ctx context.Context, why int, cmdID uint64, id string) (heldOutcome, error) {
+	ended, _ := s.endReason.Load().(string) // an expired token, say
 	switch {
-	case ctx.Err() != nil:
-		s.withdraw(cmdID, id, "the session ended while the statement was held")
-		return heldOutcome{}, errClosed
-	case why == leftGone:
-		reason := "the client disconnected while the statement was held"
-		if ended, _ := s.endReason.Load().(string); ended != "" {
-			reason = "the session ended while the statement was held: " + ended // an expired token, say
+	case ended != "" || ctx.Err() != nil:
+		reason := "the session ended while the statement was held"
+		if ended != "" {
+			reason += ": " + ended
 		}
 		s.withdraw(cmdID, id, reason)
+		return heldOutcome{}, errClosed
+	case why == leftGone:
+		s.withdraw(cmdID, id, "the client disconnected while the statement was held")
 		s.shutdown("the client closed the connection while a statement was held", nil)
 		return heldOutcome{}, errClosed
 	case why == leftOverflow:
@@ -363,7 +364,7 @@ func orNone(s string) string {
 }
 
 // hold handles a simple Query the policy holds for review.
-func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via string, frame []byte, cached, changesNames bool) error {
+func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via string, frame []byte, cached bool) error {
 	// The reader's buffer is not reused while the client is not read, but
 	// keep a copy of the exact bytes that will run.
 	frame = append([]byte(nil), frame...)
@@ -376,10 +377,9 @@ func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via stri
 	}
 	s.commands.Add(1)
 	s.noteCursors(d)
-	e := &expect{kind: expQuery, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true}
-	if changesNames {
-		e.names = s.sqlChange(d, text)
-	}
+	e := &expect{kind: expQuery, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true, copyIn: copiesIn(d)}
+	e.names = s.sqlChanges(d, text)
+	s.copyIn = e.copyIn
 	if err := s.attachPlan(e, d, text); err != nil {
 		return err
 	}

@@ -132,7 +132,7 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 		}
 	case 'D':
 		if h == nil {
-			break
+			return nil, "", s.outOfStep(typ)
 		}
 		if err := s.gate(ctx, h); err != nil {
 			return nil, "", err
@@ -193,17 +193,24 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 			}
 		}
 	case 'G':
+		if h != nil && h.copyIn != nil {
+			h.copyIn.settle(true)
+		}
 		if err := s.gate(ctx, h); err != nil {
 			return nil, "", err
 		}
 	case '1', '2', '3':
 		// ParseComplete, BindComplete, CloseComplete: the name changed.
-		if h != nil && h.kind == expName {
-			if h.names != nil {
-				h.names.settle(true)
-			}
-			s.pop()
+		if h == nil || h.kind != expName || h.msg != map[byte]byte{'1': 'P', '2': 'B', '3': 'C'}[typ] {
+			return nil, "", s.outOfStep(typ)
 		}
+		if h.names != nil {
+			h.names.settle(true)
+		}
+		if h.describe != "" {
+			delete(s.descs, h.describe) // a new statement or portal: described anew
+		}
+		s.pop()
 	case 'C', 'I', 's':
 		if h != nil && h.kind == expQuery && h.names != nil && typ == 'C' {
 			h.names.settle(true) // a PREPARE, DEALLOCATE or DISCARD, alone in its Query
@@ -307,13 +314,18 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 		if len(body) > 0 {
 			s.lastTx.Store(uint32(body[0]))
 		}
-		for h != nil {
+		// What the server skipped after an error, then what this answers.
+		for h != nil && !h.endsWithReady() {
 			s.pop()
-			if h.endsWithReady() {
-				break
-			}
 			h = s.head()
 		}
+		if h == nil {
+			return nil, "", s.outOfStep(typ)
+		}
+		if h.ends != nil {
+			h.ends.settle(len(body) > 0 && body[0] == 'I') // the transaction ended
+		}
+		s.pop()
 	case 'S':
 		var ps pgproto3.ParameterStatus
 		if err := ps.Decode(body); err == nil {
@@ -491,4 +503,13 @@ func tagRows(tag string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(tag[i:], 10, 64)
 	return n, err == nil
+}
+
+// outOfStep ends a session whose server answers no longer line up with
+// what the worker sent (a message the server ignored): nothing more is
+// relayed, since what an answer belongs to decides how it is masked.
+func (s *session) outOfStep(typ byte) error {
+	s.w.cfg.Log.Error().Str("session", s.id).Str("message", string(typ)).Msg("server answers out of step with the client's messages; session closed")
+	s.shutdown("protocol out of step", fatal(stateProtocolViolation, "sluice: the session's messages and the server's answers are out of step; the session is closed", ""))
+	return errClosed
 }

@@ -90,6 +90,8 @@ type session struct {
 	// what the worker acts on. syncs counts the Syncs and Queries sent.
 	names names
 	syncs uint64
+	// copyIn is the COPY FROM STDIN in progress, if any (client goroutine).
+	copyIn *copyState
 	// cursors are the lineage of cursors DECLARE made, by name (every
 	// declaration of a name, merged: a DECLARE that failed leaves the
 	// server's cursor, so its lineage stays).
@@ -177,8 +179,14 @@ type expect struct {
 	// kept, never forwarded).
 	internal bool
 	// names is the change to the names the message makes, confirmed by
-	// its completion (expName; expQuery: the CommandComplete).
+	// its completion (expName; expQuery: the CommandComplete); ends, on
+	// what ends with ReadyForQuery, forgets the portals if the
+	// transaction ended. msg is the message of an expName (P, B, C).
 	names *nameOp
+	ends  *nameOp
+	msg   byte
+	// copyIn is set on a Query that copies from the client.
+	copyIn *copyState
 
 	// Masking (set by the client goroutine before push; then server-owned).
 	plan     *maskPlan
@@ -198,6 +206,9 @@ func (e *expect) endsWithReady() bool {
 }
 
 func (s *session) push(e *expect) {
+	if e.endsWithReady() && e.ends == nil {
+		e.ends = s.changeNames(opEnd, []string{"P:*"}, endTransaction)
+	}
 	s.qmu.Lock()
 	s.queue = append(s.queue, e)
 	s.qmu.Unlock()
@@ -215,8 +226,13 @@ func (s *session) head() *expect {
 func (s *session) pop() {
 	s.qmu.Lock()
 	if len(s.queue) > 0 {
-		if op := s.queue[0].names; op != nil {
-			op.settle(false) // unless confirmed already: skipped or failed
+		for _, op := range []*nameOp{s.queue[0].names, s.queue[0].ends} {
+			if op != nil {
+				op.settle(false) // unless answered already: skipped or failed
+			}
+		}
+		if c := s.queue[0].copyIn; c != nil {
+			c.settle(false)
 		}
 		s.queue[0] = nil
 		s.queue = s.queue[1:]
@@ -246,6 +262,9 @@ func (s *session) run(ctx context.Context) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// The client goroutine may wait for an answer (rely, inCopy)
+		// that will not come now.
+		defer cancel()
 		defer s.contain("server")
 		s.serverLoop(sctx)
 	}()
@@ -430,6 +449,18 @@ func cstring(b []byte) (string, []byte, error) {
 }
 
 func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) error {
+	if s.copyIn != nil {
+		if done, err := s.inCopy(ctx, typ, frame); done || err != nil {
+			return err
+		}
+	}
+	if (typ == 'Q' || typ == 'F') && s.unsynced {
+		// The server ignores it after an error in the pipeline, and its
+		// answer could not be told from the next one's.
+		s.shutdown("protocol violation", fatal(stateProtocolViolation,
+			"sluice: a Query or FunctionCall inside an extended-protocol pipeline (before its Sync) is not supported", "send Sync first"))
+		return errClosed
+	}
 	switch typ {
 	case 'P', 'B', 'E', 'C', 'D', 'H':
 		// Extended-protocol messages leave state in the backend (an
@@ -473,12 +504,18 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 		if err != nil {
 			return err
 		}
-		if err := s.rely(ctx, "S:"+stmt, "P:"+portal); err != nil {
+		if err := s.rely(ctx, "S:"+stmt); err != nil {
 			return err
 		}
-		p := &portalInfo{stmt: stmt, info: s.stmts[stmt], paramsHash: hex.EncodeToString(sum[:16]), formats: formats}
-		s.push(&expect{kind: expName, names: s.changeNames([]string{"P:" + portal}, setPortal(portal, p))})
 		delete(s.described, "P:"+portal)
+		info := s.stmts[stmt]
+		if info == nil {
+			// Not a statement the server holds for this session, or one
+			// the worker cannot vouch for: refused, never bound.
+			return s.unknownName(unknownStatement(stmt))
+		}
+		p := &portalInfo{stmt: stmt, info: info, paramsHash: hex.EncodeToString(sum[:16]), formats: formats}
+		s.push(&expect{kind: expName, msg: 'B', describe: "P:" + portal, names: s.changeNames(opMake, []string{"P:" + portal}, setPortal(portal, p))})
 		return s.forward(frame)
 	case 'E':
 		portal, _, err := cstring(body)
@@ -498,14 +535,11 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 			return err
 		}
 		key := string(body[0]) + ":" + name
-		if err := s.rely(ctx, key); err != nil {
-			return err
-		}
 		change := setPortal(name, nil)
 		if body[0] == 'S' {
 			change = setStatement(name, nil)
 		}
-		s.push(&expect{kind: expName, names: s.changeNames([]string{key}, change)})
+		s.push(&expect{kind: expName, msg: 'C', names: s.changeNames(opForget, []string{key}, change)})
 		delete(s.described, key)
 		return s.forward(frame)
 	case 'S':
@@ -634,6 +668,9 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 	if err := s.rely(ctx, n.keys...); err != nil {
 		return err
 	}
+	if name := s.unknownExecute(d); name != "" {
+		return s.probeError(unknownStatementError(name))
+	}
 	d = s.refuseMaskedCopies(s.reviewExecutes(d))
 	switch d.GetAction() {
 	case "allow":
@@ -643,10 +680,9 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 			return s.notRecording()
 		}
 		s.commands.Add(1)
-		e := &expect{kind: expQuery, cmdID: s.cmdID, seq: seq, start: time.Now()}
-		if n.changes {
-			e.names = s.sqlChange(d, text)
-		}
+		e := &expect{kind: expQuery, cmdID: s.cmdID, seq: seq, start: time.Now(), copyIn: copiesIn(d)}
+		e.names = s.sqlChanges(d, text)
+		s.copyIn = e.copyIn
 		if err := s.attachPlan(e, d, text); err != nil {
 			return err
 		}
@@ -659,7 +695,7 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 		s.push(e)
 		return s.forward(frame)
 	case "review":
-		return s.hold(ctx, d, text, "simple", frame, cached, n.changes)
+		return s.hold(ctx, d, text, "simple", frame, cached)
 	default:
 		return s.deny(d, text, "simple", cached)
 	}
@@ -706,20 +742,25 @@ func (s *session) onParse(ctx context.Context, name, text string, frame []byte) 
 	}
 	d, cached := s.decide(ctx, text)
 	n, _ := namesOf(d)
-	if n.changes {
-		return s.refuseNames(d, text, "parse", name, "send PREPARE, DEALLOCATE and DISCARD with the simple query protocol")
+	switch {
+	case n.prepare:
+		return s.refuseNames(d, text, "parse", name, "send PREPARE with the simple query protocol")
+	case copiesIn(d) != nil:
+		return s.refuseNames(d, text, "parse", name, "send COPY FROM STDIN with the simple query protocol")
 	}
-	if err := s.rely(ctx, append(n.keys, "S:"+name)...); err != nil {
+	if err := s.rely(ctx, n.keys...); err != nil {
 		return err
 	}
 	d = s.refuseMaskedCopies(s.reviewExecutes(d))
 	switch d.GetAction() {
 	case "allow", "review":
 		// Parsing runs nothing: a held statement is held when it is
-		// executed, with its parameters. The name is the statement's once
-		// the server says ParseComplete.
+		// executed, with its parameters. The name is the statement's
+		// unless the server refuses the Parse. What its SQL forgets
+		// (DEALLOCATE, CLOSE) is forgotten now.
+		s.sqlChanges(d, text)
 		info := &stmtInfo{text: text, decision: d, cached: cached}
-		s.push(&expect{kind: expName, names: s.changeNames([]string{"S:" + name}, setStatement(name, info))})
+		s.push(&expect{kind: expName, msg: 'P', describe: "S:" + name, names: s.changeNames(opMake, []string{"S:" + name}, setStatement(name, info))})
 		return s.forward(frame)
 	default:
 		return s.denyParse(d, name, text, cached)
@@ -763,15 +804,23 @@ func (s *session) denyParse(d *policyv1.Decision, name, text string, cached bool
 
 func (s *session) onExecute(ctx context.Context, portal string, frame []byte) error {
 	p := s.portals[portal]
-	if p == nil {
+	if p == nil || p.info == nil {
 		// No Bind made it: a SQL cursor, or nothing.
-		return s.unknownPortal(portal)
+		return s.unknownName(unknownPortal(portal))
 	}
 	info := p.info
-	if info == nil {
-		// Bound to a statement the server does not hold: the Bind failed
-		// and the server skips this Execute.
-		return s.forward(frame)
+	// A statement that runs a prepared one by name (EXECUTE foo) is ruled
+	// on by what the name stands for now, at every execution.
+	if n, _ := namesOf(info.decision); len(n.keys) > 0 {
+		if err := s.rely(ctx, n.keys...); err != nil {
+			return err
+		}
+		if name := s.unknownExecute(info.decision); name != "" {
+			return s.unknownName(unknownStatement(name))
+		}
+		if d := s.reviewExecutes(info.decision); d != info.decision {
+			info = &stmtInfo{text: info.text, decision: d, cached: info.cached}
+		}
 	}
 	if info.decision.GetAction() == "review" {
 		return s.holdExecute(ctx, info, portal, p, frame)
