@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -140,27 +139,17 @@ func (e *env) masking(res *results) error {
 	return nil
 }
 
-type natsCreds struct {
-	Worker string `json:"worker"`
-}
-
 // twoWorkers runs a second PostgreSQL worker replica against the same NATS
-// and splits pgbench's clients between the two.
+// (as the pgworker identity sluice dev made a key for) and splits
+// pgbench's clients between the two.
 func (e *env) twoWorkers(res *results) error {
 	step("two worker replicas")
-	b, err := os.ReadFile(filepath.Join(e.dir, "nats.json"))
-	if err != nil {
-		return err
-	}
-	var creds natsCreds
-	if err := json.Unmarshal(b, &creds); err != nil {
-		return err
-	}
 	port := freePort()
-	cmd := exec.Command(*sluiceBin, "serve", "pgworker", "--nats", fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort), "--nats-user", "worker",
+	tls := filepath.Join(e.dir, "tls")
+	cmd := exec.Command(*sluiceBin, "serve", "pgworker", "--nats", fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort),
+		"--nats-nkey-file", filepath.Join(e.dir, "nats-keys", "pgworker.nk"),
 		"--pg-addr", fmt.Sprintf("127.0.0.1:%d", port), "--master-key-file", filepath.Join(e.dir, "master.key"),
-		"--tls-dir", filepath.Join(e.dir, "tls"), "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "SLUICE_NATS_PASSWORD="+creds.Worker)
+		"--tls-cert", filepath.Join(tls, "cert.pem"), "--tls-key", filepath.Join(tls, "key.pem"), "--log-level", "warn")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return err
