@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
@@ -292,4 +293,48 @@ func timedCommand(t *testing.T, name string, args ...string) *exec.Cmd {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	return exec.CommandContext(ctx, name, args...)
+}
+
+// answers is what a raw protocol exchange got back.
+type answers struct {
+	rows      [][]string
+	errs      []pgproto3.ErrorResponse
+	described bool // a RowDescription came
+}
+
+func (a answers) codes() []string {
+	var out []string
+	for _, e := range a.errs {
+		out = append(out, e.Code)
+	}
+	return out
+}
+
+// exchange sends msgs on a raw protocol connection and reads the answers
+// up to ReadyForQuery.
+func exchange(t *testing.T, fe *pgproto3.Frontend, msgs ...pgproto3.FrontendMessage) answers {
+	t.Helper()
+	for _, m := range msgs {
+		fe.Send(m)
+	}
+	require.NoError(t, fe.Flush())
+	var a answers
+	for {
+		msg, err := fe.Receive()
+		require.NoError(t, err)
+		switch m := msg.(type) {
+		case *pgproto3.DataRow:
+			row := make([]string, len(m.Values))
+			for i, v := range m.Values {
+				row[i] = string(v)
+			}
+			a.rows = append(a.rows, row)
+		case *pgproto3.RowDescription:
+			a.described = true
+		case *pgproto3.ErrorResponse:
+			a.errs = append(a.errs, *m) // the frontend reuses m
+		case *pgproto3.ReadyForQuery:
+			return a
+		}
+	}
 }

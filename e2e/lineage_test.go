@@ -153,31 +153,13 @@ func TestDescriptionsCachedByTheDriver(t *testing.T) {
 	_, err = conn.Exec(ctx, "PREPARE pii AS SELECT name, email, translate(ssn, '0123456789', 'abcdefghij') FROM customers WHERE id = $1").ReadAll()
 	require.NoError(t, err)
 	fe := conn.Frontend()
-	// run sends messages and reads the answer up to ReadyForQuery.
-	run := func(msgs ...pgproto3.FrontendMessage) (rows [][]string) {
+	// run sends messages and a Sync, and reads the rows.
+	run := func(msgs ...pgproto3.FrontendMessage) [][]string {
 		t.Helper()
-		for _, m := range append(msgs, &pgproto3.Sync{}) {
-			fe.Send(m)
-		}
-		require.NoError(t, fe.Flush())
-		for {
-			msg, err := fe.Receive()
-			require.NoError(t, err)
-			switch m := msg.(type) {
-			case *pgproto3.DataRow:
-				var row []string
-				for _, v := range m.Values {
-					row = append(row, string(v))
-				}
-				rows = append(rows, row)
-			case *pgproto3.RowDescription:
-				t.Fatalf("a row description nobody asked for reached the client")
-			case *pgproto3.ErrorResponse:
-				t.Fatalf("error: %s", m.Message)
-			case *pgproto3.ReadyForQuery:
-				return rows
-			}
-		}
+		a := exchange(t, fe, append(msgs, &pgproto3.Sync{})...)
+		require.False(t, a.described, "a row description nobody asked for reached the client")
+		require.Empty(t, a.errs)
+		return a.rows
 	}
 	// Bind + Execute of statements SQL PREPARE made: no Describe.
 	assert.Equal(t, [][]string{{"1"}}, run(&pgproto3.Bind{PreparedStatement: "one"}, &pgproto3.Execute{}))

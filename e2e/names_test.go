@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -140,27 +141,9 @@ func TestStatementNamesStandForWhatTheServerHolds(t *testing.T) {
 		conn := connect(t)
 		_, err := conn.Exec(ctx, "BEGIN; DECLARE c CURSOR FOR SELECT ssn FROM customers WHERE id = 1").ReadAll()
 		require.NoError(t, err)
-		fe := conn.Frontend()
-		fe.Send(&pgproto3.Execute{Portal: "c"})
-		fe.Send(&pgproto3.Sync{})
-		require.NoError(t, fe.Flush())
-		var got []string
-		var errCode string
-		for {
-			msg, err := fe.Receive()
-			require.NoError(t, err)
-			switch m := msg.(type) {
-			case *pgproto3.DataRow:
-				got = append(got, string(m.Values[0]))
-			case *pgproto3.ErrorResponse:
-				errCode = m.Code
-			}
-			if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
-				break
-			}
-		}
-		assert.Equal(t, "34000", errCode)
-		assert.NotContains(t, strings.Join(got, ","), firstSSN)
+		a := exchange(t, conn.Frontend(), &pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
+		assert.Equal(t, []string{"34000"}, a.codes())
+		assert.NotContains(t, fmt.Sprint(a.rows), firstSSN)
 		// FETCH reads it, masked.
 		res, err := conn.Exec(ctx, "ROLLBACK; BEGIN; DECLARE c CURSOR FOR SELECT ssn FROM customers WHERE id = 1; FETCH 1 FROM c").ReadAll()
 		require.NoError(t, err)
@@ -182,31 +165,11 @@ func TestStatementNamesStandForWhatTheServerHolds(t *testing.T) {
 		_, err := conn.Prepare(ctx, "one", "SELECT '1'::text", nil)
 		require.NoError(t, err)
 		fe := conn.Frontend()
-		roundTrip := func(msgs ...pgproto3.FrontendMessage) (rows []string, codes []string) {
-			for _, m := range msgs {
-				fe.Send(m)
-			}
-			require.NoError(t, fe.Flush())
-			for {
-				msg, err := fe.Receive()
-				require.NoError(t, err)
-				switch m := msg.(type) {
-				case *pgproto3.DataRow:
-					rows = append(rows, string(m.Values[0]))
-				case *pgproto3.ErrorResponse:
-					codes = append(codes, m.Code)
-				case *pgproto3.ReadyForQuery:
-					return rows, codes
-				}
-			}
-		}
-		_, codes := roundTrip(&pgproto3.Bind{DestinationPortal: "c", PreparedStatement: "one"}, &pgproto3.Sync{})
-		require.Empty(t, codes)
-		_, codes = roundTrip(&pgproto3.Query{String: "DECLARE c CURSOR WITH HOLD FOR SELECT ssn FROM customers WHERE id = 1"})
-		require.Empty(t, codes)
-		rows, codes := roundTrip(&pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
-		assert.Equal(t, []string{"34000"}, codes)
-		assert.NotContains(t, strings.Join(rows, ","), firstSSN)
+		require.Empty(t, exchange(t, fe, &pgproto3.Bind{DestinationPortal: "c", PreparedStatement: "one"}, &pgproto3.Sync{}).errs)
+		require.Empty(t, exchange(t, fe, &pgproto3.Query{String: "DECLARE c CURSOR WITH HOLD FOR SELECT ssn FROM customers WHERE id = 1"}).errs)
+		a := exchange(t, fe, &pgproto3.Execute{Portal: "c"}, &pgproto3.Sync{})
+		assert.Equal(t, []string{"34000"}, a.codes())
+		assert.NotContains(t, fmt.Sprint(a.rows), firstSSN)
 	})
 
 	t.Run("a Parse'd EXECUTE follows its statement", func(t *testing.T) {

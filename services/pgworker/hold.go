@@ -396,13 +396,7 @@ func (s *session) holdExecute(ctx context.Context, info *stmtInfo, portal string
 		return err
 	}
 	if !out.approved {
-		// Fail this Execute as the server would: a Parse that fails, under
-		// a name of our own, makes the server skip to the client's Sync.
-		s.denied.Add(1)
-		s.commands.Add(1)
-		marker := s.nextMarker()
-		s.push(&expect{kind: expProbeParse, cmdID: s.cmdID, denial: out.errorFor(s.id), marker: marker})
-		return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: marker, Query: probeSQL(marker)})
+		return s.probeParse(out.errorFor(s.id), nil)
 	}
 	s.commands.Add(1)
 	e := &expect{kind: expExecute, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true,

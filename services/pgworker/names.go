@@ -41,24 +41,33 @@ const (
 	opEnd           // applied only when confirmed (a transaction ended)
 )
 
-// nameOp is a change to the names that the server has not answered yet.
+// answer is what the server goroutine tells the client goroutine about a
+// message once the server has answered it.
+type answer struct {
+	done chan struct{}
+	ok   bool // set before done is closed
+}
+
+func newAnswer() answer { return answer{done: make(chan struct{})} }
+
+// settle gives the answer, once.
+func (a *answer) settle(ok bool) {
+	select {
+	case <-a.done:
+	default:
+		a.ok = ok
+		close(a.done)
+	}
+}
+
+// nameOp is a change to the names that the server has not answered yet
+// (ok: it took effect).
 type nameOp struct {
+	answer
 	kind  int
 	syncs uint64   // the Syncs and Queries sent before it
 	keys  []string // "S:name", "P:name", "S:*" (every statement), "P:*"
 	apply func(stmts map[string]*stmtInfo, portals map[string]*portalInfo)
-	done  chan struct{}
-	ok    bool // set by the server goroutine before done is closed
-}
-
-// settle is called by the server goroutine with the server's answer.
-func (o *nameOp) settle(ok bool) {
-	select {
-	case <-o.done:
-	default:
-		o.ok = ok
-		close(o.done)
-	}
 }
 
 func (o *nameOp) touches(key string) bool {
@@ -82,7 +91,7 @@ type names struct {
 // on, unless it waits for the server) until the server answers; the
 // caller attaches it to the message's expect.
 func (s *session) changeNames(kind int, keys []string, apply func(map[string]*stmtInfo, map[string]*portalInfo)) *nameOp {
-	op := &nameOp{kind: kind, syncs: s.syncs, keys: keys, apply: apply, done: make(chan struct{})}
+	op := &nameOp{answer: newAnswer(), kind: kind, syncs: s.syncs, keys: keys, apply: apply}
 	if kind != opEnd {
 		apply(s.stmts, s.portals)
 	}
@@ -263,11 +272,7 @@ func discardsAll(text string) bool {
 // (a SQL cursor is read with FETCH), or a Bind of a statement the worker
 // does not know, as a failed message: the server skips to the next Sync.
 func (s *session) unknownName(code, msg, hint string) error {
-	s.denied.Add(1)
-	marker := s.nextMarker()
-	er := &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: code, Message: msg, Hint: hint}
-	s.push(&expect{kind: expProbeParse, cmdID: s.cmdID, denial: er, marker: marker})
-	return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: marker, Query: probeSQL(marker)})
+	return s.probeParse(&pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: code, Message: msg, Hint: hint}, nil)
 }
 
 func unknownPortal(portal string) (string, string, string) {
@@ -295,27 +300,15 @@ func (s *session) unknownExecute(d *policyv1.Decision) string {
 	return ""
 }
 
-// copyState says whether a COPY FROM STDIN started (the server sent
+// copyState says whether a COPY FROM STDIN started (ok: the server sent
 // CopyInResponse) or ended before it did.
-type copyState struct {
-	done    chan struct{}
-	started bool
-}
-
-func (c *copyState) settle(started bool) {
-	select {
-	case <-c.done:
-	default:
-		c.started = started
-		close(c.done)
-	}
-}
+type copyState struct{ answer }
 
 // copiesIn returns a copyState if d copies from the client.
 func copiesIn(d *policyv1.Decision) *copyState {
 	for _, st := range d.GetStatements() {
 		if st.GetCommand() == "COPY" && st.GetKind() == "write" {
-			return &copyState{done: make(chan struct{})}
+			return &copyState{newAnswer()}
 		}
 	}
 	return nil
@@ -343,7 +336,7 @@ func (s *session) inCopy(ctx context.Context, typ byte, frame []byte) (done bool
 	case <-ctx.Done():
 		return true, errClosed
 	}
-	if c.started {
+	if c.ok {
 		s.shutdown("protocol violation", fatal(stateProtocolViolation,
 			"sluice: only CopyData, CopyDone and CopyFail may follow COPY FROM STDIN until it ends", ""))
 		return true, errClosed

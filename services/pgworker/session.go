@@ -206,7 +206,8 @@ func (e *expect) endsWithReady() bool {
 }
 
 func (s *session) push(e *expect) {
-	if e.endsWithReady() && e.ends == nil {
+	if e.endsWithReady() && e.ends == nil && len(s.portals) > 0 {
+		// Forgets the portals if the transaction ends (none: nothing to do).
 		e.ends = s.changeNames(opEnd, []string{"P:*"}, endTransaction)
 	}
 	s.qmu.Lock()
@@ -617,16 +618,8 @@ func (s *session) refuseEncoding(text, via, name string) error {
 	}}}); err != nil {
 		return s.notRecording()
 	}
-	er := &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateCharacterNotInRepertoire,
-		Message: "invalid byte sequence for encoding \"UTF8\": " + invalidSequence(text)}
-	if via == "parse" {
-		s.denied.Add(1)
-		s.commands.Add(1)
-		marker := s.nextMarker()
-		s.push(&expect{kind: expProbeParse, cmdID: s.cmdID, denial: er, marker: marker})
-		return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: name, Query: probeSQL(marker)})
-	}
-	return s.probeError(er)
+	return s.refuseWith(&pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateCharacterNotInRepertoire,
+		Message: "invalid byte sequence for encoding \"UTF8\": " + invalidSequence(text)}, via, name)
 }
 
 // invalidSequence names the first invalid UTF-8 sequence in s the way
@@ -716,6 +709,31 @@ func (s *session) probeQuery(d *policyv1.Decision) error {
 	return s.probeError(denial(d, s.id))
 }
 
+// probeParse fails a Parse, under its statement name, or (name nil) an
+// Execute or Bind, under a name of the worker's own: the failing Parse
+// makes the server skip to the client's Sync, as the refused message would
+// have, and the server goroutine turns its error into er.
+func (s *session) probeParse(er *pgproto3.ErrorResponse, name *string) error {
+	s.denied.Add(1)
+	s.commands.Add(1)
+	marker := s.nextMarker()
+	as := marker
+	if name != nil {
+		as = *name
+	}
+	s.push(&expect{kind: expProbeParse, cmdID: s.cmdID, denial: er, marker: marker})
+	return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: as, Query: probeSQL(marker)})
+}
+
+// refuseWith refuses a Query (via "simple") or a Parse (via "parse", under
+// its statement name) with er.
+func (s *session) refuseWith(er *pgproto3.ErrorResponse, via, name string) error {
+	if via == "parse" {
+		return s.probeParse(er, &name)
+	}
+	return s.probeError(er)
+}
+
 // probeError is probeQuery with the error the client sees.
 func (s *session) probeError(er *pgproto3.ErrorResponse) error {
 	s.denied.Add(1)
@@ -775,15 +793,7 @@ func (s *session) refuseNames(d *policyv1.Decision, text, via, name, why string)
 	if _, err := s.emitCommand(text, via, name, "", c, false); err != nil {
 		return s.notRecording()
 	}
-	er := &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateFeatureNotSupported, Message: "sluice: " + why}
-	if via == "parse" {
-		s.denied.Add(1)
-		s.commands.Add(1)
-		marker := s.nextMarker()
-		s.push(&expect{kind: expProbeParse, cmdID: s.cmdID, denial: er, marker: marker})
-		return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: name, Query: probeSQL(marker)})
-	}
-	return s.probeError(er)
+	return s.refuseWith(&pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateFeatureNotSupported, Message: "sluice: " + why}, via, name)
 }
 
 // denyParse replaces a denied Parse with one that fails, under the same
@@ -795,11 +805,7 @@ func (s *session) denyParse(d *policyv1.Decision, name, text string, cached bool
 	if _, err := s.emitCommand(text, "parse", name, "", d, cached); err != nil {
 		return s.notRecording()
 	}
-	s.denied.Add(1)
-	s.commands.Add(1)
-	marker := s.nextMarker()
-	s.push(&expect{kind: expProbeParse, cmdID: s.cmdID, denial: denial(d, s.id), marker: marker})
-	return writeMsg(s.sw, &s.sout, &pgproto3.Parse{Name: name, Query: probeSQL(marker)})
+	return s.probeParse(denial(d, s.id), &name)
 }
 
 func (s *session) onExecute(ctx context.Context, portal string, frame []byte) error {
