@@ -103,7 +103,7 @@ func TestApprovals(t *testing.T) {
 	})
 
 	t.Run("denied", func(t *testing.T) {
-		out, _ := runPsql("DROP TABLE orders")
+		out, _ := runPsql("UPDATE orders SET status = 'refunded'")
 		id := pendingApproval(t, env, bob, "alice")
 		o, err := env.CLI(bob, "deny", id, "--reason", "not during business hours")
 		require.NoError(t, err, o)
@@ -115,12 +115,12 @@ func TestApprovals(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatal("the denied statement did not end")
 		}
-		assert.Contains(t, res, "ERROR:  sluice: statement denied by rule \"review-ddl\"")
+		assert.Contains(t, res, "ERROR:  sluice: statement denied by rule \"review-unbounded-writes\"")
 		assert.Contains(t, res, "denied by bob: not during business hours")
 	})
 
 	t.Run("expired", func(t *testing.T) {
-		out, _ := runPsql("TRUNCATE orders")
+		out, _ := runPsql("DELETE FROM orders")
 		res := <-out
 		assert.Contains(t, res, "held for approval")
 		assert.Contains(t, res, "expired")
@@ -143,6 +143,92 @@ func TestApprovals(t *testing.T) {
 		_, err = env.CLI(bob, "approve", id)
 		require.NoError(t, err)
 		require.NoError(t, <-done)
+	})
+
+	t.Run("a scope approved with a held change: the session's next changes run, other sessions' do not", func(t *testing.T) {
+		ctx := context.Background()
+		bot := env.Token("--sub", "mig-bot", "--groups", "engineers", "--machine")
+		connect := func() *pgconn.PgConn {
+			conn, err := pgconn.Connect(ctx, pgenv.dsn(bot))
+			require.NoError(t, err)
+			t.Cleanup(func() { conn.Close(ctx) })
+			return conn
+		}
+		conn := connect()
+		done := make(chan error, 1)
+		go func() { done <- conn.Exec(ctx, "CREATE TABLE scope_t (id int)").Close() }()
+		id := pendingApproval(t, env, bob, "mig-bot")
+		out, err := env.CLI(bob, "approve", id, "--grant", "ddl", "--for", "1m", "--reason", "migration rehearsal")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "approved "+id)
+		assert.Contains(t, out, "granted ")
+		require.NoError(t, <-done, "the held change runs once approved")
+
+		// The scope: the same session's next schema changes run at once.
+		for _, sql := range []string{"CREATE INDEX scope_t_id ON scope_t (id)", "ALTER TABLE scope_t ADD COLUMN v text", "DROP TABLE scope_t"} {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := conn.Exec(sctx, sql).Close()
+			cancel()
+			require.NoError(t, err, sql)
+		}
+		// Another session of the same agent is still held.
+		other := connect()
+		octx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err = other.Exec(octx, "CREATE TABLE scope_other (id int)").Close()
+		cancel()
+		require.Error(t, err, "another session holds no scope")
+
+		// The grant is listed, with its scope and who granted it, and its id.
+		out, err = env.CLI(bob, "grants", "list", "-o", "json")
+		require.NoError(t, err, out)
+		var listed struct {
+			Grants []struct {
+				ID, Requester, Role, Session, DecidedBy string
+				RequestID                              string `json:"request_id"`
+			} `json:"grants"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &listed), out)
+		var grantID, session string
+		for _, g := range listed.Grants {
+			if g.RequestID == id {
+				grantID, session = g.ID, g.Session
+				assert.Equal(t, "mig-bot", g.Requester)
+				assert.Equal(t, "ddl", g.Role)
+				assert.NotEmpty(t, g.Session)
+			}
+		}
+		require.NotEmpty(t, grantID, "the grant is listed: %s", out)
+		out, err = env.CLI(bob, "grants", "list")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "session "+session)
+		assert.Contains(t, out, "ends in ")
+
+		// The audit record names the grant each change ran under.
+		auditor := []string{"SLUICE_TOKEN=" + env.Token("--sub", "audrey", "--groups", "auditors")}
+		testkit.Eventually(t, 10*time.Second, func() error {
+			out, err := env.CLI(auditor, "replay", session, "-o", "json")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			if strings.Count(out, grantID) < 3 {
+				return fmt.Errorf("the grant is not on the decisions: %s", out)
+			}
+			return nil
+		})
+
+		// Revoked, the scope ends at once.
+		out, err = env.CLI(aliceCLI, "revoke", grantID)
+		require.Error(t, err, "only its holder or an approver revokes it: %s", out)
+		out, err = env.CLI(bob, "revoke", grantID, "--reason", "done")
+		require.NoError(t, err, out)
+		testkit.Eventually(t, 10*time.Second, func() error {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if err := conn.Exec(sctx, "CREATE TABLE scope_after (id int)").Close(); err == nil {
+				return fmt.Errorf("still granted")
+			}
+			return nil
+		})
 	})
 
 	t.Run("a just-in-time grant changes the decision for its window only", func(t *testing.T) {

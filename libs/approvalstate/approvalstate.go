@@ -123,19 +123,29 @@ func (v *View) List(keep func(*approvalsv1.Approval) bool) []*approvalsv1.Approv
 	return out
 }
 
-// Grants returns the grants of subject on target active at now, the
-// revision of the grants state, and when the answer next changes (the
-// earliest end of an active grant; zero if none). A stale view has none,
-// and its answer may change at once (decisions made meanwhile are not
-// reused).
-func (v *View) Grants(subject, target string, now time.Time) ([]*approvalsv1.Grant, uint64, time.Time) {
+// GrantSet is what the grants state says for one command: the grants in
+// force, the revision of the grants state, when the answer next changes
+// (the earliest end of a grant in force; zero if none), and whether the
+// principal holds grants confined to a session (then the answer depends on
+// the session, and a decision made from it holds for that session only).
+type GrantSet struct {
+	Grants   []*approvalsv1.Grant
+	Revision uint64
+	Next     time.Time
+	Scoped   bool
+}
+
+// Grants returns the grants of subject on target in force at now for a
+// command of session: those for every session and those confined to this
+// one. A stale view has none, and its answer may change at once (decisions
+// made meanwhile are not reused).
+func (v *View) Grants(subject, target, session string, now time.Time) GrantSet {
 	if v.stale.Load() {
-		return nil, 0, now
+		return GrantSet{Next: now}
 	}
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	var out []*approvalsv1.Grant
-	var next time.Time
+	set := GrantSet{Revision: v.grantRev}
 	for _, a := range v.items {
 		if a.GetType() != "grant" || a.GetState() != "approved" || a.GetRequester().GetSubject() != subject || a.GetTarget() != target {
 			continue
@@ -144,12 +154,19 @@ func (v *View) Grants(subject, target string, now time.Time) ([]*approvalsv1.Gra
 		if now.Before(start) || !now.Before(end) {
 			continue
 		}
-		out = append(out, &approvalsv1.Grant{Id: a.GetId(), Subject: subject, Target: target, Role: a.GetRole(), StartsAt: a.GetStartsAt(), EndsAt: a.GetEndsAt()})
-		if next.IsZero() || end.Before(next) {
-			next = end
+		if a.GetSessionId() != "" {
+			set.Scoped = true
+			if a.GetSessionId() != session {
+				continue
+			}
+		}
+		set.Grants = append(set.Grants, &approvalsv1.Grant{Id: a.GetId(), Subject: subject, Target: target, Role: a.GetRole(),
+			StartsAt: a.GetStartsAt(), EndsAt: a.GetEndsAt(), SessionId: a.GetSessionId()})
+		if set.Next.IsZero() || end.Before(set.Next) {
+			set.Next = end
 		}
 	}
-	return out, v.grantRev, next
+	return set
 }
 
 // GrantRevision changes whenever any grant changes.

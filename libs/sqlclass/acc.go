@@ -3,6 +3,7 @@ package sqlclass
 import (
 	"slices"
 	"sort"
+	"strings"
 )
 
 // allFlags lists every flag in sorted order; a flag's index is its bit in a
@@ -15,7 +16,7 @@ var allFlags = func() []Flag {
 		FlagExtension, FlagDropDatabase, FlagReplication, FlagListenNotify,
 		FlagCall, FlagReadWriteTx, FlagPrepare, FlagExecute, FlagDeallocate,
 		FlagCursor, FlagTwoPhase, FlagLiteralSensitive, FlagSideEffectFunc,
-		FlagSearchPath, FlagLock, FlagOpaqueFunction,
+		FlagSearchPath, FlagLock, FlagOpaqueFunction, FlagTemporary,
 	}
 	slices.Sort(fs)
 	return fs
@@ -68,6 +69,9 @@ type acc struct {
 	prepared string
 	cursor   string
 	columns  []string
+	// temps are the written relations the statement itself makes
+	// temporary (CREATE TEMP ...).
+	temps []string
 }
 
 // escalate raises the statement's kind to k if k ranks higher.
@@ -91,11 +95,15 @@ func (a *acc) statement(text string) Statement {
 	if kind == "" {
 		kind = KindAdmin // nothing recognised: fail closed
 	}
+	writes := sortUnique(a.writes)
+	if a.temporary(writes) {
+		a.add(FlagTemporary)
+	}
 	return Statement{
 		Kind:         kind,
 		Command:      a.command,
 		Reads:        sortUnique(a.reads),
-		Writes:       sortUnique(a.writes),
+		Writes:       writes,
 		Functions:    sortUnique(a.functions),
 		Flags:        a.flags.list(),
 		Setting:      a.setting,
@@ -104,6 +112,42 @@ func (a *acc) statement(text string) Statement {
 		Columns:      sortUnique(a.columns),
 		Text:         text,
 	}
+}
+
+// temporaryCommands are the commands that FlagTemporary may mark: they
+// create or remove the relation they name and nothing else. (A trigger or
+// rule on a temporary table, say, runs code on other objects' behalf: it is
+// not marked.)
+var temporaryCommands = map[string]bool{
+	"CREATE TABLE": true, "CREATE TABLE AS": true, "SELECT INTO": true, "CREATE VIEW": true,
+	"CREATE SEQUENCE": true, "DROP TABLE": true, "DROP VIEW": true, "DROP SEQUENCE": true,
+}
+
+// temporary reports whether every relation the statement writes is
+// temporary: made so by the statement itself, or named in the session's
+// temporary schema (pg_temp, pg_temp_N).
+func (a *acc) temporary(writes []string) bool {
+	if len(writes) == 0 || !temporaryCommands[a.command] {
+		return false
+	}
+	for _, rel := range writes {
+		if !slices.Contains(a.temps, rel) && !inTempSchema(rel) {
+			return false
+		}
+	}
+	return true
+}
+
+func inTempSchema(rel string) bool {
+	schema, _, ok := strings.Cut(rel, ".")
+	if !ok {
+		return false
+	}
+	if schema == "pg_temp" {
+		return true
+	}
+	n, ok := strings.CutPrefix(schema, "pg_temp_")
+	return ok && n != "" && strings.Trim(n, "0123456789") == ""
 }
 
 func sortUnique(s []string) []string {

@@ -172,6 +172,10 @@ func (w *walker) utilityStmt(m proto.Message, root bool) bool {
 		u = utility{cmd: "VACUUM", kind: KindAdmin, targets: []string{"rels"}}
 		if !x.IsVacuumcmd {
 			u.cmd = "ANALYZE"
+		} else if optionOn(x.Options, "full") {
+			// VACUUM FULL rewrites each table under an exclusive lock: a
+			// policy tells it from a plain VACUUM by its command.
+			u.cmd = "VACUUM FULL"
 		}
 	default:
 		if !known {

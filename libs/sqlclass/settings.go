@@ -177,14 +177,17 @@ func (w *walker) transactionOptions(opts []*pg_query.Node) {
 	}
 }
 
-// explainAnalyze reports whether EXPLAIN options ask for ANALYZE. Like
-// PostgreSQL's defGetBoolean, no value, 1, true and on mean true; unlike
-// it, any value other than 0, false and off counts as true (fail closed),
-// and one true ANALYZE among several wins.
-func explainAnalyze(opts []*pg_query.Node) bool {
+// explainAnalyze reports whether EXPLAIN options ask for ANALYZE.
+func explainAnalyze(opts []*pg_query.Node) bool { return optionOn(opts, "analyze") }
+
+// optionOn reports whether a statement's options (EXPLAIN's, VACUUM's) turn
+// the boolean option name on. Like PostgreSQL's defGetBoolean, no value, 1,
+// true and on mean true; unlike it, any value other than 0, false and off
+// counts as true (fail closed), and one true occurrence among several wins.
+func optionOn(opts []*pg_query.Node, name string) bool {
 	for _, o := range opts {
 		d := o.GetDefElem()
-		if d == nil || !strings.EqualFold(d.Defname, "analyze") {
+		if d == nil || !strings.EqualFold(d.Defname, name) {
 			continue
 		}
 		if d.Arg == nil {

@@ -102,6 +102,7 @@ const (
 	FlagSearchPath       Flag = "search_path"          // search_path changes (or may change)
 	FlagLock             Flag = "lock"                 // LOCK, SELECT ... FOR UPDATE/SHARE, advisory locks
 	FlagOpaqueFunction   Flag = "opaque_function"      // a function whose effects are unknown (user-defined, extension, volatile built-in not known read-only): it may write
+	FlagTemporary        Flag = "temporary"            // creates or drops only temporary objects (CREATE TEMP TABLE/VIEW/SEQUENCE, SELECT INTO TEMP, objects in pg_temp)
 )
 
 // Statement is the classification of one statement of a SQL string.

@@ -157,6 +157,9 @@ func (w *walker) writeRel(rv *pg_query.RangeVar) {
 	}
 	w.noteRelName(rv)
 	w.a.writes = append(w.a.writes, relName(rv))
+	if rv.Relpersistence == "t" {
+		w.a.temps = append(w.a.temps, relName(rv))
+	}
 }
 
 // noteRelName marks names that pg_query's fingerprint does not tell apart:

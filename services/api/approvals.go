@@ -19,6 +19,7 @@ func (s *Server) approvalRoutes() {
 	s.handle("GET /api/v1/approvals/{id}", "approval", anyone, s.approvalGet)
 	s.handle("POST /api/v1/approvals/{id}/approve", "approve", anyone, s.decide("approve"))
 	s.handle("POST /api/v1/approvals/{id}/deny", "deny", anyone, s.decide("deny"))
+	s.handle("GET /api/v1/grants", "grants", anyone, s.grantList)
 	s.handle("POST /api/v1/grants", "grant_request", anyone, s.grantRequest)
 	s.handle("POST /api/v1/grants/{id}/revoke", "grant_revoke", anyone, s.grantRevoke)
 }
@@ -49,6 +50,10 @@ type ApprovalJSON struct {
 	ExpiresAt        *time.Time `json:"expires_at,omitempty"`
 	StartsAt         *time.Time `json:"starts_at,omitempty"`
 	EndsAt           *time.Time `json:"ends_at,omitempty"`
+	// RequestID: a grant approved with a held command names it; GrantID: a
+	// held command approved with a grant names that.
+	RequestID string `json:"request_id,omitempty"`
+	GrantID   string `json:"grant_id,omitempty"`
 }
 
 func ts(t interface{ AsTime() time.Time }, set bool) *time.Time {
@@ -68,6 +73,7 @@ func ApprovalToJSON(a *approvalsv1.Approval) ApprovalJSON {
 		ApproverGroups: a.GetApproverGroups(), Quorum: a.GetQuorum(), ApprovedBy: a.GetApprovedBy(), DecidedBy: a.GetDecidedBy(),
 		DecisionReason: a.GetDecisionReason(), CreatedAt: a.GetCreatedAt().AsTime().UTC(),
 		ExpiresAt: ts(a.GetExpiresAt(), a.GetExpiresAt() != nil), StartsAt: ts(a.GetStartsAt(), a.GetStartsAt() != nil), EndsAt: ts(a.GetEndsAt(), a.GetEndsAt() != nil),
+		RequestID: a.GetRequestId(), GrantID: a.GetGrantId(),
 	}
 }
 
@@ -84,19 +90,60 @@ func (s *Server) approvalReply(w http.ResponseWriter, r *http.Request, subject s
 }
 
 func (s *Server) approvalList(w http.ResponseWriter, r *http.Request, p *commonv1.Principal) {
-	var reply approvalsv1.ListReply
-	if !s.call(w, r, bus.APIApprovalsList, &approvalsv1.ListRequest{State: r.URL.Query().Get("state")}, &reply) {
-		return
-	}
-	if e := reply.GetError(); e != nil {
-		writeError(w, errorStatus(e.GetCode()), e.GetCode(), e.GetMessage())
+	list, ok := s.listApprovals(w, r, r.URL.Query().Get("state"))
+	if !ok {
 		return
 	}
 	out := []ApprovalJSON{}
-	for _, a := range reply.GetApprovals() {
+	for _, a := range list {
 		out = append(out, ApprovalToJSON(a))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"approvals": out})
+}
+
+// listApprovals asks the approvals service for the requests the caller may
+// see in state; it answers the client itself when that fails.
+func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request, state string) ([]*approvalsv1.Approval, bool) {
+	var reply approvalsv1.ListReply
+	if !s.call(w, r, bus.APIApprovalsList, &approvalsv1.ListRequest{State: state}, &reply) {
+		return nil, false
+	}
+	if e := reply.GetError(); e != nil {
+		writeError(w, errorStatus(e.GetCode()), e.GetCode(), e.GetMessage())
+		return nil, false
+	}
+	return reply.GetApprovals(), true
+}
+
+// grantList lists grants the caller may see: by default those in force
+// now (state=active); state=pending, approved, denied, revoked or all as for
+// approvals. target= narrows to one target.
+func (s *Server) grantList(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+	state := r.URL.Query().Get("state")
+	if state == "" {
+		state = "active"
+	}
+	ask := state
+	if state == "active" {
+		ask = "approved"
+	}
+	list, ok := s.listApprovals(w, r, ask)
+	if !ok {
+		return
+	}
+	now := time.Now()
+	target := r.URL.Query().Get("target")
+	out := []ApprovalJSON{}
+	for _, a := range list {
+		if a.GetType() != "grant" || (target != "" && a.GetTarget() != target) {
+			continue
+		}
+		if state == "active" && (a.GetEndsAt() == nil || !now.Before(a.GetEndsAt().AsTime())) {
+			continue
+		}
+		out = append(out, ApprovalToJSON(a))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"grants": out})
 }
 
 func (s *Server) approvalGet(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
@@ -105,6 +152,15 @@ func (s *Server) approvalGet(w http.ResponseWriter, r *http.Request, _ *commonv1
 
 type reasonBody struct {
 	Reason string `json:"reason"`
+}
+
+// DecideJSON is the body of an approval or a denial. With an approval of a
+// held command, Grant and For also grant the requester that role on the
+// command's target in the command's session for that long (a Go duration).
+type DecideJSON struct {
+	Reason string `json:"reason"`
+	Grant  string `json:"grant,omitempty"`
+	For    string `json:"for,omitempty"`
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -121,11 +177,20 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func (s *Server) decide(verdict string) func(http.ResponseWriter, *http.Request, *commonv1.Principal) {
 	return func(w http.ResponseWriter, r *http.Request, p *commonv1.Principal) {
-		var body reasonBody
+		var body DecideJSON
 		if !readJSON(w, r, &body) {
 			return
 		}
-		s.approvalReply(w, r, bus.APIApprovalsDecide, &approvalsv1.Decide{Id: r.PathValue("id"), Verdict: verdict, Reason: body.Reason}, http.StatusOK)
+		req := &approvalsv1.Decide{Id: r.PathValue("id"), Verdict: verdict, Reason: body.Reason, GrantRole: body.Grant}
+		if body.Grant != "" || body.For != "" {
+			d, err := time.ParseDuration(body.For)
+			if err != nil || d <= 0 || body.Grant == "" {
+				writeError(w, http.StatusBadRequest, "bad_request", "a grant with an approval needs a role (grant) and a positive Go duration (for), such as 10m")
+				return
+			}
+			req.GrantSeconds = int64(d / time.Second)
+		}
+		s.approvalReply(w, r, bus.APIApprovalsDecide, req, http.StatusOK)
 	}
 }
 
@@ -135,6 +200,8 @@ type GrantRequestJSON struct {
 	Role     string `json:"role"`
 	Duration string `json:"duration"`
 	Reason   string `json:"reason"`
+	// Session, when set, confines the grant to one of the caller's sessions.
+	Session string `json:"session,omitempty"`
 }
 
 func (s *Server) grantRequest(w http.ResponseWriter, r *http.Request, p *commonv1.Principal) {
@@ -147,7 +214,7 @@ func (s *Server) grantRequest(w http.ResponseWriter, r *http.Request, p *commonv
 		writeError(w, http.StatusBadRequest, "bad_request", "duration is a positive Go duration such as 30m")
 		return
 	}
-	s.approvalReply(w, r, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: body.Target, Role: body.Role, DurationSeconds: int64(d.Seconds()), Reason: body.Reason}, http.StatusCreated)
+	s.approvalReply(w, r, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: body.Target, Role: body.Role, DurationSeconds: int64(d.Seconds()), Reason: body.Reason, SessionId: body.Session}, http.StatusCreated)
 }
 
 func (s *Server) grantRevoke(w http.ResponseWriter, r *http.Request, p *commonv1.Principal) {

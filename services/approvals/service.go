@@ -308,10 +308,13 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 	if _, ok := s.ctl.Target(req.GetTarget()); !ok {
 		return replyErr("not_found", "there is no target %q", req.GetTarget()), nil
 	}
+	if len(req.GetSessionId()) > MaxName {
+		return replyErr("bad_request", "the session id is at most %d bytes", MaxName), nil
+	}
 	id := recording.NewSessionID()
 	ev := &approvalsv1.GrantRequested{Id: id, Requester: requester, Target: req.GetTarget(), Role: req.GetRole(),
 		DurationSeconds: req.GetDurationSeconds(), Reason: req.GetReason(), ApproverGroups: []string{grantApprovers}, Quorum: 1,
-		RequestedAt: timestamppb.New(s.cfg.Now())}
+		RequestedAt: timestamppb.New(s.cfg.Now()), SessionId: req.GetSessionId()}
 	if _, err := s.store.Append(ctx, "grant", id, eventstore.Position{}, eventstore.NewEvent("requested", ev)); err != nil {
 		return nil, err
 	}
@@ -408,7 +411,19 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 	if len(req.GetReason()) > MaxText {
 		return replyErr("bad_request", "the reason is longer than %d bytes", MaxText), nil
 	}
-	return s.withRetry(ctx, req.GetId(), func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
+	scope := time.Duration(req.GetGrantSeconds()) * time.Second
+	if req.GetGrantRole() != "" {
+		switch {
+		case req.GetVerdict() != "approve":
+			return replyErr("bad_request", "a grant goes with an approval, not a denial"), nil
+		case len(req.GetGrantRole()) > MaxName:
+			return replyErr("bad_request", "the role is at most %d bytes", MaxName), nil
+		case scope <= 0 || scope > s.cfg.MaxGrant:
+			return replyErr("bad_request", "the grant's duration must be between 1s and %s", s.cfg.MaxGrant), nil
+		}
+	}
+	var grantID string
+	reply, err := s.withRetry(ctx, req.GetId(), func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
 		now := s.cfg.Now()
 		switch {
 		case s.expiredNow(a):
@@ -433,6 +448,29 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 			return replyErr("already_voted", "you already approved request %s", a.GetId()), nil
 		}
 		granted := uint32(len(a.GetApprovedBy())+1) >= a.GetQuorum()
+		if req.GetGrantRole() != "" {
+			// The scope is granted by the vote that completes the quorum,
+			// for the held command's requester, target and session only.
+			switch {
+			case agg != "request":
+				return replyErr("bad_request", "--grant goes with the approval of a held command; %s is a grant request", a.GetId()), nil
+			case !granted:
+				return replyErr("bad_request", "request %s needs %d approvals; only the vote that completes them can add a grant", a.GetId(), a.GetQuorum()), nil
+			case a.GetSessionId() == "":
+				return replyErr("bad_request", "request %s has no session to scope a grant to", a.GetId()), nil
+			}
+			// The grant is stored before the approval: whoever sees the
+			// approval (the waiting worker, then the policy service) has
+			// seen the grant, so the session's next change finds it.
+			if grantID == "" {
+				id := recording.NewSessionID()
+				if err := s.scopeGrant(ctx, p, a, id, req.GetGrantRole(), scope, req.GetReason()); err != nil {
+					return replyErr("unavailable", "the grant was not recorded (%v); nothing was approved", err), nil
+				}
+				grantID = id
+			}
+			return nil, []eventstore.Pending{eventstore.NewEvent("approved", &approvalsv1.RequestApproved{Id: a.GetId(), Approver: p, Reason: req.GetReason(), Granted: granted, At: timestamppb.New(now), GrantId: grantID})}
+		}
 		if agg == "grant" {
 			ev := &approvalsv1.GrantApproved{Id: a.GetId(), Approver: p, Reason: req.GetReason(), Granted: granted, At: timestamppb.New(now)}
 			if granted {
@@ -442,6 +480,33 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 		}
 		return nil, []eventstore.Pending{eventstore.NewEvent("approved", &approvalsv1.RequestApproved{Id: a.GetId(), Approver: p, Reason: req.GetReason(), Granted: granted, At: timestamppb.New(now)})}
 	})
+	if grantID != "" && (err != nil || reply.GetError() != nil) {
+		// The approval it came with was not recorded: neither is the scope.
+		ev := &approvalsv1.GrantRevoked{Id: grantID, By: p, Reason: "the approval it came with was not recorded", At: timestamppb.New(s.cfg.Now())}
+		st, rerr := s.store.Load(ctx, "grant", grantID)
+		if rerr == nil {
+			_, rerr = s.store.Append(ctx, "grant", grantID, st.Position, eventstore.NewEvent("revoked", ev))
+		}
+		if rerr != nil {
+			s.cfg.Log.Error().Err(rerr).Str("grant", grantID).Msg("a grant whose approval failed was not revoked")
+		}
+	}
+	return reply, err
+}
+
+// scopeGrant records the grant an approver attaches to the approval of a
+// held command: the command's requester gets role on its target, in its
+// session, from now for d. It is requested and approved at once, by the
+// approver, and names the request it came with.
+func (s *Service) scopeGrant(ctx context.Context, approver *commonv1.Principal, a *approvalsv1.Approval, id, role string, d time.Duration, reason string) error {
+	now := s.cfg.Now()
+	asked := &approvalsv1.GrantRequested{Id: id, Requester: a.GetRequester(), Target: a.GetTarget(), Role: role,
+		DurationSeconds: int64(d / time.Second), Reason: fmt.Sprintf("with the approval of %s: %s", a.GetId(), reason),
+		ApproverGroups: a.GetApproverGroups(), Quorum: 1, RequestedAt: timestamppb.New(now), SessionId: a.GetSessionId(), RequestId: a.GetId()}
+	approved := &approvalsv1.GrantApproved{Id: id, Approver: approver, Reason: reason, Granted: true,
+		StartsAt: timestamppb.New(now), EndsAt: timestamppb.New(now.Add(d)), At: timestamppb.New(now)}
+	_, err := s.store.Append(ctx, "grant", id, eventstore.Position{}, eventstore.NewEvent("requested", asked), eventstore.NewEvent("approved", approved))
+	return err
 }
 
 func expiredEvent(agg, id string, now time.Time) eventstore.Pending {

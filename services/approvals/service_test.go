@@ -181,8 +181,7 @@ func TestGrantLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, r.GetError())
 	id := r.GetApproval().GetId()
-	grants, _, _ := e.view.Grants("alice", "demo", time.Now())
-	assert.Empty(t, grants, "not yet approved")
+	assert.Empty(t, e.view.Grants("alice", "demo", "", time.Now()).Grants, "not yet approved")
 
 	r, err = e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "nowhere", Role: "writer", DurationSeconds: 60, Reason: "x"})
 	require.NoError(t, err)
@@ -190,16 +189,15 @@ func TestGrantLifecycle(t *testing.T) {
 
 	require.Nil(t, e.decide(t, id, bob, "approve").GetError())
 	testkit.Eventually(t, 5*time.Second, func() error {
-		g, _, next := e.view.Grants("alice", "demo", time.Now())
-		if len(g) != 1 || g[0].GetRole() != "writer" || next.IsZero() {
-			return fmt.Errorf("grants %v", g)
+		gs := e.view.Grants("alice", "demo", "", time.Now())
+		if len(gs.Grants) != 1 || gs.Grants[0].GetRole() != "writer" || gs.Next.IsZero() || gs.Scoped {
+			return fmt.Errorf("grants %+v", gs)
 		}
 		return nil
 	})
 	// It ends by itself.
 	time.Sleep(2100 * time.Millisecond)
-	g, _, _ := e.view.Grants("alice", "demo", time.Now())
-	assert.Empty(t, g)
+	assert.Empty(t, e.view.Grants("alice", "demo", "", time.Now()).Grants)
 
 	// Revocation ends a grant early.
 	r, _ = e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "demo", Role: "writer", DurationSeconds: 3600, Reason: "y"})
@@ -212,11 +210,83 @@ func TestGrantLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, rr.GetError())
 	testkit.Eventually(t, 5*time.Second, func() error {
-		if g, _, _ := e.view.Grants("alice", "demo", time.Now()); len(g) != 0 {
+		if g := e.view.Grants("alice", "demo", "", time.Now()).Grants; len(g) != 0 {
 			return fmt.Errorf("still granted")
 		}
 		return nil
 	})
+}
+
+// TestApprovalWithScope: an approver approves a held command and, at once,
+// a bounded scope for its session: a grant of the role on the command's
+// target, confined to the command's session, naming the request.
+func TestApprovalWithScope(t *testing.T) {
+	e := setup(t)
+	scoped := func(id, role string, secs int64) *approvalsv1.ApprovalReply {
+		r, err := e.call(bob, bus.APIApprovalsDecide, &approvalsv1.Decide{Id: id, Verdict: "approve", Reason: "fixtures", GrantRole: role, GrantSeconds: secs})
+		require.NoError(t, err)
+		return r
+	}
+	a := e.open(t, 1, time.Minute)
+	assert.Equal(t, "bad_request", code(scoped(a.GetId(), "ddl", 0)), "a scope has a duration")
+	assert.Equal(t, "bad_request", code(scoped(a.GetId(), "ddl", int64((25*time.Hour).Seconds()))), "within the longest grant")
+	r, err := e.call(bob, bus.APIApprovalsDecide, &approvalsv1.Decide{Id: a.GetId(), Verdict: "deny", GrantRole: "ddl", GrantSeconds: 60})
+	require.NoError(t, err)
+	assert.Equal(t, "bad_request", code(r), "no scope with a denial")
+
+	r = scoped(a.GetId(), "ddl", 600)
+	require.Nil(t, r.GetError())
+	assert.Equal(t, "approved", r.GetApproval().GetState())
+	gid := r.GetApproval().GetGrantId()
+	require.NotEmpty(t, gid)
+	testkit.Eventually(t, 5*time.Second, func() error {
+		gs := e.view.Grants("alice", "demo", "s1", time.Now())
+		if len(gs.Grants) != 1 || gs.Grants[0].GetId() != gid || gs.Grants[0].GetRole() != "ddl" || gs.Grants[0].GetSessionId() != "s1" || !gs.Scoped {
+			return fmt.Errorf("grants %+v", gs)
+		}
+		if left := time.Until(gs.Next); left < 9*time.Minute || left > 10*time.Minute {
+			return fmt.Errorf("ends in %s", left)
+		}
+		return nil
+	})
+	// Another session of the same principal does not hold it, but knows
+	// that the principal's grants depend on the session.
+	other := e.view.Grants("alice", "demo", "s2", time.Now())
+	assert.Empty(t, other.Grants)
+	assert.True(t, other.Scoped)
+	assert.Empty(t, e.view.Grants("dave", "demo", "s1", time.Now()).Grants, "nobody else holds it")
+
+	// The grant is an approval of its own: who asked, who granted, why,
+	// and the request it came with.
+	g, err := e.call(alice, bus.APIApprovalsGet, &approvalsv1.Get{Id: gid})
+	require.NoError(t, err)
+	require.Nil(t, g.GetError())
+	assert.Equal(t, "grant", g.GetApproval().GetType())
+	assert.Equal(t, "alice", g.GetApproval().GetRequester().GetSubject())
+	assert.Equal(t, "bob", g.GetApproval().GetDecidedBy())
+	assert.Equal(t, a.GetId(), g.GetApproval().GetRequestId())
+	assert.Equal(t, "s1", g.GetApproval().GetSessionId())
+
+	// A quorum of two: only the vote that completes it may add a scope.
+	q := e.open(t, 2, time.Minute)
+	assert.Equal(t, "bad_request", code(scoped(q.GetId(), "ddl", 60)))
+	require.Nil(t, e.decide(t, q.GetId(), carol, "approve").GetError())
+	require.Nil(t, scoped(q.GetId(), "ddl", 60).GetError())
+
+	// A grant request is not a held command.
+	gr, err := e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "demo", Role: "writer", DurationSeconds: 60, Reason: "x", SessionId: "s3"})
+	require.NoError(t, err)
+	require.Nil(t, gr.GetError())
+	assert.Equal(t, "bad_request", code(scoped(gr.GetApproval().GetId(), "ddl", 60)))
+	// A grant asked for one session holds in that session only.
+	require.Nil(t, e.decide(t, gr.GetApproval().GetId(), bob, "approve").GetError())
+	testkit.Eventually(t, 5*time.Second, func() error {
+		if gs := e.view.Grants("alice", "demo", "s3", time.Now()); len(gs.Grants) != 1 || gs.Grants[0].GetRole() != "writer" {
+			return fmt.Errorf("grants %+v", gs)
+		}
+		return nil
+	})
+	assert.Len(t, e.view.Grants("alice", "demo", "s1", time.Now()).Grants, 2, "s1: the two scopes approved with its commands")
 }
 
 // TestCallersAreVerified: the caller is the principal of the token the

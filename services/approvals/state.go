@@ -61,6 +61,7 @@ func fold(events []eventstore.Event) (*approvalsv1.Approval, error) {
 			a.CreatedAt = m.GetRequestedAt()
 			a.ExpiresAt = timestamppb.New(m.GetRequestedAt().AsTime().Add(requestTTL))
 			a.DurationSeconds = m.GetDurationSeconds()
+			a.SessionId, a.RequestId = m.GetSessionId(), m.GetRequestId()
 		case "sluice.approvals.v1.RequestApproved":
 			var m approvalsv1.RequestApproved
 			if err := e.Decode(&m); err != nil {
@@ -69,6 +70,7 @@ func fold(events []eventstore.Event) (*approvalsv1.Approval, error) {
 			a.ApprovedBy = append(a.ApprovedBy, m.GetApprover().GetSubject())
 			if m.GetGranted() {
 				a.State, a.DecidedBy, a.DecisionReason = Approved, m.GetApprover().GetSubject(), m.GetReason()
+				a.GrantId = m.GetGrantId()
 			}
 		case "sluice.approvals.v1.GrantApproved":
 			var m approvalsv1.GrantApproved

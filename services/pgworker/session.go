@@ -1059,10 +1059,10 @@ func resultFormats(b []byte) ([]int16, error) {
 	return out, nil
 }
 
-// recorded is what the audit log keeps of a decision: the verdict and the
-// classification, not the mask rules or cache hints (which the policy
-// revision identifies).
+// recorded is what the audit log keeps of a decision: the verdict, the
+// classification and the grants it was made under, not the mask rules or
+// cache hints (which the policy revision identifies).
 func recorded(d *policyv1.Decision) *policyv1.Decision {
 	return &policyv1.Decision{Action: d.GetAction(), Rule: d.GetRule(), Reason: d.GetReason(), Revision: d.GetRevision(),
-		Approvers: d.GetApprovers(), Quorum: d.GetQuorum(), Statements: d.GetStatements(), Error: d.GetError()}
+		Approvers: d.GetApprovers(), Quorum: d.GetQuorum(), Statements: d.GetStatements(), Error: d.GetError(), Grants: d.GetGrants()}
 }

@@ -18,7 +18,6 @@ import (
 	engine "sluice.dev/sluice/libs/policy"
 	"sluice.dev/sluice/libs/sqlclass"
 	"sluice.dev/sluice/libs/sqlshape"
-	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -45,9 +44,9 @@ type Config struct {
 	Log  zerolog.Logger
 }
 
-// Grants gives the active grants of a principal on a target, the revision of
-// the grants state and when the answer next changes (zero: not soon).
-type Grants func(subject, target string, now time.Time) ([]*approvalsv1.Grant, uint64, time.Time)
+// Grants gives the grants of a principal on a target in force for a
+// command of a session (see approvalstate.GrantSet).
+type Grants func(subject, target, session string, now time.Time) approvalstate.GrantSet
 
 // Service is the policy service.
 type Service struct {
@@ -186,16 +185,24 @@ func EvaluateWithGrants(ctx context.Context, set *engine.Set, target *commonv1.T
 		return deny(RuleNoPolicy, "no policy is applied", 0)
 	}
 	in := engine.Input{Principal: req.GetPrincipal(), Target: target, Now: now}
-	var grantsRev uint64
-	var nextChange time.Time
+	var gs approvalstate.GrantSet
 	if grants != nil && set.UsesGrants {
-		in.Grants, grantsRev, nextChange = grants(req.GetPrincipal().GetSubject(), target.GetName(), now)
+		gs = grants(req.GetPrincipal().GetSubject(), target.GetName(), req.GetSessionId(), now)
+		in.Grants = gs.Grants
 	}
 	d := evaluateCommand(ctx, set, in, req)
+	for _, g := range in.Grants {
+		d.Grants = append(d.Grants, g.GetId())
+	}
 	if d.Cache != nil {
-		d.Cache.GrantsRevision = grantsRev
-		if !nextChange.IsZero() && d.Cache.GetCacheable() {
-			if ttl := nextChange.Sub(now).Milliseconds(); ttl < d.Cache.GetTtlMs() {
+		d.Cache.GrantsRevision = gs.Revision
+		if gs.Scoped {
+			// Workers share decisions between a principal's sessions; one
+			// that a session's own grant may change is not shared.
+			d.Cache.Cacheable, d.Cache.TtlMs = false, 0
+		}
+		if !gs.Next.IsZero() && d.Cache.GetCacheable() {
+			if ttl := gs.Next.Sub(now).Milliseconds(); ttl < d.Cache.GetTtlMs() {
 				d.Cache.TtlMs = max(ttl, 0)
 			}
 		}

@@ -179,8 +179,11 @@ type RequestApproved struct {
 	Approver *v1.Principal          `protobuf:"bytes,2,opt,name=approver,proto3" json:"approver,omitempty"`
 	Reason   string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// granted is true when this vote completed the quorum.
-	Granted       bool                   `protobuf:"varint,4,opt,name=granted,proto3" json:"granted,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	Granted bool                   `protobuf:"varint,4,opt,name=granted,proto3" json:"granted,omitempty"`
+	At      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	// grant_id names the grant the approver attached (a bounded scope for
+	// the requester's session, recorded as its own grant).
+	GrantId       string `protobuf:"bytes,6,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -248,6 +251,13 @@ func (x *RequestApproved) GetAt() *timestamppb.Timestamp {
 		return x.At
 	}
 	return nil
+}
+
+func (x *RequestApproved) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
 }
 
 type RequestDenied struct {
@@ -522,8 +532,15 @@ type GrantRequested struct {
 	ApproverGroups  []string               `protobuf:"bytes,7,rep,name=approver_groups,json=approverGroups,proto3" json:"approver_groups,omitempty"`
 	Quorum          uint32                 `protobuf:"varint,8,opt,name=quorum,proto3" json:"quorum,omitempty"`
 	RequestedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// session_id, when set, confines the grant to one session: policies see
+	// it only for commands of that session.
+	SessionId string `protobuf:"bytes,10,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// request_id is the held command whose approver granted this scope with
+	// the approval (sluice approve ID --grant ROLE --for D); empty for a
+	// grant asked for with sluice request.
+	RequestId     string `protobuf:"bytes,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GrantRequested) Reset() {
@@ -617,6 +634,20 @@ func (x *GrantRequested) GetRequestedAt() *timestamppb.Timestamp {
 		return x.RequestedAt
 	}
 	return nil
+}
+
+func (x *GrantRequested) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *GrantRequested) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type GrantApproved struct {
@@ -878,7 +909,11 @@ type Approval struct {
 	DurationSeconds int64 `protobuf:"varint,22,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
 	// command_size is the full length of the command (command holds at most
 	// its first 4 KiB).
-	CommandSize   int64 `protobuf:"varint,23,opt,name=command_size,json=commandSize,proto3" json:"command_size,omitempty"`
+	CommandSize int64 `protobuf:"varint,23,opt,name=command_size,json=commandSize,proto3" json:"command_size,omitempty"`
+	// For a grant: the held command whose approval granted it. For a
+	// command: the grant its approver attached to the approval.
+	RequestId     string `protobuf:"bytes,24,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	GrantId       string `protobuf:"bytes,25,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1074,15 +1109,31 @@ func (x *Approval) GetCommandSize() int64 {
 	return 0
 }
 
+func (x *Approval) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Approval) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
 // Grant is an active elevation visible to policies as `grants`.
 type Grant struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Subject       string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
-	Target        string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	Role          string                 `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
-	StartsAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=starts_at,json=startsAt,proto3" json:"starts_at,omitempty"`
-	EndsAt        *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=ends_at,json=endsAt,proto3" json:"ends_at,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Subject  string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Target   string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	Role     string                 `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	StartsAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=starts_at,json=startsAt,proto3" json:"starts_at,omitempty"`
+	EndsAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=ends_at,json=endsAt,proto3" json:"ends_at,omitempty"`
+	// session_id, when set: the grant holds in that session only.
+	SessionId     string `protobuf:"bytes,7,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1157,6 +1208,13 @@ func (x *Grant) GetEndsAt() *timestamppb.Timestamp {
 		return x.EndsAt
 	}
 	return nil
+}
+
+func (x *Grant) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
 }
 
 // Subject: sluice.api.approvals.request.open (workers). The requester is
@@ -1288,8 +1346,10 @@ type RequestGrant struct {
 	Role            string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
 	DurationSeconds int64                  `protobuf:"varint,4,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
 	Reason          string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// session_id confines the grant to one of the requester's sessions.
+	SessionId     string `protobuf:"bytes,6,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RequestGrant) Reset() {
@@ -1350,14 +1410,26 @@ func (x *RequestGrant) GetReason() string {
 	return ""
 }
 
+func (x *RequestGrant) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
 // Subject: sluice.api.approvals.request.decide (the API, with the caller's
 // token; the approver is that caller).
 type Decide struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// verdict: approve or deny.
-	Verdict       string `protobuf:"bytes,3,opt,name=verdict,proto3" json:"verdict,omitempty"`
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Verdict string `protobuf:"bytes,3,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	Reason  string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// grant_role, with an approval of a held command, also grants its
+	// requester that role on the command's target in the command's session
+	// for grant_seconds: a bounded scope approved at once.
+	GrantRole     string `protobuf:"bytes,5,opt,name=grant_role,json=grantRole,proto3" json:"grant_role,omitempty"`
+	GrantSeconds  int64  `protobuf:"varint,6,opt,name=grant_seconds,json=grantSeconds,proto3" json:"grant_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1411,6 +1483,20 @@ func (x *Decide) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Decide) GetGrantRole() string {
+	if x != nil {
+		return x.GrantRole
+	}
+	return ""
+}
+
+func (x *Decide) GetGrantSeconds() int64 {
+	if x != nil {
+		return x.GrantSeconds
+	}
+	return 0
 }
 
 // Subject: sluice.api.approvals.request.consume (workers, with the
@@ -1879,13 +1965,14 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x127\n" +
 	"\topened_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bopenedAt\x12!\n" +
-	"\fcommand_size\x18\r \x01(\x03R\vcommandSize\"\xb8\x01\n" +
+	"\fcommand_size\x18\r \x01(\x03R\vcommandSize\"\xd3\x01\n" +
 	"\x0fRequestApproved\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\bapprover\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\bapprover\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\agranted\x18\x04 \x01(\bR\agranted\x12*\n" +
-	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x9c\x01\n" +
+	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x19\n" +
+	"\bgrant_id\x18\x06 \x01(\tR\agrantId\"\x9c\x01\n" +
 	"\rRequestDenied\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\bapprover\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\bapprover\x12\x16\n" +
@@ -1905,7 +1992,7 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xca\x02\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x88\x03\n" +
 	"\x0eGrantRequested\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\trequester\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\trequester\x12\x16\n" +
@@ -1915,7 +2002,12 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12'\n" +
 	"\x0fapprover_groups\x18\a \x03(\tR\x0eapproverGroups\x12\x16\n" +
 	"\x06quorum\x18\b \x01(\rR\x06quorum\x12=\n" +
-	"\frequested_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\"\xa4\x02\n" +
+	"\frequested_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\n" +
+	" \x01(\tR\tsessionId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\v \x01(\tR\trequestId\"\xa4\x02\n" +
 	"\rGrantApproved\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\bapprover\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\bapprover\x12\x16\n" +
@@ -1933,7 +2025,7 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x02by\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x02by\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xa9\x06\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xe3\x06\n" +
 	"\bApproval\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
@@ -1963,14 +2055,19 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\aends_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\x12\x18\n" +
 	"\aversion\x18\x15 \x01(\x04R\aversion\x12)\n" +
 	"\x10duration_seconds\x18\x16 \x01(\x03R\x0fdurationSeconds\x12!\n" +
-	"\fcommand_size\x18\x17 \x01(\x03R\vcommandSize\"\xcb\x01\n" +
+	"\fcommand_size\x18\x17 \x01(\x03R\vcommandSize\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x18 \x01(\tR\trequestId\x12\x19\n" +
+	"\bgrant_id\x18\x19 \x01(\tR\agrantId\"\xea\x01\n" +
 	"\x05Grant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x12\n" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x127\n" +
 	"\tstarts_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bstartsAt\x123\n" +
-	"\aends_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\"\xb8\x02\n" +
+	"\aends_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\a \x01(\tR\tsessionId\"\xb8\x02\n" +
 	"\vOpenRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x16\n" +
@@ -1984,16 +2081,21 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\vttl_seconds\x18\n" +
 	" \x01(\x03R\n" +
 	"ttlSeconds\x12!\n" +
-	"\fcommand_size\x18\v \x01(\x03R\vcommandSizeJ\x04\b\x01\x10\x02\"\x83\x01\n" +
+	"\fcommand_size\x18\v \x01(\x03R\vcommandSizeJ\x04\b\x01\x10\x02\"\xa2\x01\n" +
 	"\fRequestGrant\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12)\n" +
 	"\x10duration_seconds\x18\x04 \x01(\x03R\x0fdurationSeconds\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reasonJ\x04\b\x01\x10\x02\"P\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x06 \x01(\tR\tsessionIdJ\x04\b\x01\x10\x02\"\x94\x01\n" +
 	"\x06Decide\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\averdict\x18\x03 \x01(\tR\averdict\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reasonJ\x04\b\x02\x10\x03\"a\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"grant_role\x18\x05 \x01(\tR\tgrantRole\x12#\n" +
+	"\rgrant_seconds\x18\x06 \x01(\x03R\fgrantSecondsJ\x04\b\x02\x10\x03\"a\n" +
 	"\aConsume\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +

@@ -657,10 +657,13 @@ type Decision struct {
 	Approvers []string `protobuf:"bytes,5,rep,name=approvers,proto3" json:"approvers,omitempty"`
 	Quorum    uint32   `protobuf:"varint,6,opt,name=quorum,proto3" json:"quorum,omitempty"`
 	// masks are the mask rules that apply to this principal and target.
-	Masks         []*v11.MaskRule `protobuf:"bytes,7,rep,name=masks,proto3" json:"masks,omitempty"`
-	Cache         *Cache          `protobuf:"bytes,8,opt,name=cache,proto3" json:"cache,omitempty"`
-	Statements    []*Statement    `protobuf:"bytes,9,rep,name=statements,proto3" json:"statements,omitempty"`
-	Error         *v1.Error       `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	Masks      []*v11.MaskRule `protobuf:"bytes,7,rep,name=masks,proto3" json:"masks,omitempty"`
+	Cache      *Cache          `protobuf:"bytes,8,opt,name=cache,proto3" json:"cache,omitempty"`
+	Statements []*Statement    `protobuf:"bytes,9,rep,name=statements,proto3" json:"statements,omitempty"`
+	Error      *v1.Error       `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// grants are the ids of the grants the rules saw (policies that read
+	// `grants` only): the audit record names the elevation a command ran under.
+	Grants        []string `protobuf:"bytes,11,rep,name=grants,proto3" json:"grants,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -761,6 +764,13 @@ func (x *Decision) GetStatements() []*Statement {
 func (x *Decision) GetError() *v1.Error {
 	if x != nil {
 		return x.Error
+	}
+	return nil
+}
+
+func (x *Decision) GetGrants() []string {
+	if x != nil {
+		return x.Grants
 	}
 	return nil
 }
@@ -1040,7 +1050,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\x0fpolicy_revision\x18\x04 \x01(\x04R\x0epolicyRevision\x12'\n" +
 	"\x0fgrants_revision\x18\x05 \x01(\x04R\x0egrantsRevision\x12\x14\n" +
 	"\x05shape\x18\x06 \x01(\tR\x05shape\x12'\n" +
-	"\x0fshape_cacheable\x18\a \x01(\bR\x0eshapeCacheable\"\xee\x02\n" +
+	"\x0fshape_cacheable\x18\a \x01(\bR\x0eshapeCacheable\"\x86\x03\n" +
 	"\bDecision\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x12\n" +
 	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x16\n" +
@@ -1054,7 +1064,8 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"statements\x18\t \x03(\v2\x1b.sluice.policy.v1.StatementR\n" +
 	"statements\x12-\n" +
 	"\x05error\x18\n" +
-	" \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\xbc\x02\n" +
+	" \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\x12\x16\n" +
+	"\x06grants\x18\v \x03(\tR\x06grants\"\xbc\x02\n" +
 	"\bSQLInput\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +

@@ -36,6 +36,33 @@ func approvalWhat(a api.ApprovalJSON, width int) string {
 	return string(what) + note
 }
 
+// approvalWhen is the one time that matters for a request in its state,
+// relative to now: when a pending request expires, when a grant in force
+// ends, or when a request was decided or made.
+func approvalWhen(a api.ApprovalJSON, now time.Time) string {
+	switch {
+	case a.State == "pending" && a.ExpiresAt != nil:
+		if left := a.ExpiresAt.Sub(now); left > 0 {
+			return "expires in " + roundFor(left)
+		}
+		return "expiring"
+	case a.Type == "grant" && a.State == "approved" && a.EndsAt != nil:
+		if left := a.EndsAt.Sub(now); left > 0 {
+			return "ends in " + roundFor(left)
+		}
+		return "ended " + roundFor(now.Sub(*a.EndsAt)) + " ago"
+	}
+	return "asked " + roundFor(now.Sub(a.CreatedAt)) + " ago"
+}
+
+// roundFor prints a duration to the second, or the minute past an hour.
+func roundFor(d time.Duration) string {
+	if d >= time.Hour {
+		return d.Round(time.Minute).String()
+	}
+	return d.Round(time.Second).String()
+}
+
 // byteSize prints n bytes for people.
 func byteSize(n int64) string {
 	switch {
@@ -72,7 +99,8 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 				return g.printJSON(res)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATE\tREQUESTER\tTARGET\tWHAT\tRULE\tEXPIRES")
+			fmt.Fprintln(tw, "ID\tSTATE\tREQUESTER\tTARGET\tWHAT\tRULE\tWHEN")
+			now := time.Now()
 			for _, a := range res.Approvals {
 				who := a.Requester
 				if a.Machine {
@@ -81,12 +109,8 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 				if a.RequesterWaiting {
 					who += ", waiting"
 				}
-				exp := ""
-				if a.ExpiresAt != nil {
-					exp = time.Until(*a.ExpiresAt).Round(time.Second).String()
-				}
 				what := approvalWhat(a, 60)
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.State, who, a.Target, what, a.Rule, exp)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.State, who, a.Target, what, a.Rule, approvalWhen(a, now))
 			}
 			return tw.Flush()
 		},
@@ -97,13 +121,23 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 }
 
 func newDecideCmd(g *globals, verdict string) *cobra.Command {
-	var reason string
+	var reason, grant string
+	var scope time.Duration
 	cmd := &cobra.Command{
 		Use:   verdict + " ID [--reason TEXT]",
 		Short: map[string]string{"approve": "Approve a held command or an access request", "deny": "Deny a held command or an access request"}[verdict],
-		Long: `Decide an approval request. You must be in one of the approver groups the rule names,
-and you cannot decide your own request. An approved command runs once, exactly as held.`,
-		Example: "  sluice " + verdict + " 01j8...  --reason \"checked with the on-call\"",
+		Long: map[string]string{"approve": `Decide an approval request. You must be in one of the approver groups the rule names,
+and you cannot decide your own request. An approved command runs once, exactly as held.
+
+With --grant ROLE --for D, approving a held command also grants its requester ROLE on the
+command's target, in the command's session only, for D: a bounded scope approved at once
+(policies see it in 'grants'; the default policy lets a 'ddl' grant skip the review of
+schema changes). The grant is recorded as its own request, with its own id.`, "deny": `Decide an approval request. You must be in one of the approver groups the rule names,
+and you cannot decide your own request. A denied command never runs; its client gets the
+reason.`}[verdict],
+		Example: map[string]string{"approve": `  sluice approve 01j8... --reason "checked with the on-call"
+  sluice approve 01j8... --grant ddl --for 10m --reason "fixtures for the migration test"`,
+			"deny": `  sluice deny 01j8... --reason "not during business hours"`}[verdict],
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := g.checkOutput(); err != nil {
@@ -113,7 +147,14 @@ and you cannot decide your own request. An approved command runs once, exactly a
 			if err != nil {
 				return err
 			}
-			body, _ := json.Marshal(map[string]string{"reason": reason})
+			if (grant == "") != (scope == 0) {
+				return errors.New("--grant and --for go together: --grant ROLE --for 10m")
+			}
+			req := api.DecideJSON{Reason: reason, Grant: grant}
+			if scope != 0 {
+				req.For = scope.String()
+			}
+			body, _ := json.Marshal(req)
 			var a api.ApprovalJSON
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/approvals/"+url.PathEscape(args[0])+"/"+verdict, body, &a); err != nil {
 				return err
@@ -122,6 +163,9 @@ and you cannot decide your own request. An approved command runs once, exactly a
 				return g.printJSON(a)
 			}
 			switch {
+			case a.State == "approved" && a.GrantID != "":
+				fmt.Fprintf(g.stdout, "approved %s: %s\ngranted %s: role %s on %s in session %s for %s (sluice revoke %s ends it)\n",
+					a.ID, approvalWhat(a, 200), a.GrantID, grant, a.Target, a.Session, scope, a.GrantID)
 			case a.State == "approved":
 				fmt.Fprintf(g.stdout, "approved %s: %s\n", a.ID, approvalWhat(a, 200))
 			case a.State == "pending":
@@ -133,19 +177,27 @@ and you cannot decide your own request. An approved command runs once, exactly a
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (kept in the audit log)")
+	if verdict == "approve" {
+		cmd.Flags().StringVar(&grant, "grant", "", "also grant the requester this role in the command's session (with --for)")
+		cmd.Flags().DurationVar(&scope, "for", 0, "how long the grant lasts, e.g. 10m")
+	}
 	return cmd
 }
 
 func newRequestCmd(g *globals) *cobra.Command {
-	var target, role, reason string
+	var target, role, reason, session string
 	var dur time.Duration
 	cmd := &cobra.Command{
-		Use:   `request --target T --role R --for 30m --reason "..."`,
+		Use:   `request --target T --role R --for 30m --reason "..." [--session ID]`,
 		Short: "Ask for time-boxed elevation (a just-in-time grant)",
-		Long: `Ask approvers for a role on a target for a while. Once approved, policies see the grant
-as 'grants' until it ends or is revoked (for example, the default policy lets a 'writer'
-grant skip review of bounded writes).`,
-		Example: `  sluice request --target demo --role writer --for 30m --reason "backfill ORD-123"`,
+		Long: `Ask approvers (the access section's grant_approvers) for a role on a target for a
+while. The id printed names the request and, once approved, the grant itself: 'sluice
+grants list' shows it and 'sluice revoke ID' ends it early. Once approved, policies see the
+grant as 'grants' until it ends or is revoked (for example, the default policy lets a
+'writer' grant skip review of bounded writes, and a 'ddl' grant the review of schema
+changes). With --session the grant holds in that session only.`,
+		Example: `  sluice request --target demo --role writer --for 30m --reason "backfill ORD-123"
+  sluice request --target demo --role ddl --for 10m --session 01j8... --reason "migration test"`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := g.checkOutput(); err != nil {
@@ -158,7 +210,7 @@ grant skip review of bounded writes).`,
 			if err != nil {
 				return err
 			}
-			body, _ := json.Marshal(map[string]string{"target": target, "role": role, "duration": dur.String(), "reason": reason})
+			body, _ := json.Marshal(api.GrantRequestJSON{Target: target, Role: role, Duration: dur.String(), Reason: reason, Session: session})
 			var a api.ApprovalJSON
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/grants", body, &a); err != nil {
 				return err
@@ -166,7 +218,8 @@ grant skip review of bounded writes).`,
 			if g.json() {
 				return g.printJSON(a)
 			}
-			fmt.Fprintf(g.stdout, "requested %s: role %s on %s for %s; an approver runs: sluice approve %s\n", a.ID, role, target, dur, a.ID)
+			fmt.Fprintf(g.stdout, "requested grant %s: role %s on %s for %s; an approver runs: sluice approve %s\n", a.ID, role, target, dur, a.ID)
+			fmt.Fprintf(g.stdout, "once approved, %s names the grant: sluice grants list shows it, sluice revoke %s ends it\n", a.ID, a.ID)
 			return nil
 		},
 	}
@@ -175,6 +228,61 @@ grant skip review of bounded writes).`,
 	f.StringVar(&role, "role", "", "role to be granted (policies give it meaning, e.g. writer)")
 	f.DurationVar(&dur, "for", 0, "how long, e.g. 30m")
 	f.StringVar(&reason, "reason", "", "why (shown to approvers and kept in the audit log)")
+	f.StringVar(&session, "session", "", "confine the grant to one of your sessions (its id)")
+	return cmd
+}
+
+func newGrantsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "grants", Short: "Just-in-time grants: list them (sluice request asks, sluice revoke ends)"}
+	var state, target string
+	list := &cobra.Command{
+		Use:   "list [--state active|pending|approved|denied|revoked|all] [--target T]",
+		Short: "List grants: by default those in force now",
+		Long: `List the just-in-time grants you may see: your own, those you may decide, and all of
+them for auditors. By default only grants in force now; --state all shows every grant,
+ended and revoked ones included. A grant's id is the id of its request.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			c, err := g.newClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			q := url.Values{"state": {state}}
+			if target != "" {
+				q.Set("target", target)
+			}
+			var res struct {
+				Grants []api.ApprovalJSON `json:"grants"`
+			}
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/grants?"+q.Encode(), nil, &res); err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(res)
+			}
+			if len(res.Grants) == 0 {
+				fmt.Fprintf(g.stdout, "no grants (%s)\n", state)
+				return nil
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATE\tWHO\tTARGET\tROLE\tSCOPE\tGRANTED BY\tWHEN")
+			now := time.Now()
+			for _, a := range res.Grants {
+				scope := "every session"
+				if a.Session != "" {
+					scope = "session " + a.Session
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.State, a.Requester, a.Target, a.Role, scope, a.DecidedBy, approvalWhen(a, now))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&state, "state", "active", "which grants: active (in force now), pending, approved, denied, revoked or all")
+	list.Flags().StringVar(&target, "target", "", "only grants on this target")
+	cmd.AddCommand(list)
 	return cmd
 }
 

@@ -8,8 +8,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/config"
 	engine "sluice.dev/sluice/libs/policy"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	"sluice.dev/sluice/services/policy"
@@ -81,9 +83,23 @@ func TestDefaultPolicyVerdicts(t *testing.T) {
 		{engineer, "UPDATE orders SET status = 'shipped' WHERE id = 7", "allow", "allow-human-engineer-writes"},
 		{engineer, "INSERT INTO orders (customer_id, amount, status) VALUES (1, 10, 'paid')", "allow", "allow-human-engineer-writes"},
 		{engineer, "DELETE FROM orders WHERE id = 7", "allow", "allow-human-engineer-writes"},
+		// everyday tools: temporary objects, maintenance, plans
+		{engineer, "CREATE TEMP TABLE scratch (id int)", "allow", "allow-engineer-temporary-objects"},
+		{engineer, "CREATE TEMPORARY TABLE ids AS SELECT id FROM orders", "allow", "allow-engineer-temporary-objects"},
+		{engineer, "SELECT id INTO TEMP ids FROM orders", "allow", "allow-engineer-temporary-objects"},
+		{engineer, "DROP TABLE pg_temp.scratch", "allow", "allow-engineer-temporary-objects"},
+		{machine, "CREATE TEMP TABLE scratch (id int)", "allow", "allow-engineer-temporary-objects"},
+		{machine, "CREATE TEMP TABLE scratch AS SELECT nextval('orders_id_seq')", "review", "review-machine-writes"},
+		{engineer, "VACUUM orders", "allow", "allow-engineer-maintenance"},
+		{engineer, "VACUUM ANALYZE orders", "allow", "allow-engineer-maintenance"},
+		{engineer, "ANALYZE orders", "allow", "allow-engineer-maintenance"},
+		{engineer, "EXPLAIN (COSTS OFF) DELETE FROM orders", "allow", "allow-engineer-reads"},
+		{engineer, "EXPLAIN ANALYZE DELETE FROM orders", "review", "review-unbounded-writes"},
+		{machine, "VACUUM orders", "review", "review-machine-writes"},
 		// no match: deny
 		{stranger, "SELECT 1", "deny", engine.NoMatch},
-		{engineer, "VACUUM orders", "deny", engine.NoMatch},
+		{engineer, "VACUUM FULL orders", "deny", engine.NoMatch},
+		{stranger, "CREATE TEMP TABLE scratch (id int)", "deny", engine.NoMatch},
 	}
 	ctx := context.Background()
 	for _, tc := range tests {
@@ -95,6 +111,69 @@ func TestDefaultPolicyVerdicts(t *testing.T) {
 			if tc.want == "review" {
 				assert.Equal(t, []string{"approvers"}, d.Approvers)
 			}
+		})
+	}
+
+	// A development target (env: dev): human engineers change schemas
+	// without review (fixtures, migrations under test); a missing WHERE is
+	// still held; machines are still held.
+	dev := &commonv1.Target{Name: "demo", Kind: "postgres", Labels: map[string]string{"env": "dev"}}
+	for _, tc := range []struct {
+		who        *commonv1.Principal
+		sql        string
+		want, rule string
+	}{
+		{engineer, "CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, filler char(22))", "allow", "allow-engineer-dev-schema"},
+		{engineer, "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers", "allow", "allow-engineer-dev-schema"},
+		{engineer, "TRUNCATE pgbench_history", "allow", "allow-engineer-dev-schema"},
+		{engineer, "ALTER TABLE pgbench_branches ADD PRIMARY KEY (bid)", "allow", "allow-engineer-dev-schema"},
+		{engineer, "DELETE FROM customers", "review", "review-unbounded-writes"},
+		{machine, "CREATE TABLE t (id int)", "review", "review-ddl"},
+		{engineer, "DROP DATABASE demo", "deny", "deny-drop-database"},
+		{engineer, "GRANT ALL ON customers TO PUBLIC", "deny", "deny-role-changes"},
+	} {
+		t.Run("dev/"+tc.sql, func(t *testing.T) {
+			req := &policyv1.EvaluateRequest{Principal: tc.who, Target: &commonv1.Target{Name: "demo"}, Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: tc.sql}}}
+			d := policy.Evaluate(ctx, set, dev, req, time.Now())
+			assert.Equal(t, tc.want, d.Action, d.Reason)
+			assert.Equal(t, tc.rule, d.Rule, d.Reason)
+		})
+	}
+
+	// A ddl grant (a scope approved with a held change) lifts the review of
+	// schema changes, for people and machines, in its session only; the
+	// decision names it for the audit record and is not shared with the
+	// principal's other sessions.
+	grant := &approvalsv1.Grant{Id: "g1", Subject: "alice", Target: "demo", Role: "ddl", SessionId: "s1"}
+	grants := func(subject, target, session string, now time.Time) approvalstate.GrantSet {
+		gs := approvalstate.GrantSet{Revision: 7, Next: now.Add(10 * time.Minute), Scoped: true}
+		if session == "s1" {
+			gs.Grants = []*approvalsv1.Grant{grant}
+		}
+		return gs
+	}
+	for _, tc := range []struct {
+		who        *commonv1.Principal
+		session    string
+		sql        string
+		want, rule string
+	}{
+		{engineer, "s1", "CREATE TABLE t (id int)", "allow", "allow-granted-ddl"},
+		{engineer, "s1", "TRUNCATE orders", "allow", "allow-granted-ddl"},
+		{engineer, "s2", "CREATE TABLE t (id int)", "review", "review-ddl"},
+		{machine, "s1", "CREATE TABLE t (id int)", "allow", "allow-granted-ddl"},
+		{machine, "s1", "INSERT INTO orders (customer_id, amount, status) VALUES (1, 10, 'paid')", "review", "review-machine-writes"},
+		{engineer, "s1", "DELETE FROM customers", "review", "review-unbounded-writes"},
+	} {
+		t.Run("grant/"+tc.session+"/"+tc.sql, func(t *testing.T) {
+			req := &policyv1.EvaluateRequest{Principal: tc.who, SessionId: tc.session, Target: &commonv1.Target{Name: "demo"}, Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: tc.sql}}}
+			d := policy.EvaluateWithGrants(ctx, set, &commonv1.Target{Name: "demo", Kind: "postgres"}, req, time.Now(), grants)
+			assert.Equal(t, tc.want, d.Action, d.Reason)
+			assert.Equal(t, tc.rule, d.Rule, d.Reason)
+			if tc.session == "s1" {
+				assert.Equal(t, []string{"g1"}, d.Grants)
+			}
+			assert.False(t, d.GetCache().GetCacheable(), "a decision a session's grant may change is not shared")
 		})
 	}
 
