@@ -13,7 +13,7 @@ build:
 	$(GO) build -o $(BIN) ./services/sluice/cmd/sluice
 
 dev: build
-	./$(BIN) dev
+	./$(BIN) dev $(ARGS)
 
 # Everything CI runs: the preflight (names what this machine lacks), the
 # staleness check of generated code, formatting, vet, staticcheck, go.mod

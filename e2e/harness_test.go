@@ -105,6 +105,8 @@ type devOptions struct {
 	dir    string
 	noDemo bool
 	extra  []string
+	// noWait returns as soon as the process starts, before its banner.
+	noWait bool
 }
 
 // startDev runs `sluice dev` on free ports in a fresh (or given) directory
@@ -141,6 +143,9 @@ func startDev(t *testing.T, opts devOptions) *devEnv {
 			t.Logf("sluice dev output:\n%s\nlogs:\n%s", e.out.String(), tail(logs.String(), 80))
 		}
 	})
+	if opts.noWait {
+		return e
+	}
 	deadline := time.Now().Add(90 * time.Second)
 	for !strings.Contains(e.out.String(), "Press Ctrl-C to stop") {
 		select {

@@ -34,6 +34,10 @@ type Config struct {
 	// Mounts adds handlers under path prefixes (the dev issuer at /oidc).
 	Mounts map[string]http.Handler
 	Log    zerolog.Logger
+	// Started, if set, is closed once whatever the deployment starts with
+	// exists (sluice dev: every service answers and the demo target is
+	// registered); /readyz answers 503 until then.
+	Started <-chan struct{}
 }
 
 // Server is the HTTP API.
@@ -165,6 +169,14 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*commonv1
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Started != nil {
+		select {
+		case <-s.cfg.Started:
+		default:
+			writeError(w, http.StatusServiceUnavailable, "starting", "still starting: the services and targets it starts with are not ready yet")
+			return
+		}
+	}
 	if !s.cfg.Conn.NC.IsConnected() {
 		writeError(w, http.StatusServiceUnavailable, "nats_disconnected", "not connected to NATS")
 		return

@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -35,7 +38,7 @@ and is reused by the next start. Ctrl-C stops everything.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Dir, "dir", ".sluice", "state directory")
+	f.StringVar(&cfg.Dir, "dir", dev.DefaultDir, "state directory")
 	f.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:8080", "HTTP API listen address")
 	f.StringVar(&cfg.PGAddr, "pg-addr", "127.0.0.1:15432", "PostgreSQL listen address")
 	f.IntVar(&cfg.NATSPort, "nats-port", 14222, "embedded NATS client port")
@@ -48,7 +51,51 @@ and is reused by the next start. Ctrl-C stops everything.`,
 	f.StringVar(&logFormat, "log-format", "console", "log format: console or json")
 	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this loopback address")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	cmd.AddCommand(newDevTokenCmd(g))
+	cmd.AddCommand(newDevTokenCmd(g), newDevPsqlCmd(g))
+	return cmd
+}
+
+func newDevPsqlCmd(g *globals) *cobra.Command {
+	var dir string
+	var printDSN bool
+	cmd := &cobra.Command{
+		Use:   "psql [--dir D] [--dsn] [-- PSQL ARGS...]",
+		Short: "Open psql on the demo database directly, as its superuser, bypassing Sluice",
+		Long: `Run psql on the demo database of a running 'sluice dev' directly, as the PostgreSQL
+superuser, over the demo server's private socket: no Sluice policy, masking or recording
+applies. For fixtures and inspection in development; everything else goes through Sluice.
+With --dsn, print the connection string instead (for pgbench, pg_restore and the like).`,
+		Example: `  sluice dev psql
+  sluice dev psql -- -c "SELECT count(*) FROM customers"
+  pgbench -i -s 10 "$(sluice dev psql --dsn)"`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dsn, err := dev.DemoDSN(dir)
+			if err != nil {
+				return err
+			}
+			if printDSN {
+				fmt.Fprintln(g.stdout, dsn)
+				return nil
+			}
+			psql, err := exec.LookPath("psql")
+			if err != nil {
+				return fmt.Errorf("psql is not installed (apt-get install postgresql-client); the connection string is: %s", dsn)
+			}
+			fmt.Fprintln(g.stderr, "connecting to the demo database directly as postgres: no policy, masking or recording applies")
+			c := exec.CommandContext(cmd.Context(), psql, append([]string{dsn}, args...)...)
+			c.Stdin, c.Stdout, c.Stderr = os.Stdin, g.stdout, g.stderr
+			if err := c.Run(); err != nil {
+				var exit *exec.ExitError
+				if errors.As(err, &exit) {
+					return &exitError{code: exit.ExitCode(), err: fmt.Errorf("psql exited with status %d", exit.ExitCode())}
+				}
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", dev.DefaultDir, "state directory of sluice dev")
+	cmd.Flags().BoolVar(&printDSN, "dsn", false, "print the connection string instead of running psql")
 	return cmd
 }
 
@@ -85,7 +132,7 @@ with 'sluice login' or 'sluice token'.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", ".sluice", "state directory of sluice dev")
+	f.StringVar(&dir, "dir", dev.DefaultDir, "state directory of sluice dev")
 	f.StringVar(&sub, "sub", "", "subject (user or client id)")
 	f.StringVar(&groups, "groups", "", "comma-separated groups")
 	f.StringVar(&email, "email", "", "email claim")

@@ -74,7 +74,7 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.Dir == "" {
-		c.Dir = ".sluice"
+		c.Dir = DefaultDir
 	}
 	if c.APIAddr == "" {
 		c.APIAddr = "127.0.0.1:8080"
@@ -98,6 +98,28 @@ type State struct {
 	Issuer   string `json:"issuer"`
 	Audience string `json:"audience"`
 	API      string `json:"api"`
+	// DemoSocket and DemoPort reach the demo PostgreSQL directly, as its
+	// superuser, over its private socket (sluice dev psql).
+	DemoSocket string `json:"demo_socket,omitempty"`
+	DemoPort   int    `json:"demo_port,omitempty"`
+}
+
+func saveState(dir string, st State) error {
+	b, _ := json.MarshalIndent(st, "", "  ")
+	return os.WriteFile(statePath(dir), b, 0o600)
+}
+
+// DemoDSN is the libpq connection string of the demo database as its
+// superuser, bypassing Sluice, while sluice dev runs in dir.
+func DemoDSN(dir string) (string, error) {
+	st := LoadState(dir)
+	if st.DemoSocket == "" || st.DemoPort == 0 {
+		return "", fmt.Errorf("no demo database is recorded in %s: start sluice dev (with PostgreSQL installed and without --no-demo)", statePath(dir))
+	}
+	if _, err := os.Stat(st.DemoSocket); err != nil {
+		return "", fmt.Errorf("the demo database is not running (%s is gone): start sluice dev", st.DemoSocket)
+	}
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname=demo sslmode=disable", st.DemoSocket, st.DemoPort), nil
 }
 
 // Paths of state files.
@@ -107,6 +129,12 @@ func masterPath(dir string) string { return filepath.Join(dir, "master.key") }
 
 // Audience of dev tokens.
 const Audience = "sluice"
+
+// The defaults the CLI assumes: the state directory and the API URL.
+const (
+	DefaultDir = ".sluice"
+	DefaultAPI = "http://127.0.0.1:8080"
+)
 
 // AuditAnchorFile is the recorder's anchor file in the dev directory.
 const AuditAnchorFile = "audit-anchor.jsonl"
@@ -170,8 +198,8 @@ func Run(ctx context.Context, cfg Config) error {
 			{ID: "demo-agent", Secret: agentSecret, Groups: []string{"engineers"}},
 		},
 	}
-	st, _ := json.MarshalIndent(State{Issuer: iss.URL, Audience: Audience, API: apiURL}, "", "  ")
-	if err := os.WriteFile(statePath(dir), st, 0o600); err != nil {
+	state := State{Issuer: iss.URL, Audience: Audience, API: apiURL}
+	if err := saveState(dir, state); err != nil {
 		return err
 	}
 
@@ -202,6 +230,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer admin.NC.Close()
 
+	// /readyz answers ready once everything the banner names serves,
+	// the demo target included.
+	started := make(chan struct{})
 	o := &stack.Options{
 		Dial:        dial,
 		Log:         log,
@@ -209,6 +240,7 @@ func Run(ctx context.Context, cfg Config) error {
 		APIListener: apiLn,
 		APIMounts:   map[string]http.Handler{"/oidc": iss.Handler()},
 		CLIClientID: "sluice-cli",
+		APIStarted:  started,
 		MasterKey:   master,
 		RecorderKey: recorderKey,
 		// Outside NATS, where the break-glass identity does not reach.
@@ -229,11 +261,18 @@ func Run(ctx context.Context, cfg Config) error {
 		if demoErr != nil {
 			return demoErr
 		}
+		if pg != nil {
+			state.DemoSocket, state.DemoPort = pg.SocketDir, pg.Port
+			if err := saveState(dir, state); err != nil {
+				return err
+			}
+		}
 		// Say where to connect only once everything answers: a script
 		// that waits for the banner may connect at once.
 		if err := awaitServing(gctx, admin, cfg.PGAddr); err != nil {
 			return err
 		}
+		close(started)
 		banner(cfg, dir, apiURL, nsrv.ClientURL(), pg, agentSecret)
 		<-gctx.Done()
 		return nil
@@ -455,16 +494,28 @@ func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, agentSe
 	} else {
 		fmt.Fprintf(w, "  Demo target   none (PostgreSQL server binaries not installed)\n")
 	}
-	fmt.Fprintf(w, `
-Get a token and try it:
-  export SLUICE_TOKEN="$(bin/sluice dev token --sub alice --groups engineers)"
+	// The hints work as printed: they name the API and the state
+	// directory whenever these are not the CLI's defaults.
+	fmt.Fprintf(w, "\nGet a token and try it:\n")
+	if apiURL != DefaultAPI {
+		fmt.Fprintf(w, "  export SLUICE_API=%s\n", apiURL)
+	}
+	dirFlag := ""
+	if cfg.Dir != DefaultDir {
+		dirFlag = " --dir " + dir
+	}
+	fmt.Fprintf(w, `  export SLUICE_TOKEN="$(bin/sluice dev token%s --sub alice --groups engineers)"
   curl -H "Authorization: Bearer $SLUICE_TOKEN" %s/api/v1/whoami
   PGPASSWORD="$SLUICE_TOKEN" psql "host=%s port=%s dbname=demo user=alice sslmode=require"
-
+`, dirFlag, apiURL, host, port)
+	if pg != nil {
+		fmt.Fprintf(w, "  bin/sluice dev psql%s     # the demo database directly, as its superuser, bypassing Sluice\n", dirFlag)
+	}
+	fmt.Fprintf(w, `
 An agent with client credentials:
   SLUICE_CLIENT_ID=demo-agent SLUICE_CLIENT_SECRET=%s bin/sluice token
 
 Policy: %s (edit, then: bin/sluice apply -f %s with a sluice-admins token)
 Press Ctrl-C to stop.
-`, apiURL, host, port, agentSecret, filepath.Join(dir, "sluice.yaml"), filepath.Join(dir, "sluice.yaml"))
+`, agentSecret, filepath.Join(dir, "sluice.yaml"), filepath.Join(dir, "sluice.yaml"))
 }

@@ -49,6 +49,8 @@ type Options struct {
 	APIListener net.Listener
 	APIMounts   map[string]http.Handler
 	CLIClientID string
+	// APIStarted gates the API's /readyz (api.Config.Started).
+	APIStarted <-chan struct{}
 
 	// RecorderKey signs audit checkpoints.
 	RecorderKey ed25519.PrivateKey
@@ -288,7 +290,7 @@ func runControl(ctx context.Context, o *Options, conn *bus.Conn) error {
 func runAPI(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return api.New(api.Config{
 		Addr: o.APIAddr, Listener: o.APIListener, Conn: conn, Mounts: o.APIMounts,
-		Issuer: o.Provider.Issuer, Audience: o.Provider.Audience, CLIClientID: o.CLIClientID, Log: o.Log,
+		Issuer: o.Provider.Issuer, Audience: o.Provider.Audience, CLIClientID: o.CLIClientID, Log: o.Log, Started: o.APIStarted,
 	}).Run(ctx)
 }
 
