@@ -1,154 +1,181 @@
 package auditlog
 
 import (
-	"fmt"
+	"net"
+	"runtime/debug"
+	"strconv"
 	"strings"
+	"time"
 
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
-	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
-	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
-// OCSF classes used (schema 1.1 and later).
-const (
-	classAuthentication = 3002
-	classSSHActivity    = 4007
-	classAPIActivity    = 6003
-	classDatastore      = 6005
-	ocsfVersion         = "1.3.0"
-)
+// OCSFVersion is the OCSF schema version the events follow. Every
+// attribute set is one the schema defines for the event's class (no
+// profile is applied); what the schema has no attribute for goes under
+// unmapped.
+const OCSFVersion = "1.1.0"
 
-type ocsfClass struct {
-	class, category         int
-	className, categoryName string
+// class is an OCSF event class with the captions of its activities, so an
+// event's names always agree with its ids.
+type class struct {
+	uid, category      int
+	name, categoryName string
+	activities         map[int]string
 }
 
+// The classes Sluice emits. A gap (events lost before the recorder) fits no
+// activity class, so it is a Base Event, which the schema defines for that.
 var (
-	authentication = ocsfClass{classAuthentication, 3, "Authentication", "Identity & Access Management"}
-	sshActivity    = ocsfClass{classSSHActivity, 4, "SSH Activity", "Network Activity"}
-	apiActivity    = ocsfClass{classAPIActivity, 6, "API Activity", "Application Activity"}
-	datastore      = ocsfClass{classDatastore, 6, "Datastore Activity", "Application Activity"}
+	baseEvent      = class{0, 0, "Base Event", "Uncategorized", map[int]string{0: "Unknown", 99: "Other"}}
+	authentication = class{3002, 3, "Authentication", "Identity & Access Management",
+		map[int]string{0: "Unknown", 1: "Logon", 2: "Logoff", 99: "Other"}}
+	apiActivity = class{6003, 6, "API Activity", "Application Activity",
+		map[int]string{0: "Unknown", 1: "Create", 2: "Read", 3: "Update", 4: "Delete", 99: "Other"}}
+	datastoreActivity = class{6005, 6, "Datastore Activity", "Application Activity",
+		map[int]string{0: "Unknown", 1: "Read", 2: "Update", 3: "Connect", 4: "Query", 5: "Write", 6: "Create", 7: "Delete", 99: "Other"}}
 )
 
-// OCSF maps a session event to an OCSF event. started (the session's
-// Started event, for principal and target) may be nil. metadata.uid is the
-// event id, stable across redeliveries, so a SIEM can deduplicate.
-func OCSF(ev *sessionv1.Event, started *sessionv1.Started) map[string]any {
-	out := map[string]any{
-		"time": ev.GetTime().AsTime().UnixMilli(),
+// Activity ids, by class.
+const (
+	activityOther = 99
+
+	logon  = 1
+	logoff = 2
+
+	apiCreate = 1
+	apiRead   = 2
+	apiUpdate = 3
+	apiDelete = 4
+
+	dsRead   = 1
+	dsUpdate = 2
+	dsQuery  = 4
+	dsWrite  = 5
+	dsCreate = 6
+	dsDelete = 7
+)
+
+// Severity and status ids (the same in every class).
+const (
+	informational = 1
+	low           = 2
+	medium        = 3
+	high          = 4
+
+	success     = 1
+	failure     = 2
+	statusOther = 99
+)
+
+var severityNames = map[int]string{informational: "Informational", low: "Low", medium: "Medium", high: "High"}
+
+// Where an event was logged (metadata.log_name), so a SIEM can tell the
+// recorded sessions from the approvals and configuration history.
+const (
+	logAudit     = "AUDIT"
+	logApprovals = "APPROVALS"
+	logControl   = "CONTROL"
+)
+
+// ocsfEvent is one OCSF event being built.
+type ocsfEvent map[string]any
+
+// newEvent starts an event of class c: informational and successful until
+// said otherwise. uid is the stable event id (metadata.uid), so a SIEM can
+// deduplicate redeliveries.
+func newEvent(c class, activity int, activityName string, at time.Time, uid, logName, provider string) ocsfEvent {
+	e := ocsfEvent{
+		"time":            at.UnixMilli(),
+		"timezone_offset": 0,
 		"metadata": map[string]any{
-			"uid":             ev.GetId(),
-			"version":         ocsfVersion,
-			"product":         map[string]any{"name": "Sluice", "vendor_name": "Sluice"},
-			"correlation_uid": ev.GetSessionId(),
-			"sequence":        ev.GetSeq(),
+			"uid":          uid,
+			"version":      OCSFVersion,
+			"product":      product,
+			"log_name":     logName,
+			"log_provider": provider,
 		},
-		"severity_id": 1,
-		"severity":    "Informational",
-		"status_id":   1,
-		"status":      "Success",
 	}
-	set := func(c ocsfClass, activity int, activityName string) {
-		out["class_uid"], out["class_name"] = c.class, c.className
-		out["category_uid"], out["category_name"] = c.category, c.categoryName
-		out["activity_id"], out["activity_name"] = activity, activityName
-		out["type_uid"] = c.class*100 + activity
-	}
-	protocol := started.GetProtocol()
-	if started != nil {
-		out["actor"] = map[string]any{"user": user(started.GetPrincipal()), "session": map[string]any{"uid": ev.GetSessionId()}}
-		out["src_endpoint"] = map[string]any{"ip": hostOf(started.GetClientAddr())}
-		if protocol == "postgres" {
-			out["database"] = map[string]any{"name": started.GetTarget().GetName(), "type": "PostgreSQL"}
-		}
-	}
-	switch b := ev.GetBody().(type) {
-	case *sessionv1.Event_Started:
-		set(authentication, 1, "Logon")
-		out["user"] = user(b.Started.GetPrincipal())
-		out["service"] = map[string]any{"name": b.Started.GetTarget().GetName()}
-		out["auth_protocol"] = "OIDC"
-	case *sessionv1.Event_AuthFailed:
-		set(authentication, 1, "Logon")
-		out["status_id"], out["status"] = 2, "Failure"
-		out["status_code"], out["status_detail"] = b.AuthFailed.GetCode(), b.AuthFailed.GetReason()
-		out["src_endpoint"] = map[string]any{"ip": hostOf(b.AuthFailed.GetClientAddr())}
-		out["service"] = map[string]any{"name": b.AuthFailed.GetTarget()}
-		out["auth_protocol"] = "OIDC"
-		out["severity_id"], out["severity"] = 3, "Medium"
-	case *sessionv1.Event_Ended:
-		set(authentication, 2, "Logoff")
-		out["message"] = b.Ended.GetReason()
-	case *sessionv1.Event_Command:
-		kind, command := "", ""
-		if d := b.Command.GetDecision(); d != nil {
-			if len(d.GetStatements()) > 0 {
-				kind, command = d.GetStatements()[0].GetKind(), d.GetStatements()[0].GetCommand()
-			}
-			disposition(out, d)
-		}
-		activity(protocol, set, kind, command)
-		out["message"] = b.Command.GetText()
-		if protocol == "postgres" {
-			out["query_info"] = map[string]any{"query_string": b.Command.GetText()}
-		} else {
-			out["command_line"] = b.Command.GetText()
-		}
-	case *sessionv1.Event_Decided:
-		d := b.Decided.GetDecision()
-		kind, command := "", ""
-		if len(d.GetStatements()) > 0 {
-			kind, command = d.GetStatements()[0].GetKind(), d.GetStatements()[0].GetCommand()
-		}
-		activity(protocol, set, kind, command)
-		disposition(out, d)
-	case *sessionv1.Event_Result:
-		activity(protocol, set, "", b.Result.GetCommandTag())
-		out["duration"] = b.Result.GetDurationUs() / 1000
-		out["count"] = b.Result.GetRows()
-		if b.Result.GetErrorCode() != "" {
-			out["status_id"], out["status"] = 2, "Failure"
-			out["status_code"], out["status_detail"] = b.Result.GetErrorCode(), b.Result.GetErrorMessage()
-		}
-	default:
-		activity(protocol, set, "", "")
-		out["activity_id"], out["activity_name"] = 99, "Other"
-	}
-	return out
+	e.class(c, activity, activityName)
+	e.severity(informational)
+	e.status(success, "")
+	return e
 }
 
-// activity picks the class and activity of a command by protocol and, for
-// SQL, by the statement.
-func activity(protocol string, set func(ocsfClass, int, string), kind, command string) {
-	switch protocol {
-	case "ssh":
-		set(sshActivity, 99, "Other")
-		return
-	case "kubernetes", "mcp":
-		set(apiActivity, 99, "Other")
-		return
+// class sets the classification; activityName names an Other activity.
+func (e ocsfEvent) class(c class, activity int, activityName string) {
+	caption, ok := c.activities[activity]
+	if !ok {
+		activity, caption = activityOther, "Other"
 	}
-	c := strings.ToUpper(command)
-	switch {
-	case strings.HasPrefix(c, "INSERT") || strings.HasPrefix(c, "COPY") && kind == "write":
-		set(datastore, 5, "Write")
-	case strings.HasPrefix(c, "UPDATE") || strings.HasPrefix(c, "MERGE"):
-		set(datastore, 2, "Update")
-	case strings.HasPrefix(c, "DELETE") || strings.HasPrefix(c, "DROP") || strings.HasPrefix(c, "TRUNCATE"):
-		set(datastore, 7, "Delete")
-	case strings.HasPrefix(c, "CREATE"):
-		set(datastore, 6, "Create")
-	case kind == "write":
-		set(datastore, 5, "Write")
+	e["class_uid"], e["class_name"] = c.uid, c.name
+	e["category_uid"], e["category_name"] = c.category, c.categoryName
+	e["activity_id"], e["activity_name"] = activity, caption
+	if activity == activityOther && activityName != "" {
+		e["activity_name"] = activityName
+	}
+	e["type_uid"], e["type_name"] = c.uid*100+activity, c.name+": "+caption
+}
+
+func (e ocsfEvent) severity(id int) {
+	e["severity_id"], e["severity"] = id, severityNames[id]
+}
+
+// status sets the outcome; detail says why, for a failure or an Other.
+func (e ocsfEvent) status(id int, detail string) {
+	switch id {
+	case success:
+		e["status_id"], e["status"] = id, "Success"
+	case failure:
+		e["status_id"], e["status"] = id, "Failure"
 	default:
-		set(datastore, 4, "Query")
+		e["status_id"], e["status"] = statusOther, detail
+	}
+	if detail != "" {
+		e["status_detail"] = detail
+	} else {
+		delete(e, "status_detail")
 	}
 }
 
-func user(p *commonv1.Principal) map[string]any {
-	u := map[string]any{"uid": p.GetSubject(), "name": p.GetSubject()}
-	if p.GetEmail() != "" {
+func (e ocsfEvent) metadata() map[string]any { return e["metadata"].(map[string]any) }
+
+// unmapped holds what OCSF 1.1.0 has no attribute for.
+func (e ocsfEvent) unmapped() map[string]any {
+	u, ok := e["unmapped"].(map[string]any)
+	if !ok {
+		u = map[string]any{}
+		e["unmapped"] = u
+	}
+	return u
+}
+
+// product is the reporting product; its version is the build's, when the
+// binary knows it.
+var product = func() map[string]any {
+	p := map[string]any{"name": "Sluice", "vendor_name": "Sluice"}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		p["version"] = bi.Main.Version
+	}
+	return p
+}()
+
+// userOf is the OCSF user of a verified principal: its subject as name and
+// uid (what approvers and auditors search for), its email, groups and
+// issuer.
+func userOf(p *commonv1.Principal) map[string]any {
+	if p.GetSubject() == "" {
+		return unknownUser()
+	}
+	u := map[string]any{"uid": p.GetSubject(), "name": p.GetSubject(), "type_id": 1, "type": "User"}
+	if p.GetMachine() {
+		u["type_id"], u["type"] = 3, "System"
+	}
+	if strings.Contains(p.GetEmail(), "@") {
 		u["email_addr"] = p.GetEmail()
+	}
+	if p.GetIssuer() != "" {
+		u["domain"] = p.GetIssuer()
 	}
 	if len(p.GetGroups()) > 0 {
 		groups := make([]map[string]any, len(p.GetGroups()))
@@ -157,45 +184,51 @@ func user(p *commonv1.Principal) map[string]any {
 		}
 		u["groups"] = groups
 	}
-	if p.GetMachine() {
-		u["type_id"], u["type"] = 3, "System"
-	} else {
-		u["type_id"], u["type"] = 1, "User"
-	}
 	return u
 }
 
-func hostOf(addr string) string {
-	if i := strings.LastIndex(addr, ":"); i > 0 {
-		return strings.Trim(addr[:i], "[]")
+// subjectUser is a user known only by its subject (an approver's vote in a
+// session record, who applied a configuration).
+func subjectUser(subject string) map[string]any {
+	if subject == "" {
+		return unknownUser()
 	}
-	return addr
+	return map[string]any{"uid": subject, "name": subject, "type_id": 1, "type": "User"}
 }
 
-// disposition records how the policy ruled.
-func disposition(out map[string]any, d *policyv1.Decision) {
-	switch d.GetAction() {
-	case "allow":
-		out["disposition_id"], out["disposition"] = 1, "Allowed"
-	case "deny":
-		out["disposition_id"], out["disposition"] = 2, "Blocked"
-		out["status_id"], out["status"] = 2, "Failure"
-		out["severity_id"], out["severity"] = 3, "Medium"
-	default:
-		out["disposition_id"], out["disposition"] = 99, "Held for approval"
-	}
-	out["policy"] = map[string]any{"name": d.GetRule(), "version": d.GetRevision(), "desc": d.GetReason()}
+// unknownUser stands for a user the event does not name (a failed
+// authentication): the classes that require a user get one that says so.
+func unknownUser() map[string]any {
+	return map[string]any{"name": "unknown", "type_id": 0, "type": "Unknown"}
 }
 
-// OCSFAll maps a session event to its OCSF events: the event itself and,
-// for a command that carries earlier commands' results, one event per
-// result (uid "<event id>/result/<command id>", stable across retries).
-func OCSFAll(ev *sessionv1.Event, started *sessionv1.Started) []map[string]any {
-	out := []map[string]any{OCSF(ev, started)}
-	for _, r := range ev.GetCommand().GetResults() {
-		re := &sessionv1.Event{Id: fmt.Sprintf("%s/result/%d", ev.GetId(), r.GetCommandId()), SessionId: ev.GetSessionId(), Seq: ev.GetSeq(),
-			Time: ev.GetTime(), Body: &sessionv1.Event_Result{Result: r}}
-		out = append(out, OCSF(re, started))
+// systemUser is Sluice itself acting (an expiry, a superseded request).
+func systemUser(component string) map[string]any {
+	return map[string]any{"uid": component, "name": "sluice-" + component, "type_id": 3, "type": "System"}
+}
+
+// endpointOf is the network endpoint of a client address ("host:port").
+func endpointOf(addr string) map[string]any {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
 	}
-	return out
+	ep := map[string]any{}
+	if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
+		ep["ip"] = ip.String()
+	} else if host != "" {
+		ep["name"] = host
+	} else {
+		ep["name"] = "unknown"
+	}
+	if p, err := strconv.Atoi(port); err == nil && p >= 0 && p <= 65535 {
+		ep["port"] = p
+	}
+	return ep
+}
+
+// serviceEndpoint is the source of a request that only one component may
+// send (NATS permissions say which), when its network address is unknown.
+func serviceEndpoint(component string) map[string]any {
+	return map[string]any{"svc_name": component}
 }

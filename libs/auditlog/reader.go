@@ -1,7 +1,9 @@
 // Package auditlog reads the AUDIT stream: a session's records, every
 // record with the checkpoints (for verification), a live tail (for SIEM
 // export), the session index and the recorders' public keys. It also renders
-// records for people (a transcript), for machines (JSON) and for SIEMs (OCSF).
+// records for people (a transcript), for machines (JSON) and for SIEMs (OCSF),
+// and, for SIEMs too, the control-plane events that happen outside sessions
+// (approvals and their decisions, configuration changes; see Fact).
 // It only reads: writing AUDIT is the recorder's alone.
 package auditlog
 

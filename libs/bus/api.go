@@ -36,8 +36,14 @@ const (
 	APIGrantsRevoke         = "sluice.api.approvals.grant.revoke"
 
 	// SubjectWorkers is where workers talk among themselves (a
-	// CancelRequest that reached another replica than the session's).
+	// CancelRequest that reached another replica than the session's) and
+	// where a session is reached on whichever replica holds it.
 	SubjectWorkers = "sluice.worker"
 	// SubjectPGCancel carries PostgreSQL cancels between worker replicas.
 	SubjectPGCancel = SubjectWorkers + ".pg.cancel"
+	// SubjectPGRenew carries a session's renewal with a fresh token of its
+	// principal (sessionv1.RenewRequest, the token in HeaderCaller), from
+	// the API only: every worker replica receives it, and only the one that
+	// holds the session answers.
+	SubjectPGRenew = SubjectWorkers + ".pg.renew"
 )

@@ -23,8 +23,9 @@ type Component struct {
 	Name string
 	// Doc says what it is, for the generated configuration.
 	Doc string
-	// Serves are request subjects it answers as a queue group; it may
-	// publish only the replies to those requests (allow_responses).
+	// Serves are request subjects it answers, as a queue group (or, for a
+	// request about one session, as the one worker replica that holds it);
+	// it may publish only the replies to those requests (allow_responses).
 	Serves []string
 	// Calls are request subjects it sends.
 	Calls []string
@@ -89,14 +90,21 @@ func ExportDurable(sink string) string { return "export-" + sink }
 // ExportSinks are the exporter's sinks (one durable consumer each).
 var ExportSinks = []string{"syslog", "hec"}
 
+// ExportStreams are the streams the exporter delivers, each with one
+// durable consumer per sink: the sessions (AUDIT), the approvals and grants
+// with who decided and why (APPROVALS), and configuration changes (CONTROL).
+var ExportStreams = []string{StreamAudit, StreamApprovals, StreamControl}
+
 func stream(name string) Store { return Store{Stream: name} }
 func bucket(name string) Store { return Store{Bucket: name} }
 
 // Components is the identity table.
 func Components() []Component {
 	exportDurables := []Durable{}
-	for _, s := range ExportSinks {
-		exportDurables = append(exportDurables, Durable{StreamAudit, ExportDurable(s)})
+	for _, stream := range ExportStreams {
+		for _, s := range ExportSinks {
+			exportDurables = append(exportDurables, Durable{stream, ExportDurable(s)})
+		}
 	}
 	return []Component{
 		{
@@ -145,13 +153,13 @@ func Components() []Component {
 		{
 			Name: CompAPI, Doc: "the HTTP API: forwards verified callers to the services, reads the audit log",
 			Calls: []string{APIIdentityVerify, APIControlApply, APIControlTargets, APIPolicyTest,
-				APIApprovalsDecide, APIApprovalsList, APIApprovalsGet, APIGrantsRequest, APIGrantsRevoke},
+				APIApprovalsDecide, APIApprovalsList, APIApprovalsGet, APIGrantsRequest, APIGrantsRevoke, SubjectPGRenew},
 			Reads:   []string{StreamAudit},
 			ReadsKV: []string{BucketControl, BucketSessions, BucketAuditKeys},
 		},
 		{
-			Name: CompExporter, Doc: "delivers AUDIT to SIEM collectors",
-			Reads:    []string{StreamAudit},
+			Name: CompExporter, Doc: "delivers AUDIT, APPROVALS and CONTROL to SIEM collectors",
+			Reads:    ExportStreams,
 			Consumes: exportDurables,
 		},
 		{
@@ -164,6 +172,9 @@ func Components() []Component {
 		},
 		{
 			Name: CompPGWorker, Doc: "the PostgreSQL worker: parses untrusted bytes, so it may do no more than a worker",
+			// Renewals come from the API alone: a worker answers them, and
+			// never sends one (to another replica's sessions, say).
+			Serves:     []string{SubjectPGRenew},
 			Calls:      []string{APIIdentityVerify, APIPolicyEvaluate, APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
 			Appends:    []string{StreamSessions},
 			ReadsKV:    []string{BucketControl, BucketApprovals},

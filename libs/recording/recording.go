@@ -149,6 +149,10 @@ func Kind(ev *sessionv1.Event) string {
 		return "ended"
 	case *sessionv1.Event_AuthFailed:
 		return "auth_failed"
+	case *sessionv1.Event_TokenRenewed:
+		return "token_renewed"
+	case *sessionv1.Event_RenewalRefused:
+		return "renewal_refused"
 	}
 	return "event"
 }

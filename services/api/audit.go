@@ -253,8 +253,7 @@ func (s *Server) auditTail(w http.ResponseWriter, r *http.Request, _ *commonv1.P
 			if e.Event == nil {
 				return nil
 			}
-			for _, o := range auditlog.OCSFAll(e.Event, sc.Started(ctx, e)) {
-				o["unmapped"] = map[string]any{"stream_seq": e.StreamSeq}
+			for _, o := range auditlog.OCSFEntry(e, sc.Started(ctx, e)) {
 				vs = append(vs, o)
 			}
 		} else {

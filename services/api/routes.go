@@ -7,4 +7,5 @@ func (s *Server) extraRoutes() {
 	s.policyRoutes()
 	s.auditRoutes()
 	s.approvalRoutes()
+	s.renewRoutes()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,6 +15,8 @@ import (
 	"sluice.dev/sluice/libs/auditchain"
 	"sluice.dev/sluice/libs/auditlog"
 	"sluice.dev/sluice/libs/bus"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
 // Sink delivers batches of formatted events.
@@ -28,12 +31,20 @@ type Sink interface {
 
 // Item is one event ready to export.
 type Item struct {
-	ID      string
+	ID string
+	// Session is the session the event belongs to (for an approval, the
+	// session whose command it holds); empty for configuration changes.
 	Session string
-	Seq     uint64
-	Kind    string
-	Time    time.Time
-	// Denied marks decisions that refused a command (higher severity).
+	// Seq is the event's position in its session, or in its approval
+	// request or configuration item.
+	Seq uint64
+	// Kind is a session event's kind ("command", "approval", ...) or a
+	// control-plane event's "<stream>.<aggregate>.<event>"
+	// ("approvals.request.approved", "control.policy.applied").
+	Kind string
+	Time time.Time
+	// Denied marks a refusal: a denied command or approval (higher
+	// severity).
 	Denied bool
 	// Body is the event as JSON (OCSF or Sluice JSON).
 	Body []byte
@@ -63,9 +74,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, s := range cfg.Sinks {
+		// The feeds of a sink deliver one batch at a time: a sink holds one
+		// connection.
+		sink := &serialSink{Sink: s}
 		g.Go(func() error {
 			defer s.Close()
-			return export(ctx, cfg, s)
+			fg, fctx := errgroup.WithContext(ctx)
+			for _, f := range feeds(cfg) {
+				fg.Go(func() error { return export(fctx, cfg, sink, f) })
+			}
+			return fg.Wait()
 		})
 	}
 	err := g.Wait()
@@ -75,24 +93,73 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-func export(ctx context.Context, cfg Config, sink Sink) error {
-	cons, err := cfg.Conn.JS.CreateOrUpdateConsumer(ctx, bus.StreamAudit, jetstream.ConsumerConfig{
-		Durable: bus.ExportDurable(sink.Name()),
-		// Records and signed checkpoints: a checkpoint goes out as its
-		// anchor, so the SIEM holds what `sluice audit verify --anchor`
-		// checks the stream against.
-		FilterSubject: bus.SubjectAudit + ".>",
-		AckPolicy:     jetstream.AckAllPolicy,
-		AckWait:       time.Minute,
-		MaxAckPending: cfg.Batch * 2,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("exporter %s: %w", sink.Name(), err)
-	}
+// A feed is a stream the exporter delivers, with its own durable consumer
+// per sink.
+type feed struct {
+	stream, subjects string
+	// optional feeds wait for their stream and for the right to read it
+	// instead of failing the exporter: AUDIT is what it exists for.
+	optional bool
+	render   func(ctx context.Context, m jetstream.Msg) []Item
+}
+
+// feeds are the audit log and the control-plane events a SIEM needs beside
+// it: approval requests, decisions and grants (APPROVALS) and configuration
+// changes (CONTROL) happen outside any session, so they never reach AUDIT.
+func feeds(cfg Config) []feed {
 	sc := auditlog.NewContext(cfg.Conn.JS)
-	log := cfg.Log.With().Str("sink", sink.Name()).Logger()
-	log.Info().Msg("exporting the audit log")
+	requests := auditlog.NewRequests(cfg.Conn.JS)
+	return []feed{
+		{stream: bus.StreamAudit, subjects: bus.SubjectAudit + ".>",
+			render: func(ctx context.Context, m jetstream.Msg) []Item { return format(ctx, cfg.Format, sc, m) }},
+		{stream: bus.StreamApprovals, subjects: bus.SubjectApprovals + ".>", optional: true,
+			render: func(ctx context.Context, m jetstream.Msg) []Item { return formatFact(ctx, cfg.Format, requests, m) }},
+		{stream: bus.StreamControl, subjects: bus.SubjectControl + ".>", optional: true,
+			render: func(ctx context.Context, m jetstream.Msg) []Item { return formatFact(ctx, cfg.Format, nil, m) }},
+	}
+}
+
+// serialSink lets several feeds share a sink.
+type serialSink struct {
+	mu sync.Mutex
+	Sink
+}
+
+func (s *serialSink) Deliver(ctx context.Context, batch []Item) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Sink.Deliver(ctx, batch)
+}
+
+func export(ctx context.Context, cfg Config, sink Sink, f feed) error {
+	log := cfg.Log.With().Str("sink", sink.Name()).Str("stream", f.stream).Logger()
+	var cons jetstream.Consumer
+	for wait := time.Second; ; wait = min(wait*2, time.Minute) {
+		var err error
+		cons, err = cfg.Conn.JS.CreateOrUpdateConsumer(ctx, f.stream, jetstream.ConsumerConfig{
+			Durable: bus.ExportDurable(sink.Name()),
+			// AUDIT: records and signed checkpoints (a checkpoint goes out as
+			// its anchor, so the SIEM holds what `sluice audit verify
+			// --anchor` checks the stream against).
+			FilterSubject: f.subjects,
+			AckPolicy:     jetstream.AckAllPolicy,
+			AckWait:       time.Minute,
+			MaxAckPending: cfg.Batch * 2,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !f.optional {
+			return fmt.Errorf("exporter %s: %w", sink.Name(), err)
+		}
+		log.Warn().Err(err).Dur("retry_in", wait).Msg("cannot read the stream yet; its events are not exported")
+		sleep(ctx, wait)
+	}
+	log.Info().Msg("exporting")
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(cfg.Batch, jetstream.FetchMaxWait(time.Second))
@@ -108,7 +175,7 @@ func export(ctx context.Context, cfg Config, sink Sink) error {
 		var items []Item
 		for m := range batch.Messages() {
 			msgs = append(msgs, m)
-			items = append(items, format(ctx, cfg.Format, sc, m)...)
+			items = append(items, f.render(ctx, m)...)
 		}
 		if len(msgs) == 0 {
 			continue
@@ -173,11 +240,14 @@ func formatEntry(ctx context.Context, f string, sc *auditlog.Context, e auditlog
 		if c := e.Event.GetCommand(); c != nil && c.GetDecision().GetAction() == "deny" {
 			it.Denied = true
 		}
+		if a := e.Event.GetApproval(); a != nil && a.GetState() == "denied" {
+			it.Denied = true
+		}
 	}
 	if it.ID == "" {
 		it.ID = fmt.Sprintf("gap-%s-%d", it.Session, it.Seq)
 	}
-	if f != "ocsf" || e.Event == nil {
+	if f != "ocsf" {
 		b, err := marshalJSON(auditlog.JSON(e))
 		if err != nil {
 			return nil
@@ -185,9 +255,12 @@ func formatEntry(ctx context.Context, f string, sc *auditlog.Context, e auditlog
 		it.Body = b
 		return []Item{it}
 	}
+	var started *sessionv1.Started
+	if e.Event != nil {
+		started = sc.Started(ctx, e)
+	}
 	var out []Item
-	for i, o := range auditlog.OCSFAll(e.Event, sc.Started(ctx, e)) {
-		o["unmapped"] = map[string]any{"stream_seq": e.StreamSeq}
+	for i, o := range auditlog.OCSFEntry(e, started) {
 		b, err := marshalJSON(o)
 		if err != nil {
 			continue
@@ -200,6 +273,32 @@ func formatEntry(ctx context.Context, f string, sc *auditlog.Context, e auditlog
 		out = append(out, x)
 	}
 	return out
+}
+
+// formatFact renders one APPROVALS or CONTROL event. requests completes
+// approval decisions with what was requested (nil for CONTROL).
+func formatFact(ctx context.Context, f string, requests *auditlog.Requests, m jetstream.Msg) []Item {
+	fact, err := auditlog.DecodeFact(m)
+	if err != nil {
+		return nil
+	}
+	it := Item{ID: fact.Event.ID, Seq: fact.Event.Version, Kind: fact.Kind(), Time: fact.Event.Time,
+		Denied: fact.Event.Name == "denied"}
+	var request *approvalsv1.Approval
+	if requests != nil {
+		request = requests.Of(ctx, fact)
+		it.Session = request.GetSessionId()
+	}
+	var body any = auditlog.FactJSON(fact)
+	if f == "ocsf" {
+		body = auditlog.OCSFFact(fact, request)
+	}
+	b, err := marshalJSON(body)
+	if err != nil {
+		return nil
+	}
+	it.Body = b
+	return []Item{it}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

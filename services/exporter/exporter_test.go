@@ -32,18 +32,40 @@ import (
 	"sluice.dev/sluice/services/recorder"
 )
 
-// receiver collects event ids from the syslog and HEC test servers.
+// receiver collects events from the syslog and HEC test servers: how often
+// each id arrived and the last line or body with it.
 type receiver struct {
-	mu    sync.Mutex
-	ids   map[string]int
-	total int
+	mu     sync.Mutex
+	ids    map[string]int
+	bodies map[string]string
+	total  int
 }
 
-func (r *receiver) add(id string) {
+func newReceiver() *receiver { return &receiver{ids: map[string]int{}, bodies: map[string]string{}} }
+
+func (r *receiver) add(id, body string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ids[id]++
+	r.bodies[id] = body
 	r.total++
+}
+
+// find returns the received lines that contain every one of want.
+func (r *receiver) find(want ...string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+next:
+	for _, b := range r.bodies {
+		for _, w := range want {
+			if !strings.Contains(b, w) {
+				continue next
+			}
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 // distinct counts the events received, checkpoints the checkpoint
@@ -101,7 +123,7 @@ func syslogServer(t *testing.T, r *receiver) string {
 						t.Errorf("no event id in %q", msg)
 						continue
 					}
-					r.add(string(m[1]))
+					r.add(string(m[1]), string(msg))
 				}
 			}()
 		}
@@ -136,7 +158,7 @@ func hecServer(t *testing.T, r *receiver, failures *atomic.Int32) string {
 				if ev.Event["checkpoint"] == nil || ev.Event["hash"] == nil || "cp-"+ev.Event["checkpoint"].(string) != ev.Fields["event_id"] {
 					t.Errorf("not a checkpoint anchor: %v", ev.Event)
 				}
-				r.add(ev.Fields["event_id"])
+				r.add(ev.Fields["event_id"], "")
 				continue
 			}
 			md, _ := ev.Event["metadata"].(map[string]any)
@@ -146,7 +168,8 @@ func hecServer(t *testing.T, r *receiver, failures *atomic.Int32) string {
 			if ev.Event["class_uid"] == nil {
 				t.Errorf("not OCSF: %v", ev.Event)
 			}
-			r.add(ev.Fields["event_id"])
+			b, _ := json.Marshal(ev.Event)
+			r.add(ev.Fields["event_id"], string(b))
 		}
 		fmt.Fprint(w, `{"text":"Success","code":0}`)
 	}))
@@ -177,7 +200,7 @@ func TestExportResumesWithoutLoss(t *testing.T) {
 		}
 		require.NoError(t, sess.Durable(ctx))
 	}
-	sys, hec := &receiver{ids: map[string]int{}}, &receiver{ids: map[string]int{}}
+	sys, hec := newReceiver(), newReceiver()
 	var hecFailures atomic.Int32
 	hecFailures.Store(3) // the collector is down for the first three posts
 	sysAddr, hecURL := syslogServer(t, sys), hecServer(t, hec, &hecFailures)

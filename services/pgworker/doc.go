@@ -25,5 +25,7 @@
 //
 // Identity: the startup "user" parameter is recorded but never trusted; who
 // the client is comes from the token alone. A session ends when its token
-// expires (FATAL 57P01); the client reconnects with a fresh token.
+// expires (FATAL 57P01), unless a fresh token of the same principal renews
+// it first (renew.go; the client learns its session id from the
+// ParameterStatus sluice.session_id).
 package pgworker

@@ -205,7 +205,7 @@ func (s *session) cancelHold() bool {
 // withdraw tells the approvals service (an event approvers see) and the
 // audit log that nobody waits for request id any more: it never runs.
 func (s *session) withdraw(cmdID uint64, id, reason string) {
-	ctx, cancel := context.WithTimeout(bus.WithCallerToken(context.Background(), s.token), 5*time.Second)
+	ctx, cancel := context.WithTimeout(bus.WithCallerToken(context.Background(), s.callerToken()), 5*time.Second)
 	defer cancel()
 	var reply approvalsv1.ApprovalReply
 	err := bus.Request(ctx, s.w.cfg.Conn.NC, bus.APIApprovalsWithdraw, &approvalsv1.Withdraw{Id: id, SessionId: s.id, Reason: reason}, &reply)
@@ -276,7 +276,7 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 	var reply approvalsv1.ApprovalReply
 	// The approvals service verifies the requester from the session's own
 	// token: a worker cannot open a request in anyone else's name.
-	octx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, s.token), 5*time.Second)
+	octx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, s.callerToken()), 5*time.Second)
 	// The request carries an excerpt; the hash binds the approval to the
 	// whole command.
 	excerpt := approvalstate.Excerpt(text)
@@ -329,7 +329,7 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 		return s.stopWaiting(ctx, why, cmdID, id)
 	}
 	var consumed approvalsv1.ApprovalReply
-	cctx, ccancel := context.WithTimeout(bus.WithCallerToken(ctx, s.token), 5*time.Second)
+	cctx, ccancel := context.WithTimeout(bus.WithCallerToken(ctx, s.callerToken()), 5*time.Second)
 	err = bus.Request(cctx, s.w.cfg.Conn.NC, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: s.id, CommandHash: hash}, &consumed)
 	ccancel()
 	if err != nil || consumed.GetError() != nil {

@@ -35,11 +35,9 @@ type session struct {
 	w         *Worker
 	id        string
 	principal *commonv1.Principal
-	// token is the access token the session authenticated with, kept in
-	// memory only: it is forwarded to the approvals service (which
-	// verifies the requester itself) and verified again when the identity
-	// configuration changes. Never logged or recorded.
-	token      string
+	// auth is the access token in force and when the session ends; a
+	// renewal replaces them (renew.go). principal and pkey never change.
+	auth       sessionAuth
 	pkey       [16]byte
 	target     *controlv1.TargetConfigured
 	targetRef  *commonv1.Target
@@ -252,14 +250,8 @@ func (s *session) run(ctx context.Context) {
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if exp := s.principal.GetExpiresAt(); exp != nil {
-		t := time.AfterFunc(time.Until(exp.AsTime()), func() {
-			s.shutdown("the access token expired", fatal(stateAdminShutdown,
-				fmt.Sprintf("sluice: the access token expired at %s; the session is closed", exp.AsTime().UTC().Format(time.RFC3339)),
-				"reconnect with a fresh token"))
-		})
-		defer t.Stop()
-	}
+	s.startExpiry()
+	defer s.stopExpiry()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

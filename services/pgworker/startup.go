@@ -246,13 +246,14 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		return refuse(stateInvalidCatalog, fmt.Sprintf("sluice: there is no PostgreSQL target %q", target), "sluice targets list shows the targets")
 	}
 	s := &session{
-		w: w, id: recording.NewSessionID(), principal: principal, token: token, pkey: principalKey(principal), target: tc,
+		w: w, id: recording.NewSessionID(), principal: principal, pkey: principalKey(principal), target: tc,
 		targetRef:  &commonv1.Target{Name: tc.GetSpec().GetName(), Kind: tc.GetSpec().GetKind(), Labels: tc.GetSpec().GetLabels()},
 		clientAddr: client, clientUser: params["user"], app: params["application_name"],
 		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}, described: map[string]bool{}, cursors: map[string]lineage{},
 		names: names{stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}},
 		plans: map[string]*maskPlan{}, descs: map[string][]pgproto3.FieldDescription{},
 	}
+	s.auth.init(token, principal.GetExpiresAt())
 	s.rec = w.rec.Open(s.id)
 	up, err := w.connectUpstream(ctx, tc.GetSpec().GetPostgres(), params)
 	if err != nil {
@@ -305,6 +306,7 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 	for _, k := range keys {
 		msgs = append(msgs, &pgproto3.ParameterStatus{Name: k, Value: hj.ParameterStatuses[k]})
 	}
+	msgs = append(msgs, &pgproto3.ParameterStatus{Name: ParamSessionID, Value: s.id})
 	msgs = append(msgs, &pgproto3.BackendKeyData{ProcessID: s.pid, SecretKey: s.secret[:]}, &pgproto3.ReadyForQuery{TxStatus: hj.TxStatus})
 	if err := sw.send(msgs...); err != nil {
 		w.unregister(s)

@@ -238,6 +238,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("pgworker: %w", err)
 	}
 	defer sub.Unsubscribe() //nolint:errcheck
+	renewals, err := w.serveRenewals(ctx)
+	if err != nil {
+		return fmt.Errorf("pgworker: %w", err)
+	}
+	defer renewals.Unsubscribe() //nolint:errcheck
 	ln := w.cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", w.cfg.Addr); err != nil {
@@ -313,7 +318,7 @@ func (w *Worker) reverify(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			p, e := w.authn.Verify(ctx, s.token)
+			p, e := w.authn.Verify(ctx, s.callerToken())
 			switch {
 			case ctx.Err() != nil:
 			case e != nil:

@@ -96,6 +96,8 @@ type Event struct {
 	//	*Event_Io
 	//	*Event_Ended
 	//	*Event_AuthFailed
+	//	*Event_TokenRenewed
+	//	*Event_RenewalRefused
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -247,6 +249,24 @@ func (x *Event) GetAuthFailed() *AuthFailed {
 	return nil
 }
 
+func (x *Event) GetTokenRenewed() *TokenRenewed {
+	if x != nil {
+		if x, ok := x.Body.(*Event_TokenRenewed); ok {
+			return x.TokenRenewed
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetRenewalRefused() *RenewalRefused {
+	if x != nil {
+		if x, ok := x.Body.(*Event_RenewalRefused); ok {
+			return x.RenewalRefused
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -287,6 +307,14 @@ type Event_AuthFailed struct {
 	AuthFailed *AuthFailed `protobuf:"bytes,18,opt,name=auth_failed,json=authFailed,proto3,oneof"`
 }
 
+type Event_TokenRenewed struct {
+	TokenRenewed *TokenRenewed `protobuf:"bytes,19,opt,name=token_renewed,json=tokenRenewed,proto3,oneof"`
+}
+
+type Event_RenewalRefused struct {
+	RenewalRefused *RenewalRefused `protobuf:"bytes,20,opt,name=renewal_refused,json=renewalRefused,proto3,oneof"`
+}
+
 func (*Event_Started) isEvent_Body() {}
 
 func (*Event_Command) isEvent_Body() {}
@@ -304,6 +332,10 @@ func (*Event_Io) isEvent_Body() {}
 func (*Event_Ended) isEvent_Body() {}
 
 func (*Event_AuthFailed) isEvent_Body() {}
+
+func (*Event_TokenRenewed) isEvent_Body() {}
+
+func (*Event_RenewalRefused) isEvent_Body() {}
 
 type Started struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1080,6 +1112,242 @@ func (x *AuthFailed) GetTarget() string {
 	return ""
 }
 
+// TokenRenewed: the session's access token was replaced by a fresher token
+// of the same principal (same issuer, subject, groups and attributes) that
+// the worker verified itself; the session now ends when that token expires.
+// The token itself is never recorded.
+type TokenRenewed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// expires_at is when the session now ends; unset if the token does not
+	// expire.
+	ExpiresAt         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	PreviousExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=previous_expires_at,json=previousExpiresAt,proto3" json:"previous_expires_at,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *TokenRenewed) Reset() {
+	*x = TokenRenewed{}
+	mi := &file_sluice_session_v1_session_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRenewed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRenewed) ProtoMessage() {}
+
+func (x *TokenRenewed) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_session_v1_session_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRenewed.ProtoReflect.Descriptor instead.
+func (*TokenRenewed) Descriptor() ([]byte, []int) {
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TokenRenewed) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *TokenRenewed) GetPreviousExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreviousExpiresAt
+	}
+	return nil
+}
+
+// RenewalRefused: a token presented to renew the session was refused; the
+// session goes on with the token it had, and ends when that one expires.
+type RenewalRefused struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// code: forbidden (the token names another principal), principal_changed
+	// (the same subject with other groups or attributes), not_later (the token
+	// expires before the session's), unauthenticated (no token), unavailable,
+	// or the identity service's code for a token it refused.
+	Code   string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// subject and issuer the refused token named, when it was a valid token.
+	Subject       string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	Issuer        string `protobuf:"bytes,4,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewalRefused) Reset() {
+	*x = RenewalRefused{}
+	mi := &file_sluice_session_v1_session_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewalRefused) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewalRefused) ProtoMessage() {}
+
+func (x *RenewalRefused) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_session_v1_session_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewalRefused.ProtoReflect.Descriptor instead.
+func (*RenewalRefused) Descriptor() ([]byte, []int) {
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RenewalRefused) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *RenewalRefused) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RenewalRefused) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *RenewalRefused) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+// RenewRequest asks the worker replica that holds session_id to renew it
+// with the access token in the Sluice-Caller header. It travels on
+// sluice.worker.pg.renew, which only the API may publish; every replica
+// receives it and only the one holding the session answers.
+type RenewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_sluice_session_v1_session_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_session_v1_session_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RenewRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// RenewReply answers a RenewRequest.
+type RenewReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// expires_at is when the session now ends; unset if the token does not
+	// expire.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Error         *v1.Error              `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewReply) Reset() {
+	*x = RenewReply{}
+	mi := &file_sluice_session_v1_session_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewReply) ProtoMessage() {}
+
+func (x *RenewReply) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_session_v1_session_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewReply.ProtoReflect.Descriptor instead.
+func (*RenewReply) Descriptor() ([]byte, []int) {
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RenewReply) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *RenewReply) GetError() *v1.Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // Summary indexes a session (bucket sluice_sessions, key = session id).
 type Summary struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -1103,7 +1371,7 @@ type Summary struct {
 
 func (x *Summary) Reset() {
 	*x = Summary{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[12]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1383,7 @@ func (x *Summary) String() string {
 func (*Summary) ProtoMessage() {}
 
 func (x *Summary) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[12]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1396,7 @@ func (x *Summary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Summary.ProtoReflect.Descriptor instead.
 func (*Summary) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{12}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Summary) GetSessionId() string {
@@ -1221,7 +1489,7 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"\x1fsluice/session/v1/session.proto\x12\x11sluice.session.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsluice/common/v1/common.proto\x1a\x1dsluice/policy/v1/policy.proto\"\x1f\n" +
 	"\x05Batch\x12\x16\n" +
-	"\x06events\x18\x01 \x03(\fR\x06events\"\xf5\x04\n" +
+	"\x06events\x18\x01 \x03(\fR\x06events\"\x8b\x06\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1238,7 +1506,9 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\x02io\x18\x10 \x01(\v2\x1d.sluice.session.v1.TerminalIOH\x00R\x02io\x120\n" +
 	"\x05ended\x18\x11 \x01(\v2\x18.sluice.session.v1.EndedH\x00R\x05ended\x12@\n" +
 	"\vauth_failed\x18\x12 \x01(\v2\x1d.sluice.session.v1.AuthFailedH\x00R\n" +
-	"authFailedB\x06\n" +
+	"authFailed\x12F\n" +
+	"\rtoken_renewed\x18\x13 \x01(\v2\x1f.sluice.session.v1.TokenRenewedH\x00R\ftokenRenewed\x12L\n" +
+	"\x0frenewal_refused\x18\x14 \x01(\v2!.sluice.session.v1.RenewalRefusedH\x00R\x0erenewalRefusedB\x06\n" +
 	"\x04body\"\xdb\x02\n" +
 	"\aStarted\x129\n" +
 	"\tprincipal\x18\x01 \x01(\v2\x1b.sluice.common.v1.PrincipalR\tprincipal\x120\n" +
@@ -1315,7 +1585,24 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"clientAddr\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\tR\x04code\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06target\x18\x05 \x01(\tR\x06target\"\xca\x03\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\"\x95\x01\n" +
+	"\fTokenRenewed\x129\n" +
+	"\n" +
+	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12J\n" +
+	"\x13previous_expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x11previousExpiresAt\"n\n" +
+	"\x0eRenewalRefused\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12\x16\n" +
+	"\x06issuer\x18\x04 \x01(\tR\x06issuer\"-\n" +
+	"\fRenewRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"v\n" +
+	"\n" +
+	"RenewReply\x129\n" +
+	"\n" +
+	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12-\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\xca\x03\n" +
 	"\aSummary\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
@@ -1347,7 +1634,7 @@ func file_sluice_session_v1_session_proto_rawDescGZIP() []byte {
 	return file_sluice_session_v1_session_proto_rawDescData
 }
 
-var file_sluice_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_sluice_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_sluice_session_v1_session_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: sluice.session.v1.Batch
 	(*Event)(nil),                 // 1: sluice.session.v1.Event
@@ -1361,14 +1648,19 @@ var file_sluice_session_v1_session_proto_goTypes = []any{
 	(*TerminalIO)(nil),            // 9: sluice.session.v1.TerminalIO
 	(*Ended)(nil),                 // 10: sluice.session.v1.Ended
 	(*AuthFailed)(nil),            // 11: sluice.session.v1.AuthFailed
-	(*Summary)(nil),               // 12: sluice.session.v1.Summary
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*v1.Principal)(nil),          // 14: sluice.common.v1.Principal
-	(*v1.Target)(nil),             // 15: sluice.common.v1.Target
-	(*v11.Decision)(nil),          // 16: sluice.policy.v1.Decision
+	(*TokenRenewed)(nil),          // 12: sluice.session.v1.TokenRenewed
+	(*RenewalRefused)(nil),        // 13: sluice.session.v1.RenewalRefused
+	(*RenewRequest)(nil),          // 14: sluice.session.v1.RenewRequest
+	(*RenewReply)(nil),            // 15: sluice.session.v1.RenewReply
+	(*Summary)(nil),               // 16: sluice.session.v1.Summary
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*v1.Principal)(nil),          // 18: sluice.common.v1.Principal
+	(*v1.Target)(nil),             // 19: sluice.common.v1.Target
+	(*v11.Decision)(nil),          // 20: sluice.policy.v1.Decision
+	(*v1.Error)(nil),              // 21: sluice.common.v1.Error
 }
 var file_sluice_session_v1_session_proto_depIdxs = []int32{
-	13, // 0: sluice.session.v1.Event.time:type_name -> google.protobuf.Timestamp
+	17, // 0: sluice.session.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,  // 1: sluice.session.v1.Event.started:type_name -> sluice.session.v1.Started
 	3,  // 2: sluice.session.v1.Event.command:type_name -> sluice.session.v1.Command
 	4,  // 3: sluice.session.v1.Event.decided:type_name -> sluice.session.v1.Decided
@@ -1378,21 +1670,27 @@ var file_sluice_session_v1_session_proto_depIdxs = []int32{
 	9,  // 7: sluice.session.v1.Event.io:type_name -> sluice.session.v1.TerminalIO
 	10, // 8: sluice.session.v1.Event.ended:type_name -> sluice.session.v1.Ended
 	11, // 9: sluice.session.v1.Event.auth_failed:type_name -> sluice.session.v1.AuthFailed
-	14, // 10: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
-	15, // 11: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
-	16, // 12: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
-	6,  // 13: sluice.session.v1.Command.results:type_name -> sluice.session.v1.Result
-	16, // 14: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
-	7,  // 15: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
-	14, // 16: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
-	15, // 17: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
-	13, // 18: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
-	13, // 19: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	12, // 10: sluice.session.v1.Event.token_renewed:type_name -> sluice.session.v1.TokenRenewed
+	13, // 11: sluice.session.v1.Event.renewal_refused:type_name -> sluice.session.v1.RenewalRefused
+	18, // 12: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
+	19, // 13: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
+	20, // 14: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
+	6,  // 15: sluice.session.v1.Command.results:type_name -> sluice.session.v1.Result
+	20, // 16: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
+	7,  // 17: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
+	17, // 18: sluice.session.v1.TokenRenewed.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 19: sluice.session.v1.TokenRenewed.previous_expires_at:type_name -> google.protobuf.Timestamp
+	17, // 20: sluice.session.v1.RenewReply.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 21: sluice.session.v1.RenewReply.error:type_name -> sluice.common.v1.Error
+	18, // 22: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
+	19, // 23: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
+	17, // 24: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
+	17, // 25: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_sluice_session_v1_session_proto_init() }
@@ -1410,6 +1708,8 @@ func file_sluice_session_v1_session_proto_init() {
 		(*Event_Io)(nil),
 		(*Event_Ended)(nil),
 		(*Event_AuthFailed)(nil),
+		(*Event_TokenRenewed)(nil),
+		(*Event_RenewalRefused)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1417,7 +1717,7 @@ func file_sluice_session_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_session_v1_session_proto_rawDesc), len(file_sluice_session_v1_session_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -195,4 +196,54 @@ func newWhoamiCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// freshToken is the token source of long-running commands (sluice connect):
+// a token found as 'sluice token' finds one (resolveToken: $SLUICE_TOKEN,
+// client credentials, or the token 'sluice login' cached, read again on
+// every call so that signing in again elsewhere is picked up), with when it
+// expires.
+func freshToken(ctx context.Context, api string) (string, time.Time, error) {
+	tok, err := resolveToken(ctx, api)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return tok, tokenExpiry(tok), nil
+}
+
+// tokenSourceName says where freshToken gets its tokens, for messages about
+// a token that could not be renewed.
+func tokenSourceName() string {
+	switch {
+	case strings.TrimSpace(os.Getenv("SLUICE_TOKEN")) != "":
+		return "$SLUICE_TOKEN, a fixed token (use client credentials, or unset it and run 'sluice login')"
+	case os.Getenv("SLUICE_CLIENT_ID") != "":
+		return "client credentials ($SLUICE_CLIENT_ID)"
+	}
+	return "the token 'sluice login' cached (run 'sluice login' again)"
+}
+
+// tokenExpiry reads the exp claim of a JWT without verifying it: enough to
+// know when to ask for the next token, since the gateway verifies each one
+// itself. Zero if the token has none.
+func tokenExpiry(tok string) time.Time {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return time.Time{}
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return time.Time{}
+	}
+	var claims struct {
+		Exp json.Number `json:"exp"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return time.Time{}
+	}
+	exp, err := claims.Exp.Float64()
+	if err != nil || exp <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(exp), 0)
 }

@@ -48,6 +48,7 @@ and is reused by the next start. Ctrl-C stops everything.`,
 	f.IntVar(&cfg.UpstreamPool, "upstream-pool", 16, "idle target connections kept per target for reuse, reset with DISCARD ALL (negative: none)")
 	f.StringToStringVar(&cfg.DemoPGSettings, "demo-pg-setting", nil, "extra demo PostgreSQL settings, name=value (repeatable)")
 	f.Int64Var(&cfg.AuditMaxBytes, "audit-max-bytes", 0, "cap on the audit stream (0: unlimited); when full, statements stop running")
+	f.DurationVar(&cfg.TokenTTL, "token-ttl", time.Hour, "lifetime of the tokens the development issuer gives (client credentials, sluice login)")
 	f.StringVar(&logFormat, "log-format", "console", "log format: console or json")
 	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this loopback address")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -64,6 +64,10 @@ type Config struct {
 	UpstreamPool int
 	// AuditMaxBytes caps the audit stream (0: unlimited).
 	AuditMaxBytes int64
+	// TokenTTL is the lifetime of the tokens the development issuer gives
+	// through client credentials and the device flow; default 1h. Short
+	// ones show sessions outliving their first token (sluice connect).
+	TokenTTL time.Duration
 	// DemoPGSettings are extra server settings of the demo PostgreSQL
 	// (name=value), e.g. max_connections for benchmarks.
 	DemoPGSettings map[string]string
@@ -90,6 +94,9 @@ func (c *Config) defaults() {
 	}
 	if c.Out == nil {
 		c.Out = os.Stdout
+	}
+	if c.TokenTTL <= 0 {
+		c.TokenTTL = time.Hour
 	}
 }
 
@@ -192,7 +199,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	iss := &devissuer.Issuer{
-		URL: apiURL + "/oidc", Audience: Audience, Key: key, TTL: time.Hour,
+		URL: apiURL + "/oidc", Audience: Audience, Key: key, TTL: cfg.TokenTTL,
 		Clients: []devissuer.Client{
 			{ID: "sluice-cli"},
 			{ID: "demo-agent", Secret: agentSecret, Groups: []string{"engineers"}},
