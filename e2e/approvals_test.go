@@ -184,7 +184,7 @@ func TestApprovals(t *testing.T) {
 		var listed struct {
 			Grants []struct {
 				ID, Requester, Role, Session, DecidedBy string
-				RequestID                              string `json:"request_id"`
+				RequestID                               string `json:"request_id"`
 			} `json:"grants"`
 		}
 		require.NoError(t, json.Unmarshal([]byte(out), &listed), out)

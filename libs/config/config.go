@@ -1,8 +1,11 @@
 // Package config reads sluice.yaml, the one declarative configuration file:
 // the identity provider, targets with credential references, approver
-// groups and the policy rules (with masking). It checks the file's shape and
-// keeps the line and column of every rule so that later errors can point at
-// them. It never resolves or prints a secret.
+// groups and the policy rules (with masking). It checks the file's syntax
+// and shape and reports every error at its line and column; it keeps where
+// each rule's `when` is, character by character, so that errors found later
+// in an expression point into the file (WhenPosition). Diff says what
+// applying a file changes in the applied configuration. It never resolves
+// or prints a secret.
 package config
 
 import (
@@ -13,6 +16,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,7 +56,7 @@ type OIDC struct {
 	// AllowedGroups, when set, are the only groups this provider's tokens
 	// may carry.
 	AllowedGroups []string `yaml:"allowed_groups"`
-	line          int
+	node          *yaml.Node
 }
 
 // Providers is the oidc section: one provider (a mapping) or several (a
@@ -76,7 +80,7 @@ func (p *Providers) UnmarshalYAML(n *yaml.Node) error {
 		if err := item.Decode(&o); err != nil {
 			return err
 		}
-		o.line = item.Line
+		o.node = item
 		*p = append(*p, o)
 	}
 	return nil
@@ -109,6 +113,7 @@ type Access struct {
 	// GrantApprovers names the approver group (under approvers) that
 	// decides grant requests.
 	GrantApprovers string `yaml:"grant_approvers"`
+	node           *yaml.Node
 }
 
 // Secret references a credential; exactly one field is set.
@@ -145,7 +150,7 @@ type Target struct {
 		CAFile      string  `yaml:"ca_file"`
 		Impersonate bool    `yaml:"impersonate"`
 	} `yaml:"kubernetes"`
-	line int
+	node *yaml.Node
 }
 
 // ApproverGroup names who may approve.
@@ -153,6 +158,7 @@ type ApproverGroup struct {
 	Name     string   `yaml:"name"`
 	Groups   []string `yaml:"groups"`
 	Subjects []string `yaml:"subjects"`
+	node     *yaml.Node
 }
 
 // Rule is one policy rule.
@@ -172,6 +178,9 @@ type Rule struct {
 	} `yaml:"mask"`
 	// Line and Column locate the `when` expression's first character.
 	Line, Column int `yaml:"-"`
+	node         *yaml.Node
+	// whenAt locates each character of When in the file.
+	whenAt []pos
 }
 
 // Error is a problem at a place in the file.
@@ -218,72 +227,152 @@ var (
 	kinds  = map[string]bool{"postgres": true, "ssh": true, "kubernetes": true}
 )
 
-// Parse reads and checks a sluice.yaml. Unknown fields are errors.
+// Parse reads and checks a sluice.yaml. Unknown fields are errors. Every
+// error names the line and column it is about.
 func Parse(data []byte) (*File, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, Errors{{Message: err.Error()}}
+		return nil, Errors{syntaxError(data, err)}
+	}
+	if errs := checkShape(&root); len(errs) > 0 {
+		return nil, errs
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var f File
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		// checkShape refuses what decoding would; this is a fallback.
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			errs := make(Errors, 0, len(te.Errors))
 			for _, m := range te.Errors {
-				errs = append(errs, Error{Message: m})
+				errs = append(errs, messageError(m))
 			}
 			return nil, errs
 		}
-		return nil, Errors{{Message: err.Error()}}
+		return nil, Errors{messageError(err.Error())}
 	}
-	locate(&root, &f)
+	locate(&root, &f, data)
 	if errs := f.check(); len(errs) > 0 {
 		return nil, errs
 	}
 	return &f, nil
 }
 
-// locate records where each rule's `when` and each target starts.
-func locate(root *yaml.Node, f *File) {
+var messageLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// messageError turns a yaml.v3 message that starts with its line into an
+// Error at that line.
+func messageError(msg string) Error {
+	if m := messageLineRE.FindStringSubmatch(msg); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return Error{Line: n, Message: m[2]}
+	}
+	return Error{Message: msg}
+}
+
+// pos is a place in the file: 1-based line and column.
+type pos struct{ line, col int }
+
+// at is where n starts; the zero pos for no node.
+func at(n *yaml.Node) pos {
+	if n == nil {
+		return pos{}
+	}
+	return pos{n.Line, n.Column}
+}
+
+// value returns the value of key in the mapping n, nil if absent.
+func value(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// atKey is where key's value starts in the mapping n, else where n starts.
+func atKey(n *yaml.Node, key string) pos {
+	if v := value(n, key); v != nil {
+		return at(v)
+	}
+	return at(n)
+}
+
+// locate records where each section, item and rule's `when` starts.
+func locate(root *yaml.Node, f *File, data []byte) {
 	if len(root.Content) == 0 {
 		return
 	}
 	doc := root.Content[0]
-	for i := 0; i+1 < len(doc.Content); i += 2 {
-		key, val := doc.Content[i], doc.Content[i+1]
-		switch key.Value {
-		case "policies":
-			for j, item := range val.Content {
-				if j >= len(f.Policies) {
-					break
-				}
-				f.Policies[j].Line, f.Policies[j].Column = item.Line, item.Column
-				for k := 0; k+1 < len(item.Content); k += 2 {
-					if item.Content[k].Value != "when" {
-						continue
-					}
-					w := item.Content[k+1]
-					line, col := w.Line, w.Column
-					switch w.Style {
-					case yaml.DoubleQuotedStyle, yaml.SingleQuotedStyle:
-						col++
-					case yaml.LiteralStyle, yaml.FoldedStyle:
-						line++
-						col = item.Content[k].Column + 2
-					}
-					f.Policies[j].Line, f.Policies[j].Column = line, col
-				}
-			}
-		case "targets":
-			for j, item := range val.Content {
-				if j < len(f.Targets) {
-					f.Targets[j].line = item.Line
-				}
+	items := func(key string) []*yaml.Node {
+		if v := value(doc, key); v != nil && v.Kind == yaml.SequenceNode {
+			return v.Content
+		}
+		return nil
+	}
+	src := newSource(data)
+	for j, item := range items("policies") {
+		if j >= len(f.Policies) {
+			break
+		}
+		r := &f.Policies[j]
+		r.node = item
+		r.Line, r.Column = item.Line, item.Column
+		if w := value(item, "when"); w != nil && w.Kind == yaml.ScalarNode {
+			r.whenAt = src.scalar(w, r.When)
+			if len(r.whenAt) > 0 {
+				r.Line, r.Column = r.whenAt[0].line, r.whenAt[0].col
+			} else {
+				r.Line, r.Column = w.Line, w.Column
 			}
 		}
 	}
+	for j, item := range items("targets") {
+		if j < len(f.Targets) {
+			f.Targets[j].node = item
+		}
+	}
+	for j, item := range items("approvers") {
+		if j < len(f.Approvers) {
+			f.Approvers[j].node = item
+		}
+	}
+	if f.Access != nil {
+		f.Access.node = value(doc, "access")
+	}
+}
+
+// WhenPosition locates in the file the character at line and column (both
+// 1-based) of the `when` expression of rule i, for errors found in the
+// expression. A place outside the expression gives its first character.
+func (f *File) WhenPosition(i, line, column int) (int, int) {
+	if i < 0 || i >= len(f.Policies) {
+		return 0, 0
+	}
+	r := f.Policies[i]
+	if len(r.whenAt) == 0 {
+		return r.Line, r.Column
+	}
+	off, l, c := 0, 1, 1
+	for _, ch := range r.When {
+		if l > line || (l == line && c >= column) {
+			break
+		}
+		off++
+		if ch == '\n' {
+			l, c = l+1, 1
+		} else {
+			c++
+		}
+	}
+	off = min(off, len(r.whenAt)-1)
+	p := r.whenAt[off]
+	return p.line, p.col
 }
 
 func (f *File) check() Errors {
@@ -291,7 +380,8 @@ func (f *File) check() Errors {
 	names := map[string]bool{}
 	for _, t := range f.Targets {
 		bad := func(format string, args ...any) {
-			errs = append(errs, Error{Line: t.line, Message: fmt.Sprintf("target %q: ", t.Name) + fmt.Sprintf(format, args...)})
+			p := at(t.node)
+			errs = append(errs, Error{Line: p.line, Column: p.col, Message: fmt.Sprintf("target %q: ", t.Name) + fmt.Sprintf(format, args...)})
 		}
 		if !nameRE.MatchString(t.Name) {
 			bad("a target name is 1-63 lowercase letters, digits, '-' or '_'")
@@ -358,57 +448,70 @@ func (f *File) check() Errors {
 	groups := map[string]bool{}
 	for _, g := range f.Approvers {
 		if !nameRE.MatchString(g.Name) {
-			errs = append(errs, Error{Message: fmt.Sprintf("approver group %q: invalid name", g.Name)})
+			p := atKey(g.node, "name")
+			errs = append(errs, Error{Line: p.line, Column: p.col, Message: fmt.Sprintf("approver group %q: a name is 1-63 lowercase letters, digits, '-' or '_'", g.Name)})
 		}
 		if len(g.Groups) == 0 && len(g.Subjects) == 0 {
-			errs = append(errs, Error{Message: fmt.Sprintf("approver group %q: give groups or subjects", g.Name)})
+			p := at(g.node)
+			errs = append(errs, Error{Line: p.line, Column: p.col, Message: fmt.Sprintf("approver group %q: give groups or subjects", g.Name)})
 		}
 		groups[g.Name] = true
 	}
 	for _, r := range f.Policies {
-		for _, a := range r.Approvers {
+		for i, a := range r.Approvers {
 			if !groups[a] {
-				errs = append(errs, Error{Line: r.Line, Column: r.Column, Rule: r.Name, Message: fmt.Sprintf("approver group %q is not defined under approvers", a)})
+				p := atKey(r.node, "approvers")
+				if v := value(r.node, "approvers"); v != nil && v.Kind == yaml.SequenceNode && i < len(v.Content) {
+					p = at(v.Content[i])
+				}
+				errs = append(errs, Error{Line: p.line, Column: p.col, Rule: r.Name, Message: fmt.Sprintf("approver group %q is not defined under approvers", a)})
 			}
 		}
 	}
 	issuers, pnames := map[string]bool{}, map[string]bool{}
 	for i, o := range f.OIDC {
-		bad := func(format string, args ...any) {
-			errs = append(errs, Error{Line: o.line, Message: "oidc: " + fmt.Sprintf(format, args...)})
+		// badAt reports at key's value, or at the provider without one.
+		badAt := func(key, format string, args ...any) {
+			p := at(o.node)
+			if key != "" {
+				p = atKey(o.node, key)
+			}
+			errs = append(errs, Error{Line: p.line, Column: p.col, Message: "oidc: " + fmt.Sprintf(format, args...)})
 		}
 		if o.Issuer == "" || o.Audience == "" {
-			bad("issuer and audience are required")
+			badAt("", "issuer and audience are required")
 		}
 		if issuers[o.Issuer] {
-			bad("issuer %q is listed twice", o.Issuer)
+			badAt("issuer", "issuer %q is listed twice", o.Issuer)
 		}
 		issuers[o.Issuer] = true
 		name := f.OIDC.name(i)
 		if pnames[name] {
-			bad("provider name %q is used twice", name)
+			badAt("name", "provider name %q is used twice", name)
 		}
 		pnames[name] = true
 		if o.JWKSRefreshInterval != "" {
 			if _, err := time.ParseDuration(o.JWKSRefreshInterval); err != nil {
-				bad("jwks_refresh_interval: %v", err)
+				badAt("jwks_refresh_interval", "jwks_refresh_interval: %v", err)
 			}
 		}
 		if o.GroupsExpression != "" {
 			if _, err := claimmap.Compile(o.GroupsExpression); err != nil {
-				bad("%v", err)
+				badAt("groups_expression", "%v", err)
 			}
 		}
 		if o.AllowedGroups != nil && len(o.AllowedGroups) == 0 {
-			bad("allowed_groups is empty: list the groups this provider may grant, or remove the key")
+			badAt("allowed_groups", "allowed_groups is empty: list the groups this provider may grant, or remove the key")
 		}
 	}
 	if a := f.Access; a != nil {
 		if len(a.Admins) == 0 {
-			errs = append(errs, Error{Message: "access: name at least one admins group (an empty list would lock every admin out)"})
+			p := atKey(a.node, "admins")
+			errs = append(errs, Error{Line: p.line, Column: p.col, Message: "access: name at least one admins group (an empty list would lock every admin out)"})
 		}
 		if a.GrantApprovers != "" && f.Approvers != nil && !groups[a.GrantApprovers] {
-			errs = append(errs, Error{Message: fmt.Sprintf("access: grant_approvers %q is not defined under approvers", a.GrantApprovers)})
+			p := atKey(a.node, "grant_approvers")
+			errs = append(errs, Error{Line: p.line, Column: p.col, Message: fmt.Sprintf("access: grant_approvers %q is not defined under approvers", a.GrantApprovers)})
 		}
 	}
 	return errs

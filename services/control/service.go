@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -137,16 +138,9 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 		return resp, nil
 	}
 	rules := f.RuleProtos()
-	if _, err := policy.Compile(rules, 0); err != nil {
+	if errs := policyErrors(f, rules); len(errs) > 0 {
 		resp := applyError("invalid_policy", "a policy rule does not compile")
-		var errs policy.CompileErrors
-		if errors.As(err, &errs) {
-			for _, e := range errs {
-				resp.Errors = append(resp.Errors, &controlv1.ConfigError{Message: e.Message, Rule: e.Rule, Line: int32(e.Line), Column: int32(e.Column)})
-			}
-		} else {
-			resp.Errors = append(resp.Errors, &controlv1.ConfigError{Message: err.Error()})
-		}
+		resp.Errors = errs
 		return resp, nil
 	}
 	specs, err := f.TargetSpecs()
@@ -201,6 +195,57 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 		}
 	}
 	return &controlv1.ApplyResponse{Changes: a.changes, PolicyRevision: a.revision}, nil
+}
+
+// policyErrors type-checks the rules and locates each error in the file.
+// The engine places an error inside a `when` by counting from the rule's
+// line and column as if the expression were one plain line of the file;
+// a quoted, folded or literal expression, or one over several lines, is
+// not. So the rules are checked placed at line 1, column 1, which gives
+// the place in the expression, and the file maps it to its own lines.
+func policyErrors(f *config.File, rules []*controlv1.Rule) []*controlv1.ConfigError {
+	placed := make([]*controlv1.Rule, len(rules))
+	for i, r := range rules {
+		c := proto.Clone(r).(*controlv1.Rule)
+		c.Line, c.Column = 1, 1
+		placed[i] = c
+	}
+	_, err := policy.Compile(placed, 0)
+	if err == nil {
+		return nil
+	}
+	var errs policy.CompileErrors
+	if !errors.As(err, &errs) {
+		return []*controlv1.ConfigError{{Message: err.Error()}}
+	}
+	out := make([]*controlv1.ConfigError, 0, len(errs))
+	// Errors come in the order of the rules; a duplicate name is reported
+	// at the rule that repeats it.
+	cur := 0
+	for _, e := range errs {
+		i := indexOfRule(rules, e.Rule, cur)
+		if i >= 0 && strings.HasPrefix(e.Message, "duplicate rule name") {
+			if j := indexOfRule(rules, e.Rule, i+1); j >= 0 {
+				i = j
+			}
+		}
+		line, col := 0, 0
+		if i >= 0 {
+			cur = i
+			line, col = f.WhenPosition(i, e.Line, e.Column)
+		}
+		out = append(out, &controlv1.ConfigError{Message: e.Message, Rule: e.Rule, Line: int32(line), Column: int32(col)})
+	}
+	return out
+}
+
+func indexOfRule(rules []*controlv1.Rule, name string, from int) int {
+	for i := from; i < len(rules); i++ {
+		if rules[i].GetName() == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // applier compares and appends one piece at a time.

@@ -138,7 +138,7 @@ reason.`}[verdict],
 		Example: map[string]string{"approve": `  sluice approve 01j8... --reason "checked with the on-call"
   sluice approve 01j8... --grant ddl --for 10m --reason "fixtures for the migration test"`,
 			"deny": `  sluice deny 01j8... --reason "not during business hours"`}[verdict],
-		Args:    cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := g.checkOutput(); err != nil {
 				return err
@@ -198,7 +198,7 @@ grant as 'grants' until it ends or is revoked (for example, the default policy l
 changes). With --session the grant holds in that session only.`,
 		Example: `  sluice request --target demo --role writer --for 30m --reason "backfill ORD-123"
   sluice request --target demo --role ddl --for 10m --session 01j8... --reason "migration test"`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := g.checkOutput(); err != nil {
 				return err

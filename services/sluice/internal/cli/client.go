@@ -16,9 +16,12 @@ import (
 
 // apiError is an error answer of the HTTP API.
 type apiError struct {
-	Status int
+	Status int    `json:"-"`
 	Code   string `json:"error"`
 	Reason string `json:"reason"`
+	// Body is the whole answer, when it is a JSON object: -o json shows
+	// its other fields (an apply's located errors, for one).
+	Body map[string]any `json:"-"`
 }
 
 func (e *apiError) Error() string {
@@ -26,6 +29,14 @@ func (e *apiError) Error() string {
 		return fmt.Sprintf("%s (%s, HTTP %d)", e.Reason, e.Code, e.Status)
 	}
 	return fmt.Sprintf("HTTP %d", e.Status)
+}
+
+// message is the error without its code and status.
+func (e *apiError) message() string {
+	if e.Reason != "" {
+		return e.Reason
+	}
+	return e.Error()
 }
 
 type client struct {
@@ -57,7 +68,7 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, out a
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the Sluice API at %s: %w", c.base, err)
+		return &cliError{code: "unreachable", err: fmt.Errorf("cannot reach the Sluice API at %s: %w", c.base, err)}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
@@ -66,7 +77,9 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, out a
 	}
 	if resp.StatusCode >= 300 {
 		e := &apiError{Status: resp.StatusCode}
-		_ = json.Unmarshal(data, e)
+		if json.Unmarshal(data, e) == nil {
+			_ = json.Unmarshal(data, &e.Body)
+		}
 		// Some endpoints return a structured body with details even on
 		// failure; hand it to the caller as well.
 		if out != nil {

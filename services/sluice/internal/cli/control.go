@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -20,16 +21,25 @@ import (
 
 func newApplyCmd(g *globals) *cobra.Command {
 	var file string
-	var dryRun, prune bool
+	var dryRun, prune, yes bool
 	cmd := &cobra.Command{
 		Use:   "apply -f sluice.yaml",
 		Short: "Apply a configuration file (targets, policies, approvers, identity provider)",
 		Long: `Apply sluice.yaml: register targets, replace the policy, set approver groups and the
 identity provider. Only what differs from the stored state is changed, so applying the
-same file twice changes nothing. Policies are type-checked first; errors name the rule,
-line and column. Needs a token in a group the access section names under admins.`,
-		Example: `  sluice apply -f sluice.yaml
-  sluice apply -f sluice.yaml --dry-run -o json`,
+same file twice changes nothing. Policies are type-checked first; errors name the file,
+line and column (and the rule). Needs a token in a group the access section names under
+admins.
+
+Apply prints what it adds, changes and removes, item by item (--dry-run: what it would);
+sealed credentials are only said to have changed. --prune also removes the targets the
+file does not name: it lists them first and asks, or, when standard input is not a
+terminal, refuses unless --yes is given. Targets that 'sluice dev' registers itself
+(demo) are not in its sluice.yaml, so --prune with that file removes them too; 'sluice
+dev' registers demo again when it next starts.`,
+		Example: `  sluice apply -f sluice.yaml --dry-run
+  sluice apply -f sluice.yaml
+  sluice apply -f sluice.yaml --prune --yes -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := g.checkOutput(); err != nil {
@@ -44,11 +54,23 @@ line and column. Needs a token in a group the access section names under admins.
 				return err
 			}
 			q := url.Values{"file": {filepath.Base(file)}}
-			if dryRun {
-				q.Set("dry_run", "true")
-			}
 			if prune {
 				q.Set("prune", "true")
+			}
+			if prune && !dryRun && !yes {
+				// Ask the control service what pruning would remove, and
+				// remove nothing nobody saw.
+				preview := url.Values{"file": q["file"], "prune": {"true"}, "dry_run": {"true"}}
+				var res api.ApplyResult
+				if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/apply?"+preview.Encode(), data, &res); err != nil {
+					return g.printApply(file, res, err, true)
+				}
+				if err := g.confirmRemovals(file, res.Diff); err != nil {
+					return err
+				}
+			}
+			if dryRun {
+				q.Set("dry_run", "true")
 			}
 			var res api.ApplyResult
 			callErr := c.do(cmd.Context(), http.MethodPost, "/api/v1/apply?"+q.Encode(), data, &res)
@@ -57,14 +79,67 @@ line and column. Needs a token in a group the access section names under admins.
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "configuration file (- for standard input)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would change without changing it")
-	cmd.Flags().BoolVar(&prune, "prune", false, "remove registered targets the file does not name")
+	cmd.Flags().BoolVar(&prune, "prune", false, "remove registered targets the file does not name (asks first)")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "with --prune: remove without asking")
 	return cmd
+}
+
+// confirmRemovals lists what an apply would remove and asks whether to go
+// on; without a terminal to ask on, it refuses.
+func (g *globals) confirmRemovals(file string, diff []api.DiffItem) error {
+	var removed []api.DiffItem
+	for _, d := range diff {
+		if d.Op == "removed" {
+			removed = append(removed, d)
+		}
+	}
+	if len(removed) == 0 {
+		return nil
+	}
+	in, terminal := input()
+	if !terminal {
+		err := fmt.Errorf("--prune would remove %d item(s) that %s does not name; nothing was applied: run again with --yes to remove them", len(removed), file)
+		if !g.json() {
+			g.printRemovals(file, removed)
+		}
+		return &cliError{code: "confirmation_required", err: err, fields: map[string]any{"removals": removed}}
+	}
+	g.printRemovals(file, removed)
+	fmt.Fprintf(g.stderr, "Remove them? [y/N] ")
+	answer, _ := bufio.NewReader(in).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(answer)) {
+	case "y", "yes":
+		return nil
+	}
+	return &cliError{code: "not_confirmed", err: errors.New("nothing was applied")}
+}
+
+func (g *globals) printRemovals(file string, removed []api.DiffItem) {
+	fmt.Fprintf(g.stderr, "--prune removes %d item(s) that %s does not name:\n", len(removed), file)
+	for _, d := range removed {
+		fmt.Fprintf(g.stderr, "  %s %s: %s\n", singular(d.Section), d.Name, d.Summary)
+	}
+}
+
+// singular names one item of a section.
+func singular(section string) string {
+	switch section {
+	case "targets":
+		return "target"
+	case "policies":
+		return "rule"
+	case "approvers":
+		return "approver group"
+	case "identity":
+		return "identity provider"
+	}
+	return section
 }
 
 // readConfig reads a configuration file, "-" meaning standard input.
 func readConfig(file string) ([]byte, error) {
 	if file == "" {
-		return nil, errors.New("give the file with -f (use -f - for standard input)")
+		return nil, usage("give the file with -f (use -f - for standard input)")
 	}
 	if file == "-" {
 		return io.ReadAll(os.Stdin)
@@ -74,49 +149,88 @@ func readConfig(file string) ([]byte, error) {
 
 // printApply shows what an apply changed, or where the file is wrong.
 func (g *globals) printApply(file string, res api.ApplyResult, callErr error, dryRun bool) error {
-	if g.json() && (callErr == nil || len(res.Errors) > 0) {
-		if err := g.printJSON(res); err != nil {
-			return err
-		}
-		if callErr != nil {
-			return &exitError{code: 1, err: fmt.Errorf("%s: %d problem(s)", file, len(res.Errors))}
-		}
-		return nil
-	}
-	if len(res.Errors) > 0 {
-		for _, e := range res.Errors {
-			loc := file
-			if e.Line > 0 {
-				loc = fmt.Sprintf("%s:%d:%d", file, e.Line, e.Column)
-			}
-			if e.Rule != "" {
-				fmt.Fprintf(g.stderr, "%s: rule %q: %s\n", loc, e.Rule, e.Message)
-			} else {
-				fmt.Fprintf(g.stderr, "%s: %s\n", loc, e.Message)
-			}
-		}
-		return &exitError{code: 1, err: fmt.Errorf("%s was not applied: %s", file, res.Reason)}
-	}
 	if callErr != nil {
-		return callErr
+		return g.applyFailed(file, res, callErr)
+	}
+	if g.json() {
+		return g.printJSON(res)
 	}
 	changed := 0
 	for _, ch := range res.Changes {
 		if ch.Op != "unchanged" {
 			changed++
 		}
-		fmt.Fprintf(g.stdout, "%-10s %-24s %s\n", ch.Kind, ch.Name, ch.Op)
 	}
+	g.printDiff(res.Diff)
 	verb := "applied"
 	if dryRun {
 		verb = "would apply"
 	}
-	fmt.Fprintf(g.stdout, "%s %d change(s)", verb, changed)
+	summary := fmt.Sprintf("%s %d change(s)", verb, changed)
 	if res.PolicyRevision > 0 {
-		fmt.Fprintf(g.stdout, "; policy revision %d", res.PolicyRevision)
+		summary += fmt.Sprintf("; policy revision %d", res.PolicyRevision)
 	}
-	fmt.Fprintln(g.stdout)
+	if changed == 0 {
+		summary = "no changes (" + summary + ")"
+	}
+	fmt.Fprintln(g.stdout, summary)
 	return nil
+}
+
+// printDiff writes one line per item, grouped by section, and a changed
+// rule's `when` as a unified diff under it.
+func (g *globals) printDiff(diff []api.DiffItem) {
+	width := map[string]int{}
+	for _, d := range diff {
+		width[d.Section] = max(width[d.Section], len(d.Name))
+	}
+	section := ""
+	for _, d := range diff {
+		if d.Section != section {
+			section = d.Section
+			fmt.Fprintln(g.stdout, section)
+		}
+		line := fmt.Sprintf("  %-8s %-*s  %s", d.Op, width[d.Section], d.Name, d.Summary)
+		fmt.Fprintln(g.stdout, strings.TrimRight(line, " "))
+		for _, l := range d.WhenDiff {
+			fmt.Fprintf(g.stdout, "%*s%s\n", 13+width[d.Section], "", l)
+		}
+	}
+}
+
+// applyFailed reports a refused apply: where the file is wrong, when the
+// control service said so, else the error.
+func (g *globals) applyFailed(file string, res api.ApplyResult, callErr error) error {
+	if len(res.Errors) == 0 {
+		return callErr
+	}
+	for i := range res.Errors {
+		res.Errors[i].File = file
+	}
+	reason := fmt.Sprintf("%s was not applied: %s", file, res.Reason)
+	if g.json() {
+		e := &apiError{Code: res.Error, Reason: reason, Body: map[string]any{"errors": res.Errors}}
+		var ae *apiError
+		if errors.As(callErr, &ae) {
+			e.Status = ae.Status
+		}
+		return &exitError{code: 1, err: e}
+	}
+	for _, e := range res.Errors {
+		loc := file
+		switch {
+		case e.Line > 0 && e.Column > 0:
+			loc = fmt.Sprintf("%s:%d:%d", file, e.Line, e.Column)
+		case e.Line > 0:
+			loc = fmt.Sprintf("%s:%d", file, e.Line)
+		}
+		if e.Rule != "" {
+			fmt.Fprintf(g.stderr, "%s: rule %q: %s\n", loc, e.Rule, e.Message)
+		} else {
+			fmt.Fprintf(g.stderr, "%s: %s\n", loc, e.Message)
+		}
+	}
+	return &exitError{code: 1, err: errors.New(reason)}
 }
 
 func newTargetsCmd(g *globals) *cobra.Command {

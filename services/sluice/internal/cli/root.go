@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -22,6 +23,13 @@ type globals struct {
 	stderr io.Writer
 }
 
+// input is where confirmations are read, and whether a person is there to
+// answer (standard input is a terminal). A variable so tests can answer.
+var input = func() (io.Reader, bool) {
+	fi, err := os.Stdin.Stat()
+	return os.Stdin, err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
 // exitError carries a specific exit status.
 type exitError struct {
 	code int
@@ -29,6 +37,23 @@ type exitError struct {
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// cliError is an error found before or without the API, with a stable
+// code and, for -o json, details.
+type cliError struct {
+	code   string
+	err    error
+	fields map[string]any
+}
+
+func (e *cliError) Error() string { return e.err.Error() }
+func (e *cliError) Unwrap() error { return e.err }
+
+// usage marks a mistake in how a command was called.
+func usage(format string, args ...any) error {
+	return &cliError{code: "usage", err: fmt.Errorf(format, args...)}
+}
 
 // Main runs the CLI and returns the exit status.
 func Main(args []string) int {
@@ -43,16 +68,104 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	// Cobra refuses flags, arguments and commands before it runs a
+	// command: an error from before then is a usage error.
+	started := false
+	markStart(root, &started)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "error:", err)
+	var ce *cliError
+	if !started && !errors.As(err, &ce) {
+		err = &cliError{code: "usage", err: err}
+	}
+	// When the flags did not parse, -o may not have been read.
+	if g.json() || (!started && jsonRequested(args)) {
+		writeErrorJSON(stderr, err)
+	} else {
+		fmt.Fprintln(stderr, "error:", err)
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
 	}
 	return 1
+}
+
+// markStart sets *started when any command's run function begins.
+func markStart(c *cobra.Command, started *bool) {
+	if runE := c.RunE; runE != nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			*started = true
+			return runE(cmd, args)
+		}
+	}
+	if run := c.Run; run != nil {
+		c.Run = func(cmd *cobra.Command, args []string) {
+			*started = true
+			run(cmd, args)
+		}
+	}
+	for _, sub := range c.Commands() {
+		markStart(sub, started)
+	}
+}
+
+// jsonRequested looks for -o json among arguments cobra did not parse.
+func jsonRequested(args []string) bool {
+	for i, a := range args {
+		switch {
+		case a == "--":
+			return false
+		case a == "-o" || a == "--output":
+			if i+1 < len(args) && args[i+1] == "json" {
+				return true
+			}
+		case a == "-ojson" || a == "-o=json" || a == "--output=json":
+			return true
+		}
+	}
+	return false
+}
+
+// writeErrorJSON writes err as one JSON object: {"error": {"message",
+// "code", "status", ...}}. An API error keeps every field of the API's
+// answer (an apply's located errors, for one).
+func writeErrorJSON(w io.Writer, err error) {
+	obj := map[string]any{}
+	msg, code := err.Error(), "error"
+	var ae *apiError
+	var ce *cliError
+	switch {
+	case errors.As(err, &ae):
+		for k, v := range ae.Body {
+			obj[k] = v
+		}
+		delete(obj, "error")
+		delete(obj, "reason")
+		code = ae.Code
+		if ae.Status > 0 {
+			obj["status"] = ae.Status
+		}
+		// The text form says "reason (code, HTTP status)": code and status
+		// have fields of their own here.
+		msg = strings.Replace(msg, ae.Error(), ae.message(), 1)
+	case errors.As(err, &ce):
+		for k, v := range ce.fields {
+			obj[k] = v
+		}
+		code = ce.code
+	case errors.Is(err, errNoToken):
+		code = "no_token"
+	}
+	if code == "" {
+		code = "error"
+	}
+	obj["message"], obj["code"] = msg, code
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(map[string]any{"error": obj})
 }
 
 func newRoot(g *globals) *cobra.Command {
@@ -94,7 +207,7 @@ func (g *globals) json() bool { return g.output == "json" }
 
 func (g *globals) checkOutput() error {
 	if g.output != "text" && g.output != "json" {
-		return fmt.Errorf("--output must be text or json, not %q", g.output)
+		return usage("--output must be text or json, not %q", g.output)
 	}
 	return nil
 }
