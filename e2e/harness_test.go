@@ -79,9 +79,11 @@ type devEnv struct {
 	PGAddr string
 	PGHost string
 	PGPort int
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	done   chan error
+	// SSHPort is the SSH worker's.
+	SSHPort int
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	done    chan error
 }
 
 type syncBuffer struct {
@@ -121,11 +123,13 @@ func startDev(t *testing.T, opts devOptions) *devEnv {
 		t.Cleanup(func() { os.RemoveAll(dir) })
 	}
 	apiPort, pgPort, natsPort, demoPort := freePort(t), freePort(t), freePort(t), freePort(t)
-	e := &devEnv{t: t, Dir: filepath.Join(dir, ".sluice"), API: fmt.Sprintf("http://127.0.0.1:%d", apiPort),
+	sshPort, demoSSHPort := freePort(t), freePort(t)
+	e := &devEnv{t: t, Dir: filepath.Join(dir, ".sluice"), API: fmt.Sprintf("http://127.0.0.1:%d", apiPort), SSHPort: sshPort,
 		PGAddr: fmt.Sprintf("127.0.0.1:%d", pgPort), PGHost: "127.0.0.1", PGPort: pgPort,
 		out: &syncBuffer{}, done: make(chan error, 1)}
 	args := []string{"dev", "--dir", e.Dir, "--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "--pg-addr", e.PGAddr,
-		"--nats-port", fmt.Sprint(natsPort), "--demo-pg-port", fmt.Sprint(demoPort), "--log-format", "json"}
+		"--nats-port", fmt.Sprint(natsPort), "--demo-pg-port", fmt.Sprint(demoPort), "--log-format", "json",
+		"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", sshPort), "--demo-ssh-port", fmt.Sprint(demoSSHPort)}
 	if opts.noDemo {
 		args = append(args, "--no-demo")
 	}

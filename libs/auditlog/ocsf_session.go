@@ -529,8 +529,12 @@ func (s sessionEvent) io(t *sessionv1.TerminalIO) ocsfEvent {
 		stream = t.GetStream()
 	}
 	e := s.api(activityOther, "Terminal I/O", "terminal."+stream)
-	e["message"] = fmt.Sprintf("terminal %s: %d byte(s)", stream, len(t.GetData()))
+	size := t.GetSize()
+	if size == 0 {
+		size = int64(len(t.GetData()))
+	}
+	e["message"] = fmt.Sprintf("terminal %s: %d byte(s)", stream, size)
 	u := e.unmapped()
-	u["stream"], u["bytes"], u["offset_ms"] = stream, len(t.GetData()), t.GetOffsetMs()
+	u["stream"], u["bytes"], u["offset_ms"] = stream, size, t.GetOffsetMs()
 	return e
 }

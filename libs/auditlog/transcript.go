@@ -26,9 +26,15 @@ func Transcript(w io.Writer, entries []Entry) {
 		}
 	}
 	var start time.Time
+	// Terminal output is shown under its command, a block of lines per
+	// run of chunks (sluice replay --format asciicast replays it exactly).
+	var block ioBlock
 	for _, e := range entries {
 		if e.Record == nil {
 			continue
+		}
+		if e.Event.GetIo() == nil {
+			block.flush(w)
 		}
 		if e.Record.GetGapTo() > 0 {
 			fmt.Fprintf(w, "  !! events %d..%d were lost before recording\n", e.Record.GetSeq(), e.Record.GetGapTo())
@@ -108,7 +114,7 @@ func Transcript(w io.Writer, entries []Entry) {
 			}
 			fmt.Fprintf(w, "              masked %s\n", strings.Join(parts, ", "))
 		case *sessionv1.Event_Io:
-			// Terminal I/O is shown by replaying the raw stream.
+			block.add(b.Io)
 		case *sessionv1.Event_Ended:
 			en := b.Ended
 			fmt.Fprintf(w, "\n%s  ended (%s) after %s: %d command(s), %d denied\n", stamp, en.GetReason(), at.Sub(start).Round(time.Millisecond), en.GetCommands(), en.GetDenied())
@@ -117,6 +123,7 @@ func Transcript(w io.Writer, entries []Entry) {
 			fmt.Fprintf(w, "%s  authentication failed from %s (%s): %s: %s\n", stamp, a.GetClientAddr(), a.GetProtocol(), a.GetCode(), a.GetReason())
 		}
 	}
+	block.flush(w)
 }
 
 func micros(us int64) string {

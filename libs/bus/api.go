@@ -9,6 +9,12 @@ package bus
 const (
 	// Identity service.
 	APIIdentityVerify = "sluice.api.identity.token.verify"
+	// APIIdentitySSHSign exchanges the caller's verified token for a
+	// short-lived SSH user certificate (the API, for sluice ssh login).
+	APIIdentitySSHSign = "sluice.api.identity.ssh.sign"
+	// APIIdentitySSHAuthority gives the public keys of the SSH user
+	// authorities (the SSH worker trusts certificates they sign).
+	APIIdentitySSHAuthority = "sluice.api.identity.ssh.authority"
 
 	// Control service. Apply carries the caller's access token; BreakGlass
 	// carries none and is open only to the break-glass NATS identity.

@@ -69,6 +69,7 @@ const (
 	CompExporter  = "exporter"
 	CompSlackbot  = "slackbot"
 	CompPGWorker  = "pgworker"
+	CompSSHWorker = "sshworker"
 	CompSIEM      = "siem"
 	CompAdmin     = "admin"
 )
@@ -108,8 +109,8 @@ func Components() []Component {
 	}
 	return []Component{
 		{
-			Name: CompIdentity, Doc: "verifies access tokens",
-			Serves:  []string{APIIdentityVerify},
+			Name: CompIdentity, Doc: "verifies access tokens; signs SSH user certificates for verified tokens",
+			Serves:  []string{APIIdentityVerify, APIIdentitySSHSign, APIIdentitySSHAuthority},
 			ReadsKV: []string{BucketControl},
 		},
 		{
@@ -153,7 +154,8 @@ func Components() []Component {
 		{
 			Name: CompAPI, Doc: "the HTTP API: forwards verified callers to the services, reads the audit log",
 			Calls: []string{APIIdentityVerify, APIControlApply, APIControlTargets, APIPolicyTest,
-				APIApprovalsDecide, APIApprovalsList, APIApprovalsGet, APIGrantsRequest, APIGrantsRevoke, SubjectPGRenew},
+				APIApprovalsDecide, APIApprovalsList, APIApprovalsGet, APIGrantsRequest, APIGrantsRevoke, SubjectPGRenew,
+				APIIdentitySSHSign, APIIdentitySSHAuthority},
 			Reads:   []string{StreamAudit},
 			ReadsKV: []string{BucketControl, BucketSessions, BucketAuditKeys},
 		},
@@ -180,6 +182,13 @@ func Components() []Component {
 			ReadsKV:    []string{BucketControl, BucketApprovals},
 			Publishes:  []string{SubjectPGCancel},
 			Subscribes: []string{SubjectPGCancel},
+		},
+		{
+			Name: CompSSHWorker, Doc: "the SSH worker: parses untrusted bytes, so it may do no more than a worker",
+			Calls: []string{APIIdentityVerify, APIIdentitySSHAuthority, APIPolicyEvaluate,
+				APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
+			Appends: []string{StreamSessions},
+			ReadsKV: []string{BucketControl, BucketApprovals},
 		},
 		{
 			Name: CompSIEM, Doc: "read-only access to AUDIT for SIEM pipelines that read the stream directly (and verify it: keys, sessions index)",

@@ -86,6 +86,21 @@ func (s *Stream) Flush() []byte {
 	return s.m.AppendMasked(nil, buf, &s.Counts)
 }
 
+// FlushWords releases what is held up to its last blank (an interactive
+// prompt, "$ "), keeping a word that may still grow into a value.
+func (s *Stream) FlushWords() []byte {
+	if len(s.carry) == 0 || s.inKey || openKey(s.carry) >= 0 {
+		return nil
+	}
+	sp := bytes.LastIndexAny(s.carry, " \t")
+	if sp < 0 {
+		return nil
+	}
+	buf := s.carry[:sp+1]
+	s.carry = append([]byte(nil), s.carry[sp+1:]...)
+	return s.m.AppendMasked(nil, buf, &s.Counts)
+}
+
 // Held is how many bytes wait for more input.
 func (s *Stream) Held() int { return len(s.carry) }
 

@@ -25,9 +25,16 @@ import (
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 )
 
-// ExtPrincipal is the certificate extension holding the principal (protojson
-// of sluice.common.v1.Principal).
-const ExtPrincipal = "principal@sluice.dev"
+// Certificate extensions. ExtPrincipal holds the principal (protojson of
+// sluice.common.v1.Principal) for people reading the certificate; ExtToken
+// the access token it was issued for. The SSH worker forwards that token
+// on the session's behalf, as the PostgreSQL worker forwards the password,
+// so every service verifies the caller itself, and the session ends when
+// the token does.
+const (
+	ExtPrincipal = "principal@sluice.dev"
+	ExtToken     = "token@sluice.dev"
+)
 
 // MaxLifetime bounds a certificate whatever the token's expiry.
 const MaxLifetime = 12 * time.Hour
@@ -88,9 +95,10 @@ func (c *CA) PublicKey() ssh.PublicKey { return c.signer.PublicKey() }
 // Signer signs with the authority's key.
 func (c *CA) Signer() ssh.Signer { return c.signer }
 
-// Issue signs a user certificate for pub naming p, valid from a minute
-// before now (clock skew) until notAfter, at most MaxLifetime from now.
-func (c *CA) Issue(pub ssh.PublicKey, p *commonv1.Principal, notAfter, now time.Time) (*ssh.Certificate, error) {
+// Issue signs a user certificate for pub naming p and carrying token (the
+// access token p was verified from), valid from a minute before now (clock
+// skew) until notAfter, at most MaxLifetime from now.
+func (c *CA) Issue(pub ssh.PublicKey, p *commonv1.Principal, token string, notAfter, now time.Time) (*ssh.Certificate, error) {
 	if p.GetSubject() == "" {
 		return nil, errors.New("sshca: the principal has no subject")
 	}
@@ -121,6 +129,7 @@ func (c *CA) Issue(pub ssh.PublicKey, p *commonv1.Principal, notAfter, now time.
 		ValidBefore:     uint64(notAfter.Unix()),
 		Permissions: ssh.Permissions{Extensions: map[string]string{
 			ExtPrincipal: string(who),
+			ExtToken:     token,
 			// What the SSH worker allows is a policy decision, taken per
 			// request; these only keep OpenSSH clients from refusing to
 			// ask for a terminal.
@@ -152,7 +161,8 @@ var (
 )
 
 // Verify checks that key is a user certificate signed by a trusted
-// authority, valid now, and returns the principal it names.
+// authority, valid now, and returns the principal it names. The token in it
+// (Token) still has to be verified by the identity service.
 func (c *Checker) Verify(key ssh.PublicKey) (*commonv1.Principal, *ssh.Certificate, error) {
 	cert, ok := key.(*ssh.Certificate)
 	if !ok {
@@ -185,6 +195,9 @@ func (c *Checker) Verify(key ssh.PublicKey) (*commonv1.Principal, *ssh.Certifica
 func keysEqual(a, b ssh.PublicKey) bool {
 	return a.Type() == b.Type() && string(a.Marshal()) == string(b.Marshal())
 }
+
+// Token is the access token a certificate carries.
+func Token(cert *ssh.Certificate) string { return cert.Permissions.Extensions[ExtToken] }
 
 // ValidBefore is when the certificate expires.
 func ValidBefore(cert *ssh.Certificate) time.Time {

@@ -36,7 +36,7 @@ func TestIssueAndVerify(t *testing.T) {
 	now := time.Now()
 	pub, _ := userKey(t)
 	alice := &commonv1.Principal{Subject: "alice", Groups: []string{"engineers"}, Issuer: "https://idp"}
-	cert, err := ca.Issue(pub, alice, now.Add(time.Hour), now)
+	cert, err := ca.Issue(pub, alice, "tok", now.Add(time.Hour), now)
 	require.NoError(t, err)
 
 	checker := sshca.NewChecker(ca.PublicKey())
@@ -45,6 +45,7 @@ func TestIssueAndVerify(t *testing.T) {
 	assert.Equal(t, "alice", p.GetSubject())
 	assert.Equal(t, []string{"engineers"}, p.GetGroups())
 	assert.Equal(t, cert.Serial, got.Serial)
+	assert.Equal(t, "tok", sshca.Token(got))
 
 	// A plain key, another authority, an expired certificate, a principal
 	// edited after signing: all refused.
@@ -59,18 +60,18 @@ func TestIssueAndVerify(t *testing.T) {
 	_, _, err = late.Verify(cert)
 	assert.Error(t, err)
 	forged := *cert
-	forged.Permissions.Extensions = map[string]string{sshca.ExtPrincipal: `{"subject":"alice","groups":["dba"]}`}
+	forged.Permissions.Extensions = map[string]string{sshca.ExtPrincipal: `{"subject":"alice","groups":["dba"]}`, sshca.ExtToken: "tok"}
 	_, _, err = checker.Verify(&forged)
 	assert.Error(t, err, "the principal is signed with the rest")
 
 	// Never longer than MaxLifetime; never already expired.
-	long, err := ca.Issue(pub, alice, now.Add(1000*time.Hour), now)
+	long, err := ca.Issue(pub, alice, "tok", now.Add(1000*time.Hour), now)
 	require.NoError(t, err)
 	assert.LessOrEqual(t, sshca.ValidBefore(long).Sub(now), sshca.MaxLifetime+time.Second)
-	_, err = ca.Issue(pub, alice, now.Add(-time.Second), now)
+	_, err = ca.Issue(pub, alice, "tok", now.Add(-time.Second), now)
 	assert.Error(t, err)
-	_, err = ca.Issue(cert, alice, now.Add(time.Hour), now)
+	_, err = ca.Issue(cert, alice, "tok", now.Add(time.Hour), now)
 	assert.Error(t, err, "a certificate is not a key to certify")
-	_, err = ca.Issue(pub, &commonv1.Principal{}, now.Add(time.Hour), now)
+	_, err = ca.Issue(pub, &commonv1.Principal{}, "tok", now.Add(time.Hour), now)
 	assert.Error(t, err)
 }

@@ -45,6 +45,8 @@ var (
 	profArgs  = flag.String("profile-args", "-S -M prepared -c 8 -j 2", "pgbench arguments for -profile")
 	recOnly   = flag.Bool("recorder-only", false, "only measure recorder throughput (no PostgreSQL needed)")
 	relaySpec = flag.String("relay", "", "internal: serve the bare Go TLS relay (LISTEN,UPSTREAM,TLSDIR) instead of benchmarking")
+	sshMiB    = flag.Int("ssh-mib", 256, "MiB of output for the SSH bulk benchmark")
+	sshOnly   = flag.Bool("ssh-only", false, "only the SSH bulk benchmark")
 )
 
 func main() {
@@ -79,6 +81,7 @@ type env struct {
 	dir                         string
 	apiPort, pgPort, natsPort   int
 	demoPort, bouncerPort       int
+	sshPort, demoSSHPort        int
 	relayPort, pprofPort        int
 	sluice                      *exec.Cmd
 	bouncer, relay              *exec.Cmd
@@ -112,7 +115,8 @@ func run() error {
 		}
 		return nil
 	}
-	e := &env{dir: filepath.Join(base, ".sluice"), apiPort: freePort(), pgPort: freePort(), natsPort: freePort(), demoPort: freePort(), bouncerPort: freePort(), relayPort: freePort()}
+	e := &env{dir: filepath.Join(base, ".sluice"), apiPort: freePort(), pgPort: freePort(), natsPort: freePort(), demoPort: freePort(), bouncerPort: freePort(), relayPort: freePort(),
+		sshPort: freePort(), demoSSHPort: freePort()}
 	if *profile != "" {
 		e.pprofPort = freePort()
 	}
@@ -121,6 +125,14 @@ func run() error {
 		return err
 	}
 	step("sluice dev is up")
+	if *sshOnly {
+		res := &results{Machine: machine()}
+		if err := e.sshBulk(res, *sshMiB); err != nil {
+			return err
+		}
+		res.SSH.print(os.Stdout)
+		return nil
+	}
 	if err := e.fixtures(); err != nil {
 		return err
 	}
@@ -157,6 +169,9 @@ func run() error {
 	if err := recorderThroughput(res); err != nil {
 		return err
 	}
+	if err := e.sshBulk(res, *sshMiB); err != nil {
+		return err
+	}
 	res.Elapsed = time.Since(start).Round(time.Second).String()
 	res.print(os.Stdout)
 	if *outJSON != "" {
@@ -172,6 +187,7 @@ func (e *env) startSluice() error {
 	cmd := exec.Command(*sluiceBin, "dev", "--dir", e.dir,
 		"--api-addr", fmt.Sprintf("127.0.0.1:%d", e.apiPort), "--pg-addr", fmt.Sprintf("127.0.0.1:%d", e.pgPort),
 		"--nats-port", strconv.Itoa(e.natsPort), "--demo-pg-port", strconv.Itoa(e.demoPort),
+		"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", e.sshPort), "--demo-ssh-port", strconv.Itoa(e.demoSSHPort),
 		"--demo-pg-setting", "max_connections=1300", "--demo-pg-setting", "shared_buffers=256MB",
 		"--log-level", "warn", "--log-format", "json")
 	if e.pprofPort != 0 {

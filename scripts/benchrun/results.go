@@ -42,6 +42,7 @@ type results struct {
 	Replicas replicaRow
 	Memory   memoryRow
 	Recorder []recorderRow
+	SSH      sshRow
 }
 
 // cell finds a cell of the matrix (an empty one if it was not measured).
@@ -129,4 +130,5 @@ func (r *results) print(w io.Writer) {
 		parts = append(parts, fmt.Sprintf("%d replica(s) %.0f events/s", rr.Replicas, rr.EventsPerSec))
 	}
 	fmt.Fprintf(w, "\nRecorder throughput (200 sessions emitting 1,000 events each, 16 at a time, until every event is chained in AUDIT and checked there): %s.\n", strings.Join(parts, ", "))
+	r.SSH.print(w)
 }

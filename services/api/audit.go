@@ -117,6 +117,16 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request, _ *commonv1.Pri
 		writeError(w, http.StatusNotFound, "not_found", "no session "+id)
 		return
 	}
+	if r.URL.Query().Get("format") == "asciicast" {
+		var b bytes.Buffer
+		if _, err := auditlog.Asciicast(&b, entries); err != nil {
+			writeError(w, http.StatusInternalServerError, "internal", err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-asciicast")
+		_, _ = w.Write(b.Bytes())
+		return
+	}
 	if r.URL.Query().Get("format") == "text" {
 		var b bytes.Buffer
 		auditlog.Transcript(&b, entries)

@@ -7,5 +7,6 @@ func (s *Server) extraRoutes() {
 	s.policyRoutes()
 	s.auditRoutes()
 	s.approvalRoutes()
+	s.sshRoutes()
 	s.renewRoutes()
 }

@@ -38,6 +38,11 @@ type Config struct {
 	// exists (sluice dev: every service answers and the demo target is
 	// registered); /readyz answers 503 until then.
 	Started <-chan struct{}
+	// SSHAddress and SSHHostKeys (authorized_keys format) say where the
+	// SSH worker listens and which host keys it presents, for sluice ssh
+	// login's known_hosts.
+	SSHAddress  string
+	SSHHostKeys []string
 }
 
 // Server is the HTTP API.

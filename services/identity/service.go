@@ -8,13 +8,16 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/ssh"
 	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/sshca"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
@@ -30,6 +33,9 @@ type Config struct {
 	// HTTPClient reaches the identity providers; nil uses a default.
 	HTTPClient *http.Client
 	Log        zerolog.Logger
+	// SSHUserCA, if set, signs SSH user certificates for verified tokens
+	// (sluice ssh login); without it the SSH subjects say so.
+	SSHUserCA *sshca.CA
 }
 
 // Service answers verification requests.
@@ -140,7 +146,19 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	defer sub.Unsubscribe() //nolint:errcheck
-	s.cfg.Log.Info().Strs("issuers", s.Set().Issuers()).Msg("identity service ready")
+	sign, err := bus.Serve(ctx, s.cfg.Conn.NC, bus.APIIdentitySSHSign, "identity",
+		func() *identityv1.SignSSHRequest { return &identityv1.SignSSHRequest{} }, s.signSSH)
+	if err != nil {
+		return err
+	}
+	defer sign.Unsubscribe() //nolint:errcheck
+	authority, err := bus.Serve(ctx, s.cfg.Conn.NC, bus.APIIdentitySSHAuthority, "identity",
+		func() *identityv1.SSHAuthorityRequest { return &identityv1.SSHAuthorityRequest{} }, s.sshAuthority)
+	if err != nil {
+		return err
+	}
+	defer authority.Unsubscribe() //nolint:errcheck
+	s.cfg.Log.Info().Strs("issuers", s.Set().Issuers()).Bool("ssh_ca", s.cfg.SSHUserCA != nil).Msg("identity service ready")
 	select {
 	case err := <-errc:
 		if ctx.Err() != nil {
@@ -159,6 +177,41 @@ func (s *Service) handle(ctx context.Context, req *identityv1.VerifyTokenRequest
 		return &identityv1.VerifyTokenResponse{Error: f.Proto(), IdentityDigest: set.Digest}, nil
 	}
 	return &identityv1.VerifyTokenResponse{Principal: p, IdentityDigest: set.Digest}, nil
+}
+
+// signSSH exchanges the caller's token (verified here, as any caller's) for
+// an SSH user certificate that names the principal and carries the token,
+// valid no longer than the token.
+func (s *Service) signSSH(ctx context.Context, req *identityv1.SignSSHRequest) (*identityv1.SignSSHReply, error) {
+	if s.cfg.SSHUserCA == nil {
+		return &identityv1.SignSSHReply{Error: &commonv1.Error{Code: "not_configured", Message: "no SSH user authority is configured (--ssh-user-ca)"}}, nil
+	}
+	token := bus.CallerToken(ctx)
+	p, f := s.set.Load().Verify(ctx, token)
+	if f != nil {
+		return &identityv1.SignSSHReply{Error: f.Proto()}, nil
+	}
+	pub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(req.GetPublicKey()))
+	if err != nil || len(strings.TrimSpace(string(rest))) > 0 {
+		return &identityv1.SignSSHReply{Error: &commonv1.Error{Code: "bad_request", Message: "public_key must be one public key in authorized_keys format"}}, nil
+	}
+	notAfter := time.Now().Add(sshca.MaxLifetime)
+	if p.GetExpiresAt() != nil {
+		notAfter = p.GetExpiresAt().AsTime()
+	}
+	cert, err := s.cfg.SSHUserCA.Issue(pub, p, token, notAfter, time.Now())
+	if err != nil {
+		return &identityv1.SignSSHReply{Error: &commonv1.Error{Code: "bad_request", Message: err.Error()}}, nil
+	}
+	s.cfg.Log.Info().Str("subject", p.GetSubject()).Uint64("serial", cert.Serial).Time("valid_before", sshca.ValidBefore(cert)).Msg("SSH certificate issued")
+	return &identityv1.SignSSHReply{Certificate: string(ssh.MarshalAuthorizedKey(cert)), ValidBeforeUnix: int64(cert.ValidBefore), Principal: p}, nil
+}
+
+func (s *Service) sshAuthority(context.Context, *identityv1.SSHAuthorityRequest) (*identityv1.SSHAuthorityReply, error) {
+	if s.cfg.SSHUserCA == nil {
+		return &identityv1.SSHAuthorityReply{Error: &commonv1.Error{Code: "not_configured", Message: "no SSH user authority is configured (--ssh-user-ca)"}}, nil
+	}
+	return &identityv1.SSHAuthorityReply{PublicKeys: []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.cfg.SSHUserCA.PublicKey())))}}, nil
 }
 
 // watchProvider follows the applied identity provider settings.

@@ -2,9 +2,7 @@ package pgworker
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync"
@@ -15,19 +13,11 @@ import (
 
 	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/gateway"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
-
-// commandHash binds an approval to the exact command bytes and parameters.
-func commandHash(text, params string) string {
-	h := sha256.New()
-	h.Write([]byte(text))
-	h.Write([]byte{0})
-	h.Write([]byte(params))
-	return hex.EncodeToString(h.Sum(nil))
-}
 
 // heldOutcome is how a hold ended.
 type heldOutcome struct {
@@ -182,7 +172,7 @@ func (s *session) awaitDecision(ctx context.Context, h *holdWatch, id string) (*
 		case <-wctx.Done():
 		}
 	}()
-	a, err := s.w.approvals.Await(wctx, id)
+	a, err := s.w.k.Approvals.Await(wctx, id)
 	return a, h.reason(), err
 }
 
@@ -205,17 +195,7 @@ func (s *session) cancelHold() bool {
 // withdraw tells the approvals service (an event approvers see) and the
 // audit log that nobody waits for request id any more: it never runs.
 func (s *session) withdraw(cmdID uint64, id, reason string) {
-	ctx, cancel := context.WithTimeout(bus.WithCallerToken(context.Background(), s.callerToken()), 5*time.Second)
-	defer cancel()
-	var reply approvalsv1.ApprovalReply
-	err := bus.Request(ctx, s.w.cfg.Conn.NC, bus.APIApprovalsWithdraw, &approvalsv1.Withdraw{Id: id, SessionId: s.id, Reason: reason}, &reply)
-	if err == nil && reply.GetError() != nil {
-		err = fmt.Errorf("%s", reply.GetError().GetMessage())
-	}
-	if err != nil {
-		// It still never runs: its session no longer waits for it.
-		s.w.cfg.Log.Warn().Err(err).Str("session", s.id).Str("approval", id).Msg("held request not withdrawn; it expires unused")
-	}
+	s.w.k.Withdraw(s.callerToken(), s.id, id, reason)
 	_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: cmdID, ApprovalId: id, State: "withdrawn", Reason: reason}}})
 }
 
@@ -272,7 +252,7 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 		c.Action, c.Reason = "deny", reason
 		return heldOutcome{denial: c}
 	}
-	hash := commandHash(text, params)
+	hash := gateway.CommandHash(text, params)
 	var reply approvalsv1.ApprovalReply
 	// The approvals service verifies the requester from the session's own
 	// token: a worker cannot open a request in anyone else's name.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/gateway"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
@@ -123,7 +124,7 @@ func (s *session) renew(ctx context.Context, token string) (time.Time, *commonv1
 	if token == "" {
 		return refuse("unauthenticated", "the renewal carries no token", nil)
 	}
-	p, e := s.w.authn.Verify(ctx, token)
+	p, e := s.w.k.Authn.Verify(ctx, token)
 	if e != nil {
 		return refuse(e.GetCode(), "token refused: "+e.GetMessage(), nil)
 	}
@@ -131,7 +132,7 @@ func (s *session) renew(ctx context.Context, token string) (time.Time, *commonv1
 		// Who owns the session is not told to another principal.
 		return refuse("forbidden", "the token names another principal than the one that started the session; only its own principal renews a session", p)
 	}
-	if principalKey(p) != s.pkey {
+	if gateway.PrincipalKey(p) != s.pkey {
 		// Policies were applied, and statements prepared, for the
 		// principal as it was: a session never changes who it is.
 		return refuse("principal_changed", "the token names the session's principal with other groups or attributes than it started with; the session keeps its token until that expires: reconnect to start a session as the principal you are now", p)

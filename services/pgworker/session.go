@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"google.golang.org/protobuf/proto"
 
+	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/recording"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -585,7 +586,7 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 func (s *session) emitCommand(text, via, stmt, params string, d *policyv1.Decision, cached bool) (uint64, error) {
 	s.cmdID++
 	ev := &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{
-		CommandId: s.cmdID, Text: text, Via: via, StatementName: stmt, ParametersHash: params, Decision: recorded(d), Cached: cached,
+		CommandId: s.cmdID, Text: text, Via: via, StatementName: stmt, ParametersHash: params, Decision: gateway.Recorded(d), Cached: cached,
 		Results: s.takeResults(),
 	}}}
 	return s.rec.Emit(ev)
@@ -605,7 +606,7 @@ func (s *session) refuseEncoding(text, via, name string) error {
 	d := &policyv1.Decision{Action: "deny", Rule: ruleInvalidEncoding, Reason: "the statement is not valid UTF-8"}
 	s.cmdID++
 	if _, err := s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{
-		CommandId: s.cmdID, Text: escaped, TextEscaped: true, Via: via, StatementName: name, Decision: recorded(d),
+		CommandId: s.cmdID, Text: escaped, TextEscaped: true, Via: via, StatementName: name, Decision: gateway.Recorded(d),
 		Results: s.takeResults(),
 	}}}); err != nil {
 		return s.notRecording()
@@ -1049,12 +1050,4 @@ func resultFormats(b []byte) ([]int16, error) {
 		out[i] = int16(binary.BigEndian.Uint16(b[2*i:]))
 	}
 	return out, nil
-}
-
-// recorded is what the audit log keeps of a decision: the verdict, the
-// classification and the grants it was made under, not the mask rules or
-// cache hints (which the policy revision identifies).
-func recorded(d *policyv1.Decision) *policyv1.Decision {
-	return &policyv1.Decision{Action: d.GetAction(), Rule: d.GetRule(), Reason: d.GetReason(), Revision: d.GetRevision(),
-		Approvers: d.GetApprovers(), Quorum: d.GetQuorum(), Statements: d.GetStatements(), Error: d.GetError(), Grants: d.GetGrants()}
 }

@@ -17,8 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/recording"
 	"sluice.dev/sluice/libs/secrets"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
@@ -67,23 +67,11 @@ func (sw *startupWriter) send(msgs ...encoder) error {
 	return sw.w.Flush()
 }
 
-// serve handles one client connection from accept to close.
-func (w *Worker) serve(ctx context.Context, raw net.Conn) {
-	defer raw.Close()
-	defer func() {
-		if r := recover(); r != nil {
-			w.cfg.Log.Error().Interface("panic", r).Str("client", raw.RemoteAddr().String()).Msg("connection failed during startup; closed")
-		}
-	}()
-	full := false
-	select {
-	case w.slots <- struct{}{}:
-		defer func() { <-w.slots }()
-	default:
-		// Negotiate as usual (bounded by the startup timeout), then refuse
-		// with a proper error the client can show.
-		full = true
-	}
+// serve handles one client connection from accept to close (the kernel
+// accepts it, holds its slot and contains a panic). When every slot is
+// taken (full), it negotiates as usual, bounded by the startup timeout, and
+// then refuses with an error the client can show.
+func (w *Worker) serve(ctx context.Context, raw net.Conn, full bool) {
 	_ = raw.SetDeadline(time.Now().Add(w.cfg.StartupTimeout))
 	s, err := w.startup(ctx, raw, full)
 	if err != nil {
@@ -94,8 +82,6 @@ func (w *Worker) serve(ctx context.Context, raw net.Conn) {
 		return // a CancelRequest, handled
 	}
 	_ = raw.SetDeadline(time.Time{})
-	w.active.Add(1)
-	defer w.active.Add(-1)
 	s.run(ctx)
 }
 
@@ -229,10 +215,10 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		return refuse(stateProtocolViolation, "sluice: expected a password message", "")
 	}
 	token := strings.TrimRight(string(body), "\x00")
-	gen := w.authn.Generation()
-	principal, perr := w.authn.Verify(ctx, token)
+	gen := w.k.Authn.Generation()
+	principal, perr := w.k.Authn.Verify(ctx, token)
 	if perr != nil {
-		w.recordAuthFailure(ctx, client, target, perr.GetCode(), perr.GetMessage())
+		w.k.RecordAuthFailure(ctx, client, target, perr.GetCode(), perr.GetMessage())
 		code := stateInvalidPassword
 		if perr.GetCode() == "unavailable" {
 			code = stateCannotConnect
@@ -240,13 +226,13 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		return refuse(code, fmt.Sprintf("sluice: token refused: %s (%s)", perr.GetMessage(), perr.GetCode()),
 			"put a fresh access token in the password: PGPASSWORD=\"$(sluice token)\"")
 	}
-	tc, ok := w.view.Target(target)
+	tc, ok := w.k.View.Target(target)
 	if !ok || tc.GetSpec().GetPostgres() == nil {
-		w.recordAuthFailure(ctx, client, target, "unknown_target", "no such PostgreSQL target")
+		w.k.RecordAuthFailure(ctx, client, target, "unknown_target", "no such PostgreSQL target")
 		return refuse(stateInvalidCatalog, fmt.Sprintf("sluice: there is no PostgreSQL target %q", target), "sluice targets list shows the targets")
 	}
 	s := &session{
-		w: w, id: recording.NewSessionID(), principal: principal, pkey: principalKey(principal), target: tc,
+		w: w, id: recording.NewSessionID(), principal: principal, pkey: gateway.PrincipalKey(principal), target: tc,
 		targetRef:  &commonv1.Target{Name: tc.GetSpec().GetName(), Kind: tc.GetSpec().GetKind(), Labels: tc.GetSpec().GetLabels()},
 		clientAddr: client, clientUser: params["user"], app: params["application_name"],
 		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}, described: map[string]bool{}, cursors: map[string]lineage{},
@@ -254,11 +240,11 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		plans: map[string]*maskPlan{}, descs: map[string][]pgproto3.FieldDescription{},
 	}
 	s.auth.init(token, principal.GetExpiresAt())
-	s.rec = w.rec.Open(s.id)
+	s.rec = w.k.Rec.Open(s.id)
 	up, err := w.connectUpstream(ctx, tc.GetSpec().GetPostgres(), params)
 	if err != nil {
 		w.cfg.Log.Warn().Err(err).Str("target", target).Msg("cannot connect to target")
-		w.recordAuthFailure(ctx, client, target, "target_unreachable", "the target cannot be reached")
+		w.k.RecordAuthFailure(ctx, client, target, "target_unreachable", "the target cannot be reached")
 		return refuse(stateCannotConnect, fmt.Sprintf("sluice: cannot connect to target %q", target), "the target may be down; try again")
 	}
 	hj := up.hj
@@ -289,8 +275,8 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 	// The identity configuration changed between the verification and the
 	// registration: reverify may have missed this session, so check it
 	// here, under the configuration now in force.
-	if w.authn.Generation() != gen {
-		if p, e := w.authn.Verify(ctx, token); e != nil || principalKey(p) != s.pkey {
+	if w.k.Authn.Generation() != gen {
+		if p, e := w.k.Authn.Verify(ctx, token); e != nil || gateway.PrincipalKey(p) != s.pkey {
 			w.unregister(s)
 			hj.Conn.Close()
 			_ = s.rec.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "the identity configuration changed during authentication"}}})
@@ -344,7 +330,7 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	if _, ok := runtime["application_name"]; !ok {
 		runtime["application_name"] = "sluice"
 	}
-	cols := maskColumns(w.view.Policy().GetRules())
+	cols := maskColumns(w.k.View.Policy().GetRules())
 	up := &upstream{key: poolKey(pg, runtime)}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -414,14 +400,4 @@ func handOver(ctx context.Context, pc *pgconn.PgConn, cols []string) (*pgconn.Hi
 		return nil, nil, errors.New("unexpected data from the target")
 	}
 	return hj, cat, nil
-}
-
-func (w *Worker) recordAuthFailure(ctx context.Context, client, target, code, reason string) {
-	s := w.rec.Open(recording.NewSessionID())
-	err := s.Record(ctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_AuthFailed{AuthFailed: &sessionv1.AuthFailed{
-		Protocol: "postgres", ClientAddr: client, Code: code, Reason: reason, Target: target,
-	}}})
-	if err != nil {
-		w.cfg.Log.Warn().Err(err).Msg("authentication failure not recorded")
-	}
 }

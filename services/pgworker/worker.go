@@ -17,15 +17,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"sluice.dev/sluice/libs/approvalstate"
-	"sluice.dev/sluice/libs/authn"
 	"sluice.dev/sluice/libs/bus"
-	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/devcert"
+	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/masking"
-	"sluice.dev/sluice/libs/recording"
 	"sluice.dev/sluice/libs/secrets"
-	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 )
 
 // Config configures the worker. Zero values take the documented defaults.
@@ -112,23 +108,20 @@ func (c *Config) defaults() {
 	}
 }
 
-// Worker serves PostgreSQL clients.
+// Worker serves PostgreSQL clients. What is not PostgreSQL - the
+// control-plane views, authentication, decisions and their cache,
+// recording, approvals, session slots and re-verification - is the gateway
+// kernel's (libs/gateway).
 type Worker struct {
-	cfg       Config
-	tls       *tls.Config
-	view      *controlstate.View
-	approvals *approvalstate.View
-	authn     *authn.Client
-	rec       *recording.Recorder
-	decisions *decisionCache
-	slots     chan struct{}
+	cfg Config
+	k   *gateway.Kernel
+	tls *tls.Config
 
 	mu       sync.Mutex
 	sessions map[uint32]*session // by the process id we gave the client
 
-	active atomic.Int64
-	ready  chan struct{}
-	addr   atomic.Value
+	ready chan struct{}
+	addr  atomic.Value
 
 	maskers  plannerCache
 	tokenKey []byte
@@ -140,17 +133,13 @@ type Worker struct {
 func New(cfg Config) *Worker {
 	cfg.defaults()
 	return &Worker{
-		cfg:       cfg,
-		view:      controlstate.NewView(),
-		approvals: approvalstate.NewView(),
-		authn:     authn.New(cfg.Conn.NC),
-		rec:       newRecorder(cfg),
-		decisions: newDecisionCache(100000),
-		slots:     make(chan struct{}, cfg.MaxSessions),
-		sessions:  map[uint32]*session{},
-		ready:     make(chan struct{}),
-		maskers:   plannerCache{m: map[string]*masking.Masker{}},
-		pool:      newUpstreamPool(cfg.UpstreamPool, cfg.UpstreamIdleTimeout, cfg.UpstreamMaxAge),
+		cfg: cfg,
+		k: gateway.New(gateway.Config{Conn: cfg.Conn, Log: cfg.Log, Protocol: "postgres", Name: cfg.Name, MaxSessions: cfg.MaxSessions,
+			PolicyTimeout: cfg.PolicyTimeout, HoldTimeout: cfg.HoldTimeout, RecordTimeout: cfg.RecordTimeout}),
+		sessions: map[uint32]*session{},
+		ready:    make(chan struct{}),
+		maskers:  plannerCache{m: map[string]*masking.Masker{}},
+		pool:     newUpstreamPool(cfg.UpstreamPool, cfg.UpstreamIdleTimeout, cfg.UpstreamMaxAge),
 	}
 }
 
@@ -168,7 +157,7 @@ func (w *Worker) Ready() <-chan struct{} { return w.ready }
 func (w *Worker) Addr() string { s, _ := w.addr.Load().(string); return s }
 
 // Active is the number of open sessions.
-func (w *Worker) Active() int64 { return w.active.Load() }
+func (w *Worker) Active() int64 { return w.k.Active() }
 
 // Pooled is the number of idle target connections kept for reuse.
 func (w *Worker) Pooled() int { return w.pool.size() }
@@ -185,53 +174,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"postgresql"}}
-	w.view.OnChange(func(key string) {
-		switch key {
-		case controlstate.KeyPolicy:
-			w.decisions.setRevision(w.view.Policy().GetRevision())
-		case controlstate.KeyIdentityProvider:
-			// Verifications made under the old configuration are
-			// forgotten, and every open session proves itself again.
-			if w.authn.SetIdentityDigest(w.view.IdentityDigest()) {
-				go w.reverify(ctx)
-			}
-		}
-	})
-	errc := make(chan error, 2)
-	go func() { errc <- w.view.Follow(ctx, w.cfg.Conn.JS) }()
-	// A grant that starts or ends changes decisions: forget cached ones.
-	// Held statements learn their approval's outcome from the same view.
-	w.approvals.OnChange(func(a *approvalsv1.Approval) {
-		if a.GetType() == "grant" {
-			w.decisions.flush()
-		}
-	})
-	// A stalled view may have missed a revoked grant: forget decisions
-	// (made with grants the policy service may no longer see either).
-	w.approvals.OnStale(func(stale bool) {
-		w.decisions.flush()
-		if stale {
-			w.cfg.Log.Warn().Msg("the approvals view fell behind; no grants count until it has caught up")
-		} else {
-			w.cfg.Log.Info().Msg("the approvals view is current again")
-		}
-	})
-	go func() { errc <- w.approvals.Follow(ctx, w.cfg.Conn.JS) }()
-	// Serve only once both views are loaded: a follower that fails before
-	// its first load gives up, and a worker with a dead approvals view
-	// would refuse every approved statement as undecided. Once loaded, a
-	// follower retries on its own and returns only when ctx ends.
-	for _, ready := range []<-chan struct{}{w.view.Ready(), w.approvals.Ready()} {
-		select {
-		case <-ready:
-		case err := <-errc:
-			if err == nil {
-				return nil
-			}
-			return fmt.Errorf("pgworker: %w", err)
-		case <-ctx.Done():
+	// The views are loaded before anything is served: a worker with a
+	// dead approvals view would refuse every approved statement as
+	// undecided.
+	if err := w.k.Follow(ctx); err != nil {
+		if ctx.Err() != nil {
 			return nil
 		}
+		return fmt.Errorf("pgworker: %w", err)
 	}
 	sub, err := w.cfg.Conn.NC.Subscribe(bus.SubjectPGCancel, w.onRemoteCancel)
 	if err != nil {
@@ -252,36 +202,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.addr.Store(ln.Addr().String())
 	close(w.ready)
 	w.cfg.Log.Info().Str("addr", ln.Addr().String()).Str("worker", w.cfg.Name).Msg("PostgreSQL worker listening")
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-		w.mu.Lock()
-		for _, s := range w.sessions {
-			s.shutdown("the worker is shutting down", fatal("57P01", "sluice: the gateway is shutting down", ""))
-		}
-		w.mu.Unlock()
-	}()
-	var wg sync.WaitGroup
 	defer w.pool.close()
-	defer wg.Wait()
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("pgworker accept: %w", err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.serve(ctx, conn)
-		}()
-	}
+	return w.k.Serve(ctx, ln, w.serve)
 }
 
 func (w *Worker) certificate() (tls.Certificate, error) {
@@ -296,43 +218,6 @@ func (w *Worker) certificate() (tls.Certificate, error) {
 		return tls.Certificate{}, ErrNoCertificate
 	}
 	return devcert.LoadOrCreate(w.cfg.TLSDir)
-}
-
-// reverify checks every open session's token under the identity
-// configuration now in force, and ends the sessions it no longer accepts
-// as the same principal (a token from an issuer no longer trusted, other
-// groups, ...). It fails closed: a session that cannot be verified ends.
-func (w *Worker) reverify(ctx context.Context) {
-	w.mu.Lock()
-	open := make([]*session, 0, len(w.sessions))
-	for _, s := range w.sessions {
-		open = append(open, s)
-	}
-	w.mu.Unlock()
-	// Many sessions may share a few tokens (cached after the first) or
-	// each wait on the identity service: check them sixteen at a time.
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for _, s := range open {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			p, e := w.authn.Verify(ctx, s.callerToken())
-			switch {
-			case ctx.Err() != nil:
-			case e != nil:
-				s.shutdown("the identity configuration no longer accepts the token", fatal(stateInvalidPassword,
-					fmt.Sprintf("sluice: the identity configuration changed and no longer accepts this session's token: %s (%s)", e.GetMessage(), e.GetCode()),
-					"reconnect with a token the current configuration accepts"))
-			case principalKey(p) != s.pkey:
-				s.shutdown("the identity configuration changed who the token names", fatal(stateInvalidPassword,
-					"sluice: the identity configuration changed who this session's token names (groups or identity)",
-					"reconnect to start a session as the principal you are now"))
-			}
-		}()
-	}
-	wg.Wait()
 }
 
 // Cancel keys: every session gets a random process id and secret of our
@@ -353,6 +238,7 @@ func (w *Worker) register(s *session) {
 		s.pid = pid
 		copy(s.secret[:], b[4:])
 		w.sessions[pid] = s
+		w.k.Register(s)
 		return
 	}
 }
@@ -363,6 +249,7 @@ func (w *Worker) unregister(s *session) {
 	if w.sessions[s.pid] == s {
 		delete(w.sessions, s.pid)
 	}
+	w.k.Unregister(s)
 }
 
 // cancel forwards a cancel to the session's upstream if the key matches.
@@ -398,10 +285,22 @@ func (w *Worker) onRemoteCancel(m *nats.Msg) {
 	w.cancel(binary.BigEndian.Uint32(m.Data[:4]), m.Data[4:])
 }
 
-func newRecorder(cfg Config) *recording.Recorder {
-	r := recording.New(cfg.Conn.JS)
-	if cfg.RecordTimeout > 0 {
-		r.Timeout = cfg.RecordTimeout
+// The kernel's view of a session (gateway.Session).
+
+func (s *session) ID() string             { return s.id }
+func (s *session) CallerToken() string    { return s.callerToken() }
+func (s *session) PrincipalKey() [16]byte { return s.pkey }
+
+// End closes the session with the FATAL error the client shows.
+func (s *session) End(code gateway.EndCode, reason string) {
+	switch code {
+	case gateway.EndRefused:
+		s.shutdown("the identity configuration no longer accepts the token",
+			fatal(stateInvalidPassword, "sluice: "+reason, "reconnect with a token the current configuration accepts"))
+	case gateway.EndChanged:
+		s.shutdown("the identity configuration changed who the token names",
+			fatal(stateInvalidPassword, "sluice: "+reason, "reconnect to start a session as the principal you are now"))
+	default:
+		s.shutdown("the worker is shutting down", fatal(stateAdminShutdown, "sluice: the gateway is shutting down", ""))
 	}
-	return r
 }

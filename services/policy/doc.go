@@ -9,6 +9,14 @@
 // worker may cache the decision (per statement shape, revision and
 // principal). It recompiles when a new policy is applied, once per revision.
 //
-// Fail closed: no policy, an unparseable statement, or a rule that errors
-// each yield deny.
+// For SSH it classifies an exec request's command line with libs/shellclass
+// (the shell grammar: every program a line runs, through pipes, lists,
+// substitutions, wrappers and nested shells, and its flags) and rules on the
+// whole classification; other requests (shell, subsystem, env, port and
+// remote forwards, agent and X11 forwarding) are ruled on by type and
+// argument. An SSH decision may be cached by the exact request type and
+// command unless a rule reads the time.
+//
+// Fail closed: no policy, an unparseable statement or exec command line, an
+// empty exec command, or a rule that errors each yield deny.
 package policy

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
 	engine "sluice.dev/sluice/libs/policy"
+	"sluice.dev/sluice/libs/shellclass"
 	"sluice.dev/sluice/libs/sqlclass"
 	"sluice.dev/sluice/libs/sqlshape"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
@@ -29,6 +31,10 @@ const (
 	RuleUnparseable  = "builtin:unparseable-sql"
 	RuleNoCommand    = "builtin:no-command"
 	RuleGrantsBehind = "builtin:grants-view-behind"
+	// RuleUnparseableCommand denies an SSH exec request whose command line
+	// shellclass cannot classify (a syntax error, an incomplete line, a
+	// limit exceeded) or that is empty.
+	RuleUnparseableCommand = "builtin:unparseable-command"
 )
 
 // grantsWait bounds how long a decision waits for the grants view to reach
@@ -215,9 +221,7 @@ func evaluateCommand(ctx context.Context, set *engine.Set, in engine.Input, req 
 	case *policyv1.EvaluateRequest_Sql:
 		return evaluateSQL(ctx, set, in, cmd.Sql.GetText())
 	case *policyv1.EvaluateRequest_Ssh:
-		in.Protocol = "ssh"
-		in.SSH = sshInput(cmd.Ssh)
-		return single(ctx, set, in)
+		return evaluateSSH(ctx, set, in, cmd.Ssh)
 	case *policyv1.EvaluateRequest_K8S:
 		in.Protocol = "kubernetes"
 		in.K8s = cmd.K8S
@@ -226,8 +230,65 @@ func evaluateCommand(ctx context.Context, set *engine.Set, in engine.Input, req 
 	return deny(RuleNoCommand, "the request carries no command", set.Revision)
 }
 
+// evaluateSSH rules on one SSH request. An exec command line is classified
+// by shellclass (the shell grammar), and policies see the whole
+// classification; a line it cannot classify is denied before any rule runs,
+// as unparseable SQL is. Other requests carry only their type and argument.
+//
+// The worker caches a decision by principal, target and request type plus
+// command, exactly; classification is a function of the command, so the
+// decision holds for that key unless a rule reads the time. A set that
+// reads sql.text is treated as reading raw text here too.
+func evaluateSSH(ctx context.Context, set *engine.Set, in engine.Input, c *policyv1.SSHCommand) *policyv1.Decision {
+	in.Protocol = "ssh"
+	if c.GetRequestType() == "exec" {
+		res, err := shellclass.Classify(c.GetCommand())
+		if err != nil {
+			return deny(RuleUnparseableCommand, unparseableReason(err), set.Revision)
+		}
+		in.SSH = shellclass.Input(res)
+	} else {
+		in.SSH = sshInput(c)
+	}
+	d := decision(set.Evaluate(ctx, in), set.Revision)
+	d.Masks = set.Masks(ctx, in)
+	cacheable := !set.UsesNow && !set.UsesText
+	d.Cache = &policyv1.Cache{PolicyRevision: set.Revision, Cacheable: cacheable}
+	if cacheable {
+		d.Cache.TtlMs = DefaultCacheTTL.Milliseconds()
+	}
+	return d
+}
+
+// sshInput is the `ssh` variable of a request other than exec: its type and
+// argument, and what the argument names. subsystem names the subsystem
+// (sftp); env's argument is NAME=value, and the name is in env, the name and
+// the value in argv.
 func sshInput(c *policyv1.SSHCommand) *policyv1.SSHInput {
-	return &policyv1.SSHInput{RequestType: c.GetRequestType(), Command: c.GetCommand()}
+	in := &policyv1.SSHInput{RequestType: c.GetRequestType(), Command: c.GetCommand()}
+	switch c.GetRequestType() {
+	case "subsystem":
+		in.Subsystem = c.GetCommand()
+	case "env":
+		name, value, _ := strings.Cut(c.GetCommand(), "=")
+		in.Env = []string{name}
+		in.Argv = []string{name, value}
+	}
+	return in
+}
+
+// unparseableReason says why an exec command was refused: the parser's
+// message names the syntax problem and carries nothing beyond the client's
+// own text; an internal failure is not described.
+func unparseableReason(err error) string {
+	if errors.Is(err, shellclass.ErrEmpty) {
+		return "the command is empty; an exec request needs a command line"
+	}
+	msg, ok := strings.CutPrefix(err.Error(), shellclass.ErrParse.Error()+": ")
+	if !ok || msg == "" || strings.HasPrefix(msg, "internal error") {
+		return "the command line cannot be parsed; unparseable commands are refused"
+	}
+	return fmt.Sprintf("the command line cannot be parsed (%s); unparseable commands are refused", msg)
 }
 
 func single(ctx context.Context, set *engine.Set, in engine.Input) *policyv1.Decision {

@@ -137,6 +137,215 @@ func (x *VerifyTokenResponse) GetIdentityDigest() string {
 	return ""
 }
 
+// Subject: sluice.api.identity.ssh.sign (the API, with the caller's token
+// in the Sluice-Caller header). The identity service verifies the caller's
+// token and signs a user certificate for public_key naming that principal
+// and carrying the token, valid until the token expires (at most 12 h).
+type SignSSHRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// public_key in authorized_keys format.
+	PublicKey     string `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignSSHRequest) Reset() {
+	*x = SignSSHRequest{}
+	mi := &file_sluice_identity_v1_identity_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignSSHRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignSSHRequest) ProtoMessage() {}
+
+func (x *SignSSHRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_identity_v1_identity_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignSSHRequest.ProtoReflect.Descriptor instead.
+func (*SignSSHRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_identity_v1_identity_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SignSSHRequest) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+type SignSSHReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// certificate in authorized_keys format (the *-cert.pub file).
+	Certificate     string        `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	ValidBeforeUnix int64         `protobuf:"varint,2,opt,name=valid_before_unix,json=validBeforeUnix,proto3" json:"valid_before_unix,omitempty"`
+	Principal       *v1.Principal `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	Error           *v1.Error     `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SignSSHReply) Reset() {
+	*x = SignSSHReply{}
+	mi := &file_sluice_identity_v1_identity_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignSSHReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignSSHReply) ProtoMessage() {}
+
+func (x *SignSSHReply) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_identity_v1_identity_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignSSHReply.ProtoReflect.Descriptor instead.
+func (*SignSSHReply) Descriptor() ([]byte, []int) {
+	return file_sluice_identity_v1_identity_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SignSSHReply) GetCertificate() string {
+	if x != nil {
+		return x.Certificate
+	}
+	return ""
+}
+
+func (x *SignSSHReply) GetValidBeforeUnix() int64 {
+	if x != nil {
+		return x.ValidBeforeUnix
+	}
+	return 0
+}
+
+func (x *SignSSHReply) GetPrincipal() *v1.Principal {
+	if x != nil {
+		return x.Principal
+	}
+	return nil
+}
+
+func (x *SignSSHReply) GetError() *v1.Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// Subject: sluice.api.identity.ssh.authority: the public keys (authorized
+// keys format) of the SSH user authorities whose certificates workers
+// accept.
+type SSHAuthorityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSHAuthorityRequest) Reset() {
+	*x = SSHAuthorityRequest{}
+	mi := &file_sluice_identity_v1_identity_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSHAuthorityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSHAuthorityRequest) ProtoMessage() {}
+
+func (x *SSHAuthorityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_identity_v1_identity_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSHAuthorityRequest.ProtoReflect.Descriptor instead.
+func (*SSHAuthorityRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_identity_v1_identity_proto_rawDescGZIP(), []int{4}
+}
+
+type SSHAuthorityReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PublicKeys    []string               `protobuf:"bytes,1,rep,name=public_keys,json=publicKeys,proto3" json:"public_keys,omitempty"`
+	Error         *v1.Error              `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSHAuthorityReply) Reset() {
+	*x = SSHAuthorityReply{}
+	mi := &file_sluice_identity_v1_identity_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSHAuthorityReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSHAuthorityReply) ProtoMessage() {}
+
+func (x *SSHAuthorityReply) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_identity_v1_identity_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSHAuthorityReply.ProtoReflect.Descriptor instead.
+func (*SSHAuthorityReply) Descriptor() ([]byte, []int) {
+	return file_sluice_identity_v1_identity_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SSHAuthorityReply) GetPublicKeys() []string {
+	if x != nil {
+		return x.PublicKeys
+	}
+	return nil
+}
+
+func (x *SSHAuthorityReply) GetError() *v1.Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_sluice_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_sluice_identity_v1_identity_proto_rawDesc = "" +
@@ -147,7 +356,20 @@ const file_sluice_identity_v1_identity_proto_rawDesc = "" +
 	"\x13VerifyTokenResponse\x129\n" +
 	"\tprincipal\x18\x01 \x01(\v2\x1b.sluice.common.v1.PrincipalR\tprincipal\x12-\n" +
 	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\x12'\n" +
-	"\x0fidentity_digest\x18\x03 \x01(\tR\x0eidentityDigestB7Z5sluice.dev/sluice/proto/sluice/identity/v1;identityv1b\x06proto3"
+	"\x0fidentity_digest\x18\x03 \x01(\tR\x0eidentityDigest\"/\n" +
+	"\x0eSignSSHRequest\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\tR\tpublicKey\"\xc6\x01\n" +
+	"\fSignSSHReply\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\tR\vcertificate\x12*\n" +
+	"\x11valid_before_unix\x18\x02 \x01(\x03R\x0fvalidBeforeUnix\x129\n" +
+	"\tprincipal\x18\x03 \x01(\v2\x1b.sluice.common.v1.PrincipalR\tprincipal\x12-\n" +
+	"\x05error\x18\x04 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\x15\n" +
+	"\x13SSHAuthorityRequest\"c\n" +
+	"\x11SSHAuthorityReply\x12\x1f\n" +
+	"\vpublic_keys\x18\x01 \x03(\tR\n" +
+	"publicKeys\x12-\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05errorB7Z5sluice.dev/sluice/proto/sluice/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_sluice_identity_v1_identity_proto_rawDescOnce sync.Once
@@ -161,21 +383,28 @@ func file_sluice_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_sluice_identity_v1_identity_proto_rawDescData
 }
 
-var file_sluice_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_sluice_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_sluice_identity_v1_identity_proto_goTypes = []any{
 	(*VerifyTokenRequest)(nil),  // 0: sluice.identity.v1.VerifyTokenRequest
 	(*VerifyTokenResponse)(nil), // 1: sluice.identity.v1.VerifyTokenResponse
-	(*v1.Principal)(nil),        // 2: sluice.common.v1.Principal
-	(*v1.Error)(nil),            // 3: sluice.common.v1.Error
+	(*SignSSHRequest)(nil),      // 2: sluice.identity.v1.SignSSHRequest
+	(*SignSSHReply)(nil),        // 3: sluice.identity.v1.SignSSHReply
+	(*SSHAuthorityRequest)(nil), // 4: sluice.identity.v1.SSHAuthorityRequest
+	(*SSHAuthorityReply)(nil),   // 5: sluice.identity.v1.SSHAuthorityReply
+	(*v1.Principal)(nil),        // 6: sluice.common.v1.Principal
+	(*v1.Error)(nil),            // 7: sluice.common.v1.Error
 }
 var file_sluice_identity_v1_identity_proto_depIdxs = []int32{
-	2, // 0: sluice.identity.v1.VerifyTokenResponse.principal:type_name -> sluice.common.v1.Principal
-	3, // 1: sluice.identity.v1.VerifyTokenResponse.error:type_name -> sluice.common.v1.Error
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	6, // 0: sluice.identity.v1.VerifyTokenResponse.principal:type_name -> sluice.common.v1.Principal
+	7, // 1: sluice.identity.v1.VerifyTokenResponse.error:type_name -> sluice.common.v1.Error
+	6, // 2: sluice.identity.v1.SignSSHReply.principal:type_name -> sluice.common.v1.Principal
+	7, // 3: sluice.identity.v1.SignSSHReply.error:type_name -> sluice.common.v1.Error
+	7, // 4: sluice.identity.v1.SSHAuthorityReply.error:type_name -> sluice.common.v1.Error
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_sluice_identity_v1_identity_proto_init() }
@@ -189,7 +418,7 @@ func file_sluice_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_identity_v1_identity_proto_rawDesc), len(file_sluice_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -916,15 +916,43 @@ func (x *SQLInput) GetColumns() []string {
 	return nil
 }
 
-// SSHInput is the `ssh` variable of a policy rule.
+// SSHInput is the `ssh` variable of a policy rule. For an exec request the
+// fields from programs on are libs/shellclass's classification of command
+// (see its doc.go for what each one means).
 type SSHInput struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// request_type: exec, shell, subsystem, env, port_forward, ...
-	RequestType   string   `protobuf:"bytes,1,opt,name=request_type,json=requestType,proto3" json:"request_type,omitempty"`
-	Command       string   `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
-	Argv          []string `protobuf:"bytes,3,rep,name=argv,proto3" json:"argv,omitempty"`
-	Program       string   `protobuf:"bytes,4,opt,name=program,proto3" json:"program,omitempty"`
-	Subsystem     string   `protobuf:"bytes,5,opt,name=subsystem,proto3" json:"subsystem,omitempty"`
+	RequestType string `protobuf:"bytes,1,opt,name=request_type,json=requestType,proto3" json:"request_type,omitempty"`
+	Command     string `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	// argv and program (argv[0]'s base name) describe an exec command line
+	// only when it is exactly one simple command with no flag and no
+	// assignment (no wrapper, list, pipeline, substitution, redirection to a
+	// file ...); otherwise they are empty and rules use programs and commands.
+	Argv      []string `protobuf:"bytes,3,rep,name=argv,proto3" json:"argv,omitempty"`
+	Program   string   `protobuf:"bytes,4,opt,name=program,proto3" json:"program,omitempty"`
+	Subsystem string   `protobuf:"bytes,5,opt,name=subsystem,proto3" json:"subsystem,omitempty"`
+	// programs are every program the command line runs anywhere, by the name
+	// as written and by base name ("/bin/rm" and "rm"), sorted and unique.
+	Programs []string `protobuf:"bytes,6,rep,name=programs,proto3" json:"programs,omitempty"`
+	// commands are the simple commands in the order they appear, the
+	// commands that wrappers (sudo, env, xargs ...) and nested shells
+	// (bash -c) run included.
+	Commands []*ShellCommand `protobuf:"bytes,7,rep,name=commands,proto3" json:"commands,omitempty"`
+	// flags: pipeline, list, control, subshell, substitution, expansion,
+	// dynamic, sudo, shell, interpreter, pipe_to_shell, redirect_write,
+	// redirect_read, background, function_def, network, destructive.
+	Flags []string `protobuf:"bytes,8,rep,name=flags,proto3" json:"flags,omitempty"`
+	// writes and reads are the files that redirections write and read.
+	Writes []string `protobuf:"bytes,9,rep,name=writes,proto3" json:"writes,omitempty"`
+	Reads  []string `protobuf:"bytes,10,rep,name=reads,proto3" json:"reads,omitempty"`
+	// env are the names of the variables the command line assigns.
+	Env []string `protobuf:"bytes,11,rep,name=env,proto3" json:"env,omitempty"`
+	// functions are the names of the shell functions it defines.
+	Functions []string `protobuf:"bytes,12,rep,name=functions,proto3" json:"functions,omitempty"`
+	// parse_error: the command could not be classified (a syntax error, an
+	// incomplete command, a limit exceeded); every other field but
+	// request_type and command is then empty.
+	ParseError    bool `protobuf:"varint,13,opt,name=parse_error,json=parseError,proto3" json:"parse_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -992,6 +1020,164 @@ func (x *SSHInput) GetSubsystem() string {
 		return x.Subsystem
 	}
 	return ""
+}
+
+func (x *SSHInput) GetPrograms() []string {
+	if x != nil {
+		return x.Programs
+	}
+	return nil
+}
+
+func (x *SSHInput) GetCommands() []*ShellCommand {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+func (x *SSHInput) GetFlags() []string {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
+func (x *SSHInput) GetWrites() []string {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *SSHInput) GetReads() []string {
+	if x != nil {
+		return x.Reads
+	}
+	return nil
+}
+
+func (x *SSHInput) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *SSHInput) GetFunctions() []string {
+	if x != nil {
+		return x.Functions
+	}
+	return nil
+}
+
+func (x *SSHInput) GetParseError() bool {
+	if x != nil {
+		return x.ParseError
+	}
+	return false
+}
+
+// ShellCommand is one simple command of an SSH exec command line.
+type ShellCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// program is the first word as written after quote removal ("/bin/rm");
+	// empty when runtime expansion decides it ($CMD, $(...)).
+	Program string `protobuf:"bytes,1,opt,name=program,proto3" json:"program,omitempty"`
+	// name is program's base name ("rm").
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// argv are the words, program first; a word that needs runtime
+	// expansion is given as written.
+	Argv []string `protobuf:"bytes,3,rep,name=argv,proto3" json:"argv,omitempty"`
+	// dynamic: some word needs runtime expansion.
+	Dynamic bool `protobuf:"varint,4,opt,name=dynamic,proto3" json:"dynamic,omitempty"`
+	// sudo: it runs through sudo, su, doas, pkexec or runuser.
+	Sudo bool `protobuf:"varint,5,opt,name=sudo,proto3" json:"sudo,omitempty"`
+	// env are the names of the variables assigned for it.
+	Env []string `protobuf:"bytes,6,rep,name=env,proto3" json:"env,omitempty"`
+	// via are the wrappers that run it, outermost first.
+	Via           []string `protobuf:"bytes,7,rep,name=via,proto3" json:"via,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShellCommand) Reset() {
+	*x = ShellCommand{}
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShellCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShellCommand) ProtoMessage() {}
+
+func (x *ShellCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShellCommand.ProtoReflect.Descriptor instead.
+func (*ShellCommand) Descriptor() ([]byte, []int) {
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ShellCommand) GetProgram() string {
+	if x != nil {
+		return x.Program
+	}
+	return ""
+}
+
+func (x *ShellCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ShellCommand) GetArgv() []string {
+	if x != nil {
+		return x.Argv
+	}
+	return nil
+}
+
+func (x *ShellCommand) GetDynamic() bool {
+	if x != nil {
+		return x.Dynamic
+	}
+	return false
+}
+
+func (x *ShellCommand) GetSudo() bool {
+	if x != nil {
+		return x.Sudo
+	}
+	return false
+}
+
+func (x *ShellCommand) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *ShellCommand) GetVia() []string {
+	if x != nil {
+		return x.Via
+	}
+	return nil
 }
 
 var File_sluice_policy_v1_policy_proto protoreflect.FileDescriptor
@@ -1081,13 +1267,31 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	" \x01(\x05R\n" +
 	"statements\x12 \n" +
 	"\vfingerprint\x18\v \x01(\tR\vfingerprint\x12\x18\n" +
-	"\acolumns\x18\f \x03(\tR\acolumns\"\x93\x01\n" +
+	"\acolumns\x18\f \x03(\tR\acolumns\"\x80\x03\n" +
 	"\bSSHInput\x12!\n" +
 	"\frequest_type\x18\x01 \x01(\tR\vrequestType\x12\x18\n" +
 	"\acommand\x18\x02 \x01(\tR\acommand\x12\x12\n" +
 	"\x04argv\x18\x03 \x03(\tR\x04argv\x12\x18\n" +
 	"\aprogram\x18\x04 \x01(\tR\aprogram\x12\x1c\n" +
-	"\tsubsystem\x18\x05 \x01(\tR\tsubsystemB3Z1sluice.dev/sluice/proto/sluice/policy/v1;policyv1b\x06proto3"
+	"\tsubsystem\x18\x05 \x01(\tR\tsubsystem\x12\x1a\n" +
+	"\bprograms\x18\x06 \x03(\tR\bprograms\x12:\n" +
+	"\bcommands\x18\a \x03(\v2\x1e.sluice.policy.v1.ShellCommandR\bcommands\x12\x14\n" +
+	"\x05flags\x18\b \x03(\tR\x05flags\x12\x16\n" +
+	"\x06writes\x18\t \x03(\tR\x06writes\x12\x14\n" +
+	"\x05reads\x18\n" +
+	" \x03(\tR\x05reads\x12\x10\n" +
+	"\x03env\x18\v \x03(\tR\x03env\x12\x1c\n" +
+	"\tfunctions\x18\f \x03(\tR\tfunctions\x12\x1f\n" +
+	"\vparse_error\x18\r \x01(\bR\n" +
+	"parseError\"\xa2\x01\n" +
+	"\fShellCommand\x12\x18\n" +
+	"\aprogram\x18\x01 \x01(\tR\aprogram\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04argv\x18\x03 \x03(\tR\x04argv\x12\x18\n" +
+	"\adynamic\x18\x04 \x01(\bR\adynamic\x12\x12\n" +
+	"\x04sudo\x18\x05 \x01(\bR\x04sudo\x12\x10\n" +
+	"\x03env\x18\x06 \x03(\tR\x03env\x12\x10\n" +
+	"\x03via\x18\a \x03(\tR\x03viaB3Z1sluice.dev/sluice/proto/sluice/policy/v1;policyv1b\x06proto3"
 
 var (
 	file_sluice_policy_v1_policy_proto_rawDescOnce sync.Once
@@ -1101,7 +1305,7 @@ func file_sluice_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_sluice_policy_v1_policy_proto_rawDescData
 }
 
-var file_sluice_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_sluice_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_sluice_policy_v1_policy_proto_goTypes = []any{
 	(*SQLCommand)(nil),      // 0: sluice.policy.v1.SQLCommand
 	(*SSHCommand)(nil),      // 1: sluice.policy.v1.SSHCommand
@@ -1113,27 +1317,29 @@ var file_sluice_policy_v1_policy_proto_goTypes = []any{
 	(*Decision)(nil),        // 7: sluice.policy.v1.Decision
 	(*SQLInput)(nil),        // 8: sluice.policy.v1.SQLInput
 	(*SSHInput)(nil),        // 9: sluice.policy.v1.SSHInput
-	(*v1.Principal)(nil),    // 10: sluice.common.v1.Principal
-	(*v1.Target)(nil),       // 11: sluice.common.v1.Target
-	(*v11.MaskRule)(nil),    // 12: sluice.control.v1.MaskRule
-	(*v1.Error)(nil),        // 13: sluice.common.v1.Error
+	(*ShellCommand)(nil),    // 10: sluice.policy.v1.ShellCommand
+	(*v1.Principal)(nil),    // 11: sluice.common.v1.Principal
+	(*v1.Target)(nil),       // 12: sluice.common.v1.Target
+	(*v11.MaskRule)(nil),    // 13: sluice.control.v1.MaskRule
+	(*v1.Error)(nil),        // 14: sluice.common.v1.Error
 }
 var file_sluice_policy_v1_policy_proto_depIdxs = []int32{
-	10, // 0: sluice.policy.v1.EvaluateRequest.principal:type_name -> sluice.common.v1.Principal
-	11, // 1: sluice.policy.v1.EvaluateRequest.target:type_name -> sluice.common.v1.Target
+	11, // 0: sluice.policy.v1.EvaluateRequest.principal:type_name -> sluice.common.v1.Principal
+	12, // 1: sluice.policy.v1.EvaluateRequest.target:type_name -> sluice.common.v1.Target
 	0,  // 2: sluice.policy.v1.EvaluateRequest.sql:type_name -> sluice.policy.v1.SQLCommand
 	1,  // 3: sluice.policy.v1.EvaluateRequest.ssh:type_name -> sluice.policy.v1.SSHCommand
 	2,  // 4: sluice.policy.v1.EvaluateRequest.k8s:type_name -> sluice.policy.v1.K8sCommand
 	5,  // 5: sluice.policy.v1.Statement.targets:type_name -> sluice.policy.v1.Target
-	12, // 6: sluice.policy.v1.Decision.masks:type_name -> sluice.control.v1.MaskRule
+	13, // 6: sluice.policy.v1.Decision.masks:type_name -> sluice.control.v1.MaskRule
 	6,  // 7: sluice.policy.v1.Decision.cache:type_name -> sluice.policy.v1.Cache
 	4,  // 8: sluice.policy.v1.Decision.statements:type_name -> sluice.policy.v1.Statement
-	13, // 9: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 9: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
+	10, // 10: sluice.policy.v1.SSHInput.commands:type_name -> sluice.policy.v1.ShellCommand
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_sluice_policy_v1_policy_proto_init() }
@@ -1152,7 +1358,7 @@ func file_sluice_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_policy_v1_policy_proto_rawDesc), len(file_sluice_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -904,7 +904,12 @@ type TerminalIO struct {
 	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
 	Data   []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	// offset_ms is the time since the session started.
-	OffsetMs      int64 `protobuf:"varint,3,opt,name=offset_ms,json=offsetMs,proto3" json:"offset_ms,omitempty"`
+	OffsetMs int64 `protobuf:"varint,3,opt,name=offset_ms,json=offsetMs,proto3" json:"offset_ms,omitempty"`
+	// encoding of data: "" as is, "s2" compressed (S2, github.com/klauspost/compress),
+	// which terminal output usually is by several times; size is its length
+	// decoded.
+	Encoding      string `protobuf:"bytes,4,opt,name=encoding,proto3" json:"encoding,omitempty"`
+	Size          int64  `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -956,6 +961,20 @@ func (x *TerminalIO) GetData() []byte {
 func (x *TerminalIO) GetOffsetMs() int64 {
 	if x != nil {
 		return x.OffsetMs
+	}
+	return 0
+}
+
+func (x *TerminalIO) GetEncoding() string {
+	if x != nil {
+		return x.Encoding
+	}
+	return ""
+}
+
+func (x *TerminalIO) GetSize() int64 {
+	if x != nil {
+		return x.Size
 	}
 	return 0
 }
@@ -1566,12 +1585,14 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\aMasking\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\x04R\tcommandId\x124\n" +
-	"\x06counts\x18\x02 \x03(\v2\x1c.sluice.session.v1.MaskCountR\x06counts\"U\n" +
+	"\x06counts\x18\x02 \x03(\v2\x1c.sluice.session.v1.MaskCountR\x06counts\"\x85\x01\n" +
 	"\n" +
 	"TerminalIO\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1b\n" +
-	"\toffset_ms\x18\x03 \x01(\x03R\boffsetMs\"\x8b\x01\n" +
+	"\toffset_ms\x18\x03 \x01(\x03R\boffsetMs\x12\x1a\n" +
+	"\bencoding\x18\x04 \x01(\tR\bencoding\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"\x8b\x01\n" +
 	"\x05Ended\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1a\n" +
 	"\bcommands\x18\x02 \x01(\x03R\bcommands\x12\x16\n" +

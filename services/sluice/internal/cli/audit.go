@@ -84,10 +84,16 @@ func newSessionsCmd(g *globals) *cobra.Command {
 }
 
 func newReplayCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "replay SESSION_ID",
+	var format string
+	cmd := &cobra.Command{
+		Use:   "replay SESSION_ID [--format text|asciicast]",
 		Short: "Show a recorded session: who, where, each command with its decision and result",
-		Args:  cobra.ExactArgs(1),
+		Long: `Show a recorded session: who, where, each command with its decision, approval and result,
+and what the client's terminal showed. With --format asciicast, write the session's terminal
+streams as asciicast v2 (play it with asciinema play FILE, or any asciinema player).`,
+		Example: `  sluice replay 01m8...
+  sluice replay 01m8... --format asciicast > session.cast && asciinema play session.cast`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := g.checkOutput(); err != nil {
 				return err
@@ -97,6 +103,19 @@ func newReplayCmd(g *globals) *cobra.Command {
 				return err
 			}
 			path := "/api/v1/sessions/" + url.PathEscape(args[0])
+			switch format {
+			case "text":
+			case "asciicast":
+				body, err := c.raw(cmd.Context(), path+"?format=asciicast")
+				if err != nil {
+					return err
+				}
+				defer body.Close()
+				_, err = io.Copy(g.stdout, body)
+				return err
+			default:
+				return fmt.Errorf("--format is text or asciicast, not %q", format)
+			}
 			if g.json() {
 				var res map[string]any
 				if err := c.do(cmd.Context(), http.MethodGet, path, nil, &res); err != nil {
@@ -113,6 +132,8 @@ func newReplayCmd(g *globals) *cobra.Command {
 			return err
 		},
 	}
+	cmd.Flags().StringVar(&format, "format", "text", "text (a readable account) or asciicast (the terminal streams, asciicast v2)")
+	return cmd
 }
 
 // defaultAnchors are the anchor files verify uses when none is named:

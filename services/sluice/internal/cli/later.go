@@ -6,5 +6,5 @@ import "github.com/spf13/cobra"
 // recorder APIs.
 func addLaterCommands(root *cobra.Command, g *globals) {
 	root.AddCommand(newPolicyCmd(g), newSessionsCmd(g), newReplayCmd(g), newAuditCmd(g),
-		newApprovalsCmd(g), newDecideCmd(g, "approve"), newDecideCmd(g, "deny"), newRequestCmd(g), newRevokeCmd(g), newGrantsCmd(g), newConnectCmd(g))
+		newApprovalsCmd(g), newDecideCmd(g, "approve"), newDecideCmd(g, "deny"), newRequestCmd(g), newRevokeCmd(g), newGrantsCmd(g), newConnectCmd(g), newSSHCmd(g))
 }

@@ -13,6 +13,7 @@ import (
 	"sluice.dev/sluice/libs/auditchain"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/libs/sshca"
 	"sluice.dev/sluice/services/sluice/internal/stack"
 )
 
@@ -29,7 +30,8 @@ func newServeCmd(g *globals) *cobra.Command {
 	var replicas int
 	var auditMaxBytes int64
 	var pprofAddr string
-	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile, slackTokenFile, slackSecretFile, nkeyFile, nkeyDir string
+	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile, slackTokenFile, slackSecretFile, nkeyFile, nkeyDir, sshUserCAFile string
+	var sshHostKeyPubs []string
 	var jwksRefresh time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve SERVICE|all",
@@ -100,6 +102,18 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 					return err
 				}
 			}
+			if sshUserCAFile != "" {
+				if o.SSHUserCA, err = sshca.Load(sshUserCAFile); err != nil {
+					return err
+				}
+			}
+			for _, f := range sshHostKeyPubs {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					return err
+				}
+				o.SSHHostKeys = append(o.SSHHostKeys, strings.TrimSpace(string(b)))
+			}
 			return stack.RunAll(ctx, &o, names...)
 		},
 	}
@@ -123,6 +137,11 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 	f.StringVar(&o.APIAddr, "addr", "127.0.0.1:8080", "api: listen address")
 	f.StringVar(&o.CLIClientID, "cli-client-id", "", "api: OAuth client id the CLI uses for 'sluice login'")
 	f.StringVar(&o.PGAddr, "pg-addr", "127.0.0.1:15432", "pgworker: listen address")
+	f.StringVar(&o.SSHAddr, "ssh-addr", "127.0.0.1:12222", "sshworker: listen address")
+	f.StringVar(&o.SSHHostKey, "ssh-host-key", os.Getenv("SLUICE_SSH_HOST_KEY"), "sshworker: the worker's SSH host key, OpenSSH format (the SSH worker runs only with one)")
+	f.StringVar(&sshUserCAFile, "ssh-user-ca", os.Getenv("SLUICE_SSH_USER_CA"), "identity: private key (OpenSSH format) that signs SSH user certificates for verified tokens")
+	f.StringVar(&o.SSHPublicAddress, "ssh-public-address", "", "api: host:port where clients reach the SSH worker (sluice ssh login writes it into ssh_config)")
+	f.StringArrayVar(&sshHostKeyPubs, "ssh-host-key-pub", nil, "api: the SSH worker's public host key file, for clients' known_hosts (repeatable)")
 	f.StringVar(&o.TLSCert, "tls-cert", os.Getenv("SLUICE_TLS_CERT"), "workers: TLS certificate file presented to clients (required)")
 	f.StringVar(&o.TLSKey, "tls-key", os.Getenv("SLUICE_TLS_KEY"), "workers: TLS key file (required)")
 	f.DurationVar(&o.HoldTimeout, "hold-timeout", 5*time.Minute, "pgworker, approvals: how long a statement held for approval waits")

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
@@ -30,12 +31,14 @@ import (
 	"sluice.dev/sluice/libs/devissuer"
 	"sluice.dev/sluice/libs/pglocal"
 	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/libs/sshca"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	"sluice.dev/sluice/services/identity"
 	"sluice.dev/sluice/services/sluice/internal/stack"
+	"sluice.dev/sluice/services/sshworker"
 )
 
 //go:embed sluice.yaml
@@ -55,8 +58,12 @@ type Config struct {
 	// NATSPort default 14222; DemoPGPort default 15433.
 	NATSPort   int
 	DemoPGPort int
-	// NoDemo skips the demo PostgreSQL.
+	// NoDemo skips the demo targets (PostgreSQL and SSH).
 	NoDemo bool
+	// SSHAddr is the SSH worker's address (default 127.0.0.1:12222);
+	// DemoSSHPort the demo sshd's (default 12223).
+	SSHAddr     string
+	DemoSSHPort int
 	// HoldTimeout bounds how long a held statement waits; default 5m.
 	HoldTimeout time.Duration
 	// UpstreamPool is the idle target connections kept per target (see
@@ -88,6 +95,12 @@ func (c *Config) defaults() {
 	}
 	if c.NATSPort == 0 {
 		c.NATSPort = 14222
+	}
+	if c.SSHAddr == "" {
+		c.SSHAddr = "127.0.0.1:12222"
+	}
+	if c.DemoSSHPort == 0 {
+		c.DemoSSHPort = 12223
 	}
 	if c.DemoPGPort == 0 {
 		c.DemoPGPort = 15433
@@ -181,6 +194,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer apiLn.Close()
 	apiURL := "http://" + apiLn.Addr().String()
+	sshLn, err := net.Listen("tcp", cfg.SSHAddr)
+	if err != nil {
+		return fmt.Errorf("SSH worker %s: %w (is another sluice dev running? use --ssh-addr)", cfg.SSHAddr, err)
+	}
+	defer sshLn.Close()
 
 	master, err := secrets.LoadOrCreateKeyFile(masterPath(dir))
 	if err != nil {
@@ -195,6 +213,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	agentSecret, err := readOrCreate(filepath.Join(dir, "demo-agent.secret"), randomPassword)
+	if err != nil {
+		return err
+	}
+	// SSH: the user authority that signs certificates for verified tokens,
+	// and the worker's host key, published for clients' known_hosts.
+	sshUserCA, err := sshca.LoadOrCreate(filepath.Join(dir, "ssh", "user_ca"))
+	if err != nil {
+		return err
+	}
+	sshHostKeyFile := filepath.Join(dir, "ssh", "host_key")
+	sshHost, err := sshworker.LoadHostKey(sshHostKeyFile, true)
 	if err != nil {
 		return err
 	}
@@ -251,17 +280,23 @@ func Run(ctx context.Context, cfg Config) error {
 		MasterKey:   master,
 		RecorderKey: recorderKey,
 		// Outside NATS, where the break-glass identity does not reach.
-		AuditAnchorFile: filepath.Join(dir, AuditAnchorFile),
-		HoldTimeout:     cfg.HoldTimeout,
-		UpstreamPool:    cfg.UpstreamPool,
-		Topology:        bus.Topology{AuditMaxBytes: cfg.AuditMaxBytes},
-		PGAddr:          cfg.PGAddr,
-		TLSDir:          filepath.Join(dir, "tls"),
+		AuditAnchorFile:  filepath.Join(dir, AuditAnchorFile),
+		HoldTimeout:      cfg.HoldTimeout,
+		UpstreamPool:     cfg.UpstreamPool,
+		Topology:         bus.Topology{AuditMaxBytes: cfg.AuditMaxBytes},
+		PGAddr:           cfg.PGAddr,
+		TLSDir:           filepath.Join(dir, "tls"),
+		SSHListener:      sshLn,
+		SSHHostKey:       sshHostKeyFile,
+		SSHUserCA:        sshUserCA,
+		SSHPublicAddress: sshLn.Addr().String(),
+		SSHHostKeys:      []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshHost.PublicKey())))},
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stack.RunAll(gctx, o) })
 
 	var pg *pglocal.Server
+	var sshd *sshDemo
 	g.Go(func() error {
 		var demoErr error
 		pg, demoErr = bootstrap(gctx, cfg, dir, admin, master)
@@ -274,13 +309,19 @@ func Run(ctx context.Context, cfg Config) error {
 				return err
 			}
 		}
+		if !cfg.NoDemo {
+			var sshErr error
+			if sshd, sshErr = startDemoSSH(gctx, cfg, dir, admin, master); sshErr != nil {
+				return sshErr
+			}
+		}
 		// Say where to connect only once everything answers: a script
 		// that waits for the banner may connect at once.
-		if err := awaitServing(gctx, admin, cfg.PGAddr); err != nil {
+		if err := awaitServing(gctx, admin, cfg.PGAddr, sshLn.Addr().String()); err != nil {
 			return err
 		}
 		close(started)
-		banner(cfg, dir, apiURL, nsrv.ClientURL(), pg, agentSecret)
+		banner(cfg, dir, apiURL, nsrv.ClientURL(), pg, sshd, sshLn.Addr().String(), agentSecret)
 		<-gctx.Done()
 		return nil
 	})
@@ -288,6 +329,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if pg != nil {
 		pg.Stop()
 	}
+	sshd.Stop()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
@@ -406,7 +448,7 @@ func bootstrap(ctx context.Context, cfg Config, dir string, conn *bus.Conn, mast
 
 // awaitServing waits until every service answers on NATS (an error answer
 // counts: it is an answer) and the PostgreSQL worker accepts connections.
-func awaitServing(ctx context.Context, conn *bus.Conn, pgAddr string) error {
+func awaitServing(ctx context.Context, conn *bus.Conn, addrs ...string) error {
 	probes := []struct {
 		subject string
 		req     proto.Message
@@ -432,18 +474,23 @@ func awaitServing(ctx context.Context, conn *bus.Conn, pgAddr string) error {
 			}
 		}
 	}
-	for {
-		c, err := net.DialTimeout("tcp", pgAddr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+	// The workers accept connections (they listen only once their views
+	// are loaded).
+	for _, addr := range addrs {
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
 	}
+	return nil
 }
 
 // defaultAccess are the roles of a development environment.
@@ -486,13 +533,14 @@ func apply(ctx context.Context, conn *bus.Conn, data []byte, name string) error 
 	return nil
 }
 
-func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, agentSecret string) {
+func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, sshd *sshDemo, sshAddr, agentSecret string) {
 	host, port, _ := net.SplitHostPort(cfg.PGAddr)
 	w := cfg.Out
 	fmt.Fprintf(w, "\nSluice is running in development mode (state in %s).\n\n", dir)
 	fmt.Fprintf(w, "  HTTP API      %s\n", apiURL)
 	fmt.Fprintf(w, "  OIDC issuer   %s/oidc   (development only)\n", apiURL)
 	fmt.Fprintf(w, "  PostgreSQL    %s\n", cfg.PGAddr)
+	fmt.Fprintf(w, "  SSH           %s (log in with a certificate: sluice ssh login)\n", sshAddr)
 	fmt.Fprintf(w, "  NATS          %s\n", natsURL)
 	fmt.Fprintf(w, "  NATS keys     one nkey per component in %s (admin.nk is break glass)\n", filepath.Join(dir, "nats-keys"))
 	fmt.Fprintf(w, "  Audit anchor  %s (sluice audit verify --anchor checks the stream against it)\n", filepath.Join(dir, AuditAnchorFile))
@@ -500,6 +548,9 @@ func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, agentSe
 		fmt.Fprintf(w, "  Demo target   demo (PostgreSQL on 127.0.0.1:%d, data in %s)\n", pg.Port, pg.Dir)
 	} else {
 		fmt.Fprintf(w, "  Demo target   none (PostgreSQL server binaries not installed)\n")
+	}
+	if sshd != nil {
+		fmt.Fprintf(w, "  Demo SSH      demo-ssh (OpenSSH on 127.0.0.1:%d, as %s; only Sluice's key logs in)\n", sshd.Port, sshd.User)
 	}
 	// The hints work as printed: they name the API and the state
 	// directory whenever these are not the CLI's defaults.
@@ -517,6 +568,9 @@ func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, agentSe
 `, dirFlag, apiURL, host, port)
 	if pg != nil {
 		fmt.Fprintf(w, "  bin/sluice dev psql%s     # the demo database directly, as its superuser, bypassing Sluice\n", dirFlag)
+	}
+	if sshd != nil {
+		fmt.Fprintf(w, "  bin/sluice ssh login && ssh -F ~/.sluice/ssh/config demo-ssh 'uptime'\n")
 	}
 	fmt.Fprintf(w, `
 An agent with client credentials:

@@ -21,6 +21,7 @@ import (
 
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/libs/sshca"
 	"sluice.dev/sluice/services/api"
 	"sluice.dev/sluice/services/approvals"
 	"sluice.dev/sluice/services/control"
@@ -30,6 +31,7 @@ import (
 	"sluice.dev/sluice/services/policy"
 	"sluice.dev/sluice/services/recorder"
 	"sluice.dev/sluice/services/slackbot"
+	"sluice.dev/sluice/services/sshworker"
 )
 
 // Options holds every service's settings. The zero value is not useful:
@@ -77,6 +79,20 @@ type Options struct {
 	TLSDir          string
 	// PGListener, if set, is used instead of PGAddr (tests).
 	PGListener net.Listener
+	// SSH: the worker's address (SSHListener overrides it), its host key
+	// file (created when SSHCreateHostKey: sluice dev, tests), and the
+	// user authority the identity service signs with (nil: no SSH).
+	SSHAddr          string
+	SSHListener      net.Listener
+	SSHHostKey       string
+	SSHCreateHostKey bool
+	SSHUserCA        *sshca.CA
+	sshRequired      bool
+	// SSHPublicAddress and SSHHostKeys are what the API tells clients
+	// about the SSH worker (sluice ssh login writes them into ssh_config
+	// and known_hosts).
+	SSHPublicAddress string
+	SSHHostKeys      []string
 	// HoldTimeout bounds how long a held statement waits for approval.
 	HoldTimeout time.Duration
 	// UpstreamPool is the idle target connections a PostgreSQL worker
@@ -106,6 +122,7 @@ func Services() []Service {
 		{"exporter", "delivers the audit log to syslog and HEC collectors", runExporter},
 		{"slackbot", "approvals from Slack: interactive messages, signed button clicks", runSlackbot},
 		{"pgworker", "the PostgreSQL gateway on :15432", runPGWorker},
+		{"sshworker", "the SSH gateway on :12222", runSSHWorker},
 		{"api", "the HTTP API on :8080", runAPI},
 	}
 }
@@ -197,6 +214,7 @@ func awaitStores(ctx context.Context, log zerolog.Logger, conn *bus.Conn, stores
 func RunAll(ctx context.Context, o *Options, names ...string) error {
 	o.exportRequired = contains(names, "exporter")
 	o.slackRequired = contains(names, "slackbot")
+	o.sshRequired = contains(names, "sshworker")
 	g, ctx := errgroup.WithContext(ctx)
 	for _, s := range Services() {
 		if len(names) > 0 && !contains(names, s.Name) {
@@ -252,6 +270,16 @@ func (s Service) check(o *Options) (skip bool, err error) {
 		if o.TLSCert == "" && o.TLSDir == "" {
 			return false, pgworker.ErrNoCertificate
 		}
+	case "sshworker":
+		if o.SSHHostKey == "" {
+			if o.sshRequired {
+				return false, sshworker.ErrNoHostKey
+			}
+			return true, nil
+		}
+		if o.MasterKey == nil {
+			return false, sshworker.ErrNoMasterKey
+		}
 	case "exporter":
 		if o.SyslogAddr == "" && o.HECURL == "" {
 			if o.exportRequired {
@@ -280,7 +308,7 @@ func contains(s []string, v string) bool {
 }
 
 func runIdentity(ctx context.Context, o *Options, conn *bus.Conn) error {
-	return identity.Run(ctx, identity.Config{Conn: conn, Provider: o.Provider, Log: o.Log})
+	return identity.Run(ctx, identity.Config{Conn: conn, Provider: o.Provider, Log: o.Log, SSHUserCA: o.SSHUserCA})
 }
 
 func runControl(ctx context.Context, o *Options, conn *bus.Conn) error {
@@ -291,6 +319,7 @@ func runAPI(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return api.New(api.Config{
 		Addr: o.APIAddr, Listener: o.APIListener, Conn: conn, Mounts: o.APIMounts,
 		Issuer: o.Provider.Issuer, Audience: o.Provider.Audience, CLIClientID: o.CLIClientID, Log: o.Log, Started: o.APIStarted,
+		SSHAddress: o.SSHPublicAddress, SSHHostKeys: o.SSHHostKeys,
 	}).Run(ctx)
 }
 
@@ -322,6 +351,13 @@ func runPGWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 		Conn: conn, Log: o.Log, Addr: o.PGAddr, Listener: o.PGListener,
 		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
 		UpstreamPool: o.UpstreamPool,
+	}).Run(ctx)
+}
+
+func runSSHWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
+	return sshworker.New(sshworker.Config{
+		Conn: conn, Log: o.Log, Addr: o.SSHAddr, Listener: o.SSHListener, HostKeyFile: o.SSHHostKey, CreateHostKey: o.SSHCreateHostKey,
+		MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
 	}).Run(ctx)
 }
 

@@ -1,4 +1,4 @@
-package pgworker
+package gateway
 
 import (
 	"testing"
@@ -11,15 +11,15 @@ import (
 // BenchmarkCachedDecision is the warm path of a decision: the statement's
 // shape and a cache lookup, with no parse and no round trip.
 func BenchmarkCachedDecision(b *testing.B) {
-	c := newDecisionCache(1000)
+	c := NewDecisionCache(1000)
 	d := &policyv1.Decision{Action: "allow", Revision: 1, Cache: &policyv1.Cache{Cacheable: true, TtlMs: 60000, ShapeCacheable: true}}
 	shape, _ := sqlshape.Shape("SELECT abalance FROM pgbench_accounts WHERE aid = 1")
 	now := time.Now()
-	c.put(cacheKey{target: "demo", shape: true, text: shape}, d, now, c.generation())
+	c.Put(CacheKey{Target: "demo", Shape: true, Text: shape}, d, now, c.Generation())
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		s, _ := sqlshape.Shape("SELECT abalance FROM pgbench_accounts WHERE aid = 424242")
-		if c.get(cacheKey{target: "demo", shape: true, text: s}, now) == nil {
+		if c.Get(CacheKey{Target: "demo", Shape: true, Text: s}, now) == nil {
 			b.Fatal("miss")
 		}
 	}
@@ -28,18 +28,18 @@ func BenchmarkCachedDecision(b *testing.B) {
 // A decision asked for before a flush (a grant changed meanwhile) is not
 // stored after it.
 func TestFlushDiscardsDecisionsInFlight(t *testing.T) {
-	c := newDecisionCache(10)
+	c := NewDecisionCache(10)
 	d := &policyv1.Decision{Action: "allow", Revision: 1, Cache: &policyv1.Cache{Cacheable: true, TtlMs: 60000}}
 	now := time.Now()
-	k := cacheKey{target: "demo", text: "INSERT INTO t VALUES (1)"}
-	gen := c.generation()
-	c.flush() // the grant was revoked while the decision was on its way
-	c.put(k, d, now, gen)
-	if c.get(k, now) != nil {
+	k := CacheKey{Target: "demo", Text: "INSERT INTO t VALUES (1)"}
+	gen := c.Generation()
+	c.Flush() // the grant was revoked while the decision was on its way
+	c.Put(k, d, now, gen)
+	if c.Get(k, now) != nil {
 		t.Fatal("a decision from before the flush was stored")
 	}
-	c.put(k, d, now, c.generation())
-	if c.get(k, now) == nil {
+	c.Put(k, d, now, c.Generation())
+	if c.Get(k, now) == nil {
 		t.Fatal("a current decision was not stored")
 	}
 }

@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"sluice.dev/sluice/libs/approvalstate"
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/recording"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// HoldRequest is a command the policy holds for review. The protocol has
+// recorded the command (and waited for that record) before asking.
+type HoldRequest struct {
+	SessionID string
+	// Token is the session's access token: the approvals service verifies
+	// the requester from it, so a worker opens requests in nobody else's
+	// name.
+	Token  string
+	Target string
+	// Command is the whole command; the request keeps an excerpt, and Hash
+	// (CommandHash of the command and its parameters) binds the approval
+	// to all of it.
+	Command  string
+	Hash     string
+	CmdID    uint64
+	Decision *policyv1.Decision
+	Rec      *recording.Session
+	// Notify tells the client at once which approval to ask for.
+	Notify func(id string) error
+	// Left is closed when the client stops waiting (it left, cancelled, or
+	// its session ended); Why then says why, for the withdrawal.
+	Left <-chan struct{}
+	Why  func() string
+}
+
+// HoldOutcome is how a hold ended.
+type HoldOutcome struct {
+	ID string
+	// Approved: the approval is consumed and its event (Seq) durable: the
+	// command may run, once, exactly as held.
+	Approved bool
+	Seq      uint64
+	// Refusal says why the command does not run (denied, expired, ...).
+	Refusal string
+	// Left: the client stopped waiting, and the request is withdrawn.
+	Left string
+	// RecordErr: an event could not be made durable; the session ends.
+	RecordErr error
+}
+
+// CommandHash binds an approval to a command and its parameters.
+func CommandHash(command, params string) string {
+	h := sha256.New()
+	h.Write([]byte(command))
+	h.Write([]byte{0})
+	h.Write([]byte(params))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Hold opens an approval request for r, tells the client, waits (at most
+// the hold timeout) while the client waits, and consumes the approval when
+// it is granted.
+func (k *Kernel) Hold(ctx context.Context, r HoldRequest) HoldOutcome {
+	d := r.Decision
+	var reply approvalsv1.ApprovalReply
+	octx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, r.Token), 5*time.Second)
+	err := bus.Request(octx, k.cfg.Conn.NC, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{
+		SessionId: r.SessionID, Target: r.Target, Command: approvalstate.Excerpt(r.Command), CommandSize: int64(len(r.Command)),
+		CommandHash: r.Hash, Rule: d.GetRule(), Reason: d.GetReason(), ApproverGroups: d.GetApprovers(), Quorum: d.GetQuorum(),
+		TtlSeconds: int64(k.cfg.HoldTimeout.Seconds()),
+	}, &reply)
+	cancel()
+	if err != nil || reply.GetError() != nil {
+		msg := "the approvals service is unavailable"
+		if reply.GetError() != nil {
+			msg = reply.GetError().GetMessage()
+		}
+		return HoldOutcome{Refusal: d.GetReason() + "; it needs approval, but no approval request could be opened: " + msg}
+	}
+	id := reply.GetApproval().GetId()
+	emit := func(state, reason string, approvers []string) (uint64, error) {
+		return r.Rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{
+			CommandId: r.CmdID, ApprovalId: id, State: state, Approvers: approvers, Reason: reason}}})
+	}
+	_, _ = emit("pending", "", nil)
+	if err := r.Notify(id); err != nil {
+		return k.stopWaiting(r, id, "the client disconnected while the command was held")
+	}
+	wctx, wcancel := context.WithTimeout(ctx, k.cfg.HoldTimeout+5*time.Second)
+	go func() {
+		select {
+		case <-r.Left:
+			wcancel()
+		case <-wctx.Done():
+		}
+	}()
+	a, err := k.Approvals.Await(wctx, id)
+	wcancel()
+	switch {
+	case left(r.Left) || ctx.Err() != nil:
+		return k.stopWaiting(r, id, r.why(ctx))
+	case err != nil:
+		_, _ = emit("expired", "", nil)
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}
+	}
+	switch a.GetState() {
+	case "approved":
+	case "denied":
+		_, _ = emit(a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		reason := a.GetDecisionReason()
+		if reason == "" {
+			reason = "no reason given"
+		}
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was denied by %s: %s", id, a.GetDecidedBy(), reason)}
+	case "withdrawn":
+		_, _ = emit(a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was withdrawn: %s", id, a.GetDecisionReason())}
+	default:
+		_, _ = emit(a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s %s", id, a.GetState())}
+	}
+	if left(r.Left) {
+		return k.stopWaiting(r, id, r.why(ctx))
+	}
+	var consumed approvalsv1.ApprovalReply
+	cctx, ccancel := context.WithTimeout(bus.WithCallerToken(ctx, r.Token), 5*time.Second)
+	err = bus.Request(cctx, k.cfg.Conn.NC, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: r.SessionID, CommandHash: r.Hash}, &consumed)
+	ccancel()
+	if err != nil || consumed.GetError() != nil {
+		msg := "the approvals service is unavailable"
+		if consumed.GetError() != nil {
+			msg = consumed.GetError().GetMessage()
+		}
+		return HoldOutcome{ID: id, Refusal: "the approval could not be used: " + msg}
+	}
+	seq, err := emit("consumed", a.GetDecisionReason(), a.GetApprovedBy())
+	if err != nil {
+		return HoldOutcome{ID: id, RecordErr: err}
+	}
+	// The approval is the write-ahead record of what now runs.
+	if err := r.Rec.WaitFor(ctx, seq); err != nil {
+		return HoldOutcome{ID: id, RecordErr: err}
+	}
+	if left(r.Left) || ctx.Err() != nil {
+		return k.stopWaiting(r, id, r.why(ctx))
+	}
+	return HoldOutcome{ID: id, Approved: true, Seq: seq}
+}
+
+func left(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r HoldRequest) why(ctx context.Context) string {
+	if r.Why != nil {
+		if w := r.Why(); w != "" {
+			return w
+		}
+	}
+	if ctx.Err() != nil {
+		return "the session ended while the command was held"
+	}
+	return "the client stopped waiting"
+}
+
+// stopWaiting withdraws request id (an event approvers see, and one in the
+// session's record): nobody waits for it, and it never runs.
+func (k *Kernel) stopWaiting(r HoldRequest, id, reason string) HoldOutcome {
+	k.Withdraw(r.Token, r.SessionID, id, reason)
+	_, _ = r.Rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: r.CmdID, ApprovalId: id, State: "withdrawn", Reason: reason}}})
+	return HoldOutcome{ID: id, Left: reason}
+}
+
+// Withdraw tells the approvals service that nobody waits for request id.
+func (k *Kernel) Withdraw(token, session, id, reason string) {
+	ctx, cancel := context.WithTimeout(bus.WithCallerToken(context.Background(), token), 5*time.Second)
+	defer cancel()
+	var reply approvalsv1.ApprovalReply
+	err := bus.Request(ctx, k.cfg.Conn.NC, bus.APIApprovalsWithdraw, &approvalsv1.Withdraw{Id: id, SessionId: session, Reason: reason}, &reply)
+	if err == nil && reply.GetError() != nil {
+		err = fmt.Errorf("%s", reply.GetError().GetMessage())
+	}
+	if err != nil {
+		// It still never runs: its session no longer waits for it.
+		k.cfg.Log.Warn().Err(err).Str("session", session).Str("approval", id).Msg("held request not withdrawn; it expires unused")
+	}
+}

@@ -1,0 +1,375 @@
+package sshworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"sluice.dev/sluice/libs/gateway"
+	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/libs/sshca"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// Exit statuses the client sees for Sluice's own outcomes.
+const (
+	// ExitDenied: the command was denied, its approval denied, expired or
+	// withdrawn, or it could not be recorded (EX_NOPERM).
+	ExitDenied = 77
+	// ExitGateway: the gateway or the target failed (as ssh itself).
+	ExitGateway = 255
+)
+
+// session is one client connection.
+type session struct {
+	w         *Worker
+	id        string
+	principal *commonv1.Principal
+	pkey      [16]byte
+	token     string
+	target    *controlv1.SSHTarget
+	targetRef *commonv1.Target
+	conn      *ssh.ServerConn
+	up        *ssh.Client
+	rec       *recording.Session
+	start     time.Time
+
+	mu       sync.Mutex
+	cmdID    uint64
+	channels map[*channel]struct{}
+
+	commands, denied  atomic.Int64
+	bytesIn, bytesOut atomic.Int64
+	active            atomic.Int64 // unix nanoseconds of the last traffic
+
+	ended     chan struct{}
+	endOnce   sync.Once
+	endReason atomic.Value
+}
+
+func (s *session) ID() string                { return s.id }
+func (s *session) CallerToken() string       { return s.token }
+func (s *session) PrincipalKey() [16]byte    { return s.pkey }
+func (s *session) touch()                    { s.active.Store(time.Now().UnixNano()) }
+func (s *session) sinceStart() time.Duration { return time.Since(s.start) }
+
+// End closes the session, telling every open channel why on its stderr.
+func (s *session) End(code gateway.EndCode, reason string) {
+	s.shutdown(reason)
+}
+
+func (s *session) shutdown(reason string) {
+	s.endOnce.Do(func() {
+		s.endReason.Store(reason)
+		s.mu.Lock()
+		chans := make([]*channel, 0, len(s.channels))
+		for c := range s.channels {
+			chans = append(chans, c)
+		}
+		s.mu.Unlock()
+		for _, c := range chans {
+			_, _ = fmt.Fprintf(c.ch.Stderr(), "\r\nsluice: %s; the session is closed\r\n", reason)
+		}
+		close(s.ended)
+		s.conn.Close()
+	})
+}
+
+func (s *session) reason() string {
+	r, _ := s.endReason.Load().(string)
+	return r
+}
+
+// ciphers are the AES-GCM ciphers, which run on the CPU's AES instructions;
+// the Go ChaCha20-Poly1305 (which OpenSSH clients prefer when offered) has no
+// assembly on amd64 and would cost the worker several times the CPU for
+// every byte, twice (client and target side).
+var ciphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com"}
+
+// errFull refuses authentication when every session slot is taken.
+var errFull = errors.New("too many sessions")
+
+func (w *Worker) serve(ctx context.Context, raw net.Conn, full bool) {
+	client := raw.RemoteAddr().String()
+	_ = raw.SetDeadline(time.Now().Add(w.cfg.StartupTimeout))
+	// The last certificate refused, for the record of a failed login.
+	var badCert atomic.Pointer[error]
+	cfg := &ssh.ServerConfig{
+		Config:        ssh.Config{Ciphers: ciphers},
+		ServerVersion: "SSH-2.0-Sluice",
+		MaxAuthTries:  6,
+		// Only public keys: a certificate Sluice issued. The identity it
+		// names is read from the connection's Permissions after the
+		// handshake, which belong to the key the client proved it holds.
+		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			if full {
+				return nil, errFull
+			}
+			p, cert, err := w.checker.Verify(key)
+			if err != nil {
+				badCert.Store(&err)
+				return nil, err
+			}
+			return &ssh.Permissions{Extensions: map[string]string{
+				"token": sshca.Token(cert), "subject": p.GetSubject(),
+				"valid_before": strconv.FormatUint(cert.ValidBefore, 10), "serial": strconv.FormatUint(cert.Serial, 10),
+			}}, nil
+		},
+		BannerCallback: func(ssh.ConnMetadata) string {
+			if full {
+				return "sluice: too many sessions on this worker; retry later or use another replica\r\n"
+			}
+			return ""
+		},
+	}
+	cfg.AddHostKey(w.host)
+	conn, chans, reqs, err := ssh.NewServerConn(raw, cfg)
+	if err != nil {
+		if e := badCert.Load(); e != nil && !errors.Is(*e, sshca.ErrNotCertificate) {
+			w.k.RecordAuthFailure(ctx, client, "", "certificate_refused", (*e).Error())
+		}
+		w.cfg.Log.Debug().Err(err).Str("client", client).Msg("SSH handshake refused")
+		return
+	}
+	defer conn.Close()
+	_ = raw.SetDeadline(time.Time{})
+	s, refused := w.open(ctx, conn, client)
+	if refused != "" {
+		// The client authenticated with a certificate Sluice issued, but
+		// nothing may be done: say why on every channel it opens, then
+		// close.
+		go ssh.DiscardRequests(reqs)
+		timer := time.AfterFunc(5*time.Second, func() { conn.Close() })
+		defer timer.Stop()
+		for nc := range chans {
+			_ = nc.Reject(ssh.Prohibited, "sluice: "+refused)
+			conn.Close()
+		}
+		return
+	}
+	defer s.up.Close()
+	defer w.k.Unregister(s)
+	w.cfg.Log.Debug().Str("session", s.id).Str("principal", s.principal.GetSubject()).Str("target", s.targetRef.GetName()).Msg("SSH session started")
+	go s.watch(ctx)
+	go s.globalRequests(ctx, reqs)
+	var wg sync.WaitGroup
+	for nc := range chans {
+		s.touch()
+		switch nc.ChannelType() {
+		case "session":
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.sessionChannel(ctx, nc)
+			}()
+		case "direct-tcpip":
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.forwardChannel(ctx, nc)
+			}()
+		default:
+			_ = nc.Reject(ssh.UnknownChannelType, "sluice: channel type "+nc.ChannelType()+" is not supported")
+		}
+	}
+	s.shutdown(s.closedBy())
+	wg.Wait()
+	_ = s.rec.Record(context.Background(), &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{
+		Reason: s.reason(), Commands: s.commands.Load(), Denied: s.denied.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
+	}}})
+}
+
+// closedBy is the reason of a session the client closed.
+func (s *session) closedBy() string {
+	if r := s.reason(); r != "" {
+		return r
+	}
+	return "the client closed the session"
+}
+
+// open verifies the token the certificate carries, finds the target named
+// by the login name and logs in to it. It returns why nothing may be done
+// when it cannot.
+func (w *Worker) open(ctx context.Context, conn *ssh.ServerConn, client string) (*session, string) {
+	ext := conn.Permissions.Extensions
+	name := conn.User()
+	token := ext["token"]
+	gen := w.k.Authn.Generation()
+	principal, perr := w.k.Authn.Verify(ctx, token)
+	if perr != nil {
+		w.k.RecordAuthFailure(ctx, client, name, perr.GetCode(), perr.GetMessage())
+		return nil, fmt.Sprintf("the token in your certificate is refused: %s (%s); run sluice ssh login again", perr.GetMessage(), perr.GetCode())
+	}
+	if principal.GetSubject() != ext["subject"] {
+		w.k.RecordAuthFailure(ctx, client, name, "certificate_mismatch", "the certificate names another principal than its token")
+		return nil, "the certificate names another principal than its token"
+	}
+	tc, ok := w.k.View.Target(name)
+	if !ok || tc.GetSpec().GetSsh() == nil {
+		w.k.RecordAuthFailure(ctx, client, name, "unknown_target", "no such SSH target")
+		return nil, fmt.Sprintf("there is no SSH target %q: the login name names the target (sluice targets list shows them)", name)
+	}
+	spec := tc.GetSpec()
+	s := &session{
+		w: w, id: recording.NewSessionID(), principal: principal, pkey: gateway.PrincipalKey(principal), token: token,
+		target: spec.GetSsh(), targetRef: gateway.TargetRef(spec.GetName(), spec.GetKind(), spec.GetLabels()),
+		conn: conn, start: time.Now(), channels: map[*channel]struct{}{}, ended: make(chan struct{}),
+	}
+	s.touch()
+	s.rec = w.k.Rec.Open(s.id)
+	up, err := w.dialTarget(ctx, s.target)
+	if err != nil {
+		w.cfg.Log.Warn().Err(err).Str("target", name).Msg("cannot connect to target")
+		w.k.RecordAuthFailure(ctx, client, name, "target_unreachable", err.Error())
+		return nil, fmt.Sprintf("cannot reach target %q: %v", name, err)
+	}
+	s.up = up
+	err = s.rec.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
+		Principal: principal, Target: s.targetRef, Protocol: "ssh", ClientAddr: client, ClientApplication: string(conn.ClientVersion()),
+		Worker: w.cfg.Name, ClientUser: name,
+	}}})
+	if err != nil {
+		up.Close()
+		return nil, "the audit stream is not accepting records; no session can start"
+	}
+	w.k.Register(s)
+	if w.k.Authn.Generation() != gen {
+		if p, e := w.k.Authn.Verify(ctx, token); e != nil || gateway.PrincipalKey(p) != s.pkey {
+			w.k.Unregister(s)
+			up.Close()
+			_ = s.rec.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "the identity configuration changed during authentication"}}})
+			return nil, "the identity configuration changed and no longer accepts this token"
+		}
+	}
+	return s, ""
+}
+
+// dialTarget logs in to the target with the key Sluice holds, checking its
+// host key against the pinned one.
+func (w *Worker) dialTarget(ctx context.Context, t *controlv1.SSHTarget) (*ssh.Client, error) {
+	pem, err := secrets.Resolve(t.GetPrivateKey(), w.cfg.MasterKey)
+	if err != nil {
+		return nil, fmt.Errorf("the target's private key: %w", err)
+	}
+	signer, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		return nil, fmt.Errorf("the target's private key: %w", err)
+	}
+	pinned, _, _, _, err := ssh.ParseAuthorizedKey([]byte(t.GetHostKey()))
+	if err != nil {
+		return nil, fmt.Errorf("the target's pinned host key: %w", err)
+	}
+	port := t.GetPort()
+	if port == 0 {
+		port = 22
+	}
+	addr := net.JoinHostPort(t.GetHost(), strconv.Itoa(int(port)))
+	d := net.Dialer{Timeout: w.cfg.TargetTimeout}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	_ = raw.SetDeadline(time.Now().Add(w.cfg.TargetTimeout))
+	c, chans, reqs, err := ssh.NewClientConn(raw, addr, &ssh.ClientConfig{
+		User: t.GetUser(), Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if string(key.Marshal()) != string(pinned.Marshal()) {
+				return fmt.Errorf("the target's host key %s does not match the one pinned in configuration (%s)", ssh.FingerprintSHA256(key), ssh.FingerprintSHA256(pinned))
+			}
+			return nil
+		},
+		HostKeyAlgorithms: []string{pinned.Type()},
+		Config:            ssh.Config{Ciphers: ciphers},
+		Timeout:           w.cfg.TargetTimeout,
+	})
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return ssh.NewClient(c, chans, reqs), nil
+}
+
+// watch ends the session when its token expires or it idles too long.
+func (s *session) watch(ctx context.Context) {
+	exp := s.principal.GetExpiresAt()
+	var expiry <-chan time.Time
+	if exp != nil {
+		t := time.NewTimer(time.Until(exp.AsTime()))
+		defer t.Stop()
+		expiry = t.C
+	}
+	idle := time.NewTicker(time.Minute)
+	defer idle.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.shutdown("the gateway is shutting down")
+			return
+		case <-s.ended:
+			return
+		case <-expiry:
+			s.shutdown(fmt.Sprintf("the access token expired at %s", exp.AsTime().UTC().Format(time.RFC3339)))
+			return
+		case <-idle.C:
+			if time.Since(time.Unix(0, s.active.Load())) > s.w.cfg.IdleTimeout {
+				s.shutdown("the session was idle for " + s.w.cfg.IdleTimeout.String())
+				return
+			}
+		}
+	}
+}
+
+// nextCommand numbers a command of the session.
+func (s *session) nextCommand() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cmdID++
+	return s.cmdID
+}
+
+func (s *session) addChannel(c *channel) {
+	s.mu.Lock()
+	s.channels[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *session) dropChannel(c *channel) {
+	s.mu.Lock()
+	delete(s.channels, c)
+	s.mu.Unlock()
+}
+
+// emit records an event without waiting; a recording that fails ends the
+// session.
+func (s *session) emit(ev *sessionv1.Event) (uint64, error) {
+	if ev.Time == nil {
+		ev.Time = timestamppb.Now()
+	}
+	seq, err := s.rec.Emit(ev)
+	if err != nil {
+		s.shutdown("the audit stream is not accepting records")
+	}
+	return seq, err
+}
+
+// durable waits for an event to be durable; a recording that fails ends the
+// session.
+func (s *session) durable(ctx context.Context, seq uint64) error {
+	if err := s.rec.WaitFor(ctx, seq); err != nil {
+		s.shutdown("the audit stream is not accepting records")
+		return err
+	}
+	return nil
+}
