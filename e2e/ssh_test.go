@@ -91,6 +91,17 @@ func TestSSH(t *testing.T) {
 		assert.Contains(t, out, "hello from the target")
 		assert.NotContains(t, out, "ada.lovelace@example.com", "a value split across chunks is still masked")
 		assert.Contains(t, out, "contact [email]")
+		// The record says what was masked, and where.
+		testkit.Eventually(t, 10*time.Second, func() error {
+			o, err := env.CLI(auditor, "audit", "tail", "--format", "json")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, o)
+			}
+			if !strings.Contains(o, `"field":"stdout"`) && !strings.Contains(o, `"field": "stdout"`) {
+				return fmt.Errorf("no masking count on stdout yet")
+			}
+			return nil
+		})
 	})
 
 	t.Run("exit status and stderr come through", func(t *testing.T) {
@@ -150,6 +161,9 @@ func TestSSH(t *testing.T) {
 			done <- [3]any{out, errOut, code}
 		}()
 		id := pendingApproval(t, env, bob, "ci-bot")
+		list, err := env.CLI(bob, "approvals", "list")
+		require.NoError(t, err, list)
+		assert.Contains(t, list, "ssh: rm -f "+sentinel, "approvers see the protocol and the exact command")
 		o, err := env.CLI(bob, "approve", id, "--reason", "cleanup agreed")
 		require.NoError(t, err, o)
 		r := <-done
@@ -306,6 +320,7 @@ func TestSSH(t *testing.T) {
 		assert.Contains(t, transcript, "ssh on target demo-ssh")
 		assert.Contains(t, transcript, "ALLOW by rule allow-engineer-ssh-commands")
 		assert.Contains(t, transcript, "│ line one")
+		assert.Contains(t, transcript, "runs printf", "the parsed command line is in the record")
 		assert.Contains(t, transcript, "→ exit 0")
 		cast, err := env.CLI(auditor, "replay", id, "--format", "asciicast")
 		require.NoError(t, err)

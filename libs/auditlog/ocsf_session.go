@@ -464,7 +464,11 @@ func (s sessionEvent) masking(m *sessionv1.Masking) ocsfEvent {
 	var counts []map[string]any
 	for _, c := range m.GetCounts() {
 		total += c.GetCount()
-		counts = append(counts, map[string]any{"column": c.GetColumn(), "detector": c.GetDetector(), "count": c.GetCount()})
+		field := c.GetField()
+		if field == "" {
+			field = c.GetColumn()
+		}
+		counts = append(counts, map[string]any{"column": c.GetColumn(), "field": field, "detector": c.GetDetector(), "count": c.GetCount()})
 	}
 	e["message"] = fmt.Sprintf("masked %d value(s) in the result of command %d", total, m.GetCommandId())
 	u := e.unmapped()

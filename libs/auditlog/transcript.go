@@ -106,6 +106,9 @@ func Transcript(w io.Writer, entries []Entry) {
 			for _, c := range b.Masking.GetCounts() {
 				what := c.GetColumn()
 				if what == "" {
+					what = c.GetField()
+				}
+				if what == "" {
 					what = c.GetDetector()
 				} else if c.GetDetector() != "" {
 					what += "/" + c.GetDetector()
@@ -155,6 +158,16 @@ func decisionLine(w io.Writer, d *policyv1.Decision, cached bool) {
 		fmt.Fprintf(w, ": %s", d.GetReason())
 	}
 	fmt.Fprintln(w)
+	if in := d.GetSsh(); len(in.GetPrograms()) > 0 || len(in.GetFlags()) > 0 {
+		fmt.Fprintf(w, "              runs %s", joinOr(in.GetPrograms(), "nothing it can name"))
+		if len(in.GetFlags()) > 0 {
+			fmt.Fprintf(w, " (%s)", strings.Join(in.GetFlags(), ", "))
+		}
+		fmt.Fprintln(w)
+	}
+	if len(d.GetGrants()) > 0 {
+		fmt.Fprintf(w, "              under grant %s\n", strings.Join(d.GetGrants(), ", "))
+	}
 }
 
 func resultLine(w io.Writer, r *sessionv1.Result) {

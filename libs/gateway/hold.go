@@ -74,7 +74,7 @@ func (k *Kernel) Hold(ctx context.Context, r HoldRequest) HoldOutcome {
 	err := bus.Request(octx, k.cfg.Conn.NC, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{
 		SessionId: r.SessionID, Target: r.Target, Command: approvalstate.Excerpt(r.Command), CommandSize: int64(len(r.Command)),
 		CommandHash: r.Hash, Rule: d.GetRule(), Reason: d.GetReason(), ApproverGroups: d.GetApprovers(), Quorum: d.GetQuorum(),
-		TtlSeconds: int64(k.cfg.HoldTimeout.Seconds()),
+		TtlSeconds: int64(k.cfg.HoldTimeout.Seconds()), Protocol: k.cfg.Protocol,
 	}, &reply)
 	cancel()
 	if err != nil || reply.GetError() != nil {

@@ -32,6 +32,7 @@ type ApprovalJSON struct {
 	Requester   string `json:"requester"`
 	Machine     bool   `json:"machine"`
 	Target      string `json:"target"`
+	Protocol    string `json:"protocol,omitempty"`
 	Session     string `json:"session,omitempty"`
 	Command     string `json:"command,omitempty"`
 	CommandSize int64  `json:"command_size,omitempty"`
@@ -68,7 +69,7 @@ func ts(t interface{ AsTime() time.Time }, set bool) *time.Time {
 func ApprovalToJSON(a *approvalsv1.Approval) ApprovalJSON {
 	return ApprovalJSON{
 		ID: a.GetId(), Type: a.GetType(), State: a.GetState(), Requester: a.GetRequester().GetSubject(), Machine: a.GetRequester().GetMachine(),
-		Target: a.GetTarget(), Session: a.GetSessionId(), Command: a.GetCommand(), CommandSize: a.GetCommandSize(),
+		Target: a.GetTarget(), Protocol: a.GetProtocol(), Session: a.GetSessionId(), Command: a.GetCommand(), CommandSize: a.GetCommandSize(),
 		RequesterWaiting: a.GetType() == "command" && a.GetState() == "pending", Role: a.GetRole(), Rule: a.GetRule(), Reason: a.GetReason(),
 		ApproverGroups: a.GetApproverGroups(), Quorum: a.GetQuorum(), ApprovedBy: a.GetApprovedBy(), DecidedBy: a.GetDecidedBy(),
 		DecisionReason: a.GetDecisionReason(), CreatedAt: a.GetCreatedAt().AsTime().UTC(),

@@ -191,7 +191,7 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 	if req.GetCommandHash() == "" || len(req.GetApproverGroups()) == 0 {
 		return replyErr("bad_request", "command hash and approver groups are required"), nil
 	}
-	if msg := tooLong(map[string]string{"the rule": req.GetRule(), "the target": req.GetTarget(), "the session id": req.GetSessionId(), "the command hash": req.GetCommandHash()}, MaxName); msg != "" {
+	if msg := tooLong(map[string]string{"the rule": req.GetRule(), "the target": req.GetTarget(), "the session id": req.GetSessionId(), "the command hash": req.GetCommandHash(), "the protocol": req.GetProtocol()}, MaxName); msg != "" {
 		return replyErr("bad_request", "%s", msg), nil
 	}
 	if msg := tooLong(map[string]string{"the reason": req.GetReason()}, MaxText); msg != "" {
@@ -218,7 +218,7 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 		Id: id, Requester: requester, SessionId: req.GetSessionId(), Target: req.GetTarget(), CommandSize: size,
 		Command: command, CommandHash: req.GetCommandHash(), Rule: req.GetRule(), Reason: req.GetReason(),
 		ApproverGroups: req.GetApproverGroups(), Quorum: max(req.GetQuorum(), 1),
-		OpenedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(ttl)),
+		OpenedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(ttl)), Protocol: req.GetProtocol(),
 	}
 	if _, err := s.store.Append(ctx, "request", id, eventstore.Position{}, eventstore.NewEvent("opened", ev)); err != nil {
 		return nil, err

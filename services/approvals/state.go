@@ -50,6 +50,7 @@ func fold(events []eventstore.Event) (*approvalsv1.Approval, error) {
 			a.CommandSize = max(m.GetCommandSize(), int64(len(m.GetCommand())))
 			a.ApproverGroups, a.Quorum = m.GetApproverGroups(), max(m.GetQuorum(), 1)
 			a.CreatedAt, a.ExpiresAt = m.GetOpenedAt(), m.GetExpiresAt()
+			a.Protocol = m.GetProtocol()
 		case "sluice.approvals.v1.GrantRequested":
 			var m approvalsv1.GrantRequested
 			if err := e.Decode(&m); err != nil {

@@ -263,7 +263,7 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 	err = bus.Request(octx, s.w.cfg.Conn.NC, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{
 		SessionId: s.id, Target: s.targetRef.GetName(), Command: excerpt, CommandSize: int64(len(text)), CommandHash: hash,
 		Rule: d.GetRule(), Reason: d.GetReason(), ApproverGroups: d.GetApprovers(), Quorum: d.GetQuorum(),
-		TtlSeconds: int64(s.w.cfg.HoldTimeout.Seconds()),
+		TtlSeconds: int64(s.w.cfg.HoldTimeout.Seconds()), Protocol: "postgres",
 	}, &reply)
 	cancel()
 	if err != nil || reply.GetError() != nil {

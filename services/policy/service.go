@@ -252,6 +252,8 @@ func evaluateSSH(ctx context.Context, set *engine.Set, in engine.Input, c *polic
 	}
 	d := decision(set.Evaluate(ctx, in), set.Revision)
 	d.Masks = set.Masks(ctx, in)
+	// The classification goes with the decision into the audit record.
+	d.Ssh = in.SSH
 	cacheable := !set.UsesNow && !set.UsesText
 	d.Cache = &policyv1.Cache{PolicyRevision: set.Revision, Cacheable: cacheable}
 	if cacheable {

@@ -372,30 +372,39 @@ func (c *channel) execute(ctx context.Context, id uint64, kind string, payload [
 			}
 		}
 	}()
-	var counts masking.Counts
+	// What masking found, per field (stdout, stderr).
+	type fieldCounts struct {
+		name   string
+		counts masking.Counts
+	}
+	var fields []fieldCounts
 	var pumps sync.WaitGroup
 	var cmu sync.Mutex
 	for _, p := range []struct {
-		stream string
-		src    io.Reader
-		dst    io.Writer
-	}{{"o", up, c.ch}, {"e", up.Stderr(), c.ch.Stderr()}} {
+		stream, field string
+		src           io.Reader
+		dst           io.Writer
+	}{{"o", "stdout", up, c.ch}, {"e", "stderr", up.Stderr(), c.ch.Stderr()}} {
 		pumps.Add(1)
 		go func() {
 			defer pumps.Done()
 			got := c.pump(ctx, p.dst, p.src, p.stream, m, rec)
-			cmu.Lock()
-			counts.Add(&got)
-			cmu.Unlock()
+			if got.Total() > 0 {
+				cmu.Lock()
+				fields = append(fields, fieldCounts{p.field, got})
+				cmu.Unlock()
+			}
 		}()
 	}
 	pumps.Wait()
 	<-reqsDone
-	if counts.Total() > 0 {
+	if len(fields) > 0 {
 		var mc []*sessionv1.MaskCount
-		counts.Each(func(name string, n int64) {
-			mc = append(mc, &sessionv1.MaskCount{Detector: name, Count: n})
-		})
+		for _, f := range fields {
+			f.counts.Each(func(name string, n int64) {
+				mc = append(mc, &sessionv1.MaskCount{Field: f.name, Detector: name, Count: n})
+			})
+		}
 		_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Masking{Masking: &sessionv1.Masking{CommandId: id, Counts: mc}}})
 	}
 	if err := rec.flush(ctx); err != nil {

@@ -47,8 +47,10 @@ type RequestOpened struct {
 	ExpiresAt      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	OpenedAt       *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=opened_at,json=openedAt,proto3" json:"opened_at,omitempty"`
 	CommandSize    int64                  `protobuf:"varint,13,opt,name=command_size,json=commandSize,proto3" json:"command_size,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// protocol of the held command: postgres, ssh, ...
+	Protocol      string `protobuf:"bytes,14,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RequestOpened) Reset() {
@@ -170,6 +172,13 @@ func (x *RequestOpened) GetCommandSize() int64 {
 		return x.CommandSize
 	}
 	return 0
+}
+
+func (x *RequestOpened) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
 }
 
 // RequestApproved: one approver voted for the request.
@@ -912,8 +921,10 @@ type Approval struct {
 	CommandSize int64 `protobuf:"varint,23,opt,name=command_size,json=commandSize,proto3" json:"command_size,omitempty"`
 	// For a grant: the held command whose approval granted it. For a
 	// command: the grant its approver attached to the approval.
-	RequestId     string `protobuf:"bytes,24,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	GrantId       string `protobuf:"bytes,25,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	RequestId string `protobuf:"bytes,24,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	GrantId   string `protobuf:"bytes,25,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	// protocol of a held command: postgres, ssh, ...
+	Protocol      string `protobuf:"bytes,26,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1123,6 +1134,13 @@ func (x *Approval) GetGrantId() string {
 	return ""
 }
 
+func (x *Approval) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
 // Grant is an active elevation visible to policies as `grants`.
 type Grant struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1234,8 +1252,10 @@ type OpenRequest struct {
 	Quorum         uint32   `protobuf:"varint,9,opt,name=quorum,proto3" json:"quorum,omitempty"`
 	TtlSeconds     int64    `protobuf:"varint,10,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
 	CommandSize    int64    `protobuf:"varint,11,opt,name=command_size,json=commandSize,proto3" json:"command_size,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// protocol of the held command: postgres, ssh, ...
+	Protocol      string `protobuf:"bytes,12,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OpenRequest) Reset() {
@@ -1336,6 +1356,13 @@ func (x *OpenRequest) GetCommandSize() int64 {
 		return x.CommandSize
 	}
 	return 0
+}
+
+func (x *OpenRequest) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
 }
 
 // Subject: sluice.api.approvals.grant.request (the API, with the caller's
@@ -1948,7 +1975,7 @@ var File_sluice_approvals_v1_approvals_proto protoreflect.FileDescriptor
 
 const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\n" +
-	"#sluice/approvals/v1/approvals.proto\x12\x13sluice.approvals.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsluice/common/v1/common.proto\"\xd2\x03\n" +
+	"#sluice/approvals/v1/approvals.proto\x12\x13sluice.approvals.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsluice/common/v1/common.proto\"\xee\x03\n" +
 	"\rRequestOpened\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\trequester\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\trequester\x12\x1d\n" +
@@ -1965,7 +1992,8 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x127\n" +
 	"\topened_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bopenedAt\x12!\n" +
-	"\fcommand_size\x18\r \x01(\x03R\vcommandSize\"\xd3\x01\n" +
+	"\fcommand_size\x18\r \x01(\x03R\vcommandSize\x12\x1a\n" +
+	"\bprotocol\x18\x0e \x01(\tR\bprotocol\"\xd3\x01\n" +
 	"\x0fRequestApproved\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\bapprover\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\bapprover\x12\x16\n" +
@@ -2025,7 +2053,7 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x02by\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x02by\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xe3\x06\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xff\x06\n" +
 	"\bApproval\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
@@ -2058,7 +2086,8 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\fcommand_size\x18\x17 \x01(\x03R\vcommandSize\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x18 \x01(\tR\trequestId\x12\x19\n" +
-	"\bgrant_id\x18\x19 \x01(\tR\agrantId\"\xea\x01\n" +
+	"\bgrant_id\x18\x19 \x01(\tR\agrantId\x12\x1a\n" +
+	"\bprotocol\x18\x1a \x01(\tR\bprotocol\"\xea\x01\n" +
 	"\x05Grant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x16\n" +
@@ -2067,7 +2096,7 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\tstarts_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bstartsAt\x123\n" +
 	"\aends_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06endsAt\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\a \x01(\tR\tsessionId\"\xb8\x02\n" +
+	"session_id\x18\a \x01(\tR\tsessionId\"\xd4\x02\n" +
 	"\vOpenRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x16\n" +
@@ -2081,7 +2110,8 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\vttl_seconds\x18\n" +
 	" \x01(\x03R\n" +
 	"ttlSeconds\x12!\n" +
-	"\fcommand_size\x18\v \x01(\x03R\vcommandSizeJ\x04\b\x01\x10\x02\"\xa2\x01\n" +
+	"\fcommand_size\x18\v \x01(\x03R\vcommandSize\x12\x1a\n" +
+	"\bprotocol\x18\f \x01(\tR\bprotocolJ\x04\b\x01\x10\x02\"\xa2\x01\n" +
 	"\fRequestGrant\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12)\n" +

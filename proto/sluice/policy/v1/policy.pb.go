@@ -663,7 +663,10 @@ type Decision struct {
 	Error      *v1.Error       `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
 	// grants are the ids of the grants the rules saw (policies that read
 	// `grants` only): the audit record names the elevation a command ran under.
-	Grants        []string `protobuf:"bytes,11,rep,name=grants,proto3" json:"grants,omitempty"`
+	Grants []string `protobuf:"bytes,11,rep,name=grants,proto3" json:"grants,omitempty"`
+	// The command's classification, one per protocol: statements (SQL,
+	// above) or ssh (an SSH request and, for exec, its parsed command line).
+	Ssh           *SSHInput `protobuf:"bytes,12,opt,name=ssh,proto3" json:"ssh,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -771,6 +774,13 @@ func (x *Decision) GetError() *v1.Error {
 func (x *Decision) GetGrants() []string {
 	if x != nil {
 		return x.Grants
+	}
+	return nil
+}
+
+func (x *Decision) GetSsh() *SSHInput {
+	if x != nil {
+		return x.Ssh
 	}
 	return nil
 }
@@ -1236,7 +1246,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\x0fpolicy_revision\x18\x04 \x01(\x04R\x0epolicyRevision\x12'\n" +
 	"\x0fgrants_revision\x18\x05 \x01(\x04R\x0egrantsRevision\x12\x14\n" +
 	"\x05shape\x18\x06 \x01(\tR\x05shape\x12'\n" +
-	"\x0fshape_cacheable\x18\a \x01(\bR\x0eshapeCacheable\"\x86\x03\n" +
+	"\x0fshape_cacheable\x18\a \x01(\bR\x0eshapeCacheable\"\xb4\x03\n" +
 	"\bDecision\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x12\n" +
 	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x16\n" +
@@ -1251,7 +1261,8 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"statements\x12-\n" +
 	"\x05error\x18\n" +
 	" \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\x12\x16\n" +
-	"\x06grants\x18\v \x03(\tR\x06grants\"\xbc\x02\n" +
+	"\x06grants\x18\v \x03(\tR\x06grants\x12,\n" +
+	"\x03ssh\x18\f \x01(\v2\x1a.sluice.policy.v1.SSHInputR\x03ssh\"\xbc\x02\n" +
 	"\bSQLInput\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -1334,12 +1345,13 @@ var file_sluice_policy_v1_policy_proto_depIdxs = []int32{
 	6,  // 7: sluice.policy.v1.Decision.cache:type_name -> sluice.policy.v1.Cache
 	4,  // 8: sluice.policy.v1.Decision.statements:type_name -> sluice.policy.v1.Statement
 	14, // 9: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
-	10, // 10: sluice.policy.v1.SSHInput.commands:type_name -> sluice.policy.v1.ShellCommand
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	9,  // 10: sluice.policy.v1.Decision.ssh:type_name -> sluice.policy.v1.SSHInput
+	10, // 11: sluice.policy.v1.SSHInput.commands:type_name -> sluice.policy.v1.ShellCommand
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_sluice_policy_v1_policy_proto_init() }

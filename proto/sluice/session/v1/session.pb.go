@@ -787,10 +787,13 @@ func (x *Result) GetErrorMessage() string {
 }
 
 type MaskCount struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Column        string                 `protobuf:"bytes,1,opt,name=column,proto3" json:"column,omitempty"`
-	Detector      string                 `protobuf:"bytes,2,opt,name=detector,proto3" json:"detector,omitempty"`
-	Count         int64                  `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// column is the result column (PostgreSQL); field names what was masked
+	// in any protocol: the column, or stdout and stderr of a command.
+	Column        string `protobuf:"bytes,1,opt,name=column,proto3" json:"column,omitempty"`
+	Detector      string `protobuf:"bytes,2,opt,name=detector,proto3" json:"detector,omitempty"`
+	Count         int64  `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	Field         string `protobuf:"bytes,4,opt,name=field,proto3" json:"field,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -844,6 +847,13 @@ func (x *MaskCount) GetCount() int64 {
 		return x.Count
 	}
 	return 0
+}
+
+func (x *MaskCount) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
 }
 
 type Masking struct {
@@ -1577,11 +1587,12 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"durationUs\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x05 \x01(\tR\terrorCode\x12#\n" +
-	"\rerror_message\x18\x06 \x01(\tR\ferrorMessage\"U\n" +
+	"\rerror_message\x18\x06 \x01(\tR\ferrorMessage\"k\n" +
 	"\tMaskCount\x12\x16\n" +
 	"\x06column\x18\x01 \x01(\tR\x06column\x12\x1a\n" +
 	"\bdetector\x18\x02 \x01(\tR\bdetector\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x03R\x05count\"^\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\x12\x14\n" +
+	"\x05field\x18\x04 \x01(\tR\x05field\"^\n" +
 	"\aMasking\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\x04R\tcommandId\x124\n" +

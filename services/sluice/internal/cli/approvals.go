@@ -110,6 +110,10 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 					who += ", waiting"
 				}
 				what := approvalWhat(a, 60)
+				if a.Protocol != "" && a.Protocol != "postgres" {
+					// SQL is the default; other protocols say what they are.
+					what = a.Protocol + ": " + what
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.State, who, a.Target, what, a.Rule, approvalWhen(a, now))
 			}
 			return tw.Flush()

@@ -182,7 +182,9 @@ func awaitStores(ctx context.Context, log zerolog.Logger, conn *bus.Conn, stores
 	}
 	start, said := time.Now(), time.Time{}
 	for {
-		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// A JetStream request lost while a cluster elects its leaders gets
+		// no answer: ask again soon rather than wait out a long timeout.
+		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		missing, err := bus.Missing(qctx, conn.JS, stores...)
 		cancel()
 		if err == nil && missing == "" {
