@@ -284,6 +284,26 @@ func TestSSH(t *testing.T) {
 		_, errOut, code := u.run(20*time.Second, "", "ssh", "-o", "User=impostor-ssh", "demo-ssh", "true")
 		assert.Equal(t, 255, code)
 		assert.Contains(t, errOut, "does not match the one pinned in configuration")
+
+		// A target that is down is a clear error at once, not a hang.
+		dead := filepath.Join(t.TempDir(), "dead.yaml")
+		require.NoError(t, os.WriteFile(dead, []byte(fmt.Sprintf(`targets:
+  - name: dead-ssh
+    kind: ssh
+    ssh:
+      host: 127.0.0.1
+      port: %d
+      user: root
+      private_key: {sealed: %q}
+      host_key: %q
+`, freePort(t), strings.TrimSpace(string(sealed)), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(otherPub))))), 0o600))
+		o, err = env.CLI(admin, "apply", "-f", dead)
+		require.NoError(t, err, o)
+		start := time.Now()
+		_, errOut, code = u.run(20*time.Second, "", "ssh", "-o", "User=dead-ssh", "demo-ssh", "true")
+		assert.Equal(t, 255, code)
+		assert.Contains(t, errOut, `cannot reach target "dead-ssh"`)
+		assert.Less(t, time.Since(start), 5*time.Second)
 	})
 
 	t.Run("replay shows what the client saw; the audit log verifies", func(t *testing.T) {

@@ -11,10 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"google.golang.org/protobuf/proto"
 
-	"sluice.dev/sluice/libs/approvalstate"
-	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/gateway"
-	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
@@ -160,22 +157,6 @@ func (h *holdWatch) end() {
 	_ = h.s.client.SetReadDeadline(time.Now().Add(h.s.w.cfg.IdleTimeout))
 }
 
-// awaitDecision waits for approval id to be decided or the client to stop
-// waiting (left says why).
-func (s *session) awaitDecision(ctx context.Context, h *holdWatch, id string) (*approvalsv1.Approval, int, error) {
-	wctx, wcancel := context.WithTimeout(ctx, s.w.cfg.HoldTimeout+5*time.Second)
-	defer wcancel()
-	go func() {
-		select {
-		case <-h.left:
-			wcancel()
-		case <-wctx.Done():
-		}
-	}()
-	a, err := s.w.k.Approvals.Await(wctx, id)
-	return a, h.reason(), err
-}
-
 // cancelHold withdraws the statement held in this session, if any: a
 // cancel of a held statement never reaches the target.
 func (s *session) cancelHold() bool {
@@ -192,37 +173,41 @@ func (s *session) cancelHold() bool {
 	return true
 }
 
-// withdraw tells the approvals service (an event approvers see) and the
-// audit log that nobody waits for request id any more: it never runs.
-func (s *session) withdraw(cmdID uint64, id, reason string) {
-	s.w.k.Withdraw(s.callerToken(), s.id, id, reason)
-	_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: cmdID, ApprovalId: id, State: "withdrawn", Reason: reason}}})
+// withdrawReason is what the approvals service and the audit log are told
+// when the client stops waiting for its held statement.
+func (s *session) withdrawReason(why int) string {
+	if ended, _ := s.endReason.Load().(string); ended != "" {
+		return "the session ended while the statement was held: " + ended
+	}
+	switch why {
+	case leftGone:
+		return "the client disconnected while the statement was held"
+	case leftOverflow:
+		return "the client sent more than 8 MiB while the statement was held"
+	case leftCancelled:
+		return "the client cancelled the statement"
+	}
+	return "the session ended while the statement was held"
 }
 
-// stopWaiting ends a hold whose client no longer waits: the request is
-// withdrawn and the statement refused (or the session ended).
-func (s *session) stopWaiting(ctx context.Context, why int, cmdID uint64, id string) (heldOutcome, error) {
+// stoppedWaiting is what the client sees of a hold it stopped waiting for
+// (the request is withdrawn already): nothing if it left or its session
+// ended, an error if it cancelled or sent too much.
+func (s *session) stoppedWaiting(ctx context.Context, why int, id string) (heldOutcome, error) {
 	ended, _ := s.endReason.Load().(string) // an expired token, say
 	switch {
 	case ended != "" || ctx.Err() != nil:
-		reason := "the session ended while the statement was held"
-		if ended != "" {
-			reason += ": " + ended
-		}
-		s.withdraw(cmdID, id, reason)
 		return heldOutcome{}, errClosed
-	case why == leftGone:
-		s.withdraw(cmdID, id, "the client disconnected while the statement was held")
+	case why == leftGone || why == leftNot:
+		// Gone, or the notice could not be written to it.
 		s.shutdown("the client closed the connection while a statement was held", nil)
 		return heldOutcome{}, errClosed
 	case why == leftOverflow:
-		s.withdraw(cmdID, id, "the client sent more than 8 MiB while the statement was held")
 		return heldOutcome{refusal: &pgproto3.ErrorResponse{
 			Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateProgramLimitExceeded,
 			Message: fmt.Sprintf("sluice: more than 8 MiB arrived while the statement was held; approval request %s is withdrawn and the statement did not run", id),
 		}}, nil
 	default:
-		s.withdraw(cmdID, id, "the client cancelled the statement")
 		return heldOutcome{refusal: &pgproto3.ErrorResponse{
 			Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: stateQueryCanceled,
 			Message: "canceling statement due to user request",
@@ -232,8 +217,10 @@ func (s *session) stopWaiting(ctx context.Context, why int, cmdID uint64, id str
 }
 
 // await holds the session (nothing more is read from the client) while a
-// human decides: it opens an approval request, tells the client at once
-// with a notice, waits (bounded) and consumes the approval if granted.
+// human decides, through the kernel's hold: the request is opened, the
+// client told at once with a notice, the wait bounded, and the approval
+// consumed if granted. The client is watched meanwhile: a cancel, the
+// client leaving or sending too much withdraws the request.
 func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, stmt, params string, cached bool) (heldOutcome, error) {
 	seq, err := s.emitCommand(text, via, stmt, params, d, cached)
 	if err != nil {
@@ -242,105 +229,43 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 	if err := s.rec.WaitFor(ctx, seq); err != nil {
 		return heldOutcome{}, s.notRecording()
 	}
-	cmdID := s.cmdID
 	// From here until the statement goes to the target, a cancel or the
 	// client leaving withdraws it.
 	h := s.watchHold()
 	defer h.end()
-	refuse := func(reason string) heldOutcome {
-		c := proto.Clone(d).(*policyv1.Decision)
-		c.Action, c.Reason = "deny", reason
-		return heldOutcome{denial: c}
-	}
-	hash := gateway.CommandHash(text, params)
-	var reply approvalsv1.ApprovalReply
-	// The approvals service verifies the requester from the session's own
-	// token: a worker cannot open a request in anyone else's name.
-	octx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, s.callerToken()), 5*time.Second)
-	// The request carries an excerpt; the hash binds the approval to the
-	// whole command.
-	excerpt := approvalstate.Excerpt(text)
-	err = bus.Request(octx, s.w.cfg.Conn.NC, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{
-		SessionId: s.id, Target: s.targetRef.GetName(), Command: excerpt, CommandSize: int64(len(text)), CommandHash: hash,
-		Rule: d.GetRule(), Reason: d.GetReason(), ApproverGroups: d.GetApprovers(), Quorum: d.GetQuorum(),
-		TtlSeconds: int64(s.w.cfg.HoldTimeout.Seconds()), Protocol: "postgres",
-	}, &reply)
-	cancel()
-	if err != nil || reply.GetError() != nil {
-		msg := "the approvals service is unavailable"
-		if reply.GetError() != nil {
-			msg = reply.GetError().GetMessage()
-		}
-		return refuse(d.GetReason() + "; it needs approval, but no approval request could be opened: " + msg), nil
-	}
-	id := reply.GetApproval().GetId()
-	_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: cmdID, ApprovalId: id, State: "pending"}}})
-	notice := &pgproto3.NoticeResponse{
-		Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000",
-		Message: fmt.Sprintf("sluice: statement held for approval %s (rule %q): %s", id, d.GetRule(), d.GetReason()),
-		Detail:  fmt.Sprintf("An approver (%s) runs: sluice approve %s", strings.Join(d.GetApprovers(), ", "), id),
-		Hint:    fmt.Sprintf("Waiting up to %s. Once approved, exactly this statement runs, once.", s.w.cfg.HoldTimeout),
-	}
-	if err := s.writeClient(notice); err != nil {
-		return heldOutcome{}, errClosed
-	}
-	a, left, err := s.awaitDecision(ctx, h, id)
+	out := s.w.k.Hold(ctx, gateway.HoldRequest{
+		SessionID: s.id, Token: s.callerToken(), Target: s.targetRef.GetName(), Command: text,
+		Hash: gateway.CommandHash(text, params), CmdID: s.cmdID, Decision: d, Rec: s.rec,
+		Notify: func(id string) error {
+			return s.writeClient(&pgproto3.NoticeResponse{
+				Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000",
+				Message: fmt.Sprintf("sluice: statement held for approval %s (rule %q): %s", id, d.GetRule(), d.GetReason()),
+				Detail:  fmt.Sprintf("An approver (%s) runs: sluice approve %s", strings.Join(d.GetApprovers(), ", "), id),
+				Hint:    fmt.Sprintf("Waiting up to %s. Once approved, exactly this statement runs, once.", s.w.cfg.HoldTimeout),
+			})
+		},
+		Left: h.left,
+		Why:  func() string { return s.withdrawReason(h.reason()) },
+	})
 	switch {
-	case ctx.Err() != nil || left != leftNot:
-		return s.stopWaiting(ctx, left, cmdID, id)
-	case err != nil:
-		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: cmdID, ApprovalId: id, State: "expired"}}})
-		return refuse(fmt.Sprintf("approval request %s was not decided in time", id)), nil
-	}
-	event := &sessionv1.Approval{CommandId: cmdID, ApprovalId: id, State: a.GetState(), Approvers: a.GetApprovedBy(), Reason: a.GetDecisionReason()}
-	switch a.GetState() {
-	case "approved":
-	case "denied":
-		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: event}})
-		return refuse(fmt.Sprintf("approval request %s was denied by %s: %s", id, a.GetDecidedBy(), orNone(a.GetDecisionReason()))), nil
-	case "withdrawn":
-		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: event}})
-		return refuse(fmt.Sprintf("approval request %s was withdrawn: %s", id, a.GetDecisionReason())), nil
-	default:
-		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: event}})
-		return refuse(fmt.Sprintf("approval request %s %s", id, a.GetState())), nil
-	}
-	if why := h.reason(); why != leftNot {
-		return s.stopWaiting(ctx, why, cmdID, id)
-	}
-	var consumed approvalsv1.ApprovalReply
-	cctx, ccancel := context.WithTimeout(bus.WithCallerToken(ctx, s.callerToken()), 5*time.Second)
-	err = bus.Request(cctx, s.w.cfg.Conn.NC, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: s.id, CommandHash: hash}, &consumed)
-	ccancel()
-	if err != nil || consumed.GetError() != nil {
-		msg := "the approvals service is unavailable"
-		if consumed.GetError() != nil {
-			msg = consumed.GetError().GetMessage()
-		}
-		return refuse("the approval could not be used: " + msg), nil
-	}
-	event.State = "consumed"
-	seq, err = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: event}})
-	if err != nil {
+	case out.RecordErr != nil:
 		return heldOutcome{}, s.notRecording()
-	}
-	// The approval is the write-ahead record of what now runs.
-	if err := s.rec.WaitFor(ctx, seq); err != nil {
-		return heldOutcome{}, s.notRecording()
+	case out.Left != "":
+		return s.stoppedWaiting(ctx, h.reason(), out.ID)
+	case !out.Approved:
+		c := proto.Clone(d).(*policyv1.Decision)
+		c.Action, c.Reason = "deny", out.Refusal
+		return heldOutcome{denial: c}, nil
 	}
 	// The last moment a client that left or cancelled stops it.
 	h.end()
 	if why := h.reason(); why != leftNot || ctx.Err() != nil {
-		return s.stopWaiting(ctx, why, cmdID, id)
+		reason := s.withdrawReason(why)
+		s.w.k.Withdraw(s.callerToken(), s.id, out.ID, reason)
+		_, _ = s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: s.cmdID, ApprovalId: out.ID, State: "withdrawn", Reason: reason}}})
+		return s.stoppedWaiting(ctx, why, out.ID)
 	}
-	return heldOutcome{approved: true, seq: seq}, nil
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "no reason given"
-	}
-	return s
+	return heldOutcome{approved: true, seq: out.Seq}, nil
 }
 
 // hold handles a simple Query the policy holds for review.
