@@ -450,7 +450,9 @@ func (c *channel) pump(ctx context.Context, dst io.Writer, src io.Reader, stream
 		_, err := dst.Write(b)
 		return err == nil
 	}
-	buf := make([]byte, 32<<10)
+	// Large reads: several packets at once when the target is fast, so
+	// fewer, larger pieces to mask, record and send.
+	buf := make([]byte, 128<<10)
 	if m == nil || !c.term {
 		var st *masking.Stream
 		if m != nil {
@@ -567,6 +569,11 @@ func (r *recorder) io(ctx context.Context, stream string, b []byte) {
 		}
 		if len(r.buf) == 0 {
 			r.bufFor, r.bufAt = stream, now
+			// Whole chunks go straight to the record, without a copy.
+			if n := len(b) / chunk * chunk; n > 0 {
+				r.emit(stream, b[:n], now)
+				b = b[n:]
+			}
 		}
 		r.buf = append(r.buf, b...)
 		if len(r.buf) >= chunk {
