@@ -138,6 +138,8 @@ func TestSSH(t *testing.T) {
 			"bash -c 'rm -f " + sentinel + "'",
 			"echo " + sentinel + " | xargs rm -f",
 			"find " + filepath.Dir(sentinel) + " -name sentinel -delete",
+			"find /etc/hostname -fprintf " + sentinel + " x",
+			"sort -o " + sentinel + " /etc/hostname",
 			"sudo rm -f " + sentinel,
 			"env X=1 rm -f " + sentinel,
 			"cat /etc/hostname > " + sentinel,

@@ -23,7 +23,8 @@ type Stream struct {
 
 // Stream thresholds.
 const (
-	// MaxLine is how much of a line without a newline is held.
+	// MaxLine is how much of a line without a newline is held before
+	// it is released up to a blank.
 	MaxLine = 4 << 10
 	// MaxHold bounds a held private key block.
 	MaxHold = 64 << 10
@@ -92,7 +93,7 @@ func (s *Stream) FlushWords() []byte {
 	if len(s.carry) == 0 || s.inKey || openKey(s.carry) >= 0 {
 		return nil
 	}
-	sp := bytes.LastIndexAny(s.carry, " \t")
+	sp := safeBlank(s.carry)
 	if sp < 0 {
 		return nil
 	}
@@ -123,12 +124,34 @@ func (s *Stream) cut(buf []byte) int {
 	if len(buf) <= MaxLine {
 		return 0
 	}
-	// A long line: release up to its last blank, so that no word (a
-	// token, a card number) is split.
-	if sp := bytes.LastIndexAny(buf, " \t"); sp > 0 {
+	// A long line: release up to its last blank between two words that
+	// are not groups of one number (a card, an IBAN, a phone number), so
+	// that no value is split.
+	if sp := safeBlank(buf); sp > 0 {
 		return sp + 1
 	}
-	return len(buf) - 256
+	// No such blank (minified JSON, base64): hold up to MaxHold, then
+	// release all but the last 8 KiB, longer than any value a detector
+	// matches.
+	if len(buf) <= MaxHold {
+		return 0
+	}
+	return len(buf) - 8<<10
+}
+
+// safeBlank is the index of the last blank in b that is not between two
+// digits, or -1.
+func safeBlank(b []byte) int {
+	for i := len(b) - 1; i > 0; i-- {
+		if b[i] != ' ' && b[i] != '\t' {
+			continue
+		}
+		if i+1 < len(b) && isDigit(b[i-1]) && isDigit(b[i+1]) {
+			continue
+		}
+		return i
+	}
+	return -1
 }
 
 // notInKey moves a cut back to the start of a key block that spans it, so

@@ -65,6 +65,22 @@ func TestStreamReleasesLinesAndBoundsWhatItHolds(t *testing.T) {
 	assert.LessOrEqual(t, st.Held(), MaxLine)
 	assert.Equal(t, string(long), string(out)+string(st.Flush()))
 
+	// A long line whose values are spaced digit groups or that has no
+	// blank at all: no value is split.
+	st = m.NewStream()
+	line := strings.Repeat("x", MaxLine) + " card 4111 1111 1111 1111"
+	out = append(st.Write([]byte(line)), st.Write([]byte(" and more\n"))...)
+	assert.NotContains(t, string(out), "1111 1111")
+	jwt := "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTcwMDAwMDAwMH0." + strings.Repeat("A", 300)
+	minified := `{"a":"` + strings.Repeat("b", MaxLine+100) + `","token":"` + jwt + `"}`
+	st = m.NewStream()
+	out = nil
+	for i := 0; i < len(minified); i += 1000 {
+		out = append(out, st.Write([]byte(minified[i:min(i+1000, len(minified))]))...)
+	}
+	out = append(out, st.Flush()...)
+	assert.NotContains(t, string(out), "eyJzdWIiOiJhbGljZSIs", "a token in a long line without blanks is masked")
+
 	// A key block that never ends: held up to MaxHold, then masked whole,
 	// and whatever follows up to its END line too.
 	st = m.NewStream()

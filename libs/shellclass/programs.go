@@ -157,6 +157,44 @@ func (w *walker) call(args []arg, c ctx) {
 		}
 	case "find":
 		w.find(rest, c)
+		// -fprint, -fprint0, -fprintf and -fls write to a file.
+		for i, a := range rest {
+			switch a.text {
+			case "-fprint", "-fprint0", "-fprintf", "-fls":
+				w.optionWrite(rest, i+1)
+			}
+		}
+	case "sort":
+		for i, a := range rest {
+			switch {
+			case a.text == "-o" || a.text == "--output":
+				w.optionWrite(rest, i+1)
+			case strings.HasPrefix(a.text, "--output="):
+				w.optionWriteText(strings.TrimPrefix(a.text, "--output="), a.dynamic)
+			case strings.HasPrefix(a.text, "-o") && len(a.text) > 2 && !strings.HasPrefix(a.text, "--"):
+				w.optionWriteText(a.text[2:], a.dynamic)
+			case strings.HasPrefix(a.text, "--compress-program"):
+				// sort runs it to compress its temporary files.
+				w.flag(FlagDynamic)
+			}
+		}
+	case "uniq":
+		// uniq [OPTION]... [INPUT [OUTPUT]]: a second operand is written.
+		var operands []int
+		for i, a := range rest {
+			if a.dynamic || !strings.HasPrefix(a.text, "-") || a.text == "-" {
+				operands = append(operands, i)
+			}
+		}
+		if len(operands) >= 2 {
+			w.optionWrite(rest, operands[1])
+		}
+	case "tee":
+		for i, a := range rest {
+			if a.dynamic || !strings.HasPrefix(a.text, "-") {
+				w.optionWrite(rest, i)
+			}
+		}
 	case "ssh", "slogin", "scp", "sftp":
 		for _, a := range rest {
 			// These options run a local command.
@@ -335,6 +373,26 @@ func destructive(name string, args []arg) bool {
 		return strings.HasPrefix(name, "mkfs.")
 	}
 	return false
+}
+
+// optionWrite records args[i] as a file the command writes (an option's
+// or operand's value), as a redirection to it would be.
+func (w *walker) optionWrite(args []arg, i int) {
+	if i >= len(args) {
+		return
+	}
+	w.optionWriteText(args[i].text, args[i].dynamic)
+}
+
+func (w *walker) optionWriteText(target string, dynamic bool) {
+	if !dynamic && (quietWrite[target] || strings.HasPrefix(target, "/dev/fd/")) {
+		return
+	}
+	w.writes.add(target)
+	w.flag(FlagWrite)
+	if !dynamic && isBlockDevice(target) {
+		w.flag(FlagDestructive)
+	}
 }
 
 // trap's first argument is shell code run on a signal.

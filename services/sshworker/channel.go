@@ -55,6 +55,20 @@ func (c *channel) upstream() ssh.Channel {
 	return c.up
 }
 
+// requestState is what the command runs with besides its text (a
+// terminal, environment variables): an approval binds to it too.
+func (c *channel) requestState() string {
+	var b strings.Builder
+	if c.term {
+		b.WriteString("pty\x00")
+	}
+	for _, e := range c.env {
+		b.Write(e)
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
 // nl ends a line the client's terminal shows.
 func (c *channel) nl() string {
 	if c.term {
@@ -73,10 +87,17 @@ func (s *session) sessionChannel(ctx context.Context, nc ssh.NewChannel) {
 	defer s.dropChannel(c)
 	defer ch.Close()
 	var run sync.WaitGroup
+	var lastResize time.Time
 	for req := range reqs {
 		s.touch()
 		switch req.Type {
 		case "pty-req":
+			// Only before the command: what runs, and what was decided
+			// and approved, does not change afterwards.
+			if c.started {
+				_ = req.Reply(false, nil)
+				continue
+			}
 			c.pty, c.term = slices.Clone(req.Payload), true
 			var p struct {
 				Term             string
@@ -89,6 +110,10 @@ func (s *session) sessionChannel(ctx context.Context, nc ssh.NewChannel) {
 			}
 			_ = req.Reply(true, nil)
 		case "env":
+			if c.started {
+				_ = req.Reply(false, nil)
+				continue
+			}
 			var e struct{ Name, Value string }
 			ok := ssh.Unmarshal(req.Payload, &e) == nil && c.allowed(ctx, "env", e.Name+"="+e.Value)
 			if ok {
@@ -100,7 +125,10 @@ func (s *session) sessionChannel(ctx context.Context, nc ssh.NewChannel) {
 				_, _ = up.SendRequest(req.Type, false, req.Payload)
 			}
 			var wc struct{ Cols, Rows, W, H uint32 }
-			if ssh.Unmarshal(req.Payload, &wc) == nil {
+			// A resize is recorded at most every 100 ms: a client cannot
+			// flood the audit stream with them.
+			if ssh.Unmarshal(req.Payload, &wc) == nil && time.Since(lastResize) >= 100*time.Millisecond {
+				lastResize = time.Now()
 				_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Io{Io: &sessionv1.TerminalIO{Stream: "r",
 					Data: []byte(fmt.Sprintf("%dx%d", wc.Cols, wc.Rows)), OffsetMs: s.sinceStart().Milliseconds()}}})
 			}
@@ -154,8 +182,12 @@ func (s *session) sessionChannel(ctx context.Context, nc ssh.NewChannel) {
 			_ = req.Reply(false, nil)
 		}
 	}
-	// The client closed the channel: a held command stops waiting.
+	// The client closed the channel: a held command stops waiting, and a
+	// running one ends on the target.
 	c.leftOnce.Do(func() { close(c.left) })
+	if up := c.upstream(); up != nil {
+		up.Close()
+	}
 	run.Wait()
 }
 
@@ -249,7 +281,7 @@ func (c *channel) run(ctx context.Context, kind, cmd string, payload []byte) {
 		}
 		out := s.w.k.Hold(ctx, gateway.HoldRequest{
 			SessionID: s.id, Token: s.token, Target: s.targetRef.GetName(), Command: text,
-			Hash: gateway.CommandHash(kind+"\x00"+cmd, ""), CmdID: id, Decision: d, Rec: s.rec,
+			Hash: gateway.CommandHash(kind+"\x00"+cmd, c.requestState()), CmdID: id, Decision: d, Rec: s.rec,
 			Notify: func(approval string) error {
 				_, err := fmt.Fprintf(c.ch.Stderr(), "sluice: command held for approval %s (rule %q): %s%s"+
 					"sluice: an approver (%s) runs: sluice approve %s%s"+
@@ -314,6 +346,17 @@ func (c *channel) execute(ctx context.Context, id uint64, kind string, payload [
 	c.mu.Lock()
 	c.up = up
 	c.mu.Unlock()
+	// A client that leaves ends the command on the target (whether it
+	// left before or after this point).
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-c.left:
+			up.Close()
+		case <-finished:
+		}
+	}()
 
 	var m *masking.Masker
 	if len(d.GetMasks()) > 0 && kind != "subsystem" {
@@ -359,7 +402,7 @@ func (c *channel) execute(ctx context.Context, id uint64, kind string, payload [
 			if n > 0 {
 				s.touch()
 				s.bytesIn.Add(int64(n))
-				if kind == "shell" {
+				if kind == "shell" || c.term {
 					rec.io(ctx, "i", buf[:n])
 				}
 				if _, werr := up.Write(buf[:n]); werr != nil {

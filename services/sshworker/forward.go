@@ -63,6 +63,14 @@ func (s *session) forwardChannel(ctx context.Context, nc ssh.NewChannel) {
 		_ = nc.Reject(ssh.ConnectionFailed, "sluice: malformed forwarding request")
 		return
 	}
+	s.mu.Lock()
+	s.forwards++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.forwards--
+		s.mu.Unlock()
+	}()
 	dest := net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port)))
 	d, cached := s.decide(ctx, "port_forward", dest)
 	if len(d.GetMasks()) > 0 && d.GetAction() != "deny" {

@@ -44,10 +44,12 @@ type session struct {
 	up        *ssh.Client
 	rec       *recording.Session
 	start     time.Time
+	certEnd   time.Time
 
 	mu       sync.Mutex
 	cmdID    uint64
 	channels map[*channel]struct{}
+	forwards int64
 
 	commands, denied  atomic.Int64
 	bytesIn, bytesOut atomic.Int64
@@ -72,17 +74,37 @@ func (s *session) End(code gateway.EndCode, reason string) {
 func (s *session) shutdown(reason string) {
 	s.endOnce.Do(func() {
 		s.endReason.Store(reason)
+		close(s.ended)
 		s.mu.Lock()
 		chans := make([]*channel, 0, len(s.channels))
 		for c := range s.channels {
 			chans = append(chans, c)
 		}
 		s.mu.Unlock()
+		// Tell each channel why, but never wait on a client that does not
+		// read (a closed window would hold the session open): half a
+		// second, then the connections close whatever was said.
+		said := make(chan struct{}, len(chans))
 		for _, c := range chans {
-			_, _ = fmt.Fprintf(c.ch.Stderr(), "\r\nsluice: %s; the session is closed\r\n", reason)
+			go func() {
+				_, _ = fmt.Fprintf(c.ch.Stderr(), "\r\nsluice: %s; the session is closed\r\n", reason)
+				said <- struct{}{}
+			}()
 		}
-		close(s.ended)
+		deadline := time.After(500 * time.Millisecond)
+	wait:
+		for range chans {
+			select {
+			case <-said:
+			case <-deadline:
+				break wait
+			}
+		}
 		s.conn.Close()
+		// Commands still running on the target end with the session.
+		if s.up != nil {
+			s.up.Close()
+		}
 	})
 }
 
@@ -166,17 +188,23 @@ func (w *Worker) serve(ctx context.Context, raw net.Conn, full bool) {
 	var wg sync.WaitGroup
 	for nc := range chans {
 		s.touch()
+		if s.openChannels() >= maxChannels {
+			_ = nc.Reject(ssh.ResourceShortage, fmt.Sprintf("sluice: at most %d channels per connection", maxChannels))
+			continue
+		}
 		switch nc.ChannelType() {
 		case "session":
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer s.contain("session channel")
 				s.sessionChannel(ctx, nc)
 			}()
 		case "direct-tcpip":
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer s.contain("forwarding channel")
 				s.forwardChannel(ctx, nc)
 			}()
 		default:
@@ -188,6 +216,26 @@ func (w *Worker) serve(ctx context.Context, raw net.Conn, full bool) {
 	_ = s.rec.Record(context.Background(), &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{
 		Reason: s.reason(), Commands: s.commands.Load(), Denied: s.denied.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
 	}}})
+}
+
+// maxChannels bounds the channels open at once on one connection (as
+// OpenSSH's MaxSessions does): each holds buffers and goroutines.
+const maxChannels = 10
+
+// openChannels counts the channels open now (forwarding included).
+func (s *session) openChannels() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.channels) + int(s.forwards)
+}
+
+// contain ends the session on a panic in one of its goroutines, instead of
+// the worker.
+func (s *session) contain(what string) {
+	if r := recover(); r != nil {
+		s.w.cfg.Log.Error().Interface("panic", r).Str("session", s.id).Str("in", what).Msg("SSH session failed; closed")
+		s.shutdown("an internal error closed the session")
+	}
 }
 
 // closedBy is the reason of a session the client closed.
@@ -227,6 +275,11 @@ func (w *Worker) open(ctx context.Context, conn *ssh.ServerConn, client string) 
 		conn: conn, start: time.Now(), channels: map[*channel]struct{}{}, ended: make(chan struct{}),
 	}
 	s.touch()
+	if vb, err := strconv.ParseInt(ext["valid_before"], 10, 64); err == nil {
+		s.certEnd = time.Unix(vb, 0)
+	} else {
+		return nil, "the certificate has no end"
+	}
 	s.rec = w.k.Rec.Open(s.id)
 	up, err := w.dialTarget(ctx, s.target)
 	if err != nil {
@@ -303,13 +356,15 @@ func (w *Worker) dialTarget(ctx context.Context, t *controlv1.SSHTarget) (*ssh.C
 
 // watch ends the session when its token expires or it idles too long.
 func (s *session) watch(ctx context.Context) {
-	exp := s.principal.GetExpiresAt()
-	var expiry <-chan time.Time
-	if exp != nil {
-		t := time.NewTimer(time.Until(exp.AsTime()))
-		defer t.Stop()
-		expiry = t.C
+	// The session ends with its token, or its certificate if that ends
+	// first (a token without an expiry).
+	end := s.certEnd
+	if exp := s.principal.GetExpiresAt(); exp != nil && exp.AsTime().Before(end) {
+		end = exp.AsTime()
 	}
+	t := time.NewTimer(time.Until(end))
+	defer t.Stop()
+	expiry := t.C
 	idle := time.NewTicker(time.Minute)
 	defer idle.Stop()
 	for {
@@ -320,7 +375,7 @@ func (s *session) watch(ctx context.Context) {
 		case <-s.ended:
 			return
 		case <-expiry:
-			s.shutdown(fmt.Sprintf("the access token expired at %s", exp.AsTime().UTC().Format(time.RFC3339)))
+			s.shutdown(fmt.Sprintf("the access token expired at %s", end.UTC().Format(time.RFC3339)))
 			return
 		case <-idle.C:
 			if time.Since(time.Unix(0, s.active.Load())) > s.w.cfg.IdleTimeout {
