@@ -52,4 +52,7 @@ const (
 	// the API only: every worker replica receives it, and only the one that
 	// holds the session answers.
 	SubjectPGRenew = SubjectWorkers + ".pg.renew"
+	// SubjectKill carries an administrator's request to end a session to
+	// every worker replica (the one that holds it answers).
+	SubjectKill = SubjectWorkers + ".kill"
 )

@@ -155,7 +155,7 @@ func Components() []Component {
 			Name: CompAPI, Doc: "the HTTP API: forwards verified callers to the services, reads the audit log",
 			Calls: []string{APIIdentityVerify, APIControlApply, APIControlTargets, APIPolicyTest,
 				APIApprovalsDecide, APIApprovalsList, APIApprovalsGet, APIGrantsRequest, APIGrantsRevoke, SubjectPGRenew,
-				APIIdentitySSHSign, APIIdentitySSHAuthority},
+				APIIdentitySSHSign, APIIdentitySSHAuthority, SubjectKill},
 			Reads:   []string{StreamAudit},
 			ReadsKV: []string{BucketControl, BucketSessions, BucketAuditKeys},
 		},
@@ -176,7 +176,7 @@ func Components() []Component {
 			Name: CompPGWorker, Doc: "the PostgreSQL worker: parses untrusted bytes, so it may do no more than a worker",
 			// Renewals come from the API alone: a worker answers them, and
 			// never sends one (to another replica's sessions, say).
-			Serves:     []string{SubjectPGRenew},
+			Serves:     []string{SubjectPGRenew, SubjectKill},
 			Calls:      []string{APIIdentityVerify, APIPolicyEvaluate, APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
 			Appends:    []string{StreamSessions},
 			ReadsKV:    []string{BucketControl, BucketApprovals},
@@ -185,6 +185,7 @@ func Components() []Component {
 		},
 		{
 			Name: CompSSHWorker, Doc: "the SSH worker: parses untrusted bytes, so it may do no more than a worker",
+			Serves: []string{SubjectKill},
 			Calls: []string{APIIdentityVerify, APIIdentitySSHAuthority, APIPolicyEvaluate,
 				APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
 			Appends: []string{StreamSessions},

@@ -5,15 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/authn"
+	"sluice.dev/sluice/libs/authz"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/recording"
@@ -68,6 +72,9 @@ const (
 	EndRefused
 	// EndChanged: the configuration now names someone else (other groups).
 	EndChanged
+	// EndKilled: an administrator ended the session (the reason says who
+	// and why).
+	EndKilled
 )
 
 // Session is what the kernel needs of a protocol's session.
@@ -90,6 +97,7 @@ type Kernel struct {
 	Rec       *recording.Recorder
 	Decisions *DecisionCache
 
+	guard  *authz.Guard
 	slots  chan struct{}
 	active atomic.Int64
 
@@ -104,9 +112,11 @@ func New(cfg Config) *Kernel {
 	if cfg.RecordTimeout > 0 {
 		rec.Timeout = cfg.RecordTimeout
 	}
+	view := controlstate.NewView()
 	return &Kernel{
 		cfg:       cfg,
-		View:      controlstate.NewView(),
+		guard:     authz.New(cfg.Conn.NC, view),
+		View:      view,
 		Approvals: approvalstate.NewView(),
 		Authn:     authn.New(cfg.Conn.NC),
 		Rec:       rec,
@@ -328,6 +338,59 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 		}
 	}
 	return &d, false
+}
+
+// ServeKills ends the sessions an administrator kills (sluice sessions kill):
+// every replica receives the request, the one that holds the session
+// verifies that the caller holds the admin role and ends it; the others stay
+// silent. Call it after Follow.
+func (k *Kernel) ServeKills(ctx context.Context) (*nats.Subscription, error) {
+	sem := make(chan struct{}, 16)
+	return k.cfg.Conn.NC.Subscribe(bus.SubjectKill, func(m *nats.Msg) {
+		if !strings.HasPrefix(m.Reply, "_INBOX.") {
+			return
+		}
+		var req sessionv1.KillRequest
+		if proto.Unmarshal(m.Data, &req) != nil {
+			return
+		}
+		s, ok := k.Lookup(req.GetSessionId())
+		if !ok {
+			return
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			return // a flood: the caller times out
+		}
+		go func() {
+			defer func() { <-sem }()
+			vctx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, m.Header.Get(bus.HeaderCaller)), 5*time.Second)
+			defer cancel()
+			reply := &sessionv1.KillReply{}
+			p, e := k.guard.Require(vctx, authz.Admin)
+			if e != nil {
+				reply.Error = e
+			} else {
+				reason := fmt.Sprintf("ended by %s", p.GetSubject())
+				if r := strings.TrimSpace(req.GetReason()); r != "" {
+					reason += ": " + truncate(r, 500)
+				}
+				k.cfg.Log.Info().Str("session", s.ID()).Str("by", p.GetSubject()).Msg("session killed")
+				s.End(EndKilled, reason)
+			}
+			if data, err := proto.Marshal(reply); err == nil {
+				_ = m.Respond(data)
+			}
+		}()
+	})
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 // RulePolicyUnavailable is the rule of a deny made because the policy

@@ -23,6 +23,48 @@ import (
 
 func (s *Server) renewRoutes() {
 	s.handle("POST /api/v1/sessions/{id}/renew", "session_renew", anyone, s.renewSession)
+	s.handle("POST /api/v1/sessions/{id}/kill", "session_kill", admins, s.killSession)
+}
+
+// killSession ends a live session, of any protocol: the API passes the
+// caller's token to every worker replica; the one that holds the session
+// verifies the caller is an administrator itself and ends it, telling the
+// client why. The session's Ended event names who ended it.
+func (s *Server) killSession(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+	id := strings.ToLower(r.PathValue("id"))
+	if !sessionID(id) {
+		writeError(w, http.StatusBadRequest, "bad_request", "a session id is a ULID (sluice sessions list shows them)")
+		return
+	}
+	var body reasonBody
+	if !readJSON(w, r, &body) {
+		return
+	}
+	wait := 3 * time.Second
+	if sum, ok := s.sessionSummary(r.Context(), id); ok {
+		if sum.GetEndedAt() != nil {
+			writeError(w, http.StatusGone, "session_ended", "the session has already ended ("+sum.GetEndReason()+")")
+			return
+		}
+		wait = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	var reply sessionv1.KillReply
+	err := bus.Request(ctx, s.cfg.Conn.NC, bus.SubjectKill, &sessionv1.KillRequest{SessionId: id, Reason: body.Reason}, &reply)
+	switch {
+	case errors.Is(err, bus.ErrNoResponders):
+		writeError(w, http.StatusServiceUnavailable, "service_unavailable", "no worker is running")
+		return
+	case err != nil:
+		writeError(w, http.StatusNotFound, "not_found", "no worker holds an open session "+id)
+		return
+	}
+	if e := reply.GetError(); e != nil {
+		writeError(w, errorStatus(e.GetCode()), e.GetCode(), e.GetMessage())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"session": id, "ended": true})
 }
 
 // RenewJSON is the answer of a renewal.

@@ -193,6 +193,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("pgworker: %w", err)
 	}
 	defer renewals.Unsubscribe() //nolint:errcheck
+	kills, err := w.k.ServeKills(ctx)
+	if err != nil {
+		return fmt.Errorf("pgworker: %w", err)
+	}
+	defer kills.Unsubscribe() //nolint:errcheck
 	ln := w.cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", w.cfg.Addr); err != nil {
@@ -300,6 +305,8 @@ func (s *session) End(code gateway.EndCode, reason string) {
 	case gateway.EndChanged:
 		s.shutdown("the identity configuration changed who the token names",
 			fatal(stateInvalidPassword, "sluice: "+reason, "reconnect to start a session as the principal you are now"))
+	case gateway.EndKilled:
+		s.shutdown(reason, fatal(stateAdminShutdown, "sluice: the session was "+reason, ""))
 	default:
 		s.shutdown("the worker is shutting down", fatal(stateAdminShutdown, "sluice: the gateway is shutting down", ""))
 	}

@@ -142,6 +142,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("sshworker: %w", err)
 	}
+	kills, err := w.k.ServeKills(ctx)
+	if err != nil {
+		return fmt.Errorf("sshworker: %w", err)
+	}
+	defer kills.Unsubscribe() //nolint:errcheck
 	ln := w.cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", w.cfg.Addr); err != nil {

@@ -1512,6 +1512,106 @@ func (x *Summary) GetLastSeq() uint64 {
 	return 0
 }
 
+// Subject: sluice.worker.kill (the API, with the caller's token; every
+// worker replica receives it, the one holding the session answers after
+// verifying that the caller is an administrator). The session ends at once,
+// its client told why, and its Ended event records who ended it.
+type KillRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillRequest) Reset() {
+	*x = KillRequest{}
+	mi := &file_sluice_session_v1_session_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillRequest) ProtoMessage() {}
+
+func (x *KillRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_session_v1_session_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
+func (*KillRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *KillRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *KillRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type KillReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *v1.Error              `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillReply) Reset() {
+	*x = KillReply{}
+	mi := &file_sluice_session_v1_session_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillReply) ProtoMessage() {}
+
+func (x *KillReply) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_session_v1_session_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillReply.ProtoReflect.Descriptor instead.
+func (*KillReply) Descriptor() ([]byte, []int) {
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *KillReply) GetError() *v1.Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_sluice_session_v1_session_proto protoreflect.FileDescriptor
 
 const file_sluice_session_v1_session_proto_rawDesc = "" +
@@ -1652,7 +1752,13 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"end_reason\x18\n" +
 	" \x01(\tR\tendReason\x12\x16\n" +
 	"\x06worker\x18\v \x01(\tR\x06worker\x12\x19\n" +
-	"\blast_seq\x18\f \x01(\x04R\alastSeqB5Z3sluice.dev/sluice/proto/sluice/session/v1;sessionv1b\x06proto3"
+	"\blast_seq\x18\f \x01(\x04R\alastSeq\"D\n" +
+	"\vKillRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\":\n" +
+	"\tKillReply\x12-\n" +
+	"\x05error\x18\x01 \x01(\v2\x17.sluice.common.v1.ErrorR\x05errorB5Z3sluice.dev/sluice/proto/sluice/session/v1;sessionv1b\x06proto3"
 
 var (
 	file_sluice_session_v1_session_proto_rawDescOnce sync.Once
@@ -1666,7 +1772,7 @@ func file_sluice_session_v1_session_proto_rawDescGZIP() []byte {
 	return file_sluice_session_v1_session_proto_rawDescData
 }
 
-var file_sluice_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_sluice_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_sluice_session_v1_session_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: sluice.session.v1.Batch
 	(*Event)(nil),                 // 1: sluice.session.v1.Event
@@ -1685,14 +1791,16 @@ var file_sluice_session_v1_session_proto_goTypes = []any{
 	(*RenewRequest)(nil),          // 14: sluice.session.v1.RenewRequest
 	(*RenewReply)(nil),            // 15: sluice.session.v1.RenewReply
 	(*Summary)(nil),               // 16: sluice.session.v1.Summary
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*v1.Principal)(nil),          // 18: sluice.common.v1.Principal
-	(*v1.Target)(nil),             // 19: sluice.common.v1.Target
-	(*v11.Decision)(nil),          // 20: sluice.policy.v1.Decision
-	(*v1.Error)(nil),              // 21: sluice.common.v1.Error
+	(*KillRequest)(nil),           // 17: sluice.session.v1.KillRequest
+	(*KillReply)(nil),             // 18: sluice.session.v1.KillReply
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*v1.Principal)(nil),          // 20: sluice.common.v1.Principal
+	(*v1.Target)(nil),             // 21: sluice.common.v1.Target
+	(*v11.Decision)(nil),          // 22: sluice.policy.v1.Decision
+	(*v1.Error)(nil),              // 23: sluice.common.v1.Error
 }
 var file_sluice_session_v1_session_proto_depIdxs = []int32{
-	17, // 0: sluice.session.v1.Event.time:type_name -> google.protobuf.Timestamp
+	19, // 0: sluice.session.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,  // 1: sluice.session.v1.Event.started:type_name -> sluice.session.v1.Started
 	3,  // 2: sluice.session.v1.Event.command:type_name -> sluice.session.v1.Command
 	4,  // 3: sluice.session.v1.Event.decided:type_name -> sluice.session.v1.Decided
@@ -1704,25 +1812,26 @@ var file_sluice_session_v1_session_proto_depIdxs = []int32{
 	11, // 9: sluice.session.v1.Event.auth_failed:type_name -> sluice.session.v1.AuthFailed
 	12, // 10: sluice.session.v1.Event.token_renewed:type_name -> sluice.session.v1.TokenRenewed
 	13, // 11: sluice.session.v1.Event.renewal_refused:type_name -> sluice.session.v1.RenewalRefused
-	18, // 12: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
-	19, // 13: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
-	20, // 14: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
+	20, // 12: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
+	21, // 13: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
+	22, // 14: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
 	6,  // 15: sluice.session.v1.Command.results:type_name -> sluice.session.v1.Result
-	20, // 16: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
+	22, // 16: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
 	7,  // 17: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
-	17, // 18: sluice.session.v1.TokenRenewed.expires_at:type_name -> google.protobuf.Timestamp
-	17, // 19: sluice.session.v1.TokenRenewed.previous_expires_at:type_name -> google.protobuf.Timestamp
-	17, // 20: sluice.session.v1.RenewReply.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 21: sluice.session.v1.RenewReply.error:type_name -> sluice.common.v1.Error
-	18, // 22: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
-	19, // 23: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
-	17, // 24: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
-	17, // 25: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	19, // 18: sluice.session.v1.TokenRenewed.expires_at:type_name -> google.protobuf.Timestamp
+	19, // 19: sluice.session.v1.TokenRenewed.previous_expires_at:type_name -> google.protobuf.Timestamp
+	19, // 20: sluice.session.v1.RenewReply.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 21: sluice.session.v1.RenewReply.error:type_name -> sluice.common.v1.Error
+	20, // 22: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
+	21, // 23: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
+	19, // 24: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
+	19, // 25: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
+	23, // 26: sluice.session.v1.KillReply.error:type_name -> sluice.common.v1.Error
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_sluice_session_v1_session_proto_init() }
@@ -1749,7 +1858,7 @@ func file_sluice_session_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_session_v1_session_proto_rawDesc), len(file_sluice_session_v1_session_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

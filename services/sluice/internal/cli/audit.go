@@ -80,6 +80,37 @@ func newSessionsCmd(g *globals) *cobra.Command {
 	f.StringVar(&until, "until", "", "only sessions started until (RFC 3339 time or duration)")
 	f.IntVar(&limit, "limit", 100, "at most this many sessions")
 	cmd.AddCommand(list)
+	var reason string
+	kill := &cobra.Command{
+		Use:   "kill SESSION_ID [--reason TEXT]",
+		Short: "End a live session now, of any protocol (administrators)",
+		Long: `End a live session at once: its client is told who ended it and why, a command it is
+running ends, and its Ended event records who ended it. Needs a token in an admin group of the
+access section; the worker that holds the session checks that itself.`,
+		Example: `  sluice sessions kill 01m8... --reason "runaway agent"`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			c, err := g.newClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			body, _ := json.Marshal(map[string]string{"reason": reason})
+			var res map[string]any
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/sessions/"+url.PathEscape(args[0])+"/kill", body, &res); err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(res)
+			}
+			fmt.Fprintf(g.stdout, "ended session %s\n", args[0])
+			return nil
+		},
+	}
+	kill.Flags().StringVar(&reason, "reason", "", "why (the client and the audit log see it)")
+	cmd.AddCommand(kill)
 	return cmd
 }
 
