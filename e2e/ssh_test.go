@@ -228,6 +228,19 @@ func TestSSH(t *testing.T) {
 	})
 
 	t.Run("certificates: a plain key, an expired one and a forged one are refused", func(t *testing.T) {
+		// The token a certificate carries is sealed: the file gives it
+		// away to nobody.
+		b, err := os.ReadFile(filepath.Join(alice.dir, "id_ed25519-cert.pub"))
+		require.NoError(t, err)
+		pk, _, _, _, err := ssh.ParseAuthorizedKey(b)
+		require.NoError(t, err)
+		cert, ok := pk.(*ssh.Certificate)
+		require.True(t, ok)
+		token := strings.TrimPrefix(alice.token[0], "SLUICE_TOKEN=")
+		require.NotEmpty(t, cert.Permissions.Extensions["token@sluice.dev"])
+		assert.NotContains(t, cert.Permissions.Extensions["token@sluice.dev"], token[len(token)-40:])
+		assert.NotContains(t, string(cert.Marshal()), token[len(token)-40:])
+
 		// A plain key, even one the target would accept, is not a login.
 		plain := t.TempDir()
 		_, priv, err := ed25519.GenerateKey(rand.Reader)

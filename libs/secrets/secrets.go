@@ -50,6 +50,17 @@ func (k *Key) Derive(purpose string) []byte {
 	return mac.Sum(nil)
 }
 
+// Subkey is a sealing key of its own for a purpose, derived from k: what it
+// seals only the holders of the master key can open, and it never opens
+// what k itself seals (target credentials).
+func (k *Key) Subkey(purpose string) *Key {
+	sub, err := ParseKey(base64.StdEncoding.EncodeToString(k.Derive("subkey: " + purpose)))
+	if err != nil {
+		panic(err) // a 32-byte key always parses
+	}
+	return sub
+}
+
 // ParseKey decodes a base64 32-byte key.
 func ParseKey(b64 string) (*Key, error) {
 	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))

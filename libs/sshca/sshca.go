@@ -10,6 +10,7 @@ package sshca
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
@@ -22,19 +23,26 @@ import (
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"sluice.dev/sluice/libs/secrets"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 )
 
 // Certificate extensions. ExtPrincipal holds the principal (protojson of
 // sluice.common.v1.Principal) for people reading the certificate; ExtToken
-// the access token it was issued for. The SSH worker forwards that token
-// on the session's behalf, as the PostgreSQL worker forwards the password,
-// so every service verifies the caller itself, and the session ends when
-// the token does.
+// the access token it was issued for, sealed (see TokenKeyPurpose): the SSH
+// worker opens it and forwards it on the session's behalf, as the
+// PostgreSQL worker forwards the password, so every service verifies the
+// caller itself, and the session ends when the token does. A certificate
+// file that leaks does not give its token away.
 const (
 	ExtPrincipal = "principal@sluice.dev"
 	ExtToken     = "token@sluice.dev"
 )
+
+// TokenKeyPurpose names the subkey of the master key that seals the token
+// in a certificate (secrets.Key.Subkey): the identity service seals, the SSH
+// workers open.
+const TokenKeyPurpose = "ssh certificate tokens"
 
 // MaxLifetime bounds a certificate whatever the token's expiry.
 const MaxLifetime = 12 * time.Hour
@@ -95,10 +103,10 @@ func (c *CA) PublicKey() ssh.PublicKey { return c.signer.PublicKey() }
 // Signer signs with the authority's key.
 func (c *CA) Signer() ssh.Signer { return c.signer }
 
-// Issue signs a user certificate for pub naming p and carrying token (the
-// access token p was verified from), valid from a minute before now (clock
-// skew) until notAfter, at most MaxLifetime from now.
-func (c *CA) Issue(pub ssh.PublicKey, p *commonv1.Principal, token string, notAfter, now time.Time) (*ssh.Certificate, error) {
+// Issue signs a user certificate for pub naming p and carrying sealedToken
+// (SealToken of the access token p was verified from), valid from a minute
+// before now (clock skew) until notAfter, at most MaxLifetime from now.
+func (c *CA) Issue(pub ssh.PublicKey, p *commonv1.Principal, sealedToken string, notAfter, now time.Time) (*ssh.Certificate, error) {
 	if p.GetSubject() == "" {
 		return nil, errors.New("sshca: the principal has no subject")
 	}
@@ -129,7 +137,7 @@ func (c *CA) Issue(pub ssh.PublicKey, p *commonv1.Principal, token string, notAf
 		ValidBefore:     uint64(notAfter.Unix()),
 		Permissions: ssh.Permissions{Extensions: map[string]string{
 			ExtPrincipal: string(who),
-			ExtToken:     token,
+			ExtToken:     sealedToken,
 			// What the SSH worker allows is a policy decision, taken per
 			// request; these only keep OpenSSH clients from refusing to
 			// ask for a terminal.
@@ -196,8 +204,23 @@ func keysEqual(a, b ssh.PublicKey) bool {
 	return a.Type() == b.Type() && string(a.Marshal()) == string(b.Marshal())
 }
 
-// Token is the access token a certificate carries.
-func Token(cert *ssh.Certificate) string { return cert.Permissions.Extensions[ExtToken] }
+// SealToken seals a token for a certificate's ExtToken (base64).
+func SealToken(key *secrets.Key, token string) string {
+	return base64.StdEncoding.EncodeToString(key.Seal([]byte(token)))
+}
+
+// Token opens the access token a certificate carries.
+func Token(key *secrets.Key, cert *ssh.Certificate) (string, error) {
+	raw, err := base64.StdEncoding.DecodeString(cert.Permissions.Extensions[ExtToken])
+	if err != nil {
+		return "", errors.New("sshca: the certificate's token is not sealed")
+	}
+	tok, err := key.Open(raw)
+	if err != nil {
+		return "", errors.New("sshca: the certificate's token cannot be opened (another deployment's certificate?)")
+	}
+	return string(tok), nil
+}
 
 // ValidBefore is when the certificate expires.
 func ValidBefore(cert *ssh.Certificate) time.Time {

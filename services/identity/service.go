@@ -17,6 +17,7 @@ import (
 
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/sshca"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -34,8 +35,12 @@ type Config struct {
 	HTTPClient *http.Client
 	Log        zerolog.Logger
 	// SSHUserCA, if set, signs SSH user certificates for verified tokens
-	// (sluice ssh login); without it the SSH subjects say so.
-	SSHUserCA *sshca.CA
+	// (sluice ssh login); without it the SSH subjects say so. SSHTokenKey
+	// seals the token a certificate carries (the master key's subkey
+	// sshca.TokenKeyPurpose, which the SSH workers open); it is required
+	// with SSHUserCA.
+	SSHUserCA   *sshca.CA
+	SSHTokenKey *secrets.Key
 }
 
 // Service answers verification requests.
@@ -183,8 +188,8 @@ func (s *Service) handle(ctx context.Context, req *identityv1.VerifyTokenRequest
 // an SSH user certificate that names the principal and carries the token,
 // valid no longer than the token.
 func (s *Service) signSSH(ctx context.Context, req *identityv1.SignSSHRequest) (*identityv1.SignSSHReply, error) {
-	if s.cfg.SSHUserCA == nil {
-		return &identityv1.SignSSHReply{Error: &commonv1.Error{Code: "not_configured", Message: "no SSH user authority is configured (--ssh-user-ca)"}}, nil
+	if s.cfg.SSHUserCA == nil || s.cfg.SSHTokenKey == nil {
+		return &identityv1.SignSSHReply{Error: &commonv1.Error{Code: "not_configured", Message: "no SSH user authority is configured (--ssh-user-ca and the master key)"}}, nil
 	}
 	token := bus.CallerToken(ctx)
 	p, f := s.set.Load().Verify(ctx, token)
@@ -199,7 +204,7 @@ func (s *Service) signSSH(ctx context.Context, req *identityv1.SignSSHRequest) (
 	if p.GetExpiresAt() != nil {
 		notAfter = p.GetExpiresAt().AsTime()
 	}
-	cert, err := s.cfg.SSHUserCA.Issue(pub, p, token, notAfter, time.Now())
+	cert, err := s.cfg.SSHUserCA.Issue(pub, p, sshca.SealToken(s.cfg.SSHTokenKey, token), notAfter, time.Now())
 	if err != nil {
 		return &identityv1.SignSSHReply{Error: &commonv1.Error{Code: "bad_request", Message: err.Error()}}, nil
 	}

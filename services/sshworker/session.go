@@ -139,14 +139,17 @@ func (w *Worker) serve(ctx context.Context, raw net.Conn, full bool) {
 				return nil, errFull
 			}
 			p, cert, err := w.checker.Verify(key)
-			if err != nil {
-				badCert.Store(&err)
-				return nil, err
+			if err == nil {
+				var tok string
+				if tok, err = sshca.Token(w.tokenKey, cert); err == nil {
+					return &ssh.Permissions{Extensions: map[string]string{
+						"token": tok, "subject": p.GetSubject(),
+						"valid_before": strconv.FormatUint(cert.ValidBefore, 10), "serial": strconv.FormatUint(cert.Serial, 10),
+					}}, nil
+				}
 			}
-			return &ssh.Permissions{Extensions: map[string]string{
-				"token": sshca.Token(cert), "subject": p.GetSubject(),
-				"valid_before": strconv.FormatUint(cert.ValidBefore, 10), "serial": strconv.FormatUint(cert.Serial, 10),
-			}}, nil
+			badCert.Store(&err)
+			return nil, err
 		},
 		BannerCallback: func(ssh.ConnMetadata) string {
 			if full {

@@ -81,8 +81,10 @@ type Worker struct {
 	k       *gateway.Kernel
 	host    ssh.Signer
 	checker *sshca.Checker
-	ready   chan struct{}
-	addr    atomic.Value
+	// tokenKey opens the token a certificate carries.
+	tokenKey *secrets.Key
+	ready    chan struct{}
+	addr     atomic.Value
 
 	maskMu  sync.Mutex
 	maskers map[string]*masking.Masker
@@ -136,6 +138,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.host = host
+	w.tokenKey = w.cfg.MasterKey.Subkey(sshca.TokenKeyPurpose)
 	if err := w.k.Follow(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -272,6 +272,10 @@ func (s Service) check(o *Options) (skip bool, err error) {
 		if o.TLSCert == "" && o.TLSDir == "" {
 			return false, pgworker.ErrNoCertificate
 		}
+	case "identity":
+		if o.SSHUserCA != nil && o.MasterKey == nil {
+			return false, fmt.Errorf("the identity service seals the token in SSH certificates with the master key: give --master-key-file (or SLUICE_MASTER_KEY) with --ssh-user-ca")
+		}
 	case "sshworker":
 		if o.SSHHostKey == "" {
 			if o.sshRequired {
@@ -310,7 +314,11 @@ func contains(s []string, v string) bool {
 }
 
 func runIdentity(ctx context.Context, o *Options, conn *bus.Conn) error {
-	return identity.Run(ctx, identity.Config{Conn: conn, Provider: o.Provider, Log: o.Log, SSHUserCA: o.SSHUserCA})
+	cfg := identity.Config{Conn: conn, Provider: o.Provider, Log: o.Log, SSHUserCA: o.SSHUserCA}
+	if o.SSHUserCA != nil && o.MasterKey != nil {
+		cfg.SSHTokenKey = o.MasterKey.Subkey(sshca.TokenKeyPurpose)
+	}
+	return identity.Run(ctx, cfg)
 }
 
 func runControl(ctx context.Context, o *Options, conn *bus.Conn) error {
