@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -223,13 +224,14 @@ func TestHeldRequestsEndWithTheirClient(t *testing.T) {
 	}
 	// gone checks that id is withdrawn with a reason, cannot be approved,
 	// and that its statement never ran.
-	gone := func(t *testing.T, id, status, reason string) {
+	gone := func(t *testing.T, id, status string, reasons ...string) {
 		t.Helper()
 		testkit.Eventually(t, 10*time.Second, func() error {
-			if st, why := approvalState(t, env, id); st != "withdrawn" || !strings.Contains(why, reason) {
-				return fmt.Errorf("request %s is %s (%s)", id, st, why)
+			st, why := approvalState(t, env, id)
+			if st == "withdrawn" && slices.ContainsFunc(reasons, func(r string) bool { return strings.Contains(why, r) }) {
+				return nil
 			}
-			return nil
+			return fmt.Errorf("request %s is %s (%s)", id, st, why)
 		})
 		out, err := env.CLI(bob, "approve", id)
 		require.Error(t, err, out)
@@ -250,7 +252,10 @@ func TestHeldRequestsEndWithTheirClient(t *testing.T) {
 		h := holdOn(t, env, alice, "UPDATE orders SET status = $1", "orphan-drop")
 		id := h.heldAs(t)
 		require.NoError(t, h.conn.Conn().Close())
-		gone(t, id, "orphan-drop", "the client disconnected")
+		// pgconn answers a broken connection with a CancelRequest of its
+		// own (asyncClose), which may reach the worker before it reads the
+		// end of the socket: either way the request is withdrawn.
+		gone(t, id, "orphan-drop", "the client disconnected", "the client cancelled")
 	})
 
 	t.Run("a Terminate on a socket left open", func(t *testing.T) {
@@ -273,7 +278,7 @@ func TestHeldRequestsEndWithTheirClient(t *testing.T) {
 		require.NoError(t, p.Sync())
 		id := pendingApproval(t, env.devEnv, bob, "alice")
 		require.NoError(t, conn.Conn().Close())
-		gone(t, id, "orphan-pipelined", "the client disconnected")
+		gone(t, id, "orphan-pipelined", "the client disconnected", "the client cancelled")
 	})
 
 	t.Run("statements pipelined behind a held one run after it", func(t *testing.T) {

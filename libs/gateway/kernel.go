@@ -38,6 +38,10 @@ type Config struct {
 	Name string
 	// MaxSessions bounds concurrent sessions (default 10000).
 	MaxSessions int
+	// MaxStarting bounds connections still negotiating or authenticating
+	// (default 512): beyond it a new connection is closed at once, so
+	// slow anonymous handshakes cannot take every session slot.
+	MaxStarting int
 	// PolicyTimeout bounds one decision round trip (default 2s).
 	PolicyTimeout time.Duration
 	// HoldTimeout bounds how long a command held for approval waits
@@ -51,6 +55,9 @@ type Config struct {
 func (c *Config) defaults() {
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 10000
+	}
+	if c.MaxStarting <= 0 {
+		c.MaxStarting = 512
 	}
 	if c.PolicyTimeout <= 0 {
 		c.PolicyTimeout = 2 * time.Second
@@ -97,9 +104,10 @@ type Kernel struct {
 	Rec       *recording.Recorder
 	Decisions *DecisionCache
 
-	guard  *authz.Guard
-	slots  chan struct{}
-	active atomic.Int64
+	guard    *authz.Guard
+	slots    chan struct{}
+	starting chan struct{}
+	active   atomic.Int64
 
 	mu       sync.Mutex
 	sessions map[string]Session
@@ -122,6 +130,7 @@ func New(cfg Config) *Kernel {
 		Rec:       rec,
 		Decisions: NewDecisionCache(100000),
 		slots:     make(chan struct{}, cfg.MaxSessions),
+		starting:  make(chan struct{}, cfg.MaxStarting),
 		sessions:  map[string]Session{},
 	}
 }
@@ -208,9 +217,19 @@ func (k *Kernel) Serve(ctx context.Context, ln net.Listener, handle func(ctx con
 			}
 			return fmt.Errorf("%s accept: %w", k.cfg.Protocol, err)
 		}
+		select {
+		case k.starting <- struct{}{}:
+		default:
+			// Too many connections still authenticating: a flood.
+			conn.Close()
+			continue
+		}
+		var once sync.Once
+		release := func() { once.Do(func() { <-k.starting }) }
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer release()
 			defer conn.Close()
 			defer func() {
 				if r := recover(); r != nil {
@@ -224,8 +243,18 @@ func (k *Kernel) Serve(ctx context.Context, ln net.Listener, handle func(ctx con
 			default:
 				full = true
 			}
-			handle(ctx, conn, full)
+			handle(context.WithValue(ctx, startedKey{}, release), conn, full)
 		}()
+	}
+}
+
+type startedKey struct{}
+
+// Started tells the kernel that the connection served under ctx has
+// authenticated: it no longer counts against MaxStarting.
+func Started(ctx context.Context) {
+	if f, ok := ctx.Value(startedKey{}).(func()); ok {
+		f()
 	}
 }
 

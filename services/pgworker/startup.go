@@ -82,6 +82,7 @@ func (w *Worker) serve(ctx context.Context, raw net.Conn, full bool) {
 		return // a CancelRequest, handled
 	}
 	_ = raw.SetDeadline(time.Time{})
+	gateway.Started(ctx)
 	s.run(ctx)
 }
 

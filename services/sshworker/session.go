@@ -169,6 +169,7 @@ func (w *Worker) serve(ctx context.Context, raw net.Conn, full bool) {
 	}
 	defer conn.Close()
 	_ = raw.SetDeadline(time.Time{})
+	gateway.Started(ctx)
 	s, refused := w.open(ctx, conn, client)
 	if refused != "" {
 		// The client authenticated with a certificate Sluice issued, but
