@@ -15,6 +15,7 @@ import (
 type Stream struct {
 	m     *Masker
 	carry []byte
+	out   []byte
 	// inKey: a key block was released masked before its END line; bytes
 	// up to that line are part of it.
 	inKey  bool
@@ -34,11 +35,18 @@ const (
 func (m *Masker) NewStream() *Stream { return &Stream{m: m} }
 
 // Write takes the next chunk and returns the masked bytes that may be
-// released now (possibly none).
+// released now (possibly none), valid until the next call.
 func (s *Stream) Write(chunk []byte) []byte {
-	buf := append(s.carry, chunk...)
+	// Without a held tail the chunk is scanned where it is: no copy.
+	buf := chunk
+	if len(s.carry) > 0 {
+		buf = append(s.carry, chunk...)
+	}
 	s.carry = nil
-	var out []byte
+	// The output reuses the stream's buffer: it is valid until the next
+	// call (callers send or copy it at once).
+	out := s.out[:0]
+	defer func() { s.out = out[:0] }()
 	if s.inKey {
 		end := keyEnd(buf)
 		if end < 0 {
