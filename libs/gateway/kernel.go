@@ -105,6 +105,7 @@ type Kernel struct {
 	Decisions *DecisionCache
 
 	guard    *authz.Guard
+	maskers  maskers
 	slots    chan struct{}
 	starting chan struct{}
 	active   atomic.Int64
@@ -331,8 +332,9 @@ func (k *Kernel) reverify(ctx context.Context) {
 // protocol's cache key for the command (its exact text, say); shape, when
 // set, gives a key that stands for every command of the same shape (and
 // whether there is one), used when the policy service says so. It is
-// called only when the exact key misses.
-func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey [16]byte, key string, shape func() (string, bool)) (*policyv1.Decision, bool) {
+// called with key, and only when the exact key misses (a plain function, so
+// that the hot path allocates no closure).
+func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey [16]byte, key string, shape func(string) (string, bool)) (*policyv1.Decision, bool) {
 	now := time.Now()
 	target := req.GetTarget().GetName()
 	exact := CacheKey{Principal: pkey, Target: target, Text: key}
@@ -343,7 +345,7 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 	shapeOK := false
 	if shape != nil {
 		var text string
-		if text, shapeOK = shape(); shapeOK {
+		if text, shapeOK = shape(key); shapeOK {
 			shapeKey = CacheKey{Principal: pkey, Target: target, Shape: true, Text: text}
 			if d := k.Decisions.Get(shapeKey, now); d != nil {
 				return d, true

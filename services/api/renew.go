@@ -31,33 +31,16 @@ func (s *Server) renewRoutes() {
 // verifies the caller is an administrator itself and ends it, telling the
 // client why. The session's Ended event names who ended it.
 func (s *Server) killSession(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
-	id := strings.ToLower(r.PathValue("id"))
-	if !sessionID(id) {
-		writeError(w, http.StatusBadRequest, "bad_request", "a session id is a ULID (sluice sessions list shows them)")
+	id, ok := liveSessionID(w, r)
+	if !ok {
 		return
 	}
 	var body reasonBody
 	if !readJSON(w, r, &body) {
 		return
 	}
-	wait := 3 * time.Second
-	if sum, ok := s.sessionSummary(r.Context(), id); ok {
-		if sum.GetEndedAt() != nil {
-			writeError(w, http.StatusGone, "session_ended", "the session has already ended ("+sum.GetEndReason()+")")
-			return
-		}
-		wait = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
 	var reply sessionv1.KillReply
-	err := bus.Request(ctx, s.cfg.Conn.NC, bus.SubjectKill, &sessionv1.KillRequest{SessionId: id, Reason: body.Reason}, &reply)
-	switch {
-	case errors.Is(err, bus.ErrNoResponders):
-		writeError(w, http.StatusServiceUnavailable, "service_unavailable", "no worker is running")
-		return
-	case err != nil:
-		writeError(w, http.StatusNotFound, "not_found", "no worker holds an open session "+id)
+	if !s.askHolder(w, r, id, bus.SubjectKill, &sessionv1.KillRequest{SessionId: id, Reason: body.Reason}, &reply, "nothing to end") {
 		return
 	}
 	if e := reply.GetError(); e != nil {
@@ -74,34 +57,12 @@ type RenewJSON struct {
 }
 
 func (s *Server) renewSession(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
-	id := strings.ToLower(r.PathValue("id"))
-	if !sessionID(id) {
-		writeError(w, http.StatusBadRequest, "bad_request", "a session id is a ULID (sluice sessions list shows them; psql: the sluice.session_id parameter)")
+	id, ok := liveSessionID(w, r)
+	if !ok {
 		return
 	}
-	// Only the replica that holds the session answers, after verifying the
-	// token and recording the renewal; the others stay silent. The
-	// recorder's index tells an ended session at once, and how long an
-	// answer is worth waiting for: a session it does not know yet is a few
-	// seconds old at most, or does not exist.
-	wait := 3 * time.Second
-	if sum, ok := s.sessionSummary(r.Context(), id); ok {
-		if sum.GetEndedAt() != nil {
-			writeError(w, http.StatusGone, "session_ended", "the session has ended ("+sum.GetEndReason()+"); start a new one")
-			return
-		}
-		wait = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
 	var reply sessionv1.RenewReply
-	err := bus.Request(ctx, s.cfg.Conn.NC, bus.SubjectPGRenew, &sessionv1.RenewRequest{SessionId: id}, &reply)
-	switch {
-	case errors.Is(err, bus.ErrNoResponders):
-		writeError(w, http.StatusServiceUnavailable, "service_unavailable", "no PostgreSQL worker is running")
-		return
-	case err != nil:
-		writeError(w, http.StatusNotFound, "not_found", "no worker holds an open session "+id)
+	if !s.askHolder(w, r, id, bus.SubjectPGRenew, &sessionv1.RenewRequest{SessionId: id}, &reply, "start a new one") {
 		return
 	}
 	if e := reply.GetError(); e != nil {
@@ -113,6 +74,47 @@ func (s *Server) renewSession(w http.ResponseWriter, r *http.Request, _ *commonv
 		out.ExpiresAt = reply.GetExpiresAt().AsTime().UTC()
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// liveSessionID is the session id of the request's path; it answers the
+// client itself and reports false when the id cannot be one.
+func liveSessionID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := strings.ToLower(r.PathValue("id"))
+	if !sessionID(id) {
+		writeError(w, http.StatusBadRequest, "bad_request", "a session id is a ULID (sluice sessions list shows them; psql: the sluice.session_id parameter)")
+		return "", false
+	}
+	return id, true
+}
+
+// askHolder sends req about session id to every worker replica on
+// subject; only the one that holds the session answers (the others stay
+// silent), into reply. The recorder's index tells an ended session at once
+// (the client is told so, and ended says what that means), and how long an
+// answer is worth waiting for: a session it does not know yet is a few
+// seconds old at most, or does not exist. It answers the client itself and
+// reports false when no answer came.
+func (s *Server) askHolder(w http.ResponseWriter, r *http.Request, id, subject string, req, reply proto.Message, ended string) bool {
+	wait := 3 * time.Second
+	if sum, ok := s.sessionSummary(r.Context(), id); ok {
+		if sum.GetEndedAt() != nil {
+			writeError(w, http.StatusGone, "session_ended", "the session has ended ("+sum.GetEndReason()+"); "+ended)
+			return false
+		}
+		wait = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	err := bus.Request(ctx, s.cfg.Conn.NC, subject, req, reply)
+	switch {
+	case errors.Is(err, bus.ErrNoResponders):
+		writeError(w, http.StatusServiceUnavailable, "service_unavailable", "no worker is running")
+		return false
+	case err != nil:
+		writeError(w, http.StatusNotFound, "not_found", "no worker holds an open session "+id)
+		return false
+	}
+	return true
 }
 
 // renewStatus maps a worker's refusal to an HTTP status.

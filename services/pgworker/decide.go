@@ -22,7 +22,7 @@ func (s *session) decide(ctx context.Context, text string) (*policyv1.Decision, 
 	return s.w.k.Decide(ctx, &policyv1.EvaluateRequest{
 		Principal: s.principal, Target: s.targetRef, SessionId: s.id,
 		Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: text}},
-	}, s.pkey, text, func() (string, bool) { return sqlshape.Shape(text) })
+	}, s.pkey, text, sqlshape.Shape)
 }
 
 // readOnly reports whether every statement only reads, so that its result

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/masking"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
@@ -32,27 +32,6 @@ type maskPlan struct {
 	catalog *catalog
 }
 
-// plannerCache builds maskers once per set of mask rules.
-type plannerCache struct {
-	mu sync.Mutex
-	m  map[string]*masking.Masker
-}
-
-func rulesKey(d *policyv1.Decision) string {
-	var b strings.Builder
-	for _, m := range d.GetMasks() {
-		b.WriteString(strings.Join(m.GetColumns(), ","))
-		b.WriteByte('|')
-		b.WriteString(strings.Join(m.GetDetectors(), ","))
-		b.WriteByte('|')
-		b.WriteString(m.GetAction())
-		b.WriteByte('|')
-		b.WriteString(m.GetDerived())
-		b.WriteByte(';')
-	}
-	return b.String()
-}
-
 // planFor returns the masking plan of a decision, nil when nothing is
 // masked. Plans are cached per session by rule set.
 func (s *session) planFor(d *policyv1.Decision) (*maskPlan, error) {
@@ -64,12 +43,12 @@ func (s *session) planFor(d *policyv1.Decision) (*maskPlan, error) {
 	if d == s.lastDecision && s.lastDecisionPlan != nil {
 		return s.lastDecisionPlan, nil
 	}
-	key := rulesKey(d)
+	key := gateway.MaskRulesKey(d)
 	if p, ok := s.plans[key]; ok {
 		s.lastDecision, s.lastDecisionPlan = d, p
 		return p, nil
 	}
-	m, err := s.w.masker(key, d)
+	m, err := s.w.k.Masker(key, d)
 	if err != nil {
 		return nil, err
 	}
@@ -108,35 +87,6 @@ func (s *session) planFor(d *policyv1.Decision) (*maskPlan, error) {
 	s.lastPlan.Store(p)
 	s.lastDecision, s.lastDecisionPlan = d, p
 	return p, nil
-}
-
-func (w *Worker) masker(key string, d *policyv1.Decision) (*masking.Masker, error) {
-	w.maskers.mu.Lock()
-	defer w.maskers.mu.Unlock()
-	if m, ok := w.maskers.m[key]; ok {
-		return m, nil
-	}
-	var dets []string
-	action := masking.Action{}
-	for i, r := range d.GetMasks() {
-		for _, det := range r.GetDetectors() {
-			if !slices.Contains(dets, det) {
-				dets = append(dets, det)
-			}
-		}
-		if i == 0 {
-			action = masking.Action{Kind: r.GetAction(), Keep: int(r.GetKeep())}
-		}
-	}
-	if len(dets) == 0 {
-		dets = masking.Detectors()
-	}
-	m, err := masking.New(masking.Config{Detectors: dets, Action: action, TokenKey: w.tokenKey})
-	if err != nil {
-		return nil, err
-	}
-	w.maskers.m[key] = m
-	return m, nil
 }
 
 // unknownSource is the lineage source of a value whose origin the

@@ -20,7 +20,6 @@ import (
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/devcert"
 	"sluice.dev/sluice/libs/gateway"
-	"sluice.dev/sluice/libs/masking"
 	"sluice.dev/sluice/libs/secrets"
 )
 
@@ -123,8 +122,6 @@ type Worker struct {
 	ready chan struct{}
 	addr  atomic.Value
 
-	maskers  plannerCache
-	tokenKey []byte
 	// pool keeps target connections of cleanly ended sessions (nil: off).
 	pool *upstreamPool
 }
@@ -138,7 +135,6 @@ func New(cfg Config) *Worker {
 			PolicyTimeout: cfg.PolicyTimeout, HoldTimeout: cfg.HoldTimeout, RecordTimeout: cfg.RecordTimeout}),
 		sessions: map[uint32]*session{},
 		ready:    make(chan struct{}),
-		maskers:  plannerCache{m: map[string]*masking.Masker{}},
 		pool:     newUpstreamPool(cfg.UpstreamPool, cfg.UpstreamIdleTimeout, cfg.UpstreamMaxAge),
 	}
 }
@@ -168,7 +164,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return ErrNoMasterKey
 	}
 	// Deterministic masking tokens are keyed from the master key.
-	w.tokenKey = w.cfg.MasterKey.Derive("masking tokens")
+	w.k.SetMaskingKey(w.cfg.MasterKey.Derive("masking tokens"))
 	cert, err := w.certificate()
 	if err != nil {
 		return err

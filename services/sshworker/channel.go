@@ -360,19 +360,7 @@ func (c *channel) execute(ctx context.Context, id uint64, kind string, payload [
 
 	var m *masking.Masker
 	if len(d.GetMasks()) > 0 && kind != "subsystem" {
-		var dets []string
-		action := masking.Action{}
-		for i, r := range d.GetMasks() {
-			for _, det := range r.GetDetectors() {
-				if !slices.Contains(dets, det) {
-					dets = append(dets, det)
-				}
-			}
-			if i == 0 {
-				action = masking.Action{Kind: r.GetAction(), Keep: int(r.GetKeep())}
-			}
-		}
-		if m, err = s.w.masker(dets, action); err != nil {
+		if m, err = s.w.k.Masker(gateway.MaskRulesKey(d), d); err != nil {
 			c.fail("masking: %v", err)
 			return "masking failed"
 		}

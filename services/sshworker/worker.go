@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,7 +18,6 @@ import (
 
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/gateway"
-	"sluice.dev/sluice/libs/masking"
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/sshca"
 	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
@@ -85,9 +83,6 @@ type Worker struct {
 	tokenKey *secrets.Key
 	ready    chan struct{}
 	addr     atomic.Value
-
-	maskMu  sync.Mutex
-	maskers map[string]*masking.Masker
 }
 
 // Errors for a worker a deployment did not equip.
@@ -105,7 +100,6 @@ func New(cfg Config) *Worker {
 			PolicyTimeout: cfg.PolicyTimeout, HoldTimeout: cfg.HoldTimeout, RecordTimeout: cfg.RecordTimeout}),
 		checker: sshca.NewChecker(cfg.UserAuthorities...),
 		ready:   make(chan struct{}),
-		maskers: map[string]*masking.Masker{},
 	}
 }
 
@@ -139,6 +133,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.host = host
 	w.tokenKey = w.cfg.MasterKey.Subkey(sshca.TokenKeyPurpose)
+	w.k.SetMaskingKey(w.cfg.MasterKey.Derive("masking tokens"))
 	if err := w.k.Follow(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -236,20 +231,4 @@ func LoadHostKey(path string, create bool) (ssh.Signer, error) {
 		return nil, fmt.Errorf("sshworker host key %s: %w", path, err)
 	}
 	return s, nil
-}
-
-// masker returns the masker for a decision's mask rules (nil: none apply).
-func (w *Worker) masker(detectors []string, action masking.Action) (*masking.Masker, error) {
-	key := fmt.Sprint(detectors, action)
-	w.maskMu.Lock()
-	defer w.maskMu.Unlock()
-	if m, ok := w.maskers[key]; ok {
-		return m, nil
-	}
-	m, err := masking.New(masking.Config{Detectors: detectors, Action: action, TokenKey: w.cfg.MasterKey.Derive("masking tokens")})
-	if err != nil {
-		return nil, err
-	}
-	w.maskers[key] = m
-	return m, nil
 }
