@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"sluice.dev/sluice/libs/pgmask"
 	"sluice.dev/sluice/libs/sqlclass"
 )
 
@@ -12,7 +13,7 @@ import (
 // Rows may be split across CopyData messages; an incomplete row is kept
 // until the rest arrives (in CSV, a quoted field may span lines).
 type copyMask struct {
-	plan    *maskPlan
+	plan    *pgmask.Plan
 	csv     bool
 	delim   byte
 	whole   map[int]string // field index -> masked column label
@@ -24,22 +25,22 @@ type copyMask struct {
 
 // newCopyMask plans masking for a COPY statement: per field where the
 // lineage lines up, every field only where it does not.
-func newCopyMask(plan *maskPlan, text string, lin lineage) (*copyMask, error) {
+func newCopyMask(plan *pgmask.Plan, text string, lin pgmask.Lineage) (*copyMask, error) {
 	c, err := sqlclass.ParseCopy(text)
 	if err != nil {
-		return nil, errUndecodable
+		return nil, pgmask.ErrUndecodable
 	}
 	if c.Format == "binary" {
-		return nil, errUndecodable
+		return nil, pgmask.ErrUndecodable
 	}
 	cm := &copyMask{plan: plan, csv: c.Format == "csv", delim: c.Delimiter, whole: map[int]string{}, header: c.Header}
 	if c.Query {
-		if lin.targets == nil {
-			cm.all = plan.derives(lin.refs)
+		if lin.Targets == nil {
+			cm.all = plan.Derives(lin.Refs)
 			return cm, nil
 		}
-		for i, t := range lin.targets {
-			if plan.derives(t) {
+		for i, t := range lin.Targets {
+			if plan.Derives(t) {
 				cm.whole[i] = "field:" + strconv.Itoa(i+1)
 			}
 		}
@@ -47,7 +48,7 @@ func newCopyMask(plan *maskPlan, text string, lin lineage) (*copyMask, error) {
 	}
 	cols := c.Columns
 	if len(cols) == 0 {
-		cols = plan.catalog.tables[strings.ToLower(c.Table)]
+		cols = plan.Catalog().Table(c.Table)
 	}
 	table := strings.ToLower(c.Table)
 	plain := table
@@ -57,12 +58,12 @@ func newCopyMask(plan *maskPlan, text string, lin lineage) (*copyMask, error) {
 	for i, col := range cols {
 		col = strings.ToLower(col)
 		for _, name := range []string{plain + "." + col, table + "." + col} {
-			if plan.cols[name] {
+			if plan.MasksColumn(name) {
 				cm.whole[i] = name
 			}
 		}
 	}
-	if len(cols) == 0 && (plan.rels[table] || plan.rels[plain]) {
+	if len(cols) == 0 && (plan.MasksRelation(table) || plan.MasksRelation(plain)) {
 		cm.all = true // the table's layout is unknown: mask every field
 	}
 	return cm, nil
@@ -70,7 +71,7 @@ func newCopyMask(plan *maskPlan, text string, lin lineage) (*copyMask, error) {
 
 // feed takes one CopyData payload and returns the masked rows complete so
 // far (possibly none).
-func (c *copyMask) feed(data []byte, st *maskStats) []byte {
+func (c *copyMask) feed(data []byte, st *pgmask.Stats) []byte {
 	c.pending = append(c.pending, data...)
 	c.out = c.out[:0]
 	start := 0
@@ -91,14 +92,14 @@ func (c *copyMask) feed(data []byte, st *maskStats) []byte {
 }
 
 // flush returns what remains at the end of the copy.
-func (c *copyMask) flush(st *maskStats) []byte {
+func (c *copyMask) flush(st *pgmask.Stats) []byte {
 	c.out = c.maskRow(c.out[:0], c.pending, st)
 	c.pending = c.pending[:0]
 	return c.out
 }
 
 // maskRow masks one row (with its newline, if any).
-func (c *copyMask) maskRow(dst, row []byte, st *maskStats) []byte {
+func (c *copyMask) maskRow(dst, row []byte, st *pgmask.Stats) []byte {
 	if len(row) == 0 {
 		return dst
 	}
@@ -107,7 +108,7 @@ func (c *copyMask) maskRow(dst, row []byte, st *maskStats) []byte {
 		return append(dst, row...)
 	}
 	if len(c.whole) == 0 && !c.all {
-		return c.plan.masker.AppendMasked(dst, row, &st.detectors)
+		return c.plan.MaskText(dst, row, st)
 	}
 	nl := bytes.HasSuffix(row, []byte{'\n'})
 	if nl {
@@ -119,13 +120,13 @@ func (c *copyMask) maskRow(dst, row []byte, st *maskStats) []byte {
 		label, whole := c.whole[field]
 		switch {
 		case (whole || c.all) && !isNullField(f, c.csv):
-			dst = c.plan.masker.AppendWhole(dst, f, c.plan.action)
+			dst = c.plan.MaskWholeText(dst, f)
 			if label == "" {
 				label = "copy:all"
 			}
-			st.col(label)
+			st.Column(label)
 		default:
-			dst = c.plan.masker.AppendMasked(dst, f, &st.detectors)
+			dst = c.plan.MaskText(dst, f, st)
 		}
 	}
 	for i := 0; i < len(row); i++ {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/proto"
 
+	"sluice.dev/sluice/libs/pgmask"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
 
@@ -173,13 +174,13 @@ func poolKey(pg *controlv1.PostgresTarget, runtime map[string]string) string {
 // reuse resets a parked connection and resolves the masked columns again
 // (the policy or the schema may have changed since); any failure means the
 // connection is closed and not used.
-func reuse(ctx context.Context, c *pooledConn, cols []string) (*pgconn.HijackedConn, *catalog, error) {
+func reuse(ctx context.Context, c *pooledConn, cols []string) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
 	pc, err := pgconn.Construct(c.hj)
 	if err != nil {
 		c.hj.Conn.Close()
 		return nil, nil, err
 	}
-	fail := func(err error) (*pgconn.HijackedConn, *catalog, error) {
+	fail := func(err error) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
 		pc.Close(context.Background())
 		return nil, nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"sluice.dev/sluice/libs/pgmask"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
@@ -116,8 +117,8 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 			if err := rd.Decode(body); err != nil {
 				return nil, "", s.undecodable()
 			}
-			h.cols = h.plan.columns(rd.Fields, h.formats, h.lin)
-			if h.plan.refuse && hasDerived(h.cols) {
+			h.cols = h.plan.Columns(rd.Fields, h.formats, h.lin)
+			if h.plan.Refuse() && pgmask.HasDerived(h.cols) {
 				h.refusing = true
 				s.rewrite = refusal("the result would show values computed from masked columns")
 				return nil, "", nil
@@ -149,14 +150,14 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 			if !ok {
 				return nil, "", s.undecodable()
 			}
-			h.cols = h.plan.columns(fields, h.formats, h.lin)
-			if h.plan.refuse && hasDerived(h.cols) {
+			h.cols = h.plan.Columns(fields, h.formats, h.lin)
+			if h.plan.Refuse() && pgmask.HasDerived(h.cols) {
 				h.refusing = true
 				s.rewrite = refusal("the result would show values computed from masked columns")
 				return nil, "", nil
 			}
 		}
-		masked, err := h.plan.maskRow(s.maskBuf, body, h.cols, &h.stats)
+		masked, err := h.plan.MaskRow(s.maskBuf, body, h.cols, &h.stats)
 		if err != nil {
 			return nil, "", s.undecodable()
 		}
@@ -253,11 +254,11 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 		// Errors can echo values (a failed cast shows the input): mask them
 		// before the client or the audit log sees them.
 		if p := s.planOf(h); p != nil {
-			var st maskStats
-			withheld := h != nil && h.plan != nil && withholdValues(p, h.lin.inputs, &er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery)
-			if p.maskFields([]*string{&er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery}, &st) || withheld {
+			var st pgmask.Stats
+			withheld := h != nil && h.plan != nil && withholdValues(p, h.lin.Inputs, &er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery)
+			if p.MaskFields([]*string{&er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery}, &st) || withheld {
 				s.rewrite = &er
-				if ev := st.event(cmdOf(h)); ev != nil {
+				if ev := st.Event(cmdOf(h)); ev != nil {
 					_, _ = s.rec.Emit(ev)
 				}
 			}
@@ -289,9 +290,9 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 		if p := s.planOf(h); p != nil {
 			var nr pgproto3.NoticeResponse
 			if err := nr.Decode(body); err == nil {
-				var st maskStats
-				withheld := h != nil && h.plan != nil && withholdValues(p, h.lin.inputs, &nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery)
-				if p.maskFields([]*string{&nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery}, &st) || withheld {
+				var st pgmask.Stats
+				withheld := h != nil && h.plan != nil && withholdValues(p, h.lin.Inputs, &nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery)
+				if p.MaskFields([]*string{&nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery}, &st) || withheld {
 					s.rewrite = &nr
 					return nil, "", nil
 				}
@@ -300,9 +301,9 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 	case 'A':
 		if p := s.lastPlan.Load(); p != nil {
 			var nr pgproto3.NotificationResponse
-			if err := nr.Decode(body); err == nil && (p.masker.Contains([]byte(nr.Payload)) || p.masker.Contains([]byte(nr.Channel))) {
-				var st maskStats
-				nr.Payload = string(p.masker.AppendMasked(nil, []byte(nr.Payload), &st.detectors))
+			if err := nr.Decode(body); err == nil && (p.Contains([]byte(nr.Payload)) || p.Contains([]byte(nr.Channel))) {
+				var st pgmask.Stats
+				nr.Payload = string(p.MaskText(nil, []byte(nr.Payload), &st))
 				s.rewrite = &nr
 				return nil, "", nil
 			}
@@ -344,7 +345,7 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 
 // planOf is the masking that applies to messages about h, else the
 // session's most recent plan.
-func (s *session) planOf(h *expect) *maskPlan {
+func (s *session) planOf(h *expect) *pgmask.Plan {
 	if h != nil && h.plan != nil {
 		return h.plan
 	}
@@ -358,15 +359,6 @@ func cmdOf(h *expect) uint64 {
 	return h.cmdID
 }
 
-func hasDerived(cols []colPlan) bool {
-	for _, c := range cols {
-		if c.how == colDerived {
-			return true
-		}
-	}
-	return false
-}
-
 // withholdValues redacts an error or notice of a statement that reads
 // masked data: its text may echo a value computed from it (a failed cast
 // of translate(ssn, ...) shows the transformed SSN). Quoted parts of the
@@ -374,8 +366,8 @@ func hasDerived(cols []colPlan) bool {
 // withheld; when the statement calls code whose reads are unknown (a
 // function's RAISE NOTICE '%', ssn), the message is withheld too. The
 // SQLSTATE stays. It reports whether anything changed.
-func withholdValues(p *maskPlan, inputs []string, message *string, others ...*string) bool {
-	if !p.derives(inputs) {
+func withholdValues(p *pgmask.Plan, inputs []string, message *string, others ...*string) bool {
+	if !p.Derives(inputs) {
 		return false
 	}
 	changed := false
@@ -384,7 +376,7 @@ func withholdValues(p *maskPlan, inputs []string, message *string, others ...*st
 			*f, changed = "(withheld by sluice: the statement reads masked data)", true
 		}
 	}
-	if slices.Contains(inputs, unknownSource) {
+	if slices.Contains(inputs, pgmask.UnknownSource) {
 		if *message != "" {
 			*message, changed = "sluice: the message was withheld: the statement reads masked data or calls code that may", true
 		}
@@ -428,7 +420,7 @@ func refusal(why string) *pgproto3.ErrorResponse {
 // undecodable ends a session whose masked data cannot be inspected.
 func (s *session) undecodable() error {
 	s.shutdown("masked data could not be decoded", fatal(stateFeatureNotSupported,
-		"sluice: "+errUndecodable.Error()+"; the session is closed rather than pass it through", ""))
+		"sluice: "+pgmask.ErrUndecodable.Error()+"; the session is closed rather than pass it through", ""))
 	return errClosed
 }
 
@@ -451,9 +443,9 @@ func cloneFields(f []pgproto3.FieldDescription) []pgproto3.FieldDescription {
 
 // result records what a command produced.
 func (s *session) result(e *expect, tag, code, msg string) {
-	if ev := e.stats.event(e.cmdID); ev != nil {
+	if ev := e.stats.Event(e.cmdID); ev != nil {
 		_, _ = s.rec.Emit(ev)
-		e.stats = maskStats{}
+		e.stats = pgmask.Stats{}
 	}
 	r := &sessionv1.Result{CommandId: e.cmdID, CommandTag: tag, Rows: e.rows, DurationUs: time.Since(e.start).Microseconds(), ErrorCode: code, ErrorMessage: msg}
 	if n, ok := tagRows(tag); ok {

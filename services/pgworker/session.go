@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/gateway"
+	"sluice.dev/sluice/libs/pgmask"
 	"sluice.dev/sluice/libs/recording"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -94,16 +95,16 @@ type session struct {
 	// cursors are the lineage of cursors DECLARE made, by name (every
 	// declaration of a name, merged: a DECLARE that failed leaves the
 	// server's cursor, so its lineage stays).
-	cursors map[string]lineage
+	cursors map[string]pgmask.Lineage
 	// Masking: the session's resolved columns, plans per rule set (client
 	// goroutine), the last plan (for notifications), and row descriptions
 	// by statement and portal (server goroutine).
-	catalog *catalog
-	plans   map[string]*maskPlan
+	catalog *pgmask.Catalog
+	plans   map[string]*pgmask.Plan
 	// lastDecision and lastDecisionPlan remember planFor's last answer.
 	lastDecision     *policyv1.Decision
-	lastDecisionPlan *maskPlan
-	lastPlan         atomic.Pointer[maskPlan]
+	lastDecisionPlan *pgmask.Plan
+	lastPlan         atomic.Pointer[pgmask.Plan]
 	descs            map[string][]pgproto3.FieldDescription
 	maskBuf          []byte
 	cmdID            uint64
@@ -188,14 +189,14 @@ type expect struct {
 	copyIn *copyState
 
 	// Masking (set by the client goroutine before push; then server-owned).
-	plan     *maskPlan
-	lin      lineage
+	plan     *pgmask.Plan
+	lin      pgmask.Lineage
 	text     string
 	describe string // "S:name" or "P:name" for expDescribe and expExecute
 	stmtKey  string
 	formats  []int16
-	cols     []colPlan
-	stats    maskStats
+	cols     []pgmask.Column
+	stats    pgmask.Stats
 	refusing bool
 	copy     *copyMask
 }
@@ -915,60 +916,54 @@ func (s *session) attachPlan(e *expect, d *policyv1.Decision, text string) error
 // lineageOf is where a decision's results come from: its statements' own
 // lineage, or for EXECUTE and FETCH that of the statement prepared or the
 // cursor declared earlier in the session (unknown if there is none).
-func (s *session) lineageOf(d *policyv1.Decision) lineage {
-	var lin lineage
+func (s *session) lineageOf(d *policyv1.Decision) pgmask.Lineage {
+	var lin pgmask.Lineage
 	sts := d.GetStatements()
 	for _, st := range sts {
 		l := s.stmtLineage(st, 0)
-		lin.refs = append(lin.refs, l.refs...)
-		lin.inputs = append(lin.inputs, l.inputs...)
+		lin.Refs = append(lin.Refs, l.Refs...)
+		lin.Inputs = append(lin.Inputs, l.Inputs...)
 		if len(sts) == 1 {
-			lin.targets = l.targets
+			lin.Targets = l.Targets
 		}
 	}
 	return lin
 }
 
-var unknownLineage = lineage{refs: []string{unknownSource}, inputs: []string{unknownSource}}
-
-func (s *session) stmtLineage(st *policyv1.Statement, depth int) lineage {
+// stmtLineage is the lineage of one statement in the session: for EXECUTE
+// and FETCH that of the statement prepared or the cursor declared.
+func (s *session) stmtLineage(st *policyv1.Statement, depth int) pgmask.Lineage {
 	switch {
 	case depth > 2:
-		return unknownLineage
+		return pgmask.UnknownLineage
 	case slices.Contains(st.GetFlags(), "execute"):
 		return s.preparedLineage(st.GetPreparedName(), depth+1)
 	case st.GetCommand() == "FETCH":
 		if _, ok := s.portals[st.GetCursor()]; ok {
 			// A portal Bind made (portals and cursors share names).
-			return unknownLineage
+			return pgmask.UnknownLineage
 		}
 		if l, ok := s.cursors[st.GetCursor()]; ok {
 			return l
 		}
-		return unknownLineage
+		return pgmask.UnknownLineage
 	}
-	lin := lineage{refs: st.GetSources(), inputs: st.GetInputs()}
-	if ts := st.GetTargets(); len(ts) > 0 {
-		for _, t := range ts {
-			lin.targets = append(lin.targets, t.GetColumns())
-		}
-	}
-	return lin
+	return pgmask.StatementLineage(st)
 }
 
 // preparedLineage is the lineage of the statement SQL PREPARE made under
 // name.
-func (s *session) preparedLineage(name string, depth int) lineage {
+func (s *session) preparedLineage(name string, depth int) pgmask.Lineage {
 	prep := s.stmts[name]
 	if prep == nil || !prep.sql {
-		return unknownLineage
+		return pgmask.UnknownLineage
 	}
 	for _, ps := range prep.decision.GetStatements() {
 		if slices.Contains(ps.GetFlags(), "prepare") && ps.GetPreparedName() == name {
 			return s.stmtLineage(ps, depth)
 		}
 	}
-	return unknownLineage
+	return pgmask.UnknownLineage
 }
 
 // noteCursors remembers the lineage of the cursors a decision declares, so
@@ -978,7 +973,7 @@ func (s *session) noteCursors(d *policyv1.Decision) {
 		if st.GetCommand() == "DECLARE CURSOR" {
 			l := s.stmtLineage(st, 0)
 			if prev, ok := s.cursors[st.GetCursor()]; ok {
-				l = prev.union(l)
+				l = prev.Union(l)
 			}
 			s.cursors[st.GetCursor()] = l
 		}
@@ -1000,7 +995,7 @@ func (s *session) refuseMaskedCopies(d *policyv1.Decision) *policyv1.Decision {
 		return d
 	}
 	for _, st := range d.GetStatements() {
-		if plan.derives(st.GetCopies()) {
+		if plan.Derives(st.GetCopies()) {
 			c := proto.Clone(d).(*policyv1.Decision)
 			c.Action, c.Rule = "deny", ruleMaskedCopy
 			c.Reason = "the statement copies masked values (into a table, a notification or a function whose effects are unknown), where masking could not follow them; ask someone who may see them to run it"

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,8 +18,9 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"sluice.dev/sluice/libs/gateway"
+	"sluice.dev/sluice/libs/pgmask"
 	"sluice.dev/sluice/libs/recording"
-	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/libs/targets"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
@@ -236,9 +236,9 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		w: w, id: recording.NewSessionID(), principal: principal, pkey: gateway.PrincipalKey(principal), target: tc,
 		targetRef:  &commonv1.Target{Name: tc.GetSpec().GetName(), Kind: tc.GetSpec().GetKind(), Labels: tc.GetSpec().GetLabels()},
 		clientAddr: client, clientUser: params["user"], app: params["application_name"],
-		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}, described: map[string]bool{}, cursors: map[string]lineage{},
+		stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}, described: map[string]bool{}, cursors: map[string]pgmask.Lineage{},
 		names: names{stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}},
-		plans: map[string]*maskPlan{}, descs: map[string][]pgproto3.FieldDescription{},
+		plans: map[string]*pgmask.Plan{}, descs: map[string][]pgproto3.FieldDescription{},
 	}
 	s.auth.init(token, principal.GetExpiresAt())
 	s.rec = w.k.Rec.Open(s.id)
@@ -310,7 +310,7 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 // upstream is a target connection ready for a session.
 type upstream struct {
 	hj  *pgconn.HijackedConn
-	cat *catalog
+	cat *pgmask.Catalog
 	// key is the pool key.
 	key    string
 	reused bool
@@ -319,8 +319,8 @@ type upstream struct {
 }
 
 // connectUpstream takes a pooled target connection, reset, or logs in to
-// the target with the gateway-held credential (pgconn does SCRAM and TLS),
-// and takes over the socket.
+// the target with the gateway-held credential (libs/targets; pgconn does
+// SCRAM and TLS), and takes over the socket.
 func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarget, client map[string]string) (*upstream, error) {
 	runtime := map[string]string{"client_encoding": "UTF8", "standard_conforming_strings": "on"}
 	for k, v := range client {
@@ -331,7 +331,7 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	if _, ok := runtime["application_name"]; !ok {
 		runtime["application_name"] = "sluice"
 	}
-	cols := maskColumns(w.k.View.Policy().GetRules())
+	cols := pgmask.MaskColumns(w.k.View.Policy().GetRules())
 	up := &upstream{key: poolKey(pg, runtime)}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -348,23 +348,10 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 		w.cfg.Log.Debug().Err(err).Msg("pooled target connection dropped")
 	}
 
-	password, err := secrets.Resolve(pg.GetPassword(), w.cfg.MasterKey)
+	cfg, err := targets.PostgresConfig(pg, w.cfg.MasterKey, runtime)
 	if err != nil {
 		return nil, err
 	}
-	u := url.URL{Scheme: "postgres", User: url.UserPassword(pg.GetUser(), string(password)),
-		Host: net.JoinHostPort(pg.GetHost(), strconv.Itoa(int(pg.GetPort()))), Path: "/" + pg.GetDatabase()}
-	q := url.Values{"sslmode": {pg.GetSslmode()}, "connect_timeout": {"10"}}
-	if pg.GetCaFile() != "" {
-		q.Set("sslrootcert", pg.GetCaFile())
-	}
-	u.RawQuery = q.Encode()
-	cfg, err := pgconn.ParseConfig(u.String())
-	if err != nil {
-		return nil, fmt.Errorf("target configuration: %w", err)
-	}
-	cfg.Fallbacks = nil
-	cfg.RuntimeParams = runtime
 	pc, err := pgconn.ConnectConfig(cctx, cfg)
 	if err != nil {
 		return nil, err
@@ -380,12 +367,12 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 // handOver resolves the masked columns to table OIDs and attribute numbers
 // on a logged-in (or reset) target connection and takes over its socket for
 // a session; on failure the connection is closed.
-func handOver(ctx context.Context, pc *pgconn.PgConn, cols []string) (*pgconn.HijackedConn, *catalog, error) {
-	fail := func(err error) (*pgconn.HijackedConn, *catalog, error) {
+func handOver(ctx context.Context, pc *pgconn.PgConn, cols []string) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
+	fail := func(err error) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
 		pc.Close(context.Background())
 		return nil, nil, err
 	}
-	cat, err := resolveCatalog(ctx, pc, cols)
+	cat, err := pgmask.ResolveCatalog(ctx, pc, cols)
 	if err != nil {
 		return fail(err)
 	}

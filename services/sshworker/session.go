@@ -15,8 +15,8 @@ import (
 
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/recording"
-	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/sshca"
+	"sluice.dev/sluice/libs/targets"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
@@ -113,12 +113,6 @@ func (s *session) reason() string {
 	return r
 }
 
-// ciphers are the AES-GCM ciphers, which run on the CPU's AES instructions;
-// the Go ChaCha20-Poly1305 (which OpenSSH clients prefer when offered) has no
-// assembly on amd64 and would cost the worker several times the CPU for
-// every byte, twice (client and target side).
-var ciphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com"}
-
 // errFull refuses authentication when every session slot is taken.
 var errFull = errors.New("too many sessions")
 
@@ -128,7 +122,7 @@ func (w *Worker) serve(ctx context.Context, raw net.Conn, full bool) {
 	// The last certificate refused, for the record of a failed login.
 	var badCert atomic.Pointer[error]
 	cfg := &ssh.ServerConfig{
-		Config:        ssh.Config{Ciphers: ciphers},
+		Config:        ssh.Config{Ciphers: targets.SSHCiphers}, // AES-GCM only (libs/targets says why)
 		ServerVersion: "SSH-2.0-Sluice",
 		MaxAuthTries:  6,
 		// Only public keys: a certificate Sluice issued. The identity it
@@ -285,7 +279,7 @@ func (w *Worker) open(ctx context.Context, conn *ssh.ServerConn, client string) 
 		return nil, "the certificate has no end"
 	}
 	s.rec = w.k.Rec.Open(s.id)
-	up, err := w.dialTarget(ctx, s.target)
+	up, err := targets.DialSSH(ctx, s.target, w.cfg.MasterKey, w.cfg.TargetTimeout)
 	if err != nil {
 		w.cfg.Log.Warn().Err(err).Str("target", name).Msg("cannot connect to target")
 		w.k.RecordAuthFailure(ctx, client, name, "target_unreachable", err.Error())
@@ -310,52 +304,6 @@ func (w *Worker) open(ctx context.Context, conn *ssh.ServerConn, client string) 
 		}
 	}
 	return s, ""
-}
-
-// dialTarget logs in to the target with the key Sluice holds, checking its
-// host key against the pinned one.
-func (w *Worker) dialTarget(ctx context.Context, t *controlv1.SSHTarget) (*ssh.Client, error) {
-	pem, err := secrets.Resolve(t.GetPrivateKey(), w.cfg.MasterKey)
-	if err != nil {
-		return nil, fmt.Errorf("the target's private key: %w", err)
-	}
-	signer, err := ssh.ParsePrivateKey(pem)
-	if err != nil {
-		return nil, fmt.Errorf("the target's private key: %w", err)
-	}
-	pinned, _, _, _, err := ssh.ParseAuthorizedKey([]byte(t.GetHostKey()))
-	if err != nil {
-		return nil, fmt.Errorf("the target's pinned host key: %w", err)
-	}
-	port := t.GetPort()
-	if port == 0 {
-		port = 22
-	}
-	addr := net.JoinHostPort(t.GetHost(), strconv.Itoa(int(port)))
-	d := net.Dialer{Timeout: w.cfg.TargetTimeout}
-	raw, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	_ = raw.SetDeadline(time.Now().Add(w.cfg.TargetTimeout))
-	c, chans, reqs, err := ssh.NewClientConn(raw, addr, &ssh.ClientConfig{
-		User: t.GetUser(), Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
-			if string(key.Marshal()) != string(pinned.Marshal()) {
-				return fmt.Errorf("the target's host key %s does not match the one pinned in configuration (%s)", ssh.FingerprintSHA256(key), ssh.FingerprintSHA256(pinned))
-			}
-			return nil
-		},
-		HostKeyAlgorithms: []string{pinned.Type()},
-		Config:            ssh.Config{Ciphers: ciphers},
-		Timeout:           w.cfg.TargetTimeout,
-	})
-	if err != nil {
-		raw.Close()
-		return nil, err
-	}
-	_ = raw.SetDeadline(time.Time{})
-	return ssh.NewClient(c, chans, reqs), nil
 }
 
 // watch ends the session when its token expires or it idles too long.

@@ -1,4 +1,4 @@
-package pgworker
+package pgmask
 
 import (
 	"context"
@@ -12,40 +12,56 @@ import (
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
 
-// colKey identifies a table column as RowDescription does.
-type colKey struct {
-	table  uint32
-	attnum int16
+// ColKey identifies a table column as RowDescription does: the table's OID
+// and the column's attribute number.
+type ColKey struct {
+	Table  uint32
+	Attnum int16
 }
 
-// catalog maps the mask rules' "table.column" names to the target's table
-// OIDs and attribute numbers, resolved once per session at login, so that
-// masking follows the column whatever the query calls it.
-type catalog struct {
+// Catalog maps the mask rules' "table.column" names to the target's table
+// OIDs and attribute numbers, resolved on a target connection before it
+// serves a session (the policy or the schema may have changed since the
+// last time), so that masking follows the column whatever the query calls
+// it. A nil Catalog resolves nothing: only the rules' own names count.
+type Catalog struct {
 	// byName: rule column name ("customers.email", "public.customers.email")
 	// to the columns it names.
-	byName map[string][]colKey
+	byName map[string][]ColKey
 	// tables: table name, plain and schema-qualified, to its live columns
 	// in attnum order (for COPY).
 	tables map[string][]string
 	// spellings: every name of a masked column ("customers.ssn" and
 	// "public.customers.ssn"), for matching lineage sources.
-	spellings map[colKey][]string
+	spellings map[ColKey][]string
 	// views: the columns of views (and materialized views) whose
 	// definition reads a masked column, directly or through other views,
 	// by the masked column. Lineage cannot see inside a view, so all of a
 	// view's columns count as derived from what it reads.
-	views map[colKey][]viewCol
+	views map[ColKey][]viewCol
 }
 
 // viewCol is a column of a view that derives from a masked column.
 type viewCol struct {
-	key   colKey
+	key   ColKey
 	names []string // "v.col", "schema.v.col"
 }
 
-// maskColumns lists the distinct "table.column" names in mask rules.
-func maskColumns(rules []*controlv1.Rule) []string {
+// Table returns the live columns of a table in attnum order, by its plain
+// or schema-qualified name (compared in lower case, as the rules' names
+// are): what a COPY without a column list sends, field by field. Only the
+// tables (and views) a mask rule names are known, and a plain name that
+// more than one schema holds has none: its layout would be a guess.
+func (c *Catalog) Table(name string) []string {
+	if c == nil {
+		return nil
+	}
+	return c.tables[strings.ToLower(name)]
+}
+
+// MaskColumns lists the distinct "table.column" names in mask rules, in
+// lower case: the columns ResolveCatalog looks up on a target.
+func MaskColumns(rules []*controlv1.Rule) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, r := range rules {
@@ -60,10 +76,13 @@ func maskColumns(rules []*controlv1.Rule) []string {
 	return out
 }
 
-// resolveCatalog looks the masked columns up on the target.
-func resolveCatalog(ctx context.Context, pc *pgconn.PgConn, columns []string) (*catalog, error) {
-	cat := &catalog{byName: map[string][]colKey{}, tables: map[string][]string{},
-		spellings: map[colKey][]string{}, views: map[colKey][]viewCol{}}
+// ResolveCatalog looks the masked columns (from MaskColumns) up on the
+// target, and the views that read them. It runs two queries on pc, which
+// must be idle, and takes at most 10 seconds; an error means masking cannot
+// be planned on this connection, which must then not be used.
+func ResolveCatalog(ctx context.Context, pc *pgconn.PgConn, columns []string) (*Catalog, error) {
+	cat := &Catalog{byName: map[string][]ColKey{}, tables: map[string][]string{},
+		spellings: map[ColKey][]string{}, views: map[ColKey][]viewCol{}}
 	if len(columns) == 0 {
 		return cat, nil
 	}
@@ -106,7 +125,7 @@ ORDER BY c.oid, a.attnum`
 			oid, _ := strconv.ParseUint(string(row[0]), 10, 32)
 			attnum, _ := strconv.ParseInt(string(row[3]), 10, 16)
 			schema, table, col := string(row[1]), string(row[2]), string(row[4])
-			k := colKey{table: uint32(oid), attnum: int16(attnum)}
+			k := ColKey{Table: uint32(oid), Attnum: int16(attnum)}
 			switch owner, seen := plainOwner[table]; {
 			case !seen:
 				plainOwner[table] = oid
@@ -136,14 +155,14 @@ ORDER BY c.oid, a.attnum`
 // resolveViews finds the views that read masked columns, directly or
 // through other views (PostgreSQL records what a view's rule depends on),
 // and every column of each.
-func (cat *catalog) resolveViews(ctx context.Context, pc *pgconn.PgConn) error {
+func (cat *Catalog) resolveViews(ctx context.Context, pc *pgconn.PgConn) error {
 	if len(cat.spellings) == 0 {
 		return nil
 	}
 	var rels, atts []string
 	for k := range cat.spellings {
-		rels = append(rels, strconv.FormatUint(uint64(k.table), 10))
-		atts = append(atts, strconv.Itoa(int(k.attnum)))
+		rels = append(rels, strconv.FormatUint(uint64(k.Table), 10))
+		atts = append(atts, strconv.Itoa(int(k.Attnum)))
 	}
 	sql := `WITH RECURSIVE tainted(root_rel, root_att, relid, attnum) AS (
   SELECT r, a, r, a FROM unnest(ARRAY[` + strings.Join(rels, ",") + `]::oid[], ARRAY[` + strings.Join(atts, ",") + `]::int2[]) AS m(r, a)
@@ -172,8 +191,8 @@ WHERE t.relid <> t.root_rel`
 			rel, _ := strconv.ParseUint(string(row[2]), 10, 32)
 			att, _ := strconv.ParseInt(string(row[3]), 10, 16)
 			schema, view, col := string(row[4]), string(row[5]), string(row[6])
-			root := colKey{table: uint32(rootRel), attnum: int16(rootAtt)}
-			cat.views[root] = append(cat.views[root], viewCol{key: colKey{table: uint32(rel), attnum: int16(att)},
+			root := ColKey{Table: uint32(rootRel), Attnum: int16(rootAtt)}
+			cat.views[root] = append(cat.views[root], viewCol{key: ColKey{Table: uint32(rel), Attnum: int16(att)},
 				names: []string{view + "." + col, schema + "." + view + "." + col}})
 		}
 	}
