@@ -34,8 +34,10 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-# node-postgres for the end-to-end tests (npm registry).
-if command -v npm >/dev/null && [ -f e2e/node/package-lock.json ] && [ ! -d e2e/node/node_modules/pg ]; then
+# node-postgres and the MCP TypeScript SDK for the end-to-end tests (npm
+# registry), whenever one named in package.json is missing.
+if command -v npm >/dev/null && [ -f e2e/node/package-lock.json ] &&
+  { [ ! -d e2e/node/node_modules/pg ] || [ ! -d e2e/node/node_modules/@modelcontextprotocol/sdk ]; }; then
   (cd e2e/node && npm ci --no-audit --no-fund --silent)
 fi
 # Whatever could not be installed is named here, with its package.

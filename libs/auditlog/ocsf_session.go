@@ -353,6 +353,10 @@ func (s sessionEvent) command(c *sessionv1.Command) ocsfEvent {
 	if c.GetTextEscaped() {
 		u["text_escaped"] = true
 	}
+	if t := c.GetTarget().GetName(); t != "" {
+		// A session that spans targets (mcp) names each command's.
+		u["target"] = t
+	}
 	if d := c.GetDecision(); d != nil {
 		ruling(e, d, c.GetCached())
 	}

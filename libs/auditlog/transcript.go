@@ -58,7 +58,11 @@ func Transcript(w io.Writer, entries []Entry) {
 			if p.GetMachine() {
 				kind = "machine"
 			}
-			fmt.Fprintf(w, "Session %s — %s on target %s\n", ev.GetSessionId(), s.GetProtocol(), s.GetTarget().GetName())
+			if s.GetTarget().GetName() != "" {
+				fmt.Fprintf(w, "Session %s — %s on target %s\n", ev.GetSessionId(), s.GetProtocol(), s.GetTarget().GetName())
+			} else {
+				fmt.Fprintf(w, "Session %s — %s (each command names its target)\n", ev.GetSessionId(), s.GetProtocol())
+			}
 			fmt.Fprintf(w, "  who     %s (%s)", p.GetSubject(), kind)
 			if p.GetEmail() != "" {
 				fmt.Fprintf(w, " <%s>", p.GetEmail())
@@ -78,6 +82,9 @@ func Transcript(w io.Writer, entries []Entry) {
 			via := ""
 			if c.GetVia() != "" && c.GetVia() != "simple" {
 				via = " [" + c.GetVia() + "]"
+			}
+			if t := c.GetTarget().GetName(); t != "" {
+				via += " on " + t
 			}
 			fmt.Fprintf(w, "%s  #%d%s  %s\n", stamp, c.GetCommandId(), via, oneLine(c.GetText()))
 			if c.GetDecision() != nil {

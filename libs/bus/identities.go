@@ -70,6 +70,7 @@ const (
 	CompSlackbot  = "slackbot"
 	CompPGWorker  = "pgworker"
 	CompSSHWorker = "sshworker"
+	CompMCPWorker = "mcpworker"
 	CompSIEM      = "siem"
 	CompAdmin     = "admin"
 )
@@ -187,6 +188,14 @@ func Components() []Component {
 			Name: CompSSHWorker, Doc: "the SSH worker: parses untrusted bytes, so it may do no more than a worker",
 			Serves: []string{SubjectKill},
 			Calls: []string{APIIdentityVerify, APIIdentitySSHAuthority, APIPolicyEvaluate,
+				APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
+			Appends: []string{StreamSessions},
+			ReadsKV: []string{BucketControl, BucketApprovals},
+		},
+		{
+			Name: CompMCPWorker, Doc: "the MCP worker: serves untrusted clients, so it may do no more than a worker",
+			Serves: []string{SubjectKill},
+			Calls: []string{APIIdentityVerify, APIPolicyEvaluate,
 				APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
 			Appends: []string{StreamSessions},
 			ReadsKV: []string{BucketControl, BucketApprovals},

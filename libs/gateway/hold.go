@@ -68,6 +68,28 @@ func CommandHash(command, params string) string {
 // the hold timeout) while the client waits, and consumes the approval when
 // it is granted.
 func (k *Kernel) Hold(ctx context.Context, r HoldRequest) HoldOutcome {
+	id, refusal := k.OpenHold(ctx, r)
+	if id == "" {
+		return HoldOutcome{Refusal: refusal}
+	}
+	if err := r.Notify(id); err != nil {
+		return k.stopWaiting(r, id, "the client disconnected while the command was held")
+	}
+	out, pending := k.SettleHold(ctx, r, id, k.cfg.HoldTimeout+5*time.Second)
+	if pending {
+		// Past its time here, whatever the view says: it never runs.
+		k.Withdraw(r.Token, r.SessionID, id, "not decided in time")
+		_, _ = r.emit(id, "expired", "", nil)
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}
+	}
+	return out
+}
+
+// OpenHold opens an approval request for r and records it as pending. It
+// returns the request's id, or no id and why none could be opened (the
+// command does not run). Protocols whose client collects the outcome later
+// (MCP) call it and SettleHold themselves; the others call Hold.
+func (k *Kernel) OpenHold(ctx context.Context, r HoldRequest) (id, refusal string) {
 	d := r.Decision
 	var reply approvalsv1.ApprovalReply
 	octx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, r.Token), 5*time.Second)
@@ -82,18 +104,25 @@ func (k *Kernel) Hold(ctx context.Context, r HoldRequest) HoldOutcome {
 		if reply.GetError() != nil {
 			msg = reply.GetError().GetMessage()
 		}
-		return HoldOutcome{Refusal: d.GetReason() + "; it needs approval, but no approval request could be opened: " + msg}
+		return "", d.GetReason() + "; it needs approval, but no approval request could be opened: " + msg
 	}
-	id := reply.GetApproval().GetId()
-	emit := func(state, reason string, approvers []string) (uint64, error) {
-		return r.Rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{
-			CommandId: r.CmdID, ApprovalId: id, State: state, Approvers: approvers, Reason: reason}}})
-	}
-	_, _ = emit("pending", "", nil)
-	if err := r.Notify(id); err != nil {
-		return k.stopWaiting(r, id, "the client disconnected while the command was held")
-	}
-	wctx, wcancel := context.WithTimeout(ctx, k.cfg.HoldTimeout+5*time.Second)
+	id = reply.GetApproval().GetId()
+	_, _ = r.emit(id, "pending", "", nil)
+	return id, ""
+}
+
+func (r HoldRequest) emit(id, state, reason string, approvers []string) (uint64, error) {
+	return r.Rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{
+		CommandId: r.CmdID, ApprovalId: id, State: state, Approvers: approvers, Reason: reason}}})
+}
+
+// SettleHold waits up to wait, while the client waits, for the decision on
+// request id (opened by OpenHold for r) and consumes the approval when it
+// is granted. pending reports that wait ran out while the request is still
+// undecided and unexpired: nothing was consumed or withdrawn, and the
+// caller may settle it again later. A request past its expiry is expired.
+func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait time.Duration) (out HoldOutcome, pending bool) {
+	wctx, wcancel := context.WithTimeout(ctx, wait)
 	go func() {
 		select {
 		case <-r.Left:
@@ -105,29 +134,34 @@ func (k *Kernel) Hold(ctx context.Context, r HoldRequest) HoldOutcome {
 	wcancel()
 	switch {
 	case left(r.Left) || ctx.Err() != nil:
-		return k.stopWaiting(r, id, r.why(ctx))
+		return k.stopWaiting(r, id, r.why(ctx)), false
 	case err != nil:
-		_, _ = emit("expired", "", nil)
-		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}
+		// Undecided and unexpired, or not yet in this worker's view (it
+		// was opened a moment ago): still pending.
+		if cur, ok := k.Approvals.Get(id); !ok || (cur.GetState() == "pending" && time.Now().Before(cur.GetExpiresAt().AsTime())) {
+			return HoldOutcome{ID: id}, true
+		}
+		_, _ = r.emit(id, "expired", "", nil)
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}, false
 	}
 	switch a.GetState() {
 	case "approved":
 	case "denied":
-		_, _ = emit(a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
 		reason := a.GetDecisionReason()
 		if reason == "" {
 			reason = "no reason given"
 		}
-		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was denied by %s: %s", id, a.GetDecidedBy(), reason)}
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was denied by %s: %s", id, a.GetDecidedBy(), reason)}, false
 	case "withdrawn":
-		_, _ = emit(a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
-		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was withdrawn: %s", id, a.GetDecisionReason())}
+		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was withdrawn: %s", id, a.GetDecisionReason())}, false
 	default:
-		_, _ = emit(a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
-		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s %s", id, a.GetState())}
+		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s %s", id, a.GetState())}, false
 	}
 	if left(r.Left) {
-		return k.stopWaiting(r, id, r.why(ctx))
+		return k.stopWaiting(r, id, r.why(ctx)), false
 	}
 	var consumed approvalsv1.ApprovalReply
 	cctx, ccancel := context.WithTimeout(bus.WithCallerToken(ctx, r.Token), 5*time.Second)
@@ -138,20 +172,20 @@ func (k *Kernel) Hold(ctx context.Context, r HoldRequest) HoldOutcome {
 		if consumed.GetError() != nil {
 			msg = consumed.GetError().GetMessage()
 		}
-		return HoldOutcome{ID: id, Refusal: "the approval could not be used: " + msg}
+		return HoldOutcome{ID: id, Refusal: "the approval could not be used: " + msg}, false
 	}
-	seq, err := emit("consumed", a.GetDecisionReason(), a.GetApprovedBy())
+	seq, err := r.emit(id, "consumed", a.GetDecisionReason(), a.GetApprovedBy())
 	if err != nil {
-		return HoldOutcome{ID: id, RecordErr: err}
+		return HoldOutcome{ID: id, RecordErr: err}, false
 	}
 	// The approval is the write-ahead record of what now runs.
 	if err := r.Rec.WaitFor(ctx, seq); err != nil {
-		return HoldOutcome{ID: id, RecordErr: err}
+		return HoldOutcome{ID: id, RecordErr: err}, false
 	}
 	if left(r.Left) || ctx.Err() != nil {
-		return k.stopWaiting(r, id, r.why(ctx))
+		return k.stopWaiting(r, id, r.why(ctx)), false
 	}
-	return HoldOutcome{ID: id, Approved: true, Seq: seq}
+	return HoldOutcome{ID: id, Approved: true, Seq: seq}, false
 }
 
 func left(c <-chan struct{}) bool {

@@ -9,6 +9,7 @@
 //	sql        sluice.policy.v1.SQLInput    one statement: kind, command, reads, writes, tables, functions, flags, setting, statements
 //	ssh        sluice.policy.v1.SSHInput    one SSH request (below)
 //	k8s        sluice.policy.v1.K8sCommand  verb, api_group, resource, subresource, namespace, name, command
+//	mcp        sluice.policy.v1.MCPInput    a call through the MCP endpoint: tool, arguments (a map), client
 //	grants     list(sluice.approvals.v1.Grant) active just-in-time grants of the principal on the target
 //	now        google.protobuf.Timestamp
 //
@@ -45,6 +46,13 @@
 // env is [NAME] and argv is [NAME, value]; the other requests carry only
 // request_type and command (host:port for the forwards, empty for
 // agent_forward and x11).
+//
+// A call through the MCP endpoint is ruled on as the command it runs:
+// run_sql as SQL (protocol "postgres", sql set), run_command as an SSH exec
+// (protocol "ssh"), so every SQL and SSH rule applies to it unchanged; mcp
+// says which tool was called and with which arguments (mcp.tool is empty
+// for native clients). A call that runs nothing on a target (list_targets,
+// asked once per target) has protocol "mcp" and only mcp set.
 //
 // Actions: allow, deny, review (hold for approval by approver groups, with a
 // quorum) and mask. Deny wins over review, review over allow; when no rule

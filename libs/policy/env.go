@@ -20,6 +20,7 @@ const (
 	VarSQL       = "sql"
 	VarSSH       = "ssh"
 	VarK8s       = "k8s"
+	VarMCP       = "mcp"
 	VarGrants    = "grants"
 	VarNow       = "now"
 )
@@ -30,13 +31,14 @@ const costLimit = 100_000
 func newEnv() (*cel.Env, error) {
 	env, err := cel.NewEnv(
 		cel.Types(&commonv1.Principal{}, &commonv1.Target{}, &policyv1.SQLInput{}, &policyv1.SSHInput{},
-			&policyv1.K8SCommand{}, &approvalsv1.Grant{}, &timestamppb.Timestamp{}),
+			&policyv1.K8SCommand{}, &policyv1.MCPInput{}, &approvalsv1.Grant{}, &timestamppb.Timestamp{}),
 		cel.Variable(VarPrincipal, cel.ObjectType("sluice.common.v1.Principal")),
 		cel.Variable(VarTarget, cel.ObjectType("sluice.common.v1.Target")),
 		cel.Variable(VarProtocol, cel.StringType),
 		cel.Variable(VarSQL, cel.ObjectType("sluice.policy.v1.SQLInput")),
 		cel.Variable(VarSSH, cel.ObjectType("sluice.policy.v1.SSHInput")),
 		cel.Variable(VarK8s, cel.ObjectType("sluice.policy.v1.K8sCommand")),
+		cel.Variable(VarMCP, cel.ObjectType("sluice.policy.v1.MCPInput")),
 		cel.Variable(VarGrants, cel.ListType(cel.ObjectType("sluice.approvals.v1.Grant"))),
 		cel.Variable(VarNow, cel.TimestampType),
 		ext.Strings(),

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/cel-go/common/types"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
@@ -22,6 +23,7 @@ type Input struct {
 	SQL       *policyv1.SQLInput
 	SSH       *policyv1.SSHInput
 	K8s       *policyv1.K8SCommand
+	MCP       *policyv1.MCPInput
 	Grants    []*approvalsv1.Grant
 	Now       time.Time
 }
@@ -54,9 +56,25 @@ func (in Input) activation() map[string]any {
 		VarSQL:       orEmpty(in.SQL),
 		VarSSH:       orEmpty(in.SSH),
 		VarK8s:       orEmpty(in.K8s),
+		VarMCP:       mcpOrEmpty(in.MCP),
 		VarGrants:    grants,
 		VarNow:       timestamppb.New(now),
 	}
+}
+
+// mcpOrEmpty gives rules an empty argument map rather than a missing one,
+// so that `mcp.arguments.max_rows` on a call without arguments is a missing
+// key (an error, which denies) the same way on every path.
+func mcpOrEmpty(m *policyv1.MCPInput) *policyv1.MCPInput {
+	if m == nil {
+		return &policyv1.MCPInput{Arguments: &structpb.Struct{}}
+	}
+	if m.Arguments == nil {
+		c := *m
+		c.Arguments = &structpb.Struct{}
+		return &c
+	}
+	return m
 }
 
 func orEmpty[T any, P interface{ *T }](p P) P {

@@ -31,7 +31,8 @@ type Config struct {
 	Conn     *bus.Conn
 	// Issuer and Audience are advertised to the CLI at /api/v1/config.
 	Issuer, Audience, CLIClientID string
-	// Mounts adds handlers under path prefixes (the dev issuer at /oidc).
+	// Mounts adds handlers at paths and under them (the dev issuer at
+	// /oidc, the MCP endpoint at /mcp).
 	Mounts map[string]http.Handler
 	Log    zerolog.Logger
 	// Started, if set, is closed once whatever the deployment starts with
@@ -102,6 +103,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /api/v1/config", s.clientConfig)
 	s.handle("GET /api/v1/whoami", "whoami", anyone, s.whoami)
 	for prefix, h := range s.cfg.Mounts {
+		s.mux.Handle(prefix, http.StripPrefix(prefix, h))
 		s.mux.Handle(prefix+"/", http.StripPrefix(prefix, h))
 	}
 	s.extraRoutes()

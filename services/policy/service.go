@@ -190,7 +190,7 @@ func EvaluateWithGrants(ctx context.Context, set *engine.Set, target *commonv1.T
 	if set == nil {
 		return deny(RuleNoPolicy, "no policy is applied", 0)
 	}
-	in := engine.Input{Principal: req.GetPrincipal(), Target: target, Now: now}
+	in := engine.Input{Principal: req.GetPrincipal(), Target: target, Now: now, MCP: req.GetMcp()}
 	var gs approvalstate.GrantSet
 	if grants != nil && set.UsesGrants {
 		gs = grants(req.GetPrincipal().GetSubject(), target.GetName(), req.GetSessionId(), now)
@@ -226,8 +226,27 @@ func evaluateCommand(ctx context.Context, set *engine.Set, in engine.Input, req 
 		in.Protocol = "kubernetes"
 		in.K8s = cmd.K8S
 		return single(ctx, set, in)
+	case nil:
+		if req.GetMcp().GetTool() != "" {
+			return evaluateMCP(ctx, set, in, req.GetMcp())
+		}
 	}
 	return deny(RuleNoCommand, "the request carries no command", set.Revision)
+}
+
+// evaluateMCP rules on an MCP call that runs nothing on a target (which
+// targets a caller may see). A decision depends on the principal, the
+// target and the call, so the worker may reuse it for that call unless a
+// rule reads the time.
+func evaluateMCP(ctx context.Context, set *engine.Set, in engine.Input, m *policyv1.MCPInput) *policyv1.Decision {
+	in.Protocol = "mcp"
+	d := decision(set.Evaluate(ctx, in), set.Revision)
+	d.Mcp = &policyv1.MCPInput{Tool: m.GetTool(), Client: m.GetClient()}
+	d.Cache = &policyv1.Cache{PolicyRevision: set.Revision, Cacheable: !set.UsesNow}
+	if d.Cache.Cacheable {
+		d.Cache.TtlMs = DefaultCacheTTL.Milliseconds()
+	}
+	return d
 }
 
 // evaluateSSH rules on one SSH request. An exec command line is classified

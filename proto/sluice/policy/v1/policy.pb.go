@@ -12,6 +12,7 @@ package policyv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	v1 "sluice.dev/sluice/proto/sluice/common/v1"
 	v11 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -216,6 +217,72 @@ func (x *K8SCommand) GetCommand() []string {
 	return nil
 }
 
+// MCPInput is a tool call made through the MCP endpoint, the `mcp` input
+// of policies: the tool, its arguments exactly as the client sent them, and
+// the client as it introduced itself. A call that runs a command on a
+// target carries that command too (sql, ssh), ruled on as the native
+// protocol's; a call that runs nothing (list_targets) carries only this.
+type MCPInput struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tool      string                 `protobuf:"bytes,1,opt,name=tool,proto3" json:"tool,omitempty"`
+	Arguments *structpb.Struct       `protobuf:"bytes,2,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// client is the MCP client's name and version from its initialize request.
+	Client        string `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MCPInput) Reset() {
+	*x = MCPInput{}
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MCPInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MCPInput) ProtoMessage() {}
+
+func (x *MCPInput) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MCPInput.ProtoReflect.Descriptor instead.
+func (*MCPInput) Descriptor() ([]byte, []int) {
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MCPInput) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+func (x *MCPInput) GetArguments() *structpb.Struct {
+	if x != nil {
+		return x.Arguments
+	}
+	return nil
+}
+
+func (x *MCPInput) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
 type EvaluateRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Principal *v1.Principal          `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
@@ -225,6 +292,8 @@ type EvaluateRequest struct {
 	// view has seen (a revoked grant, say): the policy service decides with
 	// a view at least that current, or not at all.
 	MinGrantsRevision uint64 `protobuf:"varint,4,opt,name=min_grants_revision,json=minGrantsRevision,proto3" json:"min_grants_revision,omitempty"`
+	// mcp is set for a call through the MCP endpoint.
+	Mcp *MCPInput `protobuf:"bytes,5,opt,name=mcp,proto3" json:"mcp,omitempty"`
 	// Types that are valid to be assigned to Command:
 	//
 	//	*EvaluateRequest_Sql
@@ -237,7 +306,7 @@ type EvaluateRequest struct {
 
 func (x *EvaluateRequest) Reset() {
 	*x = EvaluateRequest{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +318,7 @@ func (x *EvaluateRequest) String() string {
 func (*EvaluateRequest) ProtoMessage() {}
 
 func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +331,7 @@ func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateRequest.ProtoReflect.Descriptor instead.
 func (*EvaluateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EvaluateRequest) GetPrincipal() *v1.Principal {
@@ -291,6 +360,13 @@ func (x *EvaluateRequest) GetMinGrantsRevision() uint64 {
 		return x.MinGrantsRevision
 	}
 	return 0
+}
+
+func (x *EvaluateRequest) GetMcp() *MCPInput {
+	if x != nil {
+		return x.Mcp
+	}
+	return nil
 }
 
 func (x *EvaluateRequest) GetCommand() isEvaluateRequest_Command {
@@ -384,7 +460,7 @@ type Statement struct {
 
 func (x *Statement) Reset() {
 	*x = Statement{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +472,7 @@ func (x *Statement) String() string {
 func (*Statement) ProtoMessage() {}
 
 func (x *Statement) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +485,7 @@ func (x *Statement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Statement.ProtoReflect.Descriptor instead.
 func (*Statement) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Statement) GetKind() string {
@@ -513,7 +589,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +601,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +614,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Target) GetColumns() []string {
@@ -570,7 +646,7 @@ type Cache struct {
 
 func (x *Cache) Reset() {
 	*x = Cache{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +658,7 @@ func (x *Cache) String() string {
 func (*Cache) ProtoMessage() {}
 
 func (x *Cache) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +671,7 @@ func (x *Cache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cache.ProtoReflect.Descriptor instead.
 func (*Cache) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Cache) GetCacheable() bool {
@@ -666,14 +742,17 @@ type Decision struct {
 	Grants []string `protobuf:"bytes,11,rep,name=grants,proto3" json:"grants,omitempty"`
 	// The command's classification, one per protocol: statements (SQL,
 	// above) or ssh (an SSH request and, for exec, its parsed command line).
-	Ssh           *SSHInput `protobuf:"bytes,12,opt,name=ssh,proto3" json:"ssh,omitempty"`
+	Ssh *SSHInput `protobuf:"bytes,12,opt,name=ssh,proto3" json:"ssh,omitempty"`
+	// mcp: the tool a call through the MCP endpoint named, and its client
+	// (the arguments are the command, recorded as the command is).
+	Mcp           *MCPInput `protobuf:"bytes,13,opt,name=mcp,proto3" json:"mcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +764,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +777,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Decision) GetAction() string {
@@ -785,6 +864,13 @@ func (x *Decision) GetSsh() *SSHInput {
 	return nil
 }
 
+func (x *Decision) GetMcp() *MCPInput {
+	if x != nil {
+		return x.Mcp
+	}
+	return nil
+}
+
 // SQLInput is the `sql` variable of a policy rule: one statement. A SQL
 // string with several statements is ruled on statement by statement, and the
 // strictest verdict wins.
@@ -814,7 +900,7 @@ type SQLInput struct {
 
 func (x *SQLInput) Reset() {
 	*x = SQLInput{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +912,7 @@ func (x *SQLInput) String() string {
 func (*SQLInput) ProtoMessage() {}
 
 func (x *SQLInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +925,7 @@ func (x *SQLInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SQLInput.ProtoReflect.Descriptor instead.
 func (*SQLInput) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SQLInput) GetText() string {
@@ -969,7 +1055,7 @@ type SSHInput struct {
 
 func (x *SSHInput) Reset() {
 	*x = SSHInput{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1067,7 @@ func (x *SSHInput) String() string {
 func (*SSHInput) ProtoMessage() {}
 
 func (x *SSHInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1080,7 @@ func (x *SSHInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SSHInput.ProtoReflect.Descriptor instead.
 func (*SSHInput) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SSHInput) GetRequestType() string {
@@ -1113,7 +1199,7 @@ type ShellCommand struct {
 
 func (x *ShellCommand) Reset() {
 	*x = ShellCommand{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1211,7 @@ func (x *ShellCommand) String() string {
 func (*ShellCommand) ProtoMessage() {}
 
 func (x *ShellCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1224,7 @@ func (x *ShellCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShellCommand.ProtoReflect.Descriptor instead.
 func (*ShellCommand) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ShellCommand) GetProgram() string {
@@ -1194,7 +1280,7 @@ var File_sluice_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1dsluice/policy/v1/policy.proto\x12\x10sluice.policy.v1\x1a\x1dsluice/common/v1/common.proto\x1a\x1fsluice/control/v1/control.proto\" \n" +
+	"\x1dsluice/policy/v1/policy.proto\x12\x10sluice.policy.v1\x1a\x1dsluice/common/v1/common.proto\x1a\x1fsluice/control/v1/control.proto\x1a\x1cgoogle/protobuf/struct.proto\" \n" +
 	"\n" +
 	"SQLCommand\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\"I\n" +
@@ -1210,13 +1296,18 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\vsubresource\x18\x04 \x01(\tR\vsubresource\x12\x1c\n" +
 	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x06 \x01(\tR\x04name\x12\x18\n" +
-	"\acommand\x18\a \x03(\tR\acommand\"\xee\x02\n" +
+	"\acommand\x18\a \x03(\tR\acommand\"m\n" +
+	"\bMCPInput\x12\x12\n" +
+	"\x04tool\x18\x01 \x01(\tR\x04tool\x125\n" +
+	"\targuments\x18\x02 \x01(\v2\x17.google.protobuf.StructR\targuments\x12\x16\n" +
+	"\x06client\x18\x03 \x01(\tR\x06client\"\x9c\x03\n" +
 	"\x0fEvaluateRequest\x129\n" +
 	"\tprincipal\x18\x01 \x01(\v2\x1b.sluice.common.v1.PrincipalR\tprincipal\x120\n" +
 	"\x06target\x18\x02 \x01(\v2\x18.sluice.common.v1.TargetR\x06target\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12.\n" +
-	"\x13min_grants_revision\x18\x04 \x01(\x04R\x11minGrantsRevision\x120\n" +
+	"\x13min_grants_revision\x18\x04 \x01(\x04R\x11minGrantsRevision\x12,\n" +
+	"\x03mcp\x18\x05 \x01(\v2\x1a.sluice.policy.v1.MCPInputR\x03mcp\x120\n" +
 	"\x03sql\x18\n" +
 	" \x01(\v2\x1c.sluice.policy.v1.SQLCommandH\x00R\x03sql\x120\n" +
 	"\x03ssh\x18\v \x01(\v2\x1c.sluice.policy.v1.SSHCommandH\x00R\x03ssh\x120\n" +
@@ -1246,7 +1337,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\x0fpolicy_revision\x18\x04 \x01(\x04R\x0epolicyRevision\x12'\n" +
 	"\x0fgrants_revision\x18\x05 \x01(\x04R\x0egrantsRevision\x12\x14\n" +
 	"\x05shape\x18\x06 \x01(\tR\x05shape\x12'\n" +
-	"\x0fshape_cacheable\x18\a \x01(\bR\x0eshapeCacheable\"\xb4\x03\n" +
+	"\x0fshape_cacheable\x18\a \x01(\bR\x0eshapeCacheable\"\xe2\x03\n" +
 	"\bDecision\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x12\n" +
 	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x16\n" +
@@ -1262,7 +1353,8 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\x05error\x18\n" +
 	" \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\x12\x16\n" +
 	"\x06grants\x18\v \x03(\tR\x06grants\x12,\n" +
-	"\x03ssh\x18\f \x01(\v2\x1a.sluice.policy.v1.SSHInputR\x03ssh\"\xbc\x02\n" +
+	"\x03ssh\x18\f \x01(\v2\x1a.sluice.policy.v1.SSHInputR\x03ssh\x12,\n" +
+	"\x03mcp\x18\r \x01(\v2\x1a.sluice.policy.v1.MCPInputR\x03mcp\"\xbc\x02\n" +
 	"\bSQLInput\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -1316,42 +1408,47 @@ func file_sluice_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_sluice_policy_v1_policy_proto_rawDescData
 }
 
-var file_sluice_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_sluice_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sluice_policy_v1_policy_proto_goTypes = []any{
 	(*SQLCommand)(nil),      // 0: sluice.policy.v1.SQLCommand
 	(*SSHCommand)(nil),      // 1: sluice.policy.v1.SSHCommand
 	(*K8SCommand)(nil),      // 2: sluice.policy.v1.K8sCommand
-	(*EvaluateRequest)(nil), // 3: sluice.policy.v1.EvaluateRequest
-	(*Statement)(nil),       // 4: sluice.policy.v1.Statement
-	(*Target)(nil),          // 5: sluice.policy.v1.Target
-	(*Cache)(nil),           // 6: sluice.policy.v1.Cache
-	(*Decision)(nil),        // 7: sluice.policy.v1.Decision
-	(*SQLInput)(nil),        // 8: sluice.policy.v1.SQLInput
-	(*SSHInput)(nil),        // 9: sluice.policy.v1.SSHInput
-	(*ShellCommand)(nil),    // 10: sluice.policy.v1.ShellCommand
-	(*v1.Principal)(nil),    // 11: sluice.common.v1.Principal
-	(*v1.Target)(nil),       // 12: sluice.common.v1.Target
-	(*v11.MaskRule)(nil),    // 13: sluice.control.v1.MaskRule
-	(*v1.Error)(nil),        // 14: sluice.common.v1.Error
+	(*MCPInput)(nil),        // 3: sluice.policy.v1.MCPInput
+	(*EvaluateRequest)(nil), // 4: sluice.policy.v1.EvaluateRequest
+	(*Statement)(nil),       // 5: sluice.policy.v1.Statement
+	(*Target)(nil),          // 6: sluice.policy.v1.Target
+	(*Cache)(nil),           // 7: sluice.policy.v1.Cache
+	(*Decision)(nil),        // 8: sluice.policy.v1.Decision
+	(*SQLInput)(nil),        // 9: sluice.policy.v1.SQLInput
+	(*SSHInput)(nil),        // 10: sluice.policy.v1.SSHInput
+	(*ShellCommand)(nil),    // 11: sluice.policy.v1.ShellCommand
+	(*structpb.Struct)(nil), // 12: google.protobuf.Struct
+	(*v1.Principal)(nil),    // 13: sluice.common.v1.Principal
+	(*v1.Target)(nil),       // 14: sluice.common.v1.Target
+	(*v11.MaskRule)(nil),    // 15: sluice.control.v1.MaskRule
+	(*v1.Error)(nil),        // 16: sluice.common.v1.Error
 }
 var file_sluice_policy_v1_policy_proto_depIdxs = []int32{
-	11, // 0: sluice.policy.v1.EvaluateRequest.principal:type_name -> sluice.common.v1.Principal
-	12, // 1: sluice.policy.v1.EvaluateRequest.target:type_name -> sluice.common.v1.Target
-	0,  // 2: sluice.policy.v1.EvaluateRequest.sql:type_name -> sluice.policy.v1.SQLCommand
-	1,  // 3: sluice.policy.v1.EvaluateRequest.ssh:type_name -> sluice.policy.v1.SSHCommand
-	2,  // 4: sluice.policy.v1.EvaluateRequest.k8s:type_name -> sluice.policy.v1.K8sCommand
-	5,  // 5: sluice.policy.v1.Statement.targets:type_name -> sluice.policy.v1.Target
-	13, // 6: sluice.policy.v1.Decision.masks:type_name -> sluice.control.v1.MaskRule
-	6,  // 7: sluice.policy.v1.Decision.cache:type_name -> sluice.policy.v1.Cache
-	4,  // 8: sluice.policy.v1.Decision.statements:type_name -> sluice.policy.v1.Statement
-	14, // 9: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
-	9,  // 10: sluice.policy.v1.Decision.ssh:type_name -> sluice.policy.v1.SSHInput
-	10, // 11: sluice.policy.v1.SSHInput.commands:type_name -> sluice.policy.v1.ShellCommand
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	12, // 0: sluice.policy.v1.MCPInput.arguments:type_name -> google.protobuf.Struct
+	13, // 1: sluice.policy.v1.EvaluateRequest.principal:type_name -> sluice.common.v1.Principal
+	14, // 2: sluice.policy.v1.EvaluateRequest.target:type_name -> sluice.common.v1.Target
+	3,  // 3: sluice.policy.v1.EvaluateRequest.mcp:type_name -> sluice.policy.v1.MCPInput
+	0,  // 4: sluice.policy.v1.EvaluateRequest.sql:type_name -> sluice.policy.v1.SQLCommand
+	1,  // 5: sluice.policy.v1.EvaluateRequest.ssh:type_name -> sluice.policy.v1.SSHCommand
+	2,  // 6: sluice.policy.v1.EvaluateRequest.k8s:type_name -> sluice.policy.v1.K8sCommand
+	6,  // 7: sluice.policy.v1.Statement.targets:type_name -> sluice.policy.v1.Target
+	15, // 8: sluice.policy.v1.Decision.masks:type_name -> sluice.control.v1.MaskRule
+	7,  // 9: sluice.policy.v1.Decision.cache:type_name -> sluice.policy.v1.Cache
+	5,  // 10: sluice.policy.v1.Decision.statements:type_name -> sluice.policy.v1.Statement
+	16, // 11: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
+	10, // 12: sluice.policy.v1.Decision.ssh:type_name -> sluice.policy.v1.SSHInput
+	3,  // 13: sluice.policy.v1.Decision.mcp:type_name -> sluice.policy.v1.MCPInput
+	11, // 14: sluice.policy.v1.SSHInput.commands:type_name -> sluice.policy.v1.ShellCommand
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_sluice_policy_v1_policy_proto_init() }
@@ -1359,7 +1456,7 @@ func file_sluice_policy_v1_policy_proto_init() {
 	if File_sluice_policy_v1_policy_proto != nil {
 		return
 	}
-	file_sluice_policy_v1_policy_proto_msgTypes[3].OneofWrappers = []any{
+	file_sluice_policy_v1_policy_proto_msgTypes[4].OneofWrappers = []any{
 		(*EvaluateRequest_Sql)(nil),
 		(*EvaluateRequest_Ssh)(nil),
 		(*EvaluateRequest_K8S)(nil),
@@ -1370,7 +1467,7 @@ func file_sluice_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_policy_v1_policy_proto_rawDesc), len(file_sluice_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

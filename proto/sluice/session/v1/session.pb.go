@@ -452,7 +452,8 @@ type Command struct {
 	// command_id numbers commands within the session.
 	CommandId uint64 `protobuf:"varint,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	Text      string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
-	// protocol detail: simple, parse, execute, function_call, exec, shell...
+	// protocol detail: simple, parse, execute, function_call, exec, shell...;
+	// for mcp, the tool (run_sql, run_command).
 	Via           string `protobuf:"bytes,3,opt,name=via,proto3" json:"via,omitempty"`
 	StatementName string `protobuf:"bytes,4,opt,name=statement_name,json=statementName,proto3" json:"statement_name,omitempty"`
 	// parameters_hash is the SHA-256 of the bound parameters, never the values.
@@ -467,7 +468,11 @@ type Command struct {
 	Results []*Result `protobuf:"bytes,8,rep,name=results,proto3" json:"results,omitempty"`
 	// text_escaped: the text held bytes that are not valid UTF-8, recorded
 	// as \xNN (the statement was refused with 22021, as PostgreSQL would).
-	TextEscaped   bool `protobuf:"varint,9,opt,name=text_escaped,json=textEscaped,proto3" json:"text_escaped,omitempty"`
+	TextEscaped bool `protobuf:"varint,9,opt,name=text_escaped,json=textEscaped,proto3" json:"text_escaped,omitempty"`
+	// target is the target the command runs on, in a session that spans
+	// targets (mcp: each tool call names its own); unset when it is the
+	// session's.
+	Target        *v1.Target `protobuf:"bytes,10,opt,name=target,proto3" json:"target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -563,6 +568,13 @@ func (x *Command) GetTextEscaped() bool {
 		return x.TextEscaped
 	}
 	return false
+}
+
+func (x *Command) GetTarget() *v1.Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
 }
 
 type Decided struct {
@@ -1652,7 +1664,7 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"tls_cipher\x18\a \x01(\tR\ttlsCipher\x12\x16\n" +
 	"\x06worker\x18\b \x01(\tR\x06worker\x12\x1f\n" +
 	"\vclient_user\x18\t \x01(\tR\n" +
-	"clientUser\"\xc6\x02\n" +
+	"clientUser\"\xf8\x02\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\x04R\tcommandId\x12\x12\n" +
@@ -1663,7 +1675,9 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\bdecision\x18\x06 \x01(\v2\x1a.sluice.policy.v1.DecisionR\bdecision\x12\x16\n" +
 	"\x06cached\x18\a \x01(\bR\x06cached\x123\n" +
 	"\aresults\x18\b \x03(\v2\x19.sluice.session.v1.ResultR\aresults\x12!\n" +
-	"\ftext_escaped\x18\t \x01(\bR\vtextEscaped\"x\n" +
+	"\ftext_escaped\x18\t \x01(\bR\vtextEscaped\x120\n" +
+	"\x06target\x18\n" +
+	" \x01(\v2\x18.sluice.common.v1.TargetR\x06target\"x\n" +
 	"\aDecided\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\x04R\tcommandId\x126\n" +
@@ -1816,22 +1830,23 @@ var file_sluice_session_v1_session_proto_depIdxs = []int32{
 	21, // 13: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
 	22, // 14: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
 	6,  // 15: sluice.session.v1.Command.results:type_name -> sluice.session.v1.Result
-	22, // 16: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
-	7,  // 17: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
-	19, // 18: sluice.session.v1.TokenRenewed.expires_at:type_name -> google.protobuf.Timestamp
-	19, // 19: sluice.session.v1.TokenRenewed.previous_expires_at:type_name -> google.protobuf.Timestamp
-	19, // 20: sluice.session.v1.RenewReply.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 21: sluice.session.v1.RenewReply.error:type_name -> sluice.common.v1.Error
-	20, // 22: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
-	21, // 23: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
-	19, // 24: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
-	19, // 25: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
-	23, // 26: sluice.session.v1.KillReply.error:type_name -> sluice.common.v1.Error
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	21, // 16: sluice.session.v1.Command.target:type_name -> sluice.common.v1.Target
+	22, // 17: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
+	7,  // 18: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
+	19, // 19: sluice.session.v1.TokenRenewed.expires_at:type_name -> google.protobuf.Timestamp
+	19, // 20: sluice.session.v1.TokenRenewed.previous_expires_at:type_name -> google.protobuf.Timestamp
+	19, // 21: sluice.session.v1.RenewReply.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 22: sluice.session.v1.RenewReply.error:type_name -> sluice.common.v1.Error
+	20, // 23: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
+	21, // 24: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
+	19, // 25: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
+	19, // 26: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
+	23, // 27: sluice.session.v1.KillReply.error:type_name -> sluice.common.v1.Error
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_sluice_session_v1_session_proto_init() }

@@ -37,6 +37,7 @@ import (
 	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	"sluice.dev/sluice/services/identity"
+	"sluice.dev/sluice/services/mcpworker"
 	"sluice.dev/sluice/services/sluice/internal/stack"
 	"sluice.dev/sluice/services/sshworker"
 )
@@ -320,6 +321,10 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := awaitServing(gctx, admin, cfg.PGAddr, sshLn.Addr().String()); err != nil {
 			return err
 		}
+		// The MCP endpoint serves once its worker follows the control plane.
+		if err := awaitHTTP(gctx, apiURL+mcpworker.MetadataPath); err != nil {
+			return err
+		}
 		close(started)
 		banner(cfg, dir, apiURL, nsrv.ClientURL(), pg, sshd, sshLn.Addr().String(), agentSecret)
 		<-gctx.Done()
@@ -448,6 +453,28 @@ func bootstrap(ctx context.Context, cfg Config, dir string, conn *bus.Conn, mast
 
 // awaitServing waits until every service answers on NATS (an error answer
 // counts: it is an answer) and the PostgreSQL worker accepts connections.
+// awaitHTTP waits until url answers 200.
+func awaitHTTP(ctx context.Context, url string) error {
+	client := &http.Client{Timeout: time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 func awaitServing(ctx context.Context, conn *bus.Conn, addrs ...string) error {
 	probes := []struct {
 		subject string
@@ -541,6 +568,7 @@ func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, sshd *s
 	fmt.Fprintf(w, "  OIDC issuer   %s/oidc   (development only)\n", apiURL)
 	fmt.Fprintf(w, "  PostgreSQL    %s\n", cfg.PGAddr)
 	fmt.Fprintf(w, "  SSH           %s (log in with a certificate: sluice ssh login)\n", sshAddr)
+	fmt.Fprintf(w, "  MCP           %s/mcp (streamable HTTP; bearer token, OAuth metadata at %s%s)\n", apiURL, apiURL, mcpworker.MetadataPath)
 	fmt.Fprintf(w, "  NATS          %s\n", natsURL)
 	fmt.Fprintf(w, "  NATS keys     one nkey per component in %s (admin.nk is break glass)\n", filepath.Join(dir, "nats-keys"))
 	fmt.Fprintf(w, "  Audit anchor  %s (sluice audit verify --anchor checks the stream against it)\n", filepath.Join(dir, AuditAnchorFile))

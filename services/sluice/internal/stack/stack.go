@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +28,7 @@ import (
 	"sluice.dev/sluice/services/control"
 	"sluice.dev/sluice/services/exporter"
 	"sluice.dev/sluice/services/identity"
+	"sluice.dev/sluice/services/mcpworker"
 	"sluice.dev/sluice/services/pgworker"
 	"sluice.dev/sluice/services/policy"
 	"sluice.dev/sluice/services/recorder"
@@ -88,11 +90,17 @@ type Options struct {
 	SSHCreateHostKey bool
 	SSHUserCA        *sshca.CA
 	sshRequired      bool
+	mcpRequired      bool
 	// SSHPublicAddress and SSHHostKeys are what the API tells clients
 	// about the SSH worker (sluice ssh login writes them into ssh_config
 	// and known_hosts).
 	SSHPublicAddress string
 	SSHHostKeys      []string
+	// MCP endpoint: its own listener (MCPAddr) when the API does not run
+	// in the same process, else mounted on the API at /mcp.
+	MCPAddr, MCPPublicURL string
+	MCPAllowedOrigins     []string
+	mcpMount              *lateMount
 	// HoldTimeout bounds how long a held statement waits for approval.
 	HoldTimeout time.Duration
 	// UpstreamPool is the idle target connections a PostgreSQL worker
@@ -123,6 +131,7 @@ func Services() []Service {
 		{"slackbot", "approvals from Slack: interactive messages, signed button clicks", runSlackbot},
 		{"pgworker", "the PostgreSQL gateway on :15432", runPGWorker},
 		{"sshworker", "the SSH gateway on :12222", runSSHWorker},
+		{"mcpworker", "the MCP endpoint (/mcp on the API's address, or --mcp-addr)", runMCPWorker},
 		{"api", "the HTTP API on :8080", runAPI},
 	}
 }
@@ -217,6 +226,19 @@ func RunAll(ctx context.Context, o *Options, names ...string) error {
 	o.exportRequired = contains(names, "exporter")
 	o.slackRequired = contains(names, "slackbot")
 	o.sshRequired = contains(names, "sshworker")
+	o.mcpRequired = contains(names, "mcpworker")
+	// With the API in the same process, the MCP endpoint is served on its
+	// address (/mcp), as sluice dev does.
+	if (len(names) == 0 || (contains(names, "api") && contains(names, "mcpworker"))) && o.MCPAddr == "" {
+		o.mcpMount = &lateMount{}
+		mounts := map[string]http.Handler{}
+		for k, v := range o.APIMounts {
+			mounts[k] = v
+		}
+		mounts["/mcp"] = http.HandlerFunc(o.mcpMount.serveMCP)
+		mounts[mcpworker.MetadataPath] = http.HandlerFunc(o.mcpMount.serveMetadata)
+		o.APIMounts = mounts
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, s := range Services() {
 		if len(names) > 0 && !contains(names, s.Name) {
@@ -285,6 +307,16 @@ func (s Service) check(o *Options) (skip bool, err error) {
 		}
 		if o.MasterKey == nil {
 			return false, sshworker.ErrNoMasterKey
+		}
+	case "mcpworker":
+		if o.MasterKey == nil {
+			if o.mcpRequired {
+				return false, mcpworker.ErrNoMasterKey
+			}
+			return true, nil
+		}
+		if o.MCPAddr == "" && o.mcpMount == nil {
+			return false, fmt.Errorf("the MCP worker needs --mcp-addr when the API does not run in the same process")
 		}
 	case "exporter":
 		if o.SyslogAddr == "" && o.HECURL == "" {
@@ -369,6 +401,46 @@ func runSSHWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 		Conn: conn, Log: o.Log, Addr: o.SSHAddr, Listener: o.SSHListener, HostKeyFile: o.SSHHostKey, CreateHostKey: o.SSHCreateHostKey,
 		MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
 	}).Run(ctx)
+}
+
+func runMCPWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
+	cfg := mcpworker.Config{
+		Conn: conn, Log: o.Log, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
+		PublicURL: o.MCPPublicURL, AllowedOrigins: o.MCPAllowedOrigins, Addr: o.MCPAddr,
+	}
+	if o.Provider.Issuer != "" {
+		cfg.Issuers = []string{o.Provider.Issuer}
+	}
+	w := mcpworker.New(cfg)
+	if o.mcpMount != nil {
+		o.mcpMount.set(w.Handler(), w.MetadataHandler())
+	}
+	return w.Run(ctx)
+}
+
+// lateMount serves a worker's handlers on the API's server once the worker
+// exists (the API starts first); until then it answers 503.
+type lateMount struct {
+	mcp, metadata atomic.Pointer[http.Handler]
+}
+
+func (m *lateMount) set(mcp, metadata http.Handler) {
+	m.mcp.Store(&mcp)
+	m.metadata.Store(&metadata)
+}
+
+func (m *lateMount) serveMCP(w http.ResponseWriter, r *http.Request) { serveLate(&m.mcp, w, r) }
+func (m *lateMount) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	serveLate(&m.metadata, w, r)
+}
+
+func serveLate(p *atomic.Pointer[http.Handler], w http.ResponseWriter, r *http.Request) {
+	if h := p.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "the MCP endpoint is starting", http.StatusServiceUnavailable)
 }
 
 func runApprovals(ctx context.Context, o *Options, conn *bus.Conn) error {

@@ -1,0 +1,192 @@
+package mcpworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"sluice.dev/sluice/libs/gateway"
+	"sluice.dev/sluice/libs/recording"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// session is an MCP session as Sluice sees it: the principal that opened
+// it, and the audit session its calls are recorded in. It starts with the
+// first tool call and ends when the MCP session does (the client deletes
+// it, it idles out, an administrator kills it, the worker stops).
+type session struct {
+	w         *Worker
+	id        string // the audit session
+	ss        *mcp.ServerSession
+	principal *commonv1.Principal
+	pkey      [16]byte
+	client    string // the MCP client's name and version
+	rec       *recording.Session
+
+	mu      sync.Mutex
+	token   string
+	cmdID   uint64
+	pending map[string]*held
+
+	commands, denied atomic.Int64
+	endOnce          sync.Once
+	ended            chan struct{}
+}
+
+func (s *session) ID() string             { return s.id }
+func (s *session) PrincipalKey() [16]byte { return s.pkey }
+func (s *session) CallerToken() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.token
+}
+
+// End ends the session: its held calls are withdrawn, the MCP session is
+// closed (the client's next request learns it no longer exists), and the
+// audit session records why.
+func (s *session) End(_ gateway.EndCode, reason string) {
+	s.endOnce.Do(func() {
+		close(s.ended)
+		s.w.mu.Lock()
+		if s.w.sessions[s.ss.ID()] == s {
+			delete(s.w.sessions, s.ss.ID())
+		}
+		s.w.mu.Unlock()
+		s.mu.Lock()
+		waiting := make([]*held, 0, len(s.pending))
+		for _, h := range s.pending {
+			waiting = append(waiting, h)
+		}
+		s.pending = map[string]*held{}
+		token := s.token
+		s.mu.Unlock()
+		for _, h := range waiting {
+			s.w.k.Withdraw(token, s.id, h.id, "the MCP session ended before the call was collected: "+reason)
+			_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{
+				CommandId: h.cmdID, ApprovalId: h.id, State: "withdrawn", Reason: "the MCP session ended: " + reason}}})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.rec.Record(ctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{
+			Reason: reason, Commands: s.commands.Load(), Denied: s.denied.Load()}}})
+		cancel()
+		s.w.k.Unregister(s)
+		_ = s.ss.Close()
+	})
+}
+
+// sessionFor is the session of a tool call, started on its first call: the
+// caller must be the principal that opened it.
+func (w *Worker) sessionFor(ctx context.Context, req *mcp.CallToolRequest) (*session, error) {
+	c, ok := callerOf(req.Extra.TokenInfo)
+	if !ok {
+		return nil, errNoCaller
+	}
+	ss := req.Session
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s, ok := w.sessions[ss.ID()]; ok {
+		if s.pkey != c.pkey {
+			// The transport refuses this already (TokenInfo.UserID); a
+			// second check costs nothing.
+			return nil, errors.New("this MCP session belongs to another principal")
+		}
+		s.mu.Lock()
+		s.token = c.token
+		s.mu.Unlock()
+		return s, nil
+	}
+	if w.k.Active() >= int64(w.cfg.MaxSessions) {
+		return nil, errors.New("too many MCP sessions are open; try again later")
+	}
+	client := "mcp client"
+	if ip := ss.InitializeParams(); ip != nil && ip.ClientInfo != nil {
+		client = ip.ClientInfo.Name
+		if v := ip.ClientInfo.Version; v != "" {
+			client += "/" + v
+		}
+	}
+	s := &session{
+		w: w, id: recording.NewSessionID(), ss: ss, principal: c.principal, pkey: c.pkey, client: client,
+		token: c.token, pending: map[string]*held{}, ended: make(chan struct{}),
+	}
+	s.rec = w.k.Rec.Open(s.id)
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := s.rec.Record(rctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
+		Principal: c.principal, Protocol: "mcp", ClientAddr: c.addr, ClientApplication: client, Worker: w.cfg.Name,
+	}}})
+	if err != nil {
+		return nil, errors.New("the audit stream is not accepting records; no call can run")
+	}
+	w.sessions[ss.ID()] = s
+	w.k.Register(s)
+	go func() {
+		// The MCP session ends: idle timeout, DELETE, closed.
+		select {
+		case <-w.runCtx.Done():
+		case <-waitDone(ss):
+			s.End(gateway.EndShutdown, "the MCP session was closed")
+		case <-s.ended:
+		}
+	}()
+	return s, nil
+}
+
+func waitDone(ss *mcp.ServerSession) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		_ = ss.Wait()
+		close(done)
+	}()
+	return done
+}
+
+func (s *session) nextCommand() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cmdID++
+	return s.cmdID
+}
+
+// emit records an event without waiting; a recording that fails ends the
+// session.
+func (s *session) emit(ev *sessionv1.Event) (uint64, error) {
+	if ev.Time == nil {
+		ev.Time = timestamppb.Now()
+	}
+	seq, err := s.rec.Emit(ev)
+	if err != nil {
+		go s.End(gateway.EndShutdown, "the audit stream is not accepting records")
+	}
+	return seq, err
+}
+
+// durable waits until an event is durable; a recording that fails ends
+// the session.
+func (s *session) durable(ctx context.Context, seq uint64) error {
+	if err := s.rec.WaitFor(ctx, seq); err != nil {
+		go s.End(gateway.EndShutdown, "the audit stream is not accepting records")
+		return fmt.Errorf("the call's record could not be made durable: %w", err)
+	}
+	return nil
+}
+
+// recordListing records a list_targets call: which targets it showed (each
+// one by a decision of the policy).
+func (s *session) recordListing(shown []string) {
+	id := s.nextCommand()
+	s.commands.Add(1)
+	_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: id, Text: toolListTargets, Via: toolListTargets,
+		Decision: &policyv1.Decision{Action: "allow", Rule: "builtin:list-targets", Revision: s.w.k.View.Policy().GetRevision(), Reason: "shown, each as the policy rules on list_targets: " + strings.Join(shown, ", "),
+			Mcp: &policyv1.MCPInput{Tool: toolListTargets, Client: s.client}}}}})
+	_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Result{Result: &sessionv1.Result{CommandId: id, CommandTag: fmt.Sprintf("LIST %d", len(shown)), Rows: int64(len(shown))}}})
+}

@@ -1,0 +1,195 @@
+package mcpworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/gateway"
+	"sluice.dev/sluice/libs/secrets"
+)
+
+// Config configures the worker. Zero values take the documented defaults.
+type Config struct {
+	// Conn is the worker's NATS connection (identity "mcpworker").
+	Conn *bus.Conn
+	Log  zerolog.Logger
+	// Addr, when set, is a listen address of the worker's own (sluice
+	// serve mcpworker); Listener overrides it. Without either, the worker
+	// only serves through Handler (sluice dev mounts it on the API server).
+	Addr     string
+	Listener net.Listener
+	// PublicURL is the endpoint's URL as clients reach it
+	// (https://sluice.example.com/mcp), the resource its OAuth metadata
+	// names; by default it is derived from each request's Host.
+	PublicURL string
+	// Issuers are the trusted issuers the OAuth metadata names until an
+	// identity provider is applied (the identity service's own setting).
+	Issuers []string
+	// AllowedOrigins are browser origins (https://console.example.com)
+	// allowed besides the endpoint's own; a request with any other Origin
+	// header is refused.
+	AllowedOrigins []string
+	// MasterKey opens sealed target credentials.
+	MasterKey *secrets.Key
+	// Name identifies this worker replica in records; default host-pid.
+	Name string
+	// MaxSessions bounds concurrent MCP sessions (default 10000).
+	MaxSessions int
+	// SessionTimeout ends an MCP session that makes no request for that
+	// long (default 30m).
+	SessionTimeout time.Duration
+	// PolicyTimeout, HoldTimeout and RecordTimeout as for the kernel.
+	PolicyTimeout, HoldTimeout, RecordTimeout time.Duration
+	// TargetTimeout bounds connecting to a target (default 10s);
+	// CallTimeout bounds running one call on it (default 60s, the
+	// PostgreSQL statement_timeout too).
+	TargetTimeout, CallTimeout time.Duration
+	// MaxPending bounds the held calls an MCP session may have waiting to
+	// be collected (default 16).
+	MaxPending int
+}
+
+func (c *Config) defaults() {
+	if c.Name == "" {
+		host, _ := os.Hostname()
+		c.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 10000
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 30 * time.Minute
+	}
+	if c.TargetTimeout <= 0 {
+		c.TargetTimeout = 10 * time.Second
+	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = 60 * time.Second
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 16
+	}
+}
+
+// ErrNoMasterKey: the worker cannot open the credentials it logs in with.
+var ErrNoMasterKey = errors.New("mcpworker: no master key: it opens sealed target credentials (--master-key-file or SLUICE_MASTER_KEY)")
+
+// Worker serves MCP clients.
+type Worker struct {
+	cfg   Config
+	k     *gateway.Kernel
+	mcp   *mcp.StreamableHTTPHandler
+	ready chan struct{}
+	addr  atomic.Value
+	// runCtx is Run's context: sessions live as long as the worker, not
+	// as long as the HTTP request that opened them.
+	runCtx context.Context
+
+	mu       sync.Mutex
+	sessions map[string]*session // by MCP session id
+}
+
+// New returns a worker.
+func New(cfg Config) *Worker {
+	cfg.defaults()
+	w := &Worker{
+		cfg: cfg,
+		k: gateway.New(gateway.Config{Conn: cfg.Conn, Log: cfg.Log, Protocol: "mcp", Name: cfg.Name, MaxSessions: cfg.MaxSessions,
+			PolicyTimeout: cfg.PolicyTimeout, HoldTimeout: cfg.HoldTimeout, RecordTimeout: cfg.RecordTimeout}),
+		ready:    make(chan struct{}),
+		sessions: map[string]*session{},
+		runCtx:   context.Background(),
+	}
+	server := w.newServer()
+	w.mcp = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
+		SessionTimeout: cfg.SessionTimeout,
+		// The endpoint checks Host and Origin itself (auth.go), for
+		// loopback and public listeners alike.
+		DisableLocalhostProtection: true,
+		MaxRequestBodyBytes:        1 << 20,
+	})
+	return w
+}
+
+// Ready is closed when the worker serves calls.
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
+
+// Addr is the worker's own listening address, once ready ("" when it has
+// none).
+func (w *Worker) Addr() string { s, _ := w.addr.Load().(string); return s }
+
+// Active is the number of open MCP sessions that have made a call.
+func (w *Worker) Active() int64 { return w.k.Active() }
+
+// Run serves until ctx is done.
+func (w *Worker) Run(ctx context.Context) error {
+	if w.cfg.MasterKey == nil {
+		return ErrNoMasterKey
+	}
+	w.k.SetMaskingKey(w.cfg.MasterKey.Derive("masking tokens"))
+	if err := w.k.Follow(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("mcpworker: %w", err)
+	}
+	kills, err := w.k.ServeKills(ctx)
+	if err != nil {
+		return fmt.Errorf("mcpworker: %w", err)
+	}
+	defer kills.Unsubscribe() //nolint:errcheck
+	w.runCtx = ctx
+	ln := w.cfg.Listener
+	if ln == nil && w.cfg.Addr != "" {
+		if ln, err = net.Listen("tcp", w.cfg.Addr); err != nil {
+			return fmt.Errorf("mcpworker listen: %w", err)
+		}
+	}
+	var srv *http.Server
+	if ln != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/mcp", w.Handler())
+		mux.Handle(MetadataPath, w.MetadataHandler())
+		mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) { _, _ = rw.Write([]byte("ok\n")) })
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		w.addr.Store(ln.Addr().String())
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				w.cfg.Log.Error().Err(err).Msg("MCP listener failed")
+			}
+		}()
+	}
+	close(w.ready)
+	w.cfg.Log.Info().Str("addr", w.Addr()).Str("worker", w.cfg.Name).Msg("MCP worker ready")
+	<-ctx.Done()
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	w.each(func(s *session) { s.End(gateway.EndShutdown, "the gateway is shutting down") })
+	return nil
+}
+
+func (w *Worker) each(fn func(*session)) {
+	w.mu.Lock()
+	open := make([]*session, 0, len(w.sessions))
+	for _, s := range w.sessions {
+		open = append(open, s)
+	}
+	w.mu.Unlock()
+	for _, s := range open {
+		fn(s)
+	}
+}

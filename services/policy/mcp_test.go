@@ -1,0 +1,78 @@
+package policy_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	engine "sluice.dev/sluice/libs/policy"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+	"sluice.dev/sluice/services/policy"
+)
+
+// A call through the MCP endpoint is ruled on as the command it runs (the
+// SQL rules apply unchanged), and mcp names the tool and its arguments, so
+// that a policy can allow or deny whole tools, or calls by argument.
+func TestMCPDecisions(t *testing.T) {
+	rules := []*controlv1.Rule{
+		{Name: "deny-mcp-big-results", Action: "deny", When: `mcp.tool == "run_sql" && "max_rows" in mcp.arguments && mcp.arguments.max_rows > 1000.0`},
+		{Name: "deny-mcp-shell", Action: "deny", When: `mcp.tool == "run_command" && principal.machine`},
+		{Name: "review-writes", Action: "review", Approvers: []string{"approvers"}, When: `protocol == "postgres" && sql.kind == "write"`},
+		{Name: "allow-reads", Action: "allow", When: `protocol == "postgres" && sql.kind == "read"`},
+		{Name: "allow-ls", Action: "allow", When: `protocol == "ssh" && ssh.program == "ls"`},
+		{Name: "allow-list-targets", Action: "allow", When: `protocol == "mcp" && mcp.tool == "list_targets" && target.labels["env"] == "dev"`},
+	}
+	set, err := engine.Compile(rules, 7)
+	require.NoError(t, err)
+	args := func(m map[string]any) *structpb.Struct {
+		s, err := structpb.NewStruct(m)
+		require.NoError(t, err)
+		return s
+	}
+	human := &commonv1.Principal{Subject: "alice", Groups: []string{"engineers"}}
+	machine := &commonv1.Principal{Subject: "agent", Groups: []string{"engineers"}, Machine: true}
+	dev := &commonv1.Target{Name: "demo", Labels: map[string]string{"env": "dev"}}
+	prod := &commonv1.Target{Name: "prod", Labels: map[string]string{"env": "prod"}}
+	sql := func(text string) *policyv1.EvaluateRequest_Sql {
+		return &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: text}}
+	}
+	tests := []struct {
+		name      string
+		principal *commonv1.Principal
+		target    *commonv1.Target
+		req       *policyv1.EvaluateRequest
+		action    string
+		rule      string
+	}{
+		{"a read through run_sql", human, dev, &policyv1.EvaluateRequest{Command: sql("SELECT 1"),
+			Mcp: &policyv1.MCPInput{Tool: "run_sql", Arguments: args(map[string]any{"sql": "SELECT 1", "max_rows": 100})}}, "allow", "allow-reads"},
+		{"a write through run_sql is held like a native one", human, dev, &policyv1.EvaluateRequest{Command: sql("UPDATE t SET a = 1 WHERE id = 2"),
+			Mcp: &policyv1.MCPInput{Tool: "run_sql"}}, "review", "review-writes"},
+		{"an argument a rule forbids", human, dev, &policyv1.EvaluateRequest{Command: sql("SELECT 1"),
+			Mcp: &policyv1.MCPInput{Tool: "run_sql", Arguments: args(map[string]any{"max_rows": 5000})}}, "deny", "deny-mcp-big-results"},
+		{"a whole tool denied for machines", machine, dev, &policyv1.EvaluateRequest{
+			Command: &policyv1.EvaluateRequest_Ssh{Ssh: &policyv1.SSHCommand{RequestType: "exec", Command: "ls"}},
+			Mcp:     &policyv1.MCPInput{Tool: "run_command"}}, "deny", "deny-mcp-shell"},
+		{"the same tool for a human", human, dev, &policyv1.EvaluateRequest{
+			Command: &policyv1.EvaluateRequest_Ssh{Ssh: &policyv1.SSHCommand{RequestType: "exec", Command: "ls"}},
+			Mcp:     &policyv1.MCPInput{Tool: "run_command"}}, "allow", "allow-ls"},
+		{"a native client sees an empty mcp", human, dev, &policyv1.EvaluateRequest{Command: sql("SELECT 1")}, "allow", "allow-reads"},
+		{"listing a target the policy shows", human, dev, &policyv1.EvaluateRequest{Mcp: &policyv1.MCPInput{Tool: "list_targets"}}, "allow", "allow-list-targets"},
+		{"listing a target it does not", human, prod, &policyv1.EvaluateRequest{Mcp: &policyv1.MCPInput{Tool: "list_targets"}}, "deny", engine.NoMatch},
+		{"no tool and no command", human, dev, &policyv1.EvaluateRequest{Mcp: &policyv1.MCPInput{}}, "deny", policy.RuleNoCommand},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.req.Principal, tc.req.Target = tc.principal, tc.target
+			d := policy.Evaluate(context.Background(), set, tc.target, tc.req, time.Now())
+			assert.Equal(t, tc.action, d.GetAction(), d.GetReason())
+			assert.Equal(t, tc.rule, d.GetRule())
+		})
+	}
+}
