@@ -371,8 +371,8 @@ func TestMCP(t *testing.T) {
 		assert.Equal(t, "ok", r.Status, r.text)
 	})
 
+	var id string
 	t.Run("the calls are in replay, and the audit log verifies", func(t *testing.T) {
-		var id string
 		testkit.Eventually(t, 15*time.Second, func() error {
 			o, err := env.CLI(auditor, "sessions", "list", "-o", "json")
 			if err != nil {
@@ -407,6 +407,24 @@ func TestMCP(t *testing.T) {
 		v, err := env.CLI(auditor, "audit", "verify")
 		require.NoError(t, err, v)
 		assert.Contains(t, v, "intact")
+	})
+
+	t.Run("an administrator kills an MCP session", func(t *testing.T) {
+		require.NotEmpty(t, id)
+		admin := []string{"SLUICE_TOKEN=" + env.Token("--sub", "root", "--groups", "sluice-admins")}
+		out, err := env.CLI(admin, "sessions", "kill", id, "--reason", "e2e")
+		require.NoError(t, err, out)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err = alice.cs.CallTool(ctx, &mcp.CallToolParams{Name: "list_targets", Arguments: map[string]any{}})
+		require.Error(t, err, "the killed session answers no more calls")
+		testkit.Eventually(t, 10*time.Second, func() error {
+			r, _ := env.CLI(auditor, "replay", id)
+			if !strings.Contains(r, "ended by root: e2e") {
+				return fmt.Errorf("no end recorded yet")
+			}
+			return nil
+		})
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -135,6 +136,9 @@ func TestProductionTopology(t *testing.T) {
 	serve("recorder", "--recorder-key-file", recorderFile)
 	serve("api", "--addr", apiAddr)
 	serve("control")
+	// The MCP endpoint on a listener of its own (the API runs elsewhere).
+	mcpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	serve("mcpworker", "--mcp-addr", mcpAddr, "--master-key-file", masterFile)
 
 	api := "SLUICE_API=http://" + apiAddr
 	cli := func(tok string, args ...string) (string, error) {
@@ -204,10 +208,28 @@ targets:
 		}
 		return nil
 	})
+	// An agent over MCP, through the worker's own listener: masked rows,
+	// recorded like the rest.
+	agent := &mcpClient{t: t}
+	testkit.Eventually(t, 30*time.Second, func() error {
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "prod-agent", Version: "1"}, nil).Connect(ctx,
+			&mcp.StreamableClientTransport{Endpoint: "http://" + mcpAddr + "/mcp",
+				HTTPClient: &http.Client{Transport: bearer{token: alice, base: http.DefaultTransport}}}, nil)
+		if err != nil {
+			return err
+		}
+		agent.cs = cs
+		return nil
+	})
+	t.Cleanup(func() { agent.cs.Close() })
+	r := agent.call("run_sql", map[string]any{"target": "orders", "sql": "SELECT email FROM customers WHERE id = 1"}, nil)
+	require.Equal(t, "ok", r.Status, r.text)
+	assert.NotContains(t, fmt.Sprint(r.Results[0].Rows), "c1@example.com")
 	g.checkControls(t, "SELECT email FROM customers WHERE id = 1", "DELETE 10")
 	out, err = g.auditor("sessions", "list")
 	require.NoError(t, err, out)
 	assert.Contains(t, out, "alice")
+	assert.Contains(t, out, "mcp")
 
 	// One NATS node lost: clients, recording and the audit log go on.
 	cluster.Stop(0)
