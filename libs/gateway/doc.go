@@ -1,5 +1,5 @@
 // Package gateway is the protocol-neutral kernel every protocol worker
-// plugs into (the PostgreSQL worker, the SSH worker). It owns what a
+// plugs into (the PostgreSQL, SSH and MCP workers). It owns what a
 // worker does whatever the wire protocol:
 //
 //   - the control-plane views a worker follows (configuration, approvals
