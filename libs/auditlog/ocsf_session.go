@@ -265,13 +265,14 @@ func statementActivity(kind, command string) int {
 // apiVerbActivity picks the API Activity of a Kubernetes-style verb.
 func apiVerbActivity(verb string) int {
 	switch strings.ToLower(verb) {
-	case "get", "list", "watch", "read":
+	// Kubernetes verbs and HTTP methods; SQL commands (an MCP call).
+	case "get", "list", "watch", "read", "select", "show", "explain":
 		return apiRead
-	case "create", "post":
+	case "create", "post", "insert":
 		return apiCreate
-	case "update", "patch", "put":
+	case "update", "patch", "put", "merge":
 		return apiUpdate
-	case "delete", "deletecollection":
+	case "delete", "deletecollection", "truncate":
 		return apiDelete
 	}
 	return activityOther

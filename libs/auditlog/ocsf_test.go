@@ -196,6 +196,12 @@ func TestOCSFSessionEvents(t *testing.T) {
 		"kubernetes command": {event(&sessionv1.Command{CommandId: 1, Text: "GET /api/v1/namespaces/default/pods", Decision: &policyv1.Decision{
 			Action: "allow", Rule: "allow-reads", Revision: 2, Statements: []*policyv1.Statement{{Kind: "read", Command: "list"}}}}),
 			started("kubernetes"), want{6003, 2, map[string]any{"api.operation": "list", "resources.0.name": "demo"}, nil}},
+		"mcp call": {event(&sessionv1.Command{CommandId: 1, Text: "SELECT name FROM customers", Via: "run_sql", Target: &commonv1.Target{Name: "demo", Kind: "postgres"},
+			Decision: &policyv1.Decision{Action: "allow", Rule: "allow-reads", Revision: 2, Statements: []*policyv1.Statement{{Kind: "read", Command: "SELECT"}},
+				Mcp: &policyv1.MCPInput{Tool: "run_sql", Client: "agent/1"}}}),
+			&sessionv1.Started{Principal: alice, Protocol: "mcp", ClientAddr: "10.1.2.3:5000"},
+			want{6003, 2, map[string]any{"api.operation": "SELECT", "unmapped.target": "demo", "unmapped.via": "run_sql",
+				"actor.authorizations.0.policy.name": "allow-reads", "message": "SELECT name FROM customers"}, nil}},
 		"token renewed": {event(&sessionv1.TokenRenewed{ExpiresAt: timestamppb.New(at.Add(2 * time.Hour)), PreviousExpiresAt: timestamppb.New(at.Add(time.Hour))}),
 			pg, want{3002, 99, map[string]any{"activity_name": "Token Renewal", "user.name": "alice", "status": "Success",
 				"session.expiration_time": at.Add(2 * time.Hour).UnixMilli(), "unmapped.previous_expires_at": "2026-01-02T04:04:05Z"}, nil}},
