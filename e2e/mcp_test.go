@@ -252,6 +252,32 @@ func TestMCP(t *testing.T) {
 		assert.True(t, r.Results[0].Truncated)
 		assert.EqualValues(t, 500, r.Results[0].RowCount)
 
+		// Errors that would echo a masked value do not (a failed cast
+		// shows its input).
+		r = alice.call("run_sql", map[string]any{"target": "demo", "sql": "SELECT email::int FROM customers WHERE id = 1"}, nil)
+		assert.Equal(t, "error", r.Status)
+		assert.Equal(t, "22P02", r.Error.Code)
+		assert.NotRegexp(t, emailRE, r.Error.Message)
+		assert.NotRegexp(t, emailRE, r.text)
+
+		// A rule that makes an INSERT return another table's rows: the
+		// rows are masked, or refused, never passed through.
+		r = alice.call("run_sql", map[string]any{"target": "demo", "sql": "CREATE TEMP TABLE probe (a int); " +
+			"CREATE RULE leak AS ON INSERT TO probe DO ALSO SELECT id, email FROM customers; INSERT INTO probe VALUES (1)"}, nil)
+		assert.NotRegexp(t, emailRE, r.text)
+		require.Equal(t, "ok", r.Status, r.text)
+		require.Len(t, r.Results, 3)
+		for _, row := range r.Results[2].Rows {
+			assert.Nil(t, row[0], "a value whose origin Sluice cannot follow is masked whole (an integer becomes NULL)")
+		}
+
+		// What one call returns is bounded in bytes too.
+		r = alice.call("run_sql", map[string]any{"target": "demo", "sql": "SELECT repeat('x', 1000000) FROM generate_series(1, 10)", "max_rows": 10}, nil)
+		require.Equal(t, "ok", r.Status, r.Error)
+		assert.True(t, r.Results[0].Truncated)
+		assert.Less(t, len(r.Results[0].Rows), 10)
+		assert.EqualValues(t, 10, r.Results[0].RowCount)
+
 		r = alice.call("run_sql", map[string]any{"target": "demo", "sql": "SELECT * FROM no_such_table"}, nil)
 		assert.Equal(t, "error", r.Status)
 		assert.True(t, r.isError)
@@ -279,9 +305,13 @@ func TestMCP(t *testing.T) {
 		assert.Equal(t, "denied", r.Status)
 		assert.Equal(t, "deny-ssh-pipe-to-shell", r.Decision.Rule)
 
+		// A target of another kind and one that does not exist get the
+		// same answer.
 		r = alice.call("run_command", map[string]any{"target": "demo", "command": "ls"}, nil)
 		assert.Equal(t, "error", r.Status)
-		assert.Equal(t, "wrong_tool", r.Error.Code)
+		assert.Equal(t, "not_found", r.Error.Code)
+		r2 := alice.call("run_command", map[string]any{"target": "nope", "command": "ls"}, nil)
+		assert.Equal(t, strings.ReplaceAll(r.Error.Message, `"demo"`, `"nope"`), r2.Error.Message)
 
 		// mcp.arguments is visible to policies: the dev policy caps what a
 		// machine identity reads per statement.

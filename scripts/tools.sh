@@ -3,7 +3,8 @@
 # into a cache outside the clone keyed by version (default ~/.cache/sluice,
 # or $SLUICE_TOOLS_CACHE), and prints each one's path. A fresh machine
 # rebuilds them once (ORY Hydra: about 2-3 minutes on 2 cores); later runs
-# find them. Usage: scripts/tools.sh [hydra ...] (default: all).
+# find them. Usage: scripts/tools.sh [hydra kube-apiserver etcd ...]
+# (default: all). kube-apiserver takes about 5 minutes on 2 cores, once.
 set -euo pipefail
 cache="${SLUICE_TOOLS_CACHE:-$HOME/.cache/sluice}"
 
@@ -36,11 +37,127 @@ MOD
   echo "$bin"
 }
 
+# A real kube-apiserver for the Kubernetes worker's tests. k8s.io/kubernetes
+# replaces its staging modules with local directories; a module that
+# requires it pins each of them to the matching k8s.io/* release instead.
+KUBE_VERSION=v1.37.2
+KUBE_STAGING="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
+cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api cri-client
+cri-streaming csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms kube-aggregator
+kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics mount-utils pod-security-admission
+sample-apiserver sample-cli-plugin sample-controller streaming"
+
+build_kube_apiserver() {
+  local dir="$cache/kube-apiserver-$KUBE_VERSION"
+  local bin="$dir/kube-apiserver"
+  if [ -x "$bin" ]; then echo "$bin"; return; fi
+  echo "building kube-apiserver $KUBE_VERSION into $dir (once per machine, about 5 minutes)" >&2
+  local work staging="v0.${KUBE_VERSION#v1.}"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  (
+    cd "$work"
+    cat > go.mod <<MOD
+module sluice.local/tools/kube
+
+go 1.26.0
+MOD
+    for m in $KUBE_STAGING; do
+      GOWORK=off go mod edit -replace "k8s.io/$m=k8s.io/$m@$staging"
+    done
+    GOWORK=off go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" 2>"$work/get.log" || { cat "$work/get.log" >&2; exit 1; }
+    mkdir -p "$dir"
+    GOWORK=off go build -trimpath -ldflags "-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION" \
+      -o "$bin.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+    mv "$bin.tmp" "$bin"
+  )
+  echo "$bin"
+}
+
+# etcd for that apiserver: a small launcher on etcd's embed package.
+ETCD_VERSION=v3.7.3
+
+build_etcd() {
+  local dir="$cache/etcd-$ETCD_VERSION"
+  local bin="$dir/etcd"
+  if [ -x "$bin" ]; then echo "$bin"; return; fi
+  echo "building etcd $ETCD_VERSION into $dir (once per machine)" >&2
+  local work
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  (
+    cd "$work"
+    cat > go.mod <<MOD
+module sluice.local/tools/etcd
+
+go 1.26.0
+MOD
+    cat > main.go <<'SRC'
+// etcd runs one etcd member: etcd DATA_DIR CLIENT_URL PEER_URL. It is
+// ready when it prints "ready".
+package main
+
+import (
+	"fmt"
+	"log"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+func main() {
+	if len(os.Args) != 4 {
+		log.Fatal("usage: etcd DATA_DIR CLIENT_URL PEER_URL")
+	}
+	cfg := embed.NewConfig()
+	cfg.Dir = os.Args[1]
+	client, err := url.Parse(os.Args[2])
+	if err != nil {
+		log.Fatal(err)
+	}
+	peer, err := url.Parse(os.Args[3])
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+	cfg.InitialCluster = cfg.Name + "=" + peer.String()
+	cfg.LogLevel = "error"
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer e.Close()
+	<-e.Server.ReadyNotify()
+	fmt.Println("ready")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case <-sig:
+	case err := <-e.Err():
+		log.Fatal(err)
+	}
+}
+SRC
+    GOWORK=off go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" 2>"$work/get.log" || { cat "$work/get.log" >&2; exit 1; }
+    GOWORK=off go mod tidy 2>>"$work/get.log" || { cat "$work/get.log" >&2; exit 1; }
+    mkdir -p "$dir"
+    GOWORK=off go build -trimpath -o "$bin.tmp" .
+    mv "$bin.tmp" "$bin"
+  )
+  echo "$bin"
+}
+
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(hydra)
+[ ${#tools[@]} -gt 0 ] || tools=(hydra kube-apiserver etcd)
 for t in "${tools[@]}"; do
   case "$t" in
     hydra) build_hydra ;;
-    *) echo "tools.sh: unknown tool $t (known: hydra)" >&2; exit 2 ;;
+    kube-apiserver) build_kube_apiserver ;;
+    etcd) build_etcd ;;
+    *) echo "tools.sh: unknown tool $t (known: hydra, kube-apiserver, etcd)" >&2; exit 2 ;;
   esac
 done

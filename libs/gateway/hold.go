@@ -136,13 +136,18 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 	case left(r.Left) || ctx.Err() != nil:
 		return k.stopWaiting(r, id, r.why(ctx)), false
 	case err != nil:
-		// Undecided and unexpired, or not yet in this worker's view (it
-		// was opened a moment ago): still pending.
-		if cur, ok := k.Approvals.Get(id); !ok || (cur.GetState() == "pending" && time.Now().Before(cur.GetExpiresAt().AsTime())) {
+		cur, ok := k.Approvals.Get(id)
+		switch {
+		case !ok || (cur.GetState() == "pending" && time.Now().Before(cur.GetExpiresAt().AsTime())):
+			// Undecided and unexpired, or not yet in this worker's view
+			// (it was opened a moment ago): still pending.
 			return HoldOutcome{ID: id}, true
+		case cur.GetState() == "pending":
+			_, _ = r.emit(id, "expired", "", nil)
+			return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}, false
 		}
-		_, _ = r.emit(id, "expired", "", nil)
-		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}, false
+		// Decided just as the wait ran out: as decided.
+		a = cur
 	}
 	switch a.GetState() {
 	case "approved":

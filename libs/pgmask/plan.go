@@ -154,7 +154,15 @@ func (l Lineage) Union(m Lineage) Lineage {
 // whose results come from elsewhere (EXECUTE of a prepared statement, FETCH
 // from a cursor) need what the session knows of that; the caller looks it
 // up.
+//
+// A statement that returns no rows of its own (a write without RETURNING,
+// a schema change) returns rows only through a rule on its table (ON
+// INSERT DO ALSO SELECT ...), whose reads the classification cannot see:
+// such rows have unknown sources (its errors keep the statement's inputs).
 func StatementLineage(st *policyv1.Statement) Lineage {
+	if (st.GetKind() == "write" || st.GetKind() == "ddl") && len(st.GetTargets()) == 0 && len(st.GetSources()) == 0 {
+		return Lineage{Refs: []string{UnknownSource}, Inputs: st.GetInputs()}
+	}
 	lin := Lineage{Refs: st.GetSources(), Inputs: st.GetInputs()}
 	if ts := st.GetTargets(); len(ts) > 0 {
 		for _, t := range ts {
@@ -442,4 +450,57 @@ func (p *Plan) MaskFields(fields []*string, st *Stats) bool {
 		changed = true
 	}
 	return changed
+}
+
+// WithholdValues redacts an error or notice of a statement that reads
+// masked data: its text may echo a value computed from it (a failed cast
+// of translate(ssn, ...) shows the transformed SSN). Quoted parts of the
+// message are masked; detail, hint, context and internal query are
+// withheld; when the statement calls code whose reads are unknown (a
+// function's RAISE NOTICE '%', ssn), the message is withheld too. The
+// SQLSTATE stays. It reports whether anything changed.
+func (p *Plan) WithholdValues(inputs []string, message *string, others ...*string) bool {
+	if !p.Derives(inputs) {
+		return false
+	}
+	changed := false
+	for _, f := range others {
+		if *f != "" {
+			*f, changed = "(withheld by sluice: the statement reads masked data)", true
+		}
+	}
+	if slices.Contains(inputs, UnknownSource) {
+		if *message != "" {
+			*message, changed = "sluice: the message was withheld: the statement reads masked data or calls code that may", true
+		}
+		return changed
+	}
+	if m := MaskQuoted(*message); m != *message {
+		*message, changed = m, true
+	}
+	return changed
+}
+
+// MaskQuoted replaces what is between double or single quotes.
+func MaskQuoted(s string) string {
+	var b strings.Builder
+	var quote rune
+	for _, r := range s {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+			b.WriteString("****")
+			b.WriteRune(r)
+		case quote != 0:
+		case r == '"' || r == '\'':
+			quote = r
+			b.WriteRune(r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	if quote != 0 {
+		b.WriteString("****")
+	}
+	return b.String()
 }

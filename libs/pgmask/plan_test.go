@@ -339,3 +339,35 @@ func TestStatsEvent(t *testing.T) {
 	}
 	assert.Equal(t, []string{"customers.email=2", "customers.ssn=1", "email=1"}, got)
 }
+
+func TestWithholdValues(t *testing.T) {
+	m, err := masking.New(masking.Config{Detectors: []string{"email"}})
+	require.NoError(t, err)
+	p := NewPlan(m, &policyv1.Decision{Masks: []*controlv1.MaskRule{{Columns: []string{"customers.name"}, Action: "redact"}}}, nil)
+	msg, detail := `invalid input syntax for type integer: "Alice Smith"`, "Key (id)=(42) exists."
+	require.True(t, p.WithholdValues([]string{"customers.name"}, &msg, &detail))
+	assert.Equal(t, `invalid input syntax for type integer: "****"`, msg)
+	assert.Contains(t, detail, "withheld")
+	// Code whose reads are unknown: the whole message is withheld.
+	msg = "Alice Smith, Bob Jones"
+	require.True(t, p.WithholdValues([]string{UnknownSource}, &msg))
+	assert.NotContains(t, msg, "Alice")
+	// A statement that reads nothing masked keeps its message.
+	msg = `relation "nope" does not exist`
+	assert.False(t, p.WithholdValues([]string{"orders.amount"}, &msg))
+	assert.Equal(t, `relation "nope" does not exist`, msg)
+	assert.Equal(t, `a '****' b "****`, MaskQuoted(`a 'x' b "y`), "an open quote hides the rest")
+}
+
+// Rows a write returns without RETURNING come from a rule on its table,
+// which the classification cannot see into: their sources are unknown.
+func TestRowsOfAWriteComeFromARule(t *testing.T) {
+	ins := StatementLineage(&policyv1.Statement{Kind: "write", Command: "INSERT", Inputs: []string{"probe.a"}})
+	assert.Equal(t, []string{UnknownSource}, ins.Refs)
+	assert.Equal(t, []string{"probe.a"}, ins.Inputs, "its errors keep the statement's own inputs")
+	ret := StatementLineage(&policyv1.Statement{Kind: "write", Command: "INSERT", Sources: []string{"probe.a"},
+		Targets: []*policyv1.Target{{Columns: []string{"probe.a"}}}})
+	assert.Equal(t, []string{"probe.a"}, ret.Refs, "RETURNING has its own lineage")
+	sel := StatementLineage(&policyv1.Statement{Kind: "read", Command: "SELECT", Targets: []*policyv1.Target{{}}})
+	assert.Empty(t, sel.Refs, "SELECT 1 derives from nothing")
+}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/cel-go/common/types"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -70,9 +71,9 @@ func mcpOrEmpty(m *policyv1.MCPInput) *policyv1.MCPInput {
 		return &policyv1.MCPInput{Arguments: &structpb.Struct{}}
 	}
 	if m.Arguments == nil {
-		c := *m
+		c := proto.Clone(m).(*policyv1.MCPInput)
 		c.Arguments = &structpb.Struct{}
-		return &c
+		return c
 	}
 	return m
 }

@@ -60,11 +60,9 @@ func (w *Worker) Handler() http.Handler {
 				fmt.Sprintf("requests from origin %q are refused (only the endpoint's own origin and the configured ones are allowed)", r.Header.Get("Origin")))
 			return
 		}
-		if w.cfg.PublicURL != "" {
-			if u, err := url.Parse(w.cfg.PublicURL); err == nil && !strings.EqualFold(u.Host, r.Host) {
-				httpError(rw, http.StatusForbidden, "host_refused", fmt.Sprintf("this endpoint is %s, not %s", u.Host, r.Host))
-				return
-			}
+		if w.publicHost != "" && !strings.EqualFold(w.publicHost, r.Host) {
+			httpError(rw, http.StatusForbidden, "host_refused", fmt.Sprintf("this endpoint is %s, not %s", w.publicHost, r.Host))
+			return
 		}
 		metadata := w.resourceURL(r, MetadataPath)
 		challenge := func(code, msg string) {

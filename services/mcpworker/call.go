@@ -32,6 +32,9 @@ type callResult struct {
 	Target   string        `json:"target,omitempty" jsonschema:"the target it ran on"`
 	Decision *decisionInfo `json:"decision,omitempty" jsonschema:"how the policy ruled on the call"`
 	Results  []sqlResult   `json:"results,omitempty" jsonschema:"run_sql: one result per statement"`
+	// ResultsTruncated: statements beyond the first 100 ran, their results
+	// are not here.
+	ResultsTruncated bool `json:"results_truncated,omitempty" jsonschema:"true when the call ran more statements than results are returned for (100)"`
 	Output   *cmdOutput    `json:"output,omitempty" jsonschema:"run_command: the command's exit status and output"`
 	Masked   []maskedCount `json:"masked,omitempty" jsonschema:"what Sluice masked in the result, by column or detector"`
 	Error    *callError    `json:"error,omitempty" jsonschema:"why it did not run, or the target's error"`
@@ -99,6 +102,15 @@ type call struct {
 // do rules on a call, records it (durably, before it runs), and runs,
 // denies or holds it.
 func (w *Worker) do(ctx context.Context, s *session, req *mcp.CallToolRequest, c *call, wait time.Duration) callResult {
+	ctx, stop := s.bind(ctx)
+	defer stop()
+	select {
+	case s.running <- struct{}{}:
+		defer func() { <-s.running }()
+	default:
+		return callResult{Status: statusError, Tool: c.tool, Target: c.target.GetName(), Error: &callError{Code: "busy",
+			Message: fmt.Sprintf("this MCP session already runs %d calls; wait for one to finish", maxRunning)}}
+	}
 	d, cached := w.k.Decide(ctx, c.req, s.pkey, c.key, nil)
 	if c.check != nil && d.GetAction() != "deny" {
 		nd, e := c.check(ctx, d)
@@ -121,6 +133,9 @@ func (w *Worker) do(ctx context.Context, s *session, req *mcp.CallToolRequest, c
 	case "allow":
 		if err := s.durable(ctx, seq); err != nil {
 			return unavailable(c, err.Error())
+		}
+		if ended, why := s.isEnded(); ended {
+			return callResult{Status: statusError, Tool: c.tool, Target: c.target.GetName(), Error: &callError{Code: "session_ended", Message: why}}
 		}
 		out := c.run(ctx, id, d)
 		out.Decision = res.Decision

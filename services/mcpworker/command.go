@@ -183,19 +183,25 @@ func (w *Worker) runCommand(ctx context.Context, s *session, c *call, t *control
 }
 
 // finish masks what a stream captured and cuts it to limit (at a character
-// boundary): masking sees the value whole before any cut.
+// boundary). Masking sees every value whole before any cut: when the
+// capture itself was cut, the tail the masker still holds (a line that may
+// continue, an unfinished key block) is dropped, never released unmasked.
 func finish(m *masking.Masker, c *capped, limit int, stream string, counts *[]*sessionv1.MaskCount) (string, bool) {
 	data := c.bytes()
+	truncated := c.over
 	if m != nil {
-		var mc masking.Counts
-		data = m.AppendMasked(nil, data, &mc)
-		mc.Each(func(name string, n int64) {
+		st := m.NewStream()
+		masked := append([]byte(nil), st.Write(data)...)
+		if !c.over {
+			masked = append(masked, st.Flush()...)
+		}
+		data = masked
+		st.Counts.Each(func(name string, n int64) {
 			if n > 0 {
 				*counts = append(*counts, &sessionv1.MaskCount{Detector: name, Count: n, Field: stream})
 			}
 		})
 	}
-	truncated := c.over
 	if len(data) > limit {
 		cut := limit
 		for cut > 0 && !utf8.RuneStart(data[cut]) {

@@ -104,6 +104,9 @@ func (w *Worker) settle(ctx context.Context, s *session, req *mcp.CallToolReques
 			return callResult{Status: statusRefused, Tool: c.tool, Target: c.target.GetName(), Decision: info(h.d),
 				Error: &callError{Code: "not_approved", Message: out.Refusal}, Approval: &approvalInfo{ID: h.id, State: w.approvalState(h.id)}}
 		}
+		if ended, why := s.isEnded(); ended {
+			return callResult{Status: statusError, Tool: c.tool, Target: c.target.GetName(), Error: &callError{Code: "session_ended", Message: why}}
+		}
 		res := c.run(ctx, h.cmdID, h.d)
 		res.Decision = info(h.d)
 		res.Approval = &approvalInfo{ID: h.id, State: "consumed"}
@@ -133,6 +136,15 @@ func (w *Worker) pendingResult(h *held) callResult {
 
 // collect is collect_result: the outcome of a held call of this session.
 func (w *Worker) collect(ctx context.Context, s *session, req *mcp.CallToolRequest, approvalID string, wait time.Duration) (callResult, bool) {
+	ctx, stop := s.bind(ctx)
+	defer stop()
+	select {
+	case s.running <- struct{}{}:
+		defer func() { <-s.running }()
+	default:
+		return callResult{Status: statusError, Tool: toolCollect, Error: &callError{Code: "busy",
+			Message: fmt.Sprintf("this MCP session already runs %d calls; wait for one to finish", maxRunning)}}, true
+	}
 	s.mu.Lock()
 	h, ok := s.pending[approvalID]
 	s.mu.Unlock()

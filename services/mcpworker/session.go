@@ -31,16 +31,30 @@ type session struct {
 	pkey      [16]byte
 	client    string // the MCP client's name and version
 	rec       *recording.Session
+	// started is closed once the session's start is recorded (startErr
+	// says if it could not be).
+	started  chan struct{}
+	startErr error
+	// ctx ends with the session: calls still running stop with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// running bounds the calls the session runs at once on targets.
+	running chan struct{}
 
 	mu      sync.Mutex
 	token   string
 	cmdID   uint64
 	pending map[string]*held
+	why     string
 
 	commands, denied atomic.Int64
 	endOnce          sync.Once
 	ended            chan struct{}
 }
+
+// maxRunning bounds the calls one MCP session runs at once (each holds a
+// target connection).
+const maxRunning = 4
 
 func (s *session) ID() string             { return s.id }
 func (s *session) PrincipalKey() [16]byte { return s.pkey }
@@ -50,18 +64,25 @@ func (s *session) CallerToken() string {
 	return s.token
 }
 
-// End ends the session: its held calls are withdrawn, the MCP session is
-// closed (the client's next request learns it no longer exists), and the
-// audit session records why.
+func (s *session) isEnded() (bool, string) {
+	select {
+	case <-s.ended:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return true, s.why
+	default:
+		return false, ""
+	}
+}
+
+// End ends the session at once: calls still running are cancelled, no new
+// one starts, the MCP session is closed (the client's next request learns
+// it no longer exists), its held calls are withdrawn, and the audit session
+// records why.
 func (s *session) End(_ gateway.EndCode, reason string) {
 	s.endOnce.Do(func() {
-		close(s.ended)
-		s.w.mu.Lock()
-		if s.w.sessions[s.ss.ID()] == s {
-			delete(s.w.sessions, s.ss.ID())
-		}
-		s.w.mu.Unlock()
 		s.mu.Lock()
+		s.why = reason
 		waiting := make([]*held, 0, len(s.pending))
 		for _, h := range s.pending {
 			waiting = append(waiting, h)
@@ -69,6 +90,9 @@ func (s *session) End(_ gateway.EndCode, reason string) {
 		s.pending = map[string]*held{}
 		token := s.token
 		s.mu.Unlock()
+		close(s.ended)
+		s.cancel()
+		go func() { _ = s.ss.Close() }()
 		for _, h := range waiting {
 			s.w.k.Withdraw(token, s.id, h.id, "the MCP session ended before the call was collected: "+reason)
 			_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{
@@ -79,12 +103,11 @@ func (s *session) End(_ gateway.EndCode, reason string) {
 			Reason: reason, Commands: s.commands.Load(), Denied: s.denied.Load()}}})
 		cancel()
 		s.w.k.Unregister(s)
-		_ = s.ss.Close()
 	})
 }
 
 // sessionFor is the session of a tool call, started on its first call: the
-// caller must be the principal that opened it.
+// caller must be the principal that opened it, and it must not have ended.
 func (w *Worker) sessionFor(ctx context.Context, req *mcp.CallToolRequest) (*session, error) {
 	c, ok := callerOf(req.Extra.TokenInfo)
 	if !ok {
@@ -92,62 +115,91 @@ func (w *Worker) sessionFor(ctx context.Context, req *mcp.CallToolRequest) (*ses
 	}
 	ss := req.Session
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if s, ok := w.sessions[ss.ID()]; ok {
-		if s.pkey != c.pkey {
-			// The transport refuses this already (TokenInfo.UserID); a
-			// second check costs nothing.
-			return nil, errors.New("this MCP session belongs to another principal")
+	s, ok := w.sessions[ss.ID()]
+	if !ok {
+		if w.k.Active() >= int64(w.cfg.MaxSessions) {
+			w.mu.Unlock()
+			return nil, errors.New("too many MCP sessions are open; try again later")
 		}
-		s.mu.Lock()
-		s.token = c.token
-		s.mu.Unlock()
-		return s, nil
-	}
-	if w.k.Active() >= int64(w.cfg.MaxSessions) {
-		return nil, errors.New("too many MCP sessions are open; try again later")
-	}
-	client := "mcp client"
-	if ip := ss.InitializeParams(); ip != nil && ip.ClientInfo != nil {
-		client = ip.ClientInfo.Name
-		if v := ip.ClientInfo.Version; v != "" {
-			client += "/" + v
+		client := "mcp client"
+		if ip := ss.InitializeParams(); ip != nil && ip.ClientInfo != nil {
+			client = ip.ClientInfo.Name
+			if v := ip.ClientInfo.Version; v != "" {
+				client += "/" + v
+			}
 		}
-	}
-	s := &session{
-		w: w, id: recording.NewSessionID(), ss: ss, principal: c.principal, pkey: c.pkey, client: client,
-		token: c.token, pending: map[string]*held{}, ended: make(chan struct{}),
-	}
-	s.rec = w.k.Rec.Open(s.id)
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	err := s.rec.Record(rctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
-		Principal: c.principal, Protocol: "mcp", ClientAddr: c.addr, ClientApplication: client, Worker: w.cfg.Name,
-	}}})
-	if err != nil {
-		return nil, errors.New("the audit stream is not accepting records; no call can run")
-	}
-	w.sessions[ss.ID()] = s
-	w.k.Register(s)
-	go func() {
-		// The MCP session ends: idle timeout, DELETE, closed.
-		select {
-		case <-w.runCtx.Done():
-		case <-waitDone(ss):
-			s.End(gateway.EndShutdown, "the MCP session was closed")
-		case <-s.ended:
+		s = &session{
+			w: w, id: recording.NewSessionID(), ss: ss, principal: c.principal, pkey: c.pkey, client: client,
+			token: c.token, pending: map[string]*held{}, ended: make(chan struct{}), started: make(chan struct{}),
+			running: make(chan struct{}, maxRunning),
 		}
-	}()
+		s.ctx, s.cancel = context.WithCancel(w.runCtx)
+		s.rec = w.k.Rec.Open(s.id)
+		w.sessions[ss.ID()] = s
+		w.mu.Unlock()
+		// The start is recorded outside the lock: a slow recorder stalls
+		// this session, not every other.
+		go w.start(s, c.addr)
+	} else {
+		w.mu.Unlock()
+	}
+	select {
+	case <-s.started:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if s.startErr != nil {
+		return nil, s.startErr
+	}
+	if s.pkey != c.pkey {
+		// The transport refuses this already (TokenInfo.UserID); a second
+		// check costs nothing.
+		return nil, errors.New("this MCP session belongs to another principal")
+	}
+	if ended, why := s.isEnded(); ended {
+		return nil, fmt.Errorf("this MCP session has ended: %s", why)
+	}
+	s.mu.Lock()
+	s.token = c.token
+	s.mu.Unlock()
 	return s, nil
 }
 
-func waitDone(ss *mcp.ServerSession) <-chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		_ = ss.Wait()
-		close(done)
-	}()
-	return done
+// start records a session's start and follows its MCP session's end.
+func (w *Worker) start(s *session, addr string) {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	err := s.rec.Record(ctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
+		Principal: s.principal, Protocol: "mcp", ClientAddr: addr, ClientApplication: s.client, Worker: w.cfg.Name,
+	}}})
+	cancel()
+	if err != nil {
+		s.startErr = errors.New("the audit stream is not accepting records; no call can run")
+		close(s.started)
+		w.forget(s)
+		return
+	}
+	w.k.Register(s)
+	close(s.started)
+	// The MCP session ends: idle timeout, DELETE, closed, killed.
+	_ = s.ss.Wait()
+	s.End(gateway.EndShutdown, "the MCP session was closed")
+	w.forget(s)
+}
+
+// forget drops an ended session (the SDK refuses its id from now on).
+func (w *Worker) forget(s *session) {
+	w.mu.Lock()
+	if w.sessions[s.ss.ID()] == s {
+		delete(w.sessions, s.ss.ID())
+	}
+	w.mu.Unlock()
+}
+
+// bind is ctx, also cancelled when the session ends.
+func (s *session) bind(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 func (s *session) nextCommand() uint64 {

@@ -29,10 +29,18 @@ import (
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
-// Row limits of run_sql.
+// Limits of run_sql.
 const (
 	defaultMaxRows = 100
 	maxMaxRows     = 10000
+	// maxResultBytes bounds the values one call returns (and holds in
+	// memory): beyond it rows are counted, not kept, and marked truncated.
+	maxResultBytes = 4 << 20
+	// maxResults bounds the statement results one call returns.
+	maxResults = 100
+	// maxMessage bounds one message from the target (a row): a larger one
+	// fails the call rather than fill the worker's memory.
+	maxMessage = 16 << 20
 )
 
 // Rules of the denials the endpoint makes itself.
@@ -64,15 +72,13 @@ func (w *Worker) target(name, kind, tool string) (*controlv1.TargetSpec, *callEr
 	if strings.TrimSpace(name) == "" {
 		return nil, fail("invalid_arguments", "target is required (list_targets shows the targets you may use)")
 	}
+	// One answer for a target that does not exist and one of another
+	// kind: the answer says nothing list_targets would not.
 	tc, ok := w.k.View.Target(name)
-	if !ok {
-		return nil, fail("not_found", "there is no target %q (list_targets shows the targets you may use)", name)
+	if !ok || tc.GetSpec().GetKind() != kind {
+		return nil, fail("not_found", "there is no %s target %q for %s (list_targets shows the targets you may use, and the tool for each)", kind, name, tool)
 	}
-	spec := tc.GetSpec()
-	if spec.GetKind() != kind {
-		return nil, fail("wrong_tool", "target %q is a %s target; %s runs on %s targets", name, spec.GetKind(), tool, kind)
-	}
-	return spec, nil
+	return tc.GetSpec(), nil
 }
 
 // sqlCall prepares a run_sql call.
@@ -189,7 +195,7 @@ func (w *Worker) checkSQL(ctx context.Context, pg *controlv1.PostgresTarget, d *
 	}
 	pc, err := w.connectPG(ctx, pg)
 	if err != nil {
-		return nil, fail("target_unreachable", "cannot reach the target: %v", err)
+		return nil, w.unreachable(err)
 	}
 	defer pc.Close(context.Background())
 	plan, err := w.plan(ctx, pc, d)
@@ -215,7 +221,19 @@ func (w *Worker) connectPG(ctx context.Context, pg *controlv1.PostgresTarget) (*
 	}
 	cctx, cancel := context.WithTimeout(ctx, w.cfg.TargetTimeout)
 	defer cancel()
-	return pgconn.ConnectConfig(cctx, cfg)
+	pc, err := pgconn.ConnectConfig(cctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	pc.Frontend().SetMaxBodyLen(maxMessage)
+	return pc, nil
+}
+
+// unreachable is what the agent learns of a failed login: not the
+// target's address, user or database (the log and the record have them).
+func (w *Worker) unreachable(err error) *callError {
+	w.cfg.Log.Warn().Err(err).Msg("cannot reach target")
+	return fail("target_unreachable", "Sluice cannot reach the target right now; try again later or ask an administrator")
 }
 
 // plan is the masking plan of a decision on this connection's catalog.
@@ -250,8 +268,8 @@ func (w *Worker) runSQL(ctx context.Context, s *session, c *call, pg *controlv1.
 	start := time.Now()
 	pc, err := w.connectPG(ctx, pg)
 	if err != nil {
-		res.Status, res.Error = statusError, fail("target_unreachable", "cannot reach the target: %v", err)
-		w.recordFailure(s, id, start, "08006", res.Error.Message)
+		res.Status, res.Error = statusError, w.unreachable(err)
+		w.recordFailure(s, id, start, "08006", err.Error())
 		return res
 	}
 	defer pc.Close(context.Background())
@@ -288,8 +306,18 @@ func (w *Worker) runSQL(ctx context.Context, s *session, c *call, pg *controlv1.
 		var pe *pgconn.PgError
 		ce := &callError{Code: "08006", Message: "the target connection failed: " + r.err.Error()}
 		if errors.As(r.err, &pe) {
+			// Errors can echo values (a failed cast shows its input):
+			// withheld or masked before the agent or the record sees them.
 			fields := []*string{&pe.Message, &pe.Detail, &pe.Hint}
 			if plan != nil {
+				var inputs []string
+				for _, st := range stmts {
+					inputs = append(inputs, lineage(st).Inputs...)
+				}
+				if len(stmts) == 0 {
+					inputs = pgmask.UnknownLineage.Inputs
+				}
+				plan.WithholdValues(inputs, &pe.Message, &pe.Detail, &pe.Hint, &pe.Where, &pe.InternalQuery)
 				plan.MaskFields(fields, &stats)
 			}
 			ce = &callError{Code: pe.Code, Message: pe.Message, Detail: pe.Detail, Hint: pe.Hint}
@@ -313,7 +341,7 @@ func (w *Worker) runSQL(ctx context.Context, s *session, c *call, pg *controlv1.
 			res.Masked = append(res.Masked, maskedCount{Column: mc.GetColumn(), Detector: mc.GetDetector(), Count: mc.GetCount()})
 		}
 	}
-	res.Results = r.results
+	res.Results, res.ResultsTruncated = r.results, r.truncated
 	res.Status = statusOK
 	if res.Error != nil {
 		res.Status = statusError
@@ -333,9 +361,13 @@ type reader struct {
 	stats   *pgmask.Stats
 	maxRows int
 	results []sqlResult
-	err     error
-	refused string
-	buf     []byte
+	// bytes is what the kept values weigh; truncated: results were left
+	// out.
+	bytes     int
+	truncated bool
+	err       error
+	refused   string
+	buf       []byte
 }
 
 func (r *reader) read(rr *pgconn.ResultReader, lin pgmask.Lineage) {
@@ -365,12 +397,26 @@ func (r *reader) read(rr *pgconn.ResultReader, lin pgmask.Lineage) {
 		sr.Rows = [][]any{}
 	}
 	for rr.NextRow() {
+		// A rule can make one result carry a second row description:
+		// rows are masked only under the description they were planned
+		// for.
+		if cur := rr.FieldDescriptions(); !sameFields(cur, fds) {
+			_, _ = rr.Close()
+			r.refused = "the result changed its columns midway (a rule on the table?); it cannot be masked reliably and is refused"
+			r.err = errors.New(r.refused)
+			return
+		}
 		sr.RowCount++
-		if sr.RowCount > int64(r.maxRows) {
+		if sr.RowCount > int64(r.maxRows) || r.bytes > maxResultBytes || len(r.results) >= maxResults {
 			sr.Truncated = true
 			continue
 		}
 		vals := rr.Values()
+		if len(vals) != len(fds) {
+			_, _ = rr.Close()
+			r.err = pgmask.ErrUndecodable
+			return
+		}
 		row := make([]any, len(vals))
 		for i, v := range vals {
 			if v == nil {
@@ -384,6 +430,7 @@ func (r *reader) read(rr *pgconn.ResultReader, lin pgmask.Lineage) {
 				}
 				v = r.buf
 			}
+			r.bytes += len(v)
 			row[i] = jsonValue(fds[i].DataTypeOID, v)
 		}
 		sr.Rows = append(sr.Rows, row)
@@ -397,7 +444,23 @@ func (r *reader) read(rr *pgconn.ResultReader, lin pgmask.Lineage) {
 	if len(fds) == 0 {
 		sr.RowCount = tag.RowsAffected()
 	}
+	if len(r.results) >= maxResults {
+		r.truncated = true
+		return
+	}
 	r.results = append(r.results, sr)
+}
+
+func sameFields(a, b []pgconn.FieldDescription) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // jsonValue is a value as JSON: numbers and booleans as such, everything

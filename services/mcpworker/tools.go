@@ -1,11 +1,13 @@
 package mcpworker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -28,6 +30,7 @@ A call answered with status pending_approval is waiting for a person: tell the u
 
 func (w *Worker) newServer() *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "sluice", Title: "Sluice", Version: "1"}, &mcp.ServerOptions{Instructions: instructions})
+	s.AddReceivingMiddleware(w.guard)
 	readOnly := &mcp.ToolAnnotations{ReadOnlyHint: true}
 	mcp.AddTool(s, &mcp.Tool{Name: toolListTargets, Title: "List targets",
 		Description: "Lists the targets (databases, servers) you may use through Sluice, with their kind and labels and the tool that runs commands on each.",
@@ -48,6 +51,61 @@ func (w *Worker) newServer() *mcp.Server {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// guard runs before every method: a new session counts against the
+// worker's and its principal's bounds; a tool call's arguments must be one
+// JSON object without repeated keys (policies and the tool must read the
+// same arguments); a panic fails the call, never the worker.
+func (w *Worker) guard(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (res mcp.Result, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				w.cfg.Log.Error().Interface("panic", r).Str("method", method).Msg("MCP call failed")
+				res, err = nil, fmt.Errorf("the call failed inside Sluice; nothing more ran")
+			}
+		}()
+		switch method {
+		case "initialize":
+			if err := w.admit(req); err != nil {
+				return nil, err
+			}
+		case "tools/call":
+			if p, ok := req.GetParams().(*mcp.CallToolParamsRaw); ok && repeatedKeys(p.Arguments) {
+				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "arguments repeat a key"}
+			}
+		}
+		return next(ctx, method, req)
+	}
+}
+
+// repeatedKeys reports whether a JSON object repeats a key at its top
+// level (two parsers may keep different ones).
+func repeatedKeys(raw json.RawMessage) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false // not an object: the schema refuses it
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		k, _ := t.(string)
+		if seen[k] {
+			return true
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return false
+		}
+	}
+	return false
+}
 
 type listTargetsIn struct{}
 

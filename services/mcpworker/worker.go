@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -44,8 +45,9 @@ type Config struct {
 	MasterKey *secrets.Key
 	// Name identifies this worker replica in records; default host-pid.
 	Name string
-	// MaxSessions bounds concurrent MCP sessions (default 10000).
-	MaxSessions int
+	// MaxSessions bounds open MCP sessions (default 10000), and
+	// MaxSessionsPerPrincipal those of one principal (default 64).
+	MaxSessions, MaxSessionsPerPrincipal int
 	// SessionTimeout ends an MCP session that makes no request for that
 	// long (default 30m).
 	SessionTimeout time.Duration
@@ -67,6 +69,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 10000
+	}
+	if c.MaxSessionsPerPrincipal <= 0 {
+		c.MaxSessionsPerPrincipal = 64
 	}
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 30 * time.Minute
@@ -98,6 +103,13 @@ type Worker struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by MCP session id
+
+	// open counts the MCP sessions open, in all and by principal key.
+	openMu  sync.Mutex
+	openAll int
+	open    map[[16]byte]int
+	// publicHost is PublicURL's host, the only Host accepted when set.
+	publicHost string
 }
 
 // New returns a worker.
@@ -109,17 +121,56 @@ func New(cfg Config) *Worker {
 			PolicyTimeout: cfg.PolicyTimeout, HoldTimeout: cfg.HoldTimeout, RecordTimeout: cfg.RecordTimeout}),
 		ready:    make(chan struct{}),
 		sessions: map[string]*session{},
+		open:     map[[16]byte]int{},
 		runCtx:   context.Background(),
+	}
+	if u, err := url.Parse(cfg.PublicURL); err == nil && cfg.PublicURL != "" {
+		w.publicHost = u.Host
 	}
 	server := w.newServer()
 	w.mcp = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		SessionTimeout: cfg.SessionTimeout,
-		// The endpoint checks Host and Origin itself (auth.go), for
-		// loopback and public listeners alike.
-		DisableLocalhostProtection: true,
+		// DNS rebinding: on a loopback listener the SDK refuses a Host
+		// that is not loopback; behind a public URL, only its host is
+		// accepted (auth.go).
+		DisableLocalhostProtection: w.publicHost != "",
 		MaxRequestBodyBytes:        1 << 20,
 	})
 	return w
+}
+
+// admit counts a new MCP session against the worker's and its principal's
+// bounds, until it closes.
+func (w *Worker) admit(req mcp.Request) error {
+	extra := req.GetExtra()
+	if extra == nil {
+		return errNoCaller
+	}
+	c, ok := callerOf(extra.TokenInfo)
+	ss, _ := req.GetSession().(*mcp.ServerSession)
+	if !ok || ss == nil {
+		return errNoCaller
+	}
+	w.openMu.Lock()
+	if w.openAll >= w.cfg.MaxSessions || w.open[c.pkey] >= w.cfg.MaxSessionsPerPrincipal {
+		w.openMu.Unlock()
+		go func() { _ = ss.Close() }()
+		return fmt.Errorf("too many open MCP sessions (at most %d for one principal); close some (they also end after %s idle)",
+			w.cfg.MaxSessionsPerPrincipal, w.cfg.SessionTimeout)
+	}
+	w.openAll++
+	w.open[c.pkey]++
+	w.openMu.Unlock()
+	go func() {
+		_ = ss.Wait()
+		w.openMu.Lock()
+		w.openAll--
+		if w.open[c.pkey]--; w.open[c.pkey] <= 0 {
+			delete(w.open, c.pkey)
+		}
+		w.openMu.Unlock()
+	}()
+	return nil
 }
 
 // Ready is closed when the worker serves calls.
@@ -136,6 +187,11 @@ func (w *Worker) Active() int64 { return w.k.Active() }
 func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.MasterKey == nil {
 		return ErrNoMasterKey
+	}
+	if w.cfg.PublicURL != "" {
+		if u, err := url.Parse(w.cfg.PublicURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+			return fmt.Errorf("mcpworker: --mcp-public-url %q is not an http(s) URL with a host", w.cfg.PublicURL)
+		}
 	}
 	w.k.SetMaskingKey(w.cfg.MasterKey.Derive("masking tokens"))
 	if err := w.k.Follow(ctx); err != nil {
@@ -162,7 +218,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		mux.Handle("/mcp", w.Handler())
 		mux.Handle(MetadataPath, w.MetadataHandler())
 		mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) { _, _ = rw.Write([]byte("ok\n")) })
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		w.addr.Store(ln.Addr().String())
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

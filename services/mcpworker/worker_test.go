@@ -68,6 +68,14 @@ func TestOutputIsMaskedWholeBeforeItIsCut(t *testing.T) {
 	require.Len(t, counts, 1)
 	assert.Equal(t, "stdout", counts[0].GetField())
 
+	// A value the capture cut in half is dropped, never released unmasked.
+	c = &capped{max: 40}
+	_, _ = c.Write([]byte("line one\ncontact ada.lovelace@example.com\n"))
+	counts = nil
+	out, truncated = finish(m, c, 1000, "stdout", &counts)
+	assert.True(t, truncated)
+	assert.Equal(t, "line one\n", out)
+
 	// Bytes beyond what is kept are counted, not kept.
 	c = &capped{max: 8}
 	n, err := c.Write([]byte("0123456789"))
@@ -103,4 +111,11 @@ func TestOrigins(t *testing.T) {
 	w.cfg.PublicURL = "https://sluice.example.com/mcp"
 	assert.True(t, req("https://sluice.example.com"))
 	assert.False(t, req("http://127.0.0.1:8080"), "behind a public URL, only its origin")
+}
+
+func TestRepeatedKeys(t *testing.T) {
+	assert.True(t, repeatedKeys(json.RawMessage(`{"max_rows": 5, "sql": "x", "max_rows": 5000}`)))
+	assert.False(t, repeatedKeys(json.RawMessage(`{"max_rows": 5, "sql": "x", "params": [{"a":1,"a":2}]}`)), "only the top level is what tools and policies read")
+	assert.False(t, repeatedKeys(json.RawMessage(`{}`)))
+	assert.False(t, repeatedKeys(nil))
 }

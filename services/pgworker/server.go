@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -255,7 +253,7 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 		// before the client or the audit log sees them.
 		if p := s.planOf(h); p != nil {
 			var st pgmask.Stats
-			withheld := h != nil && h.plan != nil && withholdValues(p, h.lin.Inputs, &er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery)
+			withheld := h != nil && h.plan != nil && p.WithholdValues(h.lin.Inputs, &er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery)
 			if p.MaskFields([]*string{&er.Message, &er.Detail, &er.Hint, &er.Where, &er.InternalQuery}, &st) || withheld {
 				s.rewrite = &er
 				if ev := st.Event(cmdOf(h)); ev != nil {
@@ -291,7 +289,7 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 			var nr pgproto3.NoticeResponse
 			if err := nr.Decode(body); err == nil {
 				var st pgmask.Stats
-				withheld := h != nil && h.plan != nil && withholdValues(p, h.lin.Inputs, &nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery)
+				withheld := h != nil && h.plan != nil && p.WithholdValues(h.lin.Inputs, &nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery)
 				if p.MaskFields([]*string{&nr.Message, &nr.Detail, &nr.Hint, &nr.Where, &nr.InternalQuery}, &st) || withheld {
 					s.rewrite = &nr
 					return nil, "", nil
@@ -357,59 +355,6 @@ func cmdOf(h *expect) uint64 {
 		return 0
 	}
 	return h.cmdID
-}
-
-// withholdValues redacts an error or notice of a statement that reads
-// masked data: its text may echo a value computed from it (a failed cast
-// of translate(ssn, ...) shows the transformed SSN). Quoted parts of the
-// message are masked; detail, hint, context and internal query are
-// withheld; when the statement calls code whose reads are unknown (a
-// function's RAISE NOTICE '%', ssn), the message is withheld too. The
-// SQLSTATE stays. It reports whether anything changed.
-func withholdValues(p *pgmask.Plan, inputs []string, message *string, others ...*string) bool {
-	if !p.Derives(inputs) {
-		return false
-	}
-	changed := false
-	for _, f := range others {
-		if *f != "" {
-			*f, changed = "(withheld by sluice: the statement reads masked data)", true
-		}
-	}
-	if slices.Contains(inputs, pgmask.UnknownSource) {
-		if *message != "" {
-			*message, changed = "sluice: the message was withheld: the statement reads masked data or calls code that may", true
-		}
-		return changed
-	}
-	if m := maskQuoted(*message); m != *message {
-		*message, changed = m, true
-	}
-	return changed
-}
-
-// maskQuoted replaces what is between double or single quotes.
-func maskQuoted(s string) string {
-	var b strings.Builder
-	var quote rune
-	for _, r := range s {
-		switch {
-		case quote != 0 && r == quote:
-			quote = 0
-			b.WriteString("****")
-			b.WriteRune(r)
-		case quote != 0:
-		case r == '"' || r == '\'':
-			quote = r
-			b.WriteRune(r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	if quote != 0 {
-		b.WriteString("****")
-	}
-	return b.String()
 }
 
 func refusal(why string) *pgproto3.ErrorResponse {
