@@ -34,11 +34,11 @@ type callResult struct {
 	Results  []sqlResult   `json:"results,omitempty" jsonschema:"run_sql: one result per statement"`
 	// ResultsTruncated: statements beyond the first 100 ran, their results
 	// are not here.
-	ResultsTruncated bool `json:"results_truncated,omitempty" jsonschema:"true when the call ran more statements than results are returned for (100)"`
-	Output   *cmdOutput    `json:"output,omitempty" jsonschema:"run_command: the command's exit status and output"`
-	Masked   []maskedCount `json:"masked,omitempty" jsonschema:"what Sluice masked in the result, by column or detector"`
-	Error    *callError    `json:"error,omitempty" jsonschema:"why it did not run, or the target's error"`
-	Approval *approvalInfo `json:"approval,omitempty" jsonschema:"the approval request of a held call"`
+	ResultsTruncated bool          `json:"results_truncated,omitempty" jsonschema:"true when the call ran more statements than results are returned for (100)"`
+	Output           *cmdOutput    `json:"output,omitempty" jsonschema:"run_command: the command's exit status and output"`
+	Masked           []maskedCount `json:"masked,omitempty" jsonschema:"what Sluice masked in the result, by column or detector"`
+	Error            *callError    `json:"error,omitempty" jsonschema:"why it did not run, or the target's error"`
+	Approval         *approvalInfo `json:"approval,omitempty" jsonschema:"the approval request of a held call"`
 }
 
 type decisionInfo struct {
