@@ -66,7 +66,9 @@ func TestSessionRenewal(t *testing.T) {
 	h := newHarness(t)
 	h.worker(pgworker.Config{})
 	addr := h.worker(pgworker.Config{}) // renewals reach every replica; this one holds the sessions
-	const life = 3 * time.Second
+	// Long enough that the refusals below (each a few round trips, on a
+	// loaded CI machine too) run while the "sooner" token is still valid.
+	const life = 8 * time.Second
 	start := time.Now()
 	renewed, err := h.connect(addr, h.mint("alice", []string{"engineers"}, life))
 	require.NoError(t, err)
@@ -87,7 +89,7 @@ func TestSessionRenewal(t *testing.T) {
 		"an expired token":            {h.mint("alice", []string{"engineers"}, -time.Minute), "token_expired"},
 		"not a token":                 {"not-a-jwt", ""},
 		"no token":                    {"", "unauthenticated"},
-		"a token that expires sooner": {h.mint("alice", []string{"engineers"}, time.Second), "not_later"},
+		"a token that expires sooner": {h.mint("alice", []string{"engineers"}, life/2), "not_later"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for _, sid := range []string{id, keptID} {
