@@ -20,6 +20,8 @@ REQUIREMENTS=(
   "cmd:node|nodejs|test|Node.js, for the node-postgres end-to-end test"
   "cmd:npm|npm|test|npm, to install node-postgres for that test"
   "node:pg||test|node-postgres, for the node-postgres end-to-end test"
+  "node:@modelcontextprotocol/sdk||test|the MCP TypeScript SDK, for the MCP end-to-end test"
+  "cmd:kubectl||test|kubectl 1.30 or newer (websocket exec), the real client the Kubernetes end-to-end tests drive (https://kubernetes.io/docs/tasks/tools/)"
   "cmd:sshd|openssh-server|test|OpenSSH's server: the demo and end-to-end SSH targets"
   "cmd:ssh|openssh-client|test|ssh, scp and sftp, the real clients the SSH end-to-end tests drive"
   "cmd:sftp|openssh-client openssh-sftp-server|test|sftp (and scp, which speaks sftp), driven by the SSH end-to-end tests"

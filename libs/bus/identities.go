@@ -71,6 +71,7 @@ const (
 	CompPGWorker  = "pgworker"
 	CompSSHWorker = "sshworker"
 	CompMCPWorker = "mcpworker"
+	CompK8sWorker = "k8sworker"
 	CompSIEM      = "siem"
 	CompAdmin     = "admin"
 )
@@ -197,6 +198,15 @@ func Components() []Component {
 			Serves: []string{SubjectKill},
 			Calls: []string{APIIdentityVerify, APIPolicyEvaluate,
 				APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
+			Appends: []string{StreamSessions},
+			ReadsKV: []string{BucketControl, BucketApprovals},
+		},
+		{
+			Name: CompK8sWorker, Doc: "the Kubernetes worker: parses untrusted requests, so it may do no more than a worker",
+			Serves: []string{SubjectKill},
+			// A held request is refused at once and retried: nothing waits
+			// that would need withdrawing.
+			Calls:   []string{APIIdentityVerify, APIPolicyEvaluate, APIApprovalsOpen, APIApprovalsConsume},
 			Appends: []string{StreamSessions},
 			ReadsKV: []string{BucketControl, BucketApprovals},
 		},

@@ -168,16 +168,8 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 	if left(r.Left) {
 		return k.stopWaiting(r, id, r.why(ctx)), false
 	}
-	var consumed approvalsv1.ApprovalReply
-	cctx, ccancel := context.WithTimeout(bus.WithCallerToken(ctx, r.Token), 5*time.Second)
-	err = bus.Request(cctx, k.cfg.Conn.NC, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: r.SessionID, CommandHash: r.Hash}, &consumed)
-	ccancel()
-	if err != nil || consumed.GetError() != nil {
-		msg := "the approvals service is unavailable"
-		if consumed.GetError() != nil {
-			msg = consumed.GetError().GetMessage()
-		}
-		return HoldOutcome{ID: id, Refusal: "the approval could not be used: " + msg}, false
+	if refusal := k.Consume(ctx, r.Token, id, r.SessionID, r.Hash); refusal != "" {
+		return HoldOutcome{ID: id, Refusal: refusal}, false
 	}
 	seq, err := r.emit(id, "consumed", a.GetDecisionReason(), a.GetApprovedBy())
 	if err != nil {
@@ -191,6 +183,24 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 		return k.stopWaiting(r, id, r.why(ctx)), false
 	}
 	return HoldOutcome{ID: id, Approved: true, Seq: seq}, false
+}
+
+// Consume uses approval id, once, for the command hash names, as the
+// principal token proves (the approvals service checks that it asked, for
+// that session and that command). It returns why not, or "".
+func (k *Kernel) Consume(ctx context.Context, token, id, session, hash string) string {
+	var consumed approvalsv1.ApprovalReply
+	cctx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, token), 5*time.Second)
+	defer cancel()
+	err := bus.Request(cctx, k.cfg.Conn.NC, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: session, CommandHash: hash}, &consumed)
+	if err != nil || consumed.GetError() != nil {
+		msg := "the approvals service is unavailable"
+		if consumed.GetError() != nil {
+			msg = consumed.GetError().GetMessage()
+		}
+		return "the approval could not be used: " + msg
+	}
+	return ""
 }
 
 func left(c <-chan struct{}) bool {

@@ -450,5 +450,5 @@ func TargetRef(name, kind string, labels map[string]string) *commonv1.Target {
 func Recorded(d *policyv1.Decision) *policyv1.Decision {
 	return &policyv1.Decision{Action: d.GetAction(), Rule: d.GetRule(), Reason: d.GetReason(), Revision: d.GetRevision(),
 		Approvers: d.GetApprovers(), Quorum: d.GetQuorum(), Statements: d.GetStatements(), Error: d.GetError(), Grants: d.GetGrants(),
-		Ssh: d.GetSsh(), Mcp: d.GetMcp()}
+		Ssh: d.GetSsh(), Mcp: d.GetMcp(), K8S: d.GetK8S()}
 }

@@ -8,5 +8,6 @@ func (s *Server) extraRoutes() {
 	s.auditRoutes()
 	s.approvalRoutes()
 	s.sshRoutes()
+	s.kubernetesRoutes()
 	s.renewRoutes()
 }

@@ -44,6 +44,9 @@ type Config struct {
 	// login's known_hosts.
 	SSHAddress  string
 	SSHHostKeys []string
+	// KubernetesURL and KubernetesCAPEM say where the Kubernetes worker
+	// listens and which CA verifies it, for sluice kubeconfig.
+	KubernetesURL, KubernetesCAPEM string
 }
 
 // Server is the HTTP API.

@@ -223,15 +223,30 @@ func evaluateCommand(ctx context.Context, set *engine.Set, in engine.Input, req 
 	case *policyv1.EvaluateRequest_Ssh:
 		return evaluateSSH(ctx, set, in, cmd.Ssh)
 	case *policyv1.EvaluateRequest_K8S:
-		in.Protocol = "kubernetes"
-		in.K8s = cmd.K8S
-		return single(ctx, set, in)
+		return evaluateK8s(ctx, set, in, cmd.K8S)
 	case nil:
 		if req.GetMcp().GetTool() != "" {
 			return evaluateMCP(ctx, set, in, req.GetMcp())
 		}
 	}
 	return deny(RuleNoCommand, "the request carries no command", set.Revision)
+}
+
+// evaluateK8s rules on one Kubernetes request, classified by the worker
+// (libs/kubeclass: the path and method say everything a rule sees). The
+// decision depends on that classification alone, so the worker may reuse
+// it for the same classification unless a rule reads the time.
+func evaluateK8s(ctx context.Context, set *engine.Set, in engine.Input, c *policyv1.K8SCommand) *policyv1.Decision {
+	in.Protocol = "kubernetes"
+	in.K8s = c
+	d := decision(set.Evaluate(ctx, in), set.Revision)
+	d.Masks = set.Masks(ctx, in)
+	d.K8S = c
+	d.Cache = &policyv1.Cache{PolicyRevision: set.Revision, Cacheable: !set.UsesNow}
+	if d.Cache.Cacheable {
+		d.Cache.TtlMs = DefaultCacheTTL.Milliseconds()
+	}
+	return d
 }
 
 // evaluateMCP rules on an MCP call that runs nothing on a target (which
@@ -310,14 +325,6 @@ func unparseableReason(err error) string {
 		return "the command line cannot be parsed; unparseable commands are refused"
 	}
 	return fmt.Sprintf("the command line cannot be parsed (%s); unparseable commands are refused", msg)
-}
-
-func single(ctx context.Context, set *engine.Set, in engine.Input) *policyv1.Decision {
-	v := set.Evaluate(ctx, in)
-	d := decision(v, set.Revision)
-	d.Masks = set.Masks(ctx, in)
-	d.Cache = &policyv1.Cache{PolicyRevision: set.Revision}
-	return d
 }
 
 func decision(v engine.Verdict, revision uint64) *policyv1.Decision {

@@ -745,7 +745,9 @@ type Decision struct {
 	Ssh *SSHInput `protobuf:"bytes,12,opt,name=ssh,proto3" json:"ssh,omitempty"`
 	// mcp: the tool a call through the MCP endpoint named, and its client
 	// (the arguments are the command, recorded as the command is).
-	Mcp           *MCPInput `protobuf:"bytes,13,opt,name=mcp,proto3" json:"mcp,omitempty"`
+	Mcp *MCPInput `protobuf:"bytes,13,opt,name=mcp,proto3" json:"mcp,omitempty"`
+	// k8s: a Kubernetes request's classification.
+	K8S           *K8SCommand `protobuf:"bytes,14,opt,name=k8s,proto3" json:"k8s,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -867,6 +869,13 @@ func (x *Decision) GetSsh() *SSHInput {
 func (x *Decision) GetMcp() *MCPInput {
 	if x != nil {
 		return x.Mcp
+	}
+	return nil
+}
+
+func (x *Decision) GetK8S() *K8SCommand {
+	if x != nil {
+		return x.K8S
 	}
 	return nil
 }
@@ -1337,7 +1346,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\x0fpolicy_revision\x18\x04 \x01(\x04R\x0epolicyRevision\x12'\n" +
 	"\x0fgrants_revision\x18\x05 \x01(\x04R\x0egrantsRevision\x12\x14\n" +
 	"\x05shape\x18\x06 \x01(\tR\x05shape\x12'\n" +
-	"\x0fshape_cacheable\x18\a \x01(\bR\x0eshapeCacheable\"\xe2\x03\n" +
+	"\x0fshape_cacheable\x18\a \x01(\bR\x0eshapeCacheable\"\x92\x04\n" +
 	"\bDecision\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x12\n" +
 	"\x04rule\x18\x02 \x01(\tR\x04rule\x12\x16\n" +
@@ -1354,7 +1363,8 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	" \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\x12\x16\n" +
 	"\x06grants\x18\v \x03(\tR\x06grants\x12,\n" +
 	"\x03ssh\x18\f \x01(\v2\x1a.sluice.policy.v1.SSHInputR\x03ssh\x12,\n" +
-	"\x03mcp\x18\r \x01(\v2\x1a.sluice.policy.v1.MCPInputR\x03mcp\"\xbc\x02\n" +
+	"\x03mcp\x18\r \x01(\v2\x1a.sluice.policy.v1.MCPInputR\x03mcp\x12.\n" +
+	"\x03k8s\x18\x0e \x01(\v2\x1c.sluice.policy.v1.K8sCommandR\x03k8s\"\xbc\x02\n" +
 	"\bSQLInput\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -1443,12 +1453,13 @@ var file_sluice_policy_v1_policy_proto_depIdxs = []int32{
 	16, // 11: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
 	10, // 12: sluice.policy.v1.Decision.ssh:type_name -> sluice.policy.v1.SSHInput
 	3,  // 13: sluice.policy.v1.Decision.mcp:type_name -> sluice.policy.v1.MCPInput
-	11, // 14: sluice.policy.v1.SSHInput.commands:type_name -> sluice.policy.v1.ShellCommand
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	2,  // 14: sluice.policy.v1.Decision.k8s:type_name -> sluice.policy.v1.K8sCommand
+	11, // 15: sluice.policy.v1.SSHInput.commands:type_name -> sluice.policy.v1.ShellCommand
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_sluice_policy_v1_policy_proto_init() }

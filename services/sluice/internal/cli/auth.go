@@ -141,12 +141,15 @@ token is cached in ~/.config/sluice/token.json for the other commands.`,
 }
 
 func newTokenCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var execCredential bool
+	cmd := &cobra.Command{
 		Use:   "token",
 		Short: "Print a fresh access token",
 		Long: `Print an access token for use as a PostgreSQL password or a bearer token.
-With $SLUICE_CLIENT_ID and $SLUICE_CLIENT_SECRET set it uses the client credentials
-grant (agents, CI); otherwise it prints the token 'sluice login' cached.`,
+$SLUICE_TOKEN, if set, is printed as is; with $SLUICE_CLIENT_ID and $SLUICE_CLIENT_SECRET
+set it uses the client credentials grant (agents, CI); otherwise it prints the token
+'sluice login' cached. With --exec-credential it prints a Kubernetes ExecCredential, as
+kubectl's exec credential plugins do (sluice kubeconfig writes a kubeconfig that runs it).`,
 		Example: `  PGPASSWORD="$(sluice token)" psql "host=127.0.0.1 port=15432 dbname=demo user=alice sslmode=require"`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -154,10 +157,20 @@ grant (agents, CI); otherwise it prints the token 'sluice login' cached.`,
 			if err != nil {
 				return err
 			}
+			if execCredential {
+				status := map[string]any{"token": tok}
+				if exp := tokenExpiry(tok); !exp.IsZero() {
+					status["expirationTimestamp"] = exp.UTC().Format(time.RFC3339)
+				}
+				return json.NewEncoder(g.stdout).Encode(map[string]any{
+					"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", "status": status})
+			}
 			fmt.Fprintln(g.stdout, tok)
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&execCredential, "exec-credential", false, "print a Kubernetes ExecCredential (client.authentication.k8s.io/v1) for kubectl")
+	return cmd
 }
 
 func newWhoamiCmd(g *globals) *cobra.Command {

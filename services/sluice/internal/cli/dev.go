@@ -49,6 +49,8 @@ and is reused by the next start. Ctrl-C stops everything.`,
 	f.StringToStringVar(&cfg.DemoPGSettings, "demo-pg-setting", nil, "extra demo PostgreSQL settings, name=value (repeatable)")
 	f.StringVar(&cfg.SSHAddr, "ssh-addr", "127.0.0.1:12222", "SSH worker listen address")
 	f.IntVar(&cfg.DemoSSHPort, "demo-ssh-port", 12223, "demo SSH target (sshd) port")
+	f.StringVar(&cfg.K8sAddr, "k8s-addr", "127.0.0.1:16443", "Kubernetes worker listen address")
+	f.BoolVar(&cfg.DemoK8s, "demo-k8s", false, "start a real kube-apiserver and etcd as target demo-k8s (built once by scripts/tools.sh kube-apiserver etcd, about 5 minutes)")
 	f.Int64Var(&cfg.AuditMaxBytes, "audit-max-bytes", 0, "cap on the audit stream (0: unlimited); when full, statements stop running")
 	f.DurationVar(&cfg.TokenTTL, "token-ttl", time.Hour, "lifetime of the tokens the development issuer gives (client credentials, sluice login)")
 	f.StringVar(&logFormat, "log-format", "console", "log format: console or json")

@@ -196,6 +196,7 @@ the token in $SLUICE_TOKEN, or the one 'sluice login' cached.`,
 		newWhoamiCmd(g),
 		newApplyCmd(g),
 		newTargetsCmd(g),
+		newKubeconfigCmd(g),
 		newSecretCmd(g),
 		newAdminCmd(g),
 	)

@@ -32,6 +32,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var pprofAddr string
 	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile, slackTokenFile, slackSecretFile, nkeyFile, nkeyDir, sshUserCAFile string
 	var sshHostKeyPubs []string
+	var k8sCAFile string
 	var jwksRefresh time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve SERVICE|all",
@@ -107,6 +108,13 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 					return err
 				}
 			}
+			if k8sCAFile != "" {
+				b, err := os.ReadFile(k8sCAFile)
+				if err != nil {
+					return err
+				}
+				o.K8sCAPEM = string(b)
+			}
 			for _, f := range sshHostKeyPubs {
 				b, err := os.ReadFile(f)
 				if err != nil {
@@ -142,6 +150,9 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 	f.StringVar(&sshUserCAFile, "ssh-user-ca", os.Getenv("SLUICE_SSH_USER_CA"), "identity: private key (OpenSSH format) that signs SSH user certificates for verified tokens")
 	f.StringVar(&o.SSHPublicAddress, "ssh-public-address", "", "api: host:port where clients reach the SSH worker (sluice ssh login writes it into ssh_config)")
 	f.StringArrayVar(&sshHostKeyPubs, "ssh-host-key-pub", nil, "api: the SSH worker's public host key file, for clients' known_hosts (repeatable)")
+	f.StringVar(&o.K8sAddr, "k8s-addr", "127.0.0.1:16443", "k8sworker: listen address (TLS, with --tls-cert/--tls-key)")
+	f.StringVar(&o.K8sPublicURL, "k8s-public-url", os.Getenv("SLUICE_K8S_PUBLIC_URL"), "api: the Kubernetes worker's URL as clients reach it (https://k8s.example.com:16443), for sluice kubeconfig")
+	f.StringVar(&k8sCAFile, "k8s-ca-file", os.Getenv("SLUICE_K8S_CA_FILE"), "api: the CA certificate (PEM) that verifies the Kubernetes worker, for sluice kubeconfig")
 	f.StringVar(&o.MCPAddr, "mcp-addr", os.Getenv("SLUICE_MCP_ADDR"), "mcpworker: listen address of its own (/mcp); without it the endpoint is served at the API's /mcp when the api runs in the same process")
 	f.StringVar(&o.MCPPublicURL, "mcp-public-url", os.Getenv("SLUICE_MCP_PUBLIC_URL"), "mcpworker: the endpoint's URL as clients reach it (https://sluice.example.com/mcp); its OAuth metadata names it, and other Host headers are refused")
 	f.StringArrayVar(&o.MCPAllowedOrigins, "mcp-allowed-origin", nil, "mcpworker: a browser origin allowed besides the endpoint's own (repeatable)")

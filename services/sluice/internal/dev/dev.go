@@ -28,7 +28,9 @@ import (
 	"sluice.dev/sluice/libs/auditchain"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/devcert"
 	"sluice.dev/sluice/libs/devissuer"
+	"sluice.dev/sluice/libs/kubelocal"
 	"sluice.dev/sluice/libs/pglocal"
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/sshca"
@@ -65,6 +67,11 @@ type Config struct {
 	// DemoSSHPort the demo sshd's (default 12223).
 	SSHAddr     string
 	DemoSSHPort int
+	// K8sAddr is the Kubernetes worker's address (default
+	// 127.0.0.1:16443); DemoK8s starts a real kube-apiserver and etcd
+	// (built by scripts/tools.sh) as target demo-k8s.
+	K8sAddr string
+	DemoK8s bool
 	// HoldTimeout bounds how long a held statement waits; default 5m.
 	HoldTimeout time.Duration
 	// UpstreamPool is the idle target connections kept per target (see
@@ -99,6 +106,9 @@ func (c *Config) defaults() {
 	}
 	if c.SSHAddr == "" {
 		c.SSHAddr = "127.0.0.1:12222"
+	}
+	if c.K8sAddr == "" {
+		c.K8sAddr = "127.0.0.1:16443"
 	}
 	if c.DemoSSHPort == 0 {
 		c.DemoSSHPort = 12223
@@ -200,6 +210,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("SSH worker %s: %w (is another sluice dev running? use --ssh-addr)", cfg.SSHAddr, err)
 	}
 	defer sshLn.Close()
+	k8sLn, err := net.Listen("tcp", cfg.K8sAddr)
+	if err != nil {
+		return fmt.Errorf("the Kubernetes worker's address %s: %w (is another sluice dev running? use --k8s-addr)", cfg.K8sAddr, err)
+	}
+	defer k8sLn.Close()
 
 	master, err := secrets.LoadOrCreateKeyFile(masterPath(dir))
 	if err != nil {
@@ -225,6 +240,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	sshHostKeyFile := filepath.Join(dir, "ssh", "host_key")
 	sshHost, err := sshworker.LoadHostKey(sshHostKeyFile, true)
+	if err != nil {
+		return err
+	}
+	// The workers' development certificate; kubeconfigs trust it.
+	tlsDir := filepath.Join(dir, "tls")
+	if _, err := devcert.LoadOrCreate(tlsDir); err != nil {
+		return err
+	}
+	workerCA, err := os.ReadFile(filepath.Join(tlsDir, "cert.pem"))
 	if err != nil {
 		return err
 	}
@@ -286,7 +310,10 @@ func Run(ctx context.Context, cfg Config) error {
 		UpstreamPool:     cfg.UpstreamPool,
 		Topology:         bus.Topology{AuditMaxBytes: cfg.AuditMaxBytes},
 		PGAddr:           cfg.PGAddr,
-		TLSDir:           filepath.Join(dir, "tls"),
+		TLSDir:           tlsDir,
+		K8sListener:      k8sLn,
+		K8sPublicURL:     "https://" + k8sLn.Addr().String(),
+		K8sCAPEM:         string(workerCA),
 		SSHListener:      sshLn,
 		SSHHostKey:       sshHostKeyFile,
 		SSHUserCA:        sshUserCA,
@@ -298,6 +325,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var pg *pglocal.Server
 	var sshd *sshDemo
+	var kube *kubelocal.Server
 	g.Go(func() error {
 		var demoErr error
 		pg, demoErr = bootstrap(gctx, cfg, dir, admin, master)
@@ -316,9 +344,15 @@ func Run(ctx context.Context, cfg Config) error {
 				return sshErr
 			}
 		}
+		if cfg.DemoK8s {
+			var kubeErr error
+			if kube, kubeErr = startDemoK8s(gctx, cfg, dir, admin, master); kubeErr != nil {
+				return kubeErr
+			}
+		}
 		// Say where to connect only once everything answers: a script
 		// that waits for the banner may connect at once.
-		if err := awaitServing(gctx, admin, cfg.PGAddr, sshLn.Addr().String()); err != nil {
+		if err := awaitServing(gctx, admin, cfg.PGAddr, sshLn.Addr().String(), k8sLn.Addr().String()); err != nil {
 			return err
 		}
 		// The MCP endpoint serves once its worker follows the control plane.
@@ -326,7 +360,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		close(started)
-		banner(cfg, dir, apiURL, nsrv.ClientURL(), pg, sshd, sshLn.Addr().String(), agentSecret)
+		banner(cfg, dir, apiURL, nsrv.ClientURL(), pg, sshd, kube, sshLn.Addr().String(), k8sLn.Addr().String(), agentSecret)
 		<-gctx.Done()
 		return nil
 	})
@@ -335,6 +369,9 @@ func Run(ctx context.Context, cfg Config) error {
 		pg.Stop()
 	}
 	sshd.Stop()
+	if kube != nil {
+		kube.Stop()
+	}
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
@@ -560,7 +597,7 @@ func apply(ctx context.Context, conn *bus.Conn, data []byte, name string) error 
 	return nil
 }
 
-func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, sshd *sshDemo, sshAddr, agentSecret string) {
+func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, sshd *sshDemo, kube *kubelocal.Server, sshAddr, k8sAddr, agentSecret string) {
 	host, port, _ := net.SplitHostPort(cfg.PGAddr)
 	w := cfg.Out
 	fmt.Fprintf(w, "\nSluice is running in development mode (state in %s).\n\n", dir)
@@ -568,6 +605,7 @@ func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, sshd *s
 	fmt.Fprintf(w, "  OIDC issuer   %s/oidc   (development only)\n", apiURL)
 	fmt.Fprintf(w, "  PostgreSQL    %s\n", cfg.PGAddr)
 	fmt.Fprintf(w, "  SSH           %s (log in with a certificate: sluice ssh login)\n", sshAddr)
+	fmt.Fprintf(w, "  Kubernetes    https://%s/targets/NAME (kubectl: sluice kubeconfig --target NAME)\n", k8sAddr)
 	fmt.Fprintf(w, "  MCP           %s/mcp (streamable HTTP; bearer token, OAuth metadata at %s%s)\n", apiURL, apiURL, mcpworker.MetadataPath)
 	fmt.Fprintf(w, "  NATS          %s\n", natsURL)
 	fmt.Fprintf(w, "  NATS keys     one nkey per component in %s (admin.nk is break glass)\n", filepath.Join(dir, "nats-keys"))
@@ -579,6 +617,9 @@ func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, sshd *s
 	}
 	if sshd != nil {
 		fmt.Fprintf(w, "  Demo SSH      demo-ssh (OpenSSH on 127.0.0.1:%d, as %s; only Sluice's key logs in)\n", sshd.Port, sshd.User)
+	}
+	if kube != nil {
+		fmt.Fprintf(w, "  Demo K8s      demo-k8s (kube-apiserver on %s; only Sluice's token is admin there)\n", kube.URL)
 	}
 	// The hints work as printed: they name the API and the state
 	// directory whenever these are not the CLI's defaults.
@@ -599,6 +640,9 @@ func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, sshd *s
 	}
 	if sshd != nil {
 		fmt.Fprintf(w, "  bin/sluice ssh login && ssh -F ~/.sluice/ssh/config demo-ssh 'uptime'\n")
+	}
+	if kube != nil {
+		fmt.Fprintf(w, "  bin/sluice kubeconfig --target demo-k8s --out demo-k8s.kubeconfig && kubectl --kubeconfig demo-k8s.kubeconfig get namespaces\n")
 	}
 	fmt.Fprintf(w, `
 An agent with client credentials:

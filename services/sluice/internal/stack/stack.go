@@ -28,6 +28,7 @@ import (
 	"sluice.dev/sluice/services/control"
 	"sluice.dev/sluice/services/exporter"
 	"sluice.dev/sluice/services/identity"
+	"sluice.dev/sluice/services/k8sworker"
 	"sluice.dev/sluice/services/mcpworker"
 	"sluice.dev/sluice/services/pgworker"
 	"sluice.dev/sluice/services/policy"
@@ -96,6 +97,12 @@ type Options struct {
 	// and known_hosts).
 	SSHPublicAddress string
 	SSHHostKeys      []string
+	// Kubernetes worker: its address (K8sListener overrides it); the URL
+	// and CA the API tells sluice kubeconfig.
+	K8sAddr      string
+	K8sListener  net.Listener
+	K8sPublicURL string
+	K8sCAPEM     string
 	// MCP endpoint: its own listener (MCPAddr) when the API does not run
 	// in the same process, else mounted on the API at /mcp.
 	MCPAddr, MCPPublicURL string
@@ -131,6 +138,7 @@ func Services() []Service {
 		{"slackbot", "approvals from Slack: interactive messages, signed button clicks", runSlackbot},
 		{"pgworker", "the PostgreSQL gateway on :15432", runPGWorker},
 		{"sshworker", "the SSH gateway on :12222", runSSHWorker},
+		{"k8sworker", "the Kubernetes API gateway on :16443", runK8sWorker},
 		{"mcpworker", "the MCP endpoint (/mcp on the API's address, or --mcp-addr)", runMCPWorker},
 		{"api", "the HTTP API on :8080", runAPI},
 	}
@@ -308,6 +316,13 @@ func (s Service) check(o *Options) (skip bool, err error) {
 		if o.MasterKey == nil {
 			return false, sshworker.ErrNoMasterKey
 		}
+	case "k8sworker":
+		if o.MasterKey == nil {
+			return false, k8sworker.ErrNoMasterKey
+		}
+		if o.TLSCert == "" && o.TLSDir == "" {
+			return false, k8sworker.ErrNoCertificate
+		}
 	case "mcpworker":
 		if o.MasterKey == nil {
 			if o.mcpRequired {
@@ -361,7 +376,7 @@ func runAPI(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return api.New(api.Config{
 		Addr: o.APIAddr, Listener: o.APIListener, Conn: conn, Mounts: o.APIMounts,
 		Issuer: o.Provider.Issuer, Audience: o.Provider.Audience, CLIClientID: o.CLIClientID, Log: o.Log, Started: o.APIStarted,
-		SSHAddress: o.SSHPublicAddress, SSHHostKeys: o.SSHHostKeys,
+		SSHAddress: o.SSHPublicAddress, SSHHostKeys: o.SSHHostKeys, KubernetesURL: o.K8sPublicURL, KubernetesCAPEM: o.K8sCAPEM,
 	}).Run(ctx)
 }
 
@@ -400,6 +415,13 @@ func runSSHWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return sshworker.New(sshworker.Config{
 		Conn: conn, Log: o.Log, Addr: o.SSHAddr, Listener: o.SSHListener, HostKeyFile: o.SSHHostKey, CreateHostKey: o.SSHCreateHostKey,
 		MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
+	}).Run(ctx)
+}
+
+func runK8sWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
+	return k8sworker.New(k8sworker.Config{
+		Conn: conn, Log: o.Log, Addr: o.K8sAddr, Listener: o.K8sListener,
+		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
 	}).Run(ctx)
 }
 

@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/libs/kubelocal"
+	"sluice.dev/sluice/libs/testkit"
+)
+
+// kubeUser runs the real kubectl through Sluice as one principal, with the
+// kubeconfig sluice kubeconfig wrote (its exec plugin runs sluice token).
+type kubeUser struct {
+	t          *testing.T
+	env        *devEnv
+	kubeconfig string
+	token      string
+}
+
+func (u kubeUser) kubectl(stdin string, args ...string) (string, error) {
+	u.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", u.kubeconfig}, args...)...)
+	cmd.Env = append(os.Environ(), "SLUICE_TOKEN="+u.token, "SLUICE_API="+u.env.API, "KUBECACHEDIR="+filepath.Join(u.t.TempDir(), "cache"))
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+var heldRE = regexp.MustCompile(`held for approval ([0-9a-z]{26})`)
+
+// TestKubernetes drives the real kubectl through the Kubernetes worker
+// against a real kube-apiserver and etcd (sluice dev --demo-k8s).
+func TestKubernetes(t *testing.T) {
+	requireTool(t, "kubectl")
+	if _, _, err := kubelocal.Binaries(); err != nil {
+		if os.Getenv("SLUICE_E2E_REQUIRED") == "1" {
+			t.Fatalf("%v (make test builds them with scripts/tools.sh)", err)
+		}
+		t.Skip(err)
+	}
+	env := startDev(t, devOptions{extra: []string{"--demo-k8s", "--k8s-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--hold-timeout", "60s"}})
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	out, err := env.CLI([]string{"SLUICE_TOKEN=" + env.Token("--sub", "alice", "--groups", "engineers")}, "kubeconfig", "--target", "demo-k8s", "--out", kubeconfig)
+	require.NoError(t, err, out)
+	as := func(sub, groups string, extra ...string) kubeUser {
+		return kubeUser{t: t, env: env, kubeconfig: kubeconfig, token: env.Token(append([]string{"--sub", sub, "--groups", groups}, extra...)...)}
+	}
+	alice, sam, dora, root := as("alice", "engineers"), as("sam", "sre"), as("dora", "dba,engineers"), as("root", "k8s-admins,dba")
+	bob := []string{"SLUICE_TOKEN=" + env.Token("--sub", "bob", "--groups", "approvers")}
+	auditor := []string{"SLUICE_TOKEN=" + env.Token("--sub", "audrey", "--groups", "auditors")}
+
+	t.Run("reads and writes the policy allows", func(t *testing.T) {
+		out, err := alice.kubectl("", "get", "namespaces")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "kube-system")
+		out, err = alice.kubectl("", "create", "namespace", "team-a")
+		require.NoError(t, err, out)
+		manifest := `apiVersion: v1
+kind: ConfigMap
+metadata: {name: app, namespace: team-a}
+data: {owner: ada.lovelace@example.com, replicas: "3"}
+`
+		out, err = alice.kubectl(manifest, "apply", "-f", "-")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "configmap/app created")
+		out, err = alice.kubectl(strings.Replace(manifest, `"3"`, `"4"`, 1), "apply", "-f", "-")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "configmap/app configured")
+	})
+
+	t.Run("values are masked in every output format; dba sees them", func(t *testing.T) {
+		for _, format := range []string{"yaml", "json", "jsonpath={.data.owner}"} {
+			out, err := alice.kubectl("", "-n", "team-a", "get", "configmap", "app", "-o", format)
+			require.NoError(t, err, out)
+			assert.NotContains(t, out, "ada.lovelace@example.com", format)
+			assert.Contains(t, out, "[email]", format)
+		}
+		out, err := dora.kubectl("", "-n", "team-a", "get", "configmap", "app", "-o", "jsonpath={.data.owner}")
+		require.NoError(t, err, out)
+		assert.Equal(t, "ada.lovelace@example.com", out)
+	})
+
+	t.Run("Secrets: reading them is a policy decision, their values redacted", func(t *testing.T) {
+		out, err := alice.kubectl("", "-n", "team-a", "create", "secret", "generic", "db", "--from-literal=password=hunter2")
+		require.NoError(t, err, out)
+		assert.NotContains(t, out, base64.StdEncoding.EncodeToString([]byte("hunter2")))
+		out, err = alice.kubectl("", "-n", "team-a", "get", "secret", "db", "-o", "yaml")
+		require.Error(t, err)
+		assert.Contains(t, out, `denied by rule "deny-k8s-secret-reads"`)
+		for _, args := range [][]string{{"get", "secret", "db", "-o", "yaml"}, {"get", "secrets", "-o", "json"}, {"get", "secret", "db", "-o", "jsonpath={.data.password}"}} {
+			out, err = sam.kubectl("", append([]string{"-n", "team-a"}, args...)...)
+			require.NoError(t, err, out)
+			assert.NotContains(t, out, base64.StdEncoding.EncodeToString([]byte("hunter2")), args)
+			assert.Contains(t, out, "W3JlZGFjdGVkXQ==", args)
+		}
+		out, err = sam.kubectl("", "-n", "team-a", "get", "secrets")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "db")
+		out, err = dora.kubectl("", "-n", "team-a", "get", "secret", "db", "-o", "jsonpath={.data.password}")
+		require.NoError(t, err, out)
+		assert.Equal(t, base64.StdEncoding.EncodeToString([]byte("hunter2")), out)
+	})
+
+	t.Run("a delete is held, approved from the CLI, and the same command then runs once", func(t *testing.T) {
+		out, err := alice.kubectl("", "-n", "team-a", "delete", "configmap", "app")
+		require.Error(t, err)
+		m := heldRE.FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		assert.Contains(t, out, "sluice approve "+m[1])
+		// Asking again before it is decided names the same approval.
+		out, err = alice.kubectl("", "-n", "team-a", "delete", "configmap", "app")
+		require.Error(t, err)
+		assert.Contains(t, out, m[1])
+		approved, err := env.CLI(bob, "approve", m[1], "--reason", "cleanup")
+		require.NoError(t, err, approved)
+		testkit.Eventually(t, 10*time.Second, func() error {
+			out, err = alice.kubectl("", "-n", "team-a", "delete", "configmap", "app")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
+		assert.Contains(t, out, `configmap "app" deleted`)
+		// Used once: the next delete is held again.
+		_, _ = alice.kubectl(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"app","namespace":"team-a"}}`, "apply", "-f", "-")
+		out, err = alice.kubectl("", "-n", "team-a", "delete", "configmap", "app")
+		require.Error(t, err)
+		assert.Regexp(t, heldRE, out)
+		assert.NotContains(t, out, m[1])
+	})
+
+	t.Run("dangerous paths are denied by the default policy", func(t *testing.T) {
+		out, err := alice.kubectl("", "-n", "team-a", "run", "web", "--image=nginx")
+		require.NoError(t, err, out)
+		out, err = alice.kubectl("", "-n", "team-a", "exec", "web", "--", "id")
+		require.Error(t, err)
+		assert.Contains(t, out, `denied by rule "deny-k8s-streams-and-proxies"`)
+		out, err = alice.kubectl("", "delete", "--raw", "/targets/demo-k8s/api/v1/namespaces/team-a/configmaps")
+		require.Error(t, err)
+		assert.Contains(t, out, `denied by rule "deny-k8s-bulk-deletes"`)
+		out, err = alice.kubectl("", "create", "clusterrolebinding", "me", "--clusterrole=cluster-admin", "--user=alice")
+		require.Error(t, err)
+		assert.Contains(t, out, `denied by rule "deny-k8s-rbac-writes"`)
+		// Where a rule allows exec, the upgrade reaches the cluster (which
+		// has no kubelet: the pod has no host).
+		out, err = root.kubectl("", "-n", "team-a", "exec", "web", "--", "id")
+		require.Error(t, err)
+		assert.Contains(t, out, "does not have a host assigned")
+	})
+
+	t.Run("the client's credentials and impersonation never reach the cluster", func(t *testing.T) {
+		for _, args := range [][]string{{"auth", "whoami"}, {"--as=nobody", "auth", "whoami"}, {"--as=nobody", "--as-group=system:masters", "auth", "whoami"}} {
+			out, err := alice.kubectl("", args...)
+			require.NoError(t, err, out)
+			assert.Contains(t, out, "sluice-gateway", args)
+			assert.NotContains(t, out, "nobody", args)
+		}
+		// A token of the cluster itself is no Sluice token.
+		out, err := alice.kubectl("", "--token", "not-a-sluice-token", "get", "namespaces")
+		require.Error(t, err)
+		assert.Contains(t, out, "provide credentials")
+	})
+
+	t.Run("every request is in replay, and the audit log verifies", func(t *testing.T) {
+		var transcript string
+		testkit.Eventually(t, 15*time.Second, func() error {
+			o, err := env.CLI(auditor, "sessions", "list", "-o", "json")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, o)
+			}
+			for _, id := range regexp.MustCompile(`"id":\s*"([0-9a-z]{26})"`).FindAllStringSubmatch(o, -1) {
+				r, _ := env.CLI(auditor, "replay", id[1])
+				if strings.Contains(r, "deny-k8s-secret-reads") {
+					transcript = r
+					return nil
+				}
+			}
+			return fmt.Errorf("no kubernetes session with the secret denial yet")
+		})
+		assert.Contains(t, transcript, "kubernetes on target demo-k8s")
+		assert.Contains(t, transcript, "GET /api/v1/namespaces/team-a/secrets/db")
+		v, err := env.CLI(auditor, "audit", "verify")
+		require.NoError(t, err, v)
+		assert.Contains(t, v, "intact")
+	})
+}

@@ -1,0 +1,587 @@
+package k8sworker
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"sluice.dev/sluice/libs/gateway"
+	"sluice.dev/sluice/libs/kubeclass"
+	"sluice.dev/sluice/libs/recording"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// PathPrefix starts every path: /targets/NAME/... reaches target NAME.
+const PathPrefix = "/targets/"
+
+// Rules of the refusals the worker makes itself.
+const (
+	ruleMaskedStream = "builtin:masked-stream"
+)
+
+type connKey struct{}
+
+// clientConn is one client connection; its requests run in one session
+// per target and principal (a token refreshed for the same principal
+// stays in it).
+type clientConn struct {
+	w    *Worker
+	conn net.Conn
+	addr string
+
+	mu       sync.Mutex
+	sessions map[sessKey]*session
+	closed   bool
+}
+
+type sessKey struct {
+	target string
+	pkey   [16]byte
+}
+
+func (w *Worker) connContext(ctx context.Context, c net.Conn) context.Context {
+	cc := &clientConn{w: w, conn: c, addr: c.RemoteAddr().String(), sessions: map[sessKey]*session{}}
+	w.conns.Store(c, cc)
+	return context.WithValue(ctx, connKey{}, cc)
+}
+
+func (w *Worker) connState(c net.Conn, st http.ConnState) {
+	if st != http.StateClosed {
+		return
+	}
+	if v, ok := w.conns.LoadAndDelete(c); ok {
+		v.(*clientConn).end("the client closed the connection")
+	}
+}
+
+// end ends every session of the connection.
+func (cc *clientConn) end(reason string) {
+	cc.mu.Lock()
+	cc.closed = true
+	open := make([]*session, 0, len(cc.sessions))
+	for _, s := range cc.sessions {
+		open = append(open, s)
+	}
+	cc.mu.Unlock()
+	for _, s := range open {
+		s.finish(reason)
+	}
+}
+
+// session is one principal's requests to one target over one connection,
+// an audit session with protocol kubernetes.
+type session struct {
+	w         *Worker
+	cc        *clientConn
+	id        string
+	principal *commonv1.Principal
+	pkey      [16]byte
+	target    *commonv1.Target
+	rec       *recording.Session
+	inflight  chan struct{}
+
+	mu    sync.Mutex
+	token string
+	cmdID uint64
+
+	commands, denied atomic.Int64
+	endOnce          sync.Once
+	ended            chan struct{}
+	why              atomic.Value
+}
+
+func (s *session) ID() string             { return s.id }
+func (s *session) PrincipalKey() [16]byte { return s.pkey }
+func (s *session) CallerToken() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.token
+}
+
+// End ends the session at the kernel's request (kill, identity change,
+// shutdown): the connection closes, so requests in flight stop.
+func (s *session) End(_ gateway.EndCode, reason string) {
+	s.finish(reason)
+	_ = s.cc.conn.Close()
+}
+
+func (s *session) finish(reason string) {
+	s.endOnce.Do(func() {
+		s.why.Store(reason)
+		close(s.ended)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.rec.Record(ctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{
+			Reason: reason, Commands: s.commands.Load(), Denied: s.denied.Load()}}})
+		cancel()
+		s.w.k.Unregister(s)
+	})
+}
+
+func (s *session) isEnded() bool {
+	select {
+	case <-s.ended:
+		return true
+	default:
+		return false
+	}
+}
+
+// session returns the connection's session for target and principal,
+// starting it (recorded) on its first request.
+func (cc *clientConn) session(ctx context.Context, target *commonv1.Target, p *commonv1.Principal, token, agent string) (*session, error) {
+	key := sessKey{target: target.GetName(), pkey: gateway.PrincipalKey(p)}
+	cc.mu.Lock()
+	if cc.closed {
+		cc.mu.Unlock()
+		return nil, errors.New("the connection is closing")
+	}
+	if s, ok := cc.sessions[key]; ok && !s.isEnded() {
+		cc.mu.Unlock()
+		s.mu.Lock()
+		s.token = token
+		s.mu.Unlock()
+		return s, nil
+	}
+	if cc.w.k.Active() >= int64(cc.w.k.Config().MaxSessions) {
+		cc.mu.Unlock()
+		return nil, errors.New("too many sessions are open; try again later")
+	}
+	s := &session{w: cc.w, cc: cc, id: recording.NewSessionID(), principal: p, pkey: key.pkey, target: target, token: token,
+		inflight: make(chan struct{}, cc.w.cfg.MaxInFlight), ended: make(chan struct{})}
+	s.rec = cc.w.k.Rec.Open(s.id)
+	cc.sessions[key] = s
+	cc.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := s.rec.Record(rctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
+		Principal: p, Target: target, Protocol: "kubernetes", ClientAddr: cc.addr, ClientApplication: truncate(agent, 200), Worker: cc.w.cfg.Name,
+	}}})
+	if err != nil {
+		cc.mu.Lock()
+		delete(cc.sessions, key)
+		cc.mu.Unlock()
+		return nil, errors.New("the audit stream is not accepting records; nothing runs unrecorded")
+	}
+	cc.w.k.Register(s)
+	return s, nil
+}
+
+func (s *session) nextCommand() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cmdID++
+	return s.cmdID
+}
+
+func (s *session) emit(ev *sessionv1.Event) (uint64, error) {
+	if ev.Time == nil {
+		ev.Time = timestamppb.Now()
+	}
+	return s.rec.Emit(ev)
+}
+
+// ServeHTTP is one request: the target from the path, the caller from its
+// token, a decision, a durable record, then the cluster.
+func (w *Worker) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	cc, _ := r.Context().Value(connKey{}).(*clientConn)
+	if cc == nil {
+		status(rw, http.StatusInternalServerError, "InternalError", "sluice: no connection state")
+		return
+	}
+	name, rest, ok := route(r.URL.Path)
+	if !ok {
+		status(rw, http.StatusNotFound, "NotFound", "sluice: use the server URL sluice kubeconfig writes: https://HOST/targets/NAME")
+		return
+	}
+	if r.URL.RawPath != "" {
+		status(rw, http.StatusBadRequest, "BadRequest", "sluice: percent-encoded paths are refused")
+		return
+	}
+	tc, ok := w.k.View.Target(name)
+	if !ok || tc.GetSpec().GetKubernetes() == nil {
+		status(rw, http.StatusNotFound, "NotFound", fmt.Sprintf("sluice: there is no Kubernetes target %q", name))
+		return
+	}
+	token, ok := bearer(r)
+	if !ok {
+		status(rw, http.StatusUnauthorized, "Unauthorized", "sluice: send an access token (sluice kubeconfig writes a kubeconfig whose user runs sluice token)")
+		return
+	}
+	p, e := w.k.Authn.Verify(r.Context(), token)
+	if e != nil {
+		code := http.StatusUnauthorized
+		if e.GetCode() == "unavailable" {
+			code = http.StatusServiceUnavailable
+		}
+		w.k.RecordAuthFailure(r.Context(), cc.addr, name, e.GetCode(), e.GetMessage())
+		status(rw, code, http.StatusText(code), fmt.Sprintf("sluice: the token is refused: %s (%s)", e.GetMessage(), e.GetCode()))
+		return
+	}
+	spec := tc.GetSpec()
+	s, err := cc.session(r.Context(), gateway.TargetRef(spec.GetName(), spec.GetKind(), spec.GetLabels()), p, token, r.UserAgent())
+	if err != nil {
+		status(rw, http.StatusServiceUnavailable, "ServiceUnavailable", "sluice: "+err.Error())
+		return
+	}
+	select {
+	case s.inflight <- struct{}{}:
+		defer func() { <-s.inflight }()
+	default:
+		status(rw, http.StatusTooManyRequests, "TooManyRequests", fmt.Sprintf("sluice: at most %d requests at once in one session", w.cfg.MaxInFlight))
+		return
+	}
+	up, err := w.upstreamFor(name, tc)
+	if err != nil {
+		w.cfg.Log.Warn().Err(err).Str("target", name).Msg("target misconfigured")
+		status(rw, http.StatusBadGateway, "ServiceUnavailable", "sluice: the target is misconfigured; ask an administrator")
+		return
+	}
+	s.handle(rw, r, rest, up)
+	if isUpgrade(r) {
+		// A connection that carried a stream serves nothing else.
+		s.finish("the stream ended")
+	}
+}
+
+// route splits /targets/NAME/REST.
+func route(p string) (name, rest string, ok bool) {
+	after, found := strings.CutPrefix(p, PathPrefix)
+	if !found {
+		return "", "", false
+	}
+	name, rest, _ = strings.Cut(after, "/")
+	if name == "" {
+		return "", "", false
+	}
+	return name, "/" + rest, true
+}
+
+func bearer(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+func isUpgrade(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" || strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// handle rules on one request and, when it may run, forwards it.
+func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, up *upstream) {
+	w := s.w
+	ctx := r.Context()
+	start := time.Now()
+	info, err := kubeclass.Classify(r.Method, rest, r.URL.Query())
+	if err != nil {
+		status(rw, http.StatusBadRequest, "BadRequest", "sluice: "+err.Error())
+		return
+	}
+	var body []byte
+	if r.Body != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		body, err = io.ReadAll(io.LimitReader(r.Body, w.cfg.MaxBody+1))
+		if err != nil {
+			status(rw, http.StatusBadRequest, "BadRequest", "sluice: the request body could not be read")
+			return
+		}
+		if int64(len(body)) > w.cfg.MaxBody {
+			status(rw, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", fmt.Sprintf("sluice: the request body is larger than %d bytes", w.cfg.MaxBody))
+			return
+		}
+	}
+	cmd := &policyv1.K8SCommand{Verb: info.Verb, ApiGroup: info.APIGroup, Resource: info.Resource, Subresource: info.Subresource,
+		Namespace: info.Namespace, Name: info.Name, Command: info.Command}
+	req := &policyv1.EvaluateRequest{Principal: s.principal, Target: s.target, SessionId: s.id, Command: &policyv1.EvaluateRequest_K8S{K8S: cmd}}
+	d, cached := w.k.Decide(ctx, req, s.pkey, cacheKey(cmd, info), nil)
+	if d.GetAction() != "deny" && len(d.GetMasks()) > 0 && isUpgrade(r) {
+		d = &policyv1.Decision{Action: "deny", Rule: ruleMaskedStream, Revision: d.GetRevision(), K8S: cmd, Grants: d.GetGrants(),
+			Reason: "masking applies to you on this target, and an exec, attach or port-forward stream carries data Sluice does not mask"}
+	}
+	text := r.Method + " " + rest
+	if r.URL.RawQuery != "" {
+		text += "?" + r.URL.RawQuery
+	}
+	var bodyHash string
+	if len(body) > 0 {
+		sum := sha256.Sum256(body)
+		bodyHash = hex.EncodeToString(sum[:])
+	}
+	id := s.nextCommand()
+	s.commands.Add(1)
+	seq, err := s.emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: id, Text: text, Via: info.Verb,
+		ParametersHash: bodyHash, Decision: gateway.Recorded(d), Cached: cached}}})
+	if err != nil {
+		status(rw, http.StatusServiceUnavailable, "ServiceUnavailable", "sluice: the audit stream is not accepting records; nothing runs unrecorded")
+		return
+	}
+	result := func(code int, rows int64) {
+		_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Result{Result: &sessionv1.Result{CommandId: id,
+			CommandTag: fmt.Sprintf("HTTP %d", code), Rows: rows, DurationUs: time.Since(start).Microseconds()}}})
+	}
+	switch d.GetAction() {
+	case "allow":
+	case "review":
+		if msg, ok := s.review(ctx, d, id, text, gateway.CommandHash(text, bodyHash)); !ok {
+			status(rw, http.StatusForbidden, "Forbidden", msg)
+			result(http.StatusForbidden, 0)
+			return
+		}
+	default:
+		s.denied.Add(1)
+		status(rw, http.StatusForbidden, "Forbidden", fmt.Sprintf("sluice: denied by rule %q: %s", d.GetRule(), d.GetReason()))
+		result(http.StatusForbidden, 0)
+		return
+	}
+	if isUpgrade(r) && !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		// After the decision: a stream the policy denies says so, whichever
+		// protocol the client tried. kubectl tries SPDY when its websocket
+		// attempt failed: it gets the cluster's answer to that attempt.
+		if code, body, ok := s.upgradeFailure(rest); ok {
+			rw.Header().Set("Content-Type", "application/json")
+			rw.WriteHeader(code)
+			_, _ = rw.Write(body)
+			result(code, 0)
+			return
+		}
+		status(rw, http.StatusBadRequest, "BadRequest", "sluice: only websocket streams are supported (SPDY is refused); kubectl 1.30 or later uses websockets")
+		result(http.StatusBadRequest, 0)
+		return
+	}
+	// The record is durable before the cluster sees the request, and so
+	// before any response is released.
+	if err := s.rec.WaitFor(ctx, seq); err != nil {
+		status(rw, http.StatusServiceUnavailable, "ServiceUnavailable", "sluice: the request could not be recorded; it did not run")
+		return
+	}
+	if s.isEnded() {
+		status(rw, http.StatusForbidden, "Forbidden", "sluice: the session has ended")
+		return
+	}
+	if info.Verb == "watch" {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, w.cfg.MaxWatch)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
+	cw := &countingWriter{ResponseWriter: rw, status: http.StatusOK}
+	s.forward(cw, r, rest, body, up, d, id, info)
+	result(cw.status, cw.lines(info))
+}
+
+// cacheKey is a decision's cache key: everything the policy sees of the
+// request besides who and where.
+func cacheKey(c *policyv1.K8SCommand, info kubeclass.Request) string {
+	return strings.Join(append([]string{c.GetVerb(), c.GetApiGroup(), c.GetResource(), c.GetSubresource(), c.GetNamespace(), c.GetName(), info.Container},
+		c.GetCommand()...), "\x00")
+}
+
+// forward sends the request to the cluster as the gateway, and the
+// response back, masked when the policy masks.
+func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, body []byte, up *upstream, d *policyv1.Decision, id uint64, info kubeclass.Request) {
+	server, err := url.Parse(up.spec.GetServer())
+	if err != nil {
+		status(rw, http.StatusBadGateway, "ServiceUnavailable", "sluice: the target's server URL is not valid")
+		return
+	}
+	masked := len(d.GetMasks()) > 0
+	var m *responseMasker
+	if masked {
+		var err error
+		if m, err = s.newMasker(d, id, info); err != nil {
+			status(rw, http.StatusInternalServerError, "InternalError", "sluice: the masking rules cannot be applied")
+			return
+		}
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			out := pr.Out
+			out.URL.Scheme, out.URL.Host = server.Scheme, server.Host
+			out.URL.Path = strings.TrimSuffix(server.Path, "/") + rest
+			out.URL.RawPath = ""
+			out.URL.RawQuery = r.URL.RawQuery
+			out.Host = server.Host
+			// The client says nothing about who it is to the cluster.
+			for h := range out.Header {
+				if l := strings.ToLower(h); l == "authorization" || strings.HasPrefix(l, "impersonate-") || strings.HasPrefix(l, "x-remote-") || l == "cookie" {
+					out.Header.Del(h)
+				}
+			}
+			out.Header.Set("Authorization", "Bearer "+up.token)
+			if up.spec.GetImpersonate() {
+				out.Header.Set("Impersonate-User", s.principal.GetSubject())
+				for _, g := range s.principal.GetGroups() {
+					out.Header.Add("Impersonate-Group", g)
+				}
+			}
+			if masked {
+				// JSON only (never protobuf), uncompressed: masking reads
+				// every byte.
+				out.Header.Set("Accept", jsonAccept(out.Header.Get("Accept")))
+				out.Header.Del("Accept-Encoding")
+			}
+			if body != nil {
+				out.Body = io.NopCloser(bytes.NewReader(body))
+				out.ContentLength = int64(len(body))
+			}
+		},
+		Transport:     up.transport,
+		FlushInterval: -1,
+		ErrorHandler: func(rw http.ResponseWriter, _ *http.Request, err error) {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			s.w.cfg.Log.Warn().Err(err).Str("target", s.target.GetName()).Msg("cluster request failed")
+			status(rw, http.StatusBadGateway, "ServiceUnavailable", "sluice: the cluster did not answer")
+		},
+	}
+	switch {
+	case m != nil:
+		rp.ModifyResponse = m.modify
+	case isUpgrade(r):
+		rp.ModifyResponse = func(resp *http.Response) error {
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				s.noteUpgradeFailure(rest, resp)
+			}
+			return nil
+		}
+	}
+	rp.ServeHTTP(rw, r)
+	if m != nil {
+		m.record()
+	}
+}
+
+// jsonAccept keeps the JSON forms a client asked for (Table included) and
+// drops protobuf; without any, plain JSON.
+func jsonAccept(accept string) string {
+	var keep []string
+	for _, part := range strings.Split(accept, ",") {
+		p := strings.TrimSpace(part)
+		mt, _, _ := strings.Cut(p, ";")
+		if strings.TrimSpace(mt) == "application/json" {
+			keep = append(keep, p)
+		}
+	}
+	if len(keep) == 0 {
+		return "application/json"
+	}
+	return strings.Join(keep, ", ")
+}
+
+// status answers with a Kubernetes Status, which kubectl prints.
+func status(rw http.ResponseWriter, code int, reason, msg string) {
+	rw.Header().Set("Content-Type", "application/json")
+	rw.WriteHeader(code)
+	_ = json.NewEncoder(rw).Encode(map[string]any{"kind": "Status", "apiVersion": "v1", "metadata": map[string]any{},
+		"status": "Failure", "message": msg, "reason": reason, "code": code})
+}
+
+// countingWriter remembers the status and counts a watch's events.
+type countingWriter struct {
+	http.ResponseWriter
+	status  int
+	wrote   bool
+	newline int64
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	if !c.wrote {
+		c.status, c.wrote = code, true
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	c.wrote = true
+	c.newline += int64(bytes.Count(b, []byte{'\n'}))
+	return c.ResponseWriter.Write(b)
+}
+
+func (c *countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets the proxy reach the connection (upgrades).
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// lines is what the result records: a watch's events (one per line).
+func (c *countingWriter) lines(info kubeclass.Request) int64 {
+	if info.Verb == "watch" {
+		return c.newline
+	}
+	return 0
+}
+
+// upgradeFailures keeps the cluster's refusals of websocket streams, by
+// principal, target and path, for ten seconds: kubectl then tries SPDY
+// (on another connection), which is refused, and gets that answer.
+type upgradeFailures struct {
+	mu sync.Mutex
+	m  map[string]upgradeFailure
+}
+
+type upgradeFailure struct {
+	code int
+	body []byte
+	at   time.Time
+}
+
+func (s *session) upgradeKey(path string) string {
+	return string(s.pkey[:]) + "\x00" + s.target.GetName() + "\x00" + path
+}
+
+func (s *session) noteUpgradeFailure(path string, resp *http.Response) {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	u := &s.w.upgrades
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil || len(u.m) > 1000 {
+		u.m = map[string]upgradeFailure{}
+	}
+	u.m[s.upgradeKey(path)] = upgradeFailure{code: resp.StatusCode, body: body, at: time.Now()}
+}
+
+func (s *session) upgradeFailure(path string) (int, []byte, bool) {
+	u := &s.w.upgrades
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	f, ok := u.m[s.upgradeKey(path)]
+	if !ok || time.Since(f.at) > 10*time.Second {
+		return 0, nil, false
+	}
+	delete(u.m, s.upgradeKey(path))
+	return f.code, f.body, true
+}
