@@ -127,9 +127,18 @@ func startDev(t *testing.T, opts devOptions) *devEnv {
 	e := &devEnv{t: t, Dir: filepath.Join(dir, ".sluice"), API: fmt.Sprintf("http://127.0.0.1:%d", apiPort), SSHPort: sshPort,
 		PGAddr: fmt.Sprintf("127.0.0.1:%d", pgPort), PGHost: "127.0.0.1", PGPort: pgPort,
 		out: &syncBuffer{}, done: make(chan error, 1)}
+	k8sAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	for _, a := range opts.extra {
+		if a == "--k8s-addr" {
+			k8sAddr = "" // the test names it
+		}
+	}
 	args := []string{"dev", "--dir", e.Dir, "--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "--pg-addr", e.PGAddr,
 		"--nats-port", fmt.Sprint(natsPort), "--demo-pg-port", fmt.Sprint(demoPort), "--log-format", "json",
 		"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", sshPort), "--demo-ssh-port", fmt.Sprint(demoSSHPort)}
+	if k8sAddr != "" {
+		args = append(args, "--k8s-addr", k8sAddr)
+	}
 	if opts.noDemo {
 		args = append(args, "--no-demo")
 	}

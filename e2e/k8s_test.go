@@ -176,6 +176,30 @@ data: {owner: ada.lovelace@example.com, replicas: "3"}
 		assert.Contains(t, out, "provide credentials")
 	})
 
+	t.Run("an agent over MCP: the same rules, the same masking, a held delete collected", func(t *testing.T) {
+		agent := connectMCP(t, env, sam.token)
+		r := agent.call("kube_request", map[string]any{"target": "demo-k8s", "path": "/api/v1/namespaces/team-a/secrets/db"}, nil)
+		require.Equal(t, "ok", r.Status, r.text)
+		assert.NotContains(t, r.text, base64.StdEncoding.EncodeToString([]byte("hunter2")))
+		assert.Contains(t, r.text, "W3JlZGFjdGVkXQ==")
+		eng := connectMCP(t, env, alice.token)
+		r = eng.call("kube_request", map[string]any{"target": "demo-k8s", "path": "/api/v1/namespaces/team-a/secrets/db"}, nil)
+		assert.Equal(t, "denied", r.Status)
+		assert.Equal(t, "deny-k8s-secret-reads", r.Decision.Rule)
+		r = eng.call("kube_request", map[string]any{"target": "demo-k8s", "method": "POST", "path": "/api/v1/namespaces/team-a/configmaps",
+			"body": map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "from-agent"}, "data": map[string]any{"k": "v"}}}, nil)
+		require.Equal(t, "ok", r.Status, r.text)
+		r = eng.call("kube_request", map[string]any{"target": "demo-k8s", "method": "DELETE", "path": "/api/v1/namespaces/team-a/configmaps/from-agent"}, nil)
+		require.Equal(t, "pending_approval", r.Status, r.text)
+		out, err := env.CLI(bob, "approve", r.Approval.ID, "--reason", "agent cleanup")
+		require.NoError(t, err, out)
+		r = eng.call("collect_result", map[string]any{"approval_id": r.Approval.ID, "wait_seconds": 30}, nil)
+		require.Equal(t, "ok", r.Status, r.text)
+		out, err = alice.kubectl("", "-n", "team-a", "get", "configmap", "from-agent")
+		require.Error(t, err)
+		assert.Contains(t, out, "NotFound")
+	})
+
 	t.Run("every request is in replay, and the audit log verifies", func(t *testing.T) {
 		var transcript string
 		testkit.Eventually(t, 15*time.Second, func() error {
@@ -185,7 +209,7 @@ data: {owner: ada.lovelace@example.com, replicas: "3"}
 			}
 			for _, id := range regexp.MustCompile(`"id":\s*"([0-9a-z]{26})"`).FindAllStringSubmatch(o, -1) {
 				r, _ := env.CLI(auditor, "replay", id[1])
-				if strings.Contains(r, "deny-k8s-secret-reads") {
+				if strings.Contains(r, "deny-k8s-secret-reads") && strings.Contains(r, "kubernetes on target demo-k8s") {
 					transcript = r
 					return nil
 				}

@@ -197,7 +197,7 @@ func TestMCP(t *testing.T) {
 		for _, tl := range res.Tools {
 			tools[tl.Name] = tl
 		}
-		for _, name := range []string{"list_targets", "run_sql", "run_command", "collect_result"} {
+		for _, name := range []string{"list_targets", "run_sql", "run_command", "kube_request", "collect_result"} {
 			require.Contains(t, tools, name)
 			assert.NotEmpty(t, tools[name].Description)
 		}
@@ -498,7 +498,7 @@ func TestMCPNode(t *testing.T) {
 	require.NoError(t, cmd.Wait(), stderr.String())
 	require.Contains(t, steps, "done")
 
-	assert.Equal(t, []any{"collect_result", "list_targets", "run_command", "run_sql"}, steps["tools"]["names"])
+	assert.Equal(t, []any{"collect_result", "kube_request", "list_targets", "run_command", "run_sql"}, steps["tools"]["names"])
 	assert.Equal(t, []any{"demo", "demo-ssh"}, steps["targets"]["names"])
 	q := steps["query"]
 	assert.Equal(t, "ok", q["status"])

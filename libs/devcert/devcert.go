@@ -16,12 +16,17 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
 // LoadOrCreate returns the certificate in dir (cert.pem, key.pem), creating
 // it if missing or expiring within a day.
 func LoadOrCreate(dir string) (tls.Certificate, error) {
+	// Workers in one process (sluice dev, serve all) start together: one
+	// makes the pair, the others load it.
+	mu.Lock()
+	defer mu.Unlock()
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
 		if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil && time.Until(leaf.NotAfter) > 24*time.Hour {
@@ -55,11 +60,23 @@ func LoadOrCreate(dir string) (tls.Certificate, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	// The key first, each file whole (renamed into place): a reader never
+	// sees half a file.
+	if err := writeFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return tls.Certificate{}, fmt.Errorf("devcert: %w", err)
 	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := writeFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return tls.Certificate{}, fmt.Errorf("devcert: %w", err)
 	}
 	return tls.LoadX509KeyPair(certPath, keyPath)
+}
+
+var mu sync.Mutex
+
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -253,10 +252,11 @@ func (w *Worker) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		status(rw, http.StatusBadGateway, "ServiceUnavailable", "sluice: the target is misconfigured; ask an administrator")
 		return
 	}
-	s.handle(rw, r, rest, up)
-	if isUpgrade(r) {
-		// A connection that carried a stream serves nothing else.
+	if s.handle(rw, r, rest, up) {
+		// A connection that carried a stream serves nothing else (and,
+		// taken over, reports no close).
 		s.finish("the stream ended")
+		w.conns.Delete(cc.conn)
 	}
 }
 
@@ -293,8 +293,9 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// handle rules on one request and, when it may run, forwards it.
-func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, up *upstream) {
+// handle rules on one request and, when it may run, forwards it. It
+// reports whether the connection was taken over by a stream.
+func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, up *upstream) (upgraded bool) {
 	w := s.w
 	ctx := r.Context()
 	start := time.Now()
@@ -390,8 +391,13 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 		r = r.WithContext(ctx)
 	}
 	cw := &countingWriter{ResponseWriter: rw, status: http.StatusOK}
-	s.forward(cw, r, rest, body, up, d, id, info)
-	result(cw.status, cw.lines(info))
+	upgraded = s.forward(cw, r, rest, body, up, d, id, info)
+	code := cw.status
+	if upgraded {
+		code = http.StatusSwitchingProtocols
+	}
+	result(code, cw.lines(info))
+	return upgraded
 }
 
 // cacheKey is a decision's cache key: everything the policy sees of the
@@ -403,12 +409,8 @@ func cacheKey(c *policyv1.K8SCommand, info kubeclass.Request) string {
 
 // forward sends the request to the cluster as the gateway, and the
 // response back, masked when the policy masks.
-func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, body []byte, up *upstream, d *policyv1.Decision, id uint64, info kubeclass.Request) {
-	server, err := url.Parse(up.spec.GetServer())
-	if err != nil {
-		status(rw, http.StatusBadGateway, "ServiceUnavailable", "sluice: the target's server URL is not valid")
-		return
-	}
+func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, body []byte, up *upstream, d *policyv1.Decision, id uint64, info kubeclass.Request) (upgraded bool) {
+	server := up.Server
 	masked := len(d.GetMasks()) > 0
 	var m *responseMasker
 	if masked {
@@ -432,7 +434,7 @@ func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, 
 					out.Header.Del(h)
 				}
 			}
-			out.Header.Set("Authorization", "Bearer "+up.token)
+			out.Header.Set("Authorization", "Bearer "+up.Token)
 			if up.spec.GetImpersonate() {
 				out.Header.Set("Impersonate-User", s.principal.GetSubject())
 				for _, g := range s.principal.GetGroups() {
@@ -450,7 +452,7 @@ func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, 
 				out.ContentLength = int64(len(body))
 			}
 		},
-		Transport:     up.transport,
+		Transport:     up.Transport,
 		FlushInterval: -1,
 		ErrorHandler: func(rw http.ResponseWriter, _ *http.Request, err error) {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -465,7 +467,9 @@ func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, 
 		rp.ModifyResponse = m.modify
 	case isUpgrade(r):
 		rp.ModifyResponse = func(resp *http.Response) error {
-			if resp.StatusCode != http.StatusSwitchingProtocols {
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				upgraded = true
+			} else {
 				s.noteUpgradeFailure(rest, resp)
 			}
 			return nil
@@ -475,6 +479,7 @@ func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, 
 	if m != nil {
 		m.record()
 	}
+	return upgraded
 }
 
 // jsonAccept keeps the JSON forms a client asked for (Table included) and

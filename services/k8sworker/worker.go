@@ -3,7 +3,6 @@ package k8sworker
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log"
@@ -21,6 +20,7 @@ import (
 	"sluice.dev/sluice/libs/devcert"
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/libs/targets"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
 
@@ -191,10 +191,9 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // upstream is how the worker reaches one target.
 type upstream struct {
-	spec      *controlv1.KubernetesTarget
-	digest    string
-	transport *http.Transport
-	token     string
+	*targets.Kubernetes
+	spec   *controlv1.KubernetesTarget
+	digest string
 }
 
 // upstreamFor returns the target's transport and credential, built once
@@ -206,29 +205,14 @@ func (w *Worker) upstreamFor(name string, tc *controlv1.TargetConfigured) (*upst
 		return u, nil
 	}
 	spec := tc.GetSpec().GetKubernetes()
-	token, err := secrets.Resolve(spec.GetToken(), w.cfg.MasterKey)
+	k, err := targets.KubernetesClient(spec, w.cfg.MasterKey)
 	if err != nil {
-		return nil, fmt.Errorf("the target's token: %w", err)
+		return nil, err
 	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
-	if f := spec.GetCaFile(); f != "" {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("the target's CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("the target's CA file %s holds no certificate", f)
-		}
-		tlsCfg.RootCAs = pool
-	}
-	// HTTP/1.1 to the cluster: upgrades (exec) need it.
-	t := &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: false, MaxIdleConnsPerHost: 32,
-		IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: 0, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext}
 	if old, ok := w.transports[name]; ok {
-		old.transport.CloseIdleConnections()
+		old.Transport.CloseIdleConnections()
 	}
-	u := &upstream{spec: spec, digest: tc.GetDigest(), transport: t, token: string(token)}
+	u := &upstream{Kubernetes: k, spec: spec, digest: tc.GetDigest()}
 	w.transports[name] = u
 	return u, nil
 }

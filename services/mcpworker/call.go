@@ -36,6 +36,7 @@ type callResult struct {
 	// are not here.
 	ResultsTruncated bool          `json:"results_truncated,omitempty" jsonschema:"true when the call ran more statements than results are returned for (100)"`
 	Output           *cmdOutput    `json:"output,omitempty" jsonschema:"run_command: the command's exit status and output"`
+	Kube             *kubeResponse `json:"kube,omitempty" jsonschema:"kube_request: the API server's answer"`
 	Masked           []maskedCount `json:"masked,omitempty" jsonschema:"what Sluice masked in the result, by column or detector"`
 	Error            *callError    `json:"error,omitempty" jsonschema:"why it did not run, or the target's error"`
 	Approval         *approvalInfo `json:"approval,omitempty" jsonschema:"the approval request of a held call"`

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -68,7 +69,7 @@ func TestThreeNodeCluster(t *testing.T) {
 		Log:         zerolog.Nop(),
 		Topology:    bus.Topology{Replicas: 3},
 		Provider:    identity.Provider{Issuer: iss.URL, Audience: "sluice"},
-		APIListener: ln, RecorderKey: recKey, PGAddr: "127.0.0.1:0", TLSDir: t.TempDir(), MasterKey: master,
+		APIListener: ln, RecorderKey: recKey, PGAddr: "127.0.0.1:0", K8sAddr: "127.0.0.1:0", TLSDir: t.TempDir(), MasterKey: master,
 	}
 
 	done := make(chan error, 1)
@@ -103,7 +104,8 @@ func TestThreeNodeCluster(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("apply: HTTP %d", resp.StatusCode)
+			b, _ := io.ReadAll(resp.Body)
+			return fmt.Errorf("apply: HTTP %d: %s", resp.StatusCode, b)
 		}
 		return nil
 	}

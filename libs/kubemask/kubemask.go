@@ -1,0 +1,180 @@
+// Package kubemask masks what a Kubernetes API server answers, for every
+// worker that reads a cluster: Secret values (data, stringData and
+// kubectl's last-applied annotation, which holds them too) are redacted,
+// and the value detectors run on every string. JSON is rewritten whole or
+// event by event (a watch); text (logs) as a stream.
+package kubemask
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"sync"
+
+	"sluice.dev/sluice/libs/masking"
+)
+
+// RedactedData is what a Secret's data value becomes: "[redacted]",
+// base64-encoded as the field is.
+const RedactedData = "W3JlZGFjdGVkXQ=="
+
+// lastApplied is the annotation kubectl apply keeps the whole applied
+// object in (a Secret's values included).
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// Masker masks the responses of one request. Resource is the request's
+// resource: the items of a secrets list carry no kind, so they are known
+// by it. Safe for one response at a time; counts are safe to read while a
+// stream is being masked.
+type Masker struct {
+	m        *masking.Masker
+	resource string
+
+	mu        sync.Mutex
+	secrets   int64
+	detectors masking.Counts
+}
+
+// New returns a masker for responses to a request on resource.
+func New(m *masking.Masker, resource string) *Masker {
+	return &Masker{m: m, resource: resource}
+}
+
+// Counts returns how many Secret values were redacted and what the
+// detectors found.
+func (k *Masker) Counts() (secrets int64, detectors masking.Counts) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.secrets, k.detectors
+}
+
+// JSON masks one JSON document.
+func (k *Masker) JSON(data []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(k.walk(v, false))
+}
+
+// Watch masks a watch stream, event by event.
+func (k *Masker) Watch(dst io.Writer, src io.Reader) error {
+	dec := json.NewDecoder(src)
+	dec.UseNumber()
+	for {
+		var ev any
+		if err := dec.Decode(&ev); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		b, err := json.Marshal(k.walk(ev, false))
+		if err != nil {
+			return err
+		}
+		if _, err := dst.Write(append(b, '\n')); err != nil {
+			return err
+		}
+	}
+}
+
+// Text masks a text stream (logs).
+func (k *Masker) Text(dst io.Writer, src io.Reader) error {
+	st := k.m.NewStream()
+	buf := make([]byte, 32<<10)
+	defer func() {
+		k.mu.Lock()
+		k.detectors.Add(&st.Counts)
+		k.mu.Unlock()
+	}()
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if out := st.Write(buf[:n]); len(out) > 0 {
+				if _, werr := dst.Write(out); werr != nil {
+					return werr
+				}
+			}
+		}
+		if err == io.EOF {
+			_, werr := dst.Write(st.Flush())
+			return werr
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// walk masks a decoded value: Secrets' values redacted (secret says the
+// value is a Secret even without its kind, as list items are), every
+// string through the detectors.
+func (k *Masker) walk(v any, secret bool) any {
+	switch x := v.(type) {
+	case map[string]any:
+		kind, _ := x["kind"].(string)
+		isSecret := secret || kind == "Secret" || (k.resource == "secrets" && isObject(x))
+		if isSecret && isObject(x) {
+			k.redactSecret(x)
+		}
+		for key, e := range x {
+			// Items of a SecretList (and of a secrets list in any form)
+			// are Secrets without their kind.
+			itemsAreSecrets := key == "items" && (kind == "SecretList" || (k.resource == "secrets" && kind != "Table"))
+			x[key] = k.walk(e, itemsAreSecrets)
+		}
+		return x
+	case []any:
+		for i, e := range x {
+			x[i] = k.walk(e, secret)
+		}
+		return x
+	case string:
+		var c masking.Counts
+		if !k.m.Contains([]byte(x)) {
+			return x
+		}
+		out := string(k.m.AppendMasked(nil, []byte(x), &c))
+		k.mu.Lock()
+		k.detectors.Add(&c)
+		k.mu.Unlock()
+		return out
+	}
+	return v
+}
+
+// isObject: a map with metadata is an API object.
+func isObject(m map[string]any) bool {
+	_, ok := m["metadata"].(map[string]any)
+	return ok
+}
+
+func (k *Masker) redactSecret(x map[string]any) {
+	n := int64(0)
+	if data, ok := x["data"].(map[string]any); ok {
+		for key := range data {
+			data[key] = RedactedData
+			n++
+		}
+	}
+	if data, ok := x["stringData"].(map[string]any); ok {
+		for key := range data {
+			data[key] = "[redacted]"
+			n++
+		}
+	}
+	if md, ok := x["metadata"].(map[string]any); ok {
+		if ann, ok := md["annotations"].(map[string]any); ok {
+			if _, ok := ann[lastApplied]; ok {
+				ann[lastApplied] = "[redacted]"
+				n++
+			}
+		}
+	}
+	k.mu.Lock()
+	k.secrets += n
+	k.mu.Unlock()
+}
