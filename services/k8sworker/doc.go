@@ -18,6 +18,9 @@
 // and the value detectors run on every string (JSON, watch streams, logs);
 // clients are asked for JSON, never protobuf, so nothing passes unread.
 //
+// exec, attach and port-forward streams (websockets; SPDY is refused) are
+// relayed message by message and recorded by channel.
+//
 // worker.go is the listener and target plumbing, proxy.go a request's
-// path, mask.go the responses, hold.go approvals.
+// path, mask.go the responses, stream.go streams, hold.go approvals.
 package k8sworker

@@ -390,14 +390,17 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 		defer cancel()
 		r = r.WithContext(ctx)
 	}
-	cw := &countingWriter{ResponseWriter: rw, status: http.StatusOK}
-	upgraded = s.forward(cw, r, rest, body, up, d, id, info)
-	code := cw.status
-	if upgraded {
-		code = http.StatusSwitchingProtocols
+	if isUpgrade(r) {
+		// A stream is relayed here, every message recorded.
+		var code int
+		upgraded, code = s.relayStream(rw, r, rest, up, info, start)
+		result(code, 0)
+		return upgraded
 	}
-	result(code, cw.lines(info))
-	return upgraded
+	cw := &countingWriter{ResponseWriter: rw, status: http.StatusOK}
+	s.forward(cw, r, rest, body, up, d, id, info)
+	result(cw.status, cw.lines(info))
+	return false
 }
 
 // cacheKey is a decision's cache key: everything the policy sees of the
@@ -409,7 +412,7 @@ func cacheKey(c *policyv1.K8SCommand, info kubeclass.Request) string {
 
 // forward sends the request to the cluster as the gateway, and the
 // response back, masked when the policy masks.
-func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, body []byte, up *upstream, d *policyv1.Decision, id uint64, info kubeclass.Request) (upgraded bool) {
+func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, body []byte, up *upstream, d *policyv1.Decision, id uint64, info kubeclass.Request) {
 	server := up.Server
 	masked := len(d.GetMasks()) > 0
 	var m *responseMasker
@@ -462,24 +465,13 @@ func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, 
 			status(rw, http.StatusBadGateway, "ServiceUnavailable", "sluice: the cluster did not answer")
 		},
 	}
-	switch {
-	case m != nil:
+	if m != nil {
 		rp.ModifyResponse = m.modify
-	case isUpgrade(r):
-		rp.ModifyResponse = func(resp *http.Response) error {
-			if resp.StatusCode == http.StatusSwitchingProtocols {
-				upgraded = true
-			} else {
-				s.noteUpgradeFailure(rest, resp)
-			}
-			return nil
-		}
 	}
 	rp.ServeHTTP(rw, r)
 	if m != nil {
 		m.record()
 	}
-	return upgraded
 }
 
 // jsonAccept keeps the JSON forms a client asked for (Table included) and

@@ -1,0 +1,203 @@
+package k8sworker
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"sluice.dev/sluice/libs/kubeclass"
+	"sluice.dev/sluice/libs/recording"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// Stream limits.
+const (
+	// maxFrame bounds one websocket message either way.
+	maxFrame = 1 << 20
+	// streamChunk is the size of a stream's records.
+	streamChunk = 32 << 10
+)
+
+// Channels of the Kubernetes stream protocols (v4/v5.channel.k8s.io):
+// the first byte of every binary message.
+const (
+	chanStdin  = 0
+	chanStdout = 1
+	chanStderr = 2
+	chanError  = 3
+)
+
+// relayStream carries an allowed exec, attach or port-forward stream: the
+// client's websocket is accepted here, the cluster's dialled with the
+// gateway's credential and the subprotocol the client offered, and every
+// message relayed and recorded (stdin, stdout, stderr by channel; for
+// port forwarding, what each side sent). What the cluster said is durable
+// before the stream's status reaches the client. It reports whether the
+// stream started, and the status code the client got.
+func (s *session) relayStream(rw http.ResponseWriter, r *http.Request, rest string, up *upstream, info kubeclass.Request, start time.Time) (bool, int) {
+	if o := r.Header.Get("Origin"); o != "" {
+		// kubectl sends none; a browser page must not drive a stream.
+		status(rw, http.StatusForbidden, "Forbidden", "sluice: streams from a browser origin are refused")
+		return false, http.StatusForbidden
+	}
+	target := *up.Server
+	target.Scheme = "wss"
+	target.Path = strings.TrimSuffix(up.Server.Path, "/") + rest
+	target.RawQuery = r.URL.RawQuery
+	header := http.Header{"Authorization": {"Bearer " + up.Token}}
+	if up.spec.GetImpersonate() {
+		header.Set("Impersonate-User", s.principal.GetSubject())
+		for _, g := range s.principal.GetGroups() {
+			header.Add("Impersonate-Group", g)
+		}
+	}
+	dialer := websocket.Dialer{TLSClientConfig: up.Transport.TLSClientConfig, HandshakeTimeout: 10 * time.Second,
+		Subprotocols: websocket.Subprotocols(r), NetDialContext: up.Transport.DialContext}
+	upc, resp, err := dialer.DialContext(r.Context(), target.String(), header)
+	if err != nil {
+		if resp == nil {
+			s.w.cfg.Log.Warn().Err(err).Str("target", s.target.GetName()).Msg("stream to the cluster failed")
+			status(rw, http.StatusBadGateway, "ServiceUnavailable", "sluice: the cluster did not answer")
+			return false, http.StatusBadGateway
+		}
+		// The cluster refused the stream: its answer goes to the client
+		// (and to its SPDY retry).
+		s.noteUpgradeFailure(rest, resp)
+		body, _ := io.ReadAll(resp.Body)
+		rw.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		rw.WriteHeader(resp.StatusCode)
+		_, _ = rw.Write(body)
+		return false, resp.StatusCode
+	}
+	defer upc.Close()
+	upgrader := websocket.Upgrader{Subprotocols: []string{upc.Subprotocol()}, HandshakeTimeout: 10 * time.Second,
+		CheckOrigin: func(*http.Request) bool { return true }}
+	cc, err := upgrader.Upgrade(rw, r, nil)
+	if err != nil {
+		return false, http.StatusBadRequest
+	}
+	defer cc.Close()
+	upc.SetReadLimit(maxFrame)
+	cc.SetReadLimit(maxFrame)
+
+	rec := &streamRecorder{s: s, start: start, portForward: info.Subresource == "portforward"}
+	done := make(chan struct{}, 2)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		_ = cc.Close()
+		_ = upc.Close()
+	}()
+	// Client to cluster.
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for {
+			mt, data, err := cc.ReadMessage()
+			if err != nil {
+				return
+			}
+			rec.record(ctx, false, mt, data)
+			if err := upc.WriteMessage(mt, data); err != nil {
+				return
+			}
+		}
+	}()
+	// Cluster to client: the status (channel 3) waits for the record.
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for {
+			mt, data, err := upc.ReadMessage()
+			if err != nil {
+				_ = rec.durable(ctx)
+				return
+			}
+			rec.record(ctx, true, mt, data)
+			if !rec.portForward && mt == websocket.BinaryMessage && len(data) > 0 && data[0] == chanError {
+				if rec.durable(ctx) != nil {
+					return
+				}
+			}
+			if err := cc.WriteMessage(mt, data); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-s.ended:
+	}
+	cancel()
+	return true, http.StatusSwitchingProtocols
+}
+
+// streamRecorder records a stream's messages in chunks, as the SSH worker
+// records a terminal.
+type streamRecorder struct {
+	s           *session
+	start       time.Time
+	portForward bool
+
+	mu   sync.Mutex
+	last uint64
+	err  error
+}
+
+func (r *streamRecorder) record(ctx context.Context, fromCluster bool, mt int, data []byte) {
+	if mt != websocket.BinaryMessage && mt != websocket.TextMessage {
+		return
+	}
+	stream := "i"
+	if fromCluster {
+		stream = "o"
+	}
+	payload := data
+	if !r.portForward && len(data) > 0 {
+		switch data[0] {
+		case chanStdin:
+			stream = "i"
+		case chanStdout:
+			stream = "o"
+		case chanStderr, chanError:
+			stream = "e"
+		default:
+			stream = "x" // resize, close: recorded as they are
+		}
+		payload = data[1:]
+	}
+	if len(payload) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return
+	}
+	at := time.Since(r.start).Milliseconds()
+	for b := payload; len(b) > 0; {
+		n := min(len(b), streamChunk)
+		seq, err := r.s.emit(&sessionv1.Event{Body: &sessionv1.Event_Io{Io: recording.TerminalIO(stream, b[:n], at)}})
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.last = seq
+		b = b[n:]
+	}
+}
+
+// durable waits until everything recorded so far is durable.
+func (r *streamRecorder) durable(ctx context.Context) error {
+	r.mu.Lock()
+	last, err := r.last, r.err
+	r.mu.Unlock()
+	if err != nil || last == 0 {
+		return err
+	}
+	return r.s.rec.WaitFor(ctx, last)
+}

@@ -1,0 +1,164 @@
+package k8sworker_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/devissuer"
+	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/libs/testkit"
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+	"sluice.dev/sluice/services/identity"
+	"sluice.dev/sluice/services/k8sworker"
+	"sluice.dev/sluice/services/policy"
+)
+
+// The cluster's side of an exec: no kubelet runs here, so this endpoint
+// stands in for one (the real kube-apiserver's handshake is in the
+// end-to-end tests). It checks what the gateway sends it, echoes stdin on
+// stdout, and ends with a status.
+func execEndpoint(t *testing.T) http.HandlerFunc {
+	up := websocket.Upgrader{Subprotocols: []string{"v5.channel.k8s.io"}}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer gw-token" || r.Header.Get("Impersonate-User") != "" {
+			http.Error(w, "not the gateway", http.StatusUnauthorized)
+			return
+		}
+		if r.URL.Path != "/api/v1/namespaces/default/pods/web/exec" || r.URL.Query().Get("command") != "cat" {
+			http.Error(w, "unexpected "+r.URL.String(), http.StatusBadRequest)
+			return
+		}
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, in, err := c.ReadMessage()
+		if err != nil || len(in) == 0 || in[0] != 0 {
+			return
+		}
+		_ = c.WriteMessage(websocket.BinaryMessage, append([]byte{1}, in[1:]...))
+		_ = c.WriteMessage(websocket.BinaryMessage, append([]byte{3}, `{"status":"Success"}`...))
+	}
+}
+
+func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	iss := &devissuer.Issuer{Audience: "sluice", Key: key}
+	idp := httptest.NewServer(http.StripPrefix("/oidc", iss.Handler()))
+	t.Cleanup(idp.Close)
+	iss.URL = idp.URL + "/oidc"
+	go func() {
+		_ = identity.Run(ctx, identity.Config{Conn: conn, Provider: identity.Provider{Issuer: iss.URL, Audience: "sluice"}})
+	}()
+	go func() { _ = policy.New(policy.Config{Conn: conn, Log: zerolog.Nop()}).Run(ctx) }()
+
+	cluster := httptest.NewTLSServer(execEndpoint(t))
+	t.Cleanup(cluster.Close)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cluster.Certificate().Raw}), 0o600))
+	t.Setenv("TEST_K8S_TOKEN", "gw-token")
+	kv, err := controlstate.Bucket(ctx, conn.JS)
+	require.NoError(t, err)
+	target, _ := proto.Marshal(&controlv1.TargetConfigured{Digest: "1", Spec: &controlv1.TargetSpec{Name: "k", Kind: "kubernetes",
+		Endpoint: &controlv1.TargetSpec_Kubernetes{Kubernetes: &controlv1.KubernetesTarget{Server: cluster.URL, CaFile: caFile,
+			Token: &controlv1.Credential{Source: &controlv1.Credential_Env{Env: "TEST_K8S_TOKEN"}}}}}})
+	_, err = kv.Put(ctx, controlstate.TargetKey("k"), target)
+	require.NoError(t, err)
+	rules, _ := proto.Marshal(&controlv1.PolicySetApplied{Revision: 1, Rules: []*controlv1.Rule{{Name: "allow-k8s", Action: "allow", When: `protocol == "kubernetes"`}}})
+	_, err = kv.Put(ctx, controlstate.KeyPolicy, rules)
+	require.NoError(t, err)
+
+	master, err := secrets.LoadOrCreateKeyFile(filepath.Join(t.TempDir(), "master.key"))
+	require.NoError(t, err)
+	w := k8sworker.New(k8sworker.Config{Conn: conn, Log: zerolog.Nop(), Addr: "127.0.0.1:0", TLSDir: t.TempDir(), MasterKey: master})
+	go func() { _ = w.Run(ctx) }()
+	select {
+	case <-w.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("worker not ready")
+	}
+	token, err := iss.Mint(devissuer.Claims{Subject: "alice", Groups: []string{"engineers"}, TTL: time.Hour})
+	require.NoError(t, err)
+
+	dialer := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Subprotocols: []string{"v5.channel.k8s.io"}} //nolint:gosec // the dev certificate
+	var c *websocket.Conn
+	testkit.Eventually(t, 20*time.Second, func() error {
+		var err error
+		c, _, err = dialer.Dial("wss://"+w.Addr()+"/targets/k/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true",
+			http.Header{"Authorization": {"Bearer " + token}, "Impersonate-User": {"system:admin"}})
+		return err
+	})
+	defer c.Close()
+	assert.Equal(t, "v5.channel.k8s.io", c.Subprotocol())
+	require.NoError(t, c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, "ping from the client\n"...)))
+	_, out, err := c.ReadMessage()
+	require.NoError(t, err)
+	assert.Equal(t, append([]byte{1}, "ping from the client\n"...), out)
+	_, st, err := c.ReadMessage()
+	require.NoError(t, err)
+	assert.Equal(t, byte(3), st[0])
+
+	// What each side sent is in the session's record, durable before the
+	// status reached the client.
+	var streams []string
+	for _, ev := range sessionEvents(t, ctx, conn.JS) {
+		if io := ev.GetIo(); io != nil {
+			data, err := recording.IOData(io)
+			require.NoError(t, err)
+			streams = append(streams, io.GetStream()+":"+strings.TrimSpace(string(data)))
+		}
+	}
+	assert.Contains(t, streams, "i:ping from the client")
+	assert.Contains(t, streams, "o:ping from the client")
+	assert.Contains(t, streams, `e:{"status":"Success"}`)
+}
+
+func sessionEvents(t *testing.T, ctx context.Context, js jetstream.JetStream) []*sessionv1.Event {
+	t.Helper()
+	s, err := js.Stream(ctx, bus.StreamSessions)
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	var out []*sessionv1.Event
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		var b sessionv1.Batch
+		require.NoError(t, proto.Unmarshal(m.Data, &b))
+		for _, data := range b.GetEvents() {
+			var ev sessionv1.Event
+			require.NoError(t, proto.Unmarshal(data, &ev))
+			out = append(out, &ev)
+		}
+	}
+	return out
+}
