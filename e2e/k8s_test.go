@@ -145,7 +145,18 @@ data: {owner: ada.lovelace@example.com, replicas: "3"}
 	})
 
 	t.Run("dangerous paths are denied by the default policy", func(t *testing.T) {
+		// A pod's spec could mount any Secret or run privileged: held for
+		// engineers (the approver sees the spec), made by k8s-admins.
 		out, err := alice.kubectl("", "-n", "team-a", "run", "web", "--image=nginx")
+		require.Error(t, err)
+		assert.Contains(t, out, `(rule "review-k8s-workloads")`)
+		m := heldRE.FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		pending, err := env.CLI(bob, "approvals", "list", "-o", "json")
+		require.NoError(t, err, pending)
+		assert.Contains(t, pending, m[1])
+		assert.Contains(t, pending, "nginx", "the approver sees what the pod runs")
+		out, err = root.kubectl("", "-n", "team-a", "run", "web", "--image=nginx")
 		require.NoError(t, err, out)
 		out, err = alice.kubectl("", "-n", "team-a", "exec", "web", "--", "id")
 		require.Error(t, err)
@@ -156,6 +167,17 @@ data: {owner: ada.lovelace@example.com, replicas: "3"}
 		out, err = alice.kubectl("", "create", "clusterrolebinding", "me", "--clusterrole=cluster-admin", "--user=alice")
 		require.Error(t, err)
 		assert.Contains(t, out, `denied by rule "deny-k8s-rbac-writes"`)
+		out, err = alice.kubectl("", "create", "token", "default", "-n", "team-a")
+		require.Error(t, err)
+		assert.Contains(t, out, `denied by rule "deny-k8s-cluster-controls"`)
+		out, err = alice.kubectl("", "get", "--raw", "/targets/demo-k8s/metrics")
+		require.Error(t, err)
+		assert.Contains(t, out, `denied by rule "deny-k8s-server-paths"`)
+		// A watch in disguise is a watch (the API server reads any value
+		// but false or 0 as true).
+		out, err = alice.kubectl("", "get", "--raw", "/targets/demo-k8s/api/v1/namespaces/team-a/secrets?watch=yes")
+		require.Error(t, err)
+		assert.Contains(t, out, `denied by rule "deny-k8s-secret-reads"`)
 		// Where a rule allows exec, the upgrade reaches the cluster (which
 		// has no kubelet: the pod has no host).
 		out, err = root.kubectl("", "-n", "team-a", "exec", "web", "--", "id")
@@ -209,7 +231,7 @@ data: {owner: ada.lovelace@example.com, replicas: "3"}
 			}
 			for _, id := range regexp.MustCompile(`"id":\s*"([0-9a-z]{26})"`).FindAllStringSubmatch(o, -1) {
 				r, _ := env.CLI(auditor, "replay", id[1])
-				if strings.Contains(r, "deny-k8s-secret-reads") && strings.Contains(r, "kubernetes on target demo-k8s") {
+				if strings.Contains(r, "deny-k8s-secret-reads") && strings.Contains(r, "kubernetes on target demo-k8s") && strings.Contains(r, "GET /api/v1/namespaces/team-a/secrets/db") {
 					transcript = r
 					return nil
 				}

@@ -76,6 +76,10 @@ func Classify(method, path string, query url.Values) (Request, error) {
 		parts = parts[3:]
 	}
 	r.IsResource = true
+	if len(parts) > 0 && parts[0] == "proxy" {
+		// The proxy prefix of old API servers: refused, never guessed.
+		return r, ErrPath
+	}
 	watchPrefix := false
 	if len(parts) > 0 && parts[0] == "watch" {
 		watchPrefix = true
@@ -125,22 +129,56 @@ func Classify(method, path string, query url.Values) (Request, error) {
 	if r.Resource == "namespaces" && r.Name != "" {
 		r.Namespace = r.Name
 	}
+	// As the API server resolves them (k8s.io/apiserver request info):
+	// a GET without a name is a watch when the watch parameter is set to
+	// anything but false or 0 (empty included), else a list, and takes its
+	// name from a field selector on metadata.name; the /watch/ prefix
+	// always watches.
 	switch {
 	case streaming[r.Subresource]:
 		r.Verb = "create"
 		r.Command = query["command"]
 		r.Container = query.Get("container")
-	case r.Verb == "get" && (watchPrefix || isTrue(query.Get("watch"))):
+	case r.Verb == "get" && watchPrefix:
 		r.Verb = "watch"
 	case r.Verb == "get" && r.Name == "":
 		r.Verb = "list"
+		if v, ok := query["watch"]; ok && Bool(v) {
+			r.Verb = "watch"
+		}
+		if name, ok := selectedName(query.Get("fieldSelector")); ok {
+			r.Name = name
+		}
 	case r.Verb == "delete" && r.Name == "":
 		r.Verb = "deletecollection"
 	}
 	return r, nil
 }
 
-func isTrue(v string) bool { return v == "1" || strings.EqualFold(v, "true") }
+// Bool reads a boolean query parameter as the API server does: its first
+// value is false when it is "false" (any case) or "0", else true (an
+// empty value included).
+func Bool(values []string) bool {
+	if len(values) == 0 {
+		return false
+	}
+	v := values[0]
+	return !strings.EqualFold(v, "false") && v != "0"
+}
+
+// selectedName is the name a field selector requires (metadata.name=X or
+// metadata.name==X among its terms).
+func selectedName(selector string) (string, bool) {
+	for _, term := range strings.Split(selector, ",") {
+		term = strings.TrimSpace(term)
+		for _, op := range []string{"==", "="} {
+			if v, ok := strings.CutPrefix(term, "metadata.name"+op); ok && !strings.HasPrefix(v, "=") && v != "" {
+				return v, true
+			}
+		}
+	}
+	return "", false
+}
 
 func splitPath(p string) []string {
 	p = strings.Trim(p, "/")

@@ -28,6 +28,15 @@ func TestClassify(t *testing.T) {
 			Namespace: "a", Resource: "pods", Name: "web", Subresource: "exec", IsResource: true, Command: []string{"sh", "-c", "id"}, Container: "app"}},
 		{"POST", "/api/v1/namespaces/a/pods/web/portforward", Request{Verb: "create", APIVersion: "v1", Namespace: "a", Resource: "pods", Name: "web", Subresource: "portforward", IsResource: true}},
 		{"GET", "/api/v1/nodes/n1/proxy/configz", Request{Verb: "get", APIVersion: "v1", Resource: "nodes", Name: "n1", Subresource: "proxy", IsResource: true}},
+		// watch as the API server reads it: any value but false or 0.
+		{"GET", "/api/v1/namespaces/a/secrets?watch=yes", Request{Verb: "watch", APIVersion: "v1", Namespace: "a", Resource: "secrets", IsResource: true}},
+		{"GET", "/api/v1/namespaces/a/secrets?watch=", Request{Verb: "watch", APIVersion: "v1", Namespace: "a", Resource: "secrets", IsResource: true}},
+		{"GET", "/api/v1/namespaces/a/secrets?watch=0", Request{Verb: "list", APIVersion: "v1", Namespace: "a", Resource: "secrets", IsResource: true}},
+		{"GET", "/api/v1/namespaces/a/secrets?watch=FALSE", Request{Verb: "list", APIVersion: "v1", Namespace: "a", Resource: "secrets", IsResource: true}},
+		// A named GET ignores watch; a list takes its name from a field selector.
+		{"GET", "/api/v1/namespaces/a/secrets/db?watch=true", Request{Verb: "get", APIVersion: "v1", Namespace: "a", Resource: "secrets", Name: "db", IsResource: true}},
+		{"GET", "/api/v1/namespaces/a/secrets?fieldSelector=metadata.name%3Ddb", Request{Verb: "list", APIVersion: "v1", Namespace: "a", Resource: "secrets", Name: "db", IsResource: true}},
+		{"GET", "/api/v1/watch/namespaces/a/secrets/db", Request{Verb: "watch", APIVersion: "v1", Namespace: "a", Resource: "secrets", Name: "db", IsResource: true}},
 		{"GET", "/version", Request{Verb: "get"}},
 		{"GET", "/apis", Request{Verb: "get"}},
 		{"GET", "/api/v1", Request{Verb: "get", APIVersion: "v1"}},
@@ -43,7 +52,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestClassifyRefusesPathsTheServerWouldResolveOtherwise(t *testing.T) {
-	for _, p := range []string{"/api/v1/namespaces/a/pods/../secrets", "/api//v1/secrets", "/api/v1/./secrets", "api/v1/pods",
+	for _, p := range []string{"/api/v1/namespaces/a/pods/../secrets", "/api//v1/secrets", "/api/v1/./secrets", "api/v1/pods", "/api/v1/proxy/nodes/n1",
 		"/api/v1/namespaces/a/pods/web/exec/extra"} {
 		_, err := Classify("GET", p, nil)
 		assert.ErrorIs(t, err, ErrPath, p)

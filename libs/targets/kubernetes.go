@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"sluice.dev/sluice/libs/secrets"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
 
@@ -50,4 +52,22 @@ func KubernetesClient(t *controlv1.KubernetesTarget, masterKey *secrets.Key) (*K
 		TLSClientConfig: tlsCfg, ForceAttemptHTTP2: false, MaxIdleConnsPerHost: 32, IdleConnTimeout: 90 * time.Second,
 		DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 	}}, nil
+}
+
+// Impersonate sets the headers that impersonate a principal into a
+// cluster's RBAC: its subject and groups as the identity provider names
+// them, except that no principal becomes a Kubernetes system identity (a
+// subject or group starting with "system:" would be one of the cluster's
+// own: the subject is refused, such groups are dropped).
+func Impersonate(h http.Header, p *commonv1.Principal) error {
+	if strings.HasPrefix(p.GetSubject(), "system:") {
+		return fmt.Errorf("the principal %q would be a Kubernetes system identity; it is not impersonated", p.GetSubject())
+	}
+	h.Set("Impersonate-User", p.GetSubject())
+	for _, g := range p.GetGroups() {
+		if !strings.HasPrefix(g, "system:") {
+			h.Add("Impersonate-Group", g)
+		}
+	}
+	return nil
 }

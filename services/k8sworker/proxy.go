@@ -21,7 +21,10 @@ import (
 
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/kubeclass"
+	"sluice.dev/sluice/libs/kubemask"
+	"sluice.dev/sluice/libs/masking"
 	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/targets"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
@@ -304,6 +307,19 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 		status(rw, http.StatusBadRequest, "BadRequest", "sluice: "+err.Error())
 		return
 	}
+	if isUpgrade(r) && (!streamingSubresource(info.Subresource) || (r.Method != http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket"))) {
+		// Only exec, attach and port-forward are streams (a websocket is a
+		// GET): any other upgrade would run as something else than it was
+		// ruled on.
+		status(rw, http.StatusBadRequest, "BadRequest", "sluice: only exec, attach and port-forward open streams (a websocket GET)")
+		return
+	}
+	if up.spec.GetImpersonate() {
+		if err := targets.Impersonate(http.Header{}, s.principal); err != nil {
+			status(rw, http.StatusForbidden, "Forbidden", "sluice: "+err.Error())
+			return
+		}
+	}
 	var body []byte
 	if r.Body != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		body, err = io.ReadAll(io.LimitReader(r.Body, w.cfg.MaxBody+1))
@@ -316,17 +332,23 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 			return
 		}
 	}
-	cmd := &policyv1.K8SCommand{Verb: info.Verb, ApiGroup: info.APIGroup, Resource: info.Resource, Subresource: info.Subresource,
-		Namespace: info.Namespace, Name: info.Name, Command: info.Command}
+	// The policy service classifies the request itself, from what the
+	// client sent.
+	cmd := &policyv1.K8SCommand{Method: r.Method, Path: rest, Query: r.URL.RawQuery}
 	req := &policyv1.EvaluateRequest{Principal: s.principal, Target: s.target, SessionId: s.id, Command: &policyv1.EvaluateRequest_K8S{K8S: cmd}}
-	d, cached := w.k.Decide(ctx, req, s.pkey, cacheKey(cmd, info), nil)
+	d, cached := w.k.Decide(ctx, req, s.pkey, cacheKey(cmd), nil)
 	if d.GetAction() != "deny" && len(d.GetMasks()) > 0 && isUpgrade(r) {
-		d = &policyv1.Decision{Action: "deny", Rule: ruleMaskedStream, Revision: d.GetRevision(), K8S: cmd, Grants: d.GetGrants(),
+		d = &policyv1.Decision{Action: "deny", Rule: ruleMaskedStream, Revision: d.GetRevision(), K8S: d.GetK8S(), Grants: d.GetGrants(),
 			Reason: "masking applies to you on this target, and an exec, attach or port-forward stream carries data Sluice does not mask"}
 	}
 	text := r.Method + " " + rest
 	if r.URL.RawQuery != "" {
 		text += "?" + r.URL.RawQuery
+	}
+	if len(body) > 0 {
+		// What a write sends is what an approver approves and the record
+		// keeps: masked (Secret values, the detectors), at most 4 KiB.
+		text += "\n" + w.bodyExcerpt(r.Header.Get("Content-Type"), body, info.Resource)
 	}
 	var bodyHash string
 	if len(body) > 0 {
@@ -348,7 +370,7 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	switch d.GetAction() {
 	case "allow":
 	case "review":
-		if msg, ok := s.review(ctx, d, id, text, gateway.CommandHash(text, bodyHash)); !ok {
+		if msg, ok := s.review(ctx, d, id, text, gateway.CommandHash(text, bodyHash+"\x00"+r.Header.Get("Content-Type"))); !ok {
 			status(rw, http.StatusForbidden, "Forbidden", msg)
 			result(http.StatusForbidden, 0)
 			return
@@ -384,7 +406,7 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 		status(rw, http.StatusForbidden, "Forbidden", "sluice: the session has ended")
 		return
 	}
-	if info.Verb == "watch" {
+	if info.Verb == "watch" || (info.Subresource == "log" && kubeclass.Bool(r.URL.Query()["follow"])) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, w.cfg.MaxWatch)
 		defer cancel()
@@ -403,11 +425,14 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	return false
 }
 
-// cacheKey is a decision's cache key: everything the policy sees of the
-// request besides who and where.
-func cacheKey(c *policyv1.K8SCommand, info kubeclass.Request) string {
-	return strings.Join(append([]string{c.GetVerb(), c.GetApiGroup(), c.GetResource(), c.GetSubresource(), c.GetNamespace(), c.GetName(), info.Container},
-		c.GetCommand()...), "\x00")
+func streamingSubresource(sub string) bool {
+	return sub == "exec" || sub == "attach" || sub == "portforward"
+}
+
+// cacheKey is a decision's cache key: everything the policy classifies
+// (method, path and query), besides who and where.
+func cacheKey(c *policyv1.K8SCommand) string {
+	return c.GetMethod() + "\x00" + c.GetPath() + "\x00" + c.GetQuery()
 }
 
 // forward sends the request to the cluster as the gateway, and the
@@ -439,10 +464,8 @@ func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, 
 			}
 			out.Header.Set("Authorization", "Bearer "+up.Token)
 			if up.spec.GetImpersonate() {
-				out.Header.Set("Impersonate-User", s.principal.GetSubject())
-				for _, g := range s.principal.GetGroups() {
-					out.Header.Add("Impersonate-Group", g)
-				}
+				// Refused before forwarding (handle) when it cannot be.
+				_ = targets.Impersonate(out.Header, s.principal)
 			}
 			if masked {
 				// JSON only (never protobuf), uncompressed: masking reads
@@ -581,4 +604,24 @@ func (s *session) upgradeFailure(path string) (int, []byte, bool) {
 	}
 	delete(u.m, s.upgradeKey(path))
 	return f.code, f.body, true
+}
+
+// maxExcerpt bounds the part of a request body a record and an approval
+// show.
+const maxExcerpt = 4 << 10
+
+// bodyExcerpt is a request body as a record shows it: masked as a response
+// would be for a masked principal, cut to maxExcerpt.
+func (w *Worker) bodyExcerpt(contentType string, body []byte, resource string) string {
+	out := body
+	if masked, err := kubemask.New(w.bodyMasker, resource).JSON(body); err == nil {
+		out = masked
+	} else {
+		var c masking.Counts
+		out = w.bodyMasker.AppendMasked(nil, body, &c)
+	}
+	if len(out) > maxExcerpt {
+		out = append(out[:maxExcerpt:maxExcerpt], "…"...)
+	}
+	return strings.ToValidUTF8(string(out), "\uFFFD")
 }

@@ -12,8 +12,16 @@ import (
 
 	"sluice.dev/sluice/libs/kubeclass"
 	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/targets"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
+
+// streamProtocols are the websocket subprotocols of Kubernetes streams.
+var streamProtocols = map[string]bool{
+	"v5.channel.k8s.io": true, "v4.channel.k8s.io": true, "v3.channel.k8s.io": true, "v2.channel.k8s.io": true,
+	"channel.k8s.io": true, "base64.channel.k8s.io": true, "v4.base64.channel.k8s.io": true,
+	"portforward.k8s.io": true, "v2.portforward.k8s.io": true,
+}
 
 // Stream limits.
 const (
@@ -51,13 +59,21 @@ func (s *session) relayStream(rw http.ResponseWriter, r *http.Request, rest stri
 	target.RawQuery = r.URL.RawQuery
 	header := http.Header{"Authorization": {"Bearer " + up.Token}}
 	if up.spec.GetImpersonate() {
-		header.Set("Impersonate-User", s.principal.GetSubject())
-		for _, g := range s.principal.GetGroups() {
-			header.Add("Impersonate-Group", g)
+		if err := targets.Impersonate(header, s.principal); err != nil {
+			status(rw, http.StatusForbidden, "Forbidden", "sluice: "+err.Error())
+			return false, http.StatusForbidden
+		}
+	}
+	// Only the stream protocols go on: a client could offer a bearer
+	// token as a subprotocol, which the cluster would take as its own.
+	var protocols []string
+	for _, p := range websocket.Subprotocols(r) {
+		if streamProtocols[p] {
+			protocols = append(protocols, p)
 		}
 	}
 	dialer := websocket.Dialer{TLSClientConfig: up.Transport.TLSClientConfig, HandshakeTimeout: 10 * time.Second,
-		Subprotocols: websocket.Subprotocols(r), NetDialContext: up.Transport.DialContext}
+		Subprotocols: protocols, NetDialContext: up.Transport.DialContext}
 	upc, resp, err := dialer.DialContext(r.Context(), target.String(), header)
 	if err != nil {
 		if resp == nil {
@@ -85,10 +101,10 @@ func (s *session) relayStream(rw http.ResponseWriter, r *http.Request, rest stri
 	upc.SetReadLimit(maxFrame)
 	cc.SetReadLimit(maxFrame)
 
-	rec := &streamRecorder{s: s, start: start, portForward: info.Subresource == "portforward"}
-	done := make(chan struct{}, 2)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	rec := &streamRecorder{s: s, start: start, portForward: info.Subresource == "portforward", fail: cancel}
+	done := make(chan struct{}, 2)
 	go func() {
 		<-ctx.Done()
 		_ = cc.Close()
@@ -102,7 +118,9 @@ func (s *session) relayStream(rw http.ResponseWriter, r *http.Request, rest stri
 			if err != nil {
 				return
 			}
-			rec.record(ctx, false, mt, data)
+			if rec.record(ctx, false, mt, data) != nil {
+				return
+			}
 			if err := upc.WriteMessage(mt, data); err != nil {
 				return
 			}
@@ -117,7 +135,9 @@ func (s *session) relayStream(rw http.ResponseWriter, r *http.Request, rest stri
 				_ = rec.durable(ctx)
 				return
 			}
-			rec.record(ctx, true, mt, data)
+			if rec.record(ctx, true, mt, data) != nil {
+				return
+			}
 			if !rec.portForward && mt == websocket.BinaryMessage && len(data) > 0 && data[0] == chanError {
 				if rec.durable(ctx) != nil {
 					return
@@ -142,15 +162,44 @@ type streamRecorder struct {
 	s           *session
 	start       time.Time
 	portForward bool
+	// fail ends the stream: nothing flows unrecorded.
+	fail func()
 
-	mu   sync.Mutex
-	last uint64
-	err  error
+	mu      sync.Mutex
+	last    uint64
+	pending int
+	err     error
 }
 
-func (r *streamRecorder) record(ctx context.Context, fromCluster bool, mt int, data []byte) {
+// flowWindow is how much a stream may have recorded and not yet durable:
+// beyond it, the stream waits (a fast stream cannot fill the worker's
+// memory with records).
+const flowWindow = 1 << 20
+
+// record records a message; an error ends the stream.
+func (r *streamRecorder) record(ctx context.Context, fromCluster bool, mt int, data []byte) error {
+	if err := r.recordMessage(fromCluster, mt, data); err != nil {
+		r.fail()
+		return err
+	}
+	r.mu.Lock()
+	wait := r.pending > flowWindow
+	if wait {
+		r.pending = 0
+	}
+	r.mu.Unlock()
+	if wait {
+		if err := r.durable(ctx); err != nil {
+			r.fail()
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *streamRecorder) recordMessage(fromCluster bool, mt int, data []byte) error {
 	if mt != websocket.BinaryMessage && mt != websocket.TextMessage {
-		return
+		return nil
 	}
 	stream := "i"
 	if fromCluster {
@@ -171,24 +220,27 @@ func (r *streamRecorder) record(ctx context.Context, fromCluster bool, mt int, d
 		payload = data[1:]
 	}
 	if len(payload) == 0 {
-		return
+		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.err != nil {
-		return
+		return r.err
 	}
 	at := time.Since(r.start).Milliseconds()
 	for b := payload; len(b) > 0; {
 		n := min(len(b), streamChunk)
-		seq, err := r.s.emit(&sessionv1.Event{Body: &sessionv1.Event_Io{Io: recording.TerminalIO(stream, b[:n], at)}})
+		io := recording.TerminalIO(stream, b[:n], at)
+		seq, err := r.s.emit(&sessionv1.Event{Body: &sessionv1.Event_Io{Io: io}})
 		if err != nil {
 			r.err = err
-			return
+			return err
 		}
 		r.last = seq
+		r.pending += len(io.GetData())
 		b = b[n:]
 	}
+	return nil
 }
 
 // durable waits until everything recorded so far is durable.

@@ -19,6 +19,7 @@ import (
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/devcert"
 	"sluice.dev/sluice/libs/gateway"
+	"sluice.dev/sluice/libs/masking"
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/targets"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -94,6 +95,9 @@ type Worker struct {
 	transports map[string]*upstream // by target name
 	conns      sync.Map             // net.Conn → *clientConn
 	upgrades   upgradeFailures
+	// bodyMasker masks request bodies for records and approvals (every
+	// detector, whoever sent them).
+	bodyMasker *masking.Masker
 }
 
 // New returns a worker.
@@ -137,6 +141,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return ErrNoCertificate
 	}
 	w.k.SetMaskingKey(w.cfg.MasterKey.Derive("masking tokens"))
+	if w.bodyMasker, err = masking.New(masking.Config{Detectors: masking.Detectors(), Action: masking.Action{Kind: "redact"}}); err != nil {
+		return err
+	}
 	if err := w.k.Follow(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil

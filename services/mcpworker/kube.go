@@ -86,7 +86,7 @@ func (w *Worker) kubeCall(s *session, req *mcp.CallToolRequest, in kubeRequestIn
 		return nil, fail("invalid_arguments", "%v", err)
 	}
 	switch {
-	case info.Verb == "watch" || strings.EqualFold(u.Query().Get("follow"), "true"):
+	case info.Verb == "watch" || (info.Subresource == "log" && kubeclass.Bool(u.Query()["follow"])):
 		return nil, fail("not_supported", "watches and followed logs stream without end; over MCP ask for a list or the last lines (tailLines)")
 	case info.Subresource == "exec" || info.Subresource == "attach" || info.Subresource == "portforward" || info.Subresource == "proxy":
 		return nil, fail("not_supported", "%s opens a stream, which MCP calls do not carry", info.Subresource)
@@ -117,8 +117,7 @@ func (w *Worker) kubeCall(s *session, req *mcp.CallToolRequest, in kubeRequestIn
 		bodyHash = hex.EncodeToString(sum[:])
 	}
 	ref := gateway.TargetRef(spec.GetName(), spec.GetKind(), spec.GetLabels())
-	cmd := &policyv1.K8SCommand{Verb: info.Verb, ApiGroup: info.APIGroup, Resource: info.Resource, Subresource: info.Subresource,
-		Namespace: info.Namespace, Name: info.Name, Command: info.Command}
+	cmd := &policyv1.K8SCommand{Method: method, Path: u.Path, Query: u.RawQuery}
 	text := method + " " + u.Path
 	if u.RawQuery != "" {
 		text += "?" + u.RawQuery
@@ -167,12 +166,15 @@ func (w *Worker) runKube(ctx context.Context, s *session, c *call, t *controlv1.
 		hreq.Header.Set("Content-Type", contentType)
 	}
 	if t.GetImpersonate() {
-		hreq.Header.Set("Impersonate-User", s.principal.GetSubject())
-		for _, g := range s.principal.GetGroups() {
-			hreq.Header.Add("Impersonate-Group", g)
+		if err := targets.Impersonate(hreq.Header, s.principal); err != nil {
+			res.Status, res.Error = statusError, fail("forbidden", "%v", err)
+			w.recordFailure(s, id, start, "forbidden", err.Error())
+			return res
 		}
 	}
-	resp, err := (&http.Client{Transport: k.Transport}).Do(hreq)
+	// A redirect would take the gateway's token to a path nobody ruled on.
+	client := &http.Client{Transport: k.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(hreq)
 	if err != nil {
 		w.cfg.Log.Warn().Err(err).Str("target", c.target.GetName()).Msg("cluster request failed")
 		res.Status, res.Error = statusError, fail("target_unreachable", "the cluster did not answer")

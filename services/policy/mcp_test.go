@@ -76,3 +76,34 @@ func TestMCPDecisions(t *testing.T) {
 		})
 	}
 }
+
+// A Kubernetes request is classified by the policy service itself from
+// its method, path and query: what the worker says it is counts for
+// nothing.
+func TestK8sRequestsAreClassifiedHere(t *testing.T) {
+	rules := []*controlv1.Rule{
+		{Name: "deny-secret-reads", Action: "deny", When: `k8s.resource == "secrets" && k8s.verb in ["get", "list", "watch"]`},
+		{Name: "deny-server-paths", Action: "deny", When: `!k8s.is_resource && k8s.path != "/version"`},
+		{Name: "allow-rest", Action: "allow", When: `protocol == "kubernetes"`},
+	}
+	set, err := engine.Compile(rules, 2)
+	require.NoError(t, err)
+	dev := &commonv1.Target{Name: "k"}
+	for _, tc := range []struct {
+		cmd        *policyv1.K8SCommand
+		action     string
+		rule, verb string
+	}{
+		{&policyv1.K8SCommand{Method: "GET", Path: "/api/v1/namespaces/a/secrets", Query: "watch=yes", Verb: "get", Resource: "configmaps"}, "deny", "deny-secret-reads", "watch"},
+		{&policyv1.K8SCommand{Method: "GET", Path: "/api/v1/namespaces/a/configmaps"}, "allow", "allow-rest", "list"},
+		{&policyv1.K8SCommand{Method: "GET", Path: "/metrics"}, "deny", "deny-server-paths", "get"},
+		{&policyv1.K8SCommand{Method: "GET", Path: "/version"}, "allow", "allow-rest", "get"},
+		{&policyv1.K8SCommand{Method: "GET", Path: "/api/v1/namespaces/a/pods/../secrets"}, "deny", policy.RuleUnparseableRequest, ""},
+		{&policyv1.K8SCommand{Verb: "get", Resource: "configmaps"}, "deny", policy.RuleUnparseableRequest, ""},
+	} {
+		d := policy.Evaluate(context.Background(), set, dev, &policyv1.EvaluateRequest{Target: dev, Command: &policyv1.EvaluateRequest_K8S{K8S: tc.cmd}}, time.Now())
+		assert.Equal(t, tc.action, d.GetAction(), "%v: %s", tc.cmd, d.GetReason())
+		assert.Equal(t, tc.rule, d.GetRule(), "%v", tc.cmd)
+		assert.Equal(t, tc.verb, d.GetK8S().GetVerb(), "%v", tc.cmd)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"sluice.dev/sluice/libs/authz"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/kubeclass"
 	engine "sluice.dev/sluice/libs/policy"
 	"sluice.dev/sluice/libs/shellclass"
 	"sluice.dev/sluice/libs/sqlclass"
@@ -35,6 +37,9 @@ const (
 	// shellclass cannot classify (a syntax error, an incomplete line, a
 	// limit exceeded) or that is empty.
 	RuleUnparseableCommand = "builtin:unparseable-command"
+	// RuleUnparseableRequest denies a Kubernetes request whose path or
+	// query cannot be classified.
+	RuleUnparseableRequest = "builtin:unparseable-request"
 )
 
 // grantsWait bounds how long a decision waits for the grants view to reach
@@ -238,6 +243,15 @@ func evaluateCommand(ctx context.Context, set *engine.Set, in engine.Input, req 
 // it for the same classification unless a rule reads the time.
 func evaluateK8s(ctx context.Context, set *engine.Set, in engine.Input, c *policyv1.K8SCommand) *policyv1.Decision {
 	in.Protocol = "kubernetes"
+	// Classified here, from what the client sent: the worker's own
+	// classification is not trusted.
+	query, qerr := url.ParseQuery(c.GetQuery())
+	info, err := kubeclass.Classify(c.GetMethod(), c.GetPath(), query)
+	if c.GetMethod() == "" || qerr != nil || err != nil {
+		return deny(RuleUnparseableRequest, "the request's path or query cannot be classified; it is refused", set.Revision)
+	}
+	c = &policyv1.K8SCommand{Verb: info.Verb, ApiGroup: info.APIGroup, Resource: info.Resource, Subresource: info.Subresource,
+		Namespace: info.Namespace, Name: info.Name, Command: info.Command, Path: info.Path, IsResource: info.IsResource}
 	in.K8s = c
 	d := decision(set.Evaluate(ctx, in), set.Revision)
 	d.Masks = set.Masks(ctx, in)

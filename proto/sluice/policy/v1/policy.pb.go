@@ -125,15 +125,29 @@ func (x *SSHCommand) GetCommand() string {
 	return ""
 }
 
+// K8sCommand is a Kubernetes API request, the `k8s` input of policies. A
+// worker sends method, path and query; the policy service classifies them
+// itself (libs/kubeclass) into the other fields, so that the component
+// that parses a client's request does not decide what it is.
 type K8SCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Verb          string                 `protobuf:"bytes,1,opt,name=verb,proto3" json:"verb,omitempty"`
-	ApiGroup      string                 `protobuf:"bytes,2,opt,name=api_group,json=apiGroup,proto3" json:"api_group,omitempty"`
-	Resource      string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
-	Subresource   string                 `protobuf:"bytes,4,opt,name=subresource,proto3" json:"subresource,omitempty"`
-	Namespace     string                 `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
-	Command       []string               `protobuf:"bytes,7,rep,name=command,proto3" json:"command,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Verb        string                 `protobuf:"bytes,1,opt,name=verb,proto3" json:"verb,omitempty"`
+	ApiGroup    string                 `protobuf:"bytes,2,opt,name=api_group,json=apiGroup,proto3" json:"api_group,omitempty"`
+	Resource    string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Subresource string                 `protobuf:"bytes,4,opt,name=subresource,proto3" json:"subresource,omitempty"`
+	Namespace   string                 `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name        string                 `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
+	Command     []string               `protobuf:"bytes,7,rep,name=command,proto3" json:"command,omitempty"`
+	// path is the request's path on the cluster (/api/v1/..., /version).
+	Path string `protobuf:"bytes,8,opt,name=path,proto3" json:"path,omitempty"`
+	// is_resource: the path names API objects (under /api/VERSION or
+	// /apis/GROUP/VERSION); other paths (discovery, /version, /logs,
+	// /debug, /metrics) only have a verb and a path.
+	IsResource bool `protobuf:"varint,9,opt,name=is_resource,json=isResource,proto3" json:"is_resource,omitempty"`
+	// method and query are what the worker received (not for rules: the
+	// classification above says what they mean).
+	Method        string `protobuf:"bytes,10,opt,name=method,proto3" json:"method,omitempty"`
+	Query         string `protobuf:"bytes,11,opt,name=query,proto3" json:"query,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -215,6 +229,34 @@ func (x *K8SCommand) GetCommand() []string {
 		return x.Command
 	}
 	return nil
+}
+
+func (x *K8SCommand) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *K8SCommand) GetIsResource() bool {
+	if x != nil {
+		return x.IsResource
+	}
+	return false
+}
+
+func (x *K8SCommand) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *K8SCommand) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
 }
 
 // MCPInput is a tool call made through the MCP endpoint, the `mcp` input
@@ -1296,7 +1338,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"SSHCommand\x12!\n" +
 	"\frequest_type\x18\x01 \x01(\tR\vrequestType\x12\x18\n" +
-	"\acommand\x18\x02 \x01(\tR\acommand\"\xc7\x01\n" +
+	"\acommand\x18\x02 \x01(\tR\acommand\"\xaa\x02\n" +
 	"\n" +
 	"K8sCommand\x12\x12\n" +
 	"\x04verb\x18\x01 \x01(\tR\x04verb\x12\x1b\n" +
@@ -1305,7 +1347,13 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\vsubresource\x18\x04 \x01(\tR\vsubresource\x12\x1c\n" +
 	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x06 \x01(\tR\x04name\x12\x18\n" +
-	"\acommand\x18\a \x03(\tR\acommand\"m\n" +
+	"\acommand\x18\a \x03(\tR\acommand\x12\x12\n" +
+	"\x04path\x18\b \x01(\tR\x04path\x12\x1f\n" +
+	"\vis_resource\x18\t \x01(\bR\n" +
+	"isResource\x12\x16\n" +
+	"\x06method\x18\n" +
+	" \x01(\tR\x06method\x12\x14\n" +
+	"\x05query\x18\v \x01(\tR\x05query\"m\n" +
 	"\bMCPInput\x12\x12\n" +
 	"\x04tool\x18\x01 \x01(\tR\x04tool\x125\n" +
 	"\targuments\x18\x02 \x01(\v2\x17.google.protobuf.StructR\targuments\x12\x16\n" +
