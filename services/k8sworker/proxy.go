@@ -337,9 +337,10 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	cmd := &policyv1.K8SCommand{Method: r.Method, Path: rest, Query: r.URL.RawQuery}
 	req := &policyv1.EvaluateRequest{Principal: s.principal, Target: s.target, SessionId: s.id, Command: &policyv1.EvaluateRequest_K8S{K8S: cmd}}
 	d, cached := w.k.Decide(ctx, req, s.pkey, cacheKey(cmd), nil)
-	if d.GetAction() != "deny" && len(d.GetMasks()) > 0 && isUpgrade(r) {
+	if d.GetAction() != "deny" && len(d.GetMasks()) > 0 && info.Subresource == "portforward" {
+		// exec and attach output is masked; forwarded bytes cannot be.
 		d = &policyv1.Decision{Action: "deny", Rule: ruleMaskedStream, Revision: d.GetRevision(), K8S: d.GetK8S(), Grants: d.GetGrants(),
-			Reason: "masking applies to you on this target, and an exec, attach or port-forward stream carries data Sluice does not mask"}
+			Reason: "masking applies to you on this target, and a port-forward carries data Sluice cannot mask"}
 	}
 	text := r.Method + " " + rest
 	if r.URL.RawQuery != "" {
@@ -415,7 +416,7 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	if isUpgrade(r) {
 		// A stream is relayed here, every message recorded.
 		var code int
-		upgraded, code = s.relayStream(rw, r, rest, up, info, start)
+		upgraded, code = s.relayStream(rw, r, rest, up, info, start, d, id)
 		result(code, 0)
 		return upgraded
 	}

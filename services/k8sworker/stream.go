@@ -10,9 +10,12 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/kubeclass"
+	"sluice.dev/sluice/libs/masking"
 	"sluice.dev/sluice/libs/recording"
 	"sluice.dev/sluice/libs/targets"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
@@ -47,7 +50,20 @@ const (
 // port forwarding, what each side sent). What the cluster said is durable
 // before the stream's status reaches the client. It reports whether the
 // stream started, and the status code the client got.
-func (s *session) relayStream(rw http.ResponseWriter, r *http.Request, rest string, up *upstream, info kubeclass.Request, start time.Time) (bool, int) {
+func (s *session) relayStream(rw http.ResponseWriter, r *http.Request, rest string, up *upstream, info kubeclass.Request, start time.Time,
+	d *policyv1.Decision, id uint64) (bool, int) {
+	// Where masking applies, what the container prints (stdout, stderr)
+	// is masked as it flows, a value split across messages included.
+	var masks *streamMasks
+	if len(d.GetMasks()) > 0 {
+		m, err := s.w.k.Masker(gateway.MaskRulesKey(d), d)
+		if err != nil {
+			status(rw, http.StatusInternalServerError, "InternalError", "sluice: the masking rules cannot be applied")
+			return false, http.StatusInternalServerError
+		}
+		masks = &streamMasks{out: m.NewStream(), err: m.NewStream()}
+		defer masks.record(s, id)
+	}
 	if o := r.Header.Get("Origin"); o != "" {
 		// kubectl sends none; a browser page must not drive a stream.
 		status(rw, http.StatusForbidden, "Forbidden", "sluice: streams from a browser origin are refused")
@@ -134,6 +150,19 @@ func (s *session) relayStream(rw http.ResponseWriter, r *http.Request, rest stri
 			if err != nil {
 				_ = rec.durable(ctx)
 				return
+			}
+			if masks != nil {
+				var flushed [][]byte
+				data, flushed = masks.mask(mt, data)
+				for _, f := range flushed {
+					// What the masker held back goes out before the status.
+					if rec.record(ctx, true, websocket.BinaryMessage, f) != nil || cc.WriteMessage(websocket.BinaryMessage, f) != nil {
+						return
+					}
+				}
+				if data == nil {
+					continue
+				}
 			}
 			if rec.record(ctx, true, mt, data) != nil {
 				return
@@ -252,4 +281,57 @@ func (r *streamRecorder) durable(ctx context.Context) error {
 		return err
 	}
 	return r.s.rec.WaitFor(ctx, last)
+}
+
+// streamMasks masks an exec or attach stream's output channels.
+type streamMasks struct {
+	out, err *masking.Stream
+}
+
+// mask masks one message from the cluster. It returns the message to
+// send (nil: nothing yet, the masker holds it) and, before a status or a
+// close, what the maskers still held.
+func (m *streamMasks) mask(mt int, data []byte) ([]byte, [][]byte) {
+	if mt != websocket.BinaryMessage || len(data) == 0 {
+		return data, nil
+	}
+	switch data[0] {
+	case chanStdout, chanStderr:
+		st := m.out
+		if data[0] == chanStderr {
+			st = m.err
+		}
+		out := st.Write(data[1:])
+		if len(out) == 0 {
+			return nil, nil
+		}
+		return append([]byte{data[0]}, out...), nil
+	default:
+		// The status (or a close): everything held goes first.
+		var flushed [][]byte
+		if b := m.out.Flush(); len(b) > 0 {
+			flushed = append(flushed, append([]byte{chanStdout}, b...))
+		}
+		if b := m.err.Flush(); len(b) > 0 {
+			flushed = append(flushed, append([]byte{chanStderr}, b...))
+		}
+		return data, flushed
+	}
+}
+
+func (m *streamMasks) record(s *session, id uint64) {
+	var counts []*sessionv1.MaskCount
+	for _, c := range []struct {
+		field string
+		st    *masking.Stream
+	}{{"stdout", m.out}, {"stderr", m.err}} {
+		c.st.Counts.Each(func(name string, n int64) {
+			if n > 0 {
+				counts = append(counts, &sessionv1.MaskCount{Detector: name, Count: n, Field: c.field})
+			}
+		})
+	}
+	if len(counts) > 0 {
+		_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Masking{Masking: &sessionv1.Masking{CommandId: id, Counts: counts}}})
+	}
 }

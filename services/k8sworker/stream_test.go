@@ -91,7 +91,10 @@ func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
 			Token: &controlv1.Credential{Source: &controlv1.Credential_Env{Env: "TEST_K8S_TOKEN"}}}}}})
 	_, err = kv.Put(ctx, controlstate.TargetKey("k"), target)
 	require.NoError(t, err)
-	rules, _ := proto.Marshal(&controlv1.PolicySetApplied{Revision: 1, Rules: []*controlv1.Rule{{Name: "allow-k8s", Action: "allow", When: `protocol == "kubernetes"`}}})
+	rules, _ := proto.Marshal(&controlv1.PolicySetApplied{Revision: 1, Rules: []*controlv1.Rule{
+		{Name: "allow-k8s", Action: "allow", When: `protocol == "kubernetes"`},
+		{Name: "mask-emails", Action: "mask", When: `"masked" in principal.groups`, Mask: &controlv1.MaskRule{Detectors: []string{"email"}, Action: "redact"}},
+	}})
 	_, err = kv.Put(ctx, controlstate.KeyPolicy, rules)
 	require.NoError(t, err)
 
@@ -138,6 +141,32 @@ func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
 	assert.Contains(t, streams, "i:ping from the client")
 	assert.Contains(t, streams, "o:ping from the client")
 	assert.Contains(t, streams, `e:{"status":"Success"}`)
+
+	// Where masking applies, what the container prints is masked, in the
+	// stream and in the record, and nothing is held back past the status.
+	masked, err := iss.Mint(devissuer.Claims{Subject: "mo", Groups: []string{"engineers", "masked"}, TTL: time.Hour})
+	require.NoError(t, err)
+	c2, _, err := dialer.Dial("wss://"+w.Addr()+"/targets/k/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true",
+		http.Header{"Authorization": {"Bearer " + masked}})
+	require.NoError(t, err)
+	defer c2.Close()
+	require.NoError(t, c2.WriteMessage(websocket.BinaryMessage, append([]byte{0}, "owner ada.lovelace@example.com"...)))
+	var seen []byte
+	for {
+		_, msg, err := c2.ReadMessage()
+		require.NoError(t, err)
+		if msg[0] == 3 {
+			break
+		}
+		seen = append(seen, msg[1:]...)
+	}
+	assert.Equal(t, "owner [email]", string(seen), "a line without its newline is released at the status")
+	for _, ev := range sessionEvents(t, ctx, conn.JS) {
+		if io := ev.GetIo(); io != nil && io.GetStream() == "o" {
+			data, _ := recording.IOData(io)
+			assert.NotContains(t, string(data), "lovelace@example.com")
+		}
+	}
 }
 
 func sessionEvents(t *testing.T, ctx context.Context, js jetstream.JetStream) []*sessionv1.Event {
