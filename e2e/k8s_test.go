@@ -145,19 +145,39 @@ data: {owner: ada.lovelace@example.com, replicas: "3"}
 	})
 
 	t.Run("dangerous paths are denied by the default policy", func(t *testing.T) {
-		// A pod's spec could mount any Secret or run privileged: held for
-		// engineers (the approver sees the spec), made by k8s-admins.
+		// The policy reads the pod spec a write asks for: a plain pod runs,
+		// one that mounts a Secret is held (the approver sees it), one that
+		// reaches the host is denied.
 		out, err := alice.kubectl("", "-n", "team-a", "run", "web", "--image=nginx")
+		require.NoError(t, err, out)
+		mountsSecret := `{"spec":{"volumes":[{"name":"s","secret":{"secretName":"db"}}],"containers":[{"name":"leak","image":"busybox","command":["cat","/s/password"],"volumeMounts":[{"name":"s","mountPath":"/s"}]}]}}`
+		out, err = alice.kubectl("", "-n", "team-a", "run", "leak", "--image=busybox", "--overrides", mountsSecret)
 		require.Error(t, err)
-		assert.Contains(t, out, `(rule "review-k8s-workloads")`)
+		assert.Contains(t, out, `(rule "review-k8s-workload-secrets")`)
 		m := heldRE.FindStringSubmatch(out)
 		require.NotNil(t, m, out)
 		pending, err := env.CLI(bob, "approvals", "list", "-o", "json")
 		require.NoError(t, err, pending)
 		assert.Contains(t, pending, m[1])
-		assert.Contains(t, pending, "nginx", "the approver sees what the pod runs")
-		out, err = root.kubectl("", "-n", "team-a", "run", "web", "--image=nginx")
-		require.NoError(t, err, out)
+		assert.Contains(t, pending, "secretName", "the approver sees what the pod mounts")
+		privileged := `{"spec":{"containers":[{"name":"p","image":"busybox","securityContext":{"privileged":true}}]}}`
+		out, err = alice.kubectl("", "-n", "team-a", "run", "p", "--image=busybox", "--overrides", privileged)
+		require.Error(t, err)
+		assert.Contains(t, out, `denied by rule "deny-k8s-host-pods"`)
+		deployment := `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: agent, namespace: team-a}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      hostPID: true
+      containers: [{name: a, image: busybox}]
+`
+		out, err = alice.kubectl(deployment, "apply", "-f", "-")
+		require.Error(t, err)
+		assert.Contains(t, out, `denied by rule "deny-k8s-host-pods"`)
 		out, err = alice.kubectl("", "-n", "team-a", "exec", "web", "--", "id")
 		require.Error(t, err)
 		assert.Contains(t, out, `denied by rule "deny-k8s-streams-and-proxies"`)

@@ -335,6 +335,10 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	// The policy service classifies the request itself, from what the
 	// client sent.
 	cmd := &policyv1.K8SCommand{Method: r.Method, Path: rest, Query: r.URL.RawQuery}
+	if kubeclass.Workload(info.Resource) && info.Mutating() {
+		// The policy reads the pod spec a workload write asks for.
+		cmd.Body, cmd.ContentType = body[:min(len(body), kubeclass.MaxPodBody+1)], r.Header.Get("Content-Type")
+	}
 	req := &policyv1.EvaluateRequest{Principal: s.principal, Target: s.target, SessionId: s.id, Command: &policyv1.EvaluateRequest_K8S{K8S: cmd}}
 	d, cached := w.k.Decide(ctx, req, s.pkey, cacheKey(cmd), nil)
 	if d.GetAction() != "deny" && len(d.GetMasks()) > 0 && info.Subresource == "portforward" {
@@ -433,7 +437,12 @@ func streamingSubresource(sub string) bool {
 // cacheKey is a decision's cache key: everything the policy classifies
 // (method, path and query), besides who and where.
 func cacheKey(c *policyv1.K8SCommand) string {
-	return c.GetMethod() + "\x00" + c.GetPath() + "\x00" + c.GetQuery()
+	key := c.GetMethod() + "\x00" + c.GetPath() + "\x00" + c.GetQuery()
+	if len(c.GetBody()) > 0 {
+		sum := sha256.Sum256(c.GetBody())
+		key += "\x00" + c.GetContentType() + "\x00" + hex.EncodeToString(sum[:])
+	}
+	return key
 }
 
 // forward sends the request to the cluster as the gateway, and the

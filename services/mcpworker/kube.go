@@ -118,6 +118,9 @@ func (w *Worker) kubeCall(s *session, req *mcp.CallToolRequest, in kubeRequestIn
 	}
 	ref := gateway.TargetRef(spec.GetName(), spec.GetKind(), spec.GetLabels())
 	cmd := &policyv1.K8SCommand{Method: method, Path: u.Path, Query: u.RawQuery}
+	if kubeclass.Workload(info.Resource) && info.Mutating() {
+		cmd.Body, cmd.ContentType = body[:min(len(body), kubeclass.MaxPodBody+1)], contentType
+	}
 	text := method + " " + u.Path
 	if u.RawQuery != "" {
 		text += "?" + u.RawQuery

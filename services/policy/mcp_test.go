@@ -107,3 +107,32 @@ func TestK8sRequestsAreClassifiedHere(t *testing.T) {
 		assert.Equal(t, tc.verb, d.GetK8S().GetVerb(), "%v", tc.cmd)
 	}
 }
+
+// A workload write shows its pod spec to rules as k8s.pod, read here from
+// the body the worker sends (never from what it says of it).
+func TestK8sPodSpecIsVisible(t *testing.T) {
+	rules := []*controlv1.Rule{
+		{Name: "deny-privileged", Action: "deny", When: `k8s.pod.privileged`},
+		{Name: "review-secrets", Action: "review", Approvers: []string{"approvers"}, When: `k8s.pod.present && (k8s.pod.parse_error || k8s.pod.secrets.size() > 0)`},
+		{Name: "allow-rest", Action: "allow", When: `protocol == "kubernetes"`},
+	}
+	set, err := engine.Compile(rules, 3)
+	require.NoError(t, err)
+	k := &commonv1.Target{Name: "k"}
+	eval := func(c *policyv1.K8SCommand) *policyv1.Decision {
+		return policy.Evaluate(context.Background(), set, k, &policyv1.EvaluateRequest{Target: k, Command: &policyv1.EvaluateRequest_K8S{K8S: c}}, time.Now())
+	}
+	post := func(body string) *policyv1.K8SCommand {
+		return &policyv1.K8SCommand{Method: "POST", Path: "/api/v1/namespaces/a/pods", Body: []byte(body), ContentType: "application/json"}
+	}
+	d := eval(post(`{"kind":"Pod","spec":{"containers":[{"image":"nginx"}]}}`))
+	assert.Equal(t, "allow", d.GetAction())
+	assert.Equal(t, []string{"nginx"}, d.GetK8S().GetPod().GetImages())
+	assert.Empty(t, d.GetK8S().GetBody(), "the decision (recorded) carries the summary, not the body")
+	assert.Equal(t, "deny-privileged", eval(post(`{"kind":"Pod","spec":{"containers":[{"image":"x","securityContext":{"privileged":true}}]}}`)).GetRule())
+	assert.Equal(t, "review-secrets", eval(post(`{"kind":"Pod","spec":{"volumes":[{"secret":{"secretName":"db"}}],"containers":[{"image":"x"}]}}`)).GetRule())
+	// A workload write whose body did not come is unknown: reviewed.
+	assert.Equal(t, "review-secrets", eval(&policyv1.K8SCommand{Method: "POST", Path: "/apis/apps/v1/namespaces/a/deployments"}).GetRule())
+	// Reads and other resources carry no pod.
+	assert.False(t, eval(&policyv1.K8SCommand{Method: "GET", Path: "/api/v1/namespaces/a/pods"}).GetK8S().GetPod().GetPresent())
+}

@@ -250,8 +250,17 @@ func evaluateK8s(ctx context.Context, set *engine.Set, in engine.Input, c *polic
 	if c.GetMethod() == "" || qerr != nil || err != nil {
 		return deny(RuleUnparseableRequest, "the request's path or query cannot be classified; it is refused", set.Revision)
 	}
-	c = &policyv1.K8SCommand{Verb: info.Verb, ApiGroup: info.APIGroup, Resource: info.Resource, Subresource: info.Subresource,
+	nc := &policyv1.K8SCommand{Verb: info.Verb, ApiGroup: info.APIGroup, Resource: info.Resource, Subresource: info.Subresource,
 		Namespace: info.Namespace, Name: info.Name, Command: info.Command, Path: info.Path, IsResource: info.IsResource}
+	if kubeclass.Workload(info.Resource) && info.Verb != "get" && info.Verb != "list" && info.Verb != "watch" && info.Verb != "delete" &&
+		info.Verb != "deletecollection" && (info.Subresource == "" || info.Subresource == "ephemeralcontainers") {
+		// What the write asks a pod to be; without a body to read, unknown.
+		nc.Pod = kubeclass.PodSummary(c.GetBody(), c.GetContentType())
+		if len(c.GetBody()) == 0 {
+			nc.Pod.Present, nc.Pod.ParseError = true, true
+		}
+	}
+	c = nc
 	in.K8s = c
 	d := decision(set.Evaluate(ctx, in), set.Revision)
 	d.Masks = set.Masks(ctx, in)

@@ -146,8 +146,16 @@ type K8SCommand struct {
 	IsResource bool `protobuf:"varint,9,opt,name=is_resource,json=isResource,proto3" json:"is_resource,omitempty"`
 	// method and query are what the worker received (not for rules: the
 	// classification above says what they mean).
-	Method        string `protobuf:"bytes,10,opt,name=method,proto3" json:"method,omitempty"`
-	Query         string `protobuf:"bytes,11,opt,name=query,proto3" json:"query,omitempty"`
+	Method string `protobuf:"bytes,10,opt,name=method,proto3" json:"method,omitempty"`
+	Query  string `protobuf:"bytes,11,opt,name=query,proto3" json:"query,omitempty"`
+	// body is a workload write's body (pods and what makes pods), sent for
+	// the policy service to read the pod spec from (at most 512 KiB; never
+	// recorded from here).
+	Body        []byte `protobuf:"bytes,12,opt,name=body,proto3" json:"body,omitempty"`
+	ContentType string `protobuf:"bytes,13,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// pod is what a workload write asks a pod to be, read from body by the
+	// policy service: rules see k8s.pod.
+	Pod           *K8SPod `protobuf:"bytes,14,opt,name=pod,proto3" json:"pod,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,6 +267,168 @@ func (x *K8SCommand) GetQuery() string {
 	return ""
 }
 
+func (x *K8SCommand) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *K8SCommand) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *K8SCommand) GetPod() *K8SPod {
+	if x != nil {
+		return x.Pod
+	}
+	return nil
+}
+
+// K8sPod summarises a pod spec (of a Pod, or the template of a Deployment,
+// Job, CronJob, ...) as a write sends it: what lets a pod reach past the
+// rules (Secrets, the host, privileges, another service account).
+type K8SPod struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// present: the write carries a pod spec (or part of one: a patch).
+	Present     bool     `protobuf:"varint,1,opt,name=present,proto3" json:"present,omitempty"`
+	Images      []string `protobuf:"bytes,2,rep,name=images,proto3" json:"images,omitempty"`
+	Privileged  bool     `protobuf:"varint,3,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	HostNetwork bool     `protobuf:"varint,4,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
+	HostPid     bool     `protobuf:"varint,5,opt,name=host_pid,json=hostPid,proto3" json:"host_pid,omitempty"`
+	HostIpc     bool     `protobuf:"varint,6,opt,name=host_ipc,json=hostIpc,proto3" json:"host_ipc,omitempty"`
+	HostPaths   []string `protobuf:"bytes,7,rep,name=host_paths,json=hostPaths,proto3" json:"host_paths,omitempty"`
+	// secrets the pod would read: volumes, projected sources, env and
+	// envFrom references.
+	Secrets        []string `protobuf:"bytes,8,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	ServiceAccount string   `protobuf:"bytes,9,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
+	// capabilities added to any container.
+	Capabilities             []string `protobuf:"bytes,10,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	AllowPrivilegeEscalation bool     `protobuf:"varint,11,opt,name=allow_privilege_escalation,json=allowPrivilegeEscalation,proto3" json:"allow_privilege_escalation,omitempty"`
+	// parse_error: the body could not be read (not JSON, too large, a JSON
+	// patch): what it asks is unknown.
+	ParseError    bool `protobuf:"varint,12,opt,name=parse_error,json=parseError,proto3" json:"parse_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *K8SPod) Reset() {
+	*x = K8SPod{}
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *K8SPod) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*K8SPod) ProtoMessage() {}
+
+func (x *K8SPod) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use K8SPod.ProtoReflect.Descriptor instead.
+func (*K8SPod) Descriptor() ([]byte, []int) {
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *K8SPod) GetPresent() bool {
+	if x != nil {
+		return x.Present
+	}
+	return false
+}
+
+func (x *K8SPod) GetImages() []string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *K8SPod) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
+}
+
+func (x *K8SPod) GetHostNetwork() bool {
+	if x != nil {
+		return x.HostNetwork
+	}
+	return false
+}
+
+func (x *K8SPod) GetHostPid() bool {
+	if x != nil {
+		return x.HostPid
+	}
+	return false
+}
+
+func (x *K8SPod) GetHostIpc() bool {
+	if x != nil {
+		return x.HostIpc
+	}
+	return false
+}
+
+func (x *K8SPod) GetHostPaths() []string {
+	if x != nil {
+		return x.HostPaths
+	}
+	return nil
+}
+
+func (x *K8SPod) GetSecrets() []string {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *K8SPod) GetServiceAccount() string {
+	if x != nil {
+		return x.ServiceAccount
+	}
+	return ""
+}
+
+func (x *K8SPod) GetCapabilities() []string {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+func (x *K8SPod) GetAllowPrivilegeEscalation() bool {
+	if x != nil {
+		return x.AllowPrivilegeEscalation
+	}
+	return false
+}
+
+func (x *K8SPod) GetParseError() bool {
+	if x != nil {
+		return x.ParseError
+	}
+	return false
+}
+
 // MCPInput is a tool call made through the MCP endpoint, the `mcp` input
 // of policies: the tool, its arguments exactly as the client sent them, and
 // the client as it introduced itself. A call that runs a command on a
@@ -276,7 +446,7 @@ type MCPInput struct {
 
 func (x *MCPInput) Reset() {
 	*x = MCPInput{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +458,7 @@ func (x *MCPInput) String() string {
 func (*MCPInput) ProtoMessage() {}
 
 func (x *MCPInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +471,7 @@ func (x *MCPInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MCPInput.ProtoReflect.Descriptor instead.
 func (*MCPInput) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MCPInput) GetTool() string {
@@ -348,7 +518,7 @@ type EvaluateRequest struct {
 
 func (x *EvaluateRequest) Reset() {
 	*x = EvaluateRequest{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +530,7 @@ func (x *EvaluateRequest) String() string {
 func (*EvaluateRequest) ProtoMessage() {}
 
 func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +543,7 @@ func (x *EvaluateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateRequest.ProtoReflect.Descriptor instead.
 func (*EvaluateRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EvaluateRequest) GetPrincipal() *v1.Principal {
@@ -502,7 +672,7 @@ type Statement struct {
 
 func (x *Statement) Reset() {
 	*x = Statement{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +684,7 @@ func (x *Statement) String() string {
 func (*Statement) ProtoMessage() {}
 
 func (x *Statement) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +697,7 @@ func (x *Statement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Statement.ProtoReflect.Descriptor instead.
 func (*Statement) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Statement) GetKind() string {
@@ -631,7 +801,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +813,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +826,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Target) GetColumns() []string {
@@ -688,7 +858,7 @@ type Cache struct {
 
 func (x *Cache) Reset() {
 	*x = Cache{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +870,7 @@ func (x *Cache) String() string {
 func (*Cache) ProtoMessage() {}
 
 func (x *Cache) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +883,7 @@ func (x *Cache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cache.ProtoReflect.Descriptor instead.
 func (*Cache) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Cache) GetCacheable() bool {
@@ -796,7 +966,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +978,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +991,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Decision) GetAction() string {
@@ -951,7 +1121,7 @@ type SQLInput struct {
 
 func (x *SQLInput) Reset() {
 	*x = SQLInput{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1133,7 @@ func (x *SQLInput) String() string {
 func (*SQLInput) ProtoMessage() {}
 
 func (x *SQLInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1146,7 @@ func (x *SQLInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SQLInput.ProtoReflect.Descriptor instead.
 func (*SQLInput) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SQLInput) GetText() string {
@@ -1106,7 +1276,7 @@ type SSHInput struct {
 
 func (x *SSHInput) Reset() {
 	*x = SSHInput{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1288,7 @@ func (x *SSHInput) String() string {
 func (*SSHInput) ProtoMessage() {}
 
 func (x *SSHInput) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1301,7 @@ func (x *SSHInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SSHInput.ProtoReflect.Descriptor instead.
 func (*SSHInput) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SSHInput) GetRequestType() string {
@@ -1250,7 +1420,7 @@ type ShellCommand struct {
 
 func (x *ShellCommand) Reset() {
 	*x = ShellCommand{}
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1432,7 @@ func (x *ShellCommand) String() string {
 func (*ShellCommand) ProtoMessage() {}
 
 func (x *ShellCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_sluice_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1445,7 @@ func (x *ShellCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShellCommand.ProtoReflect.Descriptor instead.
 func (*ShellCommand) Descriptor() ([]byte, []int) {
-	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_sluice_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ShellCommand) GetProgram() string {
@@ -1338,7 +1508,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"SSHCommand\x12!\n" +
 	"\frequest_type\x18\x01 \x01(\tR\vrequestType\x12\x18\n" +
-	"\acommand\x18\x02 \x01(\tR\acommand\"\xaa\x02\n" +
+	"\acommand\x18\x02 \x01(\tR\acommand\"\x8d\x03\n" +
 	"\n" +
 	"K8sCommand\x12\x12\n" +
 	"\x04verb\x18\x01 \x01(\tR\x04verb\x12\x1b\n" +
@@ -1353,7 +1523,28 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"isResource\x12\x16\n" +
 	"\x06method\x18\n" +
 	" \x01(\tR\x06method\x12\x14\n" +
-	"\x05query\x18\v \x01(\tR\x05query\"m\n" +
+	"\x05query\x18\v \x01(\tR\x05query\x12\x12\n" +
+	"\x04body\x18\f \x01(\fR\x04body\x12!\n" +
+	"\fcontent_type\x18\r \x01(\tR\vcontentType\x12*\n" +
+	"\x03pod\x18\x0e \x01(\v2\x18.sluice.policy.v1.K8sPodR\x03pod\"\x98\x03\n" +
+	"\x06K8sPod\x12\x18\n" +
+	"\apresent\x18\x01 \x01(\bR\apresent\x12\x16\n" +
+	"\x06images\x18\x02 \x03(\tR\x06images\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x03 \x01(\bR\n" +
+	"privileged\x12!\n" +
+	"\fhost_network\x18\x04 \x01(\bR\vhostNetwork\x12\x19\n" +
+	"\bhost_pid\x18\x05 \x01(\bR\ahostPid\x12\x19\n" +
+	"\bhost_ipc\x18\x06 \x01(\bR\ahostIpc\x12\x1d\n" +
+	"\n" +
+	"host_paths\x18\a \x03(\tR\thostPaths\x12\x18\n" +
+	"\asecrets\x18\b \x03(\tR\asecrets\x12'\n" +
+	"\x0fservice_account\x18\t \x01(\tR\x0eserviceAccount\x12\"\n" +
+	"\fcapabilities\x18\n" +
+	" \x03(\tR\fcapabilities\x12<\n" +
+	"\x1aallow_privilege_escalation\x18\v \x01(\bR\x18allowPrivilegeEscalation\x12\x1f\n" +
+	"\vparse_error\x18\f \x01(\bR\n" +
+	"parseError\"m\n" +
 	"\bMCPInput\x12\x12\n" +
 	"\x04tool\x18\x01 \x01(\tR\x04tool\x125\n" +
 	"\targuments\x18\x02 \x01(\v2\x17.google.protobuf.StructR\targuments\x12\x16\n" +
@@ -1466,48 +1657,50 @@ func file_sluice_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_sluice_policy_v1_policy_proto_rawDescData
 }
 
-var file_sluice_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_sluice_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_sluice_policy_v1_policy_proto_goTypes = []any{
 	(*SQLCommand)(nil),      // 0: sluice.policy.v1.SQLCommand
 	(*SSHCommand)(nil),      // 1: sluice.policy.v1.SSHCommand
 	(*K8SCommand)(nil),      // 2: sluice.policy.v1.K8sCommand
-	(*MCPInput)(nil),        // 3: sluice.policy.v1.MCPInput
-	(*EvaluateRequest)(nil), // 4: sluice.policy.v1.EvaluateRequest
-	(*Statement)(nil),       // 5: sluice.policy.v1.Statement
-	(*Target)(nil),          // 6: sluice.policy.v1.Target
-	(*Cache)(nil),           // 7: sluice.policy.v1.Cache
-	(*Decision)(nil),        // 8: sluice.policy.v1.Decision
-	(*SQLInput)(nil),        // 9: sluice.policy.v1.SQLInput
-	(*SSHInput)(nil),        // 10: sluice.policy.v1.SSHInput
-	(*ShellCommand)(nil),    // 11: sluice.policy.v1.ShellCommand
-	(*structpb.Struct)(nil), // 12: google.protobuf.Struct
-	(*v1.Principal)(nil),    // 13: sluice.common.v1.Principal
-	(*v1.Target)(nil),       // 14: sluice.common.v1.Target
-	(*v11.MaskRule)(nil),    // 15: sluice.control.v1.MaskRule
-	(*v1.Error)(nil),        // 16: sluice.common.v1.Error
+	(*K8SPod)(nil),          // 3: sluice.policy.v1.K8sPod
+	(*MCPInput)(nil),        // 4: sluice.policy.v1.MCPInput
+	(*EvaluateRequest)(nil), // 5: sluice.policy.v1.EvaluateRequest
+	(*Statement)(nil),       // 6: sluice.policy.v1.Statement
+	(*Target)(nil),          // 7: sluice.policy.v1.Target
+	(*Cache)(nil),           // 8: sluice.policy.v1.Cache
+	(*Decision)(nil),        // 9: sluice.policy.v1.Decision
+	(*SQLInput)(nil),        // 10: sluice.policy.v1.SQLInput
+	(*SSHInput)(nil),        // 11: sluice.policy.v1.SSHInput
+	(*ShellCommand)(nil),    // 12: sluice.policy.v1.ShellCommand
+	(*structpb.Struct)(nil), // 13: google.protobuf.Struct
+	(*v1.Principal)(nil),    // 14: sluice.common.v1.Principal
+	(*v1.Target)(nil),       // 15: sluice.common.v1.Target
+	(*v11.MaskRule)(nil),    // 16: sluice.control.v1.MaskRule
+	(*v1.Error)(nil),        // 17: sluice.common.v1.Error
 }
 var file_sluice_policy_v1_policy_proto_depIdxs = []int32{
-	12, // 0: sluice.policy.v1.MCPInput.arguments:type_name -> google.protobuf.Struct
-	13, // 1: sluice.policy.v1.EvaluateRequest.principal:type_name -> sluice.common.v1.Principal
-	14, // 2: sluice.policy.v1.EvaluateRequest.target:type_name -> sluice.common.v1.Target
-	3,  // 3: sluice.policy.v1.EvaluateRequest.mcp:type_name -> sluice.policy.v1.MCPInput
-	0,  // 4: sluice.policy.v1.EvaluateRequest.sql:type_name -> sluice.policy.v1.SQLCommand
-	1,  // 5: sluice.policy.v1.EvaluateRequest.ssh:type_name -> sluice.policy.v1.SSHCommand
-	2,  // 6: sluice.policy.v1.EvaluateRequest.k8s:type_name -> sluice.policy.v1.K8sCommand
-	6,  // 7: sluice.policy.v1.Statement.targets:type_name -> sluice.policy.v1.Target
-	15, // 8: sluice.policy.v1.Decision.masks:type_name -> sluice.control.v1.MaskRule
-	7,  // 9: sluice.policy.v1.Decision.cache:type_name -> sluice.policy.v1.Cache
-	5,  // 10: sluice.policy.v1.Decision.statements:type_name -> sluice.policy.v1.Statement
-	16, // 11: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
-	10, // 12: sluice.policy.v1.Decision.ssh:type_name -> sluice.policy.v1.SSHInput
-	3,  // 13: sluice.policy.v1.Decision.mcp:type_name -> sluice.policy.v1.MCPInput
-	2,  // 14: sluice.policy.v1.Decision.k8s:type_name -> sluice.policy.v1.K8sCommand
-	11, // 15: sluice.policy.v1.SSHInput.commands:type_name -> sluice.policy.v1.ShellCommand
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	3,  // 0: sluice.policy.v1.K8sCommand.pod:type_name -> sluice.policy.v1.K8sPod
+	13, // 1: sluice.policy.v1.MCPInput.arguments:type_name -> google.protobuf.Struct
+	14, // 2: sluice.policy.v1.EvaluateRequest.principal:type_name -> sluice.common.v1.Principal
+	15, // 3: sluice.policy.v1.EvaluateRequest.target:type_name -> sluice.common.v1.Target
+	4,  // 4: sluice.policy.v1.EvaluateRequest.mcp:type_name -> sluice.policy.v1.MCPInput
+	0,  // 5: sluice.policy.v1.EvaluateRequest.sql:type_name -> sluice.policy.v1.SQLCommand
+	1,  // 6: sluice.policy.v1.EvaluateRequest.ssh:type_name -> sluice.policy.v1.SSHCommand
+	2,  // 7: sluice.policy.v1.EvaluateRequest.k8s:type_name -> sluice.policy.v1.K8sCommand
+	7,  // 8: sluice.policy.v1.Statement.targets:type_name -> sluice.policy.v1.Target
+	16, // 9: sluice.policy.v1.Decision.masks:type_name -> sluice.control.v1.MaskRule
+	8,  // 10: sluice.policy.v1.Decision.cache:type_name -> sluice.policy.v1.Cache
+	6,  // 11: sluice.policy.v1.Decision.statements:type_name -> sluice.policy.v1.Statement
+	17, // 12: sluice.policy.v1.Decision.error:type_name -> sluice.common.v1.Error
+	11, // 13: sluice.policy.v1.Decision.ssh:type_name -> sluice.policy.v1.SSHInput
+	4,  // 14: sluice.policy.v1.Decision.mcp:type_name -> sluice.policy.v1.MCPInput
+	2,  // 15: sluice.policy.v1.Decision.k8s:type_name -> sluice.policy.v1.K8sCommand
+	12, // 16: sluice.policy.v1.SSHInput.commands:type_name -> sluice.policy.v1.ShellCommand
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_sluice_policy_v1_policy_proto_init() }
@@ -1515,7 +1708,7 @@ func file_sluice_policy_v1_policy_proto_init() {
 	if File_sluice_policy_v1_policy_proto != nil {
 		return
 	}
-	file_sluice_policy_v1_policy_proto_msgTypes[4].OneofWrappers = []any{
+	file_sluice_policy_v1_policy_proto_msgTypes[5].OneofWrappers = []any{
 		(*EvaluateRequest_Sql)(nil),
 		(*EvaluateRequest_Ssh)(nil),
 		(*EvaluateRequest_K8S)(nil),
@@ -1526,7 +1719,7 @@ func file_sluice_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_policy_v1_policy_proto_rawDesc), len(file_sluice_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
