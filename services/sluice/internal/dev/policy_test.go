@@ -187,3 +187,58 @@ func TestDefaultPolicyVerdicts(t *testing.T) {
 	assert.Empty(t, d.Masks)
 	assert.True(t, d.Cache.GetCacheable())
 }
+
+// TestDefaultKubernetesVerdicts checks the Kubernetes verdicts the README
+// documents for the default development policy.
+func TestDefaultKubernetesVerdicts(t *testing.T) {
+	f, err := config.Parse(DefaultConfig())
+	require.NoError(t, err)
+	set, err := engine.Compile(f.RuleProtos(), 1)
+	require.NoError(t, err)
+	engineer := &commonv1.Principal{Subject: "alice", Groups: []string{"engineers"}}
+	sre := &commonv1.Principal{Subject: "sam", Groups: []string{"sre"}}
+	admin := &commonv1.Principal{Subject: "kim", Groups: []string{"k8s-admins"}}
+	machine := &commonv1.Principal{Subject: "ci-bot", Groups: []string{"engineers"}, Machine: true}
+	pod := func(spec string) string { return `{"kind":"Pod","metadata":{"name":"p"},"spec":` + spec + `}` }
+	for _, tc := range []struct {
+		who                 *commonv1.Principal
+		method, path, query string
+		body                string
+		want, rule          string
+	}{
+		{engineer, "GET", "/api/v1/namespaces", "", "", "allow", "allow-k8s-engineers"},
+		{engineer, "GET", "/version", "", "", "allow", "allow-k8s-engineers"},
+		{engineer, "GET", "/metrics", "", "", "deny", "deny-k8s-server-paths"},
+		{engineer, "GET", "/api/v1/namespaces/a/secrets/db", "", "", "deny", "deny-k8s-secret-reads"},
+		{engineer, "GET", "/api/v1/namespaces/a/secrets", "watch=1", "", "deny", "deny-k8s-secret-reads"},
+		{sre, "GET", "/api/v1/namespaces/a/secrets/db", "", "", "allow", "allow-k8s-engineers"},
+		{engineer, "POST", "/api/v1/namespaces/a/pods/web/exec", "command=sh", "", "deny", "deny-k8s-streams-and-proxies"},
+		{admin, "GET", "/api/v1/namespaces/a/pods/web/exec", "command=sh", "", "allow", "allow-k8s-engineers"},
+		{engineer, "GET", "/api/v1/nodes/n1/proxy/configz", "", "", "deny", "deny-k8s-streams-and-proxies"},
+		{engineer, "DELETE", "/api/v1/namespaces/a/configmaps", "", "", "deny", "deny-k8s-bulk-deletes"},
+		{engineer, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", "", "", "deny", "deny-k8s-rbac-writes"},
+		{engineer, "POST", "/api/v1/namespaces/a/serviceaccounts/default/token", "", "", "deny", "deny-k8s-cluster-controls"},
+		{engineer, "PUT", "/apis/certificates.k8s.io/v1/certificatesigningrequests/c/approval", "", "", "deny", "deny-k8s-cluster-controls"},
+		{engineer, "PATCH", "/api/v1/namespaces/a", "", `{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"privileged"}}}`, "deny", "deny-k8s-cluster-controls"},
+		{engineer, "DELETE", "/api/v1/namespaces/a/configmaps/app", "", "", "review", "review-k8s-deletes"},
+		{engineer, "POST", "/api/v1/namespaces/a/pods/web/eviction", "", "{}", "review", "review-k8s-deletes"},
+		{engineer, "POST", "/api/v1/namespaces/a/pods", "", pod(`{"containers":[{"image":"nginx"}]}`), "allow", "allow-k8s-engineers"},
+		{engineer, "POST", "/api/v1/namespaces/a/pods", "", pod(`{"volumes":[{"secret":{"secretName":"db"}}],"containers":[{"image":"x"}]}`), "review", "review-k8s-workload-secrets"},
+		{engineer, "POST", "/api/v1/namespaces/a/pods", "", pod(`{"serviceAccountName":"admin","containers":[{"image":"x"}]}`), "review", "review-k8s-workload-secrets"},
+		{engineer, "POST", "/api/v1/namespaces/a/pods", "", pod(`{"hostNetwork":true,"containers":[{"image":"x"}]}`), "deny", "deny-k8s-host-pods"},
+		{engineer, "POST", "/apis/apps/v1/namespaces/a/deployments", "", `{"kind":"Deployment","spec":{"template":{"spec":{"volumes":[{"hostPath":{"path":"/"}}],"containers":[{"image":"x"}]}}}}`, "deny", "deny-k8s-host-pods"},
+		{admin, "POST", "/api/v1/namespaces/a/pods", "", pod(`{"hostNetwork":true,"containers":[{"image":"x"}]}`), "allow", "allow-k8s-engineers"},
+		{machine, "POST", "/api/v1/namespaces/a/configmaps", "", `{"kind":"ConfigMap"}`, "review", "review-k8s-machine-writes"},
+	} {
+		t.Run(tc.method+" "+tc.path+"?"+tc.query, func(t *testing.T) {
+			cmd := &policyv1.K8SCommand{Method: tc.method, Path: tc.path, Query: tc.query}
+			if tc.body != "" {
+				cmd.Body, cmd.ContentType = []byte(tc.body), "application/json"
+			}
+			req := &policyv1.EvaluateRequest{Principal: tc.who, Target: &commonv1.Target{Name: "demo-k8s"}, Command: &policyv1.EvaluateRequest_K8S{K8S: cmd}}
+			d := policy.Evaluate(context.Background(), set, &commonv1.Target{Name: "demo-k8s", Kind: "kubernetes"}, req, time.Now())
+			assert.Equal(t, tc.want, d.Action, d.Reason)
+			assert.Equal(t, tc.rule, d.Rule, d.Reason)
+		})
+	}
+}
