@@ -120,11 +120,25 @@ func (k *Masker) walk(v any, secret bool) any {
 		if isSecret && isObject(x) {
 			k.redactSecret(x)
 		}
+		var renamed map[string]any
 		for key, e := range x {
 			// Items of a SecretList (and of a secrets list in any form)
 			// are Secrets without their kind.
 			itemsAreSecrets := key == "items" && (kind == "SecretList" || (k.resource == "secrets" && kind != "Table"))
-			x[key] = k.walk(e, itemsAreSecrets)
+			v := k.walk(e, itemsAreSecrets)
+			// Keys are data too (a ConfigMap's keys can be anything).
+			if mk := k.String(key); mk != key {
+				if renamed == nil {
+					renamed = map[string]any{}
+				}
+				renamed[mk] = v
+				delete(x, key)
+				continue
+			}
+			x[key] = v
+		}
+		for key, v := range renamed {
+			x[key] = v
 		}
 		return x
 	case []any:
@@ -133,15 +147,7 @@ func (k *Masker) walk(v any, secret bool) any {
 		}
 		return x
 	case string:
-		var c masking.Counts
-		if !k.m.Contains([]byte(x)) {
-			return x
-		}
-		out := string(k.m.AppendMasked(nil, []byte(x), &c))
-		k.mu.Lock()
-		k.detectors.Add(&c)
-		k.mu.Unlock()
-		return out
+		return k.String(x)
 	}
 	return v
 }
@@ -177,4 +183,17 @@ func (k *Masker) redactSecret(x map[string]any) {
 	k.mu.Lock()
 	k.secrets += n
 	k.mu.Unlock()
+}
+
+// String masks one string with the detectors (a header value, a key).
+func (k *Masker) String(v string) string {
+	if !k.m.Contains([]byte(v)) {
+		return v
+	}
+	var c masking.Counts
+	out := string(k.m.AppendMasked(nil, []byte(v), &c))
+	k.mu.Lock()
+	k.detectors.Add(&c)
+	k.mu.Unlock()
+	return out
 }

@@ -64,3 +64,14 @@ func TestLogsAreMaskedAsAStream(t *testing.T) {
 	assert.Contains(t, dst.String(), "started\n")
 	assert.NotContains(t, dst.String(), "AKIAIOSFODNN7EXAMPLE")
 }
+
+func TestKeysAndLoneStringsAreMasked(t *testing.T) {
+	rm := testMasker(t, "configmaps")
+	out, err := rm.JSON([]byte(`{"kind":"ConfigMap","metadata":{"name":"owners"},"data":{"ada.lovelace@example.com":"owner","plain":"x"}}`))
+	require.NoError(t, err)
+	assert.NotContains(t, string(out), "ada.lovelace@example.com")
+	assert.Contains(t, string(out), `"plain":"x"`)
+	assert.Equal(t, "299 - contact [email]", rm.String("299 - contact ada.lovelace@example.com"))
+	_, detectors := rm.Counts()
+	assert.EqualValues(t, 2, detectors.Get("email"))
+}

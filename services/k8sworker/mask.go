@@ -41,6 +41,10 @@ func (rm *responseMasker) modify(resp *http.Response) error {
 		// Streams are refused before they start when masking applies.
 		return fmt.Errorf("a stream cannot be masked")
 	}
+	// Warnings (kubectl prints them) can carry values too.
+	for i, v := range resp.Header.Values("Warning") {
+		resp.Header["Warning"][i] = rm.k.String(v)
+	}
 	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
