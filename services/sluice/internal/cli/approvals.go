@@ -166,11 +166,14 @@ reason.`}[verdict],
 			if g.json() {
 				return g.printJSON(a)
 			}
+			// The held command may already have run by the time the
+			// answer is read back: consumed is approved, and used.
+			approved := a.State == "approved" || a.State == "consumed"
 			switch {
-			case a.State == "approved" && a.GrantID != "":
+			case approved && a.GrantID != "":
 				fmt.Fprintf(g.stdout, "approved %s: %s\ngranted %s: role %s on %s in session %s for %s (sluice revoke %s ends it)\n",
 					a.ID, approvalWhat(a, 200), a.GrantID, grant, a.Target, a.Session, scope, a.GrantID)
-			case a.State == "approved":
+			case approved:
 				fmt.Fprintf(g.stdout, "approved %s: %s\n", a.ID, approvalWhat(a, 200))
 			case a.State == "pending":
 				fmt.Fprintf(g.stdout, "recorded your approval of %s; %d of %d approvals so far\n", a.ID, len(a.ApprovedBy), a.Quorum)
