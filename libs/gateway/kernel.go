@@ -21,6 +21,7 @@ import (
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/secrets"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -191,6 +192,25 @@ func (k *Kernel) Follow(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Start readies the kernel for a worker: masking tokens keyed from the
+// master key, the control-plane views followed (it returns once they are
+// loaded) and kills served. stop ends the kill subscription. When ctx ends
+// first, it returns ctx's error.
+func (k *Kernel) Start(ctx context.Context, master *secrets.Key) (stop func(), err error) {
+	k.SetMaskingKey(master.Derive("masking tokens"))
+	if err := k.Follow(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	kills, err := k.ServeKills(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = kills.Unsubscribe() }, nil
 }
 
 // Serve accepts connections on ln until ctx ends and runs handle for each

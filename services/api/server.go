@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -152,18 +151,13 @@ func (s *Server) handle(pattern, route string, allowed access, h func(w http.Res
 }
 
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*commonv1.Principal, string, bool) {
-	h := r.Header.Get("Authorization")
-	token, found := strings.CutPrefix(h, "Bearer ")
+	token, found := authn.Bearer(r)
 	if !found {
-		token, found = strings.CutPrefix(h, "bearer ")
-	}
-	if !found || strings.TrimSpace(token) == "" {
 		s.metrics.authFail.WithLabelValues("token_missing").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
 		writeError(w, http.StatusUnauthorized, "token_missing", "send Authorization: Bearer <access token>")
 		return nil, "", false
 	}
-	token = strings.TrimSpace(token)
 	p, e := s.guard.Authn.Verify(r.Context(), token)
 	if e != nil {
 		s.metrics.authFail.WithLabelValues(e.Code).Inc()

@@ -19,6 +19,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"sluice.dev/sluice/libs/authn"
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/kubeclass"
 	"sluice.dev/sluice/libs/kubemask"
@@ -221,7 +222,7 @@ func (w *Worker) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		status(rw, http.StatusNotFound, "NotFound", fmt.Sprintf("sluice: there is no Kubernetes target %q", name))
 		return
 	}
-	token, ok := bearer(r)
+	token, ok := authn.Bearer(r)
 	if !ok {
 		status(rw, http.StatusUnauthorized, "Unauthorized", "sluice: send an access token (sluice kubeconfig writes a kubeconfig whose user runs sluice token)")
 		return
@@ -274,15 +275,6 @@ func route(p string) (name, rest string, ok bool) {
 		return "", "", false
 	}
 	return name, "/" + rest, true
-}
-
-func bearer(r *http.Request) (string, bool) {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return "", false
-	}
-	token = strings.TrimSpace(token)
-	return token, token != ""
 }
 
 func isUpgrade(r *http.Request) bool {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -29,7 +28,6 @@ import (
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/testkit"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
-	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 	"sluice.dev/sluice/services/identity"
 	"sluice.dev/sluice/services/k8sworker"
 	"sluice.dev/sluice/services/policy"
@@ -131,7 +129,7 @@ func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
 	// What each side sent is in the session's record, durable before the
 	// status reached the client.
 	var streams []string
-	for _, ev := range sessionEvents(t, ctx, conn.JS) {
+	for _, ev := range testkit.SessionEvents(t, ctx, conn.JS, "") {
 		if io := ev.GetIo(); io != nil {
 			data, err := recording.IOData(io)
 			require.NoError(t, err)
@@ -161,33 +159,10 @@ func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
 		seen = append(seen, msg[1:]...)
 	}
 	assert.Equal(t, "owner [email]", string(seen), "a line without its newline is released at the status")
-	for _, ev := range sessionEvents(t, ctx, conn.JS) {
+	for _, ev := range testkit.SessionEvents(t, ctx, conn.JS, "") {
 		if io := ev.GetIo(); io != nil && io.GetStream() == "o" {
 			data, _ := recording.IOData(io)
 			assert.NotContains(t, string(data), "lovelace@example.com")
 		}
 	}
-}
-
-func sessionEvents(t *testing.T, ctx context.Context, js jetstream.JetStream) []*sessionv1.Event {
-	t.Helper()
-	s, err := js.Stream(ctx, bus.StreamSessions)
-	require.NoError(t, err)
-	info, err := s.Info(ctx)
-	require.NoError(t, err)
-	var out []*sessionv1.Event
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		var b sessionv1.Batch
-		require.NoError(t, proto.Unmarshal(m.Data, &b))
-		for _, data := range b.GetEvents() {
-			var ev sessionv1.Event
-			require.NoError(t, proto.Unmarshal(data, &ev))
-			out = append(out, &ev)
-		}
-	}
-	return out
 }

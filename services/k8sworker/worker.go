@@ -140,21 +140,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	default:
 		return ErrNoCertificate
 	}
-	w.k.SetMaskingKey(w.cfg.MasterKey.Derive("masking tokens"))
 	if w.bodyMasker, err = masking.New(masking.Config{Detectors: masking.Detectors(), Action: masking.Action{Kind: "redact"}}); err != nil {
 		return err
 	}
-	if err := w.k.Follow(ctx); err != nil {
+	stop, err := w.k.Start(ctx, w.cfg.MasterKey)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("k8sworker: %w", err)
 	}
-	kills, err := w.k.ServeKills(ctx)
-	if err != nil {
-		return fmt.Errorf("k8sworker: %w", err)
-	}
-	defer kills.Unsubscribe() //nolint:errcheck
+	defer stop()
 	ln := w.cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", w.cfg.Addr); err != nil {

@@ -72,7 +72,7 @@ func (w *Worker) Handler() http.Handler {
 			}
 			rw.Header().Set("WWW-Authenticate", params)
 		}
-		token, ok := bearer(r)
+		token, ok := authn.Bearer(r)
 		if !ok {
 			challenge("", "")
 			httpError(rw, http.StatusUnauthorized, "token_missing", "send Authorization: Bearer <access token>; the OAuth metadata is at "+metadata)
@@ -106,15 +106,6 @@ func (w *Worker) Handler() http.Handler {
 		}
 		auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{ResourceMetadataURL: metadata})(w.mcp).ServeHTTP(rw, r)
 	})
-}
-
-func bearer(r *http.Request) (string, bool) {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return "", false
-	}
-	token = strings.TrimSpace(token)
-	return token, token != ""
 }
 
 // originAllowed refuses browser requests from other origins (DNS

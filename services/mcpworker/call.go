@@ -109,14 +109,13 @@ func (w *Worker) do(ctx context.Context, s *session, req *mcp.CallToolRequest, c
 	case s.running <- struct{}{}:
 		defer func() { <-s.running }()
 	default:
-		return callResult{Status: statusError, Tool: c.tool, Target: c.target.GetName(), Error: &callError{Code: "busy",
-			Message: fmt.Sprintf("this MCP session already runs %d calls; wait for one to finish", maxRunning)}}
+		return failed(c, "busy", fmt.Sprintf("this MCP session already runs %d calls; wait for one to finish", maxRunning))
 	}
 	d, cached := w.k.Decide(ctx, c.req, s.pkey, c.key, nil)
 	if c.check != nil && d.GetAction() != "deny" {
 		nd, e := c.check(ctx, d)
 		if e != nil {
-			return callResult{Status: statusError, Tool: c.tool, Target: c.target.GetName(), Error: e}
+			return failed(c, e.Code, e.Message)
 		}
 		d, cached = nd, cached && nd == d
 	}
@@ -136,7 +135,7 @@ func (w *Worker) do(ctx context.Context, s *session, req *mcp.CallToolRequest, c
 			return unavailable(c, err.Error())
 		}
 		if ended, why := s.isEnded(); ended {
-			return callResult{Status: statusError, Tool: c.tool, Target: c.target.GetName(), Error: &callError{Code: "session_ended", Message: why}}
+			return failed(c, "session_ended", why)
 		}
 		out := c.run(ctx, id, d)
 		out.Decision = res.Decision
@@ -158,9 +157,12 @@ func info(d *policyv1.Decision) *decisionInfo {
 	return &decisionInfo{Action: d.GetAction(), Rule: d.GetRule(), Reason: d.GetReason(), PolicyRevision: d.GetRevision()}
 }
 
-func unavailable(c *call, msg string) callResult {
-	return callResult{Status: statusError, Tool: c.tool, Target: c.target.GetName(), Error: &callError{Code: "unavailable", Message: msg}}
+// failed is a call that did not run for a reason of Sluice's (code).
+func failed(c *call, code, msg string) callResult {
+	return callResult{Status: statusError, Tool: c.tool, Target: c.target.GetName(), Error: &callError{Code: code, Message: msg}}
 }
+
+func unavailable(c *call, msg string) callResult { return failed(c, "unavailable", msg) }
 
 // toolResult wraps a result for the client: the structured content is the
 // result, and the text content carries the same JSON between delimiters

@@ -105,7 +105,7 @@ func (w *Worker) settle(ctx context.Context, s *session, req *mcp.CallToolReques
 				Error: &callError{Code: "not_approved", Message: out.Refusal}, Approval: &approvalInfo{ID: h.id, State: w.approvalState(h.id)}}
 		}
 		if ended, why := s.isEnded(); ended {
-			return callResult{Status: statusError, Tool: c.tool, Target: c.target.GetName(), Error: &callError{Code: "session_ended", Message: why}}
+			return failed(c, "session_ended", why)
 		}
 		res := c.run(ctx, h.cmdID, h.d)
 		res.Decision = info(h.d)

@@ -193,18 +193,14 @@ func (w *Worker) Run(ctx context.Context) error {
 			return fmt.Errorf("mcpworker: --mcp-public-url %q is not an http(s) URL with a host", w.cfg.PublicURL)
 		}
 	}
-	w.k.SetMaskingKey(w.cfg.MasterKey.Derive("masking tokens"))
-	if err := w.k.Follow(ctx); err != nil {
+	stop, err := w.k.Start(ctx, w.cfg.MasterKey)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("mcpworker: %w", err)
 	}
-	kills, err := w.k.ServeKills(ctx)
-	if err != nil {
-		return fmt.Errorf("mcpworker: %w", err)
-	}
-	defer kills.Unsubscribe() //nolint:errcheck
+	defer stop()
 	w.runCtx = ctx
 	ln := w.cfg.Listener
 	if ln == nil && w.cfg.Addr != "" {

@@ -7,13 +7,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/devissuer"
+	"sluice.dev/sluice/libs/testkit"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 	"sluice.dev/sluice/services/pgworker"
 )
@@ -35,29 +34,6 @@ func (h *harness) mint(sub string, groups []string, ttl time.Duration) string {
 
 // sessionEvents reads a session's events from SESSIONS (no recorder runs
 // here: the batches stay in the stream).
-func sessionEvents(t *testing.T, ctx context.Context, js jetstream.JetStream, id string) []*sessionv1.Event {
-	t.Helper()
-	s, err := js.Stream(ctx, bus.StreamSessions)
-	require.NoError(t, err)
-	info, err := s.Info(ctx)
-	require.NoError(t, err)
-	var out []*sessionv1.Event
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		require.NoError(t, err)
-		var b sessionv1.Batch
-		require.NoError(t, proto.Unmarshal(m.Data, &b))
-		for _, data := range b.GetEvents() {
-			var ev sessionv1.Event
-			require.NoError(t, proto.Unmarshal(data, &ev))
-			if ev.GetSessionId() == id {
-				out = append(out, &ev)
-			}
-		}
-	}
-	return out
-}
-
 // A live session is extended by a fresh token of its own principal, on
 // whichever replica holds it; every other token is refused and recorded,
 // and a refused renewal changes nothing: the session still ends when its
@@ -136,7 +112,7 @@ func TestSessionRenewal(t *testing.T) {
 	// with its reason and, for another principal, who it was.
 	var renewals []*sessionv1.TokenRenewed
 	refused := map[string]*sessionv1.RenewalRefused{}
-	for _, ev := range sessionEvents(t, h.ctx, h.conn.JS, id) {
+	for _, ev := range testkit.SessionEvents(t, h.ctx, h.conn.JS, id) {
 		switch b := ev.GetBody().(type) {
 		case *sessionv1.Event_TokenRenewed:
 			renewals = append(renewals, b.TokenRenewed)
@@ -153,7 +129,7 @@ func TestSessionRenewal(t *testing.T) {
 	assert.Equal(t, "bob", refused["forbidden"].GetSubject())
 	assert.Len(t, refused, 6, fmt.Sprint(refused))
 	var keptEnd string
-	for _, ev := range sessionEvents(t, h.ctx, h.conn.JS, keptID) {
+	for _, ev := range testkit.SessionEvents(t, h.ctx, h.conn.JS, keptID) {
 		_, isRenewal := ev.GetBody().(*sessionv1.Event_TokenRenewed)
 		assert.False(t, isRenewal)
 		if e := ev.GetEnded(); e != nil {

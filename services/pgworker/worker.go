@@ -163,8 +163,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.MasterKey == nil {
 		return ErrNoMasterKey
 	}
-	// Deterministic masking tokens are keyed from the master key.
-	w.k.SetMaskingKey(w.cfg.MasterKey.Derive("masking tokens"))
 	cert, err := w.certificate()
 	if err != nil {
 		return err
@@ -173,12 +171,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	// The views are loaded before anything is served: a worker with a
 	// dead approvals view would refuse every approved statement as
 	// undecided.
-	if err := w.k.Follow(ctx); err != nil {
+	stop, err := w.k.Start(ctx, w.cfg.MasterKey)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("pgworker: %w", err)
 	}
+	defer stop()
 	sub, err := w.cfg.Conn.NC.Subscribe(bus.SubjectPGCancel, w.onRemoteCancel)
 	if err != nil {
 		return fmt.Errorf("pgworker: %w", err)
@@ -189,11 +189,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("pgworker: %w", err)
 	}
 	defer renewals.Unsubscribe() //nolint:errcheck
-	kills, err := w.k.ServeKills(ctx)
-	if err != nil {
-		return fmt.Errorf("pgworker: %w", err)
-	}
-	defer kills.Unsubscribe() //nolint:errcheck
 	ln := w.cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", w.cfg.Addr); err != nil {

@@ -133,18 +133,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.host = host
 	w.tokenKey = w.cfg.MasterKey.Subkey(sshca.TokenKeyPurpose)
-	w.k.SetMaskingKey(w.cfg.MasterKey.Derive("masking tokens"))
-	if err := w.k.Follow(ctx); err != nil {
+	stop, err := w.k.Start(ctx, w.cfg.MasterKey)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("sshworker: %w", err)
 	}
-	kills, err := w.k.ServeKills(ctx)
-	if err != nil {
-		return fmt.Errorf("sshworker: %w", err)
-	}
-	defer kills.Unsubscribe() //nolint:errcheck
+	defer stop()
 	ln := w.cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", w.cfg.Addr); err != nil {
