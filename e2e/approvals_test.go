@@ -28,29 +28,34 @@ func pendingApproval(t *testing.T, env *devEnv, approver []string, requester str
 func pendingOf(t *testing.T, cli func(args ...string) (string, error), requester string) string {
 	t.Helper()
 	var id string
-	testkit.Eventually(t, 20*time.Second, func() error {
-		out, err := cli("approvals", "list", "-o", "json")
-		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		var res struct {
-			Approvals []struct {
-				ID        string `json:"id"`
-				Requester string `json:"requester"`
-			} `json:"approvals"`
-		}
-		if err := json.Unmarshal([]byte(out), &res); err != nil {
-			return err
-		}
-		for _, a := range res.Approvals {
-			if a.Requester == requester {
-				id = a.ID
-				return nil
-			}
-		}
-		return fmt.Errorf("no pending request of %s", requester)
+	testkit.Eventually(t, 20*time.Second, func() (err error) {
+		id, err = pendingIn(cli, requester)
+		return err
 	})
 	return id
+}
+
+// pendingIn is the id of a pending request of requester that cli lists.
+func pendingIn(cli func(args ...string) (string, error), requester string) (string, error) {
+	out, err := cli("approvals", "list", "-o", "json")
+	if err != nil {
+		return "", fmt.Errorf("%v: %s", err, out)
+	}
+	var res struct {
+		Approvals []struct {
+			ID        string `json:"id"`
+			Requester string `json:"requester"`
+		} `json:"approvals"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		return "", err
+	}
+	for _, a := range res.Approvals {
+		if a.Requester == requester {
+			return a.ID, nil
+		}
+	}
+	return "", fmt.Errorf("no pending request of %s in %s", requester, out)
 }
 
 func TestApprovals(t *testing.T) {

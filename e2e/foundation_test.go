@@ -106,7 +106,8 @@ func TestFoundation(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		require.NoError(t, err)
 		assert.Contains(t, string(b), "sluice_api_auth_failures_total")
-		assert.Contains(t, string(b), "sluice_nats_connected 1")
+		assert.Contains(t, string(b), `sluice_nats_connected{component="api"} 1`)
+		assert.Contains(t, string(b), `sluice_sessions_started_total{protocol="postgres"}`)
 	})
 
 	t.Run("client credentials", func(t *testing.T) {

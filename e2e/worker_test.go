@@ -88,7 +88,18 @@ func (g gatewayUser) checkControls(t *testing.T, emailSQL, tag string) {
 		out, _ := g.psql("DELETE FROM customers")
 		res <- out
 	}()
-	id := pendingOf(t, g.approver, "alice")
+	// A statement that ended before it was held says why.
+	var id string
+	testkit.Eventually(t, 20*time.Second, func() error {
+		select {
+		case out := <-res:
+			t.Fatalf("the DELETE ended before it was held: %s", out)
+		default:
+		}
+		var err error
+		id, err = pendingIn(g.approver, "alice")
+		return err
+	})
 	out, err = g.approver("approve", id)
 	require.NoError(t, err, out)
 	approved := time.Now()

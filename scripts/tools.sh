@@ -4,7 +4,8 @@
 # or $SLUICE_TOOLS_CACHE), and prints each one's path. A fresh machine
 # rebuilds them once (ORY Hydra: about 2-3 minutes on 2 cores); later runs
 # find them. Usage: scripts/tools.sh [hydra kube-apiserver etcd ...]
-# (default: all). kube-apiserver takes about 5 minutes on 2 cores, once.
+# (default: all). kube-apiserver takes about 5 minutes on 2 cores, once;
+# helm about 2.
 set -euo pipefail
 cache="${SLUICE_TOOLS_CACHE:-$HOME/.cache/sluice}"
 
@@ -151,13 +152,41 @@ SRC
   echo "$bin"
 }
 
+# helm, for the chart's lint, template and server-side dry-run test.
+HELM_VERSION=v3.22.0
+
+build_helm() {
+  local dir="$cache/helm-$HELM_VERSION"
+  local bin="$dir/helm"
+  if [ -x "$bin" ]; then echo "$bin"; return; fi
+  echo "building helm $HELM_VERSION into $dir (once per machine)" >&2
+  local work
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  (
+    cd "$work"
+    cat > go.mod <<MOD
+module sluice.local/tools/helm
+
+go 1.26.0
+MOD
+    GOWORK=off go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" 2>"$work/get.log" || { cat "$work/get.log" >&2; exit 1; }
+    mkdir -p "$dir"
+    GOWORK=off go build -trimpath -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+      -o "$bin.tmp" helm.sh/helm/v3/cmd/helm
+    mv "$bin.tmp" "$bin"
+  )
+  echo "$bin"
+}
+
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(hydra kube-apiserver etcd)
+[ ${#tools[@]} -gt 0 ] || tools=(hydra kube-apiserver etcd helm)
 for t in "${tools[@]}"; do
   case "$t" in
     hydra) build_hydra ;;
     kube-apiserver) build_kube_apiserver ;;
     etcd) build_etcd ;;
-    *) echo "tools.sh: unknown tool $t (known: hydra, kube-apiserver, etcd)" >&2; exit 2 ;;
+    helm) build_helm ;;
+    *) echo "tools.sh: unknown tool $t (known: hydra, kube-apiserver, etcd, helm)" >&2; exit 2 ;;
   esac
 done

@@ -58,19 +58,36 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	if url == "" {
 		url = nats.DefaultURL
 	}
+	label := cfg.Component
+	if label == "" {
+		label = cfg.Name
+	}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		// Asynchronous errors (permission violations, slow consumers) are
-		// reported by the calls they affect and by LastError; the default
-		// handler would print them to stderr.
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		// counted, and handed to OnError; the default handler would only
+		// print them to stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			countAsyncError(label, sub, err)
 			if cfg.OnError != nil {
 				cfg.OnError(err)
 			}
 		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			natsConnected.WithLabelValues(label).Set(0)
+			natsDisconnects.WithLabelValues(label).Inc()
+			if cfg.OnError != nil && err != nil {
+				cfg.OnError(fmt.Errorf("NATS connection lost: %w", err))
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			natsConnected.WithLabelValues(label).Set(1)
+			natsReconnects.WithLabelValues(label).Inc()
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { natsConnected.WithLabelValues(label).Set(0) }),
 	}
 	if cfg.Component != "" {
 		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(cfg.Component)))
@@ -114,6 +131,7 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats connect: %w", err)
 	}
+	natsConnected.WithLabelValues(label).Set(1)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()

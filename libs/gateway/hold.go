@@ -80,6 +80,7 @@ func (k *Kernel) Hold(ctx context.Context, r HoldRequest) HoldOutcome {
 		// Past its time here, whatever the view says: it never runs.
 		k.Withdraw(r.Token, r.SessionID, id, "not decided in time")
 		_, _ = r.emit(id, "expired", "", nil)
+		k.metrics.holds[holdExpired].Inc()
 		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}
 	}
 	return out
@@ -88,7 +89,8 @@ func (k *Kernel) Hold(ctx context.Context, r HoldRequest) HoldOutcome {
 // OpenHold opens an approval request for r and records it as pending. It
 // returns the request's id, or no id and why none could be opened (the
 // command does not run). Protocols whose client collects the outcome later
-// (MCP) call it and SettleHold themselves; the others call Hold.
+// (MCP) call it and SettleHold themselves; the others call Hold. A request
+// that cannot be opened counts as a refused hold.
 func (k *Kernel) OpenHold(ctx context.Context, r HoldRequest) (id, refusal string) {
 	d := r.Decision
 	var reply approvalsv1.ApprovalReply
@@ -104,6 +106,7 @@ func (k *Kernel) OpenHold(ctx context.Context, r HoldRequest) (id, refusal strin
 		if reply.GetError() != nil {
 			msg = reply.GetError().GetMessage()
 		}
+		k.metrics.holds[holdRefused].Inc()
 		return "", d.GetReason() + "; it needs approval, but no approval request could be opened: " + msg
 	}
 	id = reply.GetApproval().GetId()
@@ -121,6 +124,7 @@ func (r HoldRequest) emit(id, state, reason string, approvers []string) (uint64,
 // is granted. pending reports that wait ran out while the request is still
 // undecided and unexpired: nothing was consumed or withdrawn, and the
 // caller may settle it again later. A request past its expiry is expired.
+// Every outcome but pending is counted (sluice_holds_total), once.
 func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait time.Duration) (out HoldOutcome, pending bool) {
 	wctx, wcancel := context.WithTimeout(ctx, wait)
 	go func() {
@@ -144,6 +148,7 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 			return HoldOutcome{ID: id}, true
 		case cur.GetState() == "pending":
 			_, _ = r.emit(id, "expired", "", nil)
+			k.metrics.holds[holdExpired].Inc()
 			return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}, false
 		}
 		// Decided just as the wait ran out: as decided.
@@ -153,6 +158,7 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 	case "approved":
 	case "denied":
 		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		k.metrics.holds[holdDenied].Inc()
 		reason := a.GetDecisionReason()
 		if reason == "" {
 			reason = "no reason given"
@@ -160,28 +166,38 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was denied by %s: %s", id, a.GetDecidedBy(), reason)}, false
 	case "withdrawn":
 		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		k.metrics.holds[holdWithdrawn].Inc()
 		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was withdrawn: %s", id, a.GetDecisionReason())}, false
 	default:
 		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		if a.GetState() == "expired" {
+			k.metrics.holds[holdExpired].Inc()
+		} else {
+			k.metrics.holds[holdRefused].Inc() // consumed already, revoked: not usable
+		}
 		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s %s", id, a.GetState())}, false
 	}
 	if left(r.Left) {
 		return k.stopWaiting(r, id, r.why(ctx)), false
 	}
 	if refusal := k.Consume(ctx, r.Token, id, r.SessionID, r.Hash); refusal != "" {
+		k.metrics.holds[holdRefused].Inc()
 		return HoldOutcome{ID: id, Refusal: refusal}, false
 	}
 	seq, err := r.emit(id, "consumed", a.GetDecisionReason(), a.GetApprovedBy())
 	if err != nil {
+		k.metrics.holds[holdRefused].Inc()
 		return HoldOutcome{ID: id, RecordErr: err}, false
 	}
 	// The approval is the write-ahead record of what now runs.
 	if err := r.Rec.WaitFor(ctx, seq); err != nil {
+		k.metrics.holds[holdRefused].Inc()
 		return HoldOutcome{ID: id, RecordErr: err}, false
 	}
 	if left(r.Left) || ctx.Err() != nil {
 		return k.stopWaiting(r, id, r.why(ctx)), false
 	}
+	k.metrics.holds[holdApproved].Inc()
 	return HoldOutcome{ID: id, Approved: true, Seq: seq}, false
 }
 
@@ -225,12 +241,19 @@ func (r HoldRequest) why(ctx context.Context) string {
 }
 
 // stopWaiting withdraws request id (an event approvers see, and one in the
-// session's record): nobody waits for it, and it never runs.
+// session's record): nobody waits for it, and it never runs. The hold
+// counts as left.
 func (k *Kernel) stopWaiting(r HoldRequest, id, reason string) HoldOutcome {
+	k.metrics.holds[holdLeft].Inc()
 	k.Withdraw(r.Token, r.SessionID, id, reason)
 	_, _ = r.Rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: r.CmdID, ApprovalId: id, State: "withdrawn", Reason: reason}}})
 	return HoldOutcome{ID: id, Left: reason}
 }
+
+// AbandonedHold counts a held command nobody waits for any more that the
+// protocol withdrew itself rather than through Hold or SettleHold (an MCP
+// session that ended before its held calls were collected) as left.
+func (k *Kernel) AbandonedHold() { k.metrics.holds[holdLeft].Inc() }
 
 // Withdraw tells the approvals service that nobody waits for request id.
 func (k *Kernel) Withdraw(token, session, id, reason string) {

@@ -110,6 +110,7 @@ type Kernel struct {
 	slots    chan struct{}
 	starting chan struct{}
 	active   atomic.Int64
+	metrics  kernelMetrics
 
 	mu       sync.Mutex
 	sessions map[string]Session
@@ -134,6 +135,7 @@ func New(cfg Config) *Kernel {
 		slots:     make(chan struct{}, cfg.MaxSessions),
 		starting:  make(chan struct{}, cfg.MaxStarting),
 		sessions:  map[string]Session{},
+		metrics:   newKernelMetrics(cfg.Protocol),
 	}
 }
 
@@ -286,6 +288,8 @@ func (k *Kernel) Register(s Session) {
 	k.sessions[s.ID()] = s
 	k.mu.Unlock()
 	k.active.Add(1)
+	k.metrics.started.Inc()
+	k.metrics.active.Inc()
 }
 
 // Unregister removes a session Register added.
@@ -294,6 +298,7 @@ func (k *Kernel) Unregister(s Session) {
 	if k.sessions[s.ID()] == s {
 		delete(k.sessions, s.ID())
 		k.active.Add(-1)
+		k.metrics.active.Dec()
 	}
 	k.mu.Unlock()
 }
@@ -359,7 +364,7 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 	target := req.GetTarget().GetName()
 	exact := CacheKey{Principal: pkey, Target: target, Text: key}
 	if d := k.Decisions.Get(exact, now); d != nil {
-		return d, true
+		return k.counted(d), true
 	}
 	var shapeKey CacheKey
 	shapeOK := false
@@ -368,7 +373,7 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 		if text, shapeOK = shape(key); shapeOK {
 			shapeKey = CacheKey{Principal: pkey, Target: target, Shape: true, Text: text}
 			if d := k.Decisions.Get(shapeKey, now); d != nil {
-				return d, true
+				return k.counted(d), true
 			}
 		}
 	}
@@ -380,7 +385,7 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 	var d policyv1.Decision
 	if err := bus.Request(ctx, k.cfg.Conn.NC, bus.APIPolicyEvaluate, req, &d); err != nil {
 		k.cfg.Log.Warn().Err(err).Str("session", req.GetSessionId()).Msg("no policy decision; denying")
-		return &policyv1.Decision{Action: "deny", Rule: RulePolicyUnavailable, Reason: "the policy service did not answer; nothing runs without a decision"}, false
+		return k.counted(&policyv1.Decision{Action: "deny", Rule: RulePolicyUnavailable, Reason: "the policy service did not answer; nothing runs without a decision"}), false
 	}
 	if c := d.GetCache(); c.GetCacheable() {
 		k.Decisions.Put(exact, &d, now, gen)
@@ -388,7 +393,13 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 			k.Decisions.Put(shapeKey, &d, now, gen)
 		}
 	}
-	return &d, false
+	return k.counted(&d), false
+}
+
+// counted counts a decision Decide returns (sluice_decisions_total).
+func (k *Kernel) counted(d *policyv1.Decision) *policyv1.Decision {
+	k.metrics.decisions.WithLabelValues(d.GetAction(), d.GetRule()).Inc()
+	return d
 }
 
 // ServeKills ends the sessions an administrator kills (sluice sessions kill):
@@ -450,6 +461,7 @@ const RulePolicyUnavailable = "builtin:policy-unavailable"
 
 // RecordAuthFailure records a refused connection as an event of its own.
 func (k *Kernel) RecordAuthFailure(ctx context.Context, client, target, code, reason string) {
+	k.metrics.authFailures.WithLabelValues(code).Inc()
 	s := k.Rec.Open(recording.NewSessionID())
 	err := s.Record(ctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_AuthFailed{AuthFailed: &sessionv1.AuthFailed{
 		Protocol: k.cfg.Protocol, ClientAddr: client, Code: code, Reason: reason, Target: target,

@@ -182,6 +182,7 @@ func (s *Session) Emit(ev *sessionv1.Event) (uint64, error) {
 	if err != nil {
 		s.seq--
 		s.failLocked(fmt.Errorf("encode: %v", err), s.seq)
+		recordFailures.Inc()
 		return 0, s.err
 	}
 	// Queued under s.mu, so that a session's events queue in seq order.
@@ -195,7 +196,9 @@ func (s *Session) Durable(ctx context.Context) error {
 }
 
 // WaitFor waits until every event up to seq is stored. Emit is not blocked
-// meanwhile. On failure or timeout the session is closed for good.
+// meanwhile. On failure or timeout the session is closed for good. A wait
+// for events not yet stored that ends with them stored is timed
+// (sluice_record_wait_seconds).
 func (s *Session) WaitFor(ctx context.Context, seq uint64) error {
 	s.mu.Lock()
 	if s.err != nil || seq <= s.durable {
@@ -207,15 +210,21 @@ func (s *Session) WaitFor(ctx context.Context, seq uint64) error {
 	s.waiters = append(s.waiters, waiter{seq: seq, ch: ch})
 	s.mu.Unlock()
 
+	start := time.Now()
 	timeout := s.r.timeout()
 	t := time.NewTimer(timeout + timeout/2) // the batch's own retries end first
 	defer t.Stop()
 	select {
 	case <-ch:
-		return s.Err()
+		err := s.Err()
+		if err == nil {
+			recordWait.Observe(time.Since(start).Seconds())
+		}
+		return err
 	case <-ctx.Done():
 		return s.fail(ctx.Err())
 	case <-t.C:
+		recordFailures.Inc()
 		return s.fail(errors.New("timed out waiting for the event to be stored"))
 	}
 }
@@ -385,6 +394,7 @@ func (r *Recorder) publish(num uint64, batch []queued, size int) {
 		// Nothing of this batch may have been stored: each session's
 		// events from its first one here on are lost, and none after it
 		// may follow (that would leave a hole in the session's chain).
+		recordFailures.Add(float64(len(kept)))
 		for _, q := range kept {
 			q.s.mu.Lock()
 			q.s.failLocked(err, q.seq-1)

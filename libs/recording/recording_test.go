@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
@@ -109,11 +110,13 @@ func streamGone(t *testing.T, timeout time.Duration) (*bus.Conn, *recording.Reco
 func TestFailureIsSticky(t *testing.T) {
 	conn, rec, sess := streamGone(t, 300*time.Millisecond)
 	ctx := context.Background()
+	failures := testutil.ToFloat64(recording.FailuresMetric)
 	start := time.Now()
 	err := sess.Record(ctx, command(2))
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, recording.ErrNotRecording), err)
 	assert.Less(t, time.Since(start), 2*time.Second)
+	assert.Equal(t, failures+1, testutil.ToFloat64(recording.FailuresMetric), "the lost event is counted")
 	_, err = sess.Emit(command(3))
 	assert.ErrorIs(t, err, recording.ErrNotRecording)
 

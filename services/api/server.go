@@ -9,9 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"sluice.dev/sluice/libs/authn"
@@ -46,22 +43,16 @@ type Config struct {
 	// KubernetesURL and KubernetesCAPEM say where the Kubernetes worker
 	// listens and which CA verifies it, for sluice kubeconfig.
 	KubernetesURL, KubernetesCAPEM string
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 // Server is the HTTP API.
 type Server struct {
-	cfg     Config
-	view    *controlstate.View
-	guard   *authz.Guard
-	reg     *prometheus.Registry
-	metrics metrics
-	mux     *http.ServeMux
-}
-
-type metrics struct {
-	requests *prometheus.CounterVec
-	authFail *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	cfg   Config
+	view  *controlstate.View
+	guard *authz.Guard
+	mux   *http.ServeMux
 }
 
 type ctxKey struct{}
@@ -72,26 +63,10 @@ func New(cfg Config) *Server {
 		cfg.Addr = "127.0.0.1:8080"
 	}
 	view := controlstate.NewView()
-	s := &Server{cfg: cfg, view: view, guard: authz.New(cfg.Conn.NC, view), reg: prometheus.NewRegistry(), mux: http.NewServeMux()}
-	s.metrics = metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_api_requests_total", Help: "HTTP API requests by route and status."}, []string{"route", "status"}),
-		authFail: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_api_auth_failures_total", Help: "Refused bearer tokens by reason code."}, []string{"code"}),
-		latency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_api_request_seconds", Help: "HTTP API latency by route.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"route"}),
-	}
-	s.reg.MustRegister(s.metrics.requests, s.metrics.authFail, s.metrics.latency,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_nats_connected", Help: "1 when the NATS connection is up."}, func() float64 {
-			if cfg.Conn.NC.IsConnected() {
-				return 1
-			}
-			return 0
-		}))
+	s := &Server{cfg: cfg, view: view, guard: authz.New(cfg.Conn.NC, view), mux: http.NewServeMux()}
 	s.routes()
 	return s
 }
-
-// Registry lets other in-process components add metrics.
-func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 // Handler returns the root handler.
 func (s *Server) Handler() http.Handler { return s.mux }
@@ -101,7 +76,6 @@ func (s *Server) routes() {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /api/v1/config", s.clientConfig)
 	s.handle("GET /api/v1/whoami", "whoami", anyone, s.whoami)
 	for prefix, h := range s.cfg.Mounts {
@@ -133,8 +107,8 @@ func (s *Server) handle(pattern, route string, allowed access, h func(w http.Res
 		start := time.Now()
 		rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		defer func() {
-			s.metrics.requests.WithLabelValues(route, fmt.Sprint(rec.status)).Inc()
-			s.metrics.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+			apiRequests.WithLabelValues(route, fmt.Sprint(rec.status)).Inc()
+			apiRequestSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		}()
 		p, token, ok := s.authenticate(rec, r)
 		if !ok {
@@ -153,14 +127,14 @@ func (s *Server) handle(pattern, route string, allowed access, h func(w http.Res
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*commonv1.Principal, string, bool) {
 	token, found := authn.Bearer(r)
 	if !found {
-		s.metrics.authFail.WithLabelValues("token_missing").Inc()
+		apiAuthFailures.WithLabelValues("token_missing").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
 		writeError(w, http.StatusUnauthorized, "token_missing", "send Authorization: Bearer <access token>")
 		return nil, "", false
 	}
 	p, e := s.guard.Authn.Verify(r.Context(), token)
 	if e != nil {
-		s.metrics.authFail.WithLabelValues(e.Code).Inc()
+		apiAuthFailures.WithLabelValues(e.Code).Inc()
 		status := http.StatusUnauthorized
 		if e.Code == authn.CodeUnavailable {
 			status = http.StatusServiceUnavailable
@@ -257,6 +231,9 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.cfg.Log.Info().Str("addr", ln.Addr().String()).Msg("HTTP API listening")
+	if s.cfg.Ready != nil {
+		s.cfg.Ready()
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("api: %w", err)

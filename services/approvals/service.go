@@ -36,6 +36,8 @@ type Config struct {
 	MaxGrant time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 // Service is the approvals service.
@@ -98,6 +100,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	s.cfg.Log.Info().Msg("approvals service ready")
+	if s.cfg.Ready != nil {
+		s.cfg.Ready()
+	}
 	s.shrink(ctx)
 	err := g.Wait()
 	if ctx.Err() != nil {
@@ -223,6 +228,7 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 	if _, err := s.store.Append(ctx, "request", id, eventstore.Position{}, eventstore.NewEvent("opened", ev)); err != nil {
 		return nil, err
 	}
+	approvalsOpened.WithLabelValues(req.GetProtocol()).Inc()
 	s.supersede(ctx, ev)
 	a, _ := fold([]eventstore.Event{{Type: "sluice.approvals.v1.RequestOpened", Data: mustMarshal(ev), Version: 1}})
 	return &approvalsv1.ApprovalReply{Approval: a}, nil
@@ -318,6 +324,7 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 	if _, err := s.store.Append(ctx, "grant", id, eventstore.Position{}, eventstore.NewEvent("requested", ev)); err != nil {
 		return nil, err
 	}
+	approvalsOpened.WithLabelValues(TypeGrant).Inc()
 	a, _ := fold([]eventstore.Event{{Type: "sluice.approvals.v1.GrantRequested", Data: mustMarshal(ev), Version: 1}})
 	return &approvalsv1.ApprovalReply{Approval: a}, nil
 }
@@ -339,6 +346,7 @@ func sameSubject(a, b *commonv1.Principal) bool {
 }
 
 // withRetry runs fn on the current state of id, retrying on a lost race.
+// A request its events take out of pending counts as decided.
 func (s *Service) withRetry(ctx context.Context, id string, fn func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending)) (*approvalsv1.ApprovalReply, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		agg, st, err := s.aggregateOf(ctx, id)
@@ -356,6 +364,7 @@ func (s *Service) withRetry(ctx context.Context, id string, fn func(agg string, 
 		if len(events) == 0 {
 			return reply, nil
 		}
+		prev, through := a, len(st.Events)+len(events)
 		if _, err := s.store.Append(ctx, agg, id, st.Position, events...); errors.Is(err, eventstore.ErrConflict) {
 			continue
 		} else if err != nil {
@@ -364,6 +373,9 @@ func (s *Service) withRetry(ctx context.Context, id string, fn func(agg string, 
 		st, err = s.store.Load(ctx, agg, id)
 		if err != nil {
 			return nil, err
+		}
+		if through <= len(st.Events) {
+			s.countDecided(prev, st.Events[:through])
 		}
 		a, err = fold(st.Events)
 		if err != nil {
@@ -376,6 +388,25 @@ func (s *Service) withRetry(ctx context.Context, id string, fn func(agg string, 
 		return reply, nil
 	}
 	return replyErr("conflict", "the request changed concurrently; try again"), nil
+}
+
+// countDecided counts a request that was pending before events (its
+// events up to the ones just stored) and is decided after them.
+func (s *Service) countDecided(prev *approvalsv1.Approval, events []eventstore.Event) {
+	if prev.GetState() != Pending {
+		return
+	}
+	after, err := fold(events)
+	if err != nil {
+		return
+	}
+	switch outcome := after.GetState(); outcome {
+	case Approved, Denied, Expired, Withdrawn:
+		approvalsDecided.WithLabelValues(outcome).Inc()
+		if created := prev.GetCreatedAt(); created != nil {
+			approvalWait.WithLabelValues(outcome).Observe(max(s.cfg.Now().Sub(created.AsTime()).Seconds(), 0))
+		}
+	}
 }
 
 func (s *Service) expiredNow(a *approvalsv1.Approval) bool {
@@ -597,6 +628,7 @@ func (s *Service) list(ctx context.Context, req *approvalsv1.ListRequest) (*appr
 
 // expire turns pending requests past their expiry into expired ones. Every
 // replica runs it; optimistic concurrency makes the transition happen once.
+// Reading the view, it sets the pending and active grants gauges too.
 func (s *Service) expire(ctx context.Context) error {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
@@ -606,7 +638,20 @@ func (s *Service) expire(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		for _, a := range s.view.List(s.expiredNow) {
+		pending, active, now := 0, 0, s.cfg.Now()
+		expired := s.view.List(func(a *approvalsv1.Approval) bool {
+			switch {
+			case a.GetState() == Pending:
+				pending++
+			case a.GetType() == TypeGrant && a.GetState() == Approved &&
+				!now.Before(a.GetStartsAt().AsTime()) && now.Before(a.GetEndsAt().AsTime()):
+				active++
+			}
+			return s.expiredNow(a)
+		})
+		approvalsPending.Set(float64(pending))
+		grantsActive.Set(float64(active))
+		for _, a := range expired {
 			_, err := s.withRetry(ctx, a.GetId(), func(agg string, st eventstore.Aggregate, cur *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
 				if !s.expiredNow(cur) {
 					return nil, nil

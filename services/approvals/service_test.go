@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -533,4 +534,38 @@ func TestRequestsAreBounded(t *testing.T) {
 		return nil
 	})
 	assert.Nil(t, open(carol, func(*approvalsv1.OpenRequest) {}).GetError(), "another requester is not limited")
+}
+
+// TestOutcomesAreCounted: opened requests by protocol, decisions and
+// expiries by outcome, and the pending requests of the view.
+func TestOutcomesAreCounted(t *testing.T) {
+	e := setup(t)
+	opened := testutil.ToFloat64(approvals.OpenedMetric.WithLabelValues("postgres"))
+	denied := testutil.ToFloat64(approvals.DecidedMetric.WithLabelValues("denied"))
+	expired := testutil.ToFloat64(approvals.DecidedMetric.WithLabelValues("expired"))
+	open := func(ttl time.Duration) *approvalsv1.Approval {
+		r, err := e.call(alice, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s1", Target: "demo", Protocol: "postgres",
+			Command: fmt.Sprintf("DELETE FROM t%d", ttl), CommandHash: fmt.Sprintf("h%d", ttl), Rule: "r", ApproverGroups: []string{"approvers"},
+			Quorum: 1, TtlSeconds: int64(ttl.Seconds())})
+		require.NoError(t, err)
+		require.Nil(t, r.GetError())
+		return r.GetApproval()
+	}
+	a := open(time.Minute)
+	open(time.Second)
+	open(time.Hour)
+	assert.Equal(t, opened+3, testutil.ToFloat64(approvals.OpenedMetric.WithLabelValues("postgres")))
+	require.Nil(t, e.decide(t, a.GetId(), bob, "deny").GetError())
+	assert.Equal(t, denied+1, testutil.ToFloat64(approvals.DecidedMetric.WithLabelValues("denied")))
+	assert.Equal(t, "not_pending", code(e.decide(t, a.GetId(), carol, "deny")), "decided once")
+	assert.Equal(t, denied+1, testutil.ToFloat64(approvals.DecidedMetric.WithLabelValues("denied")))
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if got := testutil.ToFloat64(approvals.DecidedMetric.WithLabelValues("expired")); got != expired+1 {
+			return fmt.Errorf("expired: %v", got-expired)
+		}
+		if got := testutil.ToFloat64(approvals.PendingMetric); got != 1 {
+			return fmt.Errorf("pending: %v", got)
+		}
+		return nil
+	})
 }

@@ -44,6 +44,8 @@ const (
 type Config struct {
 	Conn *bus.Conn
 	Log  zerolog.Logger
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 // Service is the control service.
@@ -90,11 +92,15 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	s.cfg.Log.Info().Msg("control service ready")
+	if s.cfg.Ready != nil {
+		s.cfg.Ready()
+	}
 	return g.Wait()
 }
 
 // applyAsCaller applies for a verified caller in an admin group.
-func (s *Service) applyAsCaller(ctx context.Context, req *controlv1.ApplyRequest) (*controlv1.ApplyResponse, error) {
+func (s *Service) applyAsCaller(ctx context.Context, req *controlv1.ApplyRequest) (resp *controlv1.ApplyResponse, err error) {
+	defer func() { countApply(resp, err, req.GetDryRun()) }()
 	p, e := s.guard.Require(ctx, authz.Admin)
 	if e != nil {
 		return &controlv1.ApplyResponse{Error: e}, nil
@@ -105,7 +111,8 @@ func (s *Service) applyAsCaller(ctx context.Context, req *controlv1.ApplyRequest
 // applyBreakGlass applies with no token: only the break-glass NATS identity
 // may publish its subject (bootstrap, and recovery when an identity change
 // locked every admin out). Every change it makes names it as the actor.
-func (s *Service) applyBreakGlass(ctx context.Context, req *controlv1.ApplyRequest) (*controlv1.ApplyResponse, error) {
+func (s *Service) applyBreakGlass(ctx context.Context, req *controlv1.ApplyRequest) (resp *controlv1.ApplyResponse, err error) {
+	defer func() { countApply(resp, err, req.GetDryRun()) }()
 	s.cfg.Log.Warn().Str("file", req.GetFileName()).Bool("dry_run", req.GetDryRun()).Msg("configuration applied through the break-glass identity")
 	return s.apply(ctx, req, ActorBreakGlass)
 }

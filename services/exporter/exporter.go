@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,6 +60,8 @@ type Config struct {
 	Format string
 	// Batch is the maximum events per delivery; default 256.
 	Batch int
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 // Run exports until ctx is done.
@@ -72,6 +75,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Format == "" {
 		cfg.Format = "ocsf"
 	}
+	// Ready once every sink reads the audit log (the other feeds may wait
+	// for their streams).
+	var unread atomic.Int32
+	unread.Store(int32(len(cfg.Sinks)))
+	reading := func() {
+		if unread.Add(-1) == 0 {
+			cfg.Log.Info().Int("sinks", len(cfg.Sinks)).Msg("exporter ready")
+			if cfg.Ready != nil {
+				cfg.Ready()
+			}
+		}
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, s := range cfg.Sinks {
 		// The feeds of a sink deliver one batch at a time: a sink holds one
@@ -81,7 +96,7 @@ func Run(ctx context.Context, cfg Config) error {
 			defer s.Close()
 			fg, fctx := errgroup.WithContext(ctx)
 			for _, f := range feeds(cfg) {
-				fg.Go(func() error { return export(fctx, cfg, sink, f) })
+				fg.Go(func() error { return export(fctx, cfg, sink, f, reading) })
 			}
 			return fg.Wait()
 		})
@@ -131,8 +146,11 @@ func (s *serialSink) Deliver(ctx context.Context, batch []Item) error {
 	return s.Sink.Deliver(ctx, batch)
 }
 
-func export(ctx context.Context, cfg Config, sink Sink, f feed) error {
+// export delivers a feed to a sink until ctx is done; once it reads a feed
+// that is not optional, it calls reading.
+func export(ctx context.Context, cfg Config, sink Sink, f feed, reading func()) error {
 	log := cfg.Log.With().Str("sink", sink.Name()).Str("stream", f.stream).Logger()
+	delivered, failed := exportRecords.WithLabelValues(sink.Name()), exportFailures.WithLabelValues(sink.Name())
 	var cons jetstream.Consumer
 	for wait := time.Second; ; wait = min(wait*2, time.Minute) {
 		var err error
@@ -160,6 +178,9 @@ func export(ctx context.Context, cfg Config, sink Sink, f feed) error {
 		sleep(ctx, wait)
 	}
 	log.Info().Msg("exporting")
+	if !f.optional {
+		reading()
+	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(cfg.Batch, jetstream.FetchMaxWait(time.Second))
@@ -185,8 +206,12 @@ func export(ctx context.Context, cfg Config, sink Sink, f feed) error {
 		for ctx.Err() == nil {
 			err := sink.Deliver(ctx, items)
 			if err == nil {
+				delivered.Add(float64(len(items)))
 				backoff = 100 * time.Millisecond
 				break
+			}
+			if ctx.Err() == nil {
+				failed.Inc()
 			}
 			log.Warn().Err(err).Int("events", len(items)).Dur("retry_in", backoff).Msg("delivery failed")
 			for _, m := range msgs {

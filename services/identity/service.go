@@ -41,6 +41,8 @@ type Config struct {
 	// with SSHUserCA.
 	SSHUserCA   *sshca.CA
 	SSHTokenKey *secrets.Key
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 // Service answers verification requests.
@@ -164,6 +166,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	defer authority.Unsubscribe() //nolint:errcheck
 	s.cfg.Log.Info().Strs("issuers", s.Set().Issuers()).Bool("ssh_ca", s.cfg.SSHUserCA != nil).Msg("identity service ready")
+	if s.cfg.Ready != nil {
+		s.cfg.Ready()
+	}
 	select {
 	case err := <-errc:
 		if ctx.Err() != nil {
@@ -179,8 +184,10 @@ func (s *Service) handle(ctx context.Context, req *identityv1.VerifyTokenRequest
 	set := s.set.Load()
 	p, f := set.Verify(ctx, req.GetToken())
 	if f != nil {
+		verifications.WithLabelValues(f.Code).Inc()
 		return &identityv1.VerifyTokenResponse{Error: f.Proto(), IdentityDigest: set.Digest}, nil
 	}
+	verifications.WithLabelValues("ok").Inc()
 	return &identityv1.VerifyTokenResponse{Principal: p, IdentityDigest: set.Digest}, nil
 }
 

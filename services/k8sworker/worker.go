@@ -54,6 +54,8 @@ type Config struct {
 	// MaxMasked bounds a response that must be masked, read whole
 	// (default 64 MiB): a larger one is refused, never passed unread.
 	MaxMasked int64
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 func (c *Config) defaults() {
@@ -172,6 +174,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.addr.Store(ln.Addr().String())
 	close(w.ready)
 	w.cfg.Log.Info().Str("addr", ln.Addr().String()).Str("worker", w.cfg.Name).Msg("Kubernetes worker listening")
+	if w.cfg.Ready != nil {
+		w.cfg.Ready()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {

@@ -94,6 +94,11 @@ func (s *session) End(_ gateway.EndCode, reason string) {
 		s.cancel()
 		go func() { _ = s.ss.Close() }()
 		for _, h := range waiting {
+			// A call collecting it now counts its own outcome.
+			if h.busy.TryLock() {
+				s.w.k.AbandonedHold()
+				h.busy.Unlock()
+			}
 			s.w.k.Withdraw(token, s.id, h.id, "the MCP session ended before the call was collected: "+reason)
 			_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{
 				CommandId: h.cmdID, ApprovalId: h.id, State: "withdrawn", Reason: "the MCP session ended: " + reason}}})

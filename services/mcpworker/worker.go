@@ -60,6 +60,8 @@ type Config struct {
 	// MaxPending bounds the held calls an MCP session may have waiting to
 	// be collected (default 16).
 	MaxPending int
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 func (c *Config) defaults() {
@@ -224,6 +226,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	close(w.ready)
 	w.cfg.Log.Info().Str("addr", w.Addr()).Str("worker", w.cfg.Name).Msg("MCP worker ready")
+	if w.cfg.Ready != nil {
+		w.cfg.Ready()
+	}
 	<-ctx.Done()
 	if srv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

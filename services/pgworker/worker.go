@@ -65,6 +65,8 @@ type Config struct {
 	// UpstreamIdleTimeout closes a pooled connection unused this long
 	// (default 1m); UpstreamMaxAge one this old (default 30m).
 	UpstreamIdleTimeout, UpstreamMaxAge time.Duration
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 func (c *Config) defaults() {
@@ -198,6 +200,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.addr.Store(ln.Addr().String())
 	close(w.ready)
 	w.cfg.Log.Info().Str("addr", ln.Addr().String()).Str("worker", w.cfg.Name).Msg("PostgreSQL worker listening")
+	if w.cfg.Ready != nil {
+		w.cfg.Ready()
+	}
 	defer w.pool.close()
 	return w.k.Serve(ctx, ln, w.serve)
 }

@@ -53,6 +53,8 @@ const DefaultCacheTTL = 5 * time.Minute
 type Config struct {
 	Conn *bus.Conn
 	Log  zerolog.Logger
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 // Grants gives the grants of a principal on a target in force for a
@@ -99,6 +101,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	s.cfg.Log.Info().Uint64("revision", s.revision()).Msg("policy service ready")
+	if s.cfg.Ready != nil {
+		s.cfg.Ready()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -118,6 +123,7 @@ func (s *Service) recompile() {
 	p := s.view.Policy()
 	if p == nil {
 		s.set.Store(nil)
+		policyRevision.Set(0)
 		return
 	}
 	if cur := s.set.Load(); cur != nil && cur.Revision == p.GetRevision() {
@@ -129,9 +135,11 @@ func (s *Service) recompile() {
 		// if the engine changed. Keep failing closed: no set means deny.
 		s.cfg.Log.Error().Err(err).Uint64("revision", p.GetRevision()).Msg("applied policy does not compile; denying everything")
 		s.set.Store(nil)
+		policyRevision.Set(0)
 		return
 	}
 	s.set.Store(set)
+	policyRevision.Set(float64(set.Revision))
 	s.cfg.Log.Info().Uint64("revision", set.Revision).Msg("policy compiled")
 }
 
@@ -139,7 +147,14 @@ func deny(rule, reason string, revision uint64) *policyv1.Decision {
 	return &policyv1.Decision{Action: engine.Deny, Rule: rule, Reason: reason, Revision: revision, Cache: &policyv1.Cache{}}
 }
 
+// evaluate answers a decision, counted (sluice_policy_evaluations_total).
 func (s *Service) evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (*policyv1.Decision, error) {
+	d := s.decide(ctx, req)
+	policyEvaluations.WithLabelValues(d.GetAction(), d.GetRule()).Inc()
+	return d, nil
+}
+
+func (s *Service) decide(ctx context.Context, req *policyv1.EvaluateRequest) *policyv1.Decision {
 	// A worker that has seen a grant change (a revocation) is not answered
 	// from a view that has not: the decision waits for it, briefly.
 	if min := req.GetMinGrantsRevision(); min > 0 && s.grants.GrantRevision() < min {
@@ -150,12 +165,15 @@ func (s *Service) evaluate(ctx context.Context, req *policyv1.EvaluateRequest) (
 				if set := s.set.Load(); set != nil {
 					rev = set.Revision
 				}
-				return deny(RuleGrantsBehind, "the policy service has not yet seen the latest grant change; nothing runs until it has", rev), nil
+				return deny(RuleGrantsBehind, "the policy service has not yet seen the latest grant change; nothing runs until it has", rev)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	return EvaluateWithGrants(ctx, s.set.Load(), s.target(req.GetTarget()), req, time.Now(), s.grants.Grants), nil
+	start := time.Now()
+	d := EvaluateWithGrants(ctx, s.set.Load(), s.target(req.GetTarget()), req, start, s.grants.Grants)
+	policyEvaluationSeconds.Observe(time.Since(start).Seconds())
+	return d
 }
 
 // test is `sluice policy test`: how the policy rules on a command for the

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -87,6 +88,18 @@ func TestReplicasAndRevisions(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Counted: the revision in force, and every decision by action and rule.
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if got := testutil.ToFloat64(policy.RevisionMetric); got != 2 {
+			return fmt.Errorf("sluice_policy_revision %v", got)
+		}
+		return nil
+	})
+	denied := testutil.ToFloat64(policy.EvaluationsMetric.WithLabelValues("deny", "deny-all"))
+	assert.GreaterOrEqual(t, denied, 10.0)
+	evaluate(t, conn, "SELECT 2")
+	assert.Equal(t, denied+1, testutil.ToFloat64(policy.EvaluationsMetric.WithLabelValues("deny", "deny-all")))
 }
 
 func BenchmarkColdDecision(b *testing.B) {

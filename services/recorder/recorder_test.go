@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -108,6 +109,7 @@ func verify(t *testing.T, e *env, session string) []auditchain.Problem {
 
 func TestRecordsChainAndCheckpoint(t *testing.T) {
 	e := setup(t)
+	events, chains := testutil.ToFloat64(recorder.EventsMetric), testutil.ToFloat64(recorder.ChainsMetric)
 	e.start(t, e.conn, recorder.Config{})
 	rec := recording.New(e.conn.JS)
 	ctx := context.Background()
@@ -123,6 +125,16 @@ func TestRecordsChainAndCheckpoint(t *testing.T) {
 		require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed", Commands: 20}}}))
 	}
 	waitRecorded(t, e.conn.JS, 5*22)
+	// Counted: the events chained, and the chain heads kept.
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if got := testutil.ToFloat64(recorder.EventsMetric) - events; got != 5*22 {
+			return fmt.Errorf("%v events counted", got)
+		}
+		if got := testutil.ToFloat64(recorder.ChainsMetric) - chains; got != 5 {
+			return fmt.Errorf("%v chains counted", got)
+		}
+		return nil
+	})
 	// A checkpoint covers every session's head.
 	testkit.Eventually(t, 10*time.Second, func() error {
 		covered := map[string]uint64{}

@@ -64,6 +64,8 @@ type Config struct {
 	// still in the stream, and says so in a signed checkpoint when it is
 	// not. Without it, that check covers only this process's lifetime.
 	AnchorFile string
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 // Service is the recorder.
@@ -165,12 +167,44 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return s.consume(ctx, cons) })
 	g.Go(func() error { return s.checkpoints(ctx) })
+	g.Go(func() error { s.streamStats(ctx); return nil })
 	s.cfg.Log.Info().Str("key", auditchain.KeyID(s.cfg.SigningKey.Public().(ed25519.PublicKey))).Msg("recorder ready")
+	if s.cfg.Ready != nil {
+		s.cfg.Ready()
+	}
 	err = g.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// streamStatsEvery is how often the AUDIT stream's gauges are refreshed.
+const streamStatsEvery = 15 * time.Second
+
+// streamStats sets the AUDIT stream's gauges from its info, now and every
+// streamStatsEvery, until ctx is done.
+func (s *Service) streamStats(ctx context.Context) {
+	t := time.NewTicker(streamStatsEvery)
+	defer t.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := s.audit.Info(ictx)
+		cancel()
+		switch {
+		case err == nil:
+			auditStreamBytes.Set(float64(info.State.Bytes))
+			auditStreamMessages.Set(float64(info.State.Msgs))
+			auditStreamMaxBytes.Set(float64(max(info.Config.MaxBytes, 0)))
+		case ctx.Err() == nil:
+			s.cfg.Log.Debug().Err(err).Msg("AUDIT stream info unavailable; its gauges are not refreshed")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // publishKey makes the checkpoint public key available to verifiers.
@@ -274,8 +308,10 @@ type batchRef struct {
 	m        jetstream.Msg
 	recorder string // the publishing recorder's subject token
 	seq      uint64 // stream sequence
-	pending  atomic.Int32
-	retry    atomic.Int64 // nanoseconds to wait before redelivery; 0 = none
+	// published is when SESSIONS stored the batch.
+	published time.Time
+	pending   atomic.Int32
+	retry     atomic.Int64 // nanoseconds to wait before redelivery; 0 = none
 }
 
 func (b *batchRef) done() { b.finish() }
@@ -349,7 +385,7 @@ func (s *Service) unpack(m jetstream.Msg) []item {
 		_ = m.Term()
 		return nil
 	}
-	ref := &batchRef{m: m, recorder: token(m.Subject(), 2), seq: md.Sequence.Stream}
+	ref := &batchRef{m: m, recorder: token(m.Subject(), 2), seq: md.Sequence.Stream, published: md.Timestamp}
 	items := make([]item, 0, len(batch.GetEvents()))
 	for _, data := range batch.GetEvents() {
 		ev, ok := peekEvent(data)
@@ -386,6 +422,9 @@ func (s *Service) shard(ctx context.Context, ch <-chan item) error {
 	}
 	window := time.NewTimer(time.Hour)
 	window.Stop()
+	// chains is this shard's part of sluice_recorder_chains.
+	chains := 0
+	defer func() { recorderChains.Sub(float64(chains)) }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -408,6 +447,10 @@ func (s *Service) shard(ctx context.Context, ch <-chan item) error {
 			s.flush(ctx, heads, order, runs)
 			clear(runs)
 			order = order[:0]
+			if n := len(heads); n != chains {
+				recorderChains.Add(float64(n - chains))
+				chains = n
+			}
 		}
 	}
 }
@@ -599,16 +642,21 @@ func (s *Service) publish(h *head, rec *auditv1.Record, items []item) pendingApp
 // acknowledges the record's events, or drops the head (reloaded next time)
 // and asks for the events again. It reports whether the record is stored.
 func (s *Service) settle(ctx context.Context, heads map[string]*head, p pendingAppend) bool {
-	ok := false
+	ok, failed := false, true
 	var seq uint64
 	if p.fut != nil {
 		select {
 		case ack := <-p.fut.Ok():
-			ok, seq = !ack.Duplicate, ack.Sequence
-		case <-p.fut.Err():
+			ok, seq, failed = !ack.Duplicate, ack.Sequence, false
+		case err := <-p.fut.Err():
+			failed = !lostRace(err)
 		case <-ctx.Done():
+			failed = false
 		case <-time.After(10 * time.Second):
 		}
+	}
+	if failed {
+		recorderFailures.Inc()
 	}
 	if !ok {
 		// Another replica advanced the chain, the record was already
@@ -633,6 +681,14 @@ func (s *Service) settle(ctx context.Context, heads map[string]*head, p pendingA
 		d.Records = d.Records[len(d.Records)-maxSignedRecords:]
 	}
 	s.mu.Unlock()
+	if n := len(p.items); n > 0 {
+		recorderEvents.Add(float64(n))
+		recorderBatchSize.Observe(float64(n))
+		now := time.Now()
+		for _, it := range p.items {
+			recorderLag.Observe(now.Sub(it.ref.published).Seconds())
+		}
+	}
 	for _, it := range p.items {
 		if it.ev.indexed {
 			var ev sessionv1.Event
@@ -646,6 +702,14 @@ func (s *Service) settle(ctx context.Context, heads map[string]*head, p pendingA
 		it.ref.done()
 	}
 	return true
+}
+
+// lostRace reports whether AUDIT refused a record because the session's
+// chain moved on meanwhile (another replica stored it): not a failure.
+func lostRace(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // token returns the i-th (0-based) dot-separated token of a subject.

@@ -41,6 +41,8 @@ type Config struct {
 	// as that email only: approver groups list approvers' emails under
 	// subjects. The bot vouches for nothing else (no groups).
 	Emails map[string]string
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 // Bot is the Slack bot.
@@ -115,6 +117,9 @@ func (b *Bot) Run(ctx context.Context) error {
 	g.Go(func() error { return b.follow(ctx, cons) })
 	close(b.ready)
 	b.cfg.Log.Info().Str("addr", b.addr).Str("channel", b.cfg.Channel).Msg("Slack bot ready")
+	if b.cfg.Ready != nil {
+		b.cfg.Ready()
+	}
 	err = g.Wait()
 	if ctx.Err() != nil {
 		return nil
@@ -285,6 +290,7 @@ func (b *Bot) interactions(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		b.cfg.Log.Warn().Str("remote", r.RemoteAddr).Msg("Slack request with a bad signature refused")
+		actions.WithLabelValues("bad_signature").Inc()
 		http.Error(w, "invalid signature", http.StatusUnauthorized)
 		return
 	}
@@ -301,6 +307,7 @@ func (b *Bot) interactions(w http.ResponseWriter, r *http.Request) {
 		email, err := b.email(r.Context(), cb.User.ID)
 		if err != nil {
 			b.cfg.Log.Warn().Err(err).Str("slack_user", cb.User.ID).Msg("cannot identify Slack user")
+			actions.WithLabelValues("unknown_user").Inc()
 			writeText(w, "Sluice cannot tell who you are; no decision was recorded.")
 			return
 		}
@@ -308,10 +315,13 @@ func (b *Bot) interactions(w http.ResponseWriter, r *http.Request) {
 		err = bus.Request(r.Context(), b.cfg.Conn.NC, bus.APIApprovalsSlackDecide, &approvalsv1.SlackDecide{Id: act.Value, Email: email, Verdict: act.ActionID, Reason: "via Slack"}, &reply)
 		switch {
 		case err != nil:
+			actions.WithLabelValues("unavailable").Inc()
 			writeText(w, "The approvals service did not answer; try again.")
 		case reply.GetError() != nil:
+			actions.WithLabelValues("refused").Inc()
 			writeText(w, "Not recorded: "+reply.GetError().GetMessage())
 		default:
+			actions.WithLabelValues("recorded").Inc()
 			writeText(w, fmt.Sprintf("Recorded: %s %s.", act.ActionID, act.Value))
 		}
 		return

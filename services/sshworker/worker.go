@@ -52,6 +52,8 @@ type Config struct {
 	PolicyTimeout, HoldTimeout, RecordTimeout time.Duration
 	// TargetTimeout bounds connecting to a target (default 10s).
 	TargetTimeout time.Duration
+	// Ready, if set, is called once the service serves.
+	Ready func()
 }
 
 func (c *Config) defaults() {
@@ -150,6 +152,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.addr.Store(ln.Addr().String())
 	close(w.ready)
 	w.cfg.Log.Info().Str("addr", ln.Addr().String()).Str("worker", w.cfg.Name).Str("host_key", ssh.FingerprintSHA256(host.PublicKey())).Msg("SSH worker listening")
+	if w.cfg.Ready != nil {
+		w.cfg.Ready()
+	}
 	return w.k.Serve(ctx, ln, w.serve)
 }
 

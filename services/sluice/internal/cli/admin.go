@@ -22,13 +22,14 @@ import (
 func newAdminCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "admin",
-		Short: "Operate a deployment: NATS identities and the break-glass path",
-		Long: `Commands for the operator of a deployment. They talk to NATS directly, not to the
-HTTP API: nats-keys creates the NATS identity of every component; apply changes the
-configuration as the break-glass identity, with no token, to bootstrap the first admin
-or to recover when an identity change locked every admin out.`,
+		Short: "Operate a deployment: its secrets, NATS identities and the break-glass path",
+		Long: `Commands for the operator of a deployment. They never need the HTTP API: init creates
+every key and certificate a deployment needs; nats-keys creates only the NATS identity
+of every component; apply changes the configuration as the break-glass identity, with
+no token, to bootstrap the first admin or to recover when an identity change locked
+every admin out; probe is a container health check.`,
 	}
-	cmd.AddCommand(newNATSKeysCmd(g), newAdminApplyCmd(g))
+	cmd.AddCommand(newAdminInitCmd(g), newNATSKeysCmd(g), newAdminApplyCmd(g), newAdminProbeCmd(g))
 	return cmd
 }
 
@@ -57,30 +58,8 @@ the other components are untouched.`,
 			if abs, _ := filepath.Abs(filepath.Dir(adminKey)); abs == mustAbs(dir) {
 				return fmt.Errorf("--admin-key %s is inside --dir: keep the break-glass seed apart from the services' keys", adminKey)
 			}
-			pubs := map[string]string{}
-			for _, c := range bus.ComponentNames() {
-				path := bus.KeyFile(dir, c)
-				if c == bus.CompAdmin {
-					path = adminKey
-				}
-				pub, err := bus.LoadOrCreateKey(path)
-				if err != nil {
-					return err
-				}
-				pubs[c] = pub
-			}
-			names := make([]string, 0, len(pubs))
-			for n := range pubs {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			var env strings.Builder
-			env.WriteString("# Public nkeys of the Sluice components, for deploy/nats/users.conf.\n")
-			for _, n := range names {
-				fmt.Fprintf(&env, "%s=%s\n", bus.KeyEnv(n), pubs[n])
-			}
-			envFile := filepath.Join(dir, "nats.env")
-			if err := os.WriteFile(envFile, []byte(env.String()), 0o644); err != nil {
+			pubs, names, envFile, err := createNATSKeys(dir, adminKey)
+			if err != nil {
 				return err
 			}
 			if g.json() {
@@ -100,6 +79,34 @@ the other components are untouched.`,
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the components' seeds and nats.env")
 	cmd.Flags().StringVar(&adminKey, "admin-key", "", "file for the break-glass seed, outside --dir (default DIR.admin.nk)")
 	return cmd
+}
+
+// createNATSKeys creates (once) every component's seed in dir, the
+// break-glass seed at adminKey, and dir/nats.env with the public keys.
+func createNATSKeys(dir, adminKey string) (pubs map[string]string, names []string, envFile string, err error) {
+	pubs = map[string]string{}
+	for _, c := range bus.ComponentNames() {
+		path := bus.KeyFile(dir, c)
+		if c == bus.CompAdmin {
+			path = adminKey
+		}
+		pub, err := bus.LoadOrCreateKey(path)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		pubs[c] = pub
+	}
+	for n := range pubs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var env strings.Builder
+	env.WriteString("# Public nkeys of the Sluice components, for deploy/nats/users.conf.\n")
+	for _, n := range names {
+		fmt.Fprintf(&env, "%s=%s\n", bus.KeyEnv(n), pubs[n])
+	}
+	envFile = filepath.Join(dir, "nats.env")
+	return pubs, names, envFile, os.WriteFile(envFile, []byte(env.String()), 0o644)
 }
 
 func mustAbs(p string) string {

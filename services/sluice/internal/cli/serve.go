@@ -14,6 +14,7 @@ import (
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/sshca"
+	"sluice.dev/sluice/libs/telemetry"
 	"sluice.dev/sluice/services/sluice/internal/stack"
 )
 
@@ -32,7 +33,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var pprofAddr string
 	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile, slackTokenFile, slackSecretFile, nkeyFile, nkeyDir, sshUserCAFile string
 	var sshHostKeyPubs []string
-	var k8sCAFile string
+	var k8sCAFile, adminAddr string
 	var jwksRefresh time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve SERVICE|all",
@@ -50,6 +51,9 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
   sluice serve all --nats nats://127.0.0.1:4222 --nats-nkey-dir /etc/sluice/nats-keys ...`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applySettings(cmd.Flags(), os.LookupEnv); err != nil {
+				return usage("%v", err)
+			}
 			var names []string
 			if args[0] != "all" {
 				s, err := stack.Find(args[0])
@@ -70,7 +74,17 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 			if err != nil {
 				return err
 			}
-			o.Dial, o.Log = dial, log
+			o.Dial, o.Log, o.Health = dial, log, telemetry.NewHealth()
+			if adminAddr == "" {
+				adminAddr = stack.AdminAddr(names...)
+			}
+			if adminAddr != "off" {
+				ln, err := telemetry.Listen(adminAddr)
+				if err != nil {
+					return err
+				}
+				go func() { _ = telemetry.Serve(ctx, ln, o.Health, log) }()
+			}
 			o.Topology = bus.Topology{Replicas: replicas, AuditMaxBytes: auditMaxBytes}
 			o.Provider.JWKSRefreshInterval = jwksRefresh
 			if key, err := secrets.LoadKey(masterKeyFile); err == nil {
@@ -126,17 +140,17 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&nc.URL, "nats", envOr("SLUICE_NATS", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated ($SLUICE_NATS)")
-	f.StringVar(&nkeyFile, "nats-nkey-file", os.Getenv("SLUICE_NATS_NKEY_FILE"), "file holding this service's NATS nkey seed ($SLUICE_NATS_NKEY_FILE)")
-	f.StringVar(&nkeyDir, "nats-nkey-dir", os.Getenv("SLUICE_NATS_NKEY_DIR"), "directory holding <service>.nk seeds, one identity per service ($SLUICE_NATS_NKEY_DIR; needed by serve all)")
-	f.StringVar(&nc.CredsFile, "nats-creds", os.Getenv("SLUICE_NATS_CREDS"), "NATS credentials file (operator mode), instead of an nkey")
-	f.StringVar(&nc.CAFile, "nats-ca", os.Getenv("SLUICE_NATS_CA"), "CA file to verify NATS (TLS)")
+	f.StringVar(&nc.URL, "nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	f.StringVar(&nkeyFile, "nats-nkey-file", "", "file holding this service's NATS nkey seed")
+	f.StringVar(&nkeyDir, "nats-nkey-dir", "", "directory holding <service>.nk seeds, one identity per service (needed by serve all)")
+	f.StringVar(&nc.CredsFile, "nats-creds", "", "NATS credentials file (operator mode), instead of an nkey")
+	f.StringVar(&nc.CAFile, "nats-ca", "", "CA file to verify NATS (TLS)")
 	f.StringVar(&nc.CertFile, "nats-cert", "", "client certificate for NATS")
 	f.StringVar(&nc.KeyFile, "nats-key", "", "client key for NATS")
 	f.IntVar(&replicas, "replicas", 1, "stream replicas (3 in a production cluster)")
 	f.Int64Var(&auditMaxBytes, "audit-max-bytes", 0, "cap on the audit stream; when full, new records are refused and workers stop running statements (0: unlimited)")
-	f.StringVar(&o.Provider.Issuer, "issuer", os.Getenv("SLUICE_OIDC_ISSUER"), "identity: OIDC issuer URL, until one is applied")
-	f.StringVar(&o.Provider.Audience, "audience", envOr("SLUICE_OIDC_AUDIENCE", "sluice"), "identity: required token audience")
+	f.StringVar(&o.Provider.Issuer, "issuer", "", "identity, api, mcpworker: OIDC issuer URL, until one is applied")
+	f.StringVar(&o.Provider.Audience, "audience", "sluice", "identity, api: required token audience")
 	f.StringVar(&o.Provider.GroupsClaim, "groups-claim", "groups", "identity: claim holding groups (dotted path allowed)")
 	f.StringVar(&o.Provider.EmailClaim, "email-claim", "email", "identity: claim holding the email")
 	f.StringVar(&o.Provider.MachineClaim, "machine-claim", "", "identity: boolean claim marking machine identities")
@@ -146,23 +160,23 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 	f.StringVar(&o.CLIClientID, "cli-client-id", "", "api: OAuth client id the CLI uses for 'sluice login'")
 	f.StringVar(&o.PGAddr, "pg-addr", "127.0.0.1:15432", "pgworker: listen address")
 	f.StringVar(&o.SSHAddr, "ssh-addr", "127.0.0.1:12222", "sshworker: listen address")
-	f.StringVar(&o.SSHHostKey, "ssh-host-key", os.Getenv("SLUICE_SSH_HOST_KEY"), "sshworker: the worker's SSH host key, OpenSSH format (the SSH worker runs only with one)")
-	f.StringVar(&sshUserCAFile, "ssh-user-ca", os.Getenv("SLUICE_SSH_USER_CA"), "identity: private key (OpenSSH format) that signs SSH user certificates for verified tokens")
+	f.StringVar(&o.SSHHostKey, "ssh-host-key", "", "sshworker: the worker's SSH host key, OpenSSH format (the SSH worker runs only with one)")
+	f.StringVar(&sshUserCAFile, "ssh-user-ca", "", "identity: private key (OpenSSH format) that signs SSH user certificates for verified tokens")
 	f.StringVar(&o.SSHPublicAddress, "ssh-public-address", "", "api: host:port where clients reach the SSH worker (sluice ssh login writes it into ssh_config)")
 	f.StringArrayVar(&sshHostKeyPubs, "ssh-host-key-pub", nil, "api: the SSH worker's public host key file, for clients' known_hosts (repeatable)")
 	f.StringVar(&o.K8sAddr, "k8s-addr", "127.0.0.1:16443", "k8sworker: listen address (TLS, with --tls-cert/--tls-key)")
-	f.StringVar(&o.K8sPublicURL, "k8s-public-url", os.Getenv("SLUICE_K8S_PUBLIC_URL"), "api: the Kubernetes worker's URL as clients reach it (https://k8s.example.com:16443), for sluice kubeconfig")
-	f.StringVar(&k8sCAFile, "k8s-ca-file", os.Getenv("SLUICE_K8S_CA_FILE"), "api: the CA certificate (PEM) that verifies the Kubernetes worker, for sluice kubeconfig")
-	f.StringVar(&o.MCPAddr, "mcp-addr", os.Getenv("SLUICE_MCP_ADDR"), "mcpworker: listen address of its own (/mcp); without it the endpoint is served at the API's /mcp when the api runs in the same process")
-	f.StringVar(&o.MCPPublicURL, "mcp-public-url", os.Getenv("SLUICE_MCP_PUBLIC_URL"), "mcpworker: the endpoint's URL as clients reach it (https://sluice.example.com/mcp); its OAuth metadata names it, and other Host headers are refused")
+	f.StringVar(&o.K8sPublicURL, "k8s-public-url", "", "api: the Kubernetes worker's URL as clients reach it (https://k8s.example.com:16443), for sluice kubeconfig")
+	f.StringVar(&k8sCAFile, "k8s-ca-file", "", "api: the CA certificate (PEM) that verifies the Kubernetes worker, for sluice kubeconfig")
+	f.StringVar(&o.MCPAddr, "mcp-addr", "", "mcpworker: listen address of its own (/mcp); without it the endpoint is served at the API's /mcp when the api runs in the same process")
+	f.StringVar(&o.MCPPublicURL, "mcp-public-url", "", "mcpworker: the endpoint's URL as clients reach it (https://sluice.example.com/mcp); its OAuth metadata names it, and other Host headers are refused")
 	f.StringArrayVar(&o.MCPAllowedOrigins, "mcp-allowed-origin", nil, "mcpworker: a browser origin allowed besides the endpoint's own (repeatable)")
-	f.StringVar(&o.TLSCert, "tls-cert", os.Getenv("SLUICE_TLS_CERT"), "workers: TLS certificate file presented to clients (required)")
-	f.StringVar(&o.TLSKey, "tls-key", os.Getenv("SLUICE_TLS_KEY"), "workers: TLS key file (required)")
+	f.StringVar(&o.TLSCert, "tls-cert", "", "workers: TLS certificate file presented to clients (required)")
+	f.StringVar(&o.TLSKey, "tls-key", "", "workers: TLS key file (required)")
 	f.DurationVar(&o.HoldTimeout, "hold-timeout", 5*time.Minute, "workers, approvals: how long a command held for approval waits (an MCP call's approval stays collectable that long)")
 	f.IntVar(&o.UpstreamPool, "upstream-pool", 16, "pgworker: idle target connections kept per target for reuse, reset with DISCARD ALL (negative: none)")
-	f.StringVar(&masterKeyFile, "master-key-file", "", "file holding the master key (default: $SLUICE_MASTER_KEY)")
-	f.StringVar(&recorderKeyFile, "recorder-key-file", os.Getenv("SLUICE_RECORDER_KEY_FILE"), "recorder: base64 Ed25519 seed that signs audit checkpoints")
-	f.StringVar(&o.AuditAnchorFile, "audit-anchor-file", os.Getenv("SLUICE_AUDIT_ANCHOR_FILE"), "recorder: file to append each checkpoint's anchor to, outside NATS (on storage the NATS admin cannot change); 'sluice audit verify --anchor' checks the stream against it")
+	f.StringVar(&masterKeyFile, "master-key-file", "", "workers, identity: file holding the master key (or the key itself in $SLUICE_MASTER_KEY)")
+	f.StringVar(&recorderKeyFile, "recorder-key-file", "", "recorder: base64 Ed25519 seed that signs audit checkpoints")
+	f.StringVar(&o.AuditAnchorFile, "audit-anchor-file", "", "recorder: file to append each checkpoint's anchor to, outside NATS (on storage the NATS admin cannot change); 'sluice audit verify --anchor' checks the stream against it")
 	f.StringVar(&o.SyslogAddr, "syslog", "", "exporter: syslog collector host:port (RFC 5424 over TCP)")
 	f.BoolVar(&o.SyslogTLS, "syslog-tls", false, "exporter: use TLS to the syslog collector")
 	f.StringVar(&o.HECURL, "hec-url", "", "exporter: HTTP event collector URL (Splunk HEC compatible)")
@@ -172,9 +186,13 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 	f.StringVar(&slackSecretFile, "slack-signing-secret-file", "", "slackbot: file holding the Slack app's signing secret")
 	f.StringVar(&o.SlackChannel, "slack-channel", "", "slackbot: channel id for approval messages")
 	f.StringVar(&o.SlackAddr, "slack-addr", "127.0.0.1:8091", "slackbot: listen address of POST /slack/interactions")
+	f.StringVar(&adminAddr, "admin-addr", "", "address of the admin server: /metrics (Prometheus), /healthz, /readyz; 'off' for none (default: 127.0.0.1:"+stack.AdminPorts()+")")
+	f.StringVar(new(string), settingsFileFlag, "", "YAML file of settings, keyed by these flags' names [$SLUICE_CONFIG_FILE]")
 	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this loopback address")
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or console")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
+	documentSettings(cmd)
+	serviceHelp(cmd, stack.Names())
 	return cmd
 }
 

@@ -34,6 +34,7 @@ import (
 	"sluice.dev/sluice/libs/pglocal"
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/sshca"
+	"sluice.dev/sluice/libs/telemetry"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
@@ -299,7 +300,9 @@ func Run(ctx context.Context, cfg Config) error {
 		Log:         log,
 		Provider:    identity.Provider{Issuer: iss.URL, Audience: Audience},
 		APIListener: apiLn,
-		APIMounts:   map[string]http.Handler{"/oidc": iss.Handler()},
+		// The API's loopback port serves the metrics too: one port for
+		// everything in development.
+		APIMounts:   map[string]http.Handler{"/oidc": iss.Handler(), "/metrics": telemetry.MetricsHandler()},
 		CLIClientID: "sluice-cli",
 		APIStarted:  started,
 		MasterKey:   master,

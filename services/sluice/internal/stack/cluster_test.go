@@ -152,12 +152,22 @@ func TestThreeNodeCluster(t *testing.T) {
 
 	// The connection moves to a surviving node; JetStream elects new leaders.
 	testkit.Eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("the services stopped: %v", err)
+		default:
+		}
 		if _, err := whoami(); err != nil {
 			return err
 		}
 		return applyTarget("after")
 	})
 	testkit.Eventually(t, 45*time.Second, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("the services stopped: %v", err)
+		default:
+		}
 		names, err := targets()
 		if err != nil {
 			return err

@@ -17,12 +17,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/sshca"
+	"sluice.dev/sluice/libs/telemetry"
 	"sluice.dev/sluice/services/api"
 	"sluice.dev/sluice/services/approvals"
 	"sluice.dev/sluice/services/control"
@@ -45,6 +47,9 @@ type Options struct {
 	Dial     func(ctx context.Context, component string) (*bus.Conn, error)
 	Log      zerolog.Logger
 	Topology bus.Topology
+	// Health, if set, learns which services run and when each is ready
+	// (the admin server's /readyz).
+	Health *telemetry.Health
 
 	// Identity provider used until one is applied.
 	Provider identity.Provider
@@ -124,23 +129,58 @@ type Service struct {
 	Name        string
 	Description string
 	Run         func(ctx context.Context, o *Options, conn *bus.Conn) error
+	// AdminPort is the loopback port of its admin server by default, so
+	// that every service of one host has its own.
+	AdminPort int
 }
 
 // Services lists every service in start order.
 func Services() []Service {
 	return []Service{
-		{"identity", "verifies OIDC access tokens (sluice.api.identity.*)", runIdentity},
-		{"control", "owns targets, policies, approver groups, IdP settings (sluice.api.control.*)", runControl},
-		{"policy", "rules on every command with CEL (sluice.api.policy.*)", runPolicy},
-		{"approvals", "held commands and just-in-time grants (sluice.api.approvals.*)", runApprovals},
-		{"recorder", "chains session events into the AUDIT stream", runRecorder},
-		{"exporter", "delivers the audit log to syslog and HEC collectors", runExporter},
-		{"slackbot", "approvals from Slack: interactive messages, signed button clicks", runSlackbot},
-		{"pgworker", "the PostgreSQL gateway on :15432", runPGWorker},
-		{"sshworker", "the SSH gateway on :12222", runSSHWorker},
-		{"k8sworker", "the Kubernetes API gateway on :16443", runK8sWorker},
-		{"mcpworker", "the MCP endpoint (/mcp on the API's address, or --mcp-addr)", runMCPWorker},
-		{"api", "the HTTP API on :8080", runAPI},
+		{"identity", "verifies OIDC access tokens (sluice.api.identity.*)", runIdentity, 9101},
+		{"control", "owns targets, policies, approver groups, IdP settings (sluice.api.control.*)", runControl, 9102},
+		{"policy", "rules on every command with CEL (sluice.api.policy.*)", runPolicy, 9103},
+		{"approvals", "held commands and just-in-time grants (sluice.api.approvals.*)", runApprovals, 9104},
+		{"recorder", "chains session events into the AUDIT stream", runRecorder, 9105},
+		{"exporter", "delivers the audit log to syslog and HEC collectors", runExporter, 9106},
+		{"slackbot", "approvals from Slack: interactive messages, signed button clicks", runSlackbot, 9107},
+		{"pgworker", "the PostgreSQL gateway on :15432", runPGWorker, 9108},
+		{"sshworker", "the SSH gateway on :12222", runSSHWorker, 9109},
+		{"k8sworker", "the Kubernetes API gateway on :16443", runK8sWorker, 9110},
+		{"mcpworker", "the MCP endpoint (/mcp on the API's address, or --mcp-addr)", runMCPWorker, 9111},
+		{"api", "the HTTP API on :8080", runAPI, 9112},
+	}
+}
+
+// allAdminPort is the admin port of a process that runs every service.
+const allAdminPort = 9100
+
+// AdminAddr is the default admin address of a process running the named
+// services (all of them when none is named).
+func AdminAddr(names ...string) string {
+	if len(names) == 1 {
+		if s, err := Find(names[0]); err == nil {
+			return fmt.Sprintf("127.0.0.1:%d", s.AdminPort)
+		}
+	}
+	return fmt.Sprintf("127.0.0.1:%d", allAdminPort)
+}
+
+// AdminPorts describes the default admin ports, for help texts.
+func AdminPorts() string {
+	parts := []string{fmt.Sprintf("%d for all", allAdminPort)}
+	for _, s := range Services() {
+		parts = append(parts, fmt.Sprintf("%d %s", s.AdminPort, s.Name))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ready is what a service calls once it serves.
+func (o *Options) ready(name string) func() {
+	return func() {
+		if o.Health != nil {
+			o.Health.Ready(name)
+		}
 	}
 }
 
@@ -247,24 +287,69 @@ func RunAll(ctx context.Context, o *Options, names ...string) error {
 		mounts[mcpworker.MetadataPath] = http.HandlerFunc(o.mcpMount.serveMetadata)
 		o.APIMounts = mounts
 	}
+	if o.Health == nil {
+		o.Health = telemetry.NewHealth()
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, s := range Services() {
 		if len(names) > 0 && !contains(names, s.Name) {
 			continue
+		}
+		// Ready once every service that runs is: an optional one left
+		// out (no sink, no token) is not waited for.
+		if skip, err := s.check(o); o.Health != nil && !skip && err == nil {
+			o.Health.Expect(s.Name)
 		}
 		s := s
 		g.Go(func() error {
 			l := o.Log.With().Str("service", s.Name).Logger()
 			so := *o
 			so.Log = l
-			if err := runOne(ctx, &so, s); err != nil && ctx.Err() == nil {
-				return fmt.Errorf("%s: %w", s.Name, err)
-			}
-			return nil
+			return supervise(ctx, &so, s)
 		})
 	}
 	return g.Wait()
 }
+
+// supervise runs a service until ctx is done. A service that fails before
+// it ever served fails the process (a setting is wrong, say); one that
+// fails after (a NATS error it could not ride out) is started again, not
+// ready meanwhile, so that one service's trouble never stops the others of
+// its process.
+func supervise(ctx context.Context, o *Options, s Service) error {
+	if skip, err := s.check(o); skip || err != nil {
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+		return nil
+	}
+	backoff := time.Second
+	for {
+		err := runOne(ctx, o, s)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("stopped")
+		}
+		if !o.Health.Served(s.Name) {
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+		o.Health.Restarting(s.Name)
+		restarts.WithLabelValues(s.Name).Inc()
+		o.Log.Error().Err(err).Dur("restart_in", backoff).Msg("service failed after it served; starting it again")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// restarts counts services started again after a failure.
+var restarts = telemetry.Factory.NewCounterVec(prometheus.CounterOpts{Name: "sluice_service_restarts_total",
+	Help: "Services started again in their process after they failed."}, []string{"service"})
 
 func runOne(ctx context.Context, o *Options, s Service) error {
 	c, err := bus.FindComponent(s.Name)
@@ -279,6 +364,14 @@ func runOne(ctx context.Context, o *Options, s Service) error {
 		return err
 	}
 	defer conn.Close()
+	if o.Health != nil {
+		o.Health.Check(s.Name, "nats", func() error {
+			if !conn.NC.IsConnected() {
+				return errors.New("not connected to NATS")
+			}
+			return nil
+		})
+	}
 	if err := prepare(ctx, o, conn, c); err != nil {
 		return err
 	}
@@ -361,7 +454,7 @@ func contains(s []string, v string) bool {
 }
 
 func runIdentity(ctx context.Context, o *Options, conn *bus.Conn) error {
-	cfg := identity.Config{Conn: conn, Provider: o.Provider, Log: o.Log, SSHUserCA: o.SSHUserCA}
+	cfg := identity.Config{Conn: conn, Provider: o.Provider, Log: o.Log, SSHUserCA: o.SSHUserCA, Ready: o.ready("identity")}
 	if o.SSHUserCA != nil && o.MasterKey != nil {
 		cfg.SSHTokenKey = o.MasterKey.Subkey(sshca.TokenKeyPurpose)
 	}
@@ -369,7 +462,7 @@ func runIdentity(ctx context.Context, o *Options, conn *bus.Conn) error {
 }
 
 func runControl(ctx context.Context, o *Options, conn *bus.Conn) error {
-	return control.New(control.Config{Conn: conn, Log: o.Log}).Run(ctx)
+	return control.New(control.Config{Conn: conn, Log: o.Log, Ready: o.ready("control")}).Run(ctx)
 }
 
 func runAPI(ctx context.Context, o *Options, conn *bus.Conn) error {
@@ -377,15 +470,16 @@ func runAPI(ctx context.Context, o *Options, conn *bus.Conn) error {
 		Addr: o.APIAddr, Listener: o.APIListener, Conn: conn, Mounts: o.APIMounts,
 		Issuer: o.Provider.Issuer, Audience: o.Provider.Audience, CLIClientID: o.CLIClientID, Log: o.Log, Started: o.APIStarted,
 		SSHAddress: o.SSHPublicAddress, SSHHostKeys: o.SSHHostKeys, KubernetesURL: o.K8sPublicURL, KubernetesCAPEM: o.K8sCAPEM,
+		Ready: o.ready("api"),
 	}).Run(ctx)
 }
 
 func runPolicy(ctx context.Context, o *Options, conn *bus.Conn) error {
-	return policy.New(policy.Config{Conn: conn, Log: o.Log}).Run(ctx)
+	return policy.New(policy.Config{Conn: conn, Log: o.Log, Ready: o.ready("policy")}).Run(ctx)
 }
 
 func runRecorder(ctx context.Context, o *Options, conn *bus.Conn) error {
-	return recorder.New(recorder.Config{Conn: conn, Log: o.Log, SigningKey: o.RecorderKey, AnchorFile: o.AuditAnchorFile}).Run(ctx)
+	return recorder.New(recorder.Config{Conn: conn, Log: o.Log, SigningKey: o.RecorderKey, AnchorFile: o.AuditAnchorFile, Ready: o.ready("recorder")}).Run(ctx)
 }
 
 func runExporter(ctx context.Context, o *Options, conn *bus.Conn) error {
@@ -400,21 +494,21 @@ func runExporter(ctx context.Context, o *Options, conn *bus.Conn) error {
 	if o.HECURL != "" {
 		sinks = append(sinks, &exporter.HEC{URL: o.HECURL, Token: o.HECToken})
 	}
-	return exporter.Run(ctx, exporter.Config{Conn: conn, Log: o.Log, Sinks: sinks, Format: o.ExportFormat})
+	return exporter.Run(ctx, exporter.Config{Conn: conn, Log: o.Log, Sinks: sinks, Format: o.ExportFormat, Ready: o.ready("exporter")})
 }
 
 func runPGWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return pgworker.New(pgworker.Config{
 		Conn: conn, Log: o.Log, Addr: o.PGAddr, Listener: o.PGListener,
 		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
-		UpstreamPool: o.UpstreamPool,
+		UpstreamPool: o.UpstreamPool, Ready: o.ready("pgworker"),
 	}).Run(ctx)
 }
 
 func runSSHWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return sshworker.New(sshworker.Config{
 		Conn: conn, Log: o.Log, Addr: o.SSHAddr, Listener: o.SSHListener, HostKeyFile: o.SSHHostKey, CreateHostKey: o.SSHCreateHostKey,
-		MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
+		MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout, Ready: o.ready("sshworker"),
 	}).Run(ctx)
 }
 
@@ -422,13 +516,14 @@ func runK8sWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return k8sworker.New(k8sworker.Config{
 		Conn: conn, Log: o.Log, Addr: o.K8sAddr, Listener: o.K8sListener,
 		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
+		Ready: o.ready("k8sworker"),
 	}).Run(ctx)
 }
 
 func runMCPWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 	cfg := mcpworker.Config{
 		Conn: conn, Log: o.Log, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
-		PublicURL: o.MCPPublicURL, AllowedOrigins: o.MCPAllowedOrigins, Addr: o.MCPAddr,
+		PublicURL: o.MCPPublicURL, AllowedOrigins: o.MCPAllowedOrigins, Addr: o.MCPAddr, Ready: o.ready("mcpworker"),
 	}
 	if o.Provider.Issuer != "" {
 		cfg.Issuers = []string{o.Provider.Issuer}
@@ -466,10 +561,10 @@ func serveLate(p *atomic.Pointer[http.Handler], w http.ResponseWriter, r *http.R
 }
 
 func runApprovals(ctx context.Context, o *Options, conn *bus.Conn) error {
-	return approvals.New(approvals.Config{Conn: conn, Log: o.Log, DefaultTTL: o.HoldTimeout}).Run(ctx)
+	return approvals.New(approvals.Config{Conn: conn, Log: o.Log, DefaultTTL: o.HoldTimeout, Ready: o.ready("approvals")}).Run(ctx)
 }
 
 func runSlackbot(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return slackbot.New(slackbot.Config{Conn: conn, Log: o.Log, BotToken: o.SlackToken, SigningSecret: o.SlackSigningSecret,
-		Channel: o.SlackChannel, Addr: o.SlackAddr}).Run(ctx)
+		Channel: o.SlackChannel, Addr: o.SlackAddr, Ready: o.ready("slackbot")}).Run(ctx)
 }

@@ -1,0 +1,7 @@
+package policy
+
+// The metrics, for the tests.
+var (
+	RevisionMetric    = policyRevision
+	EvaluationsMetric = policyEvaluations
+)

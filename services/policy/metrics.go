@@ -1,0 +1,24 @@
+package policy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"sluice.dev/sluice/libs/telemetry"
+)
+
+// What the policy service counts (every instance of the process).
+var (
+	policyRevision = telemetry.Factory.NewGauge(prometheus.GaugeOpts{
+		Name: "sluice_policy_revision",
+		Help: "Revision of the compiled policy in force (0: none, every request is denied).",
+	})
+	policyEvaluations = telemetry.Factory.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_policy_evaluations_total",
+		Help: "Decisions the policy service made (for workers and sluice policy test), by action and rule.",
+	}, []string{"action", "rule"})
+	policyEvaluationSeconds = telemetry.Factory.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sluice_policy_evaluation_seconds",
+		Help:    "Time to classify a command and evaluate the policy on it (not counting a wait for the grants view).",
+		Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16),
+	})
+)

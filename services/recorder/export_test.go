@@ -1,0 +1,7 @@
+package recorder
+
+// The metrics, for the tests.
+var (
+	EventsMetric = recorderEvents
+	ChainsMetric = recorderChains
+)
