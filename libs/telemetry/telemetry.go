@@ -9,6 +9,10 @@
 package telemetry
 
 import (
+	"regexp"
+	"sort"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -18,13 +22,58 @@ import (
 var Registry = prometheus.NewRegistry()
 
 // Factory registers a new metric in Registry.
-var Factory = promauto.With(Registry)
+var Factory = promauto.With(named{Registry})
+
+// names are the metrics registered through Factory.
+var (
+	namesMu sync.Mutex
+	names   = map[string]bool{}
+)
+
+// Names lists the metrics registered through Factory (those of every
+// package linked into the program), whether or not they were counted yet.
+func Names() []string {
+	namesMu.Lock()
+	defer namesMu.Unlock()
+	out := make([]string, 0, len(names))
+	for n := range names {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// named remembers the name of each metric it registers.
+type named struct{ prometheus.Registerer }
+
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+func (r named) Register(c prometheus.Collector) error {
+	descs := make(chan *prometheus.Desc, 8)
+	go func() { c.Describe(descs); close(descs) }()
+	namesMu.Lock()
+	for d := range descs {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			names[m[1]] = true
+		}
+	}
+	namesMu.Unlock()
+	return r.Registerer.Register(c)
+}
+
+func (r named) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
 
 // Version is the build's version, exported as sluice_build_info.
 var Version = "dev"
 
 func init() {
-	Registry.MustRegister(
+	named{Registry}.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
