@@ -113,7 +113,7 @@ func TestProductionTopology(t *testing.T) {
 	serve := func(args ...string) {
 		logs := &syncBuffer{}
 		cmd := exec.Command(sluiceBin, append([]string{"serve"}, append(args, "--nats", cluster.URL(),
-			"--nats-nkey-file", bus.KeyFile(keys, args[0]), "--replicas", "3")...)...)
+			"--nats-nkey-file", bus.KeyFile(keys, args[0]), "--replicas", "3", "--admin-addr", "127.0.0.1:0")...)...)
 		cmd.Env = append(os.Environ(), "ORDERS_DB_PASSWORD="+ordersPW)
 		cmd.Stderr = logs
 		require.NoError(t, cmd.Start())

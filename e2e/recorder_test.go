@@ -42,7 +42,7 @@ type recorderProc struct {
 func startRecorder(t *testing.T, url, natsKeys, keyFile string) *recorderProc {
 	t.Helper()
 	cmd := exec.Command(sluiceBin, "serve", "recorder", "--nats", url, "--nats-nkey-file", bus.KeyFile(natsKeys, bus.CompRecorder),
-		"--recorder-key-file", keyFile, "--log-level", "warn")
+		"--recorder-key-file", keyFile, "--log-level", "warn", "--admin-addr", "127.0.0.1:0")
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
 	p := &recorderProc{cmd: cmd, done: make(chan error, 1)}

@@ -26,7 +26,8 @@ func TestStandaloneWorker(t *testing.T) {
 	logs := &syncBuffer{}
 	cmd := exec.Command(sluiceBin, "serve", "pgworker", "--nats", env.natsURL(), "--nats-nkey-file", env.natsKey(bus.CompPGWorker),
 		"--pg-addr", fmt.Sprintf("127.0.0.1:%d", port), "--master-key-file", filepath.Join(env.Dir, "master.key"),
-		"--tls-cert", filepath.Join(env.Dir, "tls", "cert.pem"), "--tls-key", filepath.Join(env.Dir, "tls", "key.pem"), "--log-format", "json")
+		"--tls-cert", filepath.Join(env.Dir, "tls", "cert.pem"), "--tls-key", filepath.Join(env.Dir, "tls", "key.pem"), "--log-format", "json",
+		"--admin-addr", "127.0.0.1:0")
 	cmd.Stderr = logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {

@@ -50,6 +50,20 @@ func NATSCluster(t testing.TB) *Cluster {
 // nkey users (bus.NkeyUsers: the deployment's identities and permissions).
 func NATSClusterWithNkeys(t testing.TB, users []*server.NkeyUser) *Cluster {
 	t.Helper()
+	return natsCluster(t, users, "")
+}
+
+// NATSClusterFromConfig starts a three-node cluster whose servers read a
+// nats-server configuration file (deploy/nats/nats.conf: TLS, users and
+// their permissions), with listeners, routes and storage of the test's
+// own.
+func NATSClusterFromConfig(t testing.TB, configFile string) *Cluster {
+	t.Helper()
+	return natsCluster(t, nil, configFile)
+}
+
+func natsCluster(t testing.TB, users []*server.NkeyUser, configFile string) *Cluster {
+	t.Helper()
 	ports := make([]int, 3)
 	for i := range ports {
 		p, err := bus.FreePort()
@@ -69,6 +83,7 @@ func NATSClusterWithNkeys(t testing.TB, users []*server.NkeyUser) *Cluster {
 			ClusterPort: ports[i],
 			Routes:      routes,
 			Nkeys:       users,
+			ConfigFile:  configFile,
 		}
 		c.cfgs = append(c.cfgs, cfg)
 	}
