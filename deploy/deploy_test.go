@@ -407,6 +407,9 @@ current-context: test
 		"optional": optional,
 		"keycloak": {"-f", filepath.Join(chart, "examples", "values-keycloak.yaml")},
 		"entra":    {"-f", filepath.Join(chart, "examples", "values-entra.yaml")},
+		// README's walk from nothing to a psql session.
+		"readme": {"--set", "image.repository=registry.example.com/sluice", "--set", "pgworker.extraEnv[0].name=ORDERS_DB_PASSWORD",
+			"--set", "pgworker.extraEnv[0].valueFrom.secretKeyRef.name=orders-db", "--set", "pgworker.extraEnv[0].valueFrom.secretKeyRef.key=password"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			rendered, err := exec.Command(bin, append([]string{"template", "sluice", chart, "--namespace", "sluice",
