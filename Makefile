@@ -18,10 +18,10 @@ dev: build
 # Everything CI runs: the preflight (names what this machine lacks), the
 # staleness check of generated code, formatting, vet, staticcheck, go.mod
 # tidiness, every test, and the race detector on every package but the
-# end-to-end ones (which run the built binary). End-to-end tests use
+# end-to-end and deployment ones (which run the built binary). End-to-end tests use
 # bin/sluice, psql, pgbench and a real PostgreSQL; they refuse to skip
 # silently (SLUICE_E2E_REQUIRED=1).
-RACE_PKGS = $$($(GO) list ./... | grep -v -e /e2e -e /scripts/)
+RACE_PKGS = $$($(GO) list ./... | grep -v -e /e2e -e /scripts/ -e /deploy$$)
 test: preflight tools build proto-check lint
 	SLUICE_E2E_REQUIRED=1 SLUICE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m $(PKGS)
 	SLUICE_E2E_REQUIRED=1 $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
