@@ -218,7 +218,9 @@ func dialer(base bus.Config, nkeyFile, nkeyDir string, names []string, log zerol
 	return func(ctx context.Context, component string) (*bus.Conn, error) {
 		c := base
 		c.Name, c.Component, c.RequireSecure = "sluice-"+component, component, true
-		c.OnError = func(err error) { log.Warn().Err(err).Str("nats_identity", component).Msg("NATS asynchronous error (counted in sluice_nats_async_errors_total)") }
+		c.OnError = func(err error) {
+			log.Warn().Err(err).Str("nats_identity", component).Msg("NATS asynchronous error (counted in sluice_nats_async_errors_total)")
+		}
 		switch {
 		case nkeyDir != "":
 			c.NkeyFile = bus.KeyFile(nkeyDir, component)

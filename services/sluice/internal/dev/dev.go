@@ -281,7 +281,9 @@ func Run(ctx context.Context, cfg Config) error {
 	dial := func(ctx context.Context, component string) (*bus.Conn, error) {
 		return bus.Connect(ctx, bus.Config{URL: nsrv.ClientURL(), InProcess: nsrv.Server, Name: "sluice-dev-" + component,
 			Component: component, NkeyFile: bus.KeyFile(keysDir, component),
-			OnError: func(err error) { log.Warn().Err(err).Str("nats_identity", component).Msg("NATS asynchronous error (counted in sluice_nats_async_errors_total)") }})
+			OnError: func(err error) {
+				log.Warn().Err(err).Str("nats_identity", component).Msg("NATS asynchronous error (counted in sluice_nats_async_errors_total)")
+			}})
 	}
 	// The development environment is its own operator: it bootstraps the
 	// configuration through the break-glass identity, as `sluice admin
