@@ -218,6 +218,15 @@ func TestDockerfile(t *testing.T) {
 	assert.NotEmpty(t, user, "the final stage names its user")
 	assert.NotContains(t, []string{"root", "0", "0:0"}, user)
 	assert.Contains(t, strings.Join(final.lines, "\n"), `ENTRYPOINT ["/usr/local/bin/sluice"]`)
+	// compose's init writes the secrets volume as that user.
+	for _, dir := range []string{"/secrets", "/break-glass"} {
+		assert.Contains(t, strings.Join(final.lines, "\n"), "--chown="+user+" /out"+dir+" "+dir)
+	}
+	ignore, err := os.ReadFile(filepath.Join("docker", "Dockerfile.dockerignore"))
+	require.NoError(t, err)
+	for _, p := range []string{"secrets", ".sluice", "**/*.nk", "**/*-key.pem"} {
+		assert.Contains(t, strings.Split(string(ignore), "\n"), p, "secrets stay out of the build context")
+	}
 	for _, l := range stages[0].lines {
 		if strings.HasPrefix(l, "COPY ") && !strings.HasPrefix(l, "COPY . ") {
 			for _, src := range strings.Fields(l)[1 : len(strings.Fields(l))-1] {
@@ -238,7 +247,10 @@ func TestSystemdUnits(t *testing.T) {
 	dropIns, err := filepath.Glob(filepath.Join("systemd", "sluice@*.service.d", "*.conf"))
 	require.NoError(t, err)
 	require.NotEmpty(t, dropIns)
-	for _, f := range append(dropIns, filepath.Join("systemd", "sluice@.service")) {
+	nats := readUnit(t, filepath.Join("systemd", "sluice-nats.service"))
+	assert.Equal(t, []string{"/usr/local/bin/nats-server -c %d/nats.conf"}, nats["ExecStart"])
+	assert.Contains(t, nats["EnvironmentFile"], "/etc/sluice/nats-keys/nats.env", "where sluice admin init writes it")
+	for _, f := range append(dropIns, filepath.Join("systemd", "sluice@.service"), filepath.Join("systemd", "sluice-nats.service")) {
 		u := readUnit(t, f)
 		creds := map[string]bool{}
 		for _, c := range u["LoadCredential"] {

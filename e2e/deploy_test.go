@@ -21,7 +21,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
-	"sluice.dev/sluice/libs/devissuer"
 	"sluice.dev/sluice/libs/pglocal"
 	"sluice.dev/sluice/libs/testkit"
 )
@@ -130,19 +129,7 @@ func TestComposeProcesses(t *testing.T) {
 	natsURL := strings.ReplaceAll(cluster.URL(), "nats://", "tls://")
 
 	// The identity provider.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	key, err := devissuer.LoadOrCreateKey(filepath.Join(dir, "issuer.key"))
-	require.NoError(t, err)
-	iss := &devissuer.Issuer{URL: "http://" + ln.Addr().String(), Audience: "sluice", Key: key}
-	idp := &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = idp.Serve(ln) }()
-	t.Cleanup(func() { _ = idp.Close() })
-	token := func(sub string, groups ...string) string {
-		tok, err := iss.Mint(devissuer.Claims{Subject: sub, Groups: groups, TTL: 10 * time.Minute})
-		require.NoError(t, err)
-		return tok
-	}
+	iss, token := startIssuer(t, dir)
 
 	// The demo database, made by compose's own init script.
 	pg, err := pglocal.Start(ctx, pglocal.Config{Dir: filepath.Join(dir, "pg"), BinDir: pgBin})

@@ -34,6 +34,25 @@ func secret(t *testing.T) string {
 	return hex.EncodeToString(b)
 }
 
+// startIssuer serves an OIDC issuer (audience sluice) on a loopback port
+// until the test ends, and returns it with a function that mints tokens.
+func startIssuer(t *testing.T, dir string) (*devissuer.Issuer, func(sub string, groups ...string) string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	key, err := devissuer.LoadOrCreateKey(filepath.Join(dir, "issuer.key"))
+	require.NoError(t, err)
+	iss := &devissuer.Issuer{URL: "http://" + ln.Addr().String(), Audience: "sluice", Key: key}
+	idp := &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = idp.Serve(ln) }()
+	t.Cleanup(func() { _ = idp.Close() })
+	return iss, func(sub string, groups ...string) string {
+		tok, err := iss.Mint(devissuer.Claims{Subject: sub, Groups: groups, TTL: 10 * time.Minute})
+		require.NoError(t, err)
+		return tok
+	}
+}
+
 // The deployment of "Running in production" in README.md, on one machine:
 // a three-node NATS cluster with one nkey identity per component and R3
 // streams, an OIDC provider, a PostgreSQL target, and every service as its
@@ -74,19 +93,7 @@ func TestProductionTopology(t *testing.T) {
 	cluster := testkit.NATSClusterWithNkeys(t, bus.NkeyUsers(pubs))
 
 	// The identity provider.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	key, err := devissuer.LoadOrCreateKey(filepath.Join(dir, "issuer.key"))
-	require.NoError(t, err)
-	iss := &devissuer.Issuer{URL: "http://" + ln.Addr().String(), Audience: "sluice", Key: key}
-	idp := &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = idp.Serve(ln) }()
-	t.Cleanup(func() { _ = idp.Close() })
-	token := func(sub string, groups ...string) string {
-		tok, err := iss.Mint(devissuer.Claims{Subject: sub, Groups: groups, TTL: 10 * time.Minute})
-		require.NoError(t, err)
-		return tok
-	}
+	iss, token := startIssuer(t, dir)
 
 	// The target, with a gateway role whose password only the worker holds.
 	pg, err := pglocal.Start(ctx, pglocal.Config{Dir: filepath.Join(dir, "pg"), BinDir: bin})

@@ -35,6 +35,13 @@ type CA struct {
 // ten-year ECDSA P-256 authority named name) when missing.
 func LoadOrCreateCA(dir, name string) (*CA, error) {
 	certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
+	_, certErr := os.Stat(certFile)
+	_, keyErr := os.Stat(keyFile)
+	if (certErr == nil) != (keyErr == nil) {
+		// Never a new authority beside an old one's certificate (its key
+		// moved offline, say): every certificate it signed would break.
+		return nil, fmt.Errorf("certs: %s and %s must both exist (to sign with that CA) or neither (to make one)", certFile, keyFile)
+	}
 	if pair, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
 		cert, err := x509.ParseCertificate(pair.Certificate[0])
 		if err != nil {

@@ -58,3 +58,17 @@ func TestIssueVerifiesAndIsReused(t *testing.T) {
 	_, _, err = again.Issue(dir, "none", nil)
 	assert.Error(t, err)
 }
+
+// Half an authority (its key moved away) is an error, never a new one.
+func TestHalfAnAuthorityIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	_, err := LoadOrCreateCA(dir, "test CA")
+	require.NoError(t, err)
+	require.NoError(t, os.Rename(dir+"/ca-key.pem", dir+"/offline.pem"))
+	before, _ := os.ReadFile(dir + "/ca.pem")
+	_, err = LoadOrCreateCA(dir, "test CA")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "must both exist")
+	after, _ := os.ReadFile(dir + "/ca.pem")
+	assert.Equal(t, before, after)
+}

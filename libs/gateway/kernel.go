@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -219,15 +220,19 @@ func (k *Kernel) Start(ctx context.Context, master *secrets.Key) (stop func(), e
 // in its own goroutine. A connection beyond MaxSessions is still handled,
 // with full set: the protocol refuses it with its own error. A panic in a
 // handler closes that connection only. When ctx ends, every registered
-// session is ended and Serve returns once all handlers have.
+// session is ended and Serve returns once all handlers have. Serve closes
+// ln when it returns. Running out of file descriptors (a connection flood)
+// slows accepting down; it never stops it.
 func (k *Kernel) Serve(ctx context.Context, ln net.Listener, handle func(ctx context.Context, conn net.Conn, full bool)) error {
 	go func() {
 		<-ctx.Done()
 		ln.Close()
 		k.each(func(s Session) { s.End(EndShutdown, "the gateway is shutting down") })
 	}()
+	defer ln.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	pause := time.Duration(0)
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -238,8 +243,19 @@ func (k *Kernel) Serve(ctx context.Context, ln net.Listener, handle func(ctx con
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) {
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				k.cfg.Log.Warn().Err(err).Dur("pause", pause).Msg("cannot accept connections for now; pausing")
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(pause):
+				}
+				continue
+			}
 			return fmt.Errorf("%s accept: %w", k.cfg.Protocol, err)
 		}
+		pause = 0
 		select {
 		case k.starting <- struct{}{}:
 		default:

@@ -62,6 +62,14 @@ func (h *Health) Restarting(name string) {
 	h.service(name).ready = false
 }
 
+// IsReady reports whether a service says it serves now (its checks
+// aside).
+func (h *Health) IsReady(name string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.service(name).ready
+}
+
 // Served reports whether a service was ever ready.
 func (h *Health) Served(name string) bool {
 	h.mu.Lock()

@@ -51,6 +51,9 @@ Certificates from your own CA work as well: give their files to the services ins
 			type made struct{ what, path string }
 			var out []made
 			keys := filepath.Join(dir, "nats-keys")
+			if abs, _ := filepath.Abs(filepath.Dir(admin)); admin != "" && abs == mustAbs(keys) {
+				return usage("--admin-key %s is inside %s: keep the break-glass seed apart from the services' keys", admin, keys)
+			}
 			if admin == "" {
 				admin = filepath.Join(dir, "admin.nk")
 			}

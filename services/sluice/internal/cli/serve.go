@@ -2,9 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -75,11 +79,8 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 				return err
 			}
 			o.Dial, o.Log, o.Health = dial, log, telemetry.NewHealth()
-			if adminAddr == "" {
-				adminAddr = stack.AdminAddr(names...)
-			}
 			if adminAddr != "off" {
-				ln, err := telemetry.Listen(adminAddr)
+				ln, err := adminListener(adminAddr, names, log)
 				if err != nil {
 					return err
 				}
@@ -87,12 +88,20 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 			}
 			o.Topology = bus.Topology{Replicas: replicas, AuditMaxBytes: auditMaxBytes}
 			o.Provider.JWKSRefreshInterval = jwksRefresh
-			if key, err := secrets.LoadKey(masterKeyFile); err == nil {
-				o.MasterKey = key
-			} else if err != secrets.ErrNoKey {
-				return err
+			// Files are read only by the services that use them: a setting
+			// shared by every service (a common environment file, say)
+			// never fails the others, which do not mount the file.
+			runs := func(svcs ...string) bool {
+				return len(names) == 0 || slices.ContainsFunc(svcs, func(s string) bool { return slices.Contains(names, s) })
 			}
-			if hecTokenFile != "" {
+			if runs("pgworker", "sshworker", "k8sworker", "mcpworker", "identity") {
+				if key, err := secrets.LoadKey(masterKeyFile); err == nil {
+					o.MasterKey = key
+				} else if err != secrets.ErrNoKey {
+					return err
+				}
+			}
+			if hecTokenFile != "" && runs("exporter") {
 				b, err := os.ReadFile(hecTokenFile)
 				if err != nil {
 					return err
@@ -103,7 +112,7 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 				file string
 				dst  *string
 			}{{slackTokenFile, &o.SlackToken}, {slackSecretFile, &o.SlackSigningSecret}} {
-				if sf.file == "" {
+				if sf.file == "" || !runs("slackbot") {
 					continue
 				}
 				b, err := os.ReadFile(sf.file)
@@ -112,17 +121,17 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 				}
 				*sf.dst = strings.TrimSpace(string(b))
 			}
-			if recorderKeyFile != "" {
+			if recorderKeyFile != "" && runs("recorder") {
 				if o.RecorderKey, err = auditchain.LoadSigningKey(recorderKeyFile); err != nil {
 					return err
 				}
 			}
-			if sshUserCAFile != "" {
+			if sshUserCAFile != "" && runs("identity") {
 				if o.SSHUserCA, err = sshca.Load(sshUserCAFile); err != nil {
 					return err
 				}
 			}
-			if k8sCAFile != "" {
+			if k8sCAFile != "" && runs("api") {
 				b, err := os.ReadFile(k8sCAFile)
 				if err != nil {
 					return err
@@ -130,6 +139,9 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 				o.K8sCAPEM = string(b)
 			}
 			for _, f := range sshHostKeyPubs {
+				if !runs("api") {
+					break
+				}
 				b, err := os.ReadFile(f)
 				if err != nil {
 					return err
@@ -170,8 +182,8 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 	f.StringVar(&o.MCPAddr, "mcp-addr", "", "mcpworker: listen address of its own (/mcp); without it the endpoint is served at the API's /mcp when the api runs in the same process")
 	f.StringVar(&o.MCPPublicURL, "mcp-public-url", "", "mcpworker: the endpoint's URL as clients reach it (https://sluice.example.com/mcp); its OAuth metadata names it, and other Host headers are refused")
 	f.StringArrayVar(&o.MCPAllowedOrigins, "mcp-allowed-origin", nil, "mcpworker: a browser origin allowed besides the endpoint's own (repeatable)")
-	f.StringVar(&o.TLSCert, "tls-cert", "", "workers: TLS certificate file presented to clients (required)")
-	f.StringVar(&o.TLSKey, "tls-key", "", "workers: TLS key file (required)")
+	f.StringVar(&o.TLSCert, "tls-cert", "", "pgworker, k8sworker: TLS certificate file presented to clients (required)")
+	f.StringVar(&o.TLSKey, "tls-key", "", "pgworker, k8sworker: TLS key file (required)")
 	f.DurationVar(&o.HoldTimeout, "hold-timeout", 5*time.Minute, "workers, approvals: how long a command held for approval waits (an MCP call's approval stays collectable that long)")
 	f.IntVar(&o.UpstreamPool, "upstream-pool", 16, "pgworker: idle target connections kept per target for reuse, reset with DISCARD ALL (negative: none)")
 	f.StringVar(&masterKeyFile, "master-key-file", "", "workers, identity: file holding the master key (or the key itself in $SLUICE_MASTER_KEY)")
@@ -194,6 +206,21 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 	documentSettings(cmd)
 	serviceHelp(cmd, stack.Names())
 	return cmd
+}
+
+// adminListener opens the admin port: addr, or the service's default
+// port. A default port in use (another replica on this host) gives way to
+// a free one, said in the log; an address given is used or fails.
+func adminListener(addr string, names []string, log zerolog.Logger) (net.Listener, error) {
+	if addr != "" {
+		return telemetry.Listen(addr)
+	}
+	ln, err := telemetry.Listen(stack.AdminAddr(names...))
+	if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+		return ln, err
+	}
+	log.Warn().Err(err).Msg("the default admin port is in use (another replica on this host?); serving the admin endpoints on a free port: give --admin-addr to choose")
+	return telemetry.Listen("127.0.0.1:0")
 }
 
 // dialer returns how each service connects: its own identity from an

@@ -65,12 +65,16 @@ func applySettings(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) err
 			return
 		}
 		env := settingEnv(f.Name)
-		if v, ok := lookupEnv(env); ok {
+		// An empty variable is unset, as a shell's VAR= usually means.
+		if v, ok := lookupEnv(env); ok && strings.TrimSpace(v) != "" {
 			values := []string{v}
 			if isList(f) {
 				values = strings.Split(v, ",")
 			}
 			for _, v := range values {
+				if strings.TrimSpace(v) == "" {
+					continue
+				}
 				if serr := f.Value.Set(strings.TrimSpace(v)); serr != nil {
 					err = fmt.Errorf("%s=%q: %v", env, v, serr)
 					return
@@ -121,7 +125,8 @@ func documentSettings(cmd *cobra.Command) {
 	cmd.Long += `
 
 Every flag is also an environment variable, SLUICE_ and the flag's name in upper
-snake case (--hold-timeout is SLUICE_HOLD_TIMEOUT; a list takes commas), and a key
+snake case (--hold-timeout is SLUICE_HOLD_TIMEOUT; a list takes commas; an empty
+variable counts as unset), and a key
 of the YAML file --config-file names (hold-timeout: 2m; a list is a YAML list). The
 command line wins, then the environment, then the file.`
 }

@@ -290,15 +290,21 @@ func RunAll(ctx context.Context, o *Options, names ...string) error {
 	if o.Health == nil {
 		o.Health = telemetry.NewHealth()
 	}
-	g, ctx := errgroup.WithContext(ctx)
+	// Ready once every service that runs is: an optional one left out (no
+	// sink, no token) is not waited for. All are expected before any
+	// starts.
 	for _, s := range Services() {
 		if len(names) > 0 && !contains(names, s.Name) {
 			continue
 		}
-		// Ready once every service that runs is: an optional one left
-		// out (no sink, no token) is not waited for.
-		if skip, err := s.check(o); o.Health != nil && !skip && err == nil {
+		if skip, err := s.check(o); !skip && err == nil {
 			o.Health.Expect(s.Name)
+		}
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	for _, s := range Services() {
+		if len(names) > 0 && !contains(names, s.Name) {
+			continue
 		}
 		s := s
 		g.Go(func() error {
@@ -315,7 +321,9 @@ func RunAll(ctx context.Context, o *Options, names ...string) error {
 // it ever served fails the process (a setting is wrong, say); one that
 // fails after (a NATS error it could not ride out) is started again, not
 // ready meanwhile, so that one service's trouble never stops the others of
-// its process.
+// its process. A service that fails maxRestarts times in a row without
+// serving in between fails the process, for its supervisor (Kubernetes,
+// systemd) to start it afresh.
 func supervise(ctx context.Context, o *Options, s Service) error {
 	if skip, err := s.check(o); skip || err != nil {
 		if err != nil {
@@ -323,7 +331,7 @@ func supervise(ctx context.Context, o *Options, s Service) error {
 		}
 		return nil
 	}
-	backoff := time.Second
+	backoff, failures := time.Second, 0
 	for {
 		err := runOne(ctx, o, s)
 		if ctx.Err() != nil {
@@ -334,6 +342,12 @@ func supervise(ctx context.Context, o *Options, s Service) error {
 		}
 		if !o.Health.Served(s.Name) {
 			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+		if o.Health.IsReady(s.Name) {
+			backoff, failures = time.Second, 0 // it served since the last failure
+		}
+		if failures++; failures > maxRestarts {
+			return fmt.Errorf("%s: failed %d times in a row without serving in between: %w", s.Name, failures, err)
 		}
 		o.Health.Restarting(s.Name)
 		restarts.WithLabelValues(s.Name).Inc()
@@ -346,6 +360,9 @@ func supervise(ctx context.Context, o *Options, s Service) error {
 		backoff = min(2*backoff, 30*time.Second)
 	}
 }
+
+// maxRestarts bounds the restarts of a service that does not serve again.
+const maxRestarts = 5
 
 // restarts counts services started again after a failure.
 var restarts = telemetry.Factory.NewCounterVec(prometheus.CounterOpts{Name: "sluice_service_restarts_total",
