@@ -124,17 +124,29 @@ func TestRecordsChainAndCheckpoint(t *testing.T) {
 		}
 		require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed", Commands: 20}}}))
 	}
-	waitRecorded(t, e.conn.JS, 5*22)
-	// Counted: the events chained, and the chain heads kept.
+	// One session still open.
+	open := rec.Open(recording.NewSessionID())
+	require.NoError(t, open.Record(ctx, started()))
+	waitRecorded(t, e.conn.JS, 5*22+1)
+	// Counted: the events chained, and the chain heads kept: only the open
+	// session's (an ended session's head is let go).
 	testkit.Eventually(t, 10*time.Second, func() error {
-		if got := testutil.ToFloat64(recorder.EventsMetric) - events; got != 5*22 {
+		if got := testutil.ToFloat64(recorder.EventsMetric) - events; got != 5*22+1 {
 			return fmt.Errorf("%v events counted", got)
 		}
-		if got := testutil.ToFloat64(recorder.ChainsMetric) - chains; got != 5 {
+		if got := testutil.ToFloat64(recorder.ChainsMetric) - chains; got != 1 {
 			return fmt.Errorf("%v chains counted", got)
 		}
 		return nil
 	})
+	// The open session goes on after its head was kept, and an ended one
+	// that gets a late event reloads its head from AUDIT: both chains stay
+	// whole.
+	_, err := open.Emit(command(1))
+	require.NoError(t, err)
+	require.NoError(t, open.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed", Commands: 1}}}))
+	waitRecorded(t, e.conn.JS, 5*22+3)
+	assert.Empty(t, verify(t, e, open.ID))
 	// A checkpoint covers every session's head.
 	testkit.Eventually(t, 10*time.Second, func() error {
 		covered := map[string]uint64{}
@@ -161,9 +173,11 @@ func TestRecordsChainAndCheckpoint(t *testing.T) {
 	// The session index knows who and how it ended.
 	sums, err := auditlog.Sessions(ctx, e.conn.JS)
 	require.NoError(t, err)
-	require.Len(t, sums, 5)
+	require.Len(t, sums, 6)
 	assert.Equal(t, "alice", sums[0].GetPrincipal().GetSubject())
-	assert.Equal(t, int64(20), sums[0].GetCommands())
+	assert.Equal(t, open.ID, sums[0].GetSessionId(), "newest first")
+	assert.Equal(t, int64(1), sums[0].GetCommands())
+	assert.Equal(t, int64(20), sums[1].GetCommands())
 }
 
 func TestAuditStreamRefusesDeletion(t *testing.T) {

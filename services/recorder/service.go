@@ -250,6 +250,9 @@ type eventHeader struct {
 	// indexed says the event changes the session index (start, end,
 	// authentication failure) and is decoded when recorded.
 	indexed bool
+	// ends says it is a session's last event (its end, or a failed
+	// authentication).
+	ends bool
 }
 
 // Field numbers of sluice.session.v1.Event.
@@ -291,6 +294,7 @@ func peekEvent(b []byte) (eventHeader, bool) {
 			continue
 		case num == fieldStarted || num == fieldEnded || num == fieldAuthFailed:
 			h.indexed = true
+			h.ends = num != fieldStarted
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
@@ -495,6 +499,21 @@ func (s *Service) flush(ctx context.Context, heads map[string]*head, order []str
 	}
 	for _, p := range inflight {
 		s.settle(ctx, heads, p)
+	}
+	// A session whose end is stored keeps no chain head here: memory grows
+	// with the sessions open, not with every session ever seen. A late
+	// event of it (a redelivery) reloads the head from AUDIT.
+	for _, sess := range order {
+		h := heads[sess]
+		if h == nil {
+			continue
+		}
+		for _, it := range runs[sess] {
+			if it.ev.ends && it.ev.seq <= h.seq {
+				delete(heads, sess)
+				break
+			}
+		}
 	}
 }
 
