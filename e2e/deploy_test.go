@@ -108,6 +108,14 @@ func TestComposeProcesses(t *testing.T) {
 	require.NoError(t, err, string(out))
 	after, _ := os.ReadFile(filepath.Join(secrets, "master.key"))
 	require.Equal(t, before, after, "admin init keeps existing secrets")
+	for _, f := range []string{"admin.nk", "nats-keys/pgworker.nk", "recorder.key", "tls/ca.pem", "tls/gateway-key.pem", "ssh/ssh_host_key", "ssh/ssh_user_ca.pub"} {
+		path := filepath.Join(secrets, f)
+		if f == "admin.nk" {
+			path = filepath.Join(breakGlass, f)
+		}
+		require.FileExists(t, path)
+	}
+	require.NoFileExists(t, filepath.Join(secrets, "nats-keys", "admin.nk"), "the break-glass seed is kept apart")
 
 	// NATS: deploy/nats/nats.conf with the environment the compose NATS
 	// containers have (nats.env, then their own variables).

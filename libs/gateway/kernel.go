@@ -412,6 +412,11 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 	return k.counted(&d), false
 }
 
+// Count counts a decision the worker made itself, one the policy service
+// never saw (a protocol message it refuses outright, say), as Decide
+// counts its own (sluice_decisions_total).
+func (k *Kernel) Count(d *policyv1.Decision) *policyv1.Decision { return k.counted(d) }
+
 // counted counts a decision Decide returns (sluice_decisions_total).
 func (k *Kernel) counted(d *policyv1.Decision) *policyv1.Decision {
 	k.metrics.decisions.WithLabelValues(d.GetAction(), d.GetRule()).Inc()

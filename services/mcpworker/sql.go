@@ -175,8 +175,7 @@ func sqlParams(raw json.RawMessage) ([][]byte, string, error) {
 // worker refuses them).
 func (w *Worker) checkSQL(ctx context.Context, pg *controlv1.PostgresTarget, d *policyv1.Decision) (*policyv1.Decision, *callError) {
 	deny := func(rule, reason string) *policyv1.Decision {
-		c := &policyv1.Decision{Action: "deny", Rule: rule, Reason: reason, Revision: d.GetRevision(), Statements: d.GetStatements(), Grants: d.GetGrants()}
-		return c
+		return w.k.Count(&policyv1.Decision{Action: "deny", Rule: rule, Reason: reason, Revision: d.GetRevision(), Statements: d.GetStatements(), Grants: d.GetGrants()})
 	}
 	for _, st := range d.GetStatements() {
 		if st.GetCommand() == "COPY" {

@@ -569,7 +569,7 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 	case 'H', 'd', 'c', 'f':
 		return s.forward(frame)
 	case 'F':
-		d := &policyv1.Decision{Action: "deny", Rule: ruleFunctionCall, Reason: "the FunctionCall message calls a function by OID, bypassing SQL inspection; it is refused"}
+		d := s.w.k.Count(&policyv1.Decision{Action: "deny", Rule: ruleFunctionCall, Reason: "the FunctionCall message calls a function by OID, bypassing SQL inspection; it is refused"})
 		return s.deny(d, "function call", "function_call", false)
 	case 'X':
 		if s.w.pool != nil && !s.unsynced && s.head() == nil && s.lastTx.Load() == 'I' && s.park() {
@@ -604,7 +604,7 @@ func (s *session) notRecording() error {
 // A Parse (name set by via "parse") fails under its statement name.
 func (s *session) refuseEncoding(text, via, name string) error {
 	escaped, _ := recording.Escape(text)
-	d := &policyv1.Decision{Action: "deny", Rule: ruleInvalidEncoding, Reason: "the statement is not valid UTF-8"}
+	d := s.w.k.Count(&policyv1.Decision{Action: "deny", Rule: ruleInvalidEncoding, Reason: "the statement is not valid UTF-8"})
 	s.cmdID++
 	if _, err := s.rec.Emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{
 		CommandId: s.cmdID, Text: escaped, TextEscaped: true, Via: via, StatementName: name, Decision: gateway.Recorded(d),

@@ -11,10 +11,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
 
 	"sluice.dev/sluice/libs/auditchain"
 	"sluice.dev/sluice/libs/certs"
 	"sluice.dev/sluice/libs/secrets"
+	"sluice.dev/sluice/libs/sshca"
+	"sluice.dev/sluice/services/sshworker"
 )
 
 // newAdminInitCmd creates every secret a deployment needs, once.
@@ -36,6 +39,8 @@ func newAdminInitCmd(g *globals) *cobra.Command {
   DIR/tls/ca.pem               a private CA that signs the two certificates below
   DIR/tls/nats.pem, -key.pem   the NATS servers' certificate (clients and routes)
   DIR/tls/gateway.pem, -key.pem  the workers' certificate, presented to psql, kubectl...
+  DIR/ssh/ssh_host_key(.pub)   the SSH worker's host key
+  DIR/ssh/ssh_user_ca(.pub)    the SSH user CA: the identity service signs certificates
 
 Certificates from your own CA work as well: give their files to the services instead.`,
 		Example: `  sluice admin init --dir secrets
@@ -87,6 +92,24 @@ Certificates from your own CA work as well: give their files to the services ins
 			}
 			out = append(out, made{"CA certificate (clients trust it)", ca.CertFile}, made{"NATS certificate", natsCert},
 				made{"workers' certificate", gwCert})
+			// SSH: the worker's host key (clients pin it) and the user
+			// authority the identity service signs certificates with.
+			sshDir := filepath.Join(dir, "ssh")
+			hostKeyFile, userCAFile := filepath.Join(sshDir, "ssh_host_key"), filepath.Join(sshDir, "ssh_user_ca")
+			host, err := sshworker.LoadHostKey(hostKeyFile, true)
+			if err != nil {
+				return err
+			}
+			userCA, err := sshca.LoadOrCreate(userCAFile)
+			if err != nil {
+				return err
+			}
+			for path, pub := range map[string]ssh.PublicKey{hostKeyFile + ".pub": host.PublicKey(), userCAFile + ".pub": userCA.PublicKey()} {
+				if err := os.WriteFile(path, ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
+					return err
+				}
+			}
+			out = append(out, made{"SSH worker's host key", hostKeyFile}, made{"SSH user CA (identity)", userCAFile})
 			if g.json() {
 				files := map[string]string{}
 				for _, m := range out {
