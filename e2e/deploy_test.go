@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -271,6 +272,31 @@ func TestComposeProcesses(t *testing.T) {
 	// A psql session, a denial and an approval (the worker's certificate
 	// verifies against init's CA: sslmode=verify-full).
 	g.checkControls(t, "SELECT email FROM customers WHERE id = 1", "DELETE 100")
+
+	// The auditor pages through the sessions: one page at a time, each
+	// naming the next.
+	var seen []string
+	cursor := ""
+	for page := 0; page < 3; page++ {
+		args := []string{"sessions", "list", "--limit", "1", "--protocol", "postgres", "-o", "json"}
+		if cursor != "" {
+			args = append(args, "--before", cursor)
+		}
+		listed, err := g.auditor(args...)
+		require.NoError(t, err, listed)
+		var res struct {
+			Sessions []struct {
+				ID string `json:"id"`
+			} `json:"sessions"`
+			Next string `json:"next"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(listed), &res), listed)
+		require.Len(t, res.Sessions, 1, listed)
+		require.NotContains(t, seen, res.Sessions[0].ID)
+		seen = append(seen, res.Sessions[0].ID)
+		require.NotEmpty(t, res.Next, "psql ran more than three sessions")
+		cursor = res.Next
+	}
 
 	// Each component counted them.
 	metric := func(name, pattern string) float64 {

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"sluice.dev/sluice/libs/freeport"
+
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -121,15 +123,8 @@ func (e *Embedded) Shutdown() {
 	e.Server.WaitForShutdown()
 }
 
-// FreePort asks the kernel for a free TCP port on the loopback interface.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a free TCP port on the loopback interface (freeport.Get).
+func FreePort() (int, error) { return freeport.Get() }
 
 func joinComma(s []string) string {
 	out := ""

@@ -12,6 +12,7 @@ import (
 
 	"sluice.dev/sluice/libs/auditchain"
 	"sluice.dev/sluice/libs/auditlog"
+	"sluice.dev/sluice/libs/sessionindex"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
@@ -67,6 +68,8 @@ func parseTime(v string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// sessions answers one page of the sessions read model, newest first;
+// "next" is the cursor of the following page (before=).
 func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
 	q := r.URL.Query()
 	since, ok1 := parseTime(q.Get("since"))
@@ -75,31 +78,26 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Pr
 	if q.Get("limit") == "" {
 		limit, err = 100, nil
 	}
-	if !ok1 || !ok2 || err != nil || limit <= 0 {
-		writeError(w, http.StatusBadRequest, "bad_request", "since/until take RFC 3339 times or durations (1h); limit a positive number")
+	denied := q.Get("denied")
+	if !ok1 || !ok2 || err != nil || limit <= 0 || limit > 1000 || (denied != "" && denied != "true" && denied != "false") {
+		writeError(w, http.StatusBadRequest, "bad_request", "since/until take RFC 3339 times or durations (1h); limit a number from 1 to 1000; denied true or false")
 		return
 	}
-	all, err := auditlog.Sessions(r.Context(), s.cfg.Conn.JS)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the session index cannot be read")
+	select {
+	case <-s.sessionsReady:
+	case <-r.Context().Done():
+		return
+	case <-time.After(5 * time.Second):
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the session index is still loading; try again")
 		return
 	}
-	out := []SessionJSON{}
-	for _, sum := range all {
-		st := sum.GetStartedAt().AsTime()
-		switch {
-		case q.Get("principal") != "" && sum.GetPrincipal().GetSubject() != q.Get("principal"):
-		case q.Get("target") != "" && sum.GetTarget().GetName() != q.Get("target"):
-		case !since.IsZero() && st.Before(since):
-		case !until.IsZero() && st.After(until):
-		default:
-			out = append(out, sessionJSON(sum))
-		}
-		if len(out) >= limit {
-			break
-		}
+	page := s.sessionIndex.Query(sessionindex.Query{Principal: q.Get("principal"), Target: q.Get("target"), Protocol: q.Get("protocol"),
+		Since: since, Until: until, Denied: denied == "true", Before: q.Get("before"), Limit: limit})
+	out := make([]SessionJSON, 0, len(page.Sessions))
+	for _, sum := range page.Sessions {
+		out = append(out, sessionJSON(sum))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out, "next": page.Next})
 }
 
 func (s *Server) session(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {

@@ -15,6 +15,7 @@ import (
 	"sluice.dev/sluice/libs/authz"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/sessionindex"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 )
 
@@ -53,6 +54,10 @@ type Server struct {
 	view  *controlstate.View
 	guard *authz.Guard
 	mux   *http.ServeMux
+	// sessionIndex is the sessions read model, loaded once sessionsReady is
+	// closed.
+	sessionIndex  *sessionindex.Index
+	sessionsReady chan struct{}
 }
 
 type ctxKey struct{}
@@ -63,7 +68,8 @@ func New(cfg Config) *Server {
 		cfg.Addr = "127.0.0.1:8080"
 	}
 	view := controlstate.NewView()
-	s := &Server{cfg: cfg, view: view, guard: authz.New(cfg.Conn.NC, view), mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, view: view, guard: authz.New(cfg.Conn.NC, view), mux: http.NewServeMux(),
+		sessionIndex: sessionindex.New(), sessionsReady: make(chan struct{})}
 	s.routes()
 	return s
 }
@@ -227,6 +233,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+	go s.followSessions(vctx)
 	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -245,6 +252,23 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// followSessions keeps the sessions read model until ctx is done, starting
+// again after a failure.
+func (s *Server) followSessions(ctx context.Context) {
+	for {
+		err := sessionindex.Follow(ctx, s.cfg.Conn.JS, s.sessionIndex, s.sessionsReady)
+		if ctx.Err() != nil {
+			return
+		}
+		s.cfg.Log.Warn().Err(err).Msg("following the session index failed; starting again")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 type statusWriter struct {

@@ -27,13 +27,16 @@ import (
 
 func newSessionsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sessions", Short: "Recorded sessions"}
-	var principal, target, since, until string
+	var principal, target, protocol, since, until, before string
 	var limit int
+	var denied bool
 	list := &cobra.Command{
-		Use:     "list",
-		Short:   "List recorded sessions, newest first",
-		Example: "  sluice sessions list --principal alice --since 24h",
-		Args:    cobra.NoArgs,
+		Use:   "list",
+		Short: "List recorded sessions, newest first, a page at a time",
+		Example: `  sluice sessions list --principal alice --since 24h
+  sluice sessions list --protocol ssh --denied --limit 20
+  sluice sessions list --before 01m8tsrrwkvn75441xy71bwjrc   # the next page`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := g.checkOutput(); err != nil {
 				return err
@@ -43,13 +46,17 @@ func newSessionsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			q := url.Values{"limit": {fmt.Sprint(limit)}}
-			for k, v := range map[string]string{"principal": principal, "target": target, "since": since, "until": until} {
+			for k, v := range map[string]string{"principal": principal, "target": target, "protocol": protocol, "since": since, "until": until, "before": before} {
 				if v != "" {
 					q.Set(k, v)
 				}
 			}
+			if denied {
+				q.Set("denied", "true")
+			}
 			var res struct {
 				Sessions []api.SessionJSON `json:"sessions"`
+				Next     string            `json:"next,omitempty"`
 			}
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/sessions?"+q.Encode(), nil, &res); err != nil {
 				return err
@@ -70,7 +77,13 @@ func newSessionsCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.StartedAt.Local().Format("2006-01-02 15:04:05"), who, s.Target, s.Protocol, s.Commands, s.Denied, state)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if res.Next != "" {
+				fmt.Fprintf(g.stderr, "more: the next page is --before %s\n", res.Next)
+			}
+			return nil
 		},
 	}
 	f := list.Flags()
@@ -78,7 +91,10 @@ func newSessionsCmd(g *globals) *cobra.Command {
 	f.StringVar(&target, "target", "", "only sessions on this target")
 	f.StringVar(&since, "since", "", "only sessions started since (RFC 3339 time or a duration like 24h)")
 	f.StringVar(&until, "until", "", "only sessions started until (RFC 3339 time or duration)")
-	f.IntVar(&limit, "limit", 100, "at most this many sessions")
+	f.StringVar(&protocol, "protocol", "", "only sessions of this protocol (postgres, ssh, kubernetes, mcp)")
+	f.BoolVar(&denied, "denied", false, "only sessions with a denied command")
+	f.StringVar(&before, "before", "", "the page after this session id (what the previous page said)")
+	f.IntVar(&limit, "limit", 100, "at most this many sessions (1 to 1000)")
 	cmd.AddCommand(list)
 	var reason string
 	kill := &cobra.Command{
