@@ -1,14 +1,17 @@
 package approvals
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"sluice.dev/sluice/libs/approvalstate"
+	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/eventstore"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
@@ -167,3 +170,33 @@ func emails(p *commonv1.Principal) []string {
 
 // requestTTL bounds how long a grant request waits for a decision.
 const requestTTL = 24 * time.Hour
+
+// Fold is what the approvals bucket holds once the projection has applied
+// every APPROVALS event: each request's and grant's folded state by id,
+// from the first event (sluice admin reproject approvals compares and
+// rebuilds the bucket with it).
+func Fold(ctx context.Context, js jetstream.JetStream) (map[string]*approvalsv1.Approval, error) {
+	type aggKey struct{ aggregate, id string }
+	var order []aggKey
+	events := map[aggKey][]eventstore.Event{}
+	store := eventstore.New(js, bus.StreamApprovals, bus.SubjectApprovals)
+	if err := store.Read(ctx, bus.SubjectApprovals+".>", func(e eventstore.Event) error {
+		k := aggKey{e.Aggregate, e.AggregateID}
+		if _, ok := events[k]; !ok {
+			order = append(order, k)
+		}
+		events[k] = append(events[k], e)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	out := make(map[string]*approvalsv1.Approval, len(order))
+	for _, k := range order {
+		a, err := fold(events[k])
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", k.aggregate, k.id, err)
+		}
+		out[a.GetId()] = a
+	}
+	return out, nil
+}

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -443,19 +444,34 @@ func (a *applier) access(ctx context.Context, ac *controlv1.AccessConfigured) {
 // project writes the state an event sets into the control bucket. Events
 // carry full state, so applying one twice is harmless.
 func (s *Service) project(ctx context.Context, e eventstore.Event) error {
+	key, value, del, ok := projected(e)
+	if !ok {
+		return nil
+	}
 	kv, err := controlstate.Bucket(ctx, s.cfg.Conn.JS)
 	if err != nil {
 		return err
 	}
-	var key string
+	if del {
+		if err := kv.Delete(ctx, key); err != nil {
+			return fmt.Errorf("project %s: %w", key, err)
+		}
+		return nil
+	}
+	if _, err := kv.Put(ctx, key, value); err != nil {
+		return fmt.Errorf("project %s: %w", key, err)
+	}
+	return nil
+}
+
+// projected is the bucket entry an event sets: a key and its value, or
+// the key's deletion; ok is false for an event that sets none.
+func projected(e eventstore.Event) (key string, value []byte, del, ok bool) {
 	switch e.Aggregate {
 	case aggTarget:
 		key = controlstate.TargetKey(e.AggregateID)
 		if e.Name == "removed" {
-			if err := kv.Delete(ctx, key); err != nil {
-				return fmt.Errorf("project %s: %w", key, err)
-			}
-			return nil
+			return key, nil, true, true
 		}
 	case aggPolicy:
 		key = controlstate.KeyPolicy
@@ -466,12 +482,29 @@ func (s *Service) project(ctx context.Context, e eventstore.Event) error {
 	case aggAccess:
 		key = controlstate.KeyAccess
 	default:
+		return "", nil, false, false
+	}
+	return key, e.Data, false, true
+}
+
+// Fold is what the control bucket holds once the projection has applied
+// every CONTROL event: each key and its value, folded from the first
+// event (sluice admin reproject control compares and rebuilds the bucket
+// with it).
+func Fold(ctx context.Context, js jetstream.JetStream) (map[string][]byte, error) {
+	state := map[string][]byte{}
+	store := eventstore.New(js, bus.StreamControl, bus.SubjectControl)
+	err := store.Read(ctx, bus.SubjectControl+".>", func(e eventstore.Event) error {
+		if key, value, del, ok := projected(e); ok {
+			if del {
+				delete(state, key)
+			} else {
+				state[key] = value
+			}
+		}
 		return nil
-	}
-	if _, err := kv.Put(ctx, key, e.Data); err != nil {
-		return fmt.Errorf("project %s: %w", key, err)
-	}
-	return nil
+	})
+	return state, err
 }
 
 func (s *Service) listTargets(ctx context.Context, _ *controlv1.ListTargetsRequest) (*controlv1.ListTargetsResponse, error) {

@@ -5,7 +5,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	"sluice.dev/sluice/libs/auditlog"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
@@ -14,29 +14,16 @@ import (
 // read model that can be rebuilt from it.
 func (s *Service) indexSession(ctx context.Context, ev *sessionv1.Event) {
 	key := ev.GetSessionId()
-	switch b := ev.GetBody().(type) {
-	case *sessionv1.Event_Started:
-		sum := &sessionv1.Summary{
-			SessionId: key, Principal: b.Started.GetPrincipal(), Target: b.Started.GetTarget(), Protocol: b.Started.GetProtocol(),
-			ClientAddr: b.Started.GetClientAddr(), StartedAt: ev.GetTime(), Worker: b.Started.GetWorker(),
-		}
-		s.putSummary(ctx, key, sum)
-	case *sessionv1.Event_Ended:
-		var sum sessionv1.Summary
+	var prev *sessionv1.Summary
+	if _, ends := ev.GetBody().(*sessionv1.Event_Ended); ends {
 		if e, err := s.index.Get(ctx, key); err == nil {
-			_ = proto.Unmarshal(e.Value(), &sum)
+			prev = &sessionv1.Summary{}
+			if proto.Unmarshal(e.Value(), prev) != nil {
+				prev = nil
+			}
 		}
-		sum.SessionId = key
-		sum.EndedAt = ev.GetTime()
-		sum.Commands, sum.Denied, sum.EndReason = b.Ended.GetCommands(), b.Ended.GetDenied(), b.Ended.GetReason()
-		sum.LastSeq = ev.GetSeq()
-		s.putSummary(ctx, key, &sum)
-	case *sessionv1.Event_AuthFailed:
-		sum := &sessionv1.Summary{SessionId: key, Protocol: b.AuthFailed.GetProtocol(), ClientAddr: b.AuthFailed.GetClientAddr(),
-			StartedAt: ev.GetTime(), EndedAt: ev.GetTime(), EndReason: "authentication failed: " + b.AuthFailed.GetCode(), LastSeq: ev.GetSeq()}
-		if b.AuthFailed.GetTarget() != "" {
-			sum.Target = &commonv1.Target{Name: b.AuthFailed.GetTarget()}
-		}
+	}
+	if sum, ok := auditlog.Summarize(prev, ev); ok {
 		s.putSummary(ctx, key, sum)
 	}
 }

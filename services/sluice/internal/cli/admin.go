@@ -29,7 +29,7 @@ of every component; apply changes the configuration as the break-glass identity,
 no token, to bootstrap the first admin or to recover when an identity change locked
 every admin out; probe is a container health check.`,
 	}
-	cmd.AddCommand(newAdminInitCmd(g), newNATSKeysCmd(g), newAdminApplyCmd(g), newAdminProbeCmd(g))
+	cmd.AddCommand(newAdminInitCmd(g), newNATSKeysCmd(g), newAdminApplyCmd(g), newAdminReprojectCmd(g), newAdminProbeCmd(g))
 	return cmd
 }
 

@@ -1,0 +1,233 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+
+	"sluice.dev/sluice/libs/auditlog"
+	"sluice.dev/sluice/libs/bus"
+	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+	"sluice.dev/sluice/services/approvals"
+	"sluice.dev/sluice/services/control"
+)
+
+// projection is a bucket that is a fold of a stream.
+type projection struct {
+	name, bucket, stream, about string
+	// fold computes what the bucket must hold, from the stream's first
+	// message.
+	fold func(ctx context.Context, js jetstream.JetStream) (map[string][]byte, error)
+	// same says whether two values are the same state (nil: equal bytes).
+	same func(a, b []byte) bool
+}
+
+func projections() []projection {
+	return []projection{
+		{"control", bus.BucketControl, bus.StreamControl, "targets, policy, approver groups, identity provider, access", control.Fold, nil},
+		{"approvals", bus.BucketApprovals, bus.StreamApprovals, "approval requests and grants",
+			func(ctx context.Context, js jetstream.JetStream) (map[string][]byte, error) {
+				folded, err := approvals.Fold(ctx, js)
+				if err != nil {
+					return nil, err
+				}
+				return marshalAll(folded)
+			}, sameAs(func() proto.Message { return &approvalsv1.Approval{} })},
+		{"sessions", bus.BucketSessions, bus.StreamAudit, "the sessions index",
+			func(ctx context.Context, js jetstream.JetStream) (map[string][]byte, error) {
+				folded, err := auditlog.Summaries(ctx, js)
+				if err != nil {
+					return nil, err
+				}
+				return marshalAll(folded)
+			}, sameAs(func() proto.Message { return &sessionv1.Summary{} })},
+	}
+}
+
+func marshalAll[M proto.Message](m map[string]M) (map[string][]byte, error) {
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		out[k] = b
+	}
+	return out, nil
+}
+
+func sameAs(newMsg func() proto.Message) func(a, b []byte) bool {
+	return func(a, b []byte) bool {
+		if bytes.Equal(a, b) {
+			return true
+		}
+		x, y := newMsg(), newMsg()
+		return proto.Unmarshal(a, x) == nil && proto.Unmarshal(b, y) == nil && proto.Equal(x, y)
+	}
+}
+
+// reprojection is what rebuilding one projection found and did.
+type reprojection struct {
+	Name    string `json:"name"`
+	Keys    int    `json:"keys"`
+	Missing int    `json:"missing"`
+	Changed int    `json:"changed"`
+	Extra   int    `json:"extra"`
+	// Skipped are keys a live writer changed while the fold was made:
+	// theirs is newer.
+	Skipped int  `json:"skipped"`
+	DryRun  bool `json:"dry_run"`
+}
+
+// reproject makes p's bucket equal its fold: missing keys created, changed
+// ones put back, extra ones deleted. Each write is conditional on the
+// revision it read, so that a service writing meanwhile always wins.
+func reproject(ctx context.Context, js jetstream.JetStream, p projection, dryRun bool) (reprojection, error) {
+	r := reprojection{Name: p.name, DryRun: dryRun}
+	want, err := p.fold(ctx, js)
+	if err != nil {
+		return r, fmt.Errorf("%s: fold %s: %w", p.name, p.stream, err)
+	}
+	r.Keys = len(want)
+	kv, err := js.KeyValue(ctx, p.bucket)
+	if err != nil {
+		return r, fmt.Errorf("%s: bucket %s: %w", p.name, p.bucket, err)
+	}
+	have := map[string]jetstream.KeyValueEntry{}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return r, fmt.Errorf("%s: %w", p.name, err)
+	}
+	if err == nil {
+		for k := range lister.Keys() {
+			if e, err := kv.Get(ctx, k); err == nil {
+				have[k] = e
+			}
+		}
+	}
+	same := p.same
+	if same == nil {
+		same = bytes.Equal
+	}
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		e, ok := have[k]
+		switch {
+		case !ok:
+			r.Missing++
+			if !dryRun {
+				if _, err := kv.Create(ctx, k, want[k]); err != nil {
+					r.Skipped++
+				}
+			}
+		case !same(e.Value(), want[k]):
+			r.Changed++
+			if !dryRun {
+				if _, err := kv.Update(ctx, k, want[k], e.Revision()); err != nil {
+					r.Skipped++
+				}
+			}
+		}
+	}
+	for k, e := range have {
+		if _, ok := want[k]; ok {
+			continue
+		}
+		r.Extra++
+		if !dryRun {
+			if err := kv.Delete(ctx, k, jetstream.LastRevision(e.Revision())); err != nil {
+				r.Skipped++
+			}
+		}
+	}
+	return r, nil
+}
+
+func newAdminReprojectCmd(g *globals) *cobra.Command {
+	var url, nkeyFile, caFile string
+	var dryRun bool
+	names := []string{}
+	for _, p := range projections() {
+		names = append(names, p.name)
+	}
+	cmd := &cobra.Command{
+		Use:   "reproject control|approvals|sessions|all --nats-nkey-file admin.nk",
+		Short: "Rebuild a projection (a read model) from the stream it folds",
+		Long: `Rebuild a projection from its stream, as the break-glass NATS identity: the control
+bucket from CONTROL, the approvals bucket from APPROVALS, the sessions index from AUDIT.
+The fold is computed from the stream's first message; then the bucket is made equal to
+it: missing keys created, changed ones put back, extra ones deleted. Each write is
+conditional on what was read, so a service writing meanwhile (a new session, a decision)
+always wins. --dry-run only counts. A projection that is whole reports nothing to do.`,
+		Example: `  sluice admin reproject all --nats tls://nats-1:4222 --nats-ca ca.pem --nats-nkey-file admin.nk --dry-run
+  sluice admin reproject sessions --nats-nkey-file admin.nk`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: append(names, "all"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var todo []projection
+			for _, p := range projections() {
+				if args[0] == "all" || args[0] == p.name {
+					todo = append(todo, p)
+				}
+			}
+			if len(todo) == 0 {
+				return usage("unknown projection %q (projections: control, approvals, sessions, or all)", args[0])
+			}
+			if nkeyFile == "" {
+				return usage("--nats-nkey-file is required: the break-glass identity's seed (admin.nk)")
+			}
+			ctx := cmd.Context()
+			conn, err := bus.Connect(ctx, bus.Config{URL: url, NkeyFile: nkeyFile, CAFile: caFile, Component: bus.CompAdmin,
+				Name: "sluice-admin-reproject", RequireSecure: true})
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			var done []reprojection
+			for _, p := range todo {
+				r, err := reproject(ctx, conn.JS, p, dryRun)
+				if err != nil {
+					return err
+				}
+				done = append(done, r)
+			}
+			if g.json() {
+				return g.printJSON(map[string]any{"projections": done})
+			}
+			for _, r := range done {
+				verb := "rebuilt"
+				if r.DryRun {
+					verb = "would rebuild"
+				}
+				if r.Missing+r.Changed+r.Extra == 0 {
+					fmt.Fprintf(g.stdout, "%s: whole (%d keys)\n", r.Name, r.Keys)
+					continue
+				}
+				fmt.Fprintf(g.stdout, "%s: %s: %d missing, %d changed, %d extra of %d keys", r.Name, verb, r.Missing, r.Changed, r.Extra, r.Keys)
+				if r.Skipped > 0 {
+					fmt.Fprintf(g.stdout, " (%d left to a service that wrote meanwhile)", r.Skipped)
+				}
+				fmt.Fprintln(g.stdout)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&dryRun, "dry-run", false, "only count what differs")
+	f.StringVar(&url, "nats", envOr("SLUICE_NATS", "nats://127.0.0.1:4222"), "NATS server URL(s) ($SLUICE_NATS)")
+	f.StringVar(&nkeyFile, "nats-nkey-file", os.Getenv("SLUICE_NATS_NKEY_FILE"), "the break-glass identity's nkey seed (admin.nk)")
+	f.StringVar(&caFile, "nats-ca", os.Getenv("SLUICE_NATS_CA"), "CA file to verify NATS (TLS)")
+	return cmd
+}
