@@ -2,10 +2,13 @@ package auditlog
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"sluice.dev/sluice/libs/bus"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
@@ -46,9 +49,25 @@ func Summarize(prev *sessionv1.Summary, ev *sessionv1.Event) (sum *sessionv1.Sum
 // Summaries folds the sessions index from AUDIT: every session's summary
 // as the recorder made it while recording (sluice admin reproject sessions
 // compares and rebuilds the index with it).
+//
+// It fails unless it read every record up to the last one stored when it
+// started: a partial fold would look like sessions that never were.
 func Summaries(ctx context.Context, js jetstream.JetStream) (map[string]*sessionv1.Summary, error) {
 	out := map[string]*sessionv1.Summary{}
-	err := Read(ctx, js, Options{}, func(e Entry) error {
+	stream, err := js.Stream(ctx, bus.StreamAudit)
+	if err != nil {
+		return nil, err
+	}
+	last, err := stream.GetLastMsgForSubject(ctx, subjectRecords+".>")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("last record: %w", err)
+	}
+	var reached uint64
+	err = Read(ctx, js, Options{}, func(e Entry) error {
+		reached = max(reached, e.StreamSeq)
 		if e.Event == nil {
 			return nil
 		}
@@ -58,5 +77,11 @@ func Summaries(ctx context.Context, js jetstream.JetStream) (map[string]*session
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	if reached < last.Sequence {
+		return nil, fmt.Errorf("reading AUDIT stopped at record %d of %d; nothing was folded (try again)", reached, last.Sequence)
+	}
+	return out, nil
 }

@@ -23,9 +23,9 @@ func Follow(ctx context.Context, js jetstream.JetStream, x *Index, ready chan st
 		if proto.Unmarshal(e.Value(), &s) != nil {
 			return nil // not a summary: nothing to show
 		}
-		if s.GetSessionId() == "" {
-			s.SessionId = e.Key()
-		}
+		// The key names the session: a summary naming another is indexed
+		// under its key, so that the key's deletion removes it.
+		s.SessionId = e.Key()
 		x.Put(&s)
 		return nil
 	})

@@ -153,13 +153,17 @@ func (x *Index) Query(q Query) Page {
 		end = sort.SearchStrings(*list, strings.ToLower(q.Before))
 	}
 	if !q.Until.IsZero() {
-		// Ids of sessions started after Until are above this bound.
+		// Ids of sessions started after Until are above this bound (an
+		// id is made before its session's start is recorded).
 		end = min(end, sort.SearchStrings(*list, idBound(q.Until.Add(time.Millisecond))))
 	}
 	var page Page
 	for i := end - 1; i >= 0; i-- {
 		id := (*list)[i]
-		if t := idTime(id); !q.Since.IsZero() && !t.IsZero() && t.Before(q.Since.Add(-time.Millisecond)) {
+		// A session's id is made when its client connects, its start is
+		// recorded once it reached its target (up to the target timeout
+		// later): stop only well before Since.
+		if t := idTime(id); !q.Since.IsZero() && !t.IsZero() && t.Before(q.Since.Add(-idSkew)) {
 			break // older still, all of them
 		}
 		s := x.byID[id]
@@ -181,6 +185,9 @@ func (x *Index) Query(q Query) Page {
 	}
 	return page
 }
+
+// idSkew bounds how long before its recorded start a session's id is made.
+const idSkew = time.Minute
 
 // idBound is the smallest session id of a session started at t.
 func idBound(t time.Time) string {

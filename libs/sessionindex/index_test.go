@@ -141,3 +141,18 @@ func BenchmarkPage(b *testing.B) {
 		}
 	}
 }
+
+// A session's id is made when its client connects, its start recorded
+// later: one whose id is older than Since but that started after it is
+// listed.
+func TestSinceByStartNotByID(t *testing.T) {
+	x := New()
+	since := epoch.Add(time.Hour)
+	id, _ := ulid.New(ulid.Timestamp(since.Add(-5*time.Second)), ulid.DefaultEntropy())
+	slow := &sessionv1.Summary{SessionId: strings.ToLower(id.String()), StartedAt: timestamppb.New(since.Add(2 * time.Second))}
+	x.Put(slow)
+	x.Put(session(0)) // long before
+	p := x.Query(Query{Since: since})
+	require.Len(t, p.Sessions, 1)
+	assert.Equal(t, slow.GetSessionId(), p.Sessions[0].GetSessionId())
+}

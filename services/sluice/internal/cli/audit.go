@@ -92,7 +92,7 @@ func newSessionsCmd(g *globals) *cobra.Command {
 	f.StringVar(&since, "since", "", "only sessions started since (RFC 3339 time or a duration like 24h)")
 	f.StringVar(&until, "until", "", "only sessions started until (RFC 3339 time or duration)")
 	f.StringVar(&protocol, "protocol", "", "only sessions of this protocol (postgres, ssh, kubernetes, mcp)")
-	f.BoolVar(&denied, "denied", false, "only sessions with a denied command")
+	f.BoolVar(&denied, "denied", false, "only ended sessions with a denied command (an open session's count comes with its end)")
 	f.StringVar(&before, "before", "", "the page after this session id (what the previous page said)")
 	f.IntVar(&limit, "limit", 100, "at most this many sessions (1 to 1000)")
 	cmd.AddCommand(list)

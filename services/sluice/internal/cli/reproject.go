@@ -87,35 +87,44 @@ type reprojection struct {
 	DryRun  bool `json:"dry_run"`
 }
 
-// reproject makes p's bucket equal its fold: missing keys created, changed
-// ones put back, extra ones deleted. Each write is conditional on the
-// revision it read, so that a service writing meanwhile always wins.
+// reproject makes p's bucket equal its fold: missing keys written, changed
+// ones put back, extra ones deleted. The bucket is read first, each key
+// with its revision (delete markers included), and only then folded; every
+// write is conditional on the revision read, so that anything a service
+// wrote meanwhile, before or after the fold, stays: it is newer than both.
 func reproject(ctx context.Context, js jetstream.JetStream, p projection, dryRun bool) (reprojection, error) {
 	r := reprojection{Name: p.name, DryRun: dryRun}
+	kv, err := js.KeyValue(ctx, p.bucket)
+	if err != nil {
+		return r, fmt.Errorf("%s: bucket %s: %w", p.name, p.bucket, err)
+	}
+	have, err := snapshotBucket(ctx, kv)
+	if err != nil {
+		return r, fmt.Errorf("%s: read %s: %w", p.name, p.bucket, err)
+	}
 	want, err := p.fold(ctx, js)
 	if err != nil {
 		return r, fmt.Errorf("%s: fold %s: %w", p.name, p.stream, err)
 	}
 	r.Keys = len(want)
-	kv, err := js.KeyValue(ctx, p.bucket)
-	if err != nil {
-		return r, fmt.Errorf("%s: bucket %s: %w", p.name, p.bucket, err)
-	}
-	have := map[string]jetstream.KeyValueEntry{}
-	lister, err := kv.ListKeys(ctx)
-	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
-		return r, fmt.Errorf("%s: %w", p.name, err)
-	}
-	if err == nil {
-		for k := range lister.Keys() {
-			if e, err := kv.Get(ctx, k); err == nil {
-				have[k] = e
-			}
-		}
-	}
 	same := p.same
 	if same == nil {
 		same = bytes.Equal
+	}
+	// conflict: a service wrote the key since it was read; its value is
+	// newer than the fold and stays.
+	write := func(err error) error {
+		var apiErr *jetstream.APIError
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists),
+			errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
+			r.Skipped++
+			return nil
+		}
+		return fmt.Errorf("%s: %w", p.name, err)
 	}
 	keys := make([]string, 0, len(want))
 	for k := range want {
@@ -125,34 +134,68 @@ func reproject(ctx context.Context, js jetstream.JetStream, p projection, dryRun
 	for _, k := range keys {
 		e, ok := have[k]
 		switch {
-		case !ok:
+		case !ok || e.deleted:
 			r.Missing++
 			if !dryRun {
-				if _, err := kv.Create(ctx, k, want[k]); err != nil {
-					r.Skipped++
+				// Revision 0: the key never existed; else its delete
+				// marker's.
+				if _, err := kv.Update(ctx, k, want[k], e.revision); write(err) != nil {
+					return r, write(err)
 				}
 			}
-		case !same(e.Value(), want[k]):
+		case !same(e.value, want[k]):
 			r.Changed++
 			if !dryRun {
-				if _, err := kv.Update(ctx, k, want[k], e.Revision()); err != nil {
-					r.Skipped++
+				if _, err := kv.Update(ctx, k, want[k], e.revision); write(err) != nil {
+					return r, write(err)
 				}
 			}
 		}
 	}
 	for k, e := range have {
-		if _, ok := want[k]; ok {
+		if _, ok := want[k]; ok || e.deleted {
 			continue
 		}
 		r.Extra++
 		if !dryRun {
-			if err := kv.Delete(ctx, k, jetstream.LastRevision(e.Revision())); err != nil {
-				r.Skipped++
+			if err := write(kv.Delete(ctx, k, jetstream.LastRevision(e.revision))); err != nil {
+				return r, err
 			}
 		}
 	}
 	return r, nil
+}
+
+// bucketEntry is a key as the bucket holds it now.
+type bucketEntry struct {
+	value    []byte
+	revision uint64
+	deleted  bool
+}
+
+// snapshotBucket reads every key's latest entry, delete markers included,
+// with one watch.
+func snapshotBucket(ctx context.Context, kv jetstream.KeyValue) (map[string]bucketEntry, error) {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop() //nolint:errcheck
+	out := map[string]bucketEntry{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("the watch ended before the bucket was read")
+			}
+			if e == nil {
+				return out, nil // every key's latest entry delivered
+			}
+			out[e.Key()] = bucketEntry{value: e.Value(), revision: e.Revision(), deleted: e.Operation() != jetstream.KeyValuePut}
+		}
+	}
 }
 
 func newAdminReprojectCmd(g *globals) *cobra.Command {
@@ -167,10 +210,12 @@ func newAdminReprojectCmd(g *globals) *cobra.Command {
 		Short: "Rebuild a projection (a read model) from the stream it folds",
 		Long: `Rebuild a projection from its stream, as the break-glass NATS identity: the control
 bucket from CONTROL, the approvals bucket from APPROVALS, the sessions index from AUDIT.
-The fold is computed from the stream's first message; then the bucket is made equal to
-it: missing keys created, changed ones put back, extra ones deleted. Each write is
-conditional on what was read, so a service writing meanwhile (a new session, a decision)
-always wins. --dry-run only counts. A projection that is whole reports nothing to do.`,
+The bucket is read first (every key with its revision), then the fold is computed from
+the stream's first message, and the bucket is made equal to it: missing keys written,
+changed ones put back, extra ones deleted. Each write is conditional on the revision
+read, so whatever a service wrote meanwhile (a new session, a decision, a removed target)
+stays: it is newer than both. --dry-run only counts. A projection that is whole reports
+nothing to do; a failed write is an error, never counted as done.`,
 		Example: `  sluice admin reproject all --nats tls://nats-1:4222 --nats-ca ca.pem --nats-nkey-file admin.nk --dry-run
   sluice admin reproject sessions --nats-nkey-file admin.nk`,
 		Args:      cobra.ExactArgs(1),
