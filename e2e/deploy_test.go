@@ -74,13 +74,7 @@ func interpolate(t *testing.T, s string, vars map[string]string) string {
 // and every component's /metrics counts them.
 func TestComposeProcesses(t *testing.T) {
 	requireTool(t, "psql")
-	pgBin, err := pglocal.FindBinDir()
-	if err != nil {
-		if os.Getenv("SLUICE_E2E_REQUIRED") == "1" {
-			t.Fatalf("PostgreSQL server binaries are required: %v", err)
-		}
-		t.Skip(err)
-	}
+	pgBin := postgresBinaries(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	composeDir := filepath.Join("..", "deploy", "compose")

@@ -34,6 +34,20 @@ func secret(t *testing.T) string {
 	return hex.EncodeToString(b)
 }
 
+// postgresBinaries finds PostgreSQL's server binaries; without them the
+// test is skipped, or fails when end-to-end tests are required.
+func postgresBinaries(t *testing.T) string {
+	t.Helper()
+	bin, err := pglocal.FindBinDir()
+	if err != nil {
+		if os.Getenv("SLUICE_E2E_REQUIRED") == "1" {
+			t.Fatalf("PostgreSQL server binaries are required: %v", err)
+		}
+		t.Skip(err)
+	}
+	return bin
+}
+
 // startIssuer serves an OIDC issuer (audience sluice) on a loopback port
 // until the test ends, and returns it with a function that mints tokens.
 func startIssuer(t *testing.T, dir string) (*devissuer.Issuer, func(sub string, groups ...string) string) {
@@ -61,13 +75,7 @@ func startIssuer(t *testing.T, dir string) (*devissuer.Issuer, func(sub string, 
 // client goes through it, and goes on after a NATS node is lost.
 func TestProductionTopology(t *testing.T) {
 	requireTool(t, "psql")
-	bin, err := pglocal.FindBinDir()
-	if err != nil {
-		if os.Getenv("SLUICE_E2E_REQUIRED") == "1" {
-			t.Fatalf("PostgreSQL server binaries are required: %v", err)
-		}
-		t.Skip(err)
-	}
+	bin := postgresBinaries(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 

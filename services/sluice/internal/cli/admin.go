@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -143,8 +144,7 @@ Every change it makes is recorded with the actor "break-glass".`,
 				return errors.New("--nats-nkey-file is required: the break-glass identity's seed (admin.nk)")
 			}
 			ctx := cmd.Context()
-			conn, err := bus.Connect(ctx, bus.Config{URL: url, NkeyFile: nkeyFile, CAFile: caFile, Component: bus.CompAdmin,
-				Name: "sluice-admin-apply", RequireSecure: true})
+			conn, err := breakGlass(ctx, url, nkeyFile, caFile, "apply")
 			if err != nil {
 				return err
 			}
@@ -200,4 +200,11 @@ credentials and keys deterministic masking tokens, so that replicas agree.`,
 	}
 	cmd.Flags().StringVar(&out, "out", "", "file to write the key to (mode 0600)")
 	return cmd
+}
+
+// breakGlass connects to NATS as the break-glass identity, for the admin
+// command named.
+func breakGlass(ctx context.Context, url, nkeyFile, caFile, command string) (*bus.Conn, error) {
+	return bus.Connect(ctx, bus.Config{URL: url, NkeyFile: nkeyFile, CAFile: caFile, Component: bus.CompAdmin,
+		Name: "sluice-admin-" + command, RequireSecure: true})
 }

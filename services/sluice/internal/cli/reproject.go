@@ -234,8 +234,7 @@ nothing to do; a failed write is an error, never counted as done.`,
 				return usage("--nats-nkey-file is required: the break-glass identity's seed (admin.nk)")
 			}
 			ctx := cmd.Context()
-			conn, err := bus.Connect(ctx, bus.Config{URL: url, NkeyFile: nkeyFile, CAFile: caFile, Component: bus.CompAdmin,
-				Name: "sluice-admin-reproject", RequireSecure: true})
+			conn, err := breakGlass(ctx, url, nkeyFile, caFile, "reproject")
 			if err != nil {
 				return err
 			}
