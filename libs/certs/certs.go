@@ -73,7 +73,7 @@ func LoadOrCreateCA(dir, name string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := write(dir, keyFile, certFile, key, der); err != nil {
+	if err := WritePair(dir, certFile, keyFile, key, der); err != nil {
 		return nil, err
 	}
 	cert, _ := x509.ParseCertificate(der)
@@ -126,7 +126,7 @@ func (ca *CA) Issue(dir, name string, hosts []string) (certFile, keyFile string,
 	if err != nil {
 		return "", "", err
 	}
-	return certFile, keyFile, write(dir, keyFile, certFile, key, der)
+	return certFile, keyFile, WritePair(dir, certFile, keyFile, key, der)
 }
 
 func sameHosts(c *x509.Certificate, dns []string, ips []net.IP) bool {
@@ -146,9 +146,10 @@ func serial() *big.Int {
 	return n
 }
 
-// write stores the key (0600) then the certificate, each renamed into
-// place whole.
-func write(dir, keyFile, certFile string, key *ecdsa.PrivateKey, der []byte) error {
+// WritePair stores a key (0600) then its certificate (DER), in dir
+// (created 0700), each file renamed into place whole: a reader never sees
+// half a file.
+func WritePair(dir, certFile, keyFile string, key *ecdsa.PrivateKey, der []byte) error {
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		return err

@@ -10,14 +10,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"sluice.dev/sluice/libs/certs"
 )
 
 // LoadOrCreate returns the certificate in dir (cert.pem, key.pem), creating
@@ -53,30 +53,10 @@ func LoadOrCreate(dir string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return tls.Certificate{}, err
-	}
-	// The key first, each file whole (renamed into place): a reader never
-	// sees half a file.
-	if err := writeFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return tls.Certificate{}, fmt.Errorf("devcert: %w", err)
-	}
-	if err := writeFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := certs.WritePair(dir, certPath, keyPath, key, der); err != nil {
 		return tls.Certificate{}, fmt.Errorf("devcert: %w", err)
 	}
 	return tls.LoadX509KeyPair(certPath, keyPath)
 }
 
 var mu sync.Mutex
-
-func writeFile(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}

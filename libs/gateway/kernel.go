@@ -380,7 +380,7 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 	target := req.GetTarget().GetName()
 	exact := CacheKey{Principal: pkey, Target: target, Text: key}
 	if d := k.Decisions.Get(exact, now); d != nil {
-		return k.counted(d), true
+		return k.Count(d), true
 	}
 	var shapeKey CacheKey
 	shapeOK := false
@@ -389,7 +389,7 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 		if text, shapeOK = shape(key); shapeOK {
 			shapeKey = CacheKey{Principal: pkey, Target: target, Shape: true, Text: text}
 			if d := k.Decisions.Get(shapeKey, now); d != nil {
-				return k.counted(d), true
+				return k.Count(d), true
 			}
 		}
 	}
@@ -401,7 +401,7 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 	var d policyv1.Decision
 	if err := bus.Request(ctx, k.cfg.Conn.NC, bus.APIPolicyEvaluate, req, &d); err != nil {
 		k.cfg.Log.Warn().Err(err).Str("session", req.GetSessionId()).Msg("no policy decision; denying")
-		return k.counted(&policyv1.Decision{Action: "deny", Rule: RulePolicyUnavailable, Reason: "the policy service did not answer; nothing runs without a decision"}), false
+		return k.Count(&policyv1.Decision{Action: "deny", Rule: RulePolicyUnavailable, Reason: "the policy service did not answer; nothing runs without a decision"}), false
 	}
 	if c := d.GetCache(); c.GetCacheable() {
 		k.Decisions.Put(exact, &d, now, gen)
@@ -409,16 +409,13 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 			k.Decisions.Put(shapeKey, &d, now, gen)
 		}
 	}
-	return k.counted(&d), false
+	return k.Count(&d), false
 }
 
-// Count counts a decision the worker made itself, one the policy service
-// never saw (a protocol message it refuses outright, say), as Decide
-// counts its own (sluice_decisions_total).
-func (k *Kernel) Count(d *policyv1.Decision) *policyv1.Decision { return k.counted(d) }
-
-// counted counts a decision Decide returns (sluice_decisions_total).
-func (k *Kernel) counted(d *policyv1.Decision) *policyv1.Decision {
+// Count counts a decision in sluice_decisions_total and returns it: each
+// one Decide returns, and each one a worker makes itself, that the policy
+// service never saw (a protocol message it refuses outright, say).
+func (k *Kernel) Count(d *policyv1.Decision) *policyv1.Decision {
 	k.metrics.decisions.WithLabelValues(d.GetAction(), d.GetRule()).Inc()
 	return d
 }

@@ -111,9 +111,10 @@ func reproject(ctx context.Context, js jetstream.JetStream, p projection, dryRun
 	if same == nil {
 		same = bytes.Equal
 	}
-	// conflict: a service wrote the key since it was read; its value is
-	// newer than the fold and stays.
-	write := func(err error) error {
+	// written settles a write: a revision conflict means a service wrote
+	// the key since it was read, and its value, newer than the fold,
+	// stays; any other error fails the rebuild.
+	written := func(_ uint64, err error) error {
 		var apiErr *jetstream.APIError
 		switch {
 		case err == nil:
@@ -139,15 +140,15 @@ func reproject(ctx context.Context, js jetstream.JetStream, p projection, dryRun
 			if !dryRun {
 				// Revision 0: the key never existed; else its delete
 				// marker's.
-				if _, err := kv.Update(ctx, k, want[k], e.revision); write(err) != nil {
-					return r, write(err)
+				if err := written(kv.Update(ctx, k, want[k], e.revision)); err != nil {
+					return r, err
 				}
 			}
 		case !same(e.value, want[k]):
 			r.Changed++
 			if !dryRun {
-				if _, err := kv.Update(ctx, k, want[k], e.revision); write(err) != nil {
-					return r, write(err)
+				if err := written(kv.Update(ctx, k, want[k], e.revision)); err != nil {
+					return r, err
 				}
 			}
 		}
@@ -158,7 +159,7 @@ func reproject(ctx context.Context, js jetstream.JetStream, p projection, dryRun
 		}
 		r.Extra++
 		if !dryRun {
-			if err := write(kv.Delete(ctx, k, jetstream.LastRevision(e.revision))); err != nil {
+			if err := written(0, kv.Delete(ctx, k, jetstream.LastRevision(e.revision))); err != nil {
 				return r, err
 			}
 		}

@@ -175,13 +175,10 @@ func AdminPorts() string {
 	return strings.Join(parts, ", ")
 }
 
-// ready is what a service calls once it serves.
+// ready is what a service calls once it serves (RunAll gives every run a
+// Health).
 func (o *Options) ready(name string) func() {
-	return func() {
-		if o.Health != nil {
-			o.Health.Ready(name)
-		}
-	}
+	return func() { o.Health.Ready(name) }
 }
 
 // Names lists the service names.
@@ -381,14 +378,12 @@ func runOne(ctx context.Context, o *Options, s Service) error {
 		return err
 	}
 	defer conn.Close()
-	if o.Health != nil {
-		o.Health.Check(s.Name, "nats", func() error {
-			if !conn.NC.IsConnected() {
-				return errors.New("not connected to NATS")
-			}
-			return nil
-		})
-	}
+	o.Health.Check(s.Name, "nats", func() error {
+		if !conn.NC.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+		return nil
+	})
 	if err := prepare(ctx, o, conn, c); err != nil {
 		return err
 	}
