@@ -25,6 +25,7 @@ REQUIREMENTS=(
   "cmd:sshd|openssh-server|test|OpenSSH's server: the demo and end-to-end SSH targets"
   "cmd:ssh|openssh-client|test|ssh, scp and sftp, the real clients the SSH end-to-end tests drive"
   "cmd:sftp|openssh-client openssh-sftp-server|test|sftp (and scp, which speaks sftp), driven by the SSH end-to-end tests"
+  "cmd:chromium|chromium fonts-dejavu-core|test|Chromium, the real browser the web console's end-to-end tests drive (headless, through chromedp)"
   "cmd:pgbouncer|pgbouncer|bench|the baseline of make bench"
 )
 

@@ -35,6 +35,18 @@ func Summarize(prev *sessionv1.Summary, ev *sessionv1.Event) (sum *sessionv1.Sum
 		sum.Commands, sum.Denied, sum.EndReason = b.Ended.GetCommands(), b.Ended.GetDenied(), b.Ended.GetReason()
 		sum.LastSeq = ev.GetSeq()
 		return sum, true
+	case *sessionv1.Event_Approval:
+		// A command held for approval: counted when the hold opens.
+		if b.Approval.GetState() != "pending" {
+			return nil, false
+		}
+		sum := grow(prev, key)
+		sum.Held++
+		return sum, true
+	case *sessionv1.Event_Masking:
+		sum := grow(prev, key)
+		sum.Masked++
+		return sum, true
 	case *sessionv1.Event_AuthFailed:
 		sum := &sessionv1.Summary{SessionId: key, Protocol: b.AuthFailed.GetProtocol(), ClientAddr: b.AuthFailed.GetClientAddr(),
 			StartedAt: ev.GetTime(), EndedAt: ev.GetTime(), EndReason: "authentication failed: " + b.AuthFailed.GetCode(), LastSeq: ev.GetSeq()}
@@ -44,6 +56,15 @@ func Summarize(prev *sessionv1.Summary, ev *sessionv1.Event) (sum *sessionv1.Sum
 		return sum, true
 	}
 	return nil, false
+}
+
+// grow copies prev, or starts a summary of a session whose start it has not
+// seen.
+func grow(prev *sessionv1.Summary, key string) *sessionv1.Summary {
+	if prev == nil {
+		return &sessionv1.Summary{SessionId: key}
+	}
+	return proto.Clone(prev).(*sessionv1.Summary)
 }
 
 // Summaries folds the sessions index from AUDIT: every session's summary

@@ -20,6 +20,9 @@ func (i *Issuer) Handler() http.Handler {
 	if i.devices == nil {
 		i.devices = &deviceStore{codes: map[string]*deviceGrant{}}
 	}
+	if i.codes == nil {
+		i.codes = &codeStore{codes: map[string]*authCode{}}
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", i.discovery)
 	mux.HandleFunc("GET /jwks", i.jwks)
@@ -27,6 +30,8 @@ func (i *Issuer) Handler() http.Handler {
 	mux.HandleFunc("POST /device/authorize", i.deviceAuthorize)
 	mux.HandleFunc("GET /device", i.devicePage)
 	mux.HandleFunc("POST /device", i.deviceApprove)
+	mux.HandleFunc("GET /authorize", i.authorizePage)
+	mux.HandleFunc("POST /authorize", i.authorizeSubmit)
 	return mux
 }
 
@@ -36,9 +41,10 @@ func (i *Issuer) discovery(w http.ResponseWriter, _ *http.Request) {
 		"jwks_uri":                              i.URL + "/jwks",
 		"token_endpoint":                        i.URL + "/token",
 		"device_authorization_endpoint":         i.URL + "/device/authorize",
-		"authorization_endpoint":                i.URL + "/device",
-		"grant_types_supported":                 []string{"client_credentials", "urn:ietf:params:oauth:grant-type:device_code"},
-		"response_types_supported":              []string{"token"},
+		"authorization_endpoint":                i.URL + "/authorize",
+		"grant_types_supported":                 []string{"authorization_code", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"},
+		"response_types_supported":              []string{"code"},
+		"code_challenge_methods_supported":      []string{"S256"},
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{"ES256"},
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "none"},
@@ -62,8 +68,10 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		i.clientCredentials(w, r)
 	case "urn:ietf:params:oauth:grant-type:device_code":
 		i.deviceToken(w, r)
+	case "authorization_code":
+		i.codeToken(w, r)
 	default:
-		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "supported: client_credentials, device_code")
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "supported: authorization_code, client_credentials, device_code")
 	}
 }
 

@@ -19,6 +19,9 @@ type Client struct {
 	Secret string
 	// Groups are given to tokens issued by client credentials.
 	Groups []string
+	// RedirectURIs are where the authorization code grant may send a code
+	// (exact match).
+	RedirectURIs []string
 }
 
 // Issuer mints tokens.
@@ -33,6 +36,7 @@ type Issuer struct {
 	Clients []Client
 
 	devices *deviceStore
+	codes   *codeStore
 }
 
 // Claims describes a token to mint.

@@ -26,8 +26,9 @@ type Query struct {
 	Principal, Target, Protocol string
 	// Since and Until bound the start time.
 	Since, Until time.Time
-	// Denied keeps only sessions with a denied command.
-	Denied bool
+	// Denied, Held and Masked keep only sessions with a denied command, a
+	// command held for approval, or masked values.
+	Denied, Held, Masked bool
 	// Before is a page's cursor: only sessions older than this id.
 	Before string
 	// Limit is the page size (default 100).
@@ -173,6 +174,8 @@ func (x *Index) Query(q Query) Page {
 			q.Target != "" && s.GetTarget().GetName() != q.Target,
 			q.Protocol != "" && s.GetProtocol() != q.Protocol,
 			q.Denied && s.GetDenied() == 0,
+			q.Held && s.GetHeld() == 0,
+			q.Masked && s.GetMasked() == 0,
 			!q.Since.IsZero() && st.Before(q.Since),
 			!q.Until.IsZero() && st.After(q.Until):
 			continue

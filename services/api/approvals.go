@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 func (s *Server) approvalRoutes() {
 	s.handle("GET /api/v1/approvals", "approvals", anyone, s.approvalList)
+	s.handle("GET /api/v1/approvals/events", "approval_events", anyone, s.approvalEvents)
 	s.handle("GET /api/v1/approvals/{id}", "approval", anyone, s.approvalGet)
 	s.handle("POST /api/v1/approvals/{id}/approve", "approve", anyone, s.decide("approve"))
 	s.handle("POST /api/v1/approvals/{id}/deny", "deny", anyone, s.decide("deny"))
@@ -225,3 +228,80 @@ func (s *Server) grantRevoke(w http.ResponseWriter, r *http.Request, p *commonv1
 	}
 	s.approvalReply(w, r, bus.APIGrantsRevoke, &approvalsv1.Revoke{Id: r.PathValue("id"), Reason: body.Reason}, http.StatusOK)
 }
+
+// approvalEvents streams the approvals the caller may see in a state
+// (default pending) as server-sent events: the whole list at once, then
+// again whenever it changes, so that an inbox updates without reloading.
+// The approvals service authorizes every look with the caller's token, so
+// the stream ends with an error event once the token no longer holds.
+func (s *Server) approvalEvents(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "internal", "streaming is not supported here")
+		return
+	}
+	state := r.URL.Query().Get("state")
+	if state == "" {
+		state = "pending"
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(event string, v any) bool {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return false
+		}
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b); err != nil {
+			return false
+		}
+		flusher.Flush()
+		return true
+	}
+	poll := time.NewTicker(approvalEventsPoll)
+	defer poll.Stop()
+	var last []byte
+	lastSent := time.Now()
+	for {
+		var reply approvalsv1.ListReply
+		err := bus.Request(r.Context(), s.cfg.Conn.NC, bus.APIApprovalsList, &approvalsv1.ListRequest{State: state}, &reply)
+		switch {
+		case r.Context().Err() != nil:
+			return
+		case err != nil:
+			// A moment without the service is not the end of the stream.
+			s.cfg.Log.Debug().Err(err).Msg("approval events: the approvals service did not answer")
+		case reply.GetError() != nil:
+			send("error", map[string]string{"error": reply.GetError().GetCode(), "reason": reply.GetError().GetMessage()})
+			return
+		default:
+			out := []ApprovalJSON{}
+			for _, a := range reply.GetApprovals() {
+				out = append(out, ApprovalToJSON(a))
+			}
+			b, _ := json.Marshal(out)
+			if !bytes.Equal(b, last) {
+				if !send("approvals", map[string]any{"approvals": out}) {
+					return
+				}
+				last, lastSent = b, time.Now()
+			}
+		}
+		if time.Since(lastSent) > 15*time.Second {
+			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+			flusher.Flush()
+			lastSent = time.Now()
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-poll.C:
+		}
+	}
+}
+
+// approvalEventsPoll is how often an approval stream looks for changes.
+const approvalEventsPoll = time.Second

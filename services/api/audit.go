@@ -39,6 +39,8 @@ type SessionJSON struct {
 	EndedAt    *time.Time `json:"ended_at,omitempty"`
 	Commands   int64      `json:"commands"`
 	Denied     int64      `json:"denied"`
+	Held       int64      `json:"held"`
+	Masked     int64      `json:"masked"`
 	EndReason  string     `json:"end_reason,omitempty"`
 	WorkerName string     `json:"worker,omitempty"`
 }
@@ -46,7 +48,7 @@ type SessionJSON struct {
 func sessionJSON(s *sessionv1.Summary) SessionJSON {
 	out := SessionJSON{ID: s.GetSessionId(), Principal: s.GetPrincipal().GetSubject(), Machine: s.GetPrincipal().GetMachine(),
 		Target: s.GetTarget().GetName(), Protocol: s.GetProtocol(), Client: s.GetClientAddr(), StartedAt: s.GetStartedAt().AsTime().UTC(),
-		Commands: s.GetCommands(), Denied: s.GetDenied(), EndReason: s.GetEndReason(), WorkerName: s.GetWorker()}
+		Commands: s.GetCommands(), Denied: s.GetDenied(), Held: s.GetHeld(), Masked: s.GetMasked(), EndReason: s.GetEndReason(), WorkerName: s.GetWorker()}
 	if s.GetEndedAt() != nil {
 		t := s.GetEndedAt().AsTime().UTC()
 		out.EndedAt = &t
@@ -78,9 +80,19 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Pr
 	if q.Get("limit") == "" {
 		limit, err = 100, nil
 	}
-	denied := q.Get("denied")
-	if !ok1 || !ok2 || err != nil || limit <= 0 || limit > 1000 || (denied != "" && denied != "true" && denied != "false") {
-		writeError(w, http.StatusBadRequest, "bad_request", "since/until take RFC 3339 times or durations (1h); limit a number from 1 to 1000; denied true or false")
+	flags := map[string]bool{}
+	okFlags := true
+	for _, name := range []string{"denied", "held", "masked"} {
+		switch q.Get(name) {
+		case "true":
+			flags[name] = true
+		case "", "false":
+		default:
+			okFlags = false
+		}
+	}
+	if !ok1 || !ok2 || err != nil || limit <= 0 || limit > 1000 || !okFlags {
+		writeError(w, http.StatusBadRequest, "bad_request", "since/until take RFC 3339 times or durations (1h); limit a number from 1 to 1000; denied, held and masked true or false")
 		return
 	}
 	select {
@@ -92,7 +104,7 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Pr
 		return
 	}
 	page := s.sessionIndex.Query(sessionindex.Query{Principal: q.Get("principal"), Target: q.Get("target"), Protocol: q.Get("protocol"),
-		Since: since, Until: until, Denied: denied == "true", Before: q.Get("before"), Limit: limit})
+		Since: since, Until: until, Denied: flags["denied"], Held: flags["held"], Masked: flags["masked"], Before: q.Get("before"), Limit: limit})
 	out := make([]SessionJSON, 0, len(page.Sessions))
 	for _, sum := range page.Sessions {
 		out = append(out, sessionJSON(sum))

@@ -10,4 +10,5 @@ func (s *Server) extraRoutes() {
 	s.sshRoutes()
 	s.kubernetesRoutes()
 	s.renewRoutes()
+	s.consoleRoutes()
 }

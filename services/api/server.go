@@ -46,6 +46,22 @@ type Config struct {
 	KubernetesURL, KubernetesCAPEM string
 	// Ready, if set, is called once the service serves.
 	Ready func()
+
+	// ConsoleClientID is the OAuth client (public, authorization code with
+	// PKCE) the web console signs in with at Issuer; empty turns the
+	// console off.
+	ConsoleClientID string
+	// ConsoleURL is the console's base URL as browsers reach it
+	// (https://sluice.example.com); its /console/callback is the redirect
+	// URI registered with the provider. Default: http:// and the request's
+	// host, for loopback development.
+	ConsoleURL string
+	// ConsoleKey (32 bytes) seals the console's cookies; replicas behind
+	// one address share it. Empty: a random key, so a restart signs
+	// everyone out.
+	ConsoleKey []byte
+	// HTTPClient reaches the OIDC provider for the console's sign-in.
+	HTTPClient *http.Client
 }
 
 // Server is the HTTP API.
@@ -58,6 +74,11 @@ type Server struct {
 	// closed.
 	sessionIndex  *sessionindex.Index
 	sessionsReady chan struct{}
+	// sealer seals the console's cookies; discovery caches the provider's
+	// endpoints.
+	sealer    *sealer
+	sealerErr error
+	discovery discovery
 }
 
 type ctxKey struct{}
@@ -70,6 +91,7 @@ func New(cfg Config) *Server {
 	view := controlstate.NewView()
 	s := &Server{cfg: cfg, view: view, guard: authz.New(cfg.Conn.NC, view), mux: http.NewServeMux(),
 		sessionIndex: sessionindex.New(), sessionsReady: make(chan struct{})}
+	s.sealer, s.sealerErr = newSealer(cfg.ConsoleKey)
 	s.routes()
 	return s
 }
@@ -132,6 +154,15 @@ func (s *Server) handle(pattern, route string, allowed access, h func(w http.Res
 
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*commonv1.Principal, string, bool) {
 	token, found := authn.Bearer(r)
+	if st, ok := s.cookieSession(r); !found && ok {
+		// The console: its sealed session cookie stands for the bearer
+		// token, with the CSRF check a cookie needs.
+		if !s.csrfOK(r, st) {
+			writeError(w, http.StatusForbidden, "csrf", "a console request that changes something needs the "+CSRFHeader+" header of its session, from the console's origin")
+			return nil, "", false
+		}
+		token, found = st.Token, true
+	}
 	if !found {
 		apiAuthFailures.WithLabelValues("token_missing").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
@@ -210,6 +241,9 @@ func (s *Server) whoami(w http.ResponseWriter, _ *http.Request, p *commonv1.Prin
 
 // Run serves until ctx is done, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
+	if s.sealerErr != nil {
+		return fmt.Errorf("api: %w", s.sealerErr)
+	}
 	ln := s.cfg.Listener
 	if ln == nil {
 		var err error

@@ -46,7 +46,9 @@ func FuzzPeekEvent(f *testing.F) {
 			_, started := ev.GetBody().(*sessionv1.Event_Started)
 			_, ended := ev.GetBody().(*sessionv1.Event_Ended)
 			_, failed := ev.GetBody().(*sessionv1.Event_AuthFailed)
-			if (started || ended || failed) && !h.indexed {
+			_, held := ev.GetBody().(*sessionv1.Event_Approval)
+			_, masked := ev.GetBody().(*sessionv1.Event_Masking)
+			if (started || ended || failed || held || masked) && !h.indexed {
 				t.Fatalf("indexed event not marked: %v", &ev)
 			}
 		}

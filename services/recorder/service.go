@@ -247,8 +247,9 @@ type item struct {
 type eventHeader struct {
 	id, session string
 	seq         uint64
-	// indexed says the event changes the session index (start, end,
-	// authentication failure) and is decoded when recorded.
+	// indexed says the event may change the session index (start, end,
+	// authentication failure, a hold, masking) and is decoded when
+	// recorded.
 	indexed bool
 	// ends says it is a session's last event (its end, or a failed
 	// authentication).
@@ -259,6 +260,7 @@ type eventHeader struct {
 const (
 	fieldID, fieldSession, fieldSeq           = 1, 2, 3
 	fieldStarted, fieldEnded, fieldAuthFailed = 10, 17, 18
+	fieldApproval, fieldMasking               = 13, 15
 )
 
 // peekEvent reads an event's id, session and seq; it reports false for
@@ -295,6 +297,8 @@ func peekEvent(b []byte) (eventHeader, bool) {
 		case num == fieldStarted || num == fieldEnded || num == fieldAuthFailed:
 			h.indexed = true
 			h.ends = num != fieldStarted
+		case num == fieldApproval || num == fieldMasking:
+			h.indexed = true
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {

@@ -1405,7 +1405,12 @@ type Summary struct {
 	Worker     string                 `protobuf:"bytes,11,opt,name=worker,proto3" json:"worker,omitempty"`
 	// last_seq is the seq of the session's last event (its end), once it
 	// has ended: verification checks that the chain reaches it.
-	LastSeq       uint64 `protobuf:"varint,12,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	LastSeq uint64 `protobuf:"varint,12,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// held counts the session's commands held for approval; masked its
+	// masking events (results or output with values masked). Both are
+	// counted by the recorder as it records, so an open session shows them.
+	Held          int64 `protobuf:"varint,13,opt,name=held,proto3" json:"held,omitempty"`
+	Masked        int64 `protobuf:"varint,14,opt,name=masked,proto3" json:"masked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1520,6 +1525,20 @@ func (x *Summary) GetWorker() string {
 func (x *Summary) GetLastSeq() uint64 {
 	if x != nil {
 		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *Summary) GetHeld() int64 {
+	if x != nil {
+		return x.Held
+	}
+	return 0
+}
+
+func (x *Summary) GetMasked() int64 {
+	if x != nil {
+		return x.Masked
 	}
 	return 0
 }
@@ -1748,7 +1767,7 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"RenewReply\x129\n" +
 	"\n" +
 	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12-\n" +
-	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\xca\x03\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\xf6\x03\n" +
 	"\aSummary\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
@@ -1766,7 +1785,9 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"end_reason\x18\n" +
 	" \x01(\tR\tendReason\x12\x16\n" +
 	"\x06worker\x18\v \x01(\tR\x06worker\x12\x19\n" +
-	"\blast_seq\x18\f \x01(\x04R\alastSeq\"D\n" +
+	"\blast_seq\x18\f \x01(\x04R\alastSeq\x12\x12\n" +
+	"\x04held\x18\r \x01(\x03R\x04held\x12\x16\n" +
+	"\x06masked\x18\x0e \x01(\x03R\x06masked\"D\n" +
 	"\vKillRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +

@@ -36,6 +36,7 @@ func newAdminInitCmd(g *globals) *cobra.Command {
                                apply; keep it offline, never where a service can read it
   DIR/master.key               the master key: workers (sealed credentials, masking tokens)
   DIR/recorder.key             the recorder's signing key for audit checkpoints
+  DIR/console.key              the API's key for the web console's session cookies
   DIR/tls/ca.pem               a private CA that signs the two certificates below
   DIR/tls/nats.pem, -key.pem   the NATS servers' certificate (clients and routes)
   DIR/tls/gateway.pem, -key.pem  the workers' certificate, presented to psql, kubectl...
@@ -76,7 +77,11 @@ Certificates from your own CA work as well: give their files to the services ins
 			if _, err := auditchain.LoadOrCreateSigningKey(recorder); err != nil {
 				return err
 			}
-			out = append(out, made{"master key", master}, made{"recorder signing key", recorder})
+			console := filepath.Join(dir, "console.key")
+			if _, err := secrets.LoadOrCreateKeyFile(console); err != nil {
+				return err
+			}
+			out = append(out, made{"master key", master}, made{"recorder signing key", recorder}, made{"console cookie key (api)", console})
 			tlsDir := filepath.Join(dir, "tls")
 			ca, err := certs.LoadOrCreateCA(tlsDir, "Sluice deployment CA")
 			if err != nil {

@@ -35,6 +35,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var replicas int
 	var auditMaxBytes int64
 	var pprofAddr string
+	var consoleKeyFile string
 	var logFormat, logLevel, masterKeyFile, recorderKeyFile, hecTokenFile, slackTokenFile, slackSecretFile, nkeyFile, nkeyDir, sshUserCAFile string
 	var sshHostKeyPubs []string
 	var k8sCAFile, adminAddr string
@@ -121,6 +122,17 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 				}
 				*sf.dst = strings.TrimSpace(string(b))
 			}
+			if consoleKeyFile != "" && runs("api") {
+				b, err := os.ReadFile(consoleKeyFile)
+				if err != nil {
+					return err
+				}
+				key, err := secrets.ParseKey(string(b))
+				if err != nil {
+					return fmt.Errorf("--console-key-file %s: %w", consoleKeyFile, err)
+				}
+				o.ConsoleKey = key.Derive("console cookies")
+			}
 			if recorderKeyFile != "" && runs("recorder") {
 				if o.RecorderKey, err = auditchain.LoadSigningKey(recorderKeyFile); err != nil {
 					return err
@@ -170,6 +182,9 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 	f.DurationVar(&jwksRefresh, "jwks-refresh", 30*time.Second, "identity: minimum time between JWKS refreshes on unknown key ids")
 	f.StringVar(&o.APIAddr, "addr", "127.0.0.1:8080", "api: listen address")
 	f.StringVar(&o.CLIClientID, "cli-client-id", "", "api: OAuth client id the CLI uses for 'sluice login'")
+	f.StringVar(&o.ConsoleClientID, "console-client-id", "", "api: OAuth client id (public, authorization code with PKCE) the web console signs in with at the issuer; empty: no console")
+	f.StringVar(&o.ConsoleURL, "console-url", "", "api: the console's URL as browsers reach it (https://sluice.example.com); register its /console/callback with the provider (default: http:// and the request's host, for loopback)")
+	f.StringVar(&consoleKeyFile, "console-key-file", "", "api: base64 32-byte key sealing the console's session cookies, the same on every API replica (sluice admin init writes console.key); default: random, so a restart signs everyone out")
 	f.StringVar(&o.PGAddr, "pg-addr", "127.0.0.1:15432", "pgworker: listen address")
 	f.StringVar(&o.SSHAddr, "ssh-addr", "127.0.0.1:12222", "sshworker: listen address")
 	f.StringVar(&o.SSHHostKey, "ssh-host-key", "", "sshworker: the worker's SSH host key, OpenSSH format (the SSH worker runs only with one)")

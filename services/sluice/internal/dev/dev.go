@@ -233,6 +233,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The console's cookies stay valid across restarts.
+	consoleKey, err := secrets.LoadOrCreateKeyFile(filepath.Join(dir, "console.key"))
+	if err != nil {
+		return err
+	}
 	// SSH: the user authority that signs certificates for verified tokens,
 	// and the worker's host key, published for clients' known_hosts.
 	sshUserCA, err := sshca.LoadOrCreate(filepath.Join(dir, "ssh", "user_ca"))
@@ -257,6 +262,8 @@ func Run(ctx context.Context, cfg Config) error {
 		URL: apiURL + "/oidc", Audience: Audience, Key: key, TTL: cfg.TokenTTL,
 		Clients: []devissuer.Client{
 			{ID: "sluice-cli"},
+			// The web console: whichever loopback name the browser uses.
+			{ID: ConsoleClientID, RedirectURIs: consoleRedirects(apiLn.Addr().String())},
 			{ID: "demo-agent", Secret: agentSecret, Groups: []string{"engineers"}},
 		},
 	}
@@ -304,11 +311,13 @@ func Run(ctx context.Context, cfg Config) error {
 		APIListener: apiLn,
 		// The API's loopback port serves the metrics too: one port for
 		// everything in development.
-		APIMounts:   map[string]http.Handler{"/oidc": iss.Handler(), "/metrics": telemetry.MetricsHandler()},
-		CLIClientID: "sluice-cli",
-		APIStarted:  started,
-		MasterKey:   master,
-		RecorderKey: recorderKey,
+		APIMounts:       map[string]http.Handler{"/oidc": iss.Handler(), "/metrics": telemetry.MetricsHandler()},
+		CLIClientID:     "sluice-cli",
+		ConsoleClientID: ConsoleClientID,
+		ConsoleKey:      consoleKey.Derive("console cookies"),
+		APIStarted:      started,
+		MasterKey:       master,
+		RecorderKey:     recorderKey,
 		// Outside NATS, where the break-glass identity does not reach.
 		AuditAnchorFile:  filepath.Join(dir, AuditAnchorFile),
 		HoldTimeout:      cfg.HoldTimeout,
@@ -602,10 +611,32 @@ func apply(ctx context.Context, conn *bus.Conn, data []byte, name string) error 
 	return nil
 }
 
+// ConsoleClientID is the web console's client at the dev issuer.
+const ConsoleClientID = "sluice-console"
+
+// consoleRedirects are the console's redirect URIs on the API's address,
+// under both loopback names when it listens on loopback.
+func consoleRedirects(addr string) []string {
+	out := []string{"http://" + addr + "/console/callback"}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return out
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() || host == "localhost" {
+		for _, name := range []string{"127.0.0.1", "localhost", "[::1]"} {
+			if u := "http://" + name + ":" + port + "/console/callback"; u != out[0] {
+				out = append(out, u)
+			}
+		}
+	}
+	return out
+}
+
 func banner(cfg Config, dir, apiURL, natsURL string, pg *pglocal.Server, sshd *sshDemo, kube *kubelocal.Server, sshAddr, k8sAddr, agentSecret string) {
 	host, port, _ := net.SplitHostPort(cfg.PGAddr)
 	w := cfg.Out
 	fmt.Fprintf(w, "\nSluice is running in development mode (state in %s).\n\n", dir)
+	fmt.Fprintf(w, "  Web console   %s/ (sign in as anyone, with any groups, through the dev issuer)\n", apiURL)
 	fmt.Fprintf(w, "  HTTP API      %s\n", apiURL)
 	fmt.Fprintf(w, "  OIDC issuer   %s/oidc   (development only)\n", apiURL)
 	fmt.Fprintf(w, "  PostgreSQL    %s\n", cfg.PGAddr)

@@ -59,6 +59,9 @@ type Options struct {
 	APIListener net.Listener
 	APIMounts   map[string]http.Handler
 	CLIClientID string
+	// The web console (api.Config.ConsoleClientID, ConsoleURL, ConsoleKey).
+	ConsoleClientID, ConsoleURL string
+	ConsoleKey                  []byte
 	// APIStarted gates the API's /readyz (api.Config.Started).
 	APIStarted <-chan struct{}
 
@@ -482,6 +485,7 @@ func runAPI(ctx context.Context, o *Options, conn *bus.Conn) error {
 		Addr: o.APIAddr, Listener: o.APIListener, Conn: conn, Mounts: o.APIMounts,
 		Issuer: o.Provider.Issuer, Audience: o.Provider.Audience, CLIClientID: o.CLIClientID, Log: o.Log, Started: o.APIStarted,
 		SSHAddress: o.SSHPublicAddress, SSHHostKeys: o.SSHHostKeys, KubernetesURL: o.K8sPublicURL, KubernetesCAPEM: o.K8sCAPEM,
+		ConsoleClientID: o.ConsoleClientID, ConsoleURL: o.ConsoleURL, ConsoleKey: o.ConsoleKey,
 		Ready: o.ready("api"),
 	}).Run(ctx)
 }
