@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/eventstore"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -73,6 +74,29 @@ func DecodeFact(m jetstream.Msg) (Fact, error) {
 		e.ID = fmt.Sprintf("%s-%d", strings.ToLower(md.Stream), e.Sequence)
 	}
 	return Fact{Stream: md.Stream, Event: e}, nil
+}
+
+// DecodeFacts reads one message of APPROVALS or CONTROL as the facts it
+// holds: an apply stored whole (control's config.applied) gives one fact
+// per piece it changed, as applies stored piece by piece did, so that a
+// SIEM sees the same facts from either schema.
+func DecodeFacts(m jetstream.Msg) ([]Fact, error) {
+	f, err := DecodeFact(m)
+	if err != nil {
+		return nil, err
+	}
+	if f.Stream != bus.StreamControl {
+		return []Fact{f}, nil
+	}
+	pieces, err := controlstate.Expand(f.Event)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Fact, len(pieces))
+	for i, p := range pieces {
+		out[i] = Fact{Stream: f.Stream, Event: p}
+	}
+	return out, nil
 }
 
 // Kind names a fact as "<stream>.<aggregate>.<event>", for example

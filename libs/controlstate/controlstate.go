@@ -10,6 +10,7 @@ package controlstate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -44,19 +45,15 @@ func Bucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, er
 
 // View is a live, read-only copy of the control state.
 type View struct {
-	mu        sync.RWMutex
-	targets   map[string]*controlv1.TargetConfigured
-	policy    *controlv1.PolicySetApplied
-	approvers *controlv1.ApproverGroupsSet
-	provider  *controlv1.IdentityProviderConfigured
-	access    *controlv1.AccessConfigured
-	ready     chan struct{}
-	subs      []func(key string)
+	mu    sync.RWMutex
+	st    State
+	ready chan struct{}
+	subs  []func(key string)
 }
 
 // NewView returns an empty view; Follow fills it.
 func NewView() *View {
-	return &View{targets: map[string]*controlv1.TargetConfigured{}, ready: make(chan struct{})}
+	return &View{st: State{Targets: map[string]*controlv1.TargetConfigured{}}, ready: make(chan struct{})}
 }
 
 // OnChange registers fn to be called (from the follower goroutine) after
@@ -72,66 +69,107 @@ func (v *View) Ready() <-chan struct{} { return v.ready }
 
 func (v *View) apply(e jetstream.KeyValueEntry) error {
 	key := e.Key()
-	deleted := e.Operation() != jetstream.KeyValuePut
 	v.mu.Lock()
-	switch {
-	case len(key) > len(targetPrefix) && key[:len(targetPrefix)] == targetPrefix:
-		name, _ := bus.DecodeToken(key[len(targetPrefix):])
-		if deleted {
-			delete(v.targets, name)
-			break
-		}
-		var t controlv1.TargetConfigured
-		if err := proto.Unmarshal(e.Value(), &t); err != nil {
-			v.mu.Unlock()
-			return fmt.Errorf("control state %s: %w", key, err)
-		}
-		v.targets[name] = &t
-	case key == KeyPolicy:
-		var p controlv1.PolicySetApplied
-		if err := decodeOrNil(e, deleted, &p); err != nil {
-			v.mu.Unlock()
-			return err
-		}
-		v.policy = nilIf(deleted, &p)
-	case key == KeyApprovers:
-		var a controlv1.ApproverGroupsSet
-		if err := decodeOrNil(e, deleted, &a); err != nil {
-			v.mu.Unlock()
-			return err
-		}
-		v.approvers = nilIf(deleted, &a)
-	case key == KeyIdentityProvider:
-		var p controlv1.IdentityProviderConfigured
-		if err := decodeOrNil(e, deleted, &p); err != nil {
-			v.mu.Unlock()
-			return err
-		}
-		v.provider = nilIf(deleted, &p)
-	case key == KeyAccess:
-		var a controlv1.AccessConfigured
-		if err := decodeOrNil(e, deleted, &a); err != nil {
-			v.mu.Unlock()
-			return err
-		}
-		v.access = nilIf(deleted, &a)
-	}
+	err := v.st.set(key, e.Value(), e.Operation() != jetstream.KeyValuePut)
 	subs := v.subs
 	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	for _, fn := range subs {
 		fn(key)
 	}
 	return nil
 }
 
-func decodeOrNil(e jetstream.KeyValueEntry, deleted bool, m proto.Message) error {
-	if deleted {
+// State is the control state: what the bucket holds, decoded.
+type State struct {
+	Targets   map[string]*controlv1.TargetConfigured
+	Policy    *controlv1.PolicySetApplied
+	Approvers *controlv1.ApproverGroupsSet
+	Provider  *controlv1.IdentityProviderConfigured
+	Access    *controlv1.AccessConfigured
+}
+
+// set applies one bucket entry (a put of value, or the key's deletion).
+func (st *State) set(key string, value []byte, deleted bool) error {
+	if st.Targets == nil {
+		st.Targets = map[string]*controlv1.TargetConfigured{}
+	}
+	decode := func(m proto.Message) error {
+		if deleted {
+			return nil
+		}
+		if err := proto.Unmarshal(value, m); err != nil {
+			return fmt.Errorf("control state %s: %w", key, err)
+		}
 		return nil
 	}
-	if err := proto.Unmarshal(e.Value(), m); err != nil {
-		return fmt.Errorf("control state %s: %w", e.Key(), err)
+	switch {
+	case len(key) > len(targetPrefix) && key[:len(targetPrefix)] == targetPrefix:
+		name, _ := bus.DecodeToken(key[len(targetPrefix):])
+		if deleted {
+			delete(st.Targets, name)
+			return nil
+		}
+		var t controlv1.TargetConfigured
+		if err := decode(&t); err != nil {
+			return err
+		}
+		st.Targets[name] = &t
+	case key == KeyPolicy:
+		var p controlv1.PolicySetApplied
+		if err := decode(&p); err != nil {
+			return err
+		}
+		st.Policy = nilIf(deleted, &p)
+	case key == KeyApprovers:
+		var a controlv1.ApproverGroupsSet
+		if err := decode(&a); err != nil {
+			return err
+		}
+		st.Approvers = nilIf(deleted, &a)
+	case key == KeyIdentityProvider:
+		var p controlv1.IdentityProviderConfigured
+		if err := decode(&p); err != nil {
+			return err
+		}
+		st.Provider = nilIf(deleted, &p)
+	case key == KeyAccess:
+		var a controlv1.AccessConfigured
+		if err := decode(&a); err != nil {
+			return err
+		}
+		st.Access = nilIf(deleted, &a)
 	}
 	return nil
+}
+
+// Read reads the bucket as it stands now, entry by entry (the control
+// service compares an apply with it).
+func Read(ctx context.Context, js jetstream.JetStream) (State, error) {
+	st := State{Targets: map[string]*controlv1.TargetConfigured{}}
+	kv, err := Bucket(ctx, js)
+	if err != nil {
+		return st, err
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return st, fmt.Errorf("control bucket: %w", err)
+	}
+	for key := range keys.Keys() {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return st, fmt.Errorf("control bucket %s: %w", key, err)
+		}
+		if err := st.set(key, e.Value(), false); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
 }
 
 func nilIf[T any](deleted bool, v *T) *T {
@@ -145,15 +183,15 @@ func nilIf[T any](deleted bool, v *T) *T {
 func (v *View) Target(name string) (*controlv1.TargetConfigured, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	t, ok := v.targets[name]
+	t, ok := v.st.Targets[name]
 	return t, ok
 }
 
 // Targets returns every target, sorted by name.
 func (v *View) Targets() []*controlv1.TargetConfigured {
 	v.mu.RLock()
-	out := make([]*controlv1.TargetConfigured, 0, len(v.targets))
-	for _, t := range v.targets {
+	out := make([]*controlv1.TargetConfigured, 0, len(v.st.Targets))
+	for _, t := range v.st.Targets {
 		out = append(out, t)
 	}
 	v.mu.RUnlock()
@@ -165,21 +203,21 @@ func (v *View) Targets() []*controlv1.TargetConfigured {
 func (v *View) Policy() *controlv1.PolicySetApplied {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return v.policy
+	return v.st.Policy
 }
 
 // Approvers returns the approver groups, or nil.
 func (v *View) Approvers() *controlv1.ApproverGroupsSet {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return v.approvers
+	return v.st.Approvers
 }
 
 // IdentityProvider returns the applied provider settings, or nil.
 func (v *View) IdentityProvider() *controlv1.IdentityProviderConfigured {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return v.provider
+	return v.st.Provider
 }
 
 // IdentityDigest names the applied identity configuration ("" if none is
@@ -187,7 +225,7 @@ func (v *View) IdentityProvider() *controlv1.IdentityProviderConfigured {
 func (v *View) IdentityDigest() string {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return v.provider.GetDigest()
+	return v.st.Provider.GetDigest()
 }
 
 // Providers returns every applied identity provider (events written before
@@ -207,7 +245,7 @@ func Providers(ev *controlv1.IdentityProviderConfigured) []*controlv1.IdentityPr
 func (v *View) Access() *controlv1.AccessConfigured {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return v.access
+	return v.st.Access
 }
 
 // Follow keeps the view current until ctx is done, watching again when a

@@ -171,6 +171,42 @@ func (s *Store) Load(ctx context.Context, aggregate, id string) (Aggregate, erro
 	return agg, nil
 }
 
+// Position returns where the aggregate stands, from its last event alone
+// (no read of its history): what to expect when appending to an aggregate
+// whose state is kept elsewhere, such as a projection.
+func (s *Store) Position(ctx context.Context, aggregate, id string) (Position, error) {
+	stream, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return Position{}, fmt.Errorf("stream %s: %w", s.stream, err)
+	}
+	last, err := stream.GetLastMsgForSubject(ctx, s.filter(aggregate, id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Position{}, nil
+	}
+	if err != nil {
+		return Position{}, fmt.Errorf("last event of %s %s: %w", aggregate, id, err)
+	}
+	e, err := s.eventFrom(last.Subject, last.Header, last.Data, last.Sequence)
+	if err != nil {
+		return Position{}, err
+	}
+	return Position{Sequence: e.Sequence, Version: e.Version}, nil
+}
+
+// LastSequence is the stream's last sequence: a projection that has
+// applied it has applied everything stored so far.
+func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
+	stream, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", s.stream, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", s.stream, err)
+	}
+	return info.State.LastSeq, nil
+}
+
 // Read calls fn for every event stored so far on subjects matching filter
 // (an absolute subject filter), in stream order.
 func (s *Store) Read(ctx context.Context, filter string, fn func(Event) error) error {

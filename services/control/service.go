@@ -31,15 +31,19 @@ const projectionName = bus.DurableControlProjection
 // subject (the NATS admin identity, no token).
 const ActorBreakGlass = "break-glass"
 
-// Aggregate names and ids.
+// Aggregate names and ids (controlstate.Expand reads both schemas).
 const (
-	aggTarget    = "target"
-	aggPolicy    = "policy"
-	aggApprovers = "approvers"
-	aggIdentity  = "identity"
-	aggAccess    = "access"
-	singleton    = "default"
+	aggTarget    = controlstate.AggregateTarget
+	aggPolicy    = controlstate.AggregatePolicy
+	aggApprovers = controlstate.AggregateApprovers
+	aggIdentity  = controlstate.AggregateIdentity
+	aggAccess    = controlstate.AggregateAccess
+	singleton    = controlstate.Singleton
 )
+
+// applyAttempts bounds how often an apply that lost a race with another
+// is computed again against the new state.
+const applyAttempts = 5
 
 // Config configures the control service.
 type Config struct {
@@ -166,43 +170,83 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 			return applyError("invalid_config", fmt.Sprintf("access: grant_approvers %q is not an applied approver group", ga)), nil
 		}
 	}
-	a := &applier{s: s, dry: req.GetDryRun(), actor: actor}
+	for attempt := 1; ; attempt++ {
+		a, err := s.plan(ctx, req, f, specs, rules, actor)
+		if err != nil {
+			s.cfg.Log.Error().Err(err).Msg("apply failed: the applied state cannot be read")
+			return applyError("apply_failed", "the applied configuration cannot be read; retry"), nil
+		}
+		if a.dry || len(a.pieces) == 0 {
+			return &controlv1.ApplyResponse{Changes: a.changes, PolicyRevision: a.revision}, nil
+		}
+		// One event for the whole apply, expecting the one before it: all
+		// of it is stored or none, and two applies never interleave.
+		pos, err := s.store.Append(ctx, controlstate.AggregateConfig, controlstate.ConfigID, a.at,
+			eventstore.NewEvent(controlstate.EventApplied, &controlv1.ConfigApplied{Schema: controlstate.ConfigSchema, AppliedBy: actor,
+				SourceFile: req.GetFileName(), Changes: a.pieces}))
+		if errors.Is(err, eventstore.ErrConflict) && attempt < applyAttempts {
+			s.cfg.Log.Info().Int("attempt", attempt).Msg("another apply landed first; comparing again")
+			continue
+		}
+		if err != nil {
+			s.cfg.Log.Error().Err(err).Msg("apply failed")
+			return applyError("apply_failed", "the change could not be stored (nothing of it was applied); retry"), nil
+		}
+		if err := s.store.WaitApplied(ctx, projectionName, pos.Sequence); err != nil {
+			return applyError("apply_failed", "the change is stored but not yet visible; retry to confirm"), nil
+		}
+		return &controlv1.ApplyResponse{Changes: a.changes, PolicyRevision: a.revision}, nil
+	}
+}
+
+// plan compares the file with the applied state and says what an apply
+// changes. The applied state is the projection once it has applied every
+// event stored when the plan began; at is where the config aggregate stood
+// then, so that the apply is refused if another landed meanwhile.
+func (s *Service) plan(ctx context.Context, req *controlv1.ApplyRequest, f *config.File, specs []*controlv1.TargetSpec, rules []*controlv1.Rule, actor string) (*applier, error) {
+	at, err := s.store.Position(ctx, controlstate.AggregateConfig, controlstate.ConfigID)
+	if err != nil {
+		return nil, err
+	}
+	last, err := s.store.LastSequence(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.WaitApplied(ctx, projectionName, last); err != nil {
+		return nil, err
+	}
+	state, err := controlstate.Read(ctx, s.cfg.Conn.JS)
+	if err != nil {
+		return nil, err
+	}
+	a := &applier{dry: req.GetDryRun(), actor: actor, state: state, at: at}
 	for _, spec := range specs {
-		a.target(ctx, spec)
+		a.target(spec)
 	}
 	if req.GetPrune() {
 		keep := map[string]bool{}
 		for _, spec := range specs {
 			keep[spec.GetName()] = true
 		}
-		for _, t := range s.view.Targets() {
-			if name := t.GetSpec().GetName(); !keep[name] {
-				a.removeTarget(ctx, name)
+		for name := range state.Targets {
+			if !keep[name] {
+				a.removeTarget(name)
 			}
 		}
 	}
 	if f.Policies != nil {
-		a.policy(ctx, rules, req.GetFileName())
+		a.policy(rules, req.GetFileName())
 	}
 	if f.Approvers != nil {
-		a.approvers(ctx, f.ApproverProtos())
+		a.approvers(f.ApproverProtos())
 	}
 	if ps := f.ProviderProtos(); ps != nil {
-		a.identity(ctx, ps)
+		a.identity(ps)
 	}
 	if ac := f.AccessProto(); ac != nil {
-		a.access(ctx, ac)
+		a.access(ac)
 	}
-	if a.err != nil {
-		s.cfg.Log.Error().Err(a.err).Msg("apply failed")
-		return applyError("apply_failed", "the change could not be stored; retry"), nil
-	}
-	if !a.dry && a.lastSeq > 0 {
-		if err := s.store.WaitApplied(ctx, projectionName, a.lastSeq); err != nil {
-			return applyError("apply_failed", "the change is stored but not yet visible; retry to confirm"), nil
-		}
-	}
-	return &controlv1.ApplyResponse{Changes: a.changes, PolicyRevision: a.revision}, nil
+	return a, nil
 }
 
 // policyErrors type-checks the rules and locates each error in the file.
@@ -256,101 +300,53 @@ func indexOfRule(rules []*controlv1.Rule, name string, from int) int {
 	return -1
 }
 
-// applier compares and appends one piece at a time.
+// applier compares a file with the applied state, piece by piece, and
+// gathers the changes of one apply.
 type applier struct {
-	s        *Service
 	dry      bool
 	actor    string
+	state    controlstate.State
+	at       eventstore.Position
 	changes  []*controlv1.Change
-	lastSeq  uint64
+	pieces   []*controlv1.ConfigChange
 	revision uint64
-	err      error
-}
-
-func (a *applier) load(ctx context.Context, agg, id string) (eventstore.Aggregate, bool) {
-	st, err := a.s.store.Load(ctx, agg, id)
-	if err != nil && !errors.Is(err, eventstore.ErrNotFound) {
-		a.err = err
-		return st, false
-	}
-	return st, true
-}
-
-func (a *applier) append(ctx context.Context, agg, id string, pos eventstore.Position, ev eventstore.Pending) bool {
-	if a.dry {
-		return true
-	}
-	p, err := a.s.store.Append(ctx, agg, id, pos, ev)
-	if err != nil {
-		a.err = fmt.Errorf("%s %s: %w", agg, id, err)
-		return false
-	}
-	a.lastSeq = max(a.lastSeq, p.Sequence)
-	return true
 }
 
 func (a *applier) change(kind, name, op string) {
 	a.changes = append(a.changes, &controlv1.Change{Kind: kind, Name: name, Op: op})
 }
 
-// lastDigest returns the digest of the aggregate's current state; "" if it
-// has none or was removed.
-func lastDigest(st eventstore.Aggregate, decode func(eventstore.Event) string) string {
-	if len(st.Events) == 0 {
-		return ""
-	}
-	return decode(st.Events[len(st.Events)-1])
+func (a *applier) add(m proto.Message) {
+	a.pieces = append(a.pieces, controlstate.Change(m))
 }
 
-func (a *applier) target(ctx context.Context, spec *controlv1.TargetSpec) {
-	if a.err != nil {
-		return
+func created(exists bool) string {
+	if exists {
+		return "updated"
 	}
-	st, ok := a.load(ctx, aggTarget, spec.GetName())
-	if !ok {
-		return
-	}
+	return "created"
+}
+
+func (a *applier) target(spec *controlv1.TargetSpec) {
+	cur, exists := a.state.Targets[spec.GetName()]
 	d := digest(spec)
-	old := lastDigest(st, func(e eventstore.Event) string {
-		var tc controlv1.TargetConfigured
-		if e.Name != "configured" || e.Decode(&tc) != nil {
-			return ""
-		}
-		return tc.GetDigest()
-	})
-	switch {
-	case old == d:
+	if exists && cur.GetDigest() == d {
 		a.change("target", spec.GetName(), "unchanged")
 		return
-	case old == "":
-		a.change("target", spec.GetName(), "created")
-	default:
-		a.change("target", spec.GetName(), "updated")
 	}
-	a.append(ctx, aggTarget, spec.GetName(), st.Position,
-		eventstore.NewEvent("configured", &controlv1.TargetConfigured{Spec: spec, Digest: d, AppliedBy: a.actor}))
+	a.change("target", spec.GetName(), created(exists))
+	a.add(&controlv1.TargetConfigured{Spec: spec, Digest: d, AppliedBy: a.actor})
 }
 
-func (a *applier) removeTarget(ctx context.Context, name string) {
-	if a.err != nil {
-		return
-	}
-	st, ok := a.load(ctx, aggTarget, name)
-	if !ok || len(st.Events) == 0 || st.Events[len(st.Events)-1].Name == "removed" {
+func (a *applier) removeTarget(name string) {
+	if _, exists := a.state.Targets[name]; !exists {
 		return
 	}
 	a.change("target", name, "removed")
-	a.append(ctx, aggTarget, name, st.Position, eventstore.NewEvent("removed", &controlv1.TargetRemoved{Name: name, AppliedBy: a.actor}))
+	a.add(&controlv1.TargetRemoved{Name: name, AppliedBy: a.actor})
 }
 
-func (a *applier) policy(ctx context.Context, rules []*controlv1.Rule, file string) {
-	if a.err != nil {
-		return
-	}
-	st, ok := a.load(ctx, aggPolicy, singleton)
-	if !ok {
-		return
-	}
+func (a *applier) policy(rules []*controlv1.Rule, file string) {
 	// The digest covers what rules do, not where they sit in the file.
 	stripped := make([]*controlv1.Rule, len(rules))
 	for i, r := range rules {
@@ -359,107 +355,76 @@ func (a *applier) policy(ctx context.Context, rules []*controlv1.Rule, file stri
 		stripped[i] = c
 	}
 	d := digest(&controlv1.PolicySetApplied{Rules: stripped})
-	var cur controlv1.PolicySetApplied
-	if len(st.Events) > 0 {
-		_ = st.Events[len(st.Events)-1].Decode(&cur)
-	}
-	if cur.GetDigest() == d {
+	cur := a.state.Policy
+	if cur != nil && cur.GetDigest() == d {
 		a.revision = cur.GetRevision()
 		a.change("policy", singleton, "unchanged")
 		return
 	}
-	a.revision = st.Version + 1
-	a.change("policy", singleton, map[bool]string{true: "created", false: "updated"}[len(st.Events) == 0])
-	a.append(ctx, aggPolicy, singleton, st.Position, eventstore.NewEvent("applied",
-		&controlv1.PolicySetApplied{Rules: rules, Digest: d, Revision: a.revision, SourceFile: file, AppliedBy: a.actor}))
+	a.revision = cur.GetRevision() + 1
+	a.change("policy", singleton, created(cur != nil))
+	a.add(&controlv1.PolicySetApplied{Rules: rules, Digest: d, Revision: a.revision, SourceFile: file, AppliedBy: a.actor})
 }
 
-func (a *applier) approvers(ctx context.Context, groups []*controlv1.ApproverGroup) {
-	if a.err != nil {
-		return
-	}
+func (a *applier) approvers(groups []*controlv1.ApproverGroup) {
 	sort.Slice(groups, func(i, j int) bool { return groups[i].GetName() < groups[j].GetName() })
-	st, ok := a.load(ctx, aggApprovers, singleton)
-	if !ok {
-		return
-	}
 	d := digest(&controlv1.ApproverGroupsSet{Groups: groups})
-	var cur controlv1.ApproverGroupsSet
-	if len(st.Events) > 0 {
-		_ = st.Events[len(st.Events)-1].Decode(&cur)
-	}
-	if cur.GetDigest() == d {
+	cur := a.state.Approvers
+	if cur != nil && cur.GetDigest() == d {
 		a.change("approvers", singleton, "unchanged")
 		return
 	}
-	a.change("approvers", singleton, map[bool]string{true: "created", false: "updated"}[len(st.Events) == 0])
-	a.append(ctx, aggApprovers, singleton, st.Position, eventstore.NewEvent("set",
-		&controlv1.ApproverGroupsSet{Groups: groups, Digest: d, AppliedBy: a.actor}))
+	a.change("approvers", singleton, created(cur != nil))
+	a.add(&controlv1.ApproverGroupsSet{Groups: groups, Digest: d, AppliedBy: a.actor})
 }
 
-func (a *applier) identity(ctx context.Context, ps []*controlv1.IdentityProvider) {
-	if a.err != nil {
-		return
-	}
-	st, ok := a.load(ctx, aggIdentity, singleton)
-	if !ok {
-		return
-	}
+func (a *applier) identity(ps []*controlv1.IdentityProvider) {
 	d := digest(&controlv1.IdentityProviderConfigured{Providers: ps})
-	var cur controlv1.IdentityProviderConfigured
-	if len(st.Events) > 0 {
-		_ = st.Events[len(st.Events)-1].Decode(&cur)
-	}
-	if cur.GetDigest() == d {
+	cur := a.state.Provider
+	if cur != nil && cur.GetDigest() == d {
 		a.change("identity", "oidc", "unchanged")
 		return
 	}
-	a.change("identity", "oidc", map[bool]string{true: "created", false: "updated"}[len(st.Events) == 0])
-	a.append(ctx, aggIdentity, singleton, st.Position, eventstore.NewEvent("configured",
-		&controlv1.IdentityProviderConfigured{Providers: ps, Digest: d, AppliedBy: a.actor}))
+	a.change("identity", "oidc", created(cur != nil))
+	a.add(&controlv1.IdentityProviderConfigured{Providers: ps, Digest: d, AppliedBy: a.actor})
 }
 
-func (a *applier) access(ctx context.Context, ac *controlv1.AccessConfigured) {
-	if a.err != nil {
-		return
-	}
-	st, ok := a.load(ctx, aggAccess, singleton)
-	if !ok {
-		return
-	}
+func (a *applier) access(ac *controlv1.AccessConfigured) {
 	d := digest(ac)
-	var cur controlv1.AccessConfigured
-	if len(st.Events) > 0 {
-		_ = st.Events[len(st.Events)-1].Decode(&cur)
-	}
-	if cur.GetDigest() == d {
+	cur := a.state.Access
+	if cur != nil && cur.GetDigest() == d {
 		a.change("access", singleton, "unchanged")
 		return
 	}
-	a.change("access", singleton, map[bool]string{true: "created", false: "updated"}[len(st.Events) == 0])
+	a.change("access", singleton, created(cur != nil))
 	ac.Digest, ac.AppliedBy = d, a.actor
-	a.append(ctx, aggAccess, singleton, st.Position, eventstore.NewEvent("configured", ac))
+	a.add(ac)
 }
 
 // project writes the state an event sets into the control bucket. Events
 // carry full state, so applying one twice is harmless.
 func (s *Service) project(ctx context.Context, e eventstore.Event) error {
-	key, value, del, ok := projected(e)
-	if !ok {
-		return nil
+	pieces, err := controlstate.Expand(e)
+	if err != nil {
+		return err
 	}
 	kv, err := controlstate.Bucket(ctx, s.cfg.Conn.JS)
 	if err != nil {
 		return err
 	}
-	if del {
-		if err := kv.Delete(ctx, key); err != nil {
-			return fmt.Errorf("project %s: %w", key, err)
+	for _, p := range pieces {
+		key, value, del, ok := projected(p)
+		switch {
+		case !ok:
+		case del:
+			if err := kv.Delete(ctx, key); err != nil {
+				return fmt.Errorf("project %s: %w", key, err)
+			}
+		default:
+			if _, err := kv.Put(ctx, key, value); err != nil {
+				return fmt.Errorf("project %s: %w", key, err)
+			}
 		}
-		return nil
-	}
-	if _, err := kv.Put(ctx, key, value); err != nil {
-		return fmt.Errorf("project %s: %w", key, err)
 	}
 	return nil
 }
@@ -495,11 +460,17 @@ func Fold(ctx context.Context, js jetstream.JetStream) (map[string][]byte, error
 	state := map[string][]byte{}
 	store := eventstore.New(js, bus.StreamControl, bus.SubjectControl)
 	err := store.Read(ctx, bus.SubjectControl+".>", func(e eventstore.Event) error {
-		if key, value, del, ok := projected(e); ok {
-			if del {
-				delete(state, key)
-			} else {
-				state[key] = value
+		pieces, err := controlstate.Expand(e)
+		if err != nil {
+			return err
+		}
+		for _, p := range pieces {
+			if key, value, del, ok := projected(p); ok {
+				if del {
+					delete(state, key)
+				} else {
+					state[key] = value
+				}
 			}
 		}
 		return nil

@@ -303,27 +303,31 @@ func formatEntry(ctx context.Context, f string, sc *auditlog.Context, e auditlog
 // formatFact renders one APPROVALS or CONTROL event. requests completes
 // approval decisions with what was requested (nil for CONTROL).
 func formatFact(ctx context.Context, f string, requests *auditlog.Requests, m jetstream.Msg) []Item {
-	fact, err := auditlog.DecodeFact(m)
+	facts, err := auditlog.DecodeFacts(m)
 	if err != nil {
 		return nil
 	}
-	it := Item{ID: fact.Event.ID, Seq: fact.Event.Version, Kind: fact.Kind(), Time: fact.Event.Time,
-		Denied: fact.Event.Name == "denied"}
-	var request *approvalsv1.Approval
-	if requests != nil {
-		request = requests.Of(ctx, fact)
-		it.Session = request.GetSessionId()
+	var out []Item
+	for _, fact := range facts {
+		it := Item{ID: fact.Event.ID, Seq: fact.Event.Version, Kind: fact.Kind(), Time: fact.Event.Time,
+			Denied: fact.Event.Name == "denied"}
+		var request *approvalsv1.Approval
+		if requests != nil {
+			request = requests.Of(ctx, fact)
+			it.Session = request.GetSessionId()
+		}
+		var body any = auditlog.FactJSON(fact)
+		if f == "ocsf" {
+			body = auditlog.OCSFFact(fact, request)
+		}
+		b, err := marshalJSON(body)
+		if err != nil {
+			continue
+		}
+		it.Body = b
+		out = append(out, it)
 	}
-	var body any = auditlog.FactJSON(fact)
-	if f == "ocsf" {
-		body = auditlog.OCSFFact(fact, request)
-	}
-	b, err := marshalJSON(body)
-	if err != nil {
-		return nil
-	}
-	it.Body = b
-	return []Item{it}
+	return out
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -606,6 +606,239 @@ func (x *TargetRemoved) GetAppliedBy() string {
 	return ""
 }
 
+// ConfigApplied is one apply, whole: every piece it changed, in one event
+// (subject sluice.evt.control.config.current.applied), so that an apply is
+// stored entirely or not at all, and two applies never interleave (each is
+// appended expecting the one before it).
+//
+// CONTROL's event types, by schema:
+//
+//	1: one event per piece, on the piece's own aggregate:
+//	   target.<name>.configured (TargetConfigured), target.<name>.removed
+//	   (TargetRemoved), policy.default.applied (PolicySetApplied),
+//	   approvers.default.set (ApproverGroupsSet),
+//	   identity.default.configured (IdentityProviderConfigured),
+//	   access.default.configured (AccessConfigured). Streams written
+//	   before schema 2 hold these; they are still folded.
+//	2: config.current.applied (this message), carrying the same pieces.
+//
+// The fold of both is the sluice_control bucket (controlstate.Expand).
+type ConfigApplied struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// schema is 2.
+	Schema        uint32          `protobuf:"varint,1,opt,name=schema,proto3" json:"schema,omitempty"`
+	AppliedBy     string          `protobuf:"bytes,2,opt,name=applied_by,json=appliedBy,proto3" json:"applied_by,omitempty"`
+	SourceFile    string          `protobuf:"bytes,3,opt,name=source_file,json=sourceFile,proto3" json:"source_file,omitempty"`
+	Changes       []*ConfigChange `protobuf:"bytes,4,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigApplied) Reset() {
+	*x = ConfigApplied{}
+	mi := &file_sluice_control_v1_control_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigApplied) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigApplied) ProtoMessage() {}
+
+func (x *ConfigApplied) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_control_v1_control_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigApplied.ProtoReflect.Descriptor instead.
+func (*ConfigApplied) Descriptor() ([]byte, []int) {
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ConfigApplied) GetSchema() uint32 {
+	if x != nil {
+		return x.Schema
+	}
+	return 0
+}
+
+func (x *ConfigApplied) GetAppliedBy() string {
+	if x != nil {
+		return x.AppliedBy
+	}
+	return ""
+}
+
+func (x *ConfigApplied) GetSourceFile() string {
+	if x != nil {
+		return x.SourceFile
+	}
+	return ""
+}
+
+func (x *ConfigApplied) GetChanges() []*ConfigChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+// ConfigChange is one piece of an apply: the schema-1 event it stands for.
+type ConfigChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Change:
+	//
+	//	*ConfigChange_TargetConfigured
+	//	*ConfigChange_TargetRemoved
+	//	*ConfigChange_PolicyApplied
+	//	*ConfigChange_ApproversSet
+	//	*ConfigChange_IdentityConfigured
+	//	*ConfigChange_AccessConfigured
+	Change        isConfigChange_Change `protobuf_oneof:"change"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigChange) Reset() {
+	*x = ConfigChange{}
+	mi := &file_sluice_control_v1_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigChange) ProtoMessage() {}
+
+func (x *ConfigChange) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_control_v1_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigChange.ProtoReflect.Descriptor instead.
+func (*ConfigChange) Descriptor() ([]byte, []int) {
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ConfigChange) GetChange() isConfigChange_Change {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *ConfigChange) GetTargetConfigured() *TargetConfigured {
+	if x != nil {
+		if x, ok := x.Change.(*ConfigChange_TargetConfigured); ok {
+			return x.TargetConfigured
+		}
+	}
+	return nil
+}
+
+func (x *ConfigChange) GetTargetRemoved() *TargetRemoved {
+	if x != nil {
+		if x, ok := x.Change.(*ConfigChange_TargetRemoved); ok {
+			return x.TargetRemoved
+		}
+	}
+	return nil
+}
+
+func (x *ConfigChange) GetPolicyApplied() *PolicySetApplied {
+	if x != nil {
+		if x, ok := x.Change.(*ConfigChange_PolicyApplied); ok {
+			return x.PolicyApplied
+		}
+	}
+	return nil
+}
+
+func (x *ConfigChange) GetApproversSet() *ApproverGroupsSet {
+	if x != nil {
+		if x, ok := x.Change.(*ConfigChange_ApproversSet); ok {
+			return x.ApproversSet
+		}
+	}
+	return nil
+}
+
+func (x *ConfigChange) GetIdentityConfigured() *IdentityProviderConfigured {
+	if x != nil {
+		if x, ok := x.Change.(*ConfigChange_IdentityConfigured); ok {
+			return x.IdentityConfigured
+		}
+	}
+	return nil
+}
+
+func (x *ConfigChange) GetAccessConfigured() *AccessConfigured {
+	if x != nil {
+		if x, ok := x.Change.(*ConfigChange_AccessConfigured); ok {
+			return x.AccessConfigured
+		}
+	}
+	return nil
+}
+
+type isConfigChange_Change interface {
+	isConfigChange_Change()
+}
+
+type ConfigChange_TargetConfigured struct {
+	TargetConfigured *TargetConfigured `protobuf:"bytes,1,opt,name=target_configured,json=targetConfigured,proto3,oneof"`
+}
+
+type ConfigChange_TargetRemoved struct {
+	TargetRemoved *TargetRemoved `protobuf:"bytes,2,opt,name=target_removed,json=targetRemoved,proto3,oneof"`
+}
+
+type ConfigChange_PolicyApplied struct {
+	PolicyApplied *PolicySetApplied `protobuf:"bytes,3,opt,name=policy_applied,json=policyApplied,proto3,oneof"`
+}
+
+type ConfigChange_ApproversSet struct {
+	ApproversSet *ApproverGroupsSet `protobuf:"bytes,4,opt,name=approvers_set,json=approversSet,proto3,oneof"`
+}
+
+type ConfigChange_IdentityConfigured struct {
+	IdentityConfigured *IdentityProviderConfigured `protobuf:"bytes,5,opt,name=identity_configured,json=identityConfigured,proto3,oneof"`
+}
+
+type ConfigChange_AccessConfigured struct {
+	AccessConfigured *AccessConfigured `protobuf:"bytes,6,opt,name=access_configured,json=accessConfigured,proto3,oneof"`
+}
+
+func (*ConfigChange_TargetConfigured) isConfigChange_Change() {}
+
+func (*ConfigChange_TargetRemoved) isConfigChange_Change() {}
+
+func (*ConfigChange_PolicyApplied) isConfigChange_Change() {}
+
+func (*ConfigChange_ApproversSet) isConfigChange_Change() {}
+
+func (*ConfigChange_IdentityConfigured) isConfigChange_Change() {}
+
+func (*ConfigChange_AccessConfigured) isConfigChange_Change() {}
+
 // MaskRule says which values are masked for whom.
 type MaskRule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -626,7 +859,7 @@ type MaskRule struct {
 
 func (x *MaskRule) Reset() {
 	*x = MaskRule{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[7]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +871,7 @@ func (x *MaskRule) String() string {
 func (*MaskRule) ProtoMessage() {}
 
 func (x *MaskRule) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[7]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +884,7 @@ func (x *MaskRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MaskRule.ProtoReflect.Descriptor instead.
 func (*MaskRule) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MaskRule) GetColumns() []string {
@@ -710,7 +943,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[8]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +955,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[8]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +968,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Rule) GetName() string {
@@ -816,7 +1049,7 @@ type PolicySetApplied struct {
 
 func (x *PolicySetApplied) Reset() {
 	*x = PolicySetApplied{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[9]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +1061,7 @@ func (x *PolicySetApplied) String() string {
 func (*PolicySetApplied) ProtoMessage() {}
 
 func (x *PolicySetApplied) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[9]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +1074,7 @@ func (x *PolicySetApplied) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySetApplied.ProtoReflect.Descriptor instead.
 func (*PolicySetApplied) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PolicySetApplied) GetRules() []*Rule {
@@ -890,7 +1123,7 @@ type ApproverGroup struct {
 
 func (x *ApproverGroup) Reset() {
 	*x = ApproverGroup{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[10]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1135,7 @@ func (x *ApproverGroup) String() string {
 func (*ApproverGroup) ProtoMessage() {}
 
 func (x *ApproverGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[10]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1148,7 @@ func (x *ApproverGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproverGroup.ProtoReflect.Descriptor instead.
 func (*ApproverGroup) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApproverGroup) GetName() string {
@@ -951,7 +1184,7 @@ type ApproverGroupsSet struct {
 
 func (x *ApproverGroupsSet) Reset() {
 	*x = ApproverGroupsSet{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[11]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1196,7 @@ func (x *ApproverGroupsSet) String() string {
 func (*ApproverGroupsSet) ProtoMessage() {}
 
 func (x *ApproverGroupsSet) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[11]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1209,7 @@ func (x *ApproverGroupsSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproverGroupsSet.ProtoReflect.Descriptor instead.
 func (*ApproverGroupsSet) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApproverGroupsSet) GetGroups() []*ApproverGroup {
@@ -1031,7 +1264,7 @@ type IdentityProvider struct {
 
 func (x *IdentityProvider) Reset() {
 	*x = IdentityProvider{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[12]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1276,7 @@ func (x *IdentityProvider) String() string {
 func (*IdentityProvider) ProtoMessage() {}
 
 func (x *IdentityProvider) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[12]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1289,7 @@ func (x *IdentityProvider) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityProvider.ProtoReflect.Descriptor instead.
 func (*IdentityProvider) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *IdentityProvider) GetIssuer() string {
@@ -1152,7 +1385,7 @@ type GroupList struct {
 
 func (x *GroupList) Reset() {
 	*x = GroupList{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[13]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1397,7 @@ func (x *GroupList) String() string {
 func (*GroupList) ProtoMessage() {}
 
 func (x *GroupList) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[13]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1410,7 @@ func (x *GroupList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupList.ProtoReflect.Descriptor instead.
 func (*GroupList) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GroupList) GetGroups() []string {
@@ -1204,7 +1437,7 @@ type IdentityProviderConfigured struct {
 
 func (x *IdentityProviderConfigured) Reset() {
 	*x = IdentityProviderConfigured{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[14]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1449,7 @@ func (x *IdentityProviderConfigured) String() string {
 func (*IdentityProviderConfigured) ProtoMessage() {}
 
 func (x *IdentityProviderConfigured) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[14]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1462,7 @@ func (x *IdentityProviderConfigured) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityProviderConfigured.ProtoReflect.Descriptor instead.
 func (*IdentityProviderConfigured) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *IdentityProviderConfigured) GetProvider() *IdentityProvider {
@@ -1278,7 +1511,7 @@ type AccessConfigured struct {
 
 func (x *AccessConfigured) Reset() {
 	*x = AccessConfigured{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[15]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1523,7 @@ func (x *AccessConfigured) String() string {
 func (*AccessConfigured) ProtoMessage() {}
 
 func (x *AccessConfigured) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[15]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1536,7 @@ func (x *AccessConfigured) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessConfigured.ProtoReflect.Descriptor instead.
 func (*AccessConfigured) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AccessConfigured) GetAdmins() []string {
@@ -1358,7 +1591,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[16]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1603,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[16]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1616,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ApplyRequest) GetConfig() []byte {
@@ -1427,7 +1660,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[17]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1672,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[17]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1685,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Change) GetKind() string {
@@ -1489,7 +1722,7 @@ type ConfigError struct {
 
 func (x *ConfigError) Reset() {
 	*x = ConfigError{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[18]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1734,7 @@ func (x *ConfigError) String() string {
 func (*ConfigError) ProtoMessage() {}
 
 func (x *ConfigError) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[18]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1747,7 @@ func (x *ConfigError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigError.ProtoReflect.Descriptor instead.
 func (*ConfigError) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ConfigError) GetMessage() string {
@@ -1557,7 +1790,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[19]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1802,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[19]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1815,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyResponse) GetChanges() []*Change {
@@ -1631,7 +1864,7 @@ type TargetView struct {
 
 func (x *TargetView) Reset() {
 	*x = TargetView{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[20]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1876,7 @@ func (x *TargetView) String() string {
 func (*TargetView) ProtoMessage() {}
 
 func (x *TargetView) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[20]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1889,7 @@ func (x *TargetView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetView.ProtoReflect.Descriptor instead.
 func (*TargetView) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TargetView) GetName() string {
@@ -1724,7 +1957,7 @@ type ListTargetsRequest struct {
 
 func (x *ListTargetsRequest) Reset() {
 	*x = ListTargetsRequest{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[21]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1969,7 @@ func (x *ListTargetsRequest) String() string {
 func (*ListTargetsRequest) ProtoMessage() {}
 
 func (x *ListTargetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[21]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1982,7 @@ func (x *ListTargetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTargetsRequest.ProtoReflect.Descriptor instead.
 func (*ListTargetsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 type ListTargetsResponse struct {
@@ -1762,7 +1995,7 @@ type ListTargetsResponse struct {
 
 func (x *ListTargetsResponse) Reset() {
 	*x = ListTargetsResponse{}
-	mi := &file_sluice_control_v1_control_proto_msgTypes[22]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +2007,7 @@ func (x *ListTargetsResponse) String() string {
 func (*ListTargetsResponse) ProtoMessage() {}
 
 func (x *ListTargetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_control_v1_control_proto_msgTypes[22]
+	mi := &file_sluice_control_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +2020,7 @@ func (x *ListTargetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTargetsResponse.ProtoReflect.Descriptor instead.
 func (*ListTargetsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_sluice_control_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListTargetsResponse) GetTargets() []*TargetView {
@@ -1859,7 +2092,22 @@ const file_sluice_control_v1_control_proto_rawDesc = "" +
 	"\rTargetRemoved\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"applied_by\x18\x02 \x01(\tR\tappliedBy\"\x88\x01\n" +
+	"applied_by\x18\x02 \x01(\tR\tappliedBy\"\xa2\x01\n" +
+	"\rConfigApplied\x12\x16\n" +
+	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x1d\n" +
+	"\n" +
+	"applied_by\x18\x02 \x01(\tR\tappliedBy\x12\x1f\n" +
+	"\vsource_file\x18\x03 \x01(\tR\n" +
+	"sourceFile\x129\n" +
+	"\achanges\x18\x04 \x03(\v2\x1f.sluice.control.v1.ConfigChangeR\achanges\"\x88\x04\n" +
+	"\fConfigChange\x12R\n" +
+	"\x11target_configured\x18\x01 \x01(\v2#.sluice.control.v1.TargetConfiguredH\x00R\x10targetConfigured\x12I\n" +
+	"\x0etarget_removed\x18\x02 \x01(\v2 .sluice.control.v1.TargetRemovedH\x00R\rtargetRemoved\x12L\n" +
+	"\x0epolicy_applied\x18\x03 \x01(\v2#.sluice.control.v1.PolicySetAppliedH\x00R\rpolicyApplied\x12K\n" +
+	"\rapprovers_set\x18\x04 \x01(\v2$.sluice.control.v1.ApproverGroupsSetH\x00R\fapproversSet\x12`\n" +
+	"\x13identity_configured\x18\x05 \x01(\v2-.sluice.control.v1.IdentityProviderConfiguredH\x00R\x12identityConfigured\x12R\n" +
+	"\x11access_configured\x18\x06 \x01(\v2#.sluice.control.v1.AccessConfiguredH\x00R\x10accessConfiguredB\b\n" +
+	"\x06change\"\x88\x01\n" +
 	"\bMaskRule\x12\x18\n" +
 	"\acolumns\x18\x01 \x03(\tR\acolumns\x12\x1c\n" +
 	"\tdetectors\x18\x02 \x03(\tR\tdetectors\x12\x16\n" +
@@ -1979,7 +2227,7 @@ func file_sluice_control_v1_control_proto_rawDescGZIP() []byte {
 	return file_sluice_control_v1_control_proto_rawDescData
 }
 
-var file_sluice_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_sluice_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_sluice_control_v1_control_proto_goTypes = []any{
 	(*Credential)(nil),                 // 0: sluice.control.v1.Credential
 	(*PostgresTarget)(nil),             // 1: sluice.control.v1.PostgresTarget
@@ -1988,54 +2236,63 @@ var file_sluice_control_v1_control_proto_goTypes = []any{
 	(*TargetSpec)(nil),                 // 4: sluice.control.v1.TargetSpec
 	(*TargetConfigured)(nil),           // 5: sluice.control.v1.TargetConfigured
 	(*TargetRemoved)(nil),              // 6: sluice.control.v1.TargetRemoved
-	(*MaskRule)(nil),                   // 7: sluice.control.v1.MaskRule
-	(*Rule)(nil),                       // 8: sluice.control.v1.Rule
-	(*PolicySetApplied)(nil),           // 9: sluice.control.v1.PolicySetApplied
-	(*ApproverGroup)(nil),              // 10: sluice.control.v1.ApproverGroup
-	(*ApproverGroupsSet)(nil),          // 11: sluice.control.v1.ApproverGroupsSet
-	(*IdentityProvider)(nil),           // 12: sluice.control.v1.IdentityProvider
-	(*GroupList)(nil),                  // 13: sluice.control.v1.GroupList
-	(*IdentityProviderConfigured)(nil), // 14: sluice.control.v1.IdentityProviderConfigured
-	(*AccessConfigured)(nil),           // 15: sluice.control.v1.AccessConfigured
-	(*ApplyRequest)(nil),               // 16: sluice.control.v1.ApplyRequest
-	(*Change)(nil),                     // 17: sluice.control.v1.Change
-	(*ConfigError)(nil),                // 18: sluice.control.v1.ConfigError
-	(*ApplyResponse)(nil),              // 19: sluice.control.v1.ApplyResponse
-	(*TargetView)(nil),                 // 20: sluice.control.v1.TargetView
-	(*ListTargetsRequest)(nil),         // 21: sluice.control.v1.ListTargetsRequest
-	(*ListTargetsResponse)(nil),        // 22: sluice.control.v1.ListTargetsResponse
-	nil,                                // 23: sluice.control.v1.TargetSpec.LabelsEntry
-	nil,                                // 24: sluice.control.v1.IdentityProvider.SubjectGroupsEntry
-	nil,                                // 25: sluice.control.v1.TargetView.LabelsEntry
-	(*v1.Error)(nil),                   // 26: sluice.common.v1.Error
+	(*ConfigApplied)(nil),              // 7: sluice.control.v1.ConfigApplied
+	(*ConfigChange)(nil),               // 8: sluice.control.v1.ConfigChange
+	(*MaskRule)(nil),                   // 9: sluice.control.v1.MaskRule
+	(*Rule)(nil),                       // 10: sluice.control.v1.Rule
+	(*PolicySetApplied)(nil),           // 11: sluice.control.v1.PolicySetApplied
+	(*ApproverGroup)(nil),              // 12: sluice.control.v1.ApproverGroup
+	(*ApproverGroupsSet)(nil),          // 13: sluice.control.v1.ApproverGroupsSet
+	(*IdentityProvider)(nil),           // 14: sluice.control.v1.IdentityProvider
+	(*GroupList)(nil),                  // 15: sluice.control.v1.GroupList
+	(*IdentityProviderConfigured)(nil), // 16: sluice.control.v1.IdentityProviderConfigured
+	(*AccessConfigured)(nil),           // 17: sluice.control.v1.AccessConfigured
+	(*ApplyRequest)(nil),               // 18: sluice.control.v1.ApplyRequest
+	(*Change)(nil),                     // 19: sluice.control.v1.Change
+	(*ConfigError)(nil),                // 20: sluice.control.v1.ConfigError
+	(*ApplyResponse)(nil),              // 21: sluice.control.v1.ApplyResponse
+	(*TargetView)(nil),                 // 22: sluice.control.v1.TargetView
+	(*ListTargetsRequest)(nil),         // 23: sluice.control.v1.ListTargetsRequest
+	(*ListTargetsResponse)(nil),        // 24: sluice.control.v1.ListTargetsResponse
+	nil,                                // 25: sluice.control.v1.TargetSpec.LabelsEntry
+	nil,                                // 26: sluice.control.v1.IdentityProvider.SubjectGroupsEntry
+	nil,                                // 27: sluice.control.v1.TargetView.LabelsEntry
+	(*v1.Error)(nil),                   // 28: sluice.common.v1.Error
 }
 var file_sluice_control_v1_control_proto_depIdxs = []int32{
 	0,  // 0: sluice.control.v1.PostgresTarget.password:type_name -> sluice.control.v1.Credential
 	0,  // 1: sluice.control.v1.SSHTarget.private_key:type_name -> sluice.control.v1.Credential
 	0,  // 2: sluice.control.v1.KubernetesTarget.token:type_name -> sluice.control.v1.Credential
-	23, // 3: sluice.control.v1.TargetSpec.labels:type_name -> sluice.control.v1.TargetSpec.LabelsEntry
+	25, // 3: sluice.control.v1.TargetSpec.labels:type_name -> sluice.control.v1.TargetSpec.LabelsEntry
 	1,  // 4: sluice.control.v1.TargetSpec.postgres:type_name -> sluice.control.v1.PostgresTarget
 	2,  // 5: sluice.control.v1.TargetSpec.ssh:type_name -> sluice.control.v1.SSHTarget
 	3,  // 6: sluice.control.v1.TargetSpec.kubernetes:type_name -> sluice.control.v1.KubernetesTarget
 	4,  // 7: sluice.control.v1.TargetConfigured.spec:type_name -> sluice.control.v1.TargetSpec
-	7,  // 8: sluice.control.v1.Rule.mask:type_name -> sluice.control.v1.MaskRule
-	8,  // 9: sluice.control.v1.PolicySetApplied.rules:type_name -> sluice.control.v1.Rule
-	10, // 10: sluice.control.v1.ApproverGroupsSet.groups:type_name -> sluice.control.v1.ApproverGroup
-	24, // 11: sluice.control.v1.IdentityProvider.subject_groups:type_name -> sluice.control.v1.IdentityProvider.SubjectGroupsEntry
-	12, // 12: sluice.control.v1.IdentityProviderConfigured.provider:type_name -> sluice.control.v1.IdentityProvider
-	12, // 13: sluice.control.v1.IdentityProviderConfigured.providers:type_name -> sluice.control.v1.IdentityProvider
-	17, // 14: sluice.control.v1.ApplyResponse.changes:type_name -> sluice.control.v1.Change
-	18, // 15: sluice.control.v1.ApplyResponse.errors:type_name -> sluice.control.v1.ConfigError
-	26, // 16: sluice.control.v1.ApplyResponse.error:type_name -> sluice.common.v1.Error
-	25, // 17: sluice.control.v1.TargetView.labels:type_name -> sluice.control.v1.TargetView.LabelsEntry
-	20, // 18: sluice.control.v1.ListTargetsResponse.targets:type_name -> sluice.control.v1.TargetView
-	26, // 19: sluice.control.v1.ListTargetsResponse.error:type_name -> sluice.common.v1.Error
-	13, // 20: sluice.control.v1.IdentityProvider.SubjectGroupsEntry.value:type_name -> sluice.control.v1.GroupList
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	8,  // 8: sluice.control.v1.ConfigApplied.changes:type_name -> sluice.control.v1.ConfigChange
+	5,  // 9: sluice.control.v1.ConfigChange.target_configured:type_name -> sluice.control.v1.TargetConfigured
+	6,  // 10: sluice.control.v1.ConfigChange.target_removed:type_name -> sluice.control.v1.TargetRemoved
+	11, // 11: sluice.control.v1.ConfigChange.policy_applied:type_name -> sluice.control.v1.PolicySetApplied
+	13, // 12: sluice.control.v1.ConfigChange.approvers_set:type_name -> sluice.control.v1.ApproverGroupsSet
+	16, // 13: sluice.control.v1.ConfigChange.identity_configured:type_name -> sluice.control.v1.IdentityProviderConfigured
+	17, // 14: sluice.control.v1.ConfigChange.access_configured:type_name -> sluice.control.v1.AccessConfigured
+	9,  // 15: sluice.control.v1.Rule.mask:type_name -> sluice.control.v1.MaskRule
+	10, // 16: sluice.control.v1.PolicySetApplied.rules:type_name -> sluice.control.v1.Rule
+	12, // 17: sluice.control.v1.ApproverGroupsSet.groups:type_name -> sluice.control.v1.ApproverGroup
+	26, // 18: sluice.control.v1.IdentityProvider.subject_groups:type_name -> sluice.control.v1.IdentityProvider.SubjectGroupsEntry
+	14, // 19: sluice.control.v1.IdentityProviderConfigured.provider:type_name -> sluice.control.v1.IdentityProvider
+	14, // 20: sluice.control.v1.IdentityProviderConfigured.providers:type_name -> sluice.control.v1.IdentityProvider
+	19, // 21: sluice.control.v1.ApplyResponse.changes:type_name -> sluice.control.v1.Change
+	20, // 22: sluice.control.v1.ApplyResponse.errors:type_name -> sluice.control.v1.ConfigError
+	28, // 23: sluice.control.v1.ApplyResponse.error:type_name -> sluice.common.v1.Error
+	27, // 24: sluice.control.v1.TargetView.labels:type_name -> sluice.control.v1.TargetView.LabelsEntry
+	22, // 25: sluice.control.v1.ListTargetsResponse.targets:type_name -> sluice.control.v1.TargetView
+	28, // 26: sluice.control.v1.ListTargetsResponse.error:type_name -> sluice.common.v1.Error
+	15, // 27: sluice.control.v1.IdentityProvider.SubjectGroupsEntry.value:type_name -> sluice.control.v1.GroupList
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_sluice_control_v1_control_proto_init() }
@@ -2053,13 +2310,21 @@ func file_sluice_control_v1_control_proto_init() {
 		(*TargetSpec_Ssh)(nil),
 		(*TargetSpec_Kubernetes)(nil),
 	}
+	file_sluice_control_v1_control_proto_msgTypes[8].OneofWrappers = []any{
+		(*ConfigChange_TargetConfigured)(nil),
+		(*ConfigChange_TargetRemoved)(nil),
+		(*ConfigChange_PolicyApplied)(nil),
+		(*ConfigChange_ApproversSet)(nil),
+		(*ConfigChange_IdentityConfigured)(nil),
+		(*ConfigChange_AccessConfigured)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_control_v1_control_proto_rawDesc), len(file_sluice_control_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
