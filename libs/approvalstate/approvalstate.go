@@ -78,6 +78,10 @@ func (v *View) Ready() <-chan struct{} { return v.ready }
 // apply folds one bucket entry into the view.
 func (v *View) apply(e jetstream.KeyValueEntry) error {
 	if e.Operation() != jetstream.KeyValuePut {
+		// Retired to the history: no longer in the hot view.
+		v.mu.Lock()
+		delete(v.items, e.Key())
+		v.mu.Unlock()
 		return nil
 	}
 	var a approvalsv1.Approval

@@ -27,8 +27,12 @@ const (
 
 	// BucketControl holds the projection of the control stream.
 	BucketControl = "sluice_control"
-	// BucketApprovals holds the projection of the approvals stream.
+	// BucketApprovals holds the projection of the approvals stream: the
+	// hot view (pending, deciding, in force, and recently decided).
 	BucketApprovals = "sluice_approvals"
+	// BucketApprovalsHistory holds the approvals retired from the hot
+	// view, in the order they retired.
+	BucketApprovalsHistory = "sluice_approvals_history"
 	// BucketSessions indexes recorded sessions (written by the recorder).
 	BucketSessions = "sluice_sessions"
 	// BucketAuditKeys holds the recorders' checkpoint public keys.
@@ -134,7 +138,7 @@ func (t Topology) streams() []jetstream.StreamConfig {
 }
 
 // buckets are the topology's key-value buckets.
-var buckets = []string{BucketControl, BucketApprovals, BucketSessions, BucketAuditKeys}
+var buckets = []string{BucketControl, BucketApprovals, BucketApprovalsHistory, BucketSessions, BucketAuditKeys}
 
 // stream returns the configuration of a stream of the topology.
 func (t Topology) stream(name string) (jetstream.StreamConfig, bool) {

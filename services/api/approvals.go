@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -58,6 +59,10 @@ type ApprovalJSON struct {
 	// held command approved with a grant names that.
 	RequestID string `json:"request_id,omitempty"`
 	GrantID   string `json:"grant_id,omitempty"`
+	// UpdatedAt is when it last changed; Retired says it has left the hot
+	// view for the history.
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	Retired   bool       `json:"retired,omitempty"`
 }
 
 func ts(t interface{ AsTime() time.Time }, set bool) *time.Time {
@@ -78,6 +83,7 @@ func ApprovalToJSON(a *approvalsv1.Approval) ApprovalJSON {
 		DecisionReason: a.GetDecisionReason(), CreatedAt: a.GetCreatedAt().AsTime().UTC(),
 		ExpiresAt: ts(a.GetExpiresAt(), a.GetExpiresAt() != nil), StartsAt: ts(a.GetStartsAt(), a.GetStartsAt() != nil), EndsAt: ts(a.GetEndsAt(), a.GetEndsAt() != nil),
 		RequestID: a.GetRequestId(), GrantID: a.GetGrantId(),
+		UpdatedAt: ts(a.GetUpdatedAt(), a.GetUpdatedAt() != nil), Retired: a.GetRetired(),
 	}
 }
 
@@ -93,30 +99,44 @@ func (s *Server) approvalReply(w http.ResponseWriter, r *http.Request, subject s
 	writeJSON(w, status, ApprovalToJSON(reply.GetApproval()))
 }
 
+// approvalList lists the requests and grants the caller may see in a state
+// (default pending). Pending ones are all in one answer; for the others, the
+// recent ones come first, then the history a page at a time: limit= (1 to
+// 1000, default 100), and before= the "next" of the previous page.
 func (s *Server) approvalList(w http.ResponseWriter, r *http.Request, p *commonv1.Principal) {
-	list, ok := s.listApprovals(w, r, r.URL.Query().Get("state"))
+	q := r.URL.Query()
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "bad_request", "limit is a number from 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	reply, ok := s.listApprovals(w, r, &approvalsv1.ListRequest{State: q.Get("state"), Limit: int32(limit), Before: q.Get("before")})
 	if !ok {
 		return
 	}
 	out := []ApprovalJSON{}
-	for _, a := range list {
+	for _, a := range reply.GetApprovals() {
 		out = append(out, ApprovalToJSON(a))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"approvals": out})
+	writeJSON(w, http.StatusOK, map[string]any{"approvals": out, "next": reply.GetNext()})
 }
 
 // listApprovals asks the approvals service for the requests the caller may
-// see in state; it answers the client itself when that fails.
-func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request, state string) ([]*approvalsv1.Approval, bool) {
+// see; it answers the client itself when that fails.
+func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request, req *approvalsv1.ListRequest) (*approvalsv1.ListReply, bool) {
 	var reply approvalsv1.ListReply
-	if !s.call(w, r, bus.APIApprovalsList, &approvalsv1.ListRequest{State: state}, &reply) {
+	if !s.call(w, r, bus.APIApprovalsList, req, &reply) {
 		return nil, false
 	}
 	if e := reply.GetError(); e != nil {
 		writeError(w, errorStatus(e.GetCode()), e.GetCode(), e.GetMessage())
 		return nil, false
 	}
-	return reply.GetApprovals(), true
+	return &reply, true
 }
 
 // grantList lists grants the caller may see: by default those in force
@@ -131,14 +151,14 @@ func (s *Server) grantList(w http.ResponseWriter, r *http.Request, _ *commonv1.P
 	if state == "active" {
 		ask = "approved"
 	}
-	list, ok := s.listApprovals(w, r, ask)
+	reply, ok := s.listApprovals(w, r, &approvalsv1.ListRequest{State: ask})
 	if !ok {
 		return
 	}
 	now := time.Now()
 	target := r.URL.Query().Get("target")
 	out := []ApprovalJSON{}
-	for _, a := range list {
+	for _, a := range reply.GetApprovals() {
 		if a.GetType() != "grant" || (target != "" && a.GetTarget() != target) {
 			continue
 		}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
@@ -38,6 +40,11 @@ type Config struct {
 	Now func() time.Time
 	// Ready, if set, is called once the service serves.
 	Ready func()
+	// HotRetention is how long a request or grant that can change no more
+	// (decided, expired, withdrawn, consumed, revoked, or a grant past its
+	// end) stays in the hot view every worker follows before it retires to
+	// the history; default 10m.
+	HotRetention time.Duration
 }
 
 // Service is the approvals service.
@@ -59,6 +66,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.HotRetention <= 0 {
+		cfg.HotRetention = 10 * time.Minute
 	}
 	ctl := controlstate.NewView()
 	return &Service{cfg: cfg, store: eventstore.New(cfg.Conn.JS, bus.StreamApprovals, bus.SubjectApprovals),
@@ -598,6 +608,9 @@ func (s *Service) get(ctx context.Context, req *approvalsv1.Get) (*approvalsv1.A
 		return refused, nil
 	}
 	a, ok := s.view.Get(req.GetId())
+	if !ok {
+		a, ok = s.retired(ctx, req.GetId())
+	}
 	// Someone who may not see a request learns nothing, not even that it
 	// exists.
 	if !ok || !s.mayRead(p, a) {
@@ -615,15 +628,142 @@ func (s *Service) list(ctx context.Context, req *approvalsv1.ListRequest) (*appr
 	if state == "" {
 		state = Pending
 	}
-	out := s.view.List(func(a *approvalsv1.Approval) bool {
+	keep := func(a *approvalsv1.Approval) bool {
 		if state != "all" && a.GetState() != state {
 			return false
 		}
 		// Approvers see what they may decide; everyone sees their own;
 		// auditors see everything.
 		return s.mayRead(caller, a)
+	}
+	reply := &approvalsv1.ListReply{}
+	if req.GetBefore() == "" {
+		reply.Approvals = s.view.List(keep)
+	}
+	if state == Pending {
+		return reply, nil // pending requests never leave the hot view
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	older, next, err := s.history(ctx, req.GetBefore(), limit, keep)
+	if err != nil {
+		return &approvalsv1.ListReply{Error: &commonv1.Error{Code: "unavailable", Message: "the approvals history cannot be read"}}, nil
+	}
+	reply.Approvals, reply.Next = append(reply.Approvals, older...), next
+	return reply, nil
+}
+
+// history pages back through the retired approvals, newest retired first:
+// up to limit that keep accepts, from before (a stream sequence; "" for
+// the newest). It reads the history bucket's stream message by message,
+// so a page costs what it holds (and what keep refuses), not the history;
+// next is "" at its start.
+func (s *Service) history(ctx context.Context, before string, limit int, keep func(*approvalsv1.Approval) bool) (out []*approvalsv1.Approval, next string, err error) {
+	stream, err := s.cfg.Conn.JS.Stream(ctx, "KV_"+bus.BucketApprovalsHistory)
+	if err != nil {
+		return nil, "", err
+	}
+	var seq uint64
+	if before != "" {
+		if seq, err = strconv.ParseUint(before, 10, 64); err != nil {
+			return nil, "", fmt.Errorf("bad cursor %q", before)
+		}
+		seq--
+	} else {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return nil, "", err
+		}
+		seq = info.State.LastSeq
+	}
+	// A page looks at no more than this many retired approvals, however
+	// few keep accepts.
+	budget := limit * 20
+	for ; seq > 0 && len(out) < limit && budget > 0; seq-- {
+		m, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // replaced by a later put of the same key
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		budget--
+		if op := m.Header.Get("KV-Operation"); op != "" {
+			continue // a deletion
+		}
+		var a approvalsv1.Approval
+		if proto.Unmarshal(m.Data, &a) != nil || !keep(&a) {
+			continue
+		}
+		out = append(out, &a)
+	}
+	if seq > 0 {
+		next = strconv.FormatUint(seq+1, 10)
+	}
+	return out, next, nil
+}
+
+// retired looks an approval up in the history.
+func (s *Service) retired(ctx context.Context, id string) (*approvalsv1.Approval, bool) {
+	kv, err := s.cfg.Conn.JS.KeyValue(ctx, bus.BucketApprovalsHistory)
+	if err != nil {
+		return nil, false
+	}
+	e, err := kv.Get(ctx, id)
+	if err != nil {
+		return nil, false
+	}
+	var a approvalsv1.Approval
+	if proto.Unmarshal(e.Value(), &a) != nil {
+		return nil, false
+	}
+	return &a, true
+}
+
+// retirable says since when an approval can change no more (zero: it
+// still can): decided, expired, withdrawn, consumed or revoked since its
+// last event; a grant in force until its end; an approved command until
+// it expires unconsumed.
+func retirable(a *approvalsv1.Approval) time.Time {
+	switch a.GetState() {
+	case Denied, Expired, Withdrawn, Consumed, Revoked:
+		if t := a.GetUpdatedAt(); t != nil {
+			return t.AsTime()
+		}
+		return a.GetCreatedAt().AsTime()
+	case Approved:
+		if a.GetType() == TypeGrant {
+			return a.GetEndsAt().AsTime()
+		}
+		return a.GetExpiresAt().AsTime()
+	}
+	return time.Time{}
+}
+
+// retire moves approvals that have been unable to change for the hot
+// retention out of the hot view: a retired event each, which the
+// projection turns into a move to the history.
+func (s *Service) retire(ctx context.Context) {
+	now := s.cfg.Now()
+	old := s.view.List(func(a *approvalsv1.Approval) bool {
+		since := retirable(a)
+		return !a.GetRetired() && !since.IsZero() && now.Sub(since) >= s.cfg.HotRetention
 	})
-	return &approvalsv1.ListReply{Approvals: out}, nil
+	for _, a := range old {
+		_, err := s.withRetry(ctx, a.GetId(), func(agg string, st eventstore.Aggregate, cur *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
+			since := retirable(cur)
+			if cur.GetRetired() || since.IsZero() || now.Sub(since) < s.cfg.HotRetention {
+				return nil, nil
+			}
+			return nil, []eventstore.Pending{{ID: agg + "-" + cur.GetId() + "-retired", Name: "retired", Time: now,
+				Msg: &approvalsv1.ApprovalRetired{RetiredAt: timestamppb.New(now)}}}
+		})
+		if err != nil && ctx.Err() == nil {
+			s.cfg.Log.Warn().Err(err).Str("approval", a.GetId()).Msg("retiring to the history failed; will retry")
+		}
+	}
 }
 
 // expire turns pending requests past their expiry into expired ones. Every
@@ -632,11 +772,16 @@ func (s *Service) list(ctx context.Context, req *approvalsv1.ListRequest) (*appr
 func (s *Service) expire(ctx context.Context) error {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	for {
+	// Retire every 10 s, or more often under a short retention (tests).
+	every := max(min(int(s.cfg.HotRetention/time.Second), 20), 1)
+	for tick := 0; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if tick%every == 0 {
+			s.retire(ctx)
 		}
 		pending, active, now := 0, 0, s.cfg.Now()
 		expired := s.view.List(func(a *approvalsv1.Approval) bool {
@@ -683,8 +828,23 @@ func (s *Service) project(ctx context.Context, e eventstore.Event) error {
 	if err != nil {
 		return err
 	}
-	_, err = kv.Put(ctx, a.GetId(), data)
-	return err
+	if !a.GetRetired() {
+		_, err = kv.Put(ctx, a.GetId(), data)
+		return err
+	}
+	// Retired: into the history first, then out of the hot view, so that
+	// it is always in one of them.
+	history, err := s.cfg.Conn.JS.KeyValue(ctx, bus.BucketApprovalsHistory)
+	if err != nil {
+		return err
+	}
+	if _, err := history.Put(ctx, a.GetId(), data); err != nil {
+		return err
+	}
+	if err := kv.Purge(ctx, a.GetId()); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	return nil
 }
 
 func mustMarshal(m proto.Message) []byte {

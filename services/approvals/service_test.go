@@ -37,7 +37,10 @@ type env struct {
 	idp  *identitytest.IdP
 }
 
-func setup(t *testing.T) *env {
+func setup(t *testing.T) *env { return setupWith(t, approvals.Config{}) }
+
+// setupWith runs the service with cfg (its connection and log set here).
+func setupWith(t *testing.T, cfg approvals.Config) *env {
 	_, conn := testkit.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -56,7 +59,8 @@ func setup(t *testing.T) *env {
 	target, _ := proto.Marshal(&controlv1.TargetConfigured{Spec: &controlv1.TargetSpec{Name: "demo", Kind: "postgres"}})
 	_, err = kv.Put(ctx, controlstate.TargetKey("demo"), target)
 	require.NoError(t, err)
-	go func() { _ = approvals.New(approvals.Config{Conn: conn, Log: zerolog.Nop()}).Run(ctx) }()
+	cfg.Conn, cfg.Log = conn, zerolog.Nop()
+	go func() { _ = approvals.New(cfg).Run(ctx) }()
 	v := approvalstate.NewView()
 	go func() { _ = v.Follow(ctx, conn.JS) }()
 	e := &env{conn: conn, ctx: ctx, view: v, idp: idp}
@@ -568,4 +572,64 @@ func TestOutcomesAreCounted(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Decided requests leave the hot view every worker follows once the hot
+// retention has passed, for the history: get still finds them, lists page
+// through them newest first, pending ones never leave, and the hot view
+// holds only what can still change or changed recently.
+func TestDecidedApprovalsRetireToTheHistory(t *testing.T) {
+	e := setupWith(t, approvals.Config{HotRetention: time.Nanosecond})
+	var decided []string
+	for range 5 {
+		a := e.open(t, 1, time.Minute)
+		require.Nil(t, e.decide(t, a.Id, bob, "deny").GetError())
+		decided = append(decided, a.Id)
+	}
+	pending := e.open(t, 1, time.Minute)
+	testkit.Eventually(t, 15*time.Second, func() error {
+		for _, id := range decided {
+			if _, ok := e.view.Get(id); ok {
+				return fmt.Errorf("%s still in the hot view", id)
+			}
+		}
+		return nil
+	})
+	_, ok := e.view.Get(pending.Id)
+	assert.True(t, ok, "a pending request stays in the hot view")
+
+	got, err := e.call(alice, bus.APIApprovalsGet, &approvalsv1.Get{Id: decided[0]})
+	require.NoError(t, err)
+	require.Nil(t, got.GetError())
+	assert.Equal(t, "denied", got.GetApproval().GetState())
+	assert.True(t, got.GetApproval().GetRetired())
+	other, err := e.call(dave, bus.APIApprovalsGet, &approvalsv1.Get{Id: decided[0]})
+	require.NoError(t, err)
+	assert.Equal(t, "not_found", code(other), "the history answers only those who may read it")
+
+	// Pages of two, newest retired first, then the end.
+	var seen []string
+	before := ""
+	for page := 0; ; page++ {
+		require.Less(t, page, 5)
+		var r approvalsv1.ListReply
+		require.NoError(t, bus.Request(identitytest.As(e.ctx, string(bob)), e.conn.NC, bus.APIApprovalsList,
+			&approvalsv1.ListRequest{State: "denied", Limit: 2, Before: before}, &r))
+		require.Nil(t, r.GetError())
+		for _, a := range r.GetApprovals() {
+			seen = append(seen, a.GetId())
+		}
+		if r.GetNext() == "" {
+			break
+		}
+		before = r.GetNext()
+	}
+	assert.ElementsMatch(t, decided, seen, "every retired request once")
+	pendingOnly, err := e.list(alice, "")
+	require.NoError(t, err)
+	require.Len(t, pendingOnly.GetApprovals(), 1)
+	assert.Equal(t, pending.Id, pendingOnly.GetApprovals()[0].GetId())
+	none, err := e.list(dave, "denied")
+	require.NoError(t, err)
+	assert.Empty(t, none.GetApprovals(), "another engineer sees none of alice's")
 }

@@ -39,6 +39,9 @@ func fold(events []eventstore.Event) (*approvalsv1.Approval, error) {
 	a := &approvalsv1.Approval{}
 	for _, e := range events {
 		a.Version = e.Version
+		if !e.Time.IsZero() {
+			a.UpdatedAt = timestamppb.New(e.Time)
+		}
 		switch e.Type {
 		case "sluice.approvals.v1.RequestOpened":
 			var m approvalsv1.RequestOpened
@@ -114,6 +117,8 @@ func fold(events []eventstore.Event) (*approvalsv1.Approval, error) {
 				return nil, err
 			}
 			a.State, a.DecidedBy, a.DecisionReason = Revoked, m.GetBy().GetSubject(), m.GetReason()
+		case "sluice.approvals.v1.ApprovalRetired":
+			a.Retired = true
 		default:
 			return nil, fmt.Errorf("approval %s: unknown event %s", e.AggregateID, e.Type)
 		}
@@ -171,11 +176,28 @@ func emails(p *commonv1.Principal) []string {
 // requestTTL bounds how long a grant request waits for a decision.
 const requestTTL = 24 * time.Hour
 
-// Fold is what the approvals bucket holds once the projection has applied
+// Fold is what the approvals buckets hold once the projection has applied
 // every APPROVALS event: each request's and grant's folded state by id,
-// from the first event (sluice admin reproject approvals compares and
-// rebuilds the bucket with it).
-func Fold(ctx context.Context, js jetstream.JetStream) (map[string]*approvalsv1.Approval, error) {
+// from the first event, in the hot view (sluice_approvals) or, once
+// retired, in the history (sluice_approvals_history). sluice admin
+// reproject compares and rebuilds both with it.
+func Fold(ctx context.Context, js jetstream.JetStream) (hot, history map[string]*approvalsv1.Approval, err error) {
+	all, err := foldAll(ctx, js)
+	if err != nil {
+		return nil, nil, err
+	}
+	hot, history = map[string]*approvalsv1.Approval{}, map[string]*approvalsv1.Approval{}
+	for id, a := range all {
+		if a.GetRetired() {
+			history[id] = a
+		} else {
+			hot[id] = a
+		}
+	}
+	return hot, history, nil
+}
+
+func foldAll(ctx context.Context, js jetstream.JetStream) (map[string]*approvalsv1.Approval, error) {
 	type aggKey struct{ aggregate, id string }
 	var order []aggKey
 	events := map[aggKey][]eventstore.Event{}

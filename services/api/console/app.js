@@ -184,15 +184,18 @@ async function inboxPage() {
 
 async function loadHistory(into) {
   try {
-    const data = await api("GET", "/api/v1/approvals?state=all");
-    const done = data.approvals.filter((a) => a.state !== "pending").slice(0, 25);
+    const data = await api("GET", "/api/v1/approvals?state=all&limit=25");
+    const done = data.approvals
+      .filter((a) => a.state !== "pending")
+      .sort((x, y) => new Date(y.updated_at || y.created_at) - new Date(x.updated_at || x.created_at))
+      .slice(0, 25);
     into.replaceChildren(
       done.length
         ? h("table", {},
-            h("tr", {}, ["Decided", "Type", "Requester", "Target", "Command or role", "State", "By", "Reason"].map((t) => h("th", {}, t))),
+            h("tr", {}, ["Last change", "Type", "Requester", "Target", "Command or role", "State", "By", "Reason"].map((t) => h("th", {}, t))),
             done.map((a) =>
               h("tr", {},
-                h("td", {}, fmtTime(a.created_at)),
+                h("td", {}, fmtTime(a.updated_at || a.created_at)),
                 h("td", {}, a.type),
                 h("td", {}, a.requester),
                 h("td", {}, a.target),

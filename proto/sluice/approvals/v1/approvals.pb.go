@@ -924,7 +924,13 @@ type Approval struct {
 	RequestId string `protobuf:"bytes,24,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	GrantId   string `protobuf:"bytes,25,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
 	// protocol of a held command: postgres, ssh, ...
-	Protocol      string `protobuf:"bytes,26,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Protocol string `protobuf:"bytes,26,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// retired: it left the hot view (sluice_approvals, which every worker
+	// follows) for the history (sluice_approvals_history), once it could
+	// change no more and a while had passed (ApprovalRetired).
+	Retired bool `protobuf:"varint,27,opt,name=retired,proto3" json:"retired,omitempty"`
+	// updated_at is the time of its last event.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,28,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1141,6 +1147,66 @@ func (x *Approval) GetProtocol() string {
 	return ""
 }
 
+func (x *Approval) GetRetired() bool {
+	if x != nil {
+		return x.Retired
+	}
+	return false
+}
+
+func (x *Approval) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// ApprovalRetired (event "retired" of a request or grant): a decided
+// request or a finished grant leaves the hot view for the history.
+type ApprovalRetired struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RetiredAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=retired_at,json=retiredAt,proto3" json:"retired_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovalRetired) Reset() {
+	*x = ApprovalRetired{}
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalRetired) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalRetired) ProtoMessage() {}
+
+func (x *ApprovalRetired) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalRetired.ProtoReflect.Descriptor instead.
+func (*ApprovalRetired) Descriptor() ([]byte, []int) {
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ApprovalRetired) GetRetiredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetiredAt
+	}
+	return nil
+}
+
 // Grant is an active elevation visible to policies as `grants`.
 type Grant struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1158,7 +1224,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[11]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1236,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[11]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1249,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{11}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Grant) GetId() string {
@@ -1260,7 +1326,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[12]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1338,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[12]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1351,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{12}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *OpenRequest) GetSessionId() string {
@@ -1381,7 +1447,7 @@ type RequestGrant struct {
 
 func (x *RequestGrant) Reset() {
 	*x = RequestGrant{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[13]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1459,7 @@ func (x *RequestGrant) String() string {
 func (*RequestGrant) ProtoMessage() {}
 
 func (x *RequestGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[13]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1472,7 @@ func (x *RequestGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestGrant.ProtoReflect.Descriptor instead.
 func (*RequestGrant) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{13}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RequestGrant) GetTarget() string {
@@ -1463,7 +1529,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[14]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1541,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[14]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1554,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{14}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Decide) GetId() string {
@@ -1539,7 +1605,7 @@ type Consume struct {
 
 func (x *Consume) Reset() {
 	*x = Consume{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[15]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1617,7 @@ func (x *Consume) String() string {
 func (*Consume) ProtoMessage() {}
 
 func (x *Consume) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[15]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1630,7 @@ func (x *Consume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consume.ProtoReflect.Descriptor instead.
 func (*Consume) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{15}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Consume) GetId() string {
@@ -1601,7 +1667,7 @@ type Withdraw struct {
 
 func (x *Withdraw) Reset() {
 	*x = Withdraw{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1679,7 @@ func (x *Withdraw) String() string {
 func (*Withdraw) ProtoMessage() {}
 
 func (x *Withdraw) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[16]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1692,7 @@ func (x *Withdraw) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Withdraw.ProtoReflect.Descriptor instead.
 func (*Withdraw) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{16}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Withdraw) GetId() string {
@@ -1667,7 +1733,7 @@ type SlackDecide struct {
 
 func (x *SlackDecide) Reset() {
 	*x = SlackDecide{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1745,7 @@ func (x *SlackDecide) String() string {
 func (*SlackDecide) ProtoMessage() {}
 
 func (x *SlackDecide) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[17]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1758,7 @@ func (x *SlackDecide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlackDecide.ProtoReflect.Descriptor instead.
 func (*SlackDecide) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{17}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SlackDecide) GetId() string {
@@ -1727,14 +1793,18 @@ func (x *SlackDecide) GetEmail() string {
 type ListRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// state filters; empty means pending.
-	State         string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// limit bounds a page of history (default 100); before is the cursor
+	// a previous page answered (next), for the page after it.
+	Limit         int32  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Before        string `protobuf:"bytes,4,opt,name=before,proto3" json:"before,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1816,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[18]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,12 +1829,26 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{18}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListRequest) GetState() string {
 	if x != nil {
 		return x.State
+	}
+	return ""
+}
+
+func (x *ListRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListRequest) GetBefore() string {
+	if x != nil {
+		return x.Before
 	}
 	return ""
 }
@@ -1779,7 +1863,7 @@ type Get struct {
 
 func (x *Get) Reset() {
 	*x = Get{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +1875,7 @@ func (x *Get) String() string {
 func (*Get) ProtoMessage() {}
 
 func (x *Get) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[19]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +1888,7 @@ func (x *Get) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Get.ProtoReflect.Descriptor instead.
 func (*Get) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{19}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Get) GetId() string {
@@ -1825,7 +1909,7 @@ type Revoke struct {
 
 func (x *Revoke) Reset() {
 	*x = Revoke{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1921,7 @@ func (x *Revoke) String() string {
 func (*Revoke) ProtoMessage() {}
 
 func (x *Revoke) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[20]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +1934,7 @@ func (x *Revoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revoke.ProtoReflect.Descriptor instead.
 func (*Revoke) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{20}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Revoke) GetId() string {
@@ -1877,7 +1961,7 @@ type ApprovalReply struct {
 
 func (x *ApprovalReply) Reset() {
 	*x = ApprovalReply{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[21]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +1973,7 @@ func (x *ApprovalReply) String() string {
 func (*ApprovalReply) ProtoMessage() {}
 
 func (x *ApprovalReply) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[21]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +1986,7 @@ func (x *ApprovalReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalReply.ProtoReflect.Descriptor instead.
 func (*ApprovalReply) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{21}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApprovalReply) GetApproval() *Approval {
@@ -1920,16 +2004,18 @@ func (x *ApprovalReply) GetError() *v1.Error {
 }
 
 type ListReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Approvals     []*Approval            `protobuf:"bytes,1,rep,name=approvals,proto3" json:"approvals,omitempty"`
-	Error         *v1.Error              `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Approvals []*Approval            `protobuf:"bytes,1,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	Error     *v1.Error              `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// next is the cursor of the following page of history ("" at its end).
+	Next          string `protobuf:"bytes,3,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[22]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2027,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[22]
+	mi := &file_sluice_approvals_v1_approvals_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2040,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{22}
+	return file_sluice_approvals_v1_approvals_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListReply) GetApprovals() []*Approval {
@@ -1969,6 +2055,13 @@ func (x *ListReply) GetError() *v1.Error {
 		return x.Error
 	}
 	return nil
+}
+
+func (x *ListReply) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 var File_sluice_approvals_v1_approvals_proto protoreflect.FileDescriptor
@@ -2053,7 +2146,7 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
 	"\x02by\x18\x02 \x01(\v2\x1b.sluice.common.v1.PrincipalR\x02by\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xff\x06\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xd4\a\n" +
 	"\bApproval\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
@@ -2087,7 +2180,13 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x18 \x01(\tR\trequestId\x12\x19\n" +
 	"\bgrant_id\x18\x19 \x01(\tR\agrantId\x12\x1a\n" +
-	"\bprotocol\x18\x1a \x01(\tR\bprotocol\"\xea\x01\n" +
+	"\bprotocol\x18\x1a \x01(\tR\bprotocol\x12\x18\n" +
+	"\aretired\x18\x1b \x01(\bR\aretired\x129\n" +
+	"\n" +
+	"updated_at\x18\x1c \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"L\n" +
+	"\x0fApprovalRetired\x129\n" +
+	"\n" +
+	"retired_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\"\xea\x01\n" +
 	"\x05Grant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x16\n" +
@@ -2140,9 +2239,11 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\averdict\x18\x02 \x01(\tR\averdict\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05email\x18\x04 \x01(\tR\x05email\")\n" +
+	"\x05email\x18\x04 \x01(\tR\x05email\"W\n" +
 	"\vListRequest\x12\x14\n" +
-	"\x05state\x18\x01 \x01(\tR\x05stateJ\x04\b\x02\x10\x03\"\x15\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06before\x18\x04 \x01(\tR\x06beforeJ\x04\b\x02\x10\x03\"\x15\n" +
 	"\x03Get\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"6\n" +
 	"\x06Revoke\x12\x0e\n" +
@@ -2150,10 +2251,11 @@ const file_sluice_approvals_v1_approvals_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reasonJ\x04\b\x02\x10\x03\"y\n" +
 	"\rApprovalReply\x129\n" +
 	"\bapproval\x18\x01 \x01(\v2\x1d.sluice.approvals.v1.ApprovalR\bapproval\x12-\n" +
-	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"w\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\x8b\x01\n" +
 	"\tListReply\x12;\n" +
 	"\tapprovals\x18\x01 \x03(\v2\x1d.sluice.approvals.v1.ApprovalR\tapprovals\x12-\n" +
-	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05errorB9Z7sluice.dev/sluice/proto/sluice/approvals/v1;approvalsv1b\x06proto3"
+	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\x12\x12\n" +
+	"\x04next\x18\x03 \x01(\tR\x04nextB9Z7sluice.dev/sluice/proto/sluice/approvals/v1;approvalsv1b\x06proto3"
 
 var (
 	file_sluice_approvals_v1_approvals_proto_rawDescOnce sync.Once
@@ -2167,7 +2269,7 @@ func file_sluice_approvals_v1_approvals_proto_rawDescGZIP() []byte {
 	return file_sluice_approvals_v1_approvals_proto_rawDescData
 }
 
-var file_sluice_approvals_v1_approvals_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_sluice_approvals_v1_approvals_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_sluice_approvals_v1_approvals_proto_goTypes = []any{
 	(*RequestOpened)(nil),         // 0: sluice.approvals.v1.RequestOpened
 	(*RequestApproved)(nil),       // 1: sluice.approvals.v1.RequestApproved
@@ -2180,59 +2282,62 @@ var file_sluice_approvals_v1_approvals_proto_goTypes = []any{
 	(*GrantDenied)(nil),           // 8: sluice.approvals.v1.GrantDenied
 	(*GrantRevoked)(nil),          // 9: sluice.approvals.v1.GrantRevoked
 	(*Approval)(nil),              // 10: sluice.approvals.v1.Approval
-	(*Grant)(nil),                 // 11: sluice.approvals.v1.Grant
-	(*OpenRequest)(nil),           // 12: sluice.approvals.v1.OpenRequest
-	(*RequestGrant)(nil),          // 13: sluice.approvals.v1.RequestGrant
-	(*Decide)(nil),                // 14: sluice.approvals.v1.Decide
-	(*Consume)(nil),               // 15: sluice.approvals.v1.Consume
-	(*Withdraw)(nil),              // 16: sluice.approvals.v1.Withdraw
-	(*SlackDecide)(nil),           // 17: sluice.approvals.v1.SlackDecide
-	(*ListRequest)(nil),           // 18: sluice.approvals.v1.ListRequest
-	(*Get)(nil),                   // 19: sluice.approvals.v1.Get
-	(*Revoke)(nil),                // 20: sluice.approvals.v1.Revoke
-	(*ApprovalReply)(nil),         // 21: sluice.approvals.v1.ApprovalReply
-	(*ListReply)(nil),             // 22: sluice.approvals.v1.ListReply
-	(*v1.Principal)(nil),          // 23: sluice.common.v1.Principal
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*v1.Error)(nil),              // 25: sluice.common.v1.Error
+	(*ApprovalRetired)(nil),       // 11: sluice.approvals.v1.ApprovalRetired
+	(*Grant)(nil),                 // 12: sluice.approvals.v1.Grant
+	(*OpenRequest)(nil),           // 13: sluice.approvals.v1.OpenRequest
+	(*RequestGrant)(nil),          // 14: sluice.approvals.v1.RequestGrant
+	(*Decide)(nil),                // 15: sluice.approvals.v1.Decide
+	(*Consume)(nil),               // 16: sluice.approvals.v1.Consume
+	(*Withdraw)(nil),              // 17: sluice.approvals.v1.Withdraw
+	(*SlackDecide)(nil),           // 18: sluice.approvals.v1.SlackDecide
+	(*ListRequest)(nil),           // 19: sluice.approvals.v1.ListRequest
+	(*Get)(nil),                   // 20: sluice.approvals.v1.Get
+	(*Revoke)(nil),                // 21: sluice.approvals.v1.Revoke
+	(*ApprovalReply)(nil),         // 22: sluice.approvals.v1.ApprovalReply
+	(*ListReply)(nil),             // 23: sluice.approvals.v1.ListReply
+	(*v1.Principal)(nil),          // 24: sluice.common.v1.Principal
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*v1.Error)(nil),              // 26: sluice.common.v1.Error
 }
 var file_sluice_approvals_v1_approvals_proto_depIdxs = []int32{
-	23, // 0: sluice.approvals.v1.RequestOpened.requester:type_name -> sluice.common.v1.Principal
-	24, // 1: sluice.approvals.v1.RequestOpened.expires_at:type_name -> google.protobuf.Timestamp
-	24, // 2: sluice.approvals.v1.RequestOpened.opened_at:type_name -> google.protobuf.Timestamp
-	23, // 3: sluice.approvals.v1.RequestApproved.approver:type_name -> sluice.common.v1.Principal
-	24, // 4: sluice.approvals.v1.RequestApproved.at:type_name -> google.protobuf.Timestamp
-	23, // 5: sluice.approvals.v1.RequestDenied.approver:type_name -> sluice.common.v1.Principal
-	24, // 6: sluice.approvals.v1.RequestDenied.at:type_name -> google.protobuf.Timestamp
-	24, // 7: sluice.approvals.v1.RequestExpired.at:type_name -> google.protobuf.Timestamp
-	24, // 8: sluice.approvals.v1.RequestWithdrawn.at:type_name -> google.protobuf.Timestamp
-	24, // 9: sluice.approvals.v1.RequestConsumed.at:type_name -> google.protobuf.Timestamp
-	23, // 10: sluice.approvals.v1.GrantRequested.requester:type_name -> sluice.common.v1.Principal
-	24, // 11: sluice.approvals.v1.GrantRequested.requested_at:type_name -> google.protobuf.Timestamp
-	23, // 12: sluice.approvals.v1.GrantApproved.approver:type_name -> sluice.common.v1.Principal
-	24, // 13: sluice.approvals.v1.GrantApproved.starts_at:type_name -> google.protobuf.Timestamp
-	24, // 14: sluice.approvals.v1.GrantApproved.ends_at:type_name -> google.protobuf.Timestamp
-	24, // 15: sluice.approvals.v1.GrantApproved.at:type_name -> google.protobuf.Timestamp
-	23, // 16: sluice.approvals.v1.GrantDenied.approver:type_name -> sluice.common.v1.Principal
-	24, // 17: sluice.approvals.v1.GrantDenied.at:type_name -> google.protobuf.Timestamp
-	23, // 18: sluice.approvals.v1.GrantRevoked.by:type_name -> sluice.common.v1.Principal
-	24, // 19: sluice.approvals.v1.GrantRevoked.at:type_name -> google.protobuf.Timestamp
-	23, // 20: sluice.approvals.v1.Approval.requester:type_name -> sluice.common.v1.Principal
-	24, // 21: sluice.approvals.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
-	24, // 22: sluice.approvals.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	24, // 23: sluice.approvals.v1.Approval.starts_at:type_name -> google.protobuf.Timestamp
-	24, // 24: sluice.approvals.v1.Approval.ends_at:type_name -> google.protobuf.Timestamp
-	24, // 25: sluice.approvals.v1.Grant.starts_at:type_name -> google.protobuf.Timestamp
-	24, // 26: sluice.approvals.v1.Grant.ends_at:type_name -> google.protobuf.Timestamp
-	10, // 27: sluice.approvals.v1.ApprovalReply.approval:type_name -> sluice.approvals.v1.Approval
-	25, // 28: sluice.approvals.v1.ApprovalReply.error:type_name -> sluice.common.v1.Error
-	10, // 29: sluice.approvals.v1.ListReply.approvals:type_name -> sluice.approvals.v1.Approval
-	25, // 30: sluice.approvals.v1.ListReply.error:type_name -> sluice.common.v1.Error
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	24, // 0: sluice.approvals.v1.RequestOpened.requester:type_name -> sluice.common.v1.Principal
+	25, // 1: sluice.approvals.v1.RequestOpened.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 2: sluice.approvals.v1.RequestOpened.opened_at:type_name -> google.protobuf.Timestamp
+	24, // 3: sluice.approvals.v1.RequestApproved.approver:type_name -> sluice.common.v1.Principal
+	25, // 4: sluice.approvals.v1.RequestApproved.at:type_name -> google.protobuf.Timestamp
+	24, // 5: sluice.approvals.v1.RequestDenied.approver:type_name -> sluice.common.v1.Principal
+	25, // 6: sluice.approvals.v1.RequestDenied.at:type_name -> google.protobuf.Timestamp
+	25, // 7: sluice.approvals.v1.RequestExpired.at:type_name -> google.protobuf.Timestamp
+	25, // 8: sluice.approvals.v1.RequestWithdrawn.at:type_name -> google.protobuf.Timestamp
+	25, // 9: sluice.approvals.v1.RequestConsumed.at:type_name -> google.protobuf.Timestamp
+	24, // 10: sluice.approvals.v1.GrantRequested.requester:type_name -> sluice.common.v1.Principal
+	25, // 11: sluice.approvals.v1.GrantRequested.requested_at:type_name -> google.protobuf.Timestamp
+	24, // 12: sluice.approvals.v1.GrantApproved.approver:type_name -> sluice.common.v1.Principal
+	25, // 13: sluice.approvals.v1.GrantApproved.starts_at:type_name -> google.protobuf.Timestamp
+	25, // 14: sluice.approvals.v1.GrantApproved.ends_at:type_name -> google.protobuf.Timestamp
+	25, // 15: sluice.approvals.v1.GrantApproved.at:type_name -> google.protobuf.Timestamp
+	24, // 16: sluice.approvals.v1.GrantDenied.approver:type_name -> sluice.common.v1.Principal
+	25, // 17: sluice.approvals.v1.GrantDenied.at:type_name -> google.protobuf.Timestamp
+	24, // 18: sluice.approvals.v1.GrantRevoked.by:type_name -> sluice.common.v1.Principal
+	25, // 19: sluice.approvals.v1.GrantRevoked.at:type_name -> google.protobuf.Timestamp
+	24, // 20: sluice.approvals.v1.Approval.requester:type_name -> sluice.common.v1.Principal
+	25, // 21: sluice.approvals.v1.Approval.created_at:type_name -> google.protobuf.Timestamp
+	25, // 22: sluice.approvals.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 23: sluice.approvals.v1.Approval.starts_at:type_name -> google.protobuf.Timestamp
+	25, // 24: sluice.approvals.v1.Approval.ends_at:type_name -> google.protobuf.Timestamp
+	25, // 25: sluice.approvals.v1.Approval.updated_at:type_name -> google.protobuf.Timestamp
+	25, // 26: sluice.approvals.v1.ApprovalRetired.retired_at:type_name -> google.protobuf.Timestamp
+	25, // 27: sluice.approvals.v1.Grant.starts_at:type_name -> google.protobuf.Timestamp
+	25, // 28: sluice.approvals.v1.Grant.ends_at:type_name -> google.protobuf.Timestamp
+	10, // 29: sluice.approvals.v1.ApprovalReply.approval:type_name -> sluice.approvals.v1.Approval
+	26, // 30: sluice.approvals.v1.ApprovalReply.error:type_name -> sluice.common.v1.Error
+	10, // 31: sluice.approvals.v1.ListReply.approvals:type_name -> sluice.approvals.v1.Approval
+	26, // 32: sluice.approvals.v1.ListReply.error:type_name -> sluice.common.v1.Error
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_sluice_approvals_v1_approvals_proto_init() }
@@ -2246,7 +2351,7 @@ func file_sluice_approvals_v1_approvals_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_approvals_v1_approvals_proto_rawDesc), len(file_sluice_approvals_v1_approvals_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -33,13 +33,21 @@ type projection struct {
 func projections() []projection {
 	return []projection{
 		{"control", bus.BucketControl, bus.StreamControl, "targets, policy, approver groups, identity provider, access", control.Fold, nil},
-		{"approvals", bus.BucketApprovals, bus.StreamApprovals, "approval requests and grants",
+		{"approvals", bus.BucketApprovals, bus.StreamApprovals, "approval requests and grants, the hot view",
 			func(ctx context.Context, js jetstream.JetStream) (map[string][]byte, error) {
-				folded, err := approvals.Fold(ctx, js)
+				hot, _, err := approvals.Fold(ctx, js)
 				if err != nil {
 					return nil, err
 				}
-				return marshalAll(folded)
+				return marshalAll(hot)
+			}, sameAs(func() proto.Message { return &approvalsv1.Approval{} })},
+		{"approvals-history", bus.BucketApprovalsHistory, bus.StreamApprovals, "approval requests and grants retired from the hot view",
+			func(ctx context.Context, js jetstream.JetStream) (map[string][]byte, error) {
+				_, history, err := approvals.Fold(ctx, js)
+				if err != nil {
+					return nil, err
+				}
+				return marshalAll(history)
 			}, sameAs(func() proto.Message { return &approvalsv1.Approval{} })},
 		{"sessions", bus.BucketSessions, bus.StreamAudit, "the sessions index",
 			func(ctx context.Context, js jetstream.JetStream) (map[string][]byte, error) {
@@ -207,7 +215,7 @@ func newAdminReprojectCmd(g *globals) *cobra.Command {
 		names = append(names, p.name)
 	}
 	cmd := &cobra.Command{
-		Use:   "reproject control|approvals|sessions|all --nats-nkey-file admin.nk",
+		Use:   "reproject control|approvals|approvals-history|sessions|all --nats-nkey-file admin.nk",
 		Short: "Rebuild a projection (a read model) from the stream it folds",
 		Long: `Rebuild a projection from its stream, as the break-glass NATS identity: the control
 bucket from CONTROL, the approvals bucket from APPROVALS, the sessions index from AUDIT.
@@ -229,7 +237,7 @@ nothing to do; a failed write is an error, never counted as done.`,
 				}
 			}
 			if len(todo) == 0 {
-				return usage("unknown projection %q (projections: control, approvals, sessions, or all)", args[0])
+				return usage("unknown projection %q (projections: control, approvals, approvals-history, sessions, or all)", args[0])
 			}
 			if nkeyFile == "" {
 				return usage("--nats-nkey-file is required: the break-glass identity's seed (admin.nk)")
