@@ -413,7 +413,7 @@ current-context: test
 
 	optional := []string{"--set", "sshworker.enabled=true", "--set", "k8sworker.enabled=true", "--set", "mcpworker.enabled=true",
 		"--set", "exporter.enabled=true", "--set", "exporter.syslog.addr=siem.example.com:6514", "--set", "slackbot.enabled=true",
-		"--set", "slackbot.channel=C0123"}
+		"--set", "slackbot.channel=C0123", "--set", "api.console.clientID=sluice-console", "--set", "api.console.url=https://sluice.example.com"}
 	for name, args := range map[string][]string{
 		"defaults": nil,
 		"optional": optional,

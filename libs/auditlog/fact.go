@@ -79,11 +79,17 @@ func DecodeFact(m jetstream.Msg) (Fact, error) {
 // DecodeFacts reads one message of APPROVALS or CONTROL as the facts it
 // holds: an apply stored whole (control's config.applied) gives one fact
 // per piece it changed, as applies stored piece by piece did, so that a
-// SIEM sees the same facts from either schema.
+// SIEM sees the same facts from either schema; an approval's retirement
+// from the hot view gives none.
 func DecodeFacts(m jetstream.Msg) ([]Fact, error) {
 	f, err := DecodeFact(m)
 	if err != nil {
 		return nil, err
+	}
+	if f.Stream == bus.StreamApprovals && f.Event.Name == "retired" {
+		// Housekeeping (out of the hot view into the history), not a
+		// decision anyone made.
+		return nil, nil
 	}
 	if f.Stream != bus.StreamControl {
 		return []Fact{f}, nil

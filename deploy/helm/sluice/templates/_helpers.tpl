@@ -200,6 +200,14 @@ One service's environment, mounts and volumes. Pass (dict "ctx" $ "component" NA
 {{- end }}
 {{- end }}
 {{- if eq $name "api" }}
+{{- with $svc.console.clientID }}
+- name: SLUICE_CONSOLE_CLIENT_ID
+  value: {{ . | quote }}
+- name: SLUICE_CONSOLE_URL
+  value: {{ required "api.console.url is required with api.console.clientID" $svc.console.url | quote }}
+- name: SLUICE_CONSOLE_KEY_FILE
+  value: /etc/sluice/console/console.key
+{{- end }}
 {{- if $v.sshworker.enabled }}
 - name: SLUICE_SSH_HOST_KEY_PUB
   value: /etc/sluice/ssh-host/ssh_host_key.pub
@@ -311,6 +319,11 @@ One service's environment, mounts and volumes. Pass (dict "ctx" $ "component" NA
   mountPath: /etc/sluice/ssh-host
   readOnly: true
 {{- end }}
+{{- if and (eq $name "api") $svc.console.clientID }}
+- name: console-key
+  mountPath: /etc/sluice/console
+  readOnly: true
+{{- end }}
 {{- if and (eq $name "api") $v.k8sworker.enabled $v.k8sworker.publicCA.secretName }}
 - name: k8s-ca
   mountPath: /etc/sluice/k8s-ca
@@ -407,6 +420,15 @@ holds only the keys its service needs (items).
     items:
       - key: {{ $v.secrets.sshHostKey.key }}
         path: ssh_host_key
+{{- end }}
+{{- if and (eq $name "api") $svc.console.clientID }}
+- name: console-key
+  secret:
+    secretName: {{ $v.secrets.consoleKey.secretName }}
+    defaultMode: 288
+    items:
+      - key: {{ $v.secrets.consoleKey.key }}
+        path: console.key
 {{- end }}
 {{- if and (eq $name "api") $v.sshworker.enabled }}
 - name: ssh-host-key
