@@ -76,11 +76,17 @@ func byteSize(n int64) string {
 
 func newApprovalsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "approvals", Short: "Held commands and access requests"}
-	var state string
+	var state, before string
+	var limit int
 	list := &cobra.Command{
-		Use:   "list [--state pending|approved|denied|expired|withdrawn|consumed|all]",
+		Use:   "list [--state pending|approved|denied|expired|withdrawn|consumed|all] [--limit N] [--before CURSOR]",
 		Short: "List approval requests you may decide, and your own",
-		Args:  cobra.NoArgs,
+		Long: `List approval requests you may decide, and your own. Pending ones are listed whole; for the
+others, recent ones come first, then the history a page at a time (--limit, and --before with
+what the previous page said).`,
+		Example: `  sluice approvals list
+  sluice approvals list --state denied --limit 20`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := g.checkOutput(); err != nil {
 				return err
@@ -91,8 +97,16 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 			}
 			var res struct {
 				Approvals []api.ApprovalJSON `json:"approvals"`
+				Next      string             `json:"next,omitempty"`
 			}
-			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/approvals?state="+url.QueryEscape(state), nil, &res); err != nil {
+			q := url.Values{"state": {state}}
+			if limit > 0 {
+				q.Set("limit", fmt.Sprint(limit))
+			}
+			if before != "" {
+				q.Set("before", before)
+			}
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/approvals?"+q.Encode(), nil, &res); err != nil {
 				return err
 			}
 			if g.json() {
@@ -116,10 +130,18 @@ func newApprovalsCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.State, who, a.Target, what, a.Rule, approvalWhen(a, now))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if res.Next != "" {
+				fmt.Fprintf(g.stderr, "more: the next page is --before %s\n", res.Next)
+			}
+			return nil
 		},
 	}
 	list.Flags().StringVar(&state, "state", "pending", "which requests: pending, approved, denied, expired, withdrawn, consumed or all")
+	list.Flags().IntVar(&limit, "limit", 0, "at most this many from the history per page (1 to 1000; default 100)")
+	list.Flags().StringVar(&before, "before", "", "the page of history after this cursor (what the previous page said)")
 	cmd.AddCommand(list)
 	return cmd
 }

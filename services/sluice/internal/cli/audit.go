@@ -29,12 +29,13 @@ func newSessionsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sessions", Short: "Recorded sessions"}
 	var principal, target, protocol, since, until, before string
 	var limit int
-	var denied bool
+	var denied, held, masked bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List recorded sessions, newest first, a page at a time",
 		Example: `  sluice sessions list --principal alice --since 24h
   sluice sessions list --protocol ssh --denied --limit 20
+  sluice sessions list --held --since 168h                  # sessions with a command held for approval
   sluice sessions list --before 01m8tsrrwkvn75441xy71bwjrc   # the next page`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,8 +52,10 @@ func newSessionsCmd(g *globals) *cobra.Command {
 					q.Set(k, v)
 				}
 			}
-			if denied {
-				q.Set("denied", "true")
+			for name, on := range map[string]bool{"denied": denied, "held": held, "masked": masked} {
+				if on {
+					q.Set(name, "true")
+				}
 			}
 			var res struct {
 				Sessions []api.SessionJSON `json:"sessions"`
@@ -65,7 +68,7 @@ func newSessionsCmd(g *globals) *cobra.Command {
 				return g.printJSON(res)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SESSION\tSTARTED\tPRINCIPAL\tTARGET\tPROTOCOL\tCOMMANDS\tDENIED\tSTATE")
+			fmt.Fprintln(tw, "SESSION\tSTARTED\tPRINCIPAL\tTARGET\tPROTOCOL\tCOMMANDS\tDENIED\tHELD\tMASKED\tSTATE")
 			for _, s := range res.Sessions {
 				state := "active"
 				if s.EndedAt != nil {
@@ -75,7 +78,8 @@ func newSessionsCmd(g *globals) *cobra.Command {
 				if s.Machine {
 					who += " (machine)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.StartedAt.Local().Format("2006-01-02 15:04:05"), who, s.Target, s.Protocol, s.Commands, s.Denied, state)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.ID, s.StartedAt.Local().Format("2006-01-02 15:04:05"), who, s.Target, s.Protocol,
+					s.Commands, s.Denied, s.Held, s.Masked, state)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -93,6 +97,8 @@ func newSessionsCmd(g *globals) *cobra.Command {
 	f.StringVar(&until, "until", "", "only sessions started until (RFC 3339 time or duration)")
 	f.StringVar(&protocol, "protocol", "", "only sessions of this protocol (postgres, ssh, kubernetes, mcp)")
 	f.BoolVar(&denied, "denied", false, "only ended sessions with a denied command (an open session's count comes with its end)")
+	f.BoolVar(&held, "held", false, "only sessions with a command held for approval")
+	f.BoolVar(&masked, "masked", false, "only sessions whose results had values masked")
 	f.StringVar(&before, "before", "", "the page after this session id (what the previous page said)")
 	f.IntVar(&limit, "limit", 100, "at most this many sessions (1 to 1000)")
 	cmd.AddCommand(list)
