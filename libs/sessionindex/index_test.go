@@ -2,6 +2,7 @@ package sessionindex
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,22 @@ func BenchmarkPage(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkMemory reports what the index holds per session (bytes/session,
+// the summaries included), the figure ARCHITECTURE.md sizes the API by.
+func BenchmarkMemory(b *testing.B) {
+	const n = 100000
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		x, _ := filled(n)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/session")
+		runtime.KeepAlive(x)
 	}
 }
 
