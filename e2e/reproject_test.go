@@ -21,12 +21,12 @@ import (
 )
 
 // TestReprojectRebuildsEachProjection drops each projection (the control
-// bucket, the approvals bucket, the sessions index), tampers with what is
-// left, rebuilds it with `sluice admin reproject` from its stream, and
-// gets the same answers as before.
+// bucket, the approvals hot view and history, the sessions index), tampers
+// with what is left, rebuilds it with `sluice admin reproject` from its
+// stream, and gets the same answers as before.
 func TestReprojectRebuildsEachProjection(t *testing.T) {
 	requireTool(t, "psql")
-	env := startDev(t, devOptions{extra: []string{"--hold-timeout", "20s"}})
+	env := startDev(t, devOptions{extra: []string{"--hold-timeout", "20s", "--approvals-hot-retention", "1s"}})
 	pg := &pgEnv{devEnv: env}
 	alice := env.Token("--sub", "alice", "--groups", "engineers")
 	bob := []string{"SLUICE_TOKEN=" + env.Token("--sub", "bob", "--groups", "approvers")}
@@ -44,6 +44,21 @@ func TestReprojectRebuildsEachProjection(t *testing.T) {
 	out, err := env.CLI(bob, "approve", id)
 	require.NoError(t, err, out)
 	require.Contains(t, <-held, "DELETE")
+	// A grant in force stays in the hot view; the consumed request retires
+	// to the history.
+	out, err = env.CLI([]string{"SLUICE_TOKEN=" + alice}, "request", "--target", "demo", "--role", "writer", "--for", "1h", "--reason", "backfill", "-o", "json")
+	require.NoError(t, err, out)
+	var grant struct{ ID string }
+	require.NoError(t, json.Unmarshal([]byte(out), &grant), out)
+	out, err = env.CLI(bob, "approve", grant.ID)
+	require.NoError(t, err, out)
+	testkit.Eventually(t, 30*time.Second, func() error {
+		out, err := env.CLI(bob, "approvals", "list", "--state", "consumed", "-o", "json")
+		if err != nil || !strings.Contains(out, id) || !strings.Contains(out, `"retired": true`) {
+			return fmt.Errorf("not retired yet: %v %s", err, out)
+		}
+		return nil
+	})
 
 	reproject := func(args ...string) string {
 		t.Helper()
@@ -64,7 +79,7 @@ func TestReprojectRebuildsEachProjection(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &res); err != nil {
 			return err
 		}
-		require.Len(t, res.Projections, 3)
+		require.Len(t, res.Projections, 4)
 		for _, p := range res.Projections {
 			if p.Keys == 0 {
 				return fmt.Errorf("%s folds to nothing: %s", p.Name, out)
@@ -84,7 +99,7 @@ func TestReprojectRebuildsEachProjection(t *testing.T) {
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	ctx := context.Background()
-	buckets := []string{bus.BucketControl, bus.BucketApprovals, bus.BucketSessions}
+	buckets := []string{bus.BucketControl, bus.BucketApprovals, bus.BucketApprovalsHistory, bus.BucketSessions}
 	before := map[string]map[string][]byte{}
 	for _, b := range buckets {
 		before[b] = snapshot(t, js, b)
@@ -129,6 +144,9 @@ func TestReprojectRebuildsEachProjection(t *testing.T) {
 		}
 		return nil
 	})
+	out, err = env.CLI(bob, "approvals", "list", "--state", "consumed", "-o", "json")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, id, "the history answers from the rebuilt bucket")
 	out, err = pg.psql(t, alice, "", "-c", "SELECT name FROM customers WHERE id = 2")
 	if err == nil {
 		assert.NotContains(t, out, "customer 2", "the DELETE ran: no rows")
@@ -159,7 +177,7 @@ func snapshot(t *testing.T, js jetstream.JetStream, bucket string) map[string][]
 func sameValue(bucket string, a, b []byte) bool {
 	var x, y proto.Message
 	switch bucket {
-	case bus.BucketApprovals:
+	case bus.BucketApprovals, bus.BucketApprovalsHistory:
 		x, y = &approvalsv1.Approval{}, &approvalsv1.Approval{}
 	case bus.BucketSessions:
 		x, y = &sessionv1.Summary{}, &sessionv1.Summary{}

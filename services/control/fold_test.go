@@ -47,7 +47,7 @@ func TestApplyIsOneEvent(t *testing.T) {
 	policy := func(reason string) string {
 		return "policies:\n  - name: r\n    action: deny\n    reason: " + reason + "\n    when: protocol == \"postgres\" && sql.kind == \"ddl\"\n"
 	}
-	r := apply("targets:\n"+target("a")+target("b")+policy("first")+"access:\n  admins: [ops]\n")
+	r := apply("targets:\n" + target("a") + target("b") + policy("first") + "access:\n  admins: [ops]\n")
 	require.Nil(t, r.GetError(), "%v", r.GetError())
 	assert.Equal(t, uint64(2), r.GetPolicyRevision(), "the revision follows the one a schema-1 event set")
 
@@ -67,7 +67,7 @@ func TestApplyIsOneEvent(t *testing.T) {
 	assert.EqualValues(t, controlstate.ConfigSchema, all[0].GetSchema())
 
 	// The same file again changes nothing and stores nothing.
-	r = apply("targets:\n"+target("a")+target("b")+policy("first")+"access:\n  admins: [ops]\n")
+	r = apply("targets:\n" + target("a") + target("b") + policy("first") + "access:\n  admins: [ops]\n")
 	require.Nil(t, r.GetError())
 	require.Len(t, applied(), 1)
 
@@ -79,7 +79,7 @@ func TestApplyIsOneEvent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := apply("targets:\n"+target(fmt.Sprintf("c%d", i))+policy(fmt.Sprintf("reason %d", i)))
+			r := apply("targets:\n" + target(fmt.Sprintf("c%d", i)) + policy(fmt.Sprintf("reason %d", i)))
 			if assert.Nil(t, r.GetError(), "%v", r.GetError()) {
 				revisions <- r.GetPolicyRevision()
 			}

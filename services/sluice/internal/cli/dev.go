@@ -45,6 +45,7 @@ and is reused by the next start. Ctrl-C stops everything.`,
 	f.IntVar(&cfg.DemoPGPort, "demo-pg-port", 15433, "demo PostgreSQL port")
 	f.BoolVar(&cfg.NoDemo, "no-demo", false, "do not start the demo targets (PostgreSQL and SSH)")
 	f.DurationVar(&cfg.HoldTimeout, "hold-timeout", 5*time.Minute, "how long a statement held for approval waits")
+	f.DurationVar(&cfg.ApprovalsHotRetention, "approvals-hot-retention", 10*time.Minute, "how long a decided request or finished grant stays in the view every worker follows before it retires to the history")
 	f.IntVar(&cfg.UpstreamPool, "upstream-pool", 16, "idle target connections kept per target for reuse, reset with DISCARD ALL (negative: none)")
 	f.StringToStringVar(&cfg.DemoPGSettings, "demo-pg-setting", nil, "extra demo PostgreSQL settings, name=value (repeatable)")
 	f.StringVar(&cfg.SSHAddr, "ssh-addr", "127.0.0.1:12222", "SSH worker listen address")

@@ -75,6 +75,8 @@ type Config struct {
 	DemoK8s bool
 	// HoldTimeout bounds how long a held statement waits; default 5m.
 	HoldTimeout time.Duration
+	// ApprovalsHotRetention: approvals.Config.HotRetention.
+	ApprovalsHotRetention time.Duration
 	// UpstreamPool is the idle target connections kept per target (see
 	// pgworker.Config); default 16, negative none.
 	UpstreamPool int
@@ -319,20 +321,21 @@ func Run(ctx context.Context, cfg Config) error {
 		MasterKey:       master,
 		RecorderKey:     recorderKey,
 		// Outside NATS, where the break-glass identity does not reach.
-		AuditAnchorFile:  filepath.Join(dir, AuditAnchorFile),
-		HoldTimeout:      cfg.HoldTimeout,
-		UpstreamPool:     cfg.UpstreamPool,
-		Topology:         bus.Topology{AuditMaxBytes: cfg.AuditMaxBytes},
-		PGAddr:           cfg.PGAddr,
-		TLSDir:           tlsDir,
-		K8sListener:      k8sLn,
-		K8sPublicURL:     "https://" + k8sLn.Addr().String(),
-		K8sCAPEM:         string(workerCA),
-		SSHListener:      sshLn,
-		SSHHostKey:       sshHostKeyFile,
-		SSHUserCA:        sshUserCA,
-		SSHPublicAddress: sshLn.Addr().String(),
-		SSHHostKeys:      []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshHost.PublicKey())))},
+		AuditAnchorFile:       filepath.Join(dir, AuditAnchorFile),
+		HoldTimeout:           cfg.HoldTimeout,
+		ApprovalsHotRetention: cfg.ApprovalsHotRetention,
+		UpstreamPool:          cfg.UpstreamPool,
+		Topology:              bus.Topology{AuditMaxBytes: cfg.AuditMaxBytes},
+		PGAddr:                cfg.PGAddr,
+		TLSDir:                tlsDir,
+		K8sListener:           k8sLn,
+		K8sPublicURL:          "https://" + k8sLn.Addr().String(),
+		K8sCAPEM:              string(workerCA),
+		SSHListener:           sshLn,
+		SSHHostKey:            sshHostKeyFile,
+		SSHUserCA:             sshUserCA,
+		SSHPublicAddress:      sshLn.Addr().String(),
+		SSHHostKeys:           []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshHost.PublicKey())))},
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stack.RunAll(gctx, o) })

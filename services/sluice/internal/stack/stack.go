@@ -118,6 +118,8 @@ type Options struct {
 	mcpMount              *lateMount
 	// HoldTimeout bounds how long a held statement waits for approval.
 	HoldTimeout time.Duration
+	// ApprovalsHotRetention is approvals.Config.HotRetention.
+	ApprovalsHotRetention time.Duration
 	// UpstreamPool is the idle target connections a PostgreSQL worker
 	// keeps per target for reuse (see pgworker.Config).
 	UpstreamPool int
@@ -577,7 +579,8 @@ func serveLate(p *atomic.Pointer[http.Handler], w http.ResponseWriter, r *http.R
 }
 
 func runApprovals(ctx context.Context, o *Options, conn *bus.Conn) error {
-	return approvals.New(approvals.Config{Conn: conn, Log: o.Log, DefaultTTL: o.HoldTimeout, Ready: o.ready("approvals")}).Run(ctx)
+	return approvals.New(approvals.Config{Conn: conn, Log: o.Log, DefaultTTL: o.HoldTimeout, HotRetention: o.ApprovalsHotRetention,
+		Ready: o.ready("approvals")}).Run(ctx)
 }
 
 func runSlackbot(ctx context.Context, o *Options, conn *bus.Conn) error {
