@@ -130,7 +130,7 @@ func (b *browser) sessionCookie() *network.Cookie {
 // approve; a recorded <script> shows as text; the console refuses framing,
 // inline script and cross-site writes.
 func TestConsole(t *testing.T) {
-	requireTool(t, "psql", "chromium")
+	requireTool(t, "psql", "chromium", "ssh", "sshd")
 	env := startDev(t, devOptions{})
 	alice := env.Token("--sub", "alice", "--groups", "engineers")
 	dsn := fmt.Sprintf("host=%s port=%d dbname=demo user=alice sslmode=require password=%s", env.PGHost, env.PGPort, alice)
@@ -255,6 +255,20 @@ func TestConsole(t *testing.T) {
 	assert.Contains(t, auditor.text("#transcript"), `<script>window.__pwned = 1</script>`, "the statement shows as text")
 	assert.True(t, evalJS[bool](auditor, `window.__pwned === undefined`), "no recorded value ran as script")
 	assert.Zero(t, evalJS[int](auditor, `document.querySelectorAll("#transcript script, #transcript img").length`), "no recorded value became an element")
+
+	// An SSH session's page plays its terminal back.
+	stdout, stderr, code := sshLogin(t, env, "--sub", "alice", "--groups", "engineers").exec("echo console-terminal-check")
+	require.Zero(t, code, stderr)
+	require.Contains(t, stdout, "console-terminal-check")
+	auditor.must(
+		chromedp.Navigate(env.API+"/console/#/sessions"),
+		chromedp.WaitVisible(chromedp.ID("sessions")),
+		chromedp.SetValue(chromedp.CSS(`#filters select[name=protocol]`), "ssh"),
+		chromedp.Click(chromedp.CSS(`#filters button[type=submit]`)),
+	)
+	auditor.until(`document.querySelector("#results").dataset.query?.includes("protocol=ssh") && document.querySelectorAll("#sessions .session-row").length === 1`)
+	auditor.must(chromedp.Click(chromedp.CSS("#sessions .session-row a")), chromedp.WaitVisible(chromedp.ID("terminal")))
+	assert.Contains(t, auditor.text("#terminal"), "console-terminal-check")
 
 	// Pages follow the groups: the approver has no sessions page.
 	approver.must(chromedp.Navigate(env.API+"/console/#/sessions"), chromedp.WaitVisible(chromedp.ID("forbidden")))

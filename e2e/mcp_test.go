@@ -536,3 +536,30 @@ func TestMCPNode(t *testing.T) {
 	require.NoError(t, err, v)
 	assert.Contains(t, v, "intact")
 }
+
+// A held call decided long before the agent collects it: the decision has
+// left the hot view for the history, and collect_result still answers it
+// (never "pending" for a request that was decided).
+func TestMCPCollectAfterRetirement(t *testing.T) {
+	env := startDev(t, devOptions{extra: []string{"--hold-timeout", "60s", "--approvals-hot-retention", "1s"}})
+	alice := connectMCP(t, env, env.Token("--sub", "alice", "--groups", "engineers"))
+	bob := []string{"SLUICE_TOKEN=" + env.Token("--sub", "bob", "--groups", "approvers")}
+
+	r := alice.call("run_sql", map[string]any{"target": "demo", "sql": "UPDATE customers SET name = name"}, nil)
+	require.Equal(t, "pending_approval", r.Status, r.text)
+	id := r.Approval.ID
+	out, err := env.CLI(bob, "deny", id, "--reason", "not today")
+	require.NoError(t, err, out)
+	testkit.Eventually(t, 30*time.Second, func() error {
+		out, err := env.CLI(bob, "approvals", "list", "--state", "denied", "-o", "json")
+		if err != nil || !strings.Contains(out, id) || !strings.Contains(out, `"retired": true`) {
+			return fmt.Errorf("not retired yet: %v %s", err, out)
+		}
+		return nil
+	})
+	r = alice.call("collect_result", map[string]any{"approval_id": id}, nil)
+	require.NotEqual(t, "pending_approval", r.Status, r.text)
+	require.NotNil(t, r.Error, r.text)
+	assert.Equal(t, "not_approved", r.Error.Code)
+	assert.Contains(t, r.Error.Message, "not today")
+}

@@ -141,6 +141,11 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 		return k.stopWaiting(r, id, r.why(ctx)), false
 	case err != nil:
 		cur, ok := k.Approvals.Get(id)
+		if !ok {
+			// Not in the hot view: opened a moment ago, or decided long
+			// ago and retired to the history, which the service keeps.
+			cur, ok = k.lookup(ctx, r.Token, id)
+		}
 		switch {
 		case !ok || (cur.GetState() == "pending" && time.Now().Before(cur.GetExpiresAt().AsTime())):
 			// Undecided and unexpired, or not yet in this worker's view
@@ -217,6 +222,18 @@ func (k *Kernel) Consume(ctx context.Context, token, id, session, hash string) s
 		return "the approval could not be used: " + msg
 	}
 	return ""
+}
+
+// lookup asks the approvals service for a request the view does not hold,
+// as the session's principal (who may read its own requests).
+func (k *Kernel) lookup(ctx context.Context, token, id string) (*approvalsv1.Approval, bool) {
+	var reply approvalsv1.ApprovalReply
+	cctx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, token), 5*time.Second)
+	defer cancel()
+	if err := bus.Request(cctx, k.cfg.Conn.NC, bus.APIApprovalsGet, &approvalsv1.Get{Id: id}, &reply); err != nil || reply.GetError() != nil {
+		return nil, false
+	}
+	return reply.GetApproval(), true
 }
 
 func left(c <-chan struct{}) bool {

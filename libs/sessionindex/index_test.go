@@ -19,7 +19,8 @@ import (
 var epoch = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 
 // session i started i seconds after epoch; every third is bob's, every
-// fifth on target "billing" over ssh, every seventh had a denial.
+// fifth on target "billing" over ssh, every seventh had a denial, every
+// eleventh a held command, every thirteenth masked values.
 func session(i int) *sessionv1.Summary {
 	at := epoch.Add(time.Duration(i) * time.Second)
 	id, _ := ulid.New(ulid.Timestamp(at), ulid.DefaultEntropy())
@@ -34,6 +35,12 @@ func session(i int) *sessionv1.Summary {
 		Target: &commonv1.Target{Name: target}, Protocol: protocol, StartedAt: timestamppb.New(at)}
 	if i%7 == 0 {
 		s.Denied = 1
+	}
+	if i%11 == 0 {
+		s.Held = 1
+	}
+	if i%13 == 0 {
+		s.Masked = 2
 	}
 	return s
 }
@@ -60,6 +67,9 @@ func TestPagesCoverEveryMatchOnce(t *testing.T) {
 		"target":         {Query{Target: "billing"}, func(i int) bool { return i%5 == 0 }},
 		"protocol":       {Query{Protocol: "postgres"}, func(i int) bool { return i%5 != 0 }},
 		"denied":         {Query{Denied: true}, func(i int) bool { return i%7 == 0 }},
+		"held":           {Query{Held: true}, func(i int) bool { return i%11 == 0 }},
+		"masked":         {Query{Masked: true}, func(i int) bool { return i%13 == 0 }},
+		"held, masked":   {Query{Held: true, Masked: true}, func(i int) bool { return i%143 == 0 }},
 		"bob on billing": {Query{Principal: "bob", Target: "billing"}, func(i int) bool { return i%15 == 0 }},
 		"since":          {Query{Since: epoch.Add(900 * time.Second)}, func(i int) bool { return i >= 900 }},
 		"until":          {Query{Until: epoch.Add(99 * time.Second)}, func(i int) bool { return i <= 99 }},

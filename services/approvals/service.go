@@ -734,10 +734,14 @@ func retirable(a *approvalsv1.Approval) time.Time {
 		}
 		return a.GetCreatedAt().AsTime()
 	case Approved:
+		end := a.GetExpiresAt() // a command: unconsumed past its expiry
 		if a.GetType() == TypeGrant {
-			return a.GetEndsAt().AsTime()
+			end = a.GetEndsAt()
 		}
-		return a.GetExpiresAt().AsTime()
+		if end == nil {
+			return time.Time{}
+		}
+		return end.AsTime()
 	}
 	return time.Time{}
 }

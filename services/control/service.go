@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -43,7 +45,7 @@ const (
 
 // applyAttempts bounds how often an apply that lost a race with another
 // is computed again against the new state.
-const applyAttempts = 5
+const applyAttempts = 20
 
 // Config configures the control service.
 type Config struct {
@@ -184,9 +186,18 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 		pos, err := s.store.Append(ctx, controlstate.AggregateConfig, controlstate.ConfigID, a.at,
 			eventstore.NewEvent(controlstate.EventApplied, &controlv1.ConfigApplied{Schema: controlstate.ConfigSchema, AppliedBy: actor,
 				SourceFile: req.GetFileName(), Changes: a.pieces}))
-		if errors.Is(err, eventstore.ErrConflict) && attempt < applyAttempts {
-			s.cfg.Log.Info().Int("attempt", attempt).Msg("another apply landed first; comparing again")
-			continue
+		if errors.Is(err, eventstore.ErrConflict) {
+			if attempt < applyAttempts {
+				s.cfg.Log.Info().Int("attempt", attempt).Msg("another apply landed first; comparing again")
+				// A jittered pause, so that applies racing each other spread.
+				select {
+				case <-ctx.Done():
+					return applyError("apply_failed", "the apply was cancelled; nothing of it was applied"), nil
+				case <-time.After(time.Duration(attempt) * time.Duration(5+rand.IntN(20)) * time.Millisecond):
+				}
+				continue
+			}
+			return applyError("conflict", fmt.Sprintf("other applies landed first %d times; nothing of this one was applied; retry", applyAttempts)), nil
 		}
 		if err != nil {
 			s.cfg.Log.Error().Err(err).Msg("apply failed")

@@ -390,7 +390,7 @@ async function sessionPage(id) {
         h("dt", {}, "Audit"), h("dd", {}, verified),
       ),
     ),
-    io.length ? terminal(io) : null,
+    io.length ? await terminal(id) : null,
     h("h2", {}, "Transcript"),
     h("div", { id: "transcript" }, events.map(transcriptEntry)),
   );
@@ -449,16 +449,28 @@ function transcriptEntry(e) {
   }
 }
 
-// terminal replays a session's output chunks at their recorded pace (gaps
-// over a second shortened), as text with control sequences removed.
-function terminal(io) {
+// terminal replays a session's output at its recorded pace (gaps over a
+// second shortened), as text with control sequences removed. The API
+// renders the recording as asciicast v2 (decompressing what the recorder
+// stored compressed).
+async function terminal(id) {
+  const resp = await fetch("/api/v1/sessions/" + encodeURIComponent(id) + "?format=asciicast", { credentials: "same-origin" });
+  if (!resp.ok) return errorBox(new Error("the terminal recording cannot be read"));
+  const frames = (await resp.text())
+    .split("\n")
+    .slice(1)
+    .filter(Boolean)
+    .map((line) => {
+      try {
+        return JSON.parse(line);
+      } catch (_) {
+        return null;
+      }
+    })
+    .filter((f) => Array.isArray(f) && f[1] === "o");
+  // eslint-disable-next-line no-control-regex
+  const clean = (t) => String(t).replace(/\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\)|\r(?!\n)/g, "");
   const screen = h("pre", { class: "term", id: "terminal" });
-  const decode = (e) => {
-    const b64 = e.event.io.data || "";
-    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-    // eslint-disable-next-line no-control-regex
-    return new TextDecoder().decode(bytes).replace(/\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\)|\r(?!\n)/g, "");
-  };
   let timer = null;
   const stop = () => timer && clearTimeout(timer);
   teardown.push(stop);
@@ -466,27 +478,26 @@ function terminal(io) {
     stop();
     screen.textContent = "";
     let i = 0;
-    let last = 0;
     const step = () => {
-      if (i >= io.length) return;
-      const e = io[i++];
-      screen.append(document.createTextNode(decode(e)));
+      if (i >= frames.length) return;
+      const [at, , data] = frames[i++];
+      screen.append(document.createTextNode(clean(data)));
       screen.scrollTop = screen.scrollHeight;
-      const next = io[i];
-      if (!next) return;
-      const at = Number(next.event.io.offset_ms || 0);
-      const wait = Math.min(Math.max(at - last, 0), 1000);
-      last = at;
-      timer = setTimeout(step, wait);
+      const next = frames[i];
+      if (next) timer = setTimeout(step, Math.min(Math.max((next[0] - at) * 1000, 0), 1000));
     };
     step();
   };
   const all = () => {
     stop();
-    screen.textContent = io.map(decode).join("");
+    screen.textContent = frames.map((f) => clean(f[2])).join("");
   };
   all();
-  return h("div", { class: "card" }, h("h3", {}, "Terminal"), h("p", {}, h("button", { type: "button", id: "play", onclick: play }, "▶ Play"), " ", h("button", { type: "button", onclick: all }, "Show all")), screen);
+  return h("div", { class: "card" },
+    h("h3", {}, "Terminal"),
+    h("p", {}, h("button", { type: "button", id: "play", onclick: play }, "▶ Play"), " ", h("button", { type: "button", onclick: all }, "Show all")),
+    screen,
+  );
 }
 
 // Policy playground: what the policy says for a principal, target and SQL.

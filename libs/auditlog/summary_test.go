@@ -1,0 +1,46 @@
+package auditlog_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"sluice.dev/sluice/libs/auditlog"
+	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+)
+
+// A session's summary, folded event by event: its start, each command held
+// for approval (counted when the hold opens, not again when it is
+// decided), each masking, and its end, which keeps what came before.
+func TestSummarizeCountsHoldsAndMasking(t *testing.T) {
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	events := []*sessionv1.Event{
+		{Body: &sessionv1.Event_Started{Started: &sessionv1.Started{Principal: &commonv1.Principal{Subject: "alice"}, Protocol: "postgres"}}},
+		{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: 1, Text: "DELETE FROM t"}}},
+		{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: 1, State: "pending"}}},
+		{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: 1, State: "consumed"}}},
+		{Body: &sessionv1.Event_Masking{Masking: &sessionv1.Masking{CommandId: 2}}},
+		{Body: &sessionv1.Event_Masking{Masking: &sessionv1.Masking{CommandId: 3}}},
+		{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "bye", Commands: 3, Denied: 0}}},
+	}
+	var sum *sessionv1.Summary
+	writes := 0
+	for i, ev := range events {
+		ev.SessionId, ev.Seq, ev.Time = "s1", uint64(i+1), timestamppb.New(at.Add(time.Duration(i)*time.Second))
+		if next, ok := auditlog.Summarize(sum, ev); ok {
+			sum = next
+			writes++
+		}
+	}
+	require.NotNil(t, sum)
+	assert.Equal(t, "alice", sum.GetPrincipal().GetSubject())
+	assert.EqualValues(t, 1, sum.GetHeld())
+	assert.EqualValues(t, 2, sum.GetMasked())
+	assert.EqualValues(t, 3, sum.GetCommands())
+	assert.EqualValues(t, 7, sum.GetLastSeq())
+	assert.Equal(t, 5, writes, "start, the hold, two maskings and the end change the summary; commands and decisions do not")
+}
