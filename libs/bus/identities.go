@@ -179,7 +179,7 @@ func Components() []Component {
 			// Renewals come from the API alone: a worker answers them, and
 			// never sends one (to another replica's sessions, say).
 			Serves:     []string{SubjectPGRenew, SubjectKill},
-			Calls:      []string{APIIdentityVerify, APIPolicyEvaluate, APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw, APIApprovalsGet},
+			Calls:      []string{APIIdentityVerify, APIPolicyEvaluate, APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
 			Appends:    []string{StreamSessions},
 			ReadsKV:    []string{BucketControl, BucketApprovals},
 			Publishes:  []string{SubjectPGCancel},
@@ -189,7 +189,7 @@ func Components() []Component {
 			Name: CompSSHWorker, Doc: "the SSH worker: parses untrusted bytes, so it may do no more than a worker",
 			Serves: []string{SubjectKill},
 			Calls: []string{APIIdentityVerify, APIIdentitySSHAuthority, APIPolicyEvaluate,
-				APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw, APIApprovalsGet},
+				APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
 			Appends: []string{StreamSessions},
 			ReadsKV: []string{BucketControl, BucketApprovals},
 		},
@@ -197,7 +197,7 @@ func Components() []Component {
 			Name: CompMCPWorker, Doc: "the MCP worker: serves untrusted clients, so it may do no more than a worker",
 			Serves: []string{SubjectKill},
 			Calls: []string{APIIdentityVerify, APIPolicyEvaluate,
-				APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw, APIApprovalsGet},
+				APIApprovalsOpen, APIApprovalsConsume, APIApprovalsWithdraw},
 			Appends: []string{StreamSessions},
 			ReadsKV: []string{BucketControl, BucketApprovals},
 		},

@@ -141,15 +141,13 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 		return k.stopWaiting(r, id, r.why(ctx)), false
 	case err != nil:
 		cur, ok := k.Approvals.Get(id)
-		if !ok {
-			// Not in the hot view: opened a moment ago, or decided long
-			// ago and retired to the history, which the service keeps.
-			cur, ok = k.lookup(ctx, r.Token, id)
-		}
 		switch {
-		case !ok || (cur.GetState() == "pending" && time.Now().Before(cur.GetExpiresAt().AsTime())):
-			// Undecided and unexpired, or not yet in this worker's view
-			// (it was opened a moment ago): still pending.
+		case !ok:
+			// Not in this worker's view: opened a moment ago, or decided
+			// long ago and retired to the history.
+			return k.settleUnseen(ctx, r, id)
+		case cur.GetState() == "pending" && time.Now().Before(cur.GetExpiresAt().AsTime()):
+			// Undecided and unexpired: still pending.
 			return HoldOutcome{ID: id}, true
 		case cur.GetState() == "pending":
 			_, _ = r.emit(id, "expired", "", nil)
@@ -159,28 +157,8 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 		// Decided just as the wait ran out: as decided.
 		a = cur
 	}
-	switch a.GetState() {
-	case "approved":
-	case "denied":
-		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
-		k.metrics.holds[holdDenied].Inc()
-		reason := a.GetDecisionReason()
-		if reason == "" {
-			reason = "no reason given"
-		}
-		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was denied by %s: %s", id, a.GetDecidedBy(), reason)}, false
-	case "withdrawn":
-		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
-		k.metrics.holds[holdWithdrawn].Inc()
-		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was withdrawn: %s", id, a.GetDecisionReason())}, false
-	default:
-		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
-		if a.GetState() == "expired" {
-			k.metrics.holds[holdExpired].Inc()
-		} else {
-			k.metrics.holds[holdRefused].Inc() // consumed already, revoked: not usable
-		}
-		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s %s", id, a.GetState())}, false
+	if a.GetState() != "approved" {
+		return k.refused(r, id, a), false
 	}
 	if left(r.Left) {
 		return k.stopWaiting(r, id, r.why(ctx)), false
@@ -189,21 +167,85 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 		k.metrics.holds[holdRefused].Inc()
 		return HoldOutcome{ID: id, Refusal: refusal}, false
 	}
+	return k.consumed(ctx, r, id, a), false
+}
+
+// settleUnseen asks the approvals service about a request this worker's
+// view does not hold, by consuming it as the session's principal: an
+// approved request is used then and there; any other answer carries the
+// request as it stands (the requester's own), or says the service cannot
+// tell yet (still pending).
+func (k *Kernel) settleUnseen(ctx context.Context, r HoldRequest, id string) (HoldOutcome, bool) {
+	if left(r.Left) {
+		return k.stopWaiting(r, id, r.why(ctx)), false
+	}
+	var reply approvalsv1.ApprovalReply
+	cctx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, r.Token), 5*time.Second)
+	defer cancel()
+	err := bus.Request(cctx, k.cfg.Conn.NC, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: r.SessionID, CommandHash: r.Hash}, &reply)
+	a := reply.GetApproval()
+	switch {
+	case err != nil, reply.GetError().GetCode() == "not_found":
+		return HoldOutcome{ID: id}, true // unreachable, or not yet stored: ask again later
+	case reply.GetError() == nil:
+		return k.consumed(ctx, r, id, a), false
+	case a == nil:
+		k.metrics.holds[holdRefused].Inc()
+		return HoldOutcome{ID: id, Refusal: "the approval could not be used: " + reply.GetError().GetMessage()}, false
+	case a.GetState() == "pending" && time.Now().Before(a.GetExpiresAt().AsTime()):
+		return HoldOutcome{ID: id}, true
+	case a.GetState() == "pending":
+		_, _ = r.emit(id, "expired", "", nil)
+		k.metrics.holds[holdExpired].Inc()
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}, false
+	}
+	return k.refused(r, id, a), false
+}
+
+// refused records and counts the outcome of a request decided otherwise
+// than approved (or approved and already used).
+func (k *Kernel) refused(r HoldRequest, id string, a *approvalsv1.Approval) HoldOutcome {
+	switch a.GetState() {
+	case "denied":
+		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		k.metrics.holds[holdDenied].Inc()
+		reason := a.GetDecisionReason()
+		if reason == "" {
+			reason = "no reason given"
+		}
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was denied by %s: %s", id, a.GetDecidedBy(), reason)}
+	case "withdrawn":
+		_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+		k.metrics.holds[holdWithdrawn].Inc()
+		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was withdrawn: %s", id, a.GetDecisionReason())}
+	}
+	_, _ = r.emit(id, a.GetState(), a.GetDecisionReason(), a.GetApprovedBy())
+	if a.GetState() == "expired" {
+		k.metrics.holds[holdExpired].Inc()
+	} else {
+		k.metrics.holds[holdRefused].Inc() // consumed already, revoked: not usable
+	}
+	return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s %s", id, a.GetState())}
+}
+
+// consumed records the use of approval id (a, as approved), durably, before
+// the command runs.
+func (k *Kernel) consumed(ctx context.Context, r HoldRequest, id string, a *approvalsv1.Approval) HoldOutcome {
 	seq, err := r.emit(id, "consumed", a.GetDecisionReason(), a.GetApprovedBy())
 	if err != nil {
 		k.metrics.holds[holdRefused].Inc()
-		return HoldOutcome{ID: id, RecordErr: err}, false
+		return HoldOutcome{ID: id, RecordErr: err}
 	}
 	// The approval is the write-ahead record of what now runs.
 	if err := r.Rec.WaitFor(ctx, seq); err != nil {
 		k.metrics.holds[holdRefused].Inc()
-		return HoldOutcome{ID: id, RecordErr: err}, false
+		return HoldOutcome{ID: id, RecordErr: err}
 	}
 	if left(r.Left) || ctx.Err() != nil {
-		return k.stopWaiting(r, id, r.why(ctx)), false
+		return k.stopWaiting(r, id, r.why(ctx))
 	}
 	k.metrics.holds[holdApproved].Inc()
-	return HoldOutcome{ID: id, Approved: true, Seq: seq}, false
+	return HoldOutcome{ID: id, Approved: true, Seq: seq}
 }
 
 // Consume uses approval id, once, for the command hash names, as the
@@ -222,18 +264,6 @@ func (k *Kernel) Consume(ctx context.Context, token, id, session, hash string) s
 		return "the approval could not be used: " + msg
 	}
 	return ""
-}
-
-// lookup asks the approvals service for a request the view does not hold,
-// as the session's principal (who may read its own requests).
-func (k *Kernel) lookup(ctx context.Context, token, id string) (*approvalsv1.Approval, bool) {
-	var reply approvalsv1.ApprovalReply
-	cctx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, token), 5*time.Second)
-	defer cancel()
-	if err := bus.Request(cctx, k.cfg.Conn.NC, bus.APIApprovalsGet, &approvalsv1.Get{Id: id}, &reply); err != nil || reply.GetError() != nil {
-		return nil, false
-	}
-	return reply.GetApproval(), true
 }
 
 func left(c <-chan struct{}) bool {

@@ -563,21 +563,31 @@ func (s *Service) consume(ctx context.Context, req *approvalsv1.Consume) (*appro
 		switch {
 		case agg != "request":
 			return replyErr("bad_request", "%s is a grant, not a command approval", a.GetId()), nil
-		case a.GetState() == Consumed:
-			return replyErr("consumed", "approval %s was already used; it is single-use", a.GetId()), nil
-		case a.GetState() != Approved:
-			return replyErr("not_approved", "request %s is %s", a.GetId(), a.GetState()), nil
-		case !s.cfg.Now().Before(a.GetExpiresAt().AsTime()):
-			return replyErr("expired", "approval %s expired", a.GetId()), nil
+		case p.GetSubject() != a.GetRequester().GetSubject() || p.GetIssuer() != a.GetRequester().GetIssuer():
+			// Only the requester itself (its subject at its issuer), who
+			// learns nothing more of another's request.
+			return replyErr("mismatch", "approval %s was given to another principal", a.GetId()), nil
 		case req.GetSessionId() != a.GetSessionId():
 			return replyErr("mismatch", "approval %s was given for another session", a.GetId()), nil
 		case req.GetCommandHash() != a.GetCommandHash():
 			return replyErr("mismatch", "approval %s was given for another command or other parameters", a.GetId()), nil
-		case p.GetSubject() != a.GetRequester().GetSubject() || p.GetIssuer() != a.GetRequester().GetIssuer():
-			// Only the requester itself (its subject at its issuer).
-			return replyErr("mismatch", "approval %s was given to another principal", a.GetId()), nil
 		}
-		return nil, []eventstore.Pending{eventstore.NewEvent("consumed", &approvalsv1.RequestConsumed{Id: a.GetId(), SessionId: req.GetSessionId(), At: timestamppb.New(s.cfg.Now())})}
+		// The requester's refusals carry the request as it stands (its
+		// own, which it may read): a worker that no longer holds it in its
+		// view (retired to the history) learns the outcome here.
+		var refusal *approvalsv1.ApprovalReply
+		switch {
+		case a.GetState() == Consumed:
+			refusal = replyErr("consumed", "approval %s was already used; it is single-use", a.GetId())
+		case a.GetState() != Approved:
+			refusal = replyErr("not_approved", "request %s is %s", a.GetId(), a.GetState())
+		case !s.cfg.Now().Before(a.GetExpiresAt().AsTime()):
+			refusal = replyErr("expired", "approval %s expired", a.GetId())
+		default:
+			return nil, []eventstore.Pending{eventstore.NewEvent("consumed", &approvalsv1.RequestConsumed{Id: a.GetId(), SessionId: req.GetSessionId(), At: timestamppb.New(s.cfg.Now())})}
+		}
+		refusal.Approval = a
+		return refusal, nil
 	})
 }
 

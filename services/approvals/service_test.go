@@ -606,6 +606,14 @@ func TestDecidedApprovalsRetireToTheHistory(t *testing.T) {
 	other, err := e.call(dave, bus.APIApprovalsGet, &approvalsv1.Get{Id: decided[0]})
 	require.NoError(t, err)
 	assert.Equal(t, "not_found", code(other), "the history answers only those who may read it")
+	// A worker learns a retired request's outcome by consuming it as its
+	// requester: the refusal carries the request; nobody else's does.
+	mine := e.consume(t, decided[0], "s1", "h1", alice)
+	assert.Equal(t, "not_approved", code(mine))
+	assert.Equal(t, "denied", mine.GetApproval().GetState())
+	theirs := e.consume(t, decided[0], "s1", "h1", dave)
+	assert.Equal(t, "mismatch", code(theirs))
+	assert.Nil(t, theirs.GetApproval())
 
 	// Pages of two, newest retired first, then the end.
 	var seen []string
