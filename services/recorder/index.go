@@ -2,38 +2,84 @@ package recorder
 
 import (
 	"context"
+	"errors"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/auditlog"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
-// indexSession keeps the session summary in sluice_sessions up to date on start,
-// end, a held command and masking (auditlog.Summarize). It is best effort:
-// the audit stream is the record; the index is a read model that can be
-// rebuilt from it.
+// indexAttempts bounds the read-modify-write of one summary: a read may be
+// served by a replica that has not seen the last write yet (direct gets),
+// and the conditional write then fails and is tried again.
+const indexAttempts = 10
+
+// indexSession keeps the session summary in sluice_sessions up to date on
+// start, end, a held command and masking (auditlog.Summarize). It is best
+// effort: the audit stream is the record; the index is a read model that
+// can be rebuilt from it (sluice admin reproject sessions).
 func (s *Service) indexSession(ctx context.Context, ev *sessionv1.Event) {
 	key := ev.GetSessionId()
-	var prev *sessionv1.Summary
 	switch b := ev.GetBody().(type) {
 	case *sessionv1.Event_Started, *sessionv1.Event_AuthFailed:
-	case *sessionv1.Event_Ended, *sessionv1.Event_Masking, *sessionv1.Event_Approval:
-		if a, held := b.(*sessionv1.Event_Approval); held && a.Approval.GetState() != "pending" {
+		// The session's first event: its summary starts here.
+		if sum, ok := auditlog.Summarize(nil, ev); ok {
+			s.putSummary(ctx, key, sum)
+		}
+		return
+	case *sessionv1.Event_Approval:
+		if b.Approval.GetState() != "pending" {
 			return
 		}
-		if e, err := s.index.Get(ctx, key); err == nil {
+	case *sessionv1.Event_Ended, *sessionv1.Event_Masking:
+	default:
+		return
+	}
+	// Later events change the summary as it stands: read it, and write it
+	// back only if nobody wrote it meanwhile, so that a stale read never
+	// overwrites what the start recorded.
+	var err error
+	for attempt := 1; attempt <= indexAttempts; attempt++ {
+		var prev *sessionv1.Summary
+		var rev uint64
+		e, gerr := s.index.Get(ctx, key)
+		switch {
+		case gerr == nil:
+			rev = e.Revision()
 			prev = &sessionv1.Summary{}
 			if proto.Unmarshal(e.Value(), prev) != nil {
 				prev = nil
 			}
+		case !errors.Is(gerr, jetstream.ErrKeyNotFound):
+			err = gerr
+			continue
 		}
-	default:
-		return
+		sum, ok := auditlog.Summarize(prev, ev)
+		if !ok {
+			return
+		}
+		data, merr := proto.Marshal(sum)
+		if merr != nil {
+			return
+		}
+		if rev == 0 {
+			_, err = s.index.Create(ctx, key, data)
+		} else {
+			_, err = s.index.Update(ctx, key, data, rev)
+		}
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
+		}
 	}
-	if sum, ok := auditlog.Summarize(prev, ev); ok {
-		s.putSummary(ctx, key, sum)
-	}
+	s.cfg.Log.Warn().Err(err).Str("session", key).Msg("session index update failed; sluice admin reproject sessions rebuilds it")
 }
 
 func (s *Service) putSummary(ctx context.Context, key string, sum *sessionv1.Summary) {
