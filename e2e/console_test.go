@@ -270,6 +270,43 @@ func TestConsole(t *testing.T) {
 	auditor.must(chromedp.Click(chromedp.CSS("#sessions .session-row a")), chromedp.WaitVisible(chromedp.ID("terminal")))
 	assert.Contains(t, auditor.text("#terminal"), "console-terminal-check")
 
+	// Grants: alice requests elevation in her browser, bob approves it in
+	// his live inbox, alice sees it in force and revokes it.
+	engineer := newBrowser(t, env.API)
+	engineer.signIn("alice", "engineers")
+	engineer.must(
+		chromedp.Navigate(env.API+"/console/#/grants"),
+		chromedp.WaitVisible(chromedp.ID("grant-form")),
+		chromedp.SetValue(chromedp.CSS(`#grant-form input[name=role]`), "writer"),
+		chromedp.SetValue(chromedp.CSS(`#grant-form input[name=duration]`), "30m"),
+		chromedp.SetValue(chromedp.CSS(`#grant-form input[name=reason]`), "backfill ORD-7"),
+		chromedp.Click(chromedp.CSS(`#grant-form button[type=submit]`)),
+	)
+	engineer.until(`document.querySelector(".notice, .error") !== null`)
+	require.Contains(t, engineer.text("#main"), "Requested", "the grant request was taken")
+	approver.must(chromedp.Navigate(env.API+"/console/#/inbox"))
+	approver.until(`[...document.querySelectorAll(".approval h3")].some(h => h.textContent.includes("Grant of writer on demo"))`)
+	approver.must(chromedp.Click(chromedp.CSS(".approval button.approve")), chromedp.WaitVisible(chromedp.ID("empty")))
+	engineer.must(chromedp.Navigate(env.API+"/console/#/inbox"), chromedp.Navigate(env.API+"/console/#/grants"), chromedp.WaitVisible(chromedp.ID("grants")))
+	engineer.until(`document.querySelector("#grants").textContent.includes("active")`)
+	engineer.must(chromedp.Click(chromedp.CSS(`#grants button`)))
+	engineer.until(`document.querySelector("#grants")?.textContent.includes("revoked")`)
+
+	// The policy playground rules without running anything.
+	approver.must(
+		chromedp.Navigate(env.API+"/console/#/playground"),
+		chromedp.WaitVisible(chromedp.ID("playground")),
+		chromedp.SetValue(chromedp.CSS(`#playground input[name=subject]`), "alice"),
+		chromedp.SetValue(chromedp.CSS(`#playground input[name=groups]`), "engineers"),
+		chromedp.SetValue(chromedp.CSS(`#playground select[name=target]`), "demo"),
+		chromedp.SetValue(chromedp.CSS(`#playground textarea`), "DELETE FROM customers"),
+		chromedp.Click(chromedp.CSS(`#playground button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS("#verdict .card")),
+	)
+	verdict := approver.text("#verdict")
+	assert.Contains(t, verdict, "review")
+	assert.Contains(t, verdict, "review-unbounded-writes")
+
 	// Pages follow the groups: the approver has no sessions page.
 	approver.must(chromedp.Navigate(env.API+"/console/#/sessions"), chromedp.WaitVisible(chromedp.ID("forbidden")))
 	assert.NotContains(t, approver.text("#nav"), "Sessions")

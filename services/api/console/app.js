@@ -7,6 +7,7 @@ const nav = document.getElementById("nav");
 const who = document.getElementById("who");
 let me = null; // GET /api/v1/console/session
 let teardown = []; // what the current page must stop when it is left
+let flash = null; // a notice for the next page shown
 
 // h builds an element: attributes from an object, children from strings
 // (text nodes) and elements.
@@ -255,7 +256,8 @@ function approvalCard(a) {
 // Grants: request, list, revoke.
 async function grantsPage() {
   const [grants, targets] = await Promise.all([api("GET", "/api/v1/grants?state=all"), api("GET", "/api/v1/targets")]);
-  const out = h("div", {});
+  const out = h("div", {}, flash ? h("div", { class: "notice" }, flash) : null);
+  flash = null;
   const form = h("form", { class: "inline", id: "grant-form" },
     h("select", { name: "target", "aria-label": "target" }, targets.targets.map((t) => h("option", { value: t.name }, t.name))),
     h("input", { name: "role", placeholder: "role, e.g. writer", required: true, "aria-label": "role" }),
@@ -268,7 +270,7 @@ async function grantsPage() {
     const f = new FormData(form);
     try {
       const r = await api("POST", "/api/v1/grants", Object.fromEntries(f.entries()));
-      out.replaceChildren(h("div", { class: "notice" }, `Requested: ${r.id}. An approver decides it in the approvals inbox.`));
+      flash = `Requested: ${r.id}. An approver decides it in the approvals inbox.`;
       route();
     } catch (err) {
       out.replaceChildren(errorBox(err));
@@ -277,6 +279,7 @@ async function grantsPage() {
   const revoke = (g) => async () => {
     try {
       await api("POST", `/api/v1/grants/${encodeURIComponent(g.id)}/revoke`, { reason: "revoked in the console" });
+      flash = `Revoked: ${g.id}.`;
       route();
     } catch (err) {
       out.replaceChildren(errorBox(err));
