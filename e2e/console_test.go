@@ -284,7 +284,7 @@ func TestConsole(t *testing.T) {
 	)
 	engineer.until(`document.querySelector(".notice, .error") !== null`)
 	require.Contains(t, engineer.text("#main"), "Requested", "the grant request was taken")
-	approver.must(chromedp.Navigate(env.API+"/console/#/inbox"))
+	approver.must(chromedp.Navigate(env.API + "/console/#/inbox"))
 	approver.until(`[...document.querySelectorAll(".approval h3")].some(h => h.textContent.includes("Grant of writer on demo"))`)
 	approver.must(chromedp.Click(chromedp.CSS(".approval button.approve")), chromedp.WaitVisible(chromedp.ID("empty")))
 	engineer.must(chromedp.Navigate(env.API+"/console/#/inbox"), chromedp.Navigate(env.API+"/console/#/grants"), chromedp.WaitVisible(chromedp.ID("grants")))
