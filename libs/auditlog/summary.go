@@ -15,7 +15,8 @@ import (
 
 // Summarize is what a session event makes of its session's summary in the
 // sessions index (prev, nil if none yet): the start, the end, or a failed
-// authentication set it; other events leave it (ok false). The recorder
+// authentication set it, a command held for approval or masking counts in
+// it; other events leave it (ok false). The recorder
 // indexes with it as it records, and Summaries rebuilds the index with it.
 func Summarize(prev *sessionv1.Summary, ev *sessionv1.Event) (sum *sessionv1.Summary, ok bool) {
 	key := ev.GetSessionId()
@@ -26,10 +27,7 @@ func Summarize(prev *sessionv1.Summary, ev *sessionv1.Event) (sum *sessionv1.Sum
 			ClientAddr: b.Started.GetClientAddr(), StartedAt: ev.GetTime(), Worker: b.Started.GetWorker(),
 		}, true
 	case *sessionv1.Event_Ended:
-		sum := &sessionv1.Summary{}
-		if prev != nil {
-			sum = proto.Clone(prev).(*sessionv1.Summary)
-		}
+		sum := grow(prev, key)
 		sum.SessionId = key
 		sum.EndedAt = ev.GetTime()
 		sum.Commands, sum.Denied, sum.EndReason = b.Ended.GetCommands(), b.Ended.GetDenied(), b.Ended.GetReason()

@@ -157,7 +157,7 @@ func (f Follow) watchLag(ctx context.Context, lagged func(), js jetstream.JetStr
 // lastSeq is the bucket stream's last sequence, with one request.
 func (f Follow) lastSeq(ctx context.Context, js jetstream.JetStream, stream *jetstream.Stream) (uint64, error) {
 	if *stream == nil {
-		s, err := js.Stream(ctx, "KV_"+f.Bucket)
+		s, err := js.Stream(ctx, KVStream(f.Bucket))
 		if err != nil {
 			return 0, err
 		}

@@ -255,7 +255,8 @@ func streamSubjects(name string) []string {
 	panic("bus: unknown stream " + name)
 }
 
-func kvStream(bucket string) string { return "KV_" + bucket }
+// KVStream is the stream that holds a key-value bucket.
+func KVStream(bucket string) string { return "KV_" + bucket }
 
 // Needs lists the streams and buckets a component uses but does not own:
 // it waits for them at start (see Await).
@@ -314,7 +315,7 @@ func (c Component) Permissions() *server.Permissions {
 	for _, o := range c.Owns {
 		name := o.Stream
 		if o.Bucket != "" {
-			name = kvStream(o.Bucket)
+			name = KVStream(o.Bucket)
 		}
 		pub = append(pub, "$JS.API.STREAM.CREATE."+name, "$JS.API.STREAM.INFO."+name)
 	}
@@ -355,10 +356,10 @@ func (c Component) Permissions() *server.Permissions {
 		read(s)
 	}
 	for _, b := range c.ReadsKV {
-		read(kvStream(b))
+		read(KVStream(b))
 	}
 	for _, b := range c.WritesKV {
-		pub = append(pub, "$KV."+b+".>", "$JS.API.STREAM.INFO."+kvStream(b))
+		pub = append(pub, "$KV."+b+".>", "$JS.API.STREAM.INFO."+KVStream(b))
 	}
 	for _, d := range c.Consumes {
 		pub = append(pub,

@@ -146,13 +146,8 @@ func (k *Kernel) SettleHold(ctx context.Context, r HoldRequest, id string, wait 
 			// Not in this worker's view: opened a moment ago, or decided
 			// long ago and retired to the history.
 			return k.settleUnseen(ctx, r, id)
-		case cur.GetState() == "pending" && time.Now().Before(cur.GetExpiresAt().AsTime()):
-			// Undecided and unexpired: still pending.
-			return HoldOutcome{ID: id}, true
 		case cur.GetState() == "pending":
-			_, _ = r.emit(id, "expired", "", nil)
-			k.metrics.holds[holdExpired].Inc()
-			return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}, false
+			return k.undecided(r, id, cur)
 		}
 		// Decided just as the wait ran out: as decided.
 		a = cur
@@ -179,10 +174,7 @@ func (k *Kernel) settleUnseen(ctx context.Context, r HoldRequest, id string) (Ho
 	if left(r.Left) {
 		return k.stopWaiting(r, id, r.why(ctx)), false
 	}
-	var reply approvalsv1.ApprovalReply
-	cctx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, r.Token), 5*time.Second)
-	defer cancel()
-	err := bus.Request(cctx, k.cfg.Conn.NC, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: r.SessionID, CommandHash: r.Hash}, &reply)
+	reply, err := k.consume(ctx, r.Token, id, r.SessionID, r.Hash)
 	a := reply.GetApproval()
 	switch {
 	case err != nil, reply.GetError().GetCode() == "not_found":
@@ -192,14 +184,21 @@ func (k *Kernel) settleUnseen(ctx context.Context, r HoldRequest, id string) (Ho
 	case a == nil:
 		k.metrics.holds[holdRefused].Inc()
 		return HoldOutcome{ID: id, Refusal: "the approval could not be used: " + reply.GetError().GetMessage()}, false
-	case a.GetState() == "pending" && time.Now().Before(a.GetExpiresAt().AsTime()):
-		return HoldOutcome{ID: id}, true
 	case a.GetState() == "pending":
-		_, _ = r.emit(id, "expired", "", nil)
-		k.metrics.holds[holdExpired].Inc()
-		return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}, false
+		return k.undecided(r, id, a)
 	}
 	return k.refused(r, id, a), false
+}
+
+// undecided settles a request still pending: it waits on while unexpired,
+// and is recorded and counted as expired past its expiry.
+func (k *Kernel) undecided(r HoldRequest, id string, a *approvalsv1.Approval) (HoldOutcome, bool) {
+	if time.Now().Before(a.GetExpiresAt().AsTime()) {
+		return HoldOutcome{ID: id}, true
+	}
+	_, _ = r.emit(id, "expired", "", nil)
+	k.metrics.holds[holdExpired].Inc()
+	return HoldOutcome{ID: id, Refusal: fmt.Sprintf("approval request %s was not decided in time", id)}, false
 }
 
 // refused records and counts the outcome of a request decided otherwise
@@ -252,10 +251,7 @@ func (k *Kernel) consumed(ctx context.Context, r HoldRequest, id string, a *appr
 // principal token proves (the approvals service checks that it asked, for
 // that session and that command). It returns why not, or "".
 func (k *Kernel) Consume(ctx context.Context, token, id, session, hash string) string {
-	var consumed approvalsv1.ApprovalReply
-	cctx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, token), 5*time.Second)
-	defer cancel()
-	err := bus.Request(cctx, k.cfg.Conn.NC, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: session, CommandHash: hash}, &consumed)
+	consumed, err := k.consume(ctx, token, id, session, hash)
 	if err != nil || consumed.GetError() != nil {
 		msg := "the approvals service is unavailable"
 		if consumed.GetError() != nil {
@@ -264,6 +260,16 @@ func (k *Kernel) Consume(ctx context.Context, token, id, session, hash string) s
 		return "the approval could not be used: " + msg
 	}
 	return ""
+}
+
+// consume asks the approvals service to use approval id once, as the
+// principal token proves.
+func (k *Kernel) consume(ctx context.Context, token, id, session, hash string) (*approvalsv1.ApprovalReply, error) {
+	var reply approvalsv1.ApprovalReply
+	cctx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, token), 5*time.Second)
+	defer cancel()
+	err := bus.Request(cctx, k.cfg.Conn.NC, bus.APIApprovalsConsume, &approvalsv1.Consume{Id: id, SessionId: session, CommandHash: hash}, &reply)
+	return &reply, err
 }
 
 func left(c <-chan struct{}) bool {

@@ -671,7 +671,7 @@ func (s *Service) list(ctx context.Context, req *approvalsv1.ListRequest) (*appr
 // so a page costs what it holds (and what keep refuses), not the history;
 // next is "" at its start.
 func (s *Service) history(ctx context.Context, before string, limit int, keep func(*approvalsv1.Approval) bool) (out []*approvalsv1.Approval, next string, err error) {
-	stream, err := s.cfg.Conn.JS.Stream(ctx, "KV_"+bus.BucketApprovalsHistory)
+	stream, err := s.cfg.Conn.JS.Stream(ctx, bus.KVStream(bus.BucketApprovalsHistory))
 	if err != nil {
 		return nil, "", err
 	}

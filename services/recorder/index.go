@@ -17,26 +17,22 @@ import (
 // and the conditional write then fails and is tried again.
 const indexAttempts = 10
 
-// indexSession keeps the session summary in sluice_sessions up to date on
-// start, end, a held command and masking (auditlog.Summarize). It is best
-// effort: the audit stream is the record; the index is a read model that
-// can be rebuilt from it (sluice admin reproject sessions).
-func (s *Service) indexSession(ctx context.Context, ev *sessionv1.Event) {
-	key := ev.GetSessionId()
-	switch b := ev.GetBody().(type) {
+// indexSession folds a session's events, those of one record in order,
+// into its summary in sluice_sessions (auditlog.Summarize: start, end,
+// held commands, masking) and writes it once. It is best effort: the audit
+// stream is the record; the index is a read model that can be rebuilt from
+// it (sluice admin reproject sessions).
+func (s *Service) indexSession(ctx context.Context, key string, evs []*sessionv1.Event) {
+	switch evs[0].GetBody().(type) {
 	case *sessionv1.Event_Started, *sessionv1.Event_AuthFailed:
 		// The session's first event: its summary starts here.
-		if sum, ok := auditlog.Summarize(nil, ev); ok {
+		if sum, ok := fold(nil, evs); ok {
 			s.putSummary(ctx, key, sum)
 		}
 		return
-	case *sessionv1.Event_Approval:
-		if b.Approval.GetState() != "pending" {
-			return
-		}
-	case *sessionv1.Event_Ended, *sessionv1.Event_Masking:
-	default:
-		return
+	}
+	if _, ok := fold(nil, evs); !ok {
+		return // none of them changes a summary (a hold decided, say)
 	}
 	// Later events change the summary as it stands: read it, and write it
 	// back only if nobody wrote it meanwhile, so that a stale read never
@@ -57,7 +53,7 @@ func (s *Service) indexSession(ctx context.Context, ev *sessionv1.Event) {
 			err = gerr
 			continue
 		}
-		sum, ok := auditlog.Summarize(prev, ev)
+		sum, ok := fold(prev, evs)
 		if !ok {
 			return
 		}
@@ -80,6 +76,17 @@ func (s *Service) indexSession(ctx context.Context, ev *sessionv1.Event) {
 		}
 	}
 	s.cfg.Log.Warn().Err(err).Str("session", key).Msg("session index update failed; sluice admin reproject sessions rebuilds it")
+}
+
+// fold applies evs to prev; ok says some of them changed it.
+func fold(prev *sessionv1.Summary, evs []*sessionv1.Event) (sum *sessionv1.Summary, ok bool) {
+	sum = prev
+	for _, ev := range evs {
+		if next, changed := auditlog.Summarize(sum, ev); changed {
+			sum, ok = next, true
+		}
+	}
+	return sum, ok
 }
 
 func (s *Service) putSummary(ctx context.Context, key string, sum *sessionv1.Summary) {

@@ -712,13 +712,21 @@ func (s *Service) settle(ctx context.Context, heads map[string]*head, p pendingA
 			recorderLag.Observe(now.Sub(it.ref.published).Seconds())
 		}
 	}
+	// The record's events that change the session's summary, folded into
+	// one write of the index.
+	var indexed []*sessionv1.Event
 	for _, it := range p.items {
 		if it.ev.indexed {
-			var ev sessionv1.Event
-			if proto.Unmarshal(it.data, &ev) == nil {
-				s.indexSession(ctx, &ev)
+			ev := &sessionv1.Event{}
+			if proto.Unmarshal(it.data, ev) == nil {
+				indexed = append(indexed, ev)
 			}
 		}
+	}
+	if len(indexed) > 0 {
+		s.indexSession(ctx, p.sess, indexed)
+	}
+	for _, it := range p.items {
 		it.ref.done()
 	}
 	for _, it := range p.dups {
