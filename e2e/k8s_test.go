@@ -218,6 +218,55 @@ spec:
 		assert.Contains(t, out, "provide credentials")
 	})
 
+	t.Run("a target may impersonate the principal into the cluster's RBAC", func(t *testing.T) {
+		// A second target on the same cluster, impersonate: true. The
+		// gateway's credential (only Sluice holds it) acts as alice, with
+		// her groups; never as a system: identity, whatever she claims.
+		server := regexp.MustCompile(`server[=":]+(https://127\.0\.0\.1:\d+)`).FindStringSubmatch(env.Output())
+		require.NotNil(t, server, "the demo cluster's URL is in sluice dev's log")
+		k8sDir := filepath.Join(env.Dir, "k8s")
+		cfg := filepath.Join(t.TempDir(), "impersonating.yaml")
+		require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`targets:
+  - name: demo-k8s-as-you
+    kind: kubernetes
+    labels: {env: dev}
+    kubernetes:
+      server: %s
+      ca_file: %s
+      token: {file: %s}
+      impersonate: true
+`, server[1], filepath.Join(k8sDir, "certs", "apiserver.crt"), filepath.Join(k8sDir, "admin.token"))), 0o600))
+		admin := []string{"SLUICE_TOKEN=" + env.Token("--sub", "root", "--groups", "sluice-admins")}
+		out, err := env.CLI(admin, "apply", "-f", cfg)
+		require.NoError(t, err, out)
+		kc := filepath.Join(t.TempDir(), "kubeconfig")
+		out, err = env.CLI([]string{"SLUICE_TOKEN=" + alice.token}, "kubeconfig", "--target", "demo-k8s-as-you", "--out", kc)
+		require.NoError(t, err, out)
+		// alice's identity provider also says system:masters: that group
+		// is dropped, never impersonated.
+		as := kubeUser{t: t, env: env, kubeconfig: kc, token: env.Token("--sub", "alice", "--groups", "engineers,system:masters")}
+		testkit.Eventually(t, 20*time.Second, func() error {
+			out, err = as.kubectl("", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
+		assert.Contains(t, out, "alice")
+		assert.Contains(t, out, "engineers")
+		assert.NotContains(t, out, "sluice-gateway")
+		assert.NotContains(t, out, "system:masters")
+		// The cluster's RBAC now rules too: alice has no role binding there.
+		out, err = as.kubectl("", "-n", "team-a", "get", "configmaps")
+		require.Error(t, err)
+		assert.Contains(t, out, `User "alice" cannot list resource "configmaps"`)
+		// A principal named like a cluster identity is not impersonated.
+		sys := kubeUser{t: t, env: env, kubeconfig: kc, token: env.Token("--sub", "system:admin", "--groups", "engineers")}
+		out, err = sys.kubectl("", "get", "namespaces")
+		require.Error(t, err)
+		assert.Contains(t, out, "would be a Kubernetes system identity")
+	})
+
 	t.Run("an agent over MCP: the same rules, the same masking, a held delete collected", func(t *testing.T) {
 		agent := connectMCP(t, env, sam.token)
 		r := agent.call("kube_request", map[string]any{"target": "demo-k8s", "path": "/api/v1/namespaces/team-a/secrets/db"}, nil)
@@ -242,21 +291,20 @@ spec:
 		assert.Contains(t, out, "NotFound")
 	})
 
+	t.Run("a watch is recorded as its start and a summary of what it sent", func(t *testing.T) {
+		const watch = "/api/v1/namespaces/team-a/configmaps?watch=1&timeoutSeconds=2"
+		out, err := alice.kubectl("", "get", "--raw", "/targets/demo-k8s"+watch)
+		require.NoError(t, err, out)
+		assert.Contains(t, out, `"type":"ADDED"`)
+		events := len(strings.Split(strings.TrimSpace(out), "\n"))
+		transcript := findReplay(t, env, auditor, func(r string) bool { return strings.Contains(r, "GET "+watch) })
+		after := transcript[strings.Index(transcript, "GET "+watch):]
+		assert.Regexp(t, fmt.Sprintf(`^GET \S+\n(?:.*\n)*?\s+→ HTTP 200, %d row\(s\)`, events), after, "the watch's result counts its %d events", events)
+	})
+
 	t.Run("every request is in replay, and the audit log verifies", func(t *testing.T) {
-		var transcript string
-		testkit.Eventually(t, 15*time.Second, func() error {
-			o, err := env.CLI(auditor, "sessions", "list", "-o", "json")
-			if err != nil {
-				return fmt.Errorf("%v: %s", err, o)
-			}
-			for _, id := range regexp.MustCompile(`"id":\s*"([0-9a-z]{26})"`).FindAllStringSubmatch(o, -1) {
-				r, _ := env.CLI(auditor, "replay", id[1])
-				if strings.Contains(r, "deny-k8s-secret-reads") && strings.Contains(r, "kubernetes on target demo-k8s") && strings.Contains(r, "GET /api/v1/namespaces/team-a/secrets/db") {
-					transcript = r
-					return nil
-				}
-			}
-			return fmt.Errorf("no kubernetes session with the secret denial yet")
+		transcript := findReplay(t, env, auditor, func(r string) bool {
+			return strings.Contains(r, "deny-k8s-secret-reads") && strings.Contains(r, "kubernetes on target demo-k8s") && strings.Contains(r, "GET /api/v1/namespaces/team-a/secrets/db")
 		})
 		assert.Contains(t, transcript, "kubernetes on target demo-k8s")
 		assert.Contains(t, transcript, "GET /api/v1/namespaces/team-a/secrets/db")
@@ -264,4 +312,25 @@ spec:
 		require.NoError(t, err, v)
 		assert.Contains(t, v, "intact")
 	})
+}
+
+// findReplay returns the replay of the first session whose transcript
+// satisfies match, waiting for it to be recorded.
+func findReplay(t *testing.T, env *devEnv, auditor []string, match func(string) bool) string {
+	t.Helper()
+	var transcript string
+	testkit.Eventually(t, 15*time.Second, func() error {
+		o, err := env.CLI(auditor, "sessions", "list", "-o", "json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, o)
+		}
+		for _, id := range regexp.MustCompile(`"id":\s*"([0-9a-z]{26})"`).FindAllStringSubmatch(o, -1) {
+			if r, _ := env.CLI(auditor, "replay", id[1]); match(r) {
+				transcript = r
+				return nil
+			}
+		}
+		return fmt.Errorf("no such session recorded yet")
+	})
+	return transcript
 }

@@ -32,7 +32,8 @@ type Request struct {
 	// verb and Path.
 	IsResource bool
 	Path       string
-	// Command and Container of an exec (or attach) request.
+	// Command of an exec (or attach) request, and the container an exec,
+	// attach or log request names.
 	Command   []string
 	Container string
 }
@@ -151,6 +152,9 @@ func Classify(method, path string, query url.Values) (Request, error) {
 		}
 	case r.Verb == "delete" && r.Name == "":
 		r.Verb = "deletecollection"
+	}
+	if r.Subresource == "log" {
+		r.Container = query.Get("container")
 	}
 	return r, nil
 }

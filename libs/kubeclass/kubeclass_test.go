@@ -26,6 +26,7 @@ func TestClassify(t *testing.T) {
 		// exec is one class whatever the method (websocket GET, SPDY POST).
 		{"GET", "/api/v1/namespaces/a/pods/web/exec?command=sh&command=-c&command=id&container=app", Request{Verb: "create", APIVersion: "v1",
 			Namespace: "a", Resource: "pods", Name: "web", Subresource: "exec", IsResource: true, Command: []string{"sh", "-c", "id"}, Container: "app"}},
+		{"GET", "/api/v1/namespaces/a/pods/web/log?container=sidecar&follow=true", Request{Verb: "get", APIVersion: "v1", Namespace: "a", Resource: "pods", Name: "web", Subresource: "log", IsResource: true, Container: "sidecar"}},
 		{"POST", "/api/v1/namespaces/a/pods/web/portforward", Request{Verb: "create", APIVersion: "v1", Namespace: "a", Resource: "pods", Name: "web", Subresource: "portforward", IsResource: true}},
 		{"GET", "/api/v1/nodes/n1/proxy/configz", Request{Verb: "get", APIVersion: "v1", Resource: "nodes", Name: "n1", Subresource: "proxy", IsResource: true}},
 		// watch as the API server reads it: any value but false or 0.

@@ -8,7 +8,7 @@
 //	protocol   string                       postgres, ssh, kubernetes, mcp
 //	sql        sluice.policy.v1.SQLInput    one statement: kind, command, reads, writes, tables, functions, flags, setting, statements
 //	ssh        sluice.policy.v1.SSHInput    one SSH request (below)
-//	k8s        sluice.policy.v1.K8sCommand  verb, api_group, resource, subresource, namespace, name, command
+//	k8s        sluice.policy.v1.K8sCommand  verb, api_group, resource, subresource, namespace, name, command, container
 //	mcp        sluice.policy.v1.MCPInput    a call through the MCP endpoint: tool, arguments (a map), client
 //	grants     list(sluice.approvals.v1.Grant) active just-in-time grants of the principal on the target
 //	now        google.protobuf.Timestamp

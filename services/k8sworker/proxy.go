@@ -36,7 +36,12 @@ const PathPrefix = "/targets/"
 
 // Rules of the refusals the worker makes itself.
 const (
-	ruleMaskedStream = "builtin:masked-stream"
+	ruleMaskedStream    = "builtin:masked-stream"
+	ruleUnclassifiable  = "builtin:unparseable-request"
+	ruleBadUpgrade      = "builtin:not-a-stream"
+	ruleImpersonation   = "builtin:impersonation-refused"
+	ruleBodyTooLarge    = "builtin:request-body"
+	ruleTooManyRequests = "builtin:too-many-requests"
 )
 
 type connKey struct{}
@@ -186,6 +191,32 @@ func (cc *clientConn) session(ctx context.Context, target *commonv1.Target, p *c
 	return s, nil
 }
 
+// requestLine is a request as its record and approvers show it: the
+// method, the path on the cluster and the query.
+func requestLine(r *http.Request, rest string) string {
+	text := r.Method + " " + rest
+	if r.URL.RawQuery != "" {
+		text += "?" + r.URL.RawQuery
+	}
+	return text
+}
+
+// refuse answers a request the worker turns down itself, before the
+// policy rules on it. It is recorded like any other: a command denied by
+// a builtin rule, and its result.
+func (s *session) refuse(rw http.ResponseWriter, r *http.Request, rest string, code int, rule, reason string) {
+	d := s.w.k.Count(&policyv1.Decision{Action: "deny", Rule: rule, Reason: reason})
+	id := s.nextCommand()
+	s.commands.Add(1)
+	s.denied.Add(1)
+	if _, err := s.emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: id,
+		Text: truncate(requestLine(r, rest), maxExcerpt), Decision: gateway.Recorded(d)}}}); err == nil {
+		_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Result{Result: &sessionv1.Result{CommandId: id,
+			CommandTag: fmt.Sprintf("HTTP %d", code)}}})
+	}
+	status(rw, code, strings.ReplaceAll(http.StatusText(code), " ", ""), "sluice: "+reason)
+}
+
 func (s *session) nextCommand() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -211,10 +242,6 @@ func (w *Worker) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	name, rest, ok := route(r.URL.Path)
 	if !ok {
 		status(rw, http.StatusNotFound, "NotFound", "sluice: use the server URL sluice kubeconfig writes: https://HOST/targets/NAME")
-		return
-	}
-	if r.URL.RawPath != "" {
-		status(rw, http.StatusBadRequest, "BadRequest", "sluice: percent-encoded paths are refused")
 		return
 	}
 	tc, ok := w.k.View.Target(name)
@@ -247,7 +274,7 @@ func (w *Worker) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	case s.inflight <- struct{}{}:
 		defer func() { <-s.inflight }()
 	default:
-		status(rw, http.StatusTooManyRequests, "TooManyRequests", fmt.Sprintf("sluice: at most %d requests at once in one session", w.cfg.MaxInFlight))
+		s.refuse(rw, r, rest, http.StatusTooManyRequests, ruleTooManyRequests, fmt.Sprintf("at most %d requests at once in one session", w.cfg.MaxInFlight))
 		return
 	}
 	up, err := w.upstreamFor(name, tc)
@@ -294,21 +321,25 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	w := s.w
 	ctx := r.Context()
 	start := time.Now()
+	if r.URL.RawPath != "" {
+		s.refuse(rw, r, rest, http.StatusBadRequest, ruleUnclassifiable, "percent-encoded paths are refused")
+		return
+	}
 	info, err := kubeclass.Classify(r.Method, rest, r.URL.Query())
 	if err != nil {
-		status(rw, http.StatusBadRequest, "BadRequest", "sluice: "+err.Error())
+		s.refuse(rw, r, rest, http.StatusBadRequest, ruleUnclassifiable, err.Error())
 		return
 	}
 	if isUpgrade(r) && (!streamingSubresource(info.Subresource) || (r.Method != http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket"))) {
 		// Only exec, attach and port-forward are streams (a websocket is a
 		// GET): any other upgrade would run as something else than it was
 		// ruled on.
-		status(rw, http.StatusBadRequest, "BadRequest", "sluice: only exec, attach and port-forward open streams (a websocket GET)")
+		s.refuse(rw, r, rest, http.StatusBadRequest, ruleBadUpgrade, "only exec, attach and port-forward open streams (a websocket GET)")
 		return
 	}
 	if up.spec.GetImpersonate() {
 		if err := targets.Impersonate(http.Header{}, s.principal); err != nil {
-			status(rw, http.StatusForbidden, "Forbidden", "sluice: "+err.Error())
+			s.refuse(rw, r, rest, http.StatusForbidden, ruleImpersonation, err.Error())
 			return
 		}
 	}
@@ -316,11 +347,11 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	if r.Body != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		body, err = io.ReadAll(io.LimitReader(r.Body, w.cfg.MaxBody+1))
 		if err != nil {
-			status(rw, http.StatusBadRequest, "BadRequest", "sluice: the request body could not be read")
+			s.refuse(rw, r, rest, http.StatusBadRequest, ruleBodyTooLarge, "the request body could not be read")
 			return
 		}
 		if int64(len(body)) > w.cfg.MaxBody {
-			status(rw, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", fmt.Sprintf("sluice: the request body is larger than %d bytes", w.cfg.MaxBody))
+			s.refuse(rw, r, rest, http.StatusRequestEntityTooLarge, ruleBodyTooLarge, fmt.Sprintf("the request body is larger than %d bytes", w.cfg.MaxBody))
 			return
 		}
 	}
@@ -335,13 +366,10 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	d, cached := w.k.Decide(ctx, req, s.pkey, cacheKey(cmd), nil)
 	if d.GetAction() != "deny" && len(d.GetMasks()) > 0 && info.Subresource == "portforward" {
 		// exec and attach output is masked; forwarded bytes cannot be.
-		d = &policyv1.Decision{Action: "deny", Rule: ruleMaskedStream, Revision: d.GetRevision(), K8S: d.GetK8S(), Grants: d.GetGrants(),
-			Reason: "masking applies to you on this target, and a port-forward carries data Sluice cannot mask"}
+		d = w.k.Count(&policyv1.Decision{Action: "deny", Rule: ruleMaskedStream, Revision: d.GetRevision(), K8S: d.GetK8S(), Grants: d.GetGrants(),
+			Reason: "masking applies to you on this target, and a port-forward carries data Sluice cannot mask"})
 	}
-	text := r.Method + " " + rest
-	if r.URL.RawQuery != "" {
-		text += "?" + r.URL.RawQuery
-	}
+	text := requestLine(r, rest)
 	if len(body) > 0 {
 		// What a write sends is what an approver approves and the record
 		// keeps: masked (Secret values, the detectors), at most 4 KiB.
@@ -411,6 +439,14 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	}
 	if isUpgrade(r) {
 		// A stream is relayed here, every message recorded.
+		release, ok := w.takeStream(s.pkey)
+		if !ok {
+			msg := fmt.Sprintf("sluice: at most %d streams (exec, attach, port-forward) at once per principal", w.cfg.MaxStreams)
+			status(rw, http.StatusTooManyRequests, "TooManyRequests", msg)
+			result(http.StatusTooManyRequests, 0)
+			return
+		}
+		defer release()
 		var code int
 		upgraded, code = s.relayStream(rw, r, rest, up, info, start, d, id)
 		result(code, 0)

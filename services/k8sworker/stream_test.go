@@ -62,7 +62,17 @@ func execEndpoint(t *testing.T) http.HandlerFunc {
 	}
 }
 
-func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
+// cluster is a worker in front of a stand-in cluster (handler), with the
+// identity and policy services it asks, on a NATS of its own.
+type cluster struct {
+	w    *k8sworker.Worker
+	iss  *devissuer.Issuer
+	conn *bus.Conn
+	ctx  context.Context
+}
+
+func startCluster(t *testing.T, handler http.Handler, tune func(*k8sworker.Config)) *cluster {
+	t.Helper()
 	_, conn := testkit.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -77,15 +87,15 @@ func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
 	}()
 	go func() { _ = policy.New(policy.Config{Conn: conn, Log: zerolog.Nop()}).Run(ctx) }()
 
-	cluster := httptest.NewTLSServer(execEndpoint(t))
-	t.Cleanup(cluster.Close)
+	upstream := httptest.NewTLSServer(handler)
+	t.Cleanup(upstream.Close)
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cluster.Certificate().Raw}), 0o600))
+	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: upstream.Certificate().Raw}), 0o600))
 	t.Setenv("TEST_K8S_TOKEN", "gw-token")
 	kv, err := controlstate.Bucket(ctx, conn.JS)
 	require.NoError(t, err)
 	target, _ := proto.Marshal(&controlv1.TargetConfigured{Digest: "1", Spec: &controlv1.TargetSpec{Name: "k", Kind: "kubernetes",
-		Endpoint: &controlv1.TargetSpec_Kubernetes{Kubernetes: &controlv1.KubernetesTarget{Server: cluster.URL, CaFile: caFile,
+		Endpoint: &controlv1.TargetSpec_Kubernetes{Kubernetes: &controlv1.KubernetesTarget{Server: upstream.URL, CaFile: caFile,
 			Token: &controlv1.Credential{Source: &controlv1.Credential_Env{Env: "TEST_K8S_TOKEN"}}}}}})
 	_, err = kv.Put(ctx, controlstate.TargetKey("k"), target)
 	require.NoError(t, err)
@@ -98,15 +108,31 @@ func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
 
 	master, err := secrets.LoadOrCreateKeyFile(filepath.Join(t.TempDir(), "master.key"))
 	require.NoError(t, err)
-	w := k8sworker.New(k8sworker.Config{Conn: conn, Log: zerolog.Nop(), Addr: "127.0.0.1:0", TLSDir: t.TempDir(), MasterKey: master})
+	cfg := k8sworker.Config{Conn: conn, Log: zerolog.Nop(), Addr: "127.0.0.1:0", TLSDir: t.TempDir(), MasterKey: master}
+	if tune != nil {
+		tune(&cfg)
+	}
+	w := k8sworker.New(cfg)
 	go func() { _ = w.Run(ctx) }()
 	select {
 	case <-w.Ready():
 	case <-time.After(20 * time.Second):
 		t.Fatal("worker not ready")
 	}
-	token, err := iss.Mint(devissuer.Claims{Subject: "alice", Groups: []string{"engineers"}, TTL: time.Hour})
+	return &cluster{w: w, iss: iss, conn: conn, ctx: ctx}
+}
+
+func (c *cluster) token(t *testing.T, sub string, groups ...string) string {
+	t.Helper()
+	token, err := c.iss.Mint(devissuer.Claims{Subject: sub, Groups: groups, TTL: time.Hour})
 	require.NoError(t, err)
+	return token
+}
+
+func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
+	cl := startCluster(t, execEndpoint(t), nil)
+	w, ctx, conn := cl.w, cl.ctx, cl.conn
+	token := cl.token(t, "alice", "engineers")
 
 	dialer := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Subprotocols: []string{"v5.channel.k8s.io"}} //nolint:gosec // the dev certificate
 	var c *websocket.Conn
@@ -142,8 +168,7 @@ func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
 
 	// Where masking applies, what the container prints is masked, in the
 	// stream and in the record, and nothing is held back past the status.
-	masked, err := iss.Mint(devissuer.Claims{Subject: "mo", Groups: []string{"engineers", "masked"}, TTL: time.Hour})
-	require.NoError(t, err)
+	masked := cl.token(t, "mo", "engineers", "masked")
 	c2, _, err := dialer.Dial("wss://"+w.Addr()+"/targets/k/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true",
 		http.Header{"Authorization": {"Bearer " + masked}})
 	require.NoError(t, err)

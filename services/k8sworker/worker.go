@@ -51,6 +51,10 @@ type Config struct {
 	MaxBody     int64
 	MaxWatch    time.Duration
 	MaxInFlight int
+	// MaxStreams bounds the exec, attach and port-forward streams one
+	// principal keeps open at once through this worker (default 8): each
+	// stream is a connection, and so a session, of its own.
+	MaxStreams int
 	// MaxMasked bounds a response that must be masked, read whole
 	// (default 64 MiB): a larger one is refused, never passed unread.
 	MaxMasked int64
@@ -75,6 +79,9 @@ func (c *Config) defaults() {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 64
 	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 8
+	}
 	if c.MaxMasked <= 0 {
 		c.MaxMasked = 64 << 20
 	}
@@ -97,6 +104,8 @@ type Worker struct {
 	transports map[string]*upstream // by target name
 	conns      sync.Map             // net.Conn → *clientConn
 	upgrades   upgradeFailures
+	// streams counts each principal's open streams (MaxStreams).
+	streams map[[16]byte]int
 	// bodyMasker masks request bodies for records and approvals (every
 	// detector, whoever sent them).
 	bodyMasker *masking.Masker
@@ -111,7 +120,26 @@ func New(cfg Config) *Worker {
 			PolicyTimeout: cfg.PolicyTimeout, HoldTimeout: cfg.HoldTimeout, RecordTimeout: cfg.RecordTimeout}),
 		ready:      make(chan struct{}),
 		transports: map[string]*upstream{},
+		streams:    map[[16]byte]int{},
 	}
+}
+
+// takeStream counts a stream of the principal pkey, unless it already
+// has MaxStreams open; the returned func gives it back.
+func (w *Worker) takeStream(pkey [16]byte) (release func(), ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.streams[pkey] >= w.cfg.MaxStreams {
+		return nil, false
+	}
+	w.streams[pkey]++
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.streams[pkey]--; w.streams[pkey] <= 0 {
+			delete(w.streams, pkey)
+		}
+	}, true
 }
 
 // Ready is closed when the worker accepts connections.

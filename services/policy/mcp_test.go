@@ -84,6 +84,7 @@ func TestK8sRequestsAreClassifiedHere(t *testing.T) {
 	rules := []*controlv1.Rule{
 		{Name: "deny-secret-reads", Action: "deny", When: `k8s.resource == "secrets" && k8s.verb in ["get", "list", "watch"]`},
 		{Name: "deny-server-paths", Action: "deny", When: `!k8s.is_resource && k8s.path != "/version"`},
+		{Name: "deny-sidecar-exec", Action: "deny", When: `k8s.subresource == "exec" && k8s.container == "vault-agent"`},
 		{Name: "allow-rest", Action: "allow", When: `protocol == "kubernetes"`},
 	}
 	set, err := engine.Compile(rules, 2)
@@ -98,6 +99,10 @@ func TestK8sRequestsAreClassifiedHere(t *testing.T) {
 		{&policyv1.K8SCommand{Method: "GET", Path: "/api/v1/namespaces/a/configmaps"}, "allow", "allow-rest", "list"},
 		{&policyv1.K8SCommand{Method: "GET", Path: "/metrics"}, "deny", "deny-server-paths", "get"},
 		{&policyv1.K8SCommand{Method: "GET", Path: "/version"}, "allow", "allow-rest", "get"},
+		// The container an exec names is a policy input; the worker's
+		// word for it counts for nothing either.
+		{&policyv1.K8SCommand{Method: "GET", Path: "/api/v1/namespaces/a/pods/web/exec", Query: "command=id&container=vault-agent"}, "deny", "deny-sidecar-exec", "create"},
+		{&policyv1.K8SCommand{Method: "GET", Path: "/api/v1/namespaces/a/pods/web/exec", Query: "command=id&container=app", Container: "vault-agent"}, "allow", "allow-rest", "create"},
 		{&policyv1.K8SCommand{Method: "GET", Path: "/api/v1/namespaces/a/pods/../secrets"}, "deny", policy.RuleUnparseableRequest, ""},
 		{&policyv1.K8SCommand{Verb: "get", Resource: "configmaps"}, "deny", policy.RuleUnparseableRequest, ""},
 	} {

@@ -269,7 +269,7 @@ func evaluateK8s(ctx context.Context, set *engine.Set, in engine.Input, c *polic
 		return deny(RuleUnparseableRequest, "the request's path or query cannot be classified; it is refused", set.Revision)
 	}
 	nc := &policyv1.K8SCommand{Verb: info.Verb, ApiGroup: info.APIGroup, Resource: info.Resource, Subresource: info.Subresource,
-		Namespace: info.Namespace, Name: info.Name, Command: info.Command, Path: info.Path, IsResource: info.IsResource}
+		Namespace: info.Namespace, Name: info.Name, Command: info.Command, Container: info.Container, Path: info.Path, IsResource: info.IsResource}
 	if kubeclass.Workload(info.Resource) && info.Verb != "get" && info.Verb != "list" && info.Verb != "watch" && info.Verb != "delete" &&
 		info.Verb != "deletecollection" && (info.Subresource == "" || info.Subresource == "ephemeralcontainers") {
 		// What the write asks a pod to be; without a body to read, unknown.

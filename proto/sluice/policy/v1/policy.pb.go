@@ -155,7 +155,10 @@ type K8SCommand struct {
 	ContentType string `protobuf:"bytes,13,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	// pod is what a workload write asks a pod to be, read from body by the
 	// policy service: rules see k8s.pod.
-	Pod           *K8SPod `protobuf:"bytes,14,opt,name=pod,proto3" json:"pod,omitempty"`
+	Pod *K8SPod `protobuf:"bytes,14,opt,name=pod,proto3" json:"pod,omitempty"`
+	// container is the container an exec, attach or log request names
+	// (empty: the pod's default container).
+	Container     string `protobuf:"bytes,15,opt,name=container,proto3" json:"container,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -286,6 +289,13 @@ func (x *K8SCommand) GetPod() *K8SPod {
 		return x.Pod
 	}
 	return nil
+}
+
+func (x *K8SCommand) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
 }
 
 // K8sPod summarises a pod spec (of a Pod, or the template of a Deployment,
@@ -1508,7 +1518,7 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"SSHCommand\x12!\n" +
 	"\frequest_type\x18\x01 \x01(\tR\vrequestType\x12\x18\n" +
-	"\acommand\x18\x02 \x01(\tR\acommand\"\x8d\x03\n" +
+	"\acommand\x18\x02 \x01(\tR\acommand\"\xab\x03\n" +
 	"\n" +
 	"K8sCommand\x12\x12\n" +
 	"\x04verb\x18\x01 \x01(\tR\x04verb\x12\x1b\n" +
@@ -1526,7 +1536,8 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\x05query\x18\v \x01(\tR\x05query\x12\x12\n" +
 	"\x04body\x18\f \x01(\fR\x04body\x12!\n" +
 	"\fcontent_type\x18\r \x01(\tR\vcontentType\x12*\n" +
-	"\x03pod\x18\x0e \x01(\v2\x18.sluice.policy.v1.K8sPodR\x03pod\"\x98\x03\n" +
+	"\x03pod\x18\x0e \x01(\v2\x18.sluice.policy.v1.K8sPodR\x03pod\x12\x1c\n" +
+	"\tcontainer\x18\x0f \x01(\tR\tcontainer\"\x98\x03\n" +
 	"\x06K8sPod\x12\x18\n" +
 	"\apresent\x18\x01 \x01(\bR\apresent\x12\x16\n" +
 	"\x06images\x18\x02 \x03(\tR\x06images\x12\x1e\n" +

@@ -111,6 +111,11 @@ type Options struct {
 	K8sListener  net.Listener
 	K8sPublicURL string
 	K8sCAPEM     string
+	// K8sLimits bound the Kubernetes worker's requests (k8sworker.Config:
+	// MaxBody, MaxWatch, MaxInFlight, MaxStreams; zero: its defaults).
+	K8sMaxBody                 int64
+	K8sMaxWatch                time.Duration
+	K8sMaxInFlight, K8sStreams int
 	// MCP endpoint: its own listener (MCPAddr) when the API does not run
 	// in the same process, else mounted on the API at /mcp.
 	MCPAddr, MCPPublicURL string
@@ -534,6 +539,7 @@ func runK8sWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return k8sworker.New(k8sworker.Config{
 		Conn: conn, Log: o.Log, Addr: o.K8sAddr, Listener: o.K8sListener,
 		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
+		MaxBody: o.K8sMaxBody, MaxWatch: o.K8sMaxWatch, MaxInFlight: o.K8sMaxInFlight, MaxStreams: o.K8sStreams,
 		Ready: o.ready("k8sworker"),
 	}).Run(ctx)
 }
