@@ -83,6 +83,7 @@ type devEnv struct {
 	SSHPort int
 	cmd     *exec.Cmd
 	out     *syncBuffer
+	logs    *syncBuffer
 	done    chan error
 }
 
@@ -147,6 +148,7 @@ func startDev(t *testing.T, opts devOptions) *devEnv {
 	e.cmd.Dir = dir
 	e.cmd.Stdout = e.out
 	logs := &syncBuffer{}
+	e.logs = logs
 	e.cmd.Stderr = logs
 	require.NoError(t, e.cmd.Start())
 	go func() { e.done <- e.cmd.Wait() }()
@@ -203,6 +205,9 @@ func (e *devEnv) Stop() {
 
 // Output is what sluice dev printed.
 func (e *devEnv) Output() string { return e.out.String() }
+
+// Logs is what sluice dev has logged so far (JSON lines on stderr).
+func (e *devEnv) Logs() string { return e.logs.String() }
 
 // Token mints a token with `sluice dev token`.
 func (e *devEnv) Token(args ...string) string {

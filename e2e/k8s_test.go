@@ -222,7 +222,7 @@ spec:
 		// A second target on the same cluster, impersonate: true. The
 		// gateway's credential (only Sluice holds it) acts as alice, with
 		// her groups; never as a system: identity, whatever she claims.
-		server := regexp.MustCompile(`server[=":]+(https://127\.0\.0\.1:\d+)`).FindStringSubmatch(env.Output())
+		server := regexp.MustCompile(`"server":"(https://127\.0\.0\.1:\d+)"`).FindStringSubmatch(env.Logs())
 		require.NotNil(t, server, "the demo cluster's URL is in sluice dev's log")
 		k8sDir := filepath.Join(env.Dir, "k8s")
 		cfg := filepath.Join(t.TempDir(), "impersonating.yaml")
@@ -260,11 +260,15 @@ spec:
 		out, err = as.kubectl("", "-n", "team-a", "get", "configmaps")
 		require.Error(t, err)
 		assert.Contains(t, out, `User "alice" cannot list resource "configmaps"`)
-		// A principal named like a cluster identity is not impersonated.
+		// A principal named like a cluster identity is not impersonated: the
+		// request is refused, and recorded.
 		sys := kubeUser{t: t, env: env, kubeconfig: kc, token: env.Token("--sub", "system:admin", "--groups", "engineers")}
-		out, err = sys.kubectl("", "get", "namespaces")
+		out, err = sys.kubectl("", "get", "--raw", "/targets/demo-k8s-as-you/api/v1/namespaces")
 		require.Error(t, err)
-		assert.Contains(t, out, "would be a Kubernetes system identity")
+		assert.Contains(t, out, "Forbidden")
+		findReplay(t, env, auditor, func(r string) bool {
+			return strings.Contains(r, "system:admin") && strings.Contains(r, "DENY by rule builtin:impersonation-refused")
+		})
 	})
 
 	t.Run("an agent over MCP: the same rules, the same masking, a held delete collected", func(t *testing.T) {
@@ -292,7 +296,8 @@ spec:
 	})
 
 	t.Run("a watch is recorded as its start and a summary of what it sent", func(t *testing.T) {
-		const watch = "/api/v1/namespaces/team-a/configmaps?watch=1&timeoutSeconds=2"
+		// (kubectl sends the query's parameters sorted)
+		const watch = "/api/v1/namespaces/team-a/configmaps?timeoutSeconds=2&watch=1"
 		out, err := alice.kubectl("", "get", "--raw", "/targets/demo-k8s"+watch)
 		require.NoError(t, err, out)
 		assert.Contains(t, out, `"type":"ADDED"`)

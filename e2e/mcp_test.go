@@ -186,6 +186,21 @@ func TestMCP(t *testing.T) {
 		assert.Equal(t, http.StatusForbidden, resp.StatusCode)
 	})
 
+	t.Run("a page that rebinds its own name to Sluice's address is refused", func(t *testing.T) {
+		// DNS rebinding: the browser sends the attacker's name as Host and
+		// as Origin, so the two agree; the endpoint answers only to its own
+		// name (loopback here, the public URL's host in production).
+		req, _ := http.NewRequest(http.MethodPost, env.API+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
+		req.Host = "attacker.example"
+		req.Header.Set("Authorization", "Bearer "+aliceToken)
+		req.Header.Set("Origin", "http://attacker.example")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+	})
+
 	alice := connectMCP(t, env, aliceToken)
 
 	t.Run("tools are listed with their schemas", func(t *testing.T) {
@@ -221,6 +236,17 @@ func TestMCP(t *testing.T) {
 		require.NoError(t, err)
 		data, _ = json.Marshal(res.StructuredContent)
 		assert.JSONEq(t, `{"targets":[]}`, string(data))
+	})
+
+	t.Run("a call runs as the credential Sluice holds, never with the caller's token", func(t *testing.T) {
+		r := alice.call("run_sql", map[string]any{"target": "demo", "sql": "SELECT current_user AS who, session_user AS login"}, nil)
+		require.Equal(t, "ok", r.Status, r.text)
+		require.Len(t, r.Results, 1)
+		require.Len(t, r.Results[0].Rows, 1)
+		for _, v := range r.Results[0].Rows[0] {
+			assert.NotEqual(t, "alice", v)
+			assert.NotContains(t, fmt.Sprint(v), aliceToken[:20], "the token is no database login")
+		}
 	})
 
 	t.Run("an allowed query returns rows with sensitive values masked", func(t *testing.T) {
@@ -320,6 +346,16 @@ func TestMCP(t *testing.T) {
 		assert.Equal(t, "denied", r.Status)
 		assert.Equal(t, "deny-mcp-machine-bulk-reads", r.Decision.Rule)
 		r = agent.call("run_sql", map[string]any{"target": "demo", "sql": "SELECT id FROM customers", "max_rows": 5}, nil)
+		assert.Equal(t, "ok", r.Status, r.text)
+
+		// mcp.tool too: a rule allows or denies whole tools. The dev
+		// policy keeps principals in sql-agents to SQL.
+		sqlAgent := connectMCP(t, env, env.Token("--sub", "report-bot", "--groups", "engineers,sql-agents", "--machine"))
+		r = sqlAgent.call("run_command", map[string]any{"target": "demo-ssh", "command": "uptime"}, nil)
+		assert.Equal(t, "denied", r.Status, r.text)
+		assert.Equal(t, "deny-mcp-tools-outside-sql", r.Decision.Rule)
+		assert.Contains(t, r.text, "deny-mcp-tools-outside-sql")
+		r = sqlAgent.call("run_sql", map[string]any{"target": "demo", "sql": "SELECT count(*) FROM customers"}, nil)
 		assert.Equal(t, "ok", r.Status, r.text)
 	})
 
@@ -434,6 +470,21 @@ func TestMCP(t *testing.T) {
 			assert.Contains(t, transcript, want)
 		}
 		assert.NotRegexp(t, emailRE, transcript, "values never enter the audit log unmasked")
+
+		// The SIEM's view (OCSF, as the exporter sends it): each call is an
+		// event of the session naming its tool and its target.
+		tail, err := env.CLI(auditor, "audit", "tail", "--format", "ocsf")
+		require.NoError(t, err)
+		var sqlCall, shellCall bool
+		for _, line := range strings.Split(tail, "\n") {
+			if !strings.Contains(line, id) {
+				continue
+			}
+			sqlCall = sqlCall || strings.Contains(line, `"via":"run_sql"`) && strings.Contains(line, `"target":"demo"`)
+			shellCall = shellCall || strings.Contains(line, `"via":"run_command"`) && strings.Contains(line, `"target":"demo-ssh"`)
+		}
+		assert.True(t, sqlCall, "a run_sql call of session %s in the OCSF export", id)
+		assert.True(t, shellCall, "a run_command call of session %s in the OCSF export", id)
 		v, err := env.CLI(auditor, "audit", "verify")
 		require.NoError(t, err, v)
 		assert.Contains(t, v, "intact")
@@ -472,8 +523,11 @@ func TestMCPNode(t *testing.T) {
 	bob := []string{"SLUICE_TOKEN=" + env.Token("--sub", "bob", "--groups", "approvers")}
 	auditor := []string{"SLUICE_TOKEN=" + env.Token("--sub", "audrey", "--groups", "auditors")}
 	cmd := timedCommand(t, "node", filepath.Join(dir, "mcp-client.js"))
+	secret, err := os.ReadFile(filepath.Join(env.Dir, "demo-agent.secret"))
+	require.NoError(t, err)
 	cmd.Env = append(os.Environ(), "SLUICE_MCP_URL="+env.API+"/mcp", "SLUICE_TOKEN="+env.Token("--sub", "nora", "--groups", "engineers"),
-		"SLUICE_OTHER_TOKEN="+env.Token("--sub", "mallory", "--groups", "engineers"))
+		"SLUICE_OTHER_TOKEN="+env.Token("--sub", "mallory", "--groups", "engineers"),
+		"SLUICE_ISSUER="+env.API+"/oidc", "SLUICE_CLIENT_ID=demo-agent", "SLUICE_CLIENT_SECRET="+strings.TrimSpace(string(secret)))
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	var stderr syncBuffer
@@ -498,6 +552,16 @@ func TestMCPNode(t *testing.T) {
 	require.NoError(t, cmd.Wait(), stderr.String())
 	require.Contains(t, steps, "done")
 
+	disc := steps["discovery"]
+	assert.Equal(t, float64(http.StatusUnauthorized), disc["http"])
+	assert.Equal(t, env.API+"/.well-known/oauth-protected-resource/mcp", disc["resource_metadata"])
+	assert.Equal(t, env.API+"/mcp", disc["resource"])
+	assert.Equal(t, []any{env.API + "/oidc"}, disc["authorization_servers"])
+	assert.Equal(t, env.API+"/oidc/token", disc["token_endpoint"])
+	// The agent found the issuer through that discovery and signed in with
+	// its client credentials alone.
+	assert.Equal(t, []any{"demo", "demo-ssh"}, steps["agent"]["names"])
+
 	assert.Equal(t, []any{"collect_result", "kube_request", "list_targets", "run_command", "run_sql"}, steps["tools"]["names"])
 	assert.Equal(t, []any{"demo", "demo-ssh"}, steps["targets"]["names"])
 	q := steps["query"]
@@ -514,6 +578,10 @@ func TestMCPNode(t *testing.T) {
 	assert.Equal(t, true, d["isError"])
 	assert.Equal(t, "deny-server-configuration", d["rule"])
 	assert.Contains(t, d["text"], "deny-server-configuration")
+	dc := steps["denied_command"]
+	assert.Equal(t, "denied", dc["status"])
+	assert.Equal(t, true, dc["isError"])
+	assert.Equal(t, "deny-ssh-pipe-to-shell", dc["rule"])
 	assert.Equal(t, "sluice approve "+steps["held"]["id"].(string), steps["held"]["approve_with"])
 	c := steps["collected"]
 	assert.Equal(t, "ok", c["status"], c)
@@ -521,17 +589,36 @@ func TestMCPNode(t *testing.T) {
 	assert.Greater(t, c["progress"], float64(0), "progress notifications while it waited")
 	assert.Equal(t, float64(http.StatusForbidden), steps["hijack"]["http"], steps["hijack"]["body"])
 
-	// The session ended when the client deleted it; its record is complete.
+	// The session ended when the client deleted it; its record is complete,
+	// and so is the agent's.
+	transcripts := map[string]string{}
 	testkit.Eventually(t, 15*time.Second, func() error {
-		o, err := env.CLI(auditor, "sessions", "list", "-o", "json")
+		o, err := env.CLI(auditor, "sessions", "list", "--protocol", "mcp", "-o", "json")
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, o)
 		}
-		if !strings.Contains(o, `"nora"`) || !strings.Contains(o, `"mcp"`) {
-			return fmt.Errorf("no mcp session of nora yet: %s", o)
+		var sessions struct {
+			Sessions []struct{ ID, Principal string } `json:"sessions"`
+		}
+		if err := json.Unmarshal([]byte(o), &sessions); err != nil {
+			return err
+		}
+		for _, s := range sessions.Sessions {
+			if r, err := env.CLI(auditor, "replay", s.ID); err == nil && strings.Contains(r, "ended") {
+				transcripts[s.Principal] = r
+			}
+		}
+		if transcripts["nora"] == "" || transcripts["demo-agent"] == "" {
+			return fmt.Errorf("the ended mcp sessions of nora and demo-agent are not both recorded yet: %s", o)
 		}
 		return nil
 	})
+	for _, want := range []string{"[run_sql] on demo", "SELECT name, email FROM customers", "DENY by rule deny-server-configuration",
+		"[run_command] on demo-ssh", "DENY by rule deny-ssh-pipe-to-shell", "DELETE FROM orders", "consumed", "e2e-node/1.0.0"} {
+		assert.Contains(t, transcripts["nora"], want)
+	}
+	assert.NotRegexp(t, emailRE, transcripts["nora"])
+	assert.Contains(t, transcripts["demo-agent"], "list_targets")
 	v, err := env.CLI(auditor, "audit", "verify")
 	require.NoError(t, err, v)
 	assert.Contains(t, v, "intact")
