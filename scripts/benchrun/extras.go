@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -255,41 +256,44 @@ func (e *env) idleMemory(res *results) error {
 func recorderThroughput(res *results) error {
 	for _, replicas := range []int{1, 2} {
 		step(fmt.Sprintf("recorder throughput, %d replica(s)", replicas))
-		rate, err := recordRate(replicas)
+		rate, cores, err := recordRate(replicas)
 		if err != nil {
 			return err
 		}
-		res.Recorder = append(res.Recorder, recorderRow{Replicas: replicas, EventsPerSec: rate})
+		res.Recorder = append(res.Recorder, recorderRow{Replicas: replicas, EventsPerSec: rate, Cores: cores})
 	}
 	return nil
 }
 
-func recordRate(replicas int) (float64, error) {
+// recordRate returns the events per second the replicas chained, and the
+// cores the whole process (the emitting worker, NATS and the replicas,
+// which share the machine) used meanwhile.
+func recordRate(replicas int) (rate, cores float64, err error) {
 	dir, err := os.MkdirTemp("", "sluice-rec-bench-")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer os.RemoveAll(dir)
 	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer srv.Shutdown()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	conn, err := bus.Connect(ctx, bus.Config{URL: srv.ClientURL()})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer conn.NC.Close()
 	if err := bus.Provision(ctx, conn.JS, bus.Topology{}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	for i := 0; i < replicas; i++ {
 		rc, err := bus.Connect(ctx, bus.Config{URL: srv.ClientURL()})
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer rc.NC.Close()
 		go func() { _ = recorder.New(recorder.Config{Conn: rc, SigningKey: key, Log: zerolog.Nop()}).Run(ctx) }()
@@ -298,16 +302,17 @@ func recordRate(replicas int) (float64, error) {
 	rec := recording.New(conn.JS)
 	warm := rec.Open(recording.NewSessionID())
 	if err := warm.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{Text: "warm-up"}}}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := drained(ctx, conn, time.Now()); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	sessions, perSession := 200, 1000
 	if *quick {
 		perSession = 200
 	}
 	start := time.Now()
+	cpuStart := processCPU()
 	var wg sync.WaitGroup
 	errs := make(chan error, sessions)
 	sem := make(chan struct{}, 16)
@@ -332,12 +337,13 @@ func recordRate(replicas int) (float64, error) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := drained(ctx, conn, start); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	elapsed := time.Since(start)
+	cores = (processCPU() - cpuStart).Seconds() / elapsed.Seconds()
 	// Every event is in AUDIT, in its chain.
 	events := 0
 	err = auditlog.Read(ctx, conn.JS, auditlog.Options{}, func(e auditlog.Entry) error {
@@ -347,12 +353,21 @@ func recordRate(replicas int) (float64, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if want := sessions*perSession + 1; events != want {
-		return 0, fmt.Errorf("recorder throughput: %d events in AUDIT, want %d", events, want)
+		return 0, 0, fmt.Errorf("recorder throughput: %d events in AUDIT, want %d", events, want)
 	}
-	return float64(sessions*perSession) / elapsed.Seconds(), nil
+	return float64(sessions*perSession) / elapsed.Seconds(), cores, nil
+}
+
+// processCPU is this process's user and system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // drained waits until the recorder has moved everything out of SESSIONS.

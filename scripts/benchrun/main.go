@@ -24,6 +24,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -111,7 +112,8 @@ func run() error {
 			return err
 		}
 		for _, r := range res.Recorder {
-			fmt.Printf("recorder throughput, %d replica(s): %.0f events/s\n", r.Replicas, r.EventsPerSec)
+			fmt.Printf("recorder throughput, %d replica(s): %.0f events/s, %.1f of %d cores busy (the emitting worker, NATS and the replicas share them)\n",
+				r.Replicas, r.EventsPerSec, r.Cores, runtime.NumCPU())
 		}
 		return nil
 	}

@@ -39,41 +39,75 @@ func (e *env) pid(target string) int {
 // measure runs pgbench against a target and also returns the proxy's CPU
 // time per transaction in µs (0 for direct).
 func (e *env) measure(target string, args ...string) (tps, lat, cpu float64, err error) {
-	pid := e.pid(target)
-	var before time.Duration
-	if pid != 0 {
-		before, _ = procCPU(pid)
-	}
-	start := time.Now()
-	tps, lat, err = pgbench(e.dsn(target), args...)
-	if err != nil || pid == 0 {
-		return tps, lat, 0, err
-	}
-	after, err := procCPU(pid)
-	if err != nil {
-		return tps, lat, 0, err
-	}
-	if tx := tps * time.Since(start).Seconds(); tx > 0 {
-		cpu = float64((after - before).Microseconds()) / tx
-	}
-	return tps, lat, cpu, nil
+	c, err := e.measureCost(target, args...)
+	return c.tps, c.lat, c.cpu, err
 }
 
-// procCPU is a process's user plus system CPU time.
-func procCPU(pid int) (time.Duration, error) {
+// cost is what one pgbench run through a target measured: its rate, and
+// what the proxy process spent per transaction (CPU µs, the part of it in
+// the kernel, and read and write system calls).
+type cost struct {
+	tps, lat, cpu, sys, syscalls float64
+}
+
+func (e *env) measureCost(target string, args ...string) (cost, error) {
+	var c cost
+	pid := e.pid(target)
+	var before procUsage
+	if pid != 0 {
+		before, _ = procUse(pid)
+	}
+	start := time.Now()
+	var err error
+	c.tps, c.lat, err = pgbench(e.dsn(target), args...)
+	if err != nil || pid == 0 {
+		return c, err
+	}
+	after, err := procUse(pid)
+	if err != nil {
+		return c, err
+	}
+	if tx := c.tps * time.Since(start).Seconds(); tx > 0 {
+		c.cpu = float64((after.user + after.sys - before.user - before.sys).Microseconds()) / tx
+		c.sys = float64((after.sys - before.sys).Microseconds()) / tx
+		c.syscalls = float64(after.syscalls-before.syscalls) / tx
+	}
+	return c, nil
+}
+
+// procUsage is a process's user and system CPU time, and its read and
+// write system calls.
+type procUsage struct {
+	user, sys time.Duration
+	syscalls  int64
+}
+
+func procUse(pid int) (procUsage, error) {
+	var u procUsage
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return u, err
 	}
 	// Fields after the command name (which may hold spaces): state is
 	// field 3, utime 14, stime 15.
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+		return u, fmt.Errorf("/proc/%d/stat: short", pid)
 	}
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
+	u.user, u.sys = time.Duration(ut)*time.Second/clockTicks, time.Duration(st)*time.Second/clockTicks
+	// syscr and syscw count read and write system calls (of any kind of
+	// file); unreadable for another user's process, then left at 0.
+	if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(io), "\n") {
+			if k, v, ok := strings.Cut(line, ": "); ok && (k == "syscr" || k == "syscw") {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				u.syscalls += n
+			}
+		}
+	}
+	return u, nil
 }
 
 // clockTicks is USER_HZ, 100 on Linux.

@@ -20,11 +20,11 @@ func (e *env) cpuProfile(path string) error {
 	}
 	args := append([]string{"-n"}, strings.Fields(*profArgs)...)
 	args = append(args, "-T", strconv.Itoa(secs))
-	bouncer, _, bouncerCPU, err := e.measure("pgbouncer", args...)
+	bouncer, err := e.measureCost("pgbouncer", args...)
 	if err != nil {
 		return err
 	}
-	relay, _, relayCPU, err := e.measure("relay", args...)
+	relay, err := e.measureCost("relay", args...)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func (e *env) cpuProfile(path string) error {
 		b, err := io.ReadAll(resp.Body)
 		done <- answer{b, err}
 	}()
-	sluice, _, sluiceCPU, err := e.measure("sluice", args...)
+	sluice, err := e.measureCost("sluice", args...)
 	if err != nil {
 		return err
 	}
@@ -56,8 +56,11 @@ func (e *env) cpuProfile(path string) error {
 	if err := os.WriteFile(path, a.data, 0o644); err != nil {
 		return err
 	}
-	fmt.Printf("pgbench %s, %d s: PgBouncer %.0f tps, bare Go relay %.0f tps (%.2f×), Sluice %.0f tps (%.2f×)\n", *profArgs, secs, bouncer, relay, relay/bouncer, sluice, sluice/bouncer)
-	fmt.Printf("proxy CPU per transaction: PgBouncer %.0f µs, bare Go relay %.0f µs, Sluice %.0f µs (%.2f×)\n", bouncerCPU, relayCPU, sluiceCPU, sluiceCPU/bouncerCPU)
+	fmt.Printf("pgbench %s, %d s: PgBouncer %.0f tps, bare Go relay %.0f tps (%.2f×), Sluice %.0f tps (%.2f×)\n", *profArgs, secs,
+		bouncer.tps, relay.tps, relay.tps/bouncer.tps, sluice.tps, sluice.tps/bouncer.tps)
+	fmt.Printf("proxy CPU per transaction: PgBouncer %.0f µs, bare Go relay %.0f µs, Sluice %.0f µs (%.2f×)\n", bouncer.cpu, relay.cpu, sluice.cpu, sluice.cpu/bouncer.cpu)
+	fmt.Printf("  of which in the kernel: PgBouncer %.0f µs, bare Go relay %.0f µs, Sluice %.0f µs\n", bouncer.sys, relay.sys, sluice.sys)
+	fmt.Printf("  read and write system calls: PgBouncer %.1f, bare Go relay %.1f, Sluice %.1f\n", bouncer.syscalls, relay.syscalls, sluice.syscalls)
 	fmt.Printf("CPU profile of sluice: %s (go tool pprof -top %s)\n", path, path)
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 )
 
@@ -28,6 +29,8 @@ type memoryRow struct {
 type recorderRow struct {
 	Replicas     int
 	EventsPerSec float64
+	// Cores is the CPU the whole process used meanwhile (of runtime.NumCPU()).
+	Cores float64
 }
 
 type results struct {
@@ -127,7 +130,7 @@ func (r *results) print(w io.Writer) {
 		r.Memory.Sessions, r.Memory.BeforeKiB, r.Memory.AfterKiB, r.Memory.PerSessionKiB)
 	var parts []string
 	for _, rr := range r.Recorder {
-		parts = append(parts, fmt.Sprintf("%d replica(s) %.0f events/s", rr.Replicas, rr.EventsPerSec))
+		parts = append(parts, fmt.Sprintf("%d replica(s) %.0f events/s (%.1f of %d cores busy)", rr.Replicas, rr.EventsPerSec, rr.Cores, runtime.NumCPU()))
 	}
 	fmt.Fprintf(w, "\nRecorder throughput (200 sessions emitting 1,000 events each, 16 at a time, until every event is chained in AUDIT and checked there): %s.\n", strings.Join(parts, ", "))
 	r.SSH.print(w)
