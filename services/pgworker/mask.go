@@ -1,6 +1,8 @@
 package pgworker
 
 import (
+	"fmt"
+
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/pgmask"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -12,6 +14,9 @@ import (
 func (s *session) planFor(d *policyv1.Decision) (*pgmask.Plan, error) {
 	if len(d.GetMasks()) == 0 {
 		return nil, nil
+	}
+	if err := s.freshCatalog(); err != nil {
+		return nil, fmt.Errorf("the masked columns could not be resolved again: %w", err)
 	}
 	// Cached decisions are shared and never change: remember the plan of
 	// the last one, the common case of a statement run again and again.

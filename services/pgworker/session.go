@@ -100,6 +100,12 @@ type session struct {
 	// goroutine), the last plan (for notifications), and row descriptions
 	// by statement and portal (server goroutine).
 	catalog *pgmask.Catalog
+	// catalogAt is when the catalog was resolved, catalogKey for which
+	// target and masked columns (catalogs.go).
+	catalogAt  time.Time
+	catalogKey string
+	// catalogPolicy is the policy catalogKey was computed for.
+	catalogPolicy *controlv1.PolicySetApplied
 	plans   map[string]*pgmask.Plan
 	// lastDecision and lastDecisionPlan remember planFor's last answer.
 	lastDecision     *policyv1.Decision

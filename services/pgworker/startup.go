@@ -249,7 +249,7 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		return refuse(stateCannotConnect, fmt.Sprintf("sluice: cannot connect to target %q", target), "the target may be down; try again")
 	}
 	hj := up.hj
-	s.catalog = up.cat
+	s.catalog, s.catalogAt, s.catalogKey = up.cat, up.catAt, up.catKey
 	s.upstream = up
 	s.upParams = maps.Clone(hj.ParameterStatuses)
 	s.server = hj.Conn
@@ -311,6 +311,12 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 type upstream struct {
 	hj  *pgconn.HijackedConn
 	cat *pgmask.Catalog
+	// catAt is when cat was resolved, catKey what it covers; pg and
+	// runtime say how to log in again to resolve it anew.
+	catAt   time.Time
+	catKey  string
+	pg      *controlv1.PostgresTarget
+	runtime map[string]string
 	// key is the pool key.
 	key    string
 	reused bool
@@ -332,13 +338,21 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 		runtime["application_name"] = "sluice"
 	}
 	cols := pgmask.MaskColumns(w.k.View.Policy().GetRules())
-	up := &upstream{key: poolKey(pg, runtime)}
+	up := &upstream{key: poolKey(pg, runtime), catKey: catalogKey(pg, cols), pg: pg, runtime: runtime}
+	// The catalog is resolved on the session's own connection as it
+	// starts, and offered to the worker's other sessions of the target.
+	defer func() {
+		if up.cat != nil {
+			w.catalogs.put(up.catKey, up.cat, up.catAt)
+		}
+	}()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for c := w.pool.get(up.key); c != nil; c = w.pool.get(up.key) {
 		// A pooled connection gets a short leash: one that does not
 		// answer must not use up the login's time.
 		rctx, rcancel := context.WithTimeout(cctx, 2*time.Second)
+		up.catAt = time.Now()
 		hj, cat, err := reuse(rctx, c, cols)
 		rcancel()
 		if err == nil {
@@ -356,6 +370,7 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	if err != nil {
 		return nil, err
 	}
+	up.catAt = time.Now()
 	hj, cat, err := handOver(cctx, pc, cols)
 	if err != nil {
 		return nil, err

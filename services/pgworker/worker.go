@@ -65,6 +65,12 @@ type Config struct {
 	// UpstreamIdleTimeout closes a pooled connection unused this long
 	// (default 1m); UpstreamMaxAge one this old (default 30m).
 	UpstreamIdleTimeout, UpstreamMaxAge time.Duration
+	// CatalogMaxAge bounds how old the resolution of the masked columns
+	// (their tables, and the views over them) a masked statement is
+	// planned on may be: a view created outside a session is followed
+	// by it at most this much later (default 1s; negative: resolved
+	// once per session, as it starts).
+	CatalogMaxAge time.Duration
 	// Ready, if set, is called once the service serves.
 	Ready func()
 }
@@ -88,6 +94,9 @@ func (c *Config) defaults() {
 	}
 	if c.UpstreamMaxAge <= 0 {
 		c.UpstreamMaxAge = 30 * time.Minute
+	}
+	if c.CatalogMaxAge == 0 {
+		c.CatalogMaxAge = time.Second
 	}
 	if c.MaxServerMessageSize <= 0 {
 		c.MaxServerMessageSize = 1 << 30
@@ -126,6 +135,8 @@ type Worker struct {
 
 	// pool keeps target connections of cleanly ended sessions (nil: off).
 	pool *upstreamPool
+	// catalogs are the targets' masked columns as last resolved.
+	catalogs catalogs
 }
 
 // New returns a worker.

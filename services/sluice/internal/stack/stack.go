@@ -128,6 +128,8 @@ type Options struct {
 	// UpstreamPool is the idle target connections a PostgreSQL worker
 	// keeps per target for reuse (see pgworker.Config).
 	UpstreamPool int
+	// CatalogMaxAge is pgworker.Config.CatalogMaxAge.
+	CatalogMaxAge time.Duration
 
 	// Slack bot (runs only when a token is set).
 	SlackToken, SlackSigningSecret, SlackChannel, SlackAddr string
@@ -524,7 +526,7 @@ func runPGWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 	return pgworker.New(pgworker.Config{
 		Conn: conn, Log: o.Log, Addr: o.PGAddr, Listener: o.PGListener,
 		CertFile: o.TLSCert, KeyFile: o.TLSKey, TLSDir: o.TLSDir, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
-		UpstreamPool: o.UpstreamPool, Ready: o.ready("pgworker"),
+		UpstreamPool: o.UpstreamPool, CatalogMaxAge: o.CatalogMaxAge, Ready: o.ready("pgworker"),
 	}).Run(ctx)
 }
 
