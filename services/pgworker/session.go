@@ -106,7 +106,7 @@ type session struct {
 	catalogKey string
 	// catalogPolicy is the policy catalogKey was computed for.
 	catalogPolicy *controlv1.PolicySetApplied
-	plans   map[string]*pgmask.Plan
+	plans         map[string]*pgmask.Plan
 	// lastDecision and lastDecisionPlan remember planFor's last answer.
 	lastDecision     *policyv1.Decision
 	lastDecisionPlan *pgmask.Plan
