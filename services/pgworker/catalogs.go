@@ -21,9 +21,10 @@ import (
 // view over them), shared by the worker's sessions. The catalog is what
 // lineage masking follows: a view created after it was resolved is not in
 // it. So no session plans a masked statement on a catalog older than
-// Config.CatalogMaxAge: a session's own, resolved as it started, is
-// replaced by a fresher one of the same target, resolved once for all of
-// them on a connection of its own.
+// Config.CatalogMaxAge. A new session takes the target's catalog when it
+// is that recent, or resolves it on its own connection and shares it; an
+// open one whose catalog ages past it takes a fresher one, resolved once
+// for all of them on a connection of its own.
 type catalogs struct {
 	mu sync.Mutex
 	m  map[string]*catalogEntry
@@ -74,6 +75,20 @@ func (c *catalogs) put(key string, cat *pgmask.Catalog, at time.Time) {
 	if at.After(e.at) {
 		e.cat, e.at = cat, at
 	}
+}
+
+// recent returns the target's catalog if one resolved no more than maxAge
+// ago is at hand (never waiting for a resolution in progress).
+func (c *catalogs) recent(key string, maxAge time.Duration) (*pgmask.Catalog, time.Time) {
+	e := c.entry(key)
+	if !e.mu.TryLock() {
+		return nil, time.Time{}
+	}
+	defer e.mu.Unlock()
+	if e.cat == nil || time.Since(e.at) > maxAge {
+		return nil, time.Time{}
+	}
+	return e.cat, e.at
 }
 
 // fresh returns the target's catalog resolved no more than maxAge ago,

@@ -172,9 +172,10 @@ func poolKey(pg *controlv1.PostgresTarget, runtime map[string]string) string {
 }
 
 // reuse resets a parked connection and resolves the masked columns again
-// (the policy or the schema may have changed since); any failure means the
-// connection is closed and not used.
-func reuse(ctx context.Context, c *pooledConn, cols []string) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
+// (the policy or the schema may have changed since), unless a recent
+// resolution is at hand; any failure means the connection is closed and
+// not used.
+func reuse(ctx context.Context, c *pooledConn, cols []string, cached *pgmask.Catalog) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
 	pc, err := pgconn.Construct(c.hj)
 	if err != nil {
 		c.hj.Conn.Close()
@@ -190,5 +191,5 @@ func reuse(ctx context.Context, c *pooledConn, cols []string) (*pgconn.HijackedC
 	if pc.TxStatus() != 'I' {
 		return fail(errors.New("the pooled connection is not idle after reset"))
 	}
-	return handOver(ctx, pc, cols)
+	return handOver(ctx, pc, cols, cached)
 }

@@ -352,8 +352,8 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 		// A pooled connection gets a short leash: one that does not
 		// answer must not use up the login's time.
 		rctx, rcancel := context.WithTimeout(cctx, 2*time.Second)
-		up.catAt = time.Now()
-		hj, cat, err := reuse(rctx, c, cols)
+		cached := w.recentCatalog(up)
+		hj, cat, err := reuse(rctx, c, cols, cached)
 		rcancel()
 		if err == nil {
 			up.hj, up.cat, up.reused, up.born = hj, cat, true, c.born
@@ -370,8 +370,7 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	if err != nil {
 		return nil, err
 	}
-	up.catAt = time.Now()
-	hj, cat, err := handOver(cctx, pc, cols)
+	hj, cat, err := handOver(cctx, pc, cols, w.recentCatalog(up))
 	if err != nil {
 		return nil, err
 	}
@@ -379,17 +378,35 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	return up, nil
 }
 
+// recentCatalog is the target's catalog when one recent enough is at hand
+// (up.catAt then says when it was resolved), else nil: the session then
+// resolves it on its own connection (up.catAt is now).
+func (w *Worker) recentCatalog(up *upstream) *pgmask.Catalog {
+	if w.cfg.CatalogMaxAge > 0 {
+		if cat, at := w.catalogs.recent(up.catKey, w.cfg.CatalogMaxAge); cat != nil {
+			up.catAt = at
+			return cat
+		}
+	}
+	up.catAt = time.Now()
+	return nil
+}
+
 // handOver resolves the masked columns to table OIDs and attribute numbers
-// on a logged-in (or reset) target connection and takes over its socket for
-// a session; on failure the connection is closed.
-func handOver(ctx context.Context, pc *pgconn.PgConn, cols []string) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
+// on a logged-in (or reset) target connection, unless a recent resolution
+// (cached) is at hand, and takes over its socket for a session; on failure
+// the connection is closed.
+func handOver(ctx context.Context, pc *pgconn.PgConn, cols []string, cached *pgmask.Catalog) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
 	fail := func(err error) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
 		pc.Close(context.Background())
 		return nil, nil, err
 	}
-	cat, err := pgmask.ResolveCatalog(ctx, pc, cols)
-	if err != nil {
-		return fail(err)
+	cat := cached
+	if cat == nil {
+		var err error
+		if cat, err = pgmask.ResolveCatalog(ctx, pc, cols); err != nil {
+			return fail(err)
+		}
 	}
 	if err := pc.SyncConn(ctx); err != nil {
 		return fail(err)
