@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -28,6 +29,8 @@ import (
 type catalogs struct {
 	mu sync.Mutex
 	m  map[string]*catalogEntry
+	// resolved counts resolutions made on a connection of their own.
+	resolved atomic.Int64
 }
 
 type catalogEntry struct {
@@ -105,6 +108,7 @@ func (c *catalogs) fresh(ctx context.Context, key string, maxAge time.Duration, 
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	c.resolved.Add(1)
 	e.cat, e.at = cat, at
 	return cat, at, nil
 }

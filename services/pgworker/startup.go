@@ -313,10 +313,11 @@ type upstream struct {
 	cat *pgmask.Catalog
 	// catAt is when cat was resolved, catKey what it covers; pg and
 	// runtime say how to log in again to resolve it anew.
-	catAt   time.Time
-	catKey  string
-	pg      *controlv1.PostgresTarget
-	runtime map[string]string
+	catAt     time.Time
+	catKey    string
+	catShared bool // cat is the worker's, not resolved for this session
+	pg        *controlv1.PostgresTarget
+	runtime   map[string]string
 	// key is the pool key.
 	key    string
 	reused bool
@@ -342,7 +343,8 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	// The catalog is resolved on the session's own connection as it
 	// starts, and offered to the worker's other sessions of the target.
 	defer func() {
-		if up.cat != nil {
+		if up.cat != nil && !up.catShared {
+			w.catalogs.resolved.Add(1)
 			w.catalogs.put(up.catKey, up.cat, up.catAt)
 		}
 	}()
@@ -384,11 +386,11 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 func (w *Worker) recentCatalog(up *upstream) *pgmask.Catalog {
 	if w.cfg.CatalogMaxAge > 0 {
 		if cat, at := w.catalogs.recent(up.catKey, w.cfg.CatalogMaxAge); cat != nil {
-			up.catAt = at
+			up.catAt, up.catShared = at, true
 			return cat
 		}
 	}
-	up.catAt = time.Now()
+	up.catAt, up.catShared = time.Now(), false
 	return nil
 }
 

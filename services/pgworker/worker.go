@@ -171,6 +171,10 @@ func (w *Worker) Active() int64 { return w.k.Active() }
 // Pooled is the number of idle target connections kept for reuse.
 func (w *Worker) Pooled() int { return w.pool.size() }
 
+// CatalogResolutions is how many times the worker has resolved the masked
+// columns on a target (as a session started, or for open sessions).
+func (w *Worker) CatalogResolutions() int64 { return w.catalogs.resolved.Load() }
+
 // Run serves until ctx is done; open sessions are then closed.
 func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.MasterKey == nil {
