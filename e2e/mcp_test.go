@@ -310,6 +310,23 @@ func TestMCP(t *testing.T) {
 		assert.Equal(t, "42P01", r.Error.Code)
 	})
 
+	t.Run("a view created outside is masked in calls at most a second later", func(t *testing.T) {
+		// The worker's calls share one resolution of the masked columns,
+		// never older than a second when a masked call is planned.
+		direct := withDemo(t, env).directDSN(t)
+		for _, q := range []string{"CREATE VIEW mcp_later AS SELECT id, translate(ssn, '0123456789', 'abcdefghij') AS code FROM customers",
+			"GRANT SELECT ON mcp_later TO sluice_gateway"} {
+			out, err := timedCommand(t, "psql", direct, "-X", "-v", "ON_ERROR_STOP=1", "-c", q).CombinedOutput()
+			require.NoError(t, err, string(out))
+		}
+		time.Sleep(1100 * time.Millisecond)
+		r := alice.call("run_sql", map[string]any{"target": "demo", "sql": "SELECT code FROM mcp_later WHERE id = 1"}, nil)
+		require.Equal(t, "ok", r.Status, r.text)
+		require.Len(t, r.Results, 1)
+		require.Len(t, r.Results[0].Rows, 1)
+		assert.Equal(t, "****", r.Results[0].Rows[0][0])
+	})
+
 	t.Run("a command runs on the SSH target with its output masked", func(t *testing.T) {
 		r := alice.call("run_command", map[string]any{"target": "demo-ssh", "command": "echo hello; printf 'contact ada.love'; printf 'lace@example.com\\n'; ls /no/such/dir"}, nil)
 		require.Equal(t, "ok", r.Status, r.text)

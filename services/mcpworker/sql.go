@@ -192,13 +192,12 @@ func (w *Worker) checkSQL(ctx context.Context, pg *controlv1.PostgresTarget, d *
 	if !copies {
 		return d, nil
 	}
-	pc, err := w.connectPG(ctx, pg)
-	if err != nil {
-		return nil, w.unreachable(err)
-	}
-	defer pc.Close(context.Background())
-	plan, err := w.plan(ctx, pc, d)
-	if err != nil {
+	plan, err := w.plan(ctx, pg, nil, d)
+	var down *targetDown
+	switch {
+	case errors.As(err, &down):
+		return nil, w.unreachable(down.err)
+	case err != nil:
 		return nil, fail("masking_unavailable", "the masking rules cannot be applied: %v", err)
 	}
 	for _, st := range d.GetStatements() {
@@ -235,13 +234,34 @@ func (w *Worker) unreachable(err error) *callError {
 	return fail("target_unreachable", "Sluice cannot reach the target right now; try again later or ask an administrator")
 }
 
-// plan is the masking plan of a decision on this connection's catalog.
-func (w *Worker) plan(ctx context.Context, pc *pgconn.PgConn, d *policyv1.Decision) (*pgmask.Plan, error) {
+// targetDown is a login to the target that failed: the agent is told no
+// more than unreachable says.
+type targetDown struct{ err error }
+
+func (e *targetDown) Error() string { return e.err.Error() }
+
+// plan is the masking plan of a decision, on the target's masked columns
+// as resolved no more than CatalogMaxAge ago (shared by the worker's
+// calls; a view created outside is followed at most that much later).
+// When they must be resolved again, that is done on pc, or on a connection
+// of its own when pc is nil.
+func (w *Worker) plan(ctx context.Context, pg *controlv1.PostgresTarget, pc *pgconn.PgConn, d *policyv1.Decision) (*pgmask.Plan, error) {
 	m, err := w.k.Masker(gateway.MaskRulesKey(d), d)
 	if err != nil {
 		return nil, err
 	}
-	cat, err := pgmask.ResolveCatalog(ctx, pc, pgmask.MaskColumns(w.k.View.Policy().GetRules()))
+	cols := pgmask.MaskColumns(w.k.View.Policy().GetRules())
+	cat, _, err := w.catalogs.Fresh(ctx, pgmask.CatalogKey(pg, cols), w.cfg.CatalogMaxAge, func(ctx context.Context) (*pgmask.Catalog, error) {
+		if pc == nil {
+			own, err := w.connectPG(ctx, pg)
+			if err != nil {
+				return nil, &targetDown{err}
+			}
+			defer own.Close(context.Background())
+			return pgmask.ResolveCatalog(ctx, own, cols)
+		}
+		return pgmask.ResolveCatalog(ctx, pc, cols)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +294,7 @@ func (w *Worker) runSQL(ctx context.Context, s *session, c *call, pg *controlv1.
 	defer pc.Close(context.Background())
 	var plan *pgmask.Plan
 	if len(d.GetMasks()) > 0 {
-		if plan, err = w.plan(ctx, pc, d); err != nil {
+		if plan, err = w.plan(ctx, pg, pc, d); err != nil {
 			res.Status, res.Error = statusError, fail("masking_unavailable", "the masking rules cannot be applied: %v", err)
 			w.recordFailure(s, id, start, "XX000", res.Error.Message)
 			return res

@@ -17,6 +17,7 @@ import (
 
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/gateway"
+	"sluice.dev/sluice/libs/pgmask"
 	"sluice.dev/sluice/libs/secrets"
 )
 
@@ -57,6 +58,10 @@ type Config struct {
 	// CallTimeout bounds running one call on it (default 60s, the
 	// PostgreSQL statement_timeout too).
 	TargetTimeout, CallTimeout time.Duration
+	// CatalogMaxAge bounds how old the resolution of the masked columns
+	// (their tables and every view over them) a masked call is planned on
+	// may be (default 1s; negative: resolved for every call).
+	CatalogMaxAge time.Duration
 	// MaxPending bounds the held calls an MCP session may have waiting to
 	// be collected (default 16).
 	MaxPending int
@@ -80,6 +85,9 @@ func (c *Config) defaults() {
 	}
 	if c.TargetTimeout <= 0 {
 		c.TargetTimeout = 10 * time.Second
+	}
+	if c.CatalogMaxAge == 0 {
+		c.CatalogMaxAge = time.Second
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 60 * time.Second
@@ -105,6 +113,8 @@ type Worker struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by MCP session id
+	// catalogs are the targets' masked columns as last resolved.
+	catalogs pgmask.Catalogs
 
 	// open counts the MCP sessions open, in all and by principal key.
 	openMu  sync.Mutex

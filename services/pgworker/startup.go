@@ -339,13 +339,12 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 		runtime["application_name"] = "sluice"
 	}
 	cols := pgmask.MaskColumns(w.k.View.Policy().GetRules())
-	up := &upstream{key: poolKey(pg, runtime), catKey: catalogKey(pg, cols), pg: pg, runtime: runtime}
+	up := &upstream{key: poolKey(pg, runtime), catKey: pgmask.CatalogKey(pg, cols), pg: pg, runtime: runtime}
 	// The catalog is resolved on the session's own connection as it
 	// starts, and offered to the worker's other sessions of the target.
 	defer func() {
 		if up.cat != nil && !up.catShared {
-			w.catalogs.resolved.Add(1)
-			w.catalogs.put(up.catKey, up.cat, up.catAt)
+			w.catalogs.Put(up.catKey, up.cat, up.catAt)
 		}
 	}()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -385,7 +384,7 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 // resolves it on its own connection (up.catAt is now).
 func (w *Worker) recentCatalog(up *upstream) *pgmask.Catalog {
 	if w.cfg.CatalogMaxAge > 0 {
-		if cat, at := w.catalogs.recent(up.catKey, w.cfg.CatalogMaxAge); cat != nil {
+		if cat, at := w.catalogs.Recent(up.catKey, w.cfg.CatalogMaxAge); cat != nil {
 			up.catAt, up.catShared = at, true
 			return cat
 		}

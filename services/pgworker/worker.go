@@ -20,6 +20,7 @@ import (
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/devcert"
 	"sluice.dev/sluice/libs/gateway"
+	"sluice.dev/sluice/libs/pgmask"
 	"sluice.dev/sluice/libs/secrets"
 )
 
@@ -135,8 +136,9 @@ type Worker struct {
 
 	// pool keeps target connections of cleanly ended sessions (nil: off).
 	pool *upstreamPool
-	// catalogs are the targets' masked columns as last resolved.
-	catalogs catalogs
+	// catalogs are the targets' masked columns as last resolved
+	// (catalogs.go).
+	catalogs pgmask.Catalogs
 }
 
 // New returns a worker.
@@ -173,7 +175,7 @@ func (w *Worker) Pooled() int { return w.pool.size() }
 
 // CatalogResolutions is how many times the worker has resolved the masked
 // columns on a target (as a session started, or for open sessions).
-func (w *Worker) CatalogResolutions() int64 { return w.catalogs.resolved.Load() }
+func (w *Worker) CatalogResolutions() int64 { return w.catalogs.Resolutions() }
 
 // Run serves until ctx is done; open sessions are then closed.
 func (w *Worker) Run(ctx context.Context) error {

@@ -205,7 +205,7 @@ unless the server is on a loopback address: give --nats-ca (TLS) otherwise.`,
 	f.StringVar(&o.TLSKey, "tls-key", "", "pgworker, k8sworker: TLS key file (required)")
 	f.DurationVar(&o.HoldTimeout, "hold-timeout", 5*time.Minute, "workers, approvals: how long a command held for approval waits (an MCP call's approval stays collectable that long)")
 	f.DurationVar(&o.ApprovalsHotRetention, "approvals-hot-retention", 10*time.Minute, "approvals: how long a decided request or finished grant stays in the view every worker follows before it retires to the history")
-	f.DurationVar(&o.CatalogMaxAge, "catalog-max-age", time.Second, "pgworker: how old the resolution of the masked columns (their tables and every view over them) a masked statement is planned on may be; a view created while a session is open is masked at most this much later (negative: once per session)")
+	f.DurationVar(&o.CatalogMaxAge, "catalog-max-age", time.Second, "pgworker, mcpworker: how old the resolution of the masked columns (their tables and every view over them) a masked statement is planned on may be, shared by the worker's sessions; a view created outside is masked at most this much later (negative: pgworker resolves once per session, mcpworker on every call)")
 	f.IntVar(&o.UpstreamPool, "upstream-pool", 16, "pgworker: idle target connections kept per target for reuse, reset with DISCARD ALL (negative: none)")
 	f.StringVar(&masterKeyFile, "master-key-file", "", "workers, identity: file holding the master key (or the key itself in $SLUICE_MASTER_KEY)")
 	f.StringVar(&recorderKeyFile, "recorder-key-file", "", "recorder: base64 Ed25519 seed that signs audit checkpoints")

@@ -128,7 +128,7 @@ type Options struct {
 	// UpstreamPool is the idle target connections a PostgreSQL worker
 	// keeps per target for reuse (see pgworker.Config).
 	UpstreamPool int
-	// CatalogMaxAge is pgworker.Config.CatalogMaxAge.
+	// CatalogMaxAge is pgworker's and mcpworker's Config.CatalogMaxAge.
 	CatalogMaxAge time.Duration
 
 	// Slack bot (runs only when a token is set).
@@ -549,7 +549,7 @@ func runK8sWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 func runMCPWorker(ctx context.Context, o *Options, conn *bus.Conn) error {
 	cfg := mcpworker.Config{
 		Conn: conn, Log: o.Log, MasterKey: o.MasterKey, HoldTimeout: o.HoldTimeout,
-		PublicURL: o.MCPPublicURL, AllowedOrigins: o.MCPAllowedOrigins, Addr: o.MCPAddr, Ready: o.ready("mcpworker"),
+		PublicURL: o.MCPPublicURL, AllowedOrigins: o.MCPAllowedOrigins, Addr: o.MCPAddr, CatalogMaxAge: o.CatalogMaxAge, Ready: o.ready("mcpworker"),
 	}
 	if o.Provider.Issuer != "" {
 		cfg.Issuers = []string{o.Provider.Issuer}

@@ -1,0 +1,123 @@
+package pgmask
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+)
+
+// Catalogs holds each target's Catalog as last resolved, shared by a
+// worker's sessions and calls. A Catalog is what lineage masking follows:
+// a view created after it was resolved is not in it. So a worker plans no
+// masked statement on a Catalog older than its maximum age: it takes the
+// target's from here when it is that recent (Recent, Fresh), and resolves
+// it anew otherwise, once for everyone waiting (Fresh).
+type Catalogs struct {
+	mu sync.Mutex
+	m  map[string]*catalogEntry
+	// resolved counts the resolutions made (Fresh, Put).
+	resolved atomic.Int64
+}
+
+type catalogEntry struct {
+	// mu is held while the catalog is resolved: one resolution at a time
+	// per target, whose result every waiting caller takes.
+	mu  sync.Mutex
+	cat *Catalog
+	at  time.Time // when its resolution started
+}
+
+// maxCatalogEntries bounds the targets (and policy versions) remembered;
+// past it, entries a minute old are dropped.
+const maxCatalogEntries = 256
+
+// CatalogKey names a target's Catalog for a set of masked columns: the
+// target's connection settings (host, database, user) and the columns.
+func CatalogKey(pg *controlv1.PostgresTarget, cols []string) string {
+	h := sha256.New()
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(pg)
+	h.Write(b)
+	h.Write([]byte{0})
+	h.Write([]byte(strings.Join(cols, "\x00")))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (c *Catalogs) entry(key string) *catalogEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]*catalogEntry{}
+	}
+	e := c.m[key]
+	if e == nil {
+		if len(c.m) >= maxCatalogEntries {
+			for k, old := range c.m {
+				if old.mu.TryLock() {
+					stale := time.Since(old.at) > time.Minute
+					old.mu.Unlock()
+					if stale {
+						delete(c.m, k)
+					}
+				}
+			}
+		}
+		e = &catalogEntry{}
+		c.m[key] = e
+	}
+	return e
+}
+
+// Put offers a Catalog resolved at at (by a session as it started).
+func (c *Catalogs) Put(key string, cat *Catalog, at time.Time) {
+	c.resolved.Add(1)
+	e := c.entry(key)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if at.After(e.at) {
+		e.cat, e.at = cat, at
+	}
+}
+
+// Recent returns the target's Catalog if one resolved no more than maxAge
+// ago is at hand, never waiting for a resolution in progress.
+func (c *Catalogs) Recent(key string, maxAge time.Duration) (*Catalog, time.Time) {
+	e := c.entry(key)
+	if !e.mu.TryLock() {
+		return nil, time.Time{}
+	}
+	defer e.mu.Unlock()
+	if e.cat == nil || time.Since(e.at) > maxAge {
+		return nil, time.Time{}
+	}
+	return e.cat, e.at
+}
+
+// Fresh returns the target's Catalog resolved no more than maxAge ago,
+// resolving it (once, for whoever else waits) when there is none.
+func (c *Catalogs) Fresh(ctx context.Context, key string, maxAge time.Duration, resolve func(context.Context) (*Catalog, error)) (*Catalog, time.Time, error) {
+	e := c.entry(key)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cat != nil && time.Since(e.at) <= maxAge {
+		return e.cat, e.at, nil
+	}
+	at := time.Now()
+	cat, err := resolve(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	c.resolved.Add(1)
+	e.cat, e.at = cat, at
+	return cat, at, nil
+}
+
+// Resolutions is how many Catalogs were resolved (Fresh, Put).
+func (c *Catalogs) Resolutions() int64 { return c.resolved.Load() }
