@@ -28,15 +28,22 @@ type Catalogs struct {
 }
 
 type catalogEntry struct {
-	// mu is held while the catalog is resolved: one resolution at a time
-	// per target, whose result every waiting caller takes.
+	// mu guards the fields; it is never held while resolving.
 	mu  sync.Mutex
 	cat *Catalog
 	at  time.Time // when its resolution started
+	// resolving is the resolution in progress, if any: one at a time per
+	// target, whose outcome every caller waiting for it takes.
+	resolving *flight
 }
 
-// maxCatalogEntries bounds the targets (and policy versions) remembered;
-// past it, entries a minute old are dropped.
+// flight is one resolution: done is closed when it ends, err says how.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// maxCatalogEntries bounds the targets (and policy versions) remembered.
 const maxCatalogEntries = 256
 
 // CatalogKey names a target's Catalog for a set of masked columns: the
@@ -59,20 +66,34 @@ func (c *Catalogs) entry(key string) *catalogEntry {
 	e := c.m[key]
 	if e == nil {
 		if len(c.m) >= maxCatalogEntries {
-			for k, old := range c.m {
-				if old.mu.TryLock() {
-					stale := time.Since(old.at) > time.Minute
-					old.mu.Unlock()
-					if stale {
-						delete(c.m, k)
-					}
-				}
-			}
+			c.evict()
 		}
 		e = &catalogEntry{}
 		c.m[key] = e
 	}
 	return e
+}
+
+// evict drops the entries resolved over a minute ago and not resolving,
+// or else the oldest one (c.mu held).
+func (c *Catalogs) evict() {
+	var oldest string
+	var oldestAt time.Time
+	for k, e := range c.m {
+		e.mu.Lock()
+		at, busy := e.at, e.resolving != nil
+		e.mu.Unlock()
+		switch {
+		case busy:
+		case time.Since(at) > time.Minute:
+			delete(c.m, k)
+		case oldest == "" || at.Before(oldestAt):
+			oldest, oldestAt = k, at
+		}
+	}
+	if len(c.m) >= maxCatalogEntries && oldest != "" {
+		delete(c.m, oldest)
+	}
 }
 
 // Put offers a Catalog resolved at at (by a session as it started).
@@ -90,9 +111,7 @@ func (c *Catalogs) Put(key string, cat *Catalog, at time.Time) {
 // ago is at hand, never waiting for a resolution in progress.
 func (c *Catalogs) Recent(key string, maxAge time.Duration) (*Catalog, time.Time) {
 	e := c.entry(key)
-	if !e.mu.TryLock() {
-		return nil, time.Time{}
-	}
+	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.cat == nil || time.Since(e.at) > maxAge {
 		return nil, time.Time{}
@@ -100,23 +119,52 @@ func (c *Catalogs) Recent(key string, maxAge time.Duration) (*Catalog, time.Time
 	return e.cat, e.at
 }
 
-// Fresh returns the target's Catalog resolved no more than maxAge ago,
-// resolving it (once, for whoever else waits) when there is none.
+// Fresh returns the target's Catalog resolved no more than maxAge ago. When
+// there is none it resolves one, once for every caller meanwhile: they wait
+// for it (as long as their ctx allows) and take its outcome, failure
+// included.
 func (c *Catalogs) Fresh(ctx context.Context, key string, maxAge time.Duration, resolve func(context.Context) (*Catalog, error)) (*Catalog, time.Time, error) {
 	e := c.entry(key)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.cat != nil && time.Since(e.at) <= maxAge {
-		return e.cat, e.at, nil
+	for {
+		e.mu.Lock()
+		if e.cat != nil && time.Since(e.at) <= maxAge {
+			cat, at := e.cat, e.at
+			e.mu.Unlock()
+			return cat, at, nil
+		}
+		if f := e.resolving; f != nil {
+			e.mu.Unlock()
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return nil, time.Time{}, ctx.Err()
+			}
+			if f.err != nil {
+				return nil, time.Time{}, f.err
+			}
+			continue
+		}
+		f := &flight{done: make(chan struct{})}
+		e.resolving = f
+		e.mu.Unlock()
+		at := time.Now()
+		cat, err := resolve(ctx)
+		e.mu.Lock()
+		if err == nil {
+			c.resolved.Add(1)
+			if at.After(e.at) {
+				e.cat, e.at = cat, at
+			}
+		}
+		f.err = err
+		e.resolving = nil
+		e.mu.Unlock()
+		close(f.done)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		return cat, at, nil
 	}
-	at := time.Now()
-	cat, err := resolve(ctx)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	c.resolved.Add(1)
-	e.cat, e.at = cat, at
-	return cat, at, nil
 }
 
 // Resolutions is how many Catalogs were resolved (Fresh, Put).

@@ -262,8 +262,15 @@ func (w *Worker) plan(ctx context.Context, pg *controlv1.PostgresTarget, pc *pgc
 		}
 		return pgmask.ResolveCatalog(ctx, pc, cols)
 	})
-	if err != nil {
+	var down *targetDown
+	switch {
+	case errors.As(err, &down):
 		return nil, err
+	case err != nil:
+		// What went wrong on the target (its address among it) is logged,
+		// not told to the agent.
+		w.cfg.Log.Warn().Err(err).Str("target", pg.GetHost()).Msg("masked columns could not be resolved")
+		return nil, errors.New("the target's masked columns could not be resolved")
 	}
 	return pgmask.NewPlan(m, d, cat), nil
 }

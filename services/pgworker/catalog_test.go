@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -55,4 +57,42 @@ func TestCatalogIsNeverOlderThanItsMaxAge(t *testing.T) {
 	time.Sleep(maxAge + 100*time.Millisecond)
 	assert.Equal(t, "****", one(t, open, "SELECT code FROM cat_later"), "the open session masks the new view")
 	assert.EqualValues(t, 2, w.CatalogResolutions())
+}
+
+// When the masked columns cannot be resolved again (here: the target
+// refuses the worker's new logins), nothing masked is planned on the old
+// resolution: a statement that might copy masked values is refused, and a
+// masked read does not run.
+func TestCatalogUnavailableFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	for _, q := range []string{
+		"CREATE TABLE IF NOT EXISTS cat_people (id int, ssn text)",
+		"CREATE TABLE IF NOT EXISTS cat_copies (v text)",
+		"GRANT SELECT ON cat_people TO gw",
+		"GRANT INSERT, SELECT ON cat_copies TO gw",
+	} {
+		require.NoError(t, pg.Exec(ctx, "app", q))
+	}
+	h := newHarness(t,
+		&controlv1.Rule{Name: "allow-all", Action: "allow", When: `protocol == "postgres"`},
+		&controlv1.Rule{Name: "mask-ssn", Action: "mask", When: "true", Mask: &controlv1.MaskRule{Columns: []string{"cat_people.ssn"}, Action: "redact"}})
+	const maxAge = 200 * time.Millisecond
+	w := h.start(pgworker.Config{CatalogMaxAge: maxAge})
+	tok := h.token(time.Hour)
+
+	open, err := h.connect(w.Addr(), tok)
+	require.NoError(t, err)
+	defer open.Close(ctx)
+	assert.Equal(t, "****", one(t, open, "SELECT ssn FROM cat_people LIMIT 1"))
+	t.Setenv("TEST_GW_PASSWORD", "not-the-password")
+	time.Sleep(maxAge + 50*time.Millisecond)
+	_, err = open.Exec(ctx, "INSERT INTO cat_copies SELECT ssn FROM cat_people").ReadAll()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "builtin:masking-unavailable")
+	_, err = open.Exec(ctx, "SELECT ssn FROM cat_people").ReadAll()
+	require.Error(t, err, "a masked read without a fresh resolution does not run")
+	n, err := pgconn.Connect(ctx, pg.SuperuserDSN("app"))
+	require.NoError(t, err)
+	defer n.Close(ctx)
+	assert.Equal(t, "0", one(t, n, "SELECT count(*) FROM cat_copies"), "nothing was copied")
 }

@@ -20,9 +20,12 @@ import (
 )
 
 // resolveCatalog logs in to the target on a connection of its own and
-// resolves the masked columns there.
-func (w *Worker) resolveCatalog(ctx context.Context, pg *controlv1.PostgresTarget, runtime map[string]string, cols []string) (*pgmask.Catalog, error) {
-	cfg, err := targets.PostgresConfig(pg, w.cfg.MasterKey, runtime)
+// resolves the masked columns there. The connection takes none of a
+// client's settings (a statement_timeout of 1 ms must not make it fail):
+// the catalog queries name pg_catalog and depend on no setting.
+func (w *Worker) resolveCatalog(ctx context.Context, pg *controlv1.PostgresTarget, cols []string) (*pgmask.Catalog, error) {
+	cfg, err := targets.PostgresConfig(pg, w.cfg.MasterKey, map[string]string{
+		"client_encoding": "UTF8", "standard_conforming_strings": "on", "application_name": "sluice"})
 	if err != nil {
 		return nil, err
 	}
@@ -52,18 +55,19 @@ func (s *session) freshCatalog() error {
 	}
 	cols := pgmask.MaskColumns(policy.GetRules())
 	key := pgmask.CatalogKey(s.upstream.pg, cols)
-	s.catalogPolicy = policy
 	if key == s.catalogKey && time.Since(s.catalogAt) <= maxAge {
+		s.catalogPolicy = policy
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), catalogRefreshTimeout)
 	defer cancel()
 	cat, at, err := s.w.catalogs.Fresh(ctx, key, maxAge, func(ctx context.Context) (*pgmask.Catalog, error) {
-		return s.w.resolveCatalog(ctx, s.upstream.pg, s.upstream.runtime, cols)
+		return s.w.resolveCatalog(ctx, s.upstream.pg, cols)
 	})
 	if err != nil {
 		return err
 	}
+	s.catalogPolicy = policy
 	if key != s.catalogKey || at.After(s.catalogAt) {
 		s.catalog, s.catalogAt, s.catalogKey = cat, at, key
 		// Plans are built on the catalog.

@@ -9,10 +9,11 @@ import (
 
 // Built-in rules the worker applies itself.
 const (
-	ruleFunctionCall      = "builtin:function-call"
-	ruleMaskedCopy        = "builtin:masked-data-copy"
-	ruleInvalidEncoding   = "builtin:invalid-encoding"
-	ruleUnfollowableNames = "builtin:unfollowable-names"
+	ruleFunctionCall       = "builtin:function-call"
+	ruleMaskedCopy         = "builtin:masked-data-copy"
+	ruleInvalidEncoding    = "builtin:invalid-encoding"
+	ruleUnfollowableNames  = "builtin:unfollowable-names"
+	ruleMaskingUnavailable = "builtin:masking-unavailable"
 )
 
 // decide rules on a SQL string for the session: from the kernel's cache

@@ -997,7 +997,16 @@ func (s *session) refuseMaskedCopies(d *policyv1.Decision) *policyv1.Decision {
 		return d
 	}
 	plan, err := s.planFor(d)
-	if err != nil || plan == nil {
+	if err != nil {
+		// Without a plan, whether the statement copies masked values is
+		// unknown: it does not run.
+		s.w.cfg.Log.Warn().Err(err).Str("session", s.id).Msg("masking plan unavailable; statement refused")
+		c := proto.Clone(d).(*policyv1.Decision)
+		c.Action, c.Rule = "deny", ruleMaskingUnavailable
+		c.Reason = "the masking rules cannot be applied right now (the target's masked columns could not be resolved); try again"
+		return s.w.k.Count(c)
+	}
+	if plan == nil {
 		return d
 	}
 	for _, st := range d.GetStatements() {

@@ -311,13 +311,12 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 type upstream struct {
 	hj  *pgconn.HijackedConn
 	cat *pgmask.Catalog
-	// catAt is when cat was resolved, catKey what it covers; pg and
-	// runtime say how to log in again to resolve it anew.
+	// catAt is when cat was resolved, catKey what it covers; pg says
+	// where to log in again to resolve it anew.
 	catAt     time.Time
 	catKey    string
 	catShared bool // cat is the worker's, not resolved for this session
 	pg        *controlv1.PostgresTarget
-	runtime   map[string]string
 	// key is the pool key.
 	key    string
 	reused bool
@@ -339,7 +338,7 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 		runtime["application_name"] = "sluice"
 	}
 	cols := pgmask.MaskColumns(w.k.View.Policy().GetRules())
-	up := &upstream{key: poolKey(pg, runtime), catKey: pgmask.CatalogKey(pg, cols), pg: pg, runtime: runtime}
+	up := &upstream{key: poolKey(pg, runtime), catKey: pgmask.CatalogKey(pg, cols), pg: pg}
 	// The catalog is resolved on the session's own connection as it
 	// starts, and offered to the worker's other sessions of the target.
 	defer func() {
