@@ -99,8 +99,19 @@ func (s *Store) consumer(ctx context.Context, p Projection) (jetstream.Consumer,
 
 // WaitApplied blocks until projection name has applied every event up to seq.
 func (s *Store) WaitApplied(ctx context.Context, name string, seq uint64) error {
+	if seq == 0 {
+		return nil // nothing stored, nothing to apply
+	}
 	for {
 		c, err := s.js.Consumer(ctx, s.stream, name)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			// The projection is starting (its durable is made as it
+			// first runs): it has applied nothing yet.
+			if !sleep(ctx, 5*time.Millisecond) {
+				return ctx.Err()
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("projection %s: %w", name, err)
 		}

@@ -172,3 +172,30 @@ func TestProjectionResumes(t *testing.T) {
 	defer mu.Unlock()
 	assert.Equal(t, []string{"a", "b", "c", "d"}, seen)
 }
+
+// Waiting for a projection that has not started yet (its durable does not
+// exist) waits for it to start and catch up, as a service's first request
+// may arrive before its projection runs.
+func TestWaitAppliedBeforeTheProjectionStarts(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	pos, err := s.Append(ctx, "target", "a", eventstore.Position{}, removed("a"))
+	require.NoError(t, err)
+	waited := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		waited <- s.WaitApplied(wctx, "late", pos.Sequence)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Run(pctx, eventstore.Projection{Name: "late", Filter: "target.>", Apply: func(context.Context, eventstore.Event) error { return nil }})
+	}()
+	defer func() { cancel(); <-done }()
+	require.NoError(t, <-waited)
+	// Nothing stored, nothing to wait for.
+	require.NoError(t, s.WaitApplied(ctx, "never-started", 0))
+}

@@ -210,6 +210,10 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 	}
 }
 
+// projectionWait bounds how long an apply waits for the projection to
+// have applied every event stored before it.
+const projectionWait = 10 * time.Second
+
 // plan compares the file with the applied state and says what an apply
 // changes. The applied state is the projection once it has applied every
 // event stored when the plan began; at is where the config aggregate stood
@@ -223,7 +227,11 @@ func (s *Service) plan(ctx context.Context, req *controlv1.ApplyRequest, f *conf
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.WaitApplied(ctx, projectionName, last); err != nil {
+	// The projection may be starting with the service (its first apply):
+	// wait for it, but not for ever.
+	wctx, cancel := context.WithTimeout(ctx, projectionWait)
+	defer cancel()
+	if err := s.store.WaitApplied(wctx, projectionName, last); err != nil {
 		return nil, err
 	}
 	state, err := controlstate.Read(ctx, s.cfg.Conn.JS)
