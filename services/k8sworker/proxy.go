@@ -211,10 +211,15 @@ func (s *session) refuse(rw http.ResponseWriter, r *http.Request, rest string, c
 	s.denied.Add(1)
 	if _, err := s.emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: id,
 		Text: truncate(requestLine(r, rest), maxExcerpt), Decision: gateway.Recorded(d)}}}); err == nil {
-		_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Result{Result: &sessionv1.Result{CommandId: id,
-			CommandTag: fmt.Sprintf("HTTP %d", code)}}})
+		s.result(id, code, 0, time.Now())
 	}
 	status(rw, code, strings.ReplaceAll(http.StatusText(code), " ", ""), "sluice: "+reason)
+}
+
+// result records a command's HTTP status (and a watch's events as rows).
+func (s *session) result(id uint64, code int, rows int64, start time.Time) {
+	_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Result{Result: &sessionv1.Result{CommandId: id,
+		CommandTag: fmt.Sprintf("HTTP %d", code), Rows: rows, DurationUs: time.Since(start).Microseconds()}}})
 }
 
 func (s *session) nextCommand() uint64 {
@@ -388,10 +393,7 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 		status(rw, http.StatusServiceUnavailable, "ServiceUnavailable", "sluice: the audit stream is not accepting records; nothing runs unrecorded")
 		return
 	}
-	result := func(code int, rows int64) {
-		_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Result{Result: &sessionv1.Result{CommandId: id,
-			CommandTag: fmt.Sprintf("HTTP %d", code), Rows: rows, DurationUs: time.Since(start).Microseconds()}}})
-	}
+	result := func(code int, rows int64) { s.result(id, code, rows, start) }
 	switch d.GetAction() {
 	case "allow":
 	case "review":

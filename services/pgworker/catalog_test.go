@@ -21,20 +21,9 @@ import (
 // a view created outside it meanwhile.
 func TestCatalogIsNeverOlderThanItsMaxAge(t *testing.T) {
 	ctx := context.Background()
-	for _, q := range []string{
-		"CREATE TABLE IF NOT EXISTS cat_people (id int, ssn text)",
-		"TRUNCATE cat_people",
-		"INSERT INTO cat_people VALUES (1, '123-45-6789')",
-		"GRANT SELECT ON cat_people TO gw",
-		"DROP VIEW IF EXISTS cat_later",
-	} {
-		require.NoError(t, pg.Exec(ctx, "app", q))
-	}
-	h := newHarness(t,
-		&controlv1.Rule{Name: "allow-reads", Action: "allow", When: `sql.kind == "read"`},
-		&controlv1.Rule{Name: "mask-ssn", Action: "mask", When: "true", Mask: &controlv1.MaskRule{Columns: []string{"cat_people.ssn"}, Action: "redact"}})
 	const maxAge = 300 * time.Millisecond
-	w := h.start(pgworker.Config{CatalogMaxAge: maxAge})
+	h, w := maskedPeople(t, `sql.kind == "read"`, maxAge,
+		"TRUNCATE cat_people", "INSERT INTO cat_people VALUES (1, '123-45-6789')", "DROP VIEW IF EXISTS cat_later")
 	tok := h.token(time.Hour)
 
 	open, err := h.connect(w.Addr(), tok)
@@ -65,19 +54,9 @@ func TestCatalogIsNeverOlderThanItsMaxAge(t *testing.T) {
 // masked read does not run.
 func TestCatalogUnavailableFailsClosed(t *testing.T) {
 	ctx := context.Background()
-	for _, q := range []string{
-		"CREATE TABLE IF NOT EXISTS cat_people (id int, ssn text)",
-		"CREATE TABLE IF NOT EXISTS cat_copies (v text)",
-		"GRANT SELECT ON cat_people TO gw",
-		"GRANT INSERT, SELECT ON cat_copies TO gw",
-	} {
-		require.NoError(t, pg.Exec(ctx, "app", q))
-	}
-	h := newHarness(t,
-		&controlv1.Rule{Name: "allow-all", Action: "allow", When: `protocol == "postgres"`},
-		&controlv1.Rule{Name: "mask-ssn", Action: "mask", When: "true", Mask: &controlv1.MaskRule{Columns: []string{"cat_people.ssn"}, Action: "redact"}})
 	const maxAge = 200 * time.Millisecond
-	w := h.start(pgworker.Config{CatalogMaxAge: maxAge})
+	h, w := maskedPeople(t, `protocol == "postgres"`, maxAge,
+		"CREATE TABLE IF NOT EXISTS cat_copies (v text)", "GRANT INSERT, SELECT ON cat_copies TO gw")
 	tok := h.token(time.Hour)
 
 	open, err := h.connect(w.Addr(), tok)
@@ -95,4 +74,17 @@ func TestCatalogUnavailableFailsClosed(t *testing.T) {
 	require.NoError(t, err)
 	defer n.Close(ctx)
 	assert.Equal(t, "0", one(t, n, "SELECT count(*) FROM cat_copies"), "nothing was copied")
+}
+
+// maskedPeople makes table cat_people (its ssn masked for everyone), runs
+// setup, and starts a worker with rules allowing what allow says.
+func maskedPeople(t *testing.T, allow string, maxAge time.Duration, setup ...string) (*harness, *pgworker.Worker) {
+	t.Helper()
+	for _, q := range append([]string{"CREATE TABLE IF NOT EXISTS cat_people (id int, ssn text)", "GRANT SELECT ON cat_people TO gw"}, setup...) {
+		require.NoError(t, pg.Exec(context.Background(), "app", q))
+	}
+	h := newHarness(t,
+		&controlv1.Rule{Name: "allow", Action: "allow", When: allow},
+		&controlv1.Rule{Name: "mask-ssn", Action: "mask", When: "true", Mask: &controlv1.MaskRule{Columns: []string{"cat_people.ssn"}, Action: "redact"}})
+	return h, h.start(pgworker.Config{CatalogMaxAge: maxAge})
 }
