@@ -83,7 +83,7 @@ func (s *Store) consumer(ctx context.Context, p Projection) (jetstream.Consumer,
 	if p.Filter != "" {
 		filter = bus.Subject(s.prefix, p.Filter)
 	}
-	c, err := s.js.CreateOrUpdateConsumer(ctx, s.stream, jetstream.ConsumerConfig{
+	c, err := bus.Consumer(ctx, s.js, s.stream, jetstream.ConsumerConfig{
 		Durable:       p.Name,
 		FilterSubject: filter,
 		AckPolicy:     jetstream.AckExplicitPolicy,

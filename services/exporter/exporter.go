@@ -154,7 +154,7 @@ func export(ctx context.Context, cfg Config, sink Sink, f feed, reading func()) 
 	var cons jetstream.Consumer
 	for wait := time.Second; ; wait = min(wait*2, time.Minute) {
 		var err error
-		cons, err = cfg.Conn.JS.CreateOrUpdateConsumer(ctx, f.stream, jetstream.ConsumerConfig{
+		cons, err = bus.Consumer(ctx, cfg.Conn.JS, f.stream, jetstream.ConsumerConfig{
 			Durable: bus.ExportDurable(sink.Name()),
 			// AUDIT: records and signed checkpoints (a checkpoint goes out as
 			// its anchor, so the SIEM holds what `sluice audit verify

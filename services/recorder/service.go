@@ -154,7 +154,7 @@ func (s *Service) Run(ctx context.Context) error {
 	} else {
 		s.cfg.Log.Warn().Msg("no audit anchor file: a deleted or replaced audit stream is noticed only while this recorder runs (set --audit-anchor-file)")
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamSessions, ConsumerConfig(s.cfg.AckWait))
+	cons, err := bus.Consumer(ctx, js, bus.StreamSessions, ConsumerConfig(s.cfg.AckWait))
 	if err != nil {
 		return fmt.Errorf("recorder: consumer: %w", err)
 	}

@@ -107,7 +107,7 @@ func (b *Bot) Run(ctx context.Context) error {
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
-	cons, err := b.cfg.Conn.JS.CreateOrUpdateConsumer(ctx, bus.StreamApprovals, jetstream.ConsumerConfig{
+	cons, err := bus.Consumer(ctx, b.cfg.Conn.JS, bus.StreamApprovals, jetstream.ConsumerConfig{
 		Durable: bus.DurableSlackbot, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: time.Minute,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
