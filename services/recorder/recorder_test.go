@@ -227,6 +227,46 @@ func TestRedeliveryAndDuplicatesAreRecordedOnce(t *testing.T) {
 	assert.Empty(t, verify(t, e, id))
 }
 
+// A session's first event starts its chain without reading a head (there
+// is none yet), but a copy of it that comes back later, first delivered
+// under another message id after the session ended and its head was let
+// go, must not start a second chain: the store refuses a record that does
+// not follow the session's last, and the copy is then seen as recorded.
+func TestACopyOfTheFirstEventNeverStartsASecondChain(t *testing.T) {
+	e := setup(t)
+	e.start(t, e.conn, recorder.Config{FlushInterval: 100 * time.Millisecond})
+	ctx := context.Background()
+	id := recording.NewSessionID()
+	sess := recording.New(e.conn.JS).Open(id)
+	_, err := sess.Emit(started())
+	require.NoError(t, err)
+	_, err = sess.Emit(command(1))
+	require.NoError(t, err)
+	require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed", Commands: 1}}}))
+	waitRecorded(t, e.conn.JS, 3)
+
+	var first []byte
+	require.NoError(t, auditlog.Read(ctx, e.conn.JS, auditlog.Options{Session: id}, func(en auditlog.Entry) error {
+		if en.Seq == 1 {
+			first = en.Record.GetEvents()[en.Index]
+		}
+		return nil
+	}))
+	require.NotNil(t, first)
+	publishBatch(t, e.conn.JS, "replayer", 1, first)
+	stream, err := e.conn.JS.Stream(ctx, bus.StreamSessions)
+	require.NoError(t, err)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		info, err := stream.Info(ctx)
+		if err == nil && info.State.Msgs != 0 {
+			err = fmt.Errorf("%d messages left in SESSIONS", info.State.Msgs)
+		}
+		return err
+	})
+	waitRecorded(t, e.conn.JS, 3)
+	assert.Empty(t, verify(t, e, id))
+}
+
 func TestLostEventBecomesAGap(t *testing.T) {
 	e := setup(t)
 	e.start(t, e.conn, recorder.Config{GapTimeout: 200 * time.Millisecond})

@@ -318,8 +318,11 @@ type batchRef struct {
 	seq      uint64 // stream sequence
 	// published is when SESSIONS stored the batch.
 	published time.Time
-	pending   atomic.Int32
-	retry     atomic.Int64 // nanoseconds to wait before redelivery; 0 = none
+	// first says the batch is delivered for the first time: nobody has
+	// chained any of its events yet.
+	first   bool
+	pending atomic.Int32
+	retry   atomic.Int64 // nanoseconds to wait before redelivery; 0 = none
 }
 
 func (b *batchRef) done() { b.finish() }
@@ -393,7 +396,7 @@ func (s *Service) unpack(m jetstream.Msg) []item {
 		_ = m.Term()
 		return nil
 	}
-	ref := &batchRef{m: m, recorder: token(m.Subject(), 2), seq: md.Sequence.Stream, published: md.Timestamp}
+	ref := &batchRef{m: m, recorder: token(m.Subject(), 2), seq: md.Sequence.Stream, published: md.Timestamp, first: md.NumDelivered == 1}
 	items := make([]item, 0, len(batch.GetEvents()))
 	for _, data := range batch.GetEvents() {
 		ev, ok := peekEvent(data)
@@ -488,6 +491,13 @@ func (s *Service) flush(ctx context.Context, heads map[string]*head, order []str
 	for _, sess := range order {
 		items := runs[sess]
 		h := heads[sess]
+		if h == nil && fresh(items) {
+			// A new session's chain starts here: there is no head to read.
+			// Were that wrong, the publish's expected last sequence (none)
+			// fails, and the redelivery reads the head.
+			h = &head{}
+			heads[sess] = h
+		}
 		if h == nil {
 			var err error
 			if h, err = s.loadHead(ctx, sess); err != nil {
@@ -519,6 +529,15 @@ func (s *Service) flush(ctx context.Context, heads map[string]*head, order []str
 			}
 		}
 	}
+}
+
+// fresh says items open a session's chain: its first event, in a batch
+// delivered for the first time. A worker sends that event in one batch only
+// (its retries are deduplicated), so no record of the session exists yet;
+// a copy sent by anyone else finds the session's records in AUDIT, and the
+// publish, expecting none, is refused.
+func fresh(items []item) bool {
+	return len(items) > 0 && items[0].ev.seq == 1 && items[0].ref.first
 }
 
 // again asks for every item's batch to come again after d.
