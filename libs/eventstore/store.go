@@ -221,10 +221,37 @@ func (s *Store) Read(ctx context.Context, filter string, fn func(Event) error) e
 	if err != nil {
 		return fmt.Errorf("last event on %s: %w", filter, err)
 	}
-	c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	// A clustered stream may answer a pull with "no responders" while the
+	// consumer just made is still being set up on its server: the read then
+	// starts again after the last event it passed on, a few times.
+	var next uint64
+	for attempt := 1; ; attempt++ {
+		err := s.readFrom(ctx, stream, filter, next, last.Sequence, func(e Event) error {
+			next = e.Sequence + 1
+			return fn(e)
+		})
+		if err == nil || !errors.Is(err, nats.ErrNoResponders) || attempt == readAttempts {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+		}
+	}
+}
+
+// readAttempts bounds how often Read starts again after "no responders".
+const readAttempts = 10
+
+// readFrom passes on the events on filter from stream sequence from (0:
+// the first) up to last.
+func (s *Store) readFrom(ctx context.Context, stream jetstream.Stream, filter string, from, last uint64, fn func(Event) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	c, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", filter, err)
 	}
@@ -243,7 +270,7 @@ func (s *Store) Read(ctx context.Context, filter string, fn func(Event) error) e
 			if err := fn(e); err != nil {
 				return err
 			}
-			if e.Sequence >= last.Sequence {
+			if e.Sequence >= last {
 				return nil
 			}
 		}

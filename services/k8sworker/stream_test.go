@@ -105,6 +105,7 @@ func startCluster(t *testing.T, handler http.Handler, tune func(*k8sworker.Confi
 	}})
 	_, err = kv.Put(ctx, controlstate.KeyPolicy, rules)
 	require.NoError(t, err)
+	testkit.IdentityAndPolicyAnswer(t, ctx, conn.NC)
 
 	master, err := secrets.LoadOrCreateKeyFile(filepath.Join(t.TempDir(), "master.key"))
 	require.NoError(t, err)

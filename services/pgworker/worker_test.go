@@ -28,8 +28,6 @@ import (
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/testkit"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
-	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
-	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	"sluice.dev/sluice/services/identity"
 	"sluice.dev/sluice/services/pgworker"
 	"sluice.dev/sluice/services/policy"
@@ -102,16 +100,7 @@ func newHarness(t *testing.T, rules ...*controlv1.Rule) *harness {
 		rules = []*controlv1.Rule{{Name: "allow-reads", Action: "allow", When: `sql.kind in ["read", "transaction", "session"] && !("side_effect_function" in sql.flags) || sql.functions.exists(f, f == "pg_sleep")`}}
 	}
 	h.setPolicy(1, rules...)
-	// The services answer before a test connects (a worker serves before
-	// they do, refusing meanwhile).
-	testkit.Eventually(t, 20*time.Second, func() error {
-		var v identityv1.VerifyTokenResponse
-		if err := bus.Request(ctx, conn.NC, bus.APIIdentityVerify, &identityv1.VerifyTokenRequest{Token: "x"}, &v); err != nil {
-			return err
-		}
-		var d policyv1.Decision
-		return bus.Request(ctx, conn.NC, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}}}, &d)
-	})
+	testkit.IdentityAndPolicyAnswer(t, ctx, conn.NC)
 	return h
 }
 
