@@ -8,3 +8,15 @@ cd "$(dirname "$0")/.."
 for tool in pgbench psql; do command -v "$tool" >/dev/null || { echo "$tool is required: scripts/install-deps.sh" >&2; exit 1; }; done
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { echo "pgbouncer is required: scripts/install-deps.sh" >&2; exit 1; }
 go run ./scripts/benchrun -sluice bin/sluice "$@"
+
+# Write-ahead designs, CPU per recorded statement against the shipped one
+# (services/recorder BenchmarkWriteAhead).
+echo
+echo "## Write-ahead designs (8 sessions, CPU per recorded statement, ratio to shipped)"
+go test -count=1 -run - -bench WriteAhead -benchtime 3s ./services/recorder | awk '
+  /^BenchmarkWriteAhead\// {
+    name = $1; sub(/^BenchmarkWriteAhead\//, "", name); sub(/-[0-9]+$/, "", name)
+    for (i = 1; i <= NF; i++) { if ($i == "cpu-µs/op") cpu = $(i-1); if ($i == "events/batch") per = $(i-1) }
+    if (name == "shipped") base = cpu
+    printf "%-14s %8.1f cpu-µs/statement  %5.2f events/batch  %s\n", name, cpu, per, (base ? sprintf("%.2f× shipped", cpu / base) : "")
+  }'
