@@ -149,6 +149,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("pglocal: initdb: %w: %s", err, out.String())
 		}
 	}
+	if err := stopLeftOver(ctx, dir); err != nil {
+		return nil, err
+	}
 	port := cfg.Port
 	if port == 0 {
 		if port, err = freePort(); err != nil {
@@ -247,3 +250,55 @@ func (s *Server) Stop() {
 }
 
 func freePort() (int, error) { return freeport.Get() }
+
+// stopLeftOver stops a server still running in dir from an earlier process
+// that died without stopping it (killed, or its terminal closed): the
+// server runs in its own process group and outlives it, and a new server
+// cannot start on the same directory while it runs. Only a postgres whose
+// command line names dir is stopped; a stale postmaster.pid of a server
+// that is gone is left to PostgreSQL, which replaces it.
+func stopLeftOver(ctx context.Context, dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	if err != nil {
+		return nil
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 || !runsIn(pid, dir) {
+		return nil
+	}
+	// SIGINT is PostgreSQL's fast shutdown: sessions end, data is kept.
+	if err := syscall.Kill(pid, syscall.SIGINT); err != nil {
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for runsIn(pid, dir) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pglocal: a server left running in %s (pid %d) did not stop within 30s", dir, pid)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// runsIn reports whether pid is a postgres server on data directory dir.
+func runsIn(pid int, dir string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	if len(args) == 0 || filepath.Base(args[0]) != "postgres" {
+		return false
+	}
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-D" && args[i+1] == dir {
+			return true
+		}
+	}
+	return false
+}

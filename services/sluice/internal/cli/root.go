@@ -55,9 +55,11 @@ func usage(format string, args ...any) error {
 	return &cliError{code: "usage", err: fmt.Errorf(format, args...)}
 }
 
-// Main runs the CLI and returns the exit status.
+// Main runs the CLI and returns the exit status. Ctrl-C, SIGTERM and
+// SIGHUP (a closed terminal) stop it cleanly: `sluice dev` stops the demo
+// servers it started instead of leaving them running.
 func Main(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	return run(ctx, args, os.Stdout, os.Stderr)
 }
