@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,95 +23,96 @@ import (
 	"sluice.dev/sluice/libs/testkit"
 )
 
-// TestKill9UnderLoad kills `sluice dev` with SIGKILL while clients write
-// through it — its PostgreSQL worker, its recorder and its NATS server die
-// at once, with batches of records in flight — then starts it again on the
-// same directory and checks the write-ahead promise: every statement that
-// reached PostgreSQL is in AUDIT, and the audit log verifies. Some clients
-// keep one connection, others open one per statement (a session's start
-// and end records in flight too).
-func TestKill9UnderLoad(t *testing.T) {
-	requireTool(t, "psql")
-	dir := t.TempDir()
-	env := withDemo(t, startDev(t, devOptions{dir: dir}))
-	for _, q := range []string{"CREATE TABLE crash_log (tag text PRIMARY KEY)", "GRANT ALL ON crash_log TO sluice_gateway"} {
-		out, err := timedCommand(t, "psql", env.directDSN(t), "-v", "ON_ERROR_STOP=1", "-c", q).CombinedOutput()
-		require.NoError(t, err, string(out))
-	}
-	alice := env.Token("--sub", "alice", "--groups", "engineers")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// crashTable is where the writers' statements land, one row per statement.
+const crashTable = "CREATE TABLE crash_log (tag text PRIMARY KEY)"
 
-	var ran atomic.Int64
-	var wg sync.WaitGroup
-	// The tag is in the statement's text: parameters are recorded only
-	// as a hash.
-	insert := func(conn *pgx.Conn, tag string) error {
-		_, err := conn.Exec(ctx, "INSERT INTO crash_log VALUES ('"+tag+"')")
-		if err == nil {
-			ran.Add(1)
-		}
-		return err
-	}
+// writers write through a PostgreSQL worker until stopped: four keep a
+// connection (extended protocol), two open one per statement (simple
+// protocol: a session's start and end records are in flight too). A
+// writer whose session fails connects again. Each statement's tag is in
+// its text (parameters are recorded only as a hash).
+type writers struct {
+	ran  atomic.Int64
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func startWriters(ctx context.Context, dsn string) *writers {
+	w := &writers{stop: make(chan struct{})}
 	connect := func(mode pgx.QueryExecMode) (*pgx.Conn, error) {
-		cfg, err := pgx.ParseConfig(env.dsn(alice))
+		cfg, err := pgx.ParseConfig(dsn)
 		if err != nil {
 			return nil, err
 		}
 		cfg.DefaultQueryExecMode = mode
 		return pgx.ConnectConfig(ctx, cfg)
 	}
-	for c := 0; c < 4; c++ {
-		wg.Add(1)
-		go func() { // one connection, statement after statement (extended protocol)
-			defer wg.Done()
-			conn, err := connect(pgx.QueryExecModeExec)
-			if err != nil {
-				t.Errorf("connect: %v", err)
-				return
-			}
-			defer conn.Close(context.Background())
-			for i := 0; insert(conn, fmt.Sprintf("kept-%d-%d", c, i)) == nil; i++ {
-			}
-		}()
+	stopped := func() bool {
+		select {
+		case <-w.stop:
+			return true
+		case <-ctx.Done():
+			return true
+		default:
+			return false
+		}
 	}
-	for c := 0; c < 2; c++ {
-		wg.Add(1)
-		go func() { // a connection per statement (simple protocol)
-			defer wg.Done()
-			for i := 0; ; i++ {
-				conn, err := connect(pgx.QueryExecModeSimpleProtocol)
+	insert := func(conn *pgx.Conn, tag string) error {
+		_, err := conn.Exec(ctx, "INSERT INTO crash_log VALUES ('"+tag+"')")
+		if err == nil {
+			w.ran.Add(1)
+		}
+		return err
+	}
+	for c := 0; c < 6; c++ {
+		perStatement := c >= 4
+		mode := pgx.QueryExecModeExec
+		if perStatement {
+			mode = pgx.QueryExecModeSimpleProtocol
+		}
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for i := 0; !stopped(); {
+				conn, err := connect(mode)
 				if err != nil {
-					return
+					time.Sleep(100 * time.Millisecond)
+					continue
 				}
-				err = insert(conn, fmt.Sprintf("new-%d-%d", c, i))
+				for ; !stopped(); i++ {
+					if insert(conn, fmt.Sprintf("w%d-%d", c, i)) != nil || perStatement {
+						i++
+						break
+					}
+				}
 				conn.Close(context.Background())
-				if err != nil {
-					return
-				}
 			}
 		}()
 	}
-	testkit.Eventually(t, 60*time.Second, func() error {
-		if n := ran.Load(); n < 300 {
-			return fmt.Errorf("%d statements so far", n)
+	return w
+}
+
+// after waits until n more statements ran.
+func (w *writers) after(t *testing.T, n int64) {
+	t.Helper()
+	want := w.ran.Load() + n
+	testkit.Eventually(t, 90*time.Second, func() error {
+		if got := w.ran.Load(); got < want {
+			return fmt.Errorf("%d of %d statements so far", got, want)
 		}
 		return nil
 	})
-	require.NoError(t, env.cmd.Process.Signal(syscall.SIGKILL))
-	err := <-env.done
-	env.done <- err
-	wg.Wait()
-	t.Logf("killed after %d statements", ran.Load())
+}
 
-	env = withDemo(t, startDev(t, devOptions{dir: dir}))
-	out, err := timedCommand(t, "psql", env.directDSN(t), "-Atc", "SELECT tag FROM crash_log").CombinedOutput()
-	require.NoError(t, err, string(out))
-	stored := lines(string(out))
-	require.GreaterOrEqual(t, len(stored), 300)
+func (w *writers) halt() {
+	close(w.stop)
+	w.wg.Wait()
+}
 
-	js, err := jetstream.New(env.NATS(bus.CompSIEM))
-	require.NoError(t, err)
+// requireAllRecorded checks the write-ahead promise: every tag that reached
+// PostgreSQL is in a recorded statement in AUDIT.
+func requireAllRecorded(t *testing.T, ctx context.Context, js jetstream.JetStream, stored []string) {
+	t.Helper()
 	testkit.Eventually(t, 60*time.Second, func() error {
 		recorded := map[string]bool{}
 		err := auditlog.Read(ctx, js, auditlog.Options{}, func(e auditlog.Entry) error {
@@ -131,8 +135,103 @@ func TestKill9UnderLoad(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestKill9UnderLoad kills `sluice dev` with SIGKILL while clients write
+// through it — its PostgreSQL worker, its recorder and its NATS server die
+// at once, with batches of records in flight — then starts it again on the
+// same directory and checks the write-ahead promise: every statement that
+// reached PostgreSQL is in AUDIT, and the audit log verifies.
+func TestKill9UnderLoad(t *testing.T) {
+	requireTool(t, "psql")
+	dir := t.TempDir()
+	env := withDemo(t, startDev(t, devOptions{dir: dir}))
+	for _, q := range []string{crashTable, "GRANT ALL ON crash_log TO sluice_gateway"} {
+		out, err := timedCommand(t, "psql", env.directDSN(t), "-v", "ON_ERROR_STOP=1", "-c", q).CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	w := startWriters(ctx, env.dsn(env.Token("--sub", "alice", "--groups", "engineers")))
+	w.after(t, 300)
+	require.NoError(t, env.cmd.Process.Signal(syscall.SIGKILL))
+	err := <-env.done
+	env.done <- err
+	w.halt()
+	t.Logf("killed after %d statements", w.ran.Load())
+
+	env = withDemo(t, startDev(t, devOptions{dir: dir}))
+	out, err := timedCommand(t, "psql", env.directDSN(t), "-Atc", "SELECT tag FROM crash_log").CombinedOutput()
+	require.NoError(t, err, string(out))
+	stored := lines(string(out))
+	require.GreaterOrEqual(t, len(stored), 300)
+	js, err := jetstream.New(env.NATS(bus.CompSIEM))
+	require.NoError(t, err)
+	requireAllRecorded(t, ctx, js, stored)
 	auditor := []string{"SLUICE_TOKEN=" + env.Token("--sub", "audrey", "--groups", "auditors")}
 	v, err := env.CLI(auditor, "audit", "verify")
 	require.NoError(t, err, v)
 	assert.Contains(t, v, "intact")
+}
+
+// natsProcesses is a three-node JetStream cluster of nats-server processes
+// (built from the nats-server module go.mod pins), with the deployment's
+// users and permissions (deploy/nats/users.conf) and their public keys from
+// natsEnv (sluice admin nats-keys' nats.env), so a node can be killed with
+// SIGKILL.
+type natsProcesses struct {
+	urls []string
+	cmds []*exec.Cmd
+}
+
+func startNATSProcesses(t *testing.T, natsEnv []string) *natsProcesses {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "nats-server")
+	build := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
+	build.Dir = ".."
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, string(out))
+	users, err := os.ReadFile(filepath.Join("..", "deploy", "nats", "users.conf"))
+	require.NoError(t, err)
+	var routes []string
+	clusterPorts := make([]int, 3)
+	for i := range clusterPorts {
+		clusterPorts[i] = freePort(t)
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", clusterPorts[i]))
+	}
+	p := &natsProcesses{}
+	for i := range 3 {
+		dir := t.TempDir()
+		port := freePort(t)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "users.conf"), users, 0o600))
+		conf := fmt.Sprintf("server_name: n%d\nlisten: 127.0.0.1:%d\nmax_payload: 8MB\njetstream { store_dir: %q }\n"+
+			"cluster { name: sluice-e2e, listen: 127.0.0.1:%d, routes: [%s] }\ninclude ./users.conf\n",
+			i+1, port, filepath.Join(dir, "store"), clusterPorts[i], strings.Join(routes, ", "))
+		file := filepath.Join(dir, "nats.conf")
+		require.NoError(t, os.WriteFile(file, []byte(conf), 0o600))
+		logs := &syncBuffer{}
+		cmd := exec.Command(bin, "-c", file)
+		cmd.Env, cmd.Stderr = append(os.Environ(), natsEnv...), logs
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("nats-server n%d:\n%s", i+1, tail(logs.String(), 20))
+			}
+		})
+		p.urls = append(p.urls, fmt.Sprintf("nats://127.0.0.1:%d", port))
+		p.cmds = append(p.cmds, cmd)
+	}
+	return p
+}
+
+// URL names every node.
+func (p *natsProcesses) URL() string { return strings.Join(p.urls, ",") }
+
+// kill9 kills node i with SIGKILL.
+func (p *natsProcesses) kill9(t *testing.T, i int) {
+	t.Helper()
+	require.NoError(t, p.cmds[i].Process.Signal(syscall.SIGKILL))
+	_, _ = p.cmds[i].Process.Wait()
 }

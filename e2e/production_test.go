@@ -72,7 +72,8 @@ func startIssuer(t *testing.T, dir string) (*devissuer.Issuer, func(sub string, 
 // streams, an OIDC provider, a PostgreSQL target, and every service as its
 // own `sluice serve` process with its own identity, bootstrapped with
 // `sluice admin apply` and then administered with `sluice apply`. Then a
-// client goes through it, and goes on after a NATS node is lost.
+// client goes through it, and goes on after a NATS node is killed under
+// load, with every statement that reached PostgreSQL in AUDIT.
 func TestProductionTopology(t *testing.T) {
 	requireTool(t, "psql")
 	bin := postgresBinaries(t)
@@ -98,7 +99,23 @@ func TestProductionTopology(t *testing.T) {
 		}
 		require.NotEmpty(t, pubs[c], "nats.env names %s", c)
 	}
-	cluster := testkit.NATSClusterWithNkeys(t, bus.NkeyUsers(pubs))
+	// Three nats-server processes, so that one can be killed under load.
+	var natsEnv []string
+	for _, l := range strings.Split(string(env), "\n") {
+		if strings.HasPrefix(l, "SLUICE_NKEY_") {
+			natsEnv = append(natsEnv, l)
+		}
+	}
+	cluster := startNATSProcesses(t, natsEnv)
+	testkit.Eventually(t, 60*time.Second, func() error {
+		c, err := bus.Connect(ctx, bus.Config{URL: cluster.URL(), Component: bus.CompAdmin, NkeyFile: adminKey})
+		if err != nil {
+			return err
+		}
+		defer c.NC.Close()
+		_, err = c.JS.AccountInfo(ctx)
+		return err
+	})
 
 	// The identity provider.
 	iss, token := startIssuer(t, dir)
@@ -112,7 +129,8 @@ func TestProductionTopology(t *testing.T) {
 	require.NoError(t, pg.Exec(ctx, "orders", fmt.Sprintf(`CREATE ROLE sluice_gateway LOGIN PASSWORD '%s';
 		CREATE TABLE customers (id int PRIMARY KEY, name text, email text);
 		INSERT INTO customers SELECT i, 'customer ' || i, 'c' || i || '@example.com' FROM generate_series(1, 10) i;
-		GRANT SELECT, INSERT, UPDATE, DELETE ON customers TO sluice_gateway`, ordersPW)))
+		GRANT SELECT, INSERT, UPDATE, DELETE ON customers TO sluice_gateway;
+		`+crashTable+`; GRANT SELECT, INSERT ON crash_log TO sluice_gateway`, ordersPW)))
 
 	masterFile, recorderFile := filepath.Join(dir, "master.key"), filepath.Join(dir, "recorder.key")
 	_, err = secrets.LoadOrCreateKeyFile(masterFile)
@@ -246,8 +264,25 @@ targets:
 	assert.Contains(t, out, "alice")
 	assert.Contains(t, out, "mcp")
 
-	// One NATS node lost: clients, recording and the audit log go on.
-	cluster.Stop(0)
+	// One NATS node killed with SIGKILL while clients write: clients,
+	// recording and the audit log go on, and every statement that reached
+	// PostgreSQL is in AUDIT.
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer wcancel()
+	w := startWriters(wctx, dsn)
+	w.after(t, 200)
+	cluster.kill9(t, 0)
+	killedAt := w.ran.Load()
+	w.after(t, 200)
+	w.halt()
+	t.Logf("%d statements before a NATS node was killed, %d after", killedAt, w.ran.Load()-killedAt)
+	rows, err := timedCommand(t, "psql", "-h", pg.SocketDir, "-p", fmt.Sprint(pg.Port), "-U", "postgres", "-d", "orders",
+		"-Atc", "SELECT tag FROM crash_log").CombinedOutput()
+	require.NoError(t, err, string(rows))
+	siem, err := bus.Connect(ctx, bus.Config{URL: cluster.URL(), Component: bus.CompSIEM, NkeyFile: bus.KeyFile(keys, bus.CompSIEM)})
+	require.NoError(t, err)
+	defer siem.NC.Close()
+	requireAllRecorded(t, wctx, siem.JS, lines(string(rows)))
 	testkit.Eventually(t, 60*time.Second, func() error {
 		if out, err := g.psql("SELECT name FROM customers WHERE id = 2 OR id = 3 ORDER BY id LIMIT 1"); err != nil {
 			return fmt.Errorf("%v: %s", err, out)
