@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,9 +115,11 @@ func (w *writers) halt() {
 // PostgreSQL is in a recorded statement in AUDIT.
 func requireAllRecorded(t *testing.T, ctx context.Context, js jetstream.JetStream, stored []string) {
 	t.Helper()
-	testkit.Eventually(t, 60*time.Second, func() error {
+	testkit.Eventually(t, 90*time.Second, func() error {
 		recorded := map[string]bool{}
-		err := auditlog.Read(ctx, js, auditlog.Options{}, func(e auditlog.Entry) error {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		err := auditlog.Read(rctx, js, auditlog.Options{}, func(e auditlog.Entry) error {
 			if _, tag, ok := strings.Cut(e.Event.GetCommand().GetText(), "INSERT INTO crash_log VALUES ('"); ok {
 				recorded[strings.TrimSuffix(tag, "')")] = true
 			}
@@ -150,9 +154,10 @@ func TestKill9UnderLoad(t *testing.T) {
 		out, err := timedCommand(t, "psql", env.directDSN(t), "-v", "ON_ERROR_STOP=1", "-c", q).CombinedOutput()
 		require.NoError(t, err, string(out))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx := context.Background()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	w := startWriters(ctx, env.dsn(env.Token("--sub", "alice", "--groups", "engineers")))
+	w := startWriters(wctx, env.dsn(env.Token("--sub", "alice", "--groups", "engineers")))
 	w.after(t, 300)
 	require.NoError(t, env.cmd.Process.Signal(syscall.SIGKILL))
 	err := <-env.done
@@ -180,8 +185,9 @@ func TestKill9UnderLoad(t *testing.T) {
 // natsEnv (sluice admin nats-keys' nats.env), so a node can be killed with
 // SIGKILL.
 type natsProcesses struct {
-	urls []string
-	cmds []*exec.Cmd
+	urls     []string
+	monitors []string
+	cmds     []*exec.Cmd
 }
 
 func startNATSProcesses(t *testing.T, natsEnv []string) *natsProcesses {
@@ -202,11 +208,11 @@ func startNATSProcesses(t *testing.T, natsEnv []string) *natsProcesses {
 	p := &natsProcesses{}
 	for i := range 3 {
 		dir := t.TempDir()
-		port := freePort(t)
+		port, monitor := freePort(t), freePort(t)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "users.conf"), users, 0o600))
-		conf := fmt.Sprintf("server_name: n%d\nlisten: 127.0.0.1:%d\nmax_payload: 8MB\njetstream { store_dir: %q }\n"+
+		conf := fmt.Sprintf("server_name: n%d\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\nmax_payload: 8MB\njetstream { store_dir: %q }\n"+
 			"cluster { name: sluice-e2e, listen: 127.0.0.1:%d, routes: [%s] }\ninclude ./users.conf\n",
-			i+1, port, filepath.Join(dir, "store"), clusterPorts[i], strings.Join(routes, ", "))
+			i+1, port, monitor, filepath.Join(dir, "store"), clusterPorts[i], strings.Join(routes, ", "))
 		file := filepath.Join(dir, "nats.conf")
 		require.NoError(t, os.WriteFile(file, []byte(conf), 0o600))
 		logs := &syncBuffer{}
@@ -221,6 +227,7 @@ func startNATSProcesses(t *testing.T, natsEnv []string) *natsProcesses {
 			}
 		})
 		p.urls = append(p.urls, fmt.Sprintf("nats://127.0.0.1:%d", port))
+		p.monitors = append(p.monitors, fmt.Sprintf("http://127.0.0.1:%d", monitor))
 		p.cmds = append(p.cmds, cmd)
 	}
 	return p
@@ -234,4 +241,16 @@ func (p *natsProcesses) kill9(t *testing.T, i int) {
 	t.Helper()
 	require.NoError(t, p.cmds[i].Process.Signal(syscall.SIGKILL))
 	_, _ = p.cmds[i].Process.Wait()
+}
+
+// jsz is what node i says of the JetStream cluster (its /jsz), for a
+// failure's log.
+func (p *natsProcesses) jsz(i int) string {
+	resp, err := http.Get(p.monitors[i] + "/jsz?streams=true&consumers=true&raft=true")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

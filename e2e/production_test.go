@@ -270,10 +270,10 @@ targets:
 	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer wcancel()
 	w := startWriters(wctx, dsn)
-	w.after(t, 200)
+	w.after(t, 100)
 	cluster.kill9(t, 0)
 	killedAt := w.ran.Load()
-	w.after(t, 200)
+	w.after(t, 100)
 	w.halt()
 	t.Logf("%d statements before a NATS node was killed, %d after", killedAt, w.ran.Load()-killedAt)
 	rows, err := timedCommand(t, "psql", "-h", pg.SocketDir, "-p", fmt.Sprint(pg.Port), "-U", "postgres", "-d", "orders",
@@ -282,7 +282,14 @@ targets:
 	siem, err := bus.Connect(ctx, bus.Config{URL: cluster.URL(), Component: bus.CompSIEM, NkeyFile: bus.KeyFile(keys, bus.CompSIEM)})
 	require.NoError(t, err)
 	defer siem.NC.Close()
-	requireAllRecorded(t, wctx, siem.JS, lines(string(rows)))
+	// Slow to read back: what the live nodes say of the cluster, in the log.
+	diag := time.AfterFunc(30*time.Second, func() {
+		for i := 1; i < 3; i++ {
+			t.Logf("n%d /jsz: %s", i+1, cluster.jsz(i))
+		}
+	})
+	defer diag.Stop()
+	requireAllRecorded(t, ctx, siem.JS, lines(string(rows)))
 	testkit.Eventually(t, 60*time.Second, func() error {
 		if out, err := g.psql("SELECT name FROM customers WHERE id = 2 OR id = 3 ORDER BY id LIMIT 1"); err != nil {
 			return fmt.Errorf("%v: %s", err, out)

@@ -146,6 +146,12 @@ func Read(ctx context.Context, js jetstream.JetStream, o Options, fn func(Entry)
 		}
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !o.Follow {
+		// A read that cannot make its consumer (a cluster that lost a node
+		// may place it on that node until it notices) fails after a few
+		// attempts, for its caller to try again, instead of waiting forever.
+		cfg.MaxResetAttempts = readResetAttempts
+	}
 	switch {
 	case o.StartSeq > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.StartSeq
@@ -196,6 +202,10 @@ func Read(ctx context.Context, js jetstream.JetStream, o Options, fn func(Entry)
 		}
 	}
 }
+
+// readResetAttempts bounds how often a read that ends makes its consumer
+// again (each attempt waits up to 10s).
+const readResetAttempts = 3
 
 // Keys returns the recorders' checkpoint public keys by key id.
 func Keys(ctx context.Context, js jetstream.JetStream) (map[string]ed25519.PublicKey, error) {

@@ -247,7 +247,10 @@ const readAttempts = 10
 // readFrom passes on the events on filter from stream sequence from (0:
 // the first) up to last.
 func (s *Store) readFrom(ctx context.Context, stream jetstream.Stream, filter string, from, last uint64, fn func(Event) error) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	// A consumer that cannot be made (a cluster that lost a node may place
+	// it there until it notices) fails the read after a few attempts
+	// instead of waiting forever.
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy, MaxResetAttempts: 3}
 	if from > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // errTooLarge is returned for a message longer than the configured maximum.
@@ -21,6 +22,46 @@ type reader struct {
 	// torn says a read stopped inside a message: the stream is out of
 	// step and the connection must not be reused.
 	torn bool
+}
+
+// serverBuffers are the buffered reader and writer a session uses on its
+// target connection (32 KiB each). A session hands them to the next one as
+// it ends: with a connection per statement, allocating and clearing them
+// for each was a measurable share of a connection's cost.
+type serverBuffers struct {
+	r *reader
+	w *bufio.Writer
+}
+
+var serverBufferPool = sync.Pool{New: func() any {
+	return &serverBuffers{r: newReader(nil, 32<<10, 0), w: bufio.NewWriterSize(nil, 32<<10)}
+}}
+
+// maxPooledFrame bounds the frame buffer a pooled reader keeps: one grown
+// for a large message is let go.
+const maxPooledFrame = 64 << 10
+
+// takeServerBuffers returns buffers on conn, with nothing of an earlier
+// session's in them.
+func takeServerBuffers(conn io.ReadWriter, max int) *serverBuffers {
+	b := serverBufferPool.Get().(*serverBuffers)
+	b.r.pre.src, b.r.pre.pre = conn, nil
+	b.r.r.Reset(b.r.pre)
+	b.r.max, b.r.torn = max, false
+	b.w.Reset(conn)
+	return b
+}
+
+// release hands the buffers to the next session; the session that took
+// them must not use them any more.
+func (b *serverBuffers) release() {
+	b.r.pre.src, b.r.pre.pre = nil, nil
+	b.r.r.Reset(b.r.pre)
+	if cap(b.r.buf) > maxPooledFrame {
+		b.r.buf = nil
+	}
+	b.w.Reset(nil)
+	serverBufferPool.Put(b)
 }
 
 func newReader(r io.Reader, size, max int) *reader {

@@ -253,8 +253,9 @@ func (s *session) run(ctx context.Context) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	s.marker = "sluice-denied-" + hex.EncodeToString(b[:])
-	s.sr = newReader(s.server, 32<<10, s.w.cfg.MaxServerMessageSize)
-	s.sw = bufio.NewWriterSize(s.server, 32<<10)
+	bufs := takeServerBuffers(s.server, s.w.cfg.MaxServerMessageSize)
+	defer bufs.release()
+	s.sr, s.sw = bufs.r, bufs.w
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -36,7 +36,7 @@ import (
 // harness runs NATS, the identity and policy services, a real PostgreSQL
 // target and the control state, in this process.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	conn *bus.Conn
 	iss  *devissuer.Issuer
 	ctx  context.Context
@@ -72,7 +72,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func newHarness(t *testing.T, rules ...*controlv1.Rule) *harness {
+func newHarness(t testing.TB, rules ...*controlv1.Rule) *harness {
 	t.Helper()
 	t.Setenv("TEST_GW_PASSWORD", "gw-secret")
 	_, conn := testkit.NATS(t)
