@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -137,6 +138,9 @@ LogLevel ERROR
 	if err != nil {
 		return nil, err
 	}
+	if err := stopLeftOverSSHD(ctx, filepath.Join(sdir, "sshd.pid"), confPath); err != nil {
+		return nil, err
+	}
 	cmd := exec.Command(sshd, "-D", "-e", "-f", confPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -192,4 +196,37 @@ LogLevel ERROR
 		return nil, fmt.Errorf("register demo SSH target: %w", err)
 	}
 	return d, nil
+}
+
+// stopLeftOverSSHD stops the demo sshd an earlier sluice dev left running
+// (killed, it could not stop it: sshd runs in its own process group), so
+// that the new one can listen and nothing answers on its behalf. Only a
+// process whose command line names this sshd_config is stopped.
+func stopLeftOverSSHD(ctx context.Context, pidFile, confPath string) error {
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return nil
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return nil
+	}
+	ours := func() bool {
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return err == nil && strings.Contains(string(cmdline), confPath)
+	}
+	if !ours() || syscall.Kill(pid, syscall.SIGTERM) != nil {
+		return nil
+	}
+	for deadline := time.Now().Add(10 * time.Second); ours(); {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo sshd left running (pid %d) did not stop within 10s", pid)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
 }
