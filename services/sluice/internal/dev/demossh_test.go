@@ -19,34 +19,35 @@ import (
 func TestStopLeftOverSSHD(t *testing.T) {
 	dir := t.TempDir()
 	conf, pidFile := filepath.Join(dir, "sshd_config"), filepath.Join(dir, "sshd.pid")
-	start := func(name string) *exec.Cmd {
+	// start runs a process whose command line names name, as the one in
+	// the pid file; done is closed when it has exited (err then says how).
+	type proc struct {
+		done chan struct{}
+		err  error
+	}
+	start := func(name string) *proc {
 		cmd := exec.Command("/bin/sh", "-c", "sleep 60", name)
 		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		p := &proc{done: make(chan struct{})}
+		go func() { p.err = cmd.Wait(); close(p.done) }()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
 		require.NoError(t, os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600))
-		return cmd
-	}
-	exited := func(cmd *exec.Cmd) chan error {
-		ch := make(chan error, 1)
-		go func() { ch <- cmd.Wait() }()
-		return ch
+		return p
 	}
 
 	other := start(filepath.Join(dir, "another_config"))
-	otherDone := exited(other)
 	require.NoError(t, stopLeftOverSSHD(context.Background(), pidFile, conf))
 	select {
-	case <-otherDone:
+	case <-other.done:
 		t.Fatal("a process that is not this demo sshd was stopped")
 	case <-time.After(200 * time.Millisecond):
 	}
 
 	left := start(conf)
-	leftDone := exited(left)
 	require.NoError(t, stopLeftOverSSHD(context.Background(), pidFile, conf))
 	select {
-	case err := <-leftDone:
-		assert.Error(t, err, "ended by a signal")
+	case <-left.done:
+		assert.Error(t, left.err, "ended by a signal")
 	case <-time.After(5 * time.Second):
 		t.Fatal("the left-over sshd still runs")
 	}
