@@ -2,9 +2,7 @@ package recording_test
 
 import (
 	"context"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -22,16 +20,12 @@ func BenchmarkRecord(b *testing.B) {
 	require.NoError(b, bus.Provision(ctx, conn.JS, bus.Topology{}))
 	sess := recording.New(conn.JS).Open(recording.NewSessionID())
 	i := 0
-	var before syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	report := testkit.CPUPerOp(b)
 	for b.Loop() {
 		i++
 		if err := sess.Record(ctx, command(i)); err != nil {
 			b.Fatal(err)
 		}
 	}
-	var after syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-	b.ReportMetric(float64(cpu.Microseconds())/float64(i), "cpu-µs/op")
+	report(i)
 }

@@ -2,10 +2,10 @@ package pgworker_test
 
 import (
 	"context"
-	"syscall"
 	"testing"
 	"time"
 
+	"sluice.dev/sluice/libs/testkit"
 	"sluice.dev/sluice/services/pgworker"
 )
 
@@ -21,10 +21,9 @@ func BenchmarkStatement(b *testing.B) {
 	addr := h.worker(pgworker.Config{})
 	token := h.token(time.Hour)
 	ctx := context.Background()
-	var before, after syscall.Rusage
 	b.ReportAllocs()
 	b.SetParallelism(4) // 8 sessions on 2 cores
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	report := testkit.CPUPerOp(b)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		conn, err := h.connect(addr, token)
@@ -42,7 +41,5 @@ func BenchmarkStatement(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
+	report(b.N)
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"sluice.dev/sluice/libs/auditlog"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/testkit"
 	auditv1 "sluice.dev/sluice/proto/sluice/audit/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
@@ -89,9 +89,8 @@ func benchWriteAhead(b *testing.B, design string) {
 		require.NoError(b, rec.NC.Flush())
 	}
 	r := recording.New(worker.JS)
-	var before, after syscall.Rusage
 	var events sync.WaitGroup
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	report := testkit.CPUPerOp(b)
 	b.SetParallelism(4) // 8 sessions on 2 cores
 	b.RunParallel(func(pb *testing.PB) {
 		events.Add(1)
@@ -107,10 +106,8 @@ func benchWriteAhead(b *testing.B, design string) {
 			}
 		}
 	})
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
+	report(b.N)
 	st := r.Stats()
-	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
 	if st.Batches > 0 {
 		b.ReportMetric(float64(st.Events)/float64(st.Batches), "events/batch")
 	}

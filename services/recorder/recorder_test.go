@@ -100,6 +100,21 @@ func waitRecorded(t *testing.T, js jetstream.JetStream, want int) {
 	})
 }
 
+// waitSessionsDrained polls until every SESSIONS message is acknowledged.
+func waitSessionsDrained(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, bus.StreamSessions)
+	require.NoError(t, err)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		info, err := stream.Info(ctx)
+		if err == nil && info.State.Msgs != 0 {
+			err = fmt.Errorf("%d messages left in SESSIONS", info.State.Msgs)
+		}
+		return err
+	})
+}
+
 func verify(t *testing.T, e *env, session string) []auditchain.Problem {
 	t.Helper()
 	_, problems, err := auditlog.Verify(context.Background(), e.conn.JS, session, e.keys)
@@ -254,15 +269,7 @@ func TestACopyOfTheFirstEventNeverStartsASecondChain(t *testing.T) {
 	}))
 	require.NotNil(t, first)
 	publishBatch(t, e.conn.JS, "replayer", 1, first)
-	stream, err := e.conn.JS.Stream(ctx, bus.StreamSessions)
-	require.NoError(t, err)
-	testkit.Eventually(t, 10*time.Second, func() error {
-		info, err := stream.Info(ctx)
-		if err == nil && info.State.Msgs != 0 {
-			err = fmt.Errorf("%d messages left in SESSIONS", info.State.Msgs)
-		}
-		return err
-	})
+	waitSessionsDrained(t, e.conn.JS)
 	waitRecorded(t, e.conn.JS, 3)
 	assert.Empty(t, verify(t, e, id))
 }
@@ -372,7 +379,6 @@ func TestEarlierBatchStillPendingIsNotAGap(t *testing.T) {
 func TestDuplicateBatchInOneWindow(t *testing.T) {
 	e := setup(t)
 	e.start(t, e.conn, recorder.Config{FlushInterval: 200 * time.Millisecond})
-	ctx := context.Background()
 	id, from := recording.NewSessionID(), recording.NewSessionID()
 	var evs [][]byte
 	for seq := uint64(1); seq <= 3; seq++ {
@@ -385,15 +391,7 @@ func TestDuplicateBatchInOneWindow(t *testing.T) {
 	publishBatch(t, e.conn.JS, from+"copy", 1, evs...)
 	waitRecorded(t, e.conn.JS, 3)
 	assert.Empty(t, verify(t, e, id))
-	stream, err := e.conn.JS.Stream(ctx, bus.StreamSessions)
-	require.NoError(t, err)
-	testkit.Eventually(t, 10*time.Second, func() error {
-		info, err := stream.Info(ctx)
-		if err == nil && info.State.Msgs != 0 {
-			err = fmt.Errorf("%d messages left in SESSIONS", info.State.Msgs)
-		}
-		return err
-	})
+	waitSessionsDrained(t, e.conn.JS)
 }
 
 // replaceAudit deletes the AUDIT stream and creates it again, empty, with
