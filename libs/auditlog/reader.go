@@ -114,98 +114,33 @@ type Options struct {
 // Read calls fn for each entry in stream order. Without Follow it stops at
 // the last entry present when it started.
 func Read(ctx context.Context, js jetstream.JetStream, o Options, fn func(Entry) error) error {
-	stream, err := js.Stream(ctx, bus.StreamAudit)
-	if err != nil {
-		return fmt.Errorf("audit stream: %w", err)
-	}
 	filters := []string{subjectRecords + ".>"}
 	if o.Session != "" {
 		filters = []string{SessionSubject(o.Session)}
 	} else if o.Checkpoints {
 		filters = append(filters, SubjectCheckpoint)
 	}
-	var last uint64
-	if !o.Follow {
-		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(""))
+	r := bus.StreamRead{Stream: bus.StreamAudit, Filters: filters, From: o.StartSeq, FromTime: o.StartTime, Follow: o.Follow, Batch: 512}
+	err := bus.ReadStream(ctx, js, r, func(m jetstream.Msg) error {
+		entries, err := Decode(m)
 		if err != nil {
 			return err
 		}
-		last = info.State.LastSeq
-		if o.Session != "" {
-			m, err := stream.GetLastMsgForSubject(ctx, filters[0])
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				return nil
-			}
-			if err != nil {
+		for _, e := range entries {
+			if err := fn(e); err != nil {
 				return err
 			}
-			last = m.Sequence
 		}
-		if last == 0 {
-			return nil
-		}
+		return nil
+	})
+	if IsStop(err) {
+		return nil
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if !o.Follow {
-		// A read that cannot make its consumer (a cluster that lost a node
-		// may place it on that node until it notices) fails after a few
-		// attempts, for its caller to try again, instead of waiting forever.
-		cfg.MaxResetAttempts = readResetAttempts
-	}
-	switch {
-	case o.StartSeq > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.StartSeq
-	case !o.StartTime.IsZero():
-		t := o.StartTime
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
-	}
-	c, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("read audit: %w", err)
 	}
-	for {
-		batch, err := c.Fetch(512, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("read audit: %w", err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			entries, err := Decode(m)
-			if err != nil {
-				return err
-			}
-			for _, e := range entries {
-				if err := fn(e); err != nil {
-					if IsStop(err) {
-						return nil
-					}
-					return err
-				}
-			}
-			if md, err := m.Metadata(); !o.Follow && err == nil && md.Sequence.Stream >= last {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("read audit: %w", err)
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if n == 0 && !o.Follow {
-			// Nothing more arrived: entries after last were filtered out.
-			return nil
-		}
-	}
+	return nil
 }
-
-// readResetAttempts bounds how often a read that ends makes its consumer
-// again (each attempt waits up to 10s).
-const readResetAttempts = 3
 
 // Keys returns the recorders' checkpoint public keys by key id.
 func Keys(ctx context.Context, js jetstream.JetStream) (map[string]ed25519.PublicKey, error) {

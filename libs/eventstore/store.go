@@ -210,82 +210,13 @@ func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
 // Read calls fn for every event stored so far on subjects matching filter
 // (an absolute subject filter), in stream order.
 func (s *Store) Read(ctx context.Context, filter string, fn func(Event) error) error {
-	stream, err := s.js.Stream(ctx, s.stream)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", s.stream, err)
-	}
-	last, err := stream.GetLastMsgForSubject(ctx, filter)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("last event on %s: %w", filter, err)
-	}
-	// A clustered stream may answer a pull with "no responders" while the
-	// consumer just made is still being set up on its server: the read then
-	// starts again after the last event it passed on, a few times.
-	var next uint64
-	for attempt := 1; ; attempt++ {
-		err := s.readFrom(ctx, stream, filter, next, last.Sequence, func(e Event) error {
-			next = e.Sequence + 1
-			return fn(e)
-		})
-		if err == nil || !errors.Is(err, nats.ErrNoResponders) || attempt == readAttempts {
+	return bus.ReadStream(ctx, s.js, bus.StreamRead{Stream: s.stream, Filters: []string{filter}}, func(m jetstream.Msg) error {
+		e, err := s.decode(m)
+		if err != nil {
 			return err
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
-		}
-	}
-}
-
-// readAttempts bounds how often Read starts again after "no responders".
-const readAttempts = 10
-
-// readFrom passes on the events on filter from stream sequence from (0:
-// the first) up to last.
-func (s *Store) readFrom(ctx context.Context, stream jetstream.Stream, filter string, from, last uint64, fn func(Event) error) error {
-	// A consumer that cannot be made (a cluster that lost a node may place
-	// it there until it notices) fails the read after a few attempts
-	// instead of waiting forever.
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy, MaxResetAttempts: 3}
-	if from > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
-	}
-	c, err := stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", filter, err)
-	}
-	for {
-		batch, err := c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return fmt.Errorf("read %s: %w", filter, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			e, err := s.decode(m)
-			if err != nil {
-				return err
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
-			if e.Sequence >= last {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("read %s: %w", filter, err)
-		}
-		if n == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-	}
+		return fn(e)
+	})
 }
 
 func (s *Store) decode(m jetstream.Msg) (Event, error) {

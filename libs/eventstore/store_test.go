@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -210,7 +208,7 @@ func TestReadStartsAgainAfterNoResponders(t *testing.T) {
 	ctx := context.Background()
 	_, err := bus.EnsureStream(ctx, c.JS, bus.Topology{}.EventStream(bus.StreamControl, bus.SubjectControl))
 	require.NoError(t, err)
-	flaky := &flakyJS{JetStream: c.JS}
+	flaky := &testkit.NoRespondersOnce{JetStream: c.JS}
 	s := eventstore.New(flaky, bus.StreamControl, bus.SubjectControl)
 	_, err = s.Append(ctx, "target", "t", eventstore.Position{}, removed("a"), removed("b"), removed("c"))
 	require.NoError(t, err)
@@ -223,44 +221,5 @@ func TestReadStartsAgainAfterNoResponders(t *testing.T) {
 		return nil
 	}))
 	assert.Equal(t, []string{"a", "b", "c"}, got)
-	assert.Equal(t, int32(2), flaky.consumers.Load(), "read again once")
-}
-
-// flakyJS hands out consumers whose first fetch passes one event on and
-// whose second answers "no responders", once.
-type flakyJS struct {
-	jetstream.JetStream
-	consumers atomic.Int32
-}
-
-func (f *flakyJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
-	st, err := f.JetStream.Stream(ctx, name)
-	return &flakyStream{Stream: st, f: f}, err
-}
-
-type flakyStream struct {
-	jetstream.Stream
-	f *flakyJS
-}
-
-func (s *flakyStream) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
-	c, err := s.Stream.OrderedConsumer(ctx, cfg)
-	return &flakyConsumer{Consumer: c, flaky: s.f.consumers.Add(1) == 1}, err
-}
-
-type flakyConsumer struct {
-	jetstream.Consumer
-	flaky   bool
-	fetches int
-}
-
-func (c *flakyConsumer) Fetch(n int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
-	c.fetches++
-	if !c.flaky {
-		return c.Consumer.Fetch(n, opts...)
-	}
-	if c.fetches == 1 {
-		return c.Consumer.Fetch(1, opts...)
-	}
-	return nil, nats.ErrNoResponders
+	assert.Equal(t, int32(2), flaky.Consumers.Load(), "read again once")
 }

@@ -120,7 +120,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request, _ *commonv1.Pri
 		return nil
 	})
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit stream cannot be read")
+		s.unavailable(w, "the audit stream cannot be read", err)
 		return
 	}
 	if len(entries) == 0 {
@@ -188,13 +188,13 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ *commonv1
 	}
 	keys, err := auditlog.Keys(r.Context(), s.cfg.Conn.JS)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the recorder keys cannot be read")
+		s.unavailable(w, "the recorder keys cannot be read", err)
 		return
 	}
 	session := strings.ToLower(req.Session)
 	v, problems, err := auditlog.Verify(r.Context(), s.cfg.Conn.JS, session, keys, req.Anchors...)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit stream cannot be read")
+		s.unavailable(w, "the audit stream cannot be read", err)
 		return
 	}
 	out := VerifyJSON{OK: len(problems) == 0, Records: v.Records, Events: v.Events, Sessions: len(v.Sessions()), Problems: problems}
@@ -216,12 +216,12 @@ func (s *Server) auditAnchor(w http.ResponseWriter, r *http.Request, _ *commonv1
 		return
 	}
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the audit stream cannot be read")
+		s.unavailable(w, "the audit stream cannot be read", err)
 		return
 	}
 	keys, err := auditlog.Keys(r.Context(), s.cfg.Conn.JS)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the recorder keys cannot be read")
+		s.unavailable(w, "the recorder keys cannot be read", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, auditchain.AnchorOf(cp, seq, keys[cp.GetKeyId()]))
@@ -230,7 +230,7 @@ func (s *Server) auditAnchor(w http.ResponseWriter, r *http.Request, _ *commonv1
 func (s *Server) auditKeys(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
 	keys, err := auditlog.Keys(r.Context(), s.cfg.Conn.JS)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the recorder keys cannot be read")
+		s.unavailable(w, "the recorder keys cannot be read", err)
 		return
 	}
 	out := map[string]string{}

@@ -330,6 +330,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// unavailable answers 503 for a store that cannot be read now, and logs
+// why: the client learns only that it may try again.
+func (s *Server) unavailable(w http.ResponseWriter, reason string, err error) {
+	s.cfg.Log.Warn().Err(err).Msg(reason)
+	writeError(w, http.StatusServiceUnavailable, "unavailable", reason)
+}
+
 func writeError(w http.ResponseWriter, status int, code, reason string) {
 	writeJSON(w, status, map[string]string{"error": code, "reason": reason})
 }
