@@ -32,14 +32,14 @@ const crashTable = "CREATE TABLE crash_log (tag text PRIMARY KEY)"
 // connection (extended protocol), two open one per statement (simple
 // protocol: a session's start and end records are in flight too). A
 // writer whose session fails connects again. Each statement's tag is in
-// its text (parameters are recorded only as a hash).
+// its text (parameters are recorded only as a hash), named after prefix.
 type writers struct {
 	ran  atomic.Int64
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
-func startWriters(ctx context.Context, dsn string) *writers {
+func startWriters(ctx context.Context, dsn, prefix string) *writers {
 	w := &writers{stop: make(chan struct{})}
 	connect := func(mode pgx.QueryExecMode) (*pgx.Conn, error) {
 		cfg, err := pgx.ParseConfig(dsn)
@@ -82,7 +82,7 @@ func startWriters(ctx context.Context, dsn string) *writers {
 					continue
 				}
 				for ; !stopped(); i++ {
-					if insert(conn, fmt.Sprintf("w%d-%d", c, i)) != nil || perStatement {
+					if insert(conn, fmt.Sprintf("%s%d-%d", prefix, c, i)) != nil || perStatement {
 						i++
 						break
 					}
@@ -157,7 +157,7 @@ func TestKill9UnderLoad(t *testing.T) {
 	ctx := context.Background()
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	w := startWriters(wctx, env.dsn(env.Token("--sub", "alice", "--groups", "engineers")))
+	w := startWriters(wctx, env.dsn(env.Token("--sub", "alice", "--groups", "engineers")), "w")
 	w.after(t, 300)
 	require.NoError(t, env.cmd.Process.Signal(syscall.SIGKILL))
 	err := <-env.done

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,6 +75,21 @@ func startIssuer(t *testing.T, dir string) (*devissuer.Issuer, func(sub string, 
 // `sluice admin apply` and then administered with `sluice apply`. Then a
 // client goes through it, and goes on after a NATS node is killed under
 // load, with every statement that reached PostgreSQL in AUDIT.
+// component is one `sluice serve` process of the production topology.
+type component struct {
+	start func() *exec.Cmd
+	cmd   *exec.Cmd
+}
+
+func (c *component) kill9(t *testing.T) {
+	t.Helper()
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGKILL))
+	_, _ = c.cmd.Process.Wait()
+}
+
+// restart starts the component again with the same arguments.
+func (c *component) restart() { c.cmd = c.start() }
+
 func TestProductionTopology(t *testing.T) {
 	requireTool(t, "psql")
 	bin := postgresBinaries(t)
@@ -143,30 +159,36 @@ func TestProductionTopology(t *testing.T) {
 	tlsDir := filepath.Join(dir, "tls")
 	_, err = devcert.LoadOrCreate(tlsDir)
 	require.NoError(t, err)
-	serve := func(args ...string) {
-		logs := &syncBuffer{}
-		cmd := exec.Command(sluiceBin, append([]string{"serve"}, append(args, "--nats", cluster.URL(),
-			"--nats-nkey-file", bus.KeyFile(keys, args[0]), "--replicas", "3", "--admin-addr", "127.0.0.1:0")...)...)
-		cmd.Env = append(os.Environ(), "ORDERS_DB_PASSWORD="+ordersPW)
-		cmd.Stderr = logs
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("sluice serve %s:\n%s", args[0], tail(logs.String(), 30))
-			}
-		})
+	// serve starts one component as a process of its own.
+	serve := func(args ...string) *component {
+		c := &component{start: func() *exec.Cmd {
+			logs := &syncBuffer{}
+			cmd := exec.Command(sluiceBin, append([]string{"serve"}, append(args, "--nats", cluster.URL(),
+				"--nats-nkey-file", bus.KeyFile(keys, args[0]), "--replicas", "3", "--admin-addr", "127.0.0.1:0")...)...)
+			cmd.Env = append(os.Environ(), "ORDERS_DB_PASSWORD="+ordersPW)
+			cmd.Stderr = logs
+			require.NoError(t, cmd.Start())
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				if t.Failed() {
+					t.Logf("sluice serve %s (pid %d):\n%s", args[0], cmd.Process.Pid, tail(logs.String(), 30))
+				}
+			})
+			return cmd
+		}}
+		c.cmd = c.start()
+		return c
 	}
 	// The worker first: it may not create streams, and waits for the
 	// services that do (start order does not matter).
-	serve("pgworker", "--pg-addr", pgAddr, "--master-key-file", masterFile,
+	worker := serve("pgworker", "--pg-addr", pgAddr, "--master-key-file", masterFile,
 		"--tls-cert", filepath.Join(tlsDir, "cert.pem"), "--tls-key", filepath.Join(tlsDir, "key.pem"), "--hold-timeout", "30s")
 	time.Sleep(500 * time.Millisecond)
 	serve("identity", "--issuer", iss.URL, "--audience", "sluice")
 	serve("policy")
 	serve("approvals", "--hold-timeout", "30s")
-	serve("recorder", "--recorder-key-file", recorderFile)
+	recorder := serve("recorder", "--recorder-key-file", recorderFile)
 	serve("api", "--addr", apiAddr)
 	serve("control")
 	// The MCP endpoint on a listener of its own (the API runs elsewhere).
@@ -264,32 +286,57 @@ targets:
 	assert.Contains(t, out, "alice")
 	assert.Contains(t, out, "mcp")
 
-	// One NATS node killed with SIGKILL while clients write: clients,
-	// recording and the audit log go on, and every statement that reached
-	// PostgreSQL is in AUDIT.
-	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer wcancel()
-	w := startWriters(wctx, dsn)
-	w.after(t, 100)
-	cluster.kill9(t, 0)
-	killedAt := w.ran.Load()
-	w.after(t, 100)
-	w.halt()
-	t.Logf("%d statements before a NATS node was killed, %d after", killedAt, w.ran.Load()-killedAt)
-	rows, err := timedCommand(t, "psql", "-h", pg.SocketDir, "-p", fmt.Sprint(pg.Port), "-U", "postgres", "-d", "orders",
-		"-Atc", "SELECT tag FROM crash_log").CombinedOutput()
-	require.NoError(t, err, string(rows))
+	// SIGKILL under load, one part of the path at a time: a NATS node, the
+	// PostgreSQL worker (started again on its address), the recorder (started
+	// again once statements ran without it). Clients write before and after
+	// each kill, connecting again when their session dies. After each, every
+	// statement that reached PostgreSQL is in AUDIT, and the audit log
+	// verifies.
 	siem, err := bus.Connect(ctx, bus.Config{URL: cluster.URL(), Component: bus.CompSIEM, NkeyFile: bus.KeyFile(keys, bus.CompSIEM)})
 	require.NoError(t, err)
 	defer siem.NC.Close()
-	// Slow to read back: what the live nodes say of the cluster, in the log.
-	diag := time.AfterFunc(30*time.Second, func() {
-		for i := 1; i < 3; i++ {
-			t.Logf("n%d /jsz: %s", i+1, cluster.jsz(i))
-		}
-	})
-	defer diag.Stop()
-	requireAllRecorded(t, ctx, siem.JS, lines(string(rows)))
+	for i, k := range []struct {
+		what string
+		kill func(w *writers)
+	}{
+		{"a NATS node", func(*writers) { cluster.kill9(t, 0) }},
+		{"the PostgreSQL worker", func(*writers) { worker.kill9(t); worker.restart() }},
+		{"the recorder", func(w *writers) {
+			// Statements go on without a recorder (their records wait in
+			// SESSIONS); the one started then is killed in turn before it can
+			// have caught up, and another started.
+			recorder.kill9(t)
+			w.after(t, 50)
+			recorder.restart()
+			time.Sleep(200 * time.Millisecond)
+			recorder.kill9(t)
+			recorder.restart()
+		}},
+	} {
+		wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
+		w := startWriters(wctx, dsn, fmt.Sprintf("k%d-", i))
+		w.after(t, 100)
+		killedAt := w.ran.Load()
+		k.kill(w)
+		w.after(t, 100)
+		w.halt()
+		wcancel()
+		t.Logf("%s killed: %d statements before, %d after", k.what, killedAt, w.ran.Load()-killedAt)
+		rows, err := timedCommand(t, "psql", "-h", pg.SocketDir, "-p", fmt.Sprint(pg.Port), "-U", "postgres", "-d", "orders",
+			"-Atc", "SELECT tag FROM crash_log").CombinedOutput()
+		require.NoError(t, err, string(rows))
+		// Slow to read back: what the live nodes say of the cluster, in the log.
+		diag := time.AfterFunc(30*time.Second, func() {
+			for i := 1; i < 3; i++ {
+				t.Logf("n%d /jsz: %s", i+1, cluster.jsz(i))
+			}
+		})
+		requireAllRecorded(t, ctx, siem.JS, lines(string(rows)))
+		diag.Stop()
+		out, err := g.auditor("audit", "verify")
+		require.NoError(t, err, "after %s was killed: %s", k.what, out)
+		assert.Contains(t, out, "intact")
+	}
 	testkit.Eventually(t, 60*time.Second, func() error {
 		if out, err := g.psql("SELECT name FROM customers WHERE id = 2 OR id = 3 ORDER BY id LIMIT 1"); err != nil {
 			return fmt.Errorf("%v: %s", err, out)
