@@ -67,18 +67,17 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, r StreamRead, fn fu
 			}
 		}
 		if !r.Follow && last == 0 {
-			actx, cancel := context.WithTimeout(ctx, readTimeout)
-			stream, err := js.Stream(actx, r.Stream)
-			cancel()
+			seq, at, err := lastOf(ctx, js, r)
 			if err != nil {
 				if lastErr = err; retryable(ctx, err) {
 					continue
 				}
-				return endOf(ctx, r, fmt.Errorf("read %s: %w", r.Stream, err))
+				return fmt.Errorf("read %s: %w", r.Stream, err)
 			}
-			if last = stream.CachedInfo().State.LastSeq; last == 0 {
-				return nil // an empty stream
+			if seq == 0 || seq < r.From || r.From == 0 && at.Before(r.FromTime) {
+				return nil // nothing stored on the filters from the start asked
 			}
+			last = seq
 		}
 		from := next
 		done, err := readWith(ctx, js, r, next, last, func(m jetstream.Msg, seq uint64) error {
@@ -99,6 +98,36 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, r StreamRead, fn fu
 		}
 	}
 	return fmt.Errorf("read %s: %d attempts: %w", r.Stream, readAttempts, lastErr)
+}
+
+// lastOf is the stream sequence and time of the last message stored on
+// r's filters (0: none).
+func lastOf(ctx context.Context, js jetstream.JetStream, r StreamRead) (uint64, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	stream, err := js.Stream(ctx, r.Stream)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	if len(r.Filters) == 0 {
+		st := stream.CachedInfo().State
+		return st.LastSeq, st.LastTime, nil
+	}
+	var last uint64
+	var at time.Time
+	for _, f := range r.Filters {
+		m, err := stream.GetLastMsgForSubject(ctx, f)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, time.Time{}, err
+		}
+		if m.Sequence > last {
+			last, at = m.Sequence, m.Time
+		}
+	}
+	return last, at, nil
 }
 
 // endOf is what a read that stopped with err returns: nothing when it
@@ -147,9 +176,6 @@ func readWith(ctx context.Context, js jetstream.JetStream, r StreamRead, next, l
 			_ = js.DeleteConsumer(dctx, r.Stream, cfg.Name)
 		}()
 	}()
-	if !r.Follow && cons.CachedInfo().NumPending == 0 {
-		return false, nil // nothing to read
-	}
 	var delivered uint64 // the consumer's sequence of the last message
 	for {
 		wait := 2 * time.Second
@@ -176,7 +202,7 @@ func readWith(ctx context.Context, js jetstream.JetStream, r StreamRead, next, l
 			if err := fn(m, md.Sequence.Stream); err != nil {
 				return true, err
 			}
-			if !r.Follow && (md.Sequence.Stream >= last || md.NumPending == 0) {
+			if !r.Follow && md.Sequence.Stream >= last {
 				return false, nil
 			}
 		}
@@ -190,8 +216,15 @@ func readWith(ctx context.Context, js jetstream.JetStream, r StreamRead, next, l
 			return false, fmt.Errorf("read %s: %w", r.Stream, err)
 		}
 		if n == 0 && !r.Follow {
-			// Messages are pending but none came: the consumer is not
-			// being served.
+			// The last message has not come: none is left after where the
+			// read started (a start past it), or the consumer is not being
+			// served.
+			ictx, cancel := context.WithTimeout(ctx, readTimeout)
+			info, err := cons.Info(ictx)
+			cancel()
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				return false, nil
+			}
 			return false, errReadAgain
 		}
 	}

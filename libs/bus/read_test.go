@@ -58,6 +58,15 @@ func TestReadStream(t *testing.T) {
 	got, err = read(t, ctx, js, bus.StreamRead{Stream: "READ", Filters: []string{"read.none"}})
 	require.NoError(t, err)
 	assert.Empty(t, got)
+	// A start past the last message: nothing, at once.
+	start := time.Now()
+	got, err = read(t, ctx, js, bus.StreamRead{Stream: "READ", FromTime: time.Now().Add(time.Minute)})
+	require.NoError(t, err)
+	assert.Empty(t, got)
+	got, err = read(t, ctx, js, bus.StreamRead{Stream: "READ", From: 7})
+	require.NoError(t, err)
+	assert.Empty(t, got)
+	assert.Less(t, time.Since(start), 5*time.Second)
 
 	fctx, cancel := context.WithCancel(ctx)
 	var n atomic.Int32
