@@ -13,10 +13,22 @@ go run ./scripts/benchrun -sluice bin/sluice "$@"
 # (services/recorder BenchmarkWriteAhead).
 echo
 echo "## Write-ahead designs (8 sessions, CPU per recorded statement, ratio to shipped)"
-go test -count=1 -run - -bench WriteAhead -benchtime 3s ./services/recorder | awk '
+go test -count=1 -run - -bench 'WriteAhead$' -benchtime 3s ./services/recorder | awk '
   /^BenchmarkWriteAhead\// {
     name = $1; sub(/^BenchmarkWriteAhead\//, "", name); sub(/-[0-9]+$/, "", name)
     for (i = 1; i <= NF; i++) { if ($i == "cpu-µs/op") cpu = $(i-1); if ($i == "events/batch") per = $(i-1) }
     if (name == "shipped") base = cpu
     printf "%-14s %8.1f cpu-µs/statement  %5.2f events/batch  %s\n", name, cpu, per, (base ? sprintf("%.2f× shipped", cpu / base) : "")
+  }'
+
+# One session's wait for each record: the least the write-ahead contract
+# adds to one client's latency (services/recorder BenchmarkWriteAheadLatency).
+echo
+echo "## Write-ahead wait, one session (time per durable record; ratio to shipped)"
+go test -count=1 -run - -bench 'WriteAheadLatency' -benchtime 3s ./services/recorder | awk '
+  /^BenchmarkWriteAheadLatency\// {
+    name = $1; sub(/^BenchmarkWriteAheadLatency\//, "", name); sub(/-[0-9]+$/, "", name)
+    for (i = 1; i <= NF; i++) { if ($i == "ns/op") ns = $(i-1); if ($i == "cpu-µs/op") cpu = $(i-1) }
+    if (name == "shipped") base = ns
+    printf "%-14s %8.1f µs/record  %8.1f cpu-µs/record  %s\n", name, ns / 1000, cpu, (base ? sprintf("%.2f× shipped", ns / base) : "")
   }'

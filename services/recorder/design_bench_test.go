@@ -48,11 +48,24 @@ import (
 // go test -run - -bench WriteAhead ./services/recorder
 func BenchmarkWriteAhead(b *testing.B) {
 	for _, design := range []string{"shipped", "one-store", "one-store-atomic", "sessions-only"} {
-		b.Run(design, func(b *testing.B) { benchWriteAhead(b, design) })
+		b.Run(design, func(b *testing.B) { benchWriteAhead(b, design, true) })
 	}
 }
 
-func benchWriteAhead(b *testing.B, design string) {
+// BenchmarkWriteAheadLatency is one session recording statement after
+// statement, each waiting until it is durable, as one client does: its time
+// per op is how long one statement waits for its record, the least a
+// statement adds to a client's latency under the write-ahead contract
+// (sessions-only: nobody consuming SESSIONS).
+//
+// go test -run - -bench WriteAheadLatency ./services/recorder
+func BenchmarkWriteAheadLatency(b *testing.B) {
+	for _, design := range []string{"shipped", "sessions-only"} {
+		b.Run(design, func(b *testing.B) { benchWriteAhead(b, design, false) })
+	}
+}
+
+func benchWriteAhead(b *testing.B, design string, parallel bool) {
 	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: b.TempDir(), ServerName: "bench"})
 	require.NoError(b, err)
 	b.Cleanup(srv.Shutdown)
@@ -91,6 +104,17 @@ func benchWriteAhead(b *testing.B, design string) {
 	r := recording.New(worker.JS)
 	var events sync.WaitGroup
 	report := testkit.CPUPerOp(b)
+	if !parallel {
+		sess := r.Open(recording.NewSessionID())
+		for i := 0; b.Loop(); i++ {
+			ev := &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: "SELECT abalance FROM pgbench_accounts WHERE aid = $1"}}}
+			if err := sess.Record(ctx, ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+		report(b.N)
+		return
+	}
 	b.SetParallelism(4) // 8 sessions on 2 cores
 	b.RunParallel(func(pb *testing.PB) {
 		events.Add(1)
