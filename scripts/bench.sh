@@ -32,3 +32,18 @@ go test -count=1 -run - -bench 'WriteAheadLatency' -benchtime 3s ./services/reco
     if (name == "shipped") base = ns
     printf "%-14s %8.1f µs/record  %8.1f cpu-µs/record  %s\n", name, ns / 1000, cpu, (base ? sprintf("%.2f× shipped", ns / base) : "")
   }'
+
+# Reading a stream's history (audit verify, replay, export, a projection's
+# rebuild) through bus.ReadStream against an ordered consumer, which is made
+# again for every pull (libs/bus BenchmarkReadStream).
+echo
+echo "## Reading 20,000 messages (ratio to an ordered consumer)"
+go test -count=1 -run - -bench 'ReadStream' -benchtime 10x ./libs/bus | awk '
+  /^BenchmarkReadStream\// {
+    name = $1; sub(/^BenchmarkReadStream\//, "", name); sub(/-[0-9]+$/, "", name)
+    for (i = 1; i <= NF; i++) if ($i == "ns/op") ns[name] = $(i-1)
+  }
+  END {
+    printf "%-18s %8.1f ms\n%-18s %8.1f ms  %.2f× the ordered consumer\n", "ordered-consumer", ns["ordered-consumer"] / 1e6,
+      "ReadStream", ns["ReadStream"] / 1e6, ns["ReadStream"] / ns["ordered-consumer"]
+  }'
