@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/cel-go/cel"
 	celast "github.com/google/cel-go/common/ast"
+	"github.com/google/cel-go/common/operators"
+	"github.com/google/cel-go/common/types"
 
 	"sluice.dev/sluice/libs/masking"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -51,6 +53,17 @@ type rule struct {
 	prg        cel.Program
 	usesNow    bool
 	usesGrants bool
+	// protocols, when not nil, are the only protocols the rule can match:
+	// its expression is a conjunction one of whose terms compares
+	// `protocol` with constants. CEL's && is false when any term is false,
+	// whatever the others give (errors included), so skipping the rule for
+	// any other protocol gives the verdict evaluating it would.
+	protocols []string
+}
+
+// skips reports whether the rule cannot match a command of protocol p.
+func (r rule) skips(p string) bool {
+	return r.protocols != nil && !slices.Contains(r.protocols, p)
 }
 
 // Set is a compiled policy: safe for concurrent use.
@@ -64,6 +77,9 @@ type Set struct {
 	// time, on grants or on the raw statement text (sql.text), which limits
 	// how decisions may be cached.
 	UsesNow, UsesGrants, UsesText bool
+	// UsesFingerprint says whether any rule reads sql.fingerprint, which
+	// costs the classifier a parse of its own.
+	UsesFingerprint bool
 }
 
 // Compile type-checks and compiles rules. Every error is reported, each
@@ -132,7 +148,7 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 			bad(line, col, "%v", err)
 			continue
 		}
-		cr := rule{src: r, prg: prg}
+		cr := rule{src: r, prg: prg, protocols: onlyProtocols(ast.NativeRep().Expr())}
 		for _, ref := range ast.NativeRep().ReferenceMap() {
 			switch ref.Name {
 			case VarNow:
@@ -142,6 +158,7 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 			}
 		}
 		set.UsesText = set.UsesText || selects(ast.NativeRep().Expr(), VarSQL, "text")
+		set.UsesFingerprint = set.UsesFingerprint || selects(ast.NativeRep().Expr(), VarSQL, "fingerprint")
 		set.UsesNow = set.UsesNow || cr.usesNow
 		set.UsesGrants = set.UsesGrants || cr.usesGrants
 		switch r.GetAction() {
@@ -161,19 +178,91 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 	return set, nil
 }
 
-// selects reports whether expr reads field of variable v anywhere.
+// onlyProtocols gives the protocols a rule can match when its expression is
+// a conjunction with a term `protocol == "x"` or `protocol in ["x", "y"]`
+// (the intersection when there are several such terms), and nil when it
+// can match any protocol.
+func onlyProtocols(e celast.Expr) []string {
+	if e.Kind() != celast.CallKind {
+		return nil
+	}
+	call := e.AsCall()
+	args := call.Args()
+	switch call.FunctionName() {
+	case operators.LogicalAnd:
+		var out []string
+		for _, a := range args {
+			p := onlyProtocols(a)
+			switch {
+			case p == nil:
+			case out == nil:
+				out = p
+			default:
+				out = slices.DeleteFunc(out, func(x string) bool { return !slices.Contains(p, x) })
+			}
+		}
+		return out
+	case operators.Equals:
+		if len(args) != 2 {
+			return nil
+		}
+		for i := range 2 {
+			if isVar(args[i], VarProtocol) {
+				if s, ok := stringConst(args[1-i]); ok {
+					return []string{s}
+				}
+			}
+		}
+	case operators.In:
+		if len(args) != 2 || !isVar(args[0], VarProtocol) || args[1].Kind() != celast.ListKind {
+			return nil
+		}
+		out := []string{}
+		for _, el := range args[1].AsList().Elements() {
+			s, ok := stringConst(el)
+			if !ok {
+				return nil
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	return nil
+}
+
+func isVar(e celast.Expr, name string) bool {
+	return e.Kind() == celast.IdentKind && e.AsIdent() == name
+}
+
+func stringConst(e celast.Expr) (string, bool) {
+	if e.Kind() != celast.LiteralKind {
+		return "", false
+	}
+	s, ok := e.AsLiteral().(types.String)
+	return string(s), ok
+}
+
+// selects reports whether expr may read field of variable v: it selects the
+// field, or uses v other than to select a field of it (compares or passes
+// the whole message), which may read any field.
 func selects(expr celast.Expr, v, field string) bool {
 	found := false
+	uses, operands := 0, 0
 	celast.PostOrderVisit(expr, celast.NewExprVisitor(func(e celast.Expr) {
-		if e.Kind() != celast.SelectKind {
-			return
-		}
-		sel := e.AsSelect()
-		if sel.FieldName() == field && sel.Operand().Kind() == celast.IdentKind && sel.Operand().AsIdent() == v {
-			found = true
+		switch e.Kind() {
+		case celast.IdentKind:
+			if e.AsIdent() == v {
+				uses++
+			}
+		case celast.SelectKind:
+			sel := e.AsSelect()
+			if sel.Operand().Kind() == celast.IdentKind && sel.Operand().AsIdent() == v {
+				operands++
+				found = found || sel.FieldName() == field
+			}
 		}
 	}))
-	return found
+	return found || uses > operands
 }
 
 // checkMask validates a mask section: known detectors and action, and

@@ -41,6 +41,7 @@ type Verdict struct {
 // NoMatch is the rule name reported when no rule matched.
 const NoMatch = "no-matching-rule"
 
+// activation gives the variables every rule of one evaluation reads.
 func (in Input) activation() map[string]any {
 	now := in.Now
 	if now.IsZero() {
@@ -88,31 +89,18 @@ func orEmpty[T any, P interface{ *T }](p P) P {
 // Evaluate rules on in: deny rules first, then review, then allow.
 func (s *Set) Evaluate(ctx context.Context, in Input) Verdict {
 	act := in.activation()
-	for _, r := range s.deny {
-		match, err := r.eval(ctx, act)
-		if err != nil {
-			return failed(r, err)
-		}
-		if match {
-			return verdict(r)
-		}
-	}
-	for _, r := range s.review {
-		match, err := r.eval(ctx, act)
-		if err != nil {
-			return failed(r, err)
-		}
-		if match {
-			return verdict(r)
-		}
-	}
-	for _, r := range s.allow {
-		match, err := r.eval(ctx, act)
-		if err != nil {
-			return failed(r, err)
-		}
-		if match {
-			return verdict(r)
+	for _, rules := range [...][]rule{s.deny, s.review, s.allow} {
+		for _, r := range rules {
+			if r.skips(in.Protocol) {
+				continue
+			}
+			match, err := r.eval(ctx, act)
+			if err != nil {
+				return failed(r, err)
+			}
+			if match {
+				return verdict(r)
+			}
 		}
 	}
 	return Verdict{Action: Deny, Rule: NoMatch, Reason: "no rule allows this"}
@@ -127,6 +115,9 @@ func (s *Set) Masks(ctx context.Context, in Input) []*controlv1.MaskRule {
 	act := in.activation()
 	var out []*controlv1.MaskRule
 	for _, r := range s.mask {
+		if r.skips(in.Protocol) {
+			continue
+		}
 		match, err := r.eval(ctx, act)
 		if err != nil || match {
 			out = append(out, r.src.GetMask())
