@@ -11,9 +11,44 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
+// Parts are what a classification computes besides each statement's class.
+type Parts uint8
+
+const (
+	// Lineage is each statement's Targets, Sources, Copies and Inputs.
+	Lineage Parts = 1 << iota
+	// Fingerprints are Result.Fingerprint and Result.QueryFingerprint,
+	// which cost a parse of their own. The first digests the lineage, so
+	// they bring the Lineage with them.
+	Fingerprints
+	// All is what Classify computes.
+	All = Lineage | Fingerprints
+)
+
 // Classify parses sql with the PostgreSQL 17 grammar and classifies each of
 // its statements. It fails closed: anything the parser rejects is ErrParse.
 func Classify(sql string) (*Result, error) {
+	return ClassifyParts(sql, All)
+}
+
+// ClassifyParts classifies as Classify does, computing only the parts
+// asked for: the classes of the statements are the same, and what is left
+// out is empty.
+func ClassifyParts(sql string, parts Parts) (*Result, error) {
+	res, err := parseAndClassify(sql, parts&(Lineage|Fingerprints) != 0)
+	if err != nil || parts&Fingerprints == 0 {
+		return res, err
+	}
+	fp, err := pg_query.Fingerprint(sql)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrParse, err.Error())
+	}
+	res.QueryFingerprint = fp
+	res.Fingerprint = cacheKey(fp, res.Statements)
+	return res, nil
+}
+
+func parseAndClassify(sql string, lineage bool) (*Result, error) {
 	if strings.IndexByte(sql, 0) >= 0 {
 		// The parser reads a C string and would stop at the NUL.
 		return nil, fmt.Errorf("%w: NUL byte in input", ErrParse)
@@ -44,16 +79,12 @@ func Classify(sql string) (*Result, error) {
 			}
 		}
 		st := a.statement(stmtText(sql, raw))
-		lin := statementLineage(raw.Stmt)
-		st.Targets, st.Sources, st.Copies, st.Inputs = lin.targets, lin.sources, lin.copies, lin.inputs
+		if lineage {
+			lin := statementLineage(raw.Stmt)
+			st.Targets, st.Sources, st.Copies, st.Inputs = lin.targets, lin.sources, lin.copies, lin.inputs
+		}
 		res.Statements = append(res.Statements, st)
 	}
-	fp, err := pg_query.Fingerprint(sql)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrParse, err.Error())
-	}
-	res.QueryFingerprint = fp
-	res.Fingerprint = cacheKey(fp, res.Statements)
 	return res, nil
 }
 

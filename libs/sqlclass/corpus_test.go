@@ -194,3 +194,32 @@ func TestErrorsWrap(t *testing.T) {
 	_, err = Classify("  ;  ")
 	require.True(t, errors.Is(err, ErrEmpty))
 }
+
+// ClassifyParts gives every statement of the corpus the class Classify
+// gives it, whatever parts it leaves out.
+func TestClassifyPartsMatchesClassify(t *testing.T) {
+	for _, e := range loadCorpus(t) {
+		res, err := Classify(e.SQL)
+		for _, parts := range []Parts{0, Lineage, Fingerprints} {
+			got, perr := ClassifyParts(e.SQL, parts)
+			if err != nil {
+				require.Error(t, perr, "corpus %q", e.Name)
+				require.Equal(t, errors.Is(err, ErrEmpty), errors.Is(perr, ErrEmpty), "corpus %q", e.Name)
+				continue
+			}
+			require.NoError(t, perr, "corpus %q", e.Name)
+			want := *res
+			want.Statements = slices.Clone(res.Statements)
+			if parts == 0 {
+				for i := range want.Statements {
+					st := &want.Statements[i]
+					st.Targets, st.Sources, st.Copies, st.Inputs = nil, nil, nil, nil
+				}
+			}
+			if parts&Fingerprints == 0 {
+				want.Fingerprint, want.QueryFingerprint = "", ""
+			}
+			require.Equal(t, &want, got, "corpus %q, parts %d", e.Name, parts)
+		}
+	}
+}

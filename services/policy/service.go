@@ -374,7 +374,11 @@ func decision(v engine.Verdict, revision uint64) *policyv1.Decision {
 
 func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text string) *policyv1.Decision {
 	in.Protocol = "postgres"
-	res, err := sqlclass.Classify(text)
+	parts := sqlclass.Lineage // masking follows it
+	if set.UsesFingerprint {
+		parts |= sqlclass.Fingerprints
+	}
+	res, err := sqlclass.ClassifyParts(text, parts)
 	if err != nil {
 		reason := "the statement cannot be parsed; unparseable SQL is refused"
 		if errors.Is(err, sqlclass.ErrEmpty) {
@@ -453,7 +457,8 @@ func shapeOf(text string, res *sqlclass.Result) (string, bool) {
 	if shape == text {
 		return shape, true
 	}
-	tres, err := sqlclass.Classify(shape)
+	// The classes are compared, which needs neither lineage nor fingerprint.
+	tres, err := sqlclass.ClassifyParts(shape, 0)
 	if err != nil || len(tres.Statements) != len(res.Statements) {
 		return shape, false
 	}

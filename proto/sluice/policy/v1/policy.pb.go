@@ -851,7 +851,8 @@ type Cache struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Cacheable bool                   `protobuf:"varint,1,opt,name=cacheable,proto3" json:"cacheable,omitempty"`
 	TtlMs     int64                  `protobuf:"varint,2,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
-	// fingerprint is the statement shape (literals removed) the decision holds for.
+	// fingerprint is the classifier's key (libs/sqlclass Result.Fingerprint), given
+	// when a rule reads sql.fingerprint; workers key their caches by shape.
 	Fingerprint    string `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	PolicyRevision uint64 `protobuf:"varint,4,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
 	GrantsRevision uint64 `protobuf:"varint,5,opt,name=grants_revision,json=grantsRevision,proto3" json:"grants_revision,omitempty"`
