@@ -46,18 +46,31 @@ type Handler[Req, Resp proto.Message] func(ctx context.Context, req Req) (Resp, 
 
 // Serve answers requests on subject as a member of queue group queue, decoding
 // each into a fresh Req. Requests are handled concurrently, at most
-// 4×GOMAXPROCS at a time. The subscription ends when ctx is done.
+// 4×GOMAXPROCS at a time, by goroutines that live as long as the
+// subscription: a handler's deep stack (a SQL parse, a policy evaluation) is
+// grown once, not for every request. The subscription ends when ctx is done.
 func Serve[Req, Resp proto.Message](ctx context.Context, nc *nats.Conn, subject, queue string, newReq func() Req, h Handler[Req, Resp]) (*nats.Subscription, error) {
-	sem := make(chan struct{}, 4*runtime.GOMAXPROCS(0))
+	requests := make(chan *nats.Msg)
 	sub, err := nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem }()
-			reply(ctx, m, newReq, h)
-		}()
+		select {
+		case requests <- m:
+		case <-ctx.Done():
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	for range 4 * runtime.GOMAXPROCS(0) {
+		go func() {
+			for {
+				select {
+				case m := <-requests:
+					reply(ctx, m, newReq, h)
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
 	}
 	go func() {
 		<-ctx.Done()
