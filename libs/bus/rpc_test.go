@@ -2,6 +2,9 @@ package bus_test
 
 import (
 	"context"
+	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,4 +47,92 @@ func TestServeAnswersInboxesOnly(t *testing.T) {
 	assert.Equal(t, "hi", resp.GetValue())
 	assert.Equal(t, int32(1), calls.Load(), "only the request from an inbox was served")
 	assert.Equal(t, "tok-123", token.Load())
+}
+
+// Requests are served concurrently, at most 4×GOMAXPROCS at a time, and
+// every one is answered once the slow ones end.
+func TestServeBoundsConcurrentRequests(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	limit := 4 * runtime.GOMAXPROCS(0)
+	var inFlight, most atomic.Int32
+	release := make(chan struct{})
+	_, err := bus.Serve(ctx, conn.NC, "sluice.api.test.slow.get", "test", func() *wrapperspb.StringValue { return &wrapperspb.StringValue{} },
+		func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+			n := inFlight.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			<-release
+			inFlight.Add(-1)
+			return req, nil
+		})
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	errs := make(chan error, limit+3)
+	for i := range limit + 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var resp wrapperspb.StringValue
+			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+			defer rcancel()
+			if err := bus.Request(rctx, conn.NC, "sluice.api.test.slow.get", wrapperspb.String(fmt.Sprint(i)), &resp); err != nil {
+				errs <- err
+			} else if resp.GetValue() != fmt.Sprint(i) {
+				errs <- fmt.Errorf("request %d answered %q", i, resp.GetValue())
+			}
+		}()
+	}
+	testkit.Eventually(t, 5*time.Second, func() error {
+		if n := inFlight.Load(); n != int32(limit) {
+			return fmt.Errorf("%d requests in flight", n)
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond) // room for one too many
+	assert.Equal(t, int32(limit), most.Load())
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// BenchmarkRequest is one request and its reply through a NATS server, with
+// a handler that does nothing: the floor of every call between a worker and a
+// service. In process is how `sluice dev` connects its parts; loopback is a
+// socket on this machine.
+func BenchmarkRequest(b *testing.B) {
+	srv, _ := testkit.NATS(b)
+	for _, mode := range []string{"in-process", "loopback"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			conn := func(name string) *bus.Conn {
+				cfg := bus.Config{URL: srv.ClientURL(), Name: name}
+				if mode == "in-process" {
+					cfg.InProcess = srv.Server
+				}
+				c, err := bus.Connect(ctx, cfg)
+				require.NoError(b, err)
+				b.Cleanup(func() { c.NC.Close() })
+				return c
+			}
+			service, client := conn("service"), conn("client")
+			_, err := bus.Serve(ctx, service.NC, "sluice.api.test.echo.get", "test", func() *wrapperspb.StringValue { return &wrapperspb.StringValue{} },
+				func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+					return req, nil
+				})
+			require.NoError(b, err)
+			req := wrapperspb.String("SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+			for b.Loop() {
+				var resp wrapperspb.StringValue
+				if err := bus.Request(ctx, client.NC, "sluice.api.test.echo.get", req, &resp); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
