@@ -150,7 +150,7 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 		}
 		cr := rule{src: r, prg: prg, protocols: onlyProtocols(ast.NativeRep().Expr())}
 		for _, ref := range ast.NativeRep().ReferenceMap() {
-			switch ref.Name {
+			switch strings.TrimPrefix(ref.Name, ".") {
 			case VarNow:
 				cr.usesNow = true
 			case VarGrants:
@@ -179,33 +179,52 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 }
 
 // onlyProtocols gives the protocols a rule can match when its expression is
-// a conjunction with a term `protocol == "x"` or `protocol in ["x", "y"]`
-// (the intersection when there are several such terms), and nil when it
-// can match any protocol.
+// a conjunction that starts with terms `protocol == "x"` or
+// `protocol in ["x", "y"]` (the intersection of those leading terms), and
+// nil otherwise. Only leading terms count: CEL evaluates && from the left and
+// stops at the first false term, so for another protocol the rule gives false
+// before any later term runs. A later term could end the evaluation first
+// (the cost limit, a cancelled context), which denies, not false.
 func onlyProtocols(e celast.Expr) []string {
+	var out []string
+	for _, term := range conjuncts(e, nil) {
+		p := protocolTerm(term)
+		if p == nil {
+			break
+		}
+		if out == nil {
+			out = p
+		} else {
+			out = slices.DeleteFunc(out, func(x string) bool { return !slices.Contains(p, x) })
+		}
+	}
+	return out
+}
+
+// conjuncts appends the terms of a tree of && calls to out, left to right.
+func conjuncts(e celast.Expr, out []celast.Expr) []celast.Expr {
+	if e.Kind() == celast.CallKind && e.AsCall().FunctionName() == operators.LogicalAnd {
+		for _, a := range e.AsCall().Args() {
+			out = conjuncts(a, out)
+		}
+		return out
+	}
+	return append(out, e)
+}
+
+// protocolTerm gives the protocols `protocol == "x"` or `protocol in [...]`
+// (string constants only) allows, and nil for any other expression.
+func protocolTerm(e celast.Expr) []string {
 	if e.Kind() != celast.CallKind {
 		return nil
 	}
 	call := e.AsCall()
 	args := call.Args()
+	if len(args) != 2 {
+		return nil
+	}
 	switch call.FunctionName() {
-	case operators.LogicalAnd:
-		var out []string
-		for _, a := range args {
-			p := onlyProtocols(a)
-			switch {
-			case p == nil:
-			case out == nil:
-				out = p
-			default:
-				out = slices.DeleteFunc(out, func(x string) bool { return !slices.Contains(p, x) })
-			}
-		}
-		return out
 	case operators.Equals:
-		if len(args) != 2 {
-			return nil
-		}
 		for i := range 2 {
 			if isVar(args[i], VarProtocol) {
 				if s, ok := stringConst(args[1-i]); ok {
@@ -214,7 +233,7 @@ func onlyProtocols(e celast.Expr) []string {
 			}
 		}
 	case operators.In:
-		if len(args) != 2 || !isVar(args[0], VarProtocol) || args[1].Kind() != celast.ListKind {
+		if !isVar(args[0], VarProtocol) || args[1].Kind() != celast.ListKind {
 			return nil
 		}
 		out := []string{}
@@ -230,8 +249,10 @@ func onlyProtocols(e celast.Expr) []string {
 	return nil
 }
 
+// isVar reports whether e is the variable name, written with or without the
+// leading dot that names the root scope (`.sql`).
 func isVar(e celast.Expr, name string) bool {
-	return e.Kind() == celast.IdentKind && e.AsIdent() == name
+	return e.Kind() == celast.IdentKind && strings.TrimPrefix(e.AsIdent(), ".") == name
 }
 
 func stringConst(e celast.Expr) (string, bool) {
@@ -251,12 +272,12 @@ func selects(expr celast.Expr, v, field string) bool {
 	celast.PostOrderVisit(expr, celast.NewExprVisitor(func(e celast.Expr) {
 		switch e.Kind() {
 		case celast.IdentKind:
-			if e.AsIdent() == v {
+			if isVar(e, v) {
 				uses++
 			}
 		case celast.SelectKind:
 			sel := e.AsSelect()
-			if sel.Operand().Kind() == celast.IdentKind && sel.Operand().AsIdent() == v {
+			if isVar(sel.Operand(), v) {
 				operands++
 				found = found || sel.FieldName() == field
 			}

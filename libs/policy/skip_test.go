@@ -20,11 +20,16 @@ func TestOnlyProtocols(t *testing.T) {
 	}{
 		{`protocol == "ssh" && ssh.parse_error`, []string{"ssh"}},
 		{`"ssh" == protocol && ssh.parse_error`, []string{"ssh"}},
-		{`sql.kind == "read" && (protocol == "postgres" && "engineers" in principal.groups)`, []string{"postgres"}},
+		{`(protocol == "postgres" && "engineers" in principal.groups) && sql.kind == "read"`, []string{"postgres"}},
+		{`.protocol == "ssh" && ssh.parse_error`, []string{"ssh"}},
 		{`protocol in ["ssh", "kubernetes"] && principal.machine`, []string{"ssh", "kubernetes"}},
 		{`protocol in ["ssh", "kubernetes"] && protocol == "ssh"`, []string{"ssh"}},
 		{`protocol == "ssh" && protocol == "postgres"`, []string{}},
-		// Anything else can match any protocol.
+		// Anything else can match any protocol, a protocol term after
+		// another term included: the term before it could end the
+		// evaluation (the cost limit), which denies.
+		{`sql.kind == "read" && (protocol == "postgres" && "engineers" in principal.groups)`, nil},
+		{`principal.machine && protocol == "ssh"`, nil},
 		{`protocol == "ssh" || principal.machine`, nil},
 		{`!(protocol == "ssh") && principal.machine`, nil},
 		{`protocol != "ssh" && principal.machine`, nil},
@@ -80,13 +85,36 @@ func TestSkippedRulesWouldNotMatch(t *testing.T) {
 			assert.False(t, match, "%s on %q", r.src.GetWhen(), in.Protocol)
 		}
 	}
-	assert.Equal(t, 4+4+5+4+6, skipped, "each rule is skipped for every protocol it does not name")
+	assert.Equal(t, 3+3+4+4+5, skipped, "each rule is skipped for every protocol its leading terms rule out")
+}
+
+// A rule that goes over the cost limit denies, whatever protocol a later
+// term names: it is evaluated, not skipped.
+func TestCostLimitDeniesBeforeAProtocolTerm(t *testing.T) {
+	set, err := Compile([]*controlv1.Rule{
+		{Name: "expensive", Action: Deny, When: `principal.groups.all(g, g.size() >= 0) && protocol == "ssh"`},
+		{Name: "allow-all", Action: Allow, When: `true`},
+	}, 1)
+	require.NoError(t, err)
+	groups := make([]string, 200_000)
+	for i := range groups {
+		groups[i] = "g"
+	}
+	v := set.Evaluate(context.Background(), Input{Principal: &commonv1.Principal{Groups: groups}, Protocol: "postgres", SQL: &policyv1.SQLInput{}})
+	assert.Equal(t, Deny, v.Action)
+	assert.Equal(t, "expensive", v.Rule)
+	assert.Contains(t, v.Reason, "cost limit")
 }
 
 // A rule that may read sql.fingerprint or sql.text, by name or through the
 // whole message, is known to, so the policy service computes the
 // fingerprint and limits caching.
 func TestUsesFingerprintAndText(t *testing.T) {
+	set, err := Compile([]*controlv1.Rule{{Name: "r", Action: Allow, When: `.now.getHours() < 18 && .grants.size() > 0`}}, 1)
+	require.NoError(t, err)
+	assert.True(t, set.UsesNow, "UsesNow through .now")
+	assert.True(t, set.UsesGrants, "UsesGrants through .grants")
+
 	tests := []struct {
 		when              string
 		fingerprint, text bool
@@ -99,6 +127,8 @@ func TestUsesFingerprintAndText(t *testing.T) {
 		{`[sql].size() == 1`, true, true},
 		{`principal.groups.exists(sql, sql == "x")`, true, true},
 		{`principal.subject == "sql"`, false, false},
+		{`[1].exists(sql, .sql.fingerprint == "abc")`, true, false},
+		{`grants.exists(sql, sql.role == "x" || .sql.text == "y")`, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.when, func(t *testing.T) {
