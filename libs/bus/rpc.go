@@ -48,13 +48,16 @@ type Handler[Req, Resp proto.Message] func(ctx context.Context, req Req) (Resp, 
 // each into a fresh Req. Requests are handled concurrently, at most
 // 4×GOMAXPROCS at a time, by goroutines that live as long as the
 // subscription: a handler's deep stack (a SQL parse, a policy evaluation) is
-// grown once, not for every request. The subscription ends when ctx is done.
+// grown once, not for every request. When ctx is done the subscription
+// drains: every request it had taken is still answered.
 func Serve[Req, Resp proto.Message](ctx context.Context, nc *nats.Conn, subject, queue string, newReq func() Req, h Handler[Req, Resp]) (*nats.Subscription, error) {
 	requests := make(chan *nats.Msg)
+	drained := make(chan struct{})
 	sub, err := nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
 		select {
 		case requests <- m:
-		case <-ctx.Done():
+		case <-drained:
+			reply(ctx, m, newReq, h) // the last one, delivered as the drain ended
 		}
 	})
 	if err != nil {
@@ -66,7 +69,7 @@ func Serve[Req, Resp proto.Message](ctx context.Context, nc *nats.Conn, subject,
 				select {
 				case m := <-requests:
 					reply(ctx, m, newReq, h)
-				case <-ctx.Done():
+				case <-drained:
 					return
 				}
 			}
@@ -75,6 +78,13 @@ func Serve[Req, Resp proto.Message](ctx context.Context, nc *nats.Conn, subject,
 	go func() {
 		<-ctx.Done()
 		_ = sub.Drain()
+		// The drain ends (the subscription becomes invalid) once every
+		// message it holds was handed to the callback, or after the
+		// connection's drain timeout.
+		for sub.IsValid() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(drained)
 	}()
 	return sub, nil
 }

@@ -100,6 +100,51 @@ func TestServeBoundsConcurrentRequests(t *testing.T) {
 	}
 }
 
+// A service that stops drains its subscription: requests it had taken,
+// more than it serves at once, are all answered.
+func TestServeAnswersWhatItTookWhenItStops(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	limit := 4 * runtime.GOMAXPROCS(0)
+	var inFlight atomic.Int32
+	_, err := bus.Serve(ctx, conn.NC, "sluice.api.test.slow.get", "test", func() *wrapperspb.StringValue { return &wrapperspb.StringValue{} },
+		func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+			inFlight.Add(1)
+			time.Sleep(300 * time.Millisecond)
+			return req, nil
+		})
+	require.NoError(t, err)
+	client := testkit.Connect(t, conn.NC.ConnectedUrl())
+	var wg sync.WaitGroup
+	errs := make(chan error, limit+4)
+	for i := range limit + 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var resp wrapperspb.StringValue
+			rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer rcancel()
+			if err := bus.Request(rctx, client.NC, "sluice.api.test.slow.get", wrapperspb.String(fmt.Sprint(i)), &resp); err != nil {
+				errs <- fmt.Errorf("request %d: %w", i, err)
+			}
+		}()
+	}
+	testkit.Eventually(t, 5*time.Second, func() error {
+		if n := inFlight.Load(); n < int32(limit) {
+			return fmt.Errorf("%d requests in flight", n)
+		}
+		return nil
+	})
+	time.Sleep(50 * time.Millisecond) // the rest wait in the subscription
+	cancel()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
 // BenchmarkRequest is one request and its reply through a NATS server, with
 // a handler that does nothing: the floor of every call between a worker and a
 // service. In process is how `sluice dev` connects its parts; loopback is a
