@@ -321,7 +321,13 @@ func (w *statusWriter) Flush() {
 	}
 }
 
+// writeJSON answers v. Every 503 says when to try again: what is missing
+// (a stream between leaders, a restarting service) is back within seconds,
+// and the CLI waits that long before it sends a read again.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "2")
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)

@@ -255,7 +255,7 @@ Default: $SLUICE_AUDIT_ANCHOR, else .sluice/audit-anchor.jsonl if it exists and 
 			}
 			body, _ := json.Marshal(req)
 			var res api.VerifyJSON
-			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/audit/verify", body, &res); err != nil {
+			if err := c.read(cmd.Context(), http.MethodPost, "/api/v1/audit/verify", body, &res); err != nil {
 				return err
 			}
 			if g.json() {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,6 +23,18 @@ type apiError struct {
 	// Body is the whole answer, when it is a JSON object: -o json shows
 	// its other fields (an apply's located errors, for one).
 	Body map[string]any `json:"-"`
+	// retryAfter is the answer's Retry-After, in seconds (0: none).
+	retryAfter time.Duration
+}
+
+// parseRetryAfter reads a Retry-After of delay-seconds, bounded to a
+// minute; an HTTP date or anything else counts as none.
+func parseRetryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(min(n, 60)) * time.Second
 }
 
 func (e *apiError) Error() string {
@@ -43,7 +56,17 @@ type client struct {
 	base  string
 	token string
 	http  *http.Client
+	// progress, when set, hears each retry of a read the API could not
+	// answer for now (503: a store between leaders, a service restarting).
+	progress io.Writer
+	// retryFor bounds how long a read is retried on 503 (0: not at all).
+	retryFor time.Duration
 }
+
+// unavailableRetryWindow is how long a read waits out an API that answers
+// 503: longer than a JetStream leader election on a loaded cluster, short
+// enough that a service that is truly down is reported soon.
+const unavailableRetryWindow = 30 * time.Second
 
 // newClient returns an API client with the caller's token.
 func (g *globals) newClient(ctx context.Context) (*client, error) {
@@ -51,10 +74,52 @@ func (g *globals) newClient(ctx context.Context) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &client{base: strings.TrimRight(g.api, "/"), token: tok, http: &http.Client{Timeout: 60 * time.Second}}, nil
+	c := &client{base: strings.TrimRight(g.api, "/"), token: tok, http: &http.Client{Timeout: 60 * time.Second}, retryFor: unavailableRetryWindow}
+	if !g.json() { // under -o json, standard error holds one JSON object or nothing
+		c.progress = g.stderr
+	}
+	return c, nil
 }
 
+// do sends one request. A GET the API answers 503 is sent again, after the
+// answer's Retry-After, until c.retryFor has passed (see read).
 func (c *client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	return c.send(ctx, method, path, body, out, method == http.MethodGet || method == http.MethodHead)
+}
+
+// read is do for a POST that changes nothing (a verification, a policy
+// test), which may be sent again as a GET would.
+func (c *client) read(ctx context.Context, method, path string, body []byte, out any) error {
+	return c.send(ctx, method, path, body, out, true)
+}
+
+func (c *client) send(ctx context.Context, method, path string, body []byte, out any, idempotent bool) error {
+	deadline := time.Now().Add(c.retryFor)
+	for attempt := 1; ; attempt++ {
+		err := c.once(ctx, method, path, body, out)
+		var ae *apiError
+		if !idempotent || !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable {
+			return err
+		}
+		wait := ae.retryAfter
+		if wait <= 0 {
+			wait = 2 * time.Second
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		if c.progress != nil {
+			fmt.Fprintf(c.progress, "sluice: %s; trying again in %s (attempt %d)\n", ae.message(), wait, attempt+1)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (c *client) once(ctx context.Context, method, path string, body []byte, out any) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -76,7 +141,7 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, out a
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		e := &apiError{Status: resp.StatusCode}
+		e := &apiError{Status: resp.StatusCode, retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
 		if json.Unmarshal(data, e) == nil {
 			_ = json.Unmarshal(data, &e.Body)
 		}

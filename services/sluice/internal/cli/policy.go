@@ -41,7 +41,7 @@ section, or in an approver group.`,
 			}
 			body, _ := json.Marshal(map[string]any{"subject": sub, "email": email, "groups": splitList(groups), "machine": machine, "target": target, "sql": args[0]})
 			var d api.DecisionJSON
-			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/policy/test", body, &d); err != nil {
+			if err := c.read(cmd.Context(), http.MethodPost, "/api/v1/policy/test", body, &d); err != nil {
 				return err
 			}
 			if g.json() {
