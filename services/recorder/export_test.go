@@ -2,6 +2,7 @@ package recorder
 
 // The metrics, for the tests.
 var (
-	EventsMetric = recorderEvents
-	ChainsMetric = recorderChains
+	EventsMetric        = recorderEvents
+	ChainsMetric        = recorderChains
+	IndexDeferredMetric = recorderIndexDeferred
 )

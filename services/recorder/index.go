@@ -3,6 +3,7 @@ package recorder
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,22 +18,167 @@ import (
 // and the conditional write then fails and is tried again.
 const indexAttempts = 10
 
+// indexWriteTimeout bounds one write of a summary as a record is stored;
+// past it the write is deferred (see deferredIndex).
+const indexWriteTimeout = 2 * time.Second
+
+// maxDeferredIndexEvents bounds the index writes kept for later: past it a
+// write is dropped, said in the log, and left to sluice admin reproject.
+const maxDeferredIndexEvents = 200_000
+
+// deferredIndex holds the index writes the bucket refused, per session in
+// order, until retryIndex writes them.
+type deferredIndex struct {
+	mu       sync.Mutex
+	sessions map[string][]*sessionv1.Event
+	events   int
+	// failing is when a write last failed: while the bucket fails, writes
+	// of other sessions are deferred at once rather than each waiting out
+	// indexWriteTimeout on the records' path.
+	failing time.Time
+	dropped int
+	// told is when the log last said that writes are still waiting.
+	told time.Time
+}
+
+// add keeps evs behind the session's deferred writes, if it has any, or
+// if failed (its write just failed), or while the bucket is failing. It
+// reports whether it kept (or, past the bound, dropped) them.
+func (d *deferredIndex) add(key string, evs []*sessionv1.Event, failed bool) (kept bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	queued, ok := d.sessions[key]
+	if failed {
+		d.failing = time.Now()
+	}
+	if !ok && !failed && (len(d.sessions) == 0 || time.Since(d.failing) > indexRetryEvery) {
+		return false
+	}
+	if d.events+len(evs) > maxDeferredIndexEvents {
+		d.dropped++
+		return true
+	}
+	if d.sessions == nil {
+		d.sessions = map[string][]*sessionv1.Event{}
+	}
+	d.sessions[key] = append(queued, evs...)
+	d.events += len(evs)
+	recorderIndexDeferred.Set(float64(d.events))
+	return true
+}
+
+// indexRetryEvery is how often deferred index writes are tried again.
+const indexRetryEvery = time.Second
+
+// retryIndex writes the deferred index writes, every indexRetryEvery, until
+// ctx is done.
+func (s *Service) retryIndex(ctx context.Context) error {
+	t := time.NewTicker(indexRetryEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		s.flushDeferredIndex(ctx)
+	}
+}
+
+// flushDeferredIndex writes what is deferred, a session at a time, until a
+// write fails (the bucket still refuses: the rest waits for the next try).
+func (s *Service) flushDeferredIndex(ctx context.Context) {
+	d := &s.deferred
+	d.mu.Lock()
+	keys := make([]string, 0, len(d.sessions))
+	for k := range d.sessions {
+		keys = append(keys, k)
+	}
+	if n := d.dropped; n > 0 {
+		d.dropped = 0
+		s.cfg.Log.Error().Int("writes", n).Msg("session index writes dropped: too many were waiting for the bucket; sluice admin reproject sessions rebuilds the index")
+	}
+	d.mu.Unlock()
+	written := 0
+	for _, key := range keys {
+		// The session's queue keeps its place while it is written, so its
+		// later events go behind it; they are written on the next round.
+		d.mu.Lock()
+		evs := d.sessions[key]
+		d.mu.Unlock()
+		wctx, cancel := context.WithTimeout(ctx, indexWriteTimeout)
+		err := s.writeSummary(wctx, key, evs)
+		cancel()
+		d.mu.Lock()
+		if err != nil {
+			d.failing = time.Now()
+			tell := time.Since(d.told) >= time.Minute
+			if tell {
+				d.told = time.Now()
+			}
+			n := d.events
+			d.mu.Unlock()
+			if tell {
+				s.cfg.Log.Warn().Err(err).Int("events", n).Msg("session index writes still waiting for the bucket")
+			}
+			return
+		}
+		if rest := d.sessions[key][len(evs):]; len(rest) > 0 {
+			d.sessions[key] = rest
+		} else {
+			delete(d.sessions, key)
+		}
+		d.events -= len(evs)
+		recorderIndexDeferred.Set(float64(d.events))
+		left := len(d.sessions)
+		d.mu.Unlock()
+		written++
+		if left == 0 {
+			s.cfg.Log.Info().Int("sessions", written).Msg("deferred session index writes done: the index is up to date")
+		}
+	}
+}
+
 // indexSession folds a session's events, those of one record in order,
 // into its summary in sluice_sessions (auditlog.Summarize: start, end,
-// held commands, masking) and writes it once. It is best effort: the audit
-// stream is the record; the index is a read model that can be rebuilt from
-// it (sluice admin reproject sessions).
+// held commands, masking) and writes it once. The audit stream is the
+// record; the index is a read model that can be rebuilt from it (sluice
+// admin reproject sessions). Yet a write the bucket refuses for now (a NATS
+// node down and the bucket electing a leader) is not dropped: it is kept,
+// the session's later events queue behind it, and retryIndex writes them
+// once the bucket answers again, without holding up the records meanwhile.
 func (s *Service) indexSession(ctx context.Context, key string, evs []*sessionv1.Event) {
+	if s.deferred.add(key, evs, false) {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, indexWriteTimeout)
+	err := s.writeSummary(wctx, key, evs)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		if s.deferred.add(key, evs, true) {
+			s.cfg.Log.Warn().Err(err).Str("session", key).Msg("session index write failed; it is kept and tried again every second")
+		}
+	}
+}
+
+// writeSummary folds evs into the session's summary and writes it.
+func (s *Service) writeSummary(ctx context.Context, key string, evs []*sessionv1.Event) error {
 	switch evs[0].GetBody().(type) {
 	case *sessionv1.Event_Started, *sessionv1.Event_AuthFailed:
 		// The session's first event: its summary starts here.
-		if sum, ok := fold(nil, evs); ok {
-			s.putSummary(ctx, key, sum)
+		sum, ok := fold(nil, evs)
+		if !ok {
+			return nil
 		}
-		return
+		data, err := proto.Marshal(sum)
+		if err != nil {
+			return nil
+		}
+		_, err = s.index.Put(ctx, key, data)
+		return err
 	}
 	if _, ok := fold(nil, evs); !ok {
-		return // none of them changes a summary (a hold decided, say)
+		return nil // none of them changes a summary (a hold decided, say)
 	}
 	// Later events change the summary as it stands: read it, and write it
 	// back only if nobody wrote it meanwhile, so that a stale read never
@@ -51,31 +197,31 @@ func (s *Service) indexSession(ctx context.Context, key string, evs []*sessionv1
 			}
 		case !errors.Is(gerr, jetstream.ErrKeyNotFound):
 			err = gerr
+			if ctx.Err() != nil {
+				return err
+			}
 			continue
 		}
-		sum, ok := fold(prev, evs)
-		if !ok {
-			return
-		}
+		sum, _ := fold(prev, evs)
 		data, merr := proto.Marshal(sum)
 		if merr != nil {
-			return
+			return nil
 		}
 		if rev == 0 {
 			_, err = s.index.Create(ctx, key, data)
 		} else {
 			_, err = s.index.Update(ctx, key, data, rev)
 		}
-		if err == nil {
-			return
+		if err == nil || ctx.Err() != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return err
 		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
 		}
 	}
-	s.cfg.Log.Warn().Err(err).Str("session", key).Msg("session index update failed; sluice admin reproject sessions rebuilds it")
+	return err
 }
 
 // fold applies evs to prev; ok says some of them changed it.
@@ -87,14 +233,4 @@ func fold(prev *sessionv1.Summary, evs []*sessionv1.Event) (sum *sessionv1.Summa
 		}
 	}
 	return sum, ok
-}
-
-func (s *Service) putSummary(ctx context.Context, key string, sum *sessionv1.Summary) {
-	data, err := proto.Marshal(sum)
-	if err != nil {
-		return
-	}
-	if _, err := s.index.Put(ctx, key, data); err != nil {
-		s.cfg.Log.Warn().Err(err).Str("session", key).Msg("session index update failed")
-	}
 }

@@ -30,6 +30,10 @@ var (
 		Name: "sluice_recorder_failures_total",
 		Help: "AUDIT records the recorder failed to store (refused, unacknowledged or unencodable); their events come again.",
 	})
+	recorderIndexDeferred = telemetry.Factory.NewGauge(prometheus.GaugeOpts{
+		Name: "sluice_recorder_index_deferred_events",
+		Help: "Session events whose sessions-index write the bucket refused, kept to be written again (every second).",
+	})
 	auditStreamBytes = telemetry.Factory.NewGauge(prometheus.GaugeOpts{
 		Name: "sluice_audit_stream_bytes",
 		Help: "Bytes stored in the AUDIT stream.",

@@ -76,6 +76,9 @@ type Service struct {
 	index    jetstream.KeyValue
 	shards   []chan item
 
+	// deferred holds the index writes the bucket refused (index.go).
+	deferred deferredIndex
+
 	mu    sync.Mutex
 	dirty map[string]*auditv1.ChainHead
 	// anchor is the last checkpoint this recorder anchored (checkpoint
@@ -167,6 +170,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return s.consume(ctx, cons) })
 	g.Go(func() error { return s.checkpoints(ctx) })
+	g.Go(func() error { return s.retryIndex(ctx) })
 	g.Go(func() error { s.streamStats(ctx); return nil })
 	s.cfg.Log.Info().Str("key", auditchain.KeyID(s.cfg.SigningKey.Public().(ed25519.PublicKey))).Msg("recorder ready")
 	if s.cfg.Ready != nil {

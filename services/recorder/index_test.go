@@ -1,0 +1,103 @@
+package recorder_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/libs/auditlog"
+	"sluice.dev/sluice/libs/bus"
+	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/testkit"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
+	"sluice.dev/sluice/services/recorder"
+)
+
+// A sessions-index write the bucket refuses (as while a NATS node is down
+// and the bucket elects a leader) is kept and written once the bucket takes
+// writes again, with the session's later events in order behind it; the
+// records are stored meanwhile.
+func TestIndexWritesTheBucketRefusedAreWrittenLater(t *testing.T) {
+	e := setup(t)
+	e.start(t, e.conn, recorder.Config{})
+	rec := recording.New(e.conn.JS)
+	ctx := context.Background()
+	ended := func(n int64) *sessionv1.Event {
+		return &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed", Commands: n}}}
+	}
+	indexed := func() map[string]*sessionv1.Summary {
+		sums, err := auditlog.Sessions(ctx, e.conn.JS)
+		require.NoError(t, err)
+		out := map[string]*sessionv1.Summary{}
+		for _, s := range sums {
+			out[s.GetSessionId()] = s
+		}
+		return out
+	}
+	first := rec.Open(recording.NewSessionID())
+	require.NoError(t, first.Record(ctx, started()))
+	waitRecorded(t, e.conn.JS, 1)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if indexed()[first.ID] == nil {
+			return fmt.Errorf("the first session is not indexed yet")
+		}
+		return nil
+	})
+
+	// The bucket takes no new key: it holds as many as it may, and
+	// refuses rather than discards.
+	stream, err := e.conn.JS.Stream(ctx, "KV_"+bus.BucketSessions)
+	require.NoError(t, err)
+	open := stream.CachedInfo().Config
+	full := open
+	full.MaxMsgs, full.Discard = 1, jetstream.DiscardNew
+	_, err = e.conn.JS.UpdateStream(ctx, full)
+	require.NoError(t, err)
+
+	deferred := testutil.ToFloat64(recorder.IndexDeferredMetric)
+	var later []*recording.Session
+	for i := 0; i < 3; i++ {
+		s := rec.Open(recording.NewSessionID())
+		later = append(later, s)
+		require.NoError(t, s.Record(ctx, started()))
+		for c := 1; c <= 2; c++ {
+			_, err := s.Emit(command(c))
+			require.NoError(t, err)
+		}
+		require.NoError(t, s.Record(ctx, ended(2)))
+	}
+	waitRecorded(t, e.conn.JS, 1+3*4)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if got := testutil.ToFloat64(recorder.IndexDeferredMetric) - deferred; got != 3*2 {
+			return fmt.Errorf("%v index events deferred", got)
+		}
+		return nil
+	})
+	for _, s := range later {
+		assert.Nil(t, indexed()[s.ID], "the bucket took no new key")
+	}
+
+	_, err = e.conn.JS.UpdateStream(ctx, open)
+	require.NoError(t, err)
+	testkit.Eventually(t, 15*time.Second, func() error {
+		got := indexed()
+		for _, s := range later {
+			sum := got[s.ID]
+			if sum == nil || sum.GetEndedAt() == nil {
+				return fmt.Errorf("session %s: %v", s.ID, sum)
+			}
+			if sum.GetPrincipal().GetSubject() != "alice" || sum.GetCommands() != 2 || sum.GetLastSeq() != 4 {
+				return fmt.Errorf("session %s indexed as %v: the start and the end are both in it", s.ID, sum)
+			}
+		}
+		return nil
+	})
+	assert.Equal(t, deferred, testutil.ToFloat64(recorder.IndexDeferredMetric), "nothing waits any more")
+	assert.Empty(t, verify(t, e, ""))
+}
