@@ -19,10 +19,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/auditlog"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/testkit"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
 // crashTable is where the writers' statements land, one row per statement.
@@ -141,11 +143,51 @@ func requireAllRecorded(t *testing.T, ctx context.Context, js jetstream.JetStrea
 	})
 }
 
+// requireIndexAgrees checks the sessions index against AUDIT: every
+// session's summary in sluice_sessions is what folding its records gives
+// (auditlog.Summaries, what sluice admin reproject sessions would write),
+// so no write of it was lost to the crash.
+func requireIndexAgrees(t *testing.T, ctx context.Context, js jetstream.JetStream) {
+	t.Helper()
+	testkit.Eventually(t, 60*time.Second, func() error {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		want, err := auditlog.Summaries(rctx, js)
+		if err != nil {
+			return err
+		}
+		index, err := auditlog.Sessions(rctx, js)
+		if err != nil {
+			return err
+		}
+		got := map[string]*sessionv1.Summary{}
+		for _, s := range index {
+			got[s.GetSessionId()] = s
+		}
+		var wrong []string
+		for id, w := range want {
+			if g := got[id]; !proto.Equal(w, g) {
+				wrong = append(wrong, fmt.Sprintf("%s: index %v, AUDIT %v", id, g, w))
+			}
+		}
+		for id := range got {
+			if want[id] == nil {
+				wrong = append(wrong, id+": indexed, not in AUDIT")
+			}
+		}
+		if len(wrong) > 0 {
+			return fmt.Errorf("%d of %d sessions indexed other than AUDIT says, such as %s", len(wrong), len(want), wrong[0])
+		}
+		return nil
+	})
+}
+
 // TestKill9UnderLoad kills `sluice dev` with SIGKILL while clients write
 // through it — its PostgreSQL worker, its recorder and its NATS server die
 // at once, with batches of records in flight — then starts it again on the
 // same directory and checks the write-ahead promise: every statement that
-// reached PostgreSQL is in AUDIT, and the audit log verifies.
+// reached PostgreSQL is in AUDIT, the sessions index agrees with it, and
+// the audit log verifies.
 func TestKill9UnderLoad(t *testing.T) {
 	requireTool(t, "psql")
 	dir := t.TempDir()
@@ -173,6 +215,7 @@ func TestKill9UnderLoad(t *testing.T) {
 	js, err := jetstream.New(env.NATS(bus.CompSIEM))
 	require.NoError(t, err)
 	requireAllRecorded(t, ctx, js, stored)
+	requireIndexAgrees(t, ctx, js)
 	auditor := []string{"SLUICE_TOKEN=" + env.Token("--sub", "audrey", "--groups", "auditors")}
 	v, err := env.CLI(auditor, "audit", "verify")
 	require.NoError(t, err, v)

@@ -332,6 +332,7 @@ targets:
 			}
 		})
 		requireAllRecorded(t, ctx, siem.JS, lines(string(rows)))
+		requireIndexAgrees(t, ctx, siem.JS)
 		diag.Stop()
 		out, err := g.auditor("audit", "verify")
 		require.NoError(t, err, "after %s was killed: %s", k.what, out)

@@ -18,7 +18,18 @@ import (
 // authentication set it, a command held for approval or masking counts in
 // it; other events leave it (ok false). The recorder
 // indexes with it as it records, and Summaries rebuilds the index with it.
+//
+// The summary notes the seq of the newest event folded into it (folded_seq),
+// so that whoever folds may tell an event given again from a new one.
 func Summarize(prev *sessionv1.Summary, ev *sessionv1.Event) (sum *sessionv1.Summary, ok bool) {
+	sum, ok = summarize(prev, ev)
+	if ok {
+		sum.FoldedSeq = max(prev.GetFoldedSeq(), ev.GetSeq())
+	}
+	return sum, ok
+}
+
+func summarize(prev *sessionv1.Summary, ev *sessionv1.Event) (sum *sessionv1.Summary, ok bool) {
 	key := ev.GetSessionId()
 	switch b := ev.GetBody().(type) {
 	case *sessionv1.Event_Started:

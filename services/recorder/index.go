@@ -165,7 +165,9 @@ func (s *Service) indexSession(ctx context.Context, key string, evs []*sessionv1
 func (s *Service) writeSummary(ctx context.Context, key string, evs []*sessionv1.Event) error {
 	switch evs[0].GetBody().(type) {
 	case *sessionv1.Event_Started, *sessionv1.Event_AuthFailed:
-		// The session's first event: its summary starts here.
+		// The session's first event: its summary starts here, unless it is
+		// there already (the event is given again: the summary as it stands
+		// is folded into below).
 		sum, ok := fold(nil, evs)
 		if !ok {
 			return nil
@@ -174,15 +176,18 @@ func (s *Service) writeSummary(ctx context.Context, key string, evs []*sessionv1
 		if err != nil {
 			return nil
 		}
-		_, err = s.index.Put(ctx, key, data)
-		return err
-	}
-	if _, ok := fold(nil, evs); !ok {
-		return nil // none of them changes a summary (a hold decided, say)
+		if _, err = s.index.Create(ctx, key, data); !errors.Is(err, jetstream.ErrKeyExists) {
+			return err
+		}
+	default:
+		if _, ok := fold(nil, evs); !ok {
+			return nil // none of them changes a summary (a hold decided, say)
+		}
 	}
 	// Later events change the summary as it stands: read it, and write it
 	// back only if nobody wrote it meanwhile, so that a stale read never
-	// overwrites what the start recorded.
+	// overwrites what the start recorded. Events it holds already (its
+	// folded_seq) are not folded again.
 	var err error
 	for attempt := 1; attempt <= indexAttempts; attempt++ {
 		var prev *sessionv1.Summary
@@ -202,7 +207,10 @@ func (s *Service) writeSummary(ctx context.Context, key string, evs []*sessionv1
 			}
 			continue
 		}
-		sum, _ := fold(prev, evs)
+		sum, changed := fold(prev, evs)
+		if !changed {
+			return nil
+		}
 		data, merr := proto.Marshal(sum)
 		if merr != nil {
 			return nil
@@ -225,9 +233,14 @@ func (s *Service) writeSummary(ctx context.Context, key string, evs []*sessionv1
 }
 
 // fold applies evs to prev; ok says some of them changed it.
+// An event at or below the summary's folded_seq is in it already (given
+// again after a recorder died before acknowledging it) and is skipped.
 func fold(prev *sessionv1.Summary, evs []*sessionv1.Event) (sum *sessionv1.Summary, ok bool) {
 	sum = prev
 	for _, ev := range evs {
+		if sum != nil && ev.GetSeq() <= sum.GetFoldedSeq() {
+			continue
+		}
 		if next, changed := auditlog.Summarize(sum, ev); changed {
 			sum, ok = next, true
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/auditlog"
 	"sluice.dev/sluice/libs/bus"
@@ -100,4 +101,84 @@ func TestIndexWritesTheBucketRefusedAreWrittenLater(t *testing.T) {
 	})
 	assert.Equal(t, deferred, testutil.ToFloat64(recorder.IndexDeferredMetric), "nothing waits any more")
 	assert.Empty(t, verify(t, e, ""))
+}
+
+// An event the recorder is given again (a redelivery after a recorder died
+// before it acknowledged, a replay) is indexed once: a summary that has it
+// is left as it is, and one that lost it (the recorder died after storing
+// the record, before indexing it) gets it back.
+func TestEventsGivenAgainAreIndexedOnce(t *testing.T) {
+	e := setup(t)
+	e.start(t, e.conn, recorder.Config{})
+	ctx := context.Background()
+	id := recording.NewSessionID()
+	sess := recording.New(e.conn.JS).Open(id)
+	require.NoError(t, sess.Record(ctx, started()))
+	require.NoError(t, sess.Record(ctx, command(1)))
+	require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{CommandId: 1, ApprovalId: "a1", State: "pending"}}}))
+	require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Masking{Masking: &sessionv1.Masking{CommandId: 1}}}))
+	require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed", Commands: 1}}}))
+	waitRecorded(t, e.conn.JS, 5)
+	kv, err := e.conn.JS.KeyValue(ctx, bus.BucketSessions)
+	require.NoError(t, err)
+	summary := func() (*sessionv1.Summary, error) {
+		en, err := kv.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		var s sessionv1.Summary
+		return &s, proto.Unmarshal(en.Value(), &s)
+	}
+	var want *sessionv1.Summary
+	testkit.Eventually(t, 10*time.Second, func() error {
+		s, err := summary()
+		if err != nil {
+			return err
+		}
+		if s.GetEndedAt() == nil {
+			return fmt.Errorf("not ended yet: %v", s)
+		}
+		want = s
+		return nil
+	})
+	assert.Equal(t, int64(1), want.GetHeld())
+	assert.Equal(t, int64(1), want.GetMasked())
+	assert.Equal(t, uint64(5), want.GetFoldedSeq())
+
+	// Every event stored, given again one per batch under other message ids.
+	var events [][]byte
+	require.NoError(t, auditlog.Read(ctx, e.conn.JS, auditlog.Options{Session: id}, func(en auditlog.Entry) error {
+		events = append(events, en.Record.GetEvents()[en.Index])
+		return nil
+	}))
+	require.Len(t, events, 5)
+	again := func(from string, events ...[]byte) {
+		for i, ev := range events {
+			publishBatch(t, e.conn.JS, from, uint64(i+1), ev)
+		}
+		waitSessionsDrained(t, e.conn.JS)
+	}
+	// The hold and the masking only (a redelivered batch), then all of it.
+	for i, evs := range [][][]byte{events[2:4], events} {
+		again(fmt.Sprint("replayer-", i), evs...)
+		got, err := summary()
+		require.NoError(t, err)
+		assert.True(t, proto.Equal(want, got), "counted once: want %v, got %v", want, got)
+	}
+
+	// The summary lost (its recorder died after storing, before indexing).
+	require.NoError(t, kv.Delete(ctx, id))
+	again("replayer-lost", events...)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		got, err := summary()
+		if err != nil {
+			return err
+		}
+		if !proto.Equal(want, got) {
+			return fmt.Errorf("want %v, got %v", want, got)
+		}
+		return nil
+	})
+	waitRecorded(t, e.conn.JS, 5)
+	assert.Empty(t, verify(t, e, id))
 }

@@ -615,7 +615,7 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 			switch {
 			case seq <= h.seq:
 				// Already stored (a redelivery after a crash or a retried publish).
-				it.ref.done()
+				s.alreadyStored(ctx, sess, it)
 			case len(run) > 0 && seq >= run[0].ev.seq:
 				runDups = append(runDups, it)
 			case pending != nil:
@@ -640,7 +640,7 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 			}
 			h = heads[sess]
 			if seq <= h.seq {
-				it.ref.done()
+				s.alreadyStored(ctx, sess, it)
 				next = h.seq + 1
 				continue
 			}
@@ -663,6 +663,20 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 	}
 	emit()
 	return pending
+}
+
+// alreadyStored acknowledges an event AUDIT holds already. Its recorder
+// may have died before it indexed the event: it is indexed again, which
+// the summary's folded_seq makes a no-op if it was. Older than anything in
+// flight for the session, it is indexed before them.
+func (s *Service) alreadyStored(ctx context.Context, sess string, it item) {
+	if it.ev.indexed {
+		ev := &sessionv1.Event{}
+		if proto.Unmarshal(it.data, ev) == nil {
+			s.indexSession(ctx, sess, []*sessionv1.Event{ev})
+		}
+	}
+	it.ref.done()
 }
 
 // publish sends rec after the session's last stored record, with

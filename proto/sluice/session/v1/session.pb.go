@@ -1409,8 +1409,12 @@ type Summary struct {
 	// held counts the session's commands held for approval; masked its
 	// masking events (results or output with values masked). Both are
 	// counted by the recorder as it records, so an open session shows them.
-	Held          int64 `protobuf:"varint,13,opt,name=held,proto3" json:"held,omitempty"`
-	Masked        int64 `protobuf:"varint,14,opt,name=masked,proto3" json:"masked,omitempty"`
+	Held   int64 `protobuf:"varint,13,opt,name=held,proto3" json:"held,omitempty"`
+	Masked int64 `protobuf:"varint,14,opt,name=masked,proto3" json:"masked,omitempty"`
+	// folded_seq is the seq of the newest event folded into the summary: the
+	// recorder, given an event again (a redelivery after a recorder died
+	// before acknowledging it), does not fold it twice.
+	FoldedSeq     uint64 `protobuf:"varint,15,opt,name=folded_seq,json=foldedSeq,proto3" json:"folded_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1539,6 +1543,13 @@ func (x *Summary) GetHeld() int64 {
 func (x *Summary) GetMasked() int64 {
 	if x != nil {
 		return x.Masked
+	}
+	return 0
+}
+
+func (x *Summary) GetFoldedSeq() uint64 {
+	if x != nil {
+		return x.FoldedSeq
 	}
 	return 0
 }
@@ -1767,7 +1778,7 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"RenewReply\x129\n" +
 	"\n" +
 	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12-\n" +
-	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\xf6\x03\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\x95\x04\n" +
 	"\aSummary\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
@@ -1787,7 +1798,9 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\x06worker\x18\v \x01(\tR\x06worker\x12\x19\n" +
 	"\blast_seq\x18\f \x01(\x04R\alastSeq\x12\x12\n" +
 	"\x04held\x18\r \x01(\x03R\x04held\x12\x16\n" +
-	"\x06masked\x18\x0e \x01(\x03R\x06masked\"D\n" +
+	"\x06masked\x18\x0e \x01(\x03R\x06masked\x12\x1d\n" +
+	"\n" +
+	"folded_seq\x18\x0f \x01(\x04R\tfoldedSeq\"D\n" +
 	"\vKillRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
