@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -295,12 +296,17 @@ targets:
 	siem, err := bus.Connect(ctx, bus.Config{URL: cluster.URL(), Component: bus.CompSIEM, NkeyFile: bus.KeyFile(keys, bus.CompSIEM)})
 	require.NoError(t, err)
 	defer siem.NC.Close()
+	killedWorker := "" // the killed worker's name ends so
 	for i, k := range []struct {
 		what string
 		kill func(w *writers)
 	}{
 		{"a NATS node", func(*writers) { cluster.kill9(t, 0) }},
-		{"the PostgreSQL worker", func(*writers) { worker.kill9(t); worker.restart() }},
+		{"the PostgreSQL worker", func(*writers) {
+			killedWorker = fmt.Sprintf("-%d", worker.cmd.Process.Pid)
+			worker.kill9(t)
+			worker.restart()
+		}},
 		{"the recorder", func(w *writers) {
 			// Statements go on without a recorder (their records wait in
 			// SESSIONS); the one started then is killed in turn before it can
@@ -338,6 +344,38 @@ targets:
 		require.NoError(t, err, "after %s was killed: %s", k.what, out)
 		assert.Contains(t, out, "intact")
 	}
+	// The sessions the killed worker held have no end, and never will:
+	// once it has been silent long enough, they are shown lost, and no
+	// other session is.
+	testkit.Eventually(t, 60*time.Second, func() error {
+		out, err := g.auditor("sessions", "list", "-o", "json", "--limit", "1000")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		var res struct {
+			Sessions []struct{ ID, Worker, State, Lost string }
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			return err
+		}
+		lost := 0
+		for _, s := range res.Sessions {
+			killed := strings.HasSuffix(s.Worker, killedWorker)
+			switch {
+			case s.State == "lost" && !killed:
+				return fmt.Errorf("session %s of worker %s is shown lost: %s", s.ID, s.Worker, s.Lost)
+			case s.State == "open" && killed:
+				return fmt.Errorf("session %s of the killed worker %s is still shown open", s.ID, s.Worker)
+			case s.State == "lost":
+				assert.Contains(t, s.Lost, s.Worker)
+				lost++
+			}
+		}
+		if lost == 0 {
+			return fmt.Errorf("no session of the killed worker (*%s) is shown lost", killedWorker)
+		}
+		return nil
+	})
 	testkit.Eventually(t, 60*time.Second, func() error {
 		if out, err := g.psql("SELECT name FROM customers WHERE id = 2 OR id = 3 ORDER BY id LIMIT 1"); err != nil {
 			return fmt.Errorf("%v: %s", err, out)

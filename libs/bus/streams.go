@@ -37,7 +37,37 @@ const (
 	BucketSessions = "sluice_sessions"
 	// BucketAuditKeys holds the recorders' checkpoint public keys.
 	BucketAuditKeys = "sluice_audit_keys"
+	// BucketWorkers holds the protocol workers' presence (WorkerKey →
+	// WorkerPresence), written by each worker while it serves.
+	BucketWorkers = "sluice_workers"
 )
+
+// WorkerPresenceEvery is how often a worker writes its presence again;
+// WorkerSilence is how long one may be silent before it counts as gone
+// (its open sessions are then shown lost). The bucket forgets a key
+// after WorkerForget.
+const (
+	WorkerPresenceEvery = 5 * time.Second
+	WorkerSilence       = 20 * time.Second
+	WorkerForget        = time.Minute
+)
+
+// WorkerKey is a worker name as a sluice_workers key: the characters a
+// key may not hold become '_'.
+func WorkerKey(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '=':
+		default:
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "_"
+	}
+	return string(b)
+}
 
 // Topology says how streams are sized and replicated. The zero value is a
 // single-node development setup.
@@ -112,6 +142,10 @@ func (t Topology) AuditStream() jetstream.StreamConfig {
 
 // KV is the configuration of a projection bucket.
 func (t Topology) KV(bucket string) jetstream.KeyValueConfig {
+	if bucket == BucketWorkers {
+		// Presence: only the last word of each worker, forgotten soon.
+		return jetstream.KeyValueConfig{Bucket: bucket, History: 1, TTL: WorkerForget, Storage: jetstream.FileStorage, Replicas: t.replicas()}
+	}
 	return jetstream.KeyValueConfig{
 		Bucket:   bucket,
 		History:  5,
@@ -138,7 +172,7 @@ func (t Topology) streams() []jetstream.StreamConfig {
 }
 
 // buckets are the topology's key-value buckets.
-var buckets = []string{BucketControl, BucketApprovals, BucketApprovalsHistory, BucketSessions, BucketAuditKeys}
+var buckets = []string{BucketControl, BucketApprovals, BucketApprovalsHistory, BucketSessions, BucketAuditKeys, BucketWorkers}
 
 // stream returns the configuration of a stream of the topology.
 func (t Topology) stream(name string) (jetstream.StreamConfig, bool) {

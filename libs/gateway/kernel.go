@@ -115,6 +115,10 @@ type Kernel struct {
 
 	mu       sync.Mutex
 	sessions map[string]Session
+
+	// started is when this run of the worker started (its presence says
+	// it: sessions started before it are another run's).
+	started time.Time
 }
 
 // New returns a kernel.
@@ -137,6 +141,7 @@ func New(cfg Config) *Kernel {
 		starting:  make(chan struct{}, cfg.MaxStarting),
 		sessions:  map[string]Session{},
 		metrics:   newKernelMetrics(cfg.Protocol),
+		started:   time.Now(),
 	}
 }
 
@@ -199,7 +204,9 @@ func (k *Kernel) Follow(ctx context.Context) error {
 
 // Start readies the kernel for a worker: masking tokens keyed from the
 // master key, the control-plane views followed (it returns once they are
-// loaded) and kills served. stop ends the kill subscription. When ctx ends
+// loaded), kills served and the worker's presence announced. stop ends the
+// kill subscription and withdraws the presence: call it once the sessions
+// have ended. When ctx ends
 // first, it returns ctx's error.
 func (k *Kernel) Start(ctx context.Context, master *secrets.Key) (stop func(), err error) {
 	k.SetMaskingKey(master.Derive("masking tokens"))
@@ -213,7 +220,8 @@ func (k *Kernel) Start(ctx context.Context, master *secrets.Key) (stop func(), e
 	if err != nil {
 		return nil, err
 	}
-	return func() { _ = kills.Unsubscribe() }, nil
+	withdraw := k.announce(ctx)
+	return func() { _ = kills.Unsubscribe(); withdraw() }, nil
 }
 
 // Serve accepts connections on ln until ctx ends and runs handle for each

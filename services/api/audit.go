@@ -43,15 +43,26 @@ type SessionJSON struct {
 	Masked     int64      `json:"masked"`
 	EndReason  string     `json:"end_reason,omitempty"`
 	WorkerName string     `json:"worker,omitempty"`
+	// State is open, ended, or lost: not ended, and never will be, for its
+	// worker is gone (Lost says how); its records stop where the worker
+	// stopped.
+	State string `json:"state"`
+	Lost  string `json:"lost,omitempty"`
 }
 
-func sessionJSON(s *sessionv1.Summary) SessionJSON {
+// sessionJSON renders a summary; lost is why it will never end ("" if it
+// is open or ended).
+func sessionJSON(s *sessionv1.Summary, lost string) SessionJSON {
 	out := SessionJSON{ID: s.GetSessionId(), Principal: s.GetPrincipal().GetSubject(), Machine: s.GetPrincipal().GetMachine(),
 		Target: s.GetTarget().GetName(), Protocol: s.GetProtocol(), Client: s.GetClientAddr(), StartedAt: s.GetStartedAt().AsTime().UTC(),
-		Commands: s.GetCommands(), Denied: s.GetDenied(), Held: s.GetHeld(), Masked: s.GetMasked(), EndReason: s.GetEndReason(), WorkerName: s.GetWorker()}
-	if s.GetEndedAt() != nil {
+		Commands: s.GetCommands(), Denied: s.GetDenied(), Held: s.GetHeld(), Masked: s.GetMasked(), EndReason: s.GetEndReason(), WorkerName: s.GetWorker(),
+		State: "open"}
+	switch {
+	case s.GetEndedAt() != nil:
 		t := s.GetEndedAt().AsTime().UTC()
-		out.EndedAt = &t
+		out.EndedAt, out.State = &t, "ended"
+	case lost != "":
+		out.State, out.Lost = "lost", lost
 	}
 	return out
 }
@@ -95,19 +106,22 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Pr
 		writeError(w, http.StatusBadRequest, "bad_request", "since/until take RFC 3339 times or durations (1h); limit a number from 1 to 1000; denied, held and masked true or false")
 		return
 	}
-	select {
-	case <-s.sessionsReady:
-	case <-r.Context().Done():
-		return
-	case <-time.After(5 * time.Second):
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the session index is still loading; try again")
-		return
+	loading := time.After(5 * time.Second)
+	for _, ready := range []chan struct{}{s.sessionsReady, s.workersReady} {
+		select {
+		case <-ready:
+		case <-r.Context().Done():
+			return
+		case <-loading:
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "the session index is still loading; try again")
+			return
+		}
 	}
 	page := s.sessionIndex.Query(sessionindex.Query{Principal: q.Get("principal"), Target: q.Get("target"), Protocol: q.Get("protocol"),
 		Since: since, Until: until, Denied: flags["denied"], Held: flags["held"], Masked: flags["masked"], Before: q.Get("before"), Limit: limit})
 	out := make([]SessionJSON, 0, len(page.Sessions))
 	for _, sum := range page.Sessions {
-		out = append(out, sessionJSON(sum))
+		out = append(out, sessionJSON(sum, s.workers.Lost(sum)))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sessions": out, "next": page.Next})
 }

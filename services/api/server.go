@@ -74,6 +74,10 @@ type Server struct {
 	// closed.
 	sessionIndex  *sessionindex.Index
 	sessionsReady chan struct{}
+	// workers is the workers' presence, loaded once workersReady is
+	// closed: it tells an open session from one whose worker is gone.
+	workers      *sessionindex.Workers
+	workersReady chan struct{}
 	// sealer seals the console's cookies; discovery caches the provider's
 	// endpoints.
 	sealer    *sealer
@@ -90,7 +94,8 @@ func New(cfg Config) *Server {
 	}
 	view := controlstate.NewView()
 	s := &Server{cfg: cfg, view: view, guard: authz.New(cfg.Conn.NC, view), mux: http.NewServeMux(),
-		sessionIndex: sessionindex.New(), sessionsReady: make(chan struct{})}
+		sessionIndex: sessionindex.New(), sessionsReady: make(chan struct{}),
+		workers: sessionindex.NewWorkers(), workersReady: make(chan struct{})}
 	s.sealer, s.sealerErr = newSealer(cfg.ConsoleKey)
 	s.routes()
 	return s
@@ -267,7 +272,12 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
-	go s.followSessions(vctx)
+	go s.follow(vctx, "the session index", func(ctx context.Context) error {
+		return sessionindex.Follow(ctx, s.cfg.Conn.JS, s.sessionIndex, s.sessionsReady)
+	})
+	go s.follow(vctx, "the workers' presence", func(ctx context.Context) error {
+		return sessionindex.FollowWorkers(ctx, s.cfg.Conn.JS, s.workers, s.workersReady)
+	})
 	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -288,15 +298,15 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// followSessions keeps the sessions read model until ctx is done, starting
+// follow keeps a read model (run follows it) until ctx is done, starting
 // again after a failure.
-func (s *Server) followSessions(ctx context.Context) {
+func (s *Server) follow(ctx context.Context, what string, run func(context.Context) error) {
 	for {
-		err := sessionindex.Follow(ctx, s.cfg.Conn.JS, s.sessionIndex, s.sessionsReady)
+		err := run(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		s.cfg.Log.Warn().Err(err).Msg("following the session index failed; starting again")
+		s.cfg.Log.Warn().Err(err).Msg("following " + what + " failed; starting again")
 		select {
 		case <-ctx.Done():
 			return

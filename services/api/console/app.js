@@ -345,7 +345,7 @@ async function sessionsPage() {
         h("td", {}, s.protocol),
         h("td", {}, String(s.commands)),
         h("td", {}, s.denied ? badge(`${s.denied} denied`, "deny") : "", " ", s.held ? badge(`${s.held} held`, "held") : "", " ", s.masked ? badge(`${s.masked} masked`, "masked") : ""),
-        h("td", {}, s.ended_at ? `${fmtTime(s.ended_at)} (${s.end_reason || "ended"})` : badge("open", "allow")),
+        h("td", { title: s.lost || "" }, s.ended_at ? `${fmtTime(s.ended_at)} (${s.end_reason || "ended"})` : s.state === "lost" ? badge("lost", "deny") : badge("open", "allow")),
       ),
     );
     let tbl = table.querySelector("table");

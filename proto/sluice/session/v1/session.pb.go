@@ -1554,6 +1554,73 @@ func (x *Summary) GetFoldedSeq() uint64 {
 	return 0
 }
 
+// WorkerPresence is what a protocol worker keeps in the sluice_workers
+// bucket, under its name (bus.WorkerKey), while it serves: written again
+// every few seconds, deleted when it stops. A session that has not ended
+// and whose worker is gone (silent, or started again since the session
+// started) is shown lost: no end will be recorded for it.
+type WorkerPresence struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Protocol string                 `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// started_at is when this run of the worker started (a worker started
+	// again under the same name has a later one).
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerPresence) Reset() {
+	*x = WorkerPresence{}
+	mi := &file_sluice_session_v1_session_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerPresence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerPresence) ProtoMessage() {}
+
+func (x *WorkerPresence) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_session_v1_session_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerPresence.ProtoReflect.Descriptor instead.
+func (*WorkerPresence) Descriptor() ([]byte, []int) {
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WorkerPresence) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkerPresence) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *WorkerPresence) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
 // Subject: sluice.worker.kill (the API, with the caller's token; every
 // worker replica receives it, the one holding the session answers after
 // verifying that the caller is an administrator). The session ends at once,
@@ -1568,7 +1635,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[17]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1647,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[17]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1660,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{17}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KillRequest) GetSessionId() string {
@@ -1619,7 +1686,7 @@ type KillReply struct {
 
 func (x *KillReply) Reset() {
 	*x = KillReply{}
-	mi := &file_sluice_session_v1_session_proto_msgTypes[18]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1698,7 @@ func (x *KillReply) String() string {
 func (*KillReply) ProtoMessage() {}
 
 func (x *KillReply) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_session_v1_session_proto_msgTypes[18]
+	mi := &file_sluice_session_v1_session_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1711,7 @@ func (x *KillReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillReply.ProtoReflect.Descriptor instead.
 func (*KillReply) Descriptor() ([]byte, []int) {
-	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{18}
+	return file_sluice_session_v1_session_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KillReply) GetError() *v1.Error {
@@ -1800,7 +1867,12 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\x04held\x18\r \x01(\x03R\x04held\x12\x16\n" +
 	"\x06masked\x18\x0e \x01(\x03R\x06masked\x12\x1d\n" +
 	"\n" +
-	"folded_seq\x18\x0f \x01(\x04R\tfoldedSeq\"D\n" +
+	"folded_seq\x18\x0f \x01(\x04R\tfoldedSeq\"{\n" +
+	"\x0eWorkerPresence\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x129\n" +
+	"\n" +
+	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"D\n" +
 	"\vKillRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
@@ -1820,7 +1892,7 @@ func file_sluice_session_v1_session_proto_rawDescGZIP() []byte {
 	return file_sluice_session_v1_session_proto_rawDescData
 }
 
-var file_sluice_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_sluice_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_sluice_session_v1_session_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: sluice.session.v1.Batch
 	(*Event)(nil),                 // 1: sluice.session.v1.Event
@@ -1839,16 +1911,17 @@ var file_sluice_session_v1_session_proto_goTypes = []any{
 	(*RenewRequest)(nil),          // 14: sluice.session.v1.RenewRequest
 	(*RenewReply)(nil),            // 15: sluice.session.v1.RenewReply
 	(*Summary)(nil),               // 16: sluice.session.v1.Summary
-	(*KillRequest)(nil),           // 17: sluice.session.v1.KillRequest
-	(*KillReply)(nil),             // 18: sluice.session.v1.KillReply
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*v1.Principal)(nil),          // 20: sluice.common.v1.Principal
-	(*v1.Target)(nil),             // 21: sluice.common.v1.Target
-	(*v11.Decision)(nil),          // 22: sluice.policy.v1.Decision
-	(*v1.Error)(nil),              // 23: sluice.common.v1.Error
+	(*WorkerPresence)(nil),        // 17: sluice.session.v1.WorkerPresence
+	(*KillRequest)(nil),           // 18: sluice.session.v1.KillRequest
+	(*KillReply)(nil),             // 19: sluice.session.v1.KillReply
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*v1.Principal)(nil),          // 21: sluice.common.v1.Principal
+	(*v1.Target)(nil),             // 22: sluice.common.v1.Target
+	(*v11.Decision)(nil),          // 23: sluice.policy.v1.Decision
+	(*v1.Error)(nil),              // 24: sluice.common.v1.Error
 }
 var file_sluice_session_v1_session_proto_depIdxs = []int32{
-	19, // 0: sluice.session.v1.Event.time:type_name -> google.protobuf.Timestamp
+	20, // 0: sluice.session.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,  // 1: sluice.session.v1.Event.started:type_name -> sluice.session.v1.Started
 	3,  // 2: sluice.session.v1.Event.command:type_name -> sluice.session.v1.Command
 	4,  // 3: sluice.session.v1.Event.decided:type_name -> sluice.session.v1.Decided
@@ -1860,27 +1933,28 @@ var file_sluice_session_v1_session_proto_depIdxs = []int32{
 	11, // 9: sluice.session.v1.Event.auth_failed:type_name -> sluice.session.v1.AuthFailed
 	12, // 10: sluice.session.v1.Event.token_renewed:type_name -> sluice.session.v1.TokenRenewed
 	13, // 11: sluice.session.v1.Event.renewal_refused:type_name -> sluice.session.v1.RenewalRefused
-	20, // 12: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
-	21, // 13: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
-	22, // 14: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
+	21, // 12: sluice.session.v1.Started.principal:type_name -> sluice.common.v1.Principal
+	22, // 13: sluice.session.v1.Started.target:type_name -> sluice.common.v1.Target
+	23, // 14: sluice.session.v1.Command.decision:type_name -> sluice.policy.v1.Decision
 	6,  // 15: sluice.session.v1.Command.results:type_name -> sluice.session.v1.Result
-	21, // 16: sluice.session.v1.Command.target:type_name -> sluice.common.v1.Target
-	22, // 17: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
+	22, // 16: sluice.session.v1.Command.target:type_name -> sluice.common.v1.Target
+	23, // 17: sluice.session.v1.Decided.decision:type_name -> sluice.policy.v1.Decision
 	7,  // 18: sluice.session.v1.Masking.counts:type_name -> sluice.session.v1.MaskCount
-	19, // 19: sluice.session.v1.TokenRenewed.expires_at:type_name -> google.protobuf.Timestamp
-	19, // 20: sluice.session.v1.TokenRenewed.previous_expires_at:type_name -> google.protobuf.Timestamp
-	19, // 21: sluice.session.v1.RenewReply.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 22: sluice.session.v1.RenewReply.error:type_name -> sluice.common.v1.Error
-	20, // 23: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
-	21, // 24: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
-	19, // 25: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
-	19, // 26: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
-	23, // 27: sluice.session.v1.KillReply.error:type_name -> sluice.common.v1.Error
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	20, // 19: sluice.session.v1.TokenRenewed.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 20: sluice.session.v1.TokenRenewed.previous_expires_at:type_name -> google.protobuf.Timestamp
+	20, // 21: sluice.session.v1.RenewReply.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 22: sluice.session.v1.RenewReply.error:type_name -> sluice.common.v1.Error
+	21, // 23: sluice.session.v1.Summary.principal:type_name -> sluice.common.v1.Principal
+	22, // 24: sluice.session.v1.Summary.target:type_name -> sluice.common.v1.Target
+	20, // 25: sluice.session.v1.Summary.started_at:type_name -> google.protobuf.Timestamp
+	20, // 26: sluice.session.v1.Summary.ended_at:type_name -> google.protobuf.Timestamp
+	20, // 27: sluice.session.v1.WorkerPresence.started_at:type_name -> google.protobuf.Timestamp
+	24, // 28: sluice.session.v1.KillReply.error:type_name -> sluice.common.v1.Error
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_sluice_session_v1_session_proto_init() }
@@ -1907,7 +1981,7 @@ func file_sluice_session_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_session_v1_session_proto_rawDesc), len(file_sluice_session_v1_session_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

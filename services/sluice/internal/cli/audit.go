@@ -71,8 +71,11 @@ func newSessionsCmd(g *globals) *cobra.Command {
 			fmt.Fprintln(tw, "SESSION\tSTARTED\tPRINCIPAL\tTARGET\tPROTOCOL\tCOMMANDS\tDENIED\tHELD\tMASKED\tSTATE")
 			for _, s := range res.Sessions {
 				state := "active"
-				if s.EndedAt != nil {
+				switch {
+				case s.EndedAt != nil:
 					state = "ended: " + s.EndReason
+				case s.State == "lost":
+					state = "lost: " + s.Lost
 				}
 				who := s.Principal
 				if s.Machine {
