@@ -486,3 +486,29 @@ func kindsOf(ps []auditchain.Problem) []string {
 	}
 	return out
 }
+
+// The chain head of a session that has no events for HeadIdle is let go
+// (a session whose worker was killed never ends), and a late event of it
+// reloads the head from AUDIT: the chain stays whole.
+func TestIdleChainHeadsAreLetGo(t *testing.T) {
+	e := setup(t)
+	chains := testutil.ToFloat64(recorder.ChainsMetric)
+	e.start(t, e.conn, recorder.Config{HeadIdle: 300 * time.Millisecond})
+	ctx := context.Background()
+	sess := recording.New(e.conn.JS).Open(recording.NewSessionID())
+	require.NoError(t, sess.Record(ctx, started()))
+	require.NoError(t, sess.Record(ctx, command(1)))
+	waitRecorded(t, e.conn.JS, 2)
+	held := func(want float64) func() error {
+		return func() error {
+			if got := testutil.ToFloat64(recorder.ChainsMetric) - chains; got != want {
+				return fmt.Errorf("%v chain heads kept, want %v", got, want)
+			}
+			return nil
+		}
+	}
+	testkit.Eventually(t, 5*time.Second, held(0))
+	require.NoError(t, sess.Record(ctx, command(2)))
+	waitRecorded(t, e.conn.JS, 3)
+	assert.Empty(t, verify(t, e, sess.ID))
+}

@@ -64,6 +64,11 @@ type Config struct {
 	// still in the stream, and says so in a signed checkpoint when it is
 	// not. Without it, that check covers only this process's lifetime.
 	AnchorFile string
+	// HeadIdle is how long the chain head of a session with no events is
+	// kept; default 10m. A session whose end never comes (its worker was
+	// killed) would otherwise keep its head for good; a late event reloads
+	// it from AUDIT.
+	HeadIdle time.Duration
 	// Ready, if set, is called once the service serves.
 	Ready func()
 }
@@ -90,6 +95,8 @@ type head struct {
 	seq       uint64
 	hash      []byte
 	streamSeq uint64
+	// used is when the session last had events (see Config.HeadIdle).
+	used time.Time
 }
 
 // New returns the service.
@@ -108,6 +115,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 10 * time.Second
+	}
+	if cfg.HeadIdle <= 0 {
+		cfg.HeadIdle = 10 * time.Minute
 	}
 	return &Service{cfg: cfg, dirty: map[string]*auditv1.ChainHead{}}
 }
@@ -440,10 +450,25 @@ func (s *Service) shard(ctx context.Context, ch <-chan item) error {
 	// chains is this shard's part of sluice_recorder_chains.
 	chains := 0
 	defer func() { recorderChains.Sub(float64(chains)) }()
+	counted := func() {
+		if n := len(heads); n != chains {
+			recorderChains.Add(float64(n - chains))
+			chains = n
+		}
+	}
+	idle := time.NewTicker(min(s.cfg.HeadIdle/2, time.Minute))
+	defer idle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case now := <-idle.C:
+			for sess, h := range heads {
+				if now.Sub(h.used) > s.cfg.HeadIdle {
+					delete(heads, sess)
+				}
+			}
+			counted()
 		case it := <-ch:
 			add(it)
 			window.Reset(s.cfg.FlushInterval)
@@ -460,12 +485,15 @@ func (s *Service) shard(ctx context.Context, ch <-chan item) error {
 			}
 			window.Stop()
 			s.flush(ctx, heads, order, runs)
+			now := time.Now()
+			for _, sess := range order {
+				if h := heads[sess]; h != nil {
+					h.used = now
+				}
+			}
 			clear(runs)
 			order = order[:0]
-			if n := len(heads); n != chains {
-				recorderChains.Add(float64(n - chains))
-				chains = n
-			}
+			counted()
 		}
 	}
 }
