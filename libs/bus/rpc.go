@@ -49,7 +49,8 @@ type Handler[Req, Resp proto.Message] func(ctx context.Context, req Req) (Resp, 
 // 4×GOMAXPROCS at a time, by goroutines that live as long as the
 // subscription: a handler's deep stack (a SQL parse, a policy evaluation) is
 // grown once, not for every request. When ctx is done the subscription
-// drains: every request it had taken is still answered.
+// drains: every request it had taken is still answered. It returns once
+// the server holds the subscription.
 func Serve[Req, Resp proto.Message](ctx context.Context, nc *nats.Conn, subject, queue string, newReq func() Req, h Handler[Req, Resp]) (*nats.Subscription, error) {
 	requests := make(chan *nats.Msg)
 	drained := make(chan struct{})
@@ -62,6 +63,12 @@ func Serve[Req, Resp proto.Message](ctx context.Context, nc *nats.Conn, subject,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	// Serve returns once the server holds the subscription, so that a
+	// request sent after it returns, on any connection, finds a responder
+	// (a disconnected connection subscribes again when it reconnects).
+	if nc.IsConnected() {
+		_ = nc.FlushTimeout(5 * time.Second)
 	}
 	for range 4 * runtime.GOMAXPROCS(0) {
 		go func() {

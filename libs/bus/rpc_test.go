@@ -108,6 +108,7 @@ func TestServeAnswersWhatItTookWhenItStops(t *testing.T) {
 	defer cancel()
 	limit := 4 * runtime.GOMAXPROCS(0)
 	var inFlight atomic.Int32
+	var failed atomic.Pointer[error]
 	_, err := bus.Serve(ctx, conn.NC, "sluice.api.test.slow.get", "test", func() *wrapperspb.StringValue { return &wrapperspb.StringValue{} },
 		func(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
 			inFlight.Add(1)
@@ -126,12 +127,17 @@ func TestServeAnswersWhatItTookWhenItStops(t *testing.T) {
 			rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer rcancel()
 			if err := bus.Request(rctx, client.NC, "sluice.api.test.slow.get", wrapperspb.String(fmt.Sprint(i)), &resp); err != nil {
-				errs <- fmt.Errorf("request %d: %w", i, err)
+				err = fmt.Errorf("request %d: %w", i, err)
+				failed.CompareAndSwap(nil, &err)
+				errs <- err
 			}
 		}()
 	}
 	testkit.Eventually(t, 5*time.Second, func() error {
 		if n := inFlight.Load(); n < int32(limit) {
+			if err := failed.Load(); err != nil {
+				return fmt.Errorf("%d requests in flight; one failed: %w", n, *err)
+			}
 			return fmt.Errorf("%d requests in flight", n)
 		}
 		return nil
