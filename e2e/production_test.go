@@ -374,6 +374,23 @@ targets:
 		if lost == 0 {
 			return fmt.Errorf("no session of the killed worker (*%s) is shown lost", killedWorker)
 		}
+		// --state lost lists those, and only those.
+		out, err = g.auditor("sessions", "list", "-o", "json", "--limit", "1000", "--state", "lost")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		res.Sessions = nil
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			return err
+		}
+		for _, s := range res.Sessions {
+			if s.State != "lost" {
+				return fmt.Errorf("--state lost lists session %s, %s", s.ID, s.State)
+			}
+		}
+		if len(res.Sessions) != lost {
+			return fmt.Errorf("--state lost lists %d sessions, the whole list %d", len(res.Sessions), lost)
+		}
 		return nil
 	})
 	testkit.Eventually(t, 60*time.Second, func() error {

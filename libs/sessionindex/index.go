@@ -29,6 +29,10 @@ type Query struct {
 	// Denied, Held and Masked keep only sessions with a denied command, a
 	// command held for approval, or masked values.
 	Denied, Held, Masked bool
+	// Keep, when set, keeps only the sessions it says yes to (a state the
+	// index does not hold, such as lost: see Workers). It is called with
+	// the index locked for reading.
+	Keep func(*sessionv1.Summary) bool
 	// Before is a page's cursor: only sessions older than this id.
 	Before string
 	// Limit is the page size (default 100).
@@ -177,7 +181,8 @@ func (x *Index) Query(q Query) Page {
 			q.Held && s.GetHeld() == 0,
 			q.Masked && s.GetMasked() == 0,
 			!q.Since.IsZero() && st.Before(q.Since),
-			!q.Until.IsZero() && st.After(q.Until):
+			!q.Until.IsZero() && st.After(q.Until),
+			q.Keep != nil && !q.Keep(s):
 			continue
 		}
 		if len(page.Sessions) == q.Limit {

@@ -55,6 +55,9 @@ func filled(n int) (*Index, []*sessionv1.Summary) {
 	return x, all
 }
 
+// even keeps the sessions started an even number of seconds after epoch.
+func even(s *sessionv1.Summary) bool { return s.GetStartedAt().AsTime().Sub(epoch)/time.Second%2 == 0 }
+
 // Pages, newest first, cover every match exactly once, for every filter.
 func TestPagesCoverEveryMatchOnce(t *testing.T) {
 	x, all := filled(1000)
@@ -71,6 +74,7 @@ func TestPagesCoverEveryMatchOnce(t *testing.T) {
 		"masked":         {Query{Masked: true}, func(i int) bool { return i%13 == 0 }},
 		"held, masked":   {Query{Held: true, Masked: true}, func(i int) bool { return i%143 == 0 }},
 		"bob on billing": {Query{Principal: "bob", Target: "billing"}, func(i int) bool { return i%15 == 0 }},
+		"kept, bob's":    {Query{Principal: "bob", Keep: even}, func(i int) bool { return i%6 == 0 }},
 		"since":          {Query{Since: epoch.Add(900 * time.Second)}, func(i int) bool { return i >= 900 }},
 		"until":          {Query{Until: epoch.Add(99 * time.Second)}, func(i int) bool { return i <= 99 }},
 		"window":         {Query{Since: epoch.Add(100 * time.Second), Until: epoch.Add(199 * time.Second), Principal: "alice"}, func(i int) bool { return i >= 100 && i <= 199 && i%3 != 0 }},

@@ -102,8 +102,20 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Pr
 			okFlags = false
 		}
 	}
+	var keep func(*sessionv1.Summary) bool
+	switch q.Get("state") {
+	case "":
+	case "open":
+		keep = func(sum *sessionv1.Summary) bool { return sum.GetEndedAt() == nil && s.workers.Lost(sum) == "" }
+	case "ended":
+		keep = func(sum *sessionv1.Summary) bool { return sum.GetEndedAt() != nil }
+	case "lost":
+		keep = func(sum *sessionv1.Summary) bool { return s.workers.Lost(sum) != "" }
+	default:
+		okFlags = false
+	}
 	if !ok1 || !ok2 || err != nil || limit <= 0 || limit > 1000 || !okFlags {
-		writeError(w, http.StatusBadRequest, "bad_request", "since/until take RFC 3339 times or durations (1h); limit a number from 1 to 1000; denied, held and masked true or false")
+		writeError(w, http.StatusBadRequest, "bad_request", "since/until take RFC 3339 times or durations (1h); limit a number from 1 to 1000; denied, held and masked true or false; state open, ended or lost")
 		return
 	}
 	loading := time.After(5 * time.Second)
@@ -118,7 +130,7 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Pr
 		}
 	}
 	page := s.sessionIndex.Query(sessionindex.Query{Principal: q.Get("principal"), Target: q.Get("target"), Protocol: q.Get("protocol"),
-		Since: since, Until: until, Denied: flags["denied"], Held: flags["held"], Masked: flags["masked"], Before: q.Get("before"), Limit: limit})
+		Since: since, Until: until, Denied: flags["denied"], Held: flags["held"], Masked: flags["masked"], Keep: keep, Before: q.Get("before"), Limit: limit})
 	out := make([]SessionJSON, 0, len(page.Sessions))
 	for _, sum := range page.Sessions {
 		out = append(out, sessionJSON(sum, s.workers.Lost(sum)))

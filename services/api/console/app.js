@@ -320,6 +320,7 @@ async function sessionsPage() {
     field("target", "target"),
     select("protocol", [["", "any protocol"], ["postgres", "postgres"], ["ssh", "ssh"], ["kubernetes", "kubernetes"], ["mcp", "mcp"]]),
     select("outcome", [["", "any outcome"], ["denied", "with denials"], ["held", "with held commands"], ["masked", "with masked values"]]),
+    select("state", [["", "any state"], ["open", "open"], ["ended", "ended"], ["lost", "lost (worker gone)"]]),
     select("since", [["", "any time"], ["1h", "last hour"], ["24h", "last day"], ["168h", "last week"]]),
     h("button", { class: "primary", type: "submit" }, "Filter"),
   );

@@ -27,7 +27,7 @@ import (
 
 func newSessionsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sessions", Short: "Recorded sessions"}
-	var principal, target, protocol, since, until, before string
+	var principal, target, protocol, since, until, before, state string
 	var limit int
 	var denied, held, masked bool
 	list := &cobra.Command{
@@ -47,7 +47,7 @@ func newSessionsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			q := url.Values{"limit": {fmt.Sprint(limit)}}
-			for k, v := range map[string]string{"principal": principal, "target": target, "protocol": protocol, "since": since, "until": until, "before": before} {
+			for k, v := range map[string]string{"principal": principal, "target": target, "protocol": protocol, "since": since, "until": until, "before": before, "state": state} {
 				if v != "" {
 					q.Set(k, v)
 				}
@@ -102,6 +102,7 @@ func newSessionsCmd(g *globals) *cobra.Command {
 	f.BoolVar(&denied, "denied", false, "only ended sessions with a denied command (an open session's count comes with its end)")
 	f.BoolVar(&held, "held", false, "only sessions with a command held for approval")
 	f.BoolVar(&masked, "masked", false, "only sessions whose results had values masked")
+	f.StringVar(&state, "state", "", "only sessions in this state: open, ended, or lost (not ended, and its worker is gone)")
 	f.StringVar(&before, "before", "", "the page after this session id (what the previous page said)")
 	f.IntVar(&limit, "limit", 100, "at most this many sessions (1 to 1000)")
 	cmd.AddCommand(list)
