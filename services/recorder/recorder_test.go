@@ -512,3 +512,45 @@ func TestIdleChainHeadsAreLetGo(t *testing.T) {
 	waitRecorded(t, e.conn.JS, 3)
 	assert.Empty(t, verify(t, e, sess.ID))
 }
+
+// A session's events delivered in the same gather window out of order (a
+// redelivery puts a batch behind the one after it, as after a NATS node
+// dies) are chained in order: the later event does not wait for an earlier
+// one that is right behind it, which, asked again with it, would come back
+// behind it every time.
+func TestEventsOfAWindowOutOfOrder(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	cfg := recorder.Config{FlushInterval: 200 * time.Millisecond, GapTimeout: time.Minute}
+	_, stop := e.start(t, e.conn, cfg)
+	id, from := recording.NewSessionID(), recording.NewSessionID()
+	ev := func(seq uint64) []byte {
+		x := command(int(seq))
+		if seq == 1 {
+			x = started()
+		}
+		x.Id, x.SessionId, x.Seq = fmt.Sprintf("ev%d", seq), id, seq
+		b, _ := proto.Marshal(x)
+		return b
+	}
+	publishBatch(t, e.conn.JS, from, 1, ev(1))
+	waitRecorded(t, e.conn.JS, 1)
+	stop()
+	stream, err := e.conn.JS.Stream(ctx, bus.StreamSessions)
+	require.NoError(t, err)
+	_ = stream.UnpinConsumer(ctx, recorder.ConsumerName, recorder.PriorityGroup)
+
+	// Batch 3 is stored (and so delivered) before batch 2, and both are
+	// delivered together to the recorder that starts.
+	publishBatch(t, e.conn.JS, from, 3, ev(3), ev(4))
+	publishBatch(t, e.conn.JS, from, 2, ev(2))
+	e.start(t, e.conn, cfg)
+	waitRecorded(t, e.conn.JS, 4)
+	assert.Empty(t, verify(t, e, id))
+	waitSessionsDrained(t, e.conn.JS)
+	cons, err := e.conn.JS.Consumer(ctx, bus.StreamSessions, recorder.ConsumerName)
+	require.NoError(t, err)
+	info, err := cons.Info(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), info.Delivered.Consumer, "each batch delivered once: none was asked for again")
+}

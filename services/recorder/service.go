@@ -1,11 +1,13 @@
 package recorder
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -410,6 +412,12 @@ func (s *Service) unpack(m jetstream.Msg) []item {
 		_ = m.Term()
 		return nil
 	}
+	if n := md.NumDelivered; n >= 100 && (n == 100 || n == 1000 || n%10000 == 0) {
+		// Something keeps this batch from its chain: say so, it must not
+		// go on unseen.
+		s.cfg.Log.Warn().Str("subject", m.Subject()).Uint64("stream_seq", md.Sequence.Stream).Uint64("deliveries", n).
+			Time("stored", md.Timestamp).Msg("a session batch keeps coming back without being recorded")
+	}
 	ref := &batchRef{m: m, recorder: token(m.Subject(), 2), seq: md.Sequence.Stream, published: md.Timestamp, first: md.NumDelivered == 1}
 	items := make([]item, 0, len(batch.GetEvents()))
 	for _, data := range batch.GetEvents() {
@@ -522,6 +530,13 @@ func (s *Service) flush(ctx context.Context, heads map[string]*head, order []str
 	var inflight []pendingAppend
 	for _, sess := range order {
 		items := runs[sess]
+		// A redelivered batch can come in behind the one after it: chain
+		// the window's events in seq order, or the later one would wait
+		// for the earlier, and, both asked for again, come back first
+		// again (a loop that only a gap would end, losing the earlier).
+		if !slices.IsSortedFunc(items, bySeq) {
+			slices.SortStableFunc(items, bySeq)
+		}
 		h := heads[sess]
 		if h == nil && fresh(items) {
 			// A new session's chain starts here: there is no head to read.
@@ -562,6 +577,8 @@ func (s *Service) flush(ctx context.Context, heads map[string]*head, order []str
 		}
 	}
 }
+
+func bySeq(a, b item) int { return cmp.Compare(a.ev.seq, b.ev.seq) }
 
 // fresh says items open a session's chain: its first event, in a batch
 // delivered for the first time. A worker sends that event in one batch only
