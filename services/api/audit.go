@@ -50,6 +50,17 @@ type SessionJSON struct {
 	Lost  string `json:"lost,omitempty"`
 }
 
+// lost says why a session that has not ended never will ("" if it may
+// still, or the workers' presence is not loaded yet).
+func (s *Server) lost(sum *sessionv1.Summary) string {
+	select {
+	case <-s.workersReady:
+		return s.workers.Lost(sum)
+	default:
+		return ""
+	}
+}
+
 // sessionJSON renders a summary; lost is why it will never end ("" if it
 // is open or ended).
 func sessionJSON(s *sessionv1.Summary, lost string) SessionJSON {
@@ -133,7 +144,7 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Pr
 		Since: since, Until: until, Denied: flags["denied"], Held: flags["held"], Masked: flags["masked"], Keep: keep, Before: q.Get("before"), Limit: limit})
 	out := make([]SessionJSON, 0, len(page.Sessions))
 	for _, sum := range page.Sessions {
-		out = append(out, sessionJSON(sum, s.workers.Lost(sum)))
+		out = append(out, sessionJSON(sum, s.lost(sum)))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sessions": out, "next": page.Next})
 }
