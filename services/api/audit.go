@@ -117,11 +117,11 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Pr
 	switch q.Get("state") {
 	case "":
 	case "open":
-		keep = func(sum *sessionv1.Summary) bool { return sum.GetEndedAt() == nil && s.workers.Lost(sum) == "" }
+		keep = func(sum *sessionv1.Summary) bool { return sum.GetEndedAt() == nil && s.lost(sum) == "" }
 	case "ended":
 		keep = func(sum *sessionv1.Summary) bool { return sum.GetEndedAt() != nil }
 	case "lost":
-		keep = func(sum *sessionv1.Summary) bool { return s.workers.Lost(sum) != "" }
+		keep = func(sum *sessionv1.Summary) bool { return s.lost(sum) != "" }
 	default:
 		okFlags = false
 	}

@@ -96,8 +96,8 @@ func liveSessionID(w http.ResponseWriter, r *http.Request) (string, bool) {
 // reports false when no answer came.
 func (s *Server) askHolder(w http.ResponseWriter, r *http.Request, id, subject string, req, reply proto.Message, ended string) bool {
 	wait := 3 * time.Second
-	sum, ok := s.sessionSummary(r.Context(), id)
-	if ok {
+	sum, known := s.sessionSummary(r.Context(), id)
+	if known {
 		if sum.GetEndedAt() != nil {
 			writeError(w, http.StatusGone, "session_ended", "the session has ended ("+sum.GetEndReason()+"); "+ended)
 			return false
@@ -111,13 +111,14 @@ func (s *Server) askHolder(w http.ResponseWriter, r *http.Request, id, subject s
 	case errors.Is(err, bus.ErrNoResponders):
 		writeError(w, http.StatusServiceUnavailable, "service_unavailable", "no worker is running")
 		return false
-	case err != nil && ok && s.lost(sum) != "":
+	case err != nil:
 		// The holder is asked all the same: only its silence is proof
 		// (the presence this replica follows could be behind).
-		writeError(w, http.StatusGone, "session_lost", "the session is lost ("+s.lost(sum)+"); "+ended)
-		return false
-	case err != nil:
-		writeError(w, http.StatusNotFound, "not_found", "no worker holds an open session "+id)
+		if why := s.lost(sum); why != "" {
+			writeError(w, http.StatusGone, "session_lost", "the session is lost ("+why+"); "+ended)
+		} else {
+			writeError(w, http.StatusNotFound, "not_found", "no worker holds an open session "+id)
+		}
 		return false
 	}
 	return true

@@ -72,6 +72,15 @@ func command(i int) *sessionv1.Event {
 	return &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: fmt.Sprintf("SELECT %d", i)}}}
 }
 
+// rawCommand is command(seq) as session id's event seq, encoded as a
+// worker puts it in a batch.
+func rawCommand(id string, seq uint64) []byte {
+	x := command(int(seq))
+	x.Id, x.SessionId, x.Seq = fmt.Sprintf("ev%d", seq), id, seq
+	b, _ := proto.Marshal(x)
+	return b
+}
+
 // publishBatch publishes events as one SESSIONS batch of a recorder named
 // by from, as a worker would (or a worker restarted, or a replayer).
 func publishBatch(t *testing.T, js jetstream.JetStream, from string, n uint64, events ...[]byte) {
@@ -344,12 +353,7 @@ func TestEarlierBatchStillPendingIsNotAGap(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
 	id, from := recording.NewSessionID(), recording.NewSessionID()
-	ev := func(seq uint64) []byte {
-		x := command(int(seq))
-		x.Id, x.SessionId, x.Seq = fmt.Sprintf("ev%d", seq), id, seq
-		b, _ := proto.Marshal(x)
-		return b
-	}
+	ev := func(seq uint64) []byte { return rawCommand(id, seq) }
 	// Batch 1 is fetched by a recorder that is then killed: it never
 	// acknowledges it, so it comes back only after AckWait. Batch 2 is
 	// delivered at once to the recorder that takes over.
@@ -382,10 +386,7 @@ func TestDuplicateBatchInOneWindow(t *testing.T) {
 	id, from := recording.NewSessionID(), recording.NewSessionID()
 	var evs [][]byte
 	for seq := uint64(1); seq <= 3; seq++ {
-		x := command(int(seq))
-		x.Id, x.SessionId, x.Seq = fmt.Sprintf("ev%d", seq), id, seq
-		b, _ := proto.Marshal(x)
-		evs = append(evs, b)
+		evs = append(evs, rawCommand(id, seq))
 	}
 	publishBatch(t, e.conn.JS, from, 1, evs...)
 	publishBatch(t, e.conn.JS, from+"copy", 1, evs...)
@@ -524,15 +525,7 @@ func TestEventsOfAWindowOutOfOrder(t *testing.T) {
 	cfg := recorder.Config{FlushInterval: 200 * time.Millisecond, GapTimeout: time.Minute}
 	_, stop := e.start(t, e.conn, cfg)
 	id, from := recording.NewSessionID(), recording.NewSessionID()
-	ev := func(seq uint64) []byte {
-		x := command(int(seq))
-		if seq == 1 {
-			x = started()
-		}
-		x.Id, x.SessionId, x.Seq = fmt.Sprintf("ev%d", seq), id, seq
-		b, _ := proto.Marshal(x)
-		return b
-	}
+	ev := func(seq uint64) []byte { return rawCommand(id, seq) }
 	publishBatch(t, e.conn.JS, from, 1, ev(1))
 	waitRecorded(t, e.conn.JS, 1)
 	stop()

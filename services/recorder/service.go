@@ -715,13 +715,25 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 // the summary's folded_seq makes a no-op if it was. Older than anything in
 // flight for the session, it is indexed before them.
 func (s *Service) alreadyStored(ctx context.Context, sess string, it item) {
-	if it.ev.indexed {
-		ev := &sessionv1.Event{}
-		if proto.Unmarshal(it.data, ev) == nil {
-			s.indexSession(ctx, sess, []*sessionv1.Event{ev})
+	s.indexItems(ctx, sess, []item{it})
+	it.ref.done()
+}
+
+// indexItems folds the items' events that change the session's summary
+// into one write of the index.
+func (s *Service) indexItems(ctx context.Context, sess string, items []item) {
+	var indexed []*sessionv1.Event
+	for _, it := range items {
+		if it.ev.indexed {
+			ev := &sessionv1.Event{}
+			if proto.Unmarshal(it.data, ev) == nil {
+				indexed = append(indexed, ev)
+			}
 		}
 	}
-	it.ref.done()
+	if len(indexed) > 0 {
+		s.indexSession(ctx, sess, indexed)
+	}
 }
 
 // publish sends rec after the session's last stored record, with
@@ -794,20 +806,7 @@ func (s *Service) settle(ctx context.Context, heads map[string]*head, p pendingA
 			recorderLag.Observe(now.Sub(it.ref.published).Seconds())
 		}
 	}
-	// The record's events that change the session's summary, folded into
-	// one write of the index.
-	var indexed []*sessionv1.Event
-	for _, it := range p.items {
-		if it.ev.indexed {
-			ev := &sessionv1.Event{}
-			if proto.Unmarshal(it.data, ev) == nil {
-				indexed = append(indexed, ev)
-			}
-		}
-	}
-	if len(indexed) > 0 {
-		s.indexSession(ctx, p.sess, indexed)
-	}
+	s.indexItems(ctx, p.sess, p.items)
 	for _, it := range p.items {
 		it.ref.done()
 	}
