@@ -80,6 +80,8 @@ type Set struct {
 	// UsesFingerprint says whether any rule reads sql.fingerprint, which
 	// costs the classifier a parse of its own.
 	UsesFingerprint bool
+	// memo remembers verdicts by what the rules may read (Rule).
+	memo memo
 }
 
 // Compile type-checks and compiles rules. Every error is reported, each

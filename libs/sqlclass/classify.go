@@ -35,9 +35,18 @@ func Classify(sql string) (*Result, error) {
 // asked for: the classes of the statements are the same, and what is left
 // out is empty.
 func ClassifyParts(sql string, parts Parts) (*Result, error) {
-	res, err := parseAndClassify(sql, parts&(Lineage|Fingerprints) != 0)
-	if err != nil || parts&Fingerprints == 0 {
-		return res, err
+	tree, err := parse(sql)
+	if err != nil {
+		return nil, err
+	}
+	return classifyParts(sql, tree, parts)
+}
+
+// classifyParts classifies the parse tree of sql.
+func classifyParts(sql string, tree *pg_query.ParseResult, parts Parts) (*Result, error) {
+	res := classifyTree(sql, tree, parts&(Lineage|Fingerprints) != 0)
+	if parts&Fingerprints == 0 {
+		return res, nil
 	}
 	fp, err := pg_query.Fingerprint(sql)
 	if err != nil {
@@ -48,7 +57,8 @@ func ClassifyParts(sql string, parts Parts) (*Result, error) {
 	return res, nil
 }
 
-func parseAndClassify(sql string, lineage bool) (*Result, error) {
+// parse parses sql, failing closed, and refuses a parse with no statement.
+func parse(sql string) (*pg_query.ParseResult, error) {
 	if strings.IndexByte(sql, 0) >= 0 {
 		// The parser reads a C string and would stop at the NUL.
 		return nil, fmt.Errorf("%w: NUL byte in input", ErrParse)
@@ -63,6 +73,12 @@ func parseAndClassify(sql string, lineage bool) (*Result, error) {
 	if len(tree.Stmts) == 0 {
 		return nil, ErrEmpty
 	}
+	return tree, nil
+}
+
+// classifyTree classifies each statement of a parse of sql (which gives
+// each statement's text).
+func classifyTree(sql string, tree *pg_query.ParseResult, lineage bool) *Result {
 	res := &Result{Statements: make([]Statement, 0, len(tree.Stmts))}
 	for _, raw := range tree.Stmts {
 		a := &acc{}
@@ -85,7 +101,7 @@ func parseAndClassify(sql string, lineage bool) (*Result, error) {
 		}
 		res.Statements = append(res.Statements, st)
 	}
-	return res, nil
+	return res
 }
 
 // stmtText cuts one statement out of the input by the parser's location

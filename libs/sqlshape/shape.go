@@ -18,23 +18,53 @@ import "strconv"
 
 // Shape returns the template of sql and whether the lexer could compute it.
 func Shape(sql string) (string, bool) {
+	shape, _, ok := shapeOf(sql, nil)
+	return shape, ok
+}
+
+// Literals are the literals a shape replaced: the byte offset in the
+// statement of each, in order; the first became $From, the next $From+1.
+type Literals struct {
+	Offsets []int
+	From    int
+}
+
+// ShapeLiterals returns what Shape returns and where the replaced literals
+// were.
+func ShapeLiterals(sql string) (string, Literals, bool) {
+	var lits Literals
+	shape, from, ok := shapeOf(sql, &lits.Offsets)
+	if !ok {
+		return "", Literals{}, false
+	}
+	lits.From = from
+	return shape, lits, true
+}
+
+// shapeOf computes the shape, appending the offset of each literal it
+// replaces to offsets when not nil; from is the first new parameter.
+func shapeOf(sql string, offsets *[]int) (shape string, from int, ok bool) {
 	out := make([]byte, 0, len(sql)+8)
 	// First pass: the highest existing $n, so new parameters do not clash.
 	maxParam, ok := scanParams(sql)
 	if !ok {
-		return "", false
+		return "", 0, false
 	}
-	next := maxParam + 1
+	from = maxParam + 1
+	next := from
 	changed := false
 	for i := 0; i < len(sql); {
 		c := sql[i]
 		switch {
 		case c >= 0x80 || c == 0:
-			return "", false
+			return "", 0, false
 		case c == '\'':
 			end, ok := skipString(sql, i)
 			if !ok || !separated(sql, end) {
-				return "", false
+				return "", 0, false
+			}
+			if offsets != nil {
+				*offsets = append(*offsets, i)
 			}
 			out = appendParam(out, next)
 			next++
@@ -43,7 +73,10 @@ func Shape(sql string) (string, bool) {
 		case c >= '0' && c <= '9' || c == '.' && i+1 < len(sql) && isDigit(sql[i+1]):
 			end, ok := skipNumber(sql, i)
 			if !ok || !separated(sql, end) {
-				return "", false
+				return "", 0, false
+			}
+			if offsets != nil {
+				*offsets = append(*offsets, i)
 			}
 			out = appendParam(out, next)
 			next++
@@ -57,7 +90,7 @@ func Shape(sql string) (string, bool) {
 			// Prefixed strings and identifiers (E'', B'', X'', N'', U&'', U&"")
 			// have lexical rules this lexer does not implement.
 			if j < len(sql) && (sql[j] == '\'' || sql[j] == '&') {
-				return "", false
+				return "", 0, false
 			}
 			out = append(out, sql[i:j]...)
 			i = j
@@ -65,7 +98,7 @@ func Shape(sql string) (string, bool) {
 			j := i + 1
 			for {
 				if j >= len(sql) {
-					return "", false
+					return "", 0, false
 				}
 				if sql[j] == '"' {
 					if j+1 < len(sql) && sql[j+1] == '"' {
@@ -75,7 +108,7 @@ func Shape(sql string) (string, bool) {
 					break
 				}
 				if sql[j] >= 0x80 || sql[j] == 0 {
-					return "", false
+					return "", 0, false
 				}
 				j++
 			}
@@ -88,21 +121,21 @@ func Shape(sql string) (string, bool) {
 				j++
 			}
 			if j == i+1 || j < len(sql) && (isIdentChar(sql[j]) || sql[j] == '$' || sql[j] == '.' || sql[j] == '\'' || sql[j] == '"') {
-				return "", false
+				return "", 0, false
 			}
 			out = append(out, sql[i:j]...)
 			i = j
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-', c == '/' && i+1 < len(sql) && sql[i+1] == '*':
-			return "", false
+			return "", 0, false
 		default:
 			out = append(out, c)
 			i++
 		}
 	}
 	if !changed {
-		return sql, true
+		return sql, from, true
 	}
-	return string(out), true
+	return string(out), from, true
 }
 
 // separated reports whether a literal ending at i is followed by something

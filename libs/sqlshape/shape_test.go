@@ -1,9 +1,12 @@
 package sqlshape
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestShape(t *testing.T) {
@@ -41,6 +44,44 @@ func TestShape(t *testing.T) {
 			assert.Equal(t, tc.want, got, tc.in)
 		}
 	}
+}
+
+// ShapeLiterals says where each replaced literal was and which parameter
+// took its place: putting the literals back into the shape gives the text.
+func TestShapeLiterals(t *testing.T) {
+	for _, in := range []string{
+		"SELECT abalance AS c7 FROM pgbench_accounts WHERE aid = 12345;",
+		"SELECT * FROM t WHERE a = 'x''y' AND b = 1.5e3 AND c = $4",
+		"SELECT .5, 5., 1e-3, 'a\\' || 'b'",
+		"SELECT t1.c1 FROM t1",
+	} {
+		shape, lits, ok := ShapeLiterals(in)
+		require.True(t, ok, in)
+		want, _ := Shape(in)
+		assert.Equal(t, want, shape, in)
+		rebuilt := shape
+		for i := len(lits.Offsets) - 1; i >= 0; i-- {
+			param := fmt.Sprintf("$%d", lits.From+i)
+			at := strings.LastIndex(rebuilt, param)
+			require.GreaterOrEqual(t, at, 0, in)
+			end, ok := literalEnd(in, lits.Offsets[i])
+			require.True(t, ok, in)
+			rebuilt = rebuilt[:at] + in[lits.Offsets[i]:end] + rebuilt[at+len(param):]
+		}
+		assert.Equal(t, in, rebuilt)
+	}
+	_, lits, _ := ShapeLiterals("SELECT $2, 3, 'x'")
+	assert.Equal(t, Literals{Offsets: []int{11, 14}, From: 3}, lits)
+	_, _, ok := ShapeLiterals("SELECT 1 -- comment")
+	assert.False(t, ok)
+}
+
+// literalEnd is where the literal starting at i ends.
+func literalEnd(s string, i int) (int, bool) {
+	if s[i] == '\'' {
+		return skipString(s, i)
+	}
+	return skipNumber(s, i)
 }
 
 func FuzzShape(f *testing.F) {

@@ -378,7 +378,25 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 	if set.UsesFingerprint {
 		parts |= sqlclass.Fingerprints
 	}
-	res, err := sqlclass.ClassifyParts(text, parts)
+	// The classifier's fingerprint determines the classification, so a
+	// decision can be reused for every statement with that fingerprint
+	// unless a rule reads the raw text or the time.
+	cacheable := !set.UsesNow && !set.UsesText
+	var (
+		res, shapeRes *sqlclass.Result
+		shape         string
+		shaped        bool
+		err           error
+	)
+	if cacheable {
+		// The shape's classes come from the statement's own parse when
+		// its literals are constants a parameter could stand for.
+		var lits sqlshape.Literals
+		shape, lits, shaped = sqlshape.ShapeLiterals(text)
+		res, shapeRes, err = sqlclass.ClassifyWithShape(text, parts, lits.Offsets, lits.From)
+	} else {
+		res, err = sqlclass.ClassifyParts(text, parts)
+	}
 	if err != nil {
 		reason := "the statement cannot be parsed; unparseable SQL is refused"
 		if errors.Is(err, sqlclass.ErrEmpty) {
@@ -389,10 +407,6 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 		return deny(RuleUnparseable, reason, set.Revision)
 	}
 	var worst *policyv1.Decision
-	// The classifier's fingerprint determines the classification, so a
-	// decision can be reused for every statement with that fingerprint
-	// unless a rule reads the raw text or the time.
-	cacheable := !set.UsesNow && !set.UsesText
 	var masks []*controlv1.MaskRule
 	stmts := make([]*policyv1.Statement, 0, len(res.Statements))
 	for _, st := range res.Statements {
@@ -414,11 +428,15 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 		stmts = append(stmts, &policyv1.Statement{Kind: string(st.Kind), Command: st.Command, Reads: st.Reads, Writes: st.Writes,
 			Functions: st.Functions, Flags: flags, PreparedName: st.PreparedName, Columns: st.Columns, Targets: targets,
 			Sources: st.Sources, Copies: st.Copies, Cursor: st.Cursor, Inputs: st.Inputs})
-		d := decision(set.Evaluate(ctx, in), set.Revision)
+		// The rules read the classification, not the text (unless a rule
+		// reads sql.text): a classification seen before is ruled on from
+		// the set's memo.
+		v, ms := set.Rule(ctx, in)
+		d := decision(v, set.Revision)
 		if worst == nil || engine.Severity(d.Action) > engine.Severity(worst.Action) {
 			worst = d
 		}
-		for _, m := range set.Masks(ctx, in) {
+		for _, m := range ms {
 			if !slices.ContainsFunc(masks, func(x *controlv1.MaskRule) bool { return proto.Equal(x, m) }) {
 				masks = append(masks, m)
 			}
@@ -429,7 +447,8 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 	worst.Cache = &policyv1.Cache{PolicyRevision: set.Revision, Fingerprint: res.Fingerprint, Cacheable: cacheable}
 	if cacheable {
 		worst.Cache.TtlMs = DefaultCacheTTL.Milliseconds()
-		worst.Cache.Shape, worst.Cache.ShapeCacheable = shapeOf(text, res)
+		worst.Cache.Shape = shape
+		worst.Cache.ShapeCacheable = shaped && shapeHolds(text, shape, res, shapeRes)
 	}
 	return worst
 }
@@ -445,29 +464,33 @@ func parseMessage(err error) (string, bool) {
 	return "", false
 }
 
-// shapeOf computes the statement's shape and whether a decision may be reused
-// for every statement of that shape: only when classifying the shape (with
-// parameters in place of the literals) gives exactly the classification of
-// the statement, so that no literal value influenced it.
-func shapeOf(text string, res *sqlclass.Result) (string, bool) {
-	shape, ok := sqlshape.Shape(text)
-	if !ok {
-		return "", false
-	}
+// shapeHolds reports whether a decision may be reused for every statement
+// of the shape: only when classifying the shape (with parameters in place
+// of the literals) gives exactly the classification of the statement, so
+// that no literal value influenced it. tres is the shape's classification
+// from the statement's own parse, or nil when that parse could not give it
+// (the shape's text is classified then).
+func shapeHolds(text, shape string, res, tres *sqlclass.Result) bool {
 	if shape == text {
-		return shape, true
+		return true
 	}
-	// The classes are compared, which needs neither lineage nor fingerprint.
-	tres, err := sqlclass.ClassifyParts(shape, 0)
-	if err != nil || len(tres.Statements) != len(res.Statements) {
-		return shape, false
+	if tres == nil {
+		// The classes are compared, which needs neither lineage nor
+		// fingerprint.
+		var err error
+		if tres, err = sqlclass.ClassifyParts(shape, 0); err != nil {
+			return false
+		}
+	}
+	if len(tres.Statements) != len(res.Statements) {
+		return false
 	}
 	for i := range res.Statements {
 		if !sameClass(res.Statements[i], tres.Statements[i]) {
-			return shape, false
+			return false
 		}
 	}
-	return shape, true
+	return true
 }
 
 func sameClass(a, b sqlclass.Statement) bool {
