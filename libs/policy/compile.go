@@ -80,8 +80,10 @@ type Set struct {
 	// UsesFingerprint says whether any rule reads sql.fingerprint, which
 	// costs the classifier a parse of its own.
 	UsesFingerprint bool
-	// memo remembers verdicts by what the rules may read (Rule).
-	memo memo
+	// reads is what the rules may read of each variable; memo remembers
+	// verdicts by it (Rule).
+	reads map[string]*varReads
+	memo  memo
 }
 
 // Compile type-checks and compiles rules. Every error is reported, each
@@ -91,7 +93,7 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	set := &Set{Revision: revision}
+	set := &Set{Revision: revision, reads: map[string]*varReads{}}
 	var errs CompileErrors
 	seen := map[string]bool{}
 	for _, r := range rules {
@@ -159,8 +161,9 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 				cr.usesGrants = true
 			}
 		}
-		set.UsesText = set.UsesText || selects(ast.NativeRep().Expr(), VarSQL, "text")
-		set.UsesFingerprint = set.UsesFingerprint || selects(ast.NativeRep().Expr(), VarSQL, "fingerprint")
+		for _, v := range memoVars {
+			set.readsOf(v).add(ast.NativeRep().Expr(), v)
+		}
 		set.UsesNow = set.UsesNow || cr.usesNow
 		set.UsesGrants = set.UsesGrants || cr.usesGrants
 		switch r.GetAction() {
@@ -177,6 +180,11 @@ func Compile(rules []*controlv1.Rule, revision uint64) (*Set, error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
+	// A rule may read a field when it selects it or uses the whole message
+	// (compares it, passes it to a function).
+	sql := set.readsOf(VarSQL)
+	set.UsesText = sql.whole || sql.fields["text"]
+	set.UsesFingerprint = sql.whole || sql.fields["fingerprint"]
 	return set, nil
 }
 
@@ -263,29 +271,6 @@ func stringConst(e celast.Expr) (string, bool) {
 	}
 	s, ok := e.AsLiteral().(types.String)
 	return string(s), ok
-}
-
-// selects reports whether expr may read field of variable v: it selects the
-// field, or uses v other than to select a field of it (compares or passes
-// the whole message), which may read any field.
-func selects(expr celast.Expr, v, field string) bool {
-	found := false
-	uses, operands := 0, 0
-	celast.PostOrderVisit(expr, celast.NewExprVisitor(func(e celast.Expr) {
-		switch e.Kind() {
-		case celast.IdentKind:
-			if isVar(e, v) {
-				uses++
-			}
-		case celast.SelectKind:
-			sel := e.AsSelect()
-			if isVar(sel.Operand(), v) {
-				operands++
-				found = found || sel.FieldName() == field
-			}
-		}
-	}))
-	return found || uses > operands
 }
 
 // checkMask validates a mask section: known detectors and action, and

@@ -3,6 +3,8 @@ package policy
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +83,10 @@ func TestMemoAnswersWhatTheRulesAnswer(t *testing.T) {
 	for _, c := range inputs {
 		assert.Equal(t, c.want, ruleTwice(t, set, c.in).Rule)
 	}
-	assert.Equal(t, uint64(len(inputs)), set.memo.hitCount(), "each input's second answer came from the memo")
+	// Each input's second answer came from the memo, and so did the first
+	// answer to the last input: no rule reads the target, in which alone it
+	// differs from the first.
+	assert.Equal(t, uint64(len(inputs)+1), set.memo.hitCount())
 	_, masks := set.Rule(context.Background(), inputs[2].in)
 	assert.Len(t, masks, 1, "the engineer's read of customers is masked")
 	_, masks = set.Rule(context.Background(), inputs[3].in)
@@ -168,11 +173,7 @@ func TestMemoIsBounded(t *testing.T) {
 	assert.Equal(t, before+1, set.memo.hitCount(), "the input in use is still remembered")
 
 	// An input too large to be worth a key is ruled on every time.
-	groups := make([]string, memoMaxKey)
-	for i := range groups {
-		groups[i] = "g"
-	}
-	big := Input{Principal: &commonv1.Principal{Subject: "alice", Groups: groups}}
+	big := Input{Principal: &commonv1.Principal{Subject: strings.Repeat("a", memoMaxKey)}}
 	_, ok := set.key(big)
 	assert.False(t, ok)
 }
@@ -180,7 +181,8 @@ func TestMemoIsBounded(t *testing.T) {
 // Two inputs are one key only when everything the rules may read is equal:
 // parts are length prefixed, so moving bytes between parts makes another key.
 func TestMemoKeysAreUnambiguous(t *testing.T) {
-	set, err := Compile(memoRules(), 1)
+	set, err := Compile([]*controlv1.Rule{{Name: "all", Action: Allow, When: `protocol == "" || principal == principal || ` +
+		`target == target || sql == sql || ssh == ssh || k8s == k8s || mcp == mcp || grants == grants`}}, 1)
 	require.NoError(t, err)
 	keys := map[string]string{}
 	add := func(name string, in Input) {
@@ -201,11 +203,93 @@ func TestMemoKeysAreUnambiguous(t *testing.T) {
 	add("empty grant", Input{Grants: []*approvalsv1.Grant{{}}})
 	add("sql", Input{SQL: &policyv1.SQLInput{Kind: "read"}})
 	add("ssh", Input{SSH: &policyv1.SSHInput{RequestType: "read"}})
+	add("sql text", Input{SQL: &policyv1.SQLInput{Kind: "read", Text: "SELECT 1"}})
 	add("sql fingerprint", Input{SQL: &policyv1.SQLInput{Kind: "read", Fingerprint: "ab"}})
 	add("sql columns", Input{SQL: &policyv1.SQLInput{Kind: "read", Columns: []string{"email"}}})
-	// The text alone does not make another key when no rule reads it.
-	k1, _ := set.key(Input{SQL: &policyv1.SQLInput{Kind: "read", Text: "SELECT 1"}})
-	k2, _ := set.key(Input{SQL: &policyv1.SQLInput{Kind: "read", Text: "SELECT 2"}})
-	assert.Equal(t, k1, k2)
-	assert.Equal(t, "sql", keys[k1])
+}
+
+// The key holds only the fields the rules select; a variable compared or
+// passed whole is in it whole.
+func TestMemoKeysHoldWhatTheRulesRead(t *testing.T) {
+	same := func(set *Set, a, b Input) bool {
+		ka, ok := set.key(a)
+		require.True(t, ok)
+		kb, ok := set.key(b)
+		require.True(t, ok)
+		return ka == kb
+	}
+	read := func(text string, columns ...string) Input {
+		return Input{Principal: &commonv1.Principal{Subject: "alice", Groups: []string{"engineers"}}, Protocol: "postgres",
+			SQL: &policyv1.SQLInput{Text: text, Kind: "read", Command: "SELECT", Tables: []string{"orders"}, Columns: columns}}
+	}
+	set, err := Compile(memoRules(), 1)
+	require.NoError(t, err)
+	assert.True(t, same(set, read("SELECT a AS x FROM orders", "a"), read("SELECT o.b FROM orders o", "o.b")),
+		"no rule reads the text or the columns")
+	other := read("SELECT 1")
+	other.Principal = &commonv1.Principal{Subject: "bob", Groups: []string{"engineers"}}
+	assert.True(t, same(set, read("SELECT 1"), other), "no rule reads the subject")
+	other.Principal.Groups = []string{"dba"}
+	assert.False(t, same(set, read("SELECT 1"), other), "rules read the groups")
+	other = read("SELECT 1")
+	other.SQL.Kind = "write"
+	assert.False(t, same(set, read("SELECT 1"), other), "rules read the kind")
+	other = read("SELECT 1")
+	other.Grants = []*approvalsv1.Grant{{Role: "writer"}}
+	assert.False(t, same(set, read("SELECT 1"), other), "rules read the grants")
+
+	for _, when := range []string{
+		`"email" in sql.columns`,
+		`sql == sql`,
+		`.sql.columns.size() > 0`,
+		`has(sql.columns)`,
+	} {
+		set, err := Compile([]*controlv1.Rule{{Name: "r", Action: Allow, When: when}}, 1)
+		require.NoError(t, err, when)
+		assert.False(t, same(set, read("SELECT 1", "a"), read("SELECT 1", "b")), "%s reads the columns", when)
+	}
+	// A comprehension's variable named like one of the rules' variables
+	// keeps more in the key, never less.
+	set, err = Compile([]*controlv1.Rule{{Name: "r", Action: Allow, When: `sql.tables.exists(sql, sql == "orders")`}}, 1)
+	require.NoError(t, err)
+	assert.False(t, same(set, read("SELECT 1", "a"), read("SELECT 1", "b")))
+}
+
+// Whatever inputs come in whatever order, the memo answers what the rules
+// answer: inputs from small domains share keys often, so a key that left
+// out something a rule reads would give one input another's verdict.
+func TestMemoNeverAnswersForAnotherInput(t *testing.T) {
+	sets := [][]*controlv1.Rule{memoRules(), {
+		{Name: "cols", Action: Deny, When: `protocol == "postgres" && "c.ssn" in sql.columns`},
+		{Name: "text", Action: Review, Approvers: []string{"a"}, When: `sql.text.startsWith("DELETE")`},
+		{Name: "label", Action: Allow, When: `"env" in target.labels && target.labels["env"] == "dev"`},
+		{Name: "subject", Action: Allow, When: `principal.subject == "alice" && !principal.machine`},
+		{Name: "k8s", Action: Allow, When: `k8s.verb == "get" && k8s.namespace != "kube-system"`},
+		{Name: "mask", Action: Mask, When: `sql.tables.exists(t, t == "customers") || principal.groups.size() == 0`,
+			Mask: &controlv1.MaskRule{Columns: []string{"customers.email"}, Action: "redact"}},
+	}}
+	pick := func(r *rand.Rand, xs ...string) string { return xs[r.IntN(len(xs))] }
+	for i, rules := range sets {
+		set, err := Compile(rules, 1)
+		require.NoError(t, err)
+		r := rand.New(rand.NewPCG(uint64(i), 7))
+		for range 3000 {
+			in := Input{
+				Protocol:  pick(r, "postgres", "ssh", "kubernetes"),
+				Principal: &commonv1.Principal{Subject: pick(r, "alice", "bob"), Groups: []string{pick(r, "engineers", "dba", "x")}, Machine: r.IntN(2) == 0},
+				Target:    &commonv1.Target{Name: pick(r, "a", "b"), Labels: map[string]string{pick(r, "env", "team"): pick(r, "dev", "prod")}},
+				SQL: &policyv1.SQLInput{Text: pick(r, "SELECT 1", "DELETE FROM t"), Kind: pick(r, "read", "write", "ddl"),
+					Tables: []string{pick(r, "orders", "customers", "payroll")}, Columns: []string{pick(r, "c.ssn", "c.email")}},
+				SSH: &policyv1.SSHInput{Program: pick(r, "ls", "rm")},
+				K8s: &policyv1.K8SCommand{Verb: pick(r, "get", "delete"), Namespace: pick(r, "default", "kube-system")},
+			}
+			if r.IntN(3) == 0 {
+				in.Grants = []*approvalsv1.Grant{{Role: pick(r, "writer", "ddl")}}
+			}
+			v, masks := set.Rule(context.Background(), in)
+			require.Equal(t, set.Evaluate(context.Background(), in), v)
+			require.Len(t, masks, len(set.Masks(context.Background(), in)))
+		}
+		assert.Greater(t, set.memo.hitCount(), uint64(300), "inputs shared keys")
+	}
 }
