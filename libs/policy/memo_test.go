@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
+	"sluice.dev/sluice/libs/config"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -291,5 +292,23 @@ func TestMemoNeverAnswersForAnotherInput(t *testing.T) {
 			require.Len(t, masks, len(set.Masks(context.Background(), in)))
 		}
 		assert.Greater(t, set.memo.hitCount(), uint64(300), "inputs shared keys")
+	}
+}
+
+// BenchmarkRuleRemembered is a verdict from the memo for an engineer's read
+// under the policy `sluice dev` applies: the key and the lookup.
+func BenchmarkRuleRemembered(b *testing.B) {
+	f, err := config.ReadFile("../../services/sluice/internal/dev/sluice.yaml")
+	require.NoError(b, err)
+	set, err := Compile(f.RuleProtos(), 1)
+	require.NoError(b, err)
+	in := Input{Principal: &commonv1.Principal{Subject: "alice", Email: "alice@example.com", Groups: []string{"engineers"}, Issuer: "https://idp"},
+		Target: &commonv1.Target{Name: "demo", Kind: "postgres", Labels: map[string]string{"env": "dev"}}, Protocol: "postgres",
+		SQL: &policyv1.SQLInput{Text: "SELECT abalance AS c1 FROM pgbench_accounts WHERE aid = 5", Kind: "read", Command: "SELECT",
+			Reads: []string{"pgbench_accounts"}, Tables: []string{"pgbench_accounts"}, Statements: 1, Columns: []string{"abalance", "aid"}}}
+	set.Rule(context.Background(), in)
+	b.ReportAllocs()
+	for b.Loop() {
+		set.Rule(context.Background(), in)
 	}
 }
