@@ -30,18 +30,20 @@ import (
 // An evaluation cut short by ctx is not remembered: its denial says nothing
 // about the input. The memo belongs to the set, so a new policy revision
 // starts with an empty one.
-func (s *Set) Rule(ctx context.Context, in Input) (Verdict, []*controlv1.MaskRule) {
+//
+// remembered says whether the answer came from the memo.
+func (s *Set) Rule(ctx context.Context, in Input) (v Verdict, masks []*controlv1.MaskRule, remembered bool) {
 	key, ok := s.key(in)
 	if ok {
 		if e, hit := s.memo.get(key); hit {
-			return e.verdict, e.masks
+			return e.verdict, e.masks, true
 		}
 	}
-	v, masks := s.Evaluate(ctx, in), s.Masks(ctx, in)
+	v, masks = s.Evaluate(ctx, in), s.Masks(ctx, in)
 	if ok && ctx.Err() == nil {
 		s.memo.put(key, memoEntry{verdict: v, masks: masks})
 	}
-	return v, masks
+	return v, masks, false
 }
 
 // Limits of the memo: entries per generation (two are kept) and the size of

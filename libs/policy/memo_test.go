@@ -31,7 +31,7 @@ func ruleTwice(t *testing.T, set *Set, in Input) Verdict {
 	t.Helper()
 	want, wantMasks := set.Evaluate(context.Background(), in), set.Masks(context.Background(), in)
 	for range 2 {
-		v, masks := set.Rule(context.Background(), in)
+		v, masks, _ := set.Rule(context.Background(), in)
 		assert.Equal(t, want, v)
 		require.Len(t, masks, len(wantMasks))
 		for i := range masks {
@@ -88,9 +88,10 @@ func TestMemoAnswersWhatTheRulesAnswer(t *testing.T) {
 	// answer to the last input: no rule reads the target, in which alone it
 	// differs from the first.
 	assert.Equal(t, uint64(len(inputs)+1), set.memo.hitCount())
-	_, masks := set.Rule(context.Background(), inputs[2].in)
+	_, masks, _ := set.Rule(context.Background(), inputs[2].in)
 	assert.Len(t, masks, 1, "the engineer's read of customers is masked")
-	_, masks = set.Rule(context.Background(), inputs[3].in)
+	_, masks, remembered := set.Rule(context.Background(), inputs[3].in)
+	assert.True(t, remembered)
 	assert.Empty(t, masks, "the dba's is not")
 }
 
@@ -126,10 +127,10 @@ func TestMemoIsNotUsedWhenARuleReadsTheTime(t *testing.T) {
 	require.NoError(t, err)
 	morning := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
 	in := Input{Protocol: "postgres", SQL: &policyv1.SQLInput{Kind: "read"}, Now: morning}
-	v, _ := set.Rule(context.Background(), in)
+	v, _, _ := set.Rule(context.Background(), in)
 	assert.Equal(t, Allow, v.Action)
 	in.Now = morning.Add(6 * time.Hour)
-	v, _ = set.Rule(context.Background(), in)
+	v, _, _ = set.Rule(context.Background(), in)
 	assert.Equal(t, Deny, v.Action)
 	assert.Zero(t, set.memo.hitCount())
 }
@@ -145,9 +146,9 @@ func TestMemoForgetsEvaluationsCutShort(t *testing.T) {
 	in := Input{Protocol: "postgres", SQL: &policyv1.SQLInput{Kind: "read"}}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	v, _ := set.Rule(ctx, in)
+	v, _, _ := set.Rule(ctx, in)
 	require.Equal(t, Deny, v.Action, "a cancelled evaluation denies")
-	v, _ = set.Rule(context.Background(), in)
+	v, _, _ = set.Rule(context.Background(), in)
 	assert.Equal(t, Allow, v.Action)
 	assert.Zero(t, set.memo.hitCount())
 }
@@ -161,7 +162,7 @@ func TestMemoIsBounded(t *testing.T) {
 	for i := range 5 * memoEntries {
 		set.Rule(context.Background(), Input{Principal: &commonv1.Principal{Subject: fmt.Sprint("p", i)}})
 		if i%100 == 0 {
-			v, _ := set.Rule(context.Background(), hot)
+			v, _, _ := set.Rule(context.Background(), hot)
 			assert.Equal(t, Allow, v.Action)
 		}
 	}
@@ -287,7 +288,7 @@ func TestMemoNeverAnswersForAnotherInput(t *testing.T) {
 			if r.IntN(3) == 0 {
 				in.Grants = []*approvalsv1.Grant{{Role: pick(r, "writer", "ddl")}}
 			}
-			v, masks := set.Rule(context.Background(), in)
+			v, masks, _ := set.Rule(context.Background(), in)
 			require.Equal(t, set.Evaluate(context.Background(), in), v)
 			require.Len(t, masks, len(set.Masks(context.Background(), in)))
 		}

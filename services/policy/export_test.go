@@ -4,4 +4,5 @@ package policy
 var (
 	RevisionMetric    = policyRevision
 	EvaluationsMetric = policyEvaluations
+	RuleMemoMetric    = policyRuleMemo
 )

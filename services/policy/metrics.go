@@ -16,6 +16,10 @@ var (
 		Name: "sluice_policy_evaluations_total",
 		Help: "Decisions the policy service made (for workers and sluice policy test), by action and rule.",
 	}, []string{"action", "rule"})
+	policyRuleMemo = telemetry.Factory.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_policy_rule_memo_total",
+		Help: "SQL statements the policy ruled on, by whether the verdict came from the memo (remembered=true: no rule ran, as a statement equal in all the rules read was ruled on before).",
+	}, []string{"remembered"})
 	policyEvaluationSeconds = telemetry.Factory.NewHistogram(prometheus.HistogramOpts{
 		Name:    "sluice_policy_evaluation_seconds",
 		Help:    "Time to classify a command and evaluate the policy on it (not counting a wait for the grants view).",

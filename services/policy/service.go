@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -431,7 +432,8 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 		// The rules read the classification, not the text (unless a rule
 		// reads sql.text): a classification seen before is ruled on from
 		// the set's memo.
-		v, ms := set.Rule(ctx, in)
+		v, ms, remembered := set.Rule(ctx, in)
+		policyRuleMemo.WithLabelValues(strconv.FormatBool(remembered)).Inc()
 		d := decision(v, set.Revision)
 		if worst == nil || engine.Severity(d.Action) > engine.Severity(worst.Action) {
 			worst = d

@@ -146,6 +146,35 @@ func BenchmarkColdDecision(b *testing.B) {
 	}
 }
 
+// A statement that differs from one ruled on before only in what no rule
+// of the demo policy reads (here a column alias) is ruled on from the memo,
+// and counted so.
+func TestRulesRunOncePerWhatTheyRead(t *testing.T) {
+	f, err := config.ReadFile("../sluice/internal/dev/sluice.yaml")
+	require.NoError(t, err)
+	set, err := engine.Compile(f.RuleProtos(), 1)
+	require.NoError(t, err)
+	eval := func(sql string) *policyv1.Decision {
+		return policy.Evaluate(context.Background(), set, &commonv1.Target{Name: "demo"}, &policyv1.EvaluateRequest{
+			Principal: &commonv1.Principal{Subject: "alice", Groups: []string{"engineers"}},
+			Command:   &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: sql}},
+		}, time.Now())
+	}
+	remembered := func() float64 { return testutil.ToFloat64(policy.RuleMemoMetric.WithLabelValues("true")) }
+	ran := func() float64 { return testutil.ToFloat64(policy.RuleMemoMetric.WithLabelValues("false")) }
+	r0, h0 := ran(), remembered()
+	first := eval("SELECT abalance AS a FROM pgbench_accounts WHERE aid = 1")
+	second := eval("SELECT abalance AS b FROM pgbench_accounts WHERE aid = 2")
+	assert.Equal(t, r0+1, ran())
+	assert.Equal(t, h0+1, remembered())
+	assert.Equal(t, first.GetRule(), second.GetRule())
+	assert.Equal(t, first.GetAction(), second.GetAction())
+	// A write is another kind: the rules run.
+	write := eval("UPDATE pgbench_accounts SET abalance = 0 WHERE aid = 1")
+	assert.Equal(t, r0+2, ran())
+	assert.NotEqual(t, first.GetRule(), write.GetRule())
+}
+
 func TestShapeCacheability(t *testing.T) {
 	set, err := engineCompile()
 	require.NoError(t, err)
