@@ -46,11 +46,13 @@ func (s *Set) Rule(ctx context.Context, in Input) (v Verdict, masks []*controlv1
 	return v, masks, false
 }
 
-// Limits of the memo: entries per generation (two are kept) and the size of
-// a key worth remembering.
+// Limits of the memo: entries and bytes of keys per generation (two are
+// kept, so at most 8 MiB of keys in all), and the size of a key worth
+// remembering.
 const (
-	memoEntries = 4096
-	memoMaxKey  = 4096
+	memoEntries  = 4096
+	memoKeyBytes = 4 << 20
+	memoMaxKey   = 4096
 )
 
 // key encodes everything the rules may read of in, each part length
@@ -202,11 +204,12 @@ type memoEntry struct {
 }
 
 // memo remembers verdicts in two generations: when the newer holds
-// memoEntries, the older is dropped and the newer takes its place, so the
-// inputs in use stay and memory stays bounded.
+// memoEntries or memoKeyBytes of keys, the older is dropped and the newer
+// takes its place, so the inputs in use stay and memory stays bounded.
 type memo struct {
 	mu       sync.Mutex
 	cur, old map[string]memoEntry
+	curBytes int
 	hits     uint64
 }
 
@@ -232,8 +235,11 @@ func (m *memo) put(key string, e memoEntry) {
 }
 
 func (m *memo) insert(key string, e memoEntry) {
-	if m.cur == nil || len(m.cur) >= memoEntries {
-		m.old, m.cur = m.cur, make(map[string]memoEntry, 64)
+	if m.cur == nil || len(m.cur) >= memoEntries || m.curBytes+len(key) > memoKeyBytes {
+		m.old, m.cur, m.curBytes = m.cur, make(map[string]memoEntry, 64), 0
+	}
+	if _, dup := m.cur[key]; !dup {
+		m.curBytes += len(key)
 	}
 	m.cur[key] = e
 }

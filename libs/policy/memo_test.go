@@ -174,6 +174,20 @@ func TestMemoIsBounded(t *testing.T) {
 	set.Rule(context.Background(), hot)
 	assert.Equal(t, before+1, set.memo.hitCount(), "the input in use is still remembered")
 
+	// Large keys turn generations over by their bytes.
+	for i := range 3000 {
+		set.Rule(context.Background(), Input{Principal: &commonv1.Principal{Subject: fmt.Sprintf("%04d%s", i, strings.Repeat("a", memoMaxKey-100))}})
+	}
+	set.memo.mu.Lock()
+	var keyBytes int
+	for _, gen := range []map[string]memoEntry{set.memo.cur, set.memo.old} {
+		for k := range gen {
+			keyBytes += len(k)
+		}
+	}
+	set.memo.mu.Unlock()
+	assert.LessOrEqual(t, keyBytes, 8<<20, "8 MiB of keys at most")
+
 	// An input too large to be worth a key is ruled on every time.
 	big := Input{Principal: &commonv1.Principal{Subject: strings.Repeat("a", memoMaxKey)}}
 	_, ok := set.key(big)
