@@ -54,6 +54,9 @@ func percentile(v []float64, p float64) float64 {
 	return s[min(len(s)-1, int(p*float64(len(s))))]
 }
 
+// latencyBlocks is how many turns each kind of statement takes.
+const latencyBlocks = 10
+
 // latency measures per-statement latency for one client: cached decisions
 // (the same statement again and again) and cold ones (a new shape each
 // time; then a new shape and a new classification each time), against
@@ -90,17 +93,22 @@ func (e *env) latency(res *results) error {
 		if _, err := timeQueries(c, warm[:200]); err != nil { // warm up
 			return err
 		}
-		w, err := timeQueries(c, warm)
-		if err != nil {
-			return err
-		}
-		cl, err := timeQueries(c, cold)
-		if err != nil {
-			return err
-		}
-		nc, err := timeQueries(c, newClass)
-		if err != nil {
-			return err
+		// The three kinds take turns in blocks, so that the host's speed,
+		// which moves from one second to the next here, weighs on each
+		// alike.
+		var w, cl, nc []float64
+		for b := range latencyBlocks {
+			for _, k := range []struct {
+				qs  []string
+				out *[]float64
+			}{{warm, &w}, {cold, &cl}, {newClass, &nc}} {
+				n := len(k.qs) / latencyBlocks
+				got, err := timeQueries(c, k.qs[b*n:(b+1)*n])
+				if err != nil {
+					return err
+				}
+				*k.out = append(*k.out, got...)
+			}
 		}
 		c.Close(context.Background())
 		res.Latency = append(res.Latency, latencyRow{Target: t, WarmP50: median(w), WarmP99: percentile(w, 0.99), ColdP50: median(cl), ColdP99: percentile(cl, 0.99),
