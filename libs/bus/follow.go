@@ -13,8 +13,10 @@ import (
 // FollowKV keeps a read model current with a KV bucket until ctx is done:
 // it passes every entry to apply, closes ready once the initial values have
 // been delivered, and watches again when a watch ends (a NATS node lost, a
-// reconnect). Before ready is closed, a failure is returned to the caller;
-// after, the follower retries. Only one goroutine may follow a given ready.
+// reconnect). Before ready is closed, a failure that lasts StartRetry (a
+// cluster electing leaders as the view starts fails for a while) is
+// returned to the caller; after, the follower retries for good. Only one
+// goroutine may follow a given ready.
 func FollowKV(ctx context.Context, js jetstream.JetStream, bucket string, ready chan struct{}, apply func(jetstream.KeyValueEntry) error) error {
 	return Follow{Bucket: bucket}.Run(ctx, js, ready, apply)
 }
@@ -35,6 +37,9 @@ type Follow struct {
 	// OnStale, if set, hears when the view goes stale and when it is
 	// current again.
 	OnStale func(stale bool)
+	// StartRetry is how long the first load may keep failing before Run
+	// gives up; default 30s.
+	StartRetry time.Duration
 
 	// stall, in tests, withholds an entry from the view as a stuck watch
 	// would (and every later one of the same watch).
@@ -49,7 +54,11 @@ func (f Follow) Run(ctx context.Context, js jetstream.JetStream, ready chan stru
 	if f.Check <= 0 {
 		f.Check = time.Second
 	}
-	var seen atomic.Uint64 // the highest bucket revision applied
+	if f.StartRetry <= 0 {
+		f.StartRetry = 30 * time.Second
+	}
+	var failingSince time.Time // when the first load began to fail
+	var seen atomic.Uint64     // the highest bucket revision applied
 	var mu sync.Mutex
 	stale := false
 	setStale := func(s bool) {
@@ -93,7 +102,12 @@ func (f Follow) Run(ctx context.Context, js jetstream.JetStream, ready chan stru
 			continue
 		}
 		if err != nil && !closed(ready) {
-			return err
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if time.Since(failingSince) >= f.StartRetry {
+				return err
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -104,3 +104,61 @@ func TestFollowNoticesAStalledWatch(t *testing.T) {
 	defer mu.Unlock()
 	assert.Empty(t, stale2)
 }
+
+// kvTimesOut answers its first KeyValue lookups as a JetStream cluster
+// electing leaders does: the request times out.
+type kvTimesOut struct {
+	jetstream.JetStream
+	mu       sync.Mutex
+	failures int
+}
+
+func (k *kvTimesOut) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	k.mu.Lock()
+	fail := k.failures > 0
+	if fail {
+		k.failures--
+	}
+	k.mu.Unlock()
+	if fail {
+		return nil, context.DeadlineExceeded
+	}
+	return k.JetStream.KeyValue(ctx, bucket)
+}
+
+// A view whose first load fails for a while (a NATS node lost as it
+// starts) loads once the bucket answers, instead of stopping its service;
+// a failure that lasts StartRetry is returned.
+func TestFollowStartsThroughAFailover(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := conn.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "followstart"})
+	require.NoError(t, err)
+	_, err = kv.PutString(ctx, "a", "1")
+	require.NoError(t, err)
+
+	got := make(chan string, 1)
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.Follow{Bucket: "followstart"}.Run(ctx, &kvTimesOut{JetStream: conn.JS, failures: 3}, ready, func(e jetstream.KeyValueEntry) error {
+			got <- string(e.Value())
+			return nil
+		})
+	}()
+	select {
+	case <-ready:
+		assert.Equal(t, "1", <-got)
+	case err := <-done:
+		t.Fatalf("the follower gave up: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the view never loaded")
+	}
+
+	start := time.Now()
+	err = bus.Follow{Bucket: "followstart", StartRetry: time.Second}.Run(ctx, &kvTimesOut{JetStream: conn.JS, failures: 1 << 30}, make(chan struct{}),
+		func(jetstream.KeyValueEntry) error { return nil })
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.GreaterOrEqual(t, time.Since(start), time.Second)
+}
