@@ -1,13 +1,18 @@
 package policy
 
 import (
+	"bytes"
 	"context"
-	"errors"
+	"fmt"
+	"math"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	celast "github.com/google/cel-go/common/ast"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 )
@@ -57,9 +62,9 @@ const (
 
 // key encodes everything the rules may read of in, each part length
 // prefixed; ok is false when the input is not to be remembered.
-func (s *Set) key(in Input) (key string, ok bool) {
+func (s *Set) key(in Input) (key []byte, ok bool) {
 	if s.UsesNow {
-		return "", false
+		return nil, false
 	}
 	b := make([]byte, 0, 512)
 	b = protowire.AppendString(b, in.Protocol)
@@ -69,7 +74,7 @@ func (s *Set) key(in Input) (key string, ok bool) {
 	}{{VarPrincipal, in.Principal}, {VarTarget, in.Target}, {VarSQL, in.SQL}, {VarSSH, in.SSH}, {VarK8s, in.K8s}, {VarMCP, in.MCP}} {
 		var err error
 		if b, err = s.reads[part.name].appendTo(b, part.m); err != nil {
-			return "", false
+			return nil, false
 		}
 	}
 	if s.reads[VarGrants].any() {
@@ -77,14 +82,14 @@ func (s *Set) key(in Input) (key string, ok bool) {
 		for _, g := range in.Grants {
 			var err error
 			if b, err = appendMessage(b, g); err != nil {
-				return "", false
+				return nil, false
 			}
 		}
 	}
 	if len(b) > memoMaxKey {
-		return "", false
+		return nil, false
 	}
-	return string(b), true
+	return b, true
 }
 
 // memoVars are the variables whose reads Compile works out for the memo's
@@ -98,6 +103,7 @@ var memoVars = []string{VarPrincipal, VarTarget, VarSQL, VarSSH, VarK8s, VarMCP,
 type varReads struct {
 	whole  bool
 	fields map[string]bool
+	fds    atomic.Pointer[selectedFields]
 }
 
 func (s *Set) readsOf(v string) *varReads {
@@ -133,24 +139,136 @@ func (r *varReads) add(expr celast.Expr, v string) {
 
 func (r *varReads) any() bool { return r != nil && (r.whole || len(r.fields) > 0) }
 
-// appendTo appends what the rules may read of m, length prefixed: its
-// deterministic encoding, or only the fields selected.
+// appendTo appends what the rules may read of m: its deterministic
+// encoding, length prefixed, or only the fields selected (selectedKey). The
+// fields not selected are never encoded, so a long statement text costs
+// nothing here unless a rule reads it.
 func (r *varReads) appendTo(b []byte, m proto.Message) ([]byte, error) {
 	if !r.any() {
 		return protowire.AppendVarint(b, 0), nil
 	}
-	if r.whole {
+	if r.whole || m == nil || !m.ProtoReflect().IsValid() {
 		return appendMessage(b, m)
 	}
-	enc, err := appendMessage(nil, m)
+	return r.selectedKey(b, m.ProtoReflect())
+}
+
+// selectedKey appends an unambiguous encoding of the fields of m the rules
+// select: how many of them m holds, then each one's number and value in
+// order of number, then the bytes of the fields m's type does not know
+// (nothing says no rule reads them). Every part says where it ends, so the
+// parts of a key cannot run into each other.
+func (r *varReads) selectedKey(b []byte, m protoreflect.Message) ([]byte, error) {
+	fds := r.selected(m.Descriptor())
+	n := 0
+	for _, fd := range fds {
+		if m.Has(fd) {
+			n++
+		}
+	}
+	b = protowire.AppendVarint(b, uint64(n))
+	for _, fd := range fds {
+		if !m.Has(fd) {
+			continue
+		}
+		b = protowire.AppendVarint(b, uint64(fd.Number()))
+		var err error
+		switch v := m.Get(fd); {
+		case fd.IsList():
+			l := v.List()
+			b = protowire.AppendVarint(b, uint64(l.Len()))
+			for i := 0; i < l.Len() && err == nil; i++ {
+				b, err = appendValue(b, fd, l.Get(i))
+			}
+		case fd.IsMap():
+			b, err = appendMap(b, fd, v.Map())
+		default:
+			b, err = appendValue(b, fd, v)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return protowire.AppendBytes(b, m.GetUnknown()), nil
+}
+
+// appendMap appends a map's entries, each key and value, in the order of
+// their keys' encodings, so that equal maps give equal bytes.
+func appendMap(b []byte, fd protoreflect.FieldDescriptor, m protoreflect.Map) ([]byte, error) {
+	type entry struct {
+		key []byte
+		val protoreflect.Value
+	}
+	entries := make([]entry, 0, m.Len())
+	var err error
+	m.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+		var kb []byte
+		kb, err = appendValue(nil, fd.MapKey(), k.Value())
+		entries = append(entries, entry{kb, v})
+		return err == nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	kept, ok := keepFields(enc, m, r.fields)
-	if !ok {
-		return nil, errors.New("policy: an input does not decode")
+	slices.SortFunc(entries, func(a, b entry) int { return bytes.Compare(a.key, b.key) })
+	b = protowire.AppendVarint(b, uint64(len(entries)))
+	for _, e := range entries {
+		b = append(b, e.key...)
+		if b, err = appendValue(b, fd.MapValue(), e.val); err != nil {
+			return nil, err
+		}
 	}
-	return append(b, kept...), nil
+	return b, nil
+}
+
+// appendValue appends one value of fd's kind; strings, bytes and messages
+// are length prefixed, numbers are varints or fixed width.
+func appendValue(b []byte, fd protoreflect.FieldDescriptor, v protoreflect.Value) ([]byte, error) {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		return protowire.AppendString(b, v.String()), nil
+	case protoreflect.BytesKind:
+		return protowire.AppendBytes(b, v.Bytes()), nil
+	case protoreflect.BoolKind:
+		if v.Bool() {
+			return append(b, 1), nil
+		}
+		return append(b, 0), nil
+	case protoreflect.EnumKind:
+		return protowire.AppendVarint(b, uint64(v.Enum())), nil
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return protowire.AppendVarint(b, uint64(v.Int())), nil
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return protowire.AppendVarint(b, v.Uint()), nil
+	case protoreflect.FloatKind, protoreflect.DoubleKind:
+		return protowire.AppendFixed64(b, math.Float64bits(v.Float())), nil
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return appendMessage(b, v.Message().Interface())
+	}
+	return nil, fmt.Errorf("policy: a field of kind %v cannot be keyed", fd.Kind())
+}
+
+// selected gives the fields of d the rules select, worked out once per
+// message type (a variable has one). A selected name d has no field of is a
+// comprehension's variable, not a field.
+func (r *varReads) selected(d protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	if c := r.fds.Load(); c != nil && c.desc == d {
+		return c.fields
+	}
+	c := &selectedFields{desc: d}
+	for name := range r.fields {
+		if fd := d.Fields().ByName(protoreflect.Name(name)); fd != nil {
+			c.fields = append(c.fields, fd)
+		}
+	}
+	r.fds.Store(c)
+	return c.fields
+}
+
+type selectedFields struct {
+	desc   protoreflect.MessageDescriptor
+	fields []protoreflect.FieldDescriptor
 }
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
@@ -163,39 +281,6 @@ func appendMessage(b []byte, m proto.Message) ([]byte, error) {
 	}
 	b = protowire.AppendVarint(b, uint64(deterministic.Size(m)))
 	return deterministic.MarshalAppend(b, m)
-}
-
-// keepFields keeps, of the length-prefixed encoding enc of m, the top-level
-// fields named in names, rewriting the prefix; ok is false when enc does not
-// decode. A name m has no field of is a comprehension's variable, not m.
-func keepFields(enc []byte, m proto.Message, names map[string]bool) (out []byte, ok bool) {
-	n, l := protowire.ConsumeVarint(enc)
-	if l < 0 || uint64(len(enc)-l) != n {
-		return nil, false
-	}
-	if m == nil || !m.ProtoReflect().IsValid() {
-		return enc, true
-	}
-	fields := m.ProtoReflect().Descriptor().Fields()
-	body := enc[l:]
-	kept := make([]byte, 0, len(body))
-	for len(body) > 0 {
-		num, typ, tl := protowire.ConsumeTag(body)
-		if tl < 0 {
-			return nil, false
-		}
-		vl := protowire.ConsumeFieldValue(num, typ, body[tl:])
-		if vl < 0 {
-			return nil, false
-		}
-		if fd := fields.ByNumber(num); fd == nil || names[string(fd.Name())] {
-			// A field the descriptor does not know is kept: nothing
-			// says no rule reads it.
-			kept = append(kept, body[:tl+vl]...)
-		}
-		body = body[tl+vl:]
-	}
-	return protowire.AppendBytes(nil, kept), true
 }
 
 type memoEntry struct {
@@ -213,13 +298,13 @@ type memo struct {
 	hits     uint64
 }
 
-func (m *memo) get(key string) (memoEntry, bool) {
+func (m *memo) get(key []byte) (memoEntry, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.cur[key]
+	e, ok := m.cur[string(key)] // looked up without copying the key
 	if !ok {
-		if e, ok = m.old[key]; ok {
-			m.insert(key, e)
+		if e, ok = m.old[string(key)]; ok {
+			m.insert(string(key), e)
 		}
 	}
 	if ok {
@@ -228,10 +313,10 @@ func (m *memo) get(key string) (memoEntry, bool) {
 	return e, ok
 }
 
-func (m *memo) put(key string, e memoEntry) {
+func (m *memo) put(key []byte, e memoEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.insert(key, e)
+	m.insert(string(key), e)
 }
 
 func (m *memo) insert(key string, e memoEntry) {

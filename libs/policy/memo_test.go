@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"sluice.dev/sluice/libs/config"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
@@ -204,10 +206,10 @@ func TestMemoKeysAreUnambiguous(t *testing.T) {
 	add := func(name string, in Input) {
 		k, ok := set.key(in)
 		require.True(t, ok, name)
-		if other, dup := keys[k]; dup {
+		if other, dup := keys[string(k)]; dup {
 			t.Errorf("%s and %s share a key", name, other)
 		}
-		keys[k] = name
+		keys[string(k)] = name
 	}
 	add("empty", Input{})
 	add("protocol", Input{Protocol: "postgres"})
@@ -224,6 +226,75 @@ func TestMemoKeysAreUnambiguous(t *testing.T) {
 	add("sql columns", Input{SQL: &policyv1.SQLInput{Kind: "read", Columns: []string{"email"}}})
 }
 
+// With only some fields selected, every field's value says where it ends,
+// so no two inputs that differ in a selected field share a key, whatever
+// the field's kind: strings, lists, maps, numbers, booleans, bytes and
+// messages.
+func TestMemoSelectedKeysAreUnambiguous(t *testing.T) {
+	set, err := Compile([]*controlv1.Rule{{Name: "some", Action: Allow, When: `principal.subject == "" || ` +
+		`"a" in principal.groups || "a" in target.labels || target.name == "" || sql.kind == "" || "a" in sql.tables || "a" in sql.functions || ` +
+		`sql.statements > 1 || k8s.is_resource || k8s.body == b"" || k8s.pod.privileged || ` +
+		`has(mcp.arguments) || ssh.commands.size() > 0`}}, 1)
+	require.NoError(t, err)
+	for _, v := range []string{VarPrincipal, VarTarget, VarSQL, VarK8s, VarMCP, VarSSH} {
+		require.False(t, set.reads[v].whole, "%s must be keyed by its selected fields here", v)
+	}
+	args := func(k string, v any) *structpb.Struct {
+		s, err := structpb.NewStruct(map[string]any{k: v})
+		require.NoError(t, err)
+		return s
+	}
+	keys := map[string]string{}
+	add := func(name string, in Input) {
+		k, ok := set.key(in)
+		require.True(t, ok, name)
+		if other, dup := keys[string(k)]; dup {
+			t.Errorf("%s and %s share a key", name, other)
+		}
+		keys[string(k)] = name
+	}
+	add("empty", Input{})
+	add("subject ab, group c", Input{Principal: &commonv1.Principal{Subject: "ab", Groups: []string{"c"}}})
+	add("subject a, group bc", Input{Principal: &commonv1.Principal{Subject: "a", Groups: []string{"bc"}}})
+	add("groups a, b", Input{Principal: &commonv1.Principal{Groups: []string{"a", "b"}}})
+	add("group ab", Input{Principal: &commonv1.Principal{Groups: []string{"ab"}}})
+	add("groups b, a", Input{Principal: &commonv1.Principal{Groups: []string{"b", "a"}}})
+	add("label a=b", Input{Target: &commonv1.Target{Labels: map[string]string{"a": "b"}}})
+	add("label ab=", Input{Target: &commonv1.Target{Labels: map[string]string{"ab": ""}}})
+	add("labels a=, b=", Input{Target: &commonv1.Target{Labels: map[string]string{"a": "", "b": ""}}})
+	add("label a=, name b", Input{Target: &commonv1.Target{Name: "b", Labels: map[string]string{"a": ""}}})
+	add("kind read", Input{SQL: &policyv1.SQLInput{Kind: "read"}})
+	add("table read", Input{SQL: &policyv1.SQLInput{Tables: []string{"read"}}})
+	// Were a list not counted, the second table's bytes would read as the
+	// functions' field number (7) and the first 6 bytes of one function of
+	// 8, whose last two bytes would read as the field number and an empty
+	// function.
+	add("tables a and \\x08bcdefg, function ''", Input{SQL: &policyv1.SQLInput{Tables: []string{"a", "\x08bcdefg"}, Functions: []string{""}}})
+	add("table a, function bcdefg\\x07\\x00", Input{SQL: &policyv1.SQLInput{Tables: []string{"a"}, Functions: []string{"bcdefg\x07\x00"}}})
+	add("1 statement", Input{SQL: &policyv1.SQLInput{Statements: 1}})
+	add("2 statements", Input{SQL: &policyv1.SQLInput{Statements: 2}})
+	add("a resource", Input{K8s: &policyv1.K8SCommand{IsResource: true}})
+	add("a body", Input{K8s: &policyv1.K8SCommand{Body: []byte{1}}})
+	add("a pod", Input{K8s: &policyv1.K8SCommand{Pod: &policyv1.K8SPod{Present: true}}})
+	add("a privileged pod", Input{K8s: &policyv1.K8SCommand{Pod: &policyv1.K8SPod{Present: true, Privileged: true}}})
+	add("arguments a=1", Input{MCP: &policyv1.MCPInput{Arguments: args("a", 1)}})
+	add("arguments a=2", Input{MCP: &policyv1.MCPInput{Arguments: args("a", 2)}})
+	add("arguments a='1'", Input{MCP: &policyv1.MCPInput{Arguments: args("a", "1")}})
+	add("a command", Input{SSH: &policyv1.SSHInput{Commands: []*policyv1.ShellCommand{{Name: "rm"}}}})
+	add("two commands", Input{SSH: &policyv1.SSHInput{Commands: []*policyv1.ShellCommand{{Name: "rm"}, {}}}})
+
+	// What no rule selects is not in the key.
+	a, _ := set.key(Input{SQL: &policyv1.SQLInput{Kind: "read", Text: "SELECT 1", Columns: []string{"a"}}})
+	b, _ := set.key(Input{SQL: &policyv1.SQLInput{Kind: "read", Text: "SELECT 2"}})
+	assert.Equal(t, a, b)
+	// Equal maps are equal keys, whatever order they were built in.
+	for range 20 {
+		a, _ := set.key(Input{Target: &commonv1.Target{Labels: map[string]string{"a": "1", "b": "2", "c": "3", "d": "4"}}})
+		b, _ := set.key(Input{Target: &commonv1.Target{Labels: map[string]string{"d": "4", "c": "3", "b": "2", "a": "1"}}})
+		require.Equal(t, a, b)
+	}
+}
+
 // The key holds only the fields the rules select; a variable compared or
 // passed whole is in it whole.
 func TestMemoKeysHoldWhatTheRulesRead(t *testing.T) {
@@ -232,7 +303,7 @@ func TestMemoKeysHoldWhatTheRulesRead(t *testing.T) {
 		require.True(t, ok)
 		kb, ok := set.key(b)
 		require.True(t, ok)
-		return ka == kb
+		return bytes.Equal(ka, kb)
 	}
 	read := func(text string, columns ...string) Input {
 		return Input{Principal: &commonv1.Principal{Subject: "alice", Groups: []string{"engineers"}}, Protocol: "postgres",
