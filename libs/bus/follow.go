@@ -140,7 +140,11 @@ func (f Follow) watchLag(ctx context.Context, lagged func(), js jetstream.JetStr
 		if measured.IsZero() {
 			measured = now
 		}
-		last, err := f.lastSeq(ctx, js, &stream)
+		// A request waits at most StaleAfter (at least a second): two
+		// failures in a row, StaleAfter apart, make the view stale.
+		rctx, cancel := context.WithTimeout(ctx, max(f.StaleAfter, time.Second))
+		last, err := f.lastSeq(rctx, js, &stream)
+		cancel()
 		if err != nil {
 			if now.Sub(measured) > f.StaleAfter {
 				lagged() // cannot tell: fail closed

@@ -21,8 +21,17 @@ import (
 type Workers struct {
 	mu sync.RWMutex
 	by map[string]presence
+	// asOf, when set, is the time the view was last known to be current:
+	// it has since fallen behind the bucket (this replica cut off from
+	// NATS, a stuck watch), and silence is judged as of then, not now. A
+	// worker that went on writing its presence must not be called silent
+	// because this replica stopped hearing it.
+	asOf time.Time
 	// now is the clock (tests).
 	now func() time.Time
+	// staleAfter is how long the view may lag before it counts as behind
+	// (tests shorten it).
+	staleAfter time.Duration
 }
 
 type presence struct {
@@ -31,7 +40,25 @@ type presence struct {
 
 // NewWorkers returns an empty presence view.
 func NewWorkers() *Workers {
-	return &Workers{by: map[string]presence{}, now: time.Now}
+	return &Workers{by: map[string]presence{}, now: time.Now, staleAfter: presenceStaleAfter}
+}
+
+// presenceStaleAfter is how long the presence view may lag behind the
+// bucket before it counts as behind.
+const presenceStaleAfter = 5 * time.Second
+
+// setStale notes that the view fell behind the bucket (stale) or caught
+// up. Falling behind is noticed only once the lag has lasted staleAfter,
+// so the view is known current up to that long before.
+func (w *Workers) setStale(stale bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case !stale:
+		w.asOf = time.Time{}
+	case w.asOf.IsZero():
+		w.asOf = w.now().Add(-w.staleAfter)
+	}
 }
 
 // Put notes a worker's presence, written at seen.
@@ -51,21 +78,27 @@ func (w *Workers) Delete(key string) {
 // Lost says why a session that has not ended never will, or "" if it has
 // ended or its worker still serves it: the worker is not present (it
 // stopped, or was never heard of), has been silent for longer than
-// bus.WorkerSilence, or has started again since the session started.
+// bus.WorkerSilence, or has started again since the session started. While
+// the view is behind the bucket, silence is judged as of the last time it
+// was current.
 func (w *Workers) Lost(s *sessionv1.Summary) string {
 	if s.GetEndedAt() != nil || s.GetWorker() == "" {
 		return ""
 	}
 	w.mu.RLock()
 	p, ok := w.by[bus.WorkerKey(s.GetWorker())]
+	clock := w.asOf
 	w.mu.RUnlock()
+	if clock.IsZero() {
+		clock = w.now()
+	}
 	name := s.GetWorker()
 	switch {
 	case !ok:
 		return fmt.Sprintf("its worker %s stopped without ending it", name)
 	case p.started.After(s.GetStartedAt().AsTime()):
 		return fmt.Sprintf("its worker %s started again at %s without ending it", name, p.started.UTC().Format(time.RFC3339))
-	case w.now().Sub(p.seen) > bus.WorkerSilence:
+	case clock.Sub(p.seen) > bus.WorkerSilence:
 		return fmt.Sprintf("its worker %s has been silent since %s", name, p.seen.UTC().Format(time.RFC3339))
 	}
 	return ""
@@ -73,8 +106,11 @@ func (w *Workers) Lost(s *sessionv1.Summary) string {
 
 // FollowWorkers keeps w equal to the sluice_workers bucket until ctx is
 // done; ready is closed once w holds what the bucket held when it started.
+// When the view falls behind the bucket (NATS out of reach), w judges
+// silence as of the last time it was current until it catches up.
 func FollowWorkers(ctx context.Context, js jetstream.JetStream, w *Workers, ready chan struct{}) error {
-	return bus.FollowKV(ctx, js, bus.BucketWorkers, ready, func(e jetstream.KeyValueEntry) error {
+	f := bus.Follow{Bucket: bus.BucketWorkers, StaleAfter: w.staleAfter, Check: w.staleAfter / 5, OnStale: w.setStale}
+	return f.Run(ctx, js, ready, func(e jetstream.KeyValueEntry) error {
 		if e.Operation() != jetstream.KeyValuePut {
 			w.Delete(e.Key())
 			return nil
