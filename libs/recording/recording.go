@@ -2,8 +2,10 @@
 // opens a Session, emits its events (start, commands, decisions, results,
 // I/O, end) to the SESSIONS stream, and learns when they are durable. A
 // worker holds a statement until Durable returns (write-ahead), and refuses
-// to run statements when it cannot record: every failure is sticky, so a
-// session that lost its recorder stays closed.
+// to run statements when it cannot record: every failure to store is
+// sticky, so a session that lost its recorder stays closed. A caller that
+// stops waiting (its context ended) is not such a failure: the session
+// records on, its end included.
 //
 // Events are numbered per session from 1 without gaps. A Recorder commits
 // them in groups: while one batch is being stored, the events its sessions
@@ -21,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -196,9 +199,14 @@ func (s *Session) Durable(ctx context.Context) error {
 }
 
 // WaitFor waits until every event up to seq is stored. Emit is not blocked
-// meanwhile. On failure or timeout the session is closed for good. A wait
-// for events not yet stored that ends with them stored is timed
-// (sluice_record_wait_seconds).
+// meanwhile. When the events cannot be stored (the batch failed, or the
+// wait outlasted the batch's retries) the session is closed for good, and
+// the error is ErrNotRecording. When ctx ends first, only this wait ends:
+// its error is ctx's, the events still go out, and so does whatever the
+// session records next (its end above all). A caller that gives up (its
+// client left, its request was cancelled) has learned nothing about the
+// audit stream. A wait for events not yet stored that ends with them
+// stored is timed (sluice_record_wait_seconds).
 func (s *Session) WaitFor(ctx context.Context, seq uint64) error {
 	s.mu.Lock()
 	if s.err != nil || seq <= s.durable {
@@ -222,11 +230,19 @@ func (s *Session) WaitFor(ctx context.Context, seq uint64) error {
 		}
 		return err
 	case <-ctx.Done():
-		return s.fail(ctx.Err())
+		s.forget(ch)
+		return ctx.Err()
 	case <-t.C:
 		recordFailures.Inc()
 		return s.fail(errors.New("timed out waiting for the event to be stored"))
 	}
+}
+
+// forget drops the waiter on ch, if it is still waiting.
+func (s *Session) forget(ch chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waiters = slices.DeleteFunc(s.waiters, func(w waiter) bool { return w.ch == ch })
 }
 
 // stored marks every event up to seq durable and wakes its waiters.

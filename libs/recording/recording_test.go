@@ -127,6 +127,41 @@ func TestFailureIsSticky(t *testing.T) {
 	assert.ErrorIs(t, sess.Err(), recording.ErrNotRecording)
 }
 
+// A caller that gives up its wait (its client left, its request was
+// cancelled) learns nothing about the audit stream: the session is not
+// closed, the event it waited for is still stored, and so is what the
+// session records next, its end above all.
+func TestAWaitGivenUpLeavesTheSessionRecording(t *testing.T) {
+	conn, _, sess := streamGone(t, 2*time.Second)
+	ctx := context.Background()
+	seq, err := sess.Emit(command(2))
+	require.NoError(t, err)
+	wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	err = sess.WaitFor(wctx, seq)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotErrorIs(t, err, recording.ErrNotRecording)
+	require.NoError(t, sess.Err(), "the session still records")
+
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "the client left"}}}))
+	_, events := stored(t, conn.JS)
+	require.Len(t, events, 2)
+	assert.Equal(t, uint64(2), events[0].GetSeq(), "the event the caller stopped waiting for")
+	assert.Equal(t, "the client left", events[1].GetEnded().GetReason())
+
+	// A session whose events were lost is closed for good, whatever its
+	// callers do.
+	require.NoError(t, conn.JS.DeleteStream(ctx, bus.StreamSessions))
+	seq, err = sess.Emit(command(4))
+	require.NoError(t, err)
+	wctx, cancel = context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, sess.WaitFor(wctx, seq), context.DeadlineExceeded)
+	assert.ErrorIs(t, sess.WaitFor(ctx, seq), recording.ErrNotRecording, "the batch's retries end, and the session with them")
+	assert.ErrorIs(t, sess.Err(), recording.ErrNotRecording)
+}
+
 func TestPubAckError(t *testing.T) {
 	assert.NoError(t, recording.PubAckErrorForTest([]byte(`{"stream":"SESSIONS","seq":42}`)))
 	assert.NoError(t, recording.PubAckErrorForTest([]byte(`{"stream":"SESSIONS","seq":42,"duplicate":true}`)))

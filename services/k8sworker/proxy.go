@@ -426,7 +426,9 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	// The record is durable before the cluster sees the request, and so
 	// before any response is released.
 	if err := s.rec.WaitFor(ctx, seq); err != nil {
-		status(rw, http.StatusServiceUnavailable, "ServiceUnavailable", "sluice: the request could not be recorded; it did not run")
+		if errors.Is(err, recording.ErrNotRecording) {
+			status(rw, http.StatusServiceUnavailable, "ServiceUnavailable", "sluice: the request could not be recorded; it did not run")
+		} // else the client gave up the request: it did not run, and the session records on
 		return
 	}
 	if s.isEnded() {

@@ -228,9 +228,13 @@ func (s *session) emit(ev *sessionv1.Event) (uint64, error) {
 }
 
 // durable waits until an event is durable; a recording that fails ends
-// the session.
+// the session. A call given up before (its request cancelled) ends only
+// the wait: the session records on.
 func (s *session) durable(ctx context.Context, seq uint64) error {
 	if err := s.rec.WaitFor(ctx, seq); err != nil {
+		if !errors.Is(err, recording.ErrNotRecording) {
+			return fmt.Errorf("the call ended before its record was durable: %w", err)
+		}
 		go s.End(gateway.EndShutdown, "the audit stream is not accepting records")
 		return fmt.Errorf("the call's record could not be made durable: %w", err)
 	}

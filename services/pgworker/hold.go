@@ -227,7 +227,7 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 		return heldOutcome{}, s.notRecording()
 	}
 	if err := s.rec.WaitFor(ctx, seq); err != nil {
-		return heldOutcome{}, s.notRecording()
+		return heldOutcome{}, s.unrecorded(err)
 	}
 	// From here until the statement goes to the target, a cancel or the
 	// client leaving withdraws it.

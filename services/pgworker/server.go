@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"sluice.dev/sluice/libs/pgmask"
+	"sluice.dev/sluice/libs/recording"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
@@ -65,6 +66,9 @@ func (s *session) gate(ctx context.Context, e *expect) error {
 		return nil
 	}
 	if err := s.rec.WaitFor(ctx, e.seq); err != nil {
+		if !errors.Is(err, recording.ErrNotRecording) {
+			return errClosed // the session is ending: the result stays withheld
+		}
 		s.shutdown("the audit stream stopped accepting records", fatal(stateSystemError,
 			"sluice: the audit stream is not accepting records; the result is withheld and the session is closed", ""))
 		return errClosed

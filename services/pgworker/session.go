@@ -606,6 +606,17 @@ func (s *session) notRecording() error {
 	return errClosed
 }
 
+// unrecorded answers a wait for a record that failed: the audit stream
+// failing closes the session and says so (notRecording); the session
+// ending meanwhile (ctx) only ends the loop, and the session's end is
+// recorded as usual.
+func (s *session) unrecorded(err error) error {
+	if errors.Is(err, recording.ErrNotRecording) {
+		return s.notRecording()
+	}
+	return errClosed
+}
+
 // refuseEncoding refuses a statement whose text is not valid UTF-8 as
 // PostgreSQL would (22021), and records the attempt with the bytes escaped.
 // A Parse (name set by via "parse") fails under its statement name.
@@ -682,7 +693,7 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 		}
 		if !readOnly(d) {
 			if err := s.rec.WaitFor(ctx, seq); err != nil {
-				return s.notRecording()
+				return s.unrecorded(err)
 			}
 			e.durable = true
 		}
@@ -851,7 +862,7 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 	}
 	if !readOnly(info.decision) {
 		if err := s.rec.WaitFor(ctx, seq); err != nil {
-			return s.notRecording()
+			return s.unrecorded(err)
 		}
 		e.durable = true
 	}

@@ -328,3 +328,63 @@ func TestFailsClosedWhenRecordingStops(t *testing.T) {
 	assert.Equal(t, "58000", pgCode(err))
 	assert.Contains(t, err.Error(), "audit stream")
 }
+
+// A session that ends while a statement waits for its record (here its
+// target connection is terminated while the audit stream refuses events for
+// a moment) is not taken for a failure of the audit stream: the statement
+// does not run, and once the stream accepts events again the session's end
+// is recorded, with the reason it ended for.
+func TestAnEndWhileARecordWaitsIsRecorded(t *testing.T) {
+	h := newHarness(t, &controlv1.Rule{Name: "allow-all", Action: "allow", When: "true"})
+	addr := h.worker(pgworker.Config{RecordTimeout: 5 * time.Second})
+	c, err := h.connect(addr, h.token(time.Hour))
+	require.NoError(t, err)
+	defer c.Close(h.ctx)
+	_, err = c.Exec(h.ctx, "SELECT 1").ReadAll()
+	require.NoError(t, err)
+	evs := testkit.SessionEvents(t, h.ctx, h.conn.JS, "")
+	require.NotEmpty(t, evs)
+	id := evs[0].GetSessionId()
+
+	// The stream refuses events: the write's record is retried, and the
+	// write waits for it.
+	stream, err := h.conn.JS.Stream(h.ctx, bus.StreamSessions)
+	require.NoError(t, err)
+	info, err := stream.Info(h.ctx)
+	require.NoError(t, err)
+	full := info.Config
+	full.MaxMsgs = int64(info.State.Msgs)
+	_, err = h.conn.JS.UpdateStream(h.ctx, full)
+	require.NoError(t, err)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(h.ctx, "CREATE TABLE made_while_waiting (x int)").ReadAll()
+		wrote <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, pg.Exec(h.ctx, "postgres",
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'gw' AND datname = 'app'"))
+	require.Error(t, <-wrote)
+	full.MaxMsgs = -1
+	_, err = h.conn.JS.UpdateStream(h.ctx, full)
+	require.NoError(t, err)
+
+	testkit.Eventually(t, 10*time.Second, func() error {
+		evs := testkit.SessionEvents(t, h.ctx, h.conn.JS, id)
+		last := evs[len(evs)-1]
+		if last.GetEnded() == nil {
+			return fmt.Errorf("the session's last event is %v, not its end", last)
+		}
+		assert.NotContains(t, last.GetEnded().GetReason(), "audit stream", "the audit stream did not fail")
+		for i, ev := range evs {
+			assert.Equal(t, uint64(i+1), ev.GetSeq(), "no gap")
+		}
+		return nil
+	})
+	direct, err := pgconn.Connect(h.ctx, pg.SuperuserDSN("app"))
+	require.NoError(t, err)
+	defer direct.Close(h.ctx)
+	res, err := direct.Exec(h.ctx, "SELECT to_regclass('made_while_waiting') IS NULL").ReadAll()
+	require.NoError(t, err)
+	assert.Equal(t, "t", string(res[0].Rows[0][0]), "the write did not run without its record")
+}

@@ -372,10 +372,12 @@ func (s *session) emit(ev *sessionv1.Event) (uint64, error) {
 }
 
 // durable waits for an event to be durable; a recording that fails ends the
-// session.
+// session (a wait cut short by ctx only ends the wait).
 func (s *session) durable(ctx context.Context, seq uint64) error {
 	if err := s.rec.WaitFor(ctx, seq); err != nil {
-		s.shutdown("the audit stream is not accepting records")
+		if errors.Is(err, recording.ErrNotRecording) {
+			s.shutdown("the audit stream is not accepting records")
+		}
 		return err
 	}
 	return nil
