@@ -316,6 +316,44 @@ func (k *Kernel) Register(s Session) {
 	k.metrics.active.Inc()
 }
 
+// endWait bounds how long a session's end waits to be durable, and
+// endRetry how long a session whose recording failed keeps trying to
+// record its end (in the background) while the audit stream refuses it.
+const (
+	endWait  = 5 * time.Second
+	endRetry = 2 * time.Minute
+)
+
+// RecordEnd records a session's end. When the session's recording works,
+// it waits until the end is durable (at most endWait). When it failed (the
+// audit stream refused the session's events), the end is recorded all the
+// same once the stream takes events again, after the gap the failure left
+// (recording.Session.Close), tried in the background for up to endRetry:
+// a session must not be shown open for good because its end came while the
+// stream was down.
+func (k *Kernel) RecordEnd(rec *recording.Session, ended *sessionv1.Ended) {
+	ev := &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_Ended{Ended: ended}}
+	closeWithin := func(d time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		return rec.Close(ctx, ev, time.Second)
+	}
+	if rec.Err() == nil {
+		if err := closeWithin(endWait); err != nil {
+			k.cfg.Log.Warn().Err(err).Str("session", rec.ID).Msg("session end not recorded")
+		}
+		return
+	}
+	go func() {
+		if err := closeWithin(endRetry); err != nil {
+			k.cfg.Log.Error().Err(err).Str("session", rec.ID).Dur("tried_for", endRetry).
+				Msg("session end not recorded: the audit stream refused it for too long; the session has no end in the audit log")
+		} else {
+			k.cfg.Log.Info().Str("session", rec.ID).Msg("session end recorded after its recording failed")
+		}
+	}()
+}
+
 // Unregister removes a session Register added.
 func (k *Kernel) Unregister(s Session) {
 	k.mu.Lock()

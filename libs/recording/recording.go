@@ -90,6 +90,10 @@ type Session struct {
 	// keep is, once err is set, the last seq that may still be published:
 	// the events emitted before the failure, never one after a lost batch.
 	keep uint64
+	// final is the seq of the session's last event when Close records it
+	// after a failure: published all the same, after the gap the failure
+	// left.
+	final uint64
 }
 
 type waiter struct {
@@ -169,6 +173,18 @@ func (s *Session) Emit(ev *sessionv1.Event) (uint64, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
+	seq, err := s.emitLocked(ev)
+	if err != nil {
+		s.failLocked(err, s.seq)
+		recordFailures.Inc()
+		return 0, s.err
+	}
+	return seq, nil
+}
+
+// emitLocked numbers, stamps and queues ev; the error says it could not be
+// encoded (and nothing was queued).
+func (s *Session) emitLocked(ev *sessionv1.Event) (uint64, error) {
 	s.seq++
 	ev.Id = ulid.Make().String()
 	ev.SessionId = s.ID
@@ -184,9 +200,7 @@ func (s *Session) Emit(ev *sessionv1.Event) (uint64, error) {
 	}
 	if err != nil {
 		s.seq--
-		s.failLocked(fmt.Errorf("encode: %v", err), s.seq)
-		recordFailures.Inc()
-		return 0, s.err
+		return 0, fmt.Errorf("encode: %v", err)
 	}
 	// Queued under s.mu, so that a session's events queue in seq order.
 	s.r.enqueue(queued{s: s, seq: s.seq, data: data})
@@ -292,7 +306,61 @@ func (s *Session) failLocked(err error, keep uint64) {
 func (s *Session) publishable(seq uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.err == nil || seq <= s.keep
+	return s.err == nil || seq <= s.keep || seq == s.final
+}
+
+// Close records ev, the session's last event (its end), and waits until it
+// is durable or ctx ends. A session whose recording failed records it all
+// the same: the events lost in the failure leave a gap in the session's
+// chain (the recorder records the gap once they are nowhere to be found),
+// and ev follows it, so that the session is not left without an end. While
+// the audit stream refuses it, ev is tried again every retry until ctx
+// ends. The error is ctx's when ctx ended first.
+func (s *Session) Close(ctx context.Context, ev *sessionv1.Event, retry time.Duration) error {
+	err := s.Record(ctx, ev)
+	if err == nil || !errors.Is(err, ErrNotRecording) {
+		return err
+	}
+	for {
+		s.mu.Lock()
+		seq, err := s.emitLocked(ev)
+		if err == nil {
+			s.final = seq
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if s.waitStored(ctx, seq) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(retry):
+		}
+	}
+}
+
+// waitStored waits until the event with seq is stored (true), its batch
+// failed or ctx ended (false).
+func (s *Session) waitStored(ctx context.Context, seq uint64) bool {
+	s.mu.Lock()
+	if s.durable >= seq {
+		s.mu.Unlock()
+		return true
+	}
+	ch := make(chan struct{})
+	s.waiters = append(s.waiters, waiter{seq: seq, ch: ch})
+	s.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		s.forget(ch)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.durable >= seq
 }
 
 func (r *Recorder) timeout() time.Duration {

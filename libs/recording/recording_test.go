@@ -162,6 +162,39 @@ func TestAWaitGivenUpLeavesTheSessionRecording(t *testing.T) {
 	assert.ErrorIs(t, sess.Err(), recording.ErrNotRecording)
 }
 
+// A session whose recording failed still records its end once the stream
+// takes events again: after the events the failure lost (a gap the
+// recorder records), never instead of them.
+func TestCloseRecordsTheEndAfterAFailure(t *testing.T) {
+	conn, _, sess := streamGone(t, 300*time.Millisecond)
+	ctx := context.Background()
+	require.ErrorIs(t, sess.Record(ctx, command(2)), recording.ErrNotRecording)
+	_, err := sess.Emit(command(3))
+	require.ErrorIs(t, err, recording.ErrNotRecording, "the session stays closed to commands")
+
+	go func() {
+		time.Sleep(time.Second) // a few tries fail first
+		assert.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	}()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	end := &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "the audit stream stopped accepting records"}}}
+	require.NoError(t, sess.Close(cctx, end, 100*time.Millisecond))
+	_, events := stored(t, conn.JS)
+	require.Len(t, events, 1, "only the end: what the failure lost stays lost")
+	assert.NotNil(t, events[0].GetEnded())
+	assert.Greater(t, events[0].GetSeq(), uint64(2), "after the lost event, never in its place")
+	assert.Equal(t, sess.Seq(), events[0].GetSeq())
+
+	// A stream that never comes back: Close gives up when ctx ends.
+	require.NoError(t, conn.JS.DeleteStream(ctx, bus.StreamSessions))
+	_, _, other := streamGone(t, 100*time.Millisecond)
+	require.ErrorIs(t, other.Record(ctx, command(2)), recording.ErrNotRecording)
+	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, other.Close(sctx, end, 50*time.Millisecond), context.DeadlineExceeded)
+}
+
 func TestPubAckError(t *testing.T) {
 	assert.NoError(t, recording.PubAckErrorForTest([]byte(`{"stream":"SESSIONS","seq":42}`)))
 	assert.NoError(t, recording.PubAckErrorForTest([]byte(`{"stream":"SESSIONS","seq":42,"duplicate":true}`)))

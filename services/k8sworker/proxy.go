@@ -134,10 +134,7 @@ func (s *session) finish(reason string) {
 	s.endOnce.Do(func() {
 		s.why.Store(reason)
 		close(s.ended)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = s.rec.Record(ctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{
-			Reason: reason, Commands: s.commands.Load(), Denied: s.denied.Load()}}})
-		cancel()
+		s.w.k.RecordEnd(s.rec, &sessionv1.Ended{Reason: reason, Commands: s.commands.Load(), Denied: s.denied.Load()})
 		s.w.k.Unregister(s)
 	})
 }

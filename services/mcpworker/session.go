@@ -103,10 +103,7 @@ func (s *session) End(_ gateway.EndCode, reason string) {
 			_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Approval{Approval: &sessionv1.Approval{
 				CommandId: h.cmdID, ApprovalId: h.id, State: "withdrawn", Reason: "the MCP session ended: " + reason}}})
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = s.rec.Record(ctx, &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{
-			Reason: reason, Commands: s.commands.Load(), Denied: s.denied.Load()}}})
-		cancel()
+		s.w.k.RecordEnd(s.rec, &sessionv1.Ended{Reason: reason, Commands: s.commands.Load(), Denied: s.denied.Load()})
 		s.w.k.Unregister(s)
 	})
 }

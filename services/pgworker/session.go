@@ -286,13 +286,9 @@ func (s *session) run(ctx context.Context) {
 	if reason == "" {
 		reason = "closed"
 	}
-	ectx, ecancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer ecancel()
-	if err := s.rec.Record(ectx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{
+	s.w.k.RecordEnd(s.rec, &sessionv1.Ended{
 		Reason: reason, Commands: s.commands.Load(), Denied: s.denied.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
-	}}}); err != nil {
-		s.w.cfg.Log.Warn().Err(err).Str("session", s.id).Msg("session end not recorded")
-	}
+	})
 }
 
 // contain turns a panic in one session into the end of that session, so a

@@ -327,6 +327,23 @@ func TestFailsClosedWhenRecordingStops(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, "58000", pgCode(err))
 	assert.Contains(t, err.Error(), "audit stream")
+
+	// Once the stream takes events again, the session's end is recorded,
+	// after the events the failure lost: the session is not left open.
+	id := testkit.SessionEvents(t, h.ctx, h.conn.JS, "")[0].GetSessionId()
+	cfg.MaxMsgs = -1
+	_, err = h.conn.JS.UpdateStream(h.ctx, cfg)
+	require.NoError(t, err)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		evs := testkit.SessionEvents(t, h.ctx, h.conn.JS, id)
+		last := evs[len(evs)-1]
+		if last.GetEnded() == nil {
+			return fmt.Errorf("the session's last event is %v, not its end", last)
+		}
+		assert.Equal(t, "the audit stream stopped accepting records", last.GetEnded().GetReason())
+		assert.Greater(t, last.GetSeq(), evs[len(evs)-2].GetSeq()+1, "after a gap: the refused command's record is lost")
+		return nil
+	})
 }
 
 // A session that ends while a statement waits for its record (here its

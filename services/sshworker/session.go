@@ -211,9 +211,9 @@ func (w *Worker) serve(ctx context.Context, raw net.Conn, full bool) {
 	}
 	s.shutdown(s.closedBy())
 	wg.Wait()
-	_ = s.rec.Record(context.Background(), &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{
+	s.w.k.RecordEnd(s.rec, &sessionv1.Ended{
 		Reason: s.reason(), Commands: s.commands.Load(), Denied: s.denied.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
-	}}})
+	})
 }
 
 // maxChannels bounds the channels open at once on one connection (as
