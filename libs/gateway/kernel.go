@@ -439,6 +439,7 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 			}
 		}
 	}
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.PolicyTimeout)
 	defer cancel()
 	gen := k.Decisions.Generation()
@@ -446,6 +447,11 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 	req.MinGrantsRevision = k.Approvals.GrantRevision()
 	var d policyv1.Decision
 	if err := bus.Request(ctx, k.cfg.Conn.NC, bus.APIPolicyEvaluate, req, &d); err != nil {
+		if caller.Err() != nil {
+			// The caller gave up (its client left, its request was
+			// cancelled): nothing is known of the policy service.
+			return k.Count(&policyv1.Decision{Action: "deny", Rule: RuleGivenUp, Reason: "the command was given up before the policy service answered"}), false
+		}
 		k.cfg.Log.Warn().Err(err).Str("session", req.GetSessionId()).Msg("no policy decision; denying")
 		return k.Count(&policyv1.Decision{Action: "deny", Rule: RulePolicyUnavailable, Reason: "the policy service did not answer; nothing runs without a decision"}), false
 	}
@@ -522,6 +528,11 @@ func truncate(s string, n int) string {
 // RulePolicyUnavailable is the rule of a deny made because the policy
 // service did not answer.
 const RulePolicyUnavailable = "builtin:policy-unavailable"
+
+// RuleGivenUp is the rule of a deny made because the caller gave up (its
+// client left, its request was cancelled) before the policy service
+// answered: not a sign that the service failed.
+const RuleGivenUp = "builtin:given-up"
 
 // RecordAuthFailure records a refused connection as an event of its own.
 func (k *Kernel) RecordAuthFailure(ctx context.Context, client, target, code, reason string) {
