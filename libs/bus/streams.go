@@ -44,11 +44,14 @@ const (
 
 // WorkerPresenceEvery is how often a worker writes its presence again;
 // WorkerSilence is how long one may be silent before it counts as gone
-// (its open sessions are then shown lost). The bucket forgets a key
-// after WorkerForget.
+// (its open sessions are then shown lost). A worker that could not write
+// its presence for WorkerFence ends its sessions and records nothing more
+// until it writes it again, so that a session shown lost is one that can
+// never go on. The bucket forgets a key after WorkerForget.
 const (
 	WorkerPresenceEvery = 5 * time.Second
 	WorkerSilence       = 20 * time.Second
+	WorkerFence         = WorkerSilence - WorkerPresenceEvery
 	WorkerForget        = time.Minute
 )
 

@@ -52,6 +52,10 @@ type Config struct {
 	// RecordTimeout bounds how long a command waits for its record to be
 	// durable (default: the recorder's).
 	RecordTimeout time.Duration
+	// FenceAfter is how long the worker may go without writing its
+	// presence before it ends its sessions and records nothing more
+	// (default bus.WorkerFence; tests shorten it).
+	FenceAfter time.Duration
 }
 
 func (c *Config) defaults() {
@@ -66,6 +70,9 @@ func (c *Config) defaults() {
 	}
 	if c.HoldTimeout <= 0 {
 		c.HoldTimeout = 5 * time.Minute
+	}
+	if c.FenceAfter <= 0 {
+		c.FenceAfter = bus.WorkerFence
 	}
 }
 
@@ -84,6 +91,9 @@ const (
 	// EndKilled: an administrator ended the session (the reason says who
 	// and why).
 	EndKilled
+	// EndFenced: the worker could not write its presence for
+	// bus.WorkerFence; the reason says so.
+	EndFenced
 )
 
 // Session is what the kernel needs of a protocol's session.
@@ -119,6 +129,11 @@ type Kernel struct {
 	// started is when this run of the worker started (its presence says
 	// it: sessions started before it are another run's).
 	started time.Time
+	// lease is, once the presence is announced, until when (time since
+	// started) this worker may record and serve without writing its
+	// presence again (0: no lease in force); fenced says it lapsed.
+	lease  atomic.Int64
+	fenced atomic.Bool
 }
 
 // New returns a kernel.
@@ -129,7 +144,7 @@ func New(cfg Config) *Kernel {
 		rec.Timeout = cfg.RecordTimeout
 	}
 	view := controlstate.NewView()
-	return &Kernel{
+	k := &Kernel{
 		cfg:       cfg,
 		guard:     authz.New(cfg.Conn.NC, view),
 		View:      view,
@@ -143,6 +158,8 @@ func New(cfg Config) *Kernel {
 		metrics:   newKernelMetrics(cfg.Protocol),
 		started:   time.Now(),
 	}
+	rec.Fenced = k.fencedErr
+	return k
 }
 
 // Config is the kernel's configuration, defaults applied.

@@ -31,6 +31,10 @@ var (
 		Help: "Commands held for approval, by protocol and outcome: approved (ran), denied, withdrawn, expired, " +
 			"refused (no request could be opened, or the approval could not be used) or left (the client stopped waiting).",
 	}, []string{"protocol", "outcome"})
+	fenced = telemetry.Factory.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_worker_fenced",
+		Help: "1 while the worker is fenced: it could not write its presence for too long (cut off from NATS), so it ended its sessions and records and runs nothing; by protocol.",
+	}, []string{"protocol"})
 )
 
 // Outcomes of a held command (sluice_holds_total).
@@ -53,6 +57,7 @@ type kernelMetrics struct {
 	decisions    *prometheus.CounterVec // curried: action, rule
 	authFailures *prometheus.CounterVec // curried: code
 	holds        [holdOutcomes]prometheus.Counter
+	fenced       prometheus.Gauge
 }
 
 func newKernelMetrics(protocol string) kernelMetrics {
@@ -62,6 +67,7 @@ func newKernelMetrics(protocol string) kernelMetrics {
 		active:       sessionsActive.WithLabelValues(protocol),
 		decisions:    decisions.MustCurryWith(by),
 		authFailures: authFailures.MustCurryWith(by),
+		fenced:       fenced.WithLabelValues(protocol),
 	}
 	for i, name := range holdOutcomeNames {
 		m.holds[i] = holds.WithLabelValues(protocol, name)

@@ -19,12 +19,21 @@ import (
 // outright goes silent instead: once it has been for bus.WorkerSilence,
 // the sessions it left open are shown lost (sessionindex.Workers).
 //
-// Presence is what the sessions list shows, not a control: a write that
-// fails is said in the log and tried again, and never stops the worker.
-// The first is tried before the worker serves, for up to a few seconds.
+// The presence is also the worker's lease. "Lost" says a session will never
+// go on, and an administrator who kills a lost session is told nobody holds
+// it; a worker only cut off from NATS (a partition, a paused VM) would
+// otherwise take its sessions up again once it is back. So a worker that
+// has not written its presence for FenceAfter (bus.WorkerFence, shorter
+// than bus.WorkerSilence) is fenced: its sessions end, and nothing more is
+// recorded, so nothing runs, until a write succeeds again. The recorder
+// asks before every batch (recording.Recorder.Fenced), so even a worker
+// that wakes from a pause with statements in hand records none of them.
+// The first write is tried before the worker serves, for up to a few
+// seconds; the lease starts then.
 func (k *Kernel) announce(ctx context.Context) (withdraw func()) {
 	data, _ := proto.Marshal(&sessionv1.WorkerPresence{Name: k.cfg.Name, Protocol: k.cfg.Protocol, StartedAt: timestamppb.New(k.started)})
 	p := &presence{k: k, key: bus.WorkerKey(k.cfg.Name), data: data}
+	k.renewLease()
 	first, cancelFirst := context.WithTimeout(ctx, 3*time.Second)
 	for p.put(first) != nil && first.Err() == nil {
 		select {
@@ -39,9 +48,15 @@ func (k *Kernel) announce(ctx context.Context) (withdraw func()) {
 		defer close(done)
 		p.keep(pctx)
 	}()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		k.watchLease(pctx)
+	}()
 	return func() {
 		cancel()
 		<-done
+		<-watched
 		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer dcancel()
 		if err := p.delete(dctx); err != nil {
@@ -61,7 +76,7 @@ type presence struct {
 }
 
 func (p *presence) put(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, bus.WorkerPresenceEvery)
+	ctx, cancel := context.WithTimeout(ctx, presenceWriteTimeout)
 	defer cancel()
 	var err error
 	if p.kv == nil {
@@ -74,25 +89,87 @@ func (p *presence) put(ctx context.Context) error {
 	case err != nil && ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
 	case err != nil && !p.failing:
 		p.failing = true
-		p.k.cfg.Log.Warn().Err(err).Msg("presence write failed; past " + bus.WorkerSilence.String() + " of failures this worker's open sessions are shown lost")
+		p.k.cfg.Log.Warn().Err(err).Msg("presence write failed; past " + p.k.cfg.FenceAfter.String() +
+			" of failures this worker ends its sessions and records nothing until it is written again")
 	case err == nil && p.failing:
 		p.failing = false
 		p.k.cfg.Log.Info().Msg("presence written again")
 	}
+	if err == nil {
+		p.k.renewLease()
+	}
 	return err
 }
 
-// keep writes the presence every bus.WorkerPresenceEvery until ctx ends.
-func (p *presence) keep(ctx context.Context) {
-	t := time.NewTicker(bus.WorkerPresenceEvery)
+// renewLease extends the lease by FenceAfter from now.
+func (k *Kernel) renewLease() {
+	k.lease.Store(int64(time.Since(k.started) + k.cfg.FenceAfter))
+}
+
+// errFenced is what a fenced worker's recorder answers.
+var errFenced = errors.New("this worker could not write its presence for too long (cut off from NATS?): it records nothing, so runs nothing, until it writes it again")
+
+// fencedErr says whether the lease lapsed (recording.Recorder.Fenced). A
+// monotonic clock measures it, so a worker paused past its lease finds it
+// lapsed the moment it runs again.
+func (k *Kernel) fencedErr() error {
+	if l := k.lease.Load(); l != 0 && time.Since(k.started) > time.Duration(l) {
+		return errFenced
+	}
+	return nil
+}
+
+// watchLease ends every session once the lease lapses, and says when the
+// worker serves again, until ctx ends.
+func (k *Kernel) watchLease(ctx context.Context) {
+	t := time.NewTicker(min(time.Second, k.cfg.FenceAfter/4))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			_ = p.put(ctx)
 		}
+		lapsed := k.fencedErr() != nil
+		switch was := k.fenced.Swap(lapsed); {
+		case lapsed && !was:
+			k.metrics.fenced.Set(1)
+			k.cfg.Log.Error().Dur("after", k.cfg.FenceAfter).Int64("sessions", k.Active()).
+				Msg("presence not written for too long: fenced, ending every session; nothing is recorded or run until it is written again")
+			k.each(func(s Session) {
+				s.End(EndFenced, "this gateway was cut off from its control plane")
+			})
+		case !lapsed && was:
+			k.metrics.fenced.Set(0)
+			k.cfg.Log.Info().Msg("presence written again: no longer fenced")
+		}
+	}
+}
+
+// presenceWriteTimeout bounds one presence write, and presenceRetry is how
+// soon a failed one is tried again: a few tries fit in the lease, so a NATS
+// node lost (its leader elected again within seconds) never fences a worker.
+const (
+	presenceWriteTimeout = 2 * time.Second
+	presenceRetry        = time.Second
+)
+
+// keep writes the presence every bus.WorkerPresenceEvery, and every
+// presenceRetry while writes fail, until ctx ends.
+func (p *presence) keep(ctx context.Context) {
+	t := time.NewTimer(bus.WorkerPresenceEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		next := bus.WorkerPresenceEvery
+		if p.put(ctx) != nil {
+			next = presenceRetry
+		}
+		t.Reset(next)
 	}
 }
 

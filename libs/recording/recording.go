@@ -56,6 +56,10 @@ type Recorder struct {
 	Timeout time.Duration
 	// MaxBatchBytes bounds a batch; default DefaultMaxBatchBytes.
 	MaxBatchBytes int
+	// Fenced, if set, is asked before each batch is sent: an error keeps
+	// the batch from the stream, as the stream refusing it would (its
+	// sessions are closed for good). Set it before the first event.
+	Fenced func() error
 
 	mu       sync.Mutex
 	queue    []queued
@@ -458,21 +462,12 @@ func (r *Recorder) publish(num uint64, batch []queued, size int) {
 	// The JetStream publish, spelled out: the message id makes a retry
 	// idempotent, and the acknowledgement is read without a JSON decoder.
 	m.Header = nats.Header{jetstream.MsgIDHeader: {r.id + "." + strconv.FormatUint(num, 10)}, jetstream.ExpectedStreamHeader: {bus.StreamSessions}}
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout())
-	defer cancel()
 	var err error
-	for attempt := 0; ; attempt++ {
-		var resp *nats.Msg
-		if resp, err = r.js.Conn().RequestMsgWithContext(ctx, m); err == nil {
-			err = pubAckError(resp.Data)
-		}
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Duration(10*(attempt+1)) * time.Millisecond):
-		}
+	if r.Fenced != nil {
+		err = r.Fenced()
+	}
+	if err == nil {
+		err = r.send(m)
 	}
 	if err != nil {
 		// Nothing of this batch may have been stored: each session's
@@ -494,6 +489,27 @@ func (r *Recorder) publish(num uint64, batch []queued, size int) {
 	// only ever moves a session's durable mark forward.
 	for _, q := range kept {
 		q.s.stored(q.seq)
+	}
+}
+
+// send stores one batch message, retrying (deduplicated by its message id)
+// until the timeout.
+func (r *Recorder) send(m *nats.Msg) error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout())
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		resp, err := r.js.Conn().RequestMsgWithContext(ctx, m)
+		if err == nil {
+			err = pubAckError(resp.Data)
+		}
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(10*(attempt+1)) * time.Millisecond):
+		}
 	}
 }
 

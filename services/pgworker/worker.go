@@ -320,6 +320,8 @@ func (s *session) End(code gateway.EndCode, reason string) {
 			fatal(stateInvalidPassword, "sluice: "+reason, "reconnect to start a session as the principal you are now"))
 	case gateway.EndKilled:
 		s.shutdown(reason, fatal(stateAdminShutdown, "sluice: the session was "+reason, ""))
+	case gateway.EndFenced:
+		s.shutdown(reason, fatal(stateAdminShutdown, "sluice: "+reason+"; the session is closed", "connect again: a gateway in touch with its control plane serves you"))
 	default:
 		s.shutdown("the worker is shutting down", fatal(stateAdminShutdown, "sluice: the gateway is shutting down", ""))
 	}
