@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -405,4 +407,81 @@ targets:
 		return nil
 	})
 	g.inAuditLog(t, "id = 2 OR id = 3")
+
+	// A worker paused (SIGSTOP: a VM paused, a process stopped) until its
+	// session is shown lost never takes that session up again when it runs
+	// again: its lease lapsed, so it is fenced, nothing of the session is
+	// recorded or run, the session's end is recorded once the worker writes
+	// its presence again, and new sessions are served.
+	paused, err := pgconn.Connect(ctx, dsn)
+	require.NoError(t, err)
+	defer paused.Close(ctx) //nolint:errcheck
+	_, err = paused.Exec(ctx, "SELECT 1").ReadAll()
+	require.NoError(t, err)
+	pausedWorker := fmt.Sprintf("-%d", worker.cmd.Process.Pid)
+	type listed struct {
+		ID, Worker, State string
+		EndReason         string `json:"end_reason"`
+	}
+	sessionsOf := func(state string) ([]listed, error) {
+		args := []string{"sessions", "list", "-o", "json", "--limit", "1000"}
+		if state != "" {
+			args = append(args, "--state", state)
+		}
+		out, err := g.auditor(args...)
+		if err != nil {
+			return nil, fmt.Errorf("%v: %s", err, out)
+		}
+		var res struct{ Sessions []listed }
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			return nil, err
+		}
+		var mine []listed
+		for _, s := range res.Sessions {
+			if strings.HasSuffix(s.Worker, pausedWorker) {
+				mine = append(mine, s)
+			}
+		}
+		return mine, nil
+	}
+	require.NoError(t, worker.cmd.Process.Signal(syscall.SIGSTOP))
+	var lostIDs []string
+	testkit.Eventually(t, 90*time.Second, func() error {
+		lost, err := sessionsOf("lost")
+		if err != nil {
+			return err
+		}
+		if len(lost) == 0 {
+			return fmt.Errorf("no session of the paused worker (*%s) is shown lost yet", pausedWorker)
+		}
+		lostIDs = nil
+		for _, s := range lost {
+			lostIDs = append(lostIDs, s.ID)
+		}
+		return nil
+	})
+	require.NoError(t, worker.cmd.Process.Signal(syscall.SIGCONT))
+	_, err = paused.Exec(ctx, "SELECT 2").ReadAll()
+	require.Error(t, err, "a session shown lost does not go on")
+	testkit.Eventually(t, 90*time.Second, func() error {
+		all, err := sessionsOf("")
+		if err != nil {
+			return err
+		}
+		for _, s := range all {
+			if slices.Contains(lostIDs, s.ID) && s.State != "ended" {
+				return fmt.Errorf("session %s of the paused worker is %s, not ended", s.ID, s.State)
+			}
+		}
+		return nil
+	})
+	out, err = g.auditor("audit", "verify")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "intact")
+	testkit.Eventually(t, 60*time.Second, func() error {
+		if out, err := g.psql("SELECT name FROM customers WHERE id = 1"); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
 }

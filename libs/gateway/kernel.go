@@ -132,8 +132,9 @@ type Kernel struct {
 	// lease is, once the presence is announced, until when (time since
 	// started) this worker may record and serve without writing its
 	// presence again (0: no lease in force); fenced says it lapsed.
-	lease  atomic.Int64
-	fenced atomic.Bool
+	lease   atomic.Int64
+	fenceMu sync.Mutex
+	fenced  atomic.Bool
 }
 
 // New returns a kernel.
@@ -341,34 +342,29 @@ const (
 	endRetry = 2 * time.Minute
 )
 
-// RecordEnd records a session's end. When the session's recording works,
-// it waits until the end is durable (at most endWait). When it failed (the
-// audit stream refused the session's events), the end is recorded all the
-// same once the stream takes events again, after the gap the failure left
-// (recording.Session.Close), tried in the background for up to endRetry:
-// a session must not be shown open for good because its end came while the
-// stream was down.
+// RecordEnd records a session's end, waiting at most endWait for it to be
+// durable. Whatever stands in its way (the audit stream refusing events,
+// the worker fenced), it goes on in the background for up to endRetry, and
+// a session whose recording failed records it all the same, after the gap
+// the failure left (recording.Session.Close): a session must not be shown
+// open for good because it ended while the stream was down.
 func (k *Kernel) RecordEnd(rec *recording.Session, ended *sessionv1.Ended) {
 	ev := &sessionv1.Event{Time: timestamppb.Now(), Body: &sessionv1.Event_Ended{Ended: ended}}
-	closeWithin := func(d time.Duration) error {
-		ctx, cancel := context.WithTimeout(context.Background(), d)
-		defer cancel()
-		return rec.Close(ctx, ev, time.Second)
-	}
-	if rec.Err() == nil {
-		if err := closeWithin(endWait); err != nil {
-			k.cfg.Log.Warn().Err(err).Str("session", rec.ID).Msg("session end not recorded")
-		}
-		return
-	}
+	done := make(chan struct{})
 	go func() {
-		if err := closeWithin(endRetry); err != nil {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), endRetry)
+		defer cancel()
+		if err := rec.Close(ctx, ev, time.Second); err != nil {
 			k.cfg.Log.Error().Err(err).Str("session", rec.ID).Dur("tried_for", endRetry).
 				Msg("session end not recorded: the audit stream refused it for too long; the session has no end in the audit log")
-		} else {
-			k.cfg.Log.Info().Str("session", rec.ID).Msg("session end recorded after its recording failed")
 		}
 	}()
+	select {
+	case <-done:
+	case <-time.After(endWait):
+		k.cfg.Log.Warn().Str("session", rec.ID).Msg("session end not durable yet; still trying in the background")
+	}
 }
 
 // Unregister removes a session Register added.

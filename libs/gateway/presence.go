@@ -96,7 +96,14 @@ func (p *presence) put(ctx context.Context) error {
 		p.k.cfg.Log.Info().Msg("presence written again")
 	}
 	if err == nil {
+		if p.k.fencedErr() != nil {
+			// Written after the lease lapsed (a worker that wakes from a
+			// pause writes before its watchdog looks): its sessions end
+			// before it may record again.
+			p.k.fence()
+		}
 		p.k.renewLease()
+		p.k.unfence()
 	}
 	return err
 }
@@ -119,8 +126,7 @@ func (k *Kernel) fencedErr() error {
 	return nil
 }
 
-// watchLease ends every session once the lease lapses, and says when the
-// worker serves again, until ctx ends.
+// watchLease fences the worker once its lease lapses, until ctx ends.
 func (k *Kernel) watchLease(ctx context.Context) {
 	t := time.NewTicker(min(time.Second, k.cfg.FenceAfter/4))
 	defer t.Stop()
@@ -130,19 +136,41 @@ func (k *Kernel) watchLease(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		lapsed := k.fencedErr() != nil
-		switch was := k.fenced.Swap(lapsed); {
-		case lapsed && !was:
-			k.metrics.fenced.Set(1)
-			k.cfg.Log.Error().Dur("after", k.cfg.FenceAfter).Int64("sessions", k.Active()).
-				Msg("presence not written for too long: fenced, ending every session; nothing is recorded or run until it is written again")
-			k.each(func(s Session) {
-				s.End(EndFenced, "this gateway was cut off from its control plane")
-			})
-		case !lapsed && was:
-			k.metrics.fenced.Set(0)
-			k.cfg.Log.Info().Msg("presence written again: no longer fenced")
+		if k.fencedErr() != nil {
+			k.fence()
 		}
+	}
+}
+
+// fence ends every open session, once per lapse: first nothing more of
+// theirs is sent (recording.Recorder.Cut), then each ends. The sessions
+// opened before never record again, but their ends (which follow once the
+// presence is written again).
+func (k *Kernel) fence() {
+	k.fenceMu.Lock()
+	defer k.fenceMu.Unlock()
+	if k.fenced.Load() {
+		return
+	}
+	k.Rec.Cut(errFenced)
+	k.fenced.Store(true)
+	k.metrics.fenced.Set(1)
+	k.cfg.Log.Error().Dur("after", k.cfg.FenceAfter).Int64("sessions", k.Active()).
+		Msg("presence not written for too long: fenced, ending every session; nothing is recorded or run until it is written again")
+	k.each(func(s Session) {
+		// Each in its own goroutine: ending a session may wait on its
+		// client, and its end is recorded later.
+		go s.End(EndFenced, "this gateway was cut off from its control plane")
+	})
+}
+
+// unfence says the worker serves again, once per lapse.
+func (k *Kernel) unfence() {
+	k.fenceMu.Lock()
+	defer k.fenceMu.Unlock()
+	if k.fenced.Swap(false) {
+		k.metrics.fenced.Set(0)
+		k.cfg.Log.Info().Msg("presence written again: no longer fenced")
 	}
 }
 

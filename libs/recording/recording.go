@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -60,6 +61,10 @@ type Recorder struct {
 	// the batch from the stream, as the stream refusing it would (its
 	// sessions are closed for good). Set it before the first event.
 	Fenced func() error
+
+	// epoch counts Cut calls; cutErr is the last one's reason.
+	epoch  atomic.Uint64
+	cutErr error
 
 	mu       sync.Mutex
 	queue    []queued
@@ -98,6 +103,8 @@ type Session struct {
 	// after a failure: published all the same, after the gap the failure
 	// left.
 	final uint64
+	// epoch is the recorder's epoch when the session opened (see Cut).
+	epoch uint64
 }
 
 type waiter struct {
@@ -126,7 +133,28 @@ func (r *Recorder) Stats() Stats {
 
 // Open starts recording a session with the given id.
 func (r *Recorder) Open(id string) *Session {
-	return &Session{ID: id, r: r}
+	return &Session{ID: id, r: r, epoch: r.epoch.Load()}
+}
+
+// Cut closes, for good, every session opened so far, as a stream refusing
+// their events would: none of their events not yet sent is sent, and none
+// is accepted after, but its end (Close). err says why. Sessions opened
+// after Cut record as usual.
+func (r *Recorder) Cut(err error) {
+	r.mu.Lock()
+	r.cutErr = fmt.Errorf("%w: %v", ErrNotRecording, err)
+	r.mu.Unlock()
+	r.epoch.Add(1)
+}
+
+// cut is the error of a session opened before the last Cut, or nil.
+func (r *Recorder) cut(s *Session) error {
+	if s.epoch >= r.epoch.Load() {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cutErr
 }
 
 // BatchSubject is where a recorder publishes its n-th batch.
@@ -174,10 +202,20 @@ func Kind(ev *sessionv1.Event) string {
 func (s *Session) Emit(ev *sessionv1.Event) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.r.cut(s); err != nil && s.err == nil {
+		s.failLocked(err, 0)
+	}
 	if s.err != nil {
 		return 0, s.err
 	}
-	seq, err := s.emitLocked(ev)
+	if s.r.Fenced != nil {
+		// Fenced: refused before it takes a seq, so no gap is left.
+		if err := s.r.Fenced(); err != nil {
+			s.failLocked(err, s.seq)
+			return 0, s.err
+		}
+	}
+	seq, _, err := s.emitLocked(ev)
 	if err != nil {
 		s.failLocked(err, s.seq)
 		recordFailures.Inc()
@@ -186,9 +224,9 @@ func (s *Session) Emit(ev *sessionv1.Event) (uint64, error) {
 	return seq, nil
 }
 
-// emitLocked numbers, stamps and queues ev; the error says it could not be
-// encoded (and nothing was queued).
-func (s *Session) emitLocked(ev *sessionv1.Event) (uint64, error) {
+// emitLocked numbers, stamps and queues ev, and returns its seq and bytes;
+// the error says it could not be encoded (and nothing was queued).
+func (s *Session) emitLocked(ev *sessionv1.Event) (uint64, []byte, error) {
 	s.seq++
 	ev.Id = ulid.Make().String()
 	ev.SessionId = s.ID
@@ -204,11 +242,11 @@ func (s *Session) emitLocked(ev *sessionv1.Event) (uint64, error) {
 	}
 	if err != nil {
 		s.seq--
-		return 0, fmt.Errorf("encode: %v", err)
+		return 0, nil, fmt.Errorf("encode: %v", err)
 	}
 	// Queued under s.mu, so that a session's events queue in seq order.
 	s.r.enqueue(queued{s: s, seq: s.seq, data: data})
-	return s.seq, nil
+	return s.seq, data, nil
 }
 
 // Durable waits until every event emitted so far is stored.
@@ -230,6 +268,9 @@ func (s *Session) WaitFor(ctx context.Context, seq uint64) error {
 	if s.err != nil || seq <= s.durable {
 		err := s.err
 		s.mu.Unlock()
+		if err == nil {
+			err = s.mayGoOn()
+		}
 		return err
 	}
 	ch := make(chan struct{})
@@ -245,6 +286,7 @@ func (s *Session) WaitFor(ctx context.Context, seq uint64) error {
 		err := s.Err()
 		if err == nil {
 			recordWait.Observe(time.Since(start).Seconds())
+			err = s.mayGoOn()
 		}
 		return err
 	case <-ctx.Done():
@@ -254,6 +296,22 @@ func (s *Session) WaitFor(ctx context.Context, seq uint64) error {
 		recordFailures.Inc()
 		return s.fail(errors.New("timed out waiting for the event to be stored"))
 	}
+}
+
+// mayGoOn checks, once the events a caller waited for are stored, that it
+// may still act on them: a recorder fenced meanwhile (Recorder.Fenced; its
+// worker paused or cut off, its sessions already shown lost) closes the
+// session instead, so what was recorded before does not run after.
+func (s *Session) mayGoOn() error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	if s.r.Fenced != nil {
+		if err := s.r.Fenced(); err != nil {
+			return s.fail(err)
+		}
+	}
+	return nil
 }
 
 // forget drops the waiter on ch, if it is still waiting.
@@ -306,44 +364,59 @@ func (s *Session) failLocked(err error, keep uint64) {
 	s.waiters = nil
 }
 
-// publishable reports whether the event with seq may still be sent.
+// publishable reports whether the event with seq may still be sent. An
+// event of a session cut (Recorder.Cut) since it was emitted is not, but
+// its end: the session fails, and its waiters learn it.
 func (s *Session) publishable(seq uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.err == nil || seq <= s.keep || seq == s.final
+	if seq == s.final && seq != 0 {
+		return true
+	}
+	if err := s.r.cut(s); err != nil {
+		s.failLocked(err, 0)
+		return false
+	}
+	return s.err == nil || seq <= s.keep
 }
 
 // Close records ev, the session's last event (its end), and waits until it
 // is durable or ctx ends. A session whose recording failed records it all
-// the same: the events lost in the failure leave a gap in the session's
-// chain (the recorder records the gap once they are nowhere to be found),
-// and ev follows it, so that the session is not left without an end. While
-// the audit stream refuses it, ev is tried again every retry until ctx
-// ends. The error is ctx's when ctx ended first.
+// the same, so that it is not left without an end: after the events lost in
+// the failure, if any (a gap in the session's chain, which the recorder
+// records once they are nowhere to be found). While the stream refuses it
+// (or the recorder is fenced), the same event, under the same seq, is sent
+// again every retry until ctx ends: a copy that was stored after all makes
+// the recorder drop the other, so the end is recorded once and no seq is
+// spent on the tries. The error is ctx's when ctx ended first.
 func (s *Session) Close(ctx context.Context, ev *sessionv1.Event, retry time.Duration) error {
-	err := s.Record(ctx, ev)
-	if err == nil || !errors.Is(err, ErrNotRecording) {
+	s.mu.Lock()
+	if err := s.r.cut(s); err != nil && s.err == nil {
+		s.failLocked(err, 0)
+	}
+	seq, data, err := s.emitLocked(ev)
+	if err != nil {
+		s.mu.Unlock()
 		return err
 	}
-	for {
-		s.mu.Lock()
-		seq, err := s.emitLocked(ev)
-		if err == nil {
-			s.final = seq
-		}
-		s.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		if s.waitStored(ctx, seq) {
-			return nil
-		}
+	if s.err != nil {
+		s.final = seq
+	}
+	s.mu.Unlock()
+	for !s.waitStored(ctx, seq) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(retry):
 		}
+		s.mu.Lock()
+		s.final = seq // the session failed meanwhile: this event alone still goes out
+		if s.durable < seq {
+			s.r.enqueue(queued{s: s, seq: seq, data: data})
+		}
+		s.mu.Unlock()
 	}
+	return nil
 }
 
 // waitStored waits until the event with seq is stored (true), its batch
@@ -547,9 +620,13 @@ func (s *Session) Seq() uint64 {
 	return s.seq
 }
 
-// Err reports the sticky failure, if any.
+// Err reports the sticky failure, if any (a Cut since the session opened
+// is one).
 func (s *Session) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.r.cut(s); err != nil && s.err == nil {
+		s.failLocked(err, 0)
+	}
 	return s.err
 }

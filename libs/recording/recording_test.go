@@ -3,7 +3,9 @@ package recording_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,7 +185,7 @@ func TestCloseRecordsTheEndAfterAFailure(t *testing.T) {
 	_, events := stored(t, conn.JS)
 	require.Len(t, events, 1, "only the end: what the failure lost stays lost")
 	assert.NotNil(t, events[0].GetEnded())
-	assert.Greater(t, events[0].GetSeq(), uint64(2), "after the lost event, never in its place")
+	assert.Equal(t, uint64(3), events[0].GetSeq(), "after the lost event (2), never in its place, and no seq spent on the tries")
 	assert.Equal(t, sess.Seq(), events[0].GetSeq())
 
 	// A stream that never comes back: Close gives up when ctx ends.
@@ -193,6 +195,56 @@ func TestCloseRecordsTheEndAfterAFailure(t *testing.T) {
 	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	assert.ErrorIs(t, other.Close(sctx, end, 50*time.Millisecond), context.DeadlineExceeded)
+}
+
+// Cut closes every session opened before it for good (nothing of theirs is
+// sent, but their end); sessions opened after record as usual. A fence
+// raised after an event was stored keeps the caller from acting on it.
+func TestCutAndFence(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	rec := recording.New(conn.JS)
+	var fenced atomic.Bool
+	rec.Fenced = func() error {
+		if fenced.Load() {
+			return errors.New("fenced")
+		}
+		return nil
+	}
+	before := rec.Open(recording.NewSessionID())
+	require.NoError(t, before.Record(ctx, command(1)))
+
+	rec.Cut(errors.New("cut off"))
+	_, err := before.Emit(command(2))
+	require.ErrorIs(t, err, recording.ErrNotRecording)
+	assert.Contains(t, err.Error(), "cut off")
+	after := rec.Open(recording.NewSessionID())
+	require.NoError(t, after.Record(ctx, command(1)), "a session opened after the cut records")
+	end := &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "cut off"}}}
+	require.NoError(t, before.Close(ctx, end, 10*time.Millisecond), "its end is recorded all the same")
+
+	// Stored, then fenced before the caller acts: the caller must not.
+	seq, err := after.Emit(command(2))
+	require.NoError(t, err)
+	require.NoError(t, after.WaitFor(ctx, seq))
+	fenced.Store(true)
+	require.ErrorIs(t, after.WaitFor(ctx, seq), recording.ErrNotRecording, "stored, but the fence stands")
+	// And nothing is sent while it stands.
+	third := rec.Open(recording.NewSessionID())
+	require.ErrorIs(t, third.Record(ctx, command(1)), recording.ErrNotRecording)
+
+	_, events := stored(t, conn.JS)
+	var got []string
+	for _, ev := range events {
+		s := "after"
+		if ev.GetSessionId() == before.ID {
+			s = "before"
+		}
+		got = append(got, fmt.Sprintf("%s %d %s", s, ev.GetSeq(), recording.Kind(ev)))
+	}
+	assert.Equal(t, []string{"before 1 command", "after 1 command", "before 2 ended", "after 2 command"}, got,
+		"the cut session's refused command took no seq; its end follows its last event")
 }
 
 func TestPubAckError(t *testing.T) {
