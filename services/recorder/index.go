@@ -208,6 +208,18 @@ func (s *Service) writeSummary(ctx context.Context, key string, evs []*sessionv1
 			continue
 		}
 		sum, changed := fold(prev, evs)
+		if changed && prev.GetStartedAt() == nil && !startsSession(evs) {
+			// The session's start is not in the summary: these events are
+			// indexed before it (their record was stored after its, but
+			// its batch came again later, after a failover), and the start,
+			// older than what the summary would have folded, could never
+			// fill it in. AUDIT holds it already: fold the session from
+			// there.
+			if sum, err = s.foldFromAudit(ctx, key); err != nil {
+				return err
+			}
+			changed = sum != nil && !proto.Equal(sum, prev)
+		}
 		if !changed {
 			return nil
 		}
@@ -230,6 +242,29 @@ func (s *Service) writeSummary(ctx context.Context, key string, evs []*sessionv1
 		}
 	}
 	return err
+}
+
+// startsSession says whether evs begin with a session's first event.
+func startsSession(evs []*sessionv1.Event) bool {
+	switch evs[0].GetBody().(type) {
+	case *sessionv1.Event_Started, *sessionv1.Event_AuthFailed:
+		return true
+	}
+	return false
+}
+
+// foldFromAudit folds a session's summary from its records in AUDIT.
+func (s *Service) foldFromAudit(ctx context.Context, key string) (*sessionv1.Summary, error) {
+	var sum *sessionv1.Summary
+	err := auditlog.Read(ctx, s.cfg.Conn.JS, auditlog.Options{Session: key}, func(e auditlog.Entry) error {
+		if e.Event != nil {
+			if next, ok := auditlog.Summarize(sum, e.Event); ok {
+				sum = next
+			}
+		}
+		return nil
+	})
+	return sum, err
 }
 
 // fold applies evs to prev; ok says some of them changed it.

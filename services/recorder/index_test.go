@@ -182,3 +182,55 @@ func TestEventsGivenAgainAreIndexedOnce(t *testing.T) {
 	waitRecorded(t, e.conn.JS, 5)
 	assert.Empty(t, verify(t, e, id))
 }
+
+// A session's events indexed before its start (the start's batch came
+// again after a failover, once later records were stored and indexed)
+// still give the summary AUDIT gives: the start is folded in from AUDIT,
+// never lost behind what the summary folded first.
+func TestIndexWritesOutOfOrderKeepTheStart(t *testing.T) {
+	e := setup(t)
+	s, _ := e.start(t, e.conn, recorder.Config{})
+	ctx := context.Background()
+	rec := recording.New(e.conn.JS)
+	sess := rec.Open(recording.NewSessionID())
+	require.NoError(t, sess.Record(ctx, started()))
+	_, err := sess.Emit(command(1))
+	require.NoError(t, err)
+	require.NoError(t, sess.Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Ended{Ended: &sessionv1.Ended{Reason: "client closed", Commands: 1}}}))
+	waitRecorded(t, e.conn.JS, 3)
+	var evs []*sessionv1.Event
+	testkit.Eventually(t, 10*time.Second, func() error {
+		evs = nil
+		require.NoError(t, auditlog.Read(ctx, e.conn.JS, auditlog.Options{Session: sess.ID}, func(en auditlog.Entry) error {
+			if en.Event != nil {
+				evs = append(evs, en.Event)
+			}
+			return nil
+		}))
+		if len(evs) != 3 {
+			return fmt.Errorf("%d events in AUDIT", len(evs))
+		}
+		return nil
+	})
+	folded, err := auditlog.Summaries(ctx, e.conn.JS)
+	require.NoError(t, err)
+	want := folded[sess.ID]
+	require.NotNil(t, want.GetStartedAt())
+
+	kv, err := e.conn.JS.KeyValue(ctx, bus.BucketSessions)
+	require.NoError(t, err)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if _, err := kv.Get(ctx, sess.ID); err != nil {
+			return err
+		}
+		return nil
+	})
+	require.NoError(t, kv.Purge(ctx, sess.ID))
+	require.NoError(t, s.WriteSummaryForTest(ctx, sess.ID, evs[1:])) // the later record first
+	require.NoError(t, s.WriteSummaryForTest(ctx, sess.ID, evs[:1])) // then the start, given again
+	got, err := kv.Get(ctx, sess.ID)
+	require.NoError(t, err)
+	var sum sessionv1.Summary
+	require.NoError(t, proto.Unmarshal(got.Value(), &sum))
+	assert.True(t, proto.Equal(want, &sum), "indexed %v, AUDIT gives %v", &sum, want)
+}
