@@ -77,7 +77,9 @@ func startIssuer(t *testing.T, dir string) (*devissuer.Issuer, func(sub string, 
 // own `sluice serve` process with its own identity, bootstrapped with
 // `sluice admin apply` and then administered with `sluice apply`. Then a
 // client goes through it, and goes on after a NATS node is killed under
-// load, with every statement that reached PostgreSQL in AUDIT.
+// load, with every statement that reached PostgreSQL in AUDIT; and a
+// worker paused until its session is shown lost never takes it up again.
+//
 // component is one `sluice serve` process of the production topology.
 type component struct {
 	start func() *exec.Cmd
