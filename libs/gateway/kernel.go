@@ -132,9 +132,11 @@ type Kernel struct {
 	// lease is, once the presence is announced, until when (time since
 	// started) this worker may record and serve without writing its
 	// presence again (0: no lease in force); fenced says it lapsed.
-	lease   atomic.Int64
-	fenceMu sync.Mutex
-	fenced  atomic.Bool
+	lease atomic.Int64
+	// leaseWall is the same deadline on the wall clock (Unix ns).
+	leaseWall atomic.Int64
+	fenceMu   sync.Mutex
+	fenced    atomic.Bool
 }
 
 // New returns a kernel.

@@ -110,17 +110,25 @@ func (p *presence) put(ctx context.Context) error {
 
 // renewLease extends the lease by FenceAfter from now.
 func (k *Kernel) renewLease() {
+	k.leaseWall.Store(time.Now().Add(k.cfg.FenceAfter).UnixNano())
 	k.lease.Store(int64(time.Since(k.started) + k.cfg.FenceAfter))
 }
 
 // errFenced is what a fenced worker's recorder answers.
 var errFenced = errors.New("this worker could not write its presence for too long (cut off from NATS?): it records nothing, so runs nothing, until it writes it again")
 
-// fencedErr says whether the lease lapsed (recording.Recorder.Fenced). A
-// monotonic clock measures it, so a worker paused past its lease finds it
-// lapsed the moment it runs again.
+// fencedErr says whether the lease lapsed (recording.Recorder.Fenced), so
+// that a worker paused past its lease finds it lapsed the moment it runs
+// again. Two clocks measure it, and either one past the deadline fences:
+// the monotonic clock (which no change of the time of day moves) and the
+// wall clock (which goes on while a host is suspended, when the monotonic
+// clock stops).
 func (k *Kernel) fencedErr() error {
-	if l := k.lease.Load(); l != 0 && time.Since(k.started) > time.Duration(l) {
+	l := k.lease.Load()
+	if l == 0 {
+		return nil
+	}
+	if time.Since(k.started) > time.Duration(l) || time.Now().UnixNano() > k.leaseWall.Load() {
 		return errFenced
 	}
 	return nil

@@ -121,8 +121,22 @@ func TestFencedWhenThePresenceLapses(t *testing.T) {
 		return nil
 	})
 
-	// A lease that lapsed is refused at once, whatever the watchdog knows.
+	// A lease that lapsed on the wall clock only (a suspended host, whose
+	// monotonic clock stood still) is refused at once, whatever the
+	// watchdog knows; so is one that lapsed on the monotonic clock.
+	startEvent := func() *sessionv1.Event {
+		return &sessionv1.Event{Body: &sessionv1.Event_Started{Started: &sessionv1.Started{}}}
+	}
+	k.leaseWall.Store(time.Now().Add(-time.Second).UnixNano())
+	require.ErrorIs(t, k.Rec.Open(recording.NewSessionID()).Record(ctx, startEvent()), recording.ErrNotRecording)
+	testkit.Eventually(t, 5*time.Second, func() error {
+		if !k.fenced.Load() {
+			return errors.New("the watchdog has not fenced")
+		}
+		return nil
+	})
+	k.renewLease()
+	require.NoError(t, k.Rec.Open(recording.NewSessionID()).Record(ctx, startEvent()))
 	k.lease.Store(1)
-	require.ErrorIs(t, k.Rec.Open(recording.NewSessionID()).Record(ctx, &sessionv1.Event{Body: &sessionv1.Event_Started{Started: &sessionv1.Started{}}}),
-		recording.ErrNotRecording)
+	require.ErrorIs(t, k.Rec.Open(recording.NewSessionID()).Record(ctx, startEvent()), recording.ErrNotRecording)
 }
