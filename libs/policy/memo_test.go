@@ -202,15 +202,7 @@ func TestMemoKeysAreUnambiguous(t *testing.T) {
 	set, err := Compile([]*controlv1.Rule{{Name: "all", Action: Allow, When: `protocol == "" || principal == principal || ` +
 		`target == target || sql == sql || ssh == ssh || k8s == k8s || mcp == mcp || grants == grants`}}, 1)
 	require.NoError(t, err)
-	keys := map[string]string{}
-	add := func(name string, in Input) {
-		k, ok := set.key(in)
-		require.True(t, ok, name)
-		if other, dup := keys[string(k)]; dup {
-			t.Errorf("%s and %s share a key", name, other)
-		}
-		keys[string(k)] = name
-	}
+	add := distinctKeys(t, set)
 	add("empty", Input{})
 	add("protocol", Input{Protocol: "postgres"})
 	add("subject", Input{Principal: &commonv1.Principal{Subject: "postgres"}})
@@ -244,15 +236,7 @@ func TestMemoSelectedKeysAreUnambiguous(t *testing.T) {
 		require.NoError(t, err)
 		return s
 	}
-	keys := map[string]string{}
-	add := func(name string, in Input) {
-		k, ok := set.key(in)
-		require.True(t, ok, name)
-		if other, dup := keys[string(k)]; dup {
-			t.Errorf("%s and %s share a key", name, other)
-		}
-		keys[string(k)] = name
-	}
+	add := distinctKeys(t, set)
 	add("empty", Input{})
 	add("subject ab, group c", Input{Principal: &commonv1.Principal{Subject: "ab", Groups: []string{"c"}}})
 	add("subject a, group bc", Input{Principal: &commonv1.Principal{Subject: "a", Groups: []string{"bc"}}})
@@ -396,5 +380,20 @@ func BenchmarkRuleRemembered(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		set.Rule(context.Background(), in)
+	}
+}
+
+// distinctKeys returns add, which fails the test when an input's key is
+// another's.
+func distinctKeys(t *testing.T, set *Set) (add func(name string, in Input)) {
+	keys := map[string]string{}
+	return func(name string, in Input) {
+		t.Helper()
+		k, ok := set.key(in)
+		require.True(t, ok, name)
+		if other, dup := keys[string(k)]; dup {
+			t.Errorf("%s and %s share a key", name, other)
+		}
+		keys[string(k)] = name
 	}
 }

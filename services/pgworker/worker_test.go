@@ -28,6 +28,7 @@ import (
 	"sluice.dev/sluice/libs/secrets"
 	"sluice.dev/sluice/libs/testkit"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 	"sluice.dev/sluice/services/identity"
 	"sluice.dev/sluice/services/pgworker"
 	"sluice.dev/sluice/services/policy"
@@ -334,16 +335,10 @@ func TestFailsClosedWhenRecordingStops(t *testing.T) {
 	cfg.MaxMsgs = -1
 	_, err = h.conn.JS.UpdateStream(h.ctx, cfg)
 	require.NoError(t, err)
-	testkit.Eventually(t, 10*time.Second, func() error {
-		evs := testkit.SessionEvents(t, h.ctx, h.conn.JS, id)
-		last := evs[len(evs)-1]
-		if last.GetEnded() == nil {
-			return fmt.Errorf("the session's last event is %v, not its end", last)
-		}
-		assert.Equal(t, "the audit stream stopped accepting records", last.GetEnded().GetReason())
-		assert.Greater(t, last.GetSeq(), evs[len(evs)-2].GetSeq()+1, "after a gap: the refused command's record is lost")
-		return nil
-	})
+	evs := eventsToTheEnd(t, h, id)
+	last := evs[len(evs)-1]
+	assert.Equal(t, "the audit stream stopped accepting records", last.GetEnded().GetReason())
+	assert.Greater(t, last.GetSeq(), evs[len(evs)-2].GetSeq()+1, "after a gap: the refused command's record is lost")
 }
 
 // A session that ends while a statement waits for its record (here its
@@ -386,22 +381,30 @@ func TestAnEndWhileARecordWaitsIsRecorded(t *testing.T) {
 	_, err = h.conn.JS.UpdateStream(h.ctx, full)
 	require.NoError(t, err)
 
-	testkit.Eventually(t, 10*time.Second, func() error {
-		evs := testkit.SessionEvents(t, h.ctx, h.conn.JS, id)
-		last := evs[len(evs)-1]
-		if last.GetEnded() == nil {
-			return fmt.Errorf("the session's last event is %v, not its end", last)
-		}
-		assert.NotContains(t, last.GetEnded().GetReason(), "audit stream", "the audit stream did not fail")
-		for i, ev := range evs {
-			assert.Equal(t, uint64(i+1), ev.GetSeq(), "no gap")
-		}
-		return nil
-	})
+	evs = eventsToTheEnd(t, h, id)
+	assert.NotContains(t, evs[len(evs)-1].GetEnded().GetReason(), "audit stream", "the audit stream did not fail")
+	for i, ev := range evs {
+		assert.Equal(t, uint64(i+1), ev.GetSeq(), "no gap")
+	}
 	direct, err := pgconn.Connect(h.ctx, pg.SuperuserDSN("app"))
 	require.NoError(t, err)
 	defer direct.Close(h.ctx)
 	res, err := direct.Exec(h.ctx, "SELECT to_regclass('made_while_waiting') IS NULL").ReadAll()
 	require.NoError(t, err)
 	assert.Equal(t, "t", string(res[0].Rows[0][0]), "the write did not run without its record")
+}
+
+// eventsToTheEnd waits until session id's last stored event is its end,
+// and returns its events.
+func eventsToTheEnd(t *testing.T, h *harness, id string) []*sessionv1.Event {
+	t.Helper()
+	var evs []*sessionv1.Event
+	testkit.Eventually(t, 10*time.Second, func() error {
+		evs = testkit.SessionEvents(t, h.ctx, h.conn.JS, id)
+		if last := evs[len(evs)-1]; last.GetEnded() == nil {
+			return fmt.Errorf("the session's last event is %v, not its end", last)
+		}
+		return nil
+	})
+	return evs
 }
