@@ -381,10 +381,10 @@ func (s *Session) publishable(seq uint64) bool {
 }
 
 // Close records ev, the session's last event (its end), and waits until it
-// is durable or ctx ends. A session whose recording failed records it all
-// the same, so that it is not left without an end: after the events lost in
-// the failure, if any (a gap in the session's chain, which the recorder
-// records once they are nowhere to be found). While the stream refuses it
+// is durable or ctx ends. A session whose recording failed without losing
+// an event (fenced: its events refused before they took a seq) records it
+// all the same, so that it is not left without an end; one that lost
+// events does not (its end would follow a gap). While the stream refuses it
 // (or the recorder is fenced), the same event, under the same seq, is sent
 // again every retry until ctx ends: a copy that was stored after all makes
 // the recorder drop the other, so the end is recorded once and no seq is
@@ -393,6 +393,13 @@ func (s *Session) Close(ctx context.Context, ev *sessionv1.Event, retry time.Dur
 	s.mu.Lock()
 	if err := s.r.cut(s); err != nil && s.err == nil {
 		s.failLocked(err, 0)
+	}
+	if s.err != nil && s.durable < s.seq {
+		// Events of the session were lost (or may yet be): its end is not
+		// recorded after them, which would leave a gap in its chain.
+		err := s.err
+		s.mu.Unlock()
+		return err
 	}
 	seq, data, err := s.emitLocked(ev)
 	if err != nil {
@@ -410,6 +417,12 @@ func (s *Session) Close(ctx context.Context, ev *sessionv1.Event, retry time.Dur
 		case <-time.After(retry):
 		}
 		s.mu.Lock()
+		if s.durable < seq-1 {
+			// Events before the end were lost meanwhile: not after them.
+			err := s.err
+			s.mu.Unlock()
+			return err
+		}
 		s.final = seq // the session failed meanwhile: this event alone still goes out
 		if s.durable < seq {
 			s.r.enqueue(queued{s: s, seq: seq, data: data})
