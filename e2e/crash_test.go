@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,9 +38,17 @@ const crashTable = "CREATE TABLE crash_log (tag text PRIMARY KEY)"
 // writer whose session fails connects again. Each statement's tag is in
 // its text (parameters are recorded only as a hash), named after prefix.
 type writers struct {
-	ran  atomic.Int64
-	stop chan struct{}
-	wg   sync.WaitGroup
+	ran atomic.Int64
+	// failed counts statements that failed; slowest is the longest a
+	// statement took, in ns (how long a kill stalled the writers).
+	failed, slowest atomic.Int64
+	stop            chan struct{}
+	wg              sync.WaitGroup
+}
+
+// String says how the writers fared.
+func (w *writers) String() string {
+	return fmt.Sprintf("%d statements failed, the slowest took %v", w.failed.Load(), time.Duration(w.slowest.Load()).Round(time.Millisecond))
 }
 
 func startWriters(ctx context.Context, dsn, prefix string) *writers {
@@ -62,9 +72,19 @@ func startWriters(ctx context.Context, dsn, prefix string) *writers {
 		}
 	}
 	insert := func(conn *pgx.Conn, tag string) error {
+		start := time.Now()
 		_, err := conn.Exec(ctx, "INSERT INTO crash_log VALUES ('"+tag+"')")
+		took := int64(time.Since(start))
+		for {
+			old := w.slowest.Load()
+			if took <= old || w.slowest.CompareAndSwap(old, took) {
+				break
+			}
+		}
 		if err == nil {
 			w.ran.Add(1)
+		} else if ctx.Err() == nil {
+			w.failed.Add(1)
 		}
 		return err
 	}
@@ -231,6 +251,7 @@ type natsProcesses struct {
 	urls     []string
 	monitors []string
 	cmds     []*exec.Cmd
+	killed   []int
 }
 
 func startNATSProcesses(t *testing.T, natsEnv []string) *natsProcesses {
@@ -284,6 +305,38 @@ func (p *natsProcesses) kill9(t *testing.T, i int) {
 	t.Helper()
 	require.NoError(t, p.cmds[i].Process.Signal(syscall.SIGKILL))
 	_, _ = p.cmds[i].Process.Wait()
+	p.killed = append(p.killed, i)
+}
+
+// live lists the nodes not killed.
+func (p *natsProcesses) live() []int {
+	var nodes []int
+	for i := range p.cmds {
+		if !slices.Contains(p.killed, i) {
+			nodes = append(nodes, i)
+		}
+	}
+	return nodes
+}
+
+// serving is the node the connection named name is on (its /connz).
+func (p *natsProcesses) serving(t *testing.T, name string) int {
+	t.Helper()
+	for _, i := range p.live() {
+		resp, err := http.Get(p.monitors[i] + "/connz?limit=4096")
+		require.NoError(t, err)
+		var connz struct{ Connections []struct{ Name string } }
+		err = json.NewDecoder(resp.Body).Decode(&connz)
+		resp.Body.Close()
+		require.NoError(t, err)
+		for _, c := range connz.Connections {
+			if c.Name == name {
+				return i
+			}
+		}
+	}
+	t.Fatalf("no node serves a connection named %s", name)
+	return -1
 }
 
 // jsz is what node i says of the JetStream cluster (its /jsz), for a

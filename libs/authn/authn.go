@@ -110,7 +110,7 @@ func (c *Client) Verify(ctx context.Context, token string) (*commonv1.Principal,
 	var resp identityv1.VerifyTokenResponse
 	for {
 		resp.Reset()
-		err := bus.Request(ctx, c.nc, bus.APIIdentityVerify, &identityv1.VerifyTokenRequest{Token: token}, &resp)
+		err := bus.RequestIdempotent(ctx, c.nc, bus.APIIdentityVerify, &identityv1.VerifyTokenRequest{Token: token}, &resp)
 		if err != nil {
 			msg := "the identity service is unavailable"
 			if errors.Is(err, bus.ErrNoResponders) {

@@ -129,6 +129,24 @@ func reply[Req, Resp proto.Message](ctx context.Context, m *nats.Msg, newReq fun
 // Request sends req to subject and decodes the reply into resp. Without a
 // deadline on ctx it waits at most five seconds.
 func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp proto.Message) error {
+	return request(ctx, nc, subject, req, resp, 0)
+}
+
+// ResendAfter is how long RequestIdempotent waits for an answer before it
+// sends the request again.
+const ResendAfter = 500 * time.Millisecond
+
+// RequestIdempotent is Request for a request that may be served twice with
+// the same effect (a policy decision, a token's verification): unanswered
+// after ResendAfter, it is sent again, until ctx ends. A request in flight
+// on a connection whose NATS node dies is lost without an error: the client
+// connects to another node, and the request would otherwise wait out the
+// whole deadline.
+func RequestIdempotent(ctx context.Context, nc *nats.Conn, subject string, req, resp proto.Message) error {
+	return request(ctx, nc, subject, req, resp, ResendAfter)
+}
+
+func request(ctx context.Context, nc *nats.Conn, subject string, req, resp proto.Message, resend time.Duration) error {
 	data, err := proto.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("encode request: %w", err)
@@ -143,7 +161,13 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp proto
 	if tok := CallerToken(ctx); tok != "" {
 		msg.Header.Set(HeaderCaller, tok)
 	}
-	m, err := nc.RequestMsgWithContext(ctx, msg)
+	var m *nats.Msg
+	for {
+		m, err = requestOnce(ctx, nc, msg, resend)
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+	}
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("%s: %w", subject, ErrNoResponders)
@@ -157,4 +181,14 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp proto
 		return fmt.Errorf("%s: decode reply: %w", subject, err)
 	}
 	return nil
+}
+
+// requestOnce sends msg and waits for its answer, at most wait if set.
+func requestOnce(ctx context.Context, nc *nats.Conn, msg *nats.Msg, wait time.Duration) (*nats.Msg, error) {
+	if wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	return nc.RequestMsgWithContext(ctx, msg)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"sluice.dev/sluice/libs/bus"
@@ -184,6 +186,63 @@ func BenchmarkRequest(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// A request in flight when its NATS node dies is lost without an error
+// (the client connects again, to another node). RequestIdempotent sends it
+// again and is answered in about ResendAfter; Request waits out its
+// deadline.
+func TestRequestIdempotentOutlivesALostRequest(t *testing.T) {
+	srv, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int32
+	_, err := bus.Serve(ctx, conn.NC, "sluice.api.test.echo.get", "test", func() *wrapperspb.StringValue { return &wrapperspb.StringValue{} },
+		func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+			calls.Add(1)
+			return req, nil
+		})
+	require.NoError(t, err)
+	require.NoError(t, conn.NC.Flush())
+	proxy := testkit.NewProxy(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	caller := testkit.Connect(t, "nats://"+proxy.Addr())
+
+	for _, c := range []struct {
+		name    string
+		request func(context.Context, *nats.Conn, string, proto.Message, proto.Message) error
+		lost    bool
+	}{
+		{"RequestIdempotent", bus.RequestIdempotent, false},
+		{"Request", bus.Request, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			calls.Store(0)
+			proxy.Drop()
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+				defer rcancel()
+				var resp wrapperspb.StringValue
+				err := c.request(rctx, caller.NC, "sluice.api.test.echo.get", wrapperspb.String("hi"), &resp)
+				if err == nil && resp.GetValue() != "hi" {
+					err = fmt.Errorf("answered %q", resp.GetValue())
+				}
+				done <- err
+			}()
+			time.Sleep(100 * time.Millisecond) // the request is sent, and lost
+			proxy.Cut()
+			err := <-done
+			if c.lost {
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				assert.Zero(t, calls.Load())
+				return
+			}
+			require.NoError(t, err)
+			assert.Less(t, time.Since(start), 2*time.Second)
+			assert.Equal(t, int32(1), calls.Load(), "served once: the lost request never arrived")
 		})
 	}
 }

@@ -461,7 +461,7 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 	// Decided with grants at least as current as this worker has seen.
 	req.MinGrantsRevision = k.Approvals.GrantRevision()
 	var d policyv1.Decision
-	if err := bus.Request(ctx, k.cfg.Conn.NC, bus.APIPolicyEvaluate, req, &d); err != nil {
+	if err := bus.RequestIdempotent(ctx, k.cfg.Conn.NC, bus.APIPolicyEvaluate, req, &d); err != nil {
 		if caller.Err() != nil {
 			// The caller gave up (its client left, its request was
 			// cancelled): nothing is known of the policy service.

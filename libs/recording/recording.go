@@ -579,23 +579,40 @@ func (r *Recorder) publish(num uint64, batch []queued, size int) {
 }
 
 // send stores one batch message, retrying (deduplicated by its message id)
-// until the timeout.
+// until the timeout. Each attempt waits at most a fifth of it: a batch in
+// flight on a connection whose NATS node dies is lost without an error, and
+// waiting out the whole timeout for its acknowledgement would fail it.
 func (r *Recorder) send(m *nats.Msg) error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout())
-	defer cancel()
+	timeout := r.timeout()
+	deadline := time.Now().Add(timeout)
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 && r.Fenced != nil {
+			// A worker whose lease lapsed meanwhile sends nothing more.
+			if err := r.Fenced(); err != nil {
+				return err
+			}
+		}
+		wait := min(timeout/5, time.Until(deadline))
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		resp, err := r.js.Conn().RequestMsgWithContext(ctx, m)
+		cancel()
 		if err == nil {
 			err = pubAckError(resp.Data)
 		}
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no acknowledgement from the stream in %v", timeout)
+			if time.Until(deadline) > 0 {
+				continue // unanswered: sent again at once
+			}
+		}
+		pause := time.Duration(10*(attempt+1)) * time.Millisecond
+		if time.Until(deadline) <= pause {
 			return err
 		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Duration(10*(attempt+1)) * time.Millisecond):
-		}
+		time.Sleep(pause)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,4 +318,56 @@ func TestEventsWithInvalidUTF8AreRecorded(t *testing.T) {
 	assert.Equal(t, `SELECT '\xff'`, events[1].GetCommand().GetText())
 	assert.Equal(t, `bad \xc3(`, events[1].GetCommand().GetResults()[0].GetErrorMessage())
 	assert.NoError(t, sess.Err())
+}
+
+// A batch in flight when its NATS node dies is lost without an error, or
+// stored with its acknowledgement lost; the client connects again. The
+// batch is sent again well before the timeout, and stored once: the
+// session goes on.
+func TestABatchLostWithItsConnectionIsSentAgain(t *testing.T) {
+	srv, conn := testkit.NATS(t)
+	ctx := context.Background()
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	proxy := testkit.NewProxy(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	worker := testkit.Connect(t, "nats://"+proxy.Addr())
+	rec := recording.New(worker.JS)
+	rec.Timeout = 5 * time.Second
+	sess := rec.Open(recording.NewSessionID())
+	require.NoError(t, sess.Record(ctx, command(1)))
+	for i, lose := range []func(){proxy.Drop, proxy.DropReplies} {
+		lose()
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- sess.Record(ctx, command(i+2)) }()
+		time.Sleep(100 * time.Millisecond) // sent, and lost
+		proxy.Cut()
+		require.NoError(t, <-done)
+		assert.Less(t, time.Since(start), 2500*time.Millisecond, "sent again after a fifth of the timeout")
+	}
+	_, events := stored(t, conn.JS)
+	var seqs []uint64
+	for _, ev := range events {
+		seqs = append(seqs, ev.GetSeq())
+	}
+	assert.Equal(t, []uint64{1, 2, 3}, seqs, "each event stored once")
+	assert.NoError(t, sess.Err())
+
+	// A worker whose lease lapses while its batch is unanswered does not
+	// send it again.
+	var fenced atomic.Bool
+	rec.Fenced = func() error {
+		if fenced.Load() {
+			return errors.New("fenced")
+		}
+		return nil
+	}
+	proxy.Drop()
+	done := make(chan error, 1)
+	go func() { done <- sess.Record(ctx, command(4)) }()
+	time.Sleep(100 * time.Millisecond)
+	fenced.Store(true)
+	proxy.Cut()
+	require.ErrorIs(t, <-done, recording.ErrNotRecording)
+	_, events = stored(t, conn.JS)
+	assert.Len(t, events, 3, "the lost batch was not sent again")
 }
