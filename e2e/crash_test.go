@@ -250,6 +250,7 @@ func TestKill9UnderLoad(t *testing.T) {
 type natsProcesses struct {
 	urls     []string
 	monitors []string
+	names    []string
 	cmds     []*exec.Cmd
 	killed   []int
 }
@@ -292,6 +293,7 @@ func startNATSProcesses(t *testing.T, natsEnv []string) *natsProcesses {
 		})
 		p.urls = append(p.urls, fmt.Sprintf("nats://127.0.0.1:%d", port))
 		p.monitors = append(p.monitors, fmt.Sprintf("http://127.0.0.1:%d", monitor))
+		p.names = append(p.names, fmt.Sprintf("n%d", i+1))
 		p.cmds = append(p.cmds, cmd)
 	}
 	return p
@@ -319,24 +321,46 @@ func (p *natsProcesses) live() []int {
 	return nodes
 }
 
-// serving is the node the connection named name is on (its /connz).
-func (p *natsProcesses) serving(t *testing.T, name string) int {
+// leaderOf is the node that leads stream (what the live nodes' /jsz say).
+func (p *natsProcesses) leaderOf(t *testing.T, stream string) int {
 	t.Helper()
-	for _, i := range p.live() {
-		resp, err := http.Get(p.monitors[i] + "/connz?limit=4096")
-		require.NoError(t, err)
-		var connz struct{ Connections []struct{ Name string } }
-		err = json.NewDecoder(resp.Body).Decode(&connz)
-		resp.Body.Close()
-		require.NoError(t, err)
-		for _, c := range connz.Connections {
-			if c.Name == name {
-				return i
+	leader := -1
+	testkit.Eventually(t, 30*time.Second, func() error {
+		for _, i := range p.live() {
+			resp, err := http.Get(p.monitors[i] + "/jsz?streams=true")
+			if err != nil {
+				return err
+			}
+			var jsz struct {
+				AccountDetails []struct {
+					StreamDetail []struct {
+						Name    string `json:"name"`
+						Cluster struct {
+							Leader string `json:"leader"`
+						} `json:"cluster"`
+					} `json:"stream_detail"`
+				} `json:"account_details"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&jsz)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			for _, a := range jsz.AccountDetails {
+				for _, s := range a.StreamDetail {
+					if s.Name == stream && s.Cluster.Leader != "" {
+						leader = slices.Index(p.names, s.Cluster.Leader)
+						if leader < 0 {
+							return fmt.Errorf("%s is led by %q, not a node of this cluster", stream, s.Cluster.Leader)
+						}
+						return nil
+					}
+				}
 			}
 		}
-	}
-	t.Fatalf("no node serves a connection named %s", name)
-	return -1
+		return fmt.Errorf("no node names a leader of %s", stream)
+	})
+	return leader
 }
 
 // jsz is what node i says of the JetStream cluster (its /jsz), for a

@@ -53,7 +53,8 @@ const DefaultMaxBatchBytes = 512 << 10
 type Recorder struct {
 	js jetstream.JetStream
 	id string
-	// Timeout bounds how long a batch is retried and Durable waits; default 5s.
+	// Timeout bounds how long a batch is retried and Durable waits; default
+	// DefaultTimeout.
 	Timeout time.Duration
 	// MaxBatchBytes bounds a batch; default DefaultMaxBatchBytes.
 	MaxBatchBytes int
@@ -118,7 +119,7 @@ func NewSessionID() string { return strings.ToLower(ulid.Make().String()) }
 
 // New returns a recorder on a JetStream context, with a fresh id.
 func New(js jetstream.JetStream) *Recorder {
-	return &Recorder{js: js, id: NewSessionID(), Timeout: 5 * time.Second, MaxBatchBytes: DefaultMaxBatchBytes, wake: make(chan struct{}, 1)}
+	return &Recorder{js: js, id: NewSessionID(), Timeout: DefaultTimeout, MaxBatchBytes: DefaultMaxBatchBytes, wake: make(chan struct{}, 1)}
 }
 
 // ID names the recorder in its batch subjects.
@@ -455,7 +456,7 @@ func (s *Session) waitStored(ctx context.Context, seq uint64) bool {
 
 func (r *Recorder) timeout() time.Duration {
 	if r.Timeout <= 0 {
-		return 5 * time.Second
+		return DefaultTimeout
 	}
 	return r.Timeout
 }
@@ -578,21 +579,32 @@ func (r *Recorder) publish(num uint64, batch []queued, size int) {
 	}
 }
 
+// DefaultTimeout is how long a batch is retried by default: longer than a
+// stream is without a leader when its leader's node dies (the others wait
+// 4 to 9 s, at random, before they elect one), so that a cluster that
+// loses one node of three fails no statement.
+const DefaultTimeout = 15 * time.Second
+
+// attemptWait is the longest an attempt waits for its acknowledgement (a
+// fifth of the timeout if that is shorter).
+const attemptWait = time.Second
+
 // send stores one batch message, retrying (deduplicated by its message id)
-// until the timeout. Each attempt waits at most a fifth of it: a batch in
+// until the timeout. Each attempt waits at most attemptWait: a batch in
 // flight on a connection whose NATS node dies is lost without an error, and
 // waiting out the whole timeout for its acknowledgement would fail it.
 func (r *Recorder) send(m *nats.Msg) error {
 	timeout := r.timeout()
 	deadline := time.Now().Add(timeout)
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 && r.Fenced != nil {
+	attempt := min(attemptWait, timeout/5)
+	for n := 0; ; n++ {
+		if n > 0 && r.Fenced != nil {
 			// A worker whose lease lapsed meanwhile sends nothing more.
 			if err := r.Fenced(); err != nil {
 				return err
 			}
 		}
-		wait := min(timeout/5, time.Until(deadline))
+		wait := min(attempt, time.Until(deadline))
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		resp, err := r.js.Conn().RequestMsgWithContext(ctx, m)
 		cancel()
@@ -608,7 +620,7 @@ func (r *Recorder) send(m *nats.Msg) error {
 				continue // unanswered: sent again at once
 			}
 		}
-		pause := time.Duration(10*(attempt+1)) * time.Millisecond
+		pause := min(time.Duration(10*(n+1))*time.Millisecond, 250*time.Millisecond)
 		if time.Until(deadline) <= pause {
 			return err
 		}
