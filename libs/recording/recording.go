@@ -106,6 +106,9 @@ type Session struct {
 	final uint64
 	// epoch is the recorder's epoch when the session opened (see Cut).
 	epoch uint64
+	// failures counts failLocked calls: Close tells from it whether the
+	// attempt it sent failed before it began to wait.
+	failures uint64
 }
 
 type waiter struct {
@@ -354,6 +357,7 @@ func (s *Session) fail(err error) error {
 // failLocked records the failure, lets events up to keep be published,
 // and wakes every waiter.
 func (s *Session) failLocked(err error, keep uint64) {
+	s.failures++
 	if s.err == nil {
 		s.err = fmt.Errorf("%w: %v", ErrNotRecording, err)
 		s.keep = keep
@@ -410,8 +414,9 @@ func (s *Session) Close(ctx context.Context, ev *sessionv1.Event, retry time.Dur
 	if s.err != nil {
 		s.final = seq
 	}
+	tried := s.failures
 	s.mu.Unlock()
-	for !s.waitStored(ctx, seq) {
+	for !s.waitStored(ctx, seq, tried) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -428,18 +433,25 @@ func (s *Session) Close(ctx context.Context, ev *sessionv1.Event, retry time.Dur
 		if s.durable < seq {
 			s.r.enqueue(queued{s: s, seq: seq, data: data})
 		}
+		tried = s.failures
 		s.mu.Unlock()
 	}
 	return nil
 }
 
 // waitStored waits until the event with seq is stored (true), its batch
-// failed or ctx ended (false).
-func (s *Session) waitStored(ctx context.Context, seq uint64) bool {
+// failed or ctx ended (false). tried is the session's failure count when
+// the event was sent: a failure since (its batch's, which may come before
+// the wait begins) ends the wait.
+func (s *Session) waitStored(ctx context.Context, seq, tried uint64) bool {
 	s.mu.Lock()
 	if s.durable >= seq {
 		s.mu.Unlock()
 		return true
+	}
+	if s.failures != tried {
+		s.mu.Unlock()
+		return false
 	}
 	ch := make(chan struct{})
 	s.waiters = append(s.waiters, waiter{seq: seq, ch: ch})
