@@ -364,14 +364,19 @@ targets:
 	}
 	// The sessions the killed worker held have no end, and never will:
 	// once it has been silent long enough, they are shown lost, and no
-	// other session is.
-	testkit.Eventually(t, 60*time.Second, func() error {
+	// other session is; once their events are all chained, the recorder
+	// closes each chain with a lost record (the session then has an end).
+	var lostOne string
+	testkit.Eventually(t, 90*time.Second, func() error {
 		out, err := g.auditor("sessions", "list", "-o", "json", "--limit", "1000")
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}
 		var res struct {
-			Sessions []struct{ ID, Worker, State, Lost string }
+			Sessions []struct {
+				ID, Worker, State, Lost string
+				EndedAt                 *time.Time `json:"ended_at"`
+			}
 		}
 		if err := json.Unmarshal([]byte(out), &res); err != nil {
 			return err
@@ -384,9 +389,12 @@ targets:
 				return fmt.Errorf("session %s of worker %s is shown lost: %s", s.ID, s.Worker, s.Lost)
 			case s.State == "open" && killed:
 				return fmt.Errorf("session %s of the killed worker %s is still shown open", s.ID, s.Worker)
+			case s.State == "lost" && s.EndedAt == nil:
+				return fmt.Errorf("session %s of the killed worker %s is lost, its chain not closed yet", s.ID, s.Worker)
 			case s.State == "lost":
 				assert.Contains(t, s.Lost, s.Worker)
 				lost++
+				lostOne = s.ID
 			}
 		}
 		if lost == 0 {
@@ -416,6 +424,14 @@ targets:
 		}
 		return nil
 	})
+	// Its replay ends with the lost record, and the closed chains verify
+	// (an event after a lost record would not).
+	replay, err := g.auditor("replay", lostOne)
+	require.NoError(t, err, replay)
+	assert.Contains(t, replay, "the session was lost: its worker")
+	out, err = g.auditor("audit", "verify")
+	require.NoError(t, err, "after the lost sessions were closed: %s", out)
+	assert.Contains(t, out, "intact")
 	testkit.Eventually(t, 60*time.Second, func() error {
 		if out, err := g.psql("SELECT name FROM customers WHERE id = 2 OR id = 3 ORDER BY id LIMIT 1"); err != nil {
 			return fmt.Errorf("%v: %s", err, out)
@@ -427,8 +443,9 @@ targets:
 	// A worker paused (SIGSTOP: a VM paused, a process stopped) until its
 	// session is shown lost never takes that session up again when it runs
 	// again: its lease lapsed, so it is fenced, nothing of the session is
-	// recorded or run, the session's end is recorded once the worker writes
-	// its presence again, and new sessions are served.
+	// recorded or run, the session's chain is closed (its end recorded once
+	// the worker writes its presence again, or a lost record from the
+	// recorder, whichever comes first), and new sessions are served.
 	paused, err := pgconn.Connect(ctx, dsn)
 	require.NoError(t, err)
 	defer paused.Close(ctx) //nolint:errcheck
@@ -437,7 +454,8 @@ targets:
 	pausedWorker := fmt.Sprintf("-%d", worker.cmd.Process.Pid)
 	type listed struct {
 		ID, Worker, State string
-		EndReason         string `json:"end_reason"`
+		EndReason         string     `json:"end_reason"`
+		EndedAt           *time.Time `json:"ended_at"`
 	}
 	sessionsOf := func(state string) ([]listed, error) {
 		args := []string{"sessions", "list", "-o", "json", "--limit", "1000"}
@@ -485,7 +503,10 @@ targets:
 			return err
 		}
 		for _, s := range all {
-			if slices.Contains(lostIDs, s.ID) && s.State != "ended" {
+			// Ended by the worker once it wrote its presence again, or
+			// closed as lost by the recorder before that (the worker's
+			// end then comes after the lost record, and is dropped).
+			if slices.Contains(lostIDs, s.ID) && s.EndedAt == nil {
 				return fmt.Errorf("session %s of the paused worker is %s, not ended", s.ID, s.State)
 			}
 		}

@@ -71,6 +71,12 @@ func Hash(r *auditv1.Record) []byte {
 		h.Write(ev)
 	}
 	u64(r.GetGapTo())
+	if lost := r.GetLost(); lost != "" {
+		// Only on lost records, so that every other record hashes as it
+		// always did.
+		u32(len(lost))
+		h.Write([]byte(lost))
+	}
 	h.Write(r.GetPrevHash())
 	return h.Sum(nil)
 }
@@ -82,7 +88,7 @@ func Sealed(r *auditv1.Record) bool {
 	if bytes.Equal(Hash(r), r.GetHash()) {
 		return true
 	}
-	return len(r.GetEvents()) <= 1 && len(r.GetEventIds()) <= 1 && bytes.Equal(hashV1(r), r.GetHash())
+	return len(r.GetEvents()) <= 1 && len(r.GetEventIds()) <= 1 && r.GetLost() == "" && bytes.Equal(hashV1(r), r.GetHash())
 }
 
 // hashV1 is the encoding of single-event records:

@@ -91,6 +91,8 @@ type chain struct {
 	// late holds seqs that arrived after a later record (reordered), so
 	// that they are not also reported missing.
 	late map[uint64]bool
+	// closed: a lost record ended the chain.
+	closed bool
 }
 
 // indexed is a session the sessions index lists.
@@ -140,6 +142,11 @@ func (v *Verifier) Add(s Stored) {
 	if !Sealed(r) {
 		p.Kind, p.Detail = Edited, "the record's content does not match its hash"
 		v.report(p)
+	} else if r.GetLost() != "" {
+		if len(r.GetEvents()) > 0 || len(r.GetEventIds()) > 0 || r.GetGapTo() > 0 {
+			p.Kind, p.Detail = Edited, "a lost record holds events"
+			v.report(p)
+		}
 	} else if r.GetGapTo() == 0 {
 		if d := checkEvents(r); d != "" {
 			p.Kind, p.Detail = Edited, d
@@ -159,6 +166,9 @@ func (v *Verifier) Add(s Stored) {
 		first = ids[0]
 	}
 	switch {
+	case r.GetSeq() == c.lastSeq+1 && c.closed:
+		p.Kind, p.Detail = Unlinked, fmt.Sprintf("record %d follows the session's lost record, which closed its chain", r.GetSeq())
+		v.report(p)
 	case r.GetSeq() == c.lastSeq+1:
 		if c.lastSeq == 0 && !bytes.Equal(r.GetPrevHash(), ZeroHash) {
 			p.Kind, p.Detail = Unlinked, "the first record of the session does not start the chain"
@@ -190,6 +200,7 @@ func (v *Verifier) Add(s Stored) {
 		c.ids[q] = first
 	}
 	c.lastSeq, c.lastHash = last, r.GetHash()
+	c.closed = c.closed || r.GetLost() != ""
 }
 
 const undecodable = "an event cannot be decoded"

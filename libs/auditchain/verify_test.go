@@ -236,3 +236,26 @@ func TestV1RecordsStillVerify(t *testing.T) {
 	edited.Events[0] = record(t, "V", 2, nil, "DROP TABLE evidence").Events[0]
 	assert.Equal(t, []string{"edited@2"}, kinds(run([]*auditv1.Record{r1, edited, r3}, nil, nil)))
 }
+
+// A lost record closes its session's chain: it verifies, its reason is in
+// its hash, it holds no event, and nothing may follow it.
+func TestLostRecord(t *testing.T) {
+	recs := chainOf(t, "s", 2)
+	lost := &auditv1.Record{SessionId: "s", Seq: 3, Lost: "its worker w stopped without ending it"}
+	Seal(lost, recs[1].Hash)
+	assert.Empty(t, run(append(recs, lost), nil, nil))
+
+	edited := proto.Clone(lost).(*auditv1.Record)
+	edited.Lost = "the client left"
+	assert.Equal(t, []string{"edited@3"}, kinds(run(append(chainOf(t, "s", 2), edited), nil, nil)), "the reason is sealed")
+
+	withEvents := record(t, "s", 3, recs[1].Hash, "DROP TABLE t")
+	withEvents.Lost = "its worker w stopped without ending it"
+	Seal(withEvents, recs[1].Hash)
+	assert.Equal(t, []string{"edited@3"}, kinds(run(append(chainOf(t, "s", 2), withEvents), nil, nil)), "a lost record holds no event")
+
+	after := record(t, "s", 4, lost.Hash, "SELECT 4")
+	ps := run(append(chainOf(t, "s", 2), lost, after), nil, nil)
+	assert.Equal(t, []string{"unlinked@4"}, kinds(ps))
+	assert.Contains(t, ps[0].Detail, "follows the session's lost record")
+}

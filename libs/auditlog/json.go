@@ -21,6 +21,14 @@ func Kind(ev *sessionv1.Event) string {
 	return recording.Kind(ev)
 }
 
+// EntryKind names an entry: its event's kind, "gap" or "lost".
+func EntryKind(e Entry) string {
+	if e.Event == nil && e.Record.GetLost() != "" {
+		return "lost"
+	}
+	return Kind(e.Event)
+}
+
 var marshal = protojson.MarshalOptions{UseProtoNames: true}
 
 // JSON is the machine-readable form of a record.
@@ -30,10 +38,14 @@ func JSON(e Entry) map[string]any {
 		"session":    e.Record.GetSessionId(),
 		"seq":        e.Seq,
 		"event_id":   e.EventID,
-		"kind":       Kind(e.Event),
+		"kind":       EntryKind(e),
 	}
 	if e.Record.GetGapTo() > 0 {
 		out["gap_to"] = e.Record.GetGapTo()
+	}
+	if lost := e.Record.GetLost(); lost != "" {
+		out["lost"] = lost
+		out["time"] = e.Record.GetRecordedAt().AsTime()
 	}
 	if e.Event != nil {
 		out["time"] = e.Event.GetTime().AsTime()

@@ -71,9 +71,12 @@ func OCSFAll(ev *sessionv1.Event, started *sessionv1.Started) []map[string]any {
 // OCSFAll) or a gap record. started may be nil.
 func OCSFEntry(e Entry, started *sessionv1.Started) []map[string]any {
 	var out []map[string]any
-	if e.Event == nil {
+	switch {
+	case e.Event == nil && e.Record.GetLost() != "":
+		out = []map[string]any{ocsfLost(e)}
+	case e.Event == nil:
 		out = []map[string]any{ocsfGap(e)}
-	} else {
+	default:
 		out = OCSFAll(e.Event, started)
 	}
 	for _, o := range out {
@@ -94,6 +97,21 @@ func ocsfGap(e Entry) map[string]any {
 	out["message"] = fmt.Sprintf("events %d to %d of session %s never reached the recorder", e.Seq, e.Record.GetGapTo(), session)
 	u := out.unmapped()
 	u["session"], u["seq"], u["gap_to"] = session, e.Seq, e.Record.GetGapTo()
+	return out
+}
+
+// ocsfLost reports a session whose worker is gone without ending it: the
+// recorder closed its chain, and the SIEM learns that it ended, and how.
+func ocsfLost(e Entry) map[string]any {
+	session := e.Record.GetSessionId()
+	out := newEvent(baseEvent, activityOther, "Session lost", e.Record.GetRecordedAt().AsTime(), fmt.Sprintf("lost-%s", session), logAudit, "recorder")
+	out.metadata()["correlation_uid"] = session
+	out.metadata()["sequence"] = e.Seq
+	out.severity(medium)
+	out.status(failure, "the session's worker is gone")
+	out["message"] = fmt.Sprintf("session %s was lost: %s; nothing of it is recorded after event %d", session, e.Record.GetLost(), e.Seq-1)
+	u := out.unmapped()
+	u["session"], u["seq"], u["lost"] = session, e.Seq, e.Record.GetLost()
 	return out
 }
 

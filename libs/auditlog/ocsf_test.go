@@ -239,6 +239,14 @@ func TestOCSFEntry(t *testing.T) {
 	require.Len(t, gap, 1)
 	check(t, gap[0], want{0, 99, map[string]any{"severity": "High", "status": "Failure", "unmapped.gap_to": 9,
 		"metadata.uid": "gap-01JGSESSION-5"}, []string{"events 5 to 9"}})
+
+	// A lost record: the session's worker is gone, its chain closed.
+	lost := auditlog.OCSFEntry(auditlog.Entry{StreamSeq: 44, Time: at, Seq: 12, Record: &auditv1.Record{SessionId: "01JGSESSION", Seq: 12,
+		Lost: "its worker vm-7 stopped without ending it", RecordedAt: timestamppb.New(at)}}, nil)
+	require.Len(t, lost, 1)
+	check(t, lost[0], want{0, 99, map[string]any{"severity": "Medium", "status": "Failure", "unmapped.lost": "its worker vm-7 stopped without ending it",
+		"metadata.uid": "lost-01JGSESSION", "metadata.correlation_uid": "01JGSESSION", "unmapped.stream_seq": 44},
+		[]string{"session 01JGSESSION was lost", "after event 11"}})
 }
 
 // fact builds an event as the event store stores it.

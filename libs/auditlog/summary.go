@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/bus"
+	auditv1 "sluice.dev/sluice/proto/sluice/audit/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
@@ -67,6 +68,16 @@ func summarize(prev *sessionv1.Summary, ev *sessionv1.Event) (sum *sessionv1.Sum
 	return nil, false
 }
 
+// SummarizeLost is what a lost record makes of its session's summary: the
+// session ended without its worker, when the record was written.
+func SummarizeLost(prev *sessionv1.Summary, r *auditv1.Record) *sessionv1.Summary {
+	sum := grow(prev, r.GetSessionId())
+	sum.EndedAt, sum.Lost, sum.LastSeq = r.GetRecordedAt(), r.GetLost(), r.GetSeq()
+	sum.EndReason = "lost: " + r.GetLost()
+	sum.FoldedSeq = max(sum.GetFoldedSeq(), r.GetSeq())
+	return sum
+}
+
 // grow copies prev, or starts a summary of a session whose start it has not
 // seen.
 func grow(prev *sessionv1.Summary, key string) *sessionv1.Summary {
@@ -99,6 +110,10 @@ func Summaries(ctx context.Context, js jetstream.JetStream) (map[string]*session
 	err = Read(ctx, js, Options{}, func(e Entry) error {
 		reached = max(reached, e.StreamSeq)
 		if e.Event == nil {
+			if e.Record.GetLost() != "" {
+				id := e.Record.GetSessionId()
+				out[id] = SummarizeLost(out[id], e.Record)
+			}
 			return nil
 		}
 		id := e.Event.GetSessionId()

@@ -40,6 +40,11 @@ func Transcript(w io.Writer, entries []Entry) {
 			fmt.Fprintf(w, "  !! events %d..%d were lost before recording\n", e.Record.GetSeq(), e.Record.GetGapTo())
 			continue
 		}
+		if lost := e.Record.GetLost(); lost != "" {
+			fmt.Fprintf(w, "%s  !! the session was lost: %s; nothing of it is recorded after event %d\n",
+				e.Record.GetRecordedAt().AsTime().UTC().Format("15:04:05.000"), lost, e.Seq-1)
+			continue
+		}
 		ev := e.Event
 		if ev == nil {
 			fmt.Fprintf(w, "  !! event %d cannot be decoded\n", e.Seq)

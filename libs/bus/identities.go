@@ -145,12 +145,12 @@ func Components() []Component {
 			WritesKV: []string{BucketApprovals, BucketApprovalsHistory},
 		},
 		{
-			Name: CompRecorder, Doc: "owns SESSIONS and AUDIT: chains session events into the audit log",
+			Name: CompRecorder, Doc: "owns SESSIONS and AUDIT: chains session events into the audit log, and closes the chains of sessions whose worker is gone",
 			Owns:     []Store{stream(StreamSessions), stream(StreamAudit), bucket(BucketSessions), bucket(BucketAuditKeys), bucket(BucketWorkers)},
 			Appends:  []string{StreamAudit},
 			Reads:    []string{StreamSessions, StreamAudit},
 			Consumes: []Durable{{StreamSessions, DurableRecorder}},
-			ReadsKV:  []string{BucketSessions, BucketAuditKeys},
+			ReadsKV:  []string{BucketSessions, BucketAuditKeys, BucketWorkers},
 			WritesKV: []string{BucketSessions, BucketAuditKeys},
 		},
 		{

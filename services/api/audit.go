@@ -43,9 +43,10 @@ type SessionJSON struct {
 	Masked     int64      `json:"masked"`
 	EndReason  string     `json:"end_reason,omitempty"`
 	WorkerName string     `json:"worker,omitempty"`
-	// State is open, ended, or lost: not ended, and never will be, for its
-	// worker is gone (Lost says how); its records stop where the worker
-	// stopped.
+	// State is open, ended, or lost: its worker is gone without ending it
+	// (Lost says how); its records stop where the worker stopped, and,
+	// once every event the worker stored is in its chain, a lost record
+	// closes the chain (EndedAt is then when).
 	State string `json:"state"`
 	Lost  string `json:"lost,omitempty"`
 }
@@ -53,6 +54,9 @@ type SessionJSON struct {
 // lost says why a session that has not ended never will ("" if it may
 // still, or the workers' presence is not loaded yet).
 func (s *Server) lost(sum *sessionv1.Summary) string {
+	if lost := sum.GetLost(); lost != "" {
+		return lost // the recorder closed its chain so
+	}
 	select {
 	case <-s.workersReady:
 		return s.workers.Lost(sum)
@@ -69,6 +73,10 @@ func sessionJSON(s *sessionv1.Summary, lost string) SessionJSON {
 		Commands: s.GetCommands(), Denied: s.GetDenied(), Held: s.GetHeld(), Masked: s.GetMasked(), EndReason: s.GetEndReason(), WorkerName: s.GetWorker(),
 		State: "open"}
 	switch {
+	case s.GetLost() != "":
+		// Ended without its worker: a lost record closed its chain.
+		t := s.GetEndedAt().AsTime().UTC()
+		out.EndedAt, out.State, out.Lost = &t, "lost", s.GetLost()
 	case s.GetEndedAt() != nil:
 		t := s.GetEndedAt().AsTime().UTC()
 		out.EndedAt, out.State = &t, "ended"
@@ -119,7 +127,7 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request, _ *commonv1.Pr
 	case "open":
 		keep = func(sum *sessionv1.Summary) bool { return sum.GetEndedAt() == nil && s.lost(sum) == "" }
 	case "ended":
-		keep = func(sum *sessionv1.Summary) bool { return sum.GetEndedAt() != nil }
+		keep = func(sum *sessionv1.Summary) bool { return sum.GetEndedAt() != nil && sum.GetLost() == "" }
 	case "lost":
 		keep = func(sum *sessionv1.Summary) bool { return s.lost(sum) != "" }
 	default:

@@ -98,6 +98,10 @@ func (s *Server) askHolder(w http.ResponseWriter, r *http.Request, id, subject s
 	wait := 3 * time.Second
 	sum, known := s.sessionSummary(r.Context(), id)
 	if known {
+		if lost := sum.GetLost(); lost != "" {
+			writeError(w, http.StatusGone, "session_lost", "the session is lost ("+lost+"); "+ended)
+			return false
+		}
 		if sum.GetEndedAt() != nil {
 			writeError(w, http.StatusGone, "session_ended", "the session has ended ("+sum.GetEndReason()+"); "+ended)
 			return false

@@ -11,6 +11,8 @@ var (
 	EventsMetric        = recorderEvents
 	ChainsMetric        = recorderChains
 	IndexDeferredMetric = recorderIndexDeferred
+	SessionsLostMetric  = recorderSessionsLost
+	AfterLostMetric     = recorderAfterLost
 )
 
 // WriteSummaryForTest folds evs into the session's summary as the recorder

@@ -34,6 +34,14 @@ var (
 		Name: "sluice_recorder_index_deferred_events",
 		Help: "Session events whose sessions-index write the bucket refused, kept to be written again (every second).",
 	})
+	recorderSessionsLost = telemetry.Factory.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_recorder_sessions_lost_total",
+		Help: "Sessions whose worker was gone without ending them, whose chains the recorder closed with a lost record.",
+	})
+	recorderAfterLost = telemetry.Factory.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_recorder_events_after_lost_total",
+		Help: "Session events that came after their session's chain was closed as lost (other than the session's end), not recorded; never expected.",
+	})
 	auditStreamBytes = telemetry.Factory.NewGauge(prometheus.GaugeOpts{
 		Name: "sluice_audit_stream_bytes",
 		Help: "Bytes stored in the AUDIT stream.",

@@ -71,6 +71,9 @@ type Config struct {
 	// killed) would otherwise keep its head for good; a late event reloads
 	// it from AUDIT.
 	HeadIdle time.Duration
+	// LostEvery is how often the recorder looks for sessions whose worker
+	// is gone, to close their chains (lost.go); default 5s.
+	LostEvery time.Duration
 	// Ready, if set, is called once the service serves.
 	Ready func()
 }
@@ -97,6 +100,8 @@ type head struct {
 	seq       uint64
 	hash      []byte
 	streamSeq uint64
+	// lost: the last record is a lost record, which closed the chain.
+	lost bool
 	// used is when the session last had events (see Config.HeadIdle).
 	used time.Time
 }
@@ -120,6 +125,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.HeadIdle <= 0 {
 		cfg.HeadIdle = 10 * time.Minute
+	}
+	if cfg.LostEvery <= 0 {
+		cfg.LostEvery = 5 * time.Second
 	}
 	return &Service{cfg: cfg, dirty: map[string]*auditv1.ChainHead{}}
 }
@@ -184,6 +192,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return s.checkpoints(ctx) })
 	g.Go(func() error { return s.retryIndex(ctx) })
 	g.Go(func() error { s.streamStats(ctx); return nil })
+	g.Go(func() error { s.closeLostSessionsLoop(ctx); return nil })
 	s.cfg.Log.Info().Str("key", auditchain.KeyID(s.cfg.SigningKey.Public().(ed25519.PublicKey))).Msg("recorder ready")
 	if s.cfg.Ready != nil {
 		s.cfg.Ready()
@@ -248,7 +257,7 @@ func (s *Service) loadHead(ctx context.Context, session string) (*head, error) {
 	if err := proto.Unmarshal(raw.Data, &r); err != nil {
 		return nil, fmt.Errorf("chain head unreadable: %w", err)
 	}
-	return &head{seq: auditchain.Last(&r), hash: r.GetHash(), streamSeq: raw.Sequence}, nil
+	return &head{seq: auditchain.Last(&r), hash: r.GetHash(), streamSeq: raw.Sequence, lost: r.GetLost() != ""}, nil
 }
 
 // item is one event of a batch, on its way to its session's chain.
@@ -605,6 +614,10 @@ func again(items []item, d time.Duration) {
 // record in flight is not acknowledged on its own: it shares that record's
 // fate, so its message is never removed before the event is stored.
 func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string, h *head, items []item) *pendingAppend {
+	if h.lost {
+		s.afterLost(sess, h, items)
+		return nil
+	}
 	var pending *pendingAppend
 	// wait settles the session's record in flight, if any.
 	wait := func() bool {
@@ -708,6 +721,21 @@ func (s *Service) chain(ctx context.Context, heads map[string]*head, sess string
 	}
 	emit()
 	return pending
+}
+
+// afterLost acknowledges the events of a session whose chain a lost record
+// closed: none is recorded. Its worker was fenced before the session was
+// found lost, so it sends nothing but the session's end, which the lost
+// record stands for; anything else is logged, and cannot have run.
+func (s *Service) afterLost(sess string, h *head, items []item) {
+	for _, it := range items {
+		if !(it.ev.ends && it.ev.seq == h.seq) && it.ev.seq >= h.seq {
+			recorderAfterLost.Inc()
+			s.cfg.Log.Error().Str("session", sess).Uint64("seq", it.ev.seq).Uint64("lost_at", h.seq).
+				Msg("an event came after the session's chain was closed as lost; it is not recorded")
+		}
+		it.ref.done()
+	}
 }
 
 // alreadyStored acknowledges an event AUDIT holds already. Its recorder

@@ -42,13 +42,18 @@ type Record struct {
 	// prev_hash is the hash of the previous record of the session (32 zero bytes for the first).
 	PrevHash []byte `protobuf:"bytes,5,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
 	// hash is SHA-256 over the canonical encoding of (session_id, seq,
-	// event_ids, events, gap_to, prev_hash).
+	// event_ids, events, gap_to, lost if set, prev_hash).
 	Hash       []byte                 `protobuf:"bytes,6,opt,name=hash,proto3" json:"hash,omitempty"`
 	RecordedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
 	// gap_to is set on a gap record: events seq..gap_to never reached the
 	// recorder (the worker lost them); the record keeps the chain going and
 	// makes the loss visible. A gap record has no events.
-	GapTo         uint64 `protobuf:"varint,8,opt,name=gap_to,json=gapTo,proto3" json:"gap_to,omitempty"`
+	GapTo uint64 `protobuf:"varint,8,opt,name=gap_to,json=gapTo,proto3" json:"gap_to,omitempty"`
+	// lost is set on a lost record, the last of its session: the session's
+	// worker is gone without ending it (lost says how), and the recorder
+	// closed the chain once every event the worker stored was in it. A lost
+	// record has no events, and no record of the session follows it.
+	Lost          string `protobuf:"bytes,9,opt,name=lost,proto3" json:"lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -137,6 +142,13 @@ func (x *Record) GetGapTo() uint64 {
 		return x.GapTo
 	}
 	return 0
+}
+
+func (x *Record) GetLost() string {
+	if x != nil {
+		return x.Lost
+	}
+	return ""
 }
 
 type ChainHead struct {
@@ -443,7 +455,7 @@ var File_sluice_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_sluice_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsluice/audit/v1/audit.proto\x12\x0fsluice.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n" +
+	"\x1bsluice/audit/v1/audit.proto\x12\x0fsluice.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x02\n" +
 	"\x06Record\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +
@@ -454,7 +466,8 @@ const file_sluice_audit_v1_audit_proto_rawDesc = "" +
 	"\x04hash\x18\x06 \x01(\fR\x04hash\x12;\n" +
 	"\vrecorded_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"recordedAt\x12\x15\n" +
-	"\x06gap_to\x18\b \x01(\x04R\x05gapTo\"\x87\x01\n" +
+	"\x06gap_to\x18\b \x01(\x04R\x05gapTo\x12\x12\n" +
+	"\x04lost\x18\t \x01(\tR\x04lost\"\x87\x01\n" +
 	"\tChainHead\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +

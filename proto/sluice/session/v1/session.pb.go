@@ -1414,7 +1414,10 @@ type Summary struct {
 	// folded_seq is the seq of the newest event folded into the summary: the
 	// recorder, given an event again (a redelivery after a recorder died
 	// before acknowledging it), does not fold it twice.
-	FoldedSeq     uint64 `protobuf:"varint,15,opt,name=folded_seq,json=foldedSeq,proto3" json:"folded_seq,omitempty"`
+	FoldedSeq uint64 `protobuf:"varint,15,opt,name=folded_seq,json=foldedSeq,proto3" json:"folded_seq,omitempty"`
+	// lost is set when the session ended without its worker: a lost record
+	// closed its chain (ended_at is when, last_seq its seq).
+	Lost          string `protobuf:"bytes,16,opt,name=lost,proto3" json:"lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1552,6 +1555,13 @@ func (x *Summary) GetFoldedSeq() uint64 {
 		return x.FoldedSeq
 	}
 	return 0
+}
+
+func (x *Summary) GetLost() string {
+	if x != nil {
+		return x.Lost
+	}
+	return ""
 }
 
 // WorkerPresence is what a protocol worker keeps in the sluice_workers
@@ -1845,7 +1855,7 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"RenewReply\x129\n" +
 	"\n" +
 	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12-\n" +
-	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\x95\x04\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.sluice.common.v1.ErrorR\x05error\"\xa9\x04\n" +
 	"\aSummary\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
@@ -1867,7 +1877,8 @@ const file_sluice_session_v1_session_proto_rawDesc = "" +
 	"\x04held\x18\r \x01(\x03R\x04held\x12\x16\n" +
 	"\x06masked\x18\x0e \x01(\x03R\x06masked\x12\x1d\n" +
 	"\n" +
-	"folded_seq\x18\x0f \x01(\x04R\tfoldedSeq\"{\n" +
+	"folded_seq\x18\x0f \x01(\x04R\tfoldedSeq\x12\x12\n" +
+	"\x04lost\x18\x10 \x01(\tR\x04lost\"{\n" +
 	"\x0eWorkerPresence\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x129\n" +

@@ -72,10 +72,10 @@ func newSessionsCmd(g *globals) *cobra.Command {
 			for _, s := range res.Sessions {
 				state := "active"
 				switch {
-				case s.EndedAt != nil:
-					state = "ended: " + s.EndReason
 				case s.State == "lost":
 					state = "lost: " + s.Lost
+				case s.EndedAt != nil:
+					state = "ended: " + s.EndReason
 				}
 				who := s.Principal
 				if s.Machine {
