@@ -136,12 +136,18 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp proto
 // sends the request again.
 const ResendAfter = 500 * time.Millisecond
 
+// ResendMax is the longest RequestIdempotent waits between sends.
+const ResendMax = 2 * time.Second
+
 // RequestIdempotent is Request for a request that may be served twice with
 // the same effect (a policy decision, a token's verification): unanswered
-// after ResendAfter, it is sent again, until ctx ends. A request in flight
-// on a connection whose NATS node dies is lost without an error: the client
-// connects to another node, and the request would otherwise wait out the
-// whole deadline.
+// after ResendAfter, it is sent again, then after twice as long, up to
+// ResendMax between sends, until ctx ends; the first answer to any copy is
+// the answer. A request in flight on a connection whose NATS node dies is
+// lost without an error: the client connects to another node, and the
+// request would otherwise wait out the whole deadline. The waits grow so
+// that a service slow under load is not sent every request again and
+// again, and a copy's answer counts however late it comes.
 func RequestIdempotent(ctx context.Context, nc *nats.Conn, subject string, req, resp proto.Message) error {
 	return request(ctx, nc, subject, req, resp, ResendAfter)
 }
@@ -162,11 +168,10 @@ func request(ctx context.Context, nc *nats.Conn, subject string, req, resp proto
 		msg.Header.Set(HeaderCaller, tok)
 	}
 	var m *nats.Msg
-	for {
-		m, err = requestOnce(ctx, nc, msg, resend)
-		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			break
-		}
+	if resend > 0 {
+		m, err = requestAgain(ctx, nc, msg, resend)
+	} else {
+		m, err = nc.RequestMsgWithContext(ctx, msg)
 	}
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
@@ -183,12 +188,44 @@ func request(ctx context.Context, nc *nats.Conn, subject string, req, resp proto
 	return nil
 }
 
-// requestOnce sends msg and waits for its answer, at most wait if set.
-func requestOnce(ctx context.Context, nc *nats.Conn, msg *nats.Msg, wait time.Duration) (*nats.Msg, error) {
-	if wait > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, wait)
-		defer cancel()
+// requestAgain sends msg, and again each time wait passes without an
+// answer (doubling it up to ResendMax), until a copy is answered, every copy
+// failed (no responders, say: the error comes at once), or ctx ends.
+func requestAgain(ctx context.Context, nc *nats.Conn, msg *nats.Msg, wait time.Duration) (*nats.Msg, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the copies still waiting stop
+	type answer struct {
+		m   *nats.Msg
+		err error
 	}
-	return nc.RequestMsgWithContext(ctx, msg)
+	answers := make(chan answer, 1)
+	waiting := 0
+	send := func() {
+		waiting++
+		go func() {
+			m, err := nc.RequestMsgWithContext(ctx, msg)
+			select {
+			case answers <- answer{m, err}:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	send()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case a := <-answers:
+			waiting--
+			if a.err == nil || waiting == 0 {
+				return a.m, a.err
+			}
+		case <-t.C:
+			send()
+			wait = min(2*wait, ResendMax)
+			t.Reset(wait)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }

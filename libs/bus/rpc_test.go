@@ -246,3 +246,30 @@ func TestRequestIdempotentOutlivesALostRequest(t *testing.T) {
 		})
 	}
 }
+
+// A service slower than the resend waits is answered all the same: the
+// first answer to any copy counts, however late, and the copies are sent
+// ever less often.
+func TestRequestIdempotentTakesALateAnswer(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int32
+	_, err := bus.Serve(ctx, conn.NC, "sluice.api.test.echo.get", "test", func() *wrapperspb.StringValue { return &wrapperspb.StringValue{} },
+		func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+			calls.Add(1)
+			time.Sleep(1600 * time.Millisecond)
+			return req, nil
+		})
+	require.NoError(t, err)
+	require.NoError(t, conn.NC.Flush())
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer rcancel()
+	start := time.Now()
+	var resp wrapperspb.StringValue
+	require.NoError(t, bus.RequestIdempotent(rctx, conn.NC, "sluice.api.test.echo.get", wrapperspb.String("slow"), &resp))
+	assert.Equal(t, "slow", resp.GetValue())
+	took := time.Since(start)
+	assert.Less(t, took, 2500*time.Millisecond, "the first copy's answer, at 1.6 s")
+	assert.LessOrEqual(t, calls.Load(), int32(3), "sent at 0, 0.5 and 1.5 s at most")
+}

@@ -597,14 +597,20 @@ func (r *Recorder) publish(num uint64, batch []queued, size int) {
 // loses one node of three fails no statement.
 const DefaultTimeout = 15 * time.Second
 
-// attemptWait is the longest an attempt waits for its acknowledgement (a
-// fifth of the timeout if that is shorter).
-const attemptWait = time.Second
+// attemptWait is how long the first attempt waits for its acknowledgement
+// (a fifth of the timeout if that is shorter); each next one waits twice as
+// long as the one before, up to attemptWaitMax.
+const (
+	attemptWait    = time.Second
+	attemptWaitMax = 2 * time.Second
+)
 
 // send stores one batch message, retrying (deduplicated by its message id)
-// until the timeout. Each attempt waits at most attemptWait: a batch in
-// flight on a connection whose NATS node dies is lost without an error, and
-// waiting out the whole timeout for its acknowledgement would fail it.
+// until the timeout. An attempt waits a second or two for its
+// acknowledgement: a batch in flight on a connection whose NATS node dies
+// is lost without an error, and waiting out the whole timeout for its
+// acknowledgement would fail it; the waits grow so that a stream slow
+// under load is not sent every batch again and again.
 func (r *Recorder) send(m *nats.Msg) error {
 	timeout := r.timeout()
 	deadline := time.Now().Add(timeout)
@@ -629,6 +635,7 @@ func (r *Recorder) send(m *nats.Msg) error {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("no acknowledgement from the stream in %v", timeout)
 			if time.Until(deadline) > 0 {
+				attempt = min(2*attempt, attemptWaitMax)
 				continue // unanswered: sent again at once
 			}
 		}
