@@ -1,6 +1,7 @@
 package auditlog_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"sluice.dev/sluice/libs/auditlog"
+	auditv1 "sluice.dev/sluice/proto/sluice/audit/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
@@ -43,4 +45,32 @@ func TestSummarizeCountsHoldsAndMasking(t *testing.T) {
 	assert.EqualValues(t, 3, sum.GetCommands())
 	assert.EqualValues(t, 7, sum.GetLastSeq())
 	assert.Equal(t, 5, writes, "start, the hold, two maskings and the end change the summary; commands and decisions do not")
+}
+
+// A lost record ends its session's summary (keeping what came before),
+// unless the summary holds it already; the transcript and the JSON form
+// say the session was lost, and how.
+func TestALostRecordEndsTheSession(t *testing.T) {
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	start := &sessionv1.Event{SessionId: "s1", Seq: 1, Time: timestamppb.New(at),
+		Body: &sessionv1.Event_Started{Started: &sessionv1.Started{Principal: &commonv1.Principal{Subject: "alice"}, Worker: "vm-7"}}}
+	sum, ok := auditlog.Summarize(nil, start)
+	require.True(t, ok)
+	lost := &auditv1.Record{SessionId: "s1", Seq: 2, Lost: "its worker vm-7 stopped without ending it", RecordedAt: timestamppb.New(at.Add(time.Minute))}
+	got := auditlog.SummarizeLost(sum, lost)
+	assert.Equal(t, "alice", got.GetPrincipal().GetSubject())
+	assert.Equal(t, lost.GetLost(), got.GetLost())
+	assert.Equal(t, "lost: "+lost.GetLost(), got.GetEndReason())
+	assert.Equal(t, at.Add(time.Minute), got.GetEndedAt().AsTime())
+	assert.Equal(t, []uint64{2, 2}, []uint64{got.GetLastSeq(), got.GetFoldedSeq()})
+	assert.Nil(t, sum.GetEndedAt(), "the summary before is left as it was")
+
+	e := auditlog.Entry{StreamSeq: 9, Seq: 2, Record: lost}
+	var b strings.Builder
+	auditlog.Transcript(&b, []auditlog.Entry{e})
+	assert.Contains(t, b.String(), "the session was lost: its worker vm-7 stopped without ending it; nothing of it is recorded after event 1")
+	j := auditlog.JSON(e)
+	assert.Equal(t, "lost", j["kind"])
+	assert.Equal(t, lost.GetLost(), j["lost"])
+	assert.Equal(t, "gap", auditlog.EntryKind(auditlog.Entry{Record: &auditv1.Record{SessionId: "s1", Seq: 2, GapTo: 3}}))
 }
