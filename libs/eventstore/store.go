@@ -114,7 +114,7 @@ func (s *Store) Append(ctx context.Context, aggregate, id string, expect Positio
 		m.Header.Set(HeaderType, string(ev.Msg.ProtoReflect().Descriptor().FullName()))
 		m.Header.Set(HeaderVersion, strconv.FormatUint(pos.Version+1, 10))
 		m.Header.Set(HeaderTime, ev.Time.Format(time.RFC3339Nano))
-		ack, err := s.js.PublishMsg(ctx, m,
+		ack, err := s.publish(ctx, m,
 			jetstream.WithMsgID(ev.ID),
 			jetstream.WithExpectStream(s.stream),
 			jetstream.WithExpectLastSequenceForSubject(pos.Sequence, filter))
@@ -132,6 +132,43 @@ func (s *Store) Append(ctx context.Context, aggregate, id string, expect Positio
 		pos = Position{Sequence: ack.Sequence, Version: pos.Version + 1}
 	}
 	return pos, nil
+}
+
+// appendTimeout bounds an append whose context has no deadline.
+const appendTimeout = 15 * time.Second
+
+// publish stores m, and sends it again (the message id makes the stream
+// deduplicate it) when an attempt has no acknowledgement after a second,
+// then two, or the stream has no leader, until ctx ends. A publish in
+// flight on a connection whose NATS node dies is lost without an error,
+// and a stream whose leader died takes no write until the others elect
+// one (after 4 to 9 s).
+func (s *Store) publish(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, appendTimeout)
+		defer cancel()
+	}
+	wait := time.Second
+	for {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		ack, err := s.js.PublishMsg(actx, m, opts...)
+		cancel()
+		switch {
+		case err == nil || ctx.Err() != nil:
+			return ack, err
+		case errors.Is(err, context.DeadlineExceeded):
+			wait = min(2*wait, 2*time.Second) // unanswered: sent again at once
+		case errors.Is(err, jetstream.ErrNoStreamResponse):
+			select { // no leader yet
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(250 * time.Millisecond):
+			}
+		default:
+			return ack, err
+		}
+	}
 }
 
 // settleConflict decides whether a failed append had in fact already

@@ -2,6 +2,7 @@ package eventstore_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -222,4 +223,36 @@ func TestReadStartsAgainAfterNoResponders(t *testing.T) {
 	}))
 	assert.Equal(t, []string{"a", "b", "c"}, got)
 	assert.Equal(t, int32(2), flaky.Consumers.Load(), "read again once")
+}
+
+// An append in flight when its NATS node dies is lost without an error
+// (here its acknowledgement is), and the client connects again: the event
+// is sent again after a second and stored once.
+func TestAnAppendLostWithItsConnectionIsSentAgain(t *testing.T) {
+	srv, c := testkit.NATS(t)
+	ctx := context.Background()
+	_, err := bus.EnsureStream(ctx, c.JS, bus.Topology{}.EventStream(bus.StreamControl, bus.SubjectControl))
+	require.NoError(t, err)
+	proxy := testkit.NewProxy(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	client := testkit.Connect(t, "nats://"+proxy.Addr())
+	s := eventstore.New(client.JS, bus.StreamControl, bus.SubjectControl)
+	pos, err := s.Append(ctx, "target", "t", eventstore.Position{}, removed("a"))
+	require.NoError(t, err)
+
+	proxy.DropReplies()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_, err := s.Append(actx, "target", "t", pos, removed("b"))
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // stored, its acknowledgement lost
+	proxy.Cut()
+	require.NoError(t, <-done)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	agg, err := eventstore.New(c.JS, bus.StreamControl, bus.SubjectControl).Load(ctx, "target", "t")
+	require.NoError(t, err)
+	assert.Len(t, agg.Events, 2, "stored once")
 }
