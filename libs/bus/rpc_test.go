@@ -190,6 +190,22 @@ func BenchmarkRequest(b *testing.B) {
 	}
 }
 
+// serveEcho serves sluice.api.test.echo.get, answering each request with
+// itself after delay; it counts the requests served.
+func serveEcho(ctx context.Context, t *testing.T, conn *bus.Conn, delay time.Duration) *atomic.Int32 {
+	t.Helper()
+	var calls atomic.Int32
+	_, err := bus.Serve(ctx, conn.NC, "sluice.api.test.echo.get", "test", func() *wrapperspb.StringValue { return &wrapperspb.StringValue{} },
+		func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+			calls.Add(1)
+			time.Sleep(delay)
+			return req, nil
+		})
+	require.NoError(t, err)
+	require.NoError(t, conn.NC.Flush())
+	return &calls
+}
+
 // A request in flight when its NATS node dies is lost without an error
 // (the client connects again, to another node). RequestIdempotent sends it
 // again and is answered in about ResendAfter; Request waits out its
@@ -198,14 +214,7 @@ func TestRequestIdempotentOutlivesALostRequest(t *testing.T) {
 	srv, conn := testkit.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var calls atomic.Int32
-	_, err := bus.Serve(ctx, conn.NC, "sluice.api.test.echo.get", "test", func() *wrapperspb.StringValue { return &wrapperspb.StringValue{} },
-		func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-			calls.Add(1)
-			return req, nil
-		})
-	require.NoError(t, err)
-	require.NoError(t, conn.NC.Flush())
+	calls := serveEcho(ctx, t, conn, 0)
 	proxy := testkit.NewProxy(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
 	caller := testkit.Connect(t, "nats://"+proxy.Addr())
 
@@ -254,15 +263,7 @@ func TestRequestIdempotentTakesALateAnswer(t *testing.T) {
 	_, conn := testkit.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var calls atomic.Int32
-	_, err := bus.Serve(ctx, conn.NC, "sluice.api.test.echo.get", "test", func() *wrapperspb.StringValue { return &wrapperspb.StringValue{} },
-		func(_ context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-			calls.Add(1)
-			time.Sleep(1600 * time.Millisecond)
-			return req, nil
-		})
-	require.NoError(t, err)
-	require.NoError(t, conn.NC.Flush())
+	calls := serveEcho(ctx, t, conn, 1600*time.Millisecond)
 	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer rcancel()
 	start := time.Now()

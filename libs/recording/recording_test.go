@@ -27,6 +27,18 @@ func command(i int) *sessionv1.Event {
 	return &sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: uint64(i), Text: "SELECT 1"}}}
 }
 
+// fenceable gives rec a fence the test raises and lowers.
+func fenceable(rec *recording.Recorder) *atomic.Bool {
+	var fenced atomic.Bool
+	rec.Fenced = func() error {
+		if fenced.Load() {
+			return errors.New("fenced")
+		}
+		return nil
+	}
+	return &fenced
+}
+
 // stored reads SESSIONS back: every batch in stream order, each event
 // decoded.
 func stored(t *testing.T, js jetstream.JetStream) (batches []string, events []*sessionv1.Event) {
@@ -178,13 +190,7 @@ func TestCloseRecordsTheEndOnlyWithoutAGap(t *testing.T) {
 	// Nothing lost: refused while fenced, before taking a seq.
 	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
 	rec := recording.New(conn.JS)
-	var fenced atomic.Bool
-	rec.Fenced = func() error {
-		if fenced.Load() {
-			return errors.New("fenced")
-		}
-		return nil
-	}
+	fenced := fenceable(rec)
 	other := rec.Open(recording.NewSessionID())
 	require.NoError(t, other.Record(ctx, command(1)))
 	fenced.Store(true)
@@ -210,13 +216,7 @@ func TestCutAndFence(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
 	rec := recording.New(conn.JS)
-	var fenced atomic.Bool
-	rec.Fenced = func() error {
-		if fenced.Load() {
-			return errors.New("fenced")
-		}
-		return nil
-	}
+	fenced := fenceable(rec)
 	before := rec.Open(recording.NewSessionID())
 	require.NoError(t, before.Record(ctx, command(1)))
 
@@ -354,13 +354,7 @@ func TestABatchLostWithItsConnectionIsSentAgain(t *testing.T) {
 
 	// A worker whose lease lapses while its batch is unanswered does not
 	// send it again.
-	var fenced atomic.Bool
-	rec.Fenced = func() error {
-		if fenced.Load() {
-			return errors.New("fenced")
-		}
-		return nil
-	}
+	fenced := fenceable(rec)
 	proxy.Drop()
 	done := make(chan error, 1)
 	go func() { done <- sess.Record(ctx, command(4)) }()

@@ -184,10 +184,29 @@ func (s *Service) writeSummary(ctx context.Context, key string, evs []*sessionv1
 			return nil // none of them changes a summary (a hold decided, say)
 		}
 	}
-	// Later events change the summary as it stands: read it, and write it
-	// back only if nobody wrote it meanwhile, so that a stale read never
-	// overwrites what the start recorded. Events it holds already (its
-	// folded_seq) are not folded again.
+	// Later events change the summary as it stands. Events it holds
+	// already (its folded_seq) are not folded again.
+	return s.updateSummary(ctx, key, func(prev *sessionv1.Summary) (*sessionv1.Summary, bool, error) {
+		sum, changed := fold(prev, evs)
+		if changed && prev.GetStartedAt() == nil && !startsSession(evs) {
+			// The session's start is not in the summary: these events are
+			// indexed before it (their record was stored after its, but
+			// its batch came again later, after a failover), and the start,
+			// older than what the summary would have folded, could never
+			// fill it in. AUDIT holds it already: fold the session from
+			// there.
+			sum, err := s.foldFromAudit(ctx, key)
+			return sum, err == nil && sum != nil && !proto.Equal(sum, prev), err
+		}
+		return sum, changed, nil
+	})
+}
+
+// updateSummary reads the session's summary, applies change, and writes
+// the result back only if nobody wrote it meanwhile (a stale read never
+// overwrites what another write recorded), trying again on a conflict.
+// change reports whether it changed anything.
+func (s *Service) updateSummary(ctx context.Context, key string, change func(prev *sessionv1.Summary) (*sessionv1.Summary, bool, error)) error {
 	var err error
 	for attempt := 1; attempt <= indexAttempts; attempt++ {
 		var prev *sessionv1.Summary
@@ -207,21 +226,9 @@ func (s *Service) writeSummary(ctx context.Context, key string, evs []*sessionv1
 			}
 			continue
 		}
-		sum, changed := fold(prev, evs)
-		if changed && prev.GetStartedAt() == nil && !startsSession(evs) {
-			// The session's start is not in the summary: these events are
-			// indexed before it (their record was stored after its, but
-			// its batch came again later, after a failover), and the start,
-			// older than what the summary would have folded, could never
-			// fill it in. AUDIT holds it already: fold the session from
-			// there.
-			if sum, err = s.foldFromAudit(ctx, key); err != nil {
-				return err
-			}
-			changed = sum != nil && !proto.Equal(sum, prev)
-		}
-		if !changed {
-			return nil
+		sum, changed, cerr := change(prev)
+		if cerr != nil || !changed {
+			return cerr
 		}
 		data, merr := proto.Marshal(sum)
 		if merr != nil {

@@ -209,51 +209,21 @@ func endsSession(r *auditv1.Record) bool {
 	if len(evs) == 0 {
 		return false
 	}
-	var ev sessionv1.Event
-	if proto.Unmarshal(evs[len(evs)-1], &ev) != nil {
-		return false
-	}
-	switch ev.GetBody().(type) {
-	case *sessionv1.Event_Ended, *sessionv1.Event_AuthFailed:
-		return true
-	}
-	return false
+	h, ok := peekEvent(evs[len(evs)-1])
+	return ok && h.ends
 }
 
 // indexLost folds a lost record into the session's summary, unless the
 // summary holds it already.
 func (s *Service) indexLost(ctx context.Context, rec *auditv1.Record) error {
-	key := rec.GetSessionId()
-	var err error
-	for attempt := 1; attempt <= indexAttempts; attempt++ {
-		var prev *sessionv1.Summary
-		var rev uint64
-		e, gerr := s.index.Get(ctx, key)
-		switch {
-		case gerr == nil:
-			rev, prev = e.Revision(), &sessionv1.Summary{}
-			if proto.Unmarshal(e.Value(), prev) != nil {
-				prev = nil
-			}
-		case !errors.Is(gerr, jetstream.ErrKeyNotFound):
-			err = gerr
-			continue
-		}
+	err := s.updateSummary(ctx, rec.GetSessionId(), func(prev *sessionv1.Summary) (*sessionv1.Summary, bool, error) {
 		if prev.GetFoldedSeq() >= rec.GetSeq() {
-			return nil
+			return nil, false, nil
 		}
-		data, merr := proto.Marshal(auditlog.SummarizeLost(prev, rec))
-		if merr != nil {
-			return merr
-		}
-		if rev == 0 {
-			_, err = s.index.Create(ctx, key, data)
-		} else {
-			_, err = s.index.Update(ctx, key, data, rev)
-		}
-		if err == nil || ctx.Err() != nil {
-			return err
-		}
+		return auditlog.SummarizeLost(prev, rec), true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("index the lost session: %w", err)
 	}
-	return fmt.Errorf("index the lost session: %w", err)
+	return nil
 }
