@@ -50,3 +50,21 @@ func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
 }
+
+// Pulls of a long-lived consumer (Messages) expire after PullExpiry and
+// carry a heartbeat every PullHeartbeat. A pull request that never reached
+// the consumer's leader (sent while the consumer had none: it was just
+// created on a cluster, or its leader's node died) is answered by nobody;
+// the client notices only when two heartbeats are missing and pulls again.
+// With the client's defaults (30 s, heartbeats every 15 s) that stalls
+// the consumer for 30 s; here for two seconds.
+const (
+	PullExpiry    = 10 * time.Second
+	PullHeartbeat = time.Second
+)
+
+// Messages is cons.Messages with PullExpiry and PullHeartbeat, for
+// consumers that follow a stream for the life of a service.
+func Messages(cons jetstream.Consumer, opts ...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
+	return cons.Messages(append([]jetstream.PullMessagesOpt{jetstream.PullExpiry(PullExpiry), jetstream.PullHeartbeat(PullHeartbeat)}, opts...)...)
+}

@@ -46,7 +46,7 @@ func (s *Store) Run(ctx context.Context, p Projection) error {
 }
 
 func (s *Store) consume(ctx context.Context, c jetstream.Consumer, p Projection) error {
-	it, err := c.Messages(jetstream.PullMaxMessages(16))
+	it, err := bus.Messages(c, jetstream.PullMaxMessages(16))
 	if err != nil {
 		return err
 	}

@@ -203,7 +203,10 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 			s.cfg.Log.Error().Err(err).Msg("apply failed")
 			return applyError("apply_failed", "the change could not be stored (nothing of it was applied); retry"), nil
 		}
-		if err := s.store.WaitApplied(ctx, projectionName, pos.Sequence); err != nil {
+		wctx, cancel := context.WithTimeout(ctx, projectionWait)
+		err = s.store.WaitApplied(wctx, projectionName, pos.Sequence)
+		cancel()
+		if err != nil {
 			return applyError("apply_failed", "the change is stored but not yet visible; retry to confirm"), nil
 		}
 		return &controlv1.ApplyResponse{Changes: a.changes, PolicyRevision: a.revision}, nil

@@ -375,7 +375,7 @@ func (b *batchRef) finish() {
 }
 
 func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(512), jetstream.PullPriorityGroup(PriorityGroup))
+	it, err := bus.Messages(cons, jetstream.PullMaxMessages(512), jetstream.PullPriorityGroup(PriorityGroup))
 	if err != nil {
 		return fmt.Errorf("recorder: %w", err)
 	}

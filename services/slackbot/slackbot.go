@@ -129,7 +129,7 @@ func (b *Bot) Run(ctx context.Context) error {
 
 // follow turns approval events into Slack messages and updates.
 func (b *Bot) follow(ctx context.Context, cons jetstream.Consumer) error {
-	it, err := cons.Messages()
+	it, err := bus.Messages(cons)
 	if err != nil {
 		return err
 	}
@@ -139,6 +139,9 @@ func (b *Bot) follow(ctx context.Context, cons jetstream.Consumer) error {
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
+			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				continue // a lost pull: the iterator pulls again
 			}
 			return err
 		}

@@ -65,8 +65,9 @@ func TestThreeNodeCluster(t *testing.T) {
 	o := &stack.Options{
 		// This cluster has no users: every service shares the one
 		// connection (the identities are tested in libs/bus and e2e).
-		Dial:        func(context.Context, string) (*bus.Conn, error) { return conn, nil },
-		Log:         zerolog.Nop(),
+		Dial: func(context.Context, string) (*bus.Conn, error) { return conn, nil },
+		// Warnings and errors are shown when the test fails.
+		Log:         zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
 		Topology:    bus.Topology{Replicas: 3},
 		Provider:    identity.Provider{Issuer: iss.URL, Audience: "sluice"},
 		APIListener: ln, RecorderKey: recKey, PGAddr: "127.0.0.1:0", K8sAddr: "127.0.0.1:0", TLSDir: t.TempDir(), MasterKey: master,
@@ -83,6 +84,11 @@ func TestThreeNodeCluster(t *testing.T) {
 	assert.Equal(t, 3, info.CachedInfo().Config.Replicas)
 	// The first admin group comes through the break-glass path.
 	testkit.Eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("the services stopped: %v", err)
+		default:
+		}
 		var resp controlv1.ApplyResponse
 		err := bus.Request(ctx, conn.NC, bus.APIControlBreakGlass, &controlv1.ApplyRequest{Config: []byte("access:\n  admins: [sluice-admins]\n")}, &resp)
 		if err == nil && resp.GetError() != nil {
