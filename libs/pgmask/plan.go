@@ -98,6 +98,9 @@ func (p *Plan) Derives(sources []string) bool {
 			return true
 		}
 		src = strings.ToLower(src)
+		if len(p.cols) > 0 && statistics(src) {
+			return true
+		}
 		if rel, ok := strings.CutSuffix(src, ".*"); ok {
 			if p.rels[rel] {
 				return true
@@ -105,6 +108,36 @@ func (p *Plan) Derives(sources []string) bool {
 			continue
 		}
 		if p.cols[src] {
+			return true
+		}
+	}
+	return false
+}
+
+// statisticsRelations hold samples of every table's values (most common
+// values, histogram bounds): what they give derives from every column,
+// masked ones included.
+var statisticsRelations = []string{"pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic", "pg_statistic_ext_data"}
+
+// statistics reports whether src ("rel.col", "schema.rel.col" or
+// "rel.*") is a column of a statistics relation.
+func statistics(src string) bool {
+	rel := src
+	if i := strings.LastIndexByte(rel, '.'); i >= 0 {
+		rel = rel[:i]
+	}
+	rel = strings.TrimPrefix(rel, "pg_catalog.")
+	return slices.Contains(statisticsRelations, rel)
+}
+
+// readsStatistics reports whether a result's values come from a statistics
+// relation under a plan that masks anything.
+func (p *Plan) readsStatistics(refs []string) bool {
+	if len(p.cols) == 0 {
+		return false
+	}
+	for _, r := range refs {
+		if statistics(strings.ToLower(r)) {
 			return true
 		}
 	}
@@ -219,6 +252,7 @@ func textish(oid uint32) bool {
 // lineage of the statement that produced the result.
 func (p *Plan) Columns(fields []pgproto3.FieldDescription, formats []int16, lin Lineage) []Column {
 	out := make([]Column, len(fields))
+	stats := p.readsStatistics(lin.Refs)
 	for i, f := range fields {
 		format := f.Format
 		switch len(formats) {
@@ -234,7 +268,9 @@ func (p *Plan) Columns(fields []pgproto3.FieldDescription, formats []int16, lin 
 		switch label, ok := p.whole[ColKey{f.TableOID, int16(f.TableAttributeNumber)}]; {
 		case ok:
 			c.how, c.label = colWhole, label
-		case f.TableOID == 0 && lin.derived(p, i, len(fields)):
+		case (f.TableOID == 0 || f.TableAttributeNumber <= 0 || stats) && lin.derived(p, i, len(fields)):
+			// A value computed by the statement, a whole row (attribute 0)
+			// or a statistics sample: what it derives from decides.
 			c.how, c.label = colDerived, "derived:"+string(f.Name)
 		case format == 1 && !textish(f.DataTypeOID):
 			c.how = colPass

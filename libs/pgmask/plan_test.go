@@ -193,6 +193,28 @@ func TestColumns(t *testing.T) {
 		"a column without a format of its own keeps the described one")
 	assert.Equal(t, colScan, cols[2].how)
 	assert.False(t, HasDerived(cols))
+
+	// A whole row of a table (attribute 0), in either format, is what its
+	// lineage says; so is what a statistics relation samples, though its
+	// columns come from a relation of their own.
+	rows := []pgproto3.FieldDescription{
+		{Name: []byte("c"), TableOID: 10, TableAttributeNumber: 0, DataTypeOID: 16385, Format: 1},
+		{Name: []byte("o"), TableOID: 30, TableAttributeNumber: 0, DataTypeOID: 16390, Format: 1},
+	}
+	cols = p.Columns(rows, nil, Lineage{Refs: []string{"customers.*", "orders.*"}, Targets: [][]string{{"customers.*"}, {"orders.*"}}})
+	assert.Equal(t, []colHow{colDerived, colPass}, []colHow{cols[0].how, cols[1].how}, "only the row holding a masked column")
+	stats := []pgproto3.FieldDescription{
+		{Name: []byte("attname"), TableOID: 12000, TableAttributeNumber: 3, DataTypeOID: 19},
+		{Name: []byte("histogram_bounds"), TableOID: 12000, TableAttributeNumber: 12, DataTypeOID: 2277, Format: 1},
+	}
+	for _, rel := range []string{"pg_stats", "pg_catalog.pg_stats", "pg_stats_ext_exprs", "pg_statistic"} {
+		lin := Lineage{Refs: []string{rel + ".histogram_bounds"}, Targets: [][]string{{rel + ".attname"}, {rel + ".histogram_bounds"}}}
+		cols = p.Columns(stats, nil, lin)
+		assert.Equal(t, []colHow{colDerived, colDerived}, []colHow{cols[0].how, cols[1].how}, rel)
+	}
+	unmasked := NewPlan(testMasker(t), decision(&controlv1.MaskRule{Detectors: []string{"email"}}), testCatalog())
+	cols = unmasked.Columns(stats, nil, Lineage{Refs: []string{"pg_stats.histogram_bounds"}})
+	assert.Equal(t, colPass, cols[1].how, "without masked columns statistics are not derived data")
 }
 
 func TestMaskRow(t *testing.T) {

@@ -26,10 +26,10 @@ func TestColumns(t *testing.T) {
 func TestParseCopy(t *testing.T) {
 	c, err := ParseCopy("COPY customers TO STDOUT")
 	require.NoError(t, err)
-	assert.Equal(t, &Copy{Table: "customers", Format: "text", Delimiter: '\t'}, c)
+	assert.Equal(t, &Copy{Table: "customers", Format: "text", Delimiter: '\t', Quote: '"', Escape: '"', Null: `\N`}, c)
 	c, err = ParseCopy("COPY public.customers (email, name) TO STDOUT WITH (FORMAT csv, HEADER)")
 	require.NoError(t, err)
-	assert.Equal(t, &Copy{Table: "public.customers", Columns: []string{"email", "name"}, Format: "csv", Delimiter: ',', Header: true}, c)
+	assert.Equal(t, &Copy{Table: "public.customers", Columns: []string{"email", "name"}, Format: "csv", Delimiter: ',', Header: true, Quote: '"', Escape: '"'}, c)
 	for q, want := range map[string]bool{"COPY t TO STDOUT (FORMAT csv, HEADER false)": false, "COPY t TO STDOUT CSV HEADER": true,
 		"COPY t TO STDOUT (HEADER match)": true, "COPY t TO STDOUT (HEADER 0)": false} {
 		c, err = ParseCopy(q)
@@ -43,6 +43,12 @@ func TestParseCopy(t *testing.T) {
 	c, err = ParseCopy("COPY customers TO STDOUT DELIMITER '|'")
 	require.NoError(t, err)
 	assert.Equal(t, byte('|'), c.Delimiter)
+	c, err = ParseCopy(`COPY t TO STDOUT WITH (FORMAT csv, QUOTE '|', ESCAPE '\', NULL 'none', FORCE_QUOTE *, ENCODING 'LATIN1')`)
+	require.NoError(t, err)
+	assert.Equal(t, []any{byte('|'), byte('\\'), "none", []string{"encoding"}}, []any{c.Quote, c.Escape, c.Null, c.Other})
+	c, err = ParseCopy(`COPY t TO STDOUT CSV QUOTE AS '|'`)
+	require.NoError(t, err)
+	assert.Equal(t, []any{byte('|'), byte('|'), ""}, []any{c.Quote, c.Escape, c.Null}, "the escape is the quote unless set")
 	_, err = ParseCopy("COPY customers FROM STDIN")
 	assert.Error(t, err)
 }

@@ -21,6 +21,14 @@ type Copy struct {
 	Delimiter byte
 	// Header says the first line holds the column names.
 	Header bool
+	// Quote and Escape are CSV's quoting characters (both '"' unless set).
+	Quote, Escape byte
+	// Null is how a NULL is written (\N in text, nothing in CSV, unless set).
+	Null string
+	// Other names the options given that change the output in ways not
+	// described here (ENCODING, say): a reader that must understand every
+	// byte refuses them.
+	Other []string
 }
 
 // ParseCopy reads a single COPY ... TO STDOUT statement.
@@ -36,7 +44,8 @@ func ParseCopy(sql string) (*Copy, error) {
 	if cs == nil || cs.GetIsFrom() {
 		return nil, fmt.Errorf("sqlclass: not a COPY ... TO statement")
 	}
-	c := &Copy{Format: "text", Delimiter: '\t', Query: cs.GetQuery() != nil}
+	c := &Copy{Format: "text", Delimiter: '\t', Query: cs.GetQuery() != nil, Quote: '"'}
+	escapeSet, nullSet := false, false
 	if rv := cs.GetRelation(); rv != nil {
 		c.Table = relName(rv)
 	}
@@ -61,6 +70,19 @@ func ParseCopy(sql string) (*Copy, error) {
 				return nil, fmt.Errorf("sqlclass: unsupported COPY delimiter %q", val)
 			}
 			c.Delimiter, delimiterSet = val[0], true
+		case "quote", "escape":
+			if len(val) != 1 {
+				return nil, fmt.Errorf("sqlclass: unsupported COPY %s %q", de.GetDefname(), val)
+			}
+			if strings.EqualFold(de.GetDefname(), "quote") {
+				c.Quote = val[0]
+			} else {
+				c.Escape, escapeSet = val[0], true
+			}
+		case "null":
+			c.Null, nullSet = val, true
+		case "force_quote":
+			// Quotes more fields; the CSV grammar reads them alike.
 		case "binary":
 			c.Format = "binary"
 		case "csv":
@@ -77,7 +99,15 @@ func ParseCopy(sql string) (*Copy, error) {
 				v := strings.ToLower(val)
 				c.Header = v != "false" && v != "off" && v != "0"
 			}
+		default:
+			c.Other = append(c.Other, strings.ToLower(de.GetDefname()))
 		}
+	}
+	if !escapeSet {
+		c.Escape = c.Quote
+	}
+	if !nullSet && c.Format == "text" {
+		c.Null = `\N`
 	}
 	if c.Format == "csv" && !delimiterSet {
 		c.Delimiter = ','

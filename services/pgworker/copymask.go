@@ -11,16 +11,24 @@ import (
 
 // copyMask masks the rows of a COPY ... TO STDOUT in text or CSV format.
 // Rows may be split across CopyData messages; an incomplete row is kept
-// until the rest arrives (in CSV, a quoted field may span lines).
+// until the rest arrives (in CSV, a quoted field may span lines). Rows and
+// fields are read with the statement's own grammar (its delimiter, CSV
+// quote and escape, text format's backslash escapes), the way PostgreSQL
+// wrote them; a row that does not split into the statement's columns is
+// masked whole.
 type copyMask struct {
-	plan    *pgmask.Plan
-	csv     bool
-	delim   byte
-	whole   map[int]string // field index -> masked column label
-	all     bool           // every field is masked whole (derived data)
-	header  bool           // the first line is the column names: not data
-	pending []byte
-	out     []byte
+	plan          *pgmask.Plan
+	csv           bool
+	delim         byte
+	quote, escape byte
+	null          string
+	whole         map[int]string // field index -> masked column label
+	all           bool           // every field is masked whole (derived data)
+	header        bool           // the first line is the column names: not data
+	fields        int            // the columns each row holds; 0 = unknown
+	pending       []byte
+	out           []byte
+	bounds        []int // maskRow's field boundaries, reused
 }
 
 // newCopyMask plans masking for a COPY statement: per field where the
@@ -30,15 +38,17 @@ func newCopyMask(plan *pgmask.Plan, text string, lin pgmask.Lineage) (*copyMask,
 	if err != nil {
 		return nil, pgmask.ErrUndecodable
 	}
-	if c.Format == "binary" {
+	if c.Format == "binary" || len(c.Other) > 0 || c.Delimiter == '\\' || c.Delimiter == '\n' || c.Delimiter == '\r' {
 		return nil, pgmask.ErrUndecodable
 	}
-	cm := &copyMask{plan: plan, csv: c.Format == "csv", delim: c.Delimiter, whole: map[int]string{}, header: c.Header}
+	cm := &copyMask{plan: plan, csv: c.Format == "csv", delim: c.Delimiter, quote: c.Quote, escape: c.Escape, null: c.Null,
+		whole: map[int]string{}, header: c.Header}
 	if c.Query {
 		if lin.Targets == nil {
 			cm.all = plan.Derives(lin.Refs)
 			return cm, nil
 		}
+		cm.fields = len(lin.Targets)
 		for i, t := range lin.Targets {
 			if plan.Derives(t) {
 				cm.whole[i] = "field:" + strconv.Itoa(i+1)
@@ -50,6 +60,7 @@ func newCopyMask(plan *pgmask.Plan, text string, lin pgmask.Lineage) (*copyMask,
 	if len(cols) == 0 {
 		cols = plan.Catalog().Table(c.Table)
 	}
+	cm.fields = len(cols)
 	table := strings.ToLower(c.Table)
 	plain := table
 	if i := strings.LastIndexByte(table, '.'); i >= 0 {
@@ -75,20 +86,56 @@ func (c *copyMask) feed(data []byte, st *pgmask.Stats) []byte {
 	c.pending = append(c.pending, data...)
 	c.out = c.out[:0]
 	start := 0
-	quoted := false
-	for i := 0; i < len(c.pending); i++ {
-		b := c.pending[i]
-		if c.csv && b == '"' {
-			quoted = !quoted
-			continue
+	for {
+		end, ok := c.rowEnd(c.pending[start:])
+		if !ok {
+			break
 		}
-		if b == '\n' && !quoted {
-			c.out = c.maskRow(c.out, c.pending[start:i+1], st)
-			start = i + 1
-		}
+		c.out = c.maskRow(c.out, c.pending[start:start+end], st)
+		start += end
 	}
 	c.pending = append(c.pending[:0], c.pending[start:]...)
 	return c.out
+}
+
+// rowEnd is the length of the first complete row of b (its newline
+// included), read with the statement's grammar.
+func (c *copyMask) rowEnd(b []byte) (int, bool) {
+	quoted := false
+	for i := 0; i < len(b); i++ {
+		switch ch := b[i]; {
+		case c.csv && quoted && ch == c.escape && i+1 < len(b) && b[i+1] == c.quote:
+			i++ // an escaped quote inside a quoted field
+		case c.csv && ch == c.quote:
+			quoted = !quoted
+		case !c.csv && ch == '\\':
+			i++ // text format: the next byte is escaped
+		case ch == '\n' && !quoted:
+			return i + 1, true
+		}
+	}
+	return 0, false
+}
+
+// split puts the end of each field of row (without its newline) into
+// c.bounds, read with the statement's grammar.
+func (c *copyMask) split(row []byte) []int {
+	b := c.bounds[:0]
+	quoted := false
+	for i := 0; i < len(row); i++ {
+		switch ch := row[i]; {
+		case c.csv && quoted && ch == c.escape && i+1 < len(row) && row[i+1] == c.quote:
+			i++
+		case c.csv && ch == c.quote:
+			quoted = !quoted
+		case !c.csv && ch == '\\':
+			i++
+		case ch == c.delim && !quoted:
+			b = append(b, i)
+		}
+	}
+	c.bounds = append(b, len(row))
+	return c.bounds
 }
 
 // flush returns what remains at the end of the copy.
@@ -103,55 +150,46 @@ func (c *copyMask) maskRow(dst, row []byte, st *pgmask.Stats) []byte {
 	if len(row) == 0 {
 		return dst
 	}
-	if c.header {
-		c.header = false
-		return append(dst, row...)
-	}
-	if len(c.whole) == 0 && !c.all {
-		return c.plan.MaskText(dst, row, st)
-	}
 	nl := bytes.HasSuffix(row, []byte{'\n'})
 	if nl {
 		row = row[:len(row)-1]
 	}
-	field, start := 0, 0
-	quoted := false
-	emit := func(f []byte) {
-		label, whole := c.whole[field]
-		switch {
-		case (whole || c.all) && !isNullField(f, c.csv):
-			dst = c.plan.MaskWholeText(dst, f)
-			if label == "" {
-				label = "copy:all"
+	ends := c.split(row)
+	header := c.header
+	c.header = false
+	switch {
+	case c.fields > 0 && len(ends) != c.fields:
+		// Not the statement's columns: read differently from how it was
+		// written, it is masked whole rather than trusted.
+		dst = c.plan.MaskWholeText(dst, row)
+		st.Column("copy:row")
+	case header:
+		dst = append(dst, row...) // the column names
+	case len(c.whole) == 0 && !c.all:
+		dst = c.plan.MaskText(dst, row, st)
+	default:
+		start := 0
+		for field, end := range ends {
+			f := row[start:end]
+			label, whole := c.whole[field]
+			switch {
+			case (whole || c.all) && string(f) != c.null:
+				dst = c.plan.MaskWholeText(dst, f)
+				if label == "" {
+					label = "copy:all"
+				}
+				st.Column(label)
+			default:
+				dst = c.plan.MaskText(dst, f, st)
 			}
-			st.Column(label)
-		default:
-			dst = c.plan.MaskText(dst, f, st)
+			if end < len(row) {
+				dst = append(dst, c.delim)
+			}
+			start = end + 1
 		}
 	}
-	for i := 0; i < len(row); i++ {
-		b := row[i]
-		if c.csv && b == '"' {
-			quoted = !quoted
-			continue
-		}
-		if b == c.delim && !quoted {
-			emit(row[start:i])
-			dst = append(dst, c.delim)
-			field++
-			start = i + 1
-		}
-	}
-	emit(row[start:])
 	if nl {
 		dst = append(dst, '\n')
 	}
 	return dst
-}
-
-func isNullField(f []byte, csv bool) bool {
-	if csv {
-		return len(f) == 0
-	}
-	return string(f) == `\N`
 }

@@ -35,14 +35,14 @@ func FuzzCopyMask(f *testing.F) {
 	f.Add([]byte("1,\"a,\nb\",x\n"), uint8(3))
 	p := testPlan(f)
 	f.Fuzz(func(t *testing.T, data []byte, cut uint8) {
-		cm := &copyMask{plan: p, delim: '\t', whole: map[int]string{1: "customers.email"}}
+		cm := &copyMask{plan: p, delim: '\t', null: `\N`, whole: map[int]string{1: "customers.email"}}
 		var st pgmask.Stats
 		var out []byte
 		at := int(cut) % (len(data) + 1)
 		out = append(out, cm.feed(data[:at], &st)...)
 		out = append(out, cm.feed(data[at:], &st)...)
 		out = append(out, cm.flush(&st)...)
-		whole := &copyMask{plan: p, delim: '\t', whole: map[int]string{1: "customers.email"}}
+		whole := &copyMask{plan: p, delim: '\t', null: `\N`, whole: map[int]string{1: "customers.email"}}
 		ref := append(append([]byte(nil), whole.feed(data, &st)...), whole.flush(&st)...)
 		if !bytes.Equal(out, ref) {
 			t.Fatalf("split at %d changes the result:\n%q\n%q", at, out, ref)
