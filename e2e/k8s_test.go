@@ -178,6 +178,17 @@ spec:
 		out, err = alice.kubectl(deployment, "apply", "-f", "-")
 		require.Error(t, err)
 		assert.Contains(t, out, `denied by rule "deny-k8s-host-pods"`)
+		// A pod spec beside a field the cluster would drop is still read;
+		// and a write is validated strictly, so the cluster refuses a field
+		// it does not know rather than storing what was not ruled on.
+		hidden := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"hidden"},"spec":{"template":null,"hostPID":true,"containers":[{"name":"x","image":"busybox"}]}}`
+		out, err = alice.kubectl(hidden, "create", "--raw", "/targets/demo-k8s/api/v1/namespaces/team-a/pods", "-f", "-")
+		require.Error(t, err)
+		assert.Contains(t, out, `denied by rule "deny-k8s-host-pods"`)
+		odd := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"odd"},"spec":{"bogus":1,"containers":[{"name":"x","image":"busybox"}]}}`
+		out, err = alice.kubectl(odd, "create", "--raw", "/targets/demo-k8s/api/v1/namespaces/team-a/pods", "-f", "-")
+		require.Error(t, err)
+		assert.Contains(t, out, `unknown field "spec.bogus"`)
 		out, err = alice.kubectl("", "-n", "team-a", "exec", "web", "--", "id")
 		require.Error(t, err)
 		assert.Contains(t, out, `denied by rule "deny-k8s-streams-and-proxies"`)

@@ -200,3 +200,22 @@ func (r Request) Mutating() bool {
 	}
 	return true
 }
+
+// ForwardQuery is the query a request is sent to the cluster with. A write
+// is validated strictly (fieldValidation=Strict, whatever the client
+// asked): the cluster refuses a field it does not know, or one given
+// twice, instead of dropping it with a warning, so that what it stores is
+// what the policy read (a pod spec beside a field the cluster drops, a key
+// repeated so that each reader takes another).
+func ForwardQuery(method, rawQuery string) string {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		q, _ := url.ParseQuery(rawQuery)
+		if q == nil {
+			q = url.Values{}
+		}
+		q.Set("fieldValidation", "Strict")
+		return q.Encode()
+	}
+	return rawQuery
+}

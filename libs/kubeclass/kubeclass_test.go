@@ -1,6 +1,7 @@
 package kubeclass
 
 import (
+	"net/http"
 	"net/url"
 	"testing"
 
@@ -58,4 +59,12 @@ func TestClassifyRefusesPathsTheServerWouldResolveOtherwise(t *testing.T) {
 		_, err := Classify("GET", p, nil)
 		assert.ErrorIs(t, err, ErrPath, p)
 	}
+}
+
+func TestForwardQueryValidatesWritesStrictly(t *testing.T) {
+	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodPatch} {
+		assert.Equal(t, "dryRun=All&fieldValidation=Strict", ForwardQuery(m, "fieldValidation=Ignore&dryRun=All"), m)
+		assert.Equal(t, "fieldValidation=Strict", ForwardQuery(m, ""), m)
+	}
+	assert.Equal(t, "watch=1&fieldValidation=Ignore", ForwardQuery(http.MethodGet, "watch=1&fieldValidation=Ignore"), "reads are sent as asked")
 }

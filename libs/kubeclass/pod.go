@@ -76,16 +76,10 @@ func podSpecs(obj map[string]any) []map[string]any {
 			out = append(out, m)
 		}
 	}
-	if kind, _ := obj["kind"].(string); kind == "Pod" || kind == "" {
-		// A patch of a pod names no kind.
-		if spec, ok := obj["spec"].(map[string]any); ok {
-			if _, hasTemplate := spec["template"]; !hasTemplate {
-				if _, hasJob := spec["jobTemplate"]; !hasJob {
-					out = append(out, spec)
-				}
-			}
-		}
-	}
+	// Every place a pod spec may be is read, whatever the object says it
+	// is: a Pod's spec with a template beside it is still a pod spec, and
+	// a workload's own spec read as one only adds what it holds.
+	add("spec")
 	add("spec", "template", "spec")
 	add("spec", "jobTemplate", "spec", "template", "spec")
 	add("template", "spec")

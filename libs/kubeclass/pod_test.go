@@ -33,6 +33,19 @@ func TestPodSummary(t *testing.T) {
 	patch := PodSummary([]byte(`{"spec":{"template":{"spec":{"volumes":[{"name":"s","secret":{"secretName":"db"}}]}}}}`), "application/strategic-merge-patch+json")
 	assert.Equal(t, []string{"db"}, patch.GetSecrets())
 
+	// A pod spec is read wherever it is, whatever sits beside it: a Pod
+	// whose spec carries a template (which the cluster drops, or refuses
+	// under strict validation) is still a privileged pod.
+	for _, body := range []string{
+		`{"kind":"Pod","spec":{"template":null,"hostPID":true,"containers":[{"image":"x","securityContext":{"privileged":true}}]}}`,
+		`{"kind":"Pod","spec":{"jobTemplate":{},"hostNetwork":true,"volumes":[{"hostPath":{"path":"/"}}],"containers":[{"image":"x"}]}}`,
+		`{"kind":"Deployment","spec":{"hostPID":true,"template":{"spec":{"containers":[{"image":"x"}]}}}}`,
+	} {
+		pod := PodSummary([]byte(body), "application/json")
+		assert.True(t, pod.GetPresent(), body)
+		assert.True(t, pod.GetHostPid() || pod.GetHostNetwork(), body)
+	}
+
 	// What cannot be read is unknown.
 	for _, ct := range []string{"application/json-patch+json", "application/apply-patch+yaml"} {
 		assert.True(t, PodSummary([]byte(`[{"op":"add"}]`), ct).GetParseError(), ct)

@@ -493,7 +493,7 @@ func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, 
 			out.URL.Scheme, out.URL.Host = server.Scheme, server.Host
 			out.URL.Path = strings.TrimSuffix(server.Path, "/") + rest
 			out.URL.RawPath = ""
-			out.URL.RawQuery = r.URL.RawQuery
+			out.URL.RawQuery = kubeclass.ForwardQuery(r.Method, r.URL.RawQuery)
 			out.Host = server.Host
 			// The client says nothing about who it is to the cluster.
 			for h := range out.Header {

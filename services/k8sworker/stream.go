@@ -19,10 +19,13 @@ import (
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
-// streamProtocols are the websocket subprotocols of Kubernetes streams.
+// streamProtocols are the websocket subprotocols of Kubernetes streams
+// that Sluice reads: binary channels. The base64 ones (text messages, no
+// client of the project's own uses them) would carry output past the
+// masking and into the record undecoded, and are not offered.
 var streamProtocols = map[string]bool{
 	"v5.channel.k8s.io": true, "v4.channel.k8s.io": true, "v3.channel.k8s.io": true, "v2.channel.k8s.io": true,
-	"channel.k8s.io": true, "base64.channel.k8s.io": true, "v4.base64.channel.k8s.io": true,
+	"channel.k8s.io":     true,
 	"portforward.k8s.io": true, "v2.portforward.k8s.io": true,
 }
 
@@ -292,7 +295,11 @@ type streamMasks struct {
 // send (nil: nothing yet, the masker holds it) and, before a status or a
 // close, what the maskers still held.
 func (m *streamMasks) mask(mt int, data []byte) ([]byte, [][]byte) {
-	if mt != websocket.BinaryMessage || len(data) == 0 {
+	if mt != websocket.BinaryMessage {
+		// Not a channel message: nothing the maskers can read goes out.
+		return nil, nil
+	}
+	if len(data) == 0 {
 		return data, nil
 	}
 	switch data[0] {

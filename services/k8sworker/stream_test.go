@@ -192,3 +192,4 @@ func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
 		}
 	}
 }
+

@@ -1,8 +1,10 @@
 package k8sworker
 
 import (
+	"encoding/base64"
 	"testing"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 )
 
@@ -25,4 +27,14 @@ func TestRoute(t *testing.T) {
 		_, _, ok := route(p)
 		assert.False(t, ok, p)
 	}
+}
+
+// Output the maskers cannot read (a text message: the base64 protocols,
+// which are not offered) is withheld, not passed on.
+func TestStreamMasksWithholdWhatTheyCannotRead(t *testing.T) {
+	assert.False(t, streamProtocols["base64.channel.k8s.io"] || streamProtocols["v4.base64.channel.k8s.io"])
+	var m streamMasks
+	out, flushed := m.mask(websocket.TextMessage, []byte("1"+base64.StdEncoding.EncodeToString([]byte("ssn 107-11-1037"))))
+	assert.Nil(t, out)
+	assert.Nil(t, flushed)
 }

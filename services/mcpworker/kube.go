@@ -157,7 +157,7 @@ func (w *Worker) runKube(ctx context.Context, s *session, c *call, t *controlv1.
 	defer cancel()
 	target := *k.Server
 	target.Path = strings.TrimSuffix(k.Server.Path, "/") + u.Path
-	target.RawQuery = u.RawQuery
+	target.RawQuery = kubeclass.ForwardQuery(method, u.RawQuery)
 	hreq, err := http.NewRequestWithContext(ctx, method, target.String(), bytes.NewReader(body))
 	if err != nil {
 		res.Status, res.Error = statusError, fail("invalid_arguments", "the request cannot be made: %v", err)
