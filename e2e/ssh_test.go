@@ -352,6 +352,25 @@ func TestSSH(t *testing.T) {
 		})
 		transcript, err := env.CLI(auditor, "replay", id)
 		require.NoError(t, err)
+		// What a command reads from its standard input is in the record
+		// too: a program fed its commands that way runs nothing unseen.
+		fedOut, fedErr, fedCode := alice.run(60*time.Second, "first fed line\nsecond fed line\n", "ssh", "-T", "demo-ssh", "cat > /dev/null")
+		require.Equal(t, 0, fedCode, fedOut+fedErr)
+		testkit.Eventually(t, 10*time.Second, func() error {
+			o, err := env.CLI(auditor, "sessions", "list", "-o", "json")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, o)
+			}
+			if err := json.Unmarshal([]byte(o), &sessions); err != nil {
+				return err
+			}
+			for _, s := range sessions.Sessions {
+				if r, _ := env.CLI(auditor, "replay", s.ID); s.Protocol == "ssh" && strings.Contains(r, "second fed line") {
+					return nil
+				}
+			}
+			return fmt.Errorf("no ssh session shows the input it was fed")
+		})
 		assert.Contains(t, transcript, "ssh on target demo-ssh")
 		assert.Contains(t, transcript, "ALLOW by rule allow-engineer-ssh-commands")
 		assert.Contains(t, transcript, "│ line one")

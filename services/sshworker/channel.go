@@ -382,17 +382,16 @@ func (c *channel) execute(ctx context.Context, id uint64, kind string, payload [
 		}
 	}()
 	go func() {
-		// Client input. A shell's input is recorded; a command's is not
-		// (it may be a file), only counted.
+		// Client input, on every channel: a command that reads its
+		// commands from standard input (ed, a database shell, sh -s) runs
+		// what the record would otherwise never show.
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := c.ch.Read(buf)
 			if n > 0 {
 				s.touch()
 				s.bytesIn.Add(int64(n))
-				if kind == "shell" || c.term {
-					rec.io(ctx, "i", buf[:n])
-				}
+				rec.io(ctx, "i", buf[:n])
 				if _, werr := up.Write(buf[:n]); werr != nil {
 					return
 				}
