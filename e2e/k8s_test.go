@@ -114,6 +114,12 @@ data: {owner: ada.lovelace@example.com, replicas: "3"}
 		out, err = dora.kubectl("", "-n", "team-a", "get", "secret", "db", "-o", "jsonpath={.data.password}")
 		require.NoError(t, err, out)
 		assert.Equal(t, base64.StdEncoding.EncodeToString([]byte("hunter2")), out)
+		// A write answers with the Secret it changed: redacted whoever
+		// asked, since what a policy lets write is not what it lets read.
+		out, err = dora.kubectl("", "-n", "team-a", "patch", "secret", "db", "-p", "{}", "--dry-run=server", "-o", "yaml")
+		require.NoError(t, err, out)
+		assert.NotContains(t, out, base64.StdEncoding.EncodeToString([]byte("hunter2")))
+		assert.Contains(t, out, "W3JlZGFjdGVkXQ==")
 	})
 
 	t.Run("a delete is held, approved from the CLI, and the same command then runs once", func(t *testing.T) {

@@ -480,12 +480,18 @@ func (s *session) forward(rw http.ResponseWriter, r *http.Request, rest string, 
 	server := up.Server
 	masked := len(d.GetMasks()) > 0
 	var m *responseMasker
-	if masked {
+	switch {
+	case masked:
 		var err error
 		if m, err = s.newMasker(d, id, info); err != nil {
 			status(rw, http.StatusInternalServerError, "InternalError", "sluice: the masking rules cannot be applied")
 			return
 		}
+	case info.Resource == "secrets" && info.Mutating():
+		// A write answers with the Secret it changed (a patch, a delete, a
+		// dry run): what a policy lets write is not what it lets read, so
+		// its values are redacted whoever asked.
+		masked, m = true, &responseMasker{s: s, id: id, info: info, k: kubemask.New(s.w.bodyMasker, info.Resource)}
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
