@@ -62,6 +62,14 @@ func (w *walker) call(args []arg, c ctx) {
 		w.wrap(name, spec, rest, c)
 		return
 	}
+	if name == "sg" {
+		w.sg(rest, c)
+		return
+	}
+	if runners[name] || (name == "ip" && netnsExec(rest)) {
+		w.runner(name, rest, c)
+		return
+	}
 	if lang, ok := shells[name]; ok {
 		w.shell(lang, rest, c)
 		return
@@ -538,4 +546,75 @@ func (w *walker) stdinProgram(c ctx, lang syntax.LangVariant, parse bool) {
 	// of the text, which may be anything.
 	c.in, c.text, c.known = inOther, "", false
 	w.code(text, c, lang)
+}
+
+// runners run a program named in their arguments, behind options this
+// package does not read word by word (bwrap --bind src dest, say). What
+// they run is not settled by the text: they are flagged dynamic, and the
+// command from their first word that is not an option is looked through.
+// Those whose options are known are wrappers (wrappers.go).
+var runners = map[string]bool{
+	"ltrace": true, "valgrind": true, "catchsegv": true, "perf": true, "gdb": true,
+	"dbus-launch": true, "firejail": true, "bwrap": true, "proot": true, "systemd-run": true,
+	"systemd-nspawn": true, "runcon": true, "chpst": true, "numactl": true, "faketime": true,
+	"eatmydata": true, "nocache": true, "torsocks": true, "proxychains": true, "proxychains4": true,
+	"trickle": true, "daemonize": true, "start-stop-daemon": true, "setuidgid": true,
+	"envuidgid": true, "softlimit": true, "setlock": true,
+}
+
+// netnsExec reports whether ip's arguments run a program (ip [options]
+// netns exec NAME cmd; ip takes any prefix of a keyword), or may.
+func netnsExec(args []arg) bool {
+	for i, a := range args {
+		if a.dynamic {
+			return true
+		}
+		if len(a.text) >= 2 && strings.HasPrefix("netns", a.text) && i+1 < len(args) && args[i+1].text != "" && strings.HasPrefix("exec", args[i+1].text) {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *walker) runner(name string, rest []arg, c ctx) {
+	w.flag(FlagDynamic)
+	if name == "ip" {
+		// ip ... netns exec NAME cmd
+		for i := 0; i+2 < len(rest); i++ {
+			if strings.HasPrefix("exec", rest[i+1].text) && strings.HasPrefix("netns", rest[i].text) {
+				w.call(rest[i+3:], c)
+				return
+			}
+		}
+		return
+	}
+	for i, a := range rest {
+		if !a.dynamic && !strings.HasPrefix(a.text, "-") {
+			w.call(rest[i:], c)
+			return
+		}
+	}
+}
+
+// sg [-] [group [-c] command]: the command runs in a shell (sh -c).
+func (w *walker) sg(rest []arg, c ctx) {
+	w.flag(FlagShell)
+	if len(rest) > 0 && rest[0].text == "-" {
+		rest = rest[1:]
+	}
+	if len(rest) == 0 {
+		return // a shell reading standard input
+	}
+	rest = rest[1:] // the group
+	if len(rest) > 0 && rest[0].text == "-c" {
+		rest = rest[1:]
+	}
+	if len(rest) == 0 {
+		return
+	}
+	if anyDynamic(rest) {
+		w.flag(FlagDynamic)
+		return
+	}
+	w.code(strings.Join(texts(rest), " "), c, syntax.LangBash)
 }

@@ -81,7 +81,27 @@ var wrappers = map[string]wrapper{
 		stdinShell: true,
 	},
 	"busybox": {},
-	"script":  {args: "EIOBTm", long: []string{"echo", "log-in", "log-out", "log-io", "log-timing", "logging-format"}, shellOpt: "c", shellLong: []string{"command"}, permute: true, stdinShell: true},
+	// Programs that set something up and run a command, read option by
+	// option. What runs depends on more than the text (a personality, a
+	// scheduling class, a tracer), so they count as dynamic too.
+	"setarch":          {operands: 1, stopLong: []string{"list"}, dynamic: true},
+	"linux32":          {dynamic: true},
+	"linux64":          {dynamic: true},
+	"i386":             {dynamic: true},
+	"x86_64":           {dynamic: true},
+	"uname26":          {dynamic: true},
+	"chrt":             {args: "TPD", long: []string{"sched-runtime", "sched-period", "sched-deadline"}, stop: "pm", stopLong: []string{"pid", "max"}, operands: 1, dynamic: true},
+	"prlimit":          {long: []string{"output"}, stop: "p", stopLong: []string{"pid"}, dynamic: true},
+	"setpriv":          {long: []string{"reuid", "regid", "ruid", "euid", "rgid", "egid", "groups", "inh-caps", "ambient-caps", "bounding-set", "securebits", "pdeathsig", "selinux-label", "apparmor-profile", "landlock-access", "landlock-rule", "seccomp-filter"}, stop: "d", stopLong: []string{"dump"}, sudo: true, dynamic: true},
+	"choom":            {args: "n", long: []string{"adjust"}, stop: "p", stopLong: []string{"pid"}, dynamic: true},
+	"uclampset":        {args: "mM", stop: "p", stopLong: []string{"pid"}, dynamic: true},
+	"strace":           {args: "abeIoOpPsSuEX", stop: "p", dynamic: true},
+	"ssh-agent":        {args: "aEOPt", stop: "kD", dynamic: true},
+	"dbus-run-session": {long: []string{"config-file", "dbus-daemon"}, dynamic: true},
+	"cgexec":           {args: "g", dynamic: true},
+	"fakeroot":         {args: "lisb", long: []string{"lib", "faked"}, dynamic: true},
+	"unbuffer":         {dynamic: true},
+	"script":           {args: "EIOBTm", long: []string{"echo", "log-in", "log-out", "log-io", "log-timing", "logging-format"}, shellOpt: "c", shellLong: []string{"command"}, permute: true, stdinShell: true},
 }
 
 // wrapperSpec returns how to read the options of the wrapper called name.

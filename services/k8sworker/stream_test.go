@@ -192,4 +192,3 @@ func TestExecStreamIsRelayedAndRecorded(t *testing.T) {
 		}
 	}
 }
-
