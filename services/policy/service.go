@@ -30,8 +30,11 @@ import (
 
 // Built-in rule names (not written in any policy).
 const (
-	RuleNoPolicy     = "builtin:no-policy"
-	RuleUnparseable  = "builtin:unparseable-sql"
+	RuleNoPolicy    = "builtin:no-policy"
+	RuleUnparseable = "builtin:unparseable-sql"
+	// RuleLexerSetting refuses a statement that changes how the server
+	// reads the next ones, whatever the rules say.
+	RuleLexerSetting = "builtin:lexer-setting"
 	RuleNoCommand    = "builtin:no-command"
 	RuleGrantsBehind = "builtin:grants-view-behind"
 	// RuleUnparseableCommand denies an SSH exec request whose command line
@@ -435,6 +438,12 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 		v, ms, remembered := set.Rule(ctx, in)
 		policyRuleMemo.WithLabelValues(strconv.FormatBool(remembered)).Inc()
 		d := decision(v, set.Revision)
+		if d.Action != engine.Deny && changesLexer(st) {
+			// Whatever the rules say: a statement read one way by the
+			// classifier and another by the server would run unseen.
+			d = deny(RuleLexerSetting, "changing how statements are read (standard_conforming_strings, client_encoding, backslash_quote) is not allowed: "+
+				"the statements after it would run as something other than what was ruled on", set.Revision)
+		}
 		if worst == nil || engine.Severity(d.Action) > engine.Severity(worst.Action) {
 			worst = d
 		}
@@ -453,6 +462,14 @@ func evaluateSQL(ctx context.Context, set *engine.Set, in engine.Input, text str
 		worst.Cache.ShapeCacheable = shaped && shapeHolds(text, shape, res, shapeRes)
 	}
 	return worst
+}
+
+// changesLexer reports whether a statement sets a lexer setting (SET,
+// set_config). RESET and DISCARD ALL return them to the session's start,
+// which the PostgreSQL worker fixes (standard_conforming_strings on,
+// client_encoding UTF8), and are left to the rules.
+func changesLexer(st sqlclass.Statement) bool {
+	return slices.Contains(st.Flags, sqlclass.FlagLexerSetting) && st.Command != "RESET" && st.Command != "DISCARD"
 }
 
 // parseMessage extracts the parser's message for the client (it names the

@@ -247,6 +247,34 @@ func TestFingerprintOnlyWhenARuleReadsIt(t *testing.T) {
 	assert.Equal(t, "allow", eval(set, "SELECT * FROM u WHERE id = 2").Rule)
 }
 
+// A statement that changes how the server reads the next ones is refused
+// whatever the rules say; returning to the session's start is not.
+func TestLexerSettingsAreRefusedWhateverTheRules(t *testing.T) {
+	ctx := context.Background()
+	set, err := engineCompile() // allows everything
+	require.NoError(t, err)
+	eval := func(sql string) *policyv1.Decision {
+		return policy.Evaluate(ctx, set, &commonv1.Target{Name: "demo"}, &policyv1.EvaluateRequest{
+			Principal: &commonv1.Principal{Subject: "alice"},
+			Command:   &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: sql}},
+		}, time.Now())
+	}
+	for _, sql := range []string{
+		"SET standard_conforming_strings = off",
+		"SET SESSION client_encoding TO 'SJIS'",
+		"SELECT set_config('standard_conforming_strings', 'off', false)",
+		"SET backslash_quote = on",
+		"SELECT 1; SET LOCAL standard_conforming_strings TO off",
+	} {
+		d := eval(sql)
+		assert.Equal(t, engine.Deny, d.Action, sql)
+		assert.Equal(t, policy.RuleLexerSetting, d.Rule, sql)
+	}
+	for _, sql := range []string{"RESET ALL", "DISCARD ALL", "RESET standard_conforming_strings", "SET search_path = public"} {
+		assert.Equal(t, engine.Allow, eval(sql).Action, sql)
+	}
+}
+
 func engineCompile() (*engine.Set, error) {
 	return engine.Compile([]*controlv1.Rule{{Name: "allow", Action: "allow", When: "true"}}, 1)
 }
