@@ -50,6 +50,7 @@ func (c *DecisionCache) SetRevision(rev uint64) {
 	if rev != c.revision {
 		c.revision = rev
 		c.m = map[CacheKey]cached{}
+		c.gen++
 	}
 }
 
@@ -61,7 +62,9 @@ func (c *DecisionCache) Flush() {
 	c.mu.Unlock()
 }
 
-// Generation is the flush count, for Put.
+// Generation counts the times every decision was forgotten (a flush, a new
+// policy revision): for Put, and for decisions a worker keeps beyond the
+// cache (a prepared statement's), which hold only within one generation.
 func (c *DecisionCache) Generation() uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -89,6 +92,7 @@ func (c *DecisionCache) Put(k CacheKey, d *policyv1.Decision, now time.Time, gen
 	if d.GetRevision() > c.revision {
 		c.revision = d.GetRevision()
 		c.m = map[CacheKey]cached{}
+		c.gen++
 	}
 	if d.GetRevision() != c.revision {
 		return // decided under an older policy

@@ -20,6 +20,9 @@ const (
 // when it may (by the exact text, else by the statement's shape), else from
 // the policy service. Without an answer the verdict is deny.
 func (s *session) decide(ctx context.Context, text string) (*policyv1.Decision, bool) {
+	// Read first: a decision is stamped with the epoch it was asked in,
+	// never a later one.
+	s.decidedAt = s.w.k.Decisions.Generation()
 	return s.w.k.Decide(ctx, &policyv1.EvaluateRequest{
 		Principal: s.principal, Target: s.targetRef, SessionId: s.id,
 		Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: text}},

@@ -239,7 +239,7 @@ func (s *session) sqlChanges(d *policyv1.Decision, text string) *nameOp {
 		name, flags := st.GetPreparedName(), st.GetFlags()
 		switch {
 		case slices.Contains(flags, "prepare"):
-			made = s.changeNames(opMake, []string{"S:" + name}, setStatement(name, &stmtInfo{text: text, decision: d, sql: true}))
+			made = s.changeNames(opMake, []string{"S:" + name}, setStatement(name, s.newInfo(text, d, false, true)))
 		case slices.Contains(flags, "deallocate") && name != "":
 			s.forget(s.changeNames(opForget, []string{"S:" + name}, setStatement(name, nil)))
 		case slices.Contains(flags, "deallocate") || (st.GetCommand() == "DISCARD" && discardsAll(text)):

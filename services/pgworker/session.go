@@ -34,6 +34,9 @@ import (
 
 // session is one client connection relayed to one upstream connection.
 type session struct {
+	// decidedAt is the decision epoch (the kernel's decision cache
+	// generation) read before the last decision was asked for.
+	decidedAt uint64
 	w         *Worker
 	id        string
 	principal *commonv1.Principal
@@ -144,6 +147,33 @@ type stmtInfo struct {
 	cached   bool
 	// sql: made by SQL PREPARE (its decision is the PREPARE's).
 	sql bool
+	// epoch and expires say until when the decision holds (fresh): made
+	// before the worker's decisions were last forgotten (a new policy
+	// revision, a grant that started or ended), or past its time to live,
+	// it is made again before the statement runs.
+	epoch   uint64
+	expires time.Time
+}
+
+// newInfo is a statement's record, its decision stamped with the epoch in
+// force when it was asked for (decide).
+func (s *session) newInfo(text string, d *policyv1.Decision, cached, sql bool) *stmtInfo {
+	info := &stmtInfo{text: text, decision: d, cached: cached, sql: sql, epoch: s.decidedAt}
+	if c := d.GetCache(); c.GetCacheable() {
+		ttl := time.Duration(c.GetTtlMs()) * time.Millisecond
+		if cached {
+			// A decision from the cache may be near the end of its life
+			// there: it is trusted a second at most.
+			ttl = min(ttl, time.Second)
+		}
+		info.expires = time.Now().Add(ttl)
+	}
+	return info
+}
+
+// fresh reports whether a statement's decision still holds (newInfo).
+func (s *session) fresh(info *stmtInfo) bool {
+	return info.epoch == s.w.k.Decisions.Generation() && time.Now().Before(info.expires)
 }
 
 // portalInfo is a bound portal.
@@ -672,7 +702,7 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 	if name := s.unknownExecute(d); name != "" {
 		return s.probeError(unknownStatementError(name))
 	}
-	d = s.refuseMaskedCopies(s.reviewExecutes(d))
+	d = s.refuseMaskedCopies(s.reviewExecutes(ctx, d))
 	switch d.GetAction() {
 	case "allow":
 		s.noteCursors(d)
@@ -777,7 +807,7 @@ func (s *session) onParse(ctx context.Context, name, text string, frame []byte) 
 	if err := s.rely(ctx, n.keys...); err != nil {
 		return err
 	}
-	d = s.refuseMaskedCopies(s.reviewExecutes(d))
+	d = s.refuseMaskedCopies(s.reviewExecutes(ctx, d))
 	switch d.GetAction() {
 	case "allow", "review":
 		// Parsing runs nothing: a held statement is held when it is
@@ -785,7 +815,7 @@ func (s *session) onParse(ctx context.Context, name, text string, frame []byte) 
 		// unless the server refuses the Parse. What its SQL forgets
 		// (DEALLOCATE, CLOSE) is forgotten now.
 		s.sqlChanges(d, text)
-		info := &stmtInfo{text: text, decision: d, cached: cached}
+		info := s.newInfo(text, d, cached, false)
 		s.push(&expect{kind: expName, msg: 'P', describe: "S:" + name, names: s.changeNames(opMake, []string{"S:" + name}, setStatement(name, info))})
 		return s.forward(frame)
 	default:
@@ -823,6 +853,22 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 		return s.unknownName(unknownPortal(portal))
 	}
 	info := p.info
+	if !s.fresh(info) {
+		// Ruled on again under the policy and grants in force now: a
+		// revoked grant or a new rule reaches prepared statements too.
+		d, cached := s.decide(ctx, info.text)
+		info = s.newInfo(info.text, s.refuseMaskedCopies(s.reviewExecutes(ctx, d)), cached, info.sql)
+		p.info = info
+		if cur := s.stmts[p.stmt]; cur != nil && cur.text == info.text {
+			s.stmts[p.stmt] = info
+		}
+		if a := info.decision.GetAction(); a != "allow" && a != "review" {
+			if _, err := s.emitCommand(info.text, "execute", p.stmt, p.paramsHash, info.decision, cached); err != nil {
+				return s.notRecording()
+			}
+			return s.probeParse(denial(info.decision, s.id), nil)
+		}
+	}
 	// A statement that runs a prepared one by name (EXECUTE foo) is ruled
 	// on by what the name stands for now, at every execution.
 	if n, _ := namesOf(info.decision); len(n.keys) > 0 {
@@ -832,8 +878,14 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 		if name := s.unknownExecute(info.decision); name != "" {
 			return s.unknownName(unknownStatement(name))
 		}
-		if d := s.reviewExecutes(info.decision); d != info.decision {
-			info = &stmtInfo{text: info.text, decision: d, cached: info.cached}
+		if d := s.reviewExecutes(ctx, info.decision); d != info.decision {
+			info = &stmtInfo{text: info.text, decision: d, cached: info.cached, sql: info.sql, epoch: info.epoch, expires: info.expires}
+			if a := d.GetAction(); a != "allow" && a != "review" {
+				if _, err := s.emitCommand(info.text, "execute", p.stmt, p.paramsHash, d, info.cached); err != nil {
+					return s.notRecording()
+				}
+				return s.probeParse(denial(d, s.id), nil)
+			}
 		}
 	}
 	if info.decision.GetAction() == "review" {
@@ -894,7 +946,7 @@ func (s *session) writeClient(msgs ...encoder) error {
 
 // reviewExecutes holds an EXECUTE whose PREPARE needed approval: an
 // approval covers one execution, not every later one.
-func (s *session) reviewExecutes(d *policyv1.Decision) *policyv1.Decision {
+func (s *session) reviewExecutes(ctx context.Context, d *policyv1.Decision) *policyv1.Decision {
 	if d.GetAction() != "allow" {
 		return d
 	}
@@ -902,7 +954,19 @@ func (s *session) reviewExecutes(d *policyv1.Decision) *policyv1.Decision {
 		if !slices.Contains(st.GetFlags(), "execute") {
 			continue
 		}
-		if prep := s.stmts[st.GetPreparedName()]; prep != nil && prep.decision.GetAction() == "review" {
+		name := st.GetPreparedName()
+		prep := s.stmts[name]
+		if prep == nil {
+			continue
+		}
+		if !s.fresh(prep) {
+			// The PREPARE is ruled on again under the policy and grants
+			// in force now.
+			pd, cached := s.decide(ctx, prep.text)
+			prep = s.newInfo(prep.text, pd, cached, prep.sql)
+			s.stmts[name] = prep
+		}
+		if a := prep.decision.GetAction(); a != "allow" {
 			c := proto.Clone(prep.decision).(*policyv1.Decision)
 			c.Statements = d.GetStatements()
 			return c

@@ -307,6 +307,43 @@ func TestNewRevisionTakesEffect(t *testing.T) {
 	})
 }
 
+// A prepared statement is ruled on again when the policy (or a grant)
+// changes: neither a Parse nor a SQL PREPARE keeps its first verdict.
+func TestNewRevisionReachesPreparedStatements(t *testing.T) {
+	h := newHarness(t, &controlv1.Rule{Name: "allow-all", Action: "allow", When: "true"})
+	addr := h.worker(pgworker.Config{})
+	c, err := h.connect(addr, h.token(time.Hour))
+	require.NoError(t, err)
+	defer c.Close(h.ctx)
+	_, err = c.Prepare(h.ctx, "p", "SELECT pg_backend_pid()", nil)
+	require.NoError(t, err)
+	_, err = c.Exec(h.ctx, "PREPARE q AS SELECT pg_backend_pid()").ReadAll()
+	require.NoError(t, err)
+	run := func() (error, error) {
+		ext := c.ExecPrepared(h.ctx, "p", nil, nil, nil).Read().Err
+		_, sql := c.Exec(h.ctx, "EXECUTE q").ReadAll()
+		return ext, sql
+	}
+	ext, sql := run()
+	require.NoError(t, ext)
+	require.NoError(t, sql)
+
+	h.setPolicy(2, &controlv1.Rule{Name: "deny-pid", Action: "deny", When: `sql.functions.exists(f, f == "pg_backend_pid")`},
+		&controlv1.Rule{Name: "allow-all", Action: "allow", When: "true"})
+	testkit.Eventually(t, 10*time.Second, func() error {
+		ext, sql := run()
+		for _, err := range []error{ext, sql} {
+			if pgCode(err) != "42501" || !strings.Contains(err.Error(), "deny-pid") {
+				return fmt.Errorf("still allowed: %v, %v", ext, sql)
+			}
+		}
+		return nil
+	})
+	// The session goes on: what the policy allows still runs.
+	_, err = c.Exec(h.ctx, "SELECT 1").ReadAll()
+	require.NoError(t, err)
+}
+
 func TestFailsClosedWhenRecordingStops(t *testing.T) {
 	h := newHarness(t)
 	addr := h.worker(pgworker.Config{RecordTimeout: 500 * time.Millisecond})
