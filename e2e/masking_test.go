@@ -126,6 +126,15 @@ func TestMasking(t *testing.T) {
 		assert.Equal(t, 1, idOK, "filtering on a masked column still works")
 	})
 
+	t.Run("a write's error does not echo the row", func(t *testing.T) {
+		// "Failing row contains (...)" lists every column of the row.
+		out, err := env.psql(t, alice, "BEGIN;\nUPDATE customers SET name = NULL WHERE id = 1;\nROLLBACK;\n", "-A", "-t", "-v", "VERBOSITY=verbose", "-v", "ON_ERROR_STOP=1")
+		assert.Error(t, err)
+		clean(t, out)
+		assert.Contains(t, out, "23502", "the SQLSTATE stays")
+		assert.NotContains(t, out, "1037")
+	})
+
 	t.Run("binary whole rows and statistics", func(t *testing.T) {
 		// A whole row (attribute 0 of its table) and what the statistics
 		// sample of a table's values, asked for in binary: neither may come

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -98,6 +99,14 @@ func classifyTree(sql string, tree *pg_query.ParseResult, lineage bool) *Result 
 		if lineage {
 			lin := statementLineage(raw.Stmt)
 			st.Targets, st.Sources, st.Copies, st.Inputs = lin.targets, lin.sources, lin.copies, lin.inputs
+			// A write's errors can echo the row it touched, every column of
+			// it ("Failing row contains (...)"): the written relations are
+			// inputs whole.
+			for _, w := range st.Writes {
+				if !slices.Contains(st.Inputs, w+".*") {
+					st.Inputs = append(st.Inputs, w+".*")
+				}
+			}
 		}
 		res.Statements = append(res.Statements, st)
 	}
