@@ -154,7 +154,8 @@ ORDER BY c.oid, a.attnum`
 
 // resolveViews finds the views that read masked columns, directly or
 // through other views (PostgreSQL records what a view's rule depends on),
-// and every column of each.
+// and every column of each; and the same columns of the partitions, child
+// tables and parents of a masked column's table, which give its rows too.
 func (cat *Catalog) resolveViews(ctx context.Context, pc *pgconn.PgConn) error {
 	if len(cat.spellings) == 0 {
 		return nil
@@ -167,12 +168,26 @@ func (cat *Catalog) resolveViews(ctx context.Context, pc *pgconn.PgConn) error {
 	sql := `WITH RECURSIVE tainted(root_rel, root_att, relid, attnum) AS (
   SELECT r, a, r, a FROM unnest(ARRAY[` + strings.Join(rels, ",") + `]::oid[], ARRAY[` + strings.Join(atts, ",") + `]::int2[]) AS m(r, a)
   UNION
-  SELECT t.root_rel, t.root_att, rw.ev_class, va.attnum
+  SELECT t.root_rel, t.root_att, e.relid, e.attnum
   FROM tainted t
-  JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = t.relid
-       AND (d.refobjsubid = t.attnum OR d.refobjsubid = 0) AND d.classid = 'pg_catalog.pg_rewrite'::regclass
-  JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid AND rw.ev_class <> t.relid
-  JOIN pg_catalog.pg_attribute va ON va.attrelid = rw.ev_class AND va.attnum > 0 AND NOT va.attisdropped
+  CROSS JOIN LATERAL (
+    -- every column of a view whose rule reads the column
+    SELECT rw.ev_class AS relid, va.attnum
+    FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid AND rw.ev_class <> t.relid
+    JOIN pg_catalog.pg_attribute va ON va.attrelid = rw.ev_class AND va.attnum > 0 AND NOT va.attisdropped
+    WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = t.relid
+      AND (d.refobjsubid = t.attnum OR d.refobjsubid = 0) AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+    UNION ALL
+    -- the column of the same name in a partition or child table, and in
+    -- the parent that gives its rows
+    SELECT o.relid, oa.attnum
+    FROM pg_catalog.pg_attribute pa
+    JOIN (SELECT inhrelid AS relid FROM pg_catalog.pg_inherits WHERE inhparent = t.relid
+          UNION ALL SELECT inhparent FROM pg_catalog.pg_inherits WHERE inhrelid = t.relid) o ON true
+    JOIN pg_catalog.pg_attribute oa ON oa.attrelid = o.relid AND oa.attname = pa.attname AND NOT oa.attisdropped
+    WHERE pa.attrelid = t.relid AND pa.attnum = t.attnum
+  ) e
 )
 SELECT t.root_rel, t.root_att, t.relid, t.attnum, n.nspname, c.relname, a.attname
 FROM tainted t

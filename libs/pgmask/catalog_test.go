@@ -52,12 +52,21 @@ CREATE TABLE other.customers (email text, id int);
 CREATE TABLE orders (id int, note text);
 CREATE VIEW v AS SELECT id, upper(email) AS e FROM customers;
 CREATE VIEW vv AS SELECT e AS shout, 1 AS one FROM v;
-CREATE VIEW plain AS SELECT id FROM customers;`))
+CREATE VIEW plain AS SELECT id FROM customers;
+CREATE TABLE people (id int, ssn text) PARTITION BY RANGE (id);
+CREATE TABLE people_low (x int, id int, ssn text);
+ALTER TABLE people_low DROP COLUMN x;
+ALTER TABLE people ATTACH PARTITION people_low FOR VALUES FROM (0) TO (100);
+CREATE TABLE archive (id int, ssn text);
+CREATE TABLE archive_2024 (note text) INHERITS (archive);
+CREATE TABLE staff (id int, ssn text);
+CREATE TABLE contractors (extra int) INHERITS (staff);`))
 	pc, err := pgconn.Connect(ctx, srv.SuperuserDSN("postgres"))
 	require.NoError(t, err)
 	defer pc.Close(ctx)
 
-	rules := []*controlv1.Rule{{Name: "pii", Mask: &controlv1.MaskRule{Columns: []string{"customers.email", "public.customers.ssn", "orders.missing"}}}}
+	rules := []*controlv1.Rule{{Name: "pii", Mask: &controlv1.MaskRule{Columns: []string{"customers.email", "public.customers.ssn", "orders.missing",
+		"people.ssn", "archive.ssn", "contractors.ssn"}}}}
 	cols := MaskColumns(rules)
 	cat, err := ResolveCatalog(ctx, pc, cols)
 	require.NoError(t, err)
@@ -95,4 +104,16 @@ CREATE VIEW plain AS SELECT id FROM customers;`))
 	assert.False(t, p.MasksColumn("customers.id"))
 	assert.True(t, p.MasksRelation("vv"))
 	assert.False(t, p.MasksRelation("plain"))
+
+	// A partition or child table gives the masked column's rows, and so
+	// does the parent of a masked child: the same column of each is masked.
+	low, arch, staff := oid("people_low"), oid("archive_2024"), oid("staff")
+	assert.Contains(t, p.whole, ColKey{low, 3}, "by name, not attnum (dropped columns count)")
+	assert.Contains(t, p.whole, ColKey{arch, 2})
+	assert.Contains(t, p.whole, ColKey{staff, 2}, "the parent of a masked child")
+	assert.NotContains(t, p.whole, ColKey{low, 2}, "only the masked column")
+	for _, name := range []string{"people_low.ssn", "archive_2024.ssn", "staff.ssn"} {
+		assert.True(t, p.MasksColumn(name), name)
+	}
+	assert.False(t, p.MasksColumn("people_low.id"))
 }
