@@ -17,7 +17,12 @@ import (
 // shell or an interpreter loads at start, the prompts bash expands
 // (command substitutions included), the libraries the dynamic loader
 // injects, and functions imported from the environment.
-func runtimeVar(name string) bool {
+func runtimeVar(name string) bool { return RuntimeVar(name) }
+
+// RuntimeVar reports whether a variable in a command's environment changes
+// what the command runs (runtimeVar): a worker that sets environment
+// variables of a session (SSH env requests) rules on the command with them.
+func RuntimeVar(name string) bool {
 	if strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "BASH_FUNC_") {
 		return true
 	}

@@ -15,6 +15,7 @@ import (
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/masking"
 	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/shellclass"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
@@ -23,6 +24,7 @@ import (
 const (
 	ruleMaskedBinary = "builtin:masked-binary-channel"
 	ruleUnsupported  = "builtin:unsupported-request"
+	ruleEnvName      = "builtin:env-name"
 )
 
 // chunk bounds one recorded piece of output or input; flowWindow how much
@@ -115,7 +117,15 @@ func (s *session) sessionChannel(ctx context.Context, nc ssh.NewChannel) {
 				continue
 			}
 			var e struct{ Name, Value string }
-			ok := ssh.Unmarshal(req.Payload, &e) == nil && c.allowed(ctx, "env", e.Name+"="+e.Value)
+			ok := ssh.Unmarshal(req.Payload, &e) == nil
+			if ok && !envName(e.Name) {
+				// Not a name a shell could assign (BASH_FUNC_x%%: bash
+				// imports it as a function): what runs would not be what
+				// the command says.
+				c.refused("env", e.Name+"="+e.Value, ruleEnvName, "an environment variable's name must be a shell identifier")
+				ok = false
+			}
+			ok = ok && c.allowed(ctx, "env", e.Name+"="+e.Value)
 			if ok {
 				c.env = append(c.env, slices.Clone(req.Payload))
 			}
@@ -217,6 +227,46 @@ func (c *channel) allowed(ctx context.Context, kind, cmd string) bool {
 	return true
 }
 
+// refused records a request refused by a built-in rule, before any policy.
+func (c *channel) refused(kind, cmd, rule, reason string) {
+	s := c.s
+	id := s.nextCommand()
+	s.commands.Add(1)
+	s.denied.Add(1)
+	d := &policyv1.Decision{Action: "deny", Rule: rule, Reason: reason}
+	_, _ = s.emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: id, Text: kind + " " + cmd, Via: kind,
+		Decision: gateway.Recorded(d)}}})
+}
+
+// envName reports whether name is a shell identifier.
+func envName(name string) bool {
+	for i, r := range name {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return name != ""
+}
+
+// withEnv is an exec command as the policy rules on it: after the
+// variables of the environment the channel set that change what runs
+// (PATH, LD_PRELOAD, BASH_ENV: shellclass.RuntimeVar), as assignments the
+// classification sees. Other variables (the locale) leave it as sent.
+func withEnv(env [][]byte, cmd string) string {
+	var b strings.Builder
+	for _, raw := range env {
+		var e struct{ Name, Value string }
+		if ssh.Unmarshal(raw, &e) != nil || !shellclass.RuntimeVar(e.Name) {
+			continue
+		}
+		b.WriteString(e.Name)
+		b.WriteString("='")
+		b.WriteString(strings.ReplaceAll(e.Value, "'", `'\''`))
+		b.WriteString("' ")
+	}
+	return b.String() + cmd
+}
+
 // decide asks the policy about one SSH request.
 func (s *session) decide(ctx context.Context, kind, cmd string) (*policyv1.Decision, bool) {
 	req := &policyv1.EvaluateRequest{Principal: s.principal, Target: s.targetRef, SessionId: s.id,
@@ -257,7 +307,11 @@ func (c *channel) run(ctx context.Context, kind, cmd string, payload []byte) {
 	case "subsystem":
 		text = "subsystem " + cmd
 	}
-	d, cached := s.decide(ctx, kind, cmd)
+	ruled := cmd
+	if kind == "exec" {
+		ruled = withEnv(c.env, cmd)
+	}
+	d, cached := s.decide(ctx, kind, ruled)
 	// Masking cannot look inside a binary channel: when it applies, the
 	// channel is refused rather than let values through unmasked.
 	if kind == "subsystem" && len(d.GetMasks()) > 0 && d.GetAction() != "deny" {
