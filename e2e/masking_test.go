@@ -70,7 +70,10 @@ func TestMasking(t *testing.T) {
 		"copy at delimiter":   "COPY (SELECT email, email FROM customers WHERE id = 1) TO STDOUT (DELIMITER '@')",
 		"copy csv escape":     `COPY (SELECT email, ssn FROM customers WHERE id < 3) TO STDOUT (FORMAT csv, QUOTE '''', ESCAPE '\', FORCE_QUOTE *)`,
 		"copy encoding":       "COPY (SELECT email, ssn FROM customers WHERE id = 1) TO STDOUT (ENCODING 'LATIN1')",
-		"error message":       "SELECT ssn::int FROM customers WHERE id = 1",
+		// A value ending in the escape, then a quoted literal holding
+		// delimiters: the field count still adds up.
+		"copy csv escape value": `COPY (SELECT ',\', ssn, 'a,b,c"' FROM customers WHERE id = 1) TO STDOUT (FORMAT csv, ESCAPE '\')`,
+		"error message":         "SELECT ssn::int FROM customers WHERE id = 1",
 	}
 	for name, sql := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -124,6 +127,16 @@ func TestMasking(t *testing.T) {
 		var idOK int
 		require.NoError(t, conn.QueryRow(ctx, "SELECT id FROM customers WHERE email = $1", firstEmail).Scan(&idOK))
 		assert.Equal(t, 1, idOK, "filtering on a masked column still works")
+	})
+
+	t.Run("COPY's NULL string is no oracle", func(t *testing.T) {
+		// Text format writes a value equal to the statement's NULL string
+		// as it is: a guess that matches must not show through.
+		ssn := strings.TrimSpace(psqlOut(dora, "SELECT ssn FROM customers WHERE id = 2"))
+		require.NotEmpty(t, ssn)
+		out := psqlOut(alice, "COPY (SELECT ssn, id FROM customers WHERE id = 2) TO STDOUT (NULL '"+ssn+"')")
+		assert.NotContains(t, out, ssn)
+		assert.Contains(t, out, "****")
 	})
 
 	t.Run("a write's error does not echo the row", func(t *testing.T) {

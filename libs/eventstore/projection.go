@@ -61,6 +61,9 @@ func (s *Store) consume(ctx context.Context, c jetstream.Consumer, p Projection)
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
 			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				continue // a lost pull: the iterator pulls again
+			}
 			return err
 		}
 		e, err := s.decode(m)

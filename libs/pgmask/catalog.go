@@ -103,7 +103,7 @@ func ResolveCatalog(ctx context.Context, pc *pgconn.PgConn, columns []string) (*
 	if len(lits) == 0 {
 		return cat, nil
 	}
-	sql := `SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname
+	sql := `SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, a.attgenerated <> ''
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
@@ -126,17 +126,26 @@ ORDER BY c.oid, a.attnum`
 			attnum, _ := strconv.ParseInt(string(row[3]), 10, 16)
 			schema, table, col := string(row[1]), string(row[2]), string(row[4])
 			k := ColKey{Table: uint32(oid), Attnum: int16(attnum)}
+			// A table's layout is what COPY without a column list writes:
+			// generated columns are not in it.
+			layout := string(row[5]) != "t"
 			switch owner, seen := plainOwner[table]; {
 			case !seen:
 				plainOwner[table] = oid
-				cat.tables[table] = append(cat.tables[table], col)
+				if layout {
+					cat.tables[table] = append(cat.tables[table], col)
+				}
 			case owner == oid:
-				cat.tables[table] = append(cat.tables[table], col)
+				if layout {
+					cat.tables[table] = append(cat.tables[table], col)
+				}
 			default:
 				delete(cat.tables, table)
 				plainOwner[table] = 0
 			}
-			cat.tables[schema+"."+table] = append(cat.tables[schema+"."+table], col)
+			if layout {
+				cat.tables[schema+"."+table] = append(cat.tables[schema+"."+table], col)
+			}
 			names := []string{table + "." + col, schema + "." + table + "." + col}
 			for _, name := range names {
 				if wanted[name] {

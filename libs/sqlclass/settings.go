@@ -30,7 +30,17 @@ func (w *walker) settingEffect(name string, value *pg_query.Node) {
 		w.a.add(FlagRoleChange)
 		w.a.escalate(KindPrivilege)
 	case lexerSettings[name]:
-		w.a.add(FlagLexerSetting)
+		// The value is a literal: cache nothing by fingerprint. Setting
+		// the value every session starts with (the PostgreSQL worker's)
+		// changes nothing and is not a lexer change.
+		switch {
+		case value == nil: // RESET, FROM CURRENT
+			w.a.add(FlagLexerSetting)
+		case sameLexing(name, value):
+			w.a.add(FlagLiteralSensitive)
+		default:
+			w.a.add(FlagLexerSetting, FlagLiteralSensitive)
+		}
 		w.a.escalate(KindSession)
 	case name == "search_path":
 		w.a.add(FlagSearchPath)
@@ -70,6 +80,30 @@ func definitelyTrue(n *pg_query.Node) bool {
 			return true
 		}
 		return s != "" && (strings.HasPrefix("true", s) || strings.HasPrefix("yes", s))
+	}
+	return false
+}
+
+// sameLexing reports whether setting a lexer setting to value keeps how
+// statements are read: standard_conforming_strings on, client_encoding
+// UTF8 (as PostgreSQL spells encoding names: any case, punctuation
+// ignored). backslash_quote is never taken as unchanged.
+func sameLexing(name string, value *pg_query.Node) bool {
+	switch name {
+	case "standard_conforming_strings":
+		return definitelyTrue(value)
+	case "client_encoding":
+		v, ok := constString(value)
+		if !ok {
+			return false
+		}
+		var b strings.Builder
+		for _, r := range strings.ToLower(v) {
+			if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+				b.WriteRune(r)
+			}
+		}
+		return b.String() == "utf8" || b.String() == "unicode"
 	}
 	return false
 }

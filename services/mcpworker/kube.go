@@ -19,6 +19,7 @@ import (
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/kubeclass"
 	"sluice.dev/sluice/libs/kubemask"
+	"sluice.dev/sluice/libs/masking"
 	"sluice.dev/sluice/libs/targets"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -211,6 +212,11 @@ func (w *Worker) runKube(ctx context.Context, s *session, c *call, t *controlv1.
 			return res
 		}
 		km = kubemask.New(m, info.Resource)
+	} else if info.Resource == "secrets" && info.Mutating() {
+		// A write answers with the Secret it changed: what a policy lets
+		// write is not what it lets read, so its values are redacted
+		// whoever asked.
+		km = kubemask.New(writeAnswers, info.Resource)
 	}
 	switch {
 	case mt == "application/json":
@@ -275,3 +281,13 @@ func (w *Worker) runKube(ctx context.Context, s *session, c *call, t *controlv1.
 	}
 	return res
 }
+
+// writeAnswers masks a write's answer when no mask rule applies: every
+// detector, redacting.
+var writeAnswers = func() *masking.Masker {
+	m, err := masking.New(masking.Config{Action: masking.Action{Kind: masking.Redact}})
+	if err != nil {
+		panic(err)
+	}
+	return m
+}()

@@ -43,6 +43,12 @@ func newCopyMask(plan *pgmask.Plan, text string, lin pgmask.Lineage) (*copyMask,
 	}
 	cm := &copyMask{plan: plan, csv: c.Format == "csv", delim: c.Delimiter, quote: c.Quote, escape: c.Escape, null: c.Null,
 		whole: map[int]string{}, header: c.Header}
+	if !cm.csv && c.Null != `\N` {
+		// Text format writes a value equal to a NULL string of the
+		// statement's own as it is (CSV quotes it; \N cannot occur): a
+		// field that reads as NULL may be a value, and is masked too.
+		cm.null = "\x00"
+	}
 	if c.Query {
 		if lin.Targets == nil {
 			cm.all = plan.Derives(lin.Refs)
@@ -103,39 +109,64 @@ func (c *copyMask) feed(data []byte, st *pgmask.Stats) []byte {
 func (c *copyMask) rowEnd(b []byte) (int, bool) {
 	quoted := false
 	for i := 0; i < len(b); i++ {
-		switch ch := b[i]; {
-		case c.csv && quoted && ch == c.escape && i+1 < len(b) && b[i+1] == c.quote:
-			i++ // an escaped quote inside a quoted field
+		ch := b[i]
+		switch {
+		case c.csv && quoted:
+			i += c.inQuotes(b, i, &quoted)
 		case c.csv && ch == c.quote:
-			quoted = !quoted
+			quoted = true
 		case !c.csv && ch == '\\':
 			i++ // text format: the next byte is escaped
-		case ch == '\n' && !quoted:
+		case ch == '\n':
 			return i + 1, true
 		}
 	}
 	return 0, false
 }
 
+// inQuotes reads b[i] inside a quoted CSV field, as PostgreSQL writes one:
+// an escape other than the quote precedes every quote and escape in the
+// value; with the escape the quote, a quote is doubled. It returns the
+// bytes it took beyond b[i] and clears *quoted at the closing quote.
+func (c *copyMask) inQuotes(b []byte, i int, quoted *bool) int {
+	switch ch := b[i]; {
+	case ch == c.escape && c.escape != c.quote:
+		return 1
+	case ch == c.quote && c.escape == c.quote && i+1 < len(b) && b[i+1] == c.quote:
+		return 1
+	case ch == c.quote:
+		*quoted = false
+	}
+	return 0
+}
+
 // split puts the end of each field of row (without its newline) into
-// c.bounds, read with the statement's grammar.
-func (c *copyMask) split(row []byte) []int {
+// c.bounds, read with the statement's grammar; ok is false when the row is
+// not one PostgreSQL writes (a quote inside an unquoted field, text after a
+// closing quote, a quote left open).
+func (c *copyMask) split(row []byte) (ends []int, ok bool) {
 	b := c.bounds[:0]
-	quoted := false
+	quoted, ok, start := false, true, 0
 	for i := 0; i < len(row); i++ {
-		switch ch := row[i]; {
-		case c.csv && quoted && ch == c.escape && i+1 < len(row) && row[i+1] == c.quote:
-			i++
+		ch := row[i]
+		switch {
+		case c.csv && quoted:
+			i += c.inQuotes(row, i, &quoted)
+			if !quoted && i+1 < len(row) && row[i+1] != c.delim {
+				ok = false
+			}
 		case c.csv && ch == c.quote:
-			quoted = !quoted
+			ok = ok && i == start
+			quoted = true
 		case !c.csv && ch == '\\':
 			i++
-		case ch == c.delim && !quoted:
+		case ch == c.delim:
 			b = append(b, i)
+			start = i + 1
 		}
 	}
 	c.bounds = append(b, len(row))
-	return c.bounds
+	return c.bounds, ok && !quoted
 }
 
 // flush returns what remains at the end of the copy.
@@ -154,11 +185,11 @@ func (c *copyMask) maskRow(dst, row []byte, st *pgmask.Stats) []byte {
 	if nl {
 		row = row[:len(row)-1]
 	}
-	ends := c.split(row)
+	ends, ok := c.split(row)
 	header := c.header
 	c.header = false
 	switch {
-	case c.fields > 0 && len(ends) != c.fields:
+	case !ok || (c.fields > 0 && len(ends) != c.fields):
 		// Not the statement's columns: read differently from how it was
 		// written, it is masked whole rather than trusted.
 		dst = c.plan.MaskWholeText(dst, row)

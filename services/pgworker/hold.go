@@ -283,7 +283,7 @@ func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via stri
 	s.commands.Add(1)
 	s.noteCursors(d)
 	e := &expect{kind: expQuery, cmdID: s.cmdID, seq: out.seq, start: time.Now(), durable: true, copyIn: copiesIn(d)}
-	e.names = s.sqlChanges(d, text)
+	e.names = s.sqlChanges(d, text, 0) // ruled on again before it runs: the hold outlasts any epoch
 	s.copyIn = e.copyIn
 	if err := s.attachPlan(e, d, text); err != nil {
 		return err

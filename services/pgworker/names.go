@@ -233,13 +233,13 @@ func namesOf(d *policyv1.Decision) (sqlNames, string) {
 // sqlChanges records what d's SQL does to the names: a lone PREPARE makes
 // one (confirmed by its CommandComplete); DEALLOCATE, DISCARD ALL, CLOSE
 // and DECLARE forget names at once (a cursor's name is no Bind's portal).
-func (s *session) sqlChanges(d *policyv1.Decision, text string) *nameOp {
+func (s *session) sqlChanges(d *policyv1.Decision, text string, epoch uint64) *nameOp {
 	var made *nameOp
 	for _, st := range d.GetStatements() {
 		name, flags := st.GetPreparedName(), st.GetFlags()
 		switch {
 		case slices.Contains(flags, "prepare"):
-			made = s.changeNames(opMake, []string{"S:" + name}, setStatement(name, s.newInfo(text, d, false, true)))
+			made = s.changeNames(opMake, []string{"S:" + name}, setStatement(name, s.newInfo(text, d, false, true, epoch)))
 		case slices.Contains(flags, "deallocate") && name != "":
 			s.forget(s.changeNames(opForget, []string{"S:" + name}, setStatement(name, nil)))
 		case slices.Contains(flags, "deallocate") || (st.GetCommand() == "DISCARD" && discardsAll(text)):

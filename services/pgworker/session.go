@@ -157,8 +157,8 @@ type stmtInfo struct {
 
 // newInfo is a statement's record, its decision stamped with the epoch in
 // force when it was asked for (decide).
-func (s *session) newInfo(text string, d *policyv1.Decision, cached, sql bool) *stmtInfo {
-	info := &stmtInfo{text: text, decision: d, cached: cached, sql: sql, epoch: s.decidedAt}
+func (s *session) newInfo(text string, d *policyv1.Decision, cached, sql bool, epoch uint64) *stmtInfo {
+	info := &stmtInfo{text: text, decision: d, cached: cached, sql: sql, epoch: epoch}
 	if c := d.GetCache(); c.GetCacheable() {
 		ttl := time.Duration(c.GetTtlMs()) * time.Millisecond
 		if cached {
@@ -692,6 +692,7 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 		return s.refuseEncoding(text, "simple", "")
 	}
 	d, cached := s.decide(ctx, text)
+	epoch := s.decidedAt
 	n, refusal := namesOf(d)
 	if refusal != "" {
 		return s.refuseNames(d, text, "simple", "", refusal)
@@ -712,7 +713,7 @@ func (s *session) onQuery(ctx context.Context, text string, frame []byte) error 
 		}
 		s.commands.Add(1)
 		e := &expect{kind: expQuery, cmdID: s.cmdID, seq: seq, start: time.Now(), copyIn: copiesIn(d)}
-		e.names = s.sqlChanges(d, text)
+		e.names = s.sqlChanges(d, text, epoch)
 		s.copyIn = e.copyIn
 		if err := s.attachPlan(e, d, text); err != nil {
 			return err
@@ -797,6 +798,7 @@ func (s *session) onParse(ctx context.Context, name, text string, frame []byte) 
 		return s.refuseEncoding(text, "parse", name)
 	}
 	d, cached := s.decide(ctx, text)
+	epoch := s.decidedAt
 	n, _ := namesOf(d)
 	switch {
 	case n.prepare:
@@ -814,8 +816,8 @@ func (s *session) onParse(ctx context.Context, name, text string, frame []byte) 
 		// executed, with its parameters. The name is the statement's
 		// unless the server refuses the Parse. What its SQL forgets
 		// (DEALLOCATE, CLOSE) is forgotten now.
-		s.sqlChanges(d, text)
-		info := s.newInfo(text, d, cached, false)
+		s.sqlChanges(d, text, epoch)
+		info := s.newInfo(text, d, cached, false, epoch)
 		s.push(&expect{kind: expName, msg: 'P', describe: "S:" + name, names: s.changeNames(opMake, []string{"S:" + name}, setStatement(name, info))})
 		return s.forward(frame)
 	default:
@@ -857,16 +859,11 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 		// Ruled on again under the policy and grants in force now: a
 		// revoked grant or a new rule reaches prepared statements too.
 		d, cached := s.decide(ctx, info.text)
-		info = s.newInfo(info.text, s.refuseMaskedCopies(s.reviewExecutes(ctx, d)), cached, info.sql)
+		epoch := s.decidedAt
+		info = s.newInfo(info.text, s.refuseMaskedCopies(s.reviewExecutes(ctx, d)), cached, info.sql, epoch)
 		p.info = info
 		if cur := s.stmts[p.stmt]; cur != nil && cur.text == info.text {
 			s.stmts[p.stmt] = info
-		}
-		if a := info.decision.GetAction(); a != "allow" && a != "review" {
-			if _, err := s.emitCommand(info.text, "execute", p.stmt, p.paramsHash, info.decision, cached); err != nil {
-				return s.notRecording()
-			}
-			return s.probeParse(denial(info.decision, s.id), nil)
 		}
 	}
 	// A statement that runs a prepared one by name (EXECUTE foo) is ruled
@@ -880,13 +877,15 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 		}
 		if d := s.reviewExecutes(ctx, info.decision); d != info.decision {
 			info = &stmtInfo{text: info.text, decision: d, cached: info.cached, sql: info.sql, epoch: info.epoch, expires: info.expires}
-			if a := d.GetAction(); a != "allow" && a != "review" {
-				if _, err := s.emitCommand(info.text, "execute", p.stmt, p.paramsHash, d, info.cached); err != nil {
-					return s.notRecording()
-				}
-				return s.probeParse(denial(d, s.id), nil)
-			}
 		}
+	}
+	if a := info.decision.GetAction(); a != "allow" && a != "review" {
+		// Refused now (ruled on again, or the statement it runs by name
+		// is): whatever it was when it was parsed, it does not run.
+		if _, err := s.emitCommand(info.text, "execute", p.stmt, p.paramsHash, info.decision, info.cached); err != nil {
+			return s.notRecording()
+		}
+		return s.probeParse(denial(info.decision, s.id), nil)
 	}
 	if info.decision.GetAction() == "review" {
 		return s.holdExecute(ctx, info, portal, p, frame)
@@ -963,7 +962,7 @@ func (s *session) reviewExecutes(ctx context.Context, d *policyv1.Decision) *pol
 			// The PREPARE is ruled on again under the policy and grants
 			// in force now.
 			pd, cached := s.decide(ctx, prep.text)
-			prep = s.newInfo(prep.text, pd, cached, prep.sql)
+			prep = s.newInfo(prep.text, pd, cached, prep.sql, s.decidedAt)
 			s.stmts[name] = prep
 		}
 		if a := prep.decision.GetAction(); a != "allow" {

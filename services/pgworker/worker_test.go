@@ -339,6 +339,12 @@ func TestNewRevisionReachesPreparedStatements(t *testing.T) {
 		}
 		return nil
 	})
+	// Refused again, however often it is bound and run.
+	for range 3 {
+		ext, sql := run()
+		assert.Equal(t, "42501", pgCode(ext), ext)
+		assert.Equal(t, "42501", pgCode(sql), sql)
+	}
 	// The session goes on: what the policy allows still runs.
 	_, err = c.Exec(h.ctx, "SELECT 1").ReadAll()
 	require.NoError(t, err)

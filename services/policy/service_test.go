@@ -270,7 +270,8 @@ func TestLexerSettingsAreRefusedWhateverTheRules(t *testing.T) {
 		assert.Equal(t, engine.Deny, d.Action, sql)
 		assert.Equal(t, policy.RuleLexerSetting, d.Rule, sql)
 	}
-	for _, sql := range []string{"RESET ALL", "DISCARD ALL", "RESET standard_conforming_strings", "SET search_path = public"} {
+	for _, sql := range []string{"RESET ALL", "DISCARD ALL", "RESET standard_conforming_strings", "SET search_path = public",
+		"SET client_encoding TO 'UTF8'", "SET NAMES 'unicode'", "SET standard_conforming_strings = on"} {
 		assert.Equal(t, engine.Allow, eval(sql).Action, sql)
 	}
 }

@@ -317,6 +317,11 @@ func (c *channel) run(ctx context.Context, kind, cmd string, payload []byte) {
 	if kind == "subsystem" && len(d.GetMasks()) > 0 && d.GetAction() != "deny" {
 		d = deny(d, ruleMaskedBinary, "masking applies to you on this target, and a subsystem (sftp, scp) carries data Sluice cannot mask")
 	}
+	if kind == "subsystem" && withEnv(c.env, "") != "" && d.GetAction() != "deny" {
+		// The target's shell starts the subsystem: BASH_ENV, LD_PRELOAD
+		// and their kind would run code no policy saw.
+		d = deny(d, ruleEnvName, "a subsystem does not start with environment variables that change what runs (PATH, LD_*, BASH_ENV, ...)")
+	}
 	id := s.nextCommand()
 	s.commands.Add(1)
 	seq, err := s.emit(&sessionv1.Event{Body: &sessionv1.Event_Command{Command: &sessionv1.Command{CommandId: id, Text: text, Via: kind,
