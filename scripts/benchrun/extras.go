@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,48 +228,81 @@ func (e *env) twoWorkers(res *results) error {
 	return nil
 }
 
-func rssKiB(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// liveKiB is the memory the sluice dev process holds live: the heap and
+// goroutine stacks in use right after a collection (its pprof endpoint
+// runs one first). Resident memory would not do: the heap keeps the pages
+// earlier benchmarks grew it to, and gives them back at its own pace.
+func (e *env) liveKiB() (int64, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1&debug=1", e.pprofPort))
 	if err != nil {
 		return 0, err
 	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	found := 0
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			f := strings.Fields(l)
-			return strconv.ParseInt(f[1], 10, 64)
+		// "# HeapInuse = N", and "# Stack = inuse / sys".
+		for _, k := range []string{"# HeapInuse = ", "# Stack = "} {
+			if v, ok := strings.CutPrefix(l, k); ok {
+				v, _, _ = strings.Cut(v, "/")
+				n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				if err != nil {
+					return 0, err
+				}
+				total += n
+				found++
+			}
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS")
+	if found != 2 {
+		return 0, fmt.Errorf("no HeapInuse and Stack in the heap profile")
+	}
+	return total / 1024, nil
 }
 
 // idleMemory opens 1,000 idle sessions through Sluice and reads the
-// process's resident memory before and after.
+// process's live memory (liveKiB) before and after; a first 500 are open
+// before the first reading, so that what is measured is what a session
+// more takes, not the first sessions' share of the process.
 func (e *env) idleMemory(res *results) error {
 	n := 1000
 	if *quick {
 		n = 200
 	}
 	step(fmt.Sprintf("memory: %d idle sessions", n))
-	time.Sleep(2 * time.Second)
-	before, err := rssKiB(e.sluice.Process.Pid)
-	if err != nil {
-		return err
-	}
-	conns := make([]*pgconn.PgConn, 0, n)
+	conns := make([]*pgconn.PgConn, 0, n+n/2)
 	defer func() {
 		for _, c := range conns {
 			c.Close(context.Background())
 		}
 	}()
-	for i := 0; i < n; i++ {
-		c, err := connect(e.sluiceDSN(e.engineer))
-		if err != nil {
-			return fmt.Errorf("session %d: %w", i, err)
+	open := func(k int) error {
+		for i := 0; i < k; i++ {
+			c, err := connect(e.sluiceDSN(e.engineer))
+			if err != nil {
+				return fmt.Errorf("session %d: %w", len(conns), err)
+			}
+			conns = append(conns, c)
 		}
-		conns = append(conns, c)
+		return nil
+	}
+	if err := open(n / 2); err != nil {
+		return err
 	}
 	time.Sleep(3 * time.Second)
-	after, err := rssKiB(e.sluice.Process.Pid)
+	before, err := e.liveKiB()
+	if err != nil {
+		return err
+	}
+	if err := open(n); err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second)
+	after, err := e.liveKiB()
 	if err != nil {
 		return err
 	}

@@ -119,9 +119,8 @@ func run() error {
 	}
 	e := &env{dir: filepath.Join(base, ".sluice"), apiPort: freePort(), pgPort: freePort(), natsPort: freePort(), demoPort: freePort(), bouncerPort: freePort(), relayPort: freePort(),
 		sshPort: freePort(), demoSSHPort: freePort()}
-	if *profile != "" {
-		e.pprofPort = freePort()
-	}
+	// The profiling endpoint (loopback only) also reads the live memory.
+	e.pprofPort = freePort()
 	defer e.stop()
 	if err := e.startSluice(); err != nil {
 		return err

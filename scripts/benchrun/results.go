@@ -133,8 +133,8 @@ func (r *results) print(w io.Writer) {
 		m.Rows, m.DirectMS, m.UnmaskedMS, m.MaskedMS, 100*(m.MaskedMS/m.UnmaskedMS-1))
 	fmt.Fprintf(w, "\nTwo worker replicas (pgbench -S -M prepared, 8 clients): one replica %.0f tps, two replicas (4+4 clients) %.0f tps (ratio %.2f).\n",
 		r.Replicas.OneTPS, r.Replicas.TwoTPS, r.Replicas.TwoTPS/r.Replicas.OneTPS)
-	fmt.Fprintf(w, "\nMemory: %d idle sessions raised the sluice dev process from %d to %d KiB: %.0f KiB per session (TLS, buffers, two goroutines; upstream connections are PostgreSQL's).\n",
-		r.Memory.Sessions, r.Memory.BeforeKiB, r.Memory.AfterKiB, r.Memory.PerSessionKiB)
+	fmt.Fprintf(w, "\nMemory: %d idle sessions, opened after %d others, raised the sluice dev process's live memory (heap and stacks in use after a collection) from %d to %d KiB: %.0f KiB per session (TLS, buffers, two goroutines; upstream connections are PostgreSQL's).\n",
+		r.Memory.Sessions, r.Memory.Sessions/2, r.Memory.BeforeKiB, r.Memory.AfterKiB, r.Memory.PerSessionKiB)
 	var parts []string
 	for _, rr := range r.Recorder {
 		parts = append(parts, fmt.Sprintf("%d replica(s) %.0f events/s (%.1f of %d cores busy)", rr.Replicas, rr.EventsPerSec, rr.Cores, runtime.NumCPU()))
