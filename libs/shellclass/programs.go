@@ -318,7 +318,7 @@ func optionValue(args []arg, short byte, long string) (arg, bool) {
 
 // Programs by what they are.
 var (
-	sudoPrograms = setOf("sudo", "sudoedit", "su", "doas", "pkexec", "runuser")
+	sudoPrograms = setOf("sudo", "sudoedit", "su", "doas", "pkexec", "runuser", "setpriv", "setuidgid", "chpst")
 
 	networkPrograms = setOf(
 		"curl", "wget", "nc", "ncat", "netcat", "socat", "ssh", "slogin", "scp", "sftp",
@@ -556,35 +556,57 @@ func (w *walker) stdinProgram(c ctx, lang syntax.LangVariant, parse bool) {
 var runners = map[string]bool{
 	"ltrace": true, "valgrind": true, "catchsegv": true, "perf": true, "gdb": true,
 	"dbus-launch": true, "firejail": true, "bwrap": true, "proot": true, "systemd-run": true,
-	"systemd-nspawn": true, "runcon": true, "chpst": true, "numactl": true, "faketime": true,
+	"systemd-nspawn": true, "runcon": true, "numactl": true,
 	"eatmydata": true, "nocache": true, "torsocks": true, "proxychains": true, "proxychains4": true,
-	"trickle": true, "daemonize": true, "start-stop-daemon": true, "setuidgid": true,
-	"envuidgid": true, "softlimit": true, "setlock": true,
+	"trickle": true, "daemonize": true, "start-stop-daemon": true, "tmux": true, "screen": true,
+	"byobu": true, "dtach": true, "abduco": true, "capsh": true,
 }
 
 // netnsExec reports whether ip's arguments run a program (ip [options]
-// netns exec NAME cmd; ip takes any prefix of a keyword), or may.
+// netns exec NAME cmd, ip vrf exec NAME cmd; ip takes any prefix of a
+// keyword), or may.
 func netnsExec(args []arg) bool {
 	for i, a := range args {
-		if a.dynamic {
-			return true
-		}
-		if len(a.text) >= 2 && strings.HasPrefix("netns", a.text) && i+1 < len(args) && args[i+1].text != "" && strings.HasPrefix("exec", args[i+1].text) {
+		if a.dynamic || isIPExec(args, i) {
 			return true
 		}
 	}
 	return false
 }
 
+// isIPExec reports whether args[i:] starts with netns exec or vrf exec.
+func isIPExec(args []arg, i int) bool {
+	a := args[i].text
+	if i+1 >= len(args) || args[i+1].text == "" || !strings.HasPrefix("exec", args[i+1].text) {
+		return false
+	}
+	return (len(a) >= 2 && strings.HasPrefix("netns", a)) || (a != "" && strings.HasPrefix("vrf", a))
+}
+
 func (w *walker) runner(name string, rest []arg, c ctx) {
 	w.flag(FlagDynamic)
-	if name == "ip" {
-		// ip ... netns exec NAME cmd
-		for i := 0; i+2 < len(rest); i++ {
-			if strings.HasPrefix("exec", rest[i+1].text) && strings.HasPrefix("netns", rest[i].text) {
-				w.call(rest[i+3:], c)
+	switch name {
+	case "ip":
+		// ip [-all] netns exec [NAME] cmd, ip vrf exec NAME cmd
+		all := slices.ContainsFunc(rest, func(a arg) bool { return a.text == "-all" || a.text == "-a" })
+		for i := 0; i+1 < len(rest); i++ {
+			if isIPExec(rest, i) {
+				skip := i + 3
+				if all && strings.HasPrefix("netns", rest[i].text) {
+					skip = i + 2 // every namespace: no NAME
+				}
+				if skip < len(rest) {
+					w.call(rest[skip:], c)
+				}
 				return
 			}
+		}
+		return
+	case "capsh":
+		// capsh [options] -- ARGS runs bash with ARGS (-c 'cmd').
+		w.flag(FlagShell)
+		if i := slices.IndexFunc(rest, func(a arg) bool { return a.text == "--" }); i >= 0 {
+			w.shell(syntax.LangBash, rest[i+1:], c)
 		}
 		return
 	}

@@ -17,7 +17,7 @@ const (
 	FlagSubstitution Flag = "substitution"   // $(...), `...`, <(...), >(...)
 	FlagExpansion    Flag = "expansion"      // a word needs runtime expansion ($VAR, $(...), glob, ~)
 	FlagDynamic      Flag = "dynamic"        // the text does not say what runs
-	FlagSudo         Flag = "sudo"           // sudo, sudoedit, su, doas, pkexec, runuser
+	FlagSudo         Flag = "sudo"           // sudo, sudoedit, su, doas, pkexec, runuser, setpriv, setuidgid, chpst
 	FlagShell        Flag = "shell"          // a nested shell runs (bash -c, sh script, su)
 	FlagInterpreter  Flag = "interpreter"    // python, perl, ruby, node, awk ... run code not analysed here
 	FlagPipeToShell  Flag = "pipe_to_shell"  // a shell or interpreter reads its program from a pipe

@@ -101,7 +101,14 @@ var wrappers = map[string]wrapper{
 	"cgexec":           {args: "g", dynamic: true},
 	"fakeroot":         {args: "lisb", long: []string{"lib", "faked"}, dynamic: true},
 	"unbuffer":         {dynamic: true},
-	"script":           {args: "EIOBTm", long: []string{"echo", "log-in", "log-out", "log-io", "log-timing", "logging-format"}, shellOpt: "c", shellLong: []string{"command"}, permute: true, stdinShell: true},
+	// daemontools and runit: a user, a lock file or limits, then the program.
+	"setuidgid": {operands: 1, sudo: true, dynamic: true},
+	"envuidgid": {operands: 1, dynamic: true},
+	"setlock":   {operands: 1, dynamic: true},
+	"softlimit": {args: "mafdsloprtc", dynamic: true},
+	"chpst":     {args: "uUe/nlLmdofcprt", sudo: true, dynamic: true},
+	"faketime":  {args: "p", operands: 1, dynamic: true},
+	"script":    {args: "EIOBTm", long: []string{"echo", "log-in", "log-out", "log-io", "log-timing", "logging-format"}, shellOpt: "c", shellLong: []string{"command"}, permute: true, stdinShell: true},
 }
 
 // wrapperSpec returns how to read the options of the wrapper called name.
