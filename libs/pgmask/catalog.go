@@ -39,6 +39,12 @@ type Catalog struct {
 	// by the masked column. Lineage cannot see inside a view, so all of a
 	// view's columns count as derived from what it reads.
 	views map[ColKey][]viewCol
+	// stats are the columns of the statistics catalogs (pg_statistic,
+	// pg_statistic_ext_data, pg_stats, pg_stats_ext, pg_stats_ext_exprs):
+	// samples of every table's values. Under any
+	// masked column they count as masked, and so do the views over them
+	// (pg_stats, and a user's view of pg_stats).
+	stats []ColKey
 }
 
 // viewCol is a column of a view that derives from a masked column.
@@ -155,10 +161,38 @@ ORDER BY c.oid, a.attnum`
 			}
 		}
 	}
+	if err := cat.resolveStatistics(ctx, pc); err != nil {
+		return nil, err
+	}
 	if err := cat.resolveViews(ctx, pc); err != nil {
 		return nil, err
 	}
 	return cat, nil
+}
+
+// resolveStatistics finds the columns of the statistics catalogs and of
+// the system views over them (whose dependencies PostgreSQL does not
+// record), to be followed into a user's views over them as masked columns
+// are.
+func (cat *Catalog) resolveStatistics(ctx context.Context, pc *pgconn.PgConn) error {
+	res, err := pc.Exec(ctx, `SELECT a.attrelid, a.attnum, c.relname, a.attname
+FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+WHERE a.attrelid IN ('pg_catalog.pg_statistic'::regclass, 'pg_catalog.pg_statistic_ext_data'::regclass,
+    'pg_catalog.pg_stats'::regclass, 'pg_catalog.pg_stats_ext'::regclass, 'pg_catalog.pg_stats_ext_exprs'::regclass)
+  AND a.attnum > 0 AND NOT a.attisdropped`).ReadAll()
+	if err != nil {
+		return fmt.Errorf("resolve the statistics catalogs: %w", err)
+	}
+	for _, r := range res {
+		for _, row := range r.Rows {
+			rel, _ := strconv.ParseUint(string(row[0]), 10, 32)
+			att, _ := strconv.ParseInt(string(row[1]), 10, 16)
+			k := ColKey{Table: uint32(rel), Attnum: int16(att)}
+			cat.stats = append(cat.stats, k)
+			cat.spellings[k] = []string{string(row[2]) + "." + string(row[3]), "pg_catalog." + string(row[2]) + "." + string(row[3])}
+		}
+	}
+	return nil
 }
 
 // resolveViews finds the views that read masked columns, directly or

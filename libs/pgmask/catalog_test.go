@@ -60,7 +60,8 @@ ALTER TABLE people ATTACH PARTITION people_low FOR VALUES FROM (0) TO (100);
 CREATE TABLE archive (id int, ssn text);
 CREATE TABLE archive_2024 (note text) INHERITS (archive);
 CREATE TABLE staff (id int, ssn text);
-CREATE TABLE contractors (extra int) INHERITS (staff);`))
+CREATE TABLE contractors (extra int) INHERITS (staff);
+CREATE VIEW my_stats AS SELECT attname, histogram_bounds::text AS bounds FROM pg_stats;`))
 	pc, err := pgconn.Connect(ctx, srv.SuperuserDSN("postgres"))
 	require.NoError(t, err)
 	defer pc.Close(ctx)
@@ -116,4 +117,13 @@ CREATE TABLE contractors (extra int) INHERITS (staff);`))
 		assert.True(t, p.MasksColumn(name), name)
 	}
 	assert.False(t, p.MasksColumn("people_low.id"))
+
+	// What the statistics sample, through pg_stats and a view of it.
+	stats, mine := oid("pg_catalog.pg_stats"), oid("my_stats")
+	assert.Contains(t, p.whole, ColKey{stats, 1})
+	assert.Contains(t, p.whole, ColKey{mine, 2})
+	assert.True(t, p.MasksColumn("my_stats.bounds"))
+	assert.True(t, p.MasksColumn("pg_stats.most_common_vals"))
+	none := NewPlan(testMasker(t), decision(&controlv1.MaskRule{Detectors: []string{"email"}}), cat)
+	assert.NotContains(t, none.whole, ColKey{mine, 2}, "without masked columns nothing is derived")
 }

@@ -73,6 +73,22 @@ func NewPlan(m *masking.Masker, d *policyv1.Decision, cat *Catalog) *Plan {
 			}
 		}
 	}
+	if len(p.cols) > 0 {
+		// The statistics catalogs sample every table's values, masked
+		// columns included; so do the views over them.
+		for _, k := range cat.stats {
+			p.whole[k] = "statistics"
+			for _, n := range cat.spellings[k] {
+				addName(n)
+			}
+			for _, v := range cat.views[k] {
+				p.whole[v.key] = "statistics"
+				for _, n := range v.names {
+					addName(n)
+				}
+			}
+		}
+	}
 	return p
 }
 
