@@ -139,11 +139,13 @@ type GrantSet struct {
 	Scoped   bool
 }
 
-// Grants returns the grants of subject on target in force at now for a
-// command of session: those for every session and those confined to this
-// one. A stale view has none, and its answer may change at once (decisions
-// made meanwhile are not reused).
-func (v *View) Grants(subject, target, session string, now time.Time) GrantSet {
+// Grants returns the grants of the principal named by issuer and subject
+// on target in force at now for a command of session: those for every
+// session and those confined to this one. A subject is compared with its
+// issuer: two issuers may each have a subject of the same name. A stale
+// view has none, and its answer may change at once (decisions made
+// meanwhile are not reused).
+func (v *View) Grants(issuer, subject, target, session string, now time.Time) GrantSet {
 	if v.stale.Load() {
 		return GrantSet{Next: now}
 	}
@@ -151,7 +153,7 @@ func (v *View) Grants(subject, target, session string, now time.Time) GrantSet {
 	defer v.mu.RUnlock()
 	set := GrantSet{Revision: v.grantRev}
 	for _, a := range v.items {
-		if a.GetType() != "grant" || a.GetState() != "approved" || a.GetRequester().GetSubject() != subject || a.GetTarget() != target {
+		if a.GetType() != "grant" || a.GetState() != "approved" || a.GetRequester().GetSubject() != subject || a.GetRequester().GetIssuer() != issuer || a.GetTarget() != target {
 			continue
 		}
 		start, end := a.GetStartsAt().AsTime(), a.GetEndsAt().AsTime()

@@ -186,7 +186,7 @@ func TestGrantLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, r.GetError())
 	id := r.GetApproval().GetId()
-	assert.Empty(t, e.view.Grants("alice", "demo", "", time.Now()).Grants, "not yet approved")
+	assert.Empty(t, e.view.Grants(e.idp.Issuer.URL, "alice", "demo", "", time.Now()).Grants, "not yet approved")
 
 	r, err = e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "nowhere", Role: "writer", DurationSeconds: 60, Reason: "x"})
 	require.NoError(t, err)
@@ -194,7 +194,7 @@ func TestGrantLifecycle(t *testing.T) {
 
 	require.Nil(t, e.decide(t, id, bob, "approve").GetError())
 	testkit.Eventually(t, 5*time.Second, func() error {
-		gs := e.view.Grants("alice", "demo", "", time.Now())
+		gs := e.view.Grants(e.idp.Issuer.URL, "alice", "demo", "", time.Now())
 		if len(gs.Grants) != 1 || gs.Grants[0].GetRole() != "writer" || gs.Next.IsZero() || gs.Scoped {
 			return fmt.Errorf("grants %+v", gs)
 		}
@@ -202,7 +202,7 @@ func TestGrantLifecycle(t *testing.T) {
 	})
 	// It ends by itself.
 	time.Sleep(2100 * time.Millisecond)
-	assert.Empty(t, e.view.Grants("alice", "demo", "", time.Now()).Grants)
+	assert.Empty(t, e.view.Grants(e.idp.Issuer.URL, "alice", "demo", "", time.Now()).Grants)
 
 	// Revocation ends a grant early.
 	r, _ = e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "demo", Role: "writer", DurationSeconds: 3600, Reason: "y"})
@@ -215,7 +215,7 @@ func TestGrantLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, rr.GetError())
 	testkit.Eventually(t, 5*time.Second, func() error {
-		if g := e.view.Grants("alice", "demo", "", time.Now()).Grants; len(g) != 0 {
+		if g := e.view.Grants(e.idp.Issuer.URL, "alice", "demo", "", time.Now()).Grants; len(g) != 0 {
 			return fmt.Errorf("still granted")
 		}
 		return nil
@@ -245,7 +245,7 @@ func TestApprovalWithScope(t *testing.T) {
 	gid := r.GetApproval().GetGrantId()
 	require.NotEmpty(t, gid)
 	testkit.Eventually(t, 5*time.Second, func() error {
-		gs := e.view.Grants("alice", "demo", "s1", time.Now())
+		gs := e.view.Grants(e.idp.Issuer.URL, "alice", "demo", "s1", time.Now())
 		if len(gs.Grants) != 1 || gs.Grants[0].GetId() != gid || gs.Grants[0].GetRole() != "ddl" || gs.Grants[0].GetSessionId() != "s1" || !gs.Scoped {
 			return fmt.Errorf("grants %+v", gs)
 		}
@@ -256,10 +256,12 @@ func TestApprovalWithScope(t *testing.T) {
 	})
 	// Another session of the same principal does not hold it, but knows
 	// that the principal's grants depend on the session.
-	other := e.view.Grants("alice", "demo", "s2", time.Now())
+	other := e.view.Grants(e.idp.Issuer.URL, "alice", "demo", "s2", time.Now())
 	assert.Empty(t, other.Grants)
 	assert.True(t, other.Scoped)
-	assert.Empty(t, e.view.Grants("dave", "demo", "s1", time.Now()).Grants, "nobody else holds it")
+	assert.Empty(t, e.view.Grants(e.idp.Issuer.URL, "dave", "demo", "s1", time.Now()).Grants, "nobody else holds it")
+	assert.Empty(t, e.view.Grants("https://agents.example", "alice", "demo", "s1", time.Now()).Grants,
+		"a subject of the same name at another issuer is someone else")
 
 	// The grant is an approval of its own: who asked, who granted, why,
 	// and the request it came with.
@@ -295,12 +297,12 @@ func TestApprovalWithScope(t *testing.T) {
 	// A grant asked for one session holds in that session only.
 	require.Nil(t, e.decide(t, gr.GetApproval().GetId(), bob, "approve").GetError())
 	testkit.Eventually(t, 5*time.Second, func() error {
-		if gs := e.view.Grants("alice", "demo", "s3", time.Now()); len(gs.Grants) != 1 || gs.Grants[0].GetRole() != "writer" {
+		if gs := e.view.Grants(e.idp.Issuer.URL, "alice", "demo", "s3", time.Now()); len(gs.Grants) != 1 || gs.Grants[0].GetRole() != "writer" {
 			return fmt.Errorf("grants %+v", gs)
 		}
 		return nil
 	})
-	assert.Len(t, e.view.Grants("alice", "demo", "s1", time.Now()).Grants, 2, "s1: the two scopes approved with its commands")
+	assert.Len(t, e.view.Grants(e.idp.Issuer.URL, "alice", "demo", "s1", time.Now()).Grants, 2, "s1: the two scopes approved with its commands")
 }
 
 // TestCallersAreVerified: the caller is the principal of the token the

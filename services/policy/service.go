@@ -63,7 +63,7 @@ type Config struct {
 
 // Grants gives the grants of a principal on a target in force for a
 // command of a session (see approvalstate.GrantSet).
-type Grants func(subject, target, session string, now time.Time) approvalstate.GrantSet
+type Grants func(issuer, subject, target, session string, now time.Time) approvalstate.GrantSet
 
 // Service is the policy service.
 type Service struct {
@@ -220,7 +220,7 @@ func EvaluateWithGrants(ctx context.Context, set *engine.Set, target *commonv1.T
 	in := engine.Input{Principal: req.GetPrincipal(), Target: target, Now: now, MCP: req.GetMcp()}
 	var gs approvalstate.GrantSet
 	if grants != nil && set.UsesGrants {
-		gs = grants(req.GetPrincipal().GetSubject(), target.GetName(), req.GetSessionId(), now)
+		gs = grants(req.GetPrincipal().GetIssuer(), req.GetPrincipal().GetSubject(), target.GetName(), req.GetSessionId(), now)
 		in.Grants = gs.Grants
 	}
 	d := evaluateCommand(ctx, set, in, req)
