@@ -217,8 +217,10 @@ func (v *View) Follow(ctx context.Context, js jetstream.JetStream) error {
 	return bus.Follow{Bucket: bus.BucketApprovals, OnStale: v.setStale}.Run(ctx, js, v.ready, v.apply)
 }
 
-// MaxCommandExcerpt bounds the command text an approval request keeps.
-const MaxCommandExcerpt = 4096
+// MaxCommandExcerpt bounds the command text an approval request keeps,
+// and so the command a request may be opened for: an approver is shown the
+// whole of what the approval runs.
+const MaxCommandExcerpt = 16 << 10
 
 // Excerpt cuts a command to MaxCommandExcerpt bytes at a character
 // boundary: a request keeps an excerpt (bound to the whole command by its

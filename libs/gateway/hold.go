@@ -94,6 +94,13 @@ func (k *Kernel) Hold(ctx context.Context, r HoldRequest) HoldOutcome {
 // that cannot be opened counts as a refused hold.
 func (k *Kernel) OpenHold(ctx context.Context, r HoldRequest) (id, refusal string) {
 	d := r.Decision
+	if len(r.Command) > approvalstate.MaxCommandExcerpt {
+		// An approver would be shown part of it, and the approval would
+		// run all of it.
+		k.metrics.holds[holdRefused].Inc()
+		return "", fmt.Sprintf("%s; it needs approval, but it is %d bytes, longer than an approver is shown (%d bytes): it cannot be approved as one command; split it, or ask for a grant",
+			d.GetReason(), len(r.Command), approvalstate.MaxCommandExcerpt)
+	}
 	var reply approvalsv1.ApprovalReply
 	octx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, r.Token), 5*time.Second)
 	err := bus.Request(octx, k.cfg.Conn.NC, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{

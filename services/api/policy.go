@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -20,7 +21,9 @@ func (s *Server) policyRoutes() {
 
 // PolicyTestRequest asks how the policy rules on a command for a principal.
 type PolicyTestRequest struct {
-	Subject string   `json:"subject"`
+	Subject string `json:"subject"`
+	// Issuer defaults to the caller's own.
+	Issuer  string   `json:"issuer,omitempty"`
 	Email   string   `json:"email,omitempty"`
 	Groups  []string `json:"groups"`
 	Machine bool     `json:"machine"`
@@ -219,7 +222,7 @@ func sameName(a, b string) bool {
 	return a == b || strings.HasSuffix(a, "."+b) || strings.HasSuffix(b, "."+a)
 }
 
-func (s *Server) policyTest(w http.ResponseWriter, r *http.Request, _ *commonv1.Principal) {
+func (s *Server) policyTest(w http.ResponseWriter, r *http.Request, caller *commonv1.Principal) {
 	var req PolicyTestRequest
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err == nil {
@@ -234,7 +237,7 @@ func (s *Server) policyTest(w http.ResponseWriter, r *http.Request, _ *commonv1.
 		return
 	}
 	ereq := &policyv1.EvaluateRequest{
-		Principal: &commonv1.Principal{Subject: req.Subject, Email: req.Email, Groups: req.Groups, Machine: req.Machine},
+		Principal: &commonv1.Principal{Subject: req.Subject, Issuer: cmp.Or(req.Issuer, caller.GetIssuer()), Email: req.Email, Groups: req.Groups, Machine: req.Machine},
 		Target:    &commonv1.Target{Name: req.Target},
 		Command:   &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: req.SQL}},
 	}

@@ -229,6 +229,11 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 	// and no request is large enough to burden the views that every
 	// session reads.
 	command, size := approvalstate.Excerpt(req.GetCommand()), max(req.GetCommandSize(), int64(len(req.GetCommand())))
+	if size > approvalstate.MaxCommandExcerpt {
+		// An approver would be shown part of what the approval runs.
+		return replyErr("too_long", "the command is %d bytes, longer than an approver is shown (%d bytes): it cannot be approved as one; split it, or ask for a grant",
+			size, approvalstate.MaxCommandExcerpt), nil
+	}
 	ev := &approvalsv1.RequestOpened{
 		Id: id, Requester: requester, SessionId: req.GetSessionId(), Target: req.GetTarget(), CommandSize: size,
 		Command: command, CommandHash: req.GetCommandHash(), Rule: req.GetRule(), Reason: req.GetReason(),

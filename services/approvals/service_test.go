@@ -392,25 +392,27 @@ func TestSlackDecisionsCountAsAnEmail(t *testing.T) {
 	assert.Equal(t, "bad_request", slack(b.Id, "bob"))
 }
 
-// A request keeps an excerpt of its command, cut at a character, and the
-// command's whole size, whatever the caller sends.
-func TestRequestsKeepAnExcerpt(t *testing.T) {
+// A request is opened only for a command an approver is shown whole: one
+// longer than MaxCommandExcerpt is refused, whatever the caller sends (a
+// whole text, or an excerpt and the size of the rest).
+func TestRequestsShowTheWholeCommand(t *testing.T) {
 	e := setup(t)
-	cmd := "SELECT '" + strings.Repeat("é", 3000) + "'" // 6 KiB, two bytes a character
+	cmd := "SELECT '" + strings.Repeat("é", 4000) + "'" // 8 KiB, two bytes a character
 	r, err := e.call(alice, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s1", Target: "demo",
 		Command: cmd, CommandHash: "h", ApproverGroups: []string{"approvers"}})
 	require.NoError(t, err)
 	require.Nil(t, r.GetError())
-	a := r.GetApproval()
-	assert.LessOrEqual(t, len(a.GetCommand()), approvalstate.MaxCommandExcerpt)
-	assert.True(t, utf8.ValidString(a.GetCommand()))
-	assert.True(t, strings.HasPrefix(cmd, a.GetCommand()))
-	assert.Equal(t, int64(len(cmd)), a.GetCommandSize())
-	// A worker that sends an excerpt itself says how long the command is.
-	r, err = e.call(alice, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s1", Target: "demo",
-		Command: "SELECT 1", CommandSize: 1 << 20, CommandHash: "h2", ApproverGroups: []string{"approvers"}})
-	require.NoError(t, err)
-	assert.Equal(t, int64(1<<20), r.GetApproval().GetCommandSize())
+	assert.Equal(t, cmd, r.GetApproval().GetCommand())
+	assert.True(t, utf8.ValidString(r.GetApproval().GetCommand()))
+	for _, req := range []*approvalsv1.OpenRequest{
+		{Command: strings.Repeat("x", approvalstate.MaxCommandExcerpt+1)},
+		{Command: "SELECT 1", CommandSize: 1 << 20},
+	} {
+		req.SessionId, req.Target, req.CommandHash, req.ApproverGroups = "s1", "demo", "h2", []string{"approvers"}
+		r, err = e.call(alice, bus.APIApprovalsOpen, req)
+		require.NoError(t, err)
+		assert.Equal(t, "too_long", r.GetError().GetCode())
+	}
 }
 
 // A request is withdrawn by its requester's own session; a withdrawn

@@ -372,10 +372,13 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 			Reason: "masking applies to you on this target, and a port-forward carries data Sluice cannot mask"})
 	}
 	text := requestLine(r, rest)
+	bodyCut := false
 	if len(body) > 0 {
 		// What a write sends is what an approver approves and the record
 		// keeps: masked (Secret values, the detectors), at most 4 KiB.
-		text += "\n" + w.bodyExcerpt(r.Header.Get("Content-Type"), body, info.Resource)
+		var excerpt string
+		excerpt, bodyCut = w.bodyExcerpt(r.Header.Get("Content-Type"), body, info.Resource)
+		text += "\n" + excerpt
 	}
 	var bodyHash string
 	if len(body) > 0 {
@@ -394,6 +397,14 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	switch d.GetAction() {
 	case "allow":
 	case "review":
+		if bodyCut {
+			// An approver is shown the body cut: what they approve would
+			// not be all that runs.
+			msg := fmt.Sprintf("sluice: %s; it needs approval, but its body (%d bytes) is longer than an approver is shown (%d bytes): it cannot be approved as one request", d.GetReason(), len(body), maxExcerpt)
+			status(rw, http.StatusForbidden, "Forbidden", msg)
+			result(http.StatusForbidden, 0)
+			return
+		}
 		if msg, ok := s.review(ctx, d, id, text, gateway.CommandHash(text, bodyHash+"\x00"+r.Header.Get("Content-Type"))); !ok {
 			status(rw, http.StatusForbidden, "Forbidden", msg)
 			result(http.StatusForbidden, 0)
@@ -652,12 +663,12 @@ func (s *session) upgradeFailure(path string) (int, []byte, bool) {
 }
 
 // maxExcerpt bounds the part of a request body a record and an approval
-// show.
-const maxExcerpt = 4 << 10
+// show; a request held for approval whose body is longer is refused.
+const maxExcerpt = 12 << 10
 
 // bodyExcerpt is a request body as a record shows it: masked as a response
 // would be for a masked principal, cut to maxExcerpt.
-func (w *Worker) bodyExcerpt(contentType string, body []byte, resource string) string {
+func (w *Worker) bodyExcerpt(contentType string, body []byte, resource string) (excerpt string, cut bool) {
 	out := body
 	if masked, err := kubemask.New(w.bodyMasker, resource).JSON(body); err == nil {
 		out = masked
@@ -666,7 +677,7 @@ func (w *Worker) bodyExcerpt(contentType string, body []byte, resource string) s
 		out = w.bodyMasker.AppendMasked(nil, body, &c)
 	}
 	if len(out) > maxExcerpt {
-		out = append(out[:maxExcerpt:maxExcerpt], "…"...)
+		out, cut = append(out[:maxExcerpt:maxExcerpt], "…"...), true
 	}
-	return strings.ToValidUTF8(string(out), "\uFFFD")
+	return strings.ToValidUTF8(string(out), "\uFFFD"), cut
 }

@@ -14,7 +14,7 @@ import (
 
 func newPolicyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Inspect the policy in force"}
-	var sub, groups, email, target string
+	var sub, groups, email, issuer, target string
 	var machine, verbose bool
 	test := &cobra.Command{
 		Use:   `test --sub S --groups G --target T [--machine] "SQL"`,
@@ -39,7 +39,7 @@ section, or in an approver group.`,
 			if err != nil {
 				return err
 			}
-			body, _ := json.Marshal(map[string]any{"subject": sub, "email": email, "groups": splitList(groups), "machine": machine, "target": target, "sql": args[0]})
+			body, _ := json.Marshal(map[string]any{"subject": sub, "issuer": issuer, "email": email, "groups": splitList(groups), "machine": machine, "target": target, "sql": args[0]})
 			var d api.DecisionJSON
 			if err := c.read(cmd.Context(), http.MethodPost, "/api/v1/policy/test", body, &d); err != nil {
 				return err
@@ -70,6 +70,7 @@ section, or in an approver group.`,
 	f.StringVar(&sub, "sub", "", "subject of the principal")
 	f.StringVar(&groups, "groups", "", "comma-separated groups")
 	f.StringVar(&email, "email", "", "email of the principal")
+	f.StringVar(&issuer, "issuer", "", "issuer of the principal (default: your token's; a grant is its holder's at one issuer)")
 	f.StringVar(&target, "target", "", "target name")
 	f.BoolVar(&machine, "machine", false, "the principal is a machine identity")
 	f.BoolVarP(&verbose, "verbose", "v", false, "also show the classification")
