@@ -481,6 +481,9 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 			return replyErr("not_pending", "request %s is %s", a.GetId(), a.GetState()), nil
 		case samePerson(p, a.GetRequester()):
 			return replyErr("self_approval", "nobody approves their own request"), nil
+		case !comparable(p, a.GetRequester()):
+			return replyErr("not_comparable", "the requester (%s) has no email to be told apart from a Slack user by; decide with sluice approve or in the console",
+				a.GetRequester().GetSubject()), nil
 		case !s.mayApprove(p, a.GetApproverGroups()):
 			return replyErr("forbidden", "you are not in an approver group of this request (%s)", strings.Join(a.GetApproverGroups(), ", ")), nil
 		}
@@ -492,6 +495,9 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 		}
 		if slices.ContainsFunc(voters(st.Events), func(v *commonv1.Principal) bool { return samePerson(v, p) }) {
 			return replyErr("already_voted", "you already approved request %s", a.GetId()), nil
+		}
+		if slices.ContainsFunc(voters(st.Events), func(v *commonv1.Principal) bool { return !comparable(v, p) }) {
+			return replyErr("not_comparable", "an earlier approval of %s names someone who cannot be told apart from you (no email to compare); decide with sluice approve or in the console", a.GetId()), nil
 		}
 		granted := uint32(len(a.GetApprovedBy())+1) >= a.GetQuorum()
 		if req.GetGrantRole() != "" {

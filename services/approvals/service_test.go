@@ -18,6 +18,7 @@ import (
 	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
+	"sluice.dev/sluice/libs/devissuer"
 	"sluice.dev/sluice/libs/testkit"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -390,6 +391,21 @@ func TestSlackDecisionsCountAsAnEmail(t *testing.T) {
 	})
 	// A Slack decision names an email, never a bare subject.
 	assert.Equal(t, "bad_request", slack(b.Id, "bob"))
+
+	// A requester whose token carries no email cannot be told apart from
+	// a Slack user: nobody approves from Slack, not even herself.
+	noMail := caller(e.idp.Mint(devissuer.Claims{Subject: "frank", Groups: []string{"engineers"}}))
+	r2, err := e.call(noMail, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s9", Target: "demo",
+		Command: "DELETE FROM customers", CommandHash: "h9", ApproverGroups: []string{"approvers"}, Quorum: 2, TtlSeconds: 60})
+	require.NoError(t, err)
+	require.Nil(t, r2.GetError())
+	assert.Equal(t, "not_comparable", slack(r2.GetApproval().GetId(), "erin@example.com"))
+	// An earlier approver without an email is no one a Slack vote can be
+	// told apart from either.
+	c := e.open(t, 2, time.Minute)
+	gina := caller(e.idp.Mint(devissuer.Claims{Subject: "gina", Groups: []string{"approvers"}}))
+	require.Nil(t, e.decide(t, c.Id, gina, "approve").GetError())
+	assert.Equal(t, "not_comparable", slack(c.Id, "erin@example.com"))
 }
 
 // A request is opened only for a command an approver is shown whole: one

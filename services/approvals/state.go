@@ -163,6 +163,18 @@ func samePerson(a, b *commonv1.Principal) bool {
 	return false
 }
 
+// comparable reports whether samePerson can tell a and b apart: both are
+// principals of an identity provider (compared by issuer and subject, and
+// by email), or both carry an email. A Slack decision names its approver
+// by email only: against a requester or a voter without one, it could be
+// the same person under another name, and counts as nobody's.
+func comparable(a, b *commonv1.Principal) bool {
+	if a.GetIssuer() != "" && b.GetIssuer() != "" {
+		return true
+	}
+	return len(emails(a)) > 0 && len(emails(b)) > 0
+}
+
 func emails(p *commonv1.Principal) []string {
 	var out []string
 	for _, v := range []string{p.GetEmail(), p.GetSubject()} {
