@@ -510,6 +510,12 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 				return replyErr("bad_request", "request %s needs %d approvals; only the vote that completes them can add a grant", a.GetId(), a.GetQuorum()), nil
 			case a.GetSessionId() == "":
 				return replyErr("bad_request", "request %s has no session to scope a grant to", a.GetId()), nil
+			case s.ctl.Access().GetGrantApprovers() == "":
+				return replyErr("not_configured", "no approver group decides grants (set access.grant_approvers in sluice.yaml)"), nil
+			case !s.mayApprove(p, []string{s.ctl.Access().GetGrantApprovers()}):
+				// Approving one held command is not granting a role: that
+				// is for those who decide grant requests.
+				return replyErr("forbidden", "only the grant approvers (%s) add a grant to an approval", s.ctl.Access().GetGrantApprovers()), nil
 			}
 			// The grant is stored before the approval: whoever sees the
 			// approval (the waiting worker, then the policy service) has

@@ -51,7 +51,8 @@ func setupWith(t *testing.T, cfg approvals.Config) *env {
 	bob, carol = caller(idp.Token("bob", "approvers")), caller(idp.Token("carol", "approvers"))
 	kv, err := controlstate.Bucket(ctx, conn.JS)
 	require.NoError(t, err)
-	groups, _ := proto.Marshal(&controlv1.ApproverGroupsSet{Groups: []*controlv1.ApproverGroup{{Name: "approvers", Groups: []string{"approvers"}, Subjects: []string{"erin@example.com"}}}})
+	groups, _ := proto.Marshal(&controlv1.ApproverGroupsSet{Groups: []*controlv1.ApproverGroup{{Name: "approvers", Groups: []string{"approvers"}, Subjects: []string{"erin@example.com"}},
+		{Name: "reviewers", Groups: []string{"reviewers"}}}})
 	_, err = kv.Put(ctx, controlstate.KeyApprovers, groups)
 	require.NoError(t, err)
 	access, _ := proto.Marshal(&controlv1.AccessConfigured{Admins: []string{"admins"}, Auditors: []string{"auditors"}, GrantApprovers: "approvers"})
@@ -228,6 +229,18 @@ func TestGrantLifecycle(t *testing.T) {
 // target, confined to the command's session, naming the request.
 func TestApprovalWithScope(t *testing.T) {
 	e := setup(t)
+	// Only the grant approvers add a grant: approving one held command is
+	// not granting a role.
+	rev, err := e.call(alice, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s1", Target: "demo",
+		Command: "UPDATE t SET x = 1", CommandHash: "hr", ApproverGroups: []string{"reviewers"}, Quorum: 1, TtlSeconds: 60})
+	require.NoError(t, err)
+	require.Nil(t, rev.GetError())
+	dan := caller(e.idp.Token("dan", "reviewers"))
+	r0, err := e.call(dan, bus.APIApprovalsDecide, &approvalsv1.Decide{Id: rev.GetApproval().GetId(), Verdict: "approve", GrantRole: "ddl", GrantSeconds: 600})
+	require.NoError(t, err)
+	assert.Equal(t, "forbidden", code(r0))
+	require.Nil(t, e.decide(t, rev.GetApproval().GetId(), dan, "approve").GetError(), "the approval alone is theirs to give")
+
 	scoped := func(id, role string, secs int64) *approvalsv1.ApprovalReply {
 		r, err := e.call(bob, bus.APIApprovalsDecide, &approvalsv1.Decide{Id: id, Verdict: "approve", Reason: "fixtures", GrantRole: role, GrantSeconds: secs})
 		require.NoError(t, err)
