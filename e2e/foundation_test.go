@@ -130,6 +130,15 @@ func TestFoundation(t *testing.T) {
 		require.NoError(t, err, out)
 		assert.Contains(t, out, `"name": "demo"`)
 		assert.Contains(t, out, `"credential": "sealed"`)
+		assert.Contains(t, out, `"address": "127.0.0.1:`)
+		// Anyone else sees what a client connects with: names, kinds and
+		// labels, not where a target is or as whom Sluice logs in.
+		eng := []string{"SLUICE_TOKEN=" + env.Token("--sub", "alice", "--groups", "engineers")}
+		out, err = env.CLI(eng, "targets", "list", "-o", "json")
+		require.NoError(t, err, out)
+		assert.Contains(t, out, `"name": "demo"`)
+		assert.NotContains(t, out, `"address": "127.0.0.1`)
+		assert.NotContains(t, out, `"credential": "sealed"`)
 
 		// The demo password exists only sealed; recover it to prove it
 		// appears nowhere in clear.

@@ -471,7 +471,16 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 	var grantID string
 	reply, err := s.withRetry(ctx, req.GetId(), func(agg string, st eventstore.Aggregate, a *approvalsv1.Approval) (*approvalsv1.ApprovalReply, []eventstore.Pending) {
 		now := s.cfg.Now()
+		// Who may decide comes first: a request's state, expiry and
+		// withdrawal reason are for those who may read it.
 		switch {
+		case samePerson(p, a.GetRequester()):
+			return replyErr("self_approval", "nobody approves their own request"), nil
+		case !s.mayApprove(p, a.GetApproverGroups()):
+			return replyErr("forbidden", "you are not in an approver group of this request"), nil
+		case !comparable(p, a.GetRequester()):
+			return replyErr("not_comparable", "the requester (%s) has no email to be told apart from a Slack user by; decide with sluice approve or in the console",
+				a.GetRequester().GetSubject()), nil
 		case s.expiredNow(a):
 			return replyErr("expired", "request %s expired at %s", a.GetId(), a.GetExpiresAt().AsTime().UTC().Format(time.RFC3339)),
 				[]eventstore.Pending{expiredEvent(agg, a.GetId(), now)}
@@ -479,13 +488,6 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 			return replyErr("not_pending", "request %s was withdrawn (%s); nothing will run", a.GetId(), a.GetDecisionReason()), nil
 		case a.GetState() != Pending:
 			return replyErr("not_pending", "request %s is %s", a.GetId(), a.GetState()), nil
-		case samePerson(p, a.GetRequester()):
-			return replyErr("self_approval", "nobody approves their own request"), nil
-		case !comparable(p, a.GetRequester()):
-			return replyErr("not_comparable", "the requester (%s) has no email to be told apart from a Slack user by; decide with sluice approve or in the console",
-				a.GetRequester().GetSubject()), nil
-		case !s.mayApprove(p, a.GetApproverGroups()):
-			return replyErr("forbidden", "you are not in an approver group of this request (%s)", strings.Join(a.GetApproverGroups(), ", ")), nil
 		}
 		if req.GetVerdict() == "deny" {
 			if agg == "grant" {

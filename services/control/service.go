@@ -501,12 +501,21 @@ func Fold(ctx context.Context, js jetstream.JetStream) (map[string][]byte, error
 }
 
 func (s *Service) listTargets(ctx context.Context, _ *controlv1.ListTargetsRequest) (*controlv1.ListTargetsResponse, error) {
-	if _, e := s.guard.Caller(ctx); e != nil {
+	p, e := s.guard.Caller(ctx)
+	if e != nil {
 		return &controlv1.ListTargetsResponse{Error: e}, nil
 	}
+	// Where a target is and as whom Sluice logs in is for those who run
+	// Sluice (admins, auditors): anyone else sees a target's name, kind
+	// and labels, what a client connects with.
+	full := s.guard.Has(p, authz.Admin) || s.guard.Has(p, authz.Auditor)
 	resp := &controlv1.ListTargetsResponse{}
 	for _, t := range s.view.Targets() {
-		resp.Targets = append(resp.Targets, View(t.GetSpec()))
+		v := View(t.GetSpec())
+		if !full {
+			v = &controlv1.TargetView{Name: v.GetName(), Kind: v.GetKind(), Labels: v.GetLabels()}
+		}
+		resp.Targets = append(resp.Targets, v)
 	}
 	return resp, nil
 }
