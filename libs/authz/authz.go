@@ -134,13 +134,14 @@ func (r Role) String() string {
 
 // IsApprover reports whether p belongs to one of the named approver groups
 // (all of them when names is nil): by group membership or by being listed
-// as a subject (subject or email).
+// as a subject (subject or email). A machine identity's email claim names
+// nobody: whoever registers a client may choose it.
 func IsApprover(set *controlv1.ApproverGroupsSet, p *commonv1.Principal, names []string) bool {
 	for _, g := range set.GetGroups() {
 		if names != nil && !slices.Contains(names, g.GetName()) {
 			continue
 		}
-		if slices.Contains(g.GetSubjects(), p.GetSubject()) || (p.GetEmail() != "" && slices.Contains(g.GetSubjects(), p.GetEmail())) {
+		if slices.Contains(g.GetSubjects(), p.GetSubject()) || (p.GetEmail() != "" && !p.GetMachine() && slices.Contains(g.GetSubjects(), p.GetEmail())) {
 			return true
 		}
 		for _, pg := range p.GetGroups() {
