@@ -145,7 +145,7 @@ func TestDefaultPolicyVerdicts(t *testing.T) {
 	// decision names it for the audit record and is not shared with the
 	// principal's other sessions.
 	grant := &approvalsv1.Grant{Id: "g1", Subject: "alice", Target: "demo", Role: "ddl", SessionId: "s1"}
-	grants := func(subject, target, session string, now time.Time) approvalstate.GrantSet {
+	grants := func(_, subject, target, session string, now time.Time) approvalstate.GrantSet {
 		gs := approvalstate.GrantSet{Revision: 7, Next: now.Add(10 * time.Minute), Scoped: true}
 		if session == "s1" {
 			gs.Grants = []*approvalsv1.Grant{grant}
