@@ -113,7 +113,11 @@
 //     to PATH, EXECIGNORE, BASH_ENV, ENV, SHELLOPTS, BASHOPTS,
 //     BASH_LOADABLES_PATH, PS0, PS1, PS2, PS4, PROMPT_COMMAND, LD_*,
 //     BASH_FUNC_*, PERL5OPT, PERL5LIB, PERLLIB, RUBYOPT, RUBYLIB,
-//     NODE_OPTIONS, NODE_PATH, PYTHONPATH, PYTHONSTARTUP or PYTHONHOME;
+//     NODE_OPTIONS, NODE_PATH, PYTHONPATH, PYTHONSTARTUP, PYTHONHOME,
+//     GCONV_PATH, LESSOPEN, LESSCLOSE, PAGER, GIT_PAGER, MANPAGER, EDITOR,
+//     VISUAL, GIT_EDITOR, GIT_SSH, GIT_SSH_COMMAND, GIT_EXEC_PATH,
+//     GIT_CONFIG_GLOBAL, GIT_CONFIG_SYSTEM, JAVA_TOOL_OPTIONS or
+//     _JAVA_OPTIONS;
 //     arithmetic that reads a variable or an expansion ($((x)), (( )),
 //     let, for ((;;)), a subscript, ${x:off:len}, [[ x -eq y ]]), because
 //     bash evaluates the value in its turn and x='a[$(cmd)]' runs cmd; a

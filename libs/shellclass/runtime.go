@@ -34,6 +34,10 @@ var runtimeVars = setOf(
 	"PS0", "PS1", "PS2", "PS4", "PROMPT_COMMAND",
 	"PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB", "NODE_OPTIONS", "NODE_PATH",
 	"PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME",
+	// Programs and modules other programs run or load from the environment.
+	"GCONV_PATH", "LESSOPEN", "LESSCLOSE", "PAGER", "GIT_PAGER", "MANPAGER", "EDITOR", "VISUAL",
+	"GIT_EDITOR", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM",
+	"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS",
 )
 
 // assign records variables the line assigns; one that decides what runs
