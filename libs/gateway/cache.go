@@ -54,6 +54,13 @@ func (c *DecisionCache) SetRevision(rev uint64) {
 	}
 }
 
+// Revision is the newest policy revision the cache has seen.
+func (c *DecisionCache) Revision() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.revision
+}
+
 // Flush forgets every decision.
 func (c *DecisionCache) Flush() {
 	c.mu.Lock()

@@ -159,7 +159,9 @@ type stmtInfo struct {
 // force when it was asked for (decide).
 func (s *session) newInfo(text string, d *policyv1.Decision, cached, sql bool, epoch uint64) *stmtInfo {
 	info := &stmtInfo{text: text, decision: d, cached: cached, sql: sql, epoch: epoch}
-	if c := d.GetCache(); c.GetCacheable() {
+	// A decision made under an older policy than the worker has seen (the
+	// policy service had not loaded the new one yet) holds for nothing.
+	if c := d.GetCache(); c.GetCacheable() && d.GetRevision() >= s.w.k.Decisions.Revision() {
 		ttl := time.Duration(c.GetTtlMs()) * time.Millisecond
 		if cached {
 			// A decision from the cache may be near the end of its life
