@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -107,8 +108,10 @@ func approvalsJSON(t *testing.T, env *pgEnv, cli []string, state string) []map[s
 // (2 MiB once stalled the workers' approvals view for good: nothing
 // approved was released and a revoked grant kept allowing writes). One
 // longer than an approver is shown is refused at once (an approver who saw
-// its first 4 KiB approved a DROP hidden after them); a large parameter is
-// bound by hash; every other hold, release and grant goes on working.
+// its first 4 KiB approved a DROP hidden after them), and so is one whose
+// bound parameters are (an approver once approved a statement without
+// seeing its parameters at all); every other hold, release and grant goes
+// on working.
 func TestLargeHeldStatements(t *testing.T) {
 	requireTool(t, "psql")
 	env := withDemo(t, startDev(t, devOptions{extra: []string{"--hold-timeout", "60s"}}))
@@ -120,12 +123,13 @@ func TestLargeHeldStatements(t *testing.T) {
 	// 2 MiB, in the text (simple protocol) and as a parameter (extended).
 	big := holdOn(t, env, alice, "UPDATE orders SET status = 'shipped' /* "+padding+" */; DROP TABLE orders")
 	bigParam := holdOn(t, env, alice, "UPDATE orders SET status = 'shipped' WHERE $1::text IS NOT NULL OR true", padding)
-	bigParamID := bigParam.heldAs(t)
 
 	t.Run("a statement longer than an approver is shown is refused at once", func(t *testing.T) {
-		err := big.result(t, 20*time.Second)
-		require.Error(t, err)
-		assert.Contains(t, err.Error(), "longer than an approver is shown")
+		for _, h := range []*heldClient{big, bigParam} {
+			err := h.result(t, 20*time.Second)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "longer than an approver is shown")
+		}
 		for _, a := range approvalsJSON(t, env, bob, "pending") {
 			assert.NotContains(t, a["command"], "DROP TABLE", "no request was opened for it")
 		}
@@ -167,15 +171,58 @@ func TestLargeHeldStatements(t *testing.T) {
 		assert.Less(t, time.Since(revoked), 5*time.Second)
 	})
 
-	t.Run("the large parameter runs as held, once approved", func(t *testing.T) {
-		for _, c := range []struct {
-			h  *heldClient
-			id string
-		}{{bigParam, bigParamID}} {
-			out, err := env.CLI(bob, "approve", c.id)
-			require.NoError(t, err, tail(out, 3))
-			assert.Less(t, len(out), 400, "approve prints one short line")
-			require.NoError(t, c.h.result(t, 20*time.Second))
+	t.Run("approvers read the bound parameters, decoded, and what would not show written out", func(t *testing.T) {
+		bot := env.Token("--sub", "param-bot", "--groups", "engineers", "--machine")
+		// Text parameters (pgconn): one tries to pass for a line of its own.
+		text := holdOn(t, env, bot, "UPDATE orders SET status = $1 WHERE $2::text IS NOT NULL OR true", "x'\n-- $2 = 'harmless", "7")
+		textID := text.heldAs(t)
+		// Binary parameters (pgx encodes them by the types the server
+		// describes), and a bidirectional override in the text.
+		pgxDone := make(chan error, 1)
+		go func() {
+			conn, err := pgx.Connect(context.Background(), env.dsn(bot))
+			if err != nil {
+				pgxDone <- err
+				return
+			}
+			defer conn.Close(context.Background())
+			_, err = conn.Exec(context.Background(), "UPDATE orders SET amount = amount /* \u202e */ WHERE id <> $1 OR $2 OR $3 < now() OR true",
+				int64(-42), true, time.Date(2026, 12, 3, 10, 4, 5, 0, time.UTC))
+			pgxDone <- err
+		}()
+		var binID string
+		testkit.Eventually(t, 20*time.Second, func() error {
+			for _, a := range approvalsJSON(t, env, bob, "pending") {
+				if cmd, _ := a["command"].(string); strings.Contains(cmd, "amount = amount") {
+					binID = a["id"].(string)
+					return nil
+				}
+			}
+			return fmt.Errorf("the pgx statement is not held yet")
+		})
+		show := func(id string) string {
+			out, err := env.CLI(bob, "approvals", "show", id)
+			require.NoError(t, err, out)
+			return out
+		}
+		out := show(textID)
+		assert.Contains(t, out, "UPDATE orders SET status = $1 WHERE $2::text IS NOT NULL OR true\n  -- bound parameters:\n  -- $1 = E'x\\'\\n-- $2 = \\'harmless'\n  -- $2 = '7'\n", out)
+		assert.Contains(t, out, "requester:  param-bot (machine identity)")
+		out = show(binID)
+		assert.Contains(t, out, "/* ⟨U+202E⟩ */", "the override is written out")
+		assert.NotContains(t, out, "\u202e")
+		assert.Contains(t, out, "-- $1 = -42\n  -- $2 = true\n  -- $3 = '2026-12-03 10:04:05Z'::timestamptz\n", out)
+		for _, id := range []string{textID, binID} {
+			out, err := env.CLI(bob, "deny", id, "--reason", "checked the parameters")
+			require.NoError(t, err, out)
+		}
+		require.Error(t, text.result(t, 20*time.Second))
+		select {
+		case err := <-pgxDone:
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "checked the parameters")
+		case <-time.After(20 * time.Second):
+			t.Fatal("the pgx statement did not end")
 		}
 	})
 }

@@ -428,6 +428,16 @@ func TestMCP(t *testing.T) {
 		// It ran once: collecting again finds nothing.
 		r = alice.call("collect_result", map[string]any{"approval_id": heldID}, nil)
 		assert.Equal(t, "not_found", r.Error.Code)
+
+		// A held statement's approver reads the parameters it runs with.
+		r = alice.call("run_sql", map[string]any{"target": "demo", "sql": "UPDATE customers SET name = $1 WHERE $2::int IS NOT NULL OR true",
+			"params": []any{"Robert'); DROP TABLE students;--", 7}}, nil)
+		require.Equal(t, "pending_approval", r.Status, r.text)
+		out, err = env.CLI(bob, "approvals", "show", r.Approval.ID)
+		require.NoError(t, err, out)
+		assert.Contains(t, out, "-- $1 = 'Robert''); DROP TABLE students;--'\n  -- $2 = '7'\n", out)
+		out, err = env.CLI(bob, "deny", r.Approval.ID, "--reason", "read the parameters")
+		require.NoError(t, err, out)
 	})
 
 	t.Run("a session id presented with another principal's token is refused", func(t *testing.T) {

@@ -180,10 +180,15 @@ func TestSSH(t *testing.T) {
 	t.Run("a denied approval: the reason on stderr, exit 77", func(t *testing.T) {
 		done := make(chan [3]any, 1)
 		go func() {
-			out, errOut, code := agent.run(60*time.Second, "", "ssh", "demo-ssh", "rm -f "+sentinel)
+			// The command reads a variable the client sets (the policy lets
+			// locale variables through).
+			out, errOut, code := agent.run(60*time.Second, "", "ssh", "-o", "SetEnv=LC_SLUICE_E2E_FILE="+sentinel, "demo-ssh", `rm -f "$LC_SLUICE_E2E_FILE"`)
 			done <- [3]any{out, errOut, code}
 		}()
 		id := pendingApproval(t, env, bob, "ci-bot")
+		show, err := env.CLI(bob, "approvals", "show", id)
+		require.NoError(t, err, show)
+		assert.Contains(t, show, "env LC_SLUICE_E2E_FILE='"+sentinel+`' rm -f "$LC_SLUICE_E2E_FILE"`, "the approver reads the variables it runs with")
 		o, err := env.CLI(bob, "deny", id, "--reason", "not on a Friday")
 		require.NoError(t, err, o)
 		r := <-done

@@ -28,7 +28,14 @@ type HoldRequest struct {
 	// Command is the whole command; the request keeps an excerpt, and Hash
 	// (CommandHash of the command and its parameters) binds the approval
 	// to all of it.
-	Command  string
+	Command string
+	// Shown is what an approver reads when the command alone does not say
+	// all that runs: the command with its bound parameters, its body, its
+	// environment. Empty: the command. Unshown counts the bytes of what
+	// decides the command that could not be kept to show (parameters
+	// longer than an approver is shown): such a request is refused.
+	Shown    string
+	Unshown  int
 	Hash     string
 	CmdID    uint64
 	Decision *policyv1.Decision
@@ -94,17 +101,27 @@ func (k *Kernel) Hold(ctx context.Context, r HoldRequest) HoldOutcome {
 // that cannot be opened counts as a refused hold.
 func (k *Kernel) OpenHold(ctx context.Context, r HoldRequest) (id, refusal string) {
 	d := r.Decision
-	if len(r.Command) > approvalstate.MaxCommandExcerpt {
+	shown := r.Command
+	if r.Shown != "" {
+		shown = r.Shown
+	}
+	// The approvals service keeps it as an approver must see it, every
+	// character that would not show as itself written out.
+	if size := max(len(shown), len(approvalstate.Visible(shown)), r.Unshown); size > approvalstate.MaxCommandExcerpt {
 		// An approver would be shown part of it, and the approval would
 		// run all of it.
 		k.metrics.holds[holdRefused].Inc()
-		return "", fmt.Sprintf("%s; it needs approval, but it is %d bytes, longer than an approver is shown (%d bytes): it cannot be approved as one command; split it, or ask for a grant",
-			d.GetReason(), len(r.Command), approvalstate.MaxCommandExcerpt)
+		what := "it is"
+		if shown != r.Command || r.Unshown > 0 {
+			what = "with what it runs with (bound parameters, a body, its environment) it is"
+		}
+		return "", fmt.Sprintf("%s; it needs approval, but %s %d bytes as an approver reads it, longer than an approver is shown (%d bytes): it cannot be approved as one command; split it, or ask for a grant",
+			d.GetReason(), what, size, approvalstate.MaxCommandExcerpt)
 	}
 	var reply approvalsv1.ApprovalReply
 	octx, cancel := context.WithTimeout(bus.WithCallerToken(ctx, r.Token), 5*time.Second)
 	err := bus.Request(octx, k.cfg.Conn.NC, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{
-		SessionId: r.SessionID, Target: r.Target, Command: approvalstate.Excerpt(r.Command), CommandSize: int64(len(r.Command)),
+		SessionId: r.SessionID, Target: r.Target, Command: shown, CommandSize: int64(len(shown)),
 		CommandHash: r.Hash, Rule: d.GetRule(), Reason: d.GetReason(), ApproverGroups: d.GetApprovers(), Quorum: d.GetQuorum(),
 		TtlSeconds: int64(k.cfg.HoldTimeout.Seconds()), Protocol: k.cfg.Protocol,
 	}, &reply)

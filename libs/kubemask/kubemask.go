@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"strings"
 	"sync"
 
 	"sluice.dev/sluice/libs/masking"
@@ -196,4 +197,19 @@ func (k *Masker) String(v string) string {
 	k.detectors.Add(&c)
 	k.mu.Unlock()
 	return out
+}
+
+// RequestExcerpt is a request body as a record and an approver are shown
+// it: masked as a response would be for a masked principal (Secret values,
+// m's detectors), cut to limit bytes; cut says it was longer.
+func RequestExcerpt(m *masking.Masker, resource string, body []byte, limit int) (excerpt string, cut bool) {
+	out, err := New(m, resource).JSON(body)
+	if err != nil {
+		var c masking.Counts
+		out = m.AppendMasked(nil, body, &c)
+	}
+	if len(out) > limit {
+		out, cut = append(out[:limit:limit], "…"...), true
+	}
+	return strings.ToValidUTF8(string(out), "\uFFFD"), cut
 }

@@ -154,6 +154,20 @@ func tooLong(fields map[string]string, bound int) string {
 	return ""
 }
 
+// roleName reports whether role is a name a policy's grants can match and
+// an approver reads as it is.
+func roleName(role string) bool {
+	for i, r := range role {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case i > 0 && (r == '.' || r == '_' || r == ':' || r == '-'):
+		default:
+			return false
+		}
+	}
+	return role != ""
+}
+
 func groupMap(groups []string) map[string]string {
 	m := make(map[string]string, len(groups))
 	for i, g := range groups {
@@ -224,15 +238,15 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 	}
 	now := s.cfg.Now()
 	id := recording.NewSessionID()
-	// A request holds an excerpt of its command, whatever the caller sent:
-	// the approval binds to the hash, the full text is in the audit log,
-	// and no request is large enough to burden the views that every
-	// session reads.
-	command, size := approvalstate.Excerpt(req.GetCommand()), max(req.GetCommandSize(), int64(len(req.GetCommand())))
-	if size > approvalstate.MaxCommandExcerpt {
-		// An approver would be shown part of what the approval runs.
-		return replyErr("too_long", "the command is %d bytes, longer than an approver is shown (%d bytes): it cannot be approved as one; split it, or ask for a grant",
-			size, approvalstate.MaxCommandExcerpt), nil
+	// A request keeps its command as an approver must see it: whatever
+	// would not show as itself is written out. The approval binds to the
+	// hash; the command is whole or the request is refused, so an approver
+	// is never shown part of what the approval runs, and no request is
+	// large enough to burden the views that every session reads.
+	command, size := approvalstate.Visible(req.GetCommand()), max(req.GetCommandSize(), int64(len(req.GetCommand())))
+	if size > approvalstate.MaxCommandExcerpt || len(command) > approvalstate.MaxCommandExcerpt {
+		return replyErr("too_long", "the command is %d bytes (%d written out for an approver), longer than an approver is shown (%d bytes): it cannot be approved as one; split it, or ask for a grant",
+			size, len(command), approvalstate.MaxCommandExcerpt), nil
 	}
 	ev := &approvalsv1.RequestOpened{
 		Id: id, Requester: requester, SessionId: req.GetSessionId(), Target: req.GetTarget(), CommandSize: size,
@@ -323,6 +337,8 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 		return replyErr("bad_request", "the reason is longer than %d bytes", MaxText), nil
 	case len(req.GetRole()) > MaxName || len(req.GetTarget()) > MaxName:
 		return replyErr("bad_request", "the target and the role are at most %d bytes", MaxName), nil
+	case !roleName(req.GetRole()):
+		return replyErr("bad_request", "a role is a name of letters, digits, '.', '_', ':' and '-', starting with a letter or a digit"), nil
 	case s.pendingOf(requester) >= MaxPending:
 		return replyErr("too_many", "%s already has %d pending requests; wait for a decision", requester.GetSubject(), MaxPending), nil
 	}
@@ -334,7 +350,7 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 	}
 	id := recording.NewSessionID()
 	ev := &approvalsv1.GrantRequested{Id: id, Requester: requester, Target: req.GetTarget(), Role: req.GetRole(),
-		DurationSeconds: req.GetDurationSeconds(), Reason: req.GetReason(), ApproverGroups: []string{grantApprovers}, Quorum: 1,
+		DurationSeconds: req.GetDurationSeconds(), Reason: approvalstate.Visible(req.GetReason()), ApproverGroups: []string{grantApprovers}, Quorum: 1,
 		RequestedAt: timestamppb.New(s.cfg.Now()), SessionId: req.GetSessionId()}
 	if _, err := s.store.Append(ctx, "grant", id, eventstore.Position{}, eventstore.NewEvent("requested", ev)); err != nil {
 		return nil, err
@@ -457,13 +473,14 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 	if len(req.GetReason()) > MaxText {
 		return replyErr("bad_request", "the reason is longer than %d bytes", MaxText), nil
 	}
+	req.Reason = approvalstate.Visible(req.GetReason()) // shown to the requester and the other approvers
 	scope := time.Duration(req.GetGrantSeconds()) * time.Second
 	if req.GetGrantRole() != "" {
 		switch {
 		case req.GetVerdict() != "approve":
 			return replyErr("bad_request", "a grant goes with an approval, not a denial"), nil
-		case len(req.GetGrantRole()) > MaxName:
-			return replyErr("bad_request", "the role is at most %d bytes", MaxName), nil
+		case len(req.GetGrantRole()) > MaxName || !roleName(req.GetGrantRole()):
+			return replyErr("bad_request", "the role is a name of at most %d bytes: letters, digits, '.', '_', ':' and '-'", MaxName), nil
 		case scope <= 0 || scope > s.cfg.MaxGrant:
 			return replyErr("bad_request", "the grant's duration must be between 1s and %s", s.cfg.MaxGrant), nil
 		}

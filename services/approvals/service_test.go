@@ -193,6 +193,11 @@ func TestGrantLifecycle(t *testing.T) {
 	r, err = e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "nowhere", Role: "writer", DurationSeconds: 60, Reason: "x"})
 	require.NoError(t, err)
 	assert.Equal(t, "not_found", code(r))
+	for _, role := range []string{"writer\u202e", "-x", "w r", "wri\nter"} {
+		r, err = e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "demo", Role: role, DurationSeconds: 60, Reason: "x"})
+		require.NoError(t, err)
+		assert.Equal(t, "bad_request", code(r), "role %q", role)
+	}
 
 	require.Nil(t, e.decide(t, id, bob, "approve").GetError())
 	testkit.Eventually(t, 5*time.Second, func() error {
@@ -433,9 +438,18 @@ func TestRequestsShowTheWholeCommand(t *testing.T) {
 	require.Nil(t, r.GetError())
 	assert.Equal(t, cmd, r.GetApproval().GetCommand())
 	assert.True(t, utf8.ValidString(r.GetApproval().GetCommand()))
+	// What would not show as itself is kept written out, so that every
+	// surface (the CLI, the console, Slack, the audit log) shows it.
+	r, err = e.call(alice, bus.APIApprovalsOpen, &approvalsv1.OpenRequest{SessionId: "s1", Target: "demo",
+		Command: "SELECT 1 -- \u202e;\rDROP TABLE t\x1b[2K", CommandHash: "h3", ApproverGroups: []string{"approvers"}})
+	require.NoError(t, err)
+	require.Nil(t, r.GetError())
+	assert.Equal(t, "SELECT 1 -- ⟨U+202E⟩;⟨U+000D⟩DROP TABLE t⟨U+001B⟩[2K", r.GetApproval().GetCommand())
 	for _, req := range []*approvalsv1.OpenRequest{
 		{Command: strings.Repeat("x", approvalstate.MaxCommandExcerpt+1)},
 		{Command: "SELECT 1", CommandSize: 1 << 20},
+		// Within the bound as sent, beyond it written out.
+		{Command: strings.Repeat("\u200b", approvalstate.MaxCommandExcerpt/3)},
 	} {
 		req.SessionId, req.Target, req.CommandHash, req.ApproverGroups = "s1", "demo", "h2", []string{"approvers"}
 		r, err = e.call(alice, bus.APIApprovalsOpen, req)

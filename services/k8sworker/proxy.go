@@ -23,7 +23,6 @@ import (
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/kubeclass"
 	"sluice.dev/sluice/libs/kubemask"
-	"sluice.dev/sluice/libs/masking"
 	"sluice.dev/sluice/libs/recording"
 	"sluice.dev/sluice/libs/targets"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
@@ -377,7 +376,7 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 		// What a write sends is what an approver approves and the record
 		// keeps: masked (Secret values, the detectors), at most 4 KiB.
 		var excerpt string
-		excerpt, bodyCut = w.bodyExcerpt(r.Header.Get("Content-Type"), body, info.Resource)
+		excerpt, bodyCut = w.bodyExcerpt(body, info.Resource)
 		text += "\n" + excerpt
 	}
 	var bodyHash string
@@ -668,16 +667,6 @@ const maxExcerpt = 12 << 10
 
 // bodyExcerpt is a request body as a record shows it: masked as a response
 // would be for a masked principal, cut to maxExcerpt.
-func (w *Worker) bodyExcerpt(contentType string, body []byte, resource string) (excerpt string, cut bool) {
-	out := body
-	if masked, err := kubemask.New(w.bodyMasker, resource).JSON(body); err == nil {
-		out = masked
-	} else {
-		var c masking.Counts
-		out = w.bodyMasker.AppendMasked(nil, body, &c)
-	}
-	if len(out) > maxExcerpt {
-		out, cut = append(out[:maxExcerpt:maxExcerpt], "…"...), true
-	}
-	return strings.ToValidUTF8(string(out), "\uFFFD"), cut
+func (w *Worker) bodyExcerpt(body []byte, resource string) (excerpt string, cut bool) {
+	return kubemask.RequestExcerpt(w.bodyMasker, resource, body, maxExcerpt)
 }

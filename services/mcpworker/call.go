@@ -88,7 +88,12 @@ type call struct {
 	// parameters (never recorded themselves).
 	text, paramsHash string
 	hashKind         string
-	req              *policyv1.EvaluateRequest
+	// shown is what an approver reads when the text alone does not say
+	// all that runs (gateway.HoldRequest): the SQL with its parameters,
+	// the request with its body.
+	shown   string
+	unshown int
+	req     *policyv1.EvaluateRequest
 	// key caches the decision: the tool, its arguments exactly as sent and
 	// the client (everything the policy sees of the call besides who and
 	// where).

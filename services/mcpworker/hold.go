@@ -35,7 +35,7 @@ type held struct {
 // for the outcome as long as the caller asked (at most MaxWait).
 func (w *Worker) hold(ctx context.Context, s *session, req *mcp.CallToolRequest, c *call, id uint64, d *policyv1.Decision, wait time.Duration) callResult {
 	r := gateway.HoldRequest{
-		SessionID: s.id, Token: s.CallerToken(), Target: c.target.GetName(), Command: c.text,
+		SessionID: s.id, Token: s.CallerToken(), Target: c.target.GetName(), Command: c.text, Shown: c.shown, Unshown: c.unshown,
 		Hash: gateway.CommandHash(c.hashKind+"\x00"+c.text, c.paramsHash), CmdID: id, Decision: d, Rec: s.rec,
 	}
 	s.mu.Lock()

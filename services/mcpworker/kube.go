@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/kubeclass"
 	"sluice.dev/sluice/libs/kubemask"
@@ -132,6 +133,14 @@ func (w *Worker) kubeCall(s *session, req *mcp.CallToolRequest, in kubeRequestIn
 			Command: &policyv1.EvaluateRequest_K8S{K8S: cmd},
 			Mcp:     &policyv1.MCPInput{Tool: toolKube, Arguments: args(req), Client: s.client}},
 		key: cacheKey(toolKube, s.client, req),
+	}
+	if len(body) > 0 {
+		// An approver reads the body (masked as a record keeps it), whole.
+		excerpt, cut := kubemask.RequestExcerpt(writeAnswers, info.Resource, body, approvalstate.MaxCommandExcerpt)
+		c.shown = text + "\n" + excerpt
+		if cut {
+			c.unshown = max(len(body), approvalstate.MaxCommandExcerpt+1)
+		}
 	}
 	kspec := spec.GetKubernetes()
 	c.run = func(ctx context.Context, id uint64, d *policyv1.Decision) callResult {

@@ -23,6 +23,7 @@ import (
 
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/pgmask"
+	"sluice.dev/sluice/libs/sqlclass"
 	"sluice.dev/sluice/libs/targets"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -106,7 +107,7 @@ func (w *Worker) sqlCall(s *session, req *mcp.CallToolRequest, in runSQLIn) (*ca
 	}
 	ref := gateway.TargetRef(spec.GetName(), spec.GetKind(), spec.GetLabels())
 	c := &call{
-		tool: toolRunSQL, target: ref, text: in.SQL, paramsHash: hash, hashKind: "sql",
+		tool: toolRunSQL, target: ref, text: in.SQL, paramsHash: hash, hashKind: "sql", shown: shownSQL(in.SQL, params),
 		req: &policyv1.EvaluateRequest{Principal: s.principal, Target: ref, SessionId: s.id,
 			Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: in.SQL}},
 			Mcp:     &policyv1.MCPInput{Tool: toolRunSQL, Arguments: args(req), Client: s.client}},
@@ -120,6 +121,20 @@ func (w *Worker) sqlCall(s *session, req *mcp.CallToolRequest, in runSQLIn) (*ca
 		return w.runSQL(ctx, s, c, pg, params, maxRows, id, d)
 	}
 	return c, nil
+}
+
+// shownSQL is a statement with its parameters as an approver reads them
+// (each is sent as text).
+func shownSQL(text string, params [][]byte) string {
+	lits := make([]string, len(params))
+	for i, p := range params {
+		if p == nil {
+			lits[i] = "NULL"
+		} else {
+			lits[i] = sqlclass.Literal(string(p))
+		}
+	}
+	return sqlclass.Shown(text, lits)
 }
 
 // sqlParams reads params from the arguments as sent (numbers keep every

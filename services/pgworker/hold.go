@@ -221,7 +221,7 @@ func (s *session) stoppedWaiting(ctx context.Context, why int, id string) (heldO
 // client told at once with a notice, the wait bounded, and the approval
 // consumed if granted. The client is watched meanwhile: a cancel, the
 // client leaving or sending too much withdraws the request.
-func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, stmt, params string, cached bool) (heldOutcome, error) {
+func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, stmt, params string, cached bool, shown string, unshown int) (heldOutcome, error) {
 	seq, err := s.emitCommand(text, via, stmt, params, d, cached)
 	if err != nil {
 		return heldOutcome{}, s.notRecording()
@@ -234,7 +234,7 @@ func (s *session) await(ctx context.Context, d *policyv1.Decision, text, via, st
 	h := s.watchHold()
 	defer h.end()
 	out := s.w.k.Hold(ctx, gateway.HoldRequest{
-		SessionID: s.id, Token: s.callerToken(), Target: s.targetRef.GetName(), Command: text,
+		SessionID: s.id, Token: s.callerToken(), Target: s.targetRef.GetName(), Command: text, Shown: shown, Unshown: unshown,
 		Hash: gateway.CommandHash(text, params), CmdID: s.cmdID, Decision: d, Rec: s.rec,
 		Notify: func(id string) error {
 			return s.writeClient(&pgproto3.NoticeResponse{
@@ -273,7 +273,7 @@ func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via stri
 	// The reader's buffer is not reused while the client is not read, but
 	// keep a copy of the exact bytes that will run.
 	frame = append([]byte(nil), frame...)
-	out, err := s.await(ctx, d, text, via, "", "", cached)
+	out, err := s.await(ctx, d, text, via, "", "", cached, "", 0)
 	if err != nil {
 		return err
 	}
@@ -296,7 +296,15 @@ func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via stri
 // approval binds to the statement text and the bound parameters.
 func (s *session) holdExecute(ctx context.Context, info *stmtInfo, portal string, p *portalInfo, frame []byte) error {
 	frame = append([]byte(nil), frame...)
-	out, err := s.await(ctx, info.decision, info.text, "execute", p.stmt, p.paramsHash, info.cached)
+	// The approver reads the parameters the statement runs with.
+	shown, unshown := info.text, 0
+	var err error
+	if p.bind == nil {
+		unshown = p.bindSize
+	} else if shown, err = shownBind(info.text, p.bind, info.types.get()); err != nil {
+		return err
+	}
+	out, err := s.await(ctx, info.decision, info.text, "execute", p.stmt, p.paramsHash, info.cached, shown, unshown)
 	if err != nil {
 		return err
 	}

@@ -126,6 +126,14 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 				return nil, "", nil
 			}
 		}
+	case 't':
+		if h != nil && h.kind == expDescribe && h.types != nil {
+			// The server's word on the parameters' types, for an approver
+			// of a binary parameter.
+			if oids := parseParamTypes(body); len(oids) > 0 {
+				h.types.set(oids)
+			}
+		}
 	case 'n':
 		if h != nil && h.kind == expDescribe {
 			s.pop()

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"google.golang.org/protobuf/proto"
 
+	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/pgmask"
 	"sluice.dev/sluice/libs/recording"
@@ -153,6 +154,9 @@ type stmtInfo struct {
 	// it is made again before the statement runs.
 	epoch   uint64
 	expires time.Time
+	// types are its parameters' types, for an approver (shared by the
+	// statement's records as it is ruled on again).
+	types *paramTypes
 }
 
 // newInfo is a statement's record, its decision stamped with the epoch in
@@ -187,6 +191,10 @@ type portalInfo struct {
 	info       *stmtInfo
 	paramsHash string
 	formats    []int16 // result format codes from Bind
+	// bind is the Bind from its statement name on, for an approver; nil
+	// when it is longer than an approver is shown (bindSize says how long).
+	bind     []byte
+	bindSize int
 }
 
 type expectKind int
@@ -230,7 +238,8 @@ type expect struct {
 	plan     *pgmask.Plan
 	lin      pgmask.Lineage
 	text     string
-	describe string // "S:name" or "P:name" for expDescribe and expExecute
+	describe string      // "S:name" or "P:name" for expDescribe and expExecute
+	types    *paramTypes // the described statement's, set from its ParameterDescription
 	stmtKey  string
 	formats  []int16
 	cols     []pgmask.Column
@@ -514,12 +523,12 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 		if err != nil {
 			return err
 		}
-		text, _, err := cstring(rest)
+		text, types, err := cstring(rest)
 		if err != nil {
 			return err
 		}
 		delete(s.described, "S:"+name)
-		return s.onParse(ctx, name, text, frame)
+		return s.onParse(ctx, name, text, types, frame)
 	case 'B':
 		portal, rest, err := cstring(body)
 		if err != nil {
@@ -544,7 +553,12 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 			// the worker cannot vouch for: refused, never bound.
 			return s.unknownName(unknownStatement(stmt))
 		}
-		p := &portalInfo{stmt: stmt, info: info, paramsHash: hex.EncodeToString(sum[:16]), formats: formats}
+		p := &portalInfo{stmt: stmt, info: info, paramsHash: hex.EncodeToString(sum[:16]), formats: formats, bindSize: len(rest)}
+		if len(rest) <= approvalstate.MaxCommandExcerpt {
+			// Kept for an approver, should the policy hold the statement
+			// when it is executed (it is ruled on again then).
+			p.bind = append([]byte(nil), rest...)
+		}
 		s.push(&expect{kind: expName, msg: 'B', describe: "P:" + portal, names: s.changeNames(opMake, []string{"P:" + portal}, setPortal(portal, p))})
 		return s.forward(frame)
 	case 'E':
@@ -592,6 +606,7 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 		if body[0] == 'S' {
 			if info := s.stmts[name]; info != nil {
 				e.plan, _ = s.planFor(info.decision)
+				e.types = info.types
 			}
 		} else if p := s.portals[name]; p != nil {
 			if p.info != nil {
@@ -795,7 +810,7 @@ func probeSQL(marker string) string {
 	return `SELECT "` + marker + `"`
 }
 
-func (s *session) onParse(ctx context.Context, name, text string, frame []byte) error {
+func (s *session) onParse(ctx context.Context, name, text string, types, frame []byte) error {
 	if !utf8.ValidString(text) || !utf8.ValidString(name) {
 		return s.refuseEncoding(text, "parse", name)
 	}
@@ -820,6 +835,8 @@ func (s *session) onParse(ctx context.Context, name, text string, frame []byte) 
 		// (DEALLOCATE, CLOSE) is forgotten now.
 		s.sqlChanges(d, text, epoch)
 		info := s.newInfo(text, d, cached, false, epoch)
+		info.types = &paramTypes{}
+		info.types.set(parseParamTypes(types))
 		s.push(&expect{kind: expName, msg: 'P', describe: "S:" + name, names: s.changeNames(opMake, []string{"S:" + name}, setStatement(name, info))})
 		return s.forward(frame)
 	default:
@@ -862,7 +879,9 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 		// revoked grant or a new rule reaches prepared statements too.
 		d, cached := s.decide(ctx, info.text)
 		epoch := s.decidedAt
+		types := info.types
 		info = s.newInfo(info.text, s.refuseMaskedCopies(s.reviewExecutes(ctx, d)), cached, info.sql, epoch)
+		info.types = types
 		p.info = info
 		if cur := s.stmts[p.stmt]; cur != nil && cur.text == info.text {
 			s.stmts[p.stmt] = info
@@ -878,7 +897,7 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 			return s.unknownName(unknownStatement(name))
 		}
 		if d := s.reviewExecutes(ctx, info.decision); d != info.decision {
-			info = &stmtInfo{text: info.text, decision: d, cached: info.cached, sql: info.sql, epoch: info.epoch, expires: info.expires}
+			info = &stmtInfo{text: info.text, decision: d, cached: info.cached, sql: info.sql, epoch: info.epoch, expires: info.expires, types: info.types}
 		}
 	}
 	if a := info.decision.GetAction(); a != "allow" && a != "review" {

@@ -185,7 +185,7 @@ func (b *Bot) onEvent(ctx context.Context, m jetstream.Msg) error {
 		if a.GetState() != "pending" {
 			return nil // decided before the bot saw it (a first start)
 		}
-		channel, ts, err := b.api.PostMessageContext(ctx, b.cfg.Channel, slack.MsgOptionText(summary(a), false), slack.MsgOptionBlocks(blocks(a, true)...))
+		channel, ts, err := b.api.PostMessageContext(ctx, b.cfg.Channel, slack.MsgOptionText(summary(a), true), slack.MsgOptionBlocks(blocks(a, true)...))
 		if err != nil {
 			return err
 		}
@@ -200,7 +200,7 @@ func (b *Bot) onEvent(ctx context.Context, m jetstream.Msg) error {
 			return err
 		}
 		channel, ts, _ := strings.Cut(string(ref.Value()), " ")
-		_, _, _, err = b.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(summary(a), false), slack.MsgOptionBlocks(blocks(a, a.GetState() == "pending")...))
+		_, _, _, err = b.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(summary(a), true), slack.MsgOptionBlocks(blocks(a, a.GetState() == "pending")...))
 		return err
 	}
 }
@@ -230,51 +230,82 @@ func summary(a *approvalsv1.Approval) string {
 	if a.GetType() == "grant" {
 		return fmt.Sprintf("%s asks for role %s on %s (%s): %s", a.GetRequester().GetSubject(), a.GetRole(), a.GetTarget(), a.GetState(), a.GetReason())
 	}
-	return fmt.Sprintf("%s's statement on %s is %s: %s", a.GetRequester().GetSubject(), a.GetTarget(), a.GetState(), slackExcerpt(a))
+	what, _ := slackExcerpt(a)
+	return fmt.Sprintf("%s's statement on %s is %s: %s", a.GetRequester().GetSubject(), a.GetTarget(), a.GetState(), what)
 }
 
 // slackExcerpt is as much of a held command as a Slack section shows (3,000
 // characters in all), with the command's whole size when it is cut.
-func slackExcerpt(a *approvalsv1.Approval) string {
+func slackExcerpt(a *approvalsv1.Approval) (string, bool) {
 	const keep = 2000
 	cmd := []rune(a.GetCommand())
 	if len(cmd) <= keep && a.GetCommandSize() <= int64(len(a.GetCommand())) {
-		return string(cmd)
+		return string(cmd), false
 	}
-	return fmt.Sprintf("%s ... (%d bytes in all)", string(cmd[:min(len(cmd), keep)]), max(a.GetCommandSize(), int64(len(a.GetCommand()))))
+	return fmt.Sprintf("%s ... (%d bytes in all)", string(cmd[:min(len(cmd), keep)]), max(a.GetCommandSize(), int64(len(a.GetCommand())))), true
 }
 
+// mrkdwn escapes text for a Slack mrkdwn field: no link, mention or
+// channel-wide ping comes from what a requester wrote.
+func mrkdwn(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// plain is a section of plain text: shown as written, never formatted, so
+// a command cannot close a code block and write the rest of the card.
+func plain(s string) *slack.SectionBlock {
+	return slack.NewSectionBlock(slack.NewTextBlockObject(slack.PlainTextType, s, false, false), nil, nil)
+}
+
+func section(markdown string) *slack.SectionBlock {
+	return slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, markdown, false, false), nil, nil)
+}
+
+// blocks is a request's card. What a requester wrote (the command, a
+// grant's reason) is plain text; a command too long for the card has no
+// Approve button: its approver reads it whole in the console or with
+// sluice approvals show.
 func blocks(a *approvalsv1.Approval, buttons bool) []slack.Block {
-	who := a.GetRequester().GetSubject()
+	who := mrkdwn(a.GetRequester().GetSubject())
 	if a.GetRequester().GetMachine() {
 		who += " (machine identity)"
 	}
-	var title, body string
+	var out []slack.Block
+	cut := false
 	if a.GetType() == "grant" {
-		title = fmt.Sprintf("*Access request* %s", a.GetId())
-		body = fmt.Sprintf("*%s* asks for role *%s* on *%s* for %s\n>%s", who, a.GetRole(), a.GetTarget(), time.Duration(a.GetDurationSeconds())*time.Second, a.GetReason())
+		out = []slack.Block{
+			section(fmt.Sprintf("*Access request* %s", a.GetId())),
+			section(fmt.Sprintf("*%s* asks for role *%s* on *%s* for %s, saying:", who, mrkdwn(a.GetRole()), mrkdwn(a.GetTarget()),
+				time.Duration(a.GetDurationSeconds())*time.Second)),
+			plain(a.GetReason()),
+		}
 	} else {
-		title = fmt.Sprintf("*Held statement* %s", a.GetId())
-		body = fmt.Sprintf("*%s* on *%s*\n```%s```\nRule *%s*: %s", who, a.GetTarget(), slackExcerpt(a), a.GetRule(), a.GetReason())
-	}
-	out := []slack.Block{
-		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, title, false, false), nil, nil),
-		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, body, false, false), nil, nil),
+		var what string
+		what, cut = slackExcerpt(a)
+		out = []slack.Block{
+			section(fmt.Sprintf("*Held statement* %s", a.GetId())),
+			section(fmt.Sprintf("*%s* on *%s*:", who, mrkdwn(a.GetTarget()))),
+			plain(what),
+			section(fmt.Sprintf("Rule *%s*: %s", mrkdwn(a.GetRule()), mrkdwn(a.GetReason()))),
+		}
 	}
 	if buttons {
-		approve := slack.NewButtonBlockElement("approve", a.GetId(), slack.NewTextBlockObject(slack.PlainTextType, "Approve", false, false))
-		approve.Style = slack.StylePrimary
 		deny := slack.NewButtonBlockElement("deny", a.GetId(), slack.NewTextBlockObject(slack.PlainTextType, "Deny", false, false))
 		deny.Style = slack.StyleDanger
-		out = append(out, slack.NewActionBlock("decision", approve, deny))
-		return out
+		if cut {
+			return append(out, section(fmt.Sprintf("Too long to show here whole: read it in the console or with `sluice approvals show %s`, and approve it there.", a.GetId())),
+				slack.NewActionBlock("decision", deny))
+		}
+		approve := slack.NewButtonBlockElement("approve", a.GetId(), slack.NewTextBlockObject(slack.PlainTextType, "Approve", false, false))
+		approve.Style = slack.StylePrimary
+		return append(out, slack.NewActionBlock("decision", approve, deny))
 	}
 	status := fmt.Sprintf("*%s*", strings.ToUpper(a.GetState()))
 	if a.GetDecidedBy() != "" {
-		status += " by " + a.GetDecidedBy()
+		status += " by " + mrkdwn(a.GetDecidedBy())
 	}
 	if a.GetDecisionReason() != "" {
-		status += ": " + a.GetDecisionReason()
+		status += ": " + mrkdwn(a.GetDecisionReason())
 	}
 	return append(out, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, status, false, false), nil, nil))
 }
@@ -306,6 +337,16 @@ func (b *Bot) interactions(w http.ResponseWriter, r *http.Request) {
 	for _, act := range cb.ActionCallback.BlockActions {
 		if act.ActionID != "approve" && act.ActionID != "deny" {
 			continue
+		}
+		if a, ok := b.view.Get(act.Value); act.ActionID == "approve" && ok && a.GetType() != "grant" {
+			if _, cut := slackExcerpt(a); cut {
+				// The card showed part of it (a card from before, or a
+				// click not made on the card): approved where it is read
+				// whole, never here.
+				actions.WithLabelValues("refused").Inc()
+				writeText(w, fmt.Sprintf("Not recorded: %s is too long to approve from Slack; read it whole and approve it in the console or with sluice approvals show %s.", act.Value, act.Value))
+				return
+			}
 		}
 		email, err := b.email(r.Context(), cb.User.ID)
 		if err != nil {

@@ -232,4 +232,40 @@ func TestSlackFlow(t *testing.T) {
 	id3 := open("DROP TABLE orders", 1)
 	waitPost(id3)
 	waitUpdate("1700000000.000003", "EXPIRED")
+
+	// What a requester wrote is plain text: it cannot close the code block,
+	// link, ping the channel or write the card's rule line, and what would
+	// not show is written out.
+	forged := "SELECT 1 ```\nRule *allow-reads*: a read <!channel> <https://x.example|docs> \u202e"
+	id4 := open(forged, 300)
+	blocks := waitPost(id4).Get("blocks")
+	var card []struct {
+		Type string `json:"type"`
+		Text struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		} `json:"text"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(blocks), &card))
+	var shown []string
+	for _, b := range card {
+		if strings.Contains(b.Text.Text, "SELECT 1") {
+			assert.Equal(t, "plain_text", b.Text.Type)
+			shown = append(shown, b.Text.Text)
+		} else {
+			assert.NotContains(t, b.Text.Text, "<!channel>")
+		}
+	}
+	assert.Equal(t, []string{"SELECT 1 ```\nRule *allow-reads*: a read <!channel> <https://x.example|docs> ⟨U+202E⟩"}, shown)
+
+	// A command too long for a card has no Approve button, and a click
+	// to approve it is refused: it is approved where it is read whole.
+	id5 := open("UPDATE orders SET status = 'x' /* "+strings.Repeat("y", 2500)+" */; DROP TABLE orders", 300)
+	blocks = waitPost(id5).Get("blocks")
+	assert.NotContains(t, blocks, `"action_id":"approve"`)
+	assert.Contains(t, blocks, `"action_id":"deny"`)
+	assert.Contains(t, blocks, "sluice approvals show "+id5)
+	_, text = click(t, bot.Addr(), "U-BOB", "approve", id5, func(b string) http.Header { return sign(b, time.Now().Unix(), secret) })
+	assert.Contains(t, text, "too long to approve from Slack")
+	assert.Equal(t, "pending", state(id5))
 }

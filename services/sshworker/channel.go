@@ -253,10 +253,25 @@ func envName(name string) bool {
 // (PATH, LD_PRELOAD, BASH_ENV: shellclass.RuntimeVar), as assignments the
 // classification sees. Other variables (the locale) leave it as sent.
 func withEnv(env [][]byte, cmd string) string {
+	return assignments(env, shellclass.RuntimeVar) + cmd
+}
+
+// shownWithEnv is a command as its approver reads it: after every variable
+// the client set on the channel (the command may read any of them).
+func shownWithEnv(env [][]byte, text string) string {
+	if a := assignments(env, func(string) bool { return true }); a != "" {
+		return "env " + a + text
+	}
+	return text
+}
+
+// assignments are the channel's variables that keep selects, each as
+// NAME='value' quoted as the shell would, followed by a space.
+func assignments(env [][]byte, keep func(name string) bool) string {
 	var b strings.Builder
 	for _, raw := range env {
 		var e struct{ Name, Value string }
-		if ssh.Unmarshal(raw, &e) != nil || !shellclass.RuntimeVar(e.Name) {
+		if ssh.Unmarshal(raw, &e) != nil || !keep(e.Name) {
 			continue
 		}
 		b.WriteString(e.Name)
@@ -264,7 +279,7 @@ func withEnv(env [][]byte, cmd string) string {
 		b.WriteString(strings.ReplaceAll(e.Value, "'", `'\''`))
 		b.WriteString("' ")
 	}
-	return b.String() + cmd
+	return b.String()
 }
 
 // decide asks the policy about one SSH request.
@@ -339,7 +354,7 @@ func (c *channel) run(ctx context.Context, kind, cmd string, payload []byte) {
 			return
 		}
 		out := s.w.k.Hold(ctx, gateway.HoldRequest{
-			SessionID: s.id, Token: s.token, Target: s.targetRef.GetName(), Command: text,
+			SessionID: s.id, Token: s.token, Target: s.targetRef.GetName(), Command: text, Shown: shownWithEnv(c.env, text),
 			Hash: gateway.CommandHash(kind+"\x00"+cmd, c.requestState()), CmdID: id, Decision: d, Rec: s.rec,
 			Notify: func(approval string) error {
 				_, err := fmt.Fprintf(c.ch.Stderr(), "sluice: command held for approval %s (rule %q): %s%s"+

@@ -142,8 +142,69 @@ what the previous page said).`,
 	list.Flags().StringVar(&state, "state", "pending", "which requests: pending, approved, denied, expired, withdrawn, consumed or all")
 	list.Flags().IntVar(&limit, "limit", 0, "at most this many from the history per page (1 to 1000; default 100)")
 	list.Flags().StringVar(&before, "before", "", "the page of history after this cursor (what the previous page said)")
-	cmd.AddCommand(list)
+	cmd.AddCommand(list, newApprovalShowCmd(g))
 	return cmd
+}
+
+func newApprovalShowCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one approval request whole: the command as it runs, with its parameters",
+		Long: `Show one approval request whole: who asked, where, under which rule, and the command exactly
+as it would run, with what it runs with (a statement's bound parameters, a request's body, a
+command's environment variables). Characters that would not show as themselves (control
+characters, bidirectional overrides, zero-width and other invisible characters) are written
+out as ⟨U+XXXX⟩. Read it here, in the console or in Slack before you approve.`,
+		Example: `  sluice approvals show 01j8...`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.checkOutput(); err != nil {
+				return err
+			}
+			c, err := g.newClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var a api.ApprovalJSON
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/approvals/"+url.PathEscape(args[0]), nil, &a); err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(a)
+			}
+			who := a.Requester
+			if a.Machine {
+				who += " (machine identity)"
+			}
+			line := func(k, v string) {
+				if v != "" {
+					fmt.Fprintf(g.stdout, "%-11s %s\n", k+":", v)
+				}
+			}
+			line("id", a.ID)
+			line("state", a.State)
+			line("requester", who)
+			line("target", a.Target)
+			line("protocol", a.Protocol)
+			line("session", a.Session)
+			line("rule", a.Rule)
+			line("reason", a.Reason)
+			line("approvers", strings.Join(a.ApproverGroups, ", "))
+			line("approved by", strings.Join(a.ApprovedBy, ", "))
+			line("decided by", a.DecidedBy)
+			line("decision", a.DecisionReason)
+			line("when", approvalWhen(a, time.Now()))
+			if a.Type == "grant" {
+				line("role", a.Role)
+				return nil
+			}
+			fmt.Fprintf(g.stdout, "command (%s):\n", byteSize(max(a.CommandSize, int64(len(a.Command)))))
+			for _, l := range strings.Split(a.Command, "\n") {
+				fmt.Fprintf(g.stdout, "  %s\n", l)
+			}
+			return nil
+		},
+	}
 }
 
 func newDecideCmd(g *globals, verdict string) *cobra.Command {
