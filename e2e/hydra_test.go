@@ -162,10 +162,48 @@ func TestRealProviderWithClaimMapping(t *testing.T) {
 	var one int
 	require.NoError(t, conn.QueryRow(ctx, "SELECT 1").Scan(&one))
 
+	// An approver group's subjects mean someone only within their
+	// provider: with two, a group must say which, and a subject of the
+	// other provider is nobody there.
+	approvers := filepath.Join(t.TempDir(), "approvers.yaml")
+	applyApprovers := func(provider string) (string, error) {
+		body := "approvers:\n  - name: approvers\n    groups: [approvers]\n    subjects: [deploy-bot]\n"
+		if provider != "" {
+			body += "    provider: " + provider + "\n"
+		}
+		require.NoError(t, os.WriteFile(approvers, []byte(body), 0o600))
+		return env.CLI(admin, "apply", "-f", approvers)
+	}
+	out, err = applyApprovers("")
+	require.Error(t, err, out)
+	assert.Contains(t, out, "say which one its subjects come from")
+	out, err = applyApprovers("people")
+	require.NoError(t, err, out)
+	held := holdOn(t, env, env.Token("--sub", "alice", "--groups", "engineers"), "UPDATE orders SET status = status")
+	id := held.heldAs(t)
+	out, err = env.CLI([]string{"SLUICE_TOKEN=" + bot}, "approve", id)
+	require.Error(t, err, "deploy-bot of the ci provider is not the people provider's deploy-bot")
+	assert.Contains(t, out, "not in an approver group")
+	out, err = applyApprovers("ci")
+	require.NoError(t, err, out)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		out, err := env.CLI([]string{"SLUICE_TOKEN=" + bot}, "approve", id)
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	require.NoError(t, held.result(t, 20*time.Second))
+
 	// The provider is removed from the configuration: its tokens stop
 	// working at once, everywhere.
 	people := filepath.Join(t.TempDir(), "people.yaml")
 	require.NoError(t, os.WriteFile(people, []byte(fmt.Sprintf("oidc:\n  - name: people\n    issuer: %s\n    audience: sluice\n", devIssuer.URL)), 0o600))
+	out, err = env.CLI(admin, "apply", "-f", people)
+	require.Error(t, err, "an approver group still counts the provider's members")
+	assert.Contains(t, out, "would no longer be an identity provider")
+	out, err = applyApprovers("people")
+	require.NoError(t, err, out)
 	out, err = env.CLI(admin, "apply", "-f", people)
 	require.NoError(t, err, out)
 	testkit.Eventually(t, 15*time.Second, func() error {

@@ -132,13 +132,26 @@ func (r Role) String() string {
 	return "this role"
 }
 
+// SlackClient is the client id of a principal the Slack bot vouches for:
+// a Slack user, by the email Slack holds for them.
+const SlackClient = "slack"
+
 // IsApprover reports whether p belongs to one of the named approver groups
 // (all of them when names is nil): by group membership or by being listed
-// as a subject (subject or email). A machine identity's email claim names
-// nobody: whoever registers a client may choose it.
+// as a subject (subject or email). A group scoped to an issuer counts only
+// its tokens; a Slack decision (no issuer: the email Slack vouches for)
+// still matches an email listed there. A machine identity's email claim
+// names nobody: whoever registers a client may choose it.
 func IsApprover(set *controlv1.ApproverGroupsSet, p *commonv1.Principal, names []string) bool {
+	slack := p.GetIssuer() == "" && p.GetClientId() == SlackClient
 	for _, g := range set.GetGroups() {
 		if names != nil && !slices.Contains(names, g.GetName()) {
+			continue
+		}
+		if g.GetIssuer() != "" && p.GetIssuer() != g.GetIssuer() {
+			if slack && p.GetEmail() != "" && slices.Contains(g.GetSubjects(), p.GetEmail()) {
+				return true
+			}
 			continue
 		}
 		if slices.Contains(g.GetSubjects(), p.GetSubject()) || (p.GetEmail() != "" && !p.GetMachine() && slices.Contains(g.GetSubjects(), p.GetEmail())) {

@@ -30,3 +30,27 @@ func TestIsApprover(t *testing.T) {
 		assert.Equal(t, c.want, IsApprover(set, c.p, c.names), "%v %v", c.p, c.names)
 	}
 }
+
+// A subject or an email means someone only within its issuer: a group
+// scoped to one provider counts nobody from another, whatever its token
+// says; a Slack user still counts by the email Slack vouches for.
+func TestIsApproverWithinItsIssuer(t *testing.T) {
+	set := &controlv1.ApproverGroupsSet{Groups: []*controlv1.ApproverGroup{
+		{Name: "approvers", Groups: []string{"approvers"}, Subjects: []string{"bob@example.com", "u-bob"}, Issuer: "https://idp"},
+	}}
+	for _, c := range []struct {
+		p    *commonv1.Principal
+		want bool
+	}{
+		{&commonv1.Principal{Subject: "u-bob", Issuer: "https://idp"}, true},
+		{&commonv1.Principal{Subject: "u-9", Email: "bob@example.com", Issuer: "https://idp"}, true},
+		{&commonv1.Principal{Subject: "u-8", Groups: []string{"approvers"}, Issuer: "https://idp"}, true},
+		{&commonv1.Principal{Subject: "u-bob", Issuer: "https://self-service"}, false},
+		{&commonv1.Principal{Subject: "x", Email: "bob@example.com", Issuer: "https://self-service"}, false},
+		{&commonv1.Principal{Subject: "x", Groups: []string{"approvers"}, Issuer: "https://self-service"}, false},
+		{&commonv1.Principal{Subject: "bob@example.com", Email: "bob@example.com", ClientId: SlackClient}, true},
+		{&commonv1.Principal{Subject: "u-bob", ClientId: SlackClient}, false},
+	} {
+		assert.Equal(t, c.want, IsApprover(set, c.p, nil), "%v", c.p)
+	}
+}

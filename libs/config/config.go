@@ -158,6 +158,11 @@ type ApproverGroup struct {
 	Name     string   `yaml:"name"`
 	Groups   []string `yaml:"groups"`
 	Subjects []string `yaml:"subjects"`
+	// Provider names the identity provider (its name or issuer) whose
+	// tokens the groups and subjects count in. Required for subjects when
+	// several providers are trusted: a subject or an email means someone
+	// only within its issuer.
+	Provider string `yaml:"provider"`
 	node     *yaml.Node
 }
 
@@ -455,6 +460,16 @@ func (f *File) check() Errors {
 			p := at(g.node)
 			errs = append(errs, Error{Line: p.line, Column: p.col, Message: fmt.Sprintf("approver group %q: give groups or subjects", g.Name)})
 		}
+		// With its own oidc section, a file says here which providers its
+		// groups name (else the applied ones decide: ApproverProtos).
+		switch {
+		case f.OIDC != nil && g.Provider != "" && f.OIDC.issuerOf(g.Provider) == "":
+			p := atKey(g.node, "provider")
+			errs = append(errs, Error{Line: p.line, Column: p.col, Message: fmt.Sprintf("approver group %q: provider %q is not one of the oidc providers (give its name or its issuer)", g.Name, g.Provider)})
+		case g.Provider == "" && len(g.Subjects) > 0 && len(f.OIDC) > 1:
+			p := atKey(g.node, "subjects")
+			errs = append(errs, Error{Line: p.line, Column: p.col, Message: fmt.Sprintf("approver group %q: with several oidc providers, say which one its subjects come from (provider: NAME): a subject or an email names someone only within its issuer", g.Name)})
+		}
 		groups[g.Name] = true
 	}
 	for _, r := range f.Policies {
@@ -515,6 +530,17 @@ func (f *File) check() Errors {
 		}
 	}
 	return errs
+}
+
+// issuerOf is the issuer of the provider named (by its name or its
+// issuer) ref, or "".
+func (p Providers) issuerOf(ref string) string {
+	for i, o := range p {
+		if ref == p.name(i) || ref == o.Issuer {
+			return o.Issuer
+		}
+	}
+	return ""
 }
 
 // name is provider i's name.

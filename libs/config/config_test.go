@@ -49,6 +49,9 @@ func TestOIDCRefusals(t *testing.T) {
 		"empty admins":           {"access:\n  admins: []\n", "lock every admin out"},
 		"empty allowed groups":   {"oidc:\n  issuer: https://idp\n  audience: a\n  allowed_groups: []\n", "allowed_groups is empty"},
 		"unknown grant approver": {"access:\n  admins: [a]\n  grant_approvers: nobody\napprovers:\n  - {name: approvers, groups: [approvers]}\n", `"nobody" is not defined`},
+		"subjects of which provider": {"oidc:\n  - {name: people, issuer: https://idp, audience: a}\n  - {issuer: https://ci, audience: b}\n" +
+			"approvers:\n  - {name: approvers, subjects: [bob@example.com]}\n", "say which one its subjects come from"},
+		"unknown approver provider": {"oidc:\n  issuer: https://idp\n  audience: a\napprovers:\n  - {name: approvers, groups: [g], provider: other}\n", `provider "other" is not one of`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := config.Parse([]byte(tc.yaml))
@@ -68,4 +71,46 @@ func TestAccess(t *testing.T) {
 	f, err = config.Parse([]byte("targets: []\n"))
 	require.NoError(t, err)
 	assert.Nil(t, f.AccessProto(), "no access section, no change")
+}
+
+func TestApproverGroupsNameTheirIssuer(t *testing.T) {
+	f, err := config.Parse([]byte(`oidc:
+  - {name: people, issuer: https://idp, audience: a}
+  - {issuer: https://ci, audience: b}
+approvers:
+  - {name: approvers, subjects: [bob@example.com], provider: people}
+  - {name: release, subjects: [deploy-bot], provider: https://ci}
+  - {name: sre, groups: [sre]}
+`))
+	require.NoError(t, err)
+	gs, err := f.ApproverProtos(nil)
+	require.NoError(t, err)
+	require.Len(t, gs, 3)
+	assert.Equal(t, "https://idp", gs[0].GetIssuer(), "by the provider's name")
+	assert.Equal(t, "https://ci", gs[1].GetIssuer(), "by its issuer")
+	assert.Empty(t, gs[2].GetIssuer(), "groups alone need no provider")
+
+	one, err := config.Parse([]byte("oidc:\n  issuer: https://idp\n  audience: a\napprovers:\n  - {name: approvers, subjects: [bob]}\n"))
+	require.NoError(t, err, "one provider: its subjects are its own")
+	gs, err = one.ApproverProtos(nil)
+	require.NoError(t, err)
+	assert.Empty(t, gs[0].GetIssuer())
+
+	// A file without an oidc section is read against the providers in
+	// force.
+	applied := f.ProviderProtos()
+	alone, err := config.Parse([]byte("approvers:\n  - {name: approvers, subjects: [bob]}\n"))
+	require.NoError(t, err)
+	_, err = alone.ApproverProtos(applied)
+	assert.ErrorContains(t, err, "say which one its subjects come from")
+	scoped, err := config.Parse([]byte("approvers:\n  - {name: approvers, subjects: [bob], provider: people}\n"))
+	require.NoError(t, err)
+	gs, err = scoped.ApproverProtos(applied)
+	require.NoError(t, err)
+	assert.Equal(t, "https://idp", gs[0].GetIssuer())
+	_, err = scoped.ApproverProtos(applied[1:])
+	assert.ErrorContains(t, err, `provider "people" is not one of`)
+	// Providers applied later must still hold every group's issuer.
+	assert.ErrorContains(t, config.CheckApprovers(gs, applied[1:]), "would no longer be an identity provider")
+	assert.NoError(t, config.CheckApprovers(gs, applied))
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"time"
 
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
@@ -82,13 +83,48 @@ func (f *File) RuleProtos() []*controlv1.Rule {
 	return out
 }
 
-// ApproverProtos converts the approver groups.
-func (f *File) ApproverProtos() []*controlv1.ApproverGroup {
+// ApproverProtos converts the approver groups against the identity
+// providers in force once the file is applied: its own oidc section, or
+// applied (the providers of the configuration in force) when it has none.
+// Each group's provider is named by its issuer; the groups are checked as
+// CheckApprovers does.
+func (f *File) ApproverProtos(applied []*controlv1.IdentityProvider) ([]*controlv1.ApproverGroup, error) {
+	providers := f.ProviderProtos()
+	if providers == nil {
+		providers = applied
+	}
 	out := make([]*controlv1.ApproverGroup, 0, len(f.Approvers))
 	for _, g := range f.Approvers {
-		out = append(out, &controlv1.ApproverGroup{Name: g.Name, Groups: g.Groups, Subjects: g.Subjects})
+		pg := &controlv1.ApproverGroup{Name: g.Name, Groups: g.Groups, Subjects: g.Subjects}
+		if g.Provider != "" {
+			for _, p := range providers {
+				if g.Provider == p.GetName() || g.Provider == p.GetIssuer() {
+					pg.Issuer = p.GetIssuer()
+				}
+			}
+			if pg.Issuer == "" {
+				return nil, fmt.Errorf("approver group %q: provider %q is not one of the identity providers (give its name or its issuer)", g.Name, g.Provider)
+			}
+		}
+		out = append(out, pg)
 	}
-	return out
+	return out, CheckApprovers(out, providers)
+}
+
+// CheckApprovers refuses approver groups that could count someone by
+// another issuer's subject: with several identity providers, a group that
+// lists subjects must name the provider they come from, and a group's
+// provider must be one of them.
+func CheckApprovers(groups []*controlv1.ApproverGroup, providers []*controlv1.IdentityProvider) error {
+	for _, g := range groups {
+		switch {
+		case g.GetIssuer() != "" && !slices.ContainsFunc(providers, func(p *controlv1.IdentityProvider) bool { return p.GetIssuer() == g.GetIssuer() }):
+			return fmt.Errorf("approver group %q counts members of %s, which would no longer be an identity provider; apply the approvers with it", g.GetName(), g.GetIssuer())
+		case g.GetIssuer() == "" && len(g.GetSubjects()) > 0 && len(providers) > 1:
+			return fmt.Errorf("approver group %q: with several identity providers, say which one its subjects come from (provider: NAME): a subject or an email names someone only within its issuer", g.GetName())
+		}
+	}
+	return nil
 }
 
 // ProviderProtos converts the oidc section; nil if absent.

@@ -70,7 +70,11 @@ func (f *File) Diff(cur State, prune bool) ([]Change, error) {
 		out = append(out, diffMasks(cur.Rules, rules)...)
 	}
 	if f.Approvers != nil {
-		out = append(out, diffApprovers(cur.Approvers, f.ApproverProtos())...)
+		groups, err := f.ApproverProtos(cur.Providers)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, diffApprovers(cur.Approvers, groups)...)
 	}
 	if ps := f.ProviderProtos(); ps != nil {
 		out = append(out, diffProviders(cur.Providers, ps)...)
@@ -486,6 +490,7 @@ func diffApprovers(cur, next []*controlv1.ApproverGroup) []Change {
 		var d fieldDiff
 		d.list("groups", o.GetGroups(), g.GetGroups())
 		d.list("subjects", o.GetSubjects(), g.GetSubjects())
+		d.value("issuer", o.GetIssuer(), g.GetIssuer())
 		if c, ok := d.change(SectionApprovers, g.GetName()); ok {
 			out = append(out, c)
 		}
@@ -505,6 +510,9 @@ func describeGroup(g *controlv1.ApproverGroup) string {
 	}
 	if len(g.GetSubjects()) > 0 {
 		parts = append(parts, "subjects "+strings.Join(g.GetSubjects(), ", "))
+	}
+	if g.GetIssuer() != "" {
+		parts = append(parts, "from "+g.GetIssuer())
 	}
 	return strings.Join(parts, "; ")
 }

@@ -19,7 +19,9 @@ func state(t *testing.T, text string, by string) config.State {
 	require.NoError(t, err)
 	specs, err := f.TargetSpecs()
 	require.NoError(t, err)
-	st := config.State{Rules: f.RuleProtos(), Approvers: f.ApproverProtos(), Providers: f.ProviderProtos(), Access: f.AccessProto()}
+	groups, err := f.ApproverProtos(nil)
+	require.NoError(t, err)
+	st := config.State{Rules: f.RuleProtos(), Approvers: groups, Providers: f.ProviderProtos(), Access: f.AccessProto()}
 	for _, s := range specs {
 		st.Targets = append(st.Targets, &controlv1.TargetConfigured{Spec: s, AppliedBy: by})
 	}

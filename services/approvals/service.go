@@ -462,7 +462,7 @@ func (s *Service) slackDecide(ctx context.Context, req *approvalsv1.SlackDecide)
 	if !strings.Contains(email, "@") {
 		return replyErr("bad_request", "the Slack user has no email"), nil
 	}
-	p := &commonv1.Principal{Subject: email, Email: email, ClientId: "slack"}
+	p := &commonv1.Principal{Subject: email, Email: email, ClientId: authz.SlackClient}
 	return s.decideAs(ctx, p, &approvalsv1.Decide{Id: req.GetId(), Verdict: req.GetVerdict(), Reason: req.GetReason()})
 }
 

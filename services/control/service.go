@@ -174,6 +174,10 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 	}
 	for attempt := 1; ; attempt++ {
 		a, err := s.plan(ctx, req, f, specs, rules, actor)
+		var invalid invalidConfig
+		if errors.As(err, &invalid) {
+			return applyError("invalid_config", invalid.Error()), nil
+		}
 		if err != nil {
 			s.cfg.Log.Error().Err(err).Msg("apply failed: the applied state cannot be read")
 			return applyError("apply_failed", "the applied configuration cannot be read; retry"), nil
@@ -212,6 +216,10 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 		return &controlv1.ApplyResponse{Changes: a.changes, PolicyRevision: a.revision}, nil
 	}
 }
+
+// invalidConfig is a plan's refusal of the file against the configuration
+// in force.
+type invalidConfig struct{ error }
 
 // projectionWait bounds how long an apply waits for the projection to
 // have applied every event stored before it.
@@ -259,8 +267,27 @@ func (s *Service) plan(ctx context.Context, req *controlv1.ApplyRequest, f *conf
 	if f.Policies != nil {
 		a.policy(rules, req.GetFileName())
 	}
+	// Approver groups are checked against the providers in force once
+	// this applies: a group's subjects mean someone only within its issuer.
+	var applied []*controlv1.IdentityProvider
+	if state.Provider != nil {
+		applied = controlstate.Providers(state.Provider)
+	}
+	providers := f.ProviderProtos()
+	if providers == nil {
+		providers = applied
+	}
+	groups := state.Approvers.GetGroups()
 	if f.Approvers != nil {
-		a.approvers(f.ApproverProtos())
+		if groups, err = f.ApproverProtos(applied); err != nil {
+			return nil, invalidConfig{err}
+		}
+	}
+	if err := config.CheckApprovers(groups, providers); err != nil {
+		return nil, invalidConfig{err}
+	}
+	if f.Approvers != nil {
+		a.approvers(groups)
 	}
 	if ps := f.ProviderProtos(); ps != nil {
 		a.identity(ps)

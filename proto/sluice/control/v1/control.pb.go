@@ -1113,10 +1113,14 @@ func (x *PolicySetApplied) GetAppliedBy() string {
 }
 
 type ApproverGroup struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Groups        []string               `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
-	Subjects      []string               `protobuf:"bytes,3,rep,name=subjects,proto3" json:"subjects,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Groups   []string               `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	Subjects []string               `protobuf:"bytes,3,rep,name=subjects,proto3" json:"subjects,omitempty"`
+	// issuer, when set, is the one identity provider whose tokens its groups
+	// and subjects count in (a subject or an email means someone only within
+	// its issuer). A Slack decision's email still matches an email subject.
+	Issuer        string `protobuf:"bytes,4,opt,name=issuer,proto3" json:"issuer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1170,6 +1174,13 @@ func (x *ApproverGroup) GetSubjects() []string {
 		return x.Subjects
 	}
 	return nil
+}
+
+func (x *ApproverGroup) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
 }
 
 // ApproverGroupsSet: the approver groups were replaced.
@@ -2131,11 +2142,12 @@ const file_sluice_control_v1_control_proto_rawDesc = "" +
 	"\vsource_file\x18\x04 \x01(\tR\n" +
 	"sourceFile\x12\x1d\n" +
 	"\n" +
-	"applied_by\x18\x05 \x01(\tR\tappliedBy\"W\n" +
+	"applied_by\x18\x05 \x01(\tR\tappliedBy\"o\n" +
 	"\rApproverGroup\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06groups\x18\x02 \x03(\tR\x06groups\x12\x1a\n" +
-	"\bsubjects\x18\x03 \x03(\tR\bsubjects\"\x84\x01\n" +
+	"\bsubjects\x18\x03 \x03(\tR\bsubjects\x12\x16\n" +
+	"\x06issuer\x18\x04 \x01(\tR\x06issuer\"\x84\x01\n" +
 	"\x11ApproverGroupsSet\x128\n" +
 	"\x06groups\x18\x01 \x03(\v2 .sluice.control.v1.ApproverGroupR\x06groups\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x1d\n" +
