@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -216,6 +219,58 @@ func TestLargeHeldStatements(t *testing.T) {
 			out, err := env.CLI(bob, "deny", id, "--reason", "checked the parameters")
 			require.NoError(t, err, out)
 		}
+
+		// A statement parsed again under the same name with other types:
+		// an old portal of the name, ruled on again, does not bring its
+		// statement's types back for the new one's parameters.
+		conn, err := pgconn.Connect(context.Background(), env.dsn(bot))
+		require.NoError(t, err)
+		defer conn.Close(context.Background())
+		fe := conn.Frontend()
+		const upd = "UPDATE orders SET amount = amount WHERE id < $1"
+		require.Empty(t, exchange(t, fe, &pgproto3.Query{String: "BEGIN"}).errs) // the portal outlives a Sync
+		require.Empty(t, exchange(t, fe, &pgproto3.Parse{Name: "warm", Query: upd, ParameterOIDs: []uint32{701}}, &pgproto3.Sync{}).errs)
+		require.Empty(t, exchange(t, fe, &pgproto3.Parse{Name: "s", Query: upd, ParameterOIDs: []uint32{701}},
+			&pgproto3.Bind{DestinationPortal: "p", PreparedStatement: "s", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{binary.BigEndian.AppendUint64(nil, math.Float64bits(1.5))}},
+			&pgproto3.Sync{}).errs)
+		require.Empty(t, exchange(t, fe, &pgproto3.Close{ObjectType: 'S', Name: "s"}, &pgproto3.Parse{Name: "s", Query: upd, ParameterOIDs: []uint32{20}}, &pgproto3.Sync{}).errs)
+		time.Sleep(1200 * time.Millisecond) // past the cached decisions' life: the portal is ruled on again
+		decided := make(chan answers, 1)
+		go func() { decided <- exchange(t, fe, &pgproto3.Execute{Portal: "p"}, &pgproto3.Sync{}) }()
+		old := pendingApproval(t, env.devEnv, bob, "param-bot")
+		assert.Contains(t, show(old), "-- $1 = 1.5\n")
+		out, err = env.CLI(bob, "deny", old, "--reason", "no")
+		require.NoError(t, err, out)
+		<-decided
+		require.Empty(t, exchange(t, fe, &pgproto3.Query{String: "ROLLBACK"}).errs)
+		go func() {
+			decided <- exchange(t, fe, &pgproto3.Bind{DestinationPortal: "q", PreparedStatement: "s", ParameterFormatCodes: []int16{1},
+				Parameters: [][]byte{binary.BigEndian.AppendUint64(nil, 1e18)}}, &pgproto3.Execute{Portal: "q"}, &pgproto3.Sync{})
+		}()
+		id := pendingApproval(t, env.devEnv, bob, "param-bot")
+		assert.Contains(t, show(id), "-- $1 = 1000000000000000000\n")
+		out, err = env.CLI(bob, "deny", id, "--reason", "no")
+		require.NoError(t, err, out)
+		<-decided
+
+		// EXECUTE foo(...) is held by what foo is: its approver reads foo.
+		prepDone := make(chan error, 1)
+		prep, err := pgconn.Connect(context.Background(), env.dsn(alice))
+		require.NoError(t, err)
+		defer prep.Close(context.Background())
+		go func() {
+			_, err := prep.Exec(context.Background(), "PREPARE foo (text) AS UPDATE orders SET status = $1").ReadAll()
+			prepDone <- err
+		}()
+		out, err = env.CLI(bob, "approve", pendingApproval(t, env.devEnv, bob, "alice"))
+		require.NoError(t, err, out)
+		require.NoError(t, <-prepDone)
+		go func() { _, err := prep.Exec(context.Background(), "EXECUTE foo('lost')").ReadAll(); prepDone <- err }()
+		id = pendingApproval(t, env.devEnv, bob, "alice")
+		assert.Contains(t, show(id), "EXECUTE foo('lost')\n  -- 'foo' is prepared as:\n  --   PREPARE foo (text) AS UPDATE orders SET status = $1\n")
+		out, err = env.CLI(bob, "deny", id, "--reason", "no")
+		require.NoError(t, err, out)
+		require.Error(t, <-prepDone)
 		require.Error(t, text.result(t, 20*time.Second))
 		select {
 		case err := <-pgxDone:

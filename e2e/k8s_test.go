@@ -314,12 +314,14 @@ spec:
 		// A held write: its approver reads the body it would send.
 		bot := connectMCP(t, env, env.Token("--sub", "kube-bot", "--groups", "engineers", "--machine"))
 		r = bot.call("kube_request", map[string]any{"target": "demo-k8s", "method": "POST", "path": "/api/v1/namespaces/team-a/configmaps",
-			"body": map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "from-bot"}, "data": map[string]any{"mode": "v-from-bot"}}}, nil)
+			"body": map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "from-bot"},
+				"data": map[string]any{"mode": "v-from-bot", "owner": "mallory@corp.example"}}}, nil)
 		require.Equal(t, "pending_approval", r.Status, r.text)
 		out, err = env.CLI(bob, "approvals", "show", r.Approval.ID)
 		require.NoError(t, err, out)
-		assert.Contains(t, out, "POST /api/v1/namespaces/team-a/configmaps\n", out)
+		assert.Contains(t, out, "POST /api/v1/namespaces/team-a/configmaps\n  Content-Type: application/json\n", out)
 		assert.Contains(t, out, `"mode":"v-from-bot"`, out)
+		assert.Contains(t, out, `"owner":"mallory@corp.example"`, "the approver reads what the detectors would mask in a record")
 		out, err = env.CLI(bob, "deny", r.Approval.ID, "--reason", "read the body")
 		require.NoError(t, err, out)
 	})

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/bidi"
 )
 
 // Visible is text as an approver must see it: every character that a
@@ -15,7 +17,8 @@ import (
 // and isolates that reorder what is shown, zero-width and other
 // default-ignorable characters, spaces other than the ASCII one, line and
 // paragraph separators, variation selectors, tags, private use and
-// noncharacters. Newlines and tabs stay. "⟨" itself is written out too, so
+// noncharacters, combining marks (drawn over their neighbours) and
+// right-to-left letters (which reorder the text around them). Newlines and tabs stay. "⟨" itself is written out too, so
 // no text can pass for another's rendering (so Visible is applied once, by
 // the approvals service, to what it keeps).
 func Visible(s string) string {
@@ -61,9 +64,18 @@ func hidden(r rune) bool {
 	case r == '⟨':
 		return true
 	}
-	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs, unicode.Zs, unicode.Zl, unicode.Zp,
-		unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector, unicode.Noncharacter_Code_Point) ||
-		blank(r)
+	if unicode.In(r, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs, unicode.Zs, unicode.Zl, unicode.Zp,
+		unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector, unicode.Noncharacter_Code_Point,
+		// Marks drawn over their neighbours (U+0338 turns = into ≠);
+		// a precomposed é is one letter and stays.
+		unicode.Mn, unicode.Me) || blank(r) {
+		return true
+	}
+	// Right-to-left letters reorder the text around them on screen (the
+	// numbers between two Hebrew strings swap places) with no control
+	// character at all.
+	p, _ := bidi.LookupRune(r)
+	return p.Class() == bidi.R || p.Class() == bidi.AL
 }
 
 // blank: letters and symbols that fonts draw as empty space.
@@ -75,4 +87,17 @@ func blank(r rune) bool {
 		return true
 	}
 	return false
+}
+
+// SlackCardRunes is as much of a command as a Slack card shows (a section
+// holds 3,000 characters in all).
+const SlackCardRunes = 2000
+
+// FitsSlackCard reports whether a Slack card shows a's command whole; one
+// that does not is approved where it is read whole.
+func FitsSlackCard(a interface {
+	GetCommand() string
+	GetCommandSize() int64
+}) bool {
+	return utf8.RuneCountInString(a.GetCommand()) <= SlackCardRunes && a.GetCommandSize() <= int64(len(a.GetCommand()))
 }

@@ -28,6 +28,11 @@ func TestVisibleWritesOutWhatDoesNotShow(t *testing.T) {
 		"a\u3164b\u2800c":       "a⟨U+3164⟩b⟨U+2800⟩c",
 		"a\uE000b\uFFFFc":       "a⟨U+E000⟩b⟨U+FFFF⟩c",
 		"a\xffb\xc3":            "a⟨0xFF⟩b⟨0xC3⟩",
+		// Marks drawn over a neighbour; right-to-left letters, which swap
+		// the numbers between them on screen.
+		"a =\u0338 b, e\u0301":            "a =⟨U+0338⟩ b, e⟨U+0301⟩",
+		"transfer('א', 1000000, 10, 'ב')": "transfer('⟨U+05D0⟩', 1000000, 10, '⟨U+05D1⟩')",
+		"SELECT 'مرحبا'":                  "SELECT '⟨U+0645⟩⟨U+0631⟩⟨U+062D⟩⟨U+0628⟩⟨U+0627⟩'",
 		// Its own notation, typed, cannot pass for a hidden character.
 		"SELECT '⟨U+202E⟩'": "SELECT '⟨U+27E8⟩U+202E⟩'",
 	} {

@@ -8,6 +8,7 @@ package kubemask
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -36,7 +37,8 @@ type Masker struct {
 	detectors masking.Counts
 }
 
-// New returns a masker for responses to a request on resource.
+// New returns a masker for responses to a request on resource. With m nil
+// it redacts Secrets' values only.
 func New(m *masking.Masker, resource string) *Masker {
 	return &Masker{m: m, resource: resource}
 }
@@ -188,7 +190,7 @@ func (k *Masker) redactSecret(x map[string]any) {
 
 // String masks one string with the detectors (a header value, a key).
 func (k *Masker) String(v string) string {
-	if !k.m.Contains([]byte(v)) {
+	if k.m == nil || !k.m.Contains([]byte(v)) {
 		return v
 	}
 	var c masking.Counts
@@ -199,15 +201,44 @@ func (k *Masker) String(v string) string {
 	return out
 }
 
-// RequestExcerpt is a request body as a record and an approver are shown
-// it: masked as a response would be for a masked principal (Secret values,
-// m's detectors), cut to limit bytes; cut says it was longer.
-func RequestExcerpt(m *masking.Masker, resource string, body []byte, limit int) (excerpt string, cut bool) {
+// RequestExcerpt is a request body as a record keeps it: masked as a
+// response would be for a masked principal (Secret values, m's
+// detectors), cut to limit bytes; cut says it was longer.
+func RequestExcerpt(m *masking.Masker, resource string, body []byte, limit int) (string, bool) {
 	out, err := New(m, resource).JSON(body)
 	if err != nil {
 		var c masking.Counts
 		out = m.AppendMasked(nil, body, &c)
 	}
+	return cutAt(out, limit)
+}
+
+// Shown is a held request as its approver reads it: the request line, the
+// body's content type, and the body whole but for Secrets' values. The
+// detectors that mask records do not apply: a value they would hide (an
+// email in a RoleBinding, a script that looks like a key) is what the
+// approver approves. A body that is not JSON is shown as sent, except a
+// Secret's, which is not shown at all. cut says the body was longer than
+// limit bytes.
+func Shown(line, contentType, resource string, body []byte, limit int) (shown string, cut bool) {
+	if len(body) == 0 {
+		return line, false
+	}
+	out, err := New(nil, resource).JSON(body)
+	switch {
+	case err == nil:
+	case resource == "secrets":
+		out = fmt.Appendf(nil, "(a Secret's body of %d bytes that is not JSON: its values are not shown)", len(body))
+	default:
+		out = body
+	}
+	b, cut := cutAt(out, limit)
+	return line + "\nContent-Type: " + contentType + "\n" + b, cut
+}
+
+// cutAt is out as text, cut to limit bytes (cut says it was longer).
+func cutAt(out []byte, limit int) (string, bool) {
+	cut := false
 	if len(out) > limit {
 		out, cut = append(out[:limit:limit], "…"...), true
 	}

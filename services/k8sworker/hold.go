@@ -16,7 +16,7 @@ import (
 // approval to ask for; the same request (method, path, query and body),
 // sent again by the same principal once approved, runs, once. It returns
 // whether the request may run now, or what to tell the client.
-func (s *session) review(ctx context.Context, d *policyv1.Decision, id uint64, text, hash string) (string, bool) {
+func (s *session) review(ctx context.Context, d *policyv1.Decision, id uint64, text, shown, hash string) (string, bool) {
 	w := s.w
 	token := s.CallerToken()
 	approved, pending := w.approvalFor(s, hash)
@@ -41,7 +41,7 @@ func (s *session) review(ctx context.Context, d *policyv1.Decision, id uint64, t
 		return held(pending.GetId(), d), false
 	}
 	approval, refusal := w.k.OpenHold(ctx, gateway.HoldRequest{SessionID: s.id, Token: token, Target: s.target.GetName(), Command: text,
-		Hash: hash, CmdID: id, Decision: d, Rec: s.rec})
+		Shown: shown, Hash: hash, CmdID: id, Decision: d, Rec: s.rec})
 	if approval == "" {
 		return "sluice: " + refusal, false
 	}

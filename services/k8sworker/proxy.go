@@ -396,7 +396,10 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 	switch d.GetAction() {
 	case "allow":
 	case "review":
-		if bodyCut {
+		// The approver reads the body whole but for Secrets' values, and
+		// how it is to be read (a merge patch replaces lists whole).
+		shown, shownCut := kubemask.Shown(requestLine(r, rest), r.Header.Get("Content-Type"), info.Resource, body, maxExcerpt)
+		if bodyCut || shownCut {
 			// An approver is shown the body cut: what they approve would
 			// not be all that runs.
 			msg := fmt.Sprintf("sluice: %s; it needs approval, but its body (%d bytes) is longer than an approver is shown (%d bytes): it cannot be approved as one request", d.GetReason(), len(body), maxExcerpt)
@@ -404,7 +407,7 @@ func (s *session) handle(rw http.ResponseWriter, r *http.Request, rest string, u
 			result(http.StatusForbidden, 0)
 			return
 		}
-		if msg, ok := s.review(ctx, d, id, text, gateway.CommandHash(text, bodyHash+"\x00"+r.Header.Get("Content-Type"))); !ok {
+		if msg, ok := s.review(ctx, d, id, text, shown, gateway.CommandHash(text, bodyHash+"\x00"+r.Header.Get("Content-Type"))); !ok {
 			status(rw, http.StatusForbidden, "Forbidden", msg)
 			result(http.StatusForbidden, 0)
 			return

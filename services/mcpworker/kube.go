@@ -135,9 +135,10 @@ func (w *Worker) kubeCall(s *session, req *mcp.CallToolRequest, in kubeRequestIn
 		key: cacheKey(toolKube, s.client, req),
 	}
 	if len(body) > 0 {
-		// An approver reads the body (masked as a record keeps it), whole.
-		excerpt, cut := kubemask.RequestExcerpt(writeAnswers, info.Resource, body, approvalstate.MaxCommandExcerpt)
-		c.shown = text + "\n" + excerpt
+		// An approver reads the body whole (but for Secrets' values) and
+		// how it is to be read (a merge patch replaces lists whole).
+		var cut bool
+		c.shown, cut = kubemask.Shown(text, contentType, info.Resource, body, approvalstate.MaxCommandExcerpt)
 		if cut {
 			c.unshown = max(len(body), approvalstate.MaxCommandExcerpt+1)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/gateway"
+	"sluice.dev/sluice/libs/sqlclass"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
@@ -273,7 +275,7 @@ func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via stri
 	// The reader's buffer is not reused while the client is not read, but
 	// keep a copy of the exact bytes that will run.
 	frame = append([]byte(nil), frame...)
-	out, err := s.await(ctx, d, text, via, "", "", cached, "", 0)
+	out, err := s.await(ctx, d, text, via, "", "", cached, s.withPrepared(text, d), 0)
 	if err != nil {
 		return err
 	}
@@ -292,11 +294,35 @@ func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via stri
 	return s.forward(frame)
 }
 
+// withPrepared is shown followed by what each statement that d says runs
+// a prepared one by name (EXECUTE foo) was prepared as: the approver of
+// EXECUTE foo(1) reads foo.
+func (s *session) withPrepared(shown string, d *policyv1.Decision) string {
+	var b strings.Builder
+	for _, st := range d.GetStatements() {
+		if !slices.Contains(st.GetFlags(), "execute") {
+			continue
+		}
+		name := st.GetPreparedName()
+		prep := s.stmts[name]
+		if prep == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "\n-- %s is prepared as:", sqlclass.Literal(name))
+		for _, line := range strings.Split(prep.text, "\n") {
+			b.WriteString("\n--   ")
+			b.WriteString(line)
+		}
+	}
+	return shown + b.String()
+}
+
 // holdExecute handles an Execute of a statement the policy holds: the
 // approval binds to the statement text and the bound parameters.
 func (s *session) holdExecute(ctx context.Context, info *stmtInfo, portal string, p *portalInfo, frame []byte) error {
 	frame = append([]byte(nil), frame...)
-	// The approver reads the parameters the statement runs with.
+	// The approver reads the parameters the statement runs with, and what
+	// a statement it executes by name was prepared as.
 	shown, unshown := info.text, 0
 	var err error
 	if p.bind == nil {
@@ -304,6 +330,7 @@ func (s *session) holdExecute(ctx context.Context, info *stmtInfo, portal string
 	} else if shown, err = shownBind(info.text, p.bind, info.types.get()); err != nil {
 		return err
 	}
+	shown = s.withPrepared(shown, info.decision)
 	out, err := s.await(ctx, info.decision, info.text, "execute", p.stmt, p.paramsHash, info.cached, shown, unshown)
 	if err != nil {
 		return err

@@ -879,11 +879,14 @@ func (s *session) onExecute(ctx context.Context, portal string, frame []byte) er
 		// revoked grant or a new rule reaches prepared statements too.
 		d, cached := s.decide(ctx, info.text)
 		epoch := s.decidedAt
-		types := info.types
+		old := info
 		info = s.newInfo(info.text, s.refuseMaskedCopies(s.reviewExecutes(ctx, d)), cached, info.sql, epoch)
-		info.types = types
+		info.types = old.types
 		p.info = info
-		if cur := s.stmts[p.stmt]; cur != nil && cur.text == info.text {
+		// The name's record is renewed only if it still stands for the
+		// statement this portal was bound to (not one parsed again under
+		// the same name since, with other parameter types).
+		if s.stmts[p.stmt] == old {
 			s.stmts[p.stmt] = info
 		}
 	}

@@ -237,9 +237,9 @@ func summary(a *approvalsv1.Approval) string {
 // slackExcerpt is as much of a held command as a Slack section shows (3,000
 // characters in all), with the command's whole size when it is cut.
 func slackExcerpt(a *approvalsv1.Approval) (string, bool) {
-	const keep = 2000
+	const keep = approvalstate.SlackCardRunes
 	cmd := []rune(a.GetCommand())
-	if len(cmd) <= keep && a.GetCommandSize() <= int64(len(a.GetCommand())) {
+	if approvalstate.FitsSlackCard(a) {
 		return string(cmd), false
 	}
 	return fmt.Sprintf("%s ... (%d bytes in all)", string(cmd[:min(len(cmd), keep)]), max(a.GetCommandSize(), int64(len(a.GetCommand())))), true
@@ -257,8 +257,10 @@ func plain(s string) *slack.SectionBlock {
 	return slack.NewSectionBlock(slack.NewTextBlockObject(slack.PlainTextType, s, false, false), nil, nil)
 }
 
+// section is a mrkdwn section, verbatim: no name in it becomes a mention
+// or a link.
 func section(markdown string) *slack.SectionBlock {
-	return slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, markdown, false, false), nil, nil)
+	return slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, markdown, false, true), nil, nil)
 }
 
 // blocks is a request's card. What a requester wrote (the command, a
@@ -307,7 +309,7 @@ func blocks(a *approvalsv1.Approval, buttons bool) []slack.Block {
 	if a.GetDecisionReason() != "" {
 		status += ": " + mrkdwn(a.GetDecisionReason())
 	}
-	return append(out, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, status, false, false), nil, nil))
+	return append(out, section(status))
 }
 
 // interactions handles button clicks.
@@ -337,16 +339,6 @@ func (b *Bot) interactions(w http.ResponseWriter, r *http.Request) {
 	for _, act := range cb.ActionCallback.BlockActions {
 		if act.ActionID != "approve" && act.ActionID != "deny" {
 			continue
-		}
-		if a, ok := b.view.Get(act.Value); act.ActionID == "approve" && ok && a.GetType() != "grant" {
-			if _, cut := slackExcerpt(a); cut {
-				// The card showed part of it (a card from before, or a
-				// click not made on the card): approved where it is read
-				// whole, never here.
-				actions.WithLabelValues("refused").Inc()
-				writeText(w, fmt.Sprintf("Not recorded: %s is too long to approve from Slack; read it whole and approve it in the console or with sluice approvals show %s.", act.Value, act.Value))
-				return
-			}
 		}
 		email, err := b.email(r.Context(), cb.User.ID)
 		if err != nil {

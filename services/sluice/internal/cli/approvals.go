@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/services/api"
 )
 
@@ -23,7 +24,13 @@ func approvalWhat(a api.ApprovalJSON, width int) string {
 	if a.Type == "grant" {
 		return fmt.Sprintf("grant role %s", a.Role)
 	}
-	what := []rune(strings.Join(strings.Fields(a.Command), " "))
+	// One line: each line break shows as ⏎, so that a second line cannot
+	// pass for the rest of a comment on the first.
+	var lines []string
+	for _, l := range strings.Split(a.Command, "\n") {
+		lines = append(lines, strings.Join(strings.Fields(l), " "))
+	}
+	what := []rune(strings.Join(lines, " ⏎ "))
 	cut := len(what) > width || a.CommandSize > int64(len(a.Command))
 	if !cut {
 		return string(what)
@@ -34,6 +41,12 @@ func approvalWhat(a api.ApprovalJSON, width int) string {
 		what = what[:keep]
 	}
 	return string(what) + note
+}
+
+// oneLine is a field as a terminal shows it: what would not show as
+// itself written out, line breaks too.
+func oneLine(v string) string {
+	return strings.ReplaceAll(approvalstate.Visible(v), "\n", "⟨U+000A⟩")
 }
 
 // approvalWhen is the one time that matters for a request in its state,
@@ -128,7 +141,7 @@ what the previous page said).`,
 					// SQL is the default; other protocols say what they are.
 					what = a.Protocol + ": " + what
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.State, who, a.Target, what, a.Rule, approvalWhen(a, now))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.State, oneLine(who), oneLine(a.Target), what, oneLine(a.Rule), approvalWhen(a, now))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -178,7 +191,9 @@ out as ⟨U+XXXX⟩. Read it here, in the console or in Slack before you approve
 			}
 			line := func(k, v string) {
 				if v != "" {
-					fmt.Fprintf(g.stdout, "%-11s %s\n", k+":", v)
+					// Written out as a request's command is: no field
+					// draws on the terminal or fakes a line.
+					fmt.Fprintf(g.stdout, "%-11s %s\n", k+":", oneLine(v))
 				}
 			}
 			line("id", a.ID)
@@ -188,7 +203,7 @@ out as ⟨U+XXXX⟩. Read it here, in the console or in Slack before you approve
 			line("protocol", a.Protocol)
 			line("session", a.Session)
 			line("rule", a.Rule)
-			line("reason", a.Reason)
+			line("reason", a.Reason) // a grant's reason, written out by the approvals service
 			line("approvers", strings.Join(a.ApproverGroups, ", "))
 			line("approved by", strings.Join(a.ApprovedBy, ", "))
 			line("decided by", a.DecidedBy)
