@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/visible"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
@@ -51,6 +52,11 @@ func JSON(e Entry) map[string]any {
 		out["time"] = e.Event.GetTime().AsTime()
 		if b, err := marshal.Marshal(e.Event); err == nil {
 			out["event"] = json.RawMessage(b)
+		}
+		if c := e.Event.GetCommand(); c != nil {
+			// The command as a person must see it (a screen would reorder
+			// or hide some of what the client sent).
+			out["shown"] = visible.Text(c.GetText())
 		}
 	}
 	return out

@@ -74,3 +74,26 @@ func TestALostRecordEndsTheSession(t *testing.T) {
 	assert.Equal(t, lost.GetLost(), j["lost"])
 	assert.Equal(t, "gap", auditlog.EntryKind(auditlog.Entry{Record: &auditv1.Record{SessionId: "s1", Seq: 2, GapTo: 3}}))
 }
+
+// What a client chose cannot draw on the auditor's terminal: an escape
+// that would erase the line above, a bidirectional override, a second
+// line passing for the rest of a comment.
+func TestTranscriptWritesOutWhatAClientChose(t *testing.T) {
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	rec := &auditv1.Record{SessionId: "s1", RecordedAt: timestamppb.New(at)}
+	entries := []auditlog.Entry{
+		{Seq: 1, Record: rec, Event: &sessionv1.Event{SessionId: "s1", Seq: 1, Time: timestamppb.New(at), Body: &sessionv1.Event_Started{Started: &sessionv1.Started{
+			Principal: &commonv1.Principal{Subject: "agent"}, Protocol: "postgres", ClientApplication: "psql\x1b]0;owned\x07"}}}},
+		{Seq: 2, Record: rec, Event: &sessionv1.Event{SessionId: "s1", Seq: 2, Time: timestamppb.New(at), Body: &sessionv1.Event_Command{Command: &sessionv1.Command{
+			CommandId: 1, Text: "SELECT 1 -- read only\nDROP TABLE orders /*\x1b[1A\x1b[2K \u202e */"}}}},
+	}
+	var b strings.Builder
+	auditlog.Transcript(&b, entries)
+	out := b.String()
+	assert.NotContains(t, out, "\x1b")
+	assert.NotContains(t, out, "\u202e")
+	assert.Contains(t, out, "(psql⟨U+001B⟩]0;owned⟨U+0007⟩)")
+	assert.Contains(t, out, "#1  SELECT 1 -- read only ⏎ DROP TABLE orders /*⟨U+001B⟩[1A⟨U+001B⟩[2K ⟨U+202E⟩ */")
+	// The console shows a command's JSON form's "shown".
+	assert.Equal(t, "SELECT 1 -- read only\nDROP TABLE orders /*⟨U+001B⟩[1A⟨U+001B⟩[2K ⟨U+202E⟩ */", auditlog.JSON(entries[1])["shown"])
+}

@@ -5,14 +5,26 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"sluice.dev/sluice/libs/visible"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
 )
 
 // Transcript writes a session's events as a readable account: who, where,
-// each command with its decision, rule, approval and result.
+// each command with its decision, rule, approval and result. What a client
+// chose (a command's text, its application name, an error's message) is
+// written out where it would not show as itself (visible.Text): a command
+// cannot move the cursor of the auditor's terminal and erase the line
+// above, or reorder what it shows.
 func Transcript(w io.Writer, entries []Entry) {
+	var out strings.Builder
+	transcript(&out, entries)
+	_, _ = io.WriteString(w, visible.Text(out.String()))
+}
+
+func transcript(w io.Writer, entries []Entry) {
 	// Results may be recorded with a later command: gather them first.
 	results := map[uint64][]*sessionv1.Result{}
 	for _, e := range entries {
@@ -145,10 +157,20 @@ func micros(us int64) string {
 	return (time.Duration(us) * time.Microsecond).Round(10 * time.Microsecond).String()
 }
 
+// oneLine is a command on one line, each line break shown as ⏎: a second
+// line cannot pass for the rest of a comment on the first.
 func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.Join(strings.Fields(l), " ")
+	}
+	s = strings.Join(lines, " ⏎ ")
 	if len(s) > 500 {
-		s = s[:500] + "…"
+		cut := 500
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return s
 }

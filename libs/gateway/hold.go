@@ -11,6 +11,7 @@ import (
 	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/visible"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 	sessionv1 "sluice.dev/sluice/proto/sluice/session/v1"
@@ -107,7 +108,7 @@ func (k *Kernel) OpenHold(ctx context.Context, r HoldRequest) (id, refusal strin
 	}
 	// The approvals service keeps it as an approver must see it, every
 	// character that would not show as itself written out.
-	if size := max(len(shown), len(approvalstate.Visible(shown)), r.Unshown); size > approvalstate.MaxCommandExcerpt {
+	if size := max(len(shown), len(visible.Text(shown)), r.Unshown); size > approvalstate.MaxCommandExcerpt {
 		// An approver would be shown part of it, and the approval would
 		// run all of it.
 		k.metrics.holds[holdRefused].Inc()

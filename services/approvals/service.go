@@ -21,6 +21,7 @@ import (
 	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/eventstore"
 	"sluice.dev/sluice/libs/recording"
+	"sluice.dev/sluice/libs/visible"
 	approvalsv1 "sluice.dev/sluice/proto/sluice/approvals/v1"
 	commonv1 "sluice.dev/sluice/proto/sluice/common/v1"
 )
@@ -224,7 +225,7 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 		return replyErr("bad_request", "%s", msg), nil
 	}
 	for name, v := range map[string]string{"the rule": req.GetRule(), "the target": req.GetTarget(), "the session id": req.GetSessionId(), "the protocol": req.GetProtocol()} {
-		if v != approvalstate.Visible(v) || strings.ContainsRune(v, '\n') {
+		if v != visible.Text(v) || strings.ContainsRune(v, '\n') {
 			return replyErr("bad_request", "%s holds characters an approver would not see", name), nil
 		}
 	}
@@ -248,7 +249,7 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 	// hash; the command is whole or the request is refused, so an approver
 	// is never shown part of what the approval runs, and no request is
 	// large enough to burden the views that every session reads.
-	command, size := approvalstate.Visible(req.GetCommand()), max(req.GetCommandSize(), int64(len(req.GetCommand())))
+	command, size := visible.Text(req.GetCommand()), max(req.GetCommandSize(), int64(len(req.GetCommand())))
 	if size > approvalstate.MaxCommandExcerpt || len(command) > approvalstate.MaxCommandExcerpt {
 		return replyErr("too_long", "the command is %d bytes (%d written out for an approver), longer than an approver is shown (%d bytes): it cannot be approved as one; split it, or ask for a grant",
 			size, len(command), approvalstate.MaxCommandExcerpt), nil
@@ -355,7 +356,7 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 	}
 	id := recording.NewSessionID()
 	ev := &approvalsv1.GrantRequested{Id: id, Requester: requester, Target: req.GetTarget(), Role: req.GetRole(),
-		DurationSeconds: req.GetDurationSeconds(), Reason: approvalstate.Visible(req.GetReason()), ApproverGroups: []string{grantApprovers}, Quorum: 1,
+		DurationSeconds: req.GetDurationSeconds(), Reason: visible.Text(req.GetReason()), ApproverGroups: []string{grantApprovers}, Quorum: 1,
 		RequestedAt: timestamppb.New(s.cfg.Now()), SessionId: req.GetSessionId()}
 	if _, err := s.store.Append(ctx, "grant", id, eventstore.Position{}, eventstore.NewEvent("requested", ev)); err != nil {
 		return nil, err
@@ -478,7 +479,7 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 	if len(req.GetReason()) > MaxText {
 		return replyErr("bad_request", "the reason is longer than %d bytes", MaxText), nil
 	}
-	req.Reason = approvalstate.Visible(req.GetReason()) // shown to the requester and the other approvers
+	req.Reason = visible.Text(req.GetReason()) // shown to the requester and the other approvers
 	scope := time.Duration(req.GetGrantSeconds()) * time.Second
 	if req.GetGrantRole() != "" {
 		switch {

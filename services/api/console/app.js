@@ -416,7 +416,8 @@ function transcriptEntry(e) {
     case "command": {
       const c = ev.command;
       const action = c.decision?.action || "allow";
-      return h("div", { class: "event command " + action }, at, h("pre", { class: "cmd" }, c.text || ""), decisionLine(c.decision));
+      // shown: the text with what a screen would hide or reorder written out.
+      return h("div", { class: "event command " + action }, at, h("pre", { class: "cmd" }, e.shown ?? c.text ?? ""), decisionLine(c.decision));
     }
     case "decided":
       return h("div", { class: "event " + (ev.decided.decision?.action || "") }, at, "decision for command ", String(ev.decided.command_id), decisionLine(ev.decided.decision));

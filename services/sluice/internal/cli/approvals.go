@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"sluice.dev/sluice/libs/approvalstate"
+	"sluice.dev/sluice/libs/visible"
 	"sluice.dev/sluice/services/api"
 )
 
@@ -46,7 +46,7 @@ func approvalWhat(a api.ApprovalJSON, width int) string {
 // oneLine is a field as a terminal shows it: what would not show as
 // itself written out, line breaks too.
 func oneLine(v string) string {
-	return strings.ReplaceAll(approvalstate.Visible(v), "\n", "⟨U+000A⟩")
+	return strings.ReplaceAll(visible.Text(v), "\n", "⟨U+000A⟩")
 }
 
 // approvalWhen is the one time that matters for a request in its state,

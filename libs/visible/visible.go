@@ -1,4 +1,8 @@
-package approvalstate
+// Package visible writes text as a person must see it before they act on
+// it (an approver on a held command, an auditor on a session's replay):
+// whatever a screen, a terminal or a chat client would not show as itself
+// is written out.
+package visible
 
 import (
 	"fmt"
@@ -9,7 +13,7 @@ import (
 	"golang.org/x/text/unicode/bidi"
 )
 
-// Visible is text as an approver must see it: every character that a
+// Text is s as an approver or an auditor must see it: every character that a
 // screen, a terminal or a chat client would show as nothing, as something
 // else, or not at all is written out as ⟨U+XXXX⟩ (an invalid byte as
 // ⟨0xXX⟩). That covers control characters (a carriage return that
@@ -19,9 +23,10 @@ import (
 // paragraph separators, variation selectors, tags, private use and
 // noncharacters, combining marks (drawn over their neighbours) and
 // right-to-left letters (which reorder the text around them). Newlines and tabs stay. "⟨" itself is written out too, so
-// no text can pass for another's rendering (so Visible is applied once, by
-// the approvals service, to what it keeps).
-func Visible(s string) string {
+// no text can pass for another's rendering (so Text is applied once: by
+// the approvals service to what it keeps, by a transcript to what it
+// writes).
+func Text(s string) string {
 	clean := true
 	for i, r := range s {
 		if r == utf8.RuneError || hidden(r) {
@@ -87,17 +92,4 @@ func blank(r rune) bool {
 		return true
 	}
 	return false
-}
-
-// SlackCardRunes is as much of a command as a Slack card shows (a section
-// holds 3,000 characters in all).
-const SlackCardRunes = 2000
-
-// FitsSlackCard reports whether a Slack card shows a's command whole; one
-// that does not is approved where it is read whole.
-func FitsSlackCard(a interface {
-	GetCommand() string
-	GetCommandSize() int64
-}) bool {
-	return utf8.RuneCountInString(a.GetCommand()) <= SlackCardRunes && a.GetCommandSize() <= int64(len(a.GetCommand()))
 }

@@ -1,14 +1,14 @@
-package approvalstate_test
+package visible_test
 
 import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 
-	"sluice.dev/sluice/libs/approvalstate"
+	"sluice.dev/sluice/libs/visible"
 )
 
-func TestVisibleWritesOutWhatDoesNotShow(t *testing.T) {
+func TestTextWritesOutWhatDoesNotShow(t *testing.T) {
 	for in, want := range map[string]string{
 		"DELETE FROM t WHERE id = 1":              "DELETE FROM t WHERE id = 1",
 		"SELECT 1;\nSELECT\t2":                    "SELECT 1;\nSELECT\t2",
@@ -36,6 +36,6 @@ func TestVisibleWritesOutWhatDoesNotShow(t *testing.T) {
 		// Its own notation, typed, cannot pass for a hidden character.
 		"SELECT '⟨U+202E⟩'": "SELECT '⟨U+27E8⟩U+202E⟩'",
 	} {
-		assert.Equal(t, want, approvalstate.Visible(in), "%q", in)
+		assert.Equal(t, want, visible.Text(in), "%q", in)
 	}
 }
