@@ -2,14 +2,18 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/libs/testkit"
 )
 
 // translated is what translate(ssn, '0123456789', 'abcdefghij') makes of
@@ -59,6 +63,11 @@ func TestLineageThroughRenaming(t *testing.T) {
 		"function":               "SELECT lookup_name(1) AS name",
 		"copy query":             "COPY (SELECT translate(ssn, '0123456789', 'abcdefghij') AS name FROM customers WHERE id = 1) TO STDOUT",
 		"json of a derived row":  "SELECT row_to_json(s) FROM (SELECT translate(ssn, '0123456789', 'abcdefghij') AS name FROM customers WHERE id = 1) s",
+		// A star over a join that merges its columns, renamed by position;
+		// a WITH RECURSIVE item read before it is defined.
+		"using join, renamed": "SELECT c2 FROM (SELECT * FROM (SELECT id FROM customers) a JOIN (SELECT id, translate(ssn, '0123456789', 'abcdefghij') AS s FROM customers WHERE id = 1) b USING (id)) AS x(c1, c2)",
+		"natural join, cte":   "WITH x(c1, c2) AS (SELECT * FROM (SELECT id FROM customers) a NATURAL JOIN (SELECT id, translate(ssn, '0123456789', 'abcdefghij') AS s FROM customers WHERE id = 1) b) SELECT c2 FROM x",
+		"recursive, forward":  "WITH RECURSIVE a AS (SELECT v FROM b), b AS (SELECT translate(ssn, '0123456789', 'abcdefghij') AS v FROM customers WHERE id = 1) SELECT v FROM a",
 	}
 	for name, sql := range reads {
 		t.Run(name, func(t *testing.T) {
@@ -146,6 +155,54 @@ func TestLineageThroughRenaming(t *testing.T) {
 		out, err := env.psql(t, alice, "", "-A", "-t", "-c", "SELECT name FROM customers WHERE id IN (1, 2) ORDER BY id")
 		require.NoError(t, err, out)
 		assert.Contains(t, out, "Ada Lovelace")
+	})
+
+	t.Run("a masked table's definition is not for whom it is masked", func(t *testing.T) {
+		// Renamed, its masking rule would name nothing; a rule of another
+		// table would copy its values out.
+		for sql, rule := range map[string]string{
+			"ALTER TABLE customers RENAME COLUMN ssn TO tax_id":                                                             "builtin:masked-schema-change",
+			"ALTER TABLE customers RENAME TO customers_v2":                                                                  "builtin:masked-schema-change",
+			"ALTER TABLE customers ALTER COLUMN ssn TYPE text USING reverse(ssn)":                                           "builtin:masked-schema-change",
+			"CREATE TRIGGER t AFTER INSERT ON customers FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()": "builtin:masked-schema-change",
+			"CREATE TEMP TABLE t (x int); CREATE TEMP TABLE leak (v text); CREATE RULE r AS ON INSERT TO t DO ALSO INSERT INTO leak SELECT translate(ssn, '0123456789', 'abcdefghij') FROM customers": "builtin:masked-data-copy",
+		} {
+			out, err := env.psql(t, alice, "", "-A", "-t", "-c", sql)
+			require.Error(t, err, "%s\n%s", sql, out)
+			assert.Contains(t, out, rule, sql)
+		}
+		// A DBA renames the column outside Sluice: masking by a rule that
+		// names nothing would silently stop, so what it masks is refused
+		// until the rule or the column is put right.
+		direct := func(q string) {
+			out, err := timedCommand(t, "psql", env.directDSN(t), "-v", "ON_ERROR_STOP=1", "-c", q).CombinedOutput()
+			require.NoError(t, err, string(out))
+		}
+		direct("ALTER TABLE customers RENAME COLUMN ssn TO tax_id")
+		restored := false
+		defer func() {
+			if !restored {
+				direct("ALTER TABLE customers RENAME COLUMN tax_id TO ssn")
+			}
+		}()
+		testkit.Eventually(t, 10*time.Second, func() error {
+			out, err := env.psql(t, alice, "", "-A", "-t", "-c", "SELECT translate(tax_id, '0123456789', 'abcdefghij') FROM customers WHERE id = 1")
+			leaks(t, out)
+			if err == nil || !strings.Contains(out, "builtin:masking-unavailable") || !strings.Contains(out, "customers.ssn") {
+				return fmt.Errorf("not refused yet: %s", out)
+			}
+			return nil
+		})
+		direct("ALTER TABLE customers RENAME COLUMN tax_id TO ssn")
+		restored = true
+		testkit.Eventually(t, 10*time.Second, func() error {
+			out, err := env.psql(t, alice, "", "-A", "-t", "-c", "SELECT ssn FROM customers WHERE id = 1")
+			if err != nil || strings.TrimSpace(out) == "" {
+				return fmt.Errorf("not back yet: %v %s", err, out)
+			}
+			leaks(t, out)
+			return nil
+		})
 	})
 
 	t.Run("what masking must leave alone", func(t *testing.T) {

@@ -45,6 +45,10 @@ type Catalog struct {
 	// masked column they count as masked, and so do the views over them
 	// (pg_stats, and a user's view of pg_stats).
 	stats []ColKey
+	// missing are rule columns whose table the target has without the
+	// column (renamed or dropped since the rule was written): masking
+	// them cannot be planned, and nothing masked by them may run.
+	missing map[string]bool
 }
 
 // viewCol is a column of a view that derives from a masked column.
@@ -159,6 +163,22 @@ ORDER BY c.oid, a.attnum`
 					cat.spellings[k] = names
 				}
 			}
+		}
+	}
+	// A rule's column that its table no longer has names nothing: the
+	// column was renamed (masking would silently stop) or dropped.
+	tablesSeen := map[string]bool{}
+	for _, r := range rows {
+		for _, row := range r.Rows {
+			tablesSeen[string(row[2])], tablesSeen[string(row[1])+"."+string(row[2])] = true, true
+		}
+	}
+	for _, c := range columns {
+		if i := strings.LastIndexByte(c, '.'); i > 0 && tablesSeen[c[:i]] && len(cat.byName[c]) == 0 {
+			if cat.missing == nil {
+				cat.missing = map[string]bool{}
+			}
+			cat.missing[c] = true
 		}
 	}
 	if err := cat.resolveStatistics(ctx, pc); err != nil {

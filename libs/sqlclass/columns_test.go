@@ -145,3 +145,50 @@ func TestCopies(t *testing.T) {
 		assert.Equal(t, want, r.Statements[0].Copies, q)
 	}
 }
+
+// What once lined masked values up with unmasked columns' names: a star
+// over a join that merges columns (USING, NATURAL) renamed by position, a
+// composite's fields expanded by a star, a WITH RECURSIVE item read by one
+// before it.
+func TestLineageFollowsMergedAndForwardColumns(t *testing.T) {
+	for _, q := range []string{
+		"SELECT c2 FROM (SELECT * FROM (SELECT id FROM customers) a JOIN (SELECT id, translate(ssn, '0123456789', 'abcdefghij') AS s FROM customers) b USING (id)) AS x(c1, c2)",
+		"SELECT c2 FROM (SELECT * FROM (SELECT id FROM customers) a NATURAL JOIN (SELECT id, translate(ssn, '0', 'a') AS s FROM customers) b) AS x(c1, c2)",
+		"WITH x(c1, c2) AS (SELECT * FROM (SELECT id FROM customers) a JOIN (SELECT id, translate(ssn, '0', 'a') AS s FROM customers) b USING (id)) SELECT c2 FROM x",
+		"SELECT c3 FROM (SELECT *, (ROW(1, 2)).* FROM (SELECT id FROM customers) a JOIN (SELECT id, translate(ssn, '0', 'a') AS s FROM customers) b USING (id)) AS x(c1, c2, c3)",
+		"WITH RECURSIVE a AS (SELECT v FROM b), b AS (SELECT translate(ssn, '0123456789', 'abcdefghij') AS v FROM customers) SELECT v FROM a",
+		"WITH RECURSIVE a AS (SELECT v FROM b), b AS (SELECT v FROM c), c AS (SELECT translate(ssn, '0', 'a') AS v FROM customers) SELECT v FROM a",
+	} {
+		r, err := Classify(q)
+		require.NoError(t, err, q)
+		st := r.Statements[0]
+		require.NotEmpty(t, st.Targets, q)
+		assert.Contains(t, st.Targets[0], "customers.ssn", q)
+	}
+	// A star over a merging join is not lined up; over a plain one it is.
+	r, err := Classify("SELECT * FROM (SELECT id FROM customers) a JOIN (SELECT id, ssn FROM customers) b USING (id)")
+	require.NoError(t, err)
+	assert.Nil(t, r.Statements[0].Targets)
+	r, err = Classify("SELECT * FROM (SELECT id FROM customers) a JOIN (SELECT id, ssn FROM customers) b ON a.id = b.id")
+	require.NoError(t, err)
+	assert.Equal(t, [][]string{{"customers.id"}, {"customers.id"}, {"customers.ssn"}}, r.Statements[0].Targets)
+}
+
+// A rule copies what its actions read wherever they write; code Sluice
+// cannot see into counts as reading anything.
+func TestRulesCopyAndUnknownCodeIsAnInput(t *testing.T) {
+	r, err := Classify("CREATE RULE r AS ON INSERT TO t DO ALSO INSERT INTO leak SELECT translate(ssn, '0123456789', 'abcdefghij') FROM customers")
+	require.NoError(t, err)
+	assert.Contains(t, r.Statements[0].Copies, "customers.ssn")
+	r, err = Classify("CREATE RULE r AS ON UPDATE TO t DO ALSO (UPDATE leak SET v = (SELECT email FROM customers LIMIT 1); NOTIFY ch)")
+	require.NoError(t, err)
+	assert.Contains(t, r.Statements[0].Copies, "customers.email")
+	r, err = Classify("CREATE RULE r AS ON INSERT TO t DO ALSO SELECT ssn FROM customers")
+	require.NoError(t, err)
+	assert.Empty(t, r.Statements[0].Copies, "the rows a rule's SELECT adds are masked where they come out")
+	for _, q := range []string{"SELECT 1 WHERE app_fn(1)", "SELECT 1 FROM app_fn() x", "CALL proc(1)"} {
+		r, err = Classify(q)
+		require.NoError(t, err, q)
+		assert.Contains(t, r.Statements[0].Inputs, Unknown, q)
+	}
+}

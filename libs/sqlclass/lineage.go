@@ -94,6 +94,10 @@ type scope struct {
 	rels  []*relation
 	ctes  map[string]*relation
 	outer *scope
+	// merged: a join in this FROM merges columns (USING, NATURAL), so an
+	// unqualified star does not list its relations' columns one after
+	// the other.
+	merged bool
 }
 
 func (s *scope) cte(name string) *relation {
@@ -181,10 +185,20 @@ func (r *resolver) statement(n *pg_query.Node, outer *scope) ([][]string, []stri
 		_, all := r.statement(x.ViewStmt.GetQuery(), outer)
 		r.copies = append(r.copies, all...)
 		return nil, nil
+	case *pg_query.Node_RuleStmt:
+		// A rule runs its actions with every matching statement from now
+		// on: what a write among them copies is copied then. (The rows a
+		// SELECT among them adds to a write's result are of unknown
+		// origin to that write, and masked there.)
+		for _, a := range x.RuleStmt.GetActions() {
+			r.statement(a, outer)
+		}
+		return nil, nil
 	case *pg_query.Node_CallStmt:
 		// A procedure keeps what it is given, like a function of unknown
 		// effect.
 		fc := x.CallStmt.GetFunccall()
+		r.inputs = append(r.inputs, Unknown) // and may read anything
 		for _, a := range fc.GetArgs() {
 			r.copies = append(r.copies, r.expr(a.ProtoReflect(), &scope{outer: outer})...)
 		}
@@ -221,38 +235,68 @@ func (r *resolver) withCTEs(w *pg_query.WithClause, outer *scope) *scope {
 		return s
 	}
 	s.ctes = map[string]*relation{}
+	if w.GetRecursive() {
+		r.recursiveCTEs(w, s)
+		return s
+	}
 	for _, n := range w.GetCtes() {
 		c := n.GetCommonTableExpr()
 		if c == nil {
 			continue
 		}
-		name := c.GetCtename()
-		var outs []output
-		ok := true
-		if w.GetRecursive() {
-			// The recursive arm refers to the CTE itself: resolve it with
-			// a placeholder holding what is known so far, until nothing
-			// new appears.
-			ph := &relation{name: name, opaque: true}
-			s.ctes[name] = ph
-			for pass := 0; pass < 4; pass++ {
-				outs, ok = r.query(c.GetCtequery(), s)
-				next := sortUnique(append(append([]string{}, ph.any...), allSources(outs)...))
-				if slices.Equal(next, ph.any) {
-					break
-				}
-				ph.any = next
-			}
-		} else {
-			outs, ok = r.query(c.GetCtequery(), s)
-		}
-		rel := &relation{name: name, outs: rename(outs, c.GetAliascolnames())}
-		if !ok {
-			rel = &relation{name: name, opaque: true, any: allSources(outs)}
-		}
-		s.ctes[name] = rel
+		// Each sees only those before it.
+		outs, ok := r.query(c.GetCtequery(), s)
+		s.ctes[c.GetCtename()] = cteRelation(c, outs, ok)
 	}
 	return s
+}
+
+func cteRelation(c *pg_query.CommonTableExpr, outs []output, ok bool) *relation {
+	if !ok {
+		return &relation{name: c.GetCtename(), opaque: true, any: allSources(outs)}
+	}
+	return &relation{name: c.GetCtename(), outs: rename(outs, c.GetAliascolnames())}
+}
+
+// recursiveCTEs resolves the CTEs of a WITH RECURSIVE, each of which may
+// refer to any of them, itself and those after it included: each is
+// resolved against placeholders holding what is known so far of all of
+// them, until nothing new appears. One still growing then is opaque.
+func (r *resolver) recursiveCTEs(w *pg_query.WithClause, s *scope) {
+	var ctes []*pg_query.CommonTableExpr
+	placeholders := map[string]*relation{}
+	for _, n := range w.GetCtes() {
+		if c := n.GetCommonTableExpr(); c != nil {
+			ctes = append(ctes, c)
+			ph := &relation{name: c.GetCtename(), opaque: true}
+			placeholders[c.GetCtename()] = ph
+			s.ctes[c.GetCtename()] = ph
+		}
+	}
+	type result struct {
+		outs []output
+		ok   bool
+	}
+	results := make([]result, len(ctes))
+	settled := false
+	for pass := 0; pass < 4+len(ctes) && !settled; pass++ {
+		settled = true
+		for i, c := range ctes {
+			outs, ok := r.query(c.GetCtequery(), s)
+			results[i] = result{outs, ok}
+			ph := placeholders[c.GetCtename()]
+			if next := sortUnique(append(append([]string{}, ph.any...), allSources(outs)...)); !slices.Equal(next, ph.any) {
+				ph.any, settled = next, false
+			}
+		}
+	}
+	for i, c := range ctes {
+		rel := cteRelation(c, results[i].outs, results[i].ok && settled)
+		if !settled {
+			rel.any = placeholders[c.GetCtename()].any
+		}
+		s.ctes[c.GetCtename()] = rel
+	}
 }
 
 // query resolves a query used as a relation (a subquery, a CTE body): a
@@ -339,6 +383,17 @@ func (r *resolver) targetList(list []*pg_query.Node, s *scope) ([]output, bool) 
 		if cr := val.GetColumnRef(); cr != nil && isStar(cr) {
 			parts := refParts(cr)
 			var rels []*relation
+			if len(parts) == 1 && s.merged {
+				// Merged join columns come first, once: which output is
+				// which column is not known here.
+				var all []string
+				for _, rel := range s.rels {
+					all = append(all, rel.star()...)
+				}
+				outs = append(outs, output{name: "*", src: all})
+				ok = false
+				continue
+			}
 			if len(parts) == 1 {
 				rels = s.rels
 			} else if rel := s.find(parts[len(parts)-2]); rel != nil {
@@ -358,9 +413,27 @@ func (r *resolver) targetList(list []*pg_query.Node, s *scope) ([]output, bool) 
 			}
 			continue
 		}
-		outs = append(outs, output{name: targetName(rt), src: r.expr(val.ProtoReflect(), s)})
+		src := r.expr(val.ProtoReflect(), s)
+		if ind := val.GetAIndirection(); ind != nil && expandsStar(ind) {
+			// (expr).* is as many columns as the value has fields.
+			outs = append(outs, output{name: "*", src: src})
+			ok = false
+			continue
+		}
+		outs = append(outs, output{name: targetName(rt), src: src})
 	}
 	return outs, ok
+}
+
+// expandsStar reports whether an indirection ends in .* (a composite
+// value's fields, as columns).
+func expandsStar(ind *pg_query.A_Indirection) bool {
+	for _, n := range ind.GetIndirection() {
+		if n.GetAStar() != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // targetName is the name PostgreSQL gives an output column.
@@ -418,6 +491,9 @@ func (r *resolver) from(n *pg_query.Node, s *scope) {
 		before := len(s.rels)
 		r.from(j.GetLarg(), s)
 		r.from(j.GetRarg(), s)
+		if len(j.GetUsingClause()) > 0 || j.GetIsNatural() {
+			s.merged = true
+		}
 		if j.GetQuals() != nil {
 			r.expr(j.GetQuals().ProtoReflect(), s)
 		}
@@ -556,6 +632,7 @@ func (r *resolver) walkExpr(m protoreflect.Message, s *scope, out *[]string, dep
 			// Its body is unknown: it may read anything, and it may keep
 			// what it is given.
 			*out = append(*out, Unknown)
+			r.inputs = append(r.inputs, Unknown)
 			r.copies = append(r.copies, args...)
 		}
 		return

@@ -14,6 +14,7 @@ const (
 	ruleInvalidEncoding    = "builtin:invalid-encoding"
 	ruleUnfollowableNames  = "builtin:unfollowable-names"
 	ruleMaskingUnavailable = "builtin:masking-unavailable"
+	ruleMaskedSchema       = "builtin:masked-schema-change"
 )
 
 // decide rules on a SQL string for the session: from the kernel's cache

@@ -249,10 +249,14 @@ func (s *session) onServer(ctx context.Context, typ byte, body, frame []byte) (o
 		}
 		if h != nil && h.kind == expName {
 			// The Parse, Bind or Close failed: the server's names are as
-			// they were (pop settles the change as refused). The error is
-			// about the client's own message.
+			// they were (pop settles the change as refused).
 			s.pop()
-			return frame, "", nil
+			if h.msg != 'B' {
+				return frame, "", nil // about the client's own message
+			}
+			// A Bind plans the statement: functions folded into constants
+			// run then, and their errors can echo what they read. Masked
+			// as an Execute's below.
 		}
 		if h != nil && (h.kind == expProbeQuery || h.kind == expProbeParse) && er.Code == "42703" && bytes.Contains([]byte(er.Message), []byte(h.marker)) {
 			s.rewrite = h.denial

@@ -559,7 +559,12 @@ func (s *session) onClient(ctx context.Context, typ byte, body, frame []byte) er
 			// when it is executed (it is ruled on again then).
 			p.bind = append([]byte(nil), rest...)
 		}
-		s.push(&expect{kind: expName, msg: 'B', describe: "P:" + portal, names: s.changeNames(opMake, []string{"P:" + portal}, setPortal(portal, p))})
+		e := &expect{kind: expName, msg: 'B', describe: "P:" + portal, names: s.changeNames(opMake, []string{"P:" + portal}, setPortal(portal, p))}
+		// Its error is masked as the statement's results are.
+		if err := s.attachPlan(e, info.decision, info.text); err != nil {
+			return err
+		}
+		s.push(e)
 		return s.forward(frame)
 	case 'E':
 		portal, _, err := cstring(body)
@@ -1087,6 +1092,23 @@ func (s *session) noteCursors(d *policyv1.Decision) {
 // masked values where masking cannot follow them: into a table or view
 // (UPDATE t SET name = ssn, INSERT ... SELECT, CREATE TABLE AS), into a
 // notification, or into a function whose effects are unknown.
+// redefines reports whether st changes what a relation is, or who reads it
+// how: ALTER (a rename, a new type, another schema, inheritance), rules,
+// triggers, row security, privileges. Dropping, truncating, commenting and
+// indexing change nothing masking relies on.
+func redefines(st *policyv1.Statement) bool {
+	cmd := st.GetCommand()
+	switch {
+	case st.GetKind() == "privilege", strings.HasPrefix(cmd, "ALTER "):
+		return true
+	}
+	switch cmd {
+	case "CREATE RULE", "CREATE TRIGGER", "CREATE POLICY", "SECURITY LABEL":
+		return true
+	}
+	return false
+}
+
 func (s *session) refuseMaskedCopies(d *policyv1.Decision) *policyv1.Decision {
 	if d.GetAction() == "deny" || len(d.GetMasks()) == 0 {
 		return d
@@ -1098,13 +1120,26 @@ func (s *session) refuseMaskedCopies(d *policyv1.Decision) *policyv1.Decision {
 		s.w.cfg.Log.Warn().Err(err).Str("session", s.id).Msg("masking plan unavailable; statement refused")
 		c := proto.Clone(d).(*policyv1.Decision)
 		c.Action, c.Rule = "deny", ruleMaskingUnavailable
-		c.Reason = "the masking rules cannot be applied right now (the target's masked columns could not be resolved); try again"
+		c.Reason = "the masking rules cannot be applied right now: " + err.Error()
 		return s.w.k.Count(c)
 	}
 	if plan == nil {
 		return d
 	}
 	for _, st := range d.GetStatements() {
+		if redefines(st) {
+			for _, w := range st.GetWrites() {
+				if plan.Derives([]string{w + ".*"}) {
+					// Renamed, retyped, moved, given a rule or a trigger:
+					// the table's masking could be undone or copied out
+					// by whom it applies to.
+					c := proto.Clone(d).(*policyv1.Decision)
+					c.Action, c.Rule = "deny", ruleMaskedSchema
+					c.Reason = fmt.Sprintf("%s holds columns masked for you: changing its definition (renaming, retyping, moving it, rules, triggers, policies, grants) is for someone who may see them", w)
+					return s.w.k.Count(c)
+				}
+			}
+		}
 		if plan.Derives(st.GetCopies()) {
 			c := proto.Clone(d).(*policyv1.Decision)
 			c.Action, c.Rule = "deny", ruleMaskedCopy
