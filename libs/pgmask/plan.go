@@ -241,10 +241,23 @@ type colHow int
 // Column treatments.
 const (
 	colScan    colHow = iota // scan with detectors (text)
-	colPass                  // binary non-text value: lineage only
+	colPass                  // binary value of a fixed layout (a number, a date): lineage only
 	colWhole                 // lineage-masked column
 	colDerived               // computed from masked data
+	// colScanBinary: a binary value of a type that may hold text (an
+	// array, a record, xml): NULL where a detector finds something, since
+	// a masked value would not fit its layout.
+	colScanBinary
 )
+
+// fixedBinary types have a binary form with no text in it.
+func fixedBinary(oid uint32) bool {
+	switch oid {
+	case 16, 20, 21, 23, 26, 28, 700, 701, 790, 1082, 1083, 1114, 1184, 1186, 1266, 1700, 2950, 3220, 5069:
+		return true
+	}
+	return false
+}
 
 // Column is how one result column is masked (Plan.Columns).
 type Column struct {
@@ -294,8 +307,10 @@ func (p *Plan) Columns(fields []pgproto3.FieldDescription, formats []int16, lin 
 			// A value computed by the statement, a whole row (attribute 0)
 			// or a statistics sample: what it derives from decides.
 			c.how, c.label = colDerived, "derived:"+string(f.Name)
-		case format == 1 && !textish(f.DataTypeOID):
+		case format == 1 && fixedBinary(f.DataTypeOID):
 			c.how = colPass
+		case format == 1 && !textish(f.DataTypeOID):
+			c.how = colScanBinary
 		default:
 			c.how = colScan
 		}
@@ -419,6 +434,11 @@ func (p *Plan) MaskValue(dst, v []byte, col Column, st *Stats) (out []byte, null
 		return dst, !ok
 	case colScan:
 		return p.masker.AppendMasked(dst, v, st.Detectors()), false
+	case colScanBinary:
+		if p.masker.Contains(v) {
+			p.masker.AppendMasked(nil, v, st.Detectors()) // counted, not sent
+			return dst, true
+		}
 	}
 	return append(dst, v...), false
 }
@@ -454,7 +474,7 @@ func (p *Plan) MaskRow(dst, body []byte, cols []Column, st *Stats) ([]byte, erro
 		switch cols[i].how {
 		case colWhole, colDerived:
 			dirty = true
-		case colScan:
+		case colScan, colScanBinary:
 			if !dirty && p.masker.Contains(body[pos:pos+l]) {
 				dirty = true
 			}

@@ -202,7 +202,7 @@ func TestColumns(t *testing.T) {
 		{Name: []byte("o"), TableOID: 30, TableAttributeNumber: 0, DataTypeOID: 16390, Format: 1},
 	}
 	cols = p.Columns(rows, nil, Lineage{Refs: []string{"customers.*", "orders.*"}, Targets: [][]string{{"customers.*"}, {"orders.*"}}})
-	assert.Equal(t, []colHow{colDerived, colPass}, []colHow{cols[0].how, cols[1].how}, "only the row holding a masked column")
+	assert.Equal(t, []colHow{colDerived, colScanBinary}, []colHow{cols[0].how, cols[1].how}, "only the row holding a masked column; the other is scanned")
 	stats := []pgproto3.FieldDescription{
 		{Name: []byte("attname"), TableOID: 12000, TableAttributeNumber: 3, DataTypeOID: 19},
 		{Name: []byte("histogram_bounds"), TableOID: 12000, TableAttributeNumber: 12, DataTypeOID: 2277, Format: 1},
@@ -214,7 +214,33 @@ func TestColumns(t *testing.T) {
 	}
 	unmasked := NewPlan(testMasker(t), decision(&controlv1.MaskRule{Detectors: []string{"email"}}), testCatalog())
 	cols = unmasked.Columns(stats, nil, Lineage{Refs: []string{"pg_stats.histogram_bounds"}})
-	assert.Equal(t, colPass, cols[1].how, "without masked columns statistics are not derived data")
+	assert.Equal(t, colScanBinary, cols[1].how, "without masked columns statistics are not derived data; binary, they are scanned")
+}
+
+// A binary value of a type that may hold text (an array, a record) is
+// scanned by the detectors; one they find something in is sent as NULL.
+// Numbers and dates in binary pass.
+func TestBinaryValuesThatMayHoldText(t *testing.T) {
+	p := NewPlan(testMasker(t), decision(&controlv1.MaskRule{Detectors: []string{"email"}}), testCatalog())
+	fields := []pgproto3.FieldDescription{
+		{Name: []byte("a"), DataTypeOID: 1009, Format: 1}, // text[]
+		{Name: []byte("n"), DataTypeOID: 23, Format: 1},
+	}
+	cols := p.Columns(fields, nil, Lineage{})
+	assert.Equal(t, []colHow{colScanBinary, colPass}, []colHow{cols[0].how, cols[1].how})
+	arr := append([]byte{0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 25, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 17}, "ada@example.com x"...)
+	row := binary.BigEndian.AppendUint16(nil, 2)
+	row = binary.BigEndian.AppendUint32(row, uint32(len(arr)))
+	row = append(row, arr...)
+	row = binary.BigEndian.AppendUint32(row, 4)
+	row = append(row, 0, 0, 0, 7)
+	var st Stats
+	out, err := p.MaskRow(nil, row, cols, &st)
+	require.NoError(t, err)
+	require.NotNil(t, out)
+	assert.NotContains(t, string(out), "ada@example.com")
+	assert.Equal(t, []byte{0xff, 0xff, 0xff, 0xff}, out[7:11], "the array is NULL")
+	assert.Equal(t, []byte{0, 0, 0, 4, 0, 0, 0, 7}, out[11:], "the number passes")
 }
 
 func TestMaskRow(t *testing.T) {

@@ -153,6 +153,9 @@ func TestCopies(t *testing.T) {
 func TestLineageFollowsMergedAndForwardColumns(t *testing.T) {
 	for _, q := range []string{
 		"SELECT c2 FROM (SELECT * FROM (SELECT id FROM customers) a JOIN (SELECT id, translate(ssn, '0123456789', 'abcdefghij') AS s FROM customers) b USING (id)) AS x(c1, c2)",
+		"SELECT rank() OVER w FROM customers WINDOW w AS (ORDER BY ssn)",
+		"SELECT rank() OVER w2 FROM customers WINDOW w1 AS (ORDER BY ssn), w2 AS (w1 ROWS UNBOUNDED PRECEDING)",
+		"SELECT rank() OVER (w ROWS UNBOUNDED PRECEDING) FROM customers WINDOW w AS (PARTITION BY email ORDER BY ssn)",
 		"SELECT c2 FROM (SELECT * FROM (SELECT id FROM customers) a NATURAL JOIN (SELECT id, translate(ssn, '0', 'a') AS s FROM customers) b) AS x(c1, c2)",
 		"WITH x(c1, c2) AS (SELECT * FROM (SELECT id FROM customers) a JOIN (SELECT id, translate(ssn, '0', 'a') AS s FROM customers) b USING (id)) SELECT c2 FROM x",
 		"SELECT c3 FROM (SELECT *, (ROW(1, 2)).* FROM (SELECT id FROM customers) a JOIN (SELECT id, translate(ssn, '0', 'a') AS s FROM customers) b USING (id)) AS x(c1, c2, c3)",

@@ -98,6 +98,19 @@ type scope struct {
 	// unqualified star does not list its relations' columns one after
 	// the other.
 	merged bool
+	// windows are the sources of the named windows of the SELECT
+	// (WINDOW w AS (ORDER BY ssn)): a function over w derives from them.
+	windows map[string][]string
+}
+
+// window returns the sources of the named window name.
+func (s *scope) window(name string) []string {
+	for sc := s; sc != nil; sc = sc.outer {
+		if src, ok := sc.windows[name]; ok {
+			return src
+		}
+	}
+	return nil
 }
 
 func (s *scope) cte(name string) *relation {
@@ -359,7 +372,16 @@ func (r *resolver) selectStmt(sel *pg_query.SelectStmt, outer *scope) ([]output,
 			r.expr(n.ProtoReflect(), s)
 		}
 	}
-	for _, list := range [][]*pg_query.Node{sel.GetGroupClause(), sel.GetSortClause(), sel.GetWindowClause(), sel.GetDistinctClause()} {
+	for _, n := range sel.GetWindowClause() {
+		if w := n.GetWindowDef(); w != nil && w.GetName() != "" {
+			if s.windows == nil {
+				s.windows = map[string][]string{}
+			}
+			// A window may refine an earlier one (w2 AS (w1 ROWS ...)).
+			s.windows[w.GetName()] = append(r.expr(n.ProtoReflect(), s), s.window(w.GetRefname())...)
+		}
+	}
+	for _, list := range [][]*pg_query.Node{sel.GetGroupClause(), sel.GetSortClause(), sel.GetDistinctClause()} {
 		for _, n := range list {
 			if n != nil {
 				r.expr(n.ProtoReflect(), s)
@@ -626,6 +648,14 @@ func (r *resolver) walkExpr(m protoreflect.Message, s *scope, out *[]string, dep
 		for _, fd := range []string{"args", "agg_order", "agg_filter", "over"} {
 			f := x.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(fd))
 			r.walkField(x.ProtoReflect(), f, s, &args, depth+1)
+		}
+		if w := x.GetOver(); w != nil {
+			// OVER w names the window; OVER (w ...) refines it.
+			for _, name := range []string{w.GetName(), w.GetRefname()} {
+				if name != "" {
+					args = append(args, s.window(name)...)
+				}
+			}
 		}
 		*out = append(*out, args...)
 		if !readOnlyFunction(funcParts(x), len(x.GetArgs())) {
