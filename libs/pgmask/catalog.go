@@ -3,6 +3,7 @@ package pgmask
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,10 +46,6 @@ type Catalog struct {
 	// masked column they count as masked, and so do the views over them
 	// (pg_stats, and a user's view of pg_stats).
 	stats []ColKey
-	// missing are rule columns whose table the target has without the
-	// column (renamed or dropped since the rule was written): masking
-	// them cannot be planned, and nothing masked by them may run.
-	missing map[string]bool
 }
 
 // viewCol is a column of a view that derives from a masked column.
@@ -91,6 +88,15 @@ func MaskColumns(rules []*controlv1.Rule) []string {
 // must be idle, and takes at most 10 seconds; an error means masking cannot
 // be planned on this connection, which must then not be used.
 func ResolveCatalog(ctx context.Context, pc *pgconn.PgConn, columns []string) (*Catalog, error) {
+	return ResolveCatalogAfter(ctx, pc, columns, nil)
+}
+
+// ResolveCatalogAfter is ResolveCatalog given the target's previous
+// resolution: a masked column keeps its mask by what it is (its table's
+// OID and its attribute number), not only by its name. A column, table or
+// schema renamed since (by a migration, a DBA) stays masked under every
+// name it had and has, where masking by name would silently stop.
+func ResolveCatalogAfter(ctx context.Context, pc *pgconn.PgConn, columns []string, prev *Catalog) (*Catalog, error) {
 	cat := &Catalog{byName: map[string][]ColKey{}, tables: map[string][]string{},
 		spellings: map[ColKey][]string{}, views: map[ColKey][]viewCol{}}
 	if len(columns) == 0 {
@@ -113,11 +119,24 @@ func ResolveCatalog(ctx context.Context, pc *pgconn.PgConn, columns []string) (*
 	if len(lits) == 0 {
 		return cat, nil
 	}
+	// The tables masked before, whatever they are called now.
+	oids := []string{"0"}
+	if prev != nil {
+		seen := map[uint32]bool{}
+		for _, keys := range prev.byName {
+			for _, k := range keys {
+				if !seen[k.Table] {
+					seen[k.Table] = true
+					oids = append(oids, strconv.FormatUint(uint64(k.Table), 10))
+				}
+			}
+		}
+	}
 	sql := `SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, a.attgenerated <> ''
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
-WHERE c.relname IN (` + strings.Join(lits, ",") + `) AND c.relkind IN ('r','p','v','m','f')
+WHERE (c.relname IN (` + strings.Join(lits, ",") + `) OR c.oid IN (` + strings.Join(oids, ",") + `)) AND c.relkind IN ('r','p','v','m','f')
   AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY c.oid, a.attnum`
 	res := pc.Exec(ctx, sql)
@@ -165,20 +184,28 @@ ORDER BY c.oid, a.attnum`
 			}
 		}
 	}
-	// A rule's column that its table no longer has names nothing: the
-	// column was renamed (masking would silently stop) or dropped.
-	tablesSeen := map[string]bool{}
-	for _, r := range rows {
-		for _, row := range r.Rows {
-			tablesSeen[string(row[2])], tablesSeen[string(row[1])+"."+string(row[2])] = true, true
-		}
-	}
-	for _, c := range columns {
-		if i := strings.LastIndexByte(c, '.'); i > 0 && tablesSeen[c[:i]] && len(cat.byName[c]) == 0 {
-			if cat.missing == nil {
-				cat.missing = map[string]bool{}
+	// A column masked before that its name no longer finds keeps its mask
+	// where it still is, under its new names too.
+	if prev != nil {
+		present := map[ColKey][]string{}
+		for _, r := range rows {
+			for _, row := range r.Rows {
+				oid, _ := strconv.ParseUint(string(row[0]), 10, 32)
+				attnum, _ := strconv.ParseInt(string(row[3]), 10, 16)
+				schema, table, col := string(row[1]), string(row[2]), string(row[4])
+				present[ColKey{Table: uint32(oid), Attnum: int16(attnum)}] = []string{table + "." + col, schema + "." + table + "." + col}
 			}
-			cat.missing[c] = true
+		}
+		for _, c := range columns {
+			if len(cat.byName[c]) > 0 {
+				continue
+			}
+			for _, k := range prev.byName[c] {
+				if now, ok := present[k]; ok {
+					cat.byName[c] = append(cat.byName[c], k)
+					cat.spellings[k] = sortedUnique(append(append([]string{}, prev.spellings[k]...), now...))
+				}
+			}
 		}
 	}
 	if err := cat.resolveStatistics(ctx, pc); err != nil {
@@ -275,4 +302,9 @@ WHERE t.relid <> t.root_rel`
 		}
 	}
 	return nil
+}
+
+func sortedUnique(s []string) []string {
+	slices.Sort(s)
+	return slices.Compact(s)
 }

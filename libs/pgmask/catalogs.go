@@ -107,6 +107,15 @@ func (c *Catalogs) Put(key string, cat *Catalog, at time.Time) {
 	}
 }
 
+// Last returns the target's Catalog as last resolved, however old: what a
+// new resolution follows masked columns from (ResolveCatalogAfter).
+func (c *Catalogs) Last(key string) *Catalog {
+	e := c.entry(key)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cat
+}
+
 // Recent returns the target's Catalog if one resolved no more than maxAge
 // ago is at hand, never waiting for a resolution in progress.
 func (c *Catalogs) Recent(key string, maxAge time.Duration) (*Catalog, time.Time) {

@@ -21,12 +21,9 @@ var ErrUndecodable = errors.New("masked data in a form Sluice cannot inspect")
 // It is built once per rule set (NewPlan) and never changes, so that it can
 // be kept and shared while statements come and go.
 type Plan struct {
-	// missing are the rules' columns the target's tables do not have
-	// (Missing).
-	missing []string
-	masker  *masking.Masker
-	action  masking.Action
-	whole   map[ColKey]string // lineage-masked columns and their labels
+	masker *masking.Masker
+	action masking.Action
+	whole  map[ColKey]string // lineage-masked columns and their labels
 	// cols are every spelling of a masked column and of the view columns
 	// that derive from one ("customers.ssn", "public.customers.ssn"); rels
 	// the relations holding one ("customers", "public.customers").
@@ -62,9 +59,6 @@ func NewPlan(m *masking.Masker, d *policyv1.Decision, cat *Catalog) *Plan {
 		for _, c := range r.GetColumns() {
 			c = strings.ToLower(c)
 			addName(c)
-			if cat.missing[c] {
-				p.missing = append(p.missing, c)
-			}
 			for _, k := range cat.byName[c] {
 				p.whole[k] = c
 				for _, n := range cat.spellings[k] {
@@ -558,11 +552,6 @@ func (p *Plan) WithholdValues(inputs []string, message *string, others ...*strin
 	}
 	return changed
 }
-
-// Missing lists the plan's masked columns whose table the target has
-// without them: renamed or dropped since the rule was written. Masking by
-// such a plan would silently stop; it must not be used.
-func (p *Plan) Missing() []string { return p.missing }
 
 // MaskQuoted replaces what is between double or single quotes.
 func MaskQuoted(s string) string {

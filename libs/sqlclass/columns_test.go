@@ -1,6 +1,9 @@
 package sqlclass
 
 import (
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -189,9 +192,48 @@ func TestRulesCopyAndUnknownCodeIsAnInput(t *testing.T) {
 	r, err = Classify("CREATE RULE r AS ON INSERT TO t DO ALSO SELECT ssn FROM customers")
 	require.NoError(t, err)
 	assert.Empty(t, r.Statements[0].Copies, "the rows a rule's SELECT adds are masked where they come out")
+	// NEW and OLD are the rule's table.
+	r, err = Classify("CREATE RULE r AS ON INSERT TO t DO ALSO INSERT INTO log VALUES (NEW.x)")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"t.x"}, r.Statements[0].Copies)
+	// An ON SELECT rule makes its table a view of what it selects.
+	r, err = Classify(`CREATE RULE "_RETURN" AS ON SELECT TO v DO INSTEAD SELECT translate(ssn, '0', 'a') AS x FROM customers`)
+	require.NoError(t, err)
+	assert.Contains(t, r.Statements[0].Copies, "customers.ssn")
+	// Row security's expressions run on every later read of the table.
+	r, err = Classify("CREATE POLICY p ON o USING ((SELECT name FROM customers WHERE id = 1)::int > 0)")
+	require.NoError(t, err)
+	assert.Contains(t, r.Statements[0].Copies, "customers.name")
+	r, err = Classify("ALTER POLICY p ON o WITH CHECK ((SELECT ssn FROM customers LIMIT 1) <> '')")
+	require.NoError(t, err)
+	assert.Contains(t, r.Statements[0].Copies, "customers.ssn")
+	r, err = Classify("CREATE POLICY p ON o USING (owner = current_user)")
+	require.NoError(t, err)
+	assert.Empty(t, r.Statements[0].Copies)
 	for _, q := range []string{"SELECT 1 WHERE app_fn(1)", "SELECT 1 FROM app_fn() x", "CALL proc(1)"} {
 		r, err = Classify(q)
 		require.NoError(t, err, q)
 		assert.Contains(t, r.Statements[0].Inputs, Unknown, q)
 	}
+}
+
+// Nested WITH RECURSIVE chains are resolved again and again until nothing
+// new appears: past a bound of work the statement is opaque, not slow.
+func TestLineageWorkIsBounded(t *testing.T) {
+	q := "SELECT translate(ssn, '0', 'a') AS v FROM customers"
+	for level := 0; level < 4; level++ {
+		var ctes []string
+		for i := 0; i < 12; i++ {
+			from := fmt.Sprintf("c%d", i+1)
+			if i == 11 {
+				from = "(" + q + ") z"
+			}
+			ctes = append(ctes, fmt.Sprintf("c%d AS (SELECT v FROM %s)", i, from))
+		}
+		q = "WITH RECURSIVE " + strings.Join(ctes, ", ") + " SELECT v FROM c0"
+	}
+	r, err := Classify(q)
+	require.NoError(t, err)
+	require.NotEmpty(t, r.Statements[0].Targets)
+	assert.True(t, slices.Contains(r.Statements[0].Targets[0], "customers.ssn") || slices.Contains(r.Statements[0].Targets[0], Unknown))
 }

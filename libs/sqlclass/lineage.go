@@ -3,6 +3,7 @@ package sqlclass
 import (
 	"slices"
 	"strconv"
+	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -127,7 +128,13 @@ type resolver struct {
 	copies []string
 	inputs []string
 	depth  int
+	// steps counts the queries resolved: a statement that takes more
+	// (nested WITH RECURSIVE resolved again and again) is opaque.
+	steps int
 }
+
+// maxLineageSteps bounds the work of one statement's lineage.
+const maxLineageSteps = 20000
 
 const maxLineageDepth = 200
 
@@ -200,12 +207,32 @@ func (r *resolver) statement(n *pg_query.Node, outer *scope) ([][]string, []stri
 		return nil, nil
 	case *pg_query.Node_RuleStmt:
 		// A rule runs its actions with every matching statement from now
-		// on: what a write among them copies is copied then. (The rows a
-		// SELECT among them adds to a write's result are of unknown
-		// origin to that write, and masked there.)
-		for _, a := range x.RuleStmt.GetActions() {
-			r.statement(a, outer)
+		// on: what a write among them copies is copied then. The rows a
+		// SELECT among them adds to a write's result are of unknown origin
+		// to that write, and masked there; but an ON SELECT rule makes its
+		// table a view, whose rows are what it selects.
+		rs := x.RuleStmt
+		rel := rangeVarName(rs.GetRelation())
+		sc := &scope{outer: outer, rels: []*relation{{name: "new", base: rel}, {name: "old", base: rel}}}
+		if q := rs.GetWhereClause(); q != nil {
+			r.expr(q.ProtoReflect(), sc)
 		}
+		for _, a := range rs.GetActions() {
+			_, all := r.statement(a, sc)
+			if rs.GetEvent() == pg_query.CmdType_CMD_SELECT {
+				r.copies = append(r.copies, all...)
+			}
+		}
+		return nil, nil
+	case *pg_query.Node_CreatePolicyStmt:
+		// Row security runs its expressions on every later read of the
+		// table: what they read can come out in an error of that read.
+		p := x.CreatePolicyStmt
+		r.policyQuals(p.GetTable(), outer, p.GetQual(), p.GetWithCheck())
+		return nil, nil
+	case *pg_query.Node_AlterPolicyStmt:
+		p := x.AlterPolicyStmt
+		r.policyQuals(p.GetTable(), outer, p.GetQual(), p.GetWithCheck())
 		return nil, nil
 	case *pg_query.Node_CallStmt:
 		// A procedure keeps what it is given, like a function of unknown
@@ -220,6 +247,22 @@ func (r *resolver) statement(n *pg_query.Node, outer *scope) ([][]string, []stri
 	// Other statements return no rows of data (DDL, settings,
 	// transaction control).
 	return nil, nil
+}
+
+// policyQuals counts what a row security policy's expressions read (the
+// table's own columns aside) as copies.
+func (r *resolver) policyQuals(table *pg_query.RangeVar, outer *scope, quals ...*pg_query.Node) {
+	sc := &scope{outer: outer, rels: []*relation{{name: table.GetRelname(), base: rangeVarName(table)}}}
+	for _, q := range quals {
+		if q == nil {
+			continue
+		}
+		for _, src := range r.expr(q.ProtoReflect(), sc) {
+			if !strings.HasPrefix(src, rangeVarName(table)+".") {
+				r.copies = append(r.copies, src)
+			}
+		}
+	}
 }
 
 func targetsOf(outs []output, ok bool) [][]string {
@@ -332,9 +375,12 @@ func (r *resolver) query(n *pg_query.Node, outer *scope) ([]output, bool) {
 // selectStmt resolves a SELECT's output columns; ok is false when they do
 // not line up (a star over a base or opaque relation).
 func (r *resolver) selectStmt(sel *pg_query.SelectStmt, outer *scope) ([]output, bool) {
-	if r.depth++; r.depth > maxLineageDepth {
+	if r.depth++; r.depth > maxLineageDepth || r.steps >= maxLineageSteps {
+		r.depth--
+		r.inputs = append(r.inputs, Unknown)
 		return []output{{name: "?", src: []string{Unknown}}}, false
 	}
+	r.steps++
 	defer func() { r.depth-- }()
 	s := r.withCTEs(sel.GetWithClause(), outer)
 	if sel.GetOp() != pg_query.SetOperation_SETOP_NONE {

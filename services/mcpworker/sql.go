@@ -266,16 +266,18 @@ func (w *Worker) plan(ctx context.Context, pg *controlv1.PostgresTarget, pc *pgc
 		return nil, err
 	}
 	cols := pgmask.MaskColumns(w.k.View.Policy().GetRules())
-	cat, _, err := w.catalogs.Fresh(ctx, pgmask.CatalogKey(pg, cols), w.cfg.CatalogMaxAge, func(ctx context.Context) (*pgmask.Catalog, error) {
+	key := pgmask.CatalogKey(pg, cols)
+	prev := w.catalogs.Last(key)
+	cat, _, err := w.catalogs.Fresh(ctx, key, w.cfg.CatalogMaxAge, func(ctx context.Context) (*pgmask.Catalog, error) {
 		if pc == nil {
 			own, err := w.connectPG(ctx, pg)
 			if err != nil {
 				return nil, &targetDown{err}
 			}
 			defer own.Close(context.Background())
-			return pgmask.ResolveCatalog(ctx, own, cols)
+			return pgmask.ResolveCatalogAfter(ctx, own, cols, prev)
 		}
-		return pgmask.ResolveCatalog(ctx, pc, cols)
+		return pgmask.ResolveCatalogAfter(ctx, pc, cols, prev)
 	})
 	var down *targetDown
 	switch {

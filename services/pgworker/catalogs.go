@@ -23,7 +23,7 @@ import (
 // resolves the masked columns there. The connection takes none of a
 // client's settings (a statement_timeout of 1 ms must not make it fail):
 // the catalog queries name pg_catalog and depend on no setting.
-func (w *Worker) resolveCatalog(ctx context.Context, pg *controlv1.PostgresTarget, cols []string) (*pgmask.Catalog, error) {
+func (w *Worker) resolveCatalog(ctx context.Context, pg *controlv1.PostgresTarget, cols []string, prev *pgmask.Catalog) (*pgmask.Catalog, error) {
 	cfg, err := targets.PostgresConfig(pg, w.cfg.MasterKey, map[string]string{
 		"client_encoding": "UTF8", "standard_conforming_strings": "on", "application_name": "sluice"})
 	if err != nil {
@@ -34,7 +34,7 @@ func (w *Worker) resolveCatalog(ctx context.Context, pg *controlv1.PostgresTarge
 		return nil, err
 	}
 	defer pc.Close(context.Background())
-	return pgmask.ResolveCatalog(ctx, pc, cols)
+	return pgmask.ResolveCatalogAfter(ctx, pc, cols, prev)
 }
 
 // catalogRefreshTimeout bounds how long a statement waits for a fresh
@@ -62,7 +62,7 @@ func (s *session) freshCatalog() error {
 	ctx, cancel := context.WithTimeout(context.Background(), catalogRefreshTimeout)
 	defer cancel()
 	cat, at, err := s.w.catalogs.Fresh(ctx, key, maxAge, func(ctx context.Context) (*pgmask.Catalog, error) {
-		return s.w.resolveCatalog(ctx, s.upstream.pg, cols)
+		return s.w.resolveCatalog(ctx, s.upstream.pg, cols, s.w.catalogs.Last(key))
 	})
 	if err != nil {
 		return err

