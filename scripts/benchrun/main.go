@@ -189,7 +189,9 @@ func (e *env) startSluice() error {
 		"--api-addr", fmt.Sprintf("127.0.0.1:%d", e.apiPort), "--pg-addr", fmt.Sprintf("127.0.0.1:%d", e.pgPort),
 		"--nats-port", strconv.Itoa(e.natsPort), "--demo-pg-port", strconv.Itoa(e.demoPort),
 		"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", e.sshPort), "--demo-ssh-port", strconv.Itoa(e.demoSSHPort),
-		"--demo-pg-setting", "max_connections=1300", "--demo-pg-setting", "shared_buffers=256MB",
+		// The memory benchmark holds 1,500 sessions open (a first half-batch,
+		// then the batch measured), each on a backend of its own.
+		"--demo-pg-setting", "max_connections=1700", "--demo-pg-setting", "shared_buffers=256MB",
 		"--log-level", "warn", "--log-format", "json")
 	if e.pprofPort != 0 {
 		cmd.Args = append(cmd.Args, "--pprof-addr", fmt.Sprintf("127.0.0.1:%d", e.pprofPort))
