@@ -157,14 +157,9 @@ func micros(us int64) string {
 	return (time.Duration(us) * time.Microsecond).Round(10 * time.Microsecond).String()
 }
 
-// oneLine is a command on one line, each line break shown as ⏎: a second
-// line cannot pass for the rest of a comment on the first.
+// oneLine is a command on one line (visible.OneLine), cut at 500 bytes.
 func oneLine(s string) string {
-	lines := strings.Split(s, "\n")
-	for i, l := range lines {
-		lines[i] = strings.Join(strings.Fields(l), " ")
-	}
-	s = strings.Join(lines, " ⏎ ")
+	s = visible.OneLine(s)
 	if len(s) > 500 {
 		cut := 500
 		for cut > 0 && !utf8.RuneStart(s[cut]) {

@@ -93,3 +93,14 @@ func blank(r rune) bool {
 	}
 	return false
 }
+
+// OneLine is text on one line, for a list or a transcript: runs of spaces
+// made one, and each line break shown as ⏎, so that a second line cannot
+// pass for the rest of a comment on the first.
+func OneLine(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.Join(strings.Fields(l), " ")
+	}
+	return strings.Join(lines, " ⏎ ")
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -299,15 +298,7 @@ func (s *session) hold(ctx context.Context, d *policyv1.Decision, text, via stri
 // EXECUTE foo(1) reads foo.
 func (s *session) withPrepared(shown string, d *policyv1.Decision) string {
 	var b strings.Builder
-	for _, st := range d.GetStatements() {
-		if !slices.Contains(st.GetFlags(), "execute") {
-			continue
-		}
-		name := st.GetPreparedName()
-		prep := s.stmts[name]
-		if prep == nil {
-			continue
-		}
+	for name, prep := range s.executedByName(d) {
 		fmt.Fprintf(&b, "\n-- %s is prepared as:", sqlclass.Literal(name))
 		for _, line := range strings.Split(prep.text, "\n") {
 			b.WriteString("\n--   ")

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"slices"
 	"strings"
@@ -972,21 +973,28 @@ func (s *session) writeClient(msgs ...encoder) error {
 	return s.cw.Flush()
 }
 
+// executedByName yields what each statement of d that runs a prepared one
+// by name (EXECUTE foo) runs: the name, and the session's record of it.
+func (s *session) executedByName(d *policyv1.Decision) iter.Seq2[string, *stmtInfo] {
+	return func(yield func(string, *stmtInfo) bool) {
+		for _, st := range d.GetStatements() {
+			if !slices.Contains(st.GetFlags(), "execute") {
+				continue
+			}
+			if prep := s.stmts[st.GetPreparedName()]; prep != nil && !yield(st.GetPreparedName(), prep) {
+				return
+			}
+		}
+	}
+}
+
 // reviewExecutes holds an EXECUTE whose PREPARE needed approval: an
 // approval covers one execution, not every later one.
 func (s *session) reviewExecutes(ctx context.Context, d *policyv1.Decision) *policyv1.Decision {
 	if d.GetAction() != "allow" {
 		return d
 	}
-	for _, st := range d.GetStatements() {
-		if !slices.Contains(st.GetFlags(), "execute") {
-			continue
-		}
-		name := st.GetPreparedName()
-		prep := s.stmts[name]
-		if prep == nil {
-			continue
-		}
+	for name, prep := range s.executedByName(d) {
 		if !s.fresh(prep) {
 			// The PREPARE is ruled on again under the policy and grants
 			// in force now.

@@ -24,13 +24,7 @@ func approvalWhat(a api.ApprovalJSON, width int) string {
 	if a.Type == "grant" {
 		return fmt.Sprintf("grant role %s", a.Role)
 	}
-	// One line: each line break shows as ⏎, so that a second line cannot
-	// pass for the rest of a comment on the first.
-	var lines []string
-	for _, l := range strings.Split(a.Command, "\n") {
-		lines = append(lines, strings.Join(strings.Fields(l), " "))
-	}
-	what := []rune(strings.Join(lines, " ⏎ "))
+	what := []rune(visible.OneLine(a.Command))
 	cut := len(what) > width || a.CommandSize > int64(len(a.Command))
 	if !cut {
 		return string(what)
