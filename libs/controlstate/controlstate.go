@@ -49,11 +49,15 @@ type View struct {
 	st    State
 	ready chan struct{}
 	subs  []func(key string)
+	// rev is the highest bucket revision applied; moved is closed and
+	// replaced whenever it grows.
+	rev   uint64
+	moved chan struct{}
 }
 
 // NewView returns an empty view; Follow fills it.
 func NewView() *View {
-	return &View{st: State{Targets: map[string]*controlv1.TargetConfigured{}}, ready: make(chan struct{})}
+	return &View{st: State{Targets: map[string]*controlv1.TargetConfigured{}}, ready: make(chan struct{}), moved: make(chan struct{})}
 }
 
 // OnChange registers fn to be called (from the follower goroutine) after
@@ -72,6 +76,11 @@ func (v *View) apply(e jetstream.KeyValueEntry) error {
 	v.mu.Lock()
 	err := v.st.set(key, e.Value(), e.Operation() != jetstream.KeyValuePut)
 	subs := v.subs
+	if err == nil && e.Revision() > v.rev {
+		v.rev = e.Revision()
+		close(v.moved)
+		v.moved = make(chan struct{})
+	}
 	v.mu.Unlock()
 	if err != nil {
 		return err
@@ -246,6 +255,40 @@ func (v *View) Access() *controlv1.AccessConfigured {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.st.Access
+}
+
+// CatchUp returns once the view holds every entry the bucket holds now,
+// or when ctx is done: what a caller wrote to the bucket before calling
+// it is then what the view answers with. A service that authorizes with
+// its view calls it before it reports an apply done, so that the caller's
+// next request is judged by what it applied.
+func (v *View) CatchUp(ctx context.Context, js jetstream.JetStream) error {
+	s, err := js.Stream(ctx, bus.KVStream(bus.BucketControl))
+	if err != nil {
+		return fmt.Errorf("control bucket: %w", err)
+	}
+	// The newest message still held (the stream's last sequence may be
+	// one since removed, which no watch delivers).
+	m, err := s.GetLastMsgForSubject(ctx, "$KV."+bus.BucketControl+".>")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // an empty bucket
+	}
+	if err != nil {
+		return fmt.Errorf("control bucket: %w", err)
+	}
+	for {
+		v.mu.RLock()
+		rev, moved := v.rev, v.moved
+		v.mu.RUnlock()
+		if rev >= m.Sequence {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return fmt.Errorf("the view has not reached revision %d (at %d): %w", m.Sequence, rev, ctx.Err())
+		}
+	}
 }
 
 // Follow keeps the view current until ctx is done, watching again when a

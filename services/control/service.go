@@ -161,17 +161,6 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 	if err != nil {
 		return applyError("invalid_config", err.Error()), nil
 	}
-	// A grant approver group named in a file without approvers must exist
-	// in the applied configuration.
-	if ga := f.AccessProto().GetGrantApprovers(); ga != "" && f.Approvers == nil {
-		found := false
-		for _, g := range s.view.Approvers().GetGroups() {
-			found = found || g.GetName() == ga
-		}
-		if !found {
-			return applyError("invalid_config", fmt.Sprintf("access: grant_approvers %q is not an applied approver group", ga)), nil
-		}
-	}
 	for attempt := 1; ; attempt++ {
 		a, err := s.plan(ctx, req, f, specs, rules, actor)
 		var invalid invalidConfig
@@ -209,6 +198,11 @@ func (s *Service) apply(ctx context.Context, req *controlv1.ApplyRequest, actor 
 		}
 		wctx, cancel := context.WithTimeout(ctx, projectionWait)
 		err = s.store.WaitApplied(wctx, projectionName, pos.Sequence)
+		if err == nil {
+			// The service authorizes with its view: the caller's next
+			// request must be judged by what this apply set.
+			err = s.view.CatchUp(wctx, s.cfg.Conn.JS)
+		}
 		cancel()
 		if err != nil {
 			return applyError("apply_failed", "the change is stored but not yet visible; retry to confirm"), nil
@@ -248,6 +242,17 @@ func (s *Service) plan(ctx context.Context, req *controlv1.ApplyRequest, f *conf
 	state, err := controlstate.Read(ctx, s.cfg.Conn.JS)
 	if err != nil {
 		return nil, err
+	}
+	// A grant approver group named in a file without approvers must exist
+	// in the applied configuration.
+	if ga := f.AccessProto().GetGrantApprovers(); ga != "" && f.Approvers == nil {
+		found := false
+		for _, g := range state.Approvers.GetGroups() {
+			found = found || g.GetName() == ga
+		}
+		if !found {
+			return nil, invalidConfig{fmt.Errorf("access: grant_approvers %q is not an applied approver group", ga)}
+		}
 	}
 	a := &applier{dry: req.GetDryRun(), actor: actor, state: state, at: at}
 	for _, spec := range specs {
