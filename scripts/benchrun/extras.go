@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -228,44 +227,43 @@ func (e *env) twoWorkers(res *results) error {
 	return nil
 }
 
-// liveKiB is the memory the sluice dev process holds live: the heap and
-// goroutine stacks in use right after a collection (its pprof endpoint
-// runs one first). Resident memory would not do: the heap keeps the pages
-// earlier benchmarks grew it to, and gives them back at its own pace.
-func (e *env) liveKiB() (int64, error) {
+// live reads what the sluice dev process holds live right after a
+// collection (its pprof endpoint runs one first). Resident memory would
+// not do: the heap keeps the pages earlier benchmarks grew it to, and
+// gives them back at its own pace.
+func (e *env) live() (liveMemory, error) {
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1&debug=1", e.pprofPort))
 	if err != nil {
-		return 0, err
+		return liveMemory{}, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	return parseHeapProfile(resp.Body)
+}
+
+// saveHeap writes sluice's heap profile to the -heap-profiles file of
+// that suffix, if asked.
+func (e *env) saveHeap(suffix string) error {
+	if *heapOut == "" {
+		return nil
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", e.pprofPort))
 	if err != nil {
-		return 0, err
+		return err
 	}
-	var total int64
-	found := 0
-	for _, l := range strings.Split(string(b), "\n") {
-		// "# HeapInuse = N", and "# Stack = inuse / sys".
-		for _, k := range []string{"# HeapInuse = ", "# Stack = "} {
-			if v, ok := strings.CutPrefix(l, k); ok {
-				v, _, _ = strings.Cut(v, "/")
-				n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				if err != nil {
-					return 0, err
-				}
-				total += n
-				found++
-			}
-		}
+	defer resp.Body.Close()
+	f, err := os.Create(*heapOut + "." + suffix)
+	if err != nil {
+		return err
 	}
-	if found != 2 {
-		return 0, fmt.Errorf("no HeapInuse and Stack in the heap profile")
+	if _, err := f.ReadFrom(resp.Body); err != nil {
+		f.Close()
+		return err
 	}
-	return total / 1024, nil
+	return f.Close()
 }
 
 // idleMemory opens 1,000 idle sessions through Sluice and reads the
-// process's live memory (liveKiB) before and after; a first 500 are open
+// process's live memory before and after; a first 500 are open
 // before the first reading, so that what is measured is what a session
 // more takes, not the first sessions' share of the process.
 func (e *env) idleMemory(res *results) error {
@@ -294,19 +292,27 @@ func (e *env) idleMemory(res *results) error {
 		return err
 	}
 	time.Sleep(3 * time.Second)
-	before, err := e.liveKiB()
+	before, err := e.live()
 	if err != nil {
+		return err
+	}
+	if err := e.saveHeap("before"); err != nil {
 		return err
 	}
 	if err := open(n); err != nil {
 		return err
 	}
 	time.Sleep(3 * time.Second)
-	after, err := e.liveKiB()
+	after, err := e.live()
 	if err != nil {
 		return err
 	}
-	res.Memory = memoryRow{Sessions: n, BeforeKiB: before, AfterKiB: after, PerSessionKiB: float64(after-before) / float64(n)}
+	if err := e.saveHeap("after"); err != nil {
+		return err
+	}
+	res.Memory = memoryRow{Sessions: n, Before: before, After: after,
+		PerSessionKiB:    float64(after.InuseKiB-before.InuseKiB) / float64(n),
+		OwnPerSessionKiB: float64(after.OwnKiB+after.StackKiB-before.OwnKiB-before.StackKiB) / float64(n)}
 	return nil
 }
 

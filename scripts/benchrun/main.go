@@ -49,6 +49,8 @@ var (
 	relaySpec = flag.String("relay", "", "internal: serve the bare Go TLS relay (LISTEN,UPSTREAM,TLSDIR) instead of benchmarking")
 	sshMiB    = flag.Int("ssh-mib", 256, "MiB of output for the SSH bulk benchmark")
 	sshOnly   = flag.Bool("ssh-only", false, "only the SSH bulk benchmark")
+	memOnly   = flag.Bool("memory-only", false, "only the idle-session memory benchmark")
+	heapOut   = flag.String("heap-profiles", "", "with the memory benchmark: write sluice's heap profiles before and after the idle sessions to PREFIX.before and PREFIX.after (go tool pprof -base)")
 )
 
 func main() {
@@ -136,6 +138,14 @@ func run() error {
 	}
 	if err := e.fixtures(); err != nil {
 		return err
+	}
+	if *memOnly {
+		res := &results{Machine: machine()}
+		if err := e.idleMemory(res); err != nil {
+			return err
+		}
+		res.Memory.print(os.Stdout)
+		return nil
 	}
 	if err := e.startBouncer(base); err != nil {
 		return err

@@ -26,9 +26,11 @@ type maskingRow struct {
 type replicaRow struct{ OneTPS, TwoTPS float64 }
 
 type memoryRow struct {
-	Sessions            int
-	BeforeKiB, AfterKiB int64
-	PerSessionKiB       float64
+	Sessions      int
+	Before, After liveMemory
+	// PerSessionKiB is the process's heap spans and stacks in use;
+	// OwnPerSessionKiB leaves out what the embedded NATS server holds.
+	PerSessionKiB, OwnPerSessionKiB float64
 }
 
 type recorderRow struct {
@@ -133,12 +135,18 @@ func (r *results) print(w io.Writer) {
 		m.Rows, m.DirectMS, m.UnmaskedMS, m.MaskedMS, 100*(m.MaskedMS/m.UnmaskedMS-1))
 	fmt.Fprintf(w, "\nTwo worker replicas (pgbench -S -M prepared, 8 clients): one replica %.0f tps, two replicas (4+4 clients) %.0f tps (ratio %.2f).\n",
 		r.Replicas.OneTPS, r.Replicas.TwoTPS, r.Replicas.TwoTPS/r.Replicas.OneTPS)
-	fmt.Fprintf(w, "\nMemory: %d idle sessions, opened after %d others, raised the sluice dev process's live memory (heap and stacks in use after a collection) from %d to %d KiB: %.0f KiB per session (TLS, buffers, two goroutines; upstream connections are PostgreSQL's).\n",
-		r.Memory.Sessions, r.Memory.Sessions/2, r.Memory.BeforeKiB, r.Memory.AfterKiB, r.Memory.PerSessionKiB)
+	r.Memory.print(w)
+
 	var parts []string
 	for _, rr := range r.Recorder {
 		parts = append(parts, fmt.Sprintf("%d replica(s) %.0f events/s (%.1f of %d cores busy)", rr.Replicas, rr.EventsPerSec, rr.Cores, runtime.NumCPU()))
 	}
 	fmt.Fprintf(w, "\nRecorder throughput (200 sessions emitting 1,000 events each, 16 at a time, until every event is chained in AUDIT and checked there): %s.\n", strings.Join(parts, ", "))
 	r.SSH.print(w)
+}
+
+func (mem memoryRow) print(w io.Writer) {
+	fmt.Fprintf(w, "\nMemory: %d idle sessions, opened after %d others, raised the sluice dev process's live memory (heap spans and stacks in use after a collection) from %d to %d KiB: %.0f KiB per session. Leaving out the embedded NATS server's share (sampled live objects allocated by its code: %d KiB before, %d after), the live heap and stacks went from %d to %d KiB (stacks %d to %d): %.0f KiB per session (TLS, buffers, two goroutines; upstream connections are PostgreSQL's).\n",
+		mem.Sessions, mem.Sessions/2, mem.Before.InuseKiB, mem.After.InuseKiB, mem.PerSessionKiB,
+		mem.Before.NATSKiB, mem.After.NATSKiB, mem.Before.OwnKiB+mem.Before.StackKiB, mem.After.OwnKiB+mem.After.StackKiB, mem.Before.StackKiB, mem.After.StackKiB, mem.OwnPerSessionKiB)
 }

@@ -93,7 +93,11 @@ func (h *holdWatch) leave(why int) {
 
 func (h *holdWatch) watch() {
 	defer close(h.done)
-	br := h.s.cr.r
+	br, err := h.s.cr.input()
+	if err != nil {
+		h.leave(leftGone)
+		return
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := br.Read(buf)

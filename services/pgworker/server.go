@@ -20,6 +20,13 @@ import (
 // is durable, and turning probe failures into denials.
 func (s *session) serverLoop(ctx context.Context) {
 	for {
+		if !s.sr.buffered() && s.head() == nil {
+			// Nothing asked of the target: it may stay silent long.
+			s.sr.park()
+			s.cwMu.Lock()
+			s.cw.park()
+			s.cwMu.Unlock()
+		}
 		typ, body, frame, err := s.sr.next()
 		if err != nil {
 			if s.parking.Load() {

@@ -1,7 +1,6 @@
 package pgworker
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -56,14 +55,14 @@ type session struct {
 	client net.Conn
 	cr     *reader
 	cwMu   sync.Mutex
-	cw     *bufio.Writer
+	cw     *writer
 	out    []byte // scratch for encoding client messages (under cwMu)
 	// rewrite replaces the current server message (server goroutine).
 	rewrite encoder
 
 	server net.Conn
 	sr     *reader
-	sw     *bufio.Writer
+	sw     *writer
 	sout   []byte // scratch for encoding server messages (client goroutine)
 
 	pid            uint32
@@ -295,9 +294,15 @@ func (s *session) run(ctx context.Context) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	s.marker = "sluice-denied-" + hex.EncodeToString(b[:])
-	bufs := takeServerBuffers(s.server, s.w.cfg.MaxServerMessageSize)
-	defer bufs.release()
-	s.sr, s.sw = bufs.r, bufs.w
+	s.sr, s.sw = newReader(s.server, serverReaders, s.w.cfg.MaxServerMessageSize), newWriter(s.server, serverWriters)
+	defer func() {
+		s.sr.release()
+		s.sw.release()
+		s.cr.release()
+		s.cwMu.Lock()
+		s.cw.release()
+		s.cwMu.Unlock()
+	}()
 
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -437,6 +442,11 @@ func (s *session) clientLoop(ctx context.Context) {
 				s.shutdown("the target closed the connection", nil)
 				return
 			}
+			if s.head() == nil {
+				// Nothing in flight: the client may stay away long.
+				s.cr.park()
+				s.sw.park()
+			}
 			if now := time.Now(); now.Add(idle).Sub(deadline) >= min(time.Second, idle/10) {
 				deadline = now.Add(idle)
 				_ = s.client.SetReadDeadline(deadline)
@@ -450,7 +460,9 @@ func (s *session) clientLoop(ctx context.Context) {
 				// Let the client finish sending (and read the error) rather
 				// than reset a connection it is still writing to.
 				_ = s.client.SetReadDeadline(time.Now().Add(time.Second))
-				_, _ = io.Copy(io.Discard, s.cr.r)
+				if in, err := s.cr.input(); err == nil {
+					_, _ = io.Copy(io.Discard, in)
+				}
 			case isTimeout(err):
 				s.shutdown("idle timeout", fatal(stateAdminShutdown, "sluice: the session was idle too long and is closed", ""))
 			default:

@@ -54,7 +54,7 @@ var allowedParams = map[string]bool{
 
 // startupWriter writes startup-phase answers directly to the connection.
 type startupWriter struct {
-	w       *bufio.Writer
+	w       *writer
 	scratch []byte
 }
 
@@ -107,9 +107,9 @@ func (w *Worker) startup(ctx context.Context, raw net.Conn, full bool) (*session
 	}
 	rd := &reader{r: br, max: 10000}
 	if tlsConn != nil {
-		rd = newReader(tlsConn, 8192, 10000)
+		rd = newReader(tlsConn, clientReaders, 10000)
 	}
-	sw := &startupWriter{w: bufio.NewWriter(conn)}
+	sw := &startupWriter{w: newWriter(conn, clientWriters)}
 	for attempt := 0; attempt < 4; attempt++ {
 		body, err := rd.startup()
 		if err != nil {
@@ -134,8 +134,8 @@ func (w *Worker) startup(ctx context.Context, raw net.Conn, full bool) (*session
 				return nil, fmt.Errorf("TLS handshake: %w", err)
 			}
 			conn = tlsConn
-			rd = newReader(tlsConn, 8192, 10000)
-			sw = &startupWriter{w: bufio.NewWriter(conn)}
+			rd = newReader(tlsConn, clientReaders, 10000)
+			sw = &startupWriter{w: newWriter(conn, clientWriters)}
 		case codeGSSENCRequest:
 			if _, err := conn.Write([]byte{'N'}); err != nil {
 				return nil, err
@@ -420,5 +420,10 @@ func handOver(ctx context.Context, pc *pgconn.PgConn, cols []string, cached, pre
 		hj.Conn.Close()
 		return nil, nil, errors.New("unexpected data from the target")
 	}
+	// The session reads the connection itself, and pgconn.Construct
+	// builds a frontend of its own when the connection is reused: the
+	// frontend and its read buffer (16 KiB) would be kept for nothing
+	// for as long as the session lasts.
+	hj.Frontend = nil
 	return hj, cat, nil
 }
