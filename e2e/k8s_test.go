@@ -233,6 +233,13 @@ spec:
 		out, err := alice.kubectl("", "--token", "not-a-sluice-token", "get", "namespaces")
 		require.Error(t, err)
 		assert.Contains(t, out, "provide credentials")
+		// Which targets exist is for callers with a token: a target that
+		// does not exist answers a bad token as one that does.
+		out, err = alice.kubectl("", "--token", "not-a-sluice-token", "get", "--raw", "/targets/no-such-target/api/v1/namespaces")
+		require.Error(t, err)
+		assert.Contains(t, out, "You must be logged in to the server")
+		assert.Contains(t, out, "the token is refused")
+		assert.NotContains(t, out, "no-such-target")
 	})
 
 	t.Run("a target may impersonate the principal into the cluster's RBAC", func(t *testing.T) {

@@ -70,10 +70,20 @@ func (g *Guard) Require(ctx context.Context, role Role) (*commonv1.Principal, *c
 	if e != nil {
 		return nil, e
 	}
-	if e := g.Check(p, role); e != nil {
+	if e := g.CheckNow(ctx, p, role); e != nil {
 		return nil, e
 	}
 	return p, nil
+}
+
+// CheckNow is Check, asked again once the view has caught up with the
+// control bucket before it refuses (controlstate.View.Recheck): a role
+// applied a moment before is not refused for the view's lag.
+func (g *Guard) CheckNow(ctx context.Context, p *commonv1.Principal, role Role) *commonv1.Error {
+	if g.View.Recheck(ctx, func() bool { return g.Has(p, role) }) {
+		return nil
+	}
+	return g.Check(p, role)
 }
 
 // Check reports whether p holds role; the refusal names the groups that

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -53,6 +54,8 @@ type View struct {
 	// replaced whenever it grows.
 	rev   uint64
 	moved chan struct{}
+	// js is what Follow follows the bucket with (for Recheck).
+	js jetstream.JetStream
 }
 
 // NewView returns an empty view; Follow fills it.
@@ -291,8 +294,50 @@ func (v *View) CatchUp(ctx context.Context, js jetstream.JetStream) error {
 	}
 }
 
+// recheckWait bounds how long Recheck waits for the view to catch up.
+const recheckWait = 2 * time.Second
+
+// Recheck reports ok(); if it is false, it asks again once the view holds
+// everything the bucket holds (waiting at most two seconds). A refusal is
+// then never made for the view's lag behind a change already stored: a
+// role, an approver group or a target applied a moment before, by an apply
+// that has returned. Only refusals pay for it, with one request to
+// JetStream.
+func (v *View) Recheck(ctx context.Context, ok func() bool) bool {
+	if ok() {
+		return true
+	}
+	v.mu.RLock()
+	js := v.js
+	v.mu.RUnlock()
+	if js == nil {
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, recheckWait)
+	defer cancel()
+	if err := v.CatchUp(cctx, js); err != nil {
+		return false
+	}
+	return ok()
+}
+
+// LookupTarget is Target, rechecked (Recheck) when the view has no such
+// target.
+func (v *View) LookupTarget(ctx context.Context, name string) (*controlv1.TargetConfigured, bool) {
+	var tc *controlv1.TargetConfigured
+	found := v.Recheck(ctx, func() bool {
+		var ok bool
+		tc, ok = v.Target(name)
+		return ok
+	})
+	return tc, found
+}
+
 // Follow keeps the view current until ctx is done, watching again when a
 // watch ends (a NATS node lost, a reconnect).
 func (v *View) Follow(ctx context.Context, js jetstream.JetStream) error {
+	v.mu.Lock()
+	v.js = js
+	v.mu.Unlock()
 	return bus.FollowKV(ctx, js, bus.BucketControl, v.ready, v.apply)
 }

@@ -54,3 +54,34 @@ func TestCatchUp(t *testing.T) {
 	require.NoError(t, v.CatchUp(ctx, conn.JS))
 	assert.Nil(t, v.Access(), "a deletion is caught up with too")
 }
+
+// Recheck asks again once the view has caught up: what was written before
+// it was called is never refused for the view's lag, and what is not
+// there is refused without waiting for the bound.
+func TestRecheck(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	kv, err := controlstate.Bucket(ctx, conn.JS)
+	require.NoError(t, err)
+	v := controlstate.NewView()
+	assert.False(t, v.Recheck(ctx, func() bool { return false }), "a view that does not follow refuses at once")
+	go func() { _ = v.Follow(ctx, conn.JS) }()
+	<-v.Ready()
+
+	for i := range 50 {
+		name := "db" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		b, err := proto.Marshal(&controlv1.TargetConfigured{Spec: &controlv1.TargetSpec{Name: name}})
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, controlstate.TargetKey(name), b)
+		require.NoError(t, err)
+		tc, ok := v.LookupTarget(ctx, name)
+		require.True(t, ok, "target %s, written before the lookup", name)
+		require.Equal(t, name, tc.GetSpec().GetName())
+	}
+	start := time.Now()
+	_, ok := v.LookupTarget(ctx, "nope")
+	assert.False(t, ok)
+	assert.Less(t, time.Since(start), time.Second, "a view that has caught up does not wait for the bound")
+}

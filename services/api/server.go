@@ -121,12 +121,14 @@ func (s *Server) routes() {
 // access decides whether a principal may call a route; the service behind
 // it checks again, against the caller it verifies itself. The groups come
 // from the applied access section, never from code.
-type access func(s *Server, p *commonv1.Principal) *commonv1.Error
+type access func(ctx context.Context, s *Server, p *commonv1.Principal) *commonv1.Error
 
-func anyone(*Server, *commonv1.Principal) *commonv1.Error { return nil }
+func anyone(context.Context, *Server, *commonv1.Principal) *commonv1.Error { return nil }
 
 func role(r authz.Role) access {
-	return func(s *Server, p *commonv1.Principal) *commonv1.Error { return s.guard.Check(p, r) }
+	return func(ctx context.Context, s *Server, p *commonv1.Principal) *commonv1.Error {
+		return s.guard.CheckNow(ctx, p, r)
+	}
 }
 
 var (
@@ -147,7 +149,7 @@ func (s *Server) handle(pattern, route string, allowed access, h func(w http.Res
 		if !ok {
 			return
 		}
-		if e := allowed(s, p); e != nil {
+		if e := allowed(r.Context(), s, p); e != nil {
 			writeError(rec, http.StatusForbidden, e.GetCode(), e.GetMessage())
 			return
 		}

@@ -366,15 +366,22 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 	return &approvalsv1.ApprovalReply{Approval: a}, nil
 }
 
-// mayApprove reports whether p belongs to one of the approver groups.
-func (s *Service) mayApprove(p *commonv1.Principal, groups []string) bool {
-	return authz.IsApprover(s.ctl.Approvers(), p, groups)
+// mayApprove reports whether p belongs to one of the approver groups, as
+// applied by the time it asks (controlstate.View.Recheck).
+func (s *Service) mayApprove(ctx context.Context, p *commonv1.Principal, groups []string) bool {
+	return s.ctl.Recheck(ctx, func() bool { return authz.IsApprover(s.ctl.Approvers(), p, groups) })
 }
 
 // mayRead reports whether p may see a: its requester, those who may decide
 // it, and auditors.
 func (s *Service) mayRead(p *commonv1.Principal, a *approvalsv1.Approval) bool {
-	return sameSubject(a.GetRequester(), p) || s.mayApprove(p, a.GetApproverGroups()) || s.guard.Has(p, authz.Auditor)
+	return sameSubject(a.GetRequester(), p) || authz.IsApprover(s.ctl.Approvers(), p, a.GetApproverGroups()) || s.guard.Has(p, authz.Auditor)
+}
+
+// mayReadNow is mayRead asked again once the view has caught up, for one
+// approval asked for by id (a list filters with mayRead).
+func (s *Service) mayReadNow(ctx context.Context, p *commonv1.Principal, a *approvalsv1.Approval) bool {
+	return s.ctl.Recheck(ctx, func() bool { return s.mayRead(p, a) })
 }
 
 // sameSubject: the same subject at the same issuer.
@@ -499,7 +506,7 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 		switch {
 		case samePerson(p, a.GetRequester()):
 			return replyErr("self_approval", "nobody approves their own request"), nil
-		case !s.mayApprove(p, a.GetApproverGroups()):
+		case !s.mayApprove(ctx, p, a.GetApproverGroups()):
 			return replyErr("forbidden", "you are not in an approver group of this request"), nil
 		case !comparable(p, a.GetRequester()):
 			return replyErr("not_comparable", "the requester (%s) has no email to be told apart from a Slack user by; decide with sluice approve or in the console",
@@ -541,7 +548,7 @@ func (s *Service) decideAs(ctx context.Context, p *commonv1.Principal, req *appr
 				return replyErr("bad_request", "request %s has no session to scope a grant to", a.GetId()), nil
 			case s.ctl.Access().GetGrantApprovers() == "":
 				return replyErr("not_configured", "no approver group decides grants (set access.grant_approvers in sluice.yaml)"), nil
-			case !s.mayApprove(p, []string{s.ctl.Access().GetGrantApprovers()}):
+			case !s.mayApprove(ctx, p, []string{s.ctl.Access().GetGrantApprovers()}):
 				// Approving one held command is not granting a role: that
 				// is for those who decide grant requests.
 				return replyErr("forbidden", "only the grant approvers (%s) add a grant to an approval", s.ctl.Access().GetGrantApprovers()), nil
@@ -651,7 +658,7 @@ func (s *Service) revoke(ctx context.Context, req *approvalsv1.Revoke) (*approva
 			return replyErr("bad_request", "%s is not a grant", a.GetId()), nil
 		case a.GetState() != Approved:
 			return replyErr("not_active", "grant %s is %s", a.GetId(), a.GetState()), nil
-		case !sameSubject(by, a.GetRequester()) && !s.mayApprove(by, a.GetApproverGroups()):
+		case !sameSubject(by, a.GetRequester()) && !s.mayApprove(ctx, by, a.GetApproverGroups()):
 			return replyErr("forbidden", "only the grantee or an approver may revoke a grant"), nil
 		}
 		return nil, []eventstore.Pending{eventstore.NewEvent("revoked", &approvalsv1.GrantRevoked{Id: a.GetId(), By: by, Reason: req.GetReason(), At: timestamppb.New(s.cfg.Now())})}
@@ -669,7 +676,7 @@ func (s *Service) get(ctx context.Context, req *approvalsv1.Get) (*approvalsv1.A
 	}
 	// Someone who may not see a request learns nothing, not even that it
 	// exists.
-	if !ok || !s.mayRead(p, a) {
+	if !ok || !s.mayReadNow(ctx, p, a) {
 		return replyErr("not_found", "there is no approval request %s", req.GetId()), nil
 	}
 	return &approvalsv1.ApprovalReply{Approval: a}, nil

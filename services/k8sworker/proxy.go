@@ -245,11 +245,7 @@ func (w *Worker) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		status(rw, http.StatusNotFound, "NotFound", "sluice: use the server URL sluice kubeconfig writes: https://HOST/targets/NAME")
 		return
 	}
-	tc, ok := w.k.View.Target(name)
-	if !ok || tc.GetSpec().GetKubernetes() == nil {
-		status(rw, http.StatusNotFound, "NotFound", fmt.Sprintf("sluice: there is no Kubernetes target %q", name))
-		return
-	}
+	// The caller first: which targets exist is for those with a token.
 	token, ok := authn.Bearer(r)
 	if !ok {
 		status(rw, http.StatusUnauthorized, "Unauthorized", "sluice: send an access token (sluice kubeconfig writes a kubeconfig whose user runs sluice token)")
@@ -263,6 +259,11 @@ func (w *Worker) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 		w.k.RecordAuthFailure(r.Context(), cc.addr, name, e.GetCode(), e.GetMessage())
 		status(rw, code, http.StatusText(code), fmt.Sprintf("sluice: the token is refused: %s (%s)", e.GetMessage(), e.GetCode()))
+		return
+	}
+	tc, ok := w.k.View.LookupTarget(r.Context(), name)
+	if !ok || tc.GetSpec().GetKubernetes() == nil {
+		status(rw, http.StatusNotFound, "NotFound", fmt.Sprintf("sluice: there is no Kubernetes target %q", name))
 		return
 	}
 	spec := tc.GetSpec()

@@ -45,8 +45,8 @@ type cmdOutput struct {
 
 // commandCall prepares a run_command call: an SSH exec, ruled on exactly as
 // the SSH worker rules on one.
-func (w *Worker) commandCall(s *session, req *mcp.CallToolRequest, in runCommandIn) (*call, *callError) {
-	spec, e := w.target(in.Target, "ssh", toolRunCommand)
+func (w *Worker) commandCall(ctx context.Context, s *session, req *mcp.CallToolRequest, in runCommandIn) (*call, *callError) {
+	spec, e := w.target(ctx, in.Target, "ssh", toolRunCommand)
 	if e != nil {
 		return nil, e
 	}

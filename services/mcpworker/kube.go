@@ -54,7 +54,7 @@ func (w *Worker) kubeRequestTool(ctx context.Context, req *mcp.CallToolRequest, 
 	if err != nil {
 		return nil, callResult{}, err
 	}
-	c, e := w.kubeCall(s, req, in)
+	c, e := w.kubeCall(ctx, s, req, in)
 	if e != nil {
 		r := callResult{Status: statusError, Tool: toolKube, Target: in.Target, Error: e}
 		return toolResult(r), r, nil
@@ -65,8 +65,8 @@ func (w *Worker) kubeRequestTool(ctx context.Context, req *mcp.CallToolRequest, 
 
 // kubeCall prepares a kube_request call: a Kubernetes API request,
 // classified and ruled on exactly as the Kubernetes worker rules on one.
-func (w *Worker) kubeCall(s *session, req *mcp.CallToolRequest, in kubeRequestIn) (*call, *callError) {
-	spec, e := w.target(in.Target, "kubernetes", toolKube)
+func (w *Worker) kubeCall(ctx context.Context, s *session, req *mcp.CallToolRequest, in kubeRequestIn) (*call, *callError) {
+	spec, e := w.target(ctx, in.Target, "kubernetes", toolKube)
 	if e != nil {
 		return nil, e
 	}

@@ -69,13 +69,13 @@ func fail(code, format string, a ...any) *callError {
 }
 
 // target finds a target of the kind a tool needs.
-func (w *Worker) target(name, kind, tool string) (*controlv1.TargetSpec, *callError) {
+func (w *Worker) target(ctx context.Context, name, kind, tool string) (*controlv1.TargetSpec, *callError) {
 	if strings.TrimSpace(name) == "" {
 		return nil, fail("invalid_arguments", "target is required (list_targets shows the targets you may use)")
 	}
 	// One answer for a target that does not exist and one of another
 	// kind: the answer says nothing list_targets would not.
-	tc, ok := w.k.View.Target(name)
+	tc, ok := w.k.View.LookupTarget(ctx, name)
 	if !ok || tc.GetSpec().GetKind() != kind {
 		return nil, fail("not_found", "there is no %s target %q for %s (list_targets shows the targets you may use, and the tool for each)", kind, name, tool)
 	}
@@ -83,8 +83,8 @@ func (w *Worker) target(name, kind, tool string) (*controlv1.TargetSpec, *callEr
 }
 
 // sqlCall prepares a run_sql call.
-func (w *Worker) sqlCall(s *session, req *mcp.CallToolRequest, in runSQLIn) (*call, *callError) {
-	spec, e := w.target(in.Target, "postgres", toolRunSQL)
+func (w *Worker) sqlCall(ctx context.Context, s *session, req *mcp.CallToolRequest, in runSQLIn) (*call, *callError) {
+	spec, e := w.target(ctx, in.Target, "postgres", toolRunSQL)
 	if e != nil {
 		return nil, e
 	}

@@ -208,7 +208,7 @@ func (w *Worker) runSQLTool(ctx context.Context, req *mcp.CallToolRequest, in ru
 	if err != nil {
 		return nil, callResult{}, err
 	}
-	c, e := w.sqlCall(s, req, in)
+	c, e := w.sqlCall(ctx, s, req, in)
 	if e != nil {
 		r := callResult{Status: statusError, Tool: toolRunSQL, Target: in.Target, Error: e}
 		return toolResult(r), r, nil
@@ -222,7 +222,7 @@ func (w *Worker) runCommandTool(ctx context.Context, req *mcp.CallToolRequest, i
 	if err != nil {
 		return nil, callResult{}, err
 	}
-	c, e := w.commandCall(s, req, in)
+	c, e := w.commandCall(ctx, s, req, in)
 	if e != nil {
 		r := callResult{Status: statusError, Tool: toolRunCommand, Target: in.Target, Error: e}
 		return toolResult(r), r, nil

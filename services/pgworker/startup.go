@@ -227,7 +227,7 @@ func (w *Worker) authenticate(ctx context.Context, conn net.Conn, tlsConn *tls.C
 		return refuse(code, fmt.Sprintf("sluice: token refused: %s (%s)", perr.GetMessage(), perr.GetCode()),
 			"put a fresh access token in the password: PGPASSWORD=\"$(sluice token)\"")
 	}
-	tc, ok := w.k.View.Target(target)
+	tc, ok := w.k.View.LookupTarget(ctx, target)
 	if !ok || tc.GetSpec().GetPostgres() == nil {
 		w.k.RecordAuthFailure(ctx, client, target, "unknown_target", "no such PostgreSQL target")
 		return refuse(stateInvalidCatalog, fmt.Sprintf("sluice: there is no PostgreSQL target %q", target), "sluice targets list shows the targets")

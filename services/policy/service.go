@@ -188,7 +188,7 @@ func (s *Service) test(ctx context.Context, req *policyv1.EvaluateRequest) (*pol
 	if _, e := s.guard.Require(ctx, authz.PolicyReader); e != nil {
 		return &policyv1.Decision{Action: engine.Deny, Error: e, Cache: &policyv1.Cache{}}, nil
 	}
-	if _, ok := s.view.Target(req.GetTarget().GetName()); !ok {
+	if _, ok := s.view.LookupTarget(ctx, req.GetTarget().GetName()); !ok {
 		return &policyv1.Decision{Action: engine.Deny, Cache: &policyv1.Cache{},
 			Error: &commonv1.Error{Code: "not_found", Message: fmt.Sprintf("there is no target %q", req.GetTarget().GetName())}}, nil
 	}

@@ -261,7 +261,7 @@ func (w *Worker) open(ctx context.Context, conn *ssh.ServerConn, client string) 
 		w.k.RecordAuthFailure(ctx, client, name, "certificate_mismatch", "the certificate names another principal than its token")
 		return nil, "the certificate names another principal than its token"
 	}
-	tc, ok := w.k.View.Target(name)
+	tc, ok := w.k.View.LookupTarget(ctx, name)
 	if !ok || tc.GetSpec().GetSsh() == nil {
 		w.k.RecordAuthFailure(ctx, client, name, "unknown_target", "no such SSH target")
 		return nil, fmt.Sprintf("there is no SSH target %q: the login name names the target (sluice targets list shows them)", name)

@@ -95,3 +95,21 @@ func TestPolicyTestShowsMasking(t *testing.T) {
 	r = as("dba", "-o", "json", query)
 	assert.Contains(t, r.stdout, `"masking": null`)
 }
+
+// What an apply returned with is what the services judge by at once: the
+// very next request names the target it added, and the policy service,
+// whose view follows the control bucket on its own, does not answer that
+// there is no such target (it catches up before it refuses).
+func TestAppliedTargetIsKnownAtOnce(t *testing.T) {
+	s := startStack(t)
+	admin := s.idp.Token("root", "admins")
+	for i := range 5 {
+		name := fmt.Sprintf("db%d", i)
+		file := writeFile(t, name+".yaml", "targets:\n  - name: "+name+"\n    kind: postgres\n    postgres: {host: h, database: d, user: u, password: {env: PW}}\n")
+		r := s.cli(admin, "apply", "-f", file)
+		require.Equal(t, 0, r.code, r.stderr)
+		r = s.cli(admin, "policy", "test", "--sub", "alice", "--groups", "engineers", "--target", name, "SELECT 1")
+		assert.NotContains(t, r.stdout+r.stderr, "there is no target", "apply %d", i)
+		assert.Contains(t, r.stdout, "masking: none for alice on "+name, "apply %d: %s", i, r.stderr)
+	}
+}
