@@ -672,6 +672,13 @@ func (s *Service) get(ctx context.Context, req *approvalsv1.Get) (*approvalsv1.A
 	}
 	a, ok := s.view.Get(req.GetId())
 	if !ok {
+		// The view lags the bucket: an approval opened or changed a moment
+		// ago may not be in it yet. The bucket itself, then the history
+		// (a retired approval goes into the history before it leaves the
+		// bucket, so it is always in one of them, read in this order).
+		a, ok = s.stored(ctx, bus.BucketApprovals, req.GetId())
+	}
+	if !ok {
 		a, ok = s.retired(ctx, req.GetId())
 	}
 	// Someone who may not see a request learns nothing, not even that it
@@ -770,7 +777,12 @@ func (s *Service) history(ctx context.Context, before string, limit int, keep fu
 
 // retired looks an approval up in the history.
 func (s *Service) retired(ctx context.Context, id string) (*approvalsv1.Approval, bool) {
-	kv, err := s.cfg.Conn.JS.KeyValue(ctx, bus.BucketApprovalsHistory)
+	return s.stored(ctx, bus.BucketApprovalsHistory, id)
+}
+
+// stored reads an approval from a bucket.
+func (s *Service) stored(ctx context.Context, bucket, id string) (*approvalsv1.Approval, bool) {
+	kv, err := s.cfg.Conn.JS.KeyValue(ctx, bucket)
 	if err != nil {
 		return nil, false
 	}
