@@ -36,7 +36,8 @@ type View struct {
 	staleFns []func(bool)
 	stale    atomic.Bool
 	// waiters are woken when their approval changes.
-	waiters map[string][]chan struct{}
+	waiters  map[string][]chan struct{}
+	progress bus.Progress
 }
 
 // OnStale registers fn, called when the view falls behind the bucket and
@@ -77,6 +78,7 @@ func (v *View) Ready() <-chan struct{} { return v.ready }
 
 // apply folds one bucket entry into the view.
 func (v *View) apply(e jetstream.KeyValueEntry) error {
+	defer v.progress.Applied(e.Revision())
 	if e.Operation() != jetstream.KeyValuePut {
 		// Retired to the history: no longer in the hot view.
 		v.mu.Lock()
@@ -209,6 +211,12 @@ func (v *View) Await(ctx context.Context, id string) (*approvalsv1.Approval, err
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// CatchUp returns once the view holds every entry the bucket holds now
+// (bus.Progress), or with an error when ctx is done first.
+func (v *View) CatchUp(ctx context.Context, js jetstream.JetStream) error {
+	return v.progress.CatchUp(ctx, js, bus.BucketApprovals)
 }
 
 // Follow keeps the view current until ctx is done, watching again when a

@@ -50,17 +50,14 @@ type View struct {
 	st    State
 	ready chan struct{}
 	subs  []func(key string)
-	// rev is the highest bucket revision applied; moved is closed and
-	// replaced whenever it grows.
-	rev   uint64
-	moved chan struct{}
+	progress bus.Progress
 	// js is what Follow follows the bucket with (for Recheck).
 	js jetstream.JetStream
 }
 
 // NewView returns an empty view; Follow fills it.
 func NewView() *View {
-	return &View{st: State{Targets: map[string]*controlv1.TargetConfigured{}}, ready: make(chan struct{}), moved: make(chan struct{})}
+	return &View{st: State{Targets: map[string]*controlv1.TargetConfigured{}}, ready: make(chan struct{})}
 }
 
 // OnChange registers fn to be called (from the follower goroutine) after
@@ -79,18 +76,17 @@ func (v *View) apply(e jetstream.KeyValueEntry) error {
 	v.mu.Lock()
 	err := v.st.set(key, e.Value(), e.Operation() != jetstream.KeyValuePut)
 	subs := v.subs
-	if err == nil && e.Revision() > v.rev {
-		v.rev = e.Revision()
-		close(v.moved)
-		v.moved = make(chan struct{})
-	}
 	v.mu.Unlock()
 	if err != nil {
+		v.progress.Applied(e.Revision()) // seen, if not applied: no wait for it
 		return err
 	}
 	for _, fn := range subs {
 		fn(key)
 	}
+	// Applied once those who react to the change have (CatchUp promises
+	// the change and its consequences).
+	v.progress.Applied(e.Revision())
 	return nil
 }
 
@@ -266,32 +262,7 @@ func (v *View) Access() *controlv1.AccessConfigured {
 // its view calls it before it reports an apply done, so that the caller's
 // next request is judged by what it applied.
 func (v *View) CatchUp(ctx context.Context, js jetstream.JetStream) error {
-	s, err := js.Stream(ctx, bus.KVStream(bus.BucketControl))
-	if err != nil {
-		return fmt.Errorf("control bucket: %w", err)
-	}
-	// The newest message still held (the stream's last sequence may be
-	// one since removed, which no watch delivers).
-	m, err := s.GetLastMsgForSubject(ctx, "$KV."+bus.BucketControl+".>")
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil // an empty bucket
-	}
-	if err != nil {
-		return fmt.Errorf("control bucket: %w", err)
-	}
-	for {
-		v.mu.RLock()
-		rev, moved := v.rev, v.moved
-		v.mu.RUnlock()
-		if rev >= m.Sequence {
-			return nil
-		}
-		select {
-		case <-moved:
-		case <-ctx.Done():
-			return fmt.Errorf("the view has not reached revision %d (at %d): %w", m.Sequence, rev, ctx.Err())
-		}
-	}
+	return v.progress.CatchUp(ctx, js, bus.BucketControl)
 }
 
 // recheckWait bounds how long Recheck waits for the view to catch up.

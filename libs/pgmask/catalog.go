@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 )
 
 // ColKey identifies a table column as RowDescription does: the table's OID
@@ -46,6 +47,42 @@ type Catalog struct {
 	// masked column they count as masked, and so do the views over them
 	// (pg_stats, and a user's view of pg_stats).
 	stats []ColKey
+	// asked are the rule column names it was resolved for.
+	asked map[string]bool
+}
+
+// Covers reports whether the catalog was resolved for every column the
+// decision masks. A plan on a catalog that does not cover its decision
+// would pass the columns it was never told of: a decision made under a
+// policy the worker's view has not received yet names them.
+func (c *Catalog) Covers(d *policyv1.Decision) bool {
+	for _, r := range d.GetMasks() {
+		for _, col := range r.GetColumns() {
+			if c == nil || !c.asked[strings.ToLower(strings.TrimSpace(col))] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// WithDecisionColumns is cols (from MaskColumns) with every column the
+// decision masks that cols lacks added at the end; cols itself when it
+// lacks none.
+func WithDecisionColumns(cols []string, d *policyv1.Decision) []string {
+	out := cols
+	for _, r := range d.GetMasks() {
+		for _, col := range r.GetColumns() {
+			col = strings.ToLower(strings.TrimSpace(col))
+			if !slices.Contains(out, col) {
+				if len(out) == len(cols) {
+					out = slices.Clone(cols)
+				}
+				out = append(out, col)
+			}
+		}
+	}
+	return out
 }
 
 // viewCol is a column of a view that derives from a masked column.
@@ -98,7 +135,10 @@ func ResolveCatalog(ctx context.Context, pc *pgconn.PgConn, columns []string) (*
 // name it had and has, where masking by name would silently stop.
 func ResolveCatalogAfter(ctx context.Context, pc *pgconn.PgConn, columns []string, prev *Catalog) (*Catalog, error) {
 	cat := &Catalog{byName: map[string][]ColKey{}, tables: map[string][]string{},
-		spellings: map[ColKey][]string{}, views: map[ColKey][]viewCol{}}
+		spellings: map[ColKey][]string{}, views: map[ColKey][]viewCol{}, asked: map[string]bool{}}
+	for _, c := range columns {
+		cat.asked[c] = true
+	}
 	if len(columns) == 0 {
 		return cat, nil
 	}

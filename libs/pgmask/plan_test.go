@@ -419,3 +419,23 @@ func TestRowsOfAWriteComeFromARule(t *testing.T) {
 	sel := StatementLineage(&policyv1.Statement{Kind: "read", Command: "SELECT", Targets: []*policyv1.Target{{}}})
 	assert.Empty(t, sel.Refs, "SELECT 1 derives from nothing")
 }
+
+// A catalog covers a decision only if it was resolved for every column
+// the decision masks; WithDecisionColumns adds those a policy lacks (a
+// decision made under a policy the worker has not received yet).
+func TestCatalogCoversItsDecision(t *testing.T) {
+	d := decision(&controlv1.MaskRule{Columns: []string{"customers.ssn", " Customers.Email "}})
+	cols := []string{"customers.ssn"}
+	got := WithDecisionColumns(cols, d)
+	assert.Equal(t, []string{"customers.ssn", "customers.email"}, got)
+	assert.Equal(t, []string{"customers.ssn"}, cols, "the policy's list is not changed")
+	same := []string{"customers.email", "customers.ssn"}
+	assert.Equal(t, same, WithDecisionColumns(same, d))
+
+	old := &Catalog{asked: map[string]bool{"customers.ssn": true}}
+	assert.False(t, old.Covers(d), "a column the catalog was never told of")
+	assert.True(t, (&Catalog{asked: map[string]bool{"customers.ssn": true, "customers.email": true}}).Covers(d))
+	assert.True(t, old.Covers(decision()), "nothing masked")
+	var none *Catalog
+	assert.False(t, none.Covers(d))
+}

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,7 +14,9 @@ import (
 )
 
 // IdentityAndPolicyAnswer waits until the identity and policy services
-// answer on nc. A worker serves before they do (refusing meanwhile), so a
+// answer on nc, the policy service with a policy applied (a revision): a
+// worker serves before they do (refusing meanwhile), and a policy service
+// that answers before its view holds the policy denies everything, so a
 // test that starts them in goroutines waits here before it connects.
 func IdentityAndPolicyAnswer(t testing.TB, ctx context.Context, nc *nats.Conn) {
 	t.Helper()
@@ -23,6 +26,12 @@ func IdentityAndPolicyAnswer(t testing.TB, ctx context.Context, nc *nats.Conn) {
 			return err
 		}
 		var d policyv1.Decision
-		return bus.Request(ctx, nc, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}}}, &d)
+		if err := bus.Request(ctx, nc, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}}}, &d); err != nil {
+			return err
+		}
+		if d.GetRevision() == 0 {
+			return fmt.Errorf("the policy service has no policy yet: %s", d.GetReason())
+		}
+		return nil
 	})
 }

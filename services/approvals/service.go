@@ -260,9 +260,11 @@ func (s *Service) open(ctx context.Context, req *approvalsv1.OpenRequest) (*appr
 		ApproverGroups: req.GetApproverGroups(), Quorum: max(req.GetQuorum(), 1),
 		OpenedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(ttl)), Protocol: req.GetProtocol(),
 	}
-	if _, err := s.store.Append(ctx, "request", id, eventstore.Position{}, eventstore.NewEvent("opened", ev)); err != nil {
+	pos, err := s.store.Append(ctx, "request", id, eventstore.Position{}, eventstore.NewEvent("opened", ev))
+	if err != nil {
 		return nil, err
 	}
+	s.settle(ctx, pos)
 	approvalsOpened.WithLabelValues(req.GetProtocol()).Inc()
 	s.supersede(ctx, ev)
 	a, _ := fold([]eventstore.Event{{Type: "sluice.approvals.v1.RequestOpened", Data: mustMarshal(ev), Version: 1}})
@@ -329,6 +331,14 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 		return refused, nil
 	}
 	d := time.Duration(req.GetDurationSeconds()) * time.Second
+	// The request names the group that decides it and the target it is
+	// for as applied by now, not as this service's view last heard: an
+	// admin who moved grant_approvers has moved every later request.
+	cctx, cancel := context.WithTimeout(ctx, settleWait)
+	if err := s.ctl.CatchUp(cctx, s.cfg.Conn.JS); err != nil {
+		s.cfg.Log.Warn().Err(err).Msg("the control view could not catch up; deciding on it as it is")
+	}
+	cancel()
 	grantApprovers := s.ctl.Access().GetGrantApprovers()
 	switch {
 	case grantApprovers == "":
@@ -358,9 +368,11 @@ func (s *Service) requestGrant(ctx context.Context, req *approvalsv1.RequestGran
 	ev := &approvalsv1.GrantRequested{Id: id, Requester: requester, Target: req.GetTarget(), Role: req.GetRole(),
 		DurationSeconds: req.GetDurationSeconds(), Reason: visible.Text(req.GetReason()), ApproverGroups: []string{grantApprovers}, Quorum: 1,
 		RequestedAt: timestamppb.New(s.cfg.Now()), SessionId: req.GetSessionId()}
-	if _, err := s.store.Append(ctx, "grant", id, eventstore.Position{}, eventstore.NewEvent("requested", ev)); err != nil {
+	pos, err := s.store.Append(ctx, "grant", id, eventstore.Position{}, eventstore.NewEvent("requested", ev))
+	if err != nil {
 		return nil, err
 	}
+	s.settle(ctx, pos)
 	approvalsOpened.WithLabelValues(TypeGrant).Inc()
 	a, _ := fold([]eventstore.Event{{Type: "sluice.approvals.v1.GrantRequested", Data: mustMarshal(ev), Version: 1}})
 	return &approvalsv1.ApprovalReply{Approval: a}, nil
@@ -409,11 +421,13 @@ func (s *Service) withRetry(ctx context.Context, id string, fn func(agg string, 
 			return reply, nil
 		}
 		prev, through := a, len(st.Events)+len(events)
-		if _, err := s.store.Append(ctx, agg, id, st.Position, events...); errors.Is(err, eventstore.ErrConflict) {
+		pos, err := s.store.Append(ctx, agg, id, st.Position, events...)
+		if errors.Is(err, eventstore.ErrConflict) {
 			continue
 		} else if err != nil {
 			return nil, err
 		}
+		s.settle(ctx, pos)
 		st, err = s.store.Load(ctx, agg, id)
 		if err != nil {
 			return nil, err
@@ -432,6 +446,28 @@ func (s *Service) withRetry(ctx context.Context, id string, fn func(agg string, 
 		return reply, nil
 	}
 	return replyErr("conflict", "the request changed concurrently; try again"), nil
+}
+
+// settleWait bounds how long a change waits to be visible before its
+// caller is answered.
+const settleWait = 2 * time.Second
+
+// settle waits until what was stored at pos is in the approvals bucket and
+// in this service's view, so that the caller's next request finds it: a
+// `sluice approvals show` of the request just held, a revocation that
+// every worker's view is then one watch delivery from, a held statement
+// sent again that supersedes the request the first one opened. A wait
+// that runs out is logged, not returned: the change is stored.
+func (s *Service) settle(ctx context.Context, pos eventstore.Position) {
+	wctx, cancel := context.WithTimeout(ctx, settleWait)
+	defer cancel()
+	err := s.store.WaitApplied(wctx, projectionName, pos.Sequence)
+	if err == nil {
+		err = s.view.CatchUp(wctx, s.cfg.Conn.JS)
+	}
+	if err != nil && ctx.Err() == nil {
+		s.cfg.Log.Warn().Err(err).Uint64("sequence", pos.Sequence).Msg("a stored change is not yet visible")
+	}
 }
 
 // countDecided counts a request that was pending before events (its

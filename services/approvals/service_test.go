@@ -221,6 +221,13 @@ func TestGrantLifecycle(t *testing.T) {
 	r, _ = e.call(alice, bus.APIGrantsRequest, &approvalsv1.RequestGrant{Target: "demo", Role: "writer", DurationSeconds: 3600, Reason: "y"})
 	id = r.GetApproval().GetId()
 	require.Nil(t, e.decide(t, id, bob, "approve").GetError())
+	// In force first, or the wait for its end below proves nothing.
+	testkit.Eventually(t, 5*time.Second, func() error {
+		if g := e.view.Grants(e.idp.Issuer.URL, "alice", "demo", "", time.Now()).Grants; len(g) != 1 {
+			return fmt.Errorf("not granted yet")
+		}
+		return nil
+	})
 	rr, err := e.call(dave, bus.APIGrantsRevoke, &approvalsv1.Revoke{Id: id, Reason: "no"})
 	require.NoError(t, err)
 	assert.Equal(t, "forbidden", code(rr))

@@ -265,7 +265,9 @@ func (w *Worker) plan(ctx context.Context, pg *controlv1.PostgresTarget, pc *pgc
 	if err != nil {
 		return nil, err
 	}
-	cols := pgmask.MaskColumns(w.k.View.Policy().GetRules())
+	// The decision's columns too: it may come from a policy this
+	// worker's view has not received yet.
+	cols := pgmask.WithDecisionColumns(pgmask.MaskColumns(w.k.View.Policy().GetRules()), d)
 	key := pgmask.CatalogKey(pg, cols)
 	prev := w.catalogs.Last(key)
 	cat, _, err := w.catalogs.Fresh(ctx, key, w.cfg.CatalogMaxAge, func(ctx context.Context) (*pgmask.Catalog, error) {

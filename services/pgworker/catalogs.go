@@ -10,6 +10,7 @@ package pgworker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -17,6 +18,7 @@ import (
 	"sluice.dev/sluice/libs/pgmask"
 	"sluice.dev/sluice/libs/targets"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
 )
 
 // resolveCatalog logs in to the target on a connection of its own and
@@ -42,18 +44,20 @@ func (w *Worker) resolveCatalog(ctx context.Context, pg *controlv1.PostgresTarge
 const catalogRefreshTimeout = 10 * time.Second
 
 // freshCatalog makes sure the session's catalog is no older than
-// CatalogMaxAge (and covers the masked columns of the policy in force),
-// taking a fresher one of the same target when there is one.
-func (s *session) freshCatalog() error {
+// CatalogMaxAge and covers the masked columns of the policy in force and
+// of d, taking a fresher one of the same target when there is one. The
+// policy service may decide under a policy the worker's view has not
+// received yet: its decision's columns are resolved too.
+func (s *session) freshCatalog(d *policyv1.Decision) error {
 	maxAge := s.w.cfg.CatalogMaxAge
 	if maxAge < 0 || s.upstream == nil || s.upstream.pg == nil {
 		return nil
 	}
 	policy := s.w.k.View.Policy()
-	if policy == s.catalogPolicy && time.Since(s.catalogAt) <= maxAge {
+	if policy == s.catalogPolicy && time.Since(s.catalogAt) <= maxAge && s.catalog.Covers(d) {
 		return nil
 	}
-	cols := pgmask.MaskColumns(policy.GetRules())
+	cols := pgmask.WithDecisionColumns(pgmask.MaskColumns(policy.GetRules()), d)
 	key := pgmask.CatalogKey(s.upstream.pg, cols)
 	if key == s.catalogKey && time.Since(s.catalogAt) <= maxAge {
 		s.catalogPolicy = policy
@@ -73,6 +77,10 @@ func (s *session) freshCatalog() error {
 		// Plans are built on the catalog.
 		clear(s.plans)
 		s.lastDecision, s.lastDecisionPlan = nil, nil
+	}
+	if !s.catalog.Covers(d) {
+		// Never planned on a catalog that was not told of a masked column.
+		return errors.New("the catalog does not cover the decision's masked columns")
 	}
 	return nil
 }

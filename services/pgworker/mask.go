@@ -15,9 +15,10 @@ func (s *session) planFor(d *policyv1.Decision) (*pgmask.Plan, error) {
 	if len(d.GetMasks()) == 0 {
 		return nil, nil
 	}
-	if err := s.freshCatalog(); err != nil {
+	if err := s.freshCatalog(d); err != nil {
 		return nil, fmt.Errorf("the masked columns could not be resolved again: %w", err)
 	}
+
 	// Cached decisions are shared and never change: remember the plan of
 	// the last one, the common case of a statement run again and again.
 	if d == s.lastDecision && s.lastDecisionPlan != nil {
