@@ -46,10 +46,10 @@ func Bucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, er
 
 // View is a live, read-only copy of the control state.
 type View struct {
-	mu    sync.RWMutex
-	st    State
-	ready chan struct{}
-	subs  []func(key string)
+	mu       sync.RWMutex
+	st       State
+	ready    chan struct{}
+	subs     []func(key string)
 	progress bus.Progress
 	// js is what Follow follows the bucket with (for Recheck).
 	js jetstream.JetStream
