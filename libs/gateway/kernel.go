@@ -460,6 +460,8 @@ func (k *Kernel) Decide(ctx context.Context, req *policyv1.EvaluateRequest, pkey
 	gen := k.Decisions.Generation()
 	// Decided with grants at least as current as this worker has seen.
 	req.MinGrantsRevision = k.Approvals.GrantRevision()
+	// And with the policy this worker holds, or a later one.
+	req.MinPolicyRevision = k.View.Policy().GetRevision()
 	var d policyv1.Decision
 	if err := bus.RequestIdempotent(ctx, k.cfg.Conn.NC, bus.APIPolicyEvaluate, req, &d); err != nil {
 		if caller.Err() != nil {

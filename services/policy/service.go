@@ -37,6 +37,9 @@ const (
 	RuleLexerSetting = "builtin:lexer-setting"
 	RuleNoCommand    = "builtin:no-command"
 	RuleGrantsBehind = "builtin:grants-view-behind"
+	// RulePolicyBehind denies when the service has not loaded the policy
+	// revision the asking worker already holds.
+	RulePolicyBehind = "builtin:policy-behind"
 	// RuleUnparseableCommand denies an SSH exec request whose command line
 	// shellclass cannot classify (a syntax error, an incomplete line, a
 	// limit exceeded) or that is empty.
@@ -172,6 +175,17 @@ func (s *Service) decide(ctx context.Context, req *policyv1.EvaluateRequest) *po
 				return deny(RuleGrantsBehind, "the policy service has not yet seen the latest grant change; nothing runs until it has", rev)
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// Nor is one that holds a newer policy (a rule applied a moment ago)
+	// answered with an older one.
+	if min := req.GetMinPolicyRevision(); min > 0 && s.revision() < min {
+		wctx, cancel := context.WithTimeout(ctx, grantsWait)
+		err := s.view.CatchUp(wctx, s.cfg.Conn.JS)
+		cancel()
+		if rev := s.revision(); rev < min {
+			s.cfg.Log.Warn().Err(err).Uint64("revision", rev).Uint64("wanted", min).Msg("the policy in force is not loaded; denying")
+			return deny(RulePolicyBehind, "the policy service has not yet loaded the policy in force; nothing runs until it has", rev)
 		}
 	}
 	start := time.Now()

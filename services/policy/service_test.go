@@ -369,3 +369,52 @@ func BenchmarkColdEvaluate(b *testing.B) {
 		})
 	}
 }
+
+// A worker that holds a newer policy than the service has loaded (a rule
+// applied a moment ago) is not answered with the older one: the service
+// catches up first, and denies if it cannot.
+func TestDecisionsUseThePolicyTheWorkerHolds(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	go func() { _ = policy.New(policy.Config{Conn: conn, Log: zerolog.Nop()}).Run(ctx) }()
+	putPolicy(t, conn, 1, &controlv1.Rule{Name: "allow-reads", Action: "allow", When: `sql.kind == "read"`})
+	ask := func(min uint64) *policyv1.Decision {
+		var d policyv1.Decision
+		require.NoError(t, bus.Request(ctx, conn.NC, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{
+			Principal: &commonv1.Principal{Subject: "alice"}, Target: &commonv1.Target{Name: "demo"}, MinPolicyRevision: min,
+			Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}},
+		}, &d))
+		return &d
+	}
+	testkit.Eventually(t, 10*time.Second, func() error {
+		var d policyv1.Decision
+		if err := bus.Request(ctx, conn.NC, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{
+			Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}}}, &d); err != nil {
+			return err
+		}
+		if d.GetRule() != "allow-reads" {
+			return fmt.Errorf("not ready: %s", d.GetRule())
+		}
+		return nil
+	})
+	// Revision 2 denies reads; the worker asks for it right after it is
+	// stored: never the allow of revision 1.
+	for rev := uint64(2); rev < 12; rev++ {
+		action := "deny"
+		if rev%2 == 1 {
+			action = "allow"
+		}
+		putPolicy(t, conn, rev, &controlv1.Rule{Name: fmt.Sprintf("r%d", rev), Action: action, When: `sql.kind == "read"`})
+		d := ask(rev)
+		assert.Equal(t, rev, d.GetRevision())
+		assert.Equal(t, fmt.Sprintf("r%d", rev), d.GetRule())
+		assert.Equal(t, action, d.GetAction())
+	}
+	// A revision that is not stored: denied after the wait.
+	d := ask(1 << 40)
+	assert.Equal(t, "deny", d.GetAction())
+	assert.Equal(t, policy.RulePolicyBehind, d.GetRule())
+	assert.False(t, d.GetCache().GetCacheable())
+}

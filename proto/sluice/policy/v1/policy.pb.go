@@ -516,6 +516,10 @@ type EvaluateRequest struct {
 	MinGrantsRevision uint64 `protobuf:"varint,4,opt,name=min_grants_revision,json=minGrantsRevision,proto3" json:"min_grants_revision,omitempty"`
 	// mcp is set for a call through the MCP endpoint.
 	Mcp *MCPInput `protobuf:"bytes,5,opt,name=mcp,proto3" json:"mcp,omitempty"`
+	// min_policy_revision is the policy revision the caller's own control
+	// view holds (a rule applied a moment ago): the policy service decides
+	// with that revision or a later one, or not at all.
+	MinPolicyRevision uint64 `protobuf:"varint,6,opt,name=min_policy_revision,json=minPolicyRevision,proto3" json:"min_policy_revision,omitempty"`
 	// Types that are valid to be assigned to Command:
 	//
 	//	*EvaluateRequest_Sql
@@ -589,6 +593,13 @@ func (x *EvaluateRequest) GetMcp() *MCPInput {
 		return x.Mcp
 	}
 	return nil
+}
+
+func (x *EvaluateRequest) GetMinPolicyRevision() uint64 {
+	if x != nil {
+		return x.MinPolicyRevision
+	}
+	return 0
 }
 
 func (x *EvaluateRequest) GetCommand() isEvaluateRequest_Command {
@@ -1560,14 +1571,15 @@ const file_sluice_policy_v1_policy_proto_rawDesc = "" +
 	"\bMCPInput\x12\x12\n" +
 	"\x04tool\x18\x01 \x01(\tR\x04tool\x125\n" +
 	"\targuments\x18\x02 \x01(\v2\x17.google.protobuf.StructR\targuments\x12\x16\n" +
-	"\x06client\x18\x03 \x01(\tR\x06client\"\x9c\x03\n" +
+	"\x06client\x18\x03 \x01(\tR\x06client\"\xcc\x03\n" +
 	"\x0fEvaluateRequest\x129\n" +
 	"\tprincipal\x18\x01 \x01(\v2\x1b.sluice.common.v1.PrincipalR\tprincipal\x120\n" +
 	"\x06target\x18\x02 \x01(\v2\x18.sluice.common.v1.TargetR\x06target\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12.\n" +
 	"\x13min_grants_revision\x18\x04 \x01(\x04R\x11minGrantsRevision\x12,\n" +
-	"\x03mcp\x18\x05 \x01(\v2\x1a.sluice.policy.v1.MCPInputR\x03mcp\x120\n" +
+	"\x03mcp\x18\x05 \x01(\v2\x1a.sluice.policy.v1.MCPInputR\x03mcp\x12.\n" +
+	"\x13min_policy_revision\x18\x06 \x01(\x04R\x11minPolicyRevision\x120\n" +
 	"\x03sql\x18\n" +
 	" \x01(\v2\x1c.sluice.policy.v1.SQLCommandH\x00R\x03sql\x120\n" +
 	"\x03ssh\x18\v \x01(\v2\x1c.sluice.policy.v1.SSHCommandH\x00R\x03ssh\x120\n" +
