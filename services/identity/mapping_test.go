@@ -11,10 +11,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/authn"
+	"sluice.dev/sluice/libs/bus"
 	"sluice.dev/sluice/libs/controlstate"
 	"sluice.dev/sluice/libs/devissuer"
 	"sluice.dev/sluice/libs/testkit"
 	controlv1 "sluice.dev/sluice/proto/sluice/control/v1"
+	identityv1 "sluice.dev/sluice/proto/sluice/identity/v1"
 	"sluice.dev/sluice/services/identity"
 )
 
@@ -164,4 +166,55 @@ func TestAllowedGroupsAndUnverifiedEmail(t *testing.T) {
 	require.Nil(t, f)
 	assert.Equal(t, []string{"engineers"}, pr.Groups, "a group outside allowed_groups is dropped")
 	assert.Empty(t, pr.Email)
+}
+
+// A token of an issuer trusted by a configuration stored a moment ago is
+// verified at once, asked straight over NATS: the service catches its
+// watch up before it answers that the issuer is not trusted.
+func TestNewIssuerTrustedAtOnce(t *testing.T) {
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, provision(ctx, conn))
+	kv, err := controlstate.Bucket(ctx, conn.JS)
+	require.NoError(t, err)
+	first := newIDP(t)
+	apply := func(digest string, ps ...identity.Provider) {
+		ev := &controlv1.IdentityProviderConfigured{Digest: digest}
+		for _, p := range ps {
+			ev.Providers = append(ev.Providers, &controlv1.IdentityProvider{Issuer: p.Issuer, Audience: p.Audience})
+		}
+		b, _ := proto.Marshal(ev)
+		_, err := kv.Put(ctx, controlstate.KeyIdentityProvider, b)
+		require.NoError(t, err)
+	}
+	apply("d0", first.provider())
+	go func() { _ = identity.New(identity.Config{Conn: conn}).Run(ctx) }()
+	verify := func(tok string) *identityv1.VerifyTokenResponse {
+		var r identityv1.VerifyTokenResponse
+		require.NoError(t, bus.Request(ctx, conn.NC, bus.APIIdentityVerify, &identityv1.VerifyTokenRequest{Token: tok}, &r))
+		return &r
+	}
+	testkit.Eventually(t, 10*time.Second, func() error {
+		var r identityv1.VerifyTokenResponse
+		if err := bus.Request(ctx, conn.NC, bus.APIIdentityVerify, &identityv1.VerifyTokenRequest{Token: first.mint(t, devissuer.Claims{Subject: "a"})}, &r); err != nil {
+			return err
+		}
+		if r.GetError() != nil {
+			return fmt.Errorf("%s", r.GetError().GetMessage())
+		}
+		return nil
+	})
+	ps := []identity.Provider{first.provider()}
+	for i := range 5 {
+		idp := newIDP(t)
+		ps = append(ps, idp.provider())
+		apply(fmt.Sprintf("d%d", i+1), ps...)
+		r := verify(idp.mint(t, devissuer.Claims{Subject: "alice"}))
+		require.Nil(t, r.GetError(), "configuration %d", i+1)
+		assert.Equal(t, "alice", r.GetPrincipal().GetSubject())
+	}
+	stranger := newIDP(t)
+	r := verify(stranger.mint(t, devissuer.Claims{Subject: "eve"}))
+	assert.Equal(t, identity.CodeUntrusted, r.GetError().GetCode())
 }

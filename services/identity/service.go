@@ -49,6 +49,8 @@ type Config struct {
 type Service struct {
 	cfg Config
 	set atomic.Pointer[Set]
+	// progress is how far the provider watch has read the control bucket.
+	progress bus.Progress
 }
 
 // Set is the identity configuration in force: a verifier per trusted
@@ -183,6 +185,17 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) handle(ctx context.Context, req *identityv1.VerifyTokenRequest) (*identityv1.VerifyTokenResponse, error) {
 	set := s.set.Load()
 	p, f := set.Verify(ctx, req.GetToken())
+	if f != nil && f.Code == CodeUntrusted {
+		// An issuer trusted by an apply that has returned may not have
+		// reached this service's watch yet: ask again once it has.
+		cctx, cancel := context.WithTimeout(ctx, catchUpWait)
+		err := s.progress.CatchUp(cctx, s.cfg.Conn.JS, bus.BucketControl)
+		cancel()
+		if now := s.set.Load(); err == nil && now != set {
+			set = now
+			p, f = set.Verify(ctx, req.GetToken())
+		}
+	}
 	if f != nil {
 		verifications.WithLabelValues(f.Code).Inc()
 		return &identityv1.VerifyTokenResponse{Error: f.Proto(), IdentityDigest: set.Digest}, nil
@@ -226,9 +239,14 @@ func (s *Service) sshAuthority(context.Context, *identityv1.SSHAuthorityRequest)
 	return &identityv1.SSHAuthorityReply{PublicKeys: []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.cfg.SSHUserCA.PublicKey())))}}, nil
 }
 
+// catchUpWait bounds how long a refusal waits for the provider watch to
+// catch up with the control bucket.
+const catchUpWait = 2 * time.Second
+
 // watchProvider follows the applied identity provider settings.
 func (s *Service) watchProvider(ctx context.Context, ready chan struct{}) error {
 	err := bus.FollowKV(ctx, s.cfg.Conn.JS, bus.BucketControl, ready, func(e jetstream.KeyValueEntry) error {
+		defer s.progress.Applied(e.Revision())
 		if e.Key() != controlstate.KeyIdentityProvider {
 			return nil
 		}
