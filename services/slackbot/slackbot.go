@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/slack-go/slack"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/approvalstate"
 	"sluice.dev/sluice/libs/bus"
@@ -171,7 +173,7 @@ func (b *Bot) onEvent(ctx context.Context, m jetstream.Msg) error {
 	// The folded state may lag the event by a moment.
 	var a *approvalsv1.Approval
 	for i := 0; i < 50; i++ {
-		if cur, ok := b.view.Get(id); ok && stateAfter(cur, event) {
+		if cur, ok := b.view.Get(id); ok && stateAfter(cur, event, m.Data()) {
 			a = cur
 			break
 		}
@@ -205,13 +207,21 @@ func (b *Bot) onEvent(ctx context.Context, m jetstream.Msg) error {
 	}
 }
 
-// stateAfter reports whether a reflects event.
-func stateAfter(a *approvalsv1.Approval, event string) bool {
+// stateAfter reports whether a reflects event, whose message is data.
+func stateAfter(a *approvalsv1.Approval, event string, data []byte) bool {
 	switch event {
 	case "opened", "requested":
 		return true
 	case "approved":
-		return len(a.GetApprovedBy()) > 0
+		// This approval among those counted, not only an earlier one: with
+		// a quorum of two, the card would otherwise be left pending.
+		// RequestApproved and GrantApproved both carry the approver as
+		// field 2.
+		var ev approvalsv1.RequestApproved
+		if err := proto.Unmarshal(data, &ev); err != nil || ev.GetApprover().GetSubject() == "" {
+			return len(a.GetApprovedBy()) > 0
+		}
+		return slices.Contains(a.GetApprovedBy(), ev.GetApprover().GetSubject())
 	case "denied":
 		return a.GetState() == "denied"
 	case "expired":
