@@ -137,8 +137,9 @@ type Worker struct {
 	// pool keeps target connections of cleanly ended sessions (nil: off).
 	pool *upstreamPool
 	// catalogs are the targets' masked columns as last resolved
-	// (catalogs.go).
+	// (catalogs.go); plans the masking plans built on them (mask.go).
 	catalogs pgmask.Catalogs
+	plans    planCache
 }
 
 // New returns a worker.
