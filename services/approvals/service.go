@@ -730,6 +730,13 @@ func (s *Service) list(ctx context.Context, req *approvalsv1.ListRequest) (*appr
 	if e != nil {
 		return &approvalsv1.ListReply{Error: e}, nil
 	}
+	if !s.guard.Has(caller, authz.Auditor) && !authz.IsApprover(s.ctl.Approvers(), caller, nil) {
+		// Someone who sees only their own requests here may have been
+		// made an approver or an auditor a moment ago.
+		cctx, cancel := context.WithTimeout(ctx, settleWait)
+		_ = s.ctl.CatchUp(cctx, s.cfg.Conn.JS)
+		cancel()
+	}
 	state := req.GetState()
 	if state == "" {
 		state = Pending
