@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"slices"
-	"strings"
 	"sync"
+
+	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/libs/masking"
 	policyv1 "sluice.dev/sluice/proto/sluice/policy/v1"
@@ -17,20 +20,27 @@ type maskers struct {
 	m   map[string]*masking.Masker
 }
 
-// MaskRulesKey names a decision's set of mask rules.
+// MaskRulesKey names a decision's set of mask rules: a digest of the
+// rules whole (columns, detectors, action, the characters kept, what
+// derived values do, and any field a rule gains), so that two sets differ
+// in their key whenever they differ at all. Maskers and masking plans are
+// shared under it: a key that left out a field once let one group's
+// `keep: 4` show through another group's `keep: 1`.
 func MaskRulesKey(d *policyv1.Decision) string {
-	var b strings.Builder
+	h := sha256.New()
+	var buf []byte
 	for _, m := range d.GetMasks() {
-		b.WriteString(strings.Join(m.GetColumns(), ","))
-		b.WriteByte('|')
-		b.WriteString(strings.Join(m.GetDetectors(), ","))
-		b.WriteByte('|')
-		b.WriteString(m.GetAction())
-		b.WriteByte('|')
-		b.WriteString(m.GetDerived())
-		b.WriteByte(';')
+		var err error
+		buf, err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(buf[:0], m)
+		if err != nil {
+			panic(err) // a message in memory always marshals
+		}
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(buf)))
+		h.Write(n[:])
+		h.Write(buf)
 	}
-	return b.String()
+	return string(h.Sum(nil))
 }
 
 // SetMaskingKey keys the token action (derived from the master key, so

@@ -167,6 +167,9 @@ func (p *prefixed) Read(b []byte) (int, error) {
 		p.pre = p.pre[n:]
 		return n, nil
 	}
+	if p.src == nil {
+		return 0, io.EOF // released
+	}
 	return p.src.Read(b)
 }
 
@@ -254,7 +257,14 @@ func newWriter(dst io.Writer, pool *writerPool) *writer {
 	return &writer{dst: dst, pool: pool}
 }
 
+// errReleased is a write after the session let go of its writer (a late
+// shutdown of a session that already ended).
+var errReleased = errors.New("the session has ended")
+
 func (w *writer) Write(b []byte) (int, error) {
+	if w.dst == nil {
+		return 0, errReleased
+	}
 	if w.w == nil {
 		w.w = w.pool.get(w.dst)
 	}

@@ -123,3 +123,20 @@ func TestParkedWriter(t *testing.T) {
 	require.NoError(t, w.Flush())
 	assert.Equal(t, "ab", out.String())
 }
+
+// A writer or a reader let go of for good refuses to write or read, and
+// never panics: a shutdown may come after its session has ended.
+func TestReleasedBuffersRefuse(t *testing.T) {
+	var out bytes.Buffer
+	w := newWriter(&out, clientWriters)
+	w.release()
+	_, err := w.Write([]byte("late"))
+	assert.ErrorIs(t, err, errReleased)
+	assert.NoError(t, w.Flush())
+	assert.Zero(t, out.Len())
+
+	r := newReader(bytes.NewBufferString("x"), serverReaders, 1<<20)
+	r.release()
+	_, _, _, err = r.next()
+	assert.ErrorIs(t, err, io.EOF)
+}
