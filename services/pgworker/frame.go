@@ -31,19 +31,19 @@ type reader struct {
 	torn bool
 	// pool is where r comes from and returns to; nil: never parked.
 	pool *readerPool
-	wait [parkedRead]byte
+	// wait is what a parked reader reads into (pool.parked bytes, made at
+	// its first park).
+	wait []byte
 }
 
-// parkedRead is how much a parked reader's first read takes: a typical
-// statement or its answer (a few rows) whole, so that a busy session's
-// park between statements costs no extra system call.
-const parkedRead = 1024
-
 // Pools of the buffers readers and writers let go of: the client side's
-// and the target side's, by size.
+// and the target side's, by size. A parked reader's first read takes
+// `parked` bytes: a typical statement (client side) or answer of a few
+// rows (target side) whole, so that a busy session's park between
+// statements costs no extra system call.
 var (
-	clientReaders = &readerPool{size: 8 << 10}
-	serverReaders = &readerPool{size: 32 << 10}
+	clientReaders = &readerPool{size: 8 << 10, parked: 1 << 10}
+	serverReaders = &readerPool{size: 32 << 10, parked: 4 << 10}
 	clientWriters = &writerPool{size: 4 << 10}
 	serverWriters = &writerPool{size: 32 << 10}
 	// frames holds readers' frame buffers of the usual size.
@@ -54,8 +54,8 @@ var (
 const frameSize = 8 << 10
 
 type readerPool struct {
-	size int
-	p    sync.Pool
+	size, parked int
+	p            sync.Pool
 }
 
 func (p *readerPool) get(src io.Reader) *bufio.Reader {
@@ -104,6 +104,9 @@ func (r *reader) park() {
 	r.pool.put(r.r)
 	r.r = nil
 	r.dropFrame()
+	if r.wait == nil {
+		r.wait = make([]byte, r.pool.parked)
+	}
 }
 
 // release lets go of the reader's buffers for good (its session ends),
@@ -133,7 +136,7 @@ func (r *reader) take() error {
 		return nil
 	}
 	for range 100 {
-		n, err := r.pre.Read(r.wait[:])
+		n, err := r.pre.Read(r.wait)
 		if n > 0 {
 			// An error with the input recurs on the next read.
 			r.pre.pre = r.wait[:n]

@@ -70,7 +70,7 @@ func (t *trickle) Read(b []byte) (int, error) {
 func TestParkedReaderLosesNothing(t *testing.T) {
 	var in []byte
 	in = append(in, testFrame('Z', "I")...)
-	big := bytes.Repeat([]byte("x"), 3*parkedRead)
+	big := bytes.Repeat([]byte("x"), 3*serverReaders.parked)
 	in = append(in, testFrame('D', string(big[:200]))...)
 	in = append(in, 'D', 0, 0, byte((len(big)+4)>>8), byte(len(big)+4))
 	in = append(in, big...)
@@ -94,7 +94,7 @@ func TestParkedReaderLosesNothing(t *testing.T) {
 			got = append(got, string(typ)+":"+string(body[:min(len(body), 8)])+":"+string(rune('0'+len(body)%10)))
 		}
 		r.release()
-		assert.Equal(t, []string{"Z:I:1", "D:xxxxxxxx:0", "D:xxxxxxxx:2", "C:SELECT 2:8"}, got, "per %d", per)
+		assert.Equal(t, []string{"Z:I:1", "D:xxxxxxxx:0", "D:xxxxxxxx:" + string(rune('0'+len(big)%10)), "C:SELECT 2:8"}, got, "per %d", per)
 	}
 
 	// A whole small message comes in the parked reader's one read.
