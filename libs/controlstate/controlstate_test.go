@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
@@ -18,12 +19,7 @@ import (
 // CatchUp returns only once the view holds what the bucket held when it
 // was called, and says so when the view cannot get there in time.
 func TestCatchUp(t *testing.T) {
-	_, conn := testkit.NATS(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
-	kv, err := controlstate.Bucket(ctx, conn.JS)
-	require.NoError(t, err)
+	ctx, conn, kv := controlBucket(t)
 	v := controlstate.NewView()
 
 	require.NoError(t, v.CatchUp(ctx, conn.JS), "an empty bucket is caught up with at once")
@@ -59,12 +55,7 @@ func TestCatchUp(t *testing.T) {
 // it was called is never refused for the view's lag, and what is not
 // there is refused without waiting for the bound.
 func TestRecheck(t *testing.T) {
-	_, conn := testkit.NATS(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
-	kv, err := controlstate.Bucket(ctx, conn.JS)
-	require.NoError(t, err)
+	ctx, conn, kv := controlBucket(t)
 	v := controlstate.NewView()
 	assert.False(t, v.Recheck(ctx, func() bool { return false }), "a view that does not follow refuses at once")
 	go func() { _ = v.Follow(ctx, conn.JS) }()
@@ -84,4 +75,16 @@ func TestRecheck(t *testing.T) {
 	_, ok := v.LookupTarget(ctx, "nope")
 	assert.False(t, ok)
 	assert.Less(t, time.Since(start), time.Second, "a view that has caught up does not wait for the bound")
+}
+
+// controlBucket is a NATS server with the control bucket provisioned.
+func controlBucket(t *testing.T) (context.Context, *bus.Conn, jetstream.KeyValue) {
+	t.Helper()
+	_, conn := testkit.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	require.NoError(t, bus.Provision(ctx, conn.JS, bus.Topology{}))
+	kv, err := controlstate.Bucket(ctx, conn.JS)
+	require.NoError(t, err)
+	return ctx, conn, kv
 }

@@ -111,14 +111,7 @@ func TestChangeTakesEffectAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	require.NoError(t, provision(ctx, conn))
-	kv, err := controlstate.Bucket(ctx, conn.JS)
-	require.NoError(t, err)
-	apply := func(digest string, p identity.Provider) {
-		b, _ := proto.Marshal(&controlv1.IdentityProviderConfigured{Digest: digest,
-			Providers: []*controlv1.IdentityProvider{{Issuer: p.Issuer, Audience: p.Audience}}})
-		_, err := kv.Put(ctx, controlstate.KeyIdentityProvider, b)
-		require.NoError(t, err)
-	}
+	apply := func(digest string, p identity.Provider) { applyProviders(t, ctx, conn, digest, p) }
 	apply("d-old", oldIdP.provider())
 	go func() { _ = identity.New(identity.Config{Conn: conn}).Run(ctx) }()
 
@@ -176,18 +169,8 @@ func TestNewIssuerTrustedAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	require.NoError(t, provision(ctx, conn))
-	kv, err := controlstate.Bucket(ctx, conn.JS)
-	require.NoError(t, err)
 	first := newIDP(t)
-	apply := func(digest string, ps ...identity.Provider) {
-		ev := &controlv1.IdentityProviderConfigured{Digest: digest}
-		for _, p := range ps {
-			ev.Providers = append(ev.Providers, &controlv1.IdentityProvider{Issuer: p.Issuer, Audience: p.Audience})
-		}
-		b, _ := proto.Marshal(ev)
-		_, err := kv.Put(ctx, controlstate.KeyIdentityProvider, b)
-		require.NoError(t, err)
-	}
+	apply := func(digest string, ps ...identity.Provider) { applyProviders(t, ctx, conn, digest, ps...) }
 	apply("d0", first.provider())
 	go func() { _ = identity.New(identity.Config{Conn: conn}).Run(ctx) }()
 	verify := func(tok string) *identityv1.VerifyTokenResponse {
@@ -217,4 +200,19 @@ func TestNewIssuerTrustedAtOnce(t *testing.T) {
 	stranger := newIDP(t)
 	r := verify(stranger.mint(t, devissuer.Claims{Subject: "eve"}))
 	assert.Equal(t, identity.CodeUntrusted, r.GetError().GetCode())
+}
+
+// applyProviders stores an identity configuration trusting ps, as an
+// apply does.
+func applyProviders(t *testing.T, ctx context.Context, conn *bus.Conn, digest string, ps ...identity.Provider) {
+	t.Helper()
+	kv, err := controlstate.Bucket(ctx, conn.JS)
+	require.NoError(t, err)
+	ev := &controlv1.IdentityProviderConfigured{Digest: digest}
+	for _, p := range ps {
+		ev.Providers = append(ev.Providers, &controlv1.IdentityProvider{Issuer: p.Issuer, Audience: p.Audience})
+	}
+	b, _ := proto.Marshal(ev)
+	_, err = kv.Put(ctx, controlstate.KeyIdentityProvider, b)
+	require.NoError(t, err)
 }

@@ -298,17 +298,7 @@ func TestDecisionsWaitForTheGrantsTheWorkerSaw(t *testing.T) {
 		}, &d))
 		return &d, time.Since(start)
 	}
-	testkit.Eventually(t, 10*time.Second, func() error {
-		var d policyv1.Decision
-		if err := bus.Request(ctx, conn.NC, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{
-			Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}}}, &d); err != nil {
-			return err
-		}
-		if d.GetRule() != "allow-reads" {
-			return fmt.Errorf("not ready: %s", d.GetRule())
-		}
-		return nil
-	})
+	decidesBy(t, ctx, conn, "allow-reads")
 	// A revision no grant change has reached yet: denied after the wait.
 	d, took := ask(1 << 40)
 	assert.Equal(t, "deny", d.GetAction())
@@ -388,17 +378,7 @@ func TestDecisionsUseThePolicyTheWorkerHolds(t *testing.T) {
 		}, &d))
 		return &d
 	}
-	testkit.Eventually(t, 10*time.Second, func() error {
-		var d policyv1.Decision
-		if err := bus.Request(ctx, conn.NC, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{
-			Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}}}, &d); err != nil {
-			return err
-		}
-		if d.GetRule() != "allow-reads" {
-			return fmt.Errorf("not ready: %s", d.GetRule())
-		}
-		return nil
-	})
+	decidesBy(t, ctx, conn, "allow-reads")
 	// Revision 2 denies reads; the worker asks for it right after it is
 	// stored: never the allow of revision 1.
 	for rev := uint64(2); rev < 12; rev++ {
@@ -417,4 +397,20 @@ func TestDecisionsUseThePolicyTheWorkerHolds(t *testing.T) {
 	assert.Equal(t, "deny", d.GetAction())
 	assert.Equal(t, policy.RulePolicyBehind, d.GetRule())
 	assert.False(t, d.GetCache().GetCacheable())
+}
+
+// decidesBy waits until the policy service decides SELECT 1 by rule.
+func decidesBy(t *testing.T, ctx context.Context, conn *bus.Conn, rule string) {
+	t.Helper()
+	testkit.Eventually(t, 10*time.Second, func() error {
+		var d policyv1.Decision
+		if err := bus.Request(ctx, conn.NC, bus.APIPolicyEvaluate, &policyv1.EvaluateRequest{
+			Command: &policyv1.EvaluateRequest_Sql{Sql: &policyv1.SQLCommand{Text: "SELECT 1"}}}, &d); err != nil {
+			return err
+		}
+		if d.GetRule() != rule {
+			return fmt.Errorf("not ready: %s", d.GetRule())
+		}
+		return nil
+	})
 }
